@@ -100,8 +100,14 @@ void* operator new(std::size_t size)
         return p;
     throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept
+{
+    std::free(p);
+}
 
 namespace frugal::bench {
 
@@ -111,7 +117,10 @@ bool register_figure(const std::string& name, const std::string& unit)
     return true;
 }
 
-std::size_t allocations() noexcept { return allocation_count.load(std::memory_order_relaxed); }
+std::size_t allocations() noexcept
+{
+    return allocation_count.load(std::memory_order_relaxed);
+}
 
 } // namespace frugal::bench
 

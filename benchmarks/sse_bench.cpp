@@ -23,18 +23,21 @@ constexpr std::size_t piece_size = 4096;
 const std::string& openrouter_stream()
 {
     static const std::string stream = [] {
-        const char* words[] = {"The", " quick", " brown", " fox", " jumps", " over", " the",
-                               " lazy", " dog", ".", "\\n", " 亚", " é"};
+        const char* words[] = {"The",   " quick", " brown", " fox", " jumps", " over", " the",
+                               " lazy", " dog",   ".",      "\\n",  " 亚",    " é"};
         std::string s;
         s.reserve(stream_size + 1024);
         for (std::size_t i = 0; s.size() < stream_size; ++i) {
             if (i % 32 == 0)
                 s += ": OPENROUTER PROCESSING\n\n";
-            s += "data: {\"id\":\"gen-1778031306-UD7bR0I1JNCsPvVzlXat\",\"object\":\"chat.completion."
-                 "chunk\",\"created\":1778031306,\"model\":\"google/gemma-4-31b-it:free\",\"provider\":"
+            s += "data: "
+                 "{\"id\":\"gen-1778031306-UD7bR0I1JNCsPvVzlXat\",\"object\":\"chat.completion."
+                 "chunk\",\"created\":1778031306,\"model\":\"google/"
+                 "gemma-4-31b-it:free\",\"provider\":"
                  "\"Google AI Studio\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"";
             s += words[i % std::size(words)];
-            s += "\",\"role\":\"assistant\"},\"finish_reason\":null,\"native_finish_reason\":null}]}\n\n";
+            s += "\",\"role\":\"assistant\"},\"finish_reason\":null,\"native_finish_reason\":null}]"
+                 "}\n\n";
         }
         return s;
     }();
@@ -67,16 +70,15 @@ void sse_parse(benchmark::State& state)
     std::size_t bytes = 0;
     const std::size_t allocs_before = frugal::bench::allocations();
     for (auto _ : state) {
-        events += parse_stream(parser, stream, [&](const frugal::sse_event& e) {
-            sink += e.data.size();
-        });
+        events += parse_stream(
+            parser, stream, [&](const frugal::sse_event& e) { sink += e.data.size(); });
         bytes += stream.size();
         benchmark::DoNotOptimize(sink);
     }
     const std::size_t allocs = frugal::bench::allocations() - allocs_before;
     state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
-    state.counters["sse_parse_mib_per_s"] =
-        benchmark::Counter(static_cast<double>(bytes) / (1024.0 * 1024.0), benchmark::Counter::kIsRate);
+    state.counters["sse_parse_mib_per_s"] = benchmark::Counter(
+        static_cast<double>(bytes) / (1024.0 * 1024.0), benchmark::Counter::kIsRate);
     state.counters["sse_parse_events_per_s"] =
         benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
     state.counters["sse_allocs_per_event"] =
@@ -112,8 +114,8 @@ void sse_parse_json(benchmark::State& state)
         benchmark::DoNotOptimize(sink);
     }
     state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
-    state.counters["sse_parse_json_mib_per_s"] =
-        benchmark::Counter(static_cast<double>(bytes) / (1024.0 * 1024.0), benchmark::Counter::kIsRate);
+    state.counters["sse_parse_json_mib_per_s"] = benchmark::Counter(
+        static_cast<double>(bytes) / (1024.0 * 1024.0), benchmark::Counter::kIsRate);
     state.counters["sse_parse_json_events_per_s"] =
         benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
 }

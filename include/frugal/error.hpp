@@ -44,6 +44,7 @@ inline boost::system::error_code make_error_code(error e) noexcept
 } // namespace frugal
 
 template <>
-struct boost::system::is_error_code_enum<frugal::error> : std::true_type {};
+struct boost::system::is_error_code_enum<frugal::error> : std::true_type {
+};
 
 #endif // FRUGAL_ERROR_HPP

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace frugal {
 
@@ -96,6 +97,11 @@ public:
     /// instead.)
     void feed(std::string_view bytes);
 
+    /// A temporary string would die while the parser still reads it: rejected at compile time.
+    template <class String>
+    requires std::is_same_v<String, std::string>
+    void feed(String&& temporary) = delete;
+
     /// Returns the next complete event, or no event when the input fed so far holds no further
     /// complete event or the parser has failed; `error()` tells the two apart.
     std::optional<sse_event> next();
@@ -139,25 +145,25 @@ private:
     sse_parser_params params_;
     boost::system::error_code ec_;
 
-    std::string_view in_;           // unread part of the caller's latest input
-    std::string tail_;              // unfinished line carried from earlier input
-    std::size_t tail_pos_ = 0;      // start of the unread part of tail_
-    std::uint64_t consumed_ = 0;    // stream offset of the first byte not yet consumed
+    std::string_view in_;        // unread part of the caller's latest input
+    std::string tail_;           // unfinished line carried from earlier input
+    std::size_t tail_pos_ = 0;   // start of the unread part of tail_
+    std::uint64_t consumed_ = 0; // stream offset of the first byte not yet consumed
 
-    std::string data_;              // data buffer, used when data_view_ cannot be
-    std::string_view data_view_;    // zero-copy data: the only data line, inside in_
+    std::string data_;           // data buffer, used when data_view_ cannot be
+    std::string_view data_view_; // zero-copy data: the only data line, inside in_
     bool data_in_view_ = false;
-    bool has_data_ = false;         // a data field was seen since the last dispatch
-    std::string type_;              // event type buffer
-    std::string id_buffer_;         // last event ID buffer (9.2.6: survives dispatch)
-    std::string last_event_id_;     // last event ID string, set at dispatch
+    bool has_data_ = false;     // a data field was seen since the last dispatch
+    std::string type_;          // event type buffer
+    std::string id_buffer_;     // last event ID buffer (9.2.6: survives dispatch)
+    std::string last_event_id_; // last event ID string, set at dispatch
     bool id_changed_ = false;
     std::optional<std::uint64_t> retry_;
 
-    bool dispatched_ = false;       // the previous next() handed out an event
-    bool skip_lf_ = false;          // previous line ended with CR: a following LF belongs to it
-    unsigned char bom_seen_ = 0;    // bytes of the UTF-8 BOM matched so far
-    bool bom_done_ = false;         // the stream's first bytes have been checked for a BOM
+    bool dispatched_ = false;    // the previous next() handed out an event
+    bool skip_lf_ = false;       // previous line ended with CR: a following LF belongs to it
+    unsigned char bom_seen_ = 0; // bytes of the UTF-8 BOM matched so far
+    bool bom_done_ = false;      // the stream's first bytes have been checked for a BOM
 };
 
 } // namespace frugal

@@ -20,8 +20,8 @@ void append_ascii(std::string& out, unsigned char c)
     default: break;
     }
     if (c < 0x20) {
-        constexpr std::array<char, 16> hex{
-            '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'a', 'b', 'c', 'd', 'e', 'f'};
+        constexpr std::array<char, 16> hex{'0', '1', '2', '3', '4', '5', '6', '7',
+                                           '8', '9', 'a', 'b', 'c', 'd', 'e', 'f'};
         out += "\\u00";
         out += hex[c >> 4];
         out += hex[c & 0xF];

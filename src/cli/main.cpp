@@ -17,14 +17,14 @@ int main(int argc, char** argv)
 
     sse_options sse;
     auto* sse_cmd = app.add_subcommand(
-        "sse",
-        "Parse an event stream (WHATWG rules) from stdin; print one JSON object per event");
+        "sse", "Parse an event stream (WHATWG rules) from stdin; print one JSON object per event");
     sse_cmd->add_flag("--count", sse.count, "Print only {\"events\":N,\"bytes\":M}");
     sse_cmd->add_option("--max-line", sse.limits.max_line_size, "Longest line accepted, in bytes")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
     sse_cmd
-        ->add_option("--max-event", sse.limits.max_event_size, "Largest event data accepted, in bytes")
+        ->add_option(
+            "--max-event", sse.limits.max_event_size, "Largest event data accepted, in bytes")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
 

@@ -6,14 +6,20 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <unistd.h>
 
 namespace frugal::cli {
 namespace {
+
+// std::strerror is not thread-safe; the category's message is.
+std::string errno_message()
+{
+    return std::generic_category().message(errno);
+}
 
 bool write_all(std::string_view bytes)
 {
@@ -38,13 +44,13 @@ void append_event(std::string& out, const sse_event& event, std::optional<std::u
 std::string describe_failure(const sse_parser& parser)
 {
     const auto& limits = parser.params();
-    std::string what = parser.error() == error::sse_line_too_long
-                           ? "a line longer than " + std::to_string(limits.max_line_size) +
-                                 " bytes (--max-line)"
-                           : "an event larger than " + std::to_string(limits.max_event_size) +
-                                 " bytes (--max-event)";
-    return "frugal sse: stream rejected at byte " + std::to_string(parser.bytes_consumed()) +
-           ": " + what + " [" + parser.error().to_string() + "]";
+    std::string what =
+        parser.error() == error::sse_line_too_long
+            ? "a line longer than " + std::to_string(limits.max_line_size) + " bytes (--max-line)"
+            : "an event larger than " + std::to_string(limits.max_event_size) +
+                  " bytes (--max-event)";
+    return "frugal sse: stream rejected at byte " + std::to_string(parser.bytes_consumed()) + ": " +
+           what + " [" + parser.error().to_string() + "]";
 }
 
 } // namespace
@@ -52,7 +58,7 @@ std::string describe_failure(const sse_parser& parser)
 int run_sse(const sse_options& options)
 {
     sse_parser parser(options.limits);
-    std::vector<char> buffer(64 * 1024);
+    std::vector<char> buffer(std::size_t{64} * 1024);
     std::string out;
     std::uint64_t events = 0;
     std::uint64_t bytes = 0;
@@ -62,7 +68,7 @@ int run_sse(const sse_options& options)
         if (got < 0) {
             if (errno == EINTR)
                 continue;
-            std::fprintf(stderr, "frugal sse: reading stdin: %s\n", std::strerror(errno));
+            std::fprintf(stderr, "frugal sse: reading stdin: %s\n", errno_message().c_str());
             return exit_failure;
         }
         if (got == 0)
@@ -77,7 +83,7 @@ int run_sse(const sse_options& options)
         // Events are written as each read completes, so a live stream shows up live.
         if (!options.count) {
             if (!write_all(out) || std::fflush(stdout) != 0) {
-                std::fprintf(stderr, "frugal sse: writing stdout: %s\n", std::strerror(errno));
+                std::fprintf(stderr, "frugal sse: writing stdout: %s\n", errno_message().c_str());
                 return exit_failure;
             }
             out.clear();
@@ -88,9 +94,10 @@ int run_sse(const sse_options& options)
         }
     }
     if (options.count) {
-        out = "{\"events\":" + std::to_string(events) + ",\"bytes\":" + std::to_string(bytes) + "}\n";
+        out =
+            "{\"events\":" + std::to_string(events) + ",\"bytes\":" + std::to_string(bytes) + "}\n";
         if (!write_all(out) || std::fflush(stdout) != 0) {
-            std::fprintf(stderr, "frugal sse: writing stdout: %s\n", std::strerror(errno));
+            std::fprintf(stderr, "frugal sse: writing stdout: %s\n", errno_message().c_str());
             return exit_failure;
         }
     }

@@ -284,8 +284,7 @@ std::optional<sse_event> sse_parser::dispatch()
     dispatched_ = true;
     return sse_event{
         type_.empty() ? std::string_view("message") : std::string_view(type_),
-        data_in_view_ ? data_view_ : std::string_view(data_),
-        last_event_id_};
+        data_in_view_ ? data_view_ : std::string_view(data_), last_event_id_};
 }
 
 void sse_parser::append_data(std::string_view value, bool stable)

@@ -23,8 +23,10 @@ struct outcome {
     bool operator==(const outcome&) const = default;
 };
 
-outcome run(const frugal::sse_parser_params& params, const std::uint8_t* data,
-            const std::vector<std::size_t>& cuts)
+outcome
+run(const frugal::sse_parser_params& params,
+    const std::uint8_t* data,
+    const std::vector<std::size_t>& cuts)
 {
     frugal::sse_parser parser(params);
     const std::size_t bound = params.max_event_size + 4 * params.max_line_size;
@@ -57,6 +59,7 @@ outcome run(const frugal::sse_parser_params& params, const std::uint8_t* data,
 
 } // namespace
 
+// NOLINTNEXTLINE(readability-identifier-naming): the name libFuzzer calls
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
 {
     if (size < 2)

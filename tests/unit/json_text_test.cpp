@@ -40,14 +40,18 @@ BOOST_AUTO_TEST_CASE(keeps_valid_utf8_as_is)
 // WHATWG Encoding, UTF-8 decoder: one U+FFFD per maximal subpart of an invalid sequence.
 BOOST_AUTO_TEST_CASE(replaces_invalid_sequences_like_the_whatwg_decoder)
 {
-    BOOST_TEST(json("\x80") == "\"" + fffd + "\"");                      // lone continuation
-    BOOST_TEST(json("\xC0\x80") == "\"" + fffd + fffd + "\"");           // overlong lead
+    BOOST_TEST(json("\x80") == "\"" + fffd + "\"");                       // lone continuation
+    BOOST_TEST(json("\xC0\x80") == "\"" + fffd + fffd + "\"");            // overlong lead
     BOOST_TEST(json("\xE0\x80\x80") == "\"" + fffd + fffd + fffd + "\""); // overlong 3-byte
     BOOST_TEST(json("\xED\xA0\x80") == "\"" + fffd + fffd + fffd + "\""); // surrogate
     BOOST_TEST(json("\xF4\x90\x80\x80") == "\"" + fffd + fffd + fffd + fffd + "\""); // > U+10FFFF
-    BOOST_TEST(json("\xE2\x82") == "\"" + fffd + "\"");                  // truncated at the end
-    BOOST_TEST(json("\xE2\x82" "A") == "\"" + fffd + "A\"");             // truncated, then ASCII
-    BOOST_TEST(json("\xF0\x9F\x98" "\"") == "\"" + fffd + "\\\"\"");     // truncated before a quote
+    BOOST_TEST(json("\xE2\x82") == "\"" + fffd + "\""); // truncated at the end
+    BOOST_TEST(
+        json("\xE2\x82"
+             "A") == "\"" + fffd + "A\""); // truncated, then ASCII
+    BOOST_TEST(
+        json("\xF0\x9F\x98"
+             "\"") == "\"" + fffd + "\\\"\""); // truncated before a quote
     BOOST_TEST(json("\xFF\xFE") == "\"" + fffd + fffd + "\"");
 }
 

@@ -18,10 +18,11 @@ template <class T>
 struct print_log_value<std::optional<T>> {
     void operator()(std::ostream& os, const std::optional<T>& v) const
     {
-        if (v)
+        if (v) {
             os << *v;
-        else
+        } else {
             os << "nullopt";
+        }
     }
 };
 

@@ -21,8 +21,14 @@ void* operator new(std::size_t size)
         return p;
     throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept
+{
+    std::free(p);
+}
 
 namespace {
 
@@ -66,8 +72,8 @@ BOOST_AUTO_TEST_CASE(no_allocation_per_event_after_warm_up)
         const std::size_t before = allocations.load();
         const std::size_t events = drain(parser, steady, piece);
         const std::size_t during = allocations.load() - before;
-        BOOST_TEST_MESSAGE("piece " << piece << ": " << events << " events, " << during
-                                    << " allocations");
+        BOOST_TEST_MESSAGE(
+            "piece " << piece << ": " << events << " events, " << during << " allocations");
         BOOST_TEST(events > 20000u);
         BOOST_TEST(during == 0u, "piece size " << piece);
     }

@@ -100,14 +100,17 @@ event msg(std::string data, std::string id = "")
 }
 
 struct fixture {
-    const char* name;   // the rule, as the specification words it
+    const char* name; // the rule, as the specification words it
     std::string input;
     std::vector<event> events;
     std::optional<std::uint64_t> retry = std::nullopt;
     std::string last_event_id = "";
 };
 
-std::ostream& operator<<(std::ostream& os, const fixture& f) { return os << f.name; }
+std::ostream& operator<<(std::ostream& os, const fixture& f)
+{
+    return os << f.name;
+}
 
 // One fixture per rule of 9.2.6, plus the OpenRouter stream shapes frugal lives on.
 const std::vector<fixture> fixtures = {
@@ -118,13 +121,28 @@ const std::vector<fixture> fixtures = {
     {"CR CR is two line ends", "data: a\r\r", {msg("a")}},
     {"LF CR is two line ends", "data: a\n\r", {msg("a")}},
     {"CR LF LF is two line ends", "data: a\r\n\n", {msg("a")}},
-    {"leading UTF-8 BOM is removed", "\xEF\xBB\xBF" "data: a\n\n", {msg("a")}},
+    {"leading UTF-8 BOM is removed",
+     "\xEF\xBB\xBF"
+     "data: a\n\n",
+     {msg("a")}},
     {"a second BOM is part of the first field name",
-     "\xEF\xBB\xBF\xEF\xBB\xBF" "data: a\n\ndata: b\n\n", {msg("b")}},
-    {"a BOM after the start is data", "data: \xEF\xBB\xBF" "a\n\n", {msg("\xEF\xBB\xBF" "a")}},
+     "\xEF\xBB\xBF\xEF\xBB\xBF"
+     "data: a\n\ndata: b\n\n",
+     {msg("b")}},
+    {"a BOM after the start is data",
+     "data: \xEF\xBB\xBF"
+     "a\n\n",
+     {msg("\xEF\xBB\xBF"
+          "a")}},
     {"a BOM prefix that is not a BOM is kept",
-     "\xEF\xBB" "data: a\n\ndata: b\n\n", {msg("b")}},
-    {"a lone first byte of a BOM is kept", "\xEF" "\n" "data: a\n\n", {msg("a")}},
+     "\xEF\xBB"
+     "data: a\n\ndata: b\n\n",
+     {msg("b")}},
+    {"a lone first byte of a BOM is kept",
+     "\xEF"
+     "\n"
+     "data: a\n\n",
+     {msg("a")}},
     {"comment lines are ignored", ": hello\n:\ndata: a\n: between\n\n", {msg("a")}},
     {"a comment does not end an event", "data: a\n: c\ndata: b\n\n", {msg("a\nb")}},
     {"a field with no colon has an empty value", "data\n\n", {msg("")}},
@@ -138,26 +156,51 @@ const std::vector<fixture> fixtures = {
     {"a trailing empty data line keeps one LF", "data: a\ndata:\n\n", {msg("a\n")}},
     {"a leading empty data line keeps one LF", "data:\ndata: a\n\n", {msg("\na")}},
     {"event sets the type", "event: add\ndata: x\n\n", {{"add", "x", ""}}},
-    {"the type resets after dispatch", "event: add\ndata: x\n\ndata: y\n\n",
+    {"the type resets after dispatch",
+     "event: add\ndata: x\n\ndata: y\n\n",
      {{"add", "x", ""}, msg("y")}},
     {"an empty type means message", "event:\ndata: x\n\n", {msg("x")}},
     {"the last event field wins", "event: a\nevent: b\ndata: x\n\n", {{"b", "x", ""}}},
     {"a type without data is dropped and reset", "event: add\n\ndata: x\n\n", {msg("x")}},
-    {"id persists across events", "id: 1\ndata: a\n\ndata: b\n\n", {msg("a", "1"), msg("b", "1")},
-     std::nullopt, "1"},
-    {"a later id replaces the earlier", "id: 1\ndata: a\n\nid: 2\ndata: b\n\n",
-     {msg("a", "1"), msg("b", "2")}, std::nullopt, "2"},
-    {"an id with NUL is ignored", "id: 1\ndata: a\n\nid: 2\0x\ndata: b\n\n"s,
-     {msg("a", "1"), msg("b", "1")}, std::nullopt, "1"},
-    {"an empty id resets the last event ID", "id: 1\ndata: a\n\nid\ndata: b\n\n",
-     {msg("a", "1"), msg("b", "")}, std::nullopt, ""},
-    {"an id is kept even when no event is dispatched", "id: 7\n\ndata: a\n\n", {msg("a", "7")},
-     std::nullopt, "7"},
-    {"the id applies to the event it is in", "data: a\nid: 3\n\n", {msg("a", "3")}, std::nullopt,
+    {"id persists across events",
+     "id: 1\ndata: a\n\ndata: b\n\n",
+     {msg("a", "1"), msg("b", "1")},
+     std::nullopt,
+     "1"},
+    {"a later id replaces the earlier",
+     "id: 1\ndata: a\n\nid: 2\ndata: b\n\n",
+     {msg("a", "1"), msg("b", "2")},
+     std::nullopt,
+     "2"},
+    {"an id with NUL is ignored",
+     "id: 1\ndata: a\n\nid: 2\0x\ndata: b\n\n"s,
+     {msg("a", "1"), msg("b", "1")},
+     std::nullopt,
+     "1"},
+    {"an empty id resets the last event ID",
+     "id: 1\ndata: a\n\nid\ndata: b\n\n",
+     {msg("a", "1"), msg("b", "")},
+     std::nullopt,
+     ""},
+    {"an id is kept even when no event is dispatched",
+     "id: 7\n\ndata: a\n\n",
+     {msg("a", "7")},
+     std::nullopt,
+     "7"},
+    {"the id applies to the event it is in",
+     "data: a\nid: 3\n\n",
+     {msg("a", "3")},
+     std::nullopt,
      "3"},
-    {"an id in an unfinished event is not applied", "id: 1\ndata: a\n\nid: 2\ndata: b\n",
-     {msg("a", "1")}, std::nullopt, "1"},
-    {"id keeps spaces after the first", "id:  x \ndata: a\n\n", {msg("a", " x ")}, std::nullopt,
+    {"an id in an unfinished event is not applied",
+     "id: 1\ndata: a\n\nid: 2\ndata: b\n",
+     {msg("a", "1")},
+     std::nullopt,
+     "1"},
+    {"id keeps spaces after the first",
+     "id:  x \ndata: a\n\n",
+     {msg("a", " x ")},
+     std::nullopt,
      " x "},
     {"retry sets the reconnection time", "retry: 1500\ndata: a\n\n", {msg("a")}, 1500},
     {"retry without a space", "retry:42\n", {}, 42},
@@ -166,17 +209,25 @@ const std::vector<fixture> fixtures = {
     {"retry with inner space is ignored", "retry: 1 000\n", {}, std::nullopt},
     {"an empty retry is ignored", "retry: 10\nretry:\nretry\n", {}, 10},
     {"retry does not dispatch", "retry: 10\n\n", {}, 10},
-    {"a huge retry saturates", "retry: 99999999999999999999999\n", {},
+    {"a huge retry saturates",
+     "retry: 99999999999999999999999\n",
+     {},
      UINT64_C(18446744073709551615)},
     {"unknown fields are ignored", "foo: bar\ndata: a\nDATA: b\nData: c\n\n", {msg("a")}},
     {"a field name keeps its trailing space", "data : a\ndata: b\n\n", {msg("b")}},
-    {"an empty data buffer is not dispatched", "\n\n\nid: 1\n\nevent: x\n\n", {}, std::nullopt, "1"},
+    {"an empty data buffer is not dispatched",
+     "\n\n\nid: 1\n\nevent: x\n\n",
+     {},
+     std::nullopt,
+     "1"},
     {"an unfinished line is discarded at the end", "data: a\n\ndata: b", {msg("a")}},
     {"an unfinished event is discarded at the end", "data: a\n\ndata: b\n", {msg("a")}},
     {"NUL and other bytes in data pass through", "data: a\0b\x01\xff\n\n"s, {msg("a\0b\x01\xff"s)}},
-    {"a value may contain CR-free UTF-8", "data: h\xC3\xA9llo \xE4\xBA\x9A\n\n",
+    {"a value may contain CR-free UTF-8",
+     "data: h\xC3\xA9llo \xE4\xBA\x9A\n\n",
      {msg("h\xC3\xA9llo \xE4\xBA\x9A")}},
-    {"blank lines between events dispatch nothing", "data: a\n\n\n\ndata: b\n\n",
+    {"blank lines between events dispatch nothing",
+     "data: a\n\n\n\ndata: b\n\n",
      {msg("a"), msg("b")}},
     {"OpenRouter keep-alive comments and [DONE]",
      ": OPENROUTER PROCESSING\n\n: OPENROUTER PROCESSING\n\n"
@@ -187,7 +238,8 @@ const std::vector<fixture> fixtures = {
       msg("{\"id\":\"gen-1\",\"choices\":[],\"usage\":{\"cost\":0.00000495}}"), msg("[DONE]")}},
     {"OpenRouter in-band error chunk",
      "data: {\"error\":{\"code\":429,\"message\":\"Rate limit exceeded\"},"
-     "\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\ndata: [DONE]\n\n",
+     "\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\ndata: "
+     "[DONE]\n\n",
      {msg("{\"error\":{\"code\":429,\"message\":\"Rate limit exceeded\"},"
           "\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}"),
       msg("[DONE]")}},
@@ -234,7 +286,10 @@ BOOST_AUTO_TEST_CASE(cr_at_end_of_input_dispatches_without_waiting_for_more)
 
 BOOST_AUTO_TEST_CASE(bom_split_across_chunks_is_removed)
 {
-    const outcome got = parse_pieces({"\xEF", "\xBB", "\xBF" "data: a\n\n"});
+    const outcome got = parse_pieces(
+        {"\xEF", "\xBB",
+         "\xBF"
+         "data: a\n\n"});
     BOOST_TEST(got.events == std::vector<event>{msg("a")}, boost::test_tools::per_element());
 }
 
@@ -282,7 +337,8 @@ BOOST_AUTO_TEST_CASE(random_splits_of_an_openrouter_stream)
 BOOST_AUTO_TEST_CASE(openrouter_data_line_of_one_mebibyte)
 {
     const std::string payload(std::size_t{1} << 20, 'x');
-    const std::string input = ": OPENROUTER PROCESSING\n\ndata: " + payload + "\n\ndata: [DONE]\n\n";
+    const std::string input =
+        ": OPENROUTER PROCESSING\n\ndata: " + payload + "\n\ndata: [DONE]\n\n";
     const outcome whole = parse(input);
     BOOST_TEST(!whole.ec);
     BOOST_REQUIRE(whole.events.size() == 2u);
@@ -343,7 +399,8 @@ BOOST_AUTO_TEST_CASE(reset_starts_a_new_stream)
     BOOST_TEST(!parser.retry());
     BOOST_TEST(!parser.mid_event());
     BOOST_TEST(parser.bytes_consumed() == 0u);
-    parser.feed("\xEF\xBB\xBF" "data: b\n\n"); // a BOM is again removed at the new start
+    parser.feed("\xEF\xBB\xBF"
+                "data: b\n\n"); // a BOM is again removed at the new start
     const auto e = parser.next();
     BOOST_REQUIRE(e);
     BOOST_TEST(e->data == "b");
@@ -353,7 +410,8 @@ BOOST_AUTO_TEST_CASE(reset_starts_a_new_stream)
 BOOST_AUTO_TEST_CASE(bytes_consumed_counts_complete_lines)
 {
     frugal::sse_parser parser;
-    parser.feed("\xEF\xBB\xBF" "data: a\n\ndata: b");
+    parser.feed("\xEF\xBB\xBF"
+                "data: a\n\ndata: b");
     BOOST_TEST(parser.next().has_value());
     BOOST_TEST(parser.bytes_consumed() == 3u + 8u + 1u);
     BOOST_TEST(!parser.next().has_value());
@@ -362,7 +420,10 @@ BOOST_AUTO_TEST_CASE(bytes_consumed_counts_complete_lines)
 
 BOOST_AUTO_TEST_SUITE(limits)
 
-frugal::sse_parser_params small_limits() { return {.max_line_size = 16, .max_event_size = 24}; }
+frugal::sse_parser_params small_limits()
+{
+    return {.max_line_size = 16, .max_event_size = 24};
+}
 
 BOOST_AUTO_TEST_CASE(a_line_of_exactly_the_limit_is_accepted)
 {
@@ -425,7 +486,8 @@ BOOST_AUTO_TEST_CASE(an_event_of_exactly_the_limit_is_accepted)
 BOOST_AUTO_TEST_CASE(a_failed_parser_stays_failed_until_reset)
 {
     frugal::sse_parser parser(small_limits());
-    parser.feed(std::string(40, 'x') + "\n");
+    const std::string long_line = std::string(40, 'x') + "\n";
+    parser.feed(long_line);
     BOOST_TEST(!parser.next());
     const auto ec = parser.error();
     BOOST_TEST(ec == frugal::error::sse_line_too_long);
@@ -487,3 +549,15 @@ BOOST_AUTO_TEST_CASE(memory_stays_within_the_bound_for_an_endless_event)
 BOOST_AUTO_TEST_SUITE_END() // limits
 
 BOOST_AUTO_TEST_SUITE_END() // sse_parser
+
+// The parser keeps a view of its input: a temporary std::string must not compile as input.
+template <class T>
+concept feedable = requires(frugal::sse_parser p, T&& input)
+{
+    p.feed(std::forward<T>(input));
+};
+static_assert(!feedable<std::string>);
+static_assert(feedable<const std::string&>);
+static_assert(feedable<std::string&>);
+static_assert(feedable<std::string_view>);
+static_assert(feedable<const char (&)[8]>);
