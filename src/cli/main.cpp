@@ -28,6 +28,19 @@ int main(int argc, char** argv)
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
 
+    sim_options sim;
+    auto* sim_cmd = app.add_subcommand(
+        "sim", "Serve the OpenRouter simulator on loopback until SIGINT or SIGTERM");
+    sim_cmd->add_option("--host", sim.host, "Address to bind (loopback by default)")
+        ->capture_default_str();
+    sim_cmd->add_option("--port", sim.port, "Port to bind (0 picks a free one)")
+        ->capture_default_str();
+    sim_cmd->add_option("--config", sim.config_file, "Configuration file (docs/simulator.md)")
+        ->check(CLI::ExistingFile);
+    sim_cmd->add_option("--seed", sim.seed, "Seed of every deterministic choice");
+    sim_cmd->add_flag(
+        "--demo-latency", sim.demo_latency, "Realistic time to first token and per token");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -38,6 +51,8 @@ int main(int argc, char** argv)
     try {
         if (*sse_cmd)
             return run_sse(sse);
+        if (*sim_cmd)
+            return run_sim(sim);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "frugal: %s\n", e.what());
         return exit_failure;

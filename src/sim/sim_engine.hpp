@@ -1,0 +1,196 @@
+#ifndef FRUGAL_SIM_SIM_ENGINE_HPP
+#define FRUGAL_SIM_SIM_ENGINE_HPP
+
+// The simulator's behaviour without sockets: routing, authentication, limits, answers, faults,
+// rendering of bodies and stream events, and the bill. sim_server.cpp only moves bytes and
+// keeps time; everything it sends is decided and rendered here, so it can be tested directly.
+
+#include "sim/sim_money.hpp"
+
+#include <frugal/sim.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace frugal::sim {
+
+using clock = std::chrono::system_clock;
+
+/// An HTTP request as the engine needs it.
+struct request {
+    std::string_view method;
+    std::string_view target; // path and query
+    std::string_view authorization;
+    std::string_view body;
+};
+
+/// A complete HTTP response.
+struct reply {
+    int status = 200;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+    std::string content_type = "application/json";
+};
+
+/// What the server does to the connection instead of answering.
+enum class fault {
+    none,
+    reset,             // connection reset before any response byte
+    hang,              // never answer
+    cut,               // stop after `after` tokens, without the end of the body
+    stall,             // pause `stall` after `after` tokens
+    malformed_chunk,   // a data line whose JSON is broken, after `after` tokens
+    midstream_error,   // a chunk with a top-level error and finish_reason "error"
+    midstream_error_choice, // the same error on the choice only
+};
+
+/// One token of an answer: content, or reasoning (shown as `reasoning`, content empty).
+struct piece {
+    std::string text;
+    bool reasoning = false;
+};
+
+/// A generation the server delivers over time.
+struct completion {
+    std::string id;
+    std::string model;
+    std::string provider;
+    std::string key;
+    std::int64_t created = 0;
+    bool stream = false;
+    std::vector<piece> pieces;
+    std::string finish_reason;
+    std::string native_finish_reason;
+    std::uint64_t prompt_tokens = 0;
+    attodollars prompt_cost = 0;
+    attodollars completion_price = 0;
+    attodollars request_price = 0;
+    bool cancel_supported = true;
+    std::chrono::milliseconds time_to_first_token{0};
+    std::chrono::milliseconds time_per_token{0};
+    bool whitespace_keepalive = false;
+    std::string usage_shape = "2026";
+    fault injected = fault::none;
+    std::size_t after = 0; // token index at which a cut/stall/malformed/error fault strikes
+    std::chrono::milliseconds stall{0};
+
+    /// Cost of the first `n` pieces: prompt, request and n completion tokens.
+    attodollars cost(std::size_t n) const
+    {
+        return prompt_cost + request_price + completion_price * static_cast<attodollars>(n);
+    }
+};
+
+/// The connection is dropped (reset) or left without an answer (hang).
+struct drop {
+    fault kind = fault::reset;
+};
+
+using outcome = std::variant<reply, completion, drop>;
+
+class engine {
+public:
+    explicit engine(sim_config config);
+
+    /// Decides the response to one request. A whole (non-streamed) completion is billed here in
+    /// full: the model runs to the end whatever the client does afterwards.
+    outcome handle(const request& req, clock::time_point now);
+
+    /// Bills a streamed completion once its delivery ended: `delivered` pieces were written;
+    /// `cancelled` when the client went away. A provider without cancellation bills the
+    /// complete response regardless.
+    void settle(const completion& c, std::size_t delivered, bool cancelled, clock::time_point now);
+
+    // Rendering (exact bytes on the wire; the server adds only HTTP framing).
+    std::string whole_body(const completion& c) const;
+    static std::string truncated_body(const completion& c, std::string body);
+    std::string stream_comment() const { return ": OPENROUTER PROCESSING\n\n"; }
+    std::string stream_event(const completion& c, std::size_t index) const;
+    std::string stream_malformed_event(const completion& c) const;
+    std::string stream_error_event(const completion& c) const;
+    std::string stream_end(const completion& c) const; // finish and usage chunks, [DONE]
+    std::string whole_stream(const completion& c) const; // everything, for zero latency
+
+    const sim_config& config() const noexcept { return config_; }
+
+private:
+    struct generation {
+        std::string id;
+        std::string model;
+        std::string provider;
+        std::string key;
+        std::int64_t created = 0;
+        bool streamed = false;
+        bool cancelled = false;
+        std::string finish_reason;
+        std::string native_finish_reason;
+        std::uint64_t prompt_tokens = 0;
+        std::uint64_t completion_tokens = 0;
+        std::uint64_t reasoning_tokens = 0;
+        attodollars cost = 0;
+        std::int64_t latency_ms = 0;
+        clock::time_point visible_at;
+    };
+    struct model_bill {
+        std::uint64_t requests = 0;
+        std::uint64_t prompt_tokens = 0;
+        std::uint64_t completion_tokens = 0;
+        std::uint64_t cancelled = 0;
+        attodollars cost = 0;
+    };
+    struct key_state {
+        std::string label = "sim";
+        std::optional<attodollars> limit;
+        attodollars usage = 0;
+        attodollars usage_day = 0;
+        attodollars usage_week = 0;
+        attodollars usage_month = 0;
+        std::int64_t day = -1;   // UTC day number the daily usage belongs to
+        std::int64_t week = -1;  // Monday-based week number
+        std::int64_t month = -1; // year * 12 + month
+        clock::time_point minute_start{};
+        std::uint32_t minute_count = 0;
+        std::int64_t free_day = -1;
+        std::uint32_t free_day_count = 0;
+    };
+
+    reply chat(const request& req, clock::time_point now, outcome& out);
+    reply models_reply() const;
+    reply generation_reply(std::string_view target, const std::string& key, clock::time_point now) const;
+    reply key_reply(const std::string& key, clock::time_point now);
+    reply bill_reply() const;
+    key_state* authenticate(std::string_view authorization, std::string& key, reply& failure);
+    const sim_model* find_model(std::string_view id) const;
+    void record(const completion& c, std::size_t completion_tokens, bool cancelled, clock::time_point now);
+    void roll_periods(key_state& k, clock::time_point now) const;
+    std::string next_generation_id(std::int64_t created);
+    std::int64_t unix_now(clock::time_point now) const;
+    std::string usage_json(const completion& c, std::size_t n) const;
+    std::string chunk_prefix(const completion& c) const;
+
+    sim_config config_;
+    std::vector<sim_model> models_;
+    std::unordered_map<std::string, std::size_t> model_index_;
+    std::unordered_map<std::string, key_state> keys_;
+    std::unordered_map<std::string, generation> generations_;
+    std::map<std::string, model_bill> bill_;
+    std::vector<std::uint64_t> rule_hits_;
+    std::mt19937_64 rng_;
+    std::uint64_t sequence_ = 0;
+    std::string models_body_; // the catalog never changes: rendered once
+};
+
+/// Escapes `text` as the inside of a JSON string (the simulator's own, minimal writer).
+void append_json_escaped(std::string& out, std::string_view text);
+
+} // namespace frugal::sim
+
+#endif // FRUGAL_SIM_SIM_ENGINE_HPP
