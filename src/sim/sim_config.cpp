@@ -155,6 +155,39 @@ private:
     std::map<std::string, bool, std::less<>> seen_;
 };
 
+// Boost.JSON writes a double in its shortest exact form, but with an exponent ("2E-5");
+// prices are plain decimals, so the exponent is expanded ("0.00002").
+std::string plain_decimal(const std::string& shortest)
+{
+    const auto e = shortest.find_first_of("eE");
+    if (e == std::string::npos)
+        return shortest;
+    std::string mantissa = shortest.substr(0, e);
+    const int exponent = std::stoi(shortest.substr(e + 1));
+    std::string sign;
+    if (!mantissa.empty() && mantissa[0] == '-') {
+        sign = "-";
+        mantissa.erase(0, 1);
+    }
+    const auto dot = mantissa.find('.');
+    int point = static_cast<int>(dot == std::string::npos ? mantissa.size() : dot);
+    if (dot != std::string::npos)
+        mantissa.erase(dot, 1);
+    point += exponent;
+    if (point <= 0) {
+        mantissa.insert(0, static_cast<std::size_t>(-point) + 1, '0');
+        point = 1;
+    }
+    if (point >= static_cast<int>(mantissa.size()))
+        mantissa.append(static_cast<std::size_t>(point) - mantissa.size(), '0');
+    std::string out = mantissa.substr(0, static_cast<std::size_t>(point));
+    std::string fraction = mantissa.substr(static_cast<std::size_t>(point));
+    fraction.erase(fraction.find_last_not_of('0') + 1);
+    if (!fraction.empty())
+        out += "." + fraction;
+    return sign + out;
+}
+
 struct sink {
     std::string& error;
 
@@ -208,7 +241,7 @@ struct sink {
         if (v.is_string())
             text = std::string(v.get_string());
         else if (v.is_number())
-            text = json::serialize(v);
+            text = plain_decimal(json::serialize(v));
         else
             return fail(where, "expected a decimal string such as \"0.000003\"");
         if (!sim::parse_usd(text))

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `frugal sim` as a user runs it: the first line, serving, stopping on SIGTERM, bad input.
+set -u
+frugal=$1
+failures=0
+check() { # name expected actual
+    if [ "$2" != "$3" ]; then
+        printf 'FAIL %s\n  expected: %s\n  actual:   %s\n' "$1" "$2" "$3"
+        failures=$((failures + 1))
+    else
+        printf 'ok   %s\n' "$1"
+    fi
+}
+tmp=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+
+"$frugal" sim --port 0 >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+for _ in $(seq 100); do [ -s "$tmp/out" ] && break; sleep 0.05; done
+line=$(head -1 "$tmp/out")
+port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\)/api/v1$|\1|p' "$tmp/out")
+check "first line names the base URL" "listening on http://127.0.0.1:$port/api/v1" "$line"
+
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'GET /api/v1/models HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n' >&3
+reply=$(cat <&3)
+exec 3<&-
+check "it serves the catalog" "HTTP/1.1 200 OK" "$(printf '%s' "$reply" | head -1 | tr -d '\r')"
+
+kill -TERM "$pid"
+for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+wait "$pid"
+check "SIGTERM stops it with status 0" 0 "$?"
+
+"$frugal" sim --port "$port" >/dev/null 2>"$tmp/err2" &
+pid2=$!
+sleep 0.3
+"$frugal" sim --port "$port" >/dev/null 2>"$tmp/err3"
+check "a busy port exits 1" 1 "$?"
+check "and says so" "frugal sim: cannot listen on 127.0.0.1:$port: Address already in use" "$(cat "$tmp/err3")"
+kill -INT "$pid2"; wait "$pid2"
+check "SIGINT stops it with status 0" 0 "$?"
+
+printf '{"seed": 1, "models": [{"id": "x/y", "prompt_price": "cheap"}]}' >"$tmp/bad.json"
+"$frugal" sim --config "$tmp/bad.json" >/dev/null 2>"$tmp/err4"
+check "a bad config exits 1" 1 "$?"
+check "naming the field" \
+    "frugal sim: $tmp/bad.json: config.models[0].prompt_price: \"cheap\" is not a plain decimal with at most 18 fractional digits" \
+    "$(cat "$tmp/err4")"
+
+[ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }
