@@ -29,19 +29,13 @@ build: deps
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
 
-# The most complete thing frugal does so far: parse a recorded-shape OpenRouter stream.
+# The most complete thing frugal does so far: the simulator streaming through frugal's parser.
 demo: build
-	@echo "== frugal sse: an OpenRouter chat stream (keep-alives, one-token deltas, usage chunk, [DONE]) =="
-	@$(BUILD_DIR)/bin/frugal sse < examples/streams/openrouter-chat.sse
-	@echo "== frugal sse --count =="
-	@$(BUILD_DIR)/bin/frugal sse --count < examples/streams/openrouter-chat.sse
-	@echo "== the same stream, one byte per read =="
-	@examples/streams/trickle.sh examples/streams/openrouter-chat.sse | $(BUILD_DIR)/bin/frugal sse --count
-	@echo "== examples/sse_stream.cpp =="
-	@$(BUILD_DIR)/bin/example_sse_stream
+	@tools/demo.sh $(BUILD_DIR)/bin/frugal
 
 bench: build
 	$(BUILD_DIR)/bin/frugal_bench --results=$(BUILD_DIR)/bench/results.json
+	$(BUILD_DIR)/bin/frugal_sim_bench --results=$(BUILD_DIR)/bench/results.json
 	@cat $(BUILD_DIR)/bench/results.json
 
 sanitize: deps

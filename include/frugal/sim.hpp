@@ -88,6 +88,8 @@ struct sim_config {
     std::chrono::milliseconds generation_visibility_delay{0};
     std::vector<sim_fault_rule> faults;
     std::uint64_t max_request_body = 4 * 1024 * 1024;
+    /// How many of the newest generations `/generation` can look up (the bill keeps all).
+    std::size_t max_generations = 1'000'000;
 
     /// Gives each model that has no latency set the realistic one of the demo (filling in the
     /// standard catalog first when `models` is empty).

@@ -370,6 +370,7 @@ std::optional<sim_config> parse_sim_config(std::string_view text, std::string& e
     r.field("keepalive_interval_ms", [&](auto& x, auto w) { s.get(x, w, c.keepalive_interval); });
     r.field("generation_visibility_delay_ms", [&](auto& x, auto w) { s.get(x, w, c.generation_visibility_delay); });
     r.field("max_request_body", [&](auto& x, auto w) { s.get(x, w, c.max_request_body); });
+    r.field("max_generations", [&](auto& x, auto w) { s.get(x, w, c.max_generations); });
     r.field("faults", [&](auto& x, const std::string& w) {
         if (!x.is_array())
             return s.fail(w, "expected an array of fault rules");

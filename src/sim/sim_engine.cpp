@@ -140,13 +140,20 @@ constexpr std::array<std::string_view, 48> vocabulary = {
     "in",     "of",     "the",    "and",     "is",     "to",     "with",  "for",
     "this",   "that",   "each",   "every",   "most",   "some",   "one",   "two"};
 
-void add_words(std::vector<piece>& out, std::size_t n, std::mt19937_64& rng, bool capitalize)
+void add_words(std::vector<piece>& out, std::size_t n, splitmix64& rng, bool capitalize)
 {
+    out.reserve(out.size() + n + 2);
     for (std::size_t i = 0; i < n; ++i) {
-        std::string w(vocabulary[rng() % vocabulary.size()]);
-        if (i == 0 && capitalize)
-            w[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(w[0])));
-        out.push_back({i == 0 && capitalize ? w : " " + w, false});
+        const std::string_view word = vocabulary[rng() % vocabulary.size()];
+        piece& p = out.emplace_back();
+        if (i == 0 && capitalize) {
+            p.text = word;
+            p.text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(p.text[0])));
+        } else {
+            // Every word fits std::string's small buffer: no allocation per token.
+            p.text += ' ';
+            p.text += word;
+        }
     }
 }
 
@@ -221,21 +228,26 @@ std::int64_t days_since_epoch(std::int64_t unix_seconds)
 
 void append_json_escaped(std::string& out, std::string_view text)
 {
-    for (const char ch : text) {
-        const auto c = static_cast<unsigned char>(ch);
+    // Runs of plain bytes are appended whole; only quotes, backslashes and controls are escaped.
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        out.append(text.data() + start, i - start);
+        start = i + 1;
         if (c == '"' || c == '\\') {
             out += '\\';
-            out += ch;
+            out += static_cast<char>(c);
         } else if (c == '\n') {
             out += "\\n";
-        } else if (c < 0x20) {
+        } else {
             char buf[8];
             std::snprintf(buf, sizeof buf, "\\u%04x", c);
             out += buf;
-        } else {
-            out += ch;
         }
     }
+    out.append(text.data() + start, text.size() - start);
 }
 
 engine::engine(sim_config config)
@@ -588,7 +600,7 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
             if (rule.first_n != 0 && rule_hits_[i] >= rule.first_n)
                 continue;
             if (rule.probability < 1.0 &&
-                std::uniform_real_distribution<double>(0.0, 1.0)(rng_) >= rule.probability)
+                rng_.unit() >= rule.probability)
                 continue;
             ++rule_hits_[i];
             fault_name = rule.fault;
@@ -670,7 +682,7 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
 
     // The answer: deterministic from the seed, the model and the prompt.
     const std::uint64_t h = fnv1a(last_user, fnv1a(model->id, fnv1a(std::to_string(config_.seed))));
-    std::mt19937_64 words(h);
+    splitmix64 words(h);
     const int difficulty = d.difficulty.value_or(derive_difficulty(last_user));
     std::string poor = d.poor;
     if (poor.empty() && difficulty > model->capability) {
@@ -779,7 +791,14 @@ void engine::record(const completion& c, std::size_t completion_tokens, bool can
     k.usage_week += g.cost;
     k.usage_month += g.cost;
 
+    // Lookups keep the newest generations only, so a long run holds bounded memory; the bill
+    // keeps every one.
+    generation_order_.push_back(g.id);
     generations_[g.id] = std::move(g);
+    while (generation_order_.size() > config_.max_generations) {
+        generations_.erase(generation_order_.front());
+        generation_order_.pop_front();
+    }
 }
 
 reply engine::models_reply() const
@@ -892,45 +911,70 @@ reply engine::bill_reply() const
 
 // Rendering -----------------------------------------------------------------------------------
 
-std::string engine::usage_json(const completion& c, std::size_t n) const
+void engine::append_usage(std::string& b, const completion& c, std::size_t n) const
 {
     std::size_t reasoning = 0;
     for (std::size_t i = 0; i < n; ++i)
         reasoning += c.pieces[i].reasoning ? 1 : 0;
-    const attodollars completion_cost = c.completion_price * static_cast<attodollars>(n);
     const std::string cost = to_string(c.cost(n));
-    return "{\"prompt_tokens\":" + std::to_string(c.prompt_tokens) + ",\"completion_tokens\":" + std::to_string(n) +
-           ",\"total_tokens\":" + std::to_string(c.prompt_tokens + n) + ",\"cost\":" + cost +
-           ",\"is_byok\":false,\"prompt_tokens_details\":{\"cached_tokens\":0,\"cache_write_tokens\":0,"
-           "\"audio_tokens\":0,\"video_tokens\":0},\"cost_details\":{\"upstream_inference_cost\":" + cost +
-           ",\"upstream_inference_prompt_cost\":" + to_string(c.prompt_cost + c.request_price) +
-           ",\"upstream_inference_completions_cost\":" + to_string(completion_cost) +
-           "},\"completion_tokens_details\":{\"reasoning_tokens\":" + std::to_string(reasoning) +
-           ",\"image_tokens\":0,\"audio_tokens\":0}}";
+    b += "{\"prompt_tokens\":";
+    b += std::to_string(c.prompt_tokens);
+    b += ",\"completion_tokens\":";
+    b += std::to_string(n);
+    b += ",\"total_tokens\":";
+    b += std::to_string(c.prompt_tokens + n);
+    b += ",\"cost\":";
+    b += cost;
+    b += ",\"is_byok\":false,\"prompt_tokens_details\":{\"cached_tokens\":0,\"cache_write_tokens\":0,"
+         "\"audio_tokens\":0,\"video_tokens\":0},\"cost_details\":{\"upstream_inference_cost\":";
+    b += cost;
+    b += ",\"upstream_inference_prompt_cost\":";
+    b += to_string(c.prompt_cost + c.request_price);
+    b += ",\"upstream_inference_completions_cost\":";
+    b += to_string(c.completion_price * static_cast<attodollars>(n));
+    b += "},\"completion_tokens_details\":{\"reasoning_tokens\":";
+    b += std::to_string(reasoning);
+    b += ",\"image_tokens\":0,\"audio_tokens\":0}}";
 }
 
 std::string engine::whole_body(const completion& c) const
 {
-    std::string content;
-    std::string reasoning;
+    std::size_t text = 0;
     for (const auto& p : c.pieces)
-        (p.reasoning ? reasoning : content) += p.text;
-    std::string b = "{\"id\":\"" + c.id + "\",\"provider\":\"";
+        text += p.text.size();
+    std::string b;
+    b.reserve(1024 + text + text / 8);
+    b += "{\"id\":\"";
+    b += c.id;
+    b += "\",\"provider\":\"";
     append_json_escaped(b, c.provider);
-    b += "\",\"model\":\"" + c.model + "\",\"object\":\"chat.completion\",\"created\":" +
-         std::to_string(c.created) + ",\"choices\":[{\"logprobs\":null,\"finish_reason\":\"" + c.finish_reason +
-         "\",\"native_finish_reason\":\"" + c.native_finish_reason +
-         "\",\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"";
-    append_json_escaped(b, content);
+    b += "\",\"model\":\"";
+    b += c.model;
+    b += "\",\"object\":\"chat.completion\",\"created\":";
+    b += std::to_string(c.created);
+    b += ",\"choices\":[{\"logprobs\":null,\"finish_reason\":\"";
+    b += c.finish_reason;
+    b += "\",\"native_finish_reason\":\"";
+    b += c.native_finish_reason;
+    b += "\",\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"";
+    for (const auto& p : c.pieces) {
+        if (!p.reasoning)
+            append_json_escaped(b, p.text);
+    }
     b += "\",\"refusal\":null,\"reasoning\":";
-    if (reasoning.empty()) {
+    if (std::none_of(c.pieces.begin(), c.pieces.end(), [](const piece& p) { return p.reasoning; })) {
         b += "null";
     } else {
         b += '"';
-        append_json_escaped(b, reasoning);
+        for (const auto& p : c.pieces) {
+            if (p.reasoning)
+                append_json_escaped(b, p.text);
+        }
         b += '"';
     }
-    b += "}}],\"system_fingerprint\":null,\"usage\":" + usage_json(c, c.pieces.size()) + "}";
+    b += "}}],\"system_fingerprint\":null,\"usage\":";
+    append_usage(b, c, c.pieces.size());
+    b += '}';
     return b;
 }
 
@@ -1003,7 +1047,9 @@ std::string engine::stream_end(const completion& c) const
              "\"finish_reason\":null,\"native_finish_reason\":null}]";
     else
         b += finish;
-    b += ",\"usage\":" + usage_json(c, c.pieces.size()) + "}\n\ndata: [DONE]\n\n";
+    b += ",\"usage\":";
+    append_usage(b, c, c.pieces.size());
+    b += "}\n\ndata: [DONE]\n\n";
     return b;
 }
 

@@ -11,8 +11,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
-#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -23,6 +23,26 @@
 namespace frugal::sim {
 
 using clock = std::chrono::system_clock;
+
+/// SplitMix64: a tiny, fast generator with a fully specified sequence, so the same seed gives
+/// the same answers on every platform (std::mt19937_64 costs ~10k instructions to seed, per
+/// request here).
+class splitmix64 {
+public:
+    explicit splitmix64(std::uint64_t seed) : state_(seed) {}
+    std::uint64_t operator()()
+    {
+        std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    }
+    /// A uniform double in [0, 1).
+    double unit() { return static_cast<double>((*this)() >> 11) * 0x1.0p-53; }
+
+private:
+    std::uint64_t state_;
+};
 
 /// An HTTP request as the engine needs it.
 struct request {
@@ -173,7 +193,7 @@ private:
     void roll_periods(key_state& k, clock::time_point now) const;
     std::string next_generation_id(std::int64_t created);
     std::int64_t unix_now(clock::time_point now) const;
-    std::string usage_json(const completion& c, std::size_t n) const;
+    void append_usage(std::string& out, const completion& c, std::size_t n) const;
     std::string chunk_prefix(const completion& c) const;
 
     sim_config config_;
@@ -181,9 +201,10 @@ private:
     std::unordered_map<std::string, std::size_t> model_index_;
     std::unordered_map<std::string, key_state> keys_;
     std::unordered_map<std::string, generation> generations_;
+    std::deque<std::string> generation_order_;
     std::map<std::string, model_bill> bill_;
     std::vector<std::uint64_t> rule_hits_;
-    std::mt19937_64 rng_;
+    splitmix64 rng_;
     std::uint64_t sequence_ = 0;
     std::string models_body_; // the catalog never changes: rendered once
 };

@@ -1,6 +1,7 @@
 #include "sim/sim_money.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace frugal::sim {
 
@@ -44,24 +45,29 @@ std::string format_usd(attodollars amount)
     const bool negative = amount < 0;
     if (negative)
         amount = -amount;
-    attodollars whole = amount / one_usd;
-    attodollars frac = amount % one_usd;
-    std::string digits;
-    do {
-        digits += static_cast<char>('0' + static_cast<int>(whole % 10));
-        whole /= 10;
-    } while (whole != 0);
-    std::reverse(digits.begin(), digits.end());
-    std::string out = negative ? "-" + digits : digits;
+    // One 128-bit division splits the amount; the rest is 64-bit arithmetic.
+    const auto whole = amount / one_usd;
+    auto frac = static_cast<std::uint64_t>(amount % one_usd);
+    std::string out = negative ? "-" : "";
+    if (whole > static_cast<attodollars>(UINT64_MAX)) {
+        std::string digits;
+        for (auto w = whole; w != 0; w /= 10)
+            digits += static_cast<char>('0' + static_cast<int>(w % 10));
+        out.append(digits.rbegin(), digits.rend());
+    } else {
+        out += std::to_string(static_cast<std::uint64_t>(whole));
+    }
     if (frac != 0) {
-        std::string f(fraction_digits, '0');
+        char f[fraction_digits];
         for (int i = fraction_digits - 1; i >= 0; --i) {
-            f[static_cast<std::size_t>(i)] = static_cast<char>('0' + static_cast<int>(frac % 10));
+            f[i] = static_cast<char>('0' + frac % 10);
             frac /= 10;
         }
-        f.erase(f.find_last_not_of('0') + 1);
+        int n = fraction_digits;
+        while (f[n - 1] == '0')
+            --n;
         out += '.';
-        out += f;
+        out.append(f, static_cast<std::size_t>(n));
     }
     return out;
 }

@@ -84,14 +84,15 @@ std::string head(
     std::string_view content_type,
     const std::vector<std::pair<std::string, std::string>>& headers,
     std::optional<std::size_t> content_length,
-    bool keep_alive)
+    bool keep_alive,
+    bool chunked = true)
 {
     std::string h = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) + "\r\nContent-Type: ";
     h += content_type;
     h += "\r\n";
     if (content_length)
         h += "Content-Length: " + std::to_string(*content_length) + "\r\n";
-    else
+    else if (chunked)
         h += "Transfer-Encoding: chunked\r\n";
     for (const auto& [name, value] : headers)
         h += name + ": " + value + "\r\n";
@@ -101,16 +102,30 @@ std::string head(
     return h;
 }
 
-void append_chunk(std::string& out, std::string_view data)
-{
-    char size[20];
-    const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
-    out.append(size, static_cast<std::size_t>(n));
-    out += data;
-    out += "\r\n";
-}
+// How a body of unknown length is framed: chunked for HTTP/1.1, and for an HTTP/1.0 client
+// (which knows no chunks) the raw bytes, ended by closing the connection.
+struct framing {
+    bool chunked = true;
 
-constexpr std::string_view last_chunk = "0\r\n\r\n";
+    void add(std::string& out, std::string_view data) const
+    {
+        if (!chunked) {
+            out += data;
+            return;
+        }
+        char size[20];
+        const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+        out.append(size, static_cast<std::size_t>(n));
+        out += data;
+        out += "\r\n";
+    }
+
+    void finish(std::string& out) const
+    {
+        if (chunked)
+            out += "0\r\n\r\n";
+    }
+};
 
 asio::awaitable<bool> write(tcp::socket& socket, const std::string& bytes)
 {
@@ -152,7 +167,8 @@ struct progress {
 };
 
 // A whole response, after the model's time: billed already by the engine.
-asio::awaitable<bool> deliver_whole(simulator::impl& sim, tcp::socket& socket, const sim::completion& c, bool keep_alive)
+asio::awaitable<bool> deliver_whole(
+    simulator::impl& sim, tcp::socket& socket, const sim::completion& c, bool keep_alive, framing f)
 {
     const milliseconds work = c.time_to_first_token + c.time_per_token * static_cast<std::int64_t>(c.pieces.size());
     const std::vector<std::pair<std::string, std::string>> headers = {{"X-Generation-Id", c.id}};
@@ -172,8 +188,8 @@ asio::awaitable<bool> deliver_whole(simulator::impl& sim, tcp::socket& socket, c
         co_return co_await write(socket, out);
     }
     // OpenRouter sends the status at once and whitespace while the model works.
-    std::string out = head(200, "application/json", headers, std::nullopt, keep_alive);
-    append_chunk(out, "\n");
+    std::string out = head(200, "application/json", headers, std::nullopt, keep_alive, f.chunked);
+    f.add(out, "\n");
     if (!co_await write(socket, out))
         co_return false;
     for (milliseconds left = work; left.count() > 0;) {
@@ -182,30 +198,31 @@ asio::awaitable<bool> deliver_whole(simulator::impl& sim, tcp::socket& socket, c
             co_return false;
         left -= step;
         out.clear();
-        append_chunk(out, "\n");
+        f.add(out, "\n");
         if (left.count() > 0 && !co_await write(socket, out))
             co_return false;
     }
     out.clear();
     if (c.injected == sim::fault::cut) {
-        append_chunk(out, body);
+        f.add(out, body);
         out.resize(out.size() / 2);
         co_await write(socket, out);
         close(socket);
         co_return false;
     }
-    append_chunk(out, body);
-    out += last_chunk;
+    f.add(out, body);
+    f.finish(out);
     co_return co_await write(socket, out);
 }
 
 // A stream with timing: a keep-alive comment, the wait for the first token (with more
 // comments), then one event per token.
-asio::awaitable<bool> deliver_paced(simulator::impl& sim, tcp::socket& socket, const sim::completion& c, progress& p)
+asio::awaitable<bool> deliver_paced(
+    simulator::impl& sim, tcp::socket& socket, const sim::completion& c, progress& p, framing f)
 {
     const sim::engine& e = sim.engine;
     std::string out;
-    append_chunk(out, e.stream_comment());
+    f.add(out, e.stream_comment());
     if (!co_await write(socket, out))
         co_return false;
     for (milliseconds left = c.time_to_first_token; left.count() > 0;) {
@@ -215,7 +232,7 @@ asio::awaitable<bool> deliver_paced(simulator::impl& sim, tcp::socket& socket, c
         left -= step;
         if (left.count() > 0) {
             out.clear();
-            append_chunk(out, e.stream_comment());
+            f.add(out, e.stream_comment());
             if (!co_await write(socket, out))
                 co_return false;
         }
@@ -229,11 +246,11 @@ asio::awaitable<bool> deliver_paced(simulator::impl& sim, tcp::socket& socket, c
                 close(socket);
                 co_return false;
             case sim::fault::malformed_chunk:
-                append_chunk(out, e.stream_malformed_event(c));
+                f.add(out, e.stream_malformed_event(c));
                 break;
             default: // mid-stream errors end the stream
-                append_chunk(out, e.stream_error_event(c));
-                out += last_chunk;
+                f.add(out, e.stream_error_event(c));
+                f.finish(out);
                 co_return co_await write(socket, out);
             }
             if (!co_await write(socket, out))
@@ -242,7 +259,7 @@ asio::awaitable<bool> deliver_paced(simulator::impl& sim, tcp::socket& socket, c
         if (i != 0 && !co_await wait(c.time_per_token))
             co_return false;
         out.clear();
-        append_chunk(out, e.stream_event(c, i));
+        f.add(out, e.stream_event(c, i));
         if (!co_await write(socket, out))
             co_return false;
         p.delivered = i + 1;
@@ -254,26 +271,31 @@ asio::awaitable<bool> deliver_paced(simulator::impl& sim, tcp::socket& socket, c
         co_return false;
     }
     out.clear();
-    append_chunk(out, e.stream_end(c));
-    out += last_chunk;
+    f.add(out, e.stream_end(c));
+    f.finish(out);
     co_return co_await write(socket, out);
 }
 
 asio::awaitable<bool> deliver_stream(
-    simulator::impl& sim, tcp::socket& socket, beast::flat_buffer& buffer, const sim::completion& c, bool keep_alive)
+    simulator::impl& sim,
+    tcp::socket& socket,
+    beast::flat_buffer& buffer,
+    const sim::completion& c,
+    bool keep_alive,
+    framing f)
 {
     const std::vector<std::pair<std::string, std::string>> headers = {
         {"Cache-Control", "no-cache"}, {"X-Generation-Id", c.id}};
-    std::string out = head(200, "text/event-stream", headers, std::nullopt, keep_alive);
+    std::string out = head(200, "text/event-stream", headers, std::nullopt, keep_alive, f.chunked);
     const std::size_t n = c.pieces.size();
     const bool paced = c.time_to_first_token.count() > 0 || c.time_per_token.count() > 0 ||
                        c.injected == sim::fault::stall;
     if (!paced) {
         // Nothing to wait for: the whole stream goes out in one write.
-        append_chunk(out, sim.engine.whole_stream(c));
+        f.add(out, sim.engine.whole_stream(c));
         const bool cut = c.injected == sim::fault::cut;
         if (!cut)
-            out += last_chunk;
+            f.finish(out);
         const bool ok = co_await write(socket, out);
         const bool partial = c.injected == sim::fault::cut || c.injected == sim::fault::midstream_error ||
                              c.injected == sim::fault::midstream_error_choice;
@@ -289,7 +311,7 @@ asio::awaitable<bool> deliver_stream(
     progress p;
     // The client cancels a stream by closing the connection; watching for that while the
     // stream is paced bills exactly the tokens delivered before it.
-    auto result = co_await (deliver_paced(sim, socket, c, p) || watch_disconnect(socket, buffer));
+    auto result = co_await (deliver_paced(sim, socket, c, p, f) || watch_disconnect(socket, buffer));
     const bool cancelled = result.index() == 1;
     const bool ok = !cancelled && std::get<0>(result);
     sim.engine.settle(c, p.delivered, cancelled || (!ok && c.injected != sim::fault::cut &&
@@ -344,9 +366,12 @@ asio::awaitable<void> session(std::shared_ptr<simulator::impl> sim, tcp::socket 
             break;
         }
         const auto& c = std::get<sim::completion>(outcome);
-        const bool ok = c.stream ? co_await deliver_stream(*sim, socket, buffer, c, keep_alive)
-                                 : co_await deliver_whole(*sim, socket, c, keep_alive);
-        if (!ok || !keep_alive)
+        const framing f{req.version() >= 11};
+        // A body ended by closing the connection leaves nothing to keep alive.
+        const bool keep = keep_alive && f.chunked;
+        const bool ok = c.stream ? co_await deliver_stream(*sim, socket, buffer, c, keep, f)
+                                 : co_await deliver_whole(*sim, socket, c, keep, f);
+        if (!ok || !keep)
             break;
     }
     close(socket);

@@ -48,4 +48,12 @@ check "naming the field" \
     "frugal sim: $tmp/bad.json: config.models[0].prompt_price: \"cheap\" is not a plain decimal with at most 18 fractional digits" \
     "$(cat "$tmp/err4")"
 
+# Every configuration shown in docs/simulator.md is accepted.
+docs="$(dirname "$0")/../../docs/simulator.md"
+awk -v dir="$tmp" '/^```json/{f=1;n++;next} /^```/{f=0} f{print > (dir "/doc" n ".json")}' "$docs"
+for conf in "$tmp"/doc*.json; do
+    first=$(timeout 2 "$frugal" sim --config "$conf" 2>&1 | head -1)
+    check "docs example $(basename "$conf") is accepted" "listening" "${first%% *}"
+done
+
 [ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }

@@ -295,6 +295,23 @@ BOOST_AUTO_TEST_CASE(oversized_and_malformed_requests_are_refused)
     }
 }
 
+BOOST_AUTO_TEST_CASE(http_1_0_clients_get_close_delimited_streams)
+{
+    frugal::sim_thread sim(fixed());
+    http_client c(sim.port());
+    const std::string body = chat("anthropic/claude-fable-5", "Hi [sim tokens=3]", true);
+    const std::string req = "POST /api/v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer k\r\n"
+                            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    boost::asio::write(c.socket(), boost::asio::buffer(req));
+    boost::system::error_code ec;
+    const std::string got = c.read_all(ec);
+    BOOST_TEST(ec == boost::asio::error::eof); // the end of the body is the end of the connection
+    const auto body_at = got.find("\r\n\r\n");
+    BOOST_TEST(got.substr(0, body_at).find("Transfer-Encoding") == std::string::npos);
+    BOOST_TEST(got.ends_with("data: [DONE]\n\n"));
+    BOOST_TEST(events(got.substr(body_at + 4)).back() == "[DONE]");
+}
+
 BOOST_AUTO_TEST_CASE(stopping_closes_open_streams)
 {
     auto sim = std::make_unique<frugal::sim_thread>(paced(0ms));
