@@ -31,8 +31,9 @@ std::string figure_unit(const std::string& name)
     return it == units().end() ? std::string() : it->second;
 }
 
-void write_results(const std::filesystem::path& path,
-                   const std::map<std::string, std::pair<double, std::string>>& figures)
+void write_results(
+    const std::filesystem::path& path,
+    const std::map<std::string, std::pair<double, std::string>>& figures)
 {
     boost::json::object all;
     if (std::ifstream in(path); in) {
@@ -46,7 +47,8 @@ void write_results(const std::filesystem::path& path,
     for (const auto& [name, figure] : figures) {
         // Rounded for reading: whole numbers from 100 up, four significant digits below.
         char text[64];
-        std::snprintf(text, sizeof text, std::fabs(figure.first) >= 100 ? "%.0f" : "%.4g", figure.first);
+        std::snprintf(
+            text, sizeof text, std::fabs(figure.first) >= 100 ? "%.0f" : "%.4g", figure.first);
         all[name] = {{"value", boost::json::parse(text)}, {"unit", figure.second}};
     }
     std::filesystem::create_directories(path.parent_path().empty() ? "." : path.parent_path());

@@ -24,8 +24,9 @@ std::string figure_unit(const std::string& name);
 std::size_t allocations() noexcept;
 
 /// Merges `figures` (name -> value, unit) into the results file at `path`.
-void write_results(const std::filesystem::path& path,
-                   const std::map<std::string, std::pair<double, std::string>>& figures);
+void write_results(
+    const std::filesystem::path& path,
+    const std::map<std::string, std::pair<double, std::string>>& figures);
 
 /// `--results=FILE` from the command line, or build/bench/results.json.
 std::filesystem::path results_path(int argc, char** argv);

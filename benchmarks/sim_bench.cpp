@@ -79,7 +79,10 @@ child spawn_sim(frugal::sim_config config)
             _exit(1);
         close(fds[1]);
         asio::signal_set signals(io, SIGTERM);
-        signals.async_wait([&](auto, int) { sim.stop(); io.stop(); });
+        signals.async_wait([&](auto, int) {
+            sim.stop();
+            io.stop();
+        });
         io.run();
         _exit(0);
     }
@@ -102,9 +105,10 @@ child_usage stop_sim(const child& c)
     int status = 0;
     rusage ru{};
     wait4(c.pid, &status, 0, &ru);
-    return {static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
-            ru.ru_maxrss};
+    return {
+        static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
+        ru.ru_maxrss};
 }
 
 std::string request_bytes(const std::string& body)
@@ -144,7 +148,7 @@ private:
     struct conn {
         explicit conn(asio::io_context& io) : socket(io) {}
         tcp::socket socket;
-        std::vector<char> buf = std::vector<char>(64 * 1024);
+        std::vector<char> buf = std::vector<char>(std::size_t{64} * 1024);
         std::size_t have = 0;
     };
 
@@ -164,27 +168,28 @@ private:
 
     void read(const std::shared_ptr<conn>& c)
     {
-        c->socket.async_read_some(asio::buffer(c->buf.data() + c->have, c->buf.size() - c->have),
-                                  [this, c](auto ec, std::size_t n) {
-            if (ec) {
-                ++errors;
-                return;
-            }
-            c->have += n;
-            const std::string_view got(c->buf.data(), c->have);
-            const auto end_of_head = got.find("\r\n\r\n");
-            if (end_of_head == std::string_view::npos)
-                return read(c);
-            const auto cl = got.find("Content-Length: ");
-            const std::size_t length = std::strtoul(got.data() + cl + 16, nullptr, 10);
-            if (c->have < end_of_head + 4 + length)
-                return read(c);
-            if (!got.starts_with("HTTP/1.1 200"))
-                ++errors;
-            if (counting)
-                ++completed;
-            send(c);
-        });
+        c->socket.async_read_some(
+            asio::buffer(c->buf.data() + c->have, c->buf.size() - c->have),
+            [this, c](auto ec, std::size_t n) {
+                if (ec) {
+                    ++errors;
+                    return;
+                }
+                c->have += n;
+                const std::string_view got(c->buf.data(), c->have);
+                const auto end_of_head = got.find("\r\n\r\n");
+                if (end_of_head == std::string_view::npos)
+                    return read(c);
+                const auto cl = got.find("Content-Length: ");
+                const std::size_t length = std::strtoul(got.data() + cl + 16, nullptr, 10);
+                if (c->have < end_of_head + 4 + length)
+                    return read(c);
+                if (!got.starts_with("HTTP/1.1 200"))
+                    ++errors;
+                if (counting)
+                    ++completed;
+                send(c);
+            });
     }
 
     asio::io_context& io_;
@@ -224,8 +229,8 @@ struct stream_result {
 class stream_load {
 public:
     stream_load(asio::io_context& io, std::uint16_t port, std::string request, std::size_t count)
-        : io_(io), endpoint_({asio::ip::make_address("127.0.0.1"), port}), request_(std::move(request)),
-          remaining_(count)
+        : io_(io), endpoint_({asio::ip::make_address("127.0.0.1"), port}),
+          request_(std::move(request)), remaining_(count)
     {
     }
 
@@ -284,7 +289,8 @@ private:
                 open_next();
             }
             std::string window = c->tail + std::string(c->buf.data(), n);
-            for (auto at = window.find("data: {"); at != std::string::npos; at = window.find("data: {", at + 1))
+            for (auto at = window.find("data: {"); at != std::string::npos;
+                 at = window.find("data: {", at + 1))
                 ++result.chunks;
             if (window.find("data: [DONE]") != std::string::npos) {
                 ++result.completed;
@@ -330,7 +336,8 @@ int main(int argc, char** argv)
         child sim = spawn_sim(config);
         const double rps = measure_whole(sim.port);
         stop_sim(sim);
-        std::printf("sim_nonstream_req_per_s   %10.0f req/s (64 connections, 60-token answers)\n", rps);
+        std::printf(
+            "sim_nonstream_req_per_s   %10.0f req/s (64 connections, 60-token answers)\n", rps);
         figures["sim_nonstream_req_per_s"] = {rps, "req/s"};
     }
     {
@@ -352,14 +359,20 @@ int main(int argc, char** argv)
         const child_usage usage = stop_sim(sim);
         const auto& r = load.result;
         const std::size_t held = r.failed == 0 ? r.peak_open : std::min(r.peak_open, r.completed);
-        std::printf("sim_open_streams           %10zu streams open at once (%zu completed, %zu failed, %.1f s)\n",
-                    held, r.completed, r.failed, seconds);
-        const double kib = static_cast<double>(usage.max_rss_kib) / static_cast<double>(std::max<std::size_t>(held, 1));
-        const double us_per_chunk = usage.cpu_seconds * 1e6 / static_cast<double>(std::max<std::uint64_t>(r.chunks, 1));
-        std::printf("sim_kib_per_open_stream    %10.1f KiB (peak RSS %ld KiB over the streams held)\n", kib,
-                    usage.max_rss_kib);
-        std::printf("sim_stream_cpu_us_per_chunk%10.2f us (simulator CPU %.2f s for %llu chunks)\n", us_per_chunk,
-                    usage.cpu_seconds, static_cast<unsigned long long>(r.chunks));
+        std::printf(
+            "sim_open_streams           %10zu streams open at once (%zu completed, %zu failed, "
+            "%.1f s)\n",
+            held, r.completed, r.failed, seconds);
+        const double kib = static_cast<double>(usage.max_rss_kib) /
+                           static_cast<double>(std::max<std::size_t>(held, 1));
+        const double us_per_chunk =
+            usage.cpu_seconds * 1e6 / static_cast<double>(std::max<std::uint64_t>(r.chunks, 1));
+        std::printf(
+            "sim_kib_per_open_stream    %10.1f KiB (peak RSS %ld KiB over the streams held)\n", kib,
+            usage.max_rss_kib);
+        std::printf(
+            "sim_stream_cpu_us_per_chunk%10.2f us (simulator CPU %.2f s for %llu chunks)\n",
+            us_per_chunk, usage.cpu_seconds, static_cast<unsigned long long>(r.chunks));
         figures["sim_open_streams"] = {static_cast<double>(held), "streams"};
         figures["sim_kib_per_open_stream"] = {kib, "KiB"};
         figures["sim_stream_cpu_us_per_chunk"] = {us_per_chunk, "us/chunk"};

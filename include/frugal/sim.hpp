@@ -28,11 +28,12 @@ namespace frugal {
 
 /// One model of the simulated catalog.
 struct sim_model {
-    std::string id;                 ///< e.g. "google/gemma-4-31b-it:free"
-    std::string name;               ///< display name
+    std::string id;                     ///< e.g. "google/gemma-4-31b-it:free"
+    std::string name;                   ///< display name
     std::string provider = "Simulated"; ///< the provider named in responses
     /// Whether the provider stops billing when a stream is cancelled (OpenRouter's list).
-    /// When it does not, a cancelled stream is billed the complete response.
+    /// When it does not, a cancelled stream is billed as `sim_config::uncancellable_billing`
+    /// says.
     bool cancel_supported = true;
     std::string prompt_price = "0";     ///< USD per prompt token, a decimal string
     std::string completion_price = "0"; ///< USD per completion token, a decimal string
@@ -43,17 +44,17 @@ struct sim_model {
     int capability = 5;
     std::chrono::milliseconds time_to_first_token{0};
     std::chrono::milliseconds time_per_token{0};
-    std::string alias_target; ///< for `~author/family-latest` rows: the concrete model id
-    std::string fault;        ///< a fault every request to this model gets ("" for none)
+    std::string alias_target;           ///< for `~author/family-latest` rows: the concrete model id
+    std::string fault;                  ///< a fault every request to this model gets ("" for none)
     std::uint64_t created = 1767225600; ///< catalog `created`, Unix seconds
 };
 
 /// A configured fault: requests matching `model` ("" for any) get `fault`.
 struct sim_fault_rule {
     std::string model;
-    std::string fault;            ///< a fault name, as in the `[sim fault=...]` directive
-    std::uint64_t first_n = 0;    ///< only the first N matching requests (0: all)
-    double probability = 1.0;     ///< chance per matching request, drawn from the seed
+    std::string fault;         ///< a fault name, as in the `[sim fault=...]` directive
+    std::uint64_t first_n = 0; ///< only the first N matching requests (0: all)
+    double probability = 1.0;  ///< chance per matching request, drawn from the seed
 };
 
 /// An API key the simulator knows.
@@ -87,7 +88,11 @@ struct sim_config {
     /// `/generation` answers 404 for this long after a generation ends, as OpenRouter does.
     std::chrono::milliseconds generation_visibility_delay{0};
     std::vector<sim_fault_rule> faults;
-    std::uint64_t max_request_body = 4 * 1024 * 1024;
+    /// What a cancelled stream costs on a provider that cannot cancel: "complete_response" (the
+    /// tokens the model would have produced, as OpenRouter documents) or "max_tokens" (the
+    /// request's whole max_tokens, the worst case a budget must assume).
+    std::string uncancellable_billing = "complete_response";
+    std::uint64_t max_request_body = std::uint64_t{4} * 1024 * 1024;
     /// How many of the newest generations `/generation` can look up (the bill keeps all).
     std::size_t max_generations = 1'000'000;
 
@@ -149,7 +154,8 @@ private:
 /// thread. Starts in the constructor, stops and joins in the destructor.
 class sim_thread {
 public:
-    explicit sim_thread(sim_config config = {}, std::string host = "127.0.0.1", std::uint16_t port = 0);
+    explicit sim_thread(
+        sim_config config = {}, std::string host = "127.0.0.1", std::uint16_t port = 0);
     ~sim_thread();
     sim_thread(const sim_thread&) = delete;
     sim_thread& operator=(const sim_thread&) = delete;

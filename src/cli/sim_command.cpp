@@ -27,7 +27,8 @@ int run_sim(const sim_options& options)
         std::string error;
         auto parsed = parse_sim_config(text.str(), error);
         if (!parsed) {
-            std::fprintf(stderr, "frugal sim: %s: %s\n", options.config_file.c_str(), error.c_str());
+            std::fprintf(
+                stderr, "frugal sim: %s: %s\n", options.config_file.c_str(), error.c_str());
             return exit_failure;
         }
         config = std::move(*parsed);
@@ -42,8 +43,9 @@ int run_sim(const sim_options& options)
     try {
         sim.start();
     } catch (const boost::system::system_error& e) {
-        std::fprintf(stderr, "frugal sim: cannot listen on %s:%u: %s\n", options.host.c_str(),
-                     static_cast<unsigned>(options.port), e.code().message().c_str());
+        std::fprintf(
+            stderr, "frugal sim: cannot listen on %s:%u: %s\n", options.host.c_str(),
+            static_cast<unsigned>(options.port), e.code().message().c_str());
         return exit_failure;
     }
     std::printf("listening on %s\n", sim.base_url().c_str());

@@ -18,88 +18,98 @@ std::vector<sim_model> standard_sim_models()
     // both kinds of cancellation billing occur (OpenRouter lists Google AI Studio, Google, Groq
     // and Perplexity as unable to cancel).
     std::vector<sim_model> m;
-    m.push_back({.id = "google/gemma-4-31b-it:free",
-                 .name = "Google: Gemma 4 31B (free)",
-                 .provider = "Google AI Studio",
-                 .cancel_supported = false,
-                 .context_length = 131072,
-                 .max_completion_tokens = 8192,
-                 .capability = 3});
-    m.push_back({.id = "meta-llama/llama-4-maverick:free",
-                 .name = "Meta: Llama 4 Maverick (free)",
-                 .provider = "Chutes",
-                 .context_length = 131072,
-                 .max_completion_tokens = 4096,
-                 .capability = 4});
-    m.push_back({.id = "google/gemma-4-31b-it",
-                 .name = "Google: Gemma 4 31B",
-                 .provider = "DeepInfra",
-                 .prompt_price = "0.00000004",
-                 .completion_price = "0.00000015",
-                 .context_length = 131072,
-                 .max_completion_tokens = 8192,
-                 .capability = 3});
-    m.push_back({.id = "meta-llama/llama-4-scout",
-                 .name = "Meta: Llama 4 Scout",
-                 .provider = "Groq",
-                 .cancel_supported = false,
-                 .prompt_price = "0.0000000375",
-                 .completion_price = "0.00000015",
-                 .context_length = 131072,
-                 .max_completion_tokens = 8192,
-                 .capability = 4});
-    m.push_back({.id = "deepseek/deepseek-v3.2",
-                 .name = "DeepSeek: DeepSeek V3.2",
-                 .provider = "DeepSeek",
-                 .prompt_price = "0.00000027",
-                 .completion_price = "0.0000004",
-                 .context_length = 163840,
-                 .max_completion_tokens = 16384,
-                 .capability = 6});
-    m.push_back({.id = "google/gemini-3-flash",
-                 .name = "Google: Gemini 3 Flash",
-                 .provider = "Google",
-                 .cancel_supported = false,
-                 .prompt_price = "0.0000003",
-                 .completion_price = "0.0000025",
-                 .context_length = 1048576,
-                 .max_completion_tokens = 65536,
-                 .capability = 7});
-    m.push_back({.id = "openai/gpt-5-mini",
-                 .name = "OpenAI: GPT-5 Mini",
-                 .provider = "OpenAI",
-                 .prompt_price = "0.00000025",
-                 .completion_price = "0.000002",
-                 .context_length = 400000,
-                 .max_completion_tokens = 128000,
-                 .capability = 7});
-    m.push_back({.id = "perplexity/sonar",
-                 .name = "Perplexity: Sonar",
-                 .provider = "Perplexity",
-                 .cancel_supported = false,
-                 .prompt_price = "0.000001",
-                 .completion_price = "0.000001",
-                 .request_price = "0.005",
-                 .context_length = 127072,
-                 .max_completion_tokens = 8192,
-                 .capability = 6});
-    m.push_back({.id = "anthropic/claude-fable-5",
-                 .name = "Anthropic: Claude Fable 5",
-                 .provider = "Anthropic",
-                 .prompt_price = "0.000003",
-                 .completion_price = "0.000015",
-                 .context_length = 200000,
-                 .max_completion_tokens = 32000,
-                 .capability = 10});
-    m.push_back({.id = "~anthropic/claude-fable-latest",
-                 .name = "Anthropic: Claude Fable (latest)",
-                 .provider = "Anthropic",
-                 .prompt_price = "0.000003",
-                 .completion_price = "0.000015",
-                 .context_length = 200000,
-                 .max_completion_tokens = 32000,
-                 .capability = 10,
-                 .alias_target = "anthropic/claude-fable-5"});
+    m.push_back(
+        {.id = "google/gemma-4-31b-it:free",
+         .name = "Google: Gemma 4 31B (free)",
+         .provider = "Google AI Studio",
+         .cancel_supported = false,
+         .context_length = 131072,
+         .max_completion_tokens = 8192,
+         .capability = 3});
+    m.push_back(
+        {.id = "meta-llama/llama-4-maverick:free",
+         .name = "Meta: Llama 4 Maverick (free)",
+         .provider = "Chutes",
+         .context_length = 131072,
+         .max_completion_tokens = 4096,
+         .capability = 4});
+    m.push_back(
+        {.id = "google/gemma-4-31b-it",
+         .name = "Google: Gemma 4 31B",
+         .provider = "DeepInfra",
+         .prompt_price = "0.00000004",
+         .completion_price = "0.00000015",
+         .context_length = 131072,
+         .max_completion_tokens = 8192,
+         .capability = 3});
+    m.push_back(
+        {.id = "meta-llama/llama-4-scout",
+         .name = "Meta: Llama 4 Scout",
+         .provider = "Groq",
+         .cancel_supported = false,
+         .prompt_price = "0.0000000375",
+         .completion_price = "0.00000015",
+         .context_length = 131072,
+         .max_completion_tokens = 8192,
+         .capability = 4});
+    m.push_back(
+        {.id = "deepseek/deepseek-v3.2",
+         .name = "DeepSeek: DeepSeek V3.2",
+         .provider = "DeepSeek",
+         .prompt_price = "0.00000027",
+         .completion_price = "0.0000004",
+         .context_length = 163840,
+         .max_completion_tokens = 16384,
+         .capability = 6});
+    m.push_back(
+        {.id = "google/gemini-3-flash",
+         .name = "Google: Gemini 3 Flash",
+         .provider = "Google",
+         .cancel_supported = false,
+         .prompt_price = "0.0000003",
+         .completion_price = "0.0000025",
+         .context_length = 1048576,
+         .max_completion_tokens = 65536,
+         .capability = 7});
+    m.push_back(
+        {.id = "openai/gpt-5-mini",
+         .name = "OpenAI: GPT-5 Mini",
+         .provider = "OpenAI",
+         .prompt_price = "0.00000025",
+         .completion_price = "0.000002",
+         .context_length = 400000,
+         .max_completion_tokens = 128000,
+         .capability = 7});
+    m.push_back(
+        {.id = "perplexity/sonar",
+         .name = "Perplexity: Sonar",
+         .provider = "Perplexity",
+         .cancel_supported = false,
+         .prompt_price = "0.000001",
+         .completion_price = "0.000001",
+         .request_price = "0.005",
+         .context_length = 127072,
+         .max_completion_tokens = 8192,
+         .capability = 6});
+    m.push_back(
+        {.id = "anthropic/claude-fable-5",
+         .name = "Anthropic: Claude Fable 5",
+         .provider = "Anthropic",
+         .prompt_price = "0.000003",
+         .completion_price = "0.000015",
+         .context_length = 200000,
+         .max_completion_tokens = 32000,
+         .capability = 10});
+    m.push_back(
+        {.id = "~anthropic/claude-fable-latest",
+         .name = "Anthropic: Claude Fable (latest)",
+         .provider = "Anthropic",
+         .prompt_price = "0.000003",
+         .completion_price = "0.000015",
+         .context_length = 200000,
+         .max_completion_tokens = 32000,
+         .capability = 10,
+         .alias_target = "anthropic/claude-fable-5"});
     return m;
 }
 
@@ -129,7 +139,10 @@ namespace {
 // Reads fields of one JSON object by name; any field left unread is reported as unknown.
 class reader {
 public:
-    reader(const json::object& o, std::string path, std::string& error) : o_(o), path_(std::move(path)), error_(error) {}
+    reader(const json::object& o, std::string path, std::string& error)
+        : o_(o), path_(std::move(path)), error_(error)
+    {
+    }
 
     template <class F>
     void field(std::string_view name, F&& read)
@@ -211,7 +224,7 @@ struct sink {
             fail(where, "expected true or false");
     }
     template <class Int>
-        requires std::is_integral_v<Int>
+    requires std::is_integral_v<Int>
     void get(const json::value& v, const std::string& where, Int& out)
     {
         if (v.is_int64() && v.get_int64() >= 0)
@@ -245,7 +258,8 @@ struct sink {
         else
             return fail(where, "expected a decimal string such as \"0.000003\"");
         if (!sim::parse_usd(text))
-            return fail(where, "\"" + text + "\" is not a plain decimal with at most 18 fractional digits");
+            return fail(
+                where, "\"" + text + "\" is not a plain decimal with at most 18 fractional digits");
         out = text;
     }
 };
@@ -266,7 +280,8 @@ void read_model(const json::value& v, const std::string& where, sim_model& m, st
     r.field("completion_price", [&](auto& x, auto w) { s.price(x, w, m.completion_price); });
     r.field("request_price", [&](auto& x, auto w) { s.price(x, w, m.request_price); });
     r.field("context_length", [&](auto& x, auto w) { s.get(x, w, m.context_length); });
-    r.field("max_completion_tokens", [&](auto& x, auto w) { s.get(x, w, m.max_completion_tokens); });
+    r.field(
+        "max_completion_tokens", [&](auto& x, auto w) { s.get(x, w, m.max_completion_tokens); });
     r.field("capability", [&](auto& x, auto w) { s.get(x, w, m.capability); });
     r.field("time_to_first_token_ms", [&](auto& x, auto w) { s.get(x, w, m.time_to_first_token); });
     r.field("time_per_token_ms", [&](auto& x, auto w) { s.get(x, w, m.time_per_token); });
@@ -321,8 +336,12 @@ std::optional<sim_config> parse_sim_config(std::string_view text, std::string& e
             return s.fail(w, "expected an object keyed by model id");
         if (c.models.empty())
             c.models = standard_sim_models();
-        for (const auto& [id, item] : x.get_object()) {
-            auto it = std::find_if(c.models.begin(), c.models.end(), [&](const sim_model& m) { return m.id == id; });
+        for (const auto& entry : x.get_object()) {
+            // A named copy: Clang 14 cannot capture structured bindings in a lambda.
+            const std::string_view id = entry.key();
+            const json::value& item = entry.value();
+            auto it = std::find_if(
+                c.models.begin(), c.models.end(), [&](const sim_model& m) { return m.id == id; });
             if (it == c.models.end())
                 return s.fail(w + "." + std::string(id), "no such model in the catalog");
             read_model(item, w + "." + std::string(id), *it, error);
@@ -354,8 +373,11 @@ std::optional<sim_config> parse_sim_config(std::string_view text, std::string& e
         }
     });
     r.field("accept_any_key", [&](auto& x, auto w) { s.get(x, w, c.accept_any_key); });
-    r.field("free_requests_per_minute", [&](auto& x, auto w) { s.get(x, w, c.free_requests_per_minute); });
-    r.field("free_requests_per_day", [&](auto& x, auto w) { s.get(x, w, c.free_requests_per_day); });
+    r.field("free_requests_per_minute", [&](auto& x, auto w) {
+        s.get(x, w, c.free_requests_per_minute);
+    });
+    r.field(
+        "free_requests_per_day", [&](auto& x, auto w) { s.get(x, w, c.free_requests_per_day); });
     r.field("fixed_time", [&](auto& x, auto w) {
         std::int64_t t = 0;
         s.get(x, w, t);
@@ -364,13 +386,22 @@ std::optional<sim_config> parse_sim_config(std::string_view text, std::string& e
     r.field("whitespace_keepalive", [&](auto& x, auto w) { s.get(x, w, c.whitespace_keepalive); });
     r.field("usage_chunk", [&](auto& x, auto w) {
         s.get(x, w, c.usage_chunk);
-        if (c.usage_chunk != "2026" && c.usage_chunk != "empty_choices" && c.usage_chunk != "null_finish")
+        if (c.usage_chunk != "2026" && c.usage_chunk != "empty_choices" &&
+            c.usage_chunk != "null_finish")
             s.fail(w, "expected \"2026\", \"empty_choices\" or \"null_finish\"");
     });
     r.field("keepalive_interval_ms", [&](auto& x, auto w) { s.get(x, w, c.keepalive_interval); });
-    r.field("generation_visibility_delay_ms", [&](auto& x, auto w) { s.get(x, w, c.generation_visibility_delay); });
+    r.field("generation_visibility_delay_ms", [&](auto& x, auto w) {
+        s.get(x, w, c.generation_visibility_delay);
+    });
     r.field("max_request_body", [&](auto& x, auto w) { s.get(x, w, c.max_request_body); });
     r.field("max_generations", [&](auto& x, auto w) { s.get(x, w, c.max_generations); });
+    r.field("uncancellable_billing", [&](auto& x, auto w) {
+        s.get(x, w, c.uncancellable_billing);
+        if (c.uncancellable_billing != "complete_response" &&
+            c.uncancellable_billing != "max_tokens")
+            s.fail(w, "expected \"complete_response\" or \"max_tokens\"");
+    });
     r.field("faults", [&](auto& x, const std::string& w) {
         if (!x.is_array())
             return s.fail(w, "expected an array of fault rules");

@@ -16,7 +16,10 @@ namespace json = boost::json;
 
 constexpr std::string_view alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-std::string to_string(attodollars a) { return format_usd(a); }
+std::string to_string(attodollars a)
+{
+    return format_usd(a);
+}
 
 // 64-bit FNV-1a: a stable hash, so answers depend only on the seed, the model and the prompt.
 std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 14695981039346656037ULL)
@@ -28,9 +31,15 @@ std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 14695981039346656037UL
     return h;
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+bool starts_with(std::string_view s, std::string_view prefix)
+{
+    return s.substr(0, prefix.size()) == prefix;
+}
 
-bool is_free(const sim_model& m) { return m.id.size() > 5 && m.id.ends_with(":free"); }
+bool is_free(const sim_model& m)
+{
+    return m.id.size() > 5 && m.id.ends_with(":free");
+}
 
 std::string lower(std::string_view s)
 {
@@ -65,7 +74,8 @@ std::optional<T> number(std::string_view v)
 
 void parse_directives(std::string_view text, directives& d)
 {
-    for (auto at = text.find("[sim "); at != std::string_view::npos; at = text.find("[sim ", at + 1)) {
+    for (auto at = text.find("[sim "); at != std::string_view::npos;
+         at = text.find("[sim ", at + 1)) {
         const auto end = text.find(']', at);
         if (end == std::string_view::npos)
             return;
@@ -119,8 +129,8 @@ int derive_difficulty(std::string_view prompt)
     if (words >= 40)
         d += 2;
     static constexpr std::array<std::string_view, 9> markers = {
-        "prove", "derive", "step by step", "theorem", "optimal", "complexity", "rigorous",
-        "analyze", "analyse"};
+        "prove",      "derive",   "step by step", "theorem", "optimal",
+        "complexity", "rigorous", "analyze",      "analyse"};
     const std::string text = lower(prompt);
     int found = 0;
     for (const auto m : markers)
@@ -133,12 +143,11 @@ int derive_difficulty(std::string_view prompt)
 }
 
 constexpr std::array<std::string_view, 48> vocabulary = {
-    "answer", "model",  "cost",   "token",   "budget", "free",   "cheap", "first",
-    "result", "value",  "simple", "clear",   "number", "graph",  "route", "level",
-    "stream", "reply",  "point",  "method",  "system", "data",   "case",  "rule",
-    "order",  "price",  "share",  "signal",  "small",  "large",  "fast",  "slow",
-    "in",     "of",     "the",    "and",     "is",     "to",     "with",  "for",
-    "this",   "that",   "each",   "every",   "most",   "some",   "one",   "two"};
+    "answer", "model", "cost",   "token", "budget", "free",  "cheap",  "first",  "result", "value",
+    "simple", "clear", "number", "graph", "route",  "level", "stream", "reply",  "point",  "method",
+    "system", "data",  "case",   "rule",  "order",  "price", "share",  "signal", "small",  "large",
+    "fast",   "slow",  "in",     "of",    "the",    "and",   "is",     "to",     "with",   "for",
+    "this",   "that",  "each",   "every", "most",   "some",  "one",    "two"};
 
 void add_words(std::vector<piece>& out, std::size_t n, splitmix64& rng, bool capitalize)
 {
@@ -217,12 +226,37 @@ std::string message_text(const json::value& content)
     return out;
 }
 
-bool native_upper(const std::string& provider) { return starts_with(provider, "Google"); }
+bool native_upper(const std::string& provider)
+{
+    return starts_with(provider, "Google");
+}
 
 std::int64_t days_since_epoch(std::int64_t unix_seconds)
 {
     return unix_seconds >= 0 ? unix_seconds / 86400 : (unix_seconds - 86399) / 86400;
 }
+
+// Faults answered with a plain error status, in OpenRouter's words.
+struct status_fault {
+    std::string_view name;
+    int status;
+    std::string_view message;
+    std::string_view error_type;
+    bool upstream;        // an upstream provider's error: metadata carries raw and provider_name
+    std::string_view raw; // the upstream text
+};
+
+constexpr status_fault status_faults[] = {
+    {"402", 402, "Insufficient credits. Add more using https://openrouter.ai/credits",
+     "payment_required", false, ""},
+    {"408", 408, "Operation timed out. Please try again later.", "timeout", false, ""},
+    {"500", 500, "Internal Server Error", "server", false, ""},
+    {"502", 502, "Provider returned error", "provider_unavailable", true, "upstream connect error"},
+    {"503", 503, "No available model provider that meets your routing requirements",
+     "provider_overloaded", false, ""},
+    {"524", 524, "Request timed out. Please try again later.", "timeout", false, ""},
+    {"529", 529, "Provider returned error", "provider_overloaded", true, "overloaded"},
+};
 
 } // namespace
 
@@ -250,8 +284,7 @@ void append_json_escaped(std::string& out, std::string_view text)
     out.append(text.data() + start, text.size() - start);
 }
 
-engine::engine(sim_config config)
-    : config_(std::move(config)), rng_(config_.seed)
+engine::engine(sim_config config) : config_(std::move(config)), rng_(config_.seed)
 {
     models_ = config_.models.empty() ? standard_sim_models() : config_.models;
     for (std::size_t i = 0; i < models_.size(); ++i)
@@ -286,16 +319,18 @@ engine::engine(sim_config config)
         b += "\",\"context_length\":" + std::to_string(priced->context_length);
         b += ",\"architecture\":{\"modality\":\"text->text\",\"input_modalities\":[\"text\"],"
              "\"output_modalities\":[\"text\"],\"tokenizer\":\"Other\",\"instruct_type\":null},"
-             "\"pricing\":{\"prompt\":\"" + priced->prompt_price + "\",\"completion\":\"" +
-             priced->completion_price + "\",\"request\":\"" + priced->request_price +
+             "\"pricing\":{\"prompt\":\"" +
+             priced->prompt_price + "\",\"completion\":\"" + priced->completion_price +
+             "\",\"request\":\"" + priced->request_price +
              "\",\"image\":\"0\",\"web_search\":\"0\",\"internal_reasoning\":\"0\"},"
-             "\"top_provider\":{\"context_length\":" + std::to_string(priced->context_length) +
+             "\"top_provider\":{\"context_length\":" +
+             std::to_string(priced->context_length) +
              ",\"max_completion_tokens\":" + std::to_string(priced->max_completion_tokens) +
              ",\"is_moderated\":false},\"per_request_limits\":null,\"supported_parameters\":"
              "[\"max_tokens\",\"temperature\",\"top_p\",\"stop\",\"seed\",\"response_format\"],"
              "\"default_parameters\":null,\"supported_voices\":null,\"expiration_date\":null,"
-             "\"knowledge_cutoff\":null,\"links\":{\"details\":\"/api/v1/models/" + m.id +
-             "/endpoints\"}";
+             "\"knowledge_cutoff\":null,\"links\":{\"details\":\"/api/v1/models/" +
+             m.id + "/endpoints\"}";
         if (!m.alias_target.empty()) {
             b += ",\"alias_target\":{\"slug\":\"" + m.alias_target + "\",\"name\":\"";
             append_json_escaped(b, priced->name);
@@ -373,7 +408,8 @@ outcome engine::handle(const request& req, clock::time_point now)
     return key_reply(key, now);
 }
 
-engine::key_state* engine::authenticate(std::string_view authorization, std::string& key, reply& failure)
+engine::key_state*
+engine::authenticate(std::string_view authorization, std::string& key, reply& failure)
 {
     const auto space = authorization.find(' ');
     std::string scheme = lower(authorization.substr(0, space));
@@ -427,7 +463,8 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
 
     const json::value* messages = o.if_contains("messages");
     if (messages == nullptr || !messages->is_array() || messages->get_array().empty())
-        return error_reply(400, "messages: expected a non-empty array", "{\"error_type\":\"invalid_request\"}");
+        return error_reply(
+            400, "messages: expected a non-empty array", "{\"error_type\":\"invalid_request\"}");
 
     // Token counts of the simulator's tokenizer (docs/simulator.md): 4 per message, plus one
     // per 4 bytes of content (rounded up), plus 3 to prime the reply.
@@ -478,7 +515,8 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
         candidates.emplace_back(m->get_string());
     if (const auto* ms = o.if_contains("models"); ms != nullptr && ms->is_array()) {
         for (const auto& m : ms->get_array()) {
-            if (m.is_string() && std::find(candidates.begin(), candidates.end(), m.get_string()) == candidates.end())
+            if (m.is_string() &&
+                std::find(candidates.begin(), candidates.end(), m.get_string()) == candidates.end())
                 candidates.emplace_back(m.get_string());
         }
     }
@@ -496,8 +534,9 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     for (std::size_t i = 0; i < candidates.size() && model == nullptr; ++i) {
         const sim_model* m = find_model(candidates[i]);
         if (m == nullptr) {
-            last_error = error_reply(400, candidates[i] + " is not a valid model ID",
-                                     "{\"error_type\":\"invalid_request\"}");
+            last_error = error_reply(
+                400, candidates[i] + " is not a valid model ID",
+                "{\"error_type\":\"invalid_request\"}");
             continue;
         }
         asked = m;
@@ -506,22 +545,26 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
             if (const auto* t = find_model(m->alias_target))
                 m = t;
         }
-        const std::uint64_t max_out = std::min(asked_max.value_or(m->max_completion_tokens), m->max_completion_tokens);
+        const std::uint64_t max_out =
+            std::min(asked_max.value_or(m->max_completion_tokens), m->max_completion_tokens);
         if (!m->fault.empty() && m->fault != "none") {
             const auto status = number<int>(m->fault);
             if (status && *status >= 400) {
-                last_error = error_reply(*status, "Provider returned error",
-                                         provider_metadata(*m, "simulated outage", "provider_unavailable"));
+                last_error = error_reply(
+                    *status, "Provider returned error",
+                    provider_metadata(*m, "simulated outage", "provider_unavailable"));
                 continue;
             }
         }
-        if (d.fault == "context-length" || prompt_tokens + asked_max.value_or(0) > m->context_length) {
+        if (d.fault == "context-length" ||
+            prompt_tokens + asked_max.value_or(0) > m->context_length) {
             last_error = error_reply(
                 400,
                 "This endpoint's maximum context length is " + std::to_string(m->context_length) +
-                    " tokens. However, you requested about " + std::to_string(prompt_tokens + max_out) +
-                    " tokens (" + std::to_string(prompt_tokens) + " of text input, " +
-                    std::to_string(max_out) + " in the output). Please reduce the length of either one.",
+                    " tokens. However, you requested about " +
+                    std::to_string(prompt_tokens + max_out) + " tokens (" +
+                    std::to_string(prompt_tokens) + " of text input, " + std::to_string(max_out) +
+                    " in the output). Please reduce the length of either one.",
                 "{\"error_type\":\"context_length_exceeded\"}");
             continue;
         }
@@ -542,23 +585,30 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
                     429, message,
                     "{\"headers\":{\"X-RateLimit-Limit\":\"" + std::to_string(limit) +
                         "\",\"X-RateLimit-Remaining\":\"0\",\"X-RateLimit-Reset\":\"" +
-                        std::to_string(reset_ms) + "\"},\"limit_source\":\"" + std::string(source) + "\"}");
-                r.headers = {{"X-RateLimit-Limit", std::to_string(limit)},
-                             {"X-RateLimit-Remaining", "0"},
-                             {"X-RateLimit-Reset", std::to_string(reset_ms)}};
+                        std::to_string(reset_ms) + "\"},\"limit_source\":\"" + std::string(source) +
+                        "\"}");
+                r.headers = {
+                    {"X-RateLimit-Limit", std::to_string(limit)},
+                    {"X-RateLimit-Remaining", "0"},
+                    {"X-RateLimit-Reset", std::to_string(reset_ms)}};
                 return r;
             };
             if (k.free_day_count >= config_.free_requests_per_day) {
                 last_error = limited(
-                    "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day",
-                    config_.free_requests_per_day, (day + 1) * 86400 * 1000, "openrouter_free_tier_daily");
+                    "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free "
+                    "model requests per day",
+                    config_.free_requests_per_day, (day + 1) * 86400 * 1000,
+                    "openrouter_free_tier_daily");
                 continue;
             }
             if (k.minute_count >= config_.free_requests_per_minute) {
-                const auto reset = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    (k.minute_start + std::chrono::minutes(1)).time_since_epoch()).count();
-                last_error = limited("Rate limit exceeded: free-models-per-min.",
-                                     config_.free_requests_per_minute, reset, "openrouter_free_tier_minute");
+                const auto reset =
+                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                        (k.minute_start + std::chrono::minutes(1)).time_since_epoch())
+                        .count();
+                last_error = limited(
+                    "Rate limit exceeded: free-models-per-min.", config_.free_requests_per_minute,
+                    reset, "openrouter_free_tier_minute");
                 continue;
             }
             ++k.minute_count;
@@ -572,7 +622,8 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     const attodollars prompt_price = parse_usd(model->prompt_price).value_or(0);
     const attodollars completion_price = parse_usd(model->completion_price).value_or(0);
     const attodollars request_price = parse_usd(model->request_price).value_or(0);
-    const std::uint64_t max_out = std::min(asked_max.value_or(model->max_completion_tokens), model->max_completion_tokens);
+    const std::uint64_t max_out =
+        std::min(asked_max.value_or(model->max_completion_tokens), model->max_completion_tokens);
     const attodollars prompt_cost = prompt_price * static_cast<attodollars>(prompt_tokens);
 
     // A key limit is enforced like OpenRouter's: the whole max_tokens is reserved up front.
@@ -580,14 +631,19 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
         const attodollars remaining = *k.limit - k.usage;
         const bool paid = prompt_price != 0 || completion_price != 0 || request_price != 0;
         if (remaining <= 0 && (paid || remaining < 0))
-            return error_reply(402, "Key limit exceeded (total limit). Raise the key's limit to continue.");
-        const attodollars worst = prompt_cost + request_price + completion_price * static_cast<attodollars>(max_out);
+            return error_reply(
+                402, "Key limit exceeded (total limit). Raise the key's limit to continue.");
+        const attodollars worst =
+            prompt_cost + request_price + completion_price * static_cast<attodollars>(max_out);
         if (paid && worst > remaining) {
             const attodollars left = remaining - prompt_cost - request_price;
-            const attodollars affordable = completion_price == 0 || left <= 0 ? 0 : left / completion_price;
-            return error_reply(402, "This request requires more credits, or fewer max_tokens. You requested up to " +
-                                        std::to_string(max_out) + " tokens, but can only afford " +
-                                        std::to_string(static_cast<std::uint64_t>(affordable)) + ".");
+            const attodollars affordable =
+                completion_price == 0 || left <= 0 ? 0 : left / completion_price;
+            return error_reply(
+                402,
+                "This request requires more credits, or fewer max_tokens. You requested up to " +
+                    std::to_string(max_out) + " tokens, but can only afford " +
+                    std::to_string(static_cast<std::uint64_t>(affordable)) + ".");
         }
     }
     // Faults: a directive in the prompt wins over configured rules.
@@ -595,12 +651,12 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     if (fault_name.empty()) {
         for (std::size_t i = 0; i < config_.faults.size(); ++i) {
             const auto& rule = config_.faults[i];
-            if (!rule.model.empty() && rule.model != model->id && (asked == nullptr || rule.model != asked->id))
+            if (!rule.model.empty() && rule.model != model->id &&
+                (asked == nullptr || rule.model != asked->id))
                 continue;
             if (rule.first_n != 0 && rule_hits_[i] >= rule.first_n)
                 continue;
-            if (rule.probability < 1.0 &&
-                rng_.unit() >= rule.probability)
+            if (rule.probability < 1.0 && rng_.unit() >= rule.probability)
                 continue;
             ++rule_hits_[i];
             fault_name = rule.fault;
@@ -611,48 +667,45 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
         fault_name = model->fault;
     const std::string retry_after = std::to_string(d.retry_after.value_or(1));
     if (fault_name == "429" || fault_name == "429-no-retry-after") {
-        reply r = error_reply(429, "Provider returned error",
-                              provider_metadata(*model, model->id + " is temporarily rate-limited upstream. Please retry shortly.",
-                                                "rate_limit_exceeded"));
+        reply r = error_reply(
+            429, "Provider returned error",
+            provider_metadata(
+                *model, model->id + " is temporarily rate-limited upstream. Please retry shortly.",
+                "rate_limit_exceeded"));
         if (fault_name == "429")
             r.headers.emplace_back("Retry-After", retry_after);
         return r;
     }
-    if (fault_name == "402")
-        return error_reply(402, "Insufficient credits. Add more using https://openrouter.ai/credits",
-                           "{\"error_type\":\"payment_required\"}");
     if (fault_name == "403") {
-        std::string flagged = last_user.substr(0, 100);
         std::string md = "{\"reasons\":[\"harassment\"],\"flagged_input\":\"";
-        append_json_escaped(md, flagged);
+        append_json_escaped(md, last_user.substr(0, 100));
         md += "\",\"provider_name\":\"";
         append_json_escaped(md, model->provider);
-        md += "\",\"model_slug\":\"" + model->id + "\",\"error_type\":\"content_policy_violation\"}";
-        return error_reply(403, model->id + " requires moderation on " + model->provider +
-                                    ". Your input was flagged for \"harassment\". No credits were charged.", md);
+        md += "\",\"model_slug\":\"";
+        md += model->id;
+        md += "\",\"error_type\":\"content_policy_violation\"}";
+        return error_reply(
+            403,
+            model->id + " requires moderation on " + model->provider +
+                ". Your input was flagged for \"harassment\". No credits were charged.",
+            md);
     }
-    if (fault_name == "408")
-        return error_reply(408, "Operation timed out. Please try again later.", "{\"error_type\":\"timeout\"}");
-    if (fault_name == "500")
-        return error_reply(500, "Internal Server Error", "{\"error_type\":\"server\"}");
-    if (fault_name == "502")
-        return error_reply(502, "Provider returned error",
-                           provider_metadata(*model, "upstream connect error", "provider_unavailable"));
-    if (fault_name == "503") {
-        reply r = error_reply(503, "No available model provider that meets your routing requirements",
-                              "{\"error_type\":\"provider_overloaded\"}");
-        if (d.retry_after)
+    for (const auto& f : status_faults) {
+        if (fault_name != f.name)
+            continue;
+        const std::string metadata = f.upstream
+                                         ? provider_metadata(*model, f.raw, f.error_type)
+                                         : "{\"error_type\":\"" + std::string(f.error_type) + "\"}";
+        reply r = error_reply(f.status, f.message, metadata);
+        // OpenRouter may send Retry-After on a 503; the simulator does when asked to.
+        if (f.status == 503 && d.retry_after)
             r.headers.emplace_back("Retry-After", retry_after);
         return r;
     }
-    if (fault_name == "524")
-        return error_reply(524, "Request timed out. Please try again later.", "{\"error_type\":\"timeout\"}");
-    if (fault_name == "529")
-        return error_reply(529, "Provider returned error",
-                           provider_metadata(*model, "overloaded", "provider_overloaded"));
     if (fault_name == "error-200") {
-        reply r = error_reply(502, "Provider returned error",
-                              provider_metadata(*model, "upstream connect error", "provider_unavailable"));
+        reply r = error_reply(
+            502, "Provider returned error",
+            provider_metadata(*model, "upstream connect error", "provider_unavailable"));
         r.status = 200;
         if (config_.whitespace_keepalive || d.keepalive.value_or(false))
             r.body.insert(0, "\n\n\n");
@@ -671,6 +724,7 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     c.key = key;
     c.stream = stream;
     c.prompt_tokens = prompt_tokens;
+    c.max_tokens = max_out;
     c.prompt_cost = prompt_cost;
     c.completion_price = completion_price;
     c.request_price = request_price;
@@ -699,7 +753,8 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
         for (const char* t : {"Let", " me", " think", " about", " this", "..."})
             c.pieces.push_back({t, true});
     } else if (poor == "refusal") {
-        for (const char* t : {"I'm", " sorry", ",", " but", " I", " can't", " help", " with", " that", "."})
+        for (const char* t :
+             {"I'm", " sorry", ",", " but", " I", " can't", " help", " with", " that", "."})
             c.pieces.push_back({t, false});
     } else if (json_mode) {
         c.pieces.push_back({"{\"answer\":\"", false});
@@ -745,17 +800,22 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     return {};
 }
 
-void engine::settle(const completion& c, std::size_t delivered, bool cancelled, clock::time_point now)
+void engine::settle(
+    const completion& c, std::size_t delivered, bool cancelled, clock::time_point now)
 {
     std::size_t billed = std::min(delivered, c.pieces.size());
     // OpenRouter: a provider that cannot cancel keeps generating, and the complete response is
     // billed; one that can stops billing at the cancel.
-    if (cancelled && !c.cancel_supported)
-        billed = c.pieces.size();
+    if (cancelled && !c.cancel_supported) {
+        billed = config_.uncancellable_billing == "max_tokens"
+                     ? std::max<std::size_t>(c.max_tokens, c.pieces.size())
+                     : c.pieces.size();
+    }
     record(c, billed, cancelled, now);
 }
 
-void engine::record(const completion& c, std::size_t completion_tokens, bool cancelled, clock::time_point now)
+void engine::record(
+    const completion& c, std::size_t completion_tokens, bool cancelled, clock::time_point now)
 {
     generation g;
     g.id = c.id;
@@ -772,10 +832,12 @@ void engine::record(const completion& c, std::size_t completion_tokens, bool can
     for (std::size_t i = 0; i < completion_tokens && i < c.pieces.size(); ++i)
         g.reasoning_tokens += c.pieces[i].reasoning ? 1 : 0;
     g.cost = c.cost(completion_tokens);
-    const auto latency = c.time_to_first_token + c.time_per_token * static_cast<std::int64_t>(c.pieces.size());
+    const auto latency =
+        c.time_to_first_token + c.time_per_token * static_cast<std::int64_t>(c.pieces.size());
     g.latency_ms = latency.count();
     // A whole response is billed when it starts; it becomes visible once it would have ended.
-    g.visible_at = now + (c.stream ? std::chrono::milliseconds(0) : latency) + config_.generation_visibility_delay;
+    g.visible_at = now + (c.stream ? std::chrono::milliseconds(0) : latency) +
+                   config_.generation_visibility_delay;
 
     auto& b = bill_[c.model];
     ++b.requests;
@@ -808,7 +870,8 @@ reply engine::models_reply() const
     return r;
 }
 
-reply engine::generation_reply(std::string_view target, const std::string& key, clock::time_point now) const
+reply engine::generation_reply(
+    std::string_view target, const std::string& key, clock::time_point now) const
 {
     std::string id;
     const auto q = target.find('?');
@@ -827,30 +890,35 @@ reply engine::generation_reply(std::string_view target, const std::string& key, 
     const auto it = generations_.find(id);
     // Only the key that made a generation sees it; a fresh one is not visible at once.
     if (it == generations_.end() || it->second.key != key || now < it->second.visible_at)
-        return error_reply(404, "Generation " + id + " not found", "{\"error_type\":\"not_found\"}");
+        return error_reply(
+            404, "Generation " + id + " not found", "{\"error_type\":\"not_found\"}");
     const generation& g = it->second;
     const std::string cost = to_string(g.cost);
-    std::string b = "{\"data\":{\"id\":\"" + g.id + "\",\"upstream_id\":\"chatcmpl-sim-" + g.id.substr(4) +
-                    "\",\"total_cost\":" + cost + ",\"cache_discount\":null,\"upstream_inference_cost\":" + cost +
+    std::string b = "{\"data\":{\"id\":\"" + g.id + "\",\"upstream_id\":\"chatcmpl-sim-" +
+                    g.id.substr(4) + "\",\"total_cost\":" + cost +
+                    ",\"cache_discount\":null,\"upstream_inference_cost\":" + cost +
                     ",\"created_at\":\"" + iso8601(g.created) + "\",\"model\":\"" + g.model +
                     "\",\"app_id\":null,\"streamed\":" + (g.streamed ? "true" : "false") +
                     ",\"cancelled\":" + (g.cancelled ? "true" : "false") + ",\"provider_name\":\"";
     append_json_escaped(b, g.provider);
-    b += "\",\"latency\":" + std::to_string(g.latency_ms) + ",\"moderation_latency\":null,\"generation_time\":" +
-         std::to_string(g.latency_ms) + ",\"finish_reason\":\"" + g.finish_reason +
-         "\",\"service_tier\":null,\"tokens_prompt\":" + std::to_string(g.prompt_tokens) +
-         ",\"tokens_completion\":" + std::to_string(g.completion_tokens) +
-         ",\"native_tokens_prompt\":" + std::to_string(g.prompt_tokens) +
-         ",\"native_tokens_completion\":" + std::to_string(g.completion_tokens) +
-         ",\"native_tokens_completion_images\":0,\"native_tokens_reasoning\":" +
-         std::to_string(g.reasoning_tokens) +
-         ",\"native_tokens_cached\":0,\"num_media_prompt\":null,\"num_input_audio_prompt\":null,"
-         "\"num_media_completion\":0,\"num_search_results\":null,\"num_fetches\":null,"
-         "\"web_search_engine\":null,\"origin\":\"\",\"usage\":" + cost +
-         ",\"is_byok\":false,\"native_finish_reason\":\"" + g.native_finish_reason +
-         "\",\"external_user\":null,\"api_type\":\"completions\",\"preset_id\":null,\"router\":null,"
-         "\"provider_responses\":null,\"user_agent\":null,\"http_referer\":null,\"data_region\":\"global\","
-         "\"workspace_id\":null}}";
+    b +=
+        "\",\"latency\":" + std::to_string(g.latency_ms) +
+        ",\"moderation_latency\":null,\"generation_time\":" + std::to_string(g.latency_ms) +
+        ",\"finish_reason\":\"" + g.finish_reason +
+        "\",\"service_tier\":null,\"tokens_prompt\":" + std::to_string(g.prompt_tokens) +
+        ",\"tokens_completion\":" + std::to_string(g.completion_tokens) +
+        ",\"native_tokens_prompt\":" + std::to_string(g.prompt_tokens) +
+        ",\"native_tokens_completion\":" + std::to_string(g.completion_tokens) +
+        ",\"native_tokens_completion_images\":0,\"native_tokens_reasoning\":" +
+        std::to_string(g.reasoning_tokens) +
+        ",\"native_tokens_cached\":0,\"num_media_prompt\":null,\"num_input_audio_prompt\":null,"
+        "\"num_media_completion\":0,\"num_search_results\":null,\"num_fetches\":null,"
+        "\"web_search_engine\":null,\"origin\":\"\",\"usage\":" +
+        cost + ",\"is_byok\":false,\"native_finish_reason\":\"" + g.native_finish_reason +
+        "\",\"external_user\":null,\"api_type\":\"completions\",\"preset_id\":null,\"router\":null,"
+        "\"provider_responses\":null,\"user_agent\":null,\"http_referer\":null,\"data_region\":"
+        "\"global\","
+        "\"workspace_id\":null}}";
     reply r;
     r.body = std::move(b);
     return r;
@@ -861,19 +929,25 @@ reply engine::key_reply(const std::string& key, clock::time_point now)
     key_state& k = keys_[key];
     roll_periods(k, now);
     const std::string limit = k.limit ? to_string(*k.limit) : "null";
-    const std::string remaining = k.limit ? to_string(std::max<attodollars>(*k.limit - k.usage, 0)) : "null";
-    std::string label = key.size() > 12 ? key.substr(0, 10) + "..." + key.substr(key.size() - 3) : "sk-or-v1-...";
+    const std::string remaining =
+        k.limit ? to_string(std::max<attodollars>(*k.limit - k.usage, 0)) : "null";
+    std::string label =
+        key.size() > 12 ? key.substr(0, 10) + "..." + key.substr(key.size() - 3) : "sk-or-v1-...";
     std::string b = "{\"data\":{\"label\":\"";
     append_json_escaped(b, label);
-    b += "\",\"limit\":" + limit + ",\"limit_remaining\":" + remaining +
-         ",\"limit_reset\":null,\"include_byok_in_limit\":false,\"usage\":" + to_string(k.usage) +
-         ",\"usage_daily\":" + to_string(k.usage_day) + ",\"usage_weekly\":" + to_string(k.usage_week) +
-         ",\"usage_monthly\":" + to_string(k.usage_month) +
-         ",\"byok_usage\":0,\"byok_usage_daily\":0,\"byok_usage_weekly\":0,\"byok_usage_monthly\":0,"
-         "\"is_free_tier\":" + std::string(k.usage == 0 ? "true" : "false") +
-         ",\"is_management_key\":false,\"is_provisioning_key\":false,\"expires_at\":null,"
-         "\"creator_user_id\":\"user_sim\",\"rate_limit\":{\"interval\":\"1h\",\"note\":\"This field is "
-         "deprecated and safe to ignore.\",\"requests\":1000}}}";
+    b +=
+        "\",\"limit\":" + limit + ",\"limit_remaining\":" + remaining +
+        ",\"limit_reset\":null,\"include_byok_in_limit\":false,\"usage\":" + to_string(k.usage) +
+        ",\"usage_daily\":" + to_string(k.usage_day) +
+        ",\"usage_weekly\":" + to_string(k.usage_week) +
+        ",\"usage_monthly\":" + to_string(k.usage_month) +
+        ",\"byok_usage\":0,\"byok_usage_daily\":0,\"byok_usage_weekly\":0,\"byok_usage_monthly\":0,"
+        "\"is_free_tier\":" +
+        std::string(k.usage == 0 ? "true" : "false") +
+        ",\"is_management_key\":false,\"is_provisioning_key\":false,\"expires_at\":null,"
+        "\"creator_user_id\":\"user_sim\",\"rate_limit\":{\"interval\":\"1h\",\"note\":\"This "
+        "field is "
+        "deprecated and safe to ignore.\",\"requests\":1000}}}";
     reply r;
     r.body = std::move(b);
     return r;
@@ -902,8 +976,8 @@ reply engine::bill_reply() const
     b += "},\"total\":{\"requests\":" + std::to_string(total.requests) +
          ",\"prompt_tokens\":" + std::to_string(total.prompt_tokens) +
          ",\"completion_tokens\":" + std::to_string(total.completion_tokens) +
-         ",\"cancelled\":" + std::to_string(total.cancelled) + ",\"cost\":" + to_string(total.cost) +
-         ",\"cost_usd\":\"" + to_string(total.cost) + "\"}}";
+         ",\"cancelled\":" + std::to_string(total.cancelled) +
+         ",\"cost\":" + to_string(total.cost) + ",\"cost_usd\":\"" + to_string(total.cost) + "\"}}";
     reply r;
     r.body = std::move(b);
     return r;
@@ -925,7 +999,8 @@ void engine::append_usage(std::string& b, const completion& c, std::size_t n) co
     b += std::to_string(c.prompt_tokens + n);
     b += ",\"cost\":";
     b += cost;
-    b += ",\"is_byok\":false,\"prompt_tokens_details\":{\"cached_tokens\":0,\"cache_write_tokens\":0,"
+    b += ",\"is_byok\":false,\"prompt_tokens_details\":{\"cached_tokens\":0,\"cache_write_tokens\":"
+         "0,"
          "\"audio_tokens\":0,\"video_tokens\":0},\"cost_details\":{\"upstream_inference_cost\":";
     b += cost;
     b += ",\"upstream_inference_prompt_cost\":";
@@ -962,7 +1037,8 @@ std::string engine::whole_body(const completion& c) const
             append_json_escaped(b, p.text);
     }
     b += "\",\"refusal\":null,\"reasoning\":";
-    if (std::none_of(c.pieces.begin(), c.pieces.end(), [](const piece& p) { return p.reasoning; })) {
+    if (std::none_of(
+            c.pieces.begin(), c.pieces.end(), [](const piece& p) { return p.reasoning; })) {
         b += "null";
     } else {
         b += '"';
@@ -986,8 +1062,10 @@ std::string engine::truncated_body(const completion& /*c*/, std::string body)
 
 std::string engine::chunk_prefix(const completion& c) const
 {
-    std::string b = "data: {\"id\":\"" + c.id + "\",\"object\":\"chat.completion.chunk\",\"created\":" +
-                    std::to_string(c.created) + ",\"model\":\"" + c.model + "\",\"provider\":\"";
+    std::string b =
+        "data: {\"id\":\"" + c.id +
+        "\",\"object\":\"chat.completion.chunk\",\"created\":" + std::to_string(c.created) +
+        ",\"model\":\"" + c.model + "\",\"provider\":\"";
     append_json_escaped(b, c.provider);
     b += "\",";
     return b;
@@ -1024,29 +1102,33 @@ std::string engine::stream_error_event(const completion& c) const
 {
     std::string b = chunk_prefix(c);
     if (c.injected == fault::midstream_error) {
-        b += "\"error\":{\"code\":502,\"message\":\"Provider returned error\",\"metadata\":{\"raw\":"
-             "\"upstream connect error\",\"provider_name\":\"";
+        b +=
+            "\"error\":{\"code\":502,\"message\":\"Provider returned error\",\"metadata\":{\"raw\":"
+            "\"upstream connect error\",\"provider_name\":\"";
         append_json_escaped(b, c.provider);
         b += "\",\"error_type\":\"provider_unavailable\"}},";
     }
-    b += "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\",\"role\":\"assistant\"},\"finish_reason\":"
+    b += "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\",\"role\":\"assistant\"},\"finish_"
+         "reason\":"
          "\"error\",\"native_finish_reason\":\"error\"}]}\n\ndata: [DONE]\n\n";
     return b;
 }
 
 std::string engine::stream_end(const completion& c) const
 {
-    const std::string finish = "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\",\"role\":\"assistant\"},"
-                               "\"finish_reason\":\"" + c.finish_reason + "\",\"native_finish_reason\":\"" +
-                               c.native_finish_reason + "\"}]";
+    const std::string finish =
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\",\"role\":\"assistant\"},"
+        "\"finish_reason\":\"" +
+        c.finish_reason + "\",\"native_finish_reason\":\"" + c.native_finish_reason + "\"}]";
     std::string b = chunk_prefix(c) + finish + "}\n\n" + chunk_prefix(c);
-    if (c.usage_shape == "empty_choices")
+    if (c.usage_shape == "empty_choices") {
         b += "\"choices\":[]";
-    else if (c.usage_shape == "null_finish")
+    } else if (c.usage_shape == "null_finish") {
         b += "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\",\"role\":\"assistant\"},"
              "\"finish_reason\":null,\"native_finish_reason\":null}]";
-    else
+    } else {
         b += finish;
+    }
     b += ",\"usage\":";
     append_usage(b, c, c.pieces.size());
     b += "}\n\ndata: [DONE]\n\n";
@@ -1070,14 +1152,9 @@ std::string engine::whole_stream(const completion& c) const
         b += stream_end(c);
         break;
     case fault::midstream_error:
-    case fault::midstream_error_choice:
-        b += stream_error_event(c);
-        break;
-    case fault::cut:
-        break;
-    default:
-        b += stream_end(c);
-        break;
+    case fault::midstream_error_choice: b += stream_error_event(c); break;
+    case fault::cut: break;
+    default: b += stream_end(c); break;
     }
     return b;
 }

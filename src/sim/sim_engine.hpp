@@ -63,12 +63,12 @@ struct reply {
 /// What the server does to the connection instead of answering.
 enum class fault {
     none,
-    reset,             // connection reset before any response byte
-    hang,              // never answer
-    cut,               // stop after `after` tokens, without the end of the body
-    stall,             // pause `stall` after `after` tokens
-    malformed_chunk,   // a data line whose JSON is broken, after `after` tokens
-    midstream_error,   // a chunk with a top-level error and finish_reason "error"
+    reset,                  // connection reset before any response byte
+    hang,                   // never answer
+    cut,                    // stop after `after` tokens, without the end of the body
+    stall,                  // pause `stall` after `after` tokens
+    malformed_chunk,        // a data line whose JSON is broken, after `after` tokens
+    midstream_error,        // a chunk with a top-level error and finish_reason "error"
     midstream_error_choice, // the same error on the choice only
 };
 
@@ -90,6 +90,7 @@ struct completion {
     std::string finish_reason;
     std::string native_finish_reason;
     std::uint64_t prompt_tokens = 0;
+    std::uint64_t max_tokens = 0; // the effective max_tokens of the request
     attodollars prompt_cost = 0;
     attodollars completion_price = 0;
     attodollars request_price = 0;
@@ -136,7 +137,7 @@ public:
     std::string stream_event(const completion& c, std::size_t index) const;
     std::string stream_malformed_event(const completion& c) const;
     std::string stream_error_event(const completion& c) const;
-    std::string stream_end(const completion& c) const; // finish and usage chunks, [DONE]
+    std::string stream_end(const completion& c) const;   // finish and usage chunks, [DONE]
     std::string whole_stream(const completion& c) const; // everything, for zero latency
 
     const sim_config& config() const noexcept { return config_; }
@@ -184,12 +185,14 @@ private:
 
     reply chat(const request& req, clock::time_point now, outcome& out);
     reply models_reply() const;
-    reply generation_reply(std::string_view target, const std::string& key, clock::time_point now) const;
+    reply
+    generation_reply(std::string_view target, const std::string& key, clock::time_point now) const;
     reply key_reply(const std::string& key, clock::time_point now);
     reply bill_reply() const;
     key_state* authenticate(std::string_view authorization, std::string& key, reply& failure);
     const sim_model* find_model(std::string_view id) const;
-    void record(const completion& c, std::size_t completion_tokens, bool cancelled, clock::time_point now);
+    void record(
+        const completion& c, std::size_t completion_tokens, bool cancelled, clock::time_point now);
     void roll_periods(key_state& k, clock::time_point now) const;
     std::string next_generation_id(std::int64_t created);
     std::int64_t unix_now(clock::time_point now) const;

@@ -31,7 +31,8 @@ std::optional<attodollars> parse_usd(std::string_view text)
     }
     attodollars frac = 0;
     for (int i = 0; i < fraction_digits; ++i) {
-        const char c = i < static_cast<int>(fraction.size()) ? fraction[static_cast<std::size_t>(i)] : '0';
+        const char c =
+            i < static_cast<int>(fraction.size()) ? fraction[static_cast<std::size_t>(i)] : '0';
         if (c < '0' || c > '9')
             return std::nullopt;
         frac = frac * 10 + (c - '0');

@@ -36,7 +36,8 @@ using std::chrono::milliseconds;
 
 struct simulator::impl {
     impl(asio::any_io_executor ex, sim_config config, std::string h, std::uint16_t p)
-        : executor(ex), engine(std::move(config)), acceptor(ex), host(std::move(h)), requested_port(p)
+        : executor(std::move(ex)), engine(std::move(config)), acceptor(executor),
+          host(std::move(h)), requested_port(p)
     {
     }
 
@@ -87,15 +88,23 @@ std::string head(
     bool keep_alive,
     bool chunked = true)
 {
-    std::string h = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) + "\r\nContent-Type: ";
+    std::string h =
+        "HTTP/1.1 " + std::to_string(status) + " " + reason(status) + "\r\nContent-Type: ";
     h += content_type;
     h += "\r\n";
-    if (content_length)
-        h += "Content-Length: " + std::to_string(*content_length) + "\r\n";
-    else if (chunked)
+    if (content_length) {
+        h += "Content-Length: ";
+        h += std::to_string(*content_length);
+        h += "\r\n";
+    } else if (chunked) {
         h += "Transfer-Encoding: chunked\r\n";
-    for (const auto& [name, value] : headers)
-        h += name + ": " + value + "\r\n";
+    }
+    for (const auto& [name, value] : headers) {
+        h += name;
+        h += ": ";
+        h += value;
+        h += "\r\n";
+    }
     if (!keep_alive)
         h += "Connection: close\r\n";
     h += "\r\n";
@@ -170,7 +179,8 @@ struct progress {
 asio::awaitable<bool> deliver_whole(
     simulator::impl& sim, tcp::socket& socket, const sim::completion& c, bool keep_alive, framing f)
 {
-    const milliseconds work = c.time_to_first_token + c.time_per_token * static_cast<std::int64_t>(c.pieces.size());
+    const milliseconds work =
+        c.time_to_first_token + c.time_per_token * static_cast<std::int64_t>(c.pieces.size());
     const std::vector<std::pair<std::string, std::string>> headers = {{"X-Generation-Id", c.id}};
     std::string body = sim.engine.whole_body(c);
     if (!c.whitespace_keepalive) {
@@ -242,12 +252,8 @@ asio::awaitable<bool> deliver_paced(
         if (i == c.after && c.injected != sim::fault::none && c.injected != sim::fault::stall) {
             out.clear();
             switch (c.injected) {
-            case sim::fault::cut:
-                close(socket);
-                co_return false;
-            case sim::fault::malformed_chunk:
-                f.add(out, e.stream_malformed_event(c));
-                break;
+            case sim::fault::cut: close(socket); co_return false;
+            case sim::fault::malformed_chunk: f.add(out, e.stream_malformed_event(c)); break;
             default: // mid-stream errors end the stream
                 f.add(out, e.stream_error_event(c));
                 f.finish(out);
@@ -297,7 +303,8 @@ asio::awaitable<bool> deliver_stream(
         if (!cut)
             f.finish(out);
         const bool ok = co_await write(socket, out);
-        const bool partial = c.injected == sim::fault::cut || c.injected == sim::fault::midstream_error ||
+        const bool partial = c.injected == sim::fault::cut ||
+                             c.injected == sim::fault::midstream_error ||
                              c.injected == sim::fault::midstream_error_choice;
         sim.engine.settle(c, partial ? c.after : n, !ok, sim::clock::now());
         if (cut)
@@ -311,13 +318,16 @@ asio::awaitable<bool> deliver_stream(
     progress p;
     // The client cancels a stream by closing the connection; watching for that while the
     // stream is paced bills exactly the tokens delivered before it.
-    auto result = co_await (deliver_paced(sim, socket, c, p, f) || watch_disconnect(socket, buffer));
+    auto result =
+        co_await (deliver_paced(sim, socket, c, p, f) || watch_disconnect(socket, buffer));
     const bool cancelled = result.index() == 1;
     const bool ok = !cancelled && std::get<0>(result);
-    sim.engine.settle(c, p.delivered, cancelled || (!ok && c.injected != sim::fault::cut &&
-                                                    c.injected != sim::fault::midstream_error &&
-                                                    c.injected != sim::fault::midstream_error_choice),
-                      sim::clock::now());
+    sim.engine.settle(
+        c, p.delivered,
+        cancelled ||
+            (!ok && c.injected != sim::fault::cut && c.injected != sim::fault::midstream_error &&
+             c.injected != sim::fault::midstream_error_choice),
+        sim::clock::now());
     co_return ok;
 }
 
@@ -334,21 +344,26 @@ asio::awaitable<void> session(std::shared_ptr<simulator::impl> sim, tcp::socket 
                 sim::reply r;
                 r.status = 413;
                 r.body = "{\"error\":{\"message\":\"Payload too large\",\"code\":413}}";
-                co_await write(socket, head(413, r.content_type, {}, r.body.size(), false) + r.body);
-            } else if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
-                       ec != http::error::end_of_stream && ec != http::error::partial_message) {
+                co_await write(
+                    socket, head(413, r.content_type, {}, r.body.size(), false) + r.body);
+            } else if (
+                ec.category() == http::make_error_code(http::error::bad_target).category() &&
+                ec != http::error::end_of_stream && ec != http::error::partial_message) {
                 const std::string body = "{\"error\":{\"message\":\"Bad request\",\"code\":400}}";
-                co_await write(socket, head(400, "application/json", {}, body.size(), false) + body);
+                co_await write(
+                    socket, head(400, "application/json", {}, body.size(), false) + body);
             }
             break;
         }
         const auto& req = parser.get();
         const bool keep_alive = req.keep_alive();
-        const sim::request request{req.method_string(), req.target(), req[http::field::authorization], req.body()};
+        const sim::request request{
+            req.method_string(), req.target(), req[http::field::authorization], req.body()};
         sim::outcome outcome = sim->engine.handle(request, sim::clock::now());
 
         if (auto* r = std::get_if<sim::reply>(&outcome)) {
-            std::string out = head(r->status, r->content_type, r->headers, r->body.size(), keep_alive);
+            std::string out =
+                head(r->status, r->content_type, r->headers, r->body.size(), keep_alive);
             out += r->body;
             if (!co_await write(socket, out) || !keep_alive)
                 break;
@@ -395,7 +410,7 @@ asio::awaitable<void> accept_loop(std::shared_ptr<simulator::impl> sim)
         // the coroutine has completed, since the completion still uses its slot.
         asio::co_spawn(
             sim->executor, session(sim, std::move(socket)),
-            asio::bind_cancellation_slot(it->slot(), [sim, it](std::exception_ptr) {
+            asio::bind_cancellation_slot(it->slot(), [sim, it](const std::exception_ptr&) {
                 asio::post(sim->executor, [sim, it] { sim->sessions.erase(it); });
             }));
     }
@@ -403,12 +418,16 @@ asio::awaitable<void> accept_loop(std::shared_ptr<simulator::impl> sim)
 
 } // namespace
 
-simulator::simulator(asio::any_io_executor executor, sim_config config, std::string host, std::uint16_t port)
+simulator::simulator(
+    asio::any_io_executor executor, sim_config config, std::string host, std::uint16_t port)
     : impl_(std::make_shared<impl>(std::move(executor), std::move(config), std::move(host), port))
 {
 }
 
-simulator::~simulator() { stop(); }
+simulator::~simulator()
+{
+    stop();
+}
 
 void simulator::start()
 {
@@ -434,12 +453,16 @@ void simulator::stop()
     });
 }
 
-std::uint16_t simulator::port() const noexcept { return impl_->port; }
+std::uint16_t simulator::port() const noexcept
+{
+    return impl_->port;
+}
 
 std::string simulator::base_url() const
 {
     const bool v6 = impl_->host.find(':') != std::string::npos;
-    return "http://" + (v6 ? "[" + impl_->host + "]" : impl_->host) + ":" + std::to_string(port()) + "/api/v1";
+    return "http://" + (v6 ? "[" + impl_->host + "]" : impl_->host) + ":" + std::to_string(port()) +
+           "/api/v1";
 }
 
 struct sim_thread::impl {
@@ -465,8 +488,14 @@ sim_thread::~sim_thread()
     impl_->thread.join();
 }
 
-std::uint16_t sim_thread::port() const noexcept { return impl_->sim.port(); }
+std::uint16_t sim_thread::port() const noexcept
+{
+    return impl_->sim.port();
+}
 
-std::string sim_thread::base_url() const { return impl_->sim.base_url(); }
+std::string sim_thread::base_url() const
+{
+    return impl_->sim.base_url();
+}
 
 } // namespace frugal

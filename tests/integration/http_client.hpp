@@ -12,7 +12,6 @@
 #include <chrono>
 #include <string>
 
-
 namespace frugal::test {
 
 namespace asio = boost::asio;
@@ -27,7 +26,8 @@ struct http_result {
 
 class http_client {
 public:
-    explicit http_client(std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(10))
+    explicit http_client(
+        std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(10))
         : socket_(io_)
     {
         socket_.connect({asio::ip::make_address("127.0.0.1"), port});
@@ -38,8 +38,11 @@ public:
     // does not work here: Asio's blocking reads poll again after EAGAIN.)
     void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
 
-    void send(http::verb verb, const std::string& target, const std::string& body = "",
-              const std::string& key = "sk-or-v1-test")
+    void send(
+        http::verb verb,
+        const std::string& target,
+        const std::string& body = "",
+        const std::string& key = "sk-or-v1-test")
     {
         http::request<http::string_body> req{verb, target, 11};
         req.set(http::field::host, "127.0.0.1");
@@ -57,15 +60,18 @@ public:
     {
         http_result r;
         http::response_parser<http::string_body> parser;
-        parser.body_limit(64 * 1024 * 1024);
+        parser.body_limit(std::uint64_t{64} * 1024 * 1024);
         r.ec = run([&](auto handler) { http::async_read(socket_, buffer_, parser, handler); });
         r.response = parser.release();
-        r.status = r.response.result_int();
+        r.status = static_cast<int>(r.response.result_int());
         return r;
     }
 
-    http_result request(http::verb verb, const std::string& target, const std::string& body = "",
-                        const std::string& key = "sk-or-v1-test")
+    http_result request(
+        http::verb verb,
+        const std::string& target,
+        const std::string& body = "",
+        const std::string& key = "sk-or-v1-test")
     {
         send(verb, target, body, key);
         return receive();
@@ -83,7 +89,8 @@ public:
             if (ec)
                 break;
             got.append(buf, n);
-            for (auto at = got.find(needle, from); at != std::string::npos; at = got.find(needle, at + 1)) {
+            for (auto at = got.find(needle, from); at != std::string::npos;
+                 at = got.find(needle, at + 1)) {
                 ++seen;
                 from = at + 1;
             }

@@ -20,11 +20,16 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-std::string chat(const std::string& model, const std::string& prompt, bool stream = false, const std::string& extra = "")
+std::string chat(
+    const std::string& model,
+    const std::string& prompt,
+    bool stream = false,
+    const std::string& extra = "")
 {
-    json::object o{{"model", model},
-                   {"stream", stream},
-                   {"messages", json::array{json::object{{"role", "user"}, {"content", prompt}}}}};
+    json::object o{
+        {"model", model},
+        {"stream", stream},
+        {"messages", json::array{json::object{{"role", "user"}, {"content", prompt}}}}};
     std::string s = json::serialize(o);
     if (!extra.empty())
         s.insert(s.size() - 1, "," + extra);
@@ -80,19 +85,22 @@ BOOST_AUTO_TEST_CASE(serves_every_endpoint_on_one_keep_alive_connection)
     BOOST_TEST(models.status == 200);
     BOOST_TEST(json::parse(models.body()).at("data").as_array().size() >= 5u);
 
-    auto whole = c.request(http::post, "/api/v1/chat/completions", chat("anthropic/claude-fable-5", "Hi"));
+    auto whole =
+        c.request(http::post, "/api/v1/chat/completions", chat("anthropic/claude-fable-5", "Hi"));
     BOOST_TEST(whole.status == 200);
     const std::string id(json::parse(whole.body()).at("id").as_string());
     BOOST_TEST(whole.response["X-Generation-Id"] == id);
 
-    auto stream = c.request(http::post, "/api/v1/chat/completions", chat("anthropic/claude-fable-5", "Hi", true));
+    auto stream = c.request(
+        http::post, "/api/v1/chat/completions", chat("anthropic/claude-fable-5", "Hi", true));
     BOOST_TEST(stream.status == 200);
     BOOST_TEST(stream.response[boost::beast::http::field::content_type] == "text/event-stream");
     const auto ev = events(stream.body());
     BOOST_REQUIRE(ev.size() >= 3u);
     BOOST_TEST(ev.back() == "[DONE]");
     const auto usage = json::parse(ev[ev.size() - 2]).at("usage");
-    BOOST_TEST(usage.at("completion_tokens").as_int64() == static_cast<std::int64_t>(ev.size() - 3));
+    BOOST_TEST(
+        usage.at("completion_tokens").as_int64() == static_cast<std::int64_t>(ev.size() - 3));
 
     auto generation = c.request(http::get, "/api/v1/generation?id=" + id);
     BOOST_TEST(generation.status == 200);
@@ -113,8 +121,14 @@ BOOST_AUTO_TEST_CASE(same_seed_same_bytes_over_the_wire)
         http_client c(sim.port());
         std::string all;
         for (const char* prompt : {"one", "two [sim poor=refusal]", "three"}) {
-            all += c.request(http::post, "/api/v1/chat/completions", chat("deepseek/deepseek-v3.2", prompt)).body();
-            all += c.request(http::post, "/api/v1/chat/completions", chat("google/gemma-4-31b-it:free", prompt, true)).body();
+            all +=
+                c.request(
+                     http::post, "/api/v1/chat/completions", chat("deepseek/deepseek-v3.2", prompt))
+                    .body();
+            all += c.request(
+                        http::post, "/api/v1/chat/completions",
+                        chat("google/gemma-4-31b-it:free", prompt, true))
+                       .body();
         }
         return all;
     };
@@ -130,12 +144,15 @@ BOOST_AUTO_TEST_CASE(whitespace_keepalive_precedes_a_whole_body)
     cfg.keepalive_interval = 100ms;
     frugal::sim_thread sim(cfg);
     http_client c(sim.port());
-    auto r = c.request(http::post, "/api/v1/chat/completions", chat("anthropic/claude-fable-5", "Hi [sim tokens=3]"));
+    auto r = c.request(
+        http::post, "/api/v1/chat/completions",
+        chat("anthropic/claude-fable-5", "Hi [sim tokens=3]"));
     BOOST_TEST(r.status == 200);
     BOOST_TEST(r.body().starts_with("\n\n"));
     const auto first_brace = r.body().find('{');
     BOOST_TEST(r.body().find_first_not_of('\n') == first_brace);
-    BOOST_TEST(json::parse(r.body().substr(first_brace)).at("object").as_string() == "chat.completion");
+    BOOST_TEST(
+        json::parse(r.body().substr(first_brace)).at("object").as_string() == "chat.completion");
 }
 
 BOOST_AUTO_TEST_CASE(latency_is_kept)
@@ -143,8 +160,9 @@ BOOST_AUTO_TEST_CASE(latency_is_kept)
     frugal::sim_thread sim(paced(20ms, 200ms));
     http_client c(sim.port());
     const auto t0 = steady::now();
-    auto r = c.request(http::post, "/api/v1/chat/completions",
-                       chat("anthropic/claude-fable-5", "Hi [sim tokens=9]", true));
+    auto r = c.request(
+        http::post, "/api/v1/chat/completions",
+        chat("anthropic/claude-fable-5", "Hi [sim tokens=9]", true));
     const auto took = steady::now() - t0;
     BOOST_TEST(r.status == 200);
     BOOST_TEST(events(r.body()).back() == "[DONE]");
@@ -158,14 +176,16 @@ BOOST_AUTO_TEST_CASE(slow_first_token_and_stall_are_pauses)
     frugal::sim_thread sim(fixed());
     http_client c(sim.port());
     auto t0 = steady::now();
-    auto r = c.request(http::post, "/api/v1/chat/completions",
-                       chat("anthropic/claude-fable-5", "Hi [sim fault=slow-first-token ms=300]", true));
+    auto r = c.request(
+        http::post, "/api/v1/chat/completions",
+        chat("anthropic/claude-fable-5", "Hi [sim fault=slow-first-token ms=300]", true));
     BOOST_TEST((steady::now() - t0 >= 300ms));
     BOOST_TEST(events(r.body()).back() == "[DONE]");
 
     t0 = steady::now();
-    r = c.request(http::post, "/api/v1/chat/completions",
-                  chat("anthropic/claude-fable-5", "Hi [sim fault=stall after=2 ms=300]", true));
+    r = c.request(
+        http::post, "/api/v1/chat/completions",
+        chat("anthropic/claude-fable-5", "Hi [sim fault=stall after=2 ms=300]", true));
     BOOST_TEST((steady::now() - t0 >= 300ms));
     BOOST_TEST(events(r.body()).back() == "[DONE]");
 }
@@ -174,19 +194,22 @@ BOOST_AUTO_TEST_CASE(a_cut_stream_ends_without_done_and_bills_what_was_sent)
 {
     frugal::sim_thread sim(fixed());
     http_client c(sim.port());
-    auto r = c.request(http::post, "/api/v1/chat/completions",
-                       chat("anthropic/claude-fable-5", "Hi [sim tokens=9 fault=cut after=4]", true));
+    auto r = c.request(
+        http::post, "/api/v1/chat/completions",
+        chat("anthropic/claude-fable-5", "Hi [sim tokens=9 fault=cut after=4]", true));
     BOOST_TEST(r.ec.failed()); // the chunked body never ends
     const auto b = bill(sim.port());
-    BOOST_TEST(b.at("models").at("anthropic/claude-fable-5").at("completion_tokens").as_int64() == 4);
+    BOOST_TEST(
+        b.at("models").at("anthropic/claude-fable-5").at("completion_tokens").as_int64() == 4);
 }
 
 BOOST_AUTO_TEST_CASE(a_cut_whole_body_is_short)
 {
     frugal::sim_thread sim(fixed());
     http_client c(sim.port());
-    auto r = c.request(http::post, "/api/v1/chat/completions",
-                       chat("anthropic/claude-fable-5", "Hi [sim fault=cut]"));
+    auto r = c.request(
+        http::post, "/api/v1/chat/completions",
+        chat("anthropic/claude-fable-5", "Hi [sim fault=cut]"));
     BOOST_TEST(r.ec.failed());
 }
 
@@ -195,8 +218,11 @@ BOOST_AUTO_TEST_CASE(a_mid_stream_error_ends_the_stream_after_its_chunk)
     frugal::sim_thread sim(paced(5ms));
     for (const char* fault : {"midstream-error", "midstream-error-choice", "malformed-chunk"}) {
         http_client c(sim.port());
-        auto r = c.request(http::post, "/api/v1/chat/completions",
-                           chat("anthropic/claude-fable-5", std::string("Hi [sim tokens=6 fault=") + fault + " after=3]", true));
+        auto r = c.request(
+            http::post, "/api/v1/chat/completions",
+            chat(
+                "anthropic/claude-fable-5",
+                std::string("Hi [sim tokens=6 fault=") + fault + " after=3]", true));
         BOOST_TEST(!r.ec, fault);
         const auto ev = events(r.body());
         BOOST_TEST(ev.back() == "[DONE]", fault);
@@ -210,13 +236,17 @@ BOOST_AUTO_TEST_CASE(reset_and_hang_are_connection_faults)
     frugal::sim_thread sim(fixed());
     {
         http_client c(sim.port());
-        auto r = c.request(http::post, "/api/v1/chat/completions", chat("openai/gpt-5-mini", "Hi [sim fault=reset]"));
+        auto r = c.request(
+            http::post, "/api/v1/chat/completions",
+            chat("openai/gpt-5-mini", "Hi [sim fault=reset]"));
         BOOST_TEST(r.ec == boost::asio::error::connection_reset);
     }
     {
         http_client c(sim.port(), 300ms);
         const auto t0 = steady::now();
-        auto r = c.request(http::post, "/api/v1/chat/completions", chat("openai/gpt-5-mini", "Hi [sim fault=hang]"));
+        auto r = c.request(
+            http::post, "/api/v1/chat/completions",
+            chat("openai/gpt-5-mini", "Hi [sim fault=hang]"));
         BOOST_TEST(r.ec.failed()); // timed out: nothing ever came
         BOOST_TEST((steady::now() - t0 >= 300ms));
     }
@@ -227,11 +257,14 @@ BOOST_AUTO_TEST_CASE(status_faults_arrive_with_their_headers)
 {
     frugal::sim_thread sim(fixed());
     http_client c(sim.port());
-    auto r = c.request(http::post, "/api/v1/chat/completions",
-                       chat("openai/gpt-5-mini", "Hi [sim fault=429 retry_after=7]"));
+    auto r = c.request(
+        http::post, "/api/v1/chat/completions",
+        chat("openai/gpt-5-mini", "Hi [sim fault=429 retry_after=7]"));
     BOOST_TEST(r.status == 429);
     BOOST_TEST(r.response["Retry-After"] == "7");
-    r = c.request(http::post, "/api/v1/chat/completions", chat("openai/gpt-5-mini", "Hi [sim fault=error-200]"));
+    r = c.request(
+        http::post, "/api/v1/chat/completions",
+        chat("openai/gpt-5-mini", "Hi [sim fault=error-200]"));
     BOOST_TEST(r.status == 200);
     BOOST_TEST(json::parse(r.body()).as_object().contains("error"));
     r = c.request(http::post, "/api/v1/chat/completions", chat("openai/gpt-5-mini", "Hi"), "");
@@ -266,7 +299,9 @@ BOOST_AUTO_TEST_CASE(a_whole_response_is_billed_when_its_client_leaves)
     frugal::sim_thread sim(paced(20ms, 100ms));
     {
         http_client c(sim.port());
-        c.send(http::post, "/api/v1/chat/completions", chat("deepseek/deepseek-v3.2", "Hi [sim tokens=10]"));
+        c.send(
+            http::post, "/api/v1/chat/completions",
+            chat("deepseek/deepseek-v3.2", "Hi [sim tokens=10]"));
         c.close();
     }
     std::this_thread::sleep_for(100ms);
@@ -282,8 +317,9 @@ BOOST_AUTO_TEST_CASE(oversized_and_malformed_requests_are_refused)
     frugal::sim_thread sim(cfg);
     {
         http_client c(sim.port());
-        auto r = c.request(http::post, "/api/v1/chat/completions",
-                           chat("openai/gpt-5-mini", std::string(4000, 'x')));
+        auto r = c.request(
+            http::post, "/api/v1/chat/completions",
+            chat("openai/gpt-5-mini", std::string(4000, 'x')));
         BOOST_TEST(r.status == 413);
     }
     {
@@ -301,7 +337,8 @@ BOOST_AUTO_TEST_CASE(http_1_0_clients_get_close_delimited_streams)
     http_client c(sim.port());
     const std::string body = chat("anthropic/claude-fable-5", "Hi [sim tokens=3]", true);
     const std::string req = "POST /api/v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer k\r\n"
-                            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+                            "Content-Length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body;
     boost::asio::write(c.socket(), boost::asio::buffer(req));
     boost::system::error_code ec;
     const std::string got = c.read_all(ec);
@@ -316,8 +353,9 @@ BOOST_AUTO_TEST_CASE(stopping_closes_open_streams)
 {
     auto sim = std::make_unique<frugal::sim_thread>(paced(0ms));
     http_client c(sim->port(), 5s);
-    c.send(http::post, "/api/v1/chat/completions",
-           chat("anthropic/claude-fable-5", "Hi [sim fault=stall after=1 ms=60000]", true));
+    c.send(
+        http::post, "/api/v1/chat/completions",
+        chat("anthropic/claude-fable-5", "Hi [sim fault=stall after=1 ms=60000]", true));
     boost::system::error_code ec;
     c.read_until("data: {", 1, ec);
     const auto t0 = steady::now();

@@ -15,9 +15,12 @@ namespace {
 
 const std::string key = "Bearer sk-or-v1-test";
 
-std::string chat_body(const std::string& model, const std::string& prompt, const std::string& extra = "")
+std::string
+chat_body(const std::string& model, const std::string& prompt, const std::string& extra = "")
 {
-    json::object o{{"model", model}, {"messages", json::array{json::object{{"role", "user"}, {"content", prompt}}}}};
+    json::object o{
+        {"model", model},
+        {"messages", json::array{json::object{{"role", "user"}, {"content", prompt}}}}};
     std::string s = json::serialize(o);
     if (!extra.empty())
         s.insert(s.size() - 1, "," + extra);
@@ -34,11 +37,13 @@ struct sim_fixture {
         return c;
     }
 
-    frugal::sim::outcome post(const std::string& body, const std::string& auth = key, sim_clock::time_point at = now0())
+    frugal::sim::outcome
+    post(const std::string& body, const std::string& auth = key, sim_clock::time_point at = now0())
     {
         return engine.handle({"POST", "/api/v1/chat/completions", auth, body}, at);
     }
-    frugal::sim::reply get(const std::string& target, const std::string& auth = key, sim_clock::time_point at = now0())
+    frugal::sim::reply
+    get(const std::string& target, const std::string& auth = key, sim_clock::time_point at = now0())
     {
         auto out = engine.handle({"GET", target, auth, ""}, at);
         BOOST_REQUIRE(std::holds_alternative<frugal::sim::reply>(out));
@@ -61,12 +66,18 @@ struct sim_fixture {
     }
     json::object bill() { return json::parse(get("/__sim/bill").body).as_object(); }
 
-    static sim_clock::time_point now0() { return sim_clock::time_point(std::chrono::seconds(1795000000)); }
+    static sim_clock::time_point now0()
+    {
+        return sim_clock::time_point(std::chrono::seconds(1795000000));
+    }
 
     frugal::sim::engine engine;
 };
 
-json::object parse_object(const std::string& s) { return json::parse(s).as_object(); }
+json::object parse_object(const std::string& s)
+{
+    return json::parse(s).as_object();
+}
 
 std::string content_of(const frugal::sim::completion& c)
 {
@@ -116,9 +127,10 @@ BOOST_FIXTURE_TEST_CASE(catalog_has_openrouter_shape, sim_fixture)
     bool free = false, flagship = false, alias = false;
     for (const auto& v : data) {
         const auto& m = v.as_object();
-        for (const char* field : {"id", "canonical_slug", "name", "created", "pricing", "context_length",
-                                  "architecture", "top_provider", "per_request_limits",
-                                  "supported_parameters", "default_parameters", "links"})
+        for (const char* field :
+             {"id", "canonical_slug", "name", "created", "pricing", "context_length",
+              "architecture", "top_provider", "per_request_limits", "supported_parameters",
+              "default_parameters", "links"})
             BOOST_TEST(m.contains(field), m.at("id").as_string() << " lacks " << field);
         BOOST_TEST(m.at("pricing").at("prompt").is_string());
         BOOST_TEST(m.at("pricing").at("completion").is_string());
@@ -178,10 +190,12 @@ BOOST_FIXTURE_TEST_CASE(whole_response_is_billed_at_catalog_prices, sim_fixture)
     BOOST_TEST(usage.at("total_tokens").as_int64() == prompt + completion);
     // 4 per message + ceil(17 bytes / 4) + 3.
     BOOST_TEST(prompt == 4 + 5 + 3);
-    const auto expected = frugal::sim::format_usd(prompt * *frugal::sim::parse_usd("0.000003") +
-                                                  completion * *frugal::sim::parse_usd("0.000015"));
+    const auto expected = frugal::sim::format_usd(
+        prompt * *frugal::sim::parse_usd("0.000003") +
+        completion * *frugal::sim::parse_usd("0.000015"));
     const auto b = bill();
-    BOOST_TEST(b.at("models").at("anthropic/claude-fable-5").at("cost_usd").as_string() == expected);
+    BOOST_TEST(
+        b.at("models").at("anthropic/claude-fable-5").at("cost_usd").as_string() == expected);
     BOOST_TEST(b.at("total").at("requests").as_int64() == 1);
     // The cost in the body is that decimal, written as a JSON number.
     BOOST_TEST(engine.whole_body(c).find("\"cost\":" + expected + ",") != std::string::npos);
@@ -191,8 +205,10 @@ BOOST_FIXTURE_TEST_CASE(request_price_is_billed_per_request, sim_fixture)
 {
     const auto c = complete(chat_body("perplexity/sonar", "Look it up"));
     const auto expected = *frugal::sim::parse_usd("0.005") +
-                          static_cast<frugal::sim::attodollars>(c.prompt_tokens) * *frugal::sim::parse_usd("0.000001") +
-                          static_cast<frugal::sim::attodollars>(c.pieces.size()) * *frugal::sim::parse_usd("0.000001");
+                          static_cast<frugal::sim::attodollars>(c.prompt_tokens) *
+                              *frugal::sim::parse_usd("0.000001") +
+                          static_cast<frugal::sim::attodollars>(c.pieces.size()) *
+                              *frugal::sim::parse_usd("0.000001");
     BOOST_TEST(bill().at("total").at("cost_usd").as_string() == frugal::sim::format_usd(expected));
 }
 
@@ -244,15 +260,22 @@ BOOST_FIXTURE_TEST_CASE(hard_prompts_defeat_weak_models_not_the_flagship, sim_fi
 
 BOOST_FIXTURE_TEST_CASE(prompt_directives_force_difficulty_and_answer, sim_fixture)
 {
-    const auto easy = complete(chat_body("google/gemma-4-31b-it:free", "Prove it [sim difficulty=1]"));
+    const auto easy =
+        complete(chat_body("google/gemma-4-31b-it:free", "Prove it [sim difficulty=1]"));
     BOOST_TEST(easy.finish_reason == "stop");
     const auto refusal = complete(chat_body("google/gemma-4-31b-it:free", "Hi [sim poor=refusal]"));
     BOOST_TEST(content_of(refusal) == "I'm sorry, but I can't help with that.");
     const auto empty = complete(chat_body("google/gemma-4-31b-it:free", "Hi [sim poor=empty]"));
     BOOST_TEST(content_of(empty).empty());
     BOOST_TEST(!empty.pieces.empty()); // reasoning only
-    BOOST_TEST(parse_object(engine.whole_body(empty)).at("choices").at(0).at("message").at("reasoning").is_string());
-    const auto rambling = complete(chat_body("google/gemma-4-31b-it:free", "Hi [sim poor=length]", "\"max_tokens\":30"));
+    BOOST_TEST(parse_object(engine.whole_body(empty))
+                   .at("choices")
+                   .at(0)
+                   .at("message")
+                   .at("reasoning")
+                   .is_string());
+    const auto rambling = complete(
+        chat_body("google/gemma-4-31b-it:free", "Hi [sim poor=length]", "\"max_tokens\":30"));
     BOOST_TEST(rambling.finish_reason == "length");
     BOOST_TEST(rambling.pieces.size() == 30u);
     const auto sized = complete(chat_body("anthropic/claude-fable-5", "Hi [sim tokens=5]"));
@@ -266,14 +289,16 @@ BOOST_FIXTURE_TEST_CASE(json_mode_answers_are_json_unless_poor, sim_fixture)
     boost::system::error_code ec;
     json::parse(content_of(good), ec);
     BOOST_TEST(!ec);
-    const auto bad = complete(chat_body("google/gemma-4-31b-it:free", "List it [sim difficulty=9]", fmt));
+    const auto bad =
+        complete(chat_body("google/gemma-4-31b-it:free", "List it [sim difficulty=9]", fmt));
     json::parse(content_of(bad), ec);
     BOOST_TEST(ec.failed());
 }
 
 BOOST_FIXTURE_TEST_CASE(max_tokens_truncates_with_length, sim_fixture)
 {
-    const auto c = complete(chat_body("anthropic/claude-fable-5", "Hi [sim tokens=40]", "\"max_tokens\":7"));
+    const auto c =
+        complete(chat_body("anthropic/claude-fable-5", "Hi [sim tokens=40]", "\"max_tokens\":7"));
     BOOST_TEST(c.pieces.size() == 7u);
     BOOST_TEST(c.finish_reason == "length");
 }
@@ -285,12 +310,15 @@ BOOST_FIXTURE_TEST_CASE(status_faults_answer_like_openrouter, sim_fixture)
         int status;
         const char* header;
     };
-    for (const auto& e : {expectation{"429", 429, "Retry-After"}, expectation{"429-no-retry-after", 429, nullptr},
-                          expectation{"402", 402, nullptr}, expectation{"403", 403, nullptr},
-                          expectation{"408", 408, nullptr}, expectation{"500", 500, nullptr},
-                          expectation{"502", 502, nullptr}, expectation{"503", 503, "Retry-After"},
-                          expectation{"context-length", 400, nullptr}}) {
-        const auto r = refused(chat_body("anthropic/claude-fable-5", std::string("Hi [sim fault=") + e.fault + " retry_after=3]"));
+    for (const auto& e :
+         {expectation{"429", 429, "Retry-After"}, expectation{"429-no-retry-after", 429, nullptr},
+          expectation{"402", 402, nullptr}, expectation{"403", 403, nullptr},
+          expectation{"408", 408, nullptr}, expectation{"500", 500, nullptr},
+          expectation{"502", 502, nullptr}, expectation{"503", 503, "Retry-After"},
+          expectation{"context-length", 400, nullptr}}) {
+        const auto r = refused(chat_body(
+            "anthropic/claude-fable-5",
+            std::string("Hi [sim fault=") + e.fault + " retry_after=3]"));
         BOOST_TEST(r.status == e.status, e.fault);
         const auto body = parse_object(r.body);
         BOOST_TEST(body.at("error").at("code").as_int64() == e.status, e.fault);
@@ -300,8 +328,10 @@ BOOST_FIXTURE_TEST_CASE(status_faults_answer_like_openrouter, sim_fixture)
             has_retry_after |= name == "Retry-After" && value == "3";
         BOOST_TEST(has_retry_after == (e.header != nullptr), e.fault);
     }
-    const auto moderation = parse_object(refused(chat_body("anthropic/claude-fable-5", "bad words [sim fault=403]")).body);
-    BOOST_TEST(moderation.at("error").at("metadata").at("reasons").at(0).as_string() == "harassment");
+    const auto moderation = parse_object(
+        refused(chat_body("anthropic/claude-fable-5", "bad words [sim fault=403]")).body);
+    BOOST_TEST(
+        moderation.at("error").at("metadata").at("reasons").at(0).as_string() == "harassment");
     const auto ok200 = refused(chat_body("anthropic/claude-fable-5", "Hi [sim fault=error-200]"));
     BOOST_TEST(ok200.status == 200);
     BOOST_TEST(parse_object(ok200.body).contains("error"));
@@ -339,7 +369,8 @@ BOOST_AUTO_TEST_CASE(model_outage_falls_back_along_models)
     }
     sim_fixture f(cfg);
     BOOST_TEST(f.refused(chat_body("deepseek/deepseek-v3.2", "Hi")).status == 502);
-    const auto c = f.complete(chat_body("deepseek/deepseek-v3.2", "Hi", "\"models\":[\"openai/gpt-5-mini\"]"));
+    const auto c =
+        f.complete(chat_body("deepseek/deepseek-v3.2", "Hi", "\"models\":[\"openai/gpt-5-mini\"]"));
     BOOST_TEST(c.model == "openai/gpt-5-mini");
 }
 
@@ -348,7 +379,9 @@ BOOST_FIXTURE_TEST_CASE(unknown_model_and_bad_bodies_are_400, sim_fixture)
     BOOST_TEST(refused(chat_body("nobody/nothing", "Hi")).status == 400);
     BOOST_TEST(refused("{not json").status == 400);
     BOOST_TEST(refused("{\"model\":\"anthropic/claude-fable-5\"}").status == 400);
-    BOOST_TEST(refused(chat_body("anthropic/claude-fable-5", "Hi", "\"max_tokens\":\"many\"")).status == 400);
+    BOOST_TEST(
+        refused(chat_body("anthropic/claude-fable-5", "Hi", "\"max_tokens\":\"many\"")).status ==
+        400);
     BOOST_TEST(get("/api/v1/nothing").status == 404);
     BOOST_TEST(get("/api/v1/credits").status == 403);
 }
@@ -357,7 +390,9 @@ BOOST_FIXTURE_TEST_CASE(context_length_is_enforced, sim_fixture)
 {
     const auto r = refused(chat_body("anthropic/claude-fable-5", "Hi", "\"max_tokens\":199999"));
     BOOST_TEST(r.status == 400);
-    BOOST_TEST(parse_object(r.body).at("error").at("metadata").at("error_type").as_string() == "context_length_exceeded");
+    BOOST_TEST(
+        parse_object(r.body).at("error").at("metadata").at("error_type").as_string() ==
+        "context_length_exceeded");
 }
 
 BOOST_AUTO_TEST_CASE(free_models_are_limited_per_minute_and_per_day)
@@ -372,10 +407,13 @@ BOOST_AUTO_TEST_CASE(free_models_are_limited_per_minute_and_per_day)
         f.complete(body, t);
     auto r = f.refused(body, t);
     BOOST_TEST(r.status == 429);
-    BOOST_TEST(parse_object(r.body).at("error").at("message").as_string() == "Rate limit exceeded: free-models-per-min.");
+    BOOST_TEST(
+        parse_object(r.body).at("error").at("message").as_string() ==
+        "Rate limit exceeded: free-models-per-min.");
     bool reset_header = false;
     for (const auto& [name, value] : r.headers)
-        reset_header |= name == "X-RateLimit-Reset" && value == std::to_string((1795000000 + 60) * 1000LL);
+        reset_header |=
+            name == "X-RateLimit-Reset" && value == std::to_string((1795000000 + 60) * 1000LL);
     BOOST_TEST(reset_header);
     // Paid models are not limited.
     f.complete(chat_body("deepseek/deepseek-v3.2", "Hi"), t);
@@ -385,8 +423,8 @@ BOOST_AUTO_TEST_CASE(free_models_are_limited_per_minute_and_per_day)
     f.complete(body, t);
     r = f.refused(body, t);
     BOOST_TEST(r.status == 429);
-    BOOST_TEST(std::string(parse_object(r.body).at("error").at("message").as_string()).starts_with(
-        "Rate limit exceeded: free-models-per-day"));
+    BOOST_TEST(std::string(parse_object(r.body).at("error").at("message").as_string())
+                   .starts_with("Rate limit exceeded: free-models-per-day"));
 }
 
 BOOST_AUTO_TEST_CASE(key_limit_refuses_what_cannot_be_afforded)
@@ -399,14 +437,17 @@ BOOST_AUTO_TEST_CASE(key_limit_refuses_what_cannot_be_afforded)
     const auto r = f.refused(chat_body("anthropic/claude-fable-5", "Hi", "\"max_tokens\":1000"));
     BOOST_TEST(r.status == 402);
     // (0.001 - 8 prompt tokens * 0.000003) / 0.000015 = 65.07 -> 65
-    BOOST_TEST(std::string(parse_object(r.body).at("error").at("message").as_string()).ends_with(
-        "You requested up to 1000 tokens, but can only afford 65."));
+    BOOST_TEST(std::string(parse_object(r.body).at("error").at("message").as_string())
+                   .ends_with("You requested up to 1000 tokens, but can only afford 65."));
     // 64 fits; spending it all leaves nothing for a paid call, but free calls go on.
-    const auto c = f.complete(chat_body("anthropic/claude-fable-5", "Hi [sim poor=length]", "\"max_tokens\":64"));
+    const auto c = f.complete(
+        chat_body("anthropic/claude-fable-5", "Hi [sim poor=length]", "\"max_tokens\":64"));
     BOOST_TEST(c.pieces.size() == 64u);
     const auto key = parse_object(f.get("/api/v1/key").body).at("data").as_object();
     BOOST_TEST(key.at("limit").as_double() == 0.001);
-    BOOST_TEST(key.at("limit_remaining").as_double() == 0.001 - (12 * 0.000003 + 64 * 0.000015), boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(
+        key.at("limit_remaining").as_double() == 0.001 - (12 * 0.000003 + 64 * 0.000015),
+        boost::test_tools::tolerance(1e-12));
     f.complete(chat_body("google/gemma-4-31b-it:free", "Hi"));
     const auto spent = f.refused(chat_body("anthropic/claude-fable-5", "Hi", "\"max_tokens\":1"));
     BOOST_TEST(spent.status == 402);
@@ -418,17 +459,40 @@ BOOST_FIXTURE_TEST_CASE(generation_lookup_shows_the_bill_to_its_key_only, sim_fi
     const auto r = get("/api/v1/generation?id=" + c.id);
     BOOST_TEST(r.status == 200);
     const auto g = parse_object(r.body).at("data").as_object();
-    for (const char* field : {"id", "upstream_id", "total_cost", "cache_discount", "upstream_inference_cost",
-                              "created_at", "model", "app_id", "streamed", "cancelled", "provider_name",
-                              "latency", "moderation_latency", "generation_time", "finish_reason",
-                              "tokens_prompt", "tokens_completion", "native_tokens_prompt",
-                              "native_tokens_completion", "native_tokens_reasoning", "usage", "is_byok",
-                              "native_finish_reason", "api_type", "router", "data_region"})
+    for (const char* field :
+         {"id",
+          "upstream_id",
+          "total_cost",
+          "cache_discount",
+          "upstream_inference_cost",
+          "created_at",
+          "model",
+          "app_id",
+          "streamed",
+          "cancelled",
+          "provider_name",
+          "latency",
+          "moderation_latency",
+          "generation_time",
+          "finish_reason",
+          "tokens_prompt",
+          "tokens_completion",
+          "native_tokens_prompt",
+          "native_tokens_completion",
+          "native_tokens_reasoning",
+          "usage",
+          "is_byok",
+          "native_finish_reason",
+          "api_type",
+          "router",
+          "data_region"})
         BOOST_TEST(g.contains(field), "generation lacks " << field);
     BOOST_TEST(g.at("model").as_string() == "openai/gpt-5-mini");
     BOOST_TEST(g.at("streamed").as_bool() == false);
     BOOST_TEST(g.at("tokens_completion").as_int64() == static_cast<std::int64_t>(c.pieces.size()));
-    BOOST_TEST(r.body.find("\"total_cost\":" + frugal::sim::format_usd(c.cost(c.pieces.size())) + ",") != std::string::npos);
+    BOOST_TEST(
+        r.body.find("\"total_cost\":" + frugal::sim::format_usd(c.cost(c.pieces.size())) + ",") !=
+        std::string::npos);
     BOOST_TEST(get("/api/v1/generation?id=" + c.id, "Bearer someone-else").status == 404);
     BOOST_TEST(get("/api/v1/generation?id=gen-0-nothing").status == 404);
     BOOST_TEST(get("/api/v1/generation").status == 400);
@@ -440,13 +504,16 @@ BOOST_AUTO_TEST_CASE(generation_lookup_can_lag_like_openrouter)
     cfg.generation_visibility_delay = 500ms;
     sim_fixture f(cfg);
     const auto c = f.complete(chat_body("openai/gpt-5-mini", "Hi"));
-    BOOST_TEST(f.get("/api/v1/generation?id=" + c.id, key, sim_fixture::now0() + 100ms).status == 404);
-    BOOST_TEST(f.get("/api/v1/generation?id=" + c.id, key, sim_fixture::now0() + 600ms).status == 200);
+    BOOST_TEST(
+        f.get("/api/v1/generation?id=" + c.id, key, sim_fixture::now0() + 100ms).status == 404);
+    BOOST_TEST(
+        f.get("/api/v1/generation?id=" + c.id, key, sim_fixture::now0() + 600ms).status == 200);
 }
 
 BOOST_FIXTURE_TEST_CASE(streams_have_openrouter_shape, sim_fixture)
 {
-    const auto c = complete(chat_body("anthropic/claude-fable-5", "Hi [sim tokens=3]", "\"stream\":true"));
+    const auto c =
+        complete(chat_body("anthropic/claude-fable-5", "Hi [sim tokens=3]", "\"stream\":true"));
     const std::string s = engine.whole_stream(c);
     BOOST_TEST(s.starts_with(": OPENROUTER PROCESSING\n\n"));
     BOOST_TEST(s.ends_with("data: [DONE]\n\n"));
@@ -457,9 +524,12 @@ BOOST_FIXTURE_TEST_CASE(streams_have_openrouter_shape, sim_fixture)
         ++events;
     BOOST_TEST(events == c.pieces.size() + 2);
     const auto usage_at = s.rfind("data: {");
-    const auto usage = parse_object(s.substr(usage_at + 6, s.find("\n\n", usage_at) - usage_at - 6));
+    const auto usage =
+        parse_object(s.substr(usage_at + 6, s.find("\n\n", usage_at) - usage_at - 6));
     BOOST_TEST(usage.at("choices").at(0).at("finish_reason").as_string() == "stop");
-    BOOST_TEST(usage.at("usage").at("completion_tokens").as_int64() == static_cast<std::int64_t>(c.pieces.size()));
+    BOOST_TEST(
+        usage.at("usage").at("completion_tokens").as_int64() ==
+        static_cast<std::int64_t>(c.pieces.size()));
     BOOST_TEST(usage.at("object").as_string() == "chat.completion.chunk");
 }
 
@@ -469,30 +539,40 @@ BOOST_FIXTURE_TEST_CASE(usage_chunk_shapes_are_selectable, sim_fixture)
         const auto at = s.rfind("data: {");
         return json::parse(s.substr(at + 6, s.find("\n\n", at) - at - 6)).as_object();
     };
-    const auto empty = complete(chat_body("anthropic/claude-fable-5", "Hi [sim usage=empty_choices]", "\"stream\":true"));
+    const auto empty = complete(
+        chat_body("anthropic/claude-fable-5", "Hi [sim usage=empty_choices]", "\"stream\":true"));
     BOOST_TEST(last_event(engine.whole_stream(empty)).at("choices").as_array().empty());
-    const auto null_finish = complete(chat_body("anthropic/claude-fable-5", "Hi [sim usage=null_finish]", "\"stream\":true"));
-    BOOST_TEST(last_event(engine.whole_stream(null_finish)).at("choices").at(0).at("finish_reason").is_null());
+    const auto null_finish = complete(
+        chat_body("anthropic/claude-fable-5", "Hi [sim usage=null_finish]", "\"stream\":true"));
+    BOOST_TEST(last_event(engine.whole_stream(null_finish))
+                   .at("choices")
+                   .at(0)
+                   .at("finish_reason")
+                   .is_null());
 }
 
 BOOST_FIXTURE_TEST_CASE(stream_faults_shape_the_bytes, sim_fixture)
 {
-    const auto cut = complete(chat_body("anthropic/claude-fable-5", "Hi [sim tokens=9 fault=cut after=4]", "\"stream\":true"));
+    const auto cut = complete(chat_body(
+        "anthropic/claude-fable-5", "Hi [sim tokens=9 fault=cut after=4]", "\"stream\":true"));
     const std::string cs = engine.whole_stream(cut);
     BOOST_TEST(cs.find("[DONE]") == std::string::npos);
     BOOST_TEST(cut.after == 4u);
 
-    const auto err = complete(chat_body("anthropic/claude-fable-5", "Hi [sim fault=midstream-error after=2]", "\"stream\":true"));
+    const auto err = complete(chat_body(
+        "anthropic/claude-fable-5", "Hi [sim fault=midstream-error after=2]", "\"stream\":true"));
     const std::string es = engine.whole_stream(err);
     BOOST_TEST(es.find("\"error\":{\"code\":502") != std::string::npos);
     BOOST_TEST(es.find("\"finish_reason\":\"error\"") != std::string::npos);
 
-    const auto choice = complete(chat_body("anthropic/claude-fable-5", "Hi [sim fault=midstream-error-choice]", "\"stream\":true"));
+    const auto choice = complete(chat_body(
+        "anthropic/claude-fable-5", "Hi [sim fault=midstream-error-choice]", "\"stream\":true"));
     const std::string chs = engine.whole_stream(choice);
     BOOST_TEST(chs.find("\"error\":") == std::string::npos);
     BOOST_TEST(chs.find("\"finish_reason\":\"error\"") != std::string::npos);
 
-    const auto bad = complete(chat_body("anthropic/claude-fable-5", "Hi [sim fault=malformed-chunk]", "\"stream\":true"));
+    const auto bad = complete(
+        chat_body("anthropic/claude-fable-5", "Hi [sim fault=malformed-chunk]", "\"stream\":true"));
     const std::string bs = engine.whole_stream(bad);
     std::size_t broken = 0;
     for (auto at = bs.find("data: {"); at != std::string::npos; at = bs.find("data: {", at + 1)) {
@@ -506,19 +586,39 @@ BOOST_FIXTURE_TEST_CASE(stream_faults_shape_the_bytes, sim_fixture)
 BOOST_FIXTURE_TEST_CASE(cancelled_streams_bill_by_provider, sim_fixture)
 {
     // Anthropic can cancel: billed the tokens delivered. Google AI Studio cannot: billed all.
-    const auto can = complete(chat_body("anthropic/claude-fable-5", "Hi [sim tokens=20]", "\"stream\":true"));
+    const auto can =
+        complete(chat_body("anthropic/claude-fable-5", "Hi [sim tokens=20]", "\"stream\":true"));
     engine.settle(can, 5, true, now0());
-    const auto cannot = complete(chat_body("google/gemini-3-flash", "Hi [sim tokens=20]", "\"stream\":true"));
+    const auto cannot =
+        complete(chat_body("google/gemini-3-flash", "Hi [sim tokens=20]", "\"stream\":true"));
     engine.settle(cannot, 5, true, now0());
     const auto b = bill().at("models").as_object();
     BOOST_TEST(b.at("anthropic/claude-fable-5").at("completion_tokens").as_int64() == 5);
     BOOST_TEST(b.at("anthropic/claude-fable-5").at("cancelled").as_int64() == 1);
-    BOOST_TEST(b.at("google/gemini-3-flash").at("completion_tokens").as_int64() ==
-               static_cast<std::int64_t>(cannot.pieces.size()));
+    BOOST_TEST(
+        b.at("google/gemini-3-flash").at("completion_tokens").as_int64() ==
+        static_cast<std::int64_t>(cannot.pieces.size()));
     const auto g = parse_object(get("/api/v1/generation?id=" + can.id).body).at("data").as_object();
     BOOST_TEST(g.at("cancelled").as_bool());
     BOOST_TEST(g.at("streamed").as_bool());
     BOOST_TEST(g.at("tokens_completion").as_int64() == 5);
+}
+
+BOOST_AUTO_TEST_CASE(uncancellable_streams_can_be_billed_their_max_tokens)
+{
+    auto cfg = sim_fixture::base();
+    cfg.uncancellable_billing = "max_tokens";
+    sim_fixture f(cfg);
+    const auto c = f.complete(chat_body(
+        "google/gemini-3-flash", "Hi [sim tokens=20]", "\"stream\":true,\"max_tokens\":300"));
+    f.engine.settle(c, 5, true, sim_fixture::now0());
+    const auto b = f.bill().at("models").at("google/gemini-3-flash").as_object();
+    BOOST_TEST(b.at("completion_tokens").as_int64() == 300);
+    const auto expected = frugal::sim::format_usd(
+        static_cast<frugal::sim::attodollars>(c.prompt_tokens) *
+            *frugal::sim::parse_usd("0.0000003") +
+        300 * *frugal::sim::parse_usd("0.0000025"));
+    BOOST_TEST(b.at("cost_usd").as_string() == expected);
 }
 
 BOOST_FIXTURE_TEST_CASE(key_endpoint_reports_usage, sim_fixture)
@@ -532,19 +632,24 @@ BOOST_FIXTURE_TEST_CASE(key_endpoint_reports_usage, sim_fixture)
     BOOST_TEST(k.at("usage").as_double() > 0);
     BOOST_TEST(k.at("usage_daily").as_double() == k.at("usage").as_double());
     BOOST_TEST(!k.at("label").as_string().empty());
-    BOOST_TEST(legacy.body.find("sk-or-v1-test") == std::string::npos); // the key itself is never echoed
+    BOOST_TEST(
+        legacy.body.find("sk-or-v1-test") == std::string::npos); // the key itself is never echoed
 }
 
 BOOST_AUTO_TEST_CASE(config_file_parses_and_names_bad_fields)
 {
     std::string error;
-    auto c = frugal::parse_sim_config(R"({"seed": 9, "free_requests_per_minute": 2, "latency": "demo",
+    auto c = frugal::parse_sim_config(
+        R"({"seed": 9, "free_requests_per_minute": 2, "latency": "demo",
         "model_overrides": {"anthropic/claude-fable-5": {"fault": "503", "completion_price": 0.00002}},
-        "keys": [{"key": "k1", "limit": "5"}], "faults": [{"fault": "cut", "first_n": 1}]})", error);
+        "keys": [{"key": "k1", "limit": "5"}], "faults": [{"fault": "cut", "first_n": 1}]})",
+        error);
     BOOST_REQUIRE_MESSAGE(c, error);
     BOOST_TEST(c->seed == 9u);
     BOOST_TEST(c->free_requests_per_minute == 2u);
-    const auto fable = std::find_if(c->models.begin(), c->models.end(), [](const auto& m) { return m.id == "anthropic/claude-fable-5"; });
+    const auto fable = std::find_if(c->models.begin(), c->models.end(), [](const auto& m) {
+        return m.id == "anthropic/claude-fable-5";
+    });
     BOOST_TEST(fable->fault == "503");
     BOOST_TEST(fable->completion_price == "0.00002");
     BOOST_TEST(fable->time_to_first_token.count() > 0);
@@ -552,7 +657,8 @@ BOOST_AUTO_TEST_CASE(config_file_parses_and_names_bad_fields)
 
     BOOST_TEST(!frugal::parse_sim_config(R"({"seeed": 1})", error));
     BOOST_TEST(error == "config.seeed: unknown field");
-    BOOST_TEST(!frugal::parse_sim_config(R"({"models": [{"id": "a/b", "prompt_price": "cheap"}]})", error));
+    BOOST_TEST(!frugal::parse_sim_config(
+        R"({"models": [{"id": "a/b", "prompt_price": "cheap"}]})", error));
     BOOST_TEST(error.starts_with("config.models[0].prompt_price:"));
     BOOST_TEST(!frugal::parse_sim_config(R"({"model_overrides": {"x/y": {}}})", error));
     BOOST_TEST(error == "config.model_overrides.x/y: no such model in the catalog");
