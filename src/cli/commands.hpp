@@ -19,6 +19,21 @@ struct sse_options {
     sse_parser_params limits;
 };
 
+struct chat_options {
+    std::string base_url;
+    std::string model;
+    std::string prompt;
+    bool stream = false;
+    bool json = false;
+    std::optional<std::uint32_t> max_tokens;
+    std::string ca_file;
+    double timeout_seconds = 120;
+};
+
+/// `frugal chat`: one chat completion; the content (streamed token by token with `stream`) or
+/// one JSON object on stdout; on failure a single line on stderr and exit status 1.
+int run_chat(const chat_options& options);
+
 struct sim_options {
     std::string host = "127.0.0.1";
     std::uint16_t port = 0;

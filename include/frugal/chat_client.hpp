@@ -1,0 +1,376 @@
+#ifndef FRUGAL_CHAT_CLIENT_HPP
+#define FRUGAL_CHAT_CLIENT_HPP
+
+/// @file
+/// The OpenRouter (or any OpenAI-compatible) client: whole and streamed chat completions, the
+/// models catalog, generation lookups and key information, over a keep-alive HTTPS connection
+/// pool.
+
+#include <frugal/diagnostics.hpp>
+#include <frugal/error.hpp>
+#include <frugal/types.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace frugal {
+
+/// Deadlines of one request. Each is measured from the start of its phase; `total` bounds the
+/// whole operation, retries included, and is the one that catches a server that keeps a
+/// connection busy with keep-alive bytes (OpenRouter sends whitespace or comments while a model
+/// works, which no per-read timeout ever sees as a stall).
+struct timeouts {
+    std::chrono::milliseconds connect{10'000};       ///< TCP connect, per attempt
+    std::chrono::milliseconds tls_handshake{10'000}; ///< TLS handshake (and proxy CONNECT)
+    std::chrono::milliseconds first_byte{120'000};   ///< request written to response headers
+    std::chrono::milliseconds stall{60'000};         ///< longest silence inside a response body
+    std::chrono::milliseconds total{600'000};        ///< the whole operation
+};
+
+/// Size limits on what a server may send. Each breach fails the operation with a clear error
+/// instead of growing memory.
+struct limits {
+    std::uint32_t max_header_size = 64 * 1024;                  ///< response headers
+    std::uint64_t max_body_size = std::uint64_t{64} * 1024 * 1024; ///< a whole response body
+    std::size_t max_sse_line_size = std::size_t{8} * 1024 * 1024;  ///< one line of a stream
+    std::size_t max_sse_event_size = std::size_t{8} * 1024 * 1024; ///< one event of a stream
+};
+
+/// When a failed attempt is tried again.
+struct retry_policy {
+    /// Attempts in all, the first included; 1 disables retries.
+    int max_attempts = 3;
+    std::chrono::milliseconds initial_backoff{500}; ///< before the second attempt
+    std::chrono::milliseconds max_backoff{30'000};
+    double multiplier = 2.0;
+    /// Retry a connection that failed after the request was written but before any response
+    /// byte. Off by default: the provider may have run (and billed) that request.
+    bool after_request_sent = false;
+};
+
+/// How a `chat_client` reaches its server.
+struct client_params {
+    /// The API's base URL; empty means `OPENROUTER_BASE_URL`, else
+    /// `https://openrouter.ai/api/v1`.
+    std::string base_url;
+    /// The API key; empty means `OPENROUTER_API_KEY`. It is sent only in the Authorization
+    /// header and never appears in errors, diagnostics or logs.
+    std::string api_key;
+    std::string http_referer; ///< `HTTP-Referer`: the app's URL, for OpenRouter's attribution
+    std::string app_title;    ///< `X-OpenRouter-Title`
+    std::string user_agent = "frugal/0.1";
+
+    frugal::timeouts timeouts;
+    frugal::limits limits;
+    retry_policy retry;
+
+    /// A PEM file of trusted CAs, in addition to the system store (which honours
+    /// SSL_CERT_FILE and SSL_CERT_DIR as OpenSSL's tools do).
+    std::string ca_file;
+    /// Verify the server's certificate chain and host name. Turning this off is for tests.
+    bool verify_peer = true;
+    /// Allow plain `http://` to hosts that are not loopback. Off: the key would travel in
+    /// clear text.
+    bool allow_insecure_http = false;
+    /// An `http://host:port` proxy for HTTPS, reached with CONNECT; empty means
+    /// `HTTPS_PROXY` / `https_proxy` (minus hosts listed in `NO_PROXY` / `no_proxy`).
+    std::string https_proxy;
+    /// Read the proxy settings from the environment when `https_proxy` is empty.
+    bool proxy_from_environment = true;
+
+    /// Connections kept open to the server, busy or idle.
+    std::size_t max_connections = 256;
+    /// An idle connection older than this is closed rather than reused.
+    std::chrono::milliseconds idle_timeout{60'000};
+};
+
+class chat_client;
+
+/// A streamed chat completion, read delta by delta (the Boost.MySQL start/read-some model).
+///
+/// `chat_client::async_start_stream` sends the request and reads the response headers; then
+/// each `async_read_delta` completes with the next piece of text until `done()`. When the
+/// stream ends, `response()` holds what it added up to: content, finish reason, usage and the
+/// generation id.
+///
+/// @par Object lifetimes
+/// The stream owns its connection. Destroying or abandoning it before the end discards the
+/// connection instead of returning it to the pool (for providers that support it, that cancels
+/// the generation).
+///
+/// @par Thread safety
+/// Distinct objects: safe. Shared objects: unsafe. One read at a time.
+class chat_stream {
+public:
+    chat_stream();
+    ~chat_stream();
+    chat_stream(chat_stream&&) noexcept;
+    chat_stream& operator=(chat_stream&&) noexcept;
+
+    using executor_type = boost::asio::any_io_executor;
+    /// The executor of the client that started the stream (a default executor before).
+    executor_type get_executor() const;
+
+    /// Reads the next delta.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, chat_delta)`. Keep-alive comments are skipped. The read
+    /// that meets `data: [DONE]` completes with whatever it had (possibly an empty delta) and
+    /// `done()` becomes true.
+    ///
+    /// @par Errors
+    /// `error::midstream_error` when the provider reports an error in the stream (see
+    /// `diagnostics()`); `error::stream_truncated` when the stream ends without `[DONE]`;
+    /// `error::protocol_error` for an event that is not JSON; `error::timeout` when a deadline
+    /// passes; `error::operation_in_progress` for a second concurrent read;
+    /// `error::stream_not_readable` after the end.
+    ///
+    /// @par Per-operation cancellation
+    /// Terminal cancellation is supported; the connection is then closed, and the stream
+    /// fails with `asio::error::operation_aborted`.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_read_delta(CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, chat_delta)>(
+            initiation{this}, token);
+    }
+
+    /// Whether the stream reached `data: [DONE]` (or failed: see `error()`).
+    bool done() const noexcept;
+
+    /// The error that ended the stream, if it failed.
+    boost::system::error_code error() const noexcept;
+
+    /// The response the stream added up to so far; complete when `done()`.
+    const chat_response& response() const noexcept;
+
+    /// What the server said about a failure (status, message, provider, generation id).
+    const frugal::diagnostics& diagnostics() const noexcept;
+
+    struct state; // defined in src/openrouter
+
+private:
+    friend class chat_client;
+    struct initiation {
+        chat_stream* self;
+        using executor_type = boost::asio::any_io_executor;
+        executor_type get_executor() const noexcept { return self->get_executor(); }
+        template <class Handler>
+        void operator()(Handler&& handler) const
+        {
+            self->async_read_delta_impl(std::forward<Handler>(handler));
+        }
+    };
+    void async_read_delta_impl(
+        boost::asio::any_completion_handler<void(boost::system::error_code, chat_delta)> handler);
+
+    std::shared_ptr<state> state_;
+};
+
+/// A client for OpenRouter's API (or any OpenAI-compatible one).
+///
+/// All operations share one connection pool and may run concurrently on one executor:
+/// thousands of requests in flight on a single thread is the intended use.
+///
+/// Every `async_*` operation takes a completion token (the default, `deferred`, makes
+/// `co_await client.async_chat(req)` work) and has an overload taking a `diagnostics&`,
+/// written when the operation completes (so it must outlive the operation). Failed attempts are retried as `client_params::retry` says, and
+/// only before a response has begun.
+///
+/// @par Per-operation cancellation
+/// Every operation supports terminal cancellation: the request in flight is abandoned and its
+/// connection closed, never returned to the pool.
+///
+/// @par Thread safety
+/// Distinct objects: safe. Shared objects: unsafe; use the client from its executor.
+class chat_client {
+public:
+    using executor_type = boost::asio::any_io_executor;
+
+    /// Creates a client. The parameters are checked when the first request starts (a bad URL
+    /// or a missing key fails that request with a clear error).
+    explicit chat_client(executor_type executor, client_params params = {});
+    ~chat_client();
+    chat_client(chat_client&&) noexcept;
+    chat_client& operator=(chat_client&&) noexcept;
+
+    executor_type get_executor() const noexcept;
+
+    /// The parameters, with the environment's defaults filled in.
+    const client_params& params() const noexcept;
+
+    /// Sends a chat completion and reads the whole response.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, chat_response)`.
+    ///
+    /// @par Errors
+    /// HTTP statuses map to `error::bad_request`, `unauthorized`, `insufficient_credits`,
+    /// `moderation`, `rate_limited`, `upstream_unavailable`, ... ; a 200 response whose body is
+    /// an error object maps the same way by its code; a choice that finished with
+    /// `finish_reason: "error"` is `error::provider_error`.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_chat(chat_request request, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, chat_response)>(
+            chat_initiation{this}, token, std::move(request), static_cast<frugal::diagnostics*>(nullptr));
+    }
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_chat(chat_request request, frugal::diagnostics& diag, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, chat_response)>(
+            chat_initiation{this}, token, std::move(request), &diag);
+    }
+
+    /// Sends a streamed chat completion and reads the response headers into `stream`.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code)`.
+    ///
+    /// @par Object lifetimes
+    /// `stream` must outlive the operation.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_start_stream(chat_request request, chat_stream& stream, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+            stream_initiation{this}, token, std::move(request), &stream);
+    }
+
+    /// The models catalog, with exact prices.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, std::vector<model_info>)`.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_models(CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, std::vector<model_info>)>(
+            models_initiation{this}, token, static_cast<frugal::diagnostics*>(nullptr));
+    }
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_models(frugal::diagnostics& diag, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, std::vector<model_info>)>(
+            models_initiation{this}, token, &diag);
+    }
+
+    /// The provider's record of a generation. OpenRouter answers 404 for a short while after a
+    /// generation ends; that is `error::not_found`, and worth retrying after a second.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, generation_info)`.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_generation(std::string id, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, generation_info)>(
+            generation_initiation{this}, token, std::move(id), static_cast<frugal::diagnostics*>(nullptr));
+    }
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_generation(std::string id, frugal::diagnostics& diag, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, generation_info)>(
+            generation_initiation{this}, token, std::move(id), &diag);
+    }
+
+    /// The key's limit and spend.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, key_info)`.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_key_info(CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, key_info)>(
+            key_initiation{this}, token, static_cast<frugal::diagnostics*>(nullptr));
+    }
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_key_info(frugal::diagnostics& diag, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, key_info)>(
+            key_initiation{this}, token, &diag);
+    }
+
+    /// Connections open now, and how many of them are idle in the pool.
+    std::size_t open_connections() const noexcept;
+    std::size_t idle_connections() const noexcept;
+
+    struct impl; // defined in src/openrouter
+
+private:
+    template <class Derived>
+    struct base_initiation {
+        chat_client* self;
+        using executor_type = boost::asio::any_io_executor;
+        executor_type get_executor() const noexcept { return self->get_executor(); }
+    };
+    struct chat_initiation : base_initiation<chat_initiation> {
+        template <class Handler>
+        void operator()(Handler&& h, chat_request req, frugal::diagnostics* diag) const
+        {
+            self->async_chat_impl(std::move(req), diag, std::forward<Handler>(h));
+        }
+    };
+    struct stream_initiation : base_initiation<stream_initiation> {
+        template <class Handler>
+        void operator()(Handler&& h, chat_request req, chat_stream* stream) const
+        {
+            self->async_start_stream_impl(std::move(req), stream, std::forward<Handler>(h));
+        }
+    };
+    struct models_initiation : base_initiation<models_initiation> {
+        template <class Handler>
+        void operator()(Handler&& h, frugal::diagnostics* diag) const
+        {
+            self->async_models_impl(diag, std::forward<Handler>(h));
+        }
+    };
+    struct generation_initiation : base_initiation<generation_initiation> {
+        template <class Handler>
+        void operator()(Handler&& h, std::string id, frugal::diagnostics* diag) const
+        {
+            self->async_generation_impl(std::move(id), diag, std::forward<Handler>(h));
+        }
+    };
+    struct key_initiation : base_initiation<key_initiation> {
+        template <class Handler>
+        void operator()(Handler&& h, frugal::diagnostics* diag) const
+        {
+            self->async_key_info_impl(diag, std::forward<Handler>(h));
+        }
+    };
+
+    void async_chat_impl(
+        chat_request req,
+        frugal::diagnostics* diag,
+        boost::asio::any_completion_handler<void(boost::system::error_code, chat_response)> handler);
+    void async_start_stream_impl(
+        chat_request req,
+        chat_stream* stream,
+        boost::asio::any_completion_handler<void(boost::system::error_code)> handler);
+    void async_models_impl(
+        frugal::diagnostics* diag,
+        boost::asio::any_completion_handler<void(boost::system::error_code, std::vector<model_info>)> handler);
+    void async_generation_impl(
+        std::string id,
+        frugal::diagnostics* diag,
+        boost::asio::any_completion_handler<void(boost::system::error_code, generation_info)> handler);
+    void async_key_info_impl(
+        frugal::diagnostics* diag,
+        boost::asio::any_completion_handler<void(boost::system::error_code, key_info)> handler);
+
+    std::shared_ptr<impl> impl_;
+};
+
+} // namespace frugal
+
+#endif // FRUGAL_CHAT_CLIENT_HPP

@@ -1,0 +1,221 @@
+#include "http/connection.hpp"
+
+#include <frugal/error.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/detail/base64.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace frugal::http {
+
+namespace beast = boost::beast;
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+std::string route::key() const
+{
+    std::string k = (target.tls ? "https://" : "http://") + target.authority();
+    if (proxy)
+        k += " via " + proxy->authority();
+    return k;
+}
+
+connection::connection(asio::any_io_executor ex, std::shared_ptr<asio::ssl::context> tls)
+    : executor_(ex), tls_context_(std::move(tls)), socket_(ex), watchdog_(ex)
+{
+}
+
+connection::~connection() = default;
+
+void connection::arm(steady_clock::time_point deadline, const char* phase)
+{
+    deadline_ = deadline;
+    phase_ = phase;
+    if (timer_pending_ && timer_expiry_ <= deadline)
+        return; // the pending wake-up comes first and will re-arm for the rest
+    timer_expiry_ = deadline;
+    timer_pending_ = true;
+    const std::uint64_t generation = ++timer_generation_;
+    watchdog_.expires_at(deadline); // cancels a pending wait; its handler sees a stale generation
+    watchdog_.async_wait([weak = weak_from_this(), generation](error_code ec) {
+        if (auto self = weak.lock())
+            self->on_watchdog(generation, ec);
+    });
+}
+
+void connection::disarm()
+{
+    deadline_ = steady_clock::time_point::max();
+    if (timer_pending_) {
+        ++timer_generation_;
+        timer_pending_ = false;
+        watchdog_.cancel();
+    }
+}
+
+void connection::on_watchdog(std::uint64_t generation, error_code ec)
+{
+    if (generation != timer_generation_ || ec == asio::error::operation_aborted)
+        return;
+    timer_pending_ = false;
+    if (steady_clock::now() < deadline_) {
+        arm(deadline_, phase_); // the deadline moved later meanwhile
+        return;
+    }
+    timed_out_ = true;
+    if (resolving_ != nullptr)
+        resolving_->cancel();
+    close();
+}
+
+void connection::close()
+{
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+}
+
+bool connection::alive()
+{
+    if (!socket_.is_open())
+        return false;
+    char byte = 0;
+    // A peek that would block means: open, and nothing unexpected waiting. 0 means the peer
+    // closed; data means it sent something we did not ask for (a TLS close_notify, an error).
+    const auto n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+asio::awaitable<error_code> connection::establish(const route& r, connect_deadlines d, std::string& detail)
+{
+    const url& first_hop = r.proxy ? *r.proxy : r.target;
+    const auto start = steady_clock::now();
+    arm(std::min(start + d.connect, d.total), "connect");
+
+    // Resolve (an IP literal needs no resolver), then connect to the first address that answers.
+    std::vector<tcp::endpoint> endpoints;
+    error_code ec;
+    const auto literal = asio::ip::make_address(first_hop.host, ec);
+    if (!ec) {
+        endpoints.emplace_back(literal, first_hop.port);
+    } else {
+        tcp::resolver resolver(executor_);
+        resolving_ = &resolver;
+        auto [rec, results] = co_await resolver.async_resolve(
+            first_hop.host, std::to_string(first_hop.port), tuple_awaitable);
+        resolving_ = nullptr;
+        if (rec) {
+            detail = "cannot resolve " + first_hop.host + ": " + rec.message();
+            co_return timed_out_ ? error::timeout : rec;
+        }
+        for (const auto& entry : results)
+            endpoints.push_back(entry.endpoint());
+    }
+    auto [cec, chosen] = co_await asio::async_connect(socket_, endpoints, tuple_awaitable);
+    if (cec) {
+        detail = "cannot connect to " + first_hop.authority() + ": " + cec.message();
+        co_return timed_out_ ? error::timeout : cec;
+    }
+    error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+
+    if (r.proxy) {
+        // An HTTP CONNECT tunnel (RFC 9110 9.3.6) to the target, then TLS inside it.
+        arm(std::min(steady_clock::now() + d.tls_handshake, d.total), "proxy CONNECT");
+        std::string req = "CONNECT " + r.target.authority() + " HTTP/1.1\r\nHost: " + r.target.authority() + "\r\n";
+        if (!r.proxy->userinfo.empty()) {
+            std::string encoded(beast::detail::base64::encoded_size(r.proxy->userinfo.size()), '\0');
+            encoded.resize(beast::detail::base64::encode(encoded.data(), r.proxy->userinfo.data(),
+                                                         r.proxy->userinfo.size()));
+            req += "Proxy-Authorization: Basic " + encoded + "\r\n";
+        }
+        req += "\r\n";
+        auto [wec, wn] = co_await asio::async_write(socket_, asio::buffer(req), tuple_awaitable);
+        if (wec) {
+            detail = "proxy " + r.proxy->authority() + ": " + wec.message();
+            co_return timed_out_ ? error::timeout : wec;
+        }
+        beast::http::response_parser<beast::http::empty_body> parser;
+        parser.skip(true); // a CONNECT response has no body
+        parser.header_limit(16 * 1024);
+        auto [rec, rn] = co_await beast::http::async_read_header(socket_, buffer, parser, tuple_awaitable);
+        if (rec) {
+            detail = "proxy " + r.proxy->authority() + ": " + rec.message();
+            co_return timed_out_ ? error::timeout : rec;
+        }
+        const auto status = parser.get().result_int();
+        if (status != 200) {
+            detail = "proxy " + r.proxy->authority() + " answered CONNECT with " + std::to_string(status);
+            co_return error::proxy_error;
+        }
+        if (buffer.size() != 0) {
+            detail = "proxy " + r.proxy->authority() + " sent bytes after its CONNECT response";
+            co_return error::proxy_error;
+        }
+    }
+
+    if (tls_context_) {
+        tls_.emplace(socket_, *tls_context_);
+        SSL* ssl = tls_->native_handle();
+        const std::string& host = r.target.host;
+        if (is_ip_literal(host)) {
+            // An IP address is checked against the certificate's IP SANs (no SNI for IPs).
+            X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+            X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+        } else {
+            SSL_set_tlsext_host_name(ssl, host.c_str());
+            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            if (SSL_set1_host(ssl, host.c_str()) != 1) {
+                detail = "cannot set the TLS host name " + host;
+                co_return error::bad_url;
+            }
+        }
+        arm(std::min(steady_clock::now() + d.tls_handshake, d.total), "TLS handshake");
+        auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, tuple_awaitable);
+        if (hec) {
+            detail = "TLS handshake with " + r.target.authority() + " failed: " + hec.message();
+            if (const long verify = SSL_get_verify_result(ssl); verify != X509_V_OK)
+                detail += " (" + std::string(X509_verify_cert_error_string(verify)) + ")";
+            co_return timed_out_ ? error::timeout : hec;
+        }
+    }
+    co_return error_code{};
+}
+
+std::shared_ptr<asio::ssl::context> make_tls_context(const std::string& ca_file, bool verify, error_code& ec)
+{
+    auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                         asio::ssl::context::no_tlsv1_1,
+                     ec);
+    if (ec)
+        return nullptr;
+    // OpenSSL's default paths read SSL_CERT_FILE and SSL_CERT_DIR first, as `openssl s_client`
+    // does; a missing system store is not an error here (a CA file may be all there is).
+    ctx->set_default_verify_paths(ec);
+    ec.clear();
+    if (!ca_file.empty()) {
+        ctx->load_verify_file(ca_file, ec);
+        if (ec)
+            return nullptr;
+    }
+    ctx->set_verify_mode(verify ? asio::ssl::verify_peer : asio::ssl::verify_none, ec);
+    if (ec)
+        return nullptr;
+    return ctx;
+}
+
+} // namespace frugal::http

@@ -1,0 +1,729 @@
+#include "openrouter/codec.hpp"
+
+#include <frugal/error.hpp>
+
+#include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
+
+#include <charconv>
+#include <cstdio>
+
+namespace frugal::openrouter {
+
+namespace json = boost::json;
+using boost::system::error_code;
+
+// Request ------------------------------------------------------------------------------------
+
+void append_escaped(std::string& out, std::string_view text)
+{
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        out.append(text.data() + start, i - start);
+        start = i + 1;
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default: {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+        }
+        }
+    }
+    out.append(text.data() + start, text.size() - start);
+}
+
+namespace {
+
+void string_field(std::string& out, std::string_view name, std::string_view value)
+{
+    out += ",\"";
+    out += name;
+    out += "\":\"";
+    append_escaped(out, value);
+    out += '"';
+}
+
+void string_array(std::string& out, std::string_view name, const std::vector<std::string>& values)
+{
+    out += ",\"";
+    out += name;
+    out += "\":[";
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        if (i != 0)
+            out += ',';
+        out += '"';
+        append_escaped(out, values[i]);
+        out += '"';
+    }
+    out += ']';
+}
+
+void number_field(std::string& out, std::string_view name, double value)
+{
+    char buf[32];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+    out += ",\"";
+    out += name;
+    out += "\":";
+    out.append(buf, ec == std::errc() ? static_cast<std::size_t>(end - buf) : 0);
+}
+
+void bool_field(std::string& out, std::string_view name, bool value)
+{
+    out += ",\"";
+    out += name;
+    out += value ? "\":true" : "\":false";
+}
+
+// `text` must be one JSON object; its members are appended (with a leading comma each).
+bool append_members(std::string& out, std::string_view text)
+{
+    error_code ec;
+    const json::value v = json::parse(text, ec);
+    if (ec || !v.is_object())
+        return false;
+    for (const auto& member : v.get_object()) {
+        out += ',';
+        out += json::serialize(member.key());
+        out += ':';
+        out += json::serialize(member.value());
+    }
+    return true;
+}
+
+} // namespace
+
+error_code encode_chat_request(const chat_request& req, bool stream, std::string& out)
+{
+    out.clear();
+    out += "{\"model\":\"";
+    append_escaped(out, req.model);
+    out += "\",\"messages\":[";
+    for (std::size_t i = 0; i < req.messages.size(); ++i) {
+        const chat_message& m = req.messages[i];
+        out += i == 0 ? "{\"role\":\"" : ",{\"role\":\"";
+        append_escaped(out, m.role);
+        out += "\",\"content\":\"";
+        append_escaped(out, m.content);
+        out += '"';
+        if (!m.name.empty())
+            string_field(out, "name", m.name);
+        if (!m.tool_call_id.empty())
+            string_field(out, "tool_call_id", m.tool_call_id);
+        if (!m.tool_calls.empty()) {
+            out += ",\"tool_calls\":[";
+            for (std::size_t k = 0; k < m.tool_calls.size(); ++k) {
+                const tool_call& t = m.tool_calls[k];
+                out += k == 0 ? "{\"id\":\"" : ",{\"id\":\"";
+                append_escaped(out, t.id);
+                out += "\",\"type\":\"";
+                append_escaped(out, t.type);
+                out += "\",\"function\":{\"name\":\"";
+                append_escaped(out, t.name);
+                out += "\",\"arguments\":\"";
+                append_escaped(out, t.arguments);
+                out += "\"}}";
+            }
+            out += ']';
+        }
+        out += '}';
+    }
+    out += ']';
+    if (!req.models.empty())
+        string_array(out, "models", req.models);
+    if (stream)
+        out += ",\"stream\":true";
+    if (req.max_tokens)
+        out += ",\"max_tokens\":" + std::to_string(*req.max_tokens);
+    if (req.temperature)
+        number_field(out, "temperature", *req.temperature);
+    if (req.top_p)
+        number_field(out, "top_p", *req.top_p);
+    if (req.seed)
+        out += ",\"seed\":" + std::to_string(*req.seed);
+    if (!req.stop.empty())
+        string_array(out, "stop", req.stop);
+    if (!req.response_format.empty()) {
+        out += ",\"response_format\":{\"type\":\"";
+        append_escaped(out, req.response_format);
+        out += '"';
+        if (!req.response_schema.empty()) {
+            error_code ec;
+            const json::value schema = json::parse(req.response_schema, ec);
+            if (ec || !schema.is_object())
+                return error::bad_request_body;
+            out += ",\"json_schema\":";
+            out += json::serialize(schema);
+        }
+        out += '}';
+    }
+    if (req.provider) {
+        const provider_preferences& p = *req.provider;
+        out += ",\"provider\":{";
+        const std::size_t open = out.size();
+        if (!p.order.empty())
+            string_array(out, "order", p.order);
+        if (p.allow_fallbacks)
+            bool_field(out, "allow_fallbacks", *p.allow_fallbacks);
+        if (!p.only.empty())
+            string_array(out, "only", p.only);
+        if (!p.ignore.empty())
+            string_array(out, "ignore", p.ignore);
+        if (!p.sort.empty())
+            string_field(out, "sort", p.sort);
+        if (p.require_parameters)
+            bool_field(out, "require_parameters", *p.require_parameters);
+        if (!p.data_collection.empty())
+            string_field(out, "data_collection", p.data_collection);
+        if (p.zdr)
+            bool_field(out, "zdr", *p.zdr);
+        if (out.size() > open)
+            out.erase(open, 1); // the first member's leading comma
+        out += '}';
+    }
+    if (!req.user.empty())
+        string_field(out, "user", req.user);
+    if (!req.extra_body.empty() && !append_members(out, req.extra_body))
+        return error::bad_request_body;
+    out += '}';
+    return {};
+}
+
+// Chat responses and chunks ------------------------------------------------------------------
+
+void chat_chunk::clear()
+{
+    id.clear();
+    model.clear();
+    provider.clear();
+    created = 0;
+    has_choice = false;
+    finish_reason.clear();
+    native_finish_reason.clear();
+    content.clear();
+    reasoning.clear();
+    refusal.clear();
+    tool_calls.clear();
+    usage.reset();
+    error = {};
+    choice_error = {};
+}
+
+namespace {
+
+// Where in a chat document the parser is. Only the containers frugal reads have a kind of
+// their own; everything else is `skip`, and whatever is inside it is ignored.
+enum class node : std::uint8_t {
+    root,
+    skip,
+    choices,
+    choice,
+    message, // choices[0].message or choices[0].delta
+    tool_calls,
+    tool_call,
+    function,
+    usage,
+    usage_details, // prompt_tokens_details, completion_tokens_details, cost_details
+    error,
+    error_metadata,
+    reasons, // error.metadata.reasons: its presence marks moderation
+};
+
+struct frame {
+    node kind;
+    std::uint32_t count = 0;           // elements seen, for arrays
+    provider_error_info* err = nullptr; // for error frames
+};
+
+class chat_handler {
+public:
+    static constexpr std::size_t max_array_size = static_cast<std::size_t>(-1);
+    static constexpr std::size_t max_object_size = static_cast<std::size_t>(-1);
+    static constexpr std::size_t max_string_size = static_cast<std::size_t>(-1);
+    static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
+
+    chat_chunk* out = nullptr;
+
+    bool on_document_begin(error_code&)
+    {
+        stack_.clear();
+        key_.clear();
+        return true;
+    }
+    bool on_document_end(error_code&) { return true; }
+
+    bool on_object_begin(error_code& ec) { return open(true, ec); }
+    bool on_object_end(std::size_t, error_code&)
+    {
+        close();
+        return true;
+    }
+    bool on_array_begin(error_code& ec) { return open(false, ec); }
+    bool on_array_end(std::size_t, error_code&)
+    {
+        close();
+        return true;
+    }
+
+    bool on_key_part(json::string_view s, std::size_t n, error_code&)
+    {
+        if (n == s.size())
+            key_.clear();
+        key_.append(s.data(), s.size());
+        return true;
+    }
+    bool on_key(json::string_view s, std::size_t n, error_code&)
+    {
+        if (n == s.size())
+            key_.clear();
+        key_.append(s.data(), s.size());
+        return true;
+    }
+
+    bool on_string_part(json::string_view s, std::size_t n, error_code&)
+    {
+        if (n == s.size())
+            text_.clear();
+        text_.append(s.data(), s.size());
+        return true;
+    }
+    bool on_string(json::string_view s, std::size_t n, error_code&)
+    {
+        if (n == s.size())
+            text_.clear();
+        text_.append(s.data(), s.size());
+        string_value(text_);
+        return true;
+    }
+
+    bool on_number_part(json::string_view s, error_code&)
+    {
+        number_.append(s.data(), s.size());
+        return true;
+    }
+    bool on_int64(std::int64_t i, json::string_view s, error_code&)
+    {
+        number_value(i >= 0 ? static_cast<std::uint64_t>(i) : 0, true, s);
+        return true;
+    }
+    bool on_uint64(std::uint64_t u, json::string_view s, error_code&)
+    {
+        number_value(u, true, s);
+        return true;
+    }
+    bool on_double(double d, json::string_view s, error_code&)
+    {
+        const bool whole = d >= 0 && d < 1.8e19 && static_cast<double>(static_cast<std::uint64_t>(d)) == d;
+        number_value(whole ? static_cast<std::uint64_t>(d) : 0, whole, s);
+        return true;
+    }
+    bool on_bool(bool b, error_code&)
+    {
+        if (top() == node::usage && key_ == "is_byok")
+            ensure_usage().is_byok = b;
+        key_.clear();
+        return true;
+    }
+    bool on_null(error_code&)
+    {
+        key_.clear();
+        return true;
+    }
+    bool on_comment_part(json::string_view, error_code&) { return true; }
+    bool on_comment(json::string_view, error_code&) { return true; }
+
+private:
+    node top() const { return stack_.empty() ? node::skip : stack_.back().kind; }
+
+    usage& ensure_usage()
+    {
+        if (!out->usage)
+            out->usage.emplace();
+        return *out->usage;
+    }
+
+    // A container starts: decide what it is from where it is.
+    bool open(bool object, error_code& ec)
+    {
+        if (stack_.empty()) {
+            if (!object) {
+                ec = error::protocol_error;
+                return false;
+            }
+            stack_.push_back({node::root});
+            return true;
+        }
+        frame& parent = stack_.back();
+        node kind = node::skip;
+        provider_error_info* err = nullptr;
+        switch (parent.kind) {
+        case node::root:
+            if (!object)
+                kind = key_ == "choices" ? node::choices : node::skip;
+            else if (key_ == "usage")
+                kind = node::usage;
+            else if (key_ == "error")
+            {
+                kind = node::error;
+                err = &out->error;
+            }
+            break;
+        case node::choices:
+            // Only the first choice: frugal asks for one.
+            kind = object && parent.count == 0 ? node::choice : node::skip;
+            ++parent.count;
+            if (kind == node::choice)
+                out->has_choice = true;
+            break;
+        case node::choice:
+            if (object && (key_ == "message" || key_ == "delta"))
+                kind = node::message;
+            else if (object && key_ == "error")
+            {
+                kind = node::error;
+                err = &out->choice_error;
+            }
+            break;
+        case node::message:
+            if (!object && key_ == "tool_calls")
+                kind = node::tool_calls;
+            break;
+        case node::tool_calls:
+            if (object) {
+                kind = node::tool_call;
+                out->tool_calls.push_back({});
+                out->tool_calls.back().index = parent.count;
+            }
+            ++parent.count;
+            break;
+        case node::tool_call:
+            if (object && key_ == "function")
+                kind = node::function;
+            break;
+        case node::usage:
+            if (object && (key_ == "prompt_tokens_details" || key_ == "completion_tokens_details" ||
+                           key_ == "cost_details"))
+                kind = node::usage_details;
+            break;
+        case node::error:
+            if (object && key_ == "metadata")
+            {
+                kind = node::error_metadata;
+                err = parent.err;
+            }
+            break;
+        case node::error_metadata:
+            if (!object && key_ == "reasons") {
+                kind = node::reasons;
+                parent.err->moderation = true;
+            }
+            break;
+        default:
+            break;
+        }
+        if (err != nullptr)
+            err->present = true;
+        stack_.push_back({kind, 0, err});
+        key_.clear();
+        return true;
+    }
+
+    void close()
+    {
+        if (!stack_.empty())
+            stack_.pop_back();
+        key_.clear();
+    }
+
+    void string_value(const std::string& v)
+    {
+        switch (top()) {
+        case node::root:
+            if (key_ == "id")
+                out->id = v;
+            else if (key_ == "model")
+                out->model = v;
+            else if (key_ == "provider")
+                out->provider = v;
+            break;
+        case node::choice:
+            if (key_ == "finish_reason")
+                out->finish_reason = v;
+            else if (key_ == "native_finish_reason")
+                out->native_finish_reason = v;
+            break;
+        case node::message:
+            if (key_ == "content")
+                out->content += v;
+            else if (key_ == "reasoning")
+                out->reasoning += v;
+            else if (key_ == "refusal")
+                out->refusal += v;
+            break;
+        case node::tool_call:
+            if (key_ == "id")
+                out->tool_calls.back().id = v;
+            break;
+        case node::function:
+            if (key_ == "name")
+                out->tool_calls.back().name = v;
+            else if (key_ == "arguments")
+                out->tool_calls.back().arguments += v;
+            break;
+        case node::error:
+            if (key_ == "message")
+                stack_.back().err->message = v;
+            else if (key_ == "code")
+                stack_.back().err->code = v;
+            break;
+        case node::error_metadata:
+            if (key_ == "error_type")
+                stack_.back().err->error_type = v;
+            else if (key_ == "raw")
+                stack_.back().err->raw = v;
+            else if (key_ == "provider_name")
+                stack_.back().err->provider = v;
+            break;
+        default:
+            break;
+        }
+        key_.clear();
+    }
+
+    // `whole` is the value when the number is a non-negative integer; `text` its last part.
+    void number_value(std::uint64_t whole_value, bool whole, json::string_view last)
+    {
+        number_.append(last.data(), last.size());
+        switch (top()) {
+        case node::root:
+            if (key_ == "created" && whole)
+                out->created = static_cast<std::int64_t>(whole_value);
+            break;
+        case node::tool_call:
+            if (key_ == "index" && whole)
+                out->tool_calls.back().index = static_cast<std::uint32_t>(whole_value);
+            break;
+        case node::usage: {
+            auto& u = ensure_usage();
+            if (key_ == "prompt_tokens" && whole)
+                u.prompt_tokens = whole_value;
+            else if (key_ == "completion_tokens" && whole)
+                u.completion_tokens = whole_value;
+            else if (key_ == "total_tokens" && whole)
+                u.total_tokens = whole_value;
+            else if (key_ == "cost")
+                u.cost = money::parse(number_); // exactly the decimal the server wrote
+            break;
+        }
+        case node::usage_details: {
+            auto& u = ensure_usage();
+            if (key_ == "cached_tokens" && whole)
+                u.cached_tokens = whole_value;
+            else if (key_ == "cache_write_tokens" && whole)
+                u.cache_write_tokens = whole_value;
+            else if (key_ == "reasoning_tokens" && whole)
+                u.reasoning_tokens = whole_value;
+            else if (key_ == "upstream_inference_cost")
+                u.upstream_inference_cost = money::parse(number_);
+            break;
+        }
+        case node::error:
+            if (key_ == "code")
+                stack_.back().err->code = number_;
+            break;
+        default:
+            break;
+        }
+        number_.clear();
+        key_.clear();
+    }
+
+    std::vector<frame> stack_;
+    std::string key_;
+    std::string text_;
+    std::string number_;
+};
+
+} // namespace
+
+struct chat_decoder::impl {
+    json::basic_parser<chat_handler> parser{json::parse_options{}};
+};
+
+chat_decoder::chat_decoder() : impl_(std::make_unique<impl>()) {}
+chat_decoder::~chat_decoder() = default;
+
+error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
+{
+    out.clear();
+    auto& p = impl_->parser;
+    p.reset();
+    p.handler().out = &out;
+    error_code ec;
+    const std::size_t n = p.write_some(false, text.data(), text.size(), ec);
+    if (ec || !p.done())
+        return error::protocol_error;
+    // Only whitespace may follow the document.
+    for (std::size_t i = n; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t')
+            return error::protocol_error;
+    }
+    return {};
+}
+
+// The rarer endpoints, through the DOM ------------------------------------------------------
+
+namespace {
+
+std::string str(const json::object& o, std::string_view key)
+{
+    const auto* v = o.if_contains(key);
+    return v != nullptr && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+std::optional<std::uint64_t> count(const json::object& o, std::string_view key)
+{
+    const auto* v = o.if_contains(key);
+    if (v == nullptr)
+        return std::nullopt;
+    if (v->is_uint64())
+        return v->get_uint64();
+    if (v->is_int64() && v->get_int64() >= 0)
+        return static_cast<std::uint64_t>(v->get_int64());
+    return std::nullopt;
+}
+
+// A price is a decimal string in the catalog; costs and balances are JSON numbers, which the DOM
+// holds as doubles. Boost.JSON writes a double in its shortest round-trip form, which gives
+// back the decimal the server wrote whenever it had at most 15 significant digits.
+std::optional<money> amount(const json::object& o, std::string_view key)
+{
+    const auto* v = o.if_contains(key);
+    if (v == nullptr || v->is_null())
+        return std::nullopt;
+    if (v->is_string())
+        return money::parse(v->get_string());
+    if (v->is_number())
+        return money::parse(json::serialize(*v));
+    return std::nullopt;
+}
+
+std::optional<bool> flag(const json::object& o, std::string_view key)
+{
+    const auto* v = o.if_contains(key);
+    return v != nullptr && v->is_bool() ? std::optional<bool>(v->get_bool()) : std::nullopt;
+}
+
+// The `data` object of an envelope `{"data": {...}}`, or null.
+const json::object* data_object(const json::value& v)
+{
+    if (!v.is_object())
+        return nullptr;
+    const auto* d = v.get_object().if_contains("data");
+    return d != nullptr && d->is_object() ? &d->get_object() : nullptr;
+}
+
+} // namespace
+
+error_code decode_models(std::string_view text, std::vector<model_info>& out)
+{
+    out.clear();
+    error_code ec;
+    const json::value v = json::parse(text, ec);
+    if (ec || !v.is_object())
+        return error::protocol_error;
+    const auto* data = v.get_object().if_contains("data");
+    if (data == nullptr || !data->is_array())
+        return error::protocol_error;
+    for (const auto& row : data->get_array()) {
+        if (!row.is_object())
+            return error::protocol_error;
+        const auto& o = row.get_object();
+        model_info m;
+        m.id = str(o, "id");
+        m.name = str(o, "name");
+        m.canonical_slug = str(o, "canonical_slug");
+        m.created = static_cast<std::int64_t>(count(o, "created").value_or(0));
+        m.context_length = count(o, "context_length");
+        if (const auto* tp = o.if_contains("top_provider"); tp != nullptr && tp->is_object())
+            m.max_completion_tokens = count(tp->get_object(), "max_completion_tokens");
+        const auto* pricing = o.if_contains("pricing");
+        if (m.id.empty() || pricing == nullptr || !pricing->is_object())
+            return error::protocol_error;
+        const auto& p = pricing->get_object();
+        const auto prompt = amount(p, "prompt");
+        const auto completion = amount(p, "completion");
+        if (!prompt || !completion)
+            return error::protocol_error; // a price frugal cannot read exactly is never guessed
+        m.prompt_price = *prompt;
+        m.completion_price = *completion;
+        m.request_price = amount(p, "request").value_or(money());
+        if (const auto* alias = o.if_contains("alias_target"); alias != nullptr && alias->is_object())
+            m.alias_target = str(alias->get_object(), "slug");
+        out.push_back(std::move(m));
+    }
+    return {};
+}
+
+error_code decode_generation(std::string_view text, generation_info& out)
+{
+    error_code ec;
+    const json::value v = json::parse(text, ec);
+    const json::object* d = ec ? nullptr : data_object(v);
+    if (d == nullptr)
+        return error::protocol_error;
+    out = {};
+    out.id = str(*d, "id");
+    out.model = str(*d, "model");
+    out.provider = str(*d, "provider_name");
+    out.total_cost = amount(*d, "total_cost");
+    out.tokens_prompt = count(*d, "tokens_prompt").value_or(0);
+    out.tokens_completion = count(*d, "tokens_completion").value_or(0);
+    out.native_tokens_prompt = count(*d, "native_tokens_prompt");
+    out.native_tokens_completion = count(*d, "native_tokens_completion");
+    out.cancelled = flag(*d, "cancelled");
+    out.streamed = flag(*d, "streamed");
+    out.finish_reason = str(*d, "finish_reason");
+    out.created_at = str(*d, "created_at");
+    return {};
+}
+
+error_code decode_key_info(std::string_view text, key_info& out)
+{
+    error_code ec;
+    const json::value v = json::parse(text, ec);
+    const json::object* d = ec ? nullptr : data_object(v);
+    if (d == nullptr)
+        return error::protocol_error;
+    out = {};
+    out.label = str(*d, "label");
+    out.limit = amount(*d, "limit");
+    out.limit_remaining = amount(*d, "limit_remaining");
+    out.usage = amount(*d, "usage").value_or(money());
+    out.usage_daily = amount(*d, "usage_daily");
+    out.usage_weekly = amount(*d, "usage_weekly");
+    out.usage_monthly = amount(*d, "usage_monthly");
+    out.is_free_tier = flag(*d, "is_free_tier").value_or(false);
+    return {};
+}
+
+bool decode_error_body(std::string_view text, provider_error_info& out)
+{
+    chat_decoder decoder;
+    chat_chunk chunk;
+    if (decoder.decode(text, chunk))
+        return false;
+    out = chunk.error;
+    return out.present;
+}
+
+} // namespace frugal::openrouter
