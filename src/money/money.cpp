@@ -46,8 +46,8 @@ std::optional<money> money::parse(std::string_view text) noexcept
         if (!fraction)
             return std::nullopt;
     }
-    if (!any && scale == 0)
-        return std::nullopt;
+    if (!any)
+        return std::nullopt; // JSON and OpenRouter always write a digit before the point
     if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
         ++i;
         bool exp_negative = false;

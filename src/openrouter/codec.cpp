@@ -251,11 +251,13 @@ public:
     static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
 
     chat_chunk* out = nullptr;
+    bool saw_object = false; // the document is an object, not a scalar or an array
 
     bool on_document_begin(error_code&)
     {
         stack_.clear();
         key_.clear();
+        saw_object = false;
         return true;
     }
     bool on_document_end(error_code&) { return true; }
@@ -359,6 +361,7 @@ private:
                 return false;
             }
             stack_.push_back({node::root});
+            saw_object = true;
             return true;
         }
         frame& parent = stack_.back();
@@ -569,7 +572,7 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
     p.handler().out = &out;
     error_code ec;
     const std::size_t n = p.write_some(false, text.data(), text.size(), ec);
-    if (ec || !p.done())
+    if (ec || !p.done() || !p.handler().saw_object)
         return error::protocol_error;
     // Only whitespace may follow the document.
     for (std::size_t i = n; i < text.size(); ++i) {

@@ -4,6 +4,7 @@
 // Lets Boost.Test print frugal values when an assertion on them fails.
 
 #include <frugal/error.hpp>
+#include <frugal/money.hpp>
 
 #include <boost/test/tools/detail/print_helper.hpp>
 
@@ -29,6 +30,11 @@ struct print_log_value<std::optional<T>> {
 } // namespace boost::test_tools::tt_detail
 
 namespace frugal {
+
+inline std::ostream& operator<<(std::ostream& os, money m)
+{
+    return os << m.to_string() << " USD";
+}
 
 inline std::ostream& operator<<(std::ostream& os, error e)
 {

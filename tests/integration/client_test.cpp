@@ -1,0 +1,463 @@
+// frugal's client against the simulator on 127.0.0.1: every fault the simulator can inject,
+// every usage-chunk shape, whitespace-prefixed bodies, retries, pool reuse and discard,
+// deadlines, limits and cancellation.
+#include "client_fixture.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/json.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <thread>
+
+using namespace frugal::test;
+using namespace std::chrono_literals;
+using namespace boost::asio::experimental::awaitable_operators;
+namespace json = boost::json;
+
+BOOST_AUTO_TEST_SUITE(client)
+
+BOOST_AUTO_TEST_CASE(whole_chat_reports_exactly_what_the_simulator_billed)
+{
+    client_fixture f;
+    const auto r = f.chat(request("anthropic/claude-fable-5", "What is a budget?"));
+    BOOST_REQUIRE_MESSAGE(!r.ec, r.ec.message() << ": " << r.diag.to_string());
+    BOOST_TEST(r.response.id.starts_with("gen-"));
+    BOOST_TEST(r.response.model == "anthropic/claude-fable-5");
+    BOOST_TEST(r.response.provider == "Anthropic");
+    BOOST_TEST(r.response.finish_reason == "stop");
+    BOOST_TEST(!r.response.content.empty());
+    BOOST_REQUIRE(r.response.usage && r.response.usage->cost);
+    BOOST_TEST(r.response.usage->cost->to_string() == f.billed_usd("anthropic/claude-fable-5"));
+    BOOST_TEST(r.diag.attempts == 1);
+}
+
+BOOST_AUTO_TEST_CASE(streamed_chat_adds_up_to_the_whole_answer)
+{
+    client_fixture f;
+    const auto whole = f.chat(request("anthropic/claude-fable-5", "Stream me [sim tokens=12]"));
+    const auto s = f.stream(request("anthropic/claude-fable-5", "Stream me [sim tokens=12]"));
+    BOOST_REQUIRE_MESSAGE(!s.ec, s.ec.message() << ": " << s.diag.to_string());
+    BOOST_TEST(s.done);
+    BOOST_TEST(s.text == whole.response.content);
+    BOOST_TEST(s.response.content == whole.response.content);
+    BOOST_TEST(s.deltas == 13); // one per token: twelve words and a full stop
+    BOOST_TEST(s.response.finish_reason == "stop");
+    BOOST_REQUIRE(s.response.usage && s.response.usage->cost);
+    BOOST_TEST(s.response.usage->completion_tokens == 13u);
+    BOOST_TEST(*s.response.usage->cost == *whole.response.usage->cost);
+    BOOST_TEST(s.response.id.starts_with("gen-"));
+    BOOST_TEST(s.response.id != whole.response.id);
+}
+
+BOOST_AUTO_TEST_CASE(every_usage_chunk_shape_gives_the_usage_once)
+{
+    client_fixture f;
+    for (const char* shape : {"2026", "empty_choices", "null_finish"}) {
+        const auto s = f.stream(request("deepseek/deepseek-v3.2", std::string("Hi [sim tokens=4 usage=") + shape + "]"));
+        BOOST_TEST(!s.ec, shape);
+        BOOST_TEST(s.response.finish_reason == "stop", shape);
+        BOOST_REQUIRE_MESSAGE(s.response.usage && s.response.usage->cost, shape);
+        BOOST_TEST(s.response.usage->completion_tokens == 5u, shape);
+    }
+    // The bill agrees with the three usage chunks.
+    const auto bill = f.bill();
+    BOOST_TEST(bill.at("models").at("deepseek/deepseek-v3.2").at("completion_tokens").as_int64() == 15);
+}
+
+BOOST_AUTO_TEST_CASE(reasoning_only_answers_stream_as_reasoning)
+{
+    client_fixture f;
+    const auto s = f.stream(request("google/gemma-4-31b-it:free", "Hi [sim poor=empty]"));
+    BOOST_TEST(!s.ec);
+    BOOST_TEST(s.response.content.empty());
+    BOOST_TEST(s.response.reasoning == "Let me think about this...");
+    BOOST_TEST(s.deltas == 6);
+}
+
+BOOST_AUTO_TEST_CASE(whitespace_before_a_whole_body_is_accepted)
+{
+    auto cfg = fixed();
+    cfg.whitespace_keepalive = true;
+    cfg.keepalive_interval = 20ms;
+    cfg.models = frugal::standard_sim_models();
+    for (auto& m : cfg.models)
+        m.time_to_first_token = 100ms;
+    client_fixture f(cfg);
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi"));
+    BOOST_REQUIRE_MESSAGE(!r.ec, r.diag.to_string());
+    BOOST_TEST(!r.response.content.empty());
+}
+
+BOOST_AUTO_TEST_CASE(status_faults_map_to_their_errors_with_the_servers_message)
+{
+    struct expectation {
+        const char* fault;
+        frugal::error error;
+        int status;
+        int attempts;
+    };
+    client_fixture f;
+    for (const auto& e : {expectation{"429 retry_after=0", frugal::error::rate_limited, 429, 3},
+                          expectation{"429-no-retry-after", frugal::error::rate_limited, 429, 3},
+                          expectation{"402", frugal::error::insufficient_credits, 402, 1},
+                          expectation{"403", frugal::error::moderation, 403, 1},
+                          expectation{"408", frugal::error::upstream_timeout, 408, 3},
+                          expectation{"500", frugal::error::server_error, 500, 1},
+                          expectation{"502", frugal::error::upstream_unavailable, 502, 3},
+                          expectation{"503", frugal::error::upstream_unavailable, 503, 3},
+                          expectation{"524", frugal::error::upstream_timeout, 524, 3},
+                          expectation{"529", frugal::error::upstream_overloaded, 529, 3},
+                          expectation{"context-length", frugal::error::context_length_exceeded, 400, 1}}) {
+        const auto r = f.chat(request("openai/gpt-5-mini", std::string("Hi [sim fault=") + e.fault + "]"));
+        BOOST_TEST(r.ec == e.error, e.fault << ": " << r.ec.message());
+        BOOST_TEST(r.diag.http_status == e.status, e.fault);
+        BOOST_TEST(r.diag.attempts == e.attempts, e.fault);
+        BOOST_TEST(!r.diag.message.empty(), e.fault);
+        BOOST_TEST(r.diag.to_string().find(f.key()) == std::string::npos);
+    }
+    const auto moderation = f.chat(request("openai/gpt-5-mini", "nasty [sim fault=403]"));
+    BOOST_TEST(moderation.diag.message.find("flagged") != std::string::npos);
+    BOOST_TEST(moderation.diag.error_type == "content_policy_violation");
+    const auto upstream = f.chat(request("openai/gpt-5-mini", "Hi [sim fault=502]"));
+    BOOST_TEST(upstream.diag.raw == "upstream connect error");
+    BOOST_TEST(upstream.diag.provider == "OpenAI");
+    BOOST_TEST(upstream.diag.code == "502");
+    // None of them was billed.
+    BOOST_TEST(f.bill().at("total").at("requests").as_int64() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(an_error_inside_a_200_body_is_an_error)
+{
+    client_fixture f;
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi [sim fault=error-200]"));
+    BOOST_TEST(r.ec == frugal::error::upstream_unavailable); // its code, 502
+    BOOST_TEST(r.diag.http_status == 200);
+    BOOST_TEST(r.diag.message == "Provider returned error");
+    BOOST_TEST(r.diag.attempts == 1); // a response had begun: never retried
+}
+
+BOOST_AUTO_TEST_CASE(retry_after_is_honoured)
+{
+    client_fixture f;
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi [sim fault=429 retry_after=1]"));
+    BOOST_TEST(r.ec == frugal::error::rate_limited);
+    BOOST_TEST(r.diag.retry_after.value() == std::chrono::milliseconds(1000));
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 >= 2s)); // two waits of a second
+}
+
+BOOST_AUTO_TEST_CASE(a_transient_failure_is_retried_until_it_passes)
+{
+    auto cfg = fixed();
+    cfg.faults.push_back({.model = "openai/gpt-5-mini", .fault = "503", .first_n = 2});
+    client_fixture f(cfg);
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi"));
+    BOOST_TEST(!r.ec);
+    BOOST_TEST(r.diag.attempts == 3);
+    const auto s = f.stream(request("openai/gpt-5-mini", "Hi"));
+    BOOST_TEST(!s.ec); // the rule is used up
+}
+
+BOOST_AUTO_TEST_CASE(retries_stop_at_the_deadline)
+{
+    auto params = fast_retries();
+    params.retry.max_attempts = 10;
+    params.retry.initial_backoff = 400ms;
+    params.retry.max_backoff = 10s;
+    params.timeouts.total = 1s;
+    client_fixture f(fixed(), params);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi [sim fault=503]"));
+    BOOST_TEST(r.ec == frugal::error::upstream_unavailable);
+    BOOST_TEST(r.diag.attempts < 10);
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 1500ms));
+}
+
+BOOST_AUTO_TEST_CASE(a_reset_after_the_request_was_sent_is_not_retried_by_default)
+{
+    client_fixture f;
+    auto r = f.chat(request("openai/gpt-5-mini", "Hi [sim fault=reset]"));
+    BOOST_TEST(r.ec == boost::asio::error::connection_reset);
+    BOOST_TEST(r.diag.attempts == 1);
+    // Configured as safe to retry, it is.
+    auto params = fast_retries();
+    params.retry.after_request_sent = true;
+    client_fixture g(fixed(), params);
+    r = g.chat(request("openai/gpt-5-mini", "Hi [sim fault=reset]"));
+    BOOST_TEST(r.ec == boost::asio::error::connection_reset);
+    BOOST_TEST(r.diag.attempts == 3);
+}
+
+BOOST_AUTO_TEST_CASE(a_server_that_never_answers_hits_the_first_byte_deadline)
+{
+    auto params = fast_retries();
+    params.timeouts.first_byte = 300ms;
+    client_fixture f(fixed(), params);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi [sim fault=hang]"));
+    BOOST_TEST(r.ec == frugal::error::timeout);
+    BOOST_TEST(r.diag.message.find("first-byte") != std::string::npos);
+    BOOST_TEST(r.diag.attempts == 1); // sent, no reply: not retried
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 1s));
+    BOOST_TEST(f.client.open_connections() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(keep_alive_whitespace_cannot_outlast_the_whole_deadline)
+{
+    auto cfg = fixed();
+    cfg.whitespace_keepalive = true;
+    cfg.keepalive_interval = 50ms;
+    cfg.models = frugal::standard_sim_models();
+    for (auto& m : cfg.models)
+        m.time_to_first_token = 5s;
+    auto params = fast_retries();
+    params.timeouts.total = 600ms;
+    params.timeouts.stall = 200ms; // never reached: whitespace arrives every 50 ms
+    client_fixture f(cfg, params);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi"));
+    BOOST_TEST(r.ec == frugal::error::timeout);
+    BOOST_TEST(r.diag.message.find("whole-request deadline") != std::string::npos);
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 1500ms));
+}
+
+BOOST_AUTO_TEST_CASE(slow_first_token_within_and_beyond_the_deadlines)
+{
+    auto params = fast_retries();
+    params.timeouts.stall = 300ms;
+    client_fixture f(fixed(), params);
+    // The keep-alive comment arrives at once, then the first token after 200 ms: within.
+    auto s = f.stream(request("openai/gpt-5-mini", "Hi [sim fault=slow-first-token ms=200]"));
+    BOOST_TEST(!s.ec);
+    // A stall of a second mid-stream is beyond the stall deadline.
+    s = f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=stall after=2 ms=1000]"));
+    BOOST_TEST(s.ec == frugal::error::timeout);
+    BOOST_TEST(s.diag.message == "the stream stalled");
+    BOOST_TEST(s.deltas == 2);
+}
+
+BOOST_AUTO_TEST_CASE(a_stream_cut_without_done_is_an_error_never_a_success)
+{
+    client_fixture f;
+    const auto s = f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=9 fault=cut after=4]"));
+    BOOST_TEST(s.ec == frugal::error::stream_truncated);
+    BOOST_TEST(s.deltas == 4);
+    BOOST_TEST(s.text == s.response.content);
+    BOOST_TEST(!s.response.usage);
+    const auto w = f.chat(request("openai/gpt-5-mini", "Hi [sim fault=cut]"));
+    BOOST_TEST(w.ec.failed()); // the body is cut short
+    BOOST_TEST(f.client.open_connections() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(mid_stream_errors_carry_the_servers_message)
+{
+    client_fixture f;
+    auto s = f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=midstream-error after=3]"));
+    BOOST_TEST(s.ec == frugal::error::midstream_error);
+    BOOST_TEST(s.deltas == 3);
+    BOOST_TEST(s.diag.message == "Provider returned error");
+    BOOST_TEST(s.diag.code == "502");
+    BOOST_TEST(s.diag.raw == "upstream connect error");
+    BOOST_TEST(s.diag.generation_id == s.response.id);
+    BOOST_TEST(s.response.finish_reason == "error");
+    s = f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=midstream-error-choice after=2]"));
+    BOOST_TEST(s.ec == frugal::error::midstream_error);
+    BOOST_TEST(s.diag.message.find("finish_reason \"error\"") != std::string::npos);
+    s = f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=malformed-chunk after=2]"));
+    BOOST_TEST(s.ec == frugal::error::protocol_error);
+    BOOST_TEST(s.diag.message.starts_with("a stream event is not JSON"));
+}
+
+BOOST_AUTO_TEST_CASE(stream_status_errors_are_reported_at_start)
+{
+    client_fixture f;
+    const auto s = f.stream(request("openai/gpt-5-mini", "Hi [sim fault=402]"));
+    BOOST_TEST(s.start_ec == frugal::error::insufficient_credits);
+    BOOST_TEST(s.diag.http_status == 402);
+    BOOST_TEST(!s.started);
+}
+
+BOOST_AUTO_TEST_CASE(the_pool_reuses_connections_and_discards_failed_ones)
+{
+    client_fixture f;
+    for (int i = 0; i < 5; ++i)
+        BOOST_TEST(!f.chat(request("openai/gpt-5-mini", "Hi")).ec);
+    BOOST_TEST(f.client.open_connections() == 1u);
+    BOOST_TEST(f.client.idle_connections() == 1u);
+    BOOST_TEST(!f.stream(request("openai/gpt-5-mini", "Hi")).ec);
+    BOOST_TEST(f.client.open_connections() == 1u); // the stream ended cleanly: back in the pool
+    // A complete error response leaves the connection usable.
+    BOOST_TEST(f.chat(request("openai/gpt-5-mini", "Hi [sim fault=500]")).ec == frugal::error::server_error);
+    BOOST_TEST(f.client.open_connections() == 1u);
+    // A failed exchange never goes back.
+    BOOST_TEST(f.stream(request("openai/gpt-5-mini", "Hi [sim fault=cut]")).ec == frugal::error::stream_truncated);
+    BOOST_TEST(f.client.open_connections() == 0u);
+    BOOST_TEST(!f.chat(request("openai/gpt-5-mini", "Hi")).ec);
+    BOOST_TEST(f.client.open_connections() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_pooled_connection_the_server_closed_is_replaced)
+{
+    auto sim = std::make_unique<frugal::sim_thread>(fixed());
+    const auto port = sim->port();
+    boost::asio::io_context io;
+    auto params = fast_retries();
+    params.base_url = sim->base_url();
+    frugal::chat_client client(io.get_executor(), params);
+    BOOST_TEST(!run(io, chat_once(client, request("openai/gpt-5-mini", "Hi"))).ec);
+    BOOST_TEST(client.idle_connections() == 1u);
+    sim.reset(); // closes every connection, the idle one too
+    sim = std::make_unique<frugal::sim_thread>(fixed(), "127.0.0.1", port);
+    const auto r = run(io, chat_once(client, request("openai/gpt-5-mini", "Hi")));
+    BOOST_TEST(!r.ec, r.ec.message() << ": " << r.diag.to_string());
+    BOOST_TEST(r.diag.attempts == 1);
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_requests_share_the_pool_up_to_its_limit)
+{
+    auto params = fast_retries();
+    params.max_connections = 4;
+    client_fixture f(paced(5ms), params);
+    const auto results = f.many(request("openai/gpt-5-mini", "Hi [sim tokens=5]"), 32);
+    for (const auto& r : results)
+        BOOST_TEST(!r.ec, r.ec.message() << ": " << r.diag.to_string());
+    BOOST_TEST(f.client.open_connections() <= 4u);
+    BOOST_TEST(f.bill().at("total").at("requests").as_int64() == 32);
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_a_chat_closes_its_connection_promptly)
+{
+    client_fixture f;
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = f.race(request("openai/gpt-5-mini", "Hi [sim fault=hang]"), 100ms);
+    BOOST_TEST(r.ec == boost::asio::error::operation_aborted);
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 1s));
+    BOOST_TEST(f.client.open_connections() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_a_stream_read_cancels_the_generation)
+{
+    client_fixture f(paced(30ms));
+    const auto s = f.stream(request("anthropic/claude-fable-5", "Hi [sim tokens=40]"), /*cancel_after_deltas=*/5);
+    BOOST_TEST(s.ec == boost::asio::error::operation_aborted);
+    BOOST_TEST(s.deltas == 5);
+    BOOST_TEST(f.client.open_connections() == 0u);
+    std::this_thread::sleep_for(200ms);
+    const auto m = f.bill().at("models").at("anthropic/claude-fable-5").as_object();
+    BOOST_TEST(m.at("cancelled").as_int64() == 1);
+    BOOST_TEST(m.at("completion_tokens").as_int64() <= 8); // billed what was delivered, not 41
+}
+
+BOOST_AUTO_TEST_CASE(abandoning_a_stream_discards_its_connection)
+{
+    client_fixture f(paced(30ms));
+    {
+        frugal::chat_stream stream;
+        auto [ec] = run(f.io, start_stream(f.client, request("anthropic/claude-fable-5", "Hi [sim tokens=40]"), stream));
+        BOOST_TEST(!ec);
+        BOOST_TEST(f.client.open_connections() == 1u);
+    } // destroyed mid-stream
+    BOOST_TEST(f.client.open_connections() == 0u);
+    BOOST_TEST(f.client.idle_connections() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(reads_after_the_end_and_concurrent_reads_are_refused)
+{
+    client_fixture f;
+    frugal::chat_stream stream;
+    auto [rec, delta] = run(f.io, read_delta(stream));
+    BOOST_TEST(rec == frugal::error::stream_not_readable); // never started
+    auto [ec] = run(f.io, start_stream(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=2]"), stream));
+    BOOST_TEST(!ec);
+    const auto both = run(f.io, two_reads(stream));
+    BOOST_TEST(std::get<1>(both) == frugal::error::operation_in_progress);
+    while (!stream.done())
+        run(f.io, read_delta(stream));
+    BOOST_TEST(std::get<0>(run(f.io, read_delta(stream))) == frugal::error::stream_not_readable);
+}
+
+BOOST_AUTO_TEST_CASE(models_generation_and_key_info)
+{
+    client_fixture f;
+    const auto models = run(f.io, models_once(f.client));
+    BOOST_REQUIRE(!std::get<0>(models));
+    const auto& list = std::get<1>(models);
+    const auto scout = std::find_if(list.begin(), list.end(), [](const auto& m) { return m.id == "meta-llama/llama-4-scout"; });
+    BOOST_REQUIRE(scout != list.end());
+    BOOST_TEST(scout->prompt_price.units() == 37'500); // "0.0000000375", exactly
+    const auto alias = std::find_if(list.begin(), list.end(), [](const auto& m) { return m.id.starts_with("~"); });
+    BOOST_TEST(alias->alias_target == "anthropic/claude-fable-5");
+
+    const auto r = f.chat(request("anthropic/claude-fable-5", "Hi"));
+    const auto g = run(f.io, generation_once(f.client, r.response.id));
+    BOOST_REQUIRE(!std::get<0>(g));
+    BOOST_TEST((std::get<1>(g).total_cost == r.response.usage->cost));
+    BOOST_TEST(std::get<1>(g).tokens_completion == r.response.usage->completion_tokens);
+    BOOST_TEST(std::get<0>(run(f.io, generation_once(f.client, "gen-0-missing"))) == frugal::error::not_found);
+
+    const auto k = run(f.io, key_once(f.client));
+    BOOST_REQUIRE(!std::get<0>(k));
+    BOOST_TEST((std::get<1>(k).usage == *r.response.usage->cost));
+    BOOST_TEST(!std::get<1>(k).limit);
+}
+
+BOOST_AUTO_TEST_CASE(limits_fail_cleanly)
+{
+    auto params = fast_retries();
+    params.limits.max_body_size = 200;
+    client_fixture f(fixed(), params);
+    auto r = f.chat(request("openai/gpt-5-mini", "Hi"));
+    BOOST_TEST(r.ec == make_error_code(boost::beast::http::error::body_limit));
+    BOOST_TEST(r.diag.message.find("max_body_size") != std::string::npos);
+    params = fast_retries();
+    params.limits.max_sse_line_size = 100;
+    client_fixture g(fixed(), params);
+    const auto s = g.stream(request("openai/gpt-5-mini", "Hi"));
+    BOOST_TEST(s.ec == frugal::error::sse_line_too_long);
+    params = fast_retries();
+    params.limits.max_header_size = 40;
+    client_fixture h(fixed(), params);
+    r = h.chat(request("openai/gpt-5-mini", "Hi"));
+    BOOST_TEST(r.ec == make_error_code(boost::beast::http::error::header_limit));
+}
+
+BOOST_AUTO_TEST_CASE(configuration_errors_fail_the_request_without_touching_the_network)
+{
+    boost::asio::io_context io;
+    for (const auto& [url, key, expected] :
+         {std::tuple{"http://example.com/api/v1", "k", frugal::error::insecure_url},
+          std::tuple{"ftp://x", "k", frugal::error::bad_url},
+          std::tuple{"http://127.0.0.1:1/api/v1", "", frugal::error::missing_api_key}}) {
+        frugal::client_params p;
+        p.base_url = url;
+        p.api_key = key;
+        frugal::chat_client client(io.get_executor(), p);
+        if (std::string(key).empty())
+            unsetenv("OPENROUTER_API_KEY");
+        const auto r = run(io, chat_once(client, request("m", "Hi")));
+        BOOST_TEST(r.ec == expected, url);
+        BOOST_TEST(!r.diag.message.empty());
+    }
+    // Connection refused is a connection error, retried, then reported.
+    frugal::client_params p = fast_retries();
+    p.base_url = "http://127.0.0.1:1/api/v1";
+    frugal::chat_client client(io.get_executor(), p);
+    const auto r = run(io, chat_once(client, request("m", "Hi")));
+    BOOST_TEST(r.ec == boost::asio::error::connection_refused);
+    BOOST_TEST(r.diag.attempts == 3);
+    BOOST_TEST(r.diag.message.find("cannot connect to 127.0.0.1:1") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(the_key_never_appears_in_errors)
+{
+    auto cfg = fixed();
+    cfg.accept_any_key = false;
+    client_fixture f(cfg);
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi"));
+    BOOST_TEST(r.ec == frugal::error::unauthorized);
+    BOOST_TEST(r.diag.message == "User not found.");
+    BOOST_TEST(r.diag.to_string().find(f.key()) == std::string::npos);
+    BOOST_TEST(r.ec.message().find(f.key()) == std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
