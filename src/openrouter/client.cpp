@@ -260,6 +260,11 @@ struct exchange {
     bool reused = false;
 };
 
+std::string body_limit_message(std::uint64_t limit)
+{
+    return "the response body is larger than max_body_size (" + std::to_string(limit) + " bytes)";
+}
+
 // Sends `method path` with `body` and reads the response head into `x`. The connection stays
 // checked out on success; on failure it has been given back (closed).
 template <class Body>
@@ -322,11 +327,24 @@ asio::awaitable<error_code> start_exchange(
         st.request_sent = true;
 
         x.parser->header_limit(c->params.limits.max_header_size);
+        // Set before the head is read, so a Content-Length beyond it fails at once. A stream
+        // has no overall limit (its lines and events have theirs); Beast's default is 8 MB.
+        if constexpr (std::is_same_v<Body, bhttp::string_body>)
+            x.parser->body_limit(c->params.limits.max_body_size);
+        else
+            x.parser->body_limit(boost::none);
         auto [rec, rn] = co_await bhttp::async_read_header(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
         if (rec) {
             const bool timed_out = x.conn->timed_out();
-            diag.message = timed_out ? "no response within the first-byte deadline"
-                                     : "reading the response head failed: " + rec.message();
+            if (timed_out)
+                diag.message = "no response within the first-byte deadline";
+            else if (rec == bhttp::error::body_limit)
+                diag.message = body_limit_message(c->params.limits.max_body_size);
+            else if (rec == bhttp::error::header_limit)
+                diag.message = "the response headers are larger than max_header_size (" +
+                               std::to_string(c->params.limits.max_header_size) + " bytes)";
+            else
+                diag.message = "reading the response head failed: " + rec.message();
             c->pool.release(c->key, std::move(x.conn), false);
             co_return timed_out ? error_code(error::timeout) : rec;
         }
@@ -348,7 +366,6 @@ asio::awaitable<error_code> finish_whole(
     std::shared_ptr<client_impl> c, exchange<bhttp::string_body>& x, steady_clock::time_point total, diagnostics& diag)
 {
     const auto stall = c->params.timeouts.stall;
-    x.parser->body_limit(c->params.limits.max_body_size);
     while (!x.parser->is_done()) {
         x.conn->arm(std::min(steady_clock::now() + stall, total), "reading the response body");
         auto [ec, n] = co_await bhttp::async_read_some(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
@@ -358,8 +375,7 @@ asio::awaitable<error_code> finish_whole(
                 diag.message = steady_clock::now() >= total ? "the whole-request deadline passed while reading the body"
                                                             : "the response body stalled";
             else if (ec == bhttp::error::body_limit)
-                diag.message = "the response body is larger than max_body_size (" +
-                               std::to_string(c->params.limits.max_body_size) + " bytes)";
+                diag.message = body_limit_message(c->params.limits.max_body_size);
             else
                 diag.message = "reading the response body failed: " + ec.message();
             c->pool.release(c->key, std::move(x.conn), false);
@@ -719,6 +735,13 @@ struct read_delta_op {
         using step = chat_stream::state::step;
         if (where == posted)
             return finish(self);
+        if (where == start && steady_clock::now() >= s->total) {
+            s->diag.message = "the whole-request deadline passed before this read";
+            s->fail(error::timeout);
+            result = s->error;
+            where = posted;
+            return asio::post(s->client->executor, std::move(self));
+        }
         if (where == reading || where == draining) {
             const std::size_t n = s->body.size() - s->parser->get().body().size;
             if (ec == bhttp::error::need_buffer)
@@ -787,6 +810,8 @@ struct read_delta_op {
     template <class Self>
     void finish(Self& self)
     {
+        if (s->conn)
+            s->conn->disarm();
         s->reading = false;
         self.complete(result, std::move(delta));
     }
@@ -841,6 +866,8 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
             const auto& h = x.parser->get();
             const bool sse = h[bhttp::field::content_type].starts_with("text/event-stream");
             if (diag.http_status == 200 && sse) {
+                // Deadlines apply while a read is waiting; between reads the caller sets the pace.
+                x.conn->disarm();
                 s->conn = std::move(x.conn);
                 s->parser = std::move(x.parser);
                 s->started = true;
@@ -850,6 +877,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
             exchange<bhttp::string_body> whole{
                 std::move(x.conn), std::make_unique<bhttp::response_parser<bhttp::string_body>>(std::move(*x.parser)),
                 x.reused};
+            whole.parser->body_limit(c->params.limits.max_body_size);
             ec = co_await finish_whole(c, whole, s->total, diag);
             if (!ec)
                 ec = response_error(diag.http_status, whole.parser->get().body(), diag);
