@@ -1,0 +1,217 @@
+// Every public async operation with every completion token users reach for: a plain callback,
+// the default token (deferred, so `co_await op()` works), use_awaitable, as_tuple(use_awaitable),
+// use_future, and inside an `||` race, where the losing operation must complete promptly with
+// operation_aborted (which proves the caller's cancellation slot reaches the operation).
+#include "client_fixture.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/test/unit_test.hpp>
+
+using namespace frugal::test;
+using namespace boost::asio::experimental::awaitable_operators;
+using boost::system::error_code;
+namespace asio = boost::asio;
+
+namespace {
+
+// One async operation of the public API, started with any token.
+struct chat_op {
+    static constexpr const char* name = "async_chat";
+    frugal::chat_client& c;
+    const char* prompt = "Hi";
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        return c.async_chat(request("openai/gpt-5-mini", prompt), std::forward<Token>(t));
+    }
+};
+struct models_op {
+    static constexpr const char* name = "async_models";
+    frugal::chat_client& c;
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        return c.async_models(std::forward<Token>(t));
+    }
+};
+struct generation_op {
+    static constexpr const char* name = "async_generation";
+    frugal::chat_client& c;
+    std::string id;
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        return c.async_generation(id, std::forward<Token>(t));
+    }
+};
+struct key_op {
+    static constexpr const char* name = "async_key_info";
+    frugal::chat_client& c;
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        return c.async_key_info(std::forward<Token>(t));
+    }
+};
+struct start_stream_op {
+    static constexpr const char* name = "async_start_stream";
+    frugal::chat_client& c;
+    frugal::chat_stream& s;
+    const char* prompt = "Hi";
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        return c.async_start_stream(request("openai/gpt-5-mini", prompt), s, std::forward<Token>(t));
+    }
+};
+struct read_delta_op {
+    static constexpr const char* name = "async_read_delta";
+    frugal::chat_stream& s;
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        return s.async_read_delta(std::forward<Token>(t));
+    }
+};
+
+// The error of a completion (error first, whatever follows).
+template <class... Values>
+error_code first(const std::tuple<error_code, Values...>& t)
+{
+    return std::get<0>(t);
+}
+
+template <class Op>
+asio::awaitable<error_code> with_default_token(Op op)
+{
+    try {
+        co_await op(); // deferred: co_await works without naming a token
+        co_return error_code{};
+    } catch (const boost::system::system_error& e) {
+        co_return e.code();
+    }
+}
+
+template <class Op>
+asio::awaitable<error_code> with_use_awaitable(Op op)
+{
+    try {
+        co_await op(asio::use_awaitable);
+        co_return error_code{};
+    } catch (const boost::system::system_error& e) {
+        co_return e.code();
+    }
+}
+
+template <class Op>
+asio::awaitable<error_code> with_as_tuple(Op op)
+{
+    auto result = co_await op(asio::as_tuple(asio::use_awaitable));
+    co_return first(result);
+}
+
+// Both completions of a race, so the loser's error can be checked too.
+template <class Op>
+asio::awaitable<std::pair<error_code, std::chrono::milliseconds>> race(Op op, std::chrono::milliseconds limit)
+{
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    timer.expires_after(limit);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto a = op(asio::as_tuple(asio::use_awaitable));
+    auto b = timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    auto winner = co_await (std::move(a) || std::move(b));
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+    co_return std::pair{winner.index() == 0 ? first(std::get<0>(winner)) : error_code(asio::error::operation_aborted), took};
+}
+
+// Runs `make()`'s operation with every token; each must succeed.
+template <class Make>
+void every_token_succeeds(client_fixture& f, Make make)
+{
+    const char* name = decltype(make())::name;
+    {
+        std::optional<error_code> got;
+        make()([&got](error_code ec, auto&&...) { got = ec; });
+        f.io.restart();
+        f.io.run();
+        BOOST_TEST((got && !*got), name << " with a callback");
+    }
+    BOOST_TEST(!run(f.io, with_default_token(make())), name << " with the default token");
+    BOOST_TEST(!run(f.io, with_use_awaitable(make())), name << " with use_awaitable");
+    BOOST_TEST(!run(f.io, with_as_tuple(make())), name << " with as_tuple");
+    {
+        auto future = make()(asio::use_future);
+        f.io.restart();
+        f.io.run();
+        BOOST_CHECK_NO_THROW(future.get());
+    }
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(token_matrix)
+
+BOOST_AUTO_TEST_CASE(chat_models_generation_and_key_with_every_token)
+{
+    client_fixture f;
+    every_token_succeeds(f, [&] { return chat_op{f.client}; });
+    every_token_succeeds(f, [&] { return models_op{f.client}; });
+    const auto r = f.chat(request("openai/gpt-5-mini", "Hi"));
+    every_token_succeeds(f, [&] { return generation_op{f.client, r.response.id}; });
+    every_token_succeeds(f, [&] { return key_op{f.client}; });
+}
+
+BOOST_AUTO_TEST_CASE(streams_with_every_token)
+{
+    client_fixture f;
+    std::vector<std::unique_ptr<frugal::chat_stream>> streams;
+    every_token_succeeds(f, [&] {
+        streams.push_back(std::make_unique<frugal::chat_stream>());
+        return start_stream_op{f.client, *streams.back()};
+    });
+    // Each started stream serves one read per token.
+    for (auto& s : streams)
+        every_token_succeeds(f, [&] { return read_delta_op{*s}; });
+}
+
+BOOST_AUTO_TEST_CASE(errors_arrive_through_every_token)
+{
+    client_fixture f;
+    const auto e = make_error_code(frugal::error::insufficient_credits);
+    auto make = [&] { return chat_op{f.client, "Hi [sim fault=402]"}; };
+    BOOST_TEST(run(f.io, with_default_token(make())) == e);   // thrown by co_await, caught
+    BOOST_TEST(run(f.io, with_use_awaitable(make())) == e);
+    BOOST_TEST(run(f.io, with_as_tuple(make())) == e);
+    auto future = make()(asio::use_future);
+    f.io.restart();
+    f.io.run();
+    BOOST_CHECK_THROW(future.get(), boost::system::system_error);
+}
+
+BOOST_AUTO_TEST_CASE(losing_a_race_cancels_promptly)
+{
+    client_fixture f(paced(200ms)); // every token takes 200 ms: the timer always wins
+    for (const auto& [name, result] :
+         {std::pair{"async_chat", run(f.io, race(chat_op{f.client, "Hi [sim fault=hang]"}, 50ms))},
+          std::pair{"async_start_stream", [&] {
+                        frugal::chat_stream s;
+                        return run(f.io, race(start_stream_op{f.client, s, "Hi [sim fault=hang]"}, 50ms));
+                    }()}}) {
+        BOOST_TEST(result.first == asio::error::operation_aborted, name);
+        BOOST_TEST((result.second < std::chrono::milliseconds(1000)), name);
+    }
+    frugal::chat_stream s;
+    BOOST_TEST(!run(f.io, with_as_tuple(start_stream_op{f.client, s, "Hi [sim tokens=20]"})));
+    run(f.io, with_as_tuple(read_delta_op{s})); // the first token
+    const auto lost = run(f.io, race(read_delta_op{s}, 50ms));
+    BOOST_TEST(lost.first == asio::error::operation_aborted);
+    BOOST_TEST((lost.second < std::chrono::milliseconds(1000)));
+    BOOST_TEST(s.done());
+    BOOST_TEST(s.error() == asio::error::operation_aborted);
+    BOOST_TEST(f.client.open_connections() == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
