@@ -36,6 +36,7 @@ demo: build
 bench: build
 	$(BUILD_DIR)/bin/frugal_bench --results=$(BUILD_DIR)/bench/results.json
 	$(BUILD_DIR)/bin/frugal_sim_bench --results=$(BUILD_DIR)/bench/results.json
+	$(BUILD_DIR)/bin/frugal_client_bench --results=$(BUILD_DIR)/bench/results.json
 	@cat $(BUILD_DIR)/bench/results.json
 
 sanitize: deps

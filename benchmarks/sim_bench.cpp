@@ -6,6 +6,7 @@
 // Figures: sim_nonstream_req_per_s, sim_open_streams, sim_kib_per_open_stream,
 // sim_stream_cpu_us_per_chunk.
 #include "figures.hpp"
+#include "process.hpp"
 
 #include <frugal/sim.hpp>
 
@@ -27,88 +28,29 @@
 #include <string>
 #include <vector>
 
-#include <sched.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 namespace asio = boost::asio;
+namespace bench = frugal::bench;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 namespace {
 
-void pin_to_cpu(int cpu)
+// A simulator in a child process on CPU 0.
+bench::child spawn_sim(frugal::sim_config config)
 {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) != 0)
-        std::perror("sched_setaffinity");
-}
-
-void raise_fd_limit()
-{
-    rlimit r{};
-    getrlimit(RLIMIT_NOFILE, &r);
-    r.rlim_cur = r.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &r);
-}
-
-struct child {
-    pid_t pid = -1;
-    std::uint16_t port = 0;
-};
-
-// Starts a simulator in a child process on CPU 0 and returns its port.
-child spawn_sim(frugal::sim_config config)
-{
-    int fds[2];
-    if (pipe(fds) != 0)
-        throw std::runtime_error("pipe failed");
-    const pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        pin_to_cpu(0);
+    return bench::spawn_server(0, [&config](const auto& ready) {
         asio::io_context io{1};
         frugal::simulator sim(io.get_executor(), std::move(config));
         sim.start();
-        const std::uint16_t port = sim.port();
-        if (write(fds[1], &port, sizeof port) != sizeof port)
-            _exit(1);
-        close(fds[1]);
+        ready(sim.port());
         asio::signal_set signals(io, SIGTERM);
         signals.async_wait([&](auto, int) {
             sim.stop();
             io.stop();
         });
         io.run();
-        _exit(0);
-    }
-    close(fds[1]);
-    child c{pid, 0};
-    if (read(fds[0], &c.port, sizeof c.port) != sizeof c.port)
-        throw std::runtime_error("simulator did not start");
-    close(fds[0]);
-    return c;
-}
-
-struct child_usage {
-    double cpu_seconds = 0;
-    long max_rss_kib = 0;
-};
-
-child_usage stop_sim(const child& c)
-{
-    kill(c.pid, SIGTERM);
-    int status = 0;
-    rusage ru{};
-    wait4(c.pid, &status, 0, &ru);
-    return {
-        static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
-        ru.ru_maxrss};
+    });
 }
 
 std::string request_bytes(const std::string& body)
@@ -327,15 +269,15 @@ int main(int argc, char** argv)
         if (std::strncmp(argv[i], "--streams=", 10) == 0)
             streams = std::strtoul(argv[i] + 10, nullptr, 10);
     }
-    raise_fd_limit();
-    pin_to_cpu(1);
+    bench::raise_fd_limit();
+    bench::pin_to_cpu(1);
     std::map<std::string, std::pair<double, std::string>> figures;
 
     {
         frugal::sim_config config;
-        child sim = spawn_sim(config);
+        bench::child sim = spawn_sim(config);
         const double rps = measure_whole(sim.port);
-        stop_sim(sim);
+        bench::stop_server(sim);
         std::printf(
             "sim_nonstream_req_per_s   %10.0f req/s (64 connections, 60-token answers)\n", rps);
         figures["sim_nonstream_req_per_s"] = {rps, "req/s"};
@@ -347,7 +289,7 @@ int main(int argc, char** argv)
         config.models = frugal::standard_sim_models();
         for (auto& m : config.models)
             m.time_per_token = 250ms;
-        child sim = spawn_sim(config);
+        bench::child sim = spawn_sim(config);
         asio::io_context io{1};
         const std::string body =
             R"({"model":"deepseek/deepseek-v3.2","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"Stream it. [sim tokens=29]"}]})";
@@ -356,7 +298,7 @@ int main(int argc, char** argv)
         const auto t0 = steady::now();
         io.run_for(120s);
         const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
-        const child_usage usage = stop_sim(sim);
+        const bench::child_usage usage = bench::stop_server(sim);
         const auto& r = load.result;
         const std::size_t held = r.failed == 0 ? r.peak_open : std::min(r.peak_open, r.completed);
         std::printf(

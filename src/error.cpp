@@ -64,18 +64,15 @@ bool is_retryable(const boost::system::error_code& ec) noexcept
         case error::upstream_timeout:
         case error::upstream_unavailable:
         case error::upstream_overloaded:
-        case error::timeout:
-            return true;
-        default:
-            return false;
+        case error::timeout: return true;
+        default: return false;
         }
     }
     // Connection failures: the server may be back, or the next connection may be healthy.
     namespace errc = boost::system::errc;
     return ec == errc::connection_refused || ec == errc::connection_reset ||
            ec == errc::connection_aborted || ec == errc::broken_pipe ||
-           ec == errc::network_unreachable || ec == errc::host_unreachable ||
-           ec == errc::timed_out;
+           ec == errc::network_unreachable || ec == errc::host_unreachable || ec == errc::timed_out;
 }
 
 bool is_fatal(const boost::system::error_code& ec) noexcept
@@ -104,10 +101,8 @@ bool is_fatal(const boost::system::error_code& ec) noexcept
     case error::missing_api_key:
     case error::bad_request_body:
     case error::operation_in_progress:
-    case error::stream_not_readable:
-        return false;
-    default:
-        return true;
+    case error::stream_not_readable: return false;
+    default: return true;
     }
 }
 

@@ -40,7 +40,7 @@ struct timeouts {
 /// Size limits on what a server may send. Each breach fails the operation with a clear error
 /// instead of growing memory.
 struct limits {
-    std::uint32_t max_header_size = 64 * 1024;                  ///< response headers
+    std::uint32_t max_header_size = 64 * 1024;                     ///< response headers
     std::uint64_t max_body_size = std::uint64_t{64} * 1024 * 1024; ///< a whole response body
     std::size_t max_sse_line_size = std::size_t{8} * 1024 * 1024;  ///< one line of a stream
     std::size_t max_sse_event_size = std::size_t{8} * 1024 * 1024; ///< one event of a stream
@@ -141,8 +141,8 @@ public:
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_read_delta(CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, chat_delta)>(
-            initiation{this}, token);
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, chat_delta)>(initiation{this}, token);
     }
 
     /// Whether the stream reached `data: [DONE]` (or failed: see `error()`).
@@ -184,8 +184,8 @@ private:
 ///
 /// Every `async_*` operation takes a completion token (the default, `deferred`, makes
 /// `co_await client.async_chat(req)` work) and has an overload taking a `diagnostics&`,
-/// written when the operation completes (so it must outlive the operation). Failed attempts are retried as `client_params::retry` says, and
-/// only before a response has begun.
+/// written when the operation completes (so it must outlive the operation). Failed attempts are
+/// retried as `client_params::retry` says, and only before a response has begun.
 ///
 /// @par Per-operation cancellation
 /// Every operation supports terminal cancellation: the request in flight is abandoned and its
@@ -222,13 +222,16 @@ public:
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_chat(chat_request request, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, chat_response)>(
-            chat_initiation{this}, token, std::move(request), static_cast<frugal::diagnostics*>(nullptr));
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, chat_response)>(
+            chat_initiation{this}, token, std::move(request),
+            static_cast<frugal::diagnostics*>(nullptr));
     }
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_chat(chat_request request, frugal::diagnostics& diag, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, chat_response)>(
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, chat_response)>(
             chat_initiation{this}, token, std::move(request), &diag);
     }
 
@@ -273,13 +276,16 @@ public:
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_generation(std::string id, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, generation_info)>(
-            generation_initiation{this}, token, std::move(id), static_cast<frugal::diagnostics*>(nullptr));
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, generation_info)>(
+            generation_initiation{this}, token, std::move(id),
+            static_cast<frugal::diagnostics*>(nullptr));
     }
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_generation(std::string id, frugal::diagnostics& diag, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, generation_info)>(
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, generation_info)>(
             generation_initiation{this}, token, std::move(id), &diag);
     }
 
@@ -290,13 +296,15 @@ public:
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_key_info(CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, key_info)>(
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, key_info)>(
             key_initiation{this}, token, static_cast<frugal::diagnostics*>(nullptr));
     }
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_key_info(frugal::diagnostics& diag, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, key_info)>(
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, key_info)>(
             key_initiation{this}, token, &diag);
     }
 
@@ -352,18 +360,21 @@ private:
     void async_chat_impl(
         chat_request req,
         frugal::diagnostics* diag,
-        boost::asio::any_completion_handler<void(boost::system::error_code, chat_response)> handler);
+        boost::asio::any_completion_handler<void(boost::system::error_code, chat_response)>
+            handler);
     void async_start_stream_impl(
         chat_request req,
         chat_stream* stream,
         boost::asio::any_completion_handler<void(boost::system::error_code)> handler);
     void async_models_impl(
         frugal::diagnostics* diag,
-        boost::asio::any_completion_handler<void(boost::system::error_code, std::vector<model_info>)> handler);
+        boost::asio::any_completion_handler<
+            void(boost::system::error_code, std::vector<model_info>)> handler);
     void async_generation_impl(
         std::string id,
         frugal::diagnostics* diag,
-        boost::asio::any_completion_handler<void(boost::system::error_code, generation_info)> handler);
+        boost::asio::any_completion_handler<void(boost::system::error_code, generation_info)>
+            handler);
     void async_key_info_impl(
         frugal::diagnostics* diag,
         boost::asio::any_completion_handler<void(boost::system::error_code, key_info)> handler);

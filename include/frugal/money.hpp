@@ -48,10 +48,19 @@ public:
     /// An approximation, for display and for APIs that want a JSON number.
     double to_double() const noexcept { return static_cast<double>(units_) / units_per_usd; }
 
-    friend constexpr money operator+(money a, money b) noexcept { return money(a.units_ + b.units_); }
-    friend constexpr money operator-(money a, money b) noexcept { return money(a.units_ - b.units_); }
+    friend constexpr money operator+(money a, money b) noexcept
+    {
+        return money(a.units_ + b.units_);
+    }
+    friend constexpr money operator-(money a, money b) noexcept
+    {
+        return money(a.units_ - b.units_);
+    }
     /// A price per token times a count of tokens.
-    friend constexpr money operator*(money a, std::int64_t n) noexcept { return money(a.units_ * n); }
+    friend constexpr money operator*(money a, std::int64_t n) noexcept
+    {
+        return money(a.units_ * n);
+    }
     constexpr money& operator+=(money b) noexcept
     {
         units_ += b.units_;

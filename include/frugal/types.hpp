@@ -39,7 +39,7 @@ struct chat_message {
 
 /// OpenRouter's provider routing preferences (the request's `provider` object).
 struct provider_preferences {
-    std::vector<std::string> order;  ///< provider slugs to try in order
+    std::vector<std::string> order; ///< provider slugs to try in order
     std::optional<bool> allow_fallbacks;
     std::vector<std::string> only;   ///< only these providers
     std::vector<std::string> ignore; ///< never these providers
@@ -112,11 +112,15 @@ struct tool_call_delta {
     bool operator==(const tool_call_delta&) const = default;
 };
 
-/// What one stream event added.
+/// What a stream added since the previous read: one event's worth when the reader keeps up
+/// with the stream, the events that arrived meanwhile, joined in order, when it does not.
 struct chat_delta {
     std::string content;
     std::string reasoning;
+    /// Tool-call fragments in arrival order (consecutive fragments of one call are joined).
     std::vector<tool_call_delta> tool_calls;
+    /// How many stream events this delta joins (0 for the read that meets `[DONE]` alone).
+    std::uint32_t events = 0;
     bool operator==(const chat_delta&) const = default;
 };
 

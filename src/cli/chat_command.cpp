@@ -42,7 +42,8 @@ void print_json(const chat_response& r)
     out += ",\"usage\":";
     if (r.usage) {
         out += "{\"prompt_tokens\":" + std::to_string(r.usage->prompt_tokens) +
-               ",\"completion_tokens\":" + std::to_string(r.usage->completion_tokens) + ",\"cost\":";
+               ",\"completion_tokens\":" + std::to_string(r.usage->completion_tokens) +
+               ",\"cost\":";
         // The exact decimal OpenRouter billed, as a JSON number.
         out += r.usage->cost ? r.usage->cost->to_string() : "null";
         out += '}';
@@ -96,7 +97,8 @@ int run_chat(const chat_options& options)
     client_params params;
     params.base_url = options.base_url;
     params.ca_file = options.ca_file;
-    params.timeouts.total = std::chrono::milliseconds(static_cast<std::int64_t>(options.timeout_seconds * 1000));
+    params.timeouts.total =
+        std::chrono::milliseconds(static_cast<std::int64_t>(options.timeout_seconds * 1000));
     params.timeouts.stall = std::min(params.timeouts.stall, params.timeouts.total);
     params.timeouts.first_byte = std::min(params.timeouts.first_byte, params.timeouts.total);
 
@@ -108,9 +110,9 @@ int run_chat(const chat_options& options)
     asio::io_context io{1};
     chat_client client(io.get_executor(), params);
     int status = exit_failure;
-    asio::co_spawn(io, run(client, std::move(req), options), [&status](std::exception_ptr ep, int s) {
-        status = ep ? exit_failure : s;
-    });
+    asio::co_spawn(
+        io, run(client, std::move(req), options),
+        [&status](std::exception_ptr ep, int s) { status = ep ? exit_failure : s; });
     io.run();
     return status;
 }

@@ -31,14 +31,19 @@ int main(int argc, char** argv)
     chat_options chat;
     auto* chat_cmd = app.add_subcommand(
         "chat", "One chat completion through OpenRouter (key from OPENROUTER_API_KEY)");
-    chat_cmd->add_option("--base-url", chat.base_url,
-                         "API base URL (default: OPENROUTER_BASE_URL, else https://openrouter.ai/api/v1)");
-    chat_cmd->add_option("--model", chat.model, "Model id, e.g. google/gemma-4-31b-it:free")->required();
+    chat_cmd->add_option(
+        "--base-url", chat.base_url,
+        "API base URL (default: OPENROUTER_BASE_URL, else https://openrouter.ai/api/v1)");
+    chat_cmd->add_option("--model", chat.model, "Model id, e.g. google/gemma-4-31b-it:free")
+        ->required();
     chat_cmd->add_flag("--stream", chat.stream, "Print the content as it arrives");
     chat_cmd->add_option("--max-tokens", chat.max_tokens, "Most tokens to generate");
-    chat_cmd->add_flag("--json", chat.json, "Print one JSON object with id, model, content, usage and cost");
-    chat_cmd->add_option("--ca-file", chat.ca_file, "PEM file of extra trusted CAs")->check(CLI::ExistingFile);
-    chat_cmd->add_option("--timeout", chat.timeout_seconds, "Deadline of the whole request, in seconds")
+    chat_cmd->add_flag(
+        "--json", chat.json, "Print one JSON object with id, model, content, usage and cost");
+    chat_cmd->add_option("--ca-file", chat.ca_file, "PEM file of extra trusted CAs")
+        ->check(CLI::ExistingFile);
+    chat_cmd
+        ->add_option("--timeout", chat.timeout_seconds, "Deadline of the whole request, in seconds")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
     chat_cmd->add_option("prompt", chat.prompt, "The user message")->required();

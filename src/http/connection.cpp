@@ -98,7 +98,8 @@ bool connection::alive()
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-asio::awaitable<error_code> connection::establish(const route& r, connect_deadlines d, std::string& detail)
+asio::awaitable<error_code>
+connection::establish(const route& r, connect_deadlines d, std::string& detail)
 {
     const url& first_hop = r.proxy ? *r.proxy : r.target;
     const auto start = steady_clock::now();
@@ -134,11 +135,13 @@ asio::awaitable<error_code> connection::establish(const route& r, connect_deadli
     if (r.proxy) {
         // An HTTP CONNECT tunnel (RFC 9110 9.3.6) to the target, then TLS inside it.
         arm(std::min(steady_clock::now() + d.tls_handshake, d.total), "proxy CONNECT");
-        std::string req = "CONNECT " + r.target.authority() + " HTTP/1.1\r\nHost: " + r.target.authority() + "\r\n";
+        std::string req = "CONNECT " + r.target.authority() +
+                          " HTTP/1.1\r\nHost: " + r.target.authority() + "\r\n";
         if (!r.proxy->userinfo.empty()) {
-            std::string encoded(beast::detail::base64::encoded_size(r.proxy->userinfo.size()), '\0');
-            encoded.resize(beast::detail::base64::encode(encoded.data(), r.proxy->userinfo.data(),
-                                                         r.proxy->userinfo.size()));
+            std::string encoded(
+                beast::detail::base64::encoded_size(r.proxy->userinfo.size()), '\0');
+            encoded.resize(beast::detail::base64::encode(
+                encoded.data(), r.proxy->userinfo.data(), r.proxy->userinfo.size()));
             req += "Proxy-Authorization: Basic " + encoded + "\r\n";
         }
         req += "\r\n";
@@ -150,14 +153,16 @@ asio::awaitable<error_code> connection::establish(const route& r, connect_deadli
         beast::http::response_parser<beast::http::empty_body> parser;
         parser.skip(true); // a CONNECT response has no body
         parser.header_limit(16 * 1024);
-        auto [rec, rn] = co_await beast::http::async_read_header(socket_, buffer, parser, tuple_awaitable);
+        auto [rec, rn] =
+            co_await beast::http::async_read_header(socket_, buffer, parser, tuple_awaitable);
         if (rec) {
             detail = "proxy " + r.proxy->authority() + ": " + rec.message();
             co_return timed_out_ ? error::timeout : rec;
         }
         const auto status = parser.get().result_int();
         if (status != 200) {
-            detail = "proxy " + r.proxy->authority() + " answered CONNECT with " + std::to_string(status);
+            detail = "proxy " + r.proxy->authority() + " answered CONNECT with " +
+                     std::to_string(status);
             co_return error::proxy_error;
         }
         if (buffer.size() != 0) {
@@ -183,7 +188,8 @@ asio::awaitable<error_code> connection::establish(const route& r, connect_deadli
             }
         }
         arm(std::min(steady_clock::now() + d.tls_handshake, d.total), "TLS handshake");
-        auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, tuple_awaitable);
+        auto [hec] =
+            co_await tls_->async_handshake(asio::ssl::stream_base::client, tuple_awaitable);
         if (hec) {
             detail = "TLS handshake with " + r.target.authority() + " failed: " + hec.message();
             if (const long verify = SSL_get_verify_result(ssl); verify != X509_V_OK)
@@ -194,13 +200,15 @@ asio::awaitable<error_code> connection::establish(const route& r, connect_deadli
     co_return error_code{};
 }
 
-std::shared_ptr<asio::ssl::context> make_tls_context(const std::string& ca_file, bool verify, error_code& ec)
+std::shared_ptr<asio::ssl::context>
+make_tls_context(const std::string& ca_file, bool verify, error_code& ec)
 {
     auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
-    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                         asio::ssl::context::no_tlsv1_1,
-                     ec);
+    ctx->set_options(
+        asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+            asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+            asio::ssl::context::no_tlsv1_1,
+        ec);
     if (ec)
         return nullptr;
     // OpenSSL's default paths read SSL_CERT_FILE and SSL_CERT_DIR first, as `openssl s_client`

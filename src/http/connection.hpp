@@ -34,9 +34,9 @@ using boost::system::error_code;
 
 /// Where to connect and how.
 struct route {
-    url target;                 // scheme, host and port of the server
-    std::optional<url> proxy;   // an http:// proxy to tunnel through with CONNECT
-    std::string key() const;    // identifies interchangeable connections in the pool
+    url target;               // scheme, host and port of the server
+    std::optional<url> proxy; // an http:// proxy to tunnel through with CONNECT
+    std::string key() const;  // identifies interchangeable connections in the pool
 };
 
 /// Deadlines for establishing a connection.
@@ -125,7 +125,8 @@ private:
 
 /// A TLS client context: peer verification against the system store (SSL_CERT_FILE and
 /// SSL_CERT_DIR honoured, as OpenSSL's own tools do) plus `ca_file`, TLS 1.2 at least.
-std::shared_ptr<asio::ssl::context> make_tls_context(const std::string& ca_file, bool verify, error_code& ec);
+std::shared_ptr<asio::ssl::context>
+make_tls_context(const std::string& ca_file, bool verify, error_code& ec);
 
 } // namespace frugal::http
 

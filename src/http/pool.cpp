@@ -7,7 +7,9 @@
 
 namespace frugal::http {
 
-pool::pool(asio::any_io_executor ex, pool_params params) : executor_(std::move(ex)), params_(params) {}
+pool::pool(asio::any_io_executor ex, pool_params params) : executor_(std::move(ex)), params_(params)
+{
+}
 
 std::size_t pool::idle() const noexcept
 {
@@ -65,6 +67,7 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
 {
     if (reusable && conn->is_open()) {
         conn->disarm();
+        conn->buffer.shrink_to_fit(); // an idle connection holds no read buffer
         conn->idle_since = steady_clock::now();
         idle_[key].push_back(std::move(conn));
     } else {

@@ -32,7 +32,8 @@ std::optional<url> parse_url(std::string_view text)
     }
     const auto slash = text.find('/');
     std::string_view authority = text.substr(0, slash);
-    std::string_view path = slash == std::string_view::npos ? std::string_view() : text.substr(slash);
+    std::string_view path =
+        slash == std::string_view::npos ? std::string_view() : text.substr(slash);
     if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
         u.userinfo = std::string(authority.substr(0, at));
         authority.remove_prefix(at + 1);
@@ -80,7 +81,8 @@ bool is_ip_literal(std::string_view host)
 bool is_loopback_host(std::string_view host)
 {
     std::string lower(host);
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(
+        lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
     if (lower == "localhost" || lower == "localhost.")
         return true;
     boost::system::error_code ec;
@@ -95,11 +97,17 @@ bool no_proxy_matches(std::string_view no_proxy, std::string_view host)
     while (!no_proxy.empty()) {
         const auto comma = no_proxy.find(',');
         std::string entry(no_proxy.substr(0, comma));
-        no_proxy = comma == std::string_view::npos ? std::string_view() : no_proxy.substr(comma + 1);
-        entry.erase(std::remove_if(entry.begin(), entry.end(), [](unsigned char c) { return std::isspace(c); }),
-                    entry.end());
-        std::transform(entry.begin(), entry.end(), entry.begin(), [](unsigned char c) { return std::tolower(c); });
-        if (const auto colon = entry.rfind(':'); colon != std::string::npos && entry.find(']') == std::string::npos &&
+        no_proxy =
+            comma == std::string_view::npos ? std::string_view() : no_proxy.substr(comma + 1);
+        entry.erase(
+            std::remove_if(
+                entry.begin(), entry.end(), [](unsigned char c) { return std::isspace(c); }),
+            entry.end());
+        std::transform(entry.begin(), entry.end(), entry.begin(), [](unsigned char c) {
+            return std::tolower(c);
+        });
+        if (const auto colon = entry.rfind(':'); colon != std::string::npos &&
+                                                 entry.find(']') == std::string::npos &&
                                                  std::count(entry.begin(), entry.end(), ':') == 1)
             entry.erase(colon); // a port: NO_PROXY matches hosts, not ports
         if (entry.empty())
@@ -108,7 +116,8 @@ bool no_proxy_matches(std::string_view no_proxy, std::string_view host)
             return true;
         if (entry.front() == '.')
             entry.erase(0, 1);
-        if (h == entry || (h.size() > entry.size() && h.ends_with(entry) && h[h.size() - entry.size() - 1] == '.'))
+        if (h == entry || (h.size() > entry.size() && h.ends_with(entry) &&
+                           h[h.size() - entry.size() - 1] == '.'))
             return true;
     }
     return false;

@@ -14,7 +14,7 @@ struct url {
     bool tls = true;
     std::string host; // without brackets for IPv6 literals
     std::uint16_t port = 443;
-    std::string path; // without a trailing slash ("/api/v1")
+    std::string path;     // without a trailing slash ("/api/v1")
     std::string userinfo; // "user:password" of a proxy URL
 
     /// host:port as the Host header and CONNECT want it (IPv6 in brackets).

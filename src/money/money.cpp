@@ -92,7 +92,8 @@ std::string money::to_string() const
 {
     const bool negative = units_ < 0;
     // Negating in unsigned arithmetic is defined for the most negative value too.
-    const auto magnitude = negative ? 0 - static_cast<std::uint64_t>(units_) : static_cast<std::uint64_t>(units_);
+    const auto magnitude =
+        negative ? 0 - static_cast<std::uint64_t>(units_) : static_cast<std::uint64_t>(units_);
     const auto per = static_cast<std::uint64_t>(units_per_usd);
     std::string out = negative ? "-" : "";
     out += std::to_string(magnitude / per);

@@ -20,7 +20,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -46,6 +46,16 @@ namespace {
 
 constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
+// Room for a read. Beast reads 512 bytes when its buffer has no room, a system call for every
+// one or two stream events; a roomy buffer takes dozens per call. Buffers are given back when a
+// connection goes idle. A response head gets `head_reserve`; a whole body `read_reserve` per
+// read; a stream adapts (see `chat_stream::state::read_size`), so that a slow stream waiting for
+// its next token holds little and a fast one reads many events per call.
+constexpr std::size_t head_reserve = 4 * 1024;
+constexpr std::size_t read_reserve = 16 * 1024;
+constexpr std::size_t min_stream_read = 1024;
+constexpr std::size_t max_stream_read = 64 * 1024;
+
 std::string env(const char* name)
 {
     const char* v = std::getenv(name); // NOLINT(concurrency-mt-unsafe): read once, at construction
@@ -55,7 +65,8 @@ std::string env(const char* name)
 std::string snippet(std::string_view body)
 {
     std::string s(body.substr(0, 160));
-    std::replace_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+    std::replace_if(
+        s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
     return body.size() > 160 ? s + "..." : s;
 }
 
@@ -63,7 +74,8 @@ error_code error_for_status(int status, const openrouter::provider_error_info& e
 {
     switch (status) {
     case 400:
-        if (e.error_type == "context_length_exceeded" || e.message.find("context length") != std::string::npos)
+        if (e.error_type == "context_length_exceeded" ||
+            e.message.find("context length") != std::string::npos)
             return error::context_length_exceeded;
         return error::bad_request;
     case 401: return error::unauthorized;
@@ -105,7 +117,8 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view v)
     if (strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm) == nullptr)
         return std::nullopt;
     const auto when = std::chrono::system_clock::from_time_t(timegm(&tm));
-    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(when - std::chrono::system_clock::now());
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+        when - std::chrono::system_clock::now());
     return std::max(wait, std::chrono::milliseconds(0));
 }
 
@@ -115,7 +128,8 @@ std::string diagnostics::to_string() const
 {
     std::string s = message.empty() ? std::string("no details") : message;
     if (http_status != 0)
-        s += " (HTTP " + std::to_string(http_status) + (code.empty() || code == std::to_string(http_status) ? "" : ", code " + code) + ")";
+        s += " (HTTP " + std::to_string(http_status) +
+             (code.empty() || code == std::to_string(http_status) ? "" : ", code " + code) + ")";
     else if (!code.empty())
         s += " (code " + code + ")";
     if (!error_type.empty())
@@ -150,13 +164,15 @@ struct chat_client::impl : std::enable_shared_from_this<impl> {
         auto target = http::parse_url(params.base_url);
         if (!target) {
             config_error = error::bad_url;
-            config_detail = "base URL \"" + params.base_url + "\" is not an http:// or https:// URL";
+            config_detail =
+                "base URL \"" + params.base_url + "\" is not an http:// or https:// URL";
             return;
         }
         if (!target->tls && !params.allow_insecure_http && !http::is_loopback_host(target->host)) {
             config_error = error::insecure_url;
-            config_detail = "refusing plain http:// to " + target->host +
-                            ": the API key would cross the network unencrypted (allow_insecure_http)";
+            config_detail =
+                "refusing plain http:// to " + target->host +
+                ": the API key would cross the network unencrypted (allow_insecure_http)";
             return;
         }
         if (params.api_key.empty()) {
@@ -194,16 +210,21 @@ struct chat_client::impl : std::enable_shared_from_this<impl> {
             tls = http::make_tls_context(params.ca_file, params.verify_peer, ec);
             if (!tls) {
                 config_error = ec;
-                config_detail = "cannot set up TLS" + (params.ca_file.empty() ? std::string() : " with CA file " + params.ca_file) +
-                                ": " + ec.message();
+                config_detail =
+                    "cannot set up TLS" +
+                    (params.ca_file.empty() ? std::string() : " with CA file " + params.ca_file) +
+                    ": " + ec.message();
                 return;
             }
         }
         key = route.key();
         // Everything but the request line and the body is the same for every request.
-        fixed_headers = "Host: " + (route.target.port == (route.target.tls ? 443 : 80) ? route.target.host
-                                                                                          : route.target.authority()) +
-                        "\r\nAuthorization: Bearer " + params.api_key + "\r\nUser-Agent: " + params.user_agent + "\r\n";
+        fixed_headers =
+            "Host: " +
+            (route.target.port == (route.target.tls ? 443 : 80) ? route.target.host
+                                                                : route.target.authority()) +
+            "\r\nAuthorization: Bearer " + params.api_key + "\r\nUser-Agent: " + params.user_agent +
+            "\r\n";
         if (!params.http_referer.empty())
             fixed_headers += "HTTP-Referer: " + params.http_referer + "\r\n";
         if (!params.app_title.empty())
@@ -256,9 +277,23 @@ struct attempt_state {
 template <class Body>
 struct exchange {
     std::shared_ptr<http::connection> conn;
-    std::unique_ptr<bhttp::response_parser<Body>> parser = std::make_unique<bhttp::response_parser<Body>>();
+    std::unique_ptr<bhttp::response_parser<Body>> parser =
+        std::make_unique<bhttp::response_parser<Body>>();
     bool reused = false;
 };
+
+// Decoding is synchronous, so one decoder and one chunk per thread serve every response and
+// stream on it; a stream keeps only its own state (a thousand open streams share them).
+struct decode_scratch {
+    openrouter::chat_decoder decoder;
+    openrouter::chat_chunk chunk;
+};
+
+decode_scratch& scratch()
+{
+    thread_local decode_scratch s;
+    return s;
+}
 
 std::string body_limit_message(std::uint64_t limit)
 {
@@ -282,19 +317,23 @@ asio::awaitable<error_code> start_exchange(
     const auto& t = c->params.timeouts;
     for (int stale = 0;; ++stale) {
         http::pool::lease lease;
-        const std::function<std::shared_ptr<http::connection>()> make = [&c] { return c->make_connection(); };
+        const std::function<std::shared_ptr<http::connection>()> make = [&c] {
+            return c->make_connection();
+        };
         if (auto ec = co_await c->pool.acquire(c->key, total, make, lease)) {
-            diag.message = ec == error::timeout ? "no connection became free before the deadline" : ec.message();
+            diag.message = ec == error::timeout ? "no connection became free before the deadline"
+                                                : ec.message();
             co_return ec;
         }
         x.conn = std::move(lease.conn);
         x.reused = lease.reused;
         if (!x.reused) {
             std::string detail;
-            const auto ec = co_await x.conn->establish(c->route, {t.connect, t.tls_handshake, total}, detail);
+            const auto ec =
+                co_await x.conn->establish(c->route, {t.connect, t.tls_handshake, total}, detail);
             if (ec) {
-                diag.message = x.conn->timed_out() ? std::string("timed out: ") + x.conn->phase() + " to " +
-                                                         c->route.target.authority()
+                diag.message = x.conn->timed_out() ? std::string("timed out: ") + x.conn->phase() +
+                                                         " to " + c->route.target.authority()
                                                    : detail;
                 c->pool.release(c->key, std::move(x.conn), false);
                 co_return ec;
@@ -307,12 +346,14 @@ asio::awaitable<error_code> start_exchange(
         head += accept;
         head += "\r\n";
         if (body != nullptr) {
-            head += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body->size()) + "\r\n\r\n";
+            head += "Content-Type: application/json\r\nContent-Length: " +
+                    std::to_string(body->size()) + "\r\n\r\n";
             head += *body;
         } else {
             head += "\r\n";
         }
-        x.conn->arm(std::min(steady_clock::now() + t.first_byte, total), "waiting for the response");
+        x.conn->arm(
+            std::min(steady_clock::now() + t.first_byte, total), "waiting for the response");
         auto [wec, wn] = co_await asio::async_write(*x.conn, asio::buffer(head), tuple_awaitable);
         if (wec) {
             const bool timed_out = x.conn->timed_out();
@@ -321,11 +362,13 @@ asio::awaitable<error_code> start_exchange(
             // so a fresh connection is safe (and not a retry).
             if (lease.reused && !timed_out && stale < 3)
                 continue;
-            diag.message = timed_out ? "timed out writing the request" : "writing the request failed: " + wec.message();
+            diag.message = timed_out ? "timed out writing the request"
+                                     : "writing the request failed: " + wec.message();
             co_return timed_out ? error_code(error::timeout) : wec;
         }
         st.request_sent = true;
 
+        x.conn->buffer.reserve(head_reserve);
         x.parser->header_limit(c->params.limits.max_header_size);
         // Set before the head is read, so a Content-Length beyond it fails at once. A stream
         // has no overall limit (its lines and events have theirs); Beast's default is 8 MB.
@@ -333,7 +376,8 @@ asio::awaitable<error_code> start_exchange(
             x.parser->body_limit(c->params.limits.max_body_size);
         else
             x.parser->body_limit(boost::none);
-        auto [rec, rn] = co_await bhttp::async_read_header(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
+        auto [rec, rn] =
+            co_await bhttp::async_read_header(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
         if (rec) {
             const bool timed_out = x.conn->timed_out();
             if (timed_out)
@@ -363,17 +407,23 @@ asio::awaitable<error_code> start_exchange(
 // keep-alive whitespace counts as progress; the total deadline still bounds it), then gives the
 // connection back, reusable if the message ended cleanly and keeps the connection alive.
 asio::awaitable<error_code> finish_whole(
-    std::shared_ptr<client_impl> c, exchange<bhttp::string_body>& x, steady_clock::time_point total, diagnostics& diag)
+    std::shared_ptr<client_impl> c,
+    exchange<bhttp::string_body>& x,
+    steady_clock::time_point total,
+    diagnostics& diag)
 {
     const auto stall = c->params.timeouts.stall;
     while (!x.parser->is_done()) {
         x.conn->arm(std::min(steady_clock::now() + stall, total), "reading the response body");
-        auto [ec, n] = co_await bhttp::async_read_some(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
+        x.conn->buffer.reserve(x.conn->buffer.size() + read_reserve);
+        auto [ec, n] =
+            co_await bhttp::async_read_some(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
         if (ec) {
             const bool timed_out = x.conn->timed_out();
             if (timed_out)
-                diag.message = steady_clock::now() >= total ? "the whole-request deadline passed while reading the body"
-                                                            : "the response body stalled";
+                diag.message = steady_clock::now() >= total
+                                   ? "the whole-request deadline passed while reading the body"
+                                   : "the response body stalled";
             else if (ec == bhttp::error::body_limit)
                 diag.message = body_limit_message(c->params.limits.max_body_size);
             else
@@ -404,9 +454,40 @@ error_code response_error(int status, std::string_view body, diagnostics& diag)
     return error_for_status(status, e);
 }
 
+// How long to wait before the next attempt, or nothing when the failure must be reported.
+// Transient failures are retried only where the request cannot have been served twice: a
+// complete error response, a failure before the request was sent, or (when configured) a
+// connection that failed after sending but before any response byte.
+std::optional<std::chrono::milliseconds> retry_delay(
+    client_impl& c,
+    const error_code& ec,
+    const attempt_state& st,
+    const diagnostics& diag,
+    int attempt,
+    steady_clock::time_point total)
+{
+    const bool complete_response = st.response_started && diag.http_status >= 400;
+    const bool before_sent = !st.request_sent;
+    const bool sent_no_reply =
+        st.request_sent && !st.response_started && c.params.retry.after_request_sent;
+    if (!is_retryable(ec) || !(complete_response || before_sent || sent_no_reply) ||
+        attempt >= c.params.retry.max_attempts)
+        return std::nullopt;
+    auto delay = c.backoff(attempt);
+    if (st.retry_after)
+        delay = std::max(delay, *st.retry_after);
+    if (steady_clock::now() + delay >= total)
+        return std::nullopt;
+    return delay;
+}
+
 // One GET or POST whose whole body is wanted, with retries.
 asio::awaitable<std::tuple<error_code, std::string>> request_whole(
-    std::shared_ptr<client_impl> c, std::string method, std::string path, std::string body, diagnostics& diag)
+    std::shared_ptr<client_impl> c,
+    std::string method,
+    std::string path,
+    std::string body,
+    diagnostics& diag)
 {
     const auto start = steady_clock::now();
     const auto total = start + c->params.timeouts.total;
@@ -416,8 +497,9 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
         diag.attempts = attempt;
         attempt_state st;
         exchange<bhttp::string_body> x;
-        error_code ec = co_await start_exchange(c, method, path, method == "POST" ? &body : nullptr,
-                                                "application/json", total, x, st, diag);
+        error_code ec = co_await start_exchange(
+            c, method, path, method == "POST" ? &body : nullptr, "application/json", total, x, st,
+            diag);
         std::string text;
         if (!ec) {
             ec = co_await finish_whole(c, x, total, diag);
@@ -430,24 +512,11 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
             }
         }
         last = ec;
-        if (ec == asio::error::operation_aborted && !st.response_started)
-            co_return std::tuple{ec, std::string()};
-        // Retry transient failures, and only where the request cannot have been served twice:
-        // a complete error response, or a failure before the request was sent.
-        const bool complete_response = st.response_started && diag.http_status >= 400;
-        const bool before_sent = !st.request_sent;
-        const bool sent_no_reply = st.request_sent && !st.response_started && c->params.retry.after_request_sent;
-        const bool retry = is_retryable(ec) && (complete_response || before_sent || sent_no_reply) &&
-                           attempt < c->params.retry.max_attempts;
-        if (!retry)
-            co_return std::tuple{last, std::move(text)};
-        auto delay = c->backoff(attempt);
-        if (st.retry_after)
-            delay = std::max(delay, *st.retry_after);
-        if (steady_clock::now() + delay >= total)
+        const auto delay = retry_delay(*c, ec, st, diag, attempt, total);
+        if (!delay)
             co_return std::tuple{last, std::move(text)};
         asio::steady_timer timer(c->executor);
-        timer.expires_after(delay);
+        timer.expires_after(*delay);
         auto [tec] = co_await timer.async_wait(tuple_awaitable);
         if (tec)
             co_return std::tuple{tec, std::string()};
@@ -457,14 +526,18 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
 // Runs `op` as a coroutine bound to the handler's cancellation slot, and completes the handler
 // through its associated executor with (error_code, value).
 template <class T, class Op>
-void launch(const std::shared_ptr<client_impl>& c, Op op, asio::any_completion_handler<void(error_code, T)> handler)
+void launch(
+    const std::shared_ptr<client_impl>& c,
+    Op op,
+    asio::any_completion_handler<void(error_code, T)> handler)
 {
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = c->executor;
     asio::co_spawn(
         ex, std::move(op),
         asio::bind_cancellation_slot(
-            slot, [ex, h = std::move(handler)](std::exception_ptr ep, std::tuple<error_code, T> r) mutable {
+            slot, [ex, h = std::move(handler)](
+                      std::exception_ptr ep, std::tuple<error_code, T> r) mutable {
                 auto [ec, value] = std::move(r);
                 if (ep) {
                     // Only bad_alloc and bugs throw in here; report rather than terminate.
@@ -475,8 +548,8 @@ void launch(const std::shared_ptr<client_impl>& c, Op op, asio::any_completion_h
             }));
 }
 
-asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
-    std::shared_ptr<client_impl> c, chat_request req, diagnostics* out)
+asio::awaitable<std::tuple<error_code, chat_response>>
+chat_op(std::shared_ptr<client_impl> c, chat_request req, diagnostics* out)
 {
     diagnostics diag;
     chat_response response;
@@ -489,11 +562,11 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
         if (ec) {
             diag.message = "extra_body and response_schema must be JSON objects";
         } else {
-            auto [rec, text] = co_await request_whole(c, "POST", "/chat/completions", std::move(body), diag);
+            auto [rec, text] =
+                co_await request_whole(c, "POST", "/chat/completions", std::move(body), diag);
             ec = rec;
             if (!ec) {
-                openrouter::chat_decoder decoder;
-                openrouter::chat_chunk chunk;
+                auto& [decoder, chunk] = scratch();
                 if (decoder.decode(text, chunk)) {
                     ec = error::protocol_error;
                     diag.message = "the response is not a chat completion: " + snippet(text);
@@ -503,8 +576,9 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
                     ec = error::provider_error;
                     fill(diag, chunk.choice_error);
                     if (diag.message.empty())
-                        diag.message = "the provider ended the answer with finish_reason \"error\" (" +
-                                       chunk.native_finish_reason + ")";
+                        diag.message =
+                            "the provider ended the answer with finish_reason \"error\" (" +
+                            chunk.native_finish_reason + ")";
                 } else if (!chunk.has_choice) {
                     ec = error::protocol_error;
                     diag.message = "the response has no choices: " + snippet(text);
@@ -517,7 +591,8 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
                 response.reasoning = std::move(chunk.reasoning);
                 response.refusal = std::move(chunk.refusal);
                 for (auto& t : chunk.tool_calls)
-                    response.tool_calls.push_back({std::move(t.id), "function", std::move(t.name), std::move(t.arguments)});
+                    response.tool_calls.push_back(
+                        {std::move(t.id), "function", std::move(t.name), std::move(t.arguments)});
                 response.finish_reason = std::move(chunk.finish_reason);
                 response.native_finish_reason = std::move(chunk.native_finish_reason);
                 response.usage = chunk.usage;
@@ -534,8 +609,8 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
 }
 
 template <class T, class Decode>
-asio::awaitable<std::tuple<error_code, T>> get_op(
-    std::shared_ptr<client_impl> c, std::string path, Decode decode, diagnostics* out)
+asio::awaitable<std::tuple<error_code, T>>
+get_op(std::shared_ptr<client_impl> c, std::string path, Decode decode, diagnostics* out)
 {
     diagnostics diag;
     T value{};
@@ -565,26 +640,44 @@ chat_client::~chat_client() = default;
 chat_client::chat_client(chat_client&&) noexcept = default;
 chat_client& chat_client::operator=(chat_client&&) noexcept = default;
 
-chat_client::executor_type chat_client::get_executor() const noexcept { return impl_->executor; }
-const client_params& chat_client::params() const noexcept { return impl_->params; }
-std::size_t chat_client::open_connections() const noexcept { return impl_->pool.open(); }
-std::size_t chat_client::idle_connections() const noexcept { return impl_->pool.idle(); }
+chat_client::executor_type chat_client::get_executor() const noexcept
+{
+    return impl_->executor;
+}
+const client_params& chat_client::params() const noexcept
+{
+    return impl_->params;
+}
+std::size_t chat_client::open_connections() const noexcept
+{
+    return impl_->pool.open();
+}
+std::size_t chat_client::idle_connections() const noexcept
+{
+    return impl_->pool.idle();
+}
 
 void chat_client::async_chat_impl(
-    chat_request req, diagnostics* diag, asio::any_completion_handler<void(error_code, chat_response)> handler)
+    chat_request req,
+    diagnostics* diag,
+    asio::any_completion_handler<void(error_code, chat_response)> handler)
 {
     launch<chat_response>(impl_, chat_op(impl_, std::move(req), diag), std::move(handler));
 }
 
 void chat_client::async_models_impl(
-    diagnostics* diag, asio::any_completion_handler<void(error_code, std::vector<model_info>)> handler)
+    diagnostics* diag,
+    asio::any_completion_handler<void(error_code, std::vector<model_info>)> handler)
 {
     launch<std::vector<model_info>>(
-        impl_, get_op<std::vector<model_info>>(impl_, "/models", openrouter::decode_models, diag), std::move(handler));
+        impl_, get_op<std::vector<model_info>>(impl_, "/models", openrouter::decode_models, diag),
+        std::move(handler));
 }
 
 void chat_client::async_generation_impl(
-    std::string id, diagnostics* diag, asio::any_completion_handler<void(error_code, generation_info)> handler)
+    std::string id,
+    diagnostics* diag,
+    asio::any_completion_handler<void(error_code, generation_info)> handler)
 {
     std::string path = "/generation?id=";
     for (const char ch : id) {
@@ -599,30 +692,76 @@ void chat_client::async_generation_impl(
         }
     }
     launch<generation_info>(
-        impl_, get_op<generation_info>(impl_, std::move(path), openrouter::decode_generation, diag), std::move(handler));
+        impl_, get_op<generation_info>(impl_, std::move(path), openrouter::decode_generation, diag),
+        std::move(handler));
 }
 
-void chat_client::async_key_info_impl(diagnostics* diag, asio::any_completion_handler<void(error_code, key_info)> handler)
+void chat_client::async_key_info_impl(
+    diagnostics* diag, asio::any_completion_handler<void(error_code, key_info)> handler)
 {
-    launch<key_info>(impl_, get_op<key_info>(impl_, "/key", openrouter::decode_key_info, diag), std::move(handler));
+    launch<key_info>(
+        impl_, get_op<key_info>(impl_, "/key", openrouter::decode_key_info, diag),
+        std::move(handler));
 }
 
 // Streams --------------------------------------------------------------------------------------
 
+void ingest(chat_stream::state& s, std::string_view bytes);
+
+namespace {
+
+// A Beast Body whose reader hands the response body, straight out of the connection's read
+// buffer, to the stream's SSE parser and decoder: no copy into a body buffer of its own.
+struct sse_body {
+    struct value_type {
+        chat_stream::state* stream = nullptr;
+    };
+
+    class reader {
+    public:
+        // Beast builds the reader with the parser, before the stream is known: keep the body.
+        template <bool IsRequest, class Fields>
+        reader(bhttp::header<IsRequest, Fields>& /*header*/, value_type& body) : body_(body)
+        {
+        }
+        void init(const boost::optional<std::uint64_t>& /*length*/, error_code& ec) { ec = {}; }
+        template <class ConstBufferSequence>
+        std::size_t put(const ConstBufferSequence& buffers, error_code& ec)
+        {
+            ec = {};
+            std::size_t n = 0;
+            for (const auto b : beast::buffers_range_ref(buffers)) {
+                ingest(*body_.stream, {static_cast<const char*>(b.data()), b.size()});
+                n += b.size();
+            }
+            return n;
+        }
+        void finish(error_code& ec) { ec = {}; }
+
+    private:
+        value_type& body_;
+    };
+};
+
+} // namespace
+
 struct chat_stream::state : std::enable_shared_from_this<state> {
     std::shared_ptr<client_impl> client;
     std::shared_ptr<http::connection> conn;
-    std::unique_ptr<bhttp::response_parser<bhttp::buffer_body>> parser;
-    std::array<char, 4096> body{}; // the body bytes of one read; the SSE parser keeps views into it
+    std::unique_ptr<bhttp::response_parser<sse_body>> parser;
     sse_parser sse;
-    openrouter::chat_decoder decoder;
-    openrouter::chat_chunk chunk;
+    // Decoded and not yet handed out: a read takes everything that arrived since the previous
+    // one, so a stream that outpaces its reader costs one completion per batch, not per event.
+    chat_delta pending;
     chat_response response;
     frugal::diagnostics diag;
-    error_code error;
+    error_code error; // the stream failed (handed out once the pending deltas are)
     steady_clock::time_point total{};
+    std::size_t read_size = min_stream_read; // room given to the next read; adapts to the pace
     bool started = false;
-    bool done = false;
+    bool keep_alive = false; // the response allows the connection to be reused
+    bool done_seen = false;  // data: [DONE] was read
+    bool done = false;       // the caller was told
     bool reading = false;
 
     ~state() { abandon(); }
@@ -642,23 +781,28 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     }
     void fail(error_code ec)
     {
-        error = ec;
-        done = true;
+        if (!error)
+            error = ec;
         abandon();
     }
 
-    enum class step { delta, need_more, finished };
-
-    // Takes buffered events until one yields a delta, the stream ends or fails.
-    step next(chat_delta& delta)
+    // Body bytes, straight from the connection's read buffer: every event they complete is
+    // decoded now (the bytes do not outlive this call) and joined into `pending`.
+    void ingest(std::string_view bytes)
     {
+        if (error || done_seen)
+            return; // after [DONE] only the end of the chunked body may follow
+        sse.feed(bytes);
+        auto& [decoder, chunk] = scratch();
         while (auto event = sse.next()) {
-            if (event->data == "[DONE]")
-                return step::finished;
-            if (auto ec = decoder.decode(event->data, chunk)) {
+            if (event->data == "[DONE]") {
+                done_seen = true;
+                break;
+            }
+            if (decoder.decode(event->data, chunk)) {
                 diag.message = "a stream event is not JSON: " + snippet(event->data);
-                fail(error::protocol_error);
-                return step::finished;
+                error = error::protocol_error;
+                break;
             }
             if (response.id.empty() && !chunk.id.empty()) {
                 response.id = chunk.id;
@@ -674,12 +818,13 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 fill(diag, chunk.error.present ? chunk.error : chunk.choice_error);
                 if (diag.message.empty())
                     diag.message = "the provider ended the stream with finish_reason \"error\"" +
-                                   (chunk.native_finish_reason.empty() ? std::string()
-                                                                       : " (" + chunk.native_finish_reason + ")");
+                                   (chunk.native_finish_reason.empty()
+                                        ? std::string()
+                                        : " (" + chunk.native_finish_reason + ")");
                 response.finish_reason = "error";
                 response.native_finish_reason = chunk.native_finish_reason;
-                fail(error::midstream_error);
-                return step::finished;
+                error = error::midstream_error;
+                break;
             }
             // The usage chunk may repeat the finish choice: the finish reason is set, not counted.
             if (!chunk.finish_reason.empty())
@@ -691,7 +836,7 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
             response.content += chunk.content;
             response.reasoning += chunk.reasoning;
             response.refusal += chunk.refusal;
-            for (auto& t : chunk.tool_calls) {
+            for (const auto& t : chunk.tool_calls) {
                 if (response.tool_calls.size() <= t.index)
                     response.tool_calls.resize(t.index + 1);
                 auto& call = response.tool_calls[t.index];
@@ -702,117 +847,133 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 call.arguments += t.arguments;
             }
             if (!chunk.content.empty() || !chunk.reasoning.empty() || !chunk.tool_calls.empty()) {
-                delta.content = std::move(chunk.content);
-                delta.reasoning = std::move(chunk.reasoning);
-                delta.tool_calls = std::move(chunk.tool_calls);
-                return step::delta;
+                pending.content += chunk.content;
+                pending.reasoning += chunk.reasoning;
+                for (auto& t : chunk.tool_calls) {
+                    auto& list = pending.tool_calls;
+                    if (!list.empty() && list.back().index == t.index && t.id.empty() &&
+                        t.name.empty())
+                        list.back().arguments += t.arguments;
+                    else
+                        list.push_back(std::move(t));
+                }
+                ++pending.events;
             }
         }
-        if (sse.error()) {
+        if (!error && sse.error()) {
             diag.message = sse.error() == frugal::error::sse_line_too_long
                                ? "a stream line is longer than max_sse_line_size"
                                : "a stream event is larger than max_sse_event_size";
-            fail(sse.error());
-            return step::finished;
+            error = sse.error();
         }
-        return step::need_more;
+    }
+
+    // What the next read can complete with without reading: pending text, the end, or the
+    // failure (after the text decoded before it).
+    bool ready() const { return pending.events != 0 || done_seen || error; }
+
+    error_code take(chat_delta& out)
+    {
+        if (pending.events != 0) {
+            out = std::move(pending);
+            pending = chat_delta{};
+            return {};
+        }
+        done = true;
+        if (error) {
+            abandon();
+            return error;
+        }
+        return {}; // [DONE]: an empty delta, and done() is now true
     }
 };
 
+void ingest(chat_stream::state& s, std::string_view bytes)
+{
+    s.ingest(bytes);
+}
+
 namespace {
 
-// One async_read_delta: a hand-written composed operation, since a stream delivers hundreds of
-// deltas and most are already buffered (no coroutine frame per delta).
+// After [DONE], reads the rest of the HTTP message (the chunked body's end) in the background,
+// so the connection can go back to the pool; the caller already has its answer.
+void drain(std::shared_ptr<chat_stream::state> s)
+{
+    if (!s->conn)
+        return;
+    if (s->parser->is_done()) {
+        s->release(s->keep_alive && s->conn->buffer.size() == 0);
+        return;
+    }
+    s->conn->arm(
+        std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total), "stream end");
+    // The read keeps its connection alive even if the stream gives it up meanwhile.
+    auto conn = s->conn;
+    bhttp::async_read_some(*conn, conn->buffer, *s->parser, [s, conn](error_code ec, std::size_t) {
+        if (!s->conn)
+            return;
+        if (ec)
+            return s->abandon();
+        drain(s);
+    });
+}
+
+// One async_read_delta that has to wait for the network: reads until the body yields a delta,
+// the end or a failure. A hand-written composed operation: a stream delivers hundreds of deltas.
 struct read_delta_op {
     std::shared_ptr<chat_stream::state> s;
-    chat_delta delta;
-    enum { start, reading, draining, posted } where = start;
-    error_code result;
+    // The connection being read: kept alive here even if the stream abandons it meanwhile.
+    std::shared_ptr<http::connection> conn;
+    bool reading = false;
 
     template <class Self>
-    void operator()(Self& self, error_code ec = {}, std::size_t = 0)
+    void operator()(Self& self, error_code ec = {}, std::size_t n = 0)
     {
-        using step = chat_stream::state::step;
-        if (where == posted)
-            return finish(self);
-        if (where == start && steady_clock::now() >= s->total) {
-            s->diag.message = "the whole-request deadline passed before this read";
-            s->fail(error::timeout);
-            result = s->error;
-            where = posted;
-            return asio::post(s->client->executor, std::move(self));
-        }
-        if (where == reading || where == draining) {
-            const std::size_t n = s->body.size() - s->parser->get().body().size;
-            if (ec == bhttp::error::need_buffer)
-                ec = {};
-            if (where == draining) {
-                // After [DONE] only the end of the chunked body may follow.
-                if (!ec && !s->parser->is_done() && n == 0)
-                    return read(self, draining);
-                s->release(!ec && s->parser->is_done() && n == 0 && s->parser->get().keep_alive() &&
-                           s->conn->buffer.size() == 0);
-                return finish(self);
-            }
-            if (ec || (n == 0 && s->parser->is_done())) {
-                const bool timed_out = s->conn && s->conn->timed_out();
+        if (reading) {
+            reading = false;
+            // A read that filled its room asks for more next time; one that used a quarter, less.
+            if (n >= s->read_size)
+                s->read_size = std::min(s->read_size * 2, max_stream_read);
+            else if (n < s->read_size / 4)
+                s->read_size = std::max(s->read_size / 2, min_stream_read);
+            if (ec) {
+                const bool timed_out = conn && conn->timed_out();
                 if (ec == asio::error::operation_aborted && !timed_out) {
                     s->fail(ec);
                 } else if (timed_out) {
-                    s->diag.message = steady_clock::now() >= s->total ? "the whole-request deadline passed mid-stream"
-                                                                      : "the stream stalled";
+                    s->diag.message = steady_clock::now() >= s->total
+                                          ? "the whole-request deadline passed mid-stream"
+                                          : "the stream stalled";
                     s->fail(error::timeout);
                 } else {
-                    s->diag.message = "the stream ended without [DONE]" + (ec ? ": " + ec.message() : std::string());
+                    s->diag.message = "the stream ended without [DONE]: " + ec.message();
                     s->fail(error::stream_truncated);
                 }
-                result = s->error;
-                return finish(self);
+            } else if (!s->ready() && s->parser->is_done()) {
+                s->diag.message = "the stream ended without [DONE]";
+                s->fail(error::stream_truncated);
             }
-            s->sse.feed({s->body.data(), n});
         }
-        switch (s->next(delta)) {
-        case step::delta:
-            break;
-        case step::need_more:
-            return read(self, reading);
-        case step::finished:
-            if (!s->error) {
-                s->done = true;
-                if (s->parser->is_done()) {
-                    s->release(s->parser->get().keep_alive() && s->conn->buffer.size() == 0);
-                } else {
-                    return read(self, draining);
-                }
-            }
-            result = s->error;
-            break;
+        if (!s->ready()) {
+            reading = true;
+            conn = s->conn;
+            conn->buffer.reserve(conn->buffer.size() + s->read_size);
+            conn->arm(
+                std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
+                "stream");
+            auto& c = *conn;
+            return bhttp::async_read_some(c, c.buffer, *s->parser, std::move(self));
         }
-        if (where == start) {
-            // Completed without waiting: the handler must not run inside the initiating call.
-            where = posted;
-            return asio::post(s->client->executor, std::move(self));
+        if (s->conn) {
+            s->conn->disarm(); // between reads the caller sets the pace
+            if (s->conn->buffer.size() == 0)
+                s->conn->buffer.shrink_to_fit();
         }
-        finish(self);
-    }
-
-    template <class Self>
-    void read(Self& self, decltype(where) next)
-    {
-        where = next;
-        auto& p = *s->parser;
-        p.get().body().data = s->body.data();
-        p.get().body().size = s->body.size();
-        s->conn->arm(std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total), "stream");
-        bhttp::async_read_some(*s->conn, s->conn->buffer, p, std::move(self));
-    }
-
-    template <class Self>
-    void finish(Self& self)
-    {
-        if (s->conn)
-            s->conn->disarm();
+        chat_delta delta;
+        const error_code result = s->take(delta);
         s->reading = false;
+        if (s->done && !result)
+            drain(s);
         self.complete(result, std::move(delta));
     }
 };
@@ -846,12 +1007,14 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
     if (c->config_error) {
         diag.message = c->config_detail;
         s->fail(c->config_error);
+        s->done = true;
         co_return std::tuple{s->error, false};
     }
     std::string body;
     if (auto ec = openrouter::encode_chat_request(req, true, body)) {
         diag.message = "extra_body and response_schema must be JSON objects";
         s->fail(ec);
+        s->done = true;
         co_return std::tuple{ec, false};
     }
     s->total = steady_clock::now() + c->params.timeouts.total;
@@ -859,23 +1022,28 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
         diag = {};
         diag.attempts = attempt;
         attempt_state st;
-        exchange<bhttp::buffer_body> x;
-        error_code ec =
-            co_await start_exchange(c, "POST", "/chat/completions", &body, "text/event-stream", s->total, x, st, diag);
+        exchange<sse_body> x;
+        x.parser->get().body().stream = s.get(); // the body reader feeds this stream
+        error_code ec = co_await start_exchange(
+            c, "POST", "/chat/completions", &body, "text/event-stream", s->total, x, st, diag);
         if (!ec) {
-            const auto& h = x.parser->get();
-            const bool sse = h[bhttp::field::content_type].starts_with("text/event-stream");
-            if (diag.http_status == 200 && sse) {
-                // Deadlines apply while a read is waiting; between reads the caller sets the pace.
-                x.conn->disarm();
+            const std::string content_type(x.parser->get()[bhttp::field::content_type]);
+            if (diag.http_status == 200 && content_type.starts_with("text/event-stream")) {
+                x.conn->disarm(); // between reads the caller sets the pace
+                if (x.conn->buffer.size() == 0)
+                    x.conn->buffer.shrink_to_fit();
                 s->conn = std::move(x.conn);
                 s->parser = std::move(x.parser);
+                // The head has told what it had to; a long-lived stream need not keep its fields.
+                s->keep_alive = s->parser->get().keep_alive();
+                s->parser->get().clear();
                 s->started = true;
                 co_return std::tuple{error_code{}, true};
             }
             // An error answer (or a 200 that is not a stream): read it whole, then map it.
             exchange<bhttp::string_body> whole{
-                std::move(x.conn), std::make_unique<bhttp::response_parser<bhttp::string_body>>(std::move(*x.parser)),
+                std::move(x.conn),
+                std::make_unique<bhttp::response_parser<bhttp::string_body>>(std::move(*x.parser)),
                 x.reused};
             whole.parser->body_limit(c->params.limits.max_body_size);
             ec = co_await finish_whole(c, whole, s->total, diag);
@@ -883,26 +1051,21 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
                 ec = response_error(diag.http_status, whole.parser->get().body(), diag);
             if (!ec) {
                 ec = error::protocol_error;
-                diag.message = "expected an event stream, got " + std::string(h[bhttp::field::content_type]);
+                diag.message = "expected an event stream, got " + content_type;
             }
         }
-        const bool complete_response = st.response_started && diag.http_status >= 400;
-        const bool retry = is_retryable(ec) &&
-                           (complete_response || !st.request_sent ||
-                            (st.request_sent && !st.response_started && c->params.retry.after_request_sent)) &&
-                           attempt < c->params.retry.max_attempts;
-        auto delay = c->backoff(attempt);
-        if (st.retry_after)
-            delay = std::max(delay, *st.retry_after);
-        if (!retry || steady_clock::now() + delay >= s->total) {
+        const auto delay = retry_delay(*c, ec, st, diag, attempt, s->total);
+        if (!delay) {
             s->fail(ec);
+            s->done = true;
             co_return std::tuple{ec, false};
         }
         asio::steady_timer timer(c->executor);
-        timer.expires_after(delay);
+        timer.expires_after(*delay);
         auto [tec] = co_await timer.async_wait(tuple_awaitable);
         if (tec) {
             s->fail(tec);
+            s->done = true;
             co_return std::tuple{tec, false};
         }
     }
@@ -915,7 +1078,8 @@ void chat_client::async_start_stream_impl(
 {
     auto s = std::make_shared<chat_stream::state>();
     s->client = impl_;
-    s->sse = sse_parser({impl_->params.limits.max_sse_line_size, impl_->params.limits.max_sse_event_size});
+    s->sse = sse_parser(
+        {impl_->params.limits.max_sse_line_size, impl_->params.limits.max_sse_event_size});
     if (stream->state_)
         stream->state_->abandon();
     stream->state_ = s;
@@ -924,7 +1088,8 @@ void chat_client::async_start_stream_impl(
     asio::co_spawn(
         ex, start_stream_op(impl_, std::move(req), s),
         asio::bind_cancellation_slot(
-            slot, [ex, h = std::move(handler)](std::exception_ptr ep, std::tuple<error_code, bool> r) mutable {
+            slot, [ex, h = std::move(handler)](
+                      std::exception_ptr ep, std::tuple<error_code, bool> r) mutable {
                 error_code ec = std::get<0>(r);
                 if (ep)
                     ec = asio::error::no_memory;
@@ -935,14 +1100,16 @@ void chat_client::async_start_stream_impl(
 chat_stream::chat_stream() = default;
 chat_stream::~chat_stream()
 {
-    if (state_)
+    // A stream that reached [DONE] may still be reading the end of its HTTP message so that its
+    // connection can go back to the pool; any other stream gives its connection up now.
+    if (state_ && !state_->done_seen)
         state_->abandon();
 }
 chat_stream::chat_stream(chat_stream&&) noexcept = default;
 chat_stream& chat_stream::operator=(chat_stream&& other) noexcept
 {
     if (this != &other) {
-        if (state_)
+        if (state_ && !state_->done_seen)
             state_->abandon();
         state_ = std::move(other.state_);
     }
@@ -954,8 +1121,14 @@ chat_stream::executor_type chat_stream::get_executor() const
     return state_ ? state_->client->executor : asio::any_io_executor();
 }
 
-bool chat_stream::done() const noexcept { return state_ && state_->done; }
-error_code chat_stream::error() const noexcept { return state_ ? state_->error : error_code(); }
+bool chat_stream::done() const noexcept
+{
+    return state_ && state_->done;
+}
+error_code chat_stream::error() const noexcept
+{
+    return state_ ? state_->error : error_code();
+}
 
 const chat_response& chat_stream::response() const noexcept
 {
@@ -969,20 +1142,38 @@ const frugal::diagnostics& chat_stream::diagnostics() const noexcept
     return state_ ? state_->diag : empty;
 }
 
-void chat_stream::async_read_delta_impl(asio::any_completion_handler<void(error_code, chat_delta)> handler)
+void chat_stream::async_read_delta_impl(
+    asio::any_completion_handler<void(error_code, chat_delta)> handler)
 {
     if (!state_ || !state_->started || state_->done || state_->reading) {
-        const error_code ec = state_ && state_->reading ? error_code(frugal::error::operation_in_progress)
-                                                        : error_code(frugal::error::stream_not_readable);
+        const error_code ec = state_ && state_->reading
+                                  ? error_code(frugal::error::operation_in_progress)
+                                  : error_code(frugal::error::stream_not_readable);
         // A stream that was never started has no executor of its own.
-        const auto fallback = state_ ? get_executor() : asio::any_io_executor(asio::system_executor());
+        const auto fallback =
+            state_ ? get_executor() : asio::any_io_executor(asio::system_executor());
         asio::post(fallback, asio::append(std::move(handler), ec, chat_delta{}));
         return;
     }
-    state_->reading = true;
-    delta_completion completion{std::move(handler), state_->client->executor};
+    auto& s = *state_;
+    if (s.ready() || steady_clock::now() >= s.total) {
+        // Already decoded (most deltas are: one read brings many events), or past the deadline:
+        // complete without touching the network, but never inside this call.
+        if (!s.ready()) {
+            s.diag.message = "the whole-request deadline passed before this read";
+            s.fail(error::timeout);
+        }
+        chat_delta delta;
+        const error_code ec = s.take(delta);
+        if (s.done && !ec)
+            drain(state_);
+        asio::post(s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
+        return;
+    }
+    s.reading = true;
+    delta_completion completion{std::move(handler), s.client->executor};
     asio::async_compose<delta_completion, void(error_code, chat_delta)>(
-        read_delta_op{state_, {}}, completion, state_->client->executor);
+        read_delta_op{state_}, completion, s.client->executor);
 }
 
 } // namespace frugal

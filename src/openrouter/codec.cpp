@@ -7,6 +7,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 
 namespace frugal::openrouter {
 
@@ -199,6 +200,67 @@ error_code encode_chat_request(const chat_request& req, bool stream, std::string
 
 // Chat responses and chunks ------------------------------------------------------------------
 
+namespace {
+
+void clear_error(provider_error_info& e)
+{
+    e.present = false;
+    e.code.clear();
+    e.message.clear();
+    e.error_type.clear();
+    e.raw.clear();
+    e.provider.clear();
+    e.moderation = false;
+}
+
+// RFC 3629 UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. Text is nearly always
+// ASCII, which the first loop checks eight bytes at a time.
+bool valid_utf8(std::string_view s)
+{
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const auto* end = p + s.size();
+    while (end - p >= 8) {
+        std::uint64_t w = 0;
+        std::memcpy(&w, p, 8);
+        if ((w & 0x8080808080808080ULL) != 0)
+            break;
+        p += 8;
+    }
+    while (p < end) {
+        const unsigned char c = *p;
+        if (c < 0x80) {
+            ++p;
+            continue;
+        }
+        std::ptrdiff_t need = 0;
+        unsigned char lo = 0x80;
+        unsigned char hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            lo = c == 0xE0 ? 0xA0 : 0x80;
+            hi = c == 0xED ? 0x9F : 0xBF;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            lo = c == 0xF0 ? 0x90 : 0x80;
+            hi = c == 0xF4 ? 0x8F : 0xBF;
+        } else {
+            return false;
+        }
+        if (end - p <= need || p[1] < lo || p[1] > hi)
+            return false;
+        for (std::ptrdiff_t k = 2; k <= need; ++k) {
+            if ((p[k] & 0xC0) != 0x80)
+                return false;
+        }
+        p += need + 1;
+    }
+    return true;
+}
+
+} // namespace
+
 void chat_chunk::clear()
 {
     id.clear();
@@ -213,8 +275,8 @@ void chat_chunk::clear()
     refusal.clear();
     tool_calls.clear();
     usage.reset();
-    error = {};
-    choice_error = {};
+    clear_error(error);
+    clear_error(choice_error);
 }
 
 namespace {
@@ -239,9 +301,48 @@ enum class node : std::uint8_t {
 
 struct frame {
     node kind;
-    std::uint32_t count = 0;           // elements seen, for arrays
+    std::uint32_t count = 0;            // elements seen, for arrays
     provider_error_info* err = nullptr; // for error frames
 };
+
+// The member a scalar value is for, decided once per key (not per comparison per value).
+enum class field : std::uint8_t {
+    none,
+    id,
+    model,
+    provider,
+    created,
+    finish_reason,
+    native_finish_reason,
+    content,
+    reasoning,
+    refusal,
+    call_id,
+    call_index,
+    function_name,
+    function_arguments,
+    prompt_tokens,
+    completion_tokens,
+    total_tokens,
+    cost,
+    is_byok,
+    cached_tokens,
+    cache_write_tokens,
+    reasoning_tokens,
+    upstream_inference_cost,
+    error_message,
+    error_code,
+    error_type,
+    error_raw,
+    error_provider,
+};
+
+// Key comparison with the length known at compile time, so the compiler inlines it.
+template <std::size_t N>
+bool eq(std::string_view key, const char (&literal)[N]) noexcept
+{
+    return key.size() == N - 1 && std::memcmp(key.data(), literal, N - 1) == 0;
+}
 
 class chat_handler {
 public:
@@ -252,12 +353,14 @@ public:
 
     chat_chunk* out = nullptr;
     bool saw_object = false; // the document is an object, not a scalar or an array
+    bool bad_utf8 = false;   // a string frugal keeps is not UTF-8
 
     bool on_document_begin(error_code&)
     {
         stack_.clear();
-        key_.clear();
+        done_with_value();
         saw_object = false;
+        bad_utf8 = false;
         return true;
     }
     bool on_document_end(error_code&) { return true; }
@@ -275,18 +378,24 @@ public:
         return true;
     }
 
+    // Keys and strings usually arrive whole, as views into the document being decoded (which
+    // outlives the callbacks); only one split across parts is copied.
     bool on_key_part(json::string_view s, std::size_t n, error_code&)
     {
         if (n == s.size())
-            key_.clear();
-        key_.append(s.data(), s.size());
+            key_buffer_.clear();
+        key_buffer_.append(s.data(), s.size());
         return true;
     }
     bool on_key(json::string_view s, std::size_t n, error_code&)
     {
-        if (n == s.size())
-            key_.clear();
-        key_.append(s.data(), s.size());
+        if (n == s.size()) {
+            key_ = std::string_view(s.data(), s.size());
+        } else {
+            key_buffer_.append(s.data(), s.size());
+            key_ = key_buffer_;
+        }
+        field_ = classify(top(), key_);
         return true;
     }
 
@@ -299,10 +408,12 @@ public:
     }
     bool on_string(json::string_view s, std::size_t n, error_code&)
     {
-        if (n == s.size())
-            text_.clear();
-        text_.append(s.data(), s.size());
-        string_value(text_);
+        if (n == s.size()) {
+            string_value(std::string_view(s.data(), s.size()));
+        } else {
+            text_.append(s.data(), s.size());
+            string_value(text_);
+        }
         return true;
     }
 
@@ -323,20 +434,21 @@ public:
     }
     bool on_double(double d, json::string_view s, error_code&)
     {
-        const bool whole = d >= 0 && d < 1.8e19 && static_cast<double>(static_cast<std::uint64_t>(d)) == d;
+        const bool whole =
+            d >= 0 && d < 1.8e19 && static_cast<double>(static_cast<std::uint64_t>(d)) == d;
         number_value(whole ? static_cast<std::uint64_t>(d) : 0, whole, s);
         return true;
     }
     bool on_bool(bool b, error_code&)
     {
-        if (top() == node::usage && key_ == "is_byok")
+        if (field_ == field::is_byok)
             ensure_usage().is_byok = b;
-        key_.clear();
+        done_with_value();
         return true;
     }
     bool on_null(error_code&)
     {
-        key_.clear();
+        done_with_value();
         return true;
     }
     bool on_comment_part(json::string_view, error_code&) { return true; }
@@ -370,11 +482,10 @@ private:
         switch (parent.kind) {
         case node::root:
             if (!object)
-                kind = key_ == "choices" ? node::choices : node::skip;
-            else if (key_ == "usage")
+                kind = eq(key_, "choices") ? node::choices : node::skip;
+            else if (eq(key_, "usage"))
                 kind = node::usage;
-            else if (key_ == "error")
-            {
+            else if (eq(key_, "error")) {
                 kind = node::error;
                 err = &out->error;
             }
@@ -387,16 +498,15 @@ private:
                 out->has_choice = true;
             break;
         case node::choice:
-            if (object && (key_ == "message" || key_ == "delta"))
+            if (object && (eq(key_, "message") || eq(key_, "delta")))
                 kind = node::message;
-            else if (object && key_ == "error")
-            {
+            else if (object && eq(key_, "error")) {
                 kind = node::error;
                 err = &out->choice_error;
             }
             break;
         case node::message:
-            if (!object && key_ == "tool_calls")
+            if (!object && eq(key_, "tool_calls"))
                 kind = node::tool_calls;
             break;
         case node::tool_calls:
@@ -408,34 +518,32 @@ private:
             ++parent.count;
             break;
         case node::tool_call:
-            if (object && key_ == "function")
+            if (object && eq(key_, "function"))
                 kind = node::function;
             break;
         case node::usage:
-            if (object && (key_ == "prompt_tokens_details" || key_ == "completion_tokens_details" ||
-                           key_ == "cost_details"))
+            if (object && (eq(key_, "prompt_tokens_details") ||
+                           eq(key_, "completion_tokens_details") || eq(key_, "cost_details")))
                 kind = node::usage_details;
             break;
         case node::error:
-            if (object && key_ == "metadata")
-            {
+            if (object && eq(key_, "metadata")) {
                 kind = node::error_metadata;
                 err = parent.err;
             }
             break;
         case node::error_metadata:
-            if (!object && key_ == "reasons") {
+            if (!object && eq(key_, "reasons")) {
                 kind = node::reasons;
                 parent.err->moderation = true;
             }
             break;
-        default:
-            break;
+        default: break;
         }
         if (err != nullptr)
             err->present = true;
         stack_.push_back({kind, 0, err});
-        key_.clear();
+        done_with_value();
         return true;
     }
 
@@ -443,122 +551,204 @@ private:
     {
         if (!stack_.empty())
             stack_.pop_back();
-        key_.clear();
+        done_with_value();
     }
 
-    void string_value(const std::string& v)
+    static field classify(node where, std::string_view k) noexcept
     {
-        switch (top()) {
+        switch (where) {
         case node::root:
-            if (key_ == "id")
-                out->id = v;
-            else if (key_ == "model")
-                out->model = v;
-            else if (key_ == "provider")
-                out->provider = v;
-            break;
+            if (eq(k, "id"))
+                return field::id;
+            if (eq(k, "model"))
+                return field::model;
+            if (eq(k, "provider"))
+                return field::provider;
+            if (eq(k, "created"))
+                return field::created;
+            return field::none;
         case node::choice:
-            if (key_ == "finish_reason")
-                out->finish_reason = v;
-            else if (key_ == "native_finish_reason")
-                out->native_finish_reason = v;
-            break;
+            if (eq(k, "finish_reason"))
+                return field::finish_reason;
+            if (eq(k, "native_finish_reason"))
+                return field::native_finish_reason;
+            return field::none;
         case node::message:
-            if (key_ == "content")
-                out->content += v;
-            else if (key_ == "reasoning")
-                out->reasoning += v;
-            else if (key_ == "refusal")
-                out->refusal += v;
-            break;
+            if (eq(k, "content"))
+                return field::content;
+            if (eq(k, "reasoning"))
+                return field::reasoning;
+            if (eq(k, "refusal"))
+                return field::refusal;
+            return field::none;
         case node::tool_call:
-            if (key_ == "id")
-                out->tool_calls.back().id = v;
-            break;
+            if (eq(k, "id"))
+                return field::call_id;
+            if (eq(k, "index"))
+                return field::call_index;
+            return field::none;
         case node::function:
-            if (key_ == "name")
-                out->tool_calls.back().name = v;
-            else if (key_ == "arguments")
-                out->tool_calls.back().arguments += v;
-            break;
+            if (eq(k, "name"))
+                return field::function_name;
+            if (eq(k, "arguments"))
+                return field::function_arguments;
+            return field::none;
+        case node::usage:
+            if (eq(k, "prompt_tokens"))
+                return field::prompt_tokens;
+            if (eq(k, "completion_tokens"))
+                return field::completion_tokens;
+            if (eq(k, "total_tokens"))
+                return field::total_tokens;
+            if (eq(k, "cost"))
+                return field::cost;
+            if (eq(k, "is_byok"))
+                return field::is_byok;
+            return field::none;
+        case node::usage_details:
+            if (eq(k, "cached_tokens"))
+                return field::cached_tokens;
+            if (eq(k, "cache_write_tokens"))
+                return field::cache_write_tokens;
+            if (eq(k, "reasoning_tokens"))
+                return field::reasoning_tokens;
+            if (eq(k, "upstream_inference_cost"))
+                return field::upstream_inference_cost;
+            return field::none;
         case node::error:
-            if (key_ == "message")
-                stack_.back().err->message = v;
-            else if (key_ == "code")
-                stack_.back().err->code = v;
-            break;
+            if (eq(k, "message"))
+                return field::error_message;
+            if (eq(k, "code"))
+                return field::error_code;
+            return field::none;
         case node::error_metadata:
-            if (key_ == "error_type")
-                stack_.back().err->error_type = v;
-            else if (key_ == "raw")
-                stack_.back().err->raw = v;
-            else if (key_ == "provider_name")
-                stack_.back().err->provider = v;
-            break;
-        default:
-            break;
+            if (eq(k, "error_type"))
+                return field::error_type;
+            if (eq(k, "raw"))
+                return field::error_raw;
+            if (eq(k, "provider_name"))
+                return field::error_provider;
+            return field::none;
+        default: return field::none;
         }
-        key_.clear();
     }
 
-    // `whole` is the value when the number is a non-negative integer; `text` its last part.
+    void done_with_value()
+    {
+        key_ = {};
+        field_ = field::none;
+    }
+
+    // Validation is off in the parser (most of a chunk is ignored), so the strings frugal keeps
+    // are checked here: JSON text must be UTF-8 (RFC 8259); a chunk that is not fails.
+    void keep(std::string& to, std::string_view v, bool append)
+    {
+        if (!valid_utf8(v))
+            bad_utf8 = true;
+        if (append)
+            to.append(v);
+        else
+            to.assign(v);
+    }
+
+    void string_value(std::string_view v)
+    {
+        switch (field_) {
+        case field::id: keep(out->id, v, false); break;
+        case field::model: keep(out->model, v, false); break;
+        case field::provider: keep(out->provider, v, false); break;
+        case field::finish_reason: keep(out->finish_reason, v, false); break;
+        case field::native_finish_reason: keep(out->native_finish_reason, v, false); break;
+        case field::content: keep(out->content, v, true); break;
+        case field::reasoning: keep(out->reasoning, v, true); break;
+        case field::refusal: keep(out->refusal, v, true); break;
+        case field::call_id: keep(out->tool_calls.back().id, v, false); break;
+        case field::function_name: keep(out->tool_calls.back().name, v, false); break;
+        case field::function_arguments: keep(out->tool_calls.back().arguments, v, true); break;
+        case field::error_message: keep(stack_.back().err->message, v, false); break;
+        case field::error_code: keep(stack_.back().err->code, v, false); break;
+        case field::error_type: keep(stack_.back().err->error_type, v, false); break;
+        case field::error_raw: keep(stack_.back().err->raw, v, false); break;
+        case field::error_provider: keep(stack_.back().err->provider, v, false); break;
+        default: break;
+        }
+        done_with_value();
+    }
+
+    // `whole` is the value when the number is a non-negative integer; `last` its last part.
     void number_value(std::uint64_t whole_value, bool whole, json::string_view last)
     {
-        number_.append(last.data(), last.size());
-        switch (top()) {
-        case node::root:
-            if (key_ == "created" && whole)
+        // The whole text of the number: parts before this one (rare) and this last part.
+        std::string_view text(last.data(), last.size());
+        if (!number_.empty()) {
+            number_.append(last.data(), last.size());
+            text = number_;
+        }
+        switch (field_) {
+        case field::created:
+            if (whole)
                 out->created = static_cast<std::int64_t>(whole_value);
             break;
-        case node::tool_call:
-            if (key_ == "index" && whole)
+        case field::call_index:
+            if (whole)
                 out->tool_calls.back().index = static_cast<std::uint32_t>(whole_value);
             break;
-        case node::usage: {
-            auto& u = ensure_usage();
-            if (key_ == "prompt_tokens" && whole)
-                u.prompt_tokens = whole_value;
-            else if (key_ == "completion_tokens" && whole)
-                u.completion_tokens = whole_value;
-            else if (key_ == "total_tokens" && whole)
-                u.total_tokens = whole_value;
-            else if (key_ == "cost")
-                u.cost = money::parse(number_); // exactly the decimal the server wrote
+        case field::prompt_tokens:
+            if (whole)
+                ensure_usage().prompt_tokens = whole_value;
             break;
-        }
-        case node::usage_details: {
-            auto& u = ensure_usage();
-            if (key_ == "cached_tokens" && whole)
-                u.cached_tokens = whole_value;
-            else if (key_ == "cache_write_tokens" && whole)
-                u.cache_write_tokens = whole_value;
-            else if (key_ == "reasoning_tokens" && whole)
-                u.reasoning_tokens = whole_value;
-            else if (key_ == "upstream_inference_cost")
-                u.upstream_inference_cost = money::parse(number_);
+        case field::completion_tokens:
+            if (whole)
+                ensure_usage().completion_tokens = whole_value;
             break;
-        }
-        case node::error:
-            if (key_ == "code")
-                stack_.back().err->code = number_;
+        case field::total_tokens:
+            if (whole)
+                ensure_usage().total_tokens = whole_value;
             break;
-        default:
+        case field::cost:
+            ensure_usage().cost = money::parse(text); // exactly the decimal the server wrote
             break;
+        case field::cached_tokens:
+            if (whole)
+                ensure_usage().cached_tokens = whole_value;
+            break;
+        case field::cache_write_tokens:
+            if (whole)
+                ensure_usage().cache_write_tokens = whole_value;
+            break;
+        case field::reasoning_tokens:
+            if (whole)
+                ensure_usage().reasoning_tokens = whole_value;
+            break;
+        case field::upstream_inference_cost:
+            ensure_usage().upstream_inference_cost = money::parse(text);
+            break;
+        case field::error_code: stack_.back().err->code = std::string(text); break;
+        default: break;
         }
         number_.clear();
-        key_.clear();
+        done_with_value();
     }
 
     std::vector<frame> stack_;
-    std::string key_;
-    std::string text_;
-    std::string number_;
+    std::string_view key_; // the current member's key
+    field field_ = field::none;
+    std::string key_buffer_; // a key that arrived in parts
+    std::string text_;       // a string that arrived in parts
+    std::string number_;     // a number's text
 };
 
 } // namespace
 
+json::parse_options chat_parse_options()
+{
+    json::parse_options o;
+    o.allow_invalid_utf8 = true; // checked per kept string instead, see chat_handler
+    return o;
+}
+
 struct chat_decoder::impl {
-    json::basic_parser<chat_handler> parser{json::parse_options{}};
+    json::basic_parser<chat_handler> parser{chat_parse_options()};
 };
 
 chat_decoder::chat_decoder() : impl_(std::make_unique<impl>()) {}
@@ -572,7 +762,7 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
     p.handler().out = &out;
     error_code ec;
     const std::size_t n = p.write_some(false, text.data(), text.size(), ec);
-    if (ec || !p.done() || !p.handler().saw_object)
+    if (ec || !p.done() || !p.handler().saw_object || p.handler().bad_utf8)
         return error::protocol_error;
     // Only whitespace may follow the document.
     for (std::size_t i = n; i < text.size(); ++i) {
@@ -670,7 +860,8 @@ error_code decode_models(std::string_view text, std::vector<model_info>& out)
         m.prompt_price = *prompt;
         m.completion_price = *completion;
         m.request_price = amount(p, "request").value_or(money());
-        if (const auto* alias = o.if_contains("alias_target"); alias != nullptr && alias->is_object())
+        if (const auto* alias = o.if_contains("alias_target");
+            alias != nullptr && alias->is_object())
             m.alias_target = str(alias->get_object(), "slug");
         out.push_back(std::move(m));
     }

@@ -19,7 +19,8 @@ namespace frugal::openrouter {
 
 /// Writes the body of `POST /chat/completions`. Fails with `error::bad_request_body` when
 /// `extra_body` or `response_schema` is not a JSON object.
-boost::system::error_code encode_chat_request(const chat_request& req, bool stream, std::string& out);
+boost::system::error_code
+encode_chat_request(const chat_request& req, bool stream, std::string& out);
 
 /// An error object as OpenRouter sends it, in a body or inside a stream chunk.
 struct provider_error_info {

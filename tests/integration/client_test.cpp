@@ -49,11 +49,21 @@ BOOST_AUTO_TEST_CASE(streamed_chat_adds_up_to_the_whole_answer)
     BOOST_TEST(s.response.id != whole.response.id);
 }
 
+BOOST_AUTO_TEST_CASE(a_reader_that_keeps_up_gets_one_event_per_read)
+{
+    client_fixture f(paced(20ms));
+    const auto s = f.stream(request("anthropic/claude-fable-5", "Hi [sim tokens=5]"));
+    BOOST_TEST(!s.ec);
+    BOOST_TEST(s.deltas == 6);
+    BOOST_TEST(s.reads == 7); // six tokens, then [DONE]
+}
+
 BOOST_AUTO_TEST_CASE(every_usage_chunk_shape_gives_the_usage_once)
 {
     client_fixture f;
     for (const char* shape : {"2026", "empty_choices", "null_finish"}) {
-        const auto s = f.stream(request("deepseek/deepseek-v3.2", std::string("Hi [sim tokens=4 usage=") + shape + "]"));
+        const auto s = f.stream(request(
+            "deepseek/deepseek-v3.2", std::string("Hi [sim tokens=4 usage=") + shape + "]"));
         BOOST_TEST(!s.ec, shape);
         BOOST_TEST(s.response.finish_reason == "stop", shape);
         BOOST_REQUIRE_MESSAGE(s.response.usage && s.response.usage->cost, shape);
@@ -61,7 +71,8 @@ BOOST_AUTO_TEST_CASE(every_usage_chunk_shape_gives_the_usage_once)
     }
     // The bill agrees with the three usage chunks.
     const auto bill = f.bill();
-    BOOST_TEST(bill.at("models").at("deepseek/deepseek-v3.2").at("completion_tokens").as_int64() == 15);
+    BOOST_TEST(
+        bill.at("models").at("deepseek/deepseek-v3.2").at("completion_tokens").as_int64() == 15);
 }
 
 BOOST_AUTO_TEST_CASE(reasoning_only_answers_stream_as_reasoning)
@@ -97,18 +108,20 @@ BOOST_AUTO_TEST_CASE(status_faults_map_to_their_errors_with_the_servers_message)
         int attempts;
     };
     client_fixture f;
-    for (const auto& e : {expectation{"429 retry_after=0", frugal::error::rate_limited, 429, 3},
-                          expectation{"429-no-retry-after", frugal::error::rate_limited, 429, 3},
-                          expectation{"402", frugal::error::insufficient_credits, 402, 1},
-                          expectation{"403", frugal::error::moderation, 403, 1},
-                          expectation{"408", frugal::error::upstream_timeout, 408, 3},
-                          expectation{"500", frugal::error::server_error, 500, 1},
-                          expectation{"502", frugal::error::upstream_unavailable, 502, 3},
-                          expectation{"503", frugal::error::upstream_unavailable, 503, 3},
-                          expectation{"524", frugal::error::upstream_timeout, 524, 3},
-                          expectation{"529", frugal::error::upstream_overloaded, 529, 3},
-                          expectation{"context-length", frugal::error::context_length_exceeded, 400, 1}}) {
-        const auto r = f.chat(request("openai/gpt-5-mini", std::string("Hi [sim fault=") + e.fault + "]"));
+    for (const auto& e :
+         {expectation{"429 retry_after=0", frugal::error::rate_limited, 429, 3},
+          expectation{"429-no-retry-after", frugal::error::rate_limited, 429, 3},
+          expectation{"402", frugal::error::insufficient_credits, 402, 1},
+          expectation{"403", frugal::error::moderation, 403, 1},
+          expectation{"408", frugal::error::upstream_timeout, 408, 3},
+          expectation{"500", frugal::error::server_error, 500, 1},
+          expectation{"502", frugal::error::upstream_unavailable, 502, 3},
+          expectation{"503", frugal::error::upstream_unavailable, 503, 3},
+          expectation{"524", frugal::error::upstream_timeout, 524, 3},
+          expectation{"529", frugal::error::upstream_overloaded, 529, 3},
+          expectation{"context-length", frugal::error::context_length_exceeded, 400, 1}}) {
+        const auto r =
+            f.chat(request("openai/gpt-5-mini", std::string("Hi [sim fault=") + e.fault + "]"));
         BOOST_TEST(r.ec == e.error, e.fault << ": " << r.ec.message());
         BOOST_TEST(r.diag.http_status == e.status, e.fault);
         BOOST_TEST(r.diag.attempts == e.attempts, e.fault);
@@ -252,7 +265,8 @@ BOOST_AUTO_TEST_CASE(a_stream_cut_without_done_is_an_error_never_a_success)
 BOOST_AUTO_TEST_CASE(mid_stream_errors_carry_the_servers_message)
 {
     client_fixture f;
-    auto s = f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=midstream-error after=3]"));
+    auto s =
+        f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=midstream-error after=3]"));
     BOOST_TEST(s.ec == frugal::error::midstream_error);
     BOOST_TEST(s.deltas == 3);
     BOOST_TEST(s.diag.message == "Provider returned error");
@@ -260,7 +274,8 @@ BOOST_AUTO_TEST_CASE(mid_stream_errors_carry_the_servers_message)
     BOOST_TEST(s.diag.raw == "upstream connect error");
     BOOST_TEST(s.diag.generation_id == s.response.id);
     BOOST_TEST(s.response.finish_reason == "error");
-    s = f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=midstream-error-choice after=2]"));
+    s = f.stream(
+        request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=midstream-error-choice after=2]"));
     BOOST_TEST(s.ec == frugal::error::midstream_error);
     BOOST_TEST(s.diag.message.find("finish_reason \"error\"") != std::string::npos);
     s = f.stream(request("openai/gpt-5-mini", "Hi [sim tokens=6 fault=malformed-chunk after=2]"));
@@ -287,10 +302,14 @@ BOOST_AUTO_TEST_CASE(the_pool_reuses_connections_and_discards_failed_ones)
     BOOST_TEST(!f.stream(request("openai/gpt-5-mini", "Hi")).ec);
     BOOST_TEST(f.client.open_connections() == 1u); // the stream ended cleanly: back in the pool
     // A complete error response leaves the connection usable.
-    BOOST_TEST(f.chat(request("openai/gpt-5-mini", "Hi [sim fault=500]")).ec == frugal::error::server_error);
+    BOOST_TEST(
+        f.chat(request("openai/gpt-5-mini", "Hi [sim fault=500]")).ec ==
+        frugal::error::server_error);
     BOOST_TEST(f.client.open_connections() == 1u);
     // A failed exchange never goes back.
-    BOOST_TEST(f.stream(request("openai/gpt-5-mini", "Hi [sim fault=cut]")).ec == frugal::error::stream_truncated);
+    BOOST_TEST(
+        f.stream(request("openai/gpt-5-mini", "Hi [sim fault=cut]")).ec ==
+        frugal::error::stream_truncated);
     BOOST_TEST(f.client.open_connections() == 0u);
     BOOST_TEST(!f.chat(request("openai/gpt-5-mini", "Hi")).ec);
     BOOST_TEST(f.client.open_connections() == 1u);
@@ -338,7 +357,8 @@ BOOST_AUTO_TEST_CASE(cancelling_a_chat_closes_its_connection_promptly)
 BOOST_AUTO_TEST_CASE(cancelling_a_stream_read_cancels_the_generation)
 {
     client_fixture f(paced(30ms));
-    const auto s = f.stream(request("anthropic/claude-fable-5", "Hi [sim tokens=40]"), /*cancel_after_deltas=*/5);
+    const auto s = f.stream(
+        request("anthropic/claude-fable-5", "Hi [sim tokens=40]"), /*cancel_after_deltas=*/5);
     BOOST_TEST(s.ec == boost::asio::error::operation_aborted);
     BOOST_TEST(s.deltas == 5);
     BOOST_TEST(f.client.open_connections() == 0u);
@@ -353,7 +373,9 @@ BOOST_AUTO_TEST_CASE(abandoning_a_stream_discards_its_connection)
     client_fixture f(paced(30ms));
     {
         frugal::chat_stream stream;
-        auto [ec] = run(f.io, start_stream(f.client, request("anthropic/claude-fable-5", "Hi [sim tokens=40]"), stream));
+        auto [ec] = run(
+            f.io, start_stream(
+                      f.client, request("anthropic/claude-fable-5", "Hi [sim tokens=40]"), stream));
         BOOST_TEST(!ec);
         BOOST_TEST(f.client.open_connections() == 1u);
     } // destroyed mid-stream
@@ -367,7 +389,8 @@ BOOST_AUTO_TEST_CASE(reads_after_the_end_and_concurrent_reads_are_refused)
     frugal::chat_stream stream;
     auto [rec, delta] = run(f.io, read_delta(stream));
     BOOST_TEST(rec == frugal::error::stream_not_readable); // never started
-    auto [ec] = run(f.io, start_stream(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=2]"), stream));
+    auto [ec] = run(
+        f.io, start_stream(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=2]"), stream));
     BOOST_TEST(!ec);
     const auto both = run(f.io, two_reads(stream));
     BOOST_TEST(std::get<1>(both) == frugal::error::operation_in_progress);
@@ -382,10 +405,12 @@ BOOST_AUTO_TEST_CASE(models_generation_and_key_info)
     const auto models = run(f.io, models_once(f.client));
     BOOST_REQUIRE(!std::get<0>(models));
     const auto& list = std::get<1>(models);
-    const auto scout = std::find_if(list.begin(), list.end(), [](const auto& m) { return m.id == "meta-llama/llama-4-scout"; });
+    const auto scout = std::find_if(
+        list.begin(), list.end(), [](const auto& m) { return m.id == "meta-llama/llama-4-scout"; });
     BOOST_REQUIRE(scout != list.end());
     BOOST_TEST(scout->prompt_price.units() == 37'500); // "0.0000000375", exactly
-    const auto alias = std::find_if(list.begin(), list.end(), [](const auto& m) { return m.id.starts_with("~"); });
+    const auto alias =
+        std::find_if(list.begin(), list.end(), [](const auto& m) { return m.id.starts_with("~"); });
     BOOST_TEST(alias->alias_target == "anthropic/claude-fable-5");
 
     const auto r = f.chat(request("anthropic/claude-fable-5", "Hi"));
@@ -393,7 +418,9 @@ BOOST_AUTO_TEST_CASE(models_generation_and_key_info)
     BOOST_REQUIRE(!std::get<0>(g));
     BOOST_TEST((std::get<1>(g).total_cost == r.response.usage->cost));
     BOOST_TEST(std::get<1>(g).tokens_completion == r.response.usage->completion_tokens);
-    BOOST_TEST(std::get<0>(run(f.io, generation_once(f.client, "gen-0-missing"))) == frugal::error::not_found);
+    BOOST_TEST(
+        std::get<0>(run(f.io, generation_once(f.client, "gen-0-missing"))) ==
+        frugal::error::not_found);
 
     const auto k = run(f.io, key_once(f.client));
     BOOST_REQUIRE(!std::get<0>(k));

@@ -16,7 +16,9 @@ namespace {
 struct tls_fixture {
     tls_fixture()
         : sim(fixed()), good(ca.issue("DNS:localhost,IP:127.0.0.1")), front(sim.port(), good),
-          ca_path(std::filesystem::temp_directory_path() / ("frugal-test-ca-" + std::to_string(::getpid()) + ".pem"))
+          ca_path(
+              std::filesystem::temp_directory_path() /
+              ("frugal-test-ca-" + std::to_string(::getpid()) + ".pem"))
     {
         ca.write(ca_path.string());
     }
@@ -70,8 +72,11 @@ BOOST_AUTO_TEST_CASE(an_untrusted_certificate_fails_clearly)
     p.ca_file.clear();
     const auto r = chat(p);
     BOOST_TEST(r.ec.failed());
-    BOOST_TEST(r.diag.message.find("TLS handshake with localhost") != std::string::npos, r.diag.message);
-    BOOST_TEST(r.diag.message.find("unable to get local issuer certificate") != std::string::npos, r.diag.message);
+    BOOST_TEST(
+        r.diag.message.find("TLS handshake with localhost") != std::string::npos, r.diag.message);
+    BOOST_TEST(
+        r.diag.message.find("unable to get local issuer certificate") != std::string::npos,
+        r.diag.message);
     BOOST_TEST(r.diag.attempts == 1); // a certificate problem is not transient
 }
 
@@ -131,7 +136,8 @@ BOOST_AUTO_TEST_CASE(a_refusing_proxy_is_a_proxy_error)
     p.https_proxy = "http://user:secret@127.0.0.1:" + std::to_string(proxy.port());
     const auto r = chat(p);
     BOOST_TEST(r.ec == frugal::error::proxy_error);
-    BOOST_TEST(r.diag.message.find("answered CONNECT with 407") != std::string::npos, r.diag.message);
+    BOOST_TEST(
+        r.diag.message.find("answered CONNECT with 407") != std::string::npos, r.diag.message);
     BOOST_TEST(r.diag.message.find("secret") == std::string::npos);
 }
 

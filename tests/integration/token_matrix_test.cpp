@@ -64,7 +64,8 @@ struct start_stream_op {
     template <class Token = asio::deferred_t>
     auto operator()(Token&& t = {}) const
     {
-        return c.async_start_stream(request("openai/gpt-5-mini", prompt), s, std::forward<Token>(t));
+        return c.async_start_stream(
+            request("openai/gpt-5-mini", prompt), s, std::forward<Token>(t));
     }
 };
 struct read_delta_op {
@@ -115,7 +116,8 @@ asio::awaitable<error_code> with_as_tuple(Op op)
 
 // Both completions of a race, so the loser's error can be checked too.
 template <class Op>
-asio::awaitable<std::pair<error_code, std::chrono::milliseconds>> race(Op op, std::chrono::milliseconds limit)
+asio::awaitable<std::pair<error_code, std::chrono::milliseconds>>
+race(Op op, std::chrono::milliseconds limit)
 {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     timer.expires_after(limit);
@@ -123,8 +125,12 @@ asio::awaitable<std::pair<error_code, std::chrono::milliseconds>> race(Op op, st
     auto a = op(asio::as_tuple(asio::use_awaitable));
     auto b = timer.async_wait(asio::as_tuple(asio::use_awaitable));
     auto winner = co_await (std::move(a) || std::move(b));
-    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
-    co_return std::pair{winner.index() == 0 ? first(std::get<0>(winner)) : error_code(asio::error::operation_aborted), took};
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - t0);
+    co_return std::pair{
+        winner.index() == 0 ? first(std::get<0>(winner))
+                            : error_code(asio::error::operation_aborted),
+        took};
 }
 
 // Runs `make()`'s operation with every token; each must succeed.
@@ -182,7 +188,7 @@ BOOST_AUTO_TEST_CASE(errors_arrive_through_every_token)
     client_fixture f;
     const auto e = make_error_code(frugal::error::insufficient_credits);
     auto make = [&] { return chat_op{f.client, "Hi [sim fault=402]"}; };
-    BOOST_TEST(run(f.io, with_default_token(make())) == e);   // thrown by co_await, caught
+    BOOST_TEST(run(f.io, with_default_token(make())) == e); // thrown by co_await, caught
     BOOST_TEST(run(f.io, with_use_awaitable(make())) == e);
     BOOST_TEST(run(f.io, with_as_tuple(make())) == e);
     auto future = make()(asio::use_future);
@@ -196,10 +202,11 @@ BOOST_AUTO_TEST_CASE(losing_a_race_cancels_promptly)
     client_fixture f(paced(200ms)); // every token takes 200 ms: the timer always wins
     for (const auto& [name, result] :
          {std::pair{"async_chat", run(f.io, race(chat_op{f.client, "Hi [sim fault=hang]"}, 50ms))},
-          std::pair{"async_start_stream", [&] {
-                        frugal::chat_stream s;
-                        return run(f.io, race(start_stream_op{f.client, s, "Hi [sim fault=hang]"}, 50ms));
-                    }()}}) {
+          std::pair{
+              "async_start_stream", [&] {
+                  frugal::chat_stream s;
+                  return run(f.io, race(start_stream_op{f.client, s, "Hi [sim fault=hang]"}, 50ms));
+              }()}}) {
         BOOST_TEST(result.first == asio::error::operation_aborted, name);
         BOOST_TEST((result.second < std::chrono::milliseconds(1000)), name);
     }

@@ -90,7 +90,8 @@ inline asio::awaitable<chat_result> chat_once(chat_client& c, chat_request req)
     co_return r;
 }
 
-inline asio::awaitable<std::tuple<boost::system::error_code>> start_stream(chat_client& c, chat_request req, chat_stream& s)
+inline asio::awaitable<std::tuple<boost::system::error_code>>
+start_stream(chat_client& c, chat_request req, chat_stream& s)
 {
     auto [ec] = co_await c.async_start_stream(std::move(req), s, tuple_awaitable);
     co_return std::tuple{ec};
@@ -103,7 +104,8 @@ inline asio::awaitable<std::tuple<boost::system::error_code, chat_delta>> read_d
 }
 
 // Starts a read, then a second one while the first is outstanding.
-inline asio::awaitable<std::tuple<boost::system::error_code, boost::system::error_code>> two_reads(chat_stream& s)
+inline asio::awaitable<std::tuple<boost::system::error_code, boost::system::error_code>>
+two_reads(chat_stream& s)
 {
     std::optional<boost::system::error_code> first;
     s.async_read_delta([&first](boost::system::error_code ec, chat_delta) { first = ec; });
@@ -122,7 +124,8 @@ struct stream_result {
     bool started = false;
     bool done = false;
     std::string text;
-    int deltas = 0;
+    int deltas = 0; // stream events with text
+    int reads = 0;
     chat_response response;
     diagnostics diag;
 };
@@ -146,16 +149,16 @@ inline asio::awaitable<stream_result> stream_all(chat_client& c, chat_request re
                 if (!tec)
                     cancel.emit(asio::cancellation_type::terminal);
             });
-            auto [rec, d] = co_await s.async_read_delta(asio::bind_cancellation_slot(cancel.slot(), tuple_awaitable));
+            auto [rec, d] = co_await s.async_read_delta(
+                asio::bind_cancellation_slot(cancel.slot(), tuple_awaitable));
             ec = rec;
             break;
         }
         auto [rec, d] = co_await s.async_read_delta(tuple_awaitable);
         ec = rec;
-        if (!d.content.empty() || !d.reasoning.empty()) {
-            ++r.deltas;
-            r.text += d.content;
-        }
+        r.deltas += static_cast<int>(d.events);
+        ++r.reads;
+        r.text += d.content;
     }
     r.ec = ec;
     r.done = s.done();
@@ -164,13 +167,15 @@ inline asio::awaitable<stream_result> stream_all(chat_client& c, chat_request re
     co_return r;
 }
 
-inline asio::awaitable<std::tuple<boost::system::error_code, std::vector<model_info>>> models_once(chat_client& c)
+inline asio::awaitable<std::tuple<boost::system::error_code, std::vector<model_info>>>
+models_once(chat_client& c)
 {
     auto [ec, v] = co_await c.async_models(tuple_awaitable);
     co_return std::tuple{ec, std::move(v)};
 }
 
-inline asio::awaitable<std::tuple<boost::system::error_code, generation_info>> generation_once(chat_client& c, std::string id)
+inline asio::awaitable<std::tuple<boost::system::error_code, generation_info>>
+generation_once(chat_client& c, std::string id)
 {
     auto [ec, v] = co_await c.async_generation(std::move(id), tuple_awaitable);
     co_return std::tuple{ec, std::move(v)};
@@ -183,7 +188,8 @@ inline asio::awaitable<std::tuple<boost::system::error_code, key_info>> key_once
 }
 
 // A chat raced against a timer: the loser is cancelled.
-inline asio::awaitable<chat_result> race_once(chat_client& c, chat_request req, std::chrono::milliseconds limit)
+inline asio::awaitable<chat_result>
+race_once(chat_client& c, chat_request req, std::chrono::milliseconds limit)
 {
     using namespace asio::experimental::awaitable_operators;
     chat_result r;
@@ -243,7 +249,8 @@ struct client_fixture {
     boost::json::object bill()
     {
         http_client c(sim.port());
-        return boost::json::parse(c.request(boost::beast::http::verb::get, "/__sim/bill").body()).as_object();
+        return boost::json::parse(c.request(boost::beast::http::verb::get, "/__sim/bill").body())
+            .as_object();
     }
     std::string billed_usd(const std::string& model)
     {

@@ -94,8 +94,9 @@ public:
         X509_gmtime_adj(X509_getm_notAfter(cert_), 86400);
         X509_set_pubkey(cert_, key_);
         X509_NAME* name = X509_get_subject_name(cert_);
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                   reinterpret_cast<const unsigned char*>("frugal test CA"), -1, -1, 0);
+        X509_NAME_add_entry_by_txt(
+            name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("frugal test CA"), -1,
+            -1, 0);
         X509_set_issuer_name(cert_, name);
         detail::add_ext(cert_, cert_, NID_basic_constraints, "critical,CA:TRUE");
         detail::add_ext(cert_, cert_, NID_key_usage, "critical,keyCertSign,cRLSign");
@@ -126,8 +127,8 @@ public:
         X509_gmtime_adj(X509_getm_notAfter(cert), 86400);
         X509_set_pubkey(cert, key);
         X509_NAME* name = X509_get_subject_name(cert);
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("server"), -1,
-                                   -1, 0);
+        X509_NAME_add_entry_by_txt(
+            name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("server"), -1, -1, 0);
         X509_set_issuer_name(cert, X509_get_subject_name(cert_));
         detail::add_ext(cert, cert_, NID_basic_constraints, "critical,CA:FALSE");
         detail::add_ext(cert, cert_, NID_key_usage, "critical,digitalSignature");
@@ -153,10 +154,12 @@ asio::awaitable<void> copy(From& from, To& to)
 {
     char buf[16384];
     for (;;) {
-        auto [ec, n] = co_await from.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] =
+            co_await from.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
         if (ec)
             co_return;
-        auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf, n), asio::as_tuple(asio::use_awaitable));
+        auto [wec, wn] = co_await asio::async_write(
+            to, asio::buffer(buf, n), asio::as_tuple(asio::use_awaitable));
         if (wec)
             co_return;
     }
@@ -204,7 +207,8 @@ private:
     asio::awaitable<void> accept_loop()
     {
         for (;;) {
-            auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+            auto [ec, socket] =
+                co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
             if (ec)
                 co_return;
             ++connections_;
@@ -220,7 +224,8 @@ private:
 /// Terminates TLS with `cert` and relays to a plain server on 127.0.0.1:`backend`.
 class tls_front : public loopback_server {
 public:
-    tls_front(std::uint16_t backend, const pem_pair& cert) : backend_(backend), ssl_(asio::ssl::context::tls_server)
+    tls_front(std::uint16_t backend, const pem_pair& cert)
+        : backend_(backend), ssl_(asio::ssl::context::tls_server)
     {
         ssl_.use_certificate_chain(asio::buffer(cert.certificate));
         ssl_.use_private_key(asio::buffer(cert.private_key), asio::ssl::context::pem);
@@ -232,12 +237,13 @@ private:
     asio::awaitable<void> serve(tcp::socket socket) override
     {
         asio::ssl::stream<tcp::socket> tls(std::move(socket), ssl_);
-        auto [hec] = co_await tls.async_handshake(asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+        auto [hec] = co_await tls.async_handshake(
+            asio::ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
         if (hec)
             co_return; // the client refused our certificate
         tcp::socket upstream(io_);
-        auto [cec] = co_await upstream.async_connect({asio::ip::make_address("127.0.0.1"), backend_},
-                                                     asio::as_tuple(asio::use_awaitable));
+        auto [cec] = co_await upstream.async_connect(
+            {asio::ip::make_address("127.0.0.1"), backend_}, asio::as_tuple(asio::use_awaitable));
         if (cec)
             co_return;
         co_await detail::relay(tls, upstream);
@@ -264,10 +270,13 @@ private:
     asio::awaitable<void> serve(tcp::socket socket) override
     {
         asio::streambuf head;
-        auto [ec, n] = co_await asio::async_read_until(socket, head, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] = co_await asio::async_read_until(
+            socket, head, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
         if (ec)
             co_return;
-        std::string request(asio::buffers_begin(head.data()), asio::buffers_begin(head.data()) + static_cast<long>(n));
+        std::string request(
+            asio::buffers_begin(head.data()),
+            asio::buffers_begin(head.data()) + static_cast<long>(n));
         head.consume(n);
         const auto space = request.find(' ');
         const auto space2 = request.find(' ', space + 1);
@@ -279,14 +288,16 @@ private:
         }
         const auto colon = target.rfind(':');
         if (refuse_ || method != "CONNECT" || colon == std::string::npos) {
-            const std::string no = "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n";
-            co_await asio::async_write(socket, asio::buffer(no), asio::as_tuple(asio::use_awaitable));
+            const std::string no =
+                "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n";
+            co_await asio::async_write(
+                socket, asio::buffer(no), asio::as_tuple(asio::use_awaitable));
             co_return;
         }
         tcp::socket upstream(io_);
         const auto port = static_cast<std::uint16_t>(std::stoi(target.substr(colon + 1)));
-        auto [cec] = co_await upstream.async_connect({asio::ip::make_address("127.0.0.1"), port},
-                                                     asio::as_tuple(asio::use_awaitable));
+        auto [cec] = co_await upstream.async_connect(
+            {asio::ip::make_address("127.0.0.1"), port}, asio::as_tuple(asio::use_awaitable));
         if (cec)
             co_return;
         const std::string ok = "HTTP/1.1 200 Connection established\r\n\r\n";

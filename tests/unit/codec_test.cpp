@@ -74,7 +74,9 @@ BOOST_AUTO_TEST_CASE(older_usage_shape_without_cost)
 
 BOOST_AUTO_TEST_CASE(leading_keep_alive_whitespace_is_accepted)
 {
-    const auto c = decode("\n\n\n\n   \n" R"({"id":"gen-2","choices":[{"message":{"content":"ok"},"finish_reason":"stop"}]})");
+    const auto c =
+        decode("\n\n\n\n   \n"
+               R"({"id":"gen-2","choices":[{"message":{"content":"ok"},"finish_reason":"stop"}]})");
     BOOST_TEST(c.content == "ok");
 }
 
@@ -99,7 +101,8 @@ BOOST_AUTO_TEST_CASE(real_stream_chunks_and_the_2026_usage_chunk)
 
 BOOST_AUTO_TEST_CASE(usage_chunk_with_empty_choices_and_with_null_finish)
 {
-    const auto empty = decode(R"({"id":"gen-3","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,"cost":1.5e-6}})");
+    const auto empty = decode(
+        R"({"id":"gen-3","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,"cost":1.5e-6}})");
     BOOST_TEST(!empty.has_choice);
     BOOST_TEST(empty.usage->cost->to_string() == "0.0000015");
     const auto null_finish = decode(
@@ -152,7 +155,8 @@ BOOST_AUTO_TEST_CASE(mid_stream_errors_with_integer_and_string_codes)
     BOOST_TEST(numeric.error.message == "Rate limit exceeded");
     BOOST_TEST(numeric.error.error_type == "rate_limit_exceeded");
     BOOST_TEST(numeric.finish_reason == "error");
-    const auto text = decode(R"({"id":"gen-1","error":{"code":"server_error","message":"Provider disconnected unexpectedly"}})");
+    const auto text = decode(
+        R"({"id":"gen-1","error":{"code":"server_error","message":"Provider disconnected unexpectedly"}})");
     BOOST_TEST(text.error.code == "server_error");
     const auto upstream = decode(
         R"({"id":"gen-1","provider":"Together","error":{"code":502,"message":"Provider returned error","metadata":{"raw":"upstream connect error","provider_name":"Together"}},"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"error","native_finish_reason":"error"}]})");
@@ -172,7 +176,8 @@ BOOST_AUTO_TEST_CASE(choice_only_error)
 BOOST_AUTO_TEST_CASE(real_error_bodies)
 {
     openrouter::provider_error_info e;
-    BOOST_TEST(openrouter::decode_error_body(R"({"error":{"message":"User not found.","code":401}})", e));
+    BOOST_TEST(
+        openrouter::decode_error_body(R"({"error":{"message":"User not found.","code":401}})", e));
     BOOST_TEST(e.code == "401");
     BOOST_TEST(e.message == "User not found.");
     BOOST_TEST(openrouter::decode_error_body(
@@ -203,8 +208,9 @@ BOOST_AUTO_TEST_CASE(malformed_documents_are_protocol_errors)
 {
     chat_decoder d;
     chat_chunk c;
-    for (const char* bad : {"", "{", "[1,2]", "{\"id\":\"gen\"} trailing", "{\"choices\":[{\"delta\":{\"content\":\"tru",
-                            "null"}) {
+    for (const char* bad :
+         {"", "{", "[1,2]", "{\"id\":\"gen\"} trailing",
+          "{\"choices\":[{\"delta\":{\"content\":\"tru", "null"}) {
         BOOST_TEST(d.decode(bad, c) == frugal::error::protocol_error, bad);
     }
     // The decoder recovers for the next document.
@@ -217,10 +223,11 @@ BOOST_AUTO_TEST_CASE(request_body_is_valid_json_with_every_field)
     chat_request r;
     r.model = "anthropic/claude-fable-5";
     r.models = {"google/gemma-4-31b-it:free"};
-    r.messages = {{.role = "system", .content = "Be \"brief\"\n\t\\ \x01"},
-                  {.role = "assistant", .content = "", .tool_calls = {{"c1", "function", "f", "{\"a\":1}"}}},
-                  {.role = "tool", .content = "42", .tool_call_id = "c1"},
-                  {.role = "user", .content = "h\xC3\xA9llo", .name = "ann"}};
+    r.messages = {
+        {.role = "system", .content = "Be \"brief\"\n\t\\ \x01"},
+        {.role = "assistant", .content = "", .tool_calls = {{"c1", "function", "f", "{\"a\":1}"}}},
+        {.role = "tool", .content = "42", .tool_call_id = "c1"},
+        {.role = "user", .content = "h\xC3\xA9llo", .name = "ann"}};
     r.max_tokens = 512;
     r.temperature = 0.25;
     r.top_p = 0.9;
@@ -228,7 +235,8 @@ BOOST_AUTO_TEST_CASE(request_body_is_valid_json_with_every_field)
     r.stop = {"\n\n"};
     r.response_format = "json_schema";
     r.response_schema = R"({"name":"answer","schema":{"type":"object"}})";
-    r.provider = frugal::provider_preferences{.order = {"anthropic"}, .allow_fallbacks = false, .sort = "price", .zdr = true};
+    r.provider = frugal::provider_preferences{
+        .order = {"anthropic"}, .allow_fallbacks = false, .sort = "price", .zdr = true};
     r.user = "user-1";
     r.extra_body = R"({"plugins":[{"id":"web"}],"reasoning":{"effort":"low"}})";
     std::string body;
@@ -242,7 +250,8 @@ BOOST_AUTO_TEST_CASE(request_body_is_valid_json_with_every_field)
     BOOST_TEST(o.at("seed").as_int64() == 7);
     const auto& m = o.at("messages").as_array();
     BOOST_TEST(m.at(0).at("content").as_string() == "Be \"brief\"\n\t\\ \x01");
-    BOOST_TEST(m.at(1).at("tool_calls").at(0).at("function").at("arguments").as_string() == "{\"a\":1}");
+    BOOST_TEST(
+        m.at(1).at("tool_calls").at(0).at("function").at("arguments").as_string() == "{\"a\":1}");
     BOOST_TEST(m.at(2).at("tool_call_id").as_string() == "c1");
     BOOST_TEST(m.at(3).at("content").as_string() == "h\xC3\xA9llo");
     BOOST_TEST(m.at(3).at("name").as_string() == "ann");
@@ -285,8 +294,10 @@ BOOST_AUTO_TEST_CASE(models_catalog_spec_example_and_alias)
     BOOST_TEST(!models[1].context_length);
     BOOST_TEST(!models[1].max_completion_tokens);
     // A price that cannot be read exactly is an error, never a guess.
-    BOOST_TEST(openrouter::decode_models(R"({"data":[{"id":"x","pricing":{"prompt":"cheap","completion":"0"}}]})", models) ==
-               frugal::error::protocol_error);
+    BOOST_TEST(
+        openrouter::decode_models(
+            R"({"data":[{"id":"x","pricing":{"prompt":"cheap","completion":"0"}}]})", models) ==
+        frugal::error::protocol_error);
 }
 
 BOOST_AUTO_TEST_CASE(generation_and_key_spec_examples)
@@ -307,7 +318,8 @@ BOOST_AUTO_TEST_CASE(generation_and_key_spec_examples)
     BOOST_TEST(k.limit->to_string() == "100");
     BOOST_TEST(k.limit_remaining->to_string() == "74.5");
     BOOST_TEST(k.usage.to_string() == "25.5");
-    BOOST_REQUIRE(!openrouter::decode_key_info(R"({"data":{"label":"x","limit":null,"limit_remaining":null,"usage":0}})", k));
+    BOOST_REQUIRE(!openrouter::decode_key_info(
+        R"({"data":{"label":"x","limit":null,"limit_remaining":null,"usage":0}})", k));
     BOOST_TEST(!k.limit);
 }
 

@@ -67,12 +67,14 @@ BOOST_AUTO_TEST_CASE(enumerators_are_numbered_from_one_without_gaps)
 BOOST_AUTO_TEST_CASE(retryable_errors_are_transient_ones)
 {
     using frugal::error;
-    for (const auto e : {error::rate_limited, error::upstream_timeout, error::upstream_unavailable,
-                         error::upstream_overloaded, error::timeout})
+    for (const auto e :
+         {error::rate_limited, error::upstream_timeout, error::upstream_unavailable,
+          error::upstream_overloaded, error::timeout})
         BOOST_TEST(frugal::is_retryable(e), boost::system::error_code(e).message());
-    for (const auto e : {error::bad_request, error::unauthorized, error::insufficient_credits,
-                         error::moderation, error::server_error, error::midstream_error,
-                         error::stream_truncated, error::protocol_error})
+    for (const auto e :
+         {error::bad_request, error::unauthorized, error::insufficient_credits, error::moderation,
+          error::server_error, error::midstream_error, error::stream_truncated,
+          error::protocol_error})
         BOOST_TEST(!frugal::is_retryable(e), boost::system::error_code(e).message());
     BOOST_TEST(frugal::is_retryable(make_error_code(boost::system::errc::connection_refused)));
     BOOST_TEST(frugal::is_retryable(make_error_code(boost::system::errc::connection_reset)));
@@ -83,7 +85,7 @@ BOOST_AUTO_TEST_CASE(fatal_errors_are_those_that_spoil_the_connection)
 {
     using frugal::error;
     BOOST_TEST(!frugal::is_fatal({}));
-    BOOST_TEST(!frugal::is_fatal(error::rate_limited));   // a complete 429 response
+    BOOST_TEST(!frugal::is_fatal(error::rate_limited)); // a complete 429 response
     BOOST_TEST(!frugal::is_fatal(error::bad_request));
     BOOST_TEST(frugal::is_fatal(error::timeout));
     BOOST_TEST(frugal::is_fatal(error::stream_truncated));

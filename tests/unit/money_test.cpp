@@ -32,7 +32,7 @@ BOOST_AUTO_TEST_CASE(refuses_what_it_cannot_hold_exactly)
 {
     BOOST_TEST(!money::parse("0.0000000000001")); // a tenth of a picodollar
     BOOST_TEST(!money::parse("1e-13"));
-    BOOST_TEST(!money::parse("9300000"));          // past 9.2 million USD
+    BOOST_TEST(!money::parse("9300000")); // past 9.2 million USD
     BOOST_TEST(!money::parse(""));
     BOOST_TEST(!money::parse("-"));
     BOOST_TEST(!money::parse("1."));
@@ -50,7 +50,9 @@ BOOST_AUTO_TEST_CASE(formats_as_the_shortest_exact_decimal)
     BOOST_TEST(money::from_units(0).to_string() == "0");
     BOOST_TEST(money::from_units(-1'500'000'000'000).to_string() == "-1.5");
     BOOST_TEST(money::from_units(1).to_string() == "0.000000000001");
-    BOOST_TEST(money::from_units(std::numeric_limits<std::int64_t>::min()).to_string() == "-9223372.036854775808");
+    BOOST_TEST(
+        money::from_units(std::numeric_limits<std::int64_t>::min()).to_string() ==
+        "-9223372.036854775808");
     for (const char* text : {"0.0000000375", "123.456", "0.5", "7"})
         BOOST_TEST(money::parse(text)->to_string() == text);
 }

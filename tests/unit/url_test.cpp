@@ -26,8 +26,9 @@ BOOST_AUTO_TEST_CASE(base_urls)
     BOOST_TEST(u->userinfo == "user:pw");
     BOOST_TEST(u->host == "proxy.corp");
     BOOST_TEST(u->path.empty());
-    for (const char* bad : {"ftp://x", "openrouter.ai", "https://", "https://h:0", "https://h:70000", "https://h:x",
-                            "https://h/a b", "https://h/?q=1", "http://[::1"})
+    for (const char* bad :
+         {"ftp://x", "openrouter.ai", "https://", "https://h:0", "https://h:70000", "https://h:x",
+          "https://h/a b", "https://h/?q=1", "http://[::1"})
         BOOST_TEST(!parse_url(bad), bad);
 }
 

@@ -1,0 +1,400 @@
+// The client's cost on one core, with the server on the other: whole responses and stream
+// chunks per second and CPU per unit at concurrency 64, against a static canned-response server
+// (the client's own cost) and against the simulator; and memory per open stream.
+//
+// Figures: client_nonstream_req_per_s, client_cpu_us_per_req, client_stream_chunks_per_s,
+// client_cpu_us_per_chunk, client_kib_per_open_stream (canned server), and the same with
+// _sim for the simulator.
+#include "figures.hpp"
+#include "process.hpp"
+
+#include <frugal/chat_client.hpp>
+#include <frugal/sim.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <malloc.h>
+#include <string>
+
+namespace asio = boost::asio;
+namespace bench = frugal::bench;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// The canned responses: a 60-token whole answer, and a 200-chunk stream with a keep-alive
+// comment, a finish chunk, a usage chunk and [DONE], in OpenRouter's 2026 shapes.
+std::string canned_whole()
+{
+    std::string content;
+    for (int i = 0; i < 60; ++i)
+        content += i == 0 ? "Token" : " token";
+    const std::string body =
+        R"({"id":"gen-1795000000-q7Rk2mXvB9sLdT4wPz1a","provider":"DeepSeek","model":"deepseek/deepseek-v3.2","object":"chat.completion","created":1795000000,"choices":[{"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","index":0,"message":{"role":"assistant","content":")" +
+        content +
+        R"(","refusal":null,"reasoning":null}}],"system_fingerprint":null,"usage":{"prompt_tokens":14,"completion_tokens":60,"total_tokens":74,"cost":0.00002778,"is_byok":false,"prompt_tokens_details":{"cached_tokens":0,"cache_write_tokens":0,"audio_tokens":0,"video_tokens":0},"cost_details":{"upstream_inference_cost":0.00002778,"upstream_inference_prompt_cost":0.00000378,"upstream_inference_completions_cost":0.000024},"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":0,"audio_tokens":0}}})";
+    return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+           std::to_string(body.size()) +
+           "\r\nX-Generation-Id: gen-1795000000-q7Rk2mXvB9sLdT4wPz1a\r\n\r\n" + body;
+}
+
+constexpr int stream_chunks = 200;
+
+std::string canned_stream()
+{
+    const std::string prefix =
+        R"(data: {"id":"gen-1795000000-q7Rk2mXvB9sLdT4wPz1a","object":"chat.completion.chunk","created":1795000000,"model":"deepseek/deepseek-v3.2","provider":"DeepSeek","choices":[{"index":0,"delta":{"content":")";
+    std::string sse = ": OPENROUTER PROCESSING\n\n";
+    for (int i = 0; i < stream_chunks; ++i)
+        sse += prefix + (i == 0 ? "Token" : " token") +
+               R"(","role":"assistant"},"finish_reason":null,"native_finish_reason":null}]})" +
+               "\n\n";
+    const std::string finish =
+        R"("choices":[{"index":0,"delta":{"content":"","role":"assistant"},"finish_reason":"stop","native_finish_reason":"stop"}])";
+    const std::string head =
+        R"(data: {"id":"gen-1795000000-q7Rk2mXvB9sLdT4wPz1a","object":"chat.completion.chunk","created":1795000000,"model":"deepseek/deepseek-v3.2","provider":"DeepSeek",)";
+    sse += head + finish + "}\n\n";
+    sse +=
+        head + finish +
+        R"(,"usage":{"prompt_tokens":14,"completion_tokens":200,"total_tokens":214,"cost":0.00008378,"is_byok":false}})" +
+        "\n\n";
+    sse += "data: [DONE]\n\n";
+    char size[20];
+    std::snprintf(size, sizeof size, "%zx\r\n", sse.size());
+    return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: "
+           "chunked\r\nCache-Control: "
+           "no-cache\r\n\r\n" +
+           std::string(size) + sse + "\r\n0\r\n\r\n";
+}
+
+// A static server: reads each request (head and Content-Length body) and answers with the
+// canned whole response, or the canned stream when the body asks for one.
+asio::awaitable<void>
+canned_session(tcp::socket socket, const std::string* whole, const std::string* stream)
+{
+    std::string buffer;
+    for (;;) {
+        auto [ec, n] = co_await asio::async_read_until(
+            socket, asio::dynamic_buffer(buffer), "\r\n\r\n", tuple_awaitable);
+        if (ec)
+            co_return;
+        const auto cl = buffer.find("Content-Length: ");
+        const std::size_t length = cl < n ? std::strtoul(buffer.c_str() + cl + 16, nullptr, 10) : 0;
+        if (buffer.size() < n + length) {
+            const std::size_t missing = n + length - buffer.size();
+            const std::size_t old = buffer.size();
+            buffer.resize(old + missing);
+            auto [rec, rn] = co_await asio::async_read(
+                socket, asio::buffer(buffer.data() + old, missing), tuple_awaitable);
+            if (rec)
+                co_return;
+        }
+        const bool streamed = buffer.find("\"stream\":true", n) != std::string::npos;
+        buffer.erase(0, n + length);
+        const std::string& reply = streamed ? *stream : *whole;
+        auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(reply), tuple_awaitable);
+        if (wec)
+            co_return;
+    }
+}
+
+asio::awaitable<void>
+canned_accept(tcp::acceptor& acceptor, const std::string* whole, const std::string* stream)
+{
+    for (;;) {
+        auto [ec, socket] = co_await acceptor.async_accept(tuple_awaitable);
+        if (ec)
+            co_return;
+        socket.set_option(tcp::no_delay(true));
+        asio::co_spawn(
+            acceptor.get_executor(), canned_session(std::move(socket), whole, stream),
+            asio::detached);
+    }
+}
+
+bench::child spawn_canned()
+{
+    return bench::spawn_server(0, [](const auto& ready) {
+        const std::string whole = canned_whole();
+        const std::string stream = canned_stream();
+        asio::io_context io{1};
+        tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+        ready(acceptor.local_endpoint().port());
+        asio::co_spawn(io, canned_accept(acceptor, &whole, &stream), asio::detached);
+        asio::signal_set signals(io, SIGTERM);
+        signals.async_wait([&](auto, int) { io.stop(); });
+        io.run();
+    });
+}
+
+bench::child spawn_sim(frugal::sim_config config)
+{
+    return bench::spawn_server(0, [&config](const auto& ready) {
+        asio::io_context io{1};
+        frugal::simulator sim(io.get_executor(), std::move(config));
+        sim.start();
+        ready(sim.port());
+        asio::signal_set signals(io, SIGTERM);
+        signals.async_wait([&](auto, int) {
+            sim.stop();
+            io.stop();
+        });
+        io.run();
+    });
+}
+
+struct load {
+    bool counting = false;
+    bool stopping = false;
+    std::uint64_t units = 0; // requests or chunks
+    std::uint64_t errors = 0;
+    std::string first_error;
+};
+
+void note_error(load& l, const boost::system::error_code& ec, const frugal::diagnostics& d)
+{
+    if (l.errors++ == 0)
+        l.first_error = ec.message() + ": " + d.to_string();
+}
+
+asio::awaitable<void> whole_worker(frugal::chat_client& c, frugal::chat_request req, load& l)
+{
+    frugal::diagnostics diag;
+    while (!l.stopping) {
+        auto [ec, r] = co_await c.async_chat(req, diag, tuple_awaitable);
+        if (ec)
+            note_error(l, ec, diag);
+        else if (l.counting)
+            ++l.units;
+    }
+}
+
+asio::awaitable<void> stream_worker(frugal::chat_client& c, frugal::chat_request req, load& l)
+{
+    while (!l.stopping) {
+        frugal::chat_stream s;
+        auto [ec] = co_await c.async_start_stream(req, s, tuple_awaitable);
+        if (ec) {
+            note_error(l, ec, s.diagnostics());
+            continue;
+        }
+        while (!s.done()) {
+            auto [rec, d] = co_await s.async_read_delta(tuple_awaitable);
+            if (rec) {
+                note_error(l, rec, s.diagnostics());
+                break;
+            }
+            if (l.counting)
+                l.units += d.events; // a read joins the events that arrived meanwhile
+        }
+    }
+}
+
+struct rate {
+    double per_second = 0;
+    double cpu_us_per_unit = 0;
+};
+
+// Runs `workers` copies of `worker` for a warm-up and a measured window on this thread.
+template <class Worker>
+rate measure(std::uint16_t port, bool stream, int workers, std::chrono::seconds window)
+{
+    asio::io_context io{1};
+    frugal::client_params p;
+    p.base_url = "http://127.0.0.1:" + std::to_string(port) + "/api/v1";
+    p.api_key = "sk-or-v1-bench";
+    p.max_connections = static_cast<std::size_t>(workers);
+    frugal::chat_client client(io.get_executor(), p);
+    frugal::chat_request req;
+    req.model = "deepseek/deepseek-v3.2";
+    req.max_tokens = 300;
+    req.messages.push_back(
+        {.role = "user",
+         .content = stream ? "Stream it. [sim tokens=199]" : "Explain. [sim tokens=59]"});
+    load l;
+    for (int i = 0; i < workers; ++i)
+        asio::co_spawn(io, Worker{}(client, req, l), asio::detached);
+    io.run_for(500ms);
+    l.counting = true;
+    const double cpu0 = bench::cpu_seconds();
+    const auto t0 = steady::now();
+    io.run_for(window);
+    const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
+    const double cpu = bench::cpu_seconds() - cpu0;
+    l.counting = false;
+    l.stopping = true;
+    io.run_for(2s);
+    if (l.errors != 0)
+        std::fprintf(
+            stderr, "  %llu errors, the first: %s\n", static_cast<unsigned long long>(l.errors),
+            l.first_error.c_str());
+    const double units = static_cast<double>(std::max<std::uint64_t>(l.units, 1));
+    return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units};
+}
+
+struct whole_fn {
+    asio::awaitable<void> operator()(frugal::chat_client& c, frugal::chat_request r, load& l) const
+    {
+        return whole_worker(c, std::move(r), l);
+    }
+};
+struct stream_fn {
+    asio::awaitable<void> operator()(frugal::chat_client& c, frugal::chat_request r, load& l) const
+    {
+        return stream_worker(c, std::move(r), l);
+    }
+};
+
+asio::awaitable<void>
+open_stream(frugal::chat_client& c, frugal::chat_request req, frugal::chat_stream& s, int& opened)
+{
+    auto [ec] = co_await c.async_start_stream(std::move(req), s, tuple_awaitable);
+    if (!ec) {
+        auto [rec, d] = co_await s.async_read_delta(tuple_awaitable);
+        if (!rec)
+            ++opened;
+    }
+}
+
+// Opens streams[first, last) one after another: several openers run at once, as a server opens
+// streams for concurrent users.
+asio::awaitable<void> opener(
+    frugal::chat_client& c,
+    frugal::chat_request req,
+    std::vector<frugal::chat_stream>& streams,
+    std::size_t first,
+    std::size_t step,
+    int& opened)
+{
+    for (std::size_t i = first; i < streams.size(); i += step)
+        co_await open_stream(c, req, streams[i], opened);
+}
+
+// Memory per open stream: `n` streams started (64 at a time) and one delta read from each,
+// held open by the simulator's slow tokens; the growth of this process's RSS, divided by n. Both
+// samples are taken after malloc_trim, so the figure is what open streams hold, not the heap's
+// high-water mark from connecting them all at once (those pages are free and reused by later
+// streams).
+double kib_per_open_stream(int n)
+{
+    frugal::sim_config config;
+    config.models = frugal::standard_sim_models();
+    for (auto& m : config.models)
+        m.time_per_token = 2s;
+    bench::child sim = spawn_sim(config);
+    asio::io_context io{1};
+    frugal::client_params p;
+    p.base_url = "http://127.0.0.1:" + std::to_string(sim.port) + "/api/v1";
+    p.api_key = "sk-or-v1-bench";
+    p.max_connections = static_cast<std::size_t>(n) + 1;
+    frugal::chat_client client(io.get_executor(), p);
+    frugal::chat_request req;
+    req.model = "deepseek/deepseek-v3.2";
+    req.messages.push_back({.role = "user", .content = "Hold it open. [sim tokens=20]"});
+    // Warm the allocator and the client with a first batch, then measure a second.
+    std::vector<frugal::chat_stream> warm(64);
+    int opened = 0;
+    for (auto& s : warm)
+        asio::co_spawn(io, open_stream(client, req, s, opened), asio::detached);
+    io.run_for(3s);
+    malloc_trim(0);
+    const long before = bench::rss_kib();
+    std::vector<frugal::chat_stream> streams(static_cast<std::size_t>(n));
+    opened = 0;
+    constexpr std::size_t openers = 64;
+    for (std::size_t i = 0; i < openers; ++i)
+        asio::co_spawn(io, opener(client, req, streams, i, openers, opened), asio::detached);
+    io.restart();
+    const auto give_up = steady::now() + 60s;
+    while (opened < n && steady::now() < give_up)
+        io.run_for(100ms);
+    malloc_trim(0);
+    const long after = bench::rss_kib();
+    streams.clear();
+    warm.clear();
+    bench::stop_server(sim);
+    return static_cast<double>(after - before) / static_cast<double>(std::max(opened, 1));
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    // --serve-canned: only the canned server, on this process, until killed (for profiling the
+    // client in another process, e.g. under callgrind).
+    if (argc > 1 && std::strcmp(argv[1], "--serve-canned") == 0) {
+        const std::string whole = canned_whole();
+        const std::string stream = canned_stream();
+        asio::io_context io{1};
+        tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+        std::printf(
+            "listening on http://127.0.0.1:%u/api/v1\n",
+            static_cast<unsigned>(acceptor.local_endpoint().port()));
+        std::fflush(stdout);
+        asio::co_spawn(io, canned_accept(acceptor, &whole, &stream), asio::detached);
+        io.run();
+        return 0;
+    }
+    const auto results = bench::results_path(argc, argv);
+    bench::raise_fd_limit();
+    bench::pin_to_cpu(1);
+    std::map<std::string, std::pair<double, std::string>> figures;
+    const auto window = 2s;
+
+    // Three rounds, alternating whole and streamed runs; the medians are recorded.
+    const auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    const auto rounds = [&](std::uint16_t port, const char* label, const std::string& suffix) {
+        std::vector<double> rps, cpu_req, cps, cpu_chunk;
+        for (int round = 0; round < 3; ++round) {
+            const rate whole = measure<whole_fn>(port, false, 64, window);
+            const rate stream = measure<stream_fn>(port, true, 64, window);
+            rps.push_back(whole.per_second);
+            cpu_req.push_back(whole.cpu_us_per_unit);
+            cps.push_back(stream.per_second);
+            cpu_chunk.push_back(stream.cpu_us_per_unit);
+        }
+        std::printf(
+            "%-15s %9.0f req/s  %6.2f us CPU/req   %10.0f chunks/s  %5.3f us CPU/chunk  (medians "
+            "of 3)\n",
+            label, median(rps), median(cpu_req), median(cps), median(cpu_chunk));
+        figures["client_nonstream_req_per_s" + suffix] = {median(rps), "req/s"};
+        figures["client_cpu_us_per_req" + suffix] = {median(cpu_req), "us/req"};
+        figures["client_stream_chunks_per_s" + suffix] = {median(cps), "chunks/s"};
+        figures["client_cpu_us_per_chunk" + suffix] = {median(cpu_chunk), "us/chunk"};
+    };
+    {
+        bench::child canned = spawn_canned();
+        rounds(canned.port, "canned server:", "");
+        bench::stop_server(canned);
+    }
+    {
+        bench::child sim = spawn_sim(frugal::sim_config{});
+        rounds(sim.port, "simulator:", "_sim");
+        bench::stop_server(sim);
+    }
+    const double kib = kib_per_open_stream(2000);
+    std::printf("open streams:   %6.2f KiB per open stream (2000 streams)\n", kib);
+    figures["client_kib_per_open_stream"] = {kib, "KiB"};
+    bench::write_results(results, figures);
+    return 0;
+}
