@@ -44,20 +44,24 @@ void write_results(
         if (!ec && old.is_object())
             all = std::move(old.as_object());
     }
-    for (const auto& [name, figure] : figures) {
-        // Rounded for reading: whole numbers from 100 up, four significant digits below.
-        char text[64];
-        std::snprintf(
-            text, sizeof text, std::fabs(figure.first) >= 100 ? "%.0f" : "%.4g", figure.first);
-        all[name] = {{"value", boost::json::parse(text)}, {"unit", figure.second}};
-    }
+    for (const auto& [name, figure] : figures)
+        all[name] = {{"value", figure.first}, {"unit", figure.second}};
     std::filesystem::create_directories(path.parent_path().empty() ? "." : path.parent_path());
     std::ofstream out(path);
     out << "{\n";
     bool first = true;
     for (const auto& [name, figure] : all) {
-        out << (first ? "" : ",\n") << "  " << boost::json::serialize(name) << ": "
-            << boost::json::serialize(figure);
+        const auto* o = figure.if_object();
+        const auto* v = o != nullptr ? o->if_contains("value") : nullptr;
+        const auto* unit = o != nullptr ? o->if_contains("unit") : nullptr;
+        if (v == nullptr || !v->is_number() || unit == nullptr)
+            continue;
+        // Rounded for reading: whole numbers from 100 up, four significant digits below.
+        const double value = v->to_number<double>();
+        char text[64];
+        std::snprintf(text, sizeof text, std::fabs(value) >= 100 ? "%.0f" : "%.4g", value);
+        out << (first ? "" : ",\n") << "  " << boost::json::serialize(name) << ": {\"value\": " << text
+            << ", \"unit\": " << boost::json::serialize(*unit) << "}";
         first = false;
     }
     out << "\n}\n";
