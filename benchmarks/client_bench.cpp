@@ -144,22 +144,6 @@ bench::child spawn_canned()
     });
 }
 
-bench::child spawn_sim(frugal::sim_config config)
-{
-    return bench::spawn_server(0, [&config](const auto& ready) {
-        asio::io_context io{1};
-        frugal::simulator sim(io.get_executor(), std::move(config));
-        sim.start();
-        ready(sim.port());
-        asio::signal_set signals(io, SIGTERM);
-        signals.async_wait([&](auto, int) {
-            sim.stop();
-            io.stop();
-        });
-        io.run();
-    });
-}
-
 struct load {
     bool counting = false;
     bool stopping = false;
@@ -298,7 +282,7 @@ double kib_per_open_stream(int n)
     config.models = frugal::standard_sim_models();
     for (auto& m : config.models)
         m.time_per_token = 2s;
-    bench::child sim = spawn_sim(config);
+    bench::child sim = bench::spawn_sim(0, config);
     asio::io_context io{1};
     frugal::client_params p;
     p.base_url = "http://127.0.0.1:" + std::to_string(sim.port) + "/api/v1";
@@ -388,7 +372,7 @@ int main(int argc, char** argv)
         bench::stop_server(canned);
     }
     {
-        bench::child sim = spawn_sim(frugal::sim_config{});
+        bench::child sim = bench::spawn_sim(0, frugal::sim_config{});
         rounds(sim.port, "simulator:", "_sim");
         bench::stop_server(sim);
     }

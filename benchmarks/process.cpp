@@ -1,5 +1,8 @@
 #include "process.hpp"
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
@@ -53,6 +56,22 @@ child spawn_server(
         throw std::runtime_error("the server did not start");
     close(fds[0]);
     return c;
+}
+
+child spawn_sim(int cpu, frugal::sim_config config)
+{
+    return spawn_server(cpu, [&config](const auto& ready) {
+        boost::asio::io_context io{1};
+        frugal::simulator sim(io.get_executor(), std::move(config));
+        sim.start();
+        ready(sim.port());
+        boost::asio::signal_set signals(io, SIGTERM);
+        signals.async_wait([&](auto, int) {
+            sim.stop();
+            io.stop();
+        });
+        io.run();
+    });
 }
 
 child_usage stop_server(const child& c)

@@ -4,6 +4,8 @@
 // Process plumbing for benchmarks that put a server on one core and the measured client on the
 // other: pinning, a server in a forked child, and CPU and memory readings.
 
+#include <frugal/sim.hpp>
+
 #include <cstdint>
 #include <functional>
 
@@ -23,6 +25,9 @@ struct child {
 /// once, and serve until SIGTERM.
 child spawn_server(
     int cpu, const std::function<void(const std::function<void(std::uint16_t)>& ready)>& serve);
+
+/// A simulator with `config` in a child process on `cpu`.
+child spawn_sim(int cpu, frugal::sim_config config);
 
 struct child_usage {
     double cpu_seconds = 0;

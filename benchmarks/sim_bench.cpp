@@ -36,23 +36,6 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-// A simulator in a child process on CPU 0.
-bench::child spawn_sim(frugal::sim_config config)
-{
-    return bench::spawn_server(0, [&config](const auto& ready) {
-        asio::io_context io{1};
-        frugal::simulator sim(io.get_executor(), std::move(config));
-        sim.start();
-        ready(sim.port());
-        asio::signal_set signals(io, SIGTERM);
-        signals.async_wait([&](auto, int) {
-            sim.stop();
-            io.stop();
-        });
-        io.run();
-    });
-}
-
 std::string request_bytes(const std::string& body)
 {
     return "POST /api/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
@@ -275,7 +258,7 @@ int main(int argc, char** argv)
 
     {
         frugal::sim_config config;
-        bench::child sim = spawn_sim(config);
+        bench::child sim = bench::spawn_sim(0, config);
         const double rps = measure_whole(sim.port);
         bench::stop_server(sim);
         std::printf(
@@ -289,7 +272,7 @@ int main(int argc, char** argv)
         config.models = frugal::standard_sim_models();
         for (auto& m : config.models)
             m.time_per_token = 250ms;
-        bench::child sim = spawn_sim(config);
+        bench::child sim = bench::spawn_sim(0, config);
         asio::io_context io{1};
         const std::string body =
             R"({"model":"deepseek/deepseek-v3.2","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"Stream it. [sim tokens=29]"}]})";

@@ -3,18 +3,8 @@
 # billed cost, one clear stderr line on failure (never the key), and the --timeout deadline.
 set -u
 frugal=$1
-failures=0
-check() { # name expected actual
-    if [ "$2" != "$3" ]; then
-        printf 'FAIL %s\n  expected: %s\n  actual:   %s\n' "$1" "$2" "$3"
-        failures=$((failures + 1))
-    else
-        printf 'ok   %s\n' "$1"
-    fi
-}
-contains() { # name haystack needle
-    case "$2" in *"$3"*) printf 'ok   %s\n' "$1" ;; *) printf 'FAIL %s\n  %s\n  lacks: %s\n' "$1" "$2" "$3"; failures=$((failures + 1)) ;; esac
-}
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 tmp=$(mktemp -d)
 trap 'kill $sim 2>/dev/null; wait $sim 2>/dev/null; rm -rf "$tmp"' EXIT
 "$frugal" sim --port 0 >"$tmp/sim" 2>&1 &
@@ -74,4 +64,4 @@ contains "saying so" "$(cat "$tmp/err")" "OPENROUTER_API_KEY"
 check "plain http to a remote host is refused" 1 "$?"
 contains "saying why" "$(cat "$tmp/err")" "unencrypted"
 
-[ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }
+finish

@@ -2,15 +2,8 @@
 # `frugal sim` as a user runs it: the first line, serving, stopping on SIGTERM, bad input.
 set -u
 frugal=$1
-failures=0
-check() { # name expected actual
-    if [ "$2" != "$3" ]; then
-        printf 'FAIL %s\n  expected: %s\n  actual:   %s\n' "$1" "$2" "$3"
-        failures=$((failures + 1))
-    else
-        printf 'ok   %s\n' "$1"
-    fi
-}
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 
@@ -56,4 +49,4 @@ for conf in "$tmp"/doc*.json; do
     check "docs example $(basename "$conf") is accepted" "listening" "${first%% *}"
 done
 
-[ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }
+finish

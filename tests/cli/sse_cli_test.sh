@@ -2,15 +2,8 @@
 # `frugal sse` as a user runs it: output format, --count, limits, exit status and stderr.
 set -u
 frugal=$1
-failures=0
-check() { # name expected actual
-    if [ "$2" != "$3" ]; then
-        printf 'FAIL %s\n  expected: %s\n  actual:   %s\n' "$1" "$2" "$3"
-        failures=$((failures + 1))
-    else
-        printf 'ok   %s\n' "$1"
-    fi
-}
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 out=$(printf 'event: add\nid: 7\ndata: a "quoted"\ndata: b\\c\n\ndata: x\n\n' | "$frugal" sse)
 check "events become JSON lines" \
@@ -53,7 +46,4 @@ check "a bad option is a usage error" 2 "$?"
 out=$(printf 'data: a\n\n' | "$frugal" sse --max-line 7)
 check "a line of exactly --max-line is accepted" '{"event":"message","data":"a","id":""}' "$out"
 
-if [ "$failures" -ne 0 ]; then
-    echo "$failures check(s) failed"
-    exit 1
-fi
+finish
