@@ -60,8 +60,8 @@ void write_results(
         const double value = v->to_number<double>();
         char text[64];
         std::snprintf(text, sizeof text, std::fabs(value) >= 100 ? "%.0f" : "%.4g", value);
-        out << (first ? "" : ",\n") << "  " << boost::json::serialize(name) << ": {\"value\": " << text
-            << ", \"unit\": " << boost::json::serialize(*unit) << "}";
+        out << (first ? "" : ",\n") << "  " << boost::json::serialize(name)
+            << ": {\"value\": " << text << ", \"unit\": " << boost::json::serialize(*unit) << "}";
         first = false;
     }
     out << "\n}\n";
