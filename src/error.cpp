@@ -49,6 +49,12 @@ public:
         case error::provider_error: return "the provider returned an error";
         case error::operation_in_progress: return "another read is already in progress";
         case error::stream_not_readable: return "the stream has ended or was never started";
+        case error::budget_exhausted: return "the budget cannot cover the request";
+        case error::budget_closed: return "the budget guard is closed";
+        case error::price_unknown: return "no price is known for the model";
+        case error::budget_store_failed: return "the budget store failed";
+        case error::bad_budget_config: return "the budget configuration is invalid";
+        case error::reservation_inactive: return "the reservation was already settled or released";
         }
         return "unknown frugal error";
     }
@@ -101,7 +107,13 @@ bool is_fatal(const boost::system::error_code& ec) noexcept
     case error::missing_api_key:
     case error::bad_request_body:
     case error::operation_in_progress:
-    case error::stream_not_readable: return false;
+    case error::stream_not_readable:
+    case error::budget_exhausted:
+    case error::budget_closed:
+    case error::price_unknown:
+    case error::budget_store_failed:
+    case error::bad_budget_config:
+    case error::reservation_inactive: return false;
     default: return true;
     }
 }

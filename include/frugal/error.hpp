@@ -116,6 +116,29 @@ enum class error {
     /// `chat_stream::async_read_delta` was called on a stream that has ended or was never
     /// started.
     stream_not_readable,
+
+    /// The budget guard denied a paid request: some budget it falls under cannot cover even
+    /// the smallest request allowed (after waiting, for `async_reserve`), or has reached its
+    /// cap. Also the reason a guard gives for cancelling a request in flight.
+    budget_exhausted,
+
+    /// The budget guard was closed: paid requests are refused and in-flight ones cancelled.
+    budget_closed,
+
+    /// No price is known for the model (not in the catalog, or priced as variable): a cost
+    /// frugal cannot bound is never taken as $0.
+    price_unknown,
+
+    /// The budget store could not record a reservation or a settlement; the guard stops paid
+    /// traffic until it is reopened.
+    budget_store_failed,
+
+    /// A budget configuration or key is malformed (a spec with no name, a negative cap, a name
+    /// given twice, a key without `kind:`).
+    bad_budget_config,
+
+    /// A reservation was used after it was settled or released.
+    reservation_inactive,
 };
 
 /// Whether an operation that failed with `ec` may succeed if tried again later: rate limits,

@@ -39,6 +39,12 @@ constexpr frugal::error all_errors[] = {
     frugal::error::provider_error,
     frugal::error::operation_in_progress,
     frugal::error::stream_not_readable,
+    frugal::error::budget_exhausted,
+    frugal::error::budget_closed,
+    frugal::error::price_unknown,
+    frugal::error::budget_store_failed,
+    frugal::error::bad_budget_config,
+    frugal::error::reservation_inactive,
 };
 } // namespace
 

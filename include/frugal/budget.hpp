@@ -1,0 +1,278 @@
+#ifndef FRUGAL_BUDGET_HPP
+#define FRUGAL_BUDGET_HPP
+
+/// @file
+/// The budget guard: spend caps that hold under any concurrency.
+
+#include <frugal/budget_store.hpp>
+#include <frugal/error.hpp>
+#include <frugal/money.hpp>
+#include <frugal/prices.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace frugal {
+
+/// When a budget starts again from zero. Periods are calendar periods in UTC: a day starts at
+/// 00:00, a week on Monday 00:00, a month on its first day 00:00.
+enum class budget_period { none, daily, weekly, monthly };
+
+/// A named spend cap.
+///
+/// A name without a colon ("global", "monthly") is a cap on every request. A name `kind:value`
+/// ("tenant:acme") caps the requests made under that key. A name `kind:*` ("user:*") gives
+/// every distinct key of that kind its own cap of the same amount.
+struct budget_spec {
+    std::string name;
+    money cap;
+    budget_period period = budget_period::none;
+};
+
+/// What the guard promises.
+enum class budget_mode {
+    /// Every request reserves its worst case before it is sent, so for every budget
+    /// committed + reserved ≤ cap at every instant.
+    strict,
+    /// Requests reserve their expected cost and meter their tokens as they stream; when
+    /// committed + metered reaches a cap every in-flight request under it is cancelled. Spend
+    /// may pass the cap by what the streams in flight produce before their cancellation lands
+    /// (docs/budget.md gives the bound and its measurement). More traffic fits under a cap.
+    metered,
+};
+
+/// Options of a `budget_guard`.
+struct budget_params {
+    std::vector<budget_spec> budgets;
+    budget_mode mode = budget_mode::strict;
+    /// The smallest max_tokens a clamped request may be given; below it, it waits or is denied.
+    std::uint32_t min_max_tokens = 64;
+    /// How long `async_reserve` waits for in-flight reservations to settle before denying.
+    std::chrono::milliseconds max_wait{2000};
+    /// Metered mode: the completion tokens a request reserves (at most its max_tokens).
+    std::uint32_t expected_completion_tokens = 256;
+    /// The clock that places spend in periods; tests set it.
+    std::function<std::chrono::system_clock::time_point()> clock;
+};
+
+/// What a request asks of the guard.
+struct reserve_request {
+    std::string_view model;
+    /// The size of the request body as it will be sent: the bound on its prompt tokens.
+    std::uint64_t prompt_bytes = 0;
+    /// The max_tokens the request wants; 0 means the model's maximum completion.
+    std::uint32_t max_tokens = 0;
+    /// Whether the guard may lower max_tokens to fit the headroom.
+    bool allow_clamp = true;
+    /// The keys the request is made under ("tenant:acme", "user:42").
+    std::span<const std::string> keys;
+    std::uint64_t request_id = 0;
+};
+
+/// The state of one budget instance.
+struct budget_snapshot {
+    std::string name;
+    money cap;
+    budget_period period = budget_period::none;
+    std::int64_t window = 0;
+    money committed; ///< settled spend in the current window
+    money reserved;  ///< open reservations in the current window (metered: their live cost)
+    money overshoot; ///< spend beyond the cap (a provider billing above its price list)
+    bool tripped = false;
+};
+
+namespace detail {
+class guard_impl;
+struct cancel_state;
+} // namespace detail
+
+/// Permission to send one request, and the obligation to account for it.
+///
+/// Obtained from `budget_guard::try_reserve` or `budget_guard::async_reserve`. The request must
+/// be sent with `max_tokens()`. Until `mark_sent()` the reservation may be released (destroyed
+/// or `release()`d) and gives its headroom back; after it, it can only be settled, with the
+/// actual cost or, when the outcome is unknown, with its whole amount. Destroying a sent
+/// reservation settles it with its whole amount (outcome unknown).
+///
+/// A free model's reservation holds nothing (`free()`); settling it still writes the ledger.
+///
+/// @par Thread safety
+/// Distinct objects: safe. Shared objects: unsafe. The guard must outlive the reservation.
+class reservation {
+public:
+    reservation() noexcept = default;
+    reservation(reservation&& other) noexcept;
+    reservation& operator=(reservation&& other) noexcept;
+    ~reservation();
+
+    /// Whether this holds a reservation (paid or free) not yet settled or released.
+    bool active() const noexcept { return guard_ != nullptr; }
+    /// Whether the model is free: nothing was reserved.
+    bool free() const noexcept { return slot_ == no_slot; }
+    /// The id the store knows the reservation by (0 for free ones).
+    std::uint64_t id() const noexcept { return id_; }
+    /// The amount held against each budget.
+    money amount() const noexcept { return amount_; }
+    /// The max_tokens the request must be sent with (clamped when the headroom was short).
+    std::uint32_t max_tokens() const noexcept { return max_tokens_; }
+    /// Whether the guard lowered max_tokens below what was asked.
+    bool clamped() const noexcept { return clamped_; }
+
+    /// Marks the request as written to the provider: from now on it can only be settled.
+    void mark_sent() noexcept { sent_ = true; }
+    bool sent() const noexcept { return sent_; }
+
+    /// Records the provider's generation id, so that a crash leaves enough to look the bill up.
+    void note_generation(const std::string& generation_id);
+
+    /// Metered mode: the completion tokens streamed so far. May cancel every in-flight request
+    /// (this one included) when the spend it implies reaches a cap.
+    void meter(std::uint64_t completion_tokens);
+
+    /// Replaces the reservation by `record.cost` and writes `record` to the ledger in one
+    /// store transaction. Returns the store's error, if any (the guard is then tripped).
+    boost::system::error_code settle(attempt_record record);
+
+    /// Settles with the whole amount, the record marked `estimated`: the bill is unknown.
+    boost::system::error_code settle_unknown(attempt_record record);
+
+    /// Gives the reservation back unused; only before `mark_sent()` (after it, this settles it
+    /// with its whole amount).
+    void release() noexcept;
+
+    /// A slot that the guard signals (`terminal`) when it must stop the request: a cap reached
+    /// in metered mode, an overshoot, or `budget_guard::close()`. Bind the attempt's
+    /// operation to it. Only for reservations made with an executor.
+    boost::asio::cancellation_slot cancellation_slot() noexcept;
+
+    /// Why the guard cancelled this reservation's request, or success if it did not.
+    boost::system::error_code cancel_reason() const noexcept;
+
+private:
+    friend class detail::guard_impl;
+    static constexpr std::uint32_t no_slot = 0xffffffffu;
+    detail::guard_impl* guard_ = nullptr;
+    std::uint32_t slot_ = no_slot;
+    std::uint64_t id_ = 0;
+    money amount_;
+    std::uint32_t max_tokens_ = 0;
+    bool clamped_ = false;
+    bool sent_ = false;
+    std::shared_ptr<detail::cancel_state> cancel_;
+};
+
+/// The budget guard: reserves before a paid request, settles after it, and keeps every cap.
+///
+/// Decisions are synchronous, in memory, under one lock (no I/O but the store's writes); the
+/// asynchronous `async_reserve` only adds a bounded wait for in-flight reservations to settle.
+///
+/// @par Thread safety
+/// Safe to share across threads and across coroutines on any executors. Copies share one
+/// guard.
+class budget_guard {
+public:
+    /// Opens a guard over `store` (a memory store when null), loading the spend it kept.
+    /// Fails with `error::bad_budget_config` (a spec with no name, a negative cap, two specs of
+    /// one name) or `error::budget_store_failed`; `detail` says which and why.
+    static std::optional<budget_guard> open(
+        budget_params params,
+        price_catalog prices,
+        std::shared_ptr<budget_store> store,
+        boost::system::error_code& ec,
+        std::string& detail);
+
+    /// Asks to send a request now, without waiting. A free model is granted at once and touches
+    /// no budget. Fails with `error::price_unknown`, `error::budget_exhausted` (no budget
+    /// headroom; `detail` names the budget), `error::budget_closed` or
+    /// `error::budget_store_failed`.
+    ///
+    /// When `cancel_on` is given, the reservation's `cancellation_slot()` is signalled through
+    /// it when the guard must stop the request.
+    reservation try_reserve(
+        const reserve_request& req,
+        boost::system::error_code& ec,
+        std::string* detail = nullptr,
+        boost::asio::any_io_executor cancel_on = {});
+
+    /// Asks to send a request, waiting up to `budget_params::max_wait` for in-flight
+    /// reservations to settle when the headroom is short.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, reservation)`
+    ///
+    /// @par Per-operation cancellation
+    /// `terminal`, `partial` and `total`: the wait ends with `asio::error::operation_aborted`
+    /// and nothing is reserved.
+    ///
+    /// @par Object lifetimes
+    /// `req` is copied. The guard must outlive the operation and the reservation.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_reserve(const reserve_request& req, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, reservation)>(
+            [this](auto handler, const reserve_request& r) {
+                // The wait's timer runs on the handler's executor.
+                boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler);
+                async_reserve_impl(r, std::move(ex), std::move(handler));
+            },
+            token, req);
+    }
+
+    /// Lowers a settled record's cost to what the provider proved it billed (a generation
+    /// lookup), giving the difference back to its budgets. A larger proven bill raises it.
+    boost::system::error_code correct(std::uint64_t record_id, money proven);
+
+    /// Reservations left open by an earlier run that crashed (they count as spent).
+    std::vector<reservation_entry> open_reservations() const;
+
+    /// Settles an open reservation of an earlier run with what the provider billed.
+    boost::system::error_code settle_open(std::uint64_t reservation_id, attempt_record record);
+
+    /// Replaces the price list (the catalog is refreshed).
+    void update_prices(price_catalog prices);
+
+    /// The state of every budget instance.
+    std::vector<budget_snapshot> snapshot() const;
+
+    /// The total ever settled through this guard (and loaded from its store), exactly.
+    money committed_total() const;
+
+    /// Settlements that cost more than their reservation (a provider billing above its price
+    /// list).
+    std::uint64_t price_anomalies() const;
+
+    /// The ledger records from `since_ms` on.
+    boost::system::error_code read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out);
+
+    /// Stops all paid traffic: waiting requests are denied, in-flight ones are cancelled, new
+    /// ones fail with `error::budget_closed`. Free calls go on.
+    void close();
+
+private:
+    explicit budget_guard(std::shared_ptr<detail::guard_impl> impl) noexcept;
+    void async_reserve_impl(
+        const reserve_request& req,
+        boost::asio::any_io_executor ex,
+        boost::asio::any_completion_handler<void(boost::system::error_code, reservation)> h);
+    std::shared_ptr<detail::guard_impl> impl_;
+};
+
+} // namespace frugal
+
+#endif // FRUGAL_BUDGET_HPP

@@ -1,0 +1,188 @@
+#ifndef FRUGAL_BUDGET_STORE_HPP
+#define FRUGAL_BUDGET_STORE_HPP
+
+/// @file
+/// Where budgets keep their spend and the ledger of attempts: in memory, in SQLite, or in a
+/// store a fleet of servers shares.
+
+#include <frugal/money.hpp>
+
+#include <boost/system/error_code.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace frugal {
+
+/// How an attempt ended, as the ledger records it.
+enum class attempt_outcome : std::uint8_t {
+    ok,        ///< a complete answer (whatever its quality)
+    error,     ///< the provider answered with an error; billed what it reports
+    cancelled, ///< stopped by the caller or the guard after the request was sent
+    unknown,   ///< cut, timed out or lost: charged its whole reservation until proven
+    not_sent,  ///< never reached the provider; costs nothing
+};
+
+/// The name of `o` as the ledger writes it ("ok", "error", ...).
+const char* to_string(attempt_outcome o) noexcept;
+
+/// One call to a model, as the ledger keeps it.
+struct attempt_record {
+    std::int64_t time_ms = 0; ///< when the attempt started, Unix milliseconds
+    std::uint64_t request_id = 0;
+    std::string generation_id; ///< the provider's id, when one was seen
+    std::uint32_t tier = 0;    ///< the cascade tier (0 = the cheapest)
+    std::string model_asked;
+    std::string model_served;
+    std::string provider;
+    std::uint64_t prompt_tokens = 0;
+    std::uint64_t completion_tokens = 0;
+    money cost; ///< what the attempt was charged
+    attempt_outcome outcome = attempt_outcome::ok;
+    /// The cost is the whole reservation because the bill is not known yet; a generation
+    /// lookup may later prove a smaller one (`budget_guard::correct`).
+    bool estimated = false;
+    std::int64_t latency_us = 0;
+    std::string keys;            ///< the budget keys the request was made under, space separated
+    std::uint64_t record_id = 0; ///< set by the store
+    bool operator==(const attempt_record&) const = default;
+};
+
+/// A charge against one window of one budget.
+struct budget_charge {
+    std::string budget;      ///< the budget instance's name ("global", "user:42")
+    std::int64_t window = 0; ///< the period's index (0 for budgets that never reset)
+    money amount;
+    bool operator==(const budget_charge&) const = default;
+};
+
+/// A charge as the guard hands it to a store: views into the guard's own strings.
+struct budget_charge_view {
+    std::string_view budget;
+    std::int64_t window = 0;
+    money amount;
+    money cap;                 ///< the budget's cap, for stores that check totals themselves
+    std::uint32_t account = 0; ///< the guard's index of the budget instance, stable while it lives
+};
+
+/// A reservation as a store keeps it until it is settled or released.
+struct reservation_entry {
+    std::uint64_t id = 0;
+    std::int64_t time_ms = 0;
+    std::uint64_t request_id = 0;
+    std::string model;
+    std::string generation_id;
+    std::vector<budget_charge> charges; ///< the same amount against every budget it falls under
+    bool operator==(const reservation_entry&) const = default;
+};
+
+/// A new reservation as the guard hands it to a store.
+struct reservation_view {
+    std::uint64_t id = 0;
+    std::int64_t time_ms = 0;
+    std::uint64_t request_id = 0;
+    std::string_view model;
+    std::span<const budget_charge_view> charges;
+};
+
+/// The state a store hands back when a guard opens it.
+struct budget_store_state {
+    std::vector<budget_charge> committed; ///< settled spend per budget window
+    std::vector<reservation_entry> open;  ///< reservations no one settled (a crash)
+    std::uint64_t next_id = 1;            ///< above every reservation id the store has used
+    money ledger_total;                   ///< the sum of every ledger record's cost
+};
+
+/// The persistence behind a `budget_guard`.
+///
+/// The guard decides (under its own lock, from its in-memory book) and then tells the store,
+/// in order, before it acts on the decision: a reservation is written before the request may
+/// be sent; a settlement and its ledger record are written together. A store that reports an
+/// error makes the guard fail closed (the reservation is refused; a failed settlement trips the
+/// guard, because spend it cannot record must not be followed by more spend).
+///
+/// A store shared by several processes (a fleet) also checks its own totals in `reserve` and
+/// refuses with `error::budget_exhausted` when another process has taken the headroom.
+///
+/// @par Thread safety
+/// Called by one guard, under the guard's lock: implementations need no locking of their own
+/// unless they are shared by several guards.
+class budget_store {
+public:
+    virtual ~budget_store() = default;
+
+    /// The committed spend and open reservations kept from earlier runs.
+    virtual boost::system::error_code load(budget_store_state& out) = 0;
+
+    /// Records `r` (durably, for a durable store) before the request is sent.
+    virtual boost::system::error_code reserve(const reservation_view& r) = 0;
+
+    /// Records the generation id of an open reservation, so a crash leaves enough to look the
+    /// bill up. Optional: the default does nothing.
+    virtual boost::system::error_code
+    note_generation(std::uint64_t reservation_id, const std::string& generation_id);
+
+    /// Replaces reservation `reservation_id` (0: none, an unreserved charge) by `charges` of
+    /// the actual cost and appends `record` to the ledger, atomically. Sets `record.record_id`
+    /// first, and may then move from the record's strings.
+    virtual boost::system::error_code settle(
+        std::uint64_t reservation_id,
+        std::span<const budget_charge_view> charges,
+        attempt_record& record) = 0;
+
+    /// Drops reservation `id` (its request was never sent).
+    virtual boost::system::error_code release(std::uint64_t id) = 0;
+
+    /// Changes the cost of ledger record `record_id` to `proven` and moves the committed spend
+    /// of the budget windows it was charged to by the difference, atomically. `moved` receives
+    /// those windows and the (signed) difference. Fails with `error::not_found` when the record
+    /// is not kept.
+    virtual boost::system::error_code
+    correct(std::uint64_t record_id, money proven, std::vector<budget_charge>& moved) = 0;
+
+    /// The ledger records from `since_ms` on, oldest first.
+    virtual boost::system::error_code
+    read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out) = 0;
+};
+
+/// Options of the memory store.
+struct memory_store_params {
+    /// The newest records kept; older ones are dropped (their spend stays counted). Servers
+    /// that need every record use the SQLite store or `on_record`.
+    std::size_t ledger_capacity = 1u << 20;
+    /// Called with each record as it is written, under the guard's lock: it must be quick and
+    /// must not call the guard.
+    std::function<void(const attempt_record&)> on_record;
+};
+
+/// A store that forgets everything when the process ends: the default.
+std::shared_ptr<budget_store> make_memory_store(memory_store_params params = {});
+
+/// How hard the SQLite store pushes each write to the disk.
+enum class sqlite_durability {
+    /// Every transaction survives the process being killed (WAL, `synchronous=NORMAL`).
+    process_crash,
+    /// Every transaction also survives a power loss or OS crash (`synchronous=FULL`).
+    power_loss,
+};
+
+/// Options of the SQLite store.
+struct sqlite_store_params {
+    std::string path;
+    sqlite_durability durability = sqlite_durability::power_loss;
+};
+
+/// A durable store in an SQLite file (WAL mode): spend, open reservations and the ledger
+/// survive restarts and crashes. One process owns the file at a time; a second one fails to
+/// open it with `error::budget_store_failed`.
+std::shared_ptr<budget_store> open_sqlite_store(
+    const sqlite_store_params& params, boost::system::error_code& ec, std::string& detail);
+
+} // namespace frugal
+
+#endif // FRUGAL_BUDGET_STORE_HPP

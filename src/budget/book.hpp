@@ -1,0 +1,153 @@
+#ifndef FRUGAL_SRC_BUDGET_BOOK_HPP
+#define FRUGAL_SRC_BUDGET_BOOK_HPP
+
+// The budget guard's accounting, sans-io: budget instances and their windows, open
+// reservations, and the reserve / meter / settle arithmetic. No locking (the guard holds its
+// lock around every call) and no Asio.
+
+#include <frugal/budget.hpp>
+
+#include <boost/system/error_code.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace frugal::detail {
+
+// The index of the period containing `unix_ms` (0 for budgets that never reset).
+std::int64_t window_of(budget_period p, std::int64_t unix_ms) noexcept;
+
+// a × n + b, saturating at the largest amount (a bound that large never fits any cap).
+money saturating_fma(money a, std::uint64_t n, money b) noexcept;
+
+struct window_account {
+    std::int64_t window = 0;
+    money committed;
+    money reserved;
+};
+
+struct budget_account {
+    std::uint32_t index = 0;
+    std::string name;
+    money cap;
+    budget_period period = budget_period::none;
+    window_account current;
+    std::vector<window_account> older; // earlier windows that still have open reservations
+    money overshoot;
+    bool tripped = false;
+    std::uint32_t in_flight = 0; // open reservations a settlement can come from (not orphans)
+
+    window_account& at(std::int64_t window);
+    void roll(std::int64_t window);
+    money headroom() const noexcept;
+};
+
+struct charge_ref {
+    budget_account* account = nullptr;
+    std::int64_t window = 0;
+};
+
+// An open reservation. Slots are reused, so their strings and vectors keep their capacity and
+// a steady stream of reservations allocates nothing.
+struct open_reservation {
+    bool in_use = false;
+    bool orphan = false; // left open by an earlier run
+    std::uint64_t id = 0;
+    std::uint64_t request_id = 0;
+    std::int64_t time_ms = 0;
+    money amount; // held against each budget
+    money live;   // metered mode: max(amount, cost of the tokens streamed so far)
+    cost_bound bound;
+    std::uint32_t max_tokens = 0;
+    std::string model;
+    std::string generation_id;
+    std::vector<charge_ref> charges;
+    std::shared_ptr<cancel_state> cancel;
+};
+
+// Why a reservation was not granted.
+enum class shortfall {
+    none,
+    wait,   // short of headroom, but in-flight reservations may free some
+    denied, // short of headroom with nothing in flight, or a budget is tripped
+};
+
+struct decision {
+    shortfall result = shortfall::none;
+    money amount;
+    std::uint32_t max_tokens = 0;
+    bool clamped = false;
+    const budget_account* limiting = nullptr;
+};
+
+class book {
+public:
+    boost::system::error_code configure(const std::vector<budget_spec>& specs, std::string& detail);
+
+    // The budget windows a request under `keys` is charged to at `now_ms`, rolling windows.
+    boost::system::error_code resolve(
+        std::span<const std::string> keys,
+        std::int64_t now_ms,
+        std::vector<charge_ref>& out,
+        std::string* detail);
+
+    // What the guard may grant a request with bound `b`, wanting `want` tokens (of which a
+    // metered reservation holds `hold`).
+    decision decide(
+        std::span<const charge_ref> charges,
+        const cost_bound& b,
+        std::uint32_t want,
+        std::uint32_t hold,
+        std::uint32_t min_tokens,
+        bool allow_clamp) const noexcept;
+
+    // Slot management.
+    std::uint32_t acquire();
+    open_reservation& at(std::uint32_t slot) { return slots_[slot]; }
+    std::deque<open_reservation>& slots() noexcept { return slots_; }
+    const std::deque<open_reservation>& slots() const noexcept { return slots_; }
+    void free_slot(std::uint32_t slot);
+
+    // Holds `r.amount` against every charge of `r`.
+    void hold(open_reservation& r);
+    // Gives back what `r` holds.
+    void unhold(open_reservation& r);
+    // Replaces what `r` holds by `actual`; returns the accounts whose cap was reached or
+    // passed (to trip).
+    void commit(open_reservation& r, money actual, std::vector<budget_account*>& reached);
+    // Metered mode: raises what `r` holds to the cost of `tokens` completion tokens.
+    void meter(open_reservation& r, std::uint64_t tokens, std::vector<budget_account*>& reached);
+    // Moves the committed spend of one window (a correction, or spend loaded from a store).
+    void add_committed(budget_account& a, std::int64_t window, money delta);
+
+    budget_account* find_or_make(std::string_view name);
+    std::vector<budget_snapshot> snapshot() const;
+
+    budget_mode mode = budget_mode::strict;
+    money total_committed;
+    std::uint64_t price_anomalies = 0;
+
+private:
+    struct spec_entry {
+        money cap;
+        budget_period period;
+    };
+    budget_account& make(std::string_view name, const spec_entry& s);
+
+    std::deque<budget_account> accounts_; // stable addresses
+    std::vector<budget_account*> global_;
+    std::unordered_map<std::string, budget_account*> by_name_;
+    std::unordered_map<std::string, spec_entry> templates_; // "user:" → the cap of each user
+    std::deque<open_reservation> slots_;
+    std::vector<std::uint32_t> free_;
+};
+
+} // namespace frugal::detail
+
+#endif // FRUGAL_SRC_BUDGET_BOOK_HPP

@@ -1,0 +1,770 @@
+#include <frugal/budget.hpp>
+
+#include "budget/book.hpp"
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <list>
+#include <mutex>
+
+namespace frugal {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace detail {
+
+// Where the guard signals a reservation's request to stop. Shared, because the signal is
+// emitted on the request's executor after the guard may have reused the reservation's slot.
+struct cancel_state {
+    asio::any_io_executor executor;
+    asio::cancellation_signal signal;
+    std::atomic<int> reason{0}; // a frugal::error, 0 while not cancelled
+};
+
+namespace {
+
+using reserve_handler = asio::any_completion_handler<void(error_code, reservation)>;
+
+// An `async_reserve` waiting for headroom.
+struct waiter {
+    reserve_handler handler;
+    asio::any_io_executor executor;
+    asio::steady_timer timer;
+    std::string model;
+    std::vector<std::string> keys;
+    reserve_request req;
+    std::shared_ptr<cancel_state> cancel;
+    bool queued = true;
+
+    waiter(reserve_handler h, asio::any_io_executor ex)
+        : handler(std::move(h)), executor(std::move(ex)), timer(executor)
+    {
+    }
+};
+
+std::int64_t unix_ms(std::chrono::system_clock::time_point t)
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+std::string describe_shortfall(const decision& d, const cost_bound& b, std::uint32_t min_tokens)
+{
+    if (d.limiting == nullptr)
+        return "no budget can cover the request";
+    const auto& a = *d.limiting;
+    if (a.tripped)
+        return "budget '" + a.name + "' has reached its cap of $" + a.cap.to_string();
+    return "budget '" + a.name + "' ($" + a.cap.to_string() + " cap, $" +
+           a.current.committed.to_string() + " committed, $" + a.current.reserved.to_string() +
+           " reserved) cannot cover the smallest request allowed ($" +
+           saturating_fma(b.per_completion_token, min_tokens, b.fixed).to_string() + " for " +
+           std::to_string(min_tokens) + " completion tokens)";
+}
+
+// A waiter served (or denied) under the lock, completed after it.
+struct completion {
+    std::shared_ptr<waiter> w;
+    error_code ec;
+    reservation res;
+};
+
+} // namespace
+
+class guard_impl : public std::enable_shared_from_this<guard_impl> {
+public:
+    guard_impl(budget_params p, price_catalog prices, std::shared_ptr<budget_store> store)
+        : params_(std::move(p)), prices_(std::move(prices)), store_(std::move(store))
+    {
+        book_.mode = params_.mode;
+    }
+
+    error_code open(std::string& detail)
+    {
+        if (auto ec = book_.configure(params_.budgets, detail))
+            return ec;
+        budget_store_state st;
+        if (auto ec = store_->load(st)) {
+            detail = "the budget store could not be read: " + ec.message();
+            return error::budget_store_failed;
+        }
+        const auto now = now_ms();
+        for (const auto& c : st.committed)
+            if (auto* a = book_.find_or_make(c.budget)) {
+                a->roll(window_of(a->period, now));
+                book_.add_committed(*a, c.window, c.amount);
+            }
+        book_.total_committed = st.ledger_total;
+        for (const auto& o : st.open) {
+            const auto slot = book_.acquire();
+            auto& r = book_.at(slot);
+            r.in_use = true;
+            r.orphan = true;
+            r.id = o.id;
+            r.request_id = o.request_id;
+            r.time_ms = o.time_ms;
+            r.model = o.model;
+            r.generation_id = o.generation_id;
+            r.amount = o.charges.empty() ? money() : o.charges.front().amount;
+            r.bound = {r.amount, {}};
+            r.max_tokens = 0;
+            r.charges.clear();
+            for (const auto& c : o.charges)
+                if (auto* a = book_.find_or_make(c.budget)) {
+                    a->roll(window_of(a->period, now));
+                    r.charges.push_back({a, c.window});
+                }
+            book_.hold(r);
+        }
+        next_id_ = std::max<std::uint64_t>(st.next_id, 1);
+        return {};
+    }
+
+    std::int64_t now_ms() const
+    {
+        return unix_ms(params_.clock ? params_.clock() : std::chrono::system_clock::now());
+    }
+
+    // The tokens a request wants: what it asks, else the model's maximum completion.
+    static std::uint32_t wanted(const reserve_request& req, const model_price& p)
+    {
+        if (req.max_tokens != 0)
+            return req.max_tokens;
+        const auto m = p.max_completion_tokens ? *p.max_completion_tokens
+                       : p.context_length      ? *p.context_length
+                                               : 4096;
+        return static_cast<std::uint32_t>(std::min<std::uint64_t>(m, 0xffffffffu));
+    }
+
+    // One attempt to grant `req`, under the lock. Success fills `out`; a shortfall says
+    // whether waiting may help.
+    shortfall grant(
+        const reserve_request& req,
+        const std::shared_ptr<cancel_state>& cancel,
+        reservation& out,
+        error_code& ec,
+        std::string* detail)
+    {
+        const model_price* p = prices_.find(req.model);
+        if (p == nullptr) {
+            ec = error::price_unknown;
+            if (detail != nullptr)
+                *detail = "no price is known for model '" + std::string(req.model) + "'";
+            return shortfall::denied;
+        }
+        const auto want = wanted(req, *p);
+        if (p->free()) {
+            out.guard_ = this;
+            out.max_tokens_ = want;
+            return shortfall::none;
+        }
+        if (closed_ || failed_) {
+            ec = failed_ ? error::budget_store_failed : error::budget_closed;
+            if (detail != nullptr)
+                *detail = failed_ ? "the budget store failed earlier; paid traffic is stopped"
+                                  : "the budget guard is closed";
+            return shortfall::denied;
+        }
+        const auto now = now_ms();
+        if (auto e = book_.resolve(req.keys, now, scratch_, detail)) {
+            ec = e;
+            return shortfall::denied;
+        }
+        const auto b = worst_case(*p, req.prompt_bytes);
+        const auto hold = params_.mode == budget_mode::metered
+                              ? std::min(want, params_.expected_completion_tokens)
+                              : want;
+        const auto d =
+            book_.decide(scratch_, b, want, hold, params_.min_max_tokens, req.allow_clamp);
+        if (d.result != shortfall::none) {
+            ec = error::budget_exhausted;
+            if (detail != nullptr)
+                *detail = describe_shortfall(d, b, params_.min_max_tokens);
+            return d.result;
+        }
+        const auto slot = book_.acquire();
+        auto& r = book_.at(slot);
+        r.in_use = true;
+        r.id = next_id_++;
+        r.request_id = req.request_id;
+        r.time_ms = now;
+        r.amount = d.amount;
+        r.bound = b;
+        r.max_tokens = d.max_tokens;
+        r.model.assign(req.model);
+        r.charges.assign(scratch_.begin(), scratch_.end());
+        r.cancel = cancel;
+        book_.hold(r);
+        fill_views(r, r.amount);
+        const reservation_view v{r.id, r.time_ms, r.request_id, r.model, views_};
+        if (auto e = store_->reserve(v)) {
+            book_.unhold(r);
+            book_.free_slot(slot);
+            ec = e == error::budget_exhausted ? e : error_code(error::budget_store_failed);
+            if (detail != nullptr)
+                *detail = "the budget store refused the reservation: " + e.message();
+            return shortfall::denied;
+        }
+        out.guard_ = this;
+        out.slot_ = slot;
+        out.id_ = r.id;
+        out.amount_ = d.amount;
+        out.max_tokens_ = d.max_tokens;
+        out.clamped_ = d.clamped;
+        out.cancel_ = cancel;
+        return shortfall::none;
+    }
+
+    void fill_views(const open_reservation& r, money amount)
+    {
+        views_.clear();
+        for (const auto& c : r.charges)
+            views_.push_back({c.account->name, c.window, amount, c.account->cap, c.account->index});
+    }
+
+    reservation try_reserve(
+        const reserve_request& req,
+        error_code& ec,
+        std::string* detail,
+        const asio::any_io_executor& cancel_on)
+    {
+        ec = {};
+        std::shared_ptr<cancel_state> cancel;
+        if (cancel_on) {
+            cancel = std::make_shared<cancel_state>();
+            cancel->executor = cancel_on;
+        }
+        reservation out;
+        const std::lock_guard lock(mu_);
+        grant(req, cancel, out, ec, detail);
+        return out;
+    }
+
+    // Settles slot `slot` with `record.cost` (or its whole live amount when `unknown`).
+    error_code settle(std::uint32_t slot, attempt_record& record, bool unknown)
+    {
+        std::vector<std::shared_ptr<cancel_state>> to_cancel;
+        std::vector<completion> done;
+        error_code ec;
+        {
+            const std::lock_guard lock(mu_);
+            auto& r = book_.at(slot);
+            if (unknown) {
+                record.cost = r.live;
+                record.estimated = true;
+            }
+            if (record.generation_id.empty())
+                record.generation_id = r.generation_id;
+            if (record.request_id == 0)
+                record.request_id = r.request_id;
+            if (record.model_asked.empty())
+                record.model_asked = r.model;
+            if (record.time_ms == 0)
+                record.time_ms = r.time_ms;
+            fill_views(r, record.cost);
+            reached_.clear();
+            book_.commit(r, record.cost, reached_);
+            ec = store_->settle(r.id, views_, record);
+            book_.free_slot(slot);
+            if (ec)
+                fail(to_cancel);
+            trip(to_cancel);
+            pump(done);
+        }
+        finish(to_cancel, done);
+        return ec ? error_code(error::budget_store_failed) : error_code();
+    }
+
+    // The ledger record of a free call; a free call billed anyway is charged to the global
+    // budgets (and counted as a price anomaly).
+    error_code settle_free(attempt_record& record)
+    {
+        std::vector<std::shared_ptr<cancel_state>> to_cancel;
+        std::vector<completion> done;
+        error_code ec;
+        {
+            const std::lock_guard lock(mu_);
+            views_.clear();
+            if (record.cost != money()) {
+                ++book_.price_anomalies;
+                const auto slot = book_.acquire();
+                auto& r = book_.at(slot);
+                r.in_use = true;
+                r.id = 0;
+                r.amount = money();
+                r.bound = {};
+                book_.resolve({}, now_ms(), r.charges, nullptr);
+                book_.hold(r);
+                fill_views(r, record.cost);
+                reached_.clear();
+                book_.commit(r, record.cost, reached_);
+                book_.free_slot(slot);
+                trip(to_cancel);
+            }
+            ec = store_->settle(0, views_, record);
+            if (ec)
+                fail(to_cancel);
+            pump(done);
+        }
+        finish(to_cancel, done);
+        return ec ? error_code(error::budget_store_failed) : error_code();
+    }
+
+    void release(std::uint32_t slot) noexcept
+    {
+        std::vector<std::shared_ptr<cancel_state>> to_cancel;
+        std::vector<completion> done;
+        {
+            const std::lock_guard lock(mu_);
+            auto& r = book_.at(slot);
+            book_.unhold(r);
+            if (store_->release(r.id))
+                fail(to_cancel);
+            book_.free_slot(slot);
+            pump(done);
+        }
+        finish(to_cancel, done);
+    }
+
+    void meter(std::uint32_t slot, std::uint64_t tokens)
+    {
+        if (params_.mode != budget_mode::metered)
+            return;
+        std::vector<std::shared_ptr<cancel_state>> to_cancel;
+        std::vector<completion> done;
+        {
+            const std::lock_guard lock(mu_);
+            reached_.clear();
+            book_.meter(book_.at(slot), tokens, reached_);
+            if (reached_.empty())
+                return;
+            trip(to_cancel);
+            pump(done);
+        }
+        finish(to_cancel, done);
+    }
+
+    void note_generation(std::uint32_t slot, const std::string& id)
+    {
+        const std::lock_guard lock(mu_);
+        auto& r = book_.at(slot);
+        r.generation_id = id;
+        std::vector<std::shared_ptr<cancel_state>> ignored;
+        if (store_->note_generation(r.id, id))
+            fail(ignored); // the slot's own request goes on; later ones are refused
+    }
+
+    // Trips every account in `reached_`: its in-flight requests are cancelled.
+    void trip(std::vector<std::shared_ptr<cancel_state>>& to_cancel)
+    {
+        if (reached_.empty())
+            return;
+        for (auto* a : reached_)
+            a->tripped = true;
+        for (auto& r : book_.slots()) {
+            if (!r.in_use || !r.cancel)
+                continue;
+            const bool hit = std::any_of(r.charges.begin(), r.charges.end(), [&](const auto& c) {
+                return std::find(reached_.begin(), reached_.end(), c.account) != reached_.end();
+            });
+            if (hit)
+                cancel_one(r, error::budget_exhausted, to_cancel);
+        }
+        reached_.clear();
+    }
+
+    static void
+    cancel_one(open_reservation& r, error reason, std::vector<std::shared_ptr<cancel_state>>& out)
+    {
+        int expected = 0;
+        if (r.cancel &&
+            r.cancel->reason.compare_exchange_strong(expected, static_cast<int>(reason)))
+            out.push_back(r.cancel);
+    }
+
+    // A store that cannot record spend stops paid traffic: spend that cannot be recorded must
+    // not be followed by more.
+    void fail(std::vector<std::shared_ptr<cancel_state>>& to_cancel)
+    {
+        failed_ = true;
+        for (auto& r : book_.slots())
+            if (r.in_use)
+                cancel_one(r, error::budget_store_failed, to_cancel);
+    }
+
+    // Grants or denies waiting requests, oldest first, after headroom changed.
+    void pump(std::vector<completion>& done)
+    {
+        for (auto it = waiters_.begin(); it != waiters_.end();) {
+            auto& w = **it;
+            reservation res;
+            error_code ec;
+            const auto s = grant(w.req, w.cancel, res, ec, nullptr);
+            if (s == shortfall::wait) {
+                ++it;
+                continue;
+            }
+            w.queued = false;
+            done.push_back({*it, ec, std::move(res)});
+            it = waiters_.erase(it);
+        }
+    }
+
+    static std::shared_ptr<cancel_state> make_cancel(const asio::any_io_executor& ex)
+    {
+        auto c = std::make_shared<cancel_state>();
+        c->executor = ex;
+        return c;
+    }
+
+    // Outside the lock: signals cancellations and completes waiters on their executors.
+    void
+    finish(std::vector<std::shared_ptr<cancel_state>>& to_cancel, std::vector<completion>& done)
+    {
+        for (auto& c : to_cancel)
+            asio::post(c->executor, [c] { c->signal.emit(asio::cancellation_type::terminal); });
+        for (auto& d : done)
+            complete(d.w, d.ec, std::move(d.res));
+    }
+
+    static void complete(const std::shared_ptr<waiter>& w, error_code ec, reservation r)
+    {
+        asio::post(w->executor, [w, ec, r = std::move(r)]() mutable {
+            w->timer.cancel();
+            auto slot = asio::get_associated_cancellation_slot(w->handler);
+            if (slot.is_connected())
+                slot.clear();
+            std::move(w->handler)(ec, std::move(r));
+        });
+    }
+
+    void async_reserve(const reserve_request& req, asio::any_io_executor ex, reserve_handler h)
+    {
+        auto w = std::make_shared<waiter>(std::move(h), ex);
+        w->model = std::string(req.model);
+        w->keys.assign(req.keys.begin(), req.keys.end());
+        w->req = req;
+        w->req.model = w->model;
+        w->req.keys = w->keys;
+        w->cancel = make_cancel(ex);
+        reservation res;
+        error_code ec;
+        shortfall s = shortfall::none;
+        {
+            const std::lock_guard lock(mu_);
+            s = grant(w->req, w->cancel, res, ec, nullptr);
+            if (s == shortfall::wait && params_.max_wait.count() > 0)
+                waiters_.push_back(w);
+        }
+        if (s != shortfall::wait || params_.max_wait.count() <= 0) {
+            complete(w, ec, std::move(res));
+            return;
+        }
+        auto self = shared_from_this();
+        auto slot = asio::get_associated_cancellation_slot(w->handler);
+        if (slot.is_connected())
+            slot.assign([self, w](asio::cancellation_type) {
+                self->abandon(w, asio::error::operation_aborted);
+            });
+        w->timer.expires_after(params_.max_wait);
+        w->timer.async_wait([self, w](error_code tec) {
+            if (!tec)
+                self->abandon(w, error::budget_exhausted);
+        });
+    }
+
+    // A waiter that gave up (cancelled, or its time ran out), unless it was already served.
+    void abandon(const std::shared_ptr<waiter>& w, error_code why)
+    {
+        {
+            const std::lock_guard lock(mu_);
+            if (!w->queued)
+                return;
+            w->queued = false;
+            waiters_.remove(w);
+        }
+        complete(w, why, {});
+    }
+
+    void close()
+    {
+        std::vector<std::shared_ptr<cancel_state>> to_cancel;
+        std::vector<completion> done;
+        {
+            const std::lock_guard lock(mu_);
+            closed_ = true;
+            for (auto& r : book_.slots())
+                if (r.in_use)
+                    cancel_one(r, error::budget_closed, to_cancel);
+            pump(done);
+        }
+        finish(to_cancel, done);
+    }
+
+    error_code correct(std::uint64_t record_id, money proven)
+    {
+        std::vector<std::shared_ptr<cancel_state>> to_cancel;
+        std::vector<completion> done;
+        error_code ec;
+        {
+            const std::lock_guard lock(mu_);
+            std::vector<budget_charge> moved;
+            ec = store_->correct(record_id, proven, moved);
+            if (ec)
+                return ec;
+            bool total_done = false;
+            for (const auto& m : moved) {
+                if (!total_done) {
+                    book_.total_committed += m.amount;
+                    total_done = true;
+                }
+                if (auto* a = book_.find_or_make(m.budget))
+                    if (m.window == a->current.window)
+                        a->current.committed += m.amount;
+            }
+            pump(done);
+        }
+        finish(to_cancel, done);
+        return {};
+    }
+
+    std::vector<reservation_entry> open_reservations()
+    {
+        const std::lock_guard lock(mu_);
+        std::vector<reservation_entry> out;
+        for (const auto& r : book_.slots()) {
+            if (!r.in_use || !r.orphan)
+                continue;
+            reservation_entry e{r.id, r.time_ms, r.request_id, r.model, r.generation_id, {}};
+            for (const auto& c : r.charges)
+                e.charges.push_back({c.account->name, c.window, r.amount});
+            out.push_back(std::move(e));
+        }
+        return out;
+    }
+
+    error_code settle_open(std::uint64_t id, attempt_record& record)
+    {
+        std::uint32_t slot = 0;
+        {
+            const std::lock_guard lock(mu_);
+            const auto& slots = book_.slots();
+            const auto it = std::find_if(slots.begin(), slots.end(), [&](const auto& r) {
+                return r.in_use && r.orphan && r.id == id;
+            });
+            if (it == slots.end())
+                return error::not_found;
+            slot = static_cast<std::uint32_t>(it - slots.begin());
+        }
+        return settle(slot, record, false);
+    }
+
+    std::mutex mu_;
+    budget_params params_;
+    price_catalog prices_;
+    std::shared_ptr<budget_store> store_;
+    book book_;
+    std::uint64_t next_id_ = 1;
+    bool closed_ = false;
+    bool failed_ = false;
+    std::vector<charge_ref> scratch_;
+    std::vector<budget_charge_view> views_;
+    std::vector<budget_account*> reached_;
+    std::list<std::shared_ptr<waiter>> waiters_;
+};
+
+} // namespace detail
+
+// reservation
+
+reservation::reservation(reservation&& o) noexcept
+    : guard_(std::exchange(o.guard_, nullptr)), slot_(std::exchange(o.slot_, no_slot)), id_(o.id_),
+      amount_(o.amount_), max_tokens_(o.max_tokens_), clamped_(o.clamped_), sent_(o.sent_),
+      cancel_(std::move(o.cancel_))
+{
+}
+
+reservation& reservation::operator=(reservation&& o) noexcept
+{
+    if (this != &o) {
+        this->~reservation();
+        new (this) reservation(std::move(o));
+    }
+    return *this;
+}
+
+reservation::~reservation()
+{
+    if (guard_ == nullptr)
+        return;
+    if (free()) {
+        guard_ = nullptr;
+        return;
+    }
+    if (!sent_) {
+        release();
+        return;
+    }
+    attempt_record r;
+    r.time_ms = 0;
+    r.outcome = attempt_outcome::unknown;
+    // A destructor cannot report a store failure; the guard stops paid traffic on one.
+    (void)settle_unknown(std::move(r));
+}
+
+void reservation::note_generation(const std::string& generation_id)
+{
+    if (guard_ != nullptr && !free())
+        guard_->note_generation(slot_, generation_id);
+}
+
+void reservation::meter(std::uint64_t completion_tokens)
+{
+    if (guard_ != nullptr && !free())
+        guard_->meter(slot_, completion_tokens);
+}
+
+error_code reservation::settle(attempt_record record)
+{
+    if (guard_ == nullptr)
+        return error::reservation_inactive;
+    auto* g = std::exchange(guard_, nullptr);
+    if (slot_ == no_slot)
+        return g->settle_free(record);
+    return g->settle(std::exchange(slot_, no_slot), record, false);
+}
+
+error_code reservation::settle_unknown(attempt_record record)
+{
+    if (guard_ == nullptr)
+        return error::reservation_inactive;
+    auto* g = std::exchange(guard_, nullptr);
+    if (slot_ == no_slot)
+        return g->settle_free(record);
+    if (record.outcome == attempt_outcome::ok)
+        record.outcome = attempt_outcome::unknown;
+    return g->settle(std::exchange(slot_, no_slot), record, true);
+}
+
+void reservation::release() noexcept
+{
+    if (guard_ == nullptr)
+        return;
+    if (sent_) {
+        attempt_record r;
+        r.outcome = attempt_outcome::unknown;
+        (void)settle_unknown(std::move(r));
+        return;
+    }
+    auto* g = std::exchange(guard_, nullptr);
+    if (slot_ != no_slot)
+        g->release(std::exchange(slot_, no_slot));
+}
+
+asio::cancellation_slot reservation::cancellation_slot() noexcept
+{
+    return cancel_ ? cancel_->signal.slot() : asio::cancellation_slot();
+}
+
+error_code reservation::cancel_reason() const noexcept
+{
+    const int r = cancel_ ? cancel_->reason.load() : 0;
+    return r == 0 ? error_code() : error_code(static_cast<error>(r));
+}
+
+// budget_guard
+
+budget_guard::budget_guard(std::shared_ptr<detail::guard_impl> impl) noexcept
+    : impl_(std::move(impl))
+{
+}
+
+std::optional<budget_guard> budget_guard::open(
+    budget_params params,
+    price_catalog prices,
+    std::shared_ptr<budget_store> store,
+    error_code& ec,
+    std::string& detail)
+{
+    if (!store)
+        store = make_memory_store();
+    auto impl = std::make_shared<detail::guard_impl>(
+        std::move(params), std::move(prices), std::move(store));
+    ec = impl->open(detail);
+    if (ec)
+        return std::nullopt;
+    return budget_guard(std::move(impl));
+}
+
+reservation budget_guard::try_reserve(
+    const reserve_request& req,
+    error_code& ec,
+    std::string* detail,
+    asio::any_io_executor cancel_on)
+{
+    return impl_->try_reserve(req, ec, detail, cancel_on);
+}
+
+void budget_guard::async_reserve_impl(
+    const reserve_request& req,
+    asio::any_io_executor ex,
+    asio::any_completion_handler<void(error_code, reservation)> h)
+{
+    impl_->async_reserve(req, std::move(ex), std::move(h));
+}
+
+error_code budget_guard::correct(std::uint64_t record_id, money proven)
+{
+    return impl_->correct(record_id, proven);
+}
+
+std::vector<reservation_entry> budget_guard::open_reservations() const
+{
+    return impl_->open_reservations();
+}
+
+error_code budget_guard::settle_open(std::uint64_t reservation_id, attempt_record record)
+{
+    return impl_->settle_open(reservation_id, record);
+}
+
+void budget_guard::update_prices(price_catalog prices)
+{
+    const std::lock_guard lock(impl_->mu_);
+    impl_->prices_ = std::move(prices);
+}
+
+std::vector<budget_snapshot> budget_guard::snapshot() const
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->book_.snapshot();
+}
+
+money budget_guard::committed_total() const
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->book_.total_committed;
+}
+
+std::uint64_t budget_guard::price_anomalies() const
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->book_.price_anomalies;
+}
+
+error_code budget_guard::read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out)
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->store_->read_ledger(since_ms, out);
+}
+
+void budget_guard::close()
+{
+    impl_->close();
+}
+
+} // namespace frugal

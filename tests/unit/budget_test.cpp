@@ -1,0 +1,511 @@
+// The budget guard's decisions, without sockets: prices, worst cases, clamping, nesting,
+// periods, settlement, cancellation and waiting.
+
+#include <frugal/budget.hpp>
+
+#include "printers.hpp"
+
+#include "budget/book.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <optional>
+
+using frugal::money;
+using namespace std::chrono_literals;
+
+namespace {
+
+money usd(const char* s)
+{
+    return *money::parse(s);
+}
+
+frugal::model_info
+row(std::string id, const char* prompt, const char* completion, const char* request = "0")
+{
+    frugal::model_info m;
+    m.id = std::move(id);
+    m.prompt_price = usd(prompt);
+    m.completion_price = usd(completion);
+    m.request_price = usd(request);
+    m.max_completion_tokens = 4096;
+    m.context_length = 200000;
+    return m;
+}
+
+// One paid model at $1 per 1,000 prompt tokens and $2 per 1,000 completion tokens (round
+// numbers keep the arithmetic in the tests readable), and a free one.
+frugal::price_catalog catalog()
+{
+    auto alias = row("~anthropic/claude-fable-latest", "0", "0");
+    alias.alias_target = "anthropic/claude-fable-5";
+    auto variable = row("openrouter/auto", "-1", "-1");
+    return frugal::price_catalog(
+        {row("anthropic/claude-fable-5", "0.001", "0.002"),
+         row("google/gemma-4-31b-it:free", "0", "0"), alias, variable});
+}
+
+constexpr const char* paid = "anthropic/claude-fable-5";
+constexpr const char* free_model = "google/gemma-4-31b-it:free";
+
+struct fixture {
+    explicit fixture(std::vector<frugal::budget_spec> specs, frugal::budget_params p = {})
+    {
+        p.budgets = std::move(specs);
+        if (!p.clock)
+            p.clock = [this] { return now; };
+        std::string detail;
+        boost::system::error_code ec;
+        guard.emplace(*frugal::budget_guard::open(p, catalog(), nullptr, ec, detail));
+    }
+
+    frugal::reservation reserve(
+        std::uint32_t max_tokens,
+        std::uint64_t bytes = 100,
+        std::span<const std::string> keys = {},
+        const char* model = paid)
+    {
+        frugal::reserve_request r;
+        r.model = model;
+        r.prompt_bytes = bytes;
+        r.max_tokens = max_tokens;
+        r.keys = keys;
+        last_ec = {};
+        return guard->try_reserve(r, last_ec, &last_detail);
+    }
+
+    frugal::budget_snapshot budget(const std::string& name) const
+    {
+        for (auto& s : guard->snapshot())
+            if (s.name == name)
+                return s;
+        BOOST_FAIL("no budget " << name);
+        return {};
+    }
+
+    std::chrono::system_clock::time_point now =
+        std::chrono::system_clock::time_point(std::chrono::milliseconds(1795000000000));
+    std::optional<frugal::budget_guard> guard;
+    boost::system::error_code last_ec;
+    std::string last_detail;
+};
+
+frugal::attempt_record record(money cost)
+{
+    frugal::attempt_record r;
+    r.cost = cost;
+    r.model_asked = paid;
+    r.model_served = paid;
+    return r;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(prices)
+
+BOOST_AUTO_TEST_CASE(catalog_prices_free_rows_aliases_and_refuses_variable_prices)
+{
+    const auto c = catalog();
+    const auto* p = c.find(paid);
+    BOOST_TEST_REQUIRE(p != nullptr);
+    BOOST_TEST(p->prompt.units() == 1'000'000'000);
+    BOOST_TEST(!p->free());
+    BOOST_TEST(c.find(free_model)->free());
+    const auto* alias = c.find("~anthropic/claude-fable-latest");
+    BOOST_TEST_REQUIRE(alias != nullptr);
+    BOOST_TEST(alias->id == paid);
+    BOOST_TEST((alias->completion == p->completion));
+    BOOST_TEST(c.find("openrouter/auto") == nullptr); // "-1": variable, never $0
+    BOOST_TEST(c.find("nobody/nothing") == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(cost_is_the_reported_cost_else_tokens_at_the_served_models_price)
+{
+    const auto c = catalog();
+    frugal::usage u;
+    u.prompt_tokens = 1000;
+    u.completion_tokens = 500;
+    BOOST_TEST((c.cost_of(paid, u).value() == usd("2")));
+    u.cost = usd("0.0123");
+    BOOST_TEST((c.cost_of("anything", u).value() == usd("0.0123")));
+    u.cost.reset();
+    BOOST_TEST(c.cost_of("nobody/nothing", u).error() == frugal::error::price_unknown);
+    BOOST_TEST(c.cost_of(paid, std::nullopt).error() == frugal::error::price_unknown);
+    BOOST_TEST((c.cost_of(free_model, std::nullopt).value() == money()));
+}
+
+BOOST_AUTO_TEST_CASE(worst_case_bounds_prompt_tokens_by_bytes)
+{
+    const auto b = frugal::worst_case(*catalog().find(paid), 1500);
+    BOOST_TEST((b.fixed == usd("1.5")));
+    BOOST_TEST((b.per_completion_token == usd("0.002")));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(budget_periods)
+
+BOOST_AUTO_TEST_CASE(windows_follow_utc_days_monday_weeks_and_calendar_months)
+{
+    using frugal::budget_period;
+    using frugal::detail::window_of;
+    const std::int64_t day = 86'400'000;
+    // 2026-11-29 is a Sunday, 2026-11-30 a Monday; 2026-12-01 starts a month.
+    const std::int64_t nov29 = 20'786 * day;
+    BOOST_TEST(window_of(budget_period::daily, nov29 + day - 1) == 20'786);
+    BOOST_TEST(window_of(budget_period::daily, nov29 + day) == 20'787);
+    BOOST_TEST(
+        window_of(budget_period::weekly, nov29 + day - 1) !=
+        window_of(budget_period::weekly, nov29 + day));
+    BOOST_TEST(
+        window_of(budget_period::weekly, nov29 + day) ==
+        window_of(budget_period::weekly, nov29 + 7 * day - 1));
+    BOOST_TEST(window_of(budget_period::monthly, nov29 + 2 * day - 1) == 2026 * 12 + 10);
+    BOOST_TEST(window_of(budget_period::monthly, nov29 + 2 * day) == 2026 * 12 + 11);
+    // 2028-02-29 belongs to February; 1969-12-31 to the last month before the epoch.
+    BOOST_TEST(window_of(budget_period::monthly, 21'243 * day) == 2028 * 12 + 1);
+    BOOST_TEST(window_of(budget_period::monthly, -1) == 1969 * 12 + 11);
+    BOOST_TEST(window_of(budget_period::none, nov29) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_daily_cap_starts_again_and_a_straddling_reservation_stays_in_its_day)
+{
+    fixture f({{"daily", usd("1"), frugal::budget_period::daily}});
+    auto r = f.reserve(400); // 0.1 + 0.8
+    BOOST_TEST_REQUIRE(r.active());
+    r.mark_sent();
+    BOOST_TEST(!f.reserve(400).active()); // 0.9 of 1 is held
+    f.now += 24h;                         // the next day: the cap is whole again
+    auto r2 = f.reserve(400);
+    BOOST_TEST(r2.active());
+    BOOST_TEST((f.budget("daily").reserved == r2.amount()));
+    BOOST_TEST(!r.settle(record(usd("0.5")))); // lands in the day it began in
+    BOOST_TEST((f.budget("daily").committed == money()));
+    BOOST_TEST((f.guard->committed_total() == usd("0.5")));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(budget_guard)
+
+BOOST_AUTO_TEST_CASE(reserves_the_worst_case_and_settles_the_actual_cost)
+{
+    fixture f({{"global", usd("10")}});
+    auto r = f.reserve(500, 1000);
+    BOOST_TEST_REQUIRE(r.active());
+    BOOST_TEST((r.amount() == usd("2"))); // 1000 bytes × 0.001 + 500 × 0.002
+    BOOST_TEST(r.max_tokens() == 500u);
+    BOOST_TEST(!r.clamped());
+    BOOST_TEST((f.budget("global").reserved == usd("2")));
+    r.mark_sent();
+    BOOST_TEST(!r.settle(record(usd("0.75"))));
+    BOOST_TEST(!r.active());
+    BOOST_TEST((f.budget("global").reserved == money()));
+    BOOST_TEST((f.budget("global").committed == usd("0.75")));
+    std::vector<frugal::attempt_record> ledger;
+    BOOST_TEST(!f.guard->read_ledger(0, ledger));
+    BOOST_TEST_REQUIRE(ledger.size() == 1u);
+    BOOST_TEST((ledger[0].cost == usd("0.75")));
+    BOOST_TEST(ledger[0].record_id != 0u);
+    BOOST_TEST(r.settle(record(money())) == frugal::error::reservation_inactive);
+}
+
+BOOST_AUTO_TEST_CASE(a_request_never_sent_gives_its_reservation_back)
+{
+    fixture f({{"global", usd("1")}});
+    {
+        auto r = f.reserve(400);
+        BOOST_TEST((f.budget("global").reserved == r.amount()));
+    }
+    BOOST_TEST((f.budget("global").reserved == money()));
+    BOOST_TEST((f.budget("global").committed == money()));
+}
+
+BOOST_AUTO_TEST_CASE(a_sent_request_with_unknown_outcome_is_charged_its_whole_reservation)
+{
+    fixture f({{"global", usd("10")}});
+    money amount;
+    {
+        auto r = f.reserve(500, 1000);
+        amount = r.amount();
+        r.mark_sent();
+        r.release(); // too late: it was sent
+    }
+    BOOST_TEST((f.budget("global").committed == amount));
+    std::vector<frugal::attempt_record> ledger;
+    BOOST_TEST(!f.guard->read_ledger(0, ledger));
+    BOOST_TEST_REQUIRE(ledger.size() == 1u);
+    BOOST_TEST(ledger[0].estimated);
+    BOOST_TEST(std::string(to_string(ledger[0].outcome)) == "unknown");
+    BOOST_TEST(ledger[0].model_asked == paid);
+    // A generation lookup proves a smaller bill.
+    BOOST_TEST(!f.guard->correct(ledger[0].record_id, usd("0.25")));
+    BOOST_TEST((f.budget("global").committed == usd("0.25")));
+    BOOST_TEST((f.guard->committed_total() == usd("0.25")));
+    BOOST_TEST(f.guard->correct(12345, usd("1")) == frugal::error::not_found);
+}
+
+BOOST_AUTO_TEST_CASE(clamps_max_tokens_to_the_headroom_down_to_the_minimum)
+{
+    frugal::budget_params p;
+    p.min_max_tokens = 100;
+    fixture f({{"global", usd("1")}}, p);
+    // 0.1 fixed leaves 0.9: 450 tokens of the 1,000 asked.
+    auto r = f.reserve(1000);
+    BOOST_TEST_REQUIRE(r.active());
+    BOOST_TEST(r.clamped());
+    BOOST_TEST(r.max_tokens() == 450u);
+    BOOST_TEST((r.amount() == usd("1")));
+    // Nothing is left, and nothing in flight would settle below its reservation for sure:
+    // the next request waits (async) or is denied (try).
+    auto d = f.reserve(1000);
+    BOOST_TEST(!d.active());
+    BOOST_TEST(f.last_ec == frugal::error::budget_exhausted);
+    BOOST_TEST(f.last_detail.find("budget 'global'") != std::string::npos);
+    r.mark_sent();
+    BOOST_TEST(!r.settle(record(usd("0.65"))));
+    // 0.35 left: 0.1 fixed + 125 tokens fits the minimum of 100; 0.1 + 50 would not.
+    auto c = f.reserve(1000);
+    BOOST_TEST(c.max_tokens() == 125u);
+    c.release();
+    BOOST_TEST(!f.reserve(1000, 300).active()); // 0.3 fixed leaves 25 tokens < 100
+    frugal::reserve_request exact;
+    exact.model = paid;
+    exact.prompt_bytes = 100;
+    exact.max_tokens = 1000;
+    exact.allow_clamp = false;
+    BOOST_TEST(!f.guard->try_reserve(exact, f.last_ec).active());
+}
+
+BOOST_AUTO_TEST_CASE(free_calls_never_touch_the_budget)
+{
+    fixture f({{"global", money()}});
+    auto r = f.reserve(1000, 100, {}, free_model);
+    BOOST_TEST(r.active());
+    BOOST_TEST(r.free());
+    BOOST_TEST(r.max_tokens() == 1000u);
+    BOOST_TEST(!f.reserve(1).active()); // the paid model cannot pass a zero cap
+    r.mark_sent();
+    BOOST_TEST(!r.settle(record(money())));
+    std::vector<frugal::attempt_record> ledger;
+    BOOST_TEST(!f.guard->read_ledger(0, ledger));
+    BOOST_TEST(ledger.size() == 1u); // recorded at $0
+    BOOST_TEST((f.budget("global").committed == money()));
+}
+
+BOOST_AUTO_TEST_CASE(an_unknown_price_is_refused)
+{
+    fixture f({{"global", usd("10")}});
+    BOOST_TEST(!f.reserve(10, 10, {}, "openrouter/auto").active());
+    BOOST_TEST(f.last_ec == frugal::error::price_unknown);
+    BOOST_TEST(f.last_detail.find("openrouter/auto") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_request_must_fit_every_budget_it_falls_under)
+{
+    fixture f({{"global", usd("10")}, {"tenant:acme", usd("1")}, {"user:*", usd("0.5")}});
+    const std::vector<std::string> alice{"tenant:acme", "user:alice"};
+    const std::vector<std::string> bob{"tenant:acme", "user:bob"};
+    const std::vector<std::string> other{"tenant:other", "user:carol"};
+    auto a = f.reserve(200, 100, alice); // 0.1 + 0.4 = 0.5: all of alice's cap
+    BOOST_TEST_REQUIRE(a.active());
+    BOOST_TEST(!f.reserve(200, 100, alice).active());
+    BOOST_TEST(f.last_detail.find("user:alice") != std::string::npos);
+    auto b = f.reserve(200, 100, bob); // bob has his own 0.5; acme now holds 1.0
+    BOOST_TEST_REQUIRE(b.active());
+    auto b2 = f.reserve(200, 100, bob);
+    BOOST_TEST(!b2.active());
+    auto c = f.reserve(200, 100, other); // another tenant: only global and carol's cap
+    BOOST_TEST(c.active());
+    BOOST_TEST((f.budget("global").reserved == usd("1.5")));
+    BOOST_TEST((f.budget("tenant:acme").reserved == usd("1")));
+    BOOST_TEST((f.budget("user:carol").reserved == usd("0.5")));
+    BOOST_TEST(!f.reserve(1, 100, std::vector<std::string>{"nocolon"}).active());
+    BOOST_TEST(f.last_ec == frugal::error::bad_budget_config);
+}
+
+BOOST_AUTO_TEST_CASE(bad_configurations_are_refused_with_the_field_named)
+{
+    auto open = [](std::vector<frugal::budget_spec> specs, std::string& detail) {
+        frugal::budget_params p;
+        p.budgets = std::move(specs);
+        boost::system::error_code ec;
+        auto g = frugal::budget_guard::open(p, catalog(), nullptr, ec, detail);
+        BOOST_TEST(!g.has_value());
+        return ec;
+    };
+    std::string d;
+    BOOST_TEST(open({{"", usd("1")}}, d) == frugal::error::bad_budget_config);
+    BOOST_TEST(open({{"a", usd("-1")}}, d) == frugal::error::bad_budget_config);
+    BOOST_TEST(d.find("'a'") != std::string::npos);
+    BOOST_TEST(open({{"a", usd("1")}, {"a", usd("2")}}, d) == frugal::error::bad_budget_config);
+    BOOST_TEST(open({{"user:", usd("1")}}, d) == frugal::error::bad_budget_config);
+}
+
+BOOST_AUTO_TEST_CASE(billing_above_the_price_list_is_an_overshoot_that_trips_the_guard)
+{
+    boost::asio::io_context io;
+    fixture f({{"global", usd("1")}});
+    frugal::reserve_request req;
+    req.model = paid;
+    req.prompt_bytes = 100;
+    req.max_tokens = 200; // 0.5
+    auto a = f.guard->try_reserve(req, f.last_ec, nullptr, io.get_executor());
+    auto b = f.guard->try_reserve(req, f.last_ec, nullptr, io.get_executor());
+    BOOST_TEST_REQUIRE((a.active() && b.active()));
+    bool b_cancelled = false;
+    b.cancellation_slot().assign([&](boost::asio::cancellation_type) { b_cancelled = true; });
+    a.mark_sent();
+    b.mark_sent();
+    BOOST_TEST(!a.settle(record(usd("0.8")))); // 0.3 more than its worst case
+    io.run();
+    BOOST_TEST(b_cancelled);
+    BOOST_TEST(b.cancel_reason() == frugal::error::budget_exhausted);
+    BOOST_TEST(f.guard->price_anomalies() == 1u);
+    const auto s = f.budget("global");
+    BOOST_TEST(s.tripped);
+    BOOST_TEST((s.overshoot == usd("0.3")));
+    BOOST_TEST(!f.reserve(1).active()); // tripped: denied without waiting
+}
+
+BOOST_AUTO_TEST_CASE(closing_denies_new_paid_requests_and_cancels_those_in_flight)
+{
+    boost::asio::io_context io;
+    fixture f({{"global", usd("10")}});
+    frugal::reserve_request req;
+    req.model = paid;
+    req.max_tokens = 10;
+    auto a = f.guard->try_reserve(req, f.last_ec, nullptr, io.get_executor());
+    int cancelled = 0;
+    a.cancellation_slot().assign([&](boost::asio::cancellation_type) { ++cancelled; });
+    f.guard->close();
+    io.run();
+    BOOST_TEST(cancelled == 1);
+    BOOST_TEST(a.cancel_reason() == frugal::error::budget_closed);
+    BOOST_TEST(!f.reserve(10).active());
+    BOOST_TEST(f.last_ec == frugal::error::budget_closed);
+    BOOST_TEST(f.reserve(10, 10, {}, free_model).active()); // free calls go on
+}
+
+BOOST_AUTO_TEST_CASE(metered_mode_reserves_the_expected_cost_and_cancels_all_at_the_cap)
+{
+    boost::asio::io_context io;
+    frugal::budget_params p;
+    p.mode = frugal::budget_mode::metered;
+    p.expected_completion_tokens = 50;
+    fixture f({{"global", usd("1")}}, p);
+    frugal::reserve_request req;
+    req.model = paid;
+    req.prompt_bytes = 100;
+    req.max_tokens = 1000; // strict would hold 2.1; metered holds 0.1 + 50 × 0.002 = 0.2
+    std::vector<frugal::reservation> rs;
+    int cancelled = 0;
+    for (int i = 0; i < 4; ++i) {
+        rs.push_back(f.guard->try_reserve(req, f.last_ec, nullptr, io.get_executor()));
+        BOOST_TEST_REQUIRE(rs.back().active());
+        BOOST_TEST(rs.back().max_tokens() == 1000u);
+        rs.back().cancellation_slot().assign([&](boost::asio::cancellation_type) { ++cancelled; });
+        rs.back().mark_sent();
+    }
+    BOOST_TEST((f.budget("global").reserved == usd("0.8")));
+    rs[0].meter(100); // 0.3 live
+    BOOST_TEST((f.budget("global").reserved == usd("0.9")));
+    io.run();
+    BOOST_TEST(cancelled == 0);
+    rs[1].meter(100); // 1.0: the cap
+    io.restart();
+    io.run();
+    BOOST_TEST(cancelled == 4);
+    for (auto& r : rs)
+        BOOST_TEST(!r.settle(record(usd("0.25"))));
+    BOOST_TEST((f.budget("global").committed == usd("1")));
+}
+
+BOOST_AUTO_TEST_CASE(async_reserve_waits_for_a_settlement_then_is_granted)
+{
+    boost::asio::io_context io;
+    fixture f({{"global", usd("1")}});
+    auto held = f.reserve(450); // 0.1 + 0.9: everything
+    held.mark_sent();
+    frugal::reserve_request req;
+    req.model = paid;
+    req.prompt_bytes = 100;
+    req.max_tokens = 400;
+    std::optional<boost::system::error_code> got;
+    frugal::reservation granted;
+    f.guard->async_reserve(
+        req,
+        boost::asio::bind_executor(io, [&](boost::system::error_code ec, frugal::reservation r) {
+            got = ec;
+            granted = std::move(r);
+        }));
+    boost::asio::steady_timer t(io, 50ms);
+    t.async_wait([&](auto) { BOOST_TEST(!held.settle(record(usd("0.1")))); });
+    io.run();
+    BOOST_TEST_REQUIRE(got.has_value());
+    BOOST_TEST(!*got);
+    BOOST_TEST(granted.active());
+    BOOST_TEST(granted.max_tokens() == 400u);
+}
+
+BOOST_AUTO_TEST_CASE(
+    async_reserve_denies_after_the_bounded_wait_or_at_once_when_nothing_is_in_flight)
+{
+    boost::asio::io_context io;
+    frugal::budget_params p;
+    p.max_wait = 100ms;
+    fixture f({{"global", usd("1")}}, p);
+    frugal::reserve_request req;
+    req.model = paid;
+    req.prompt_bytes = 100;
+    req.max_tokens = 450;
+    // Nothing in flight: no settlement can help.
+    auto big = req;
+    big.prompt_bytes = 2000;
+    std::optional<boost::system::error_code> first;
+    f.guard->async_reserve(big, boost::asio::bind_executor(io, [&](auto ec, auto) { first = ec; }));
+    io.run();
+    BOOST_TEST((first == boost::system::error_code(frugal::error::budget_exhausted)));
+    auto held = f.reserve(450);
+    held.mark_sent();
+    std::optional<boost::system::error_code> second;
+    const auto t0 = std::chrono::steady_clock::now();
+    f.guard->async_reserve(
+        req, boost::asio::bind_executor(io, [&](auto ec, auto) { second = ec; }));
+    io.restart();
+    io.run();
+    BOOST_TEST((second == boost::system::error_code(frugal::error::budget_exhausted)));
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 >= 100ms));
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_async_reserve_ends_the_wait_and_reserves_nothing)
+{
+    boost::asio::io_context io;
+    fixture f({{"global", usd("1")}});
+    auto held = f.reserve(450);
+    held.mark_sent();
+    frugal::reserve_request req;
+    req.model = paid;
+    req.max_tokens = 10;
+    boost::asio::cancellation_signal sig;
+    std::optional<boost::system::error_code> got;
+    f.guard->async_reserve(
+        req, boost::asio::bind_cancellation_slot(
+                 sig.slot(), boost::asio::bind_executor(io, [&](auto ec, frugal::reservation r) {
+                     got = ec;
+                     BOOST_TEST(!r.active());
+                 })));
+    boost::asio::steady_timer t(io, 20ms);
+    t.async_wait([&](auto) { sig.emit(boost::asio::cancellation_type::terminal); });
+    io.run();
+    BOOST_TEST((got == boost::system::error_code(boost::asio::error::operation_aborted)));
+    BOOST_TEST((f.budget("global").reserved == held.amount()));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
