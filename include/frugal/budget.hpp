@@ -145,11 +145,20 @@ public:
     void meter(std::uint64_t completion_tokens);
 
     /// Replaces the reservation by `record.cost` and writes `record` to the ledger in one
-    /// store transaction. Returns the store's error, if any (the guard is then tripped).
-    boost::system::error_code settle(attempt_record record);
+    /// store transaction; `record.record_id` is set to the ledger's id for it (what
+    /// `budget_guard::correct` takes). Empty `model_asked`, `generation_id`, `request_id` and
+    /// `time_ms` are filled from the reservation. Returns the store's error, if any (the guard
+    /// then stops paid traffic).
+    boost::system::error_code settle(attempt_record& record);
+    boost::system::error_code settle(attempt_record&& record) { return settle(record); }
 
     /// Settles with the whole amount, the record marked `estimated`: the bill is unknown.
-    boost::system::error_code settle_unknown(attempt_record record);
+    /// `record.cost` is set to that amount.
+    boost::system::error_code settle_unknown(attempt_record& record);
+    boost::system::error_code settle_unknown(attempt_record&& record)
+    {
+        return settle_unknown(record);
+    }
 
     /// Gives the reservation back unused; only before `mark_sent()` (after it, this settles it
     /// with its whole amount).

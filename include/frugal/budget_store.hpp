@@ -119,6 +119,10 @@ public:
     /// The committed spend and open reservations kept from earlier runs.
     virtual boost::system::error_code load(budget_store_state& out) = 0;
 
+    /// Whether the store keeps open reservations (`reserve`, `release`, `note_generation`). A
+    /// store that does not (memory) is not told of them, which saves the guard their cost.
+    virtual bool keeps_reservations() const noexcept { return true; }
+
     /// Records `r` (durably, for a durable store) before the request is sent.
     virtual boost::system::error_code reserve(const reservation_view& r) = 0;
 
@@ -128,8 +132,7 @@ public:
     note_generation(std::uint64_t reservation_id, const std::string& generation_id);
 
     /// Replaces reservation `reservation_id` (0: none, an unreserved charge) by `charges` of
-    /// the actual cost and appends `record` to the ledger, atomically. Sets `record.record_id`
-    /// first, and may then move from the record's strings.
+    /// the actual cost and appends `record` to the ledger, atomically. Sets `record.record_id`.
     virtual boost::system::error_code settle(
         std::uint64_t reservation_id,
         std::span<const budget_charge_view> charges,
@@ -154,7 +157,7 @@ public:
 struct memory_store_params {
     /// The newest records kept; older ones are dropped (their spend stays counted). Servers
     /// that need every record use the SQLite store or `on_record`.
-    std::size_t ledger_capacity = 1u << 20;
+    std::size_t ledger_capacity = 1u << 16;
     /// Called with each record as it is written, under the guard's lock: it must be quick and
     /// must not call the guard.
     std::function<void(const attempt_record&)> on_record;

@@ -53,16 +53,44 @@ std::int64_t window_of(budget_period p, std::int64_t unix_ms) noexcept
     return 0;
 }
 
+namespace {
+
+// Howard Hinnant's days_from_civil: days since 1970-01-01 of a proleptic Gregorian date.
+std::int64_t days_from_civil(std::int64_t y, std::int64_t m, std::int64_t d) noexcept
+{
+    y -= m <= 2 ? 1 : 0;
+    const std::int64_t era = floor_div(y, 400);
+    const std::int64_t yoe = y - era * 400;
+    const std::int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const std::int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+} // namespace
+
+std::int64_t window_end_ms(budget_period p, std::int64_t window) noexcept
+{
+    switch (p) {
+    case budget_period::none: return std::numeric_limits<std::int64_t>::max();
+    case budget_period::daily: return (window + 1) * ms_per_day;
+    case budget_period::weekly: return ((window + 1) * 7 - 3) * ms_per_day;
+    case budget_period::monthly: {
+        const std::int64_t next = window + 1;
+        const std::int64_t year = floor_div(next, 12);
+        return days_from_civil(year, next - year * 12 + 1, 1) * ms_per_day;
+    }
+    }
+    return std::numeric_limits<std::int64_t>::max();
+}
+
 money saturating_fma(money a, std::uint64_t n, money b) noexcept
 {
     const i128 v = static_cast<i128>(a.units()) * static_cast<i128>(n) + b.units();
     return clamp_units(v);
 }
 
-window_account& budget_account::at(std::int64_t window)
+window_account& budget_account::older_at(std::int64_t window)
 {
-    if (window == current.window)
-        return current;
     for (auto& w : older)
         if (w.window == window)
             return w;
@@ -76,6 +104,7 @@ void budget_account::roll(std::int64_t window)
     if (current.reserved != money())
         older.push_back(current); // its reservations still settle into the period they began in
     current = {window, {}, {}};
+    ends_ms = window_end_ms(period, window);
     tripped = false;
     overshoot = {};
 }
@@ -136,7 +165,7 @@ budget_account& book::make(std::string_view name, const spec_entry& s)
 
 budget_account* book::find_or_make(std::string_view name)
 {
-    if (auto it = by_name_.find(std::string(name)); it != by_name_.end())
+    if (auto it = by_name_.find(name); it != by_name_.end())
         return it->second;
     const auto colon = name.find(':');
     if (colon == std::string_view::npos)
@@ -171,7 +200,9 @@ error_code book::resolve(
         }
     }
     for (auto& c : out) {
-        c.account->roll(window_of(c.account->period, now_ms));
+        // Rolling needs the calendar only when the current period has ended.
+        if (now_ms >= c.account->ends_ms)
+            c.account->roll(window_of(c.account->period, now_ms));
         c.window = c.account->current.window;
     }
     return {};

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -22,6 +23,9 @@ namespace frugal::detail {
 
 // The index of the period containing `unix_ms` (0 for budgets that never reset).
 std::int64_t window_of(budget_period p, std::int64_t unix_ms) noexcept;
+
+// When the period `window` of `p` ends, in Unix milliseconds.
+std::int64_t window_end_ms(budget_period p, std::int64_t window) noexcept;
 
 // a × n + b, saturating at the largest amount (a bound that large never fits any cap).
 money saturating_fma(money a, std::uint64_t n, money b) noexcept;
@@ -42,8 +46,13 @@ struct budget_account {
     money overshoot;
     bool tripped = false;
     std::uint32_t in_flight = 0; // open reservations a settlement can come from (not orphans)
+    std::int64_t ends_ms = std::numeric_limits<std::int64_t>::min(); // the current period's end
 
-    window_account& at(std::int64_t window);
+    window_account& at(std::int64_t window)
+    {
+        return window == current.window ? current : older_at(window);
+    }
+    window_account& older_at(std::int64_t window);
     void roll(std::int64_t window);
     money headroom() const noexcept;
 };
@@ -142,7 +151,14 @@ private:
 
     std::deque<budget_account> accounts_; // stable addresses
     std::vector<budget_account*> global_;
-    std::unordered_map<std::string, budget_account*> by_name_;
+    struct name_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept
+        {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+    std::unordered_map<std::string, budget_account*, name_hash, std::equal_to<>> by_name_;
     std::unordered_map<std::string, spec_entry> templates_; // "user:" → the cap of each user
     std::deque<open_reservation> slots_;
     std::vector<std::uint32_t> free_;

@@ -7,9 +7,13 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <time.h>
+
 #include <atomic>
 #include <list>
 #include <mutex>
+
+#include <pthread.h>
 
 namespace frugal {
 
@@ -66,6 +70,28 @@ std::string describe_shortfall(const decision& d, const cost_bound& b, std::uint
            std::to_string(min_tokens) + " completion tokens)";
 }
 
+// A mutex that spins briefly before it sleeps (glibc's adaptive kind): the guard's critical
+// sections last tens of nanoseconds, far less than a futex sleep and wake-up.
+class adaptive_mutex {
+public:
+    adaptive_mutex() noexcept
+    {
+        pthread_mutexattr_t a;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+        pthread_mutex_init(&m_, &a);
+        pthread_mutexattr_destroy(&a);
+    }
+    adaptive_mutex(const adaptive_mutex&) = delete;
+    adaptive_mutex& operator=(const adaptive_mutex&) = delete;
+    ~adaptive_mutex() { pthread_mutex_destroy(&m_); }
+    void lock() noexcept { pthread_mutex_lock(&m_); }
+    void unlock() noexcept { pthread_mutex_unlock(&m_); }
+
+private:
+    pthread_mutex_t m_;
+};
+
 // A waiter served (or denied) under the lock, completed after it.
 struct completion {
     std::shared_ptr<waiter> w;
@@ -81,6 +107,7 @@ public:
         : params_(std::move(p)), prices_(std::move(prices)), store_(std::move(store))
     {
         book_.mode = params_.mode;
+        keeps_ = store_->keeps_reservations();
     }
 
     error_code open(std::string& detail)
@@ -126,7 +153,26 @@ public:
 
     std::int64_t now_ms() const
     {
-        return unix_ms(params_.clock ? params_.clock() : std::chrono::system_clock::now());
+        if (params_.clock)
+            return unix_ms(params_.clock());
+        // The coarse clock (a few milliseconds of resolution) is plenty to place spend in a
+        // day, and costs a tenth of the precise one on virtual machines.
+        timespec ts{};
+        ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+        return std::int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+    }
+
+    // The catalog lookup, remembering the last model (most traffic names a few).
+    const model_price* price_of(std::string_view model)
+    {
+        if (last_price_ != nullptr && model == last_model_)
+            return last_price_;
+        const auto* p = prices_.find(model);
+        if (p != nullptr) {
+            last_model_.assign(model);
+            last_price_ = p;
+        }
+        return p;
     }
 
     // The tokens a request wants: what it asks, else the model's maximum completion.
@@ -149,7 +195,7 @@ public:
         error_code& ec,
         std::string* detail)
     {
-        const model_price* p = prices_.find(req.model);
+        const model_price* p = price_of(req.model);
         if (p == nullptr) {
             ec = error::price_unknown;
             if (detail != nullptr)
@@ -199,9 +245,7 @@ public:
         r.charges.assign(scratch_.begin(), scratch_.end());
         r.cancel = cancel;
         book_.hold(r);
-        fill_views(r, r.amount);
-        const reservation_view v{r.id, r.time_ms, r.request_id, r.model, views_};
-        if (auto e = store_->reserve(v)) {
+        if (auto e = keeps_ ? store_reserve(r) : error_code()) {
             book_.unhold(r);
             book_.free_slot(slot);
             ec = e == error::budget_exhausted ? e : error_code(error::budget_store_failed);
@@ -217,6 +261,12 @@ public:
         out.clamped_ = d.clamped;
         out.cancel_ = cancel;
         return shortfall::none;
+    }
+
+    error_code store_reserve(const open_reservation& r)
+    {
+        fill_views(r, r.amount);
+        return store_->reserve({r.id, r.time_ms, r.request_id, r.model, views_});
     }
 
     void fill_views(const open_reservation& r, money amount)
@@ -322,7 +372,7 @@ public:
             const std::lock_guard lock(mu_);
             auto& r = book_.at(slot);
             book_.unhold(r);
-            if (store_->release(r.id))
+            if (keeps_ && store_->release(r.id))
                 fail(to_cancel);
             book_.free_slot(slot);
             pump(done);
@@ -354,7 +404,7 @@ public:
         auto& r = book_.at(slot);
         r.generation_id = id;
         std::vector<std::shared_ptr<cancel_state>> ignored;
-        if (store_->note_generation(r.id, id))
+        if (keeps_ && store_->note_generation(r.id, id))
             fail(ignored); // the slot's own request goes on; later ones are refused
     }
 
@@ -563,14 +613,17 @@ public:
         return settle(slot, record, false);
     }
 
-    std::mutex mu_;
+    adaptive_mutex mu_;
     budget_params params_;
     price_catalog prices_;
+    std::string last_model_;
+    const model_price* last_price_ = nullptr;
     std::shared_ptr<budget_store> store_;
     book book_;
     std::uint64_t next_id_ = 1;
     bool closed_ = false;
     bool failed_ = false;
+    bool keeps_ = true;
     std::vector<charge_ref> scratch_;
     std::vector<budget_charge_view> views_;
     std::vector<budget_account*> reached_;
@@ -613,7 +666,7 @@ reservation::~reservation()
     r.time_ms = 0;
     r.outcome = attempt_outcome::unknown;
     // A destructor cannot report a store failure; the guard stops paid traffic on one.
-    (void)settle_unknown(std::move(r));
+    (void)settle_unknown(r);
 }
 
 void reservation::note_generation(const std::string& generation_id)
@@ -628,7 +681,7 @@ void reservation::meter(std::uint64_t completion_tokens)
         guard_->meter(slot_, completion_tokens);
 }
 
-error_code reservation::settle(attempt_record record)
+error_code reservation::settle(attempt_record& record)
 {
     if (guard_ == nullptr)
         return error::reservation_inactive;
@@ -638,7 +691,7 @@ error_code reservation::settle(attempt_record record)
     return g->settle(std::exchange(slot_, no_slot), record, false);
 }
 
-error_code reservation::settle_unknown(attempt_record record)
+error_code reservation::settle_unknown(attempt_record& record)
 {
     if (guard_ == nullptr)
         return error::reservation_inactive;
@@ -657,7 +710,7 @@ void reservation::release() noexcept
     if (sent_) {
         attempt_record r;
         r.outcome = attempt_outcome::unknown;
-        (void)settle_unknown(std::move(r));
+        (void)settle_unknown(r);
         return;
     }
     auto* g = std::exchange(guard_, nullptr);
@@ -736,6 +789,7 @@ void budget_guard::update_prices(price_catalog prices)
 {
     const std::lock_guard lock(impl_->mu_);
     impl_->prices_ = std::move(prices);
+    impl_->last_price_ = nullptr;
 }
 
 std::vector<budget_snapshot> budget_guard::snapshot() const

@@ -3,6 +3,7 @@
 #include <frugal/error.hpp>
 
 #include <algorithm>
+#include <unordered_map>
 
 namespace frugal {
 
@@ -25,8 +26,40 @@ boost::system::error_code budget_store::note_generation(std::uint64_t, const std
 
 namespace {
 
-// The memory store keeps the newest records in a ring, and with each the budget windows it
-// was charged to (by the guard's account index, so a settlement copies no budget name).
+// Strings that repeat from record to record (models, providers, keys), stored once.
+class string_table {
+public:
+    // `last` is the caller's hint for this field: consecutive records mostly name the same
+    // model and provider, and comparing with the last one costs less than hashing.
+    std::uint32_t intern(std::string_view s, std::uint32_t& last)
+    {
+        if (last < strings_.size() && strings_[last] == s)
+            return last;
+        auto it = index_.find(s);
+        if (it == index_.end())
+            it = index_.emplace(std::string(s), static_cast<std::uint32_t>(strings_.size())).first;
+        if (it->second == strings_.size())
+            strings_.push_back(it->first);
+        last = it->second;
+        return last;
+    }
+    const std::string& at(std::uint32_t i) const { return strings_[i]; }
+
+private:
+    struct hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept
+        {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+    std::unordered_map<std::string, std::uint32_t, hash, std::equal_to<>> index_;
+    std::vector<std::string> strings_;
+};
+
+// The memory store keeps the newest records in a ring of compact entries: repeated strings
+// interned, the generation id inline, and the budget windows each was charged to by the
+// guard's account index. A settlement allocates nothing once the ring has filled.
 class memory_store final : public budget_store {
 public:
     explicit memory_store(memory_store_params p) : params_(std::move(p))
@@ -40,19 +73,20 @@ public:
         return {};
     }
 
+    bool keeps_reservations() const noexcept override { return false; }
     boost::system::error_code reserve(const reservation_view&) override { return {}; }
 
-    boost::system::error_code settle(
-        std::uint64_t, std::span<const budget_charge_view> charges, attempt_record& record) override
+    boost::system::error_code
+    settle(std::uint64_t, std::span<const budget_charge_view> charges, attempt_record& r) override
     {
-        record.record_id = next_record_++;
+        r.record_id = next_record_++;
         for (const auto& c : charges)
             if (c.account >= names_.size() || names_[c.account].empty()) {
                 names_.resize(std::max<std::size_t>(names_.size(), c.account + 1));
                 names_[c.account] = std::string(c.budget);
             }
         if (params_.on_record)
-            params_.on_record(record);
+            params_.on_record(r);
         entry* e = nullptr;
         if (ring_.size() < params_.ledger_capacity) {
             e = &ring_.emplace_back();
@@ -60,7 +94,21 @@ public:
             e = &ring_[head_];
             head_ = (head_ + 1) % ring_.size();
         }
-        e->record = std::move(record);
+        e->record_id = r.record_id;
+        e->time_ms = r.time_ms;
+        e->request_id = r.request_id;
+        e->prompt_tokens = r.prompt_tokens;
+        e->completion_tokens = r.completion_tokens;
+        e->cost = r.cost;
+        e->latency_us = r.latency_us;
+        e->tier = r.tier;
+        e->model_asked = strings_.intern(r.model_asked, hints_[0]);
+        e->model_served = strings_.intern(r.model_served, hints_[1]);
+        e->provider = strings_.intern(r.provider, hints_[2]);
+        e->keys = strings_.intern(r.keys, hints_[3]);
+        e->outcome = r.outcome;
+        e->estimated = r.estimated;
+        e->generation_id.assign(r.generation_id); // capacity kept from the entry's last use
         e->charges.clear();
         for (const auto& c : charges)
             e->charges.push_back({c.account, c.window});
@@ -76,9 +124,9 @@ public:
         entry* e = find(record_id);
         if (e == nullptr)
             return error::not_found;
-        const auto delta = proven - e->record.cost;
-        e->record.cost = proven;
-        e->record.estimated = false;
+        const auto delta = proven - e->cost;
+        e->cost = proven;
+        e->estimated = false;
         for (const auto& c : e->charges)
             moved.push_back({names_[c.account], c.window, delta});
         return {};
@@ -90,8 +138,25 @@ public:
         out.clear();
         for (std::size_t i = 0; i < ring_.size(); ++i) {
             const auto& e = ring_[(head_ + i) % ring_.size()];
-            if (e.record.time_ms >= since_ms)
-                out.push_back(e.record);
+            if (e.time_ms < since_ms)
+                continue;
+            attempt_record r;
+            r.record_id = e.record_id;
+            r.time_ms = e.time_ms;
+            r.request_id = e.request_id;
+            r.generation_id = e.generation_id;
+            r.tier = e.tier;
+            r.model_asked = strings_.at(e.model_asked);
+            r.model_served = strings_.at(e.model_served);
+            r.provider = strings_.at(e.provider);
+            r.prompt_tokens = e.prompt_tokens;
+            r.completion_tokens = e.completion_tokens;
+            r.cost = e.cost;
+            r.outcome = e.outcome;
+            r.estimated = e.estimated;
+            r.latency_us = e.latency_us;
+            r.keys = strings_.at(e.keys);
+            out.push_back(std::move(r));
         }
         return {};
     }
@@ -102,7 +167,21 @@ private:
         std::int64_t window;
     };
     struct entry {
-        attempt_record record;
+        std::uint64_t record_id = 0;
+        std::int64_t time_ms = 0;
+        std::uint64_t request_id = 0;
+        std::uint64_t prompt_tokens = 0;
+        std::uint64_t completion_tokens = 0;
+        money cost;
+        std::int64_t latency_us = 0;
+        std::uint32_t tier = 0;
+        std::uint32_t model_asked = 0;
+        std::uint32_t model_served = 0;
+        std::uint32_t provider = 0;
+        std::uint32_t keys = 0;
+        attempt_outcome outcome = attempt_outcome::ok;
+        bool estimated = false;
+        std::string generation_id;
         std::vector<charge_ref> charges;
     };
 
@@ -111,7 +190,7 @@ private:
         if (ring_.empty())
             return nullptr;
         // Records are numbered in order, so the ring holds ids [oldest, oldest + size).
-        const auto oldest = ring_[head_].record.record_id;
+        const auto oldest = ring_[head_].record_id;
         if (record_id < oldest || record_id - oldest >= ring_.size())
             return nullptr;
         return &ring_[(head_ + (record_id - oldest)) % ring_.size()];
@@ -122,6 +201,8 @@ private:
     std::size_t head_ = 0; // the oldest entry once the ring is full
     std::uint64_t next_record_ = 1;
     std::vector<std::string> names_;
+    string_table strings_;
+    std::uint32_t hints_[4] = {~0u, ~0u, ~0u, ~0u};
 };
 
 } // namespace
