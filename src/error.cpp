@@ -55,6 +55,7 @@ public:
         case error::budget_store_failed: return "the budget store failed";
         case error::bad_budget_config: return "the budget configuration is invalid";
         case error::reservation_inactive: return "the reservation was already settled or released";
+        case error::bad_policy: return "the cascade policy is invalid";
         }
         return "unknown frugal error";
     }
@@ -113,7 +114,8 @@ bool is_fatal(const boost::system::error_code& ec) noexcept
     case error::price_unknown:
     case error::budget_store_failed:
     case error::bad_budget_config:
-    case error::reservation_inactive: return false;
+    case error::reservation_inactive:
+    case error::bad_policy: return false;
     default: return true;
     }
 }

@@ -166,7 +166,9 @@ public:
 
     /// A slot that the guard signals (`terminal`) when it must stop the request: a cap reached
     /// in metered mode, an overshoot, or `budget_guard::close()`. Bind the attempt's
-    /// operation to it. Only for reservations made with an executor.
+    /// operations to it. Only for reservations made with an executor. The signal is posted to
+    /// that executor and reaches only an operation pending then: check `cancel_reason()`
+    /// between operations (a stream's reads), where it stays set.
     boost::asio::cancellation_slot cancellation_slot() noexcept;
 
     /// Why the guard cancelled this reservation's request, or success if it did not.

@@ -34,6 +34,9 @@ struct diagnostics {
     std::optional<std::chrono::milliseconds> retry_after;
     /// How many attempts the operation made (retries included).
     int attempts = 0;
+    /// Whether some attempt wrote its whole request: a failure with this false cannot have
+    /// been billed.
+    bool request_sent = false;
 
     void clear() { *this = diagnostics{}; }
 

@@ -139,6 +139,9 @@ enum class error {
 
     /// A reservation was used after it was settled or released.
     reservation_inactive,
+
+    /// A cascade policy is malformed; the detail names the member and why.
+    bad_policy,
 };
 
 /// Whether an operation that failed with `ec` may succeed if tried again later: rate limits,

@@ -367,6 +367,7 @@ asio::awaitable<error_code> start_exchange(
             co_return timed_out ? error_code(error::timeout) : wec;
         }
         st.request_sent = true;
+        diag.request_sent = true;
 
         x.conn->buffer.reserve(head_reserve);
         x.parser->header_limit(c->params.limits.max_header_size);
@@ -492,8 +493,11 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
     const auto start = steady_clock::now();
     const auto total = start + c->params.timeouts.total;
     error_code last;
+    diag.request_sent = false;
     for (int attempt = 1;; ++attempt) {
+        const bool sent_before = diag.request_sent; // by an earlier attempt
         diag = {};
+        diag.request_sent = sent_before;
         diag.attempts = attempt;
         attempt_state st;
         exchange<bhttp::string_body> x;
@@ -1018,8 +1022,11 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
         co_return std::tuple{ec, false};
     }
     s->total = steady_clock::now() + c->params.timeouts.total;
+    diag.request_sent = false;
     for (int attempt = 1;; ++attempt) {
+        const bool sent_before = diag.request_sent; // by an earlier attempt
         diag = {};
+        diag.request_sent = sent_before;
         diag.attempts = attempt;
         attempt_state st;
         exchange<sse_body> x;

@@ -45,6 +45,7 @@ constexpr frugal::error all_errors[] = {
     frugal::error::budget_store_failed,
     frugal::error::bad_budget_config,
     frugal::error::reservation_inactive,
+    frugal::error::bad_policy,
 };
 } // namespace
 

@@ -1,0 +1,273 @@
+#ifndef FRUGAL_ROUTER_HPP
+#define FRUGAL_ROUTER_HPP
+
+/// @file
+/// The cheap-first cascade: a request goes to the cheapest tier first and escalates only when
+/// a condition says its answer is not good enough, inside the budget.
+
+#include <frugal/budget.hpp>
+#include <frugal/chat_client.hpp>
+#include <frugal/diagnostics.hpp>
+#include <frugal/money.hpp>
+#include <frugal/prices.hpp>
+#include <frugal/types.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace frugal {
+
+/// Why a request moved to a higher tier.
+enum class escalation_reason : std::uint8_t {
+    none,
+    length,       ///< finish_reason "length": the answer was cut
+    empty,        ///< no content (whitespace only, or reasoning only)
+    error,        ///< the tier failed (an error status, a broken or cut stream)
+    timeout,      ///< the tier missed a deadline
+    rate_limited, ///< the tier's rate limit (a 429, or the free-tier limiter being empty)
+    refusal,      ///< the answer matches a refusal pattern
+    invalid_json, ///< JSON was asked for and the answer is not JSON (or breaks the schema)
+    too_short,    ///< fewer characters than the policy's `min_chars`
+    predicate,    ///< a user predicate rejected the answer
+    context,      ///< pre-routing: the prompt does not fit the tier's context
+    rule,         ///< pre-routing: a user rule sent the request up
+};
+
+/// The name of `r` as policies and reports write it ("length", "empty", ...).
+const char* to_string(escalation_reason r) noexcept;
+
+/// What to do when the budget denies an escalation.
+enum class on_budget_exhausted {
+    return_cheap, ///< return the last answer, marked `budget_denied` (the default)
+    fail,         ///< fail with `error::budget_exhausted`
+};
+
+/// What to do when the free-tier limiter has no request left.
+enum class on_free_tier_empty {
+    escalate, ///< skip the free tier (reason `rate_limited`)
+    wait,     ///< wait for the limiter, up to `free_tier_limits::max_wait`
+};
+
+/// OpenRouter's limits on `:free` models, enforced client-side so a cascade skips or waits
+/// instead of collecting 429s.
+struct free_tier_limits {
+    std::uint32_t per_minute = 20;
+    std::uint32_t per_day = 50; ///< 1,000 with at least $10 of credits
+    on_free_tier_empty when_empty = on_free_tier_empty::escalate;
+    std::chrono::milliseconds max_wait{60'000};
+};
+
+/// A user predicate: true when the answer is acceptable.
+using answer_predicate = std::function<bool(const chat_request&, const chat_response&)>;
+
+/// A pre-routing rule: the tier to start at (0 = the cheapest).
+using routing_rule = std::function<std::uint32_t(const chat_request&)>;
+
+/// How a cascade runs.
+struct cascade_policy {
+    /// The models from cheapest to the flagship (at least one).
+    std::vector<std::string> tiers;
+    /// The conditions that escalate (`none`, `context` and `rule` have no meaning here).
+    std::vector<escalation_reason> escalate_on{
+        escalation_reason::length, escalation_reason::empty, escalation_reason::error,
+        escalation_reason::refusal};
+    /// The max_tokens of every attempt (a request's own max_tokens wins when set).
+    std::uint32_t max_tokens = 512;
+    /// Case-insensitive substrings that mark a refusal (looked for in the first 300 characters).
+    std::vector<std::string> refusal_patterns{"i'm sorry, but i can't", "i am sorry, but i can't",
+                                              "i cannot help with",     "i can't help with",
+                                              "i can't assist with",    "i cannot assist with",
+                                              "i'm unable to help",     "as an ai language model"};
+    /// For `too_short`: the fewest characters an answer may have.
+    std::uint32_t min_chars = 0;
+    /// For `invalid_json`: a JSON schema the answer must match (its `type`, `properties`,
+    /// `required`, `items` and `enum` are checked); empty means any JSON.
+    std::string json_schema;
+    on_budget_exhausted budget_exhausted = on_budget_exhausted::return_cheap;
+    free_tier_limits free_tier;
+    /// Start the next tier in parallel when the current one has not answered (whole) or sent
+    /// its first token (streamed) after this long; zero disables hedging.
+    std::chrono::milliseconds hedge_after{0};
+    /// C++ only: more conditions, and pre-routing.
+    std::vector<answer_predicate> predicates;
+    routing_rule route;
+};
+
+/// Parses a policy from JSON:
+/// `{"cheap":"...","flagship":"...","escalate_on":["length",...],"max_tokens":512}` or
+/// `{"tiers":["...","...",...], ...}`, with the optional members `refusal_patterns`,
+/// `min_chars`, `json_schema`, `on_budget_exhausted` ("return_cheap" | "fail"),
+/// `free_tier` ({"per_minute","per_day","when_empty":"escalate"|"wait","max_wait_ms"}),
+/// `hedge_after_ms`. Fails with `error::bad_policy`; `detail` names the member and why.
+std::optional<cascade_policy>
+parse_policy(std::string_view json, boost::system::error_code& ec, std::string& detail);
+
+/// One call to one tier, as a cascade made it.
+struct cascade_attempt {
+    std::uint32_t tier = 0;
+    std::string model_asked;
+    std::string model_served;
+    std::string generation_id;
+    attempt_outcome outcome = attempt_outcome::ok;
+    /// Why the cascade moved on from this attempt (`none` when it was accepted or last).
+    escalation_reason reason = escalation_reason::none;
+    boost::system::error_code error;
+    std::uint64_t prompt_tokens = 0;
+    std::uint64_t completion_tokens = 0;
+    money cost;
+    bool cost_estimated = false; ///< the whole reservation, until a generation lookup
+    std::chrono::microseconds latency{0};
+};
+
+/// What a cascade came to.
+struct cascade_result {
+    chat_response response; ///< the answer returned (the last acceptable one)
+    std::uint32_t tier = 0; ///< the tier that answered
+    std::vector<cascade_attempt> attempts;
+    bool escalated = false;                             ///< a tier above the first was tried
+    bool budget_denied = false;                         ///< the budget refused an escalation
+    escalation_reason reason = escalation_reason::none; ///< why it first escalated
+    money total_cost;
+};
+
+/// An event of a streamed cascade.
+struct cascade_event {
+    enum class kind {
+        delta,      ///< text of the answer (`tier`, `text`)
+        escalating, ///< the text shown so far is to be discarded (`reason`, next `tier`)
+        done,       ///< the cascade ended (`result`)
+    };
+    kind type = kind::delta;
+    std::uint32_t tier = 0;
+    std::string text;
+    escalation_reason reason = escalation_reason::none;
+    std::shared_ptr<const cascade_result> result;
+};
+
+/// How a streamed cascade shows the cheap tiers' answers.
+enum class stream_mode {
+    buffer, ///< judge a tier's answer before showing any of it (the last tier streams live)
+    stream, ///< show every tier's answer as it comes, and `escalating` when it is rejected
+};
+
+namespace detail {
+struct router_impl;
+struct cascade_stream_state;
+} // namespace detail
+
+/// A streamed cascade, read with `async_next` until an event of kind `done`.
+///
+/// @par Thread safety
+/// Distinct objects: safe. Shared objects: unsafe. One read at a time.
+class cascade_stream {
+public:
+    cascade_stream();
+    ~cascade_stream();
+    cascade_stream(cascade_stream&&) noexcept;
+    cascade_stream& operator=(cascade_stream&&) noexcept;
+
+    /// Reads the next event.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, cascade_event)`. Fails when the cascade as a whole
+    /// fails (every tier failed and nothing acceptable remains, `error::budget_exhausted`
+    /// under `on_budget_exhausted::fail`); `error::stream_not_readable` after `done`.
+    ///
+    /// @par Per-operation cancellation
+    /// Terminal: the attempt in flight is abandoned (its reservation settled as unknown) and
+    /// the stream ends with `asio::error::operation_aborted`.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_next(CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, cascade_event)>(
+            [this](auto handler) {
+                boost::asio::any_io_executor ex =
+                    boost::asio::get_associated_executor(handler, executor());
+                async_next_impl(std::move(ex), std::move(handler));
+            },
+            token);
+    }
+
+private:
+    friend class router;
+    boost::asio::any_io_executor executor() const;
+    void async_next_impl(
+        boost::asio::any_io_executor ex,
+        boost::asio::any_completion_handler<void(boost::system::error_code, cascade_event)> h);
+    std::shared_ptr<detail::cascade_stream_state> state_;
+};
+
+/// Runs cascades: the free or cheap tier first, the next tier only when a condition says the
+/// answer is not good enough, every paid attempt inside the budget guard.
+///
+/// @par Thread safety
+/// Distinct objects: safe. Shared objects: unsafe; use it from the client's executor.
+/// Thousands of cascades may run at once on that one thread.
+class router {
+public:
+    /// A router over `client` (which must outlive it). `guard` may be null: no budget. The
+    /// catalog prices attempts whose responses carry no `usage.cost`.
+    router(
+        chat_client& client,
+        cascade_policy policy,
+        price_catalog prices,
+        std::optional<budget_guard> guard = std::nullopt);
+    ~router();
+    router(router&&) noexcept;
+    router& operator=(router&&) noexcept;
+
+    const cascade_policy& policy() const noexcept;
+
+    /// Runs one cascade and gives its result.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, cascade_result)`. The error is that of the last
+    /// attempt when no answer was acceptable and none can be returned, or
+    /// `error::budget_exhausted` under `on_budget_exhausted::fail`. Otherwise the result holds
+    /// the answer, every attempt and the total cost.
+    ///
+    /// @par Per-operation cancellation
+    /// Terminal: the attempt in flight is abandoned and its reservation settled (released when
+    /// nothing was sent, otherwise charged whole until proven).
+    ///
+    /// @par Object lifetimes
+    /// The router must outlive the operation.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_complete(chat_request request, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, cascade_result)>(
+            [this](auto handler, chat_request req) {
+                async_complete_impl(std::move(req), std::move(handler));
+            },
+            token, std::move(request));
+    }
+
+    /// Starts a streamed cascade; read it with `cascade_stream::async_next`.
+    void start_stream(chat_request request, stream_mode mode, cascade_stream& out);
+
+    /// Budget keys for the requests that follow (e.g. {"tenant:acme"}), until changed.
+    void set_budget_keys(std::vector<std::string> keys);
+
+private:
+    void async_complete_impl(
+        chat_request req,
+        boost::asio::any_completion_handler<void(boost::system::error_code, cascade_result)> h);
+    std::shared_ptr<detail::router_impl> impl_;
+};
+
+} // namespace frugal
+
+#endif // FRUGAL_ROUTER_HPP

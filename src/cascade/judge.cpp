@@ -1,0 +1,215 @@
+#include "cascade/judge.hpp"
+
+#include <frugal/error.hpp>
+
+#include <boost/asio/error.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+
+namespace frugal {
+
+namespace json = boost::json;
+
+const char* to_string(escalation_reason r) noexcept
+{
+    switch (r) {
+    case escalation_reason::none: return "none";
+    case escalation_reason::length: return "length";
+    case escalation_reason::empty: return "empty";
+    case escalation_reason::error: return "error";
+    case escalation_reason::timeout: return "timeout";
+    case escalation_reason::rate_limited: return "rate_limited";
+    case escalation_reason::refusal: return "refusal";
+    case escalation_reason::invalid_json: return "invalid_json";
+    case escalation_reason::too_short: return "too_short";
+    case escalation_reason::predicate: return "predicate";
+    case escalation_reason::context: return "context";
+    case escalation_reason::rule: return "rule";
+    }
+    return "none";
+}
+
+namespace detail {
+
+namespace {
+
+bool blank(std::string_view s) noexcept
+{
+    return std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isspace(c) != 0; });
+}
+
+// Case-insensitive search of an ASCII pattern; typographic apostrophes count as ASCII ones.
+bool contains_folded(std::string_view text, std::string_view pattern)
+{
+    std::string folded;
+    folded.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text.compare(i, 3, "\xE2\x80\x99") == 0) { // U+2019
+            folded += '\'';
+            i += 2;
+            continue;
+        }
+        folded += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
+    }
+    return folded.find(pattern) != std::string::npos;
+}
+
+constexpr std::size_t refusal_window = 300;
+
+bool refuses(const cascade_policy& p, std::string_view text)
+{
+    const auto head = text.substr(0, refusal_window);
+    return std::any_of(p.refusal_patterns.begin(), p.refusal_patterns.end(), [&](const auto& pat) {
+        return !pat.empty() && contains_folded(head, pat);
+    });
+}
+
+// The subset of JSON Schema that says what an answer must hold: type, properties, required,
+// items, enum.
+bool matches(const json::value& v, const json::value& schema, int depth = 0)
+{
+    if (depth > 32 || !schema.is_object())
+        return true;
+    const auto& s = schema.get_object();
+    if (const auto* t = s.if_contains("type"); t != nullptr && t->is_string()) {
+        const auto& type = t->get_string();
+        const bool ok = (type == "object" && v.is_object()) || (type == "array" && v.is_array()) ||
+                        (type == "string" && v.is_string()) ||
+                        (type == "number" && v.is_number()) ||
+                        (type == "integer" && (v.is_int64() || v.is_uint64())) ||
+                        (type == "boolean" && v.is_bool()) || (type == "null" && v.is_null());
+        if (!ok)
+            return false;
+    }
+    if (const auto* e = s.if_contains("enum"); e != nullptr && e->is_array()) {
+        const auto& a = e->get_array();
+        if (std::find(a.begin(), a.end(), v) == a.end())
+            return false;
+    }
+    if (v.is_object()) {
+        const auto& o = v.get_object();
+        if (const auto* req = s.if_contains("required"); req != nullptr && req->is_array())
+            for (const auto& k : req->get_array())
+                if (k.is_string() && !o.contains(k.get_string()))
+                    return false;
+        if (const auto* props = s.if_contains("properties"); props != nullptr && props->is_object())
+            for (const auto& [k, sub] : props->get_object())
+                if (const auto* member = o.if_contains(k); member != nullptr)
+                    if (!matches(*member, sub, depth + 1))
+                        return false;
+    }
+    if (v.is_array())
+        if (const auto* items = s.if_contains("items"); items != nullptr)
+            for (const auto& el : v.get_array())
+                if (!matches(el, *items, depth + 1))
+                    return false;
+    return true;
+}
+
+} // namespace
+
+bool enabled(const cascade_policy& p, escalation_reason r) noexcept
+{
+    return std::find(p.escalate_on.begin(), p.escalate_on.end(), r) != p.escalate_on.end();
+}
+
+bool wants_json(const chat_request& req) noexcept
+{
+    return req.response_format == "json_object" || req.response_format == "json_schema";
+}
+
+bool json_acceptable(const cascade_policy& p, std::string_view text)
+{
+    boost::system::error_code ec;
+    const json::value v = json::parse(text, ec);
+    if (ec)
+        return false;
+    if (p.json_schema.empty())
+        return true;
+    const json::value schema = json::parse(p.json_schema, ec);
+    return ec || matches(v, schema);
+}
+
+escalation_reason judge(const cascade_policy& p, const chat_request& req, const chat_response& r)
+{
+    auto on = [&](escalation_reason x) { return enabled(p, x); };
+    if (on(escalation_reason::length) && r.finish_reason == "length")
+        return escalation_reason::length;
+    if (on(escalation_reason::empty) && blank(r.content) && r.tool_calls.empty())
+        return escalation_reason::empty;
+    if (on(escalation_reason::refusal) && (!r.refusal.empty() || refuses(p, r.content)))
+        return escalation_reason::refusal;
+    if (on(escalation_reason::invalid_json) && wants_json(req) && !json_acceptable(p, r.content))
+        return escalation_reason::invalid_json;
+    if (on(escalation_reason::too_short) && r.content.size() < p.min_chars)
+        return escalation_reason::too_short;
+    for (const auto& pred : p.predicates)
+        if (pred && !pred(req, r))
+            return escalation_reason::predicate;
+    return escalation_reason::none;
+}
+
+escalation_reason judge_error(const cascade_policy& p, const boost::system::error_code& ec)
+{
+    escalation_reason r = escalation_reason::error;
+    if (ec == error::rate_limited)
+        r = escalation_reason::rate_limited;
+    else if (ec == error::timeout || ec == error::upstream_timeout)
+        r = escalation_reason::timeout;
+    if (enabled(p, r))
+        return r;
+    // "error" covers every failure the policy does not name more precisely.
+    return enabled(p, escalation_reason::error) ? escalation_reason::error
+                                                : escalation_reason::none;
+}
+
+escalation_reason judge_early(const cascade_policy& p, bool json_wanted, std::string_view text)
+{
+    if (enabled(p, escalation_reason::refusal) && refuses(p, text))
+        return escalation_reason::refusal;
+    if (json_wanted && enabled(p, escalation_reason::invalid_json)) {
+        const auto first = text.find_first_not_of(" \t\r\n");
+        if (first != std::string_view::npos && text[first] != '{' && text[first] != '[')
+            return escalation_reason::invalid_json;
+    }
+    return escalation_reason::none;
+}
+
+std::uint64_t prompt_bound(const chat_request& req) noexcept
+{
+    constexpr std::uint64_t per_message = 16; // role markers and separators of a chat template
+    std::uint64_t n = 64 + req.extra_body.size() + req.response_schema.size();
+    for (const auto& m : req.messages) {
+        n += per_message + m.role.size() + m.content.size() + m.name.size() + m.tool_call_id.size();
+        for (const auto& t : m.tool_calls)
+            n += per_message + t.id.size() + t.name.size() + t.arguments.size();
+    }
+    return n;
+}
+
+std::int64_t free_tier_limiter::acquire(std::int64_t now_ms)
+{
+    constexpr std::int64_t minute = 60'000;
+    constexpr std::int64_t day_ms = 86'400'000;
+    if (now_ms < blocked_until_)
+        return blocked_until_ - now_ms;
+    const std::int64_t day = now_ms / day_ms;
+    if (day != day_) {
+        day_ = day;
+        day_count_ = 0;
+    }
+    if (day_count_ >= limits_.per_day)
+        return (day + 1) * day_ms - now_ms; // OpenRouter's daily count resets at 00:00 UTC
+    while (!minute_.empty() && minute_.front() <= now_ms - minute)
+        minute_.pop_front();
+    if (minute_.size() >= limits_.per_minute)
+        return std::max<std::int64_t>(minute_.front() + minute - now_ms, 1);
+    minute_.push_back(now_ms);
+    ++day_count_;
+    return 0;
+}
+
+} // namespace detail
+} // namespace frugal

@@ -1,0 +1,61 @@
+#ifndef FRUGAL_SRC_CASCADE_JUDGE_HPP
+#define FRUGAL_SRC_CASCADE_JUDGE_HPP
+
+// The cascade's decisions, sans-io: is an answer good enough, can a partial answer already be
+// rejected, which tier does a request start at, and the free-tier limiter.
+
+#include <frugal/router.hpp>
+
+#include <boost/system/error_code.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <string_view>
+
+namespace frugal::detail {
+
+// Whether the request asks for JSON (response_format json_object or json_schema).
+bool wants_json(const chat_request& req) noexcept;
+
+// Why a complete answer is not good enough, among the policy's conditions (none: accept).
+escalation_reason judge(const cascade_policy& p, const chat_request& req, const chat_response& r);
+
+// Why a failed attempt escalates (error, timeout or rate_limited), if the policy says so.
+escalation_reason judge_error(const cascade_policy& p, const boost::system::error_code& ec);
+
+// Whether the text streamed so far already fails (a refusal in its first characters, or JSON
+// that cannot be valid), so the stream can be abandoned at once.
+escalation_reason
+judge_early(const cascade_policy& p, bool json_wanted, std::string_view text_so_far);
+
+// Whether `text` is JSON and matches the policy's schema (when it has one).
+bool json_acceptable(const cascade_policy& p, std::string_view text);
+
+bool enabled(const cascade_policy& p, escalation_reason r) noexcept;
+
+// An upper bound of the request's prompt tokens from its text: every token covers at least one
+// byte, plus a margin per message for the chat template.
+std::uint64_t prompt_bound(const chat_request& req) noexcept;
+
+// OpenRouter's free-model limits, counted on this side: a sliding minute and a UTC day.
+class free_tier_limiter {
+public:
+    explicit free_tier_limiter(free_tier_limits l) : limits_(l) {}
+
+    // Takes one request at `now_ms` (Unix), or says how long to wait for one (0: taken).
+    std::int64_t acquire(std::int64_t now_ms);
+
+    // A 429 from a free model: nothing more until `until_ms`.
+    void block_until(std::int64_t until_ms) { blocked_until_ = std::max(blocked_until_, until_ms); }
+
+private:
+    free_tier_limits limits_;
+    std::deque<std::int64_t> minute_;
+    std::int64_t day_ = -1;
+    std::uint32_t day_count_ = 0;
+    std::int64_t blocked_until_ = 0;
+};
+
+} // namespace frugal::detail
+
+#endif // FRUGAL_SRC_CASCADE_JUDGE_HPP

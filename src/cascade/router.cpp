@@ -1,0 +1,868 @@
+#include <frugal/router.hpp>
+
+#include <frugal/error.hpp>
+
+#include "cascade/judge.hpp"
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/experimental/channel.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+
+namespace frugal {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using std::chrono::steady_clock;
+
+namespace detail {
+
+namespace {
+
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+std::int64_t unix_now_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// Emits into a signal: used to let several sources (the caller, the budget guard, a hedge)
+// stop one operation.
+struct forward_to {
+    asio::cancellation_signal* signal;
+    void operator()(asio::cancellation_type t) const { signal->emit(t); }
+};
+
+// One attempt as it ran.
+struct attempt_run {
+    cascade_attempt rec;
+    chat_response response;
+    bool answered = false;      // a complete response arrived
+    bool budget_denied = false; // the guard refused the reservation
+};
+
+} // namespace
+
+struct router_impl : std::enable_shared_from_this<router_impl> {
+    router_impl(
+        chat_client& c, cascade_policy p, price_catalog prices, std::optional<budget_guard> g)
+        : client(&c), policy(std::move(p)), prices(std::move(prices)), guard(std::move(g)),
+          limiter(policy.free_tier)
+    {
+        for (const auto& t : policy.tiers) {
+            const auto* price = this->prices.find(t);
+            free_tier.push_back(
+                price != nullptr ? price->free()
+                                 : t.size() > 5 && t.compare(t.size() - 5, 5, ":free") == 0);
+        }
+    }
+
+    chat_client* client;
+    cascade_policy policy;
+    price_catalog prices;
+    std::optional<budget_guard> guard;
+    free_tier_limiter limiter;
+    std::vector<bool> free_tier;
+    std::vector<std::string> keys;
+    std::string keys_joined;
+    std::uint64_t next_request_id = 1;
+
+    std::uint32_t max_tokens(const chat_request& req) const
+    {
+        return req.max_tokens.value_or(policy.max_tokens);
+    }
+
+    // The tier a request starts at: a user rule, or past tiers whose context cannot hold it.
+    std::uint32_t first_tier(const chat_request& req, escalation_reason& why) const
+    {
+        std::uint32_t t = 0;
+        if (policy.route) {
+            t = std::min<std::uint32_t>(
+                policy.route(req), static_cast<std::uint32_t>(policy.tiers.size() - 1));
+            if (t > 0)
+                why = escalation_reason::rule;
+        }
+        // A typical tokenizer's four bytes a token: an estimate, not the budget's bound.
+        const std::uint64_t estimate = prompt_bound(req) / 4 + max_tokens(req);
+        while (t + 1 < policy.tiers.size()) {
+            const auto* p = prices.find(policy.tiers[t]);
+            if (p == nullptr || !p->context_length || estimate <= *p->context_length)
+                break;
+            ++t;
+            why = escalation_reason::context;
+        }
+        return t;
+    }
+
+    // Waits for the free-tier limiter, or says to skip the tier (true).
+    asio::awaitable<bool> free_tier_skip(bool last_tier)
+    {
+        const auto start = steady_clock::now();
+        for (;;) {
+            const auto wait = limiter.acquire(unix_now_ms());
+            if (wait == 0)
+                co_return false;
+            if (policy.free_tier.when_empty == on_free_tier_empty::escalate && !last_tier)
+                co_return true;
+            const auto waited = steady_clock::now() - start;
+            if (waited + std::chrono::milliseconds(wait) > policy.free_tier.max_wait)
+                co_return true;
+            asio::steady_timer t(co_await asio::this_coro::executor);
+            t.expires_after(std::chrono::milliseconds(wait));
+            auto [tec] = co_await t.async_wait(tuple_awaitable);
+            if (tec)
+                co_return true; // cancelled: the caller's cancellation is seen by the next step
+        }
+    }
+
+    attempt_record ledger_record(const attempt_run& run, std::uint64_t request_id, std::int64_t t0)
+    {
+        const auto& a = run.rec;
+        attempt_record r;
+        r.time_ms = t0;
+        r.request_id = request_id;
+        r.generation_id = a.generation_id;
+        r.tier = a.tier;
+        r.model_asked = a.model_asked;
+        r.model_served = a.model_served;
+        r.provider = run.response.provider;
+        r.prompt_tokens = a.prompt_tokens;
+        r.completion_tokens = a.completion_tokens;
+        r.cost = a.cost;
+        r.outcome = a.outcome;
+        r.latency_us = a.latency.count();
+        r.keys = keys_joined;
+        return r;
+    }
+
+    // Accounts for an attempt that ended: settles or releases its reservation and fills the
+    // attempt's cost.
+    void account(
+        attempt_run& run,
+        reservation& res,
+        const diagnostics& diag,
+        std::uint64_t request_id,
+        std::int64_t t0)
+    {
+        auto& a = run.rec;
+        const bool paid = res.active() && !res.free();
+        bool unknown = false;
+        if (run.answered) {
+            const auto& u = run.response.usage;
+            if (u) {
+                a.prompt_tokens = u->prompt_tokens;
+                a.completion_tokens = u->completion_tokens;
+            }
+            const auto cost =
+                prices.cost_of(run.response.model.empty() ? a.model_asked : run.response.model, u);
+            if (cost)
+                a.cost = *cost;
+            else
+                unknown = true; // no usage and no price: charged its reservation
+        } else if (!diag.request_sent) {
+            a.outcome = attempt_outcome::not_sent; // nothing reached the provider: free
+        } else if (diag.http_status >= 400) {
+            a.outcome = attempt_outcome::error; // OpenRouter does not bill a refused request
+        } else {
+            unknown = true; // cut, timed out or cancelled after sending: the bill is unknown
+        }
+        if (!res.active()) {
+            a.cost_estimated = unknown;
+            return;
+        }
+        if (a.outcome == attempt_outcome::not_sent) {
+            res.release();
+            return;
+        }
+        res.mark_sent();
+        auto rec = ledger_record(run, request_id, t0);
+        if (unknown) {
+            (void)res.settle_unknown(rec);
+            a.cost = rec.cost;
+            a.cost_estimated = paid;
+        } else {
+            (void)res.settle(rec);
+        }
+    }
+
+    // Reserves for tier `tier`, or fills `run` with the denial.
+    asio::awaitable<bool>
+    reserve(attempt_run& run, const chat_request& req, std::uint64_t request_id, reservation& res)
+    {
+        if (!guard)
+            co_return true;
+        reserve_request rr;
+        rr.model = req.model;
+        rr.prompt_bytes = prompt_bound(req);
+        rr.max_tokens = req.max_tokens.value_or(0);
+        rr.keys = keys;
+        rr.request_id = request_id;
+        auto [ec, got] = co_await guard->async_reserve(rr, tuple_awaitable);
+        if (ec) {
+            run.rec.outcome = attempt_outcome::not_sent;
+            run.rec.error = ec;
+            run.budget_denied = ec == error::budget_exhausted || ec == error::budget_closed;
+            co_return false;
+        }
+        res = std::move(got);
+        co_return true;
+    }
+
+    chat_request tier_request(const chat_request& base, std::uint32_t tier) const
+    {
+        chat_request req = base;
+        req.model = policy.tiers[tier];
+        req.models.clear(); // the cascade, not OpenRouter's fallback list, picks the next model
+        req.max_tokens = max_tokens(base);
+        return req;
+    }
+
+    // One whole attempt: reserve, send, account.
+    asio::awaitable<attempt_run>
+    attempt(chat_request base, std::uint32_t tier, std::uint64_t request_id)
+    {
+        attempt_run run;
+        run.rec.tier = tier;
+        run.rec.model_asked = policy.tiers[tier];
+        auto req = tier_request(base, tier);
+        const auto t0_ms = unix_now_ms();
+        reservation res;
+        if (!co_await reserve(run, req, request_id, res))
+            co_return run;
+        if (res.active())
+            req.max_tokens = res.max_tokens();
+
+        // The caller's cancellation and the guard's both stop the request.
+        asio::cancellation_signal sig;
+        auto cs = co_await asio::this_coro::cancellation_state;
+        const auto t0 = steady_clock::now();
+        diagnostics diag;
+        error_code ec;
+        if (cs.cancelled() != asio::cancellation_type::none || res.cancel_reason()) {
+            ec = asio::error::operation_aborted;
+        } else {
+            cs.slot().assign(forward_to{&sig});
+            auto guard_slot = res.cancellation_slot();
+            if (guard_slot.is_connected())
+                guard_slot.assign(forward_to{&sig});
+            auto [cec, resp] = co_await client->async_chat(
+                std::move(req), diag, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+            cs.slot().clear();
+            if (guard_slot.is_connected())
+                guard_slot.clear();
+            ec = cec;
+            run.response = std::move(resp);
+        }
+        run.rec.latency =
+            std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
+        run.answered = !ec;
+        run.rec.error = ec;
+        run.rec.model_served = run.response.model;
+        run.rec.generation_id = run.response.id.empty() ? diag.generation_id : run.response.id;
+        if (ec == asio::error::operation_aborted)
+            run.rec.outcome = attempt_outcome::cancelled;
+        else if (ec)
+            run.rec.outcome = attempt_outcome::unknown;
+        if (ec == error::rate_limited && free_tier[tier])
+            limiter.block_until(
+                unix_now_ms() + diag.retry_after.value_or(std::chrono::seconds(60)).count());
+        account(run, res, diag, request_id, t0_ms);
+        co_return run;
+    }
+
+    // Two attempts racing: the first acceptable answer wins and the other is cancelled (and
+    // settled). `first` has already been started and has not answered within hedge_after.
+    struct hedge {
+        explicit hedge(const asio::any_io_executor& ex) : wake(ex) {}
+        asio::steady_timer wake;
+        std::optional<attempt_run> done[2];
+        asio::cancellation_signal stop[2];
+    };
+
+    void spawn_attempt(
+        const std::shared_ptr<hedge>& h,
+        int which,
+        const chat_request& base,
+        std::uint32_t tier,
+        std::uint64_t request_id)
+    {
+        asio::co_spawn(
+            client->get_executor(), attempt(base, tier, request_id),
+            asio::bind_cancellation_slot(
+                h->stop[which].slot(), [h, which](std::exception_ptr, attempt_run r) {
+                    h->done[which] = std::move(r);
+                    h->wake.cancel();
+                }));
+    }
+
+    asio::awaitable<void> wait_for(const std::shared_ptr<hedge>& h, steady_clock::duration d)
+    {
+        h->wake.expires_after(d);
+        co_await h->wake.async_wait(tuple_awaitable);
+    }
+
+    bool acceptable(const chat_request& base, const attempt_run& run) const
+    {
+        if (!run.answered)
+            return false;
+        chat_request req = base;
+        return judge(policy, req, run.response) == escalation_reason::none;
+    }
+
+    // Runs tier `tier` hedged with `tier + 1`; gives the runs in the order they were started
+    // (one or two).
+    asio::awaitable<std::vector<attempt_run>>
+    hedged(const chat_request& base, std::uint32_t tier, std::uint64_t request_id)
+    {
+        auto h = std::make_shared<hedge>(client->get_executor());
+        auto cs = co_await asio::this_coro::cancellation_state;
+        struct stop_both {
+            hedge* h;
+            void operator()(asio::cancellation_type t) const
+            {
+                h->stop[0].emit(t);
+                h->stop[1].emit(t);
+            }
+        };
+        cs.slot().assign(stop_both{h.get()});
+        spawn_attempt(h, 0, base, tier, request_id);
+        co_await wait_for(h, policy.hedge_after);
+        bool second = false;
+        if (!h->done[0]) {
+            second = true;
+            spawn_attempt(h, 1, base, tier + 1, request_id);
+        }
+        bool cancelled_other = false;
+        for (;;) {
+            const bool d0 = h->done[0].has_value();
+            const bool d1 = !second || h->done[1].has_value();
+            if (d0 && d1)
+                break;
+            if (!cancelled_other) {
+                // The first acceptable answer wins; the other attempt is cancelled.
+                if (d0 && acceptable(base, *h->done[0]) && second) {
+                    h->stop[1].emit(asio::cancellation_type::terminal);
+                    cancelled_other = true;
+                } else if (second && h->done[1] && acceptable(base, *h->done[1])) {
+                    h->stop[0].emit(asio::cancellation_type::terminal);
+                    cancelled_other = true;
+                }
+            }
+            co_await wait_for(h, std::chrono::hours(24));
+        }
+        cs.slot().clear();
+        std::vector<attempt_run> out;
+        out.push_back(std::move(*h->done[0]));
+        if (second)
+            out.push_back(std::move(*h->done[1]));
+        co_return out;
+    }
+
+    enum class verdict { accepted, escalate, stop };
+
+    // What a finished attempt means for the cascade; records it in `out`.
+    verdict settle_run(
+        const chat_request& req,
+        attempt_run& run,
+        bool last,
+        cascade_result& out,
+        std::optional<attempt_run>& fallback,
+        error_code& last_error) const
+    {
+        out.total_cost += run.rec.cost;
+        const auto why =
+            run.answered ? judge(policy, req, run.response) : judge_error(policy, run.rec.error);
+        if (run.answered && (why == escalation_reason::none || last)) {
+            out.response = run.response;
+            out.tier = run.rec.tier;
+            out.attempts.push_back(run.rec);
+            return verdict::accepted;
+        }
+        run.rec.reason = last ? escalation_reason::none : why;
+        out.attempts.push_back(run.rec);
+        if (run.answered)
+            fallback = std::move(run);
+        else
+            last_error = run.rec.error;
+        if (last || why == escalation_reason::none)
+            return verdict::stop; // an error the policy does not escalate, or no tier left
+        if (out.reason == escalation_reason::none)
+            out.reason = why;
+        return verdict::escalate;
+    }
+
+    asio::awaitable<std::tuple<error_code, cascade_result>> complete(chat_request req)
+    {
+        cascade_result out;
+        const std::uint64_t request_id = next_request_id++;
+        escalation_reason pre = escalation_reason::none;
+        std::uint32_t t = first_tier(req, pre);
+        if (t > 0) {
+            out.escalated = true;
+            out.reason = pre;
+        }
+        const auto n = static_cast<std::uint32_t>(policy.tiers.size());
+        std::optional<attempt_run> fallback; // the last answer that was not accepted
+        error_code last_error;
+        auto cs = co_await asio::this_coro::cancellation_state;
+        auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
+
+        while (t < n) {
+            if (cancelled()) {
+                last_error = asio::error::operation_aborted;
+                break;
+            }
+            const bool last = t + 1 == n;
+            if (!out.attempts.empty())
+                out.escalated = true;
+            if (free_tier[t] && co_await free_tier_skip(last)) {
+                cascade_attempt skipped;
+                skipped.tier = t;
+                skipped.model_asked = policy.tiers[t];
+                skipped.outcome = attempt_outcome::not_sent;
+                skipped.error = error::rate_limited;
+                skipped.reason = last ? escalation_reason::none : escalation_reason::rate_limited;
+                out.attempts.push_back(std::move(skipped));
+                last_error = error::rate_limited;
+                if (out.reason == escalation_reason::none && !last)
+                    out.reason = escalation_reason::rate_limited;
+                ++t;
+                continue;
+            }
+            std::vector<attempt_run> runs;
+            if (policy.hedge_after.count() > 0 && !last)
+                runs = co_await hedged(req, t, request_id);
+            else
+                runs.push_back(co_await attempt(req, t, request_id));
+            if (runs.size() == 2) {
+                out.escalated = true;
+                if (out.reason == escalation_reason::none)
+                    out.reason = escalation_reason::timeout; // the cheap tier was slow
+                // The winner is judged last: an acceptable answer beats one cancelled for it.
+                if (acceptable(req, runs[0]) && !acceptable(req, runs[1]))
+                    std::swap(runs[0], runs[1]);
+            }
+            verdict v = verdict::escalate;
+            bool accepted = false;
+            std::uint32_t top = 0;
+            bool denied = false;
+            for (auto& run : runs) {
+                if (run.budget_denied) {
+                    denied = true;
+                    out.budget_denied = true;
+                    out.attempts.push_back(run.rec);
+                    continue;
+                }
+                if (run.rec.error == asio::error::operation_aborted && cancelled()) {
+                    out.total_cost += run.rec.cost;
+                    out.attempts.push_back(run.rec);
+                    last_error = asio::error::operation_aborted;
+                    continue;
+                }
+                const auto tier = run.rec.tier;
+                const auto rv = settle_run(req, run, tier + 1 == n, out, fallback, last_error);
+                accepted = accepted || rv == verdict::accepted;
+                if (tier >= top) {
+                    top = tier;
+                    v = rv; // the highest tier tried decides what comes next
+                }
+            }
+            if (accepted)
+                co_return std::tuple{error_code(), std::move(out)};
+            if (last_error == asio::error::operation_aborted)
+                break;
+            if (denied) {
+                if (policy.budget_exhausted == on_budget_exhausted::fail || !fallback)
+                    co_return std::tuple{error_code(error::budget_exhausted), std::move(out)};
+                // The cheap answer, marked budget_denied.
+                out.response = std::move(fallback->response);
+                out.tier = fallback->rec.tier;
+                co_return std::tuple{error_code(), std::move(out)};
+            }
+            if (v == verdict::stop)
+                break;
+            t += static_cast<std::uint32_t>(runs.size());
+        }
+        if (fallback) {
+            out.response = std::move(fallback->response);
+            out.tier = fallback->rec.tier;
+        }
+        if (!last_error)
+            last_error = error::provider_error;
+        co_return std::tuple{last_error, std::move(out)};
+    }
+};
+
+// The streamed cascade: a producer coroutine reads the tiers' streams and hands events over a
+// channel of capacity one, so it reads no further ahead than the consumer.
+struct cascade_stream_state {
+    using channel = asio::experimental::channel<void(error_code, cascade_event)>;
+    explicit cascade_stream_state(const asio::any_io_executor& ex) : executor(ex), events(ex, 1) {}
+    asio::any_io_executor executor;
+    channel events;
+    asio::cancellation_signal stop; // stops the producer
+    bool finished = false;
+};
+
+namespace {
+
+asio::awaitable<void> produce(
+    std::shared_ptr<router_impl> r,
+    std::shared_ptr<cascade_stream_state> st,
+    chat_request base,
+    stream_mode mode)
+{
+    auto send = [&](error_code ec, cascade_event ev) -> asio::awaitable<bool> {
+        auto [sec] = co_await st->events.async_send(ec, std::move(ev), tuple_awaitable);
+        co_return !sec;
+    };
+    auto result = std::make_shared<cascade_result>();
+    auto& out = *result;
+    const std::uint64_t request_id = r->next_request_id++;
+    escalation_reason pre = escalation_reason::none;
+    std::uint32_t t = r->first_tier(base, pre);
+    if (t > 0) {
+        out.escalated = true;
+        out.reason = pre;
+    }
+    const auto n = static_cast<std::uint32_t>(r->policy.tiers.size());
+    const bool json_wanted = wants_json(base);
+    std::optional<chat_response> fallback;
+    std::uint32_t fallback_tier = 0;
+    bool fallback_shown = false; // its text is on the consumer's screen, not retracted
+    escalation_reason pending = escalation_reason::none; // an `escalating` not yet announced
+    error_code last_error;
+    auto cs = co_await asio::this_coro::cancellation_state;
+
+    for (; t < n; ++t) {
+        const bool last = t + 1 == n;
+        if (cs.cancelled() != asio::cancellation_type::none) {
+            last_error = asio::error::operation_aborted;
+            break;
+        }
+        if (r->free_tier[t] && co_await r->free_tier_skip(last)) {
+            cascade_attempt skipped;
+            skipped.tier = t;
+            skipped.model_asked = r->policy.tiers[t];
+            skipped.outcome = attempt_outcome::not_sent;
+            skipped.error = error::rate_limited;
+            skipped.reason = escalation_reason::rate_limited;
+            out.attempts.push_back(std::move(skipped));
+            last_error = error::rate_limited;
+            if (out.reason == escalation_reason::none)
+                out.reason = escalation_reason::rate_limited;
+            out.escalated = out.escalated || !last;
+            continue;
+        }
+        attempt_run run;
+        run.rec.tier = t;
+        run.rec.model_asked = r->policy.tiers[t];
+        auto req = r->tier_request(base, t);
+        const auto t0_ms = unix_now_ms();
+        reservation res;
+        if (!co_await r->reserve(run, req, request_id, res)) {
+            out.attempts.push_back(run.rec);
+            if (run.budget_denied)
+                out.budget_denied = true;
+            last_error = run.rec.error;
+            break;
+        }
+        if (res.active())
+            req.max_tokens = res.max_tokens();
+        // The escalation is announced once it is sure to happen (its reservation granted), so
+        // a denied one leaves the cheap answer on screen.
+        if (pending != escalation_reason::none) {
+            cascade_event ev;
+            ev.type = cascade_event::kind::escalating;
+            ev.tier = t;
+            ev.reason = pending;
+            pending = escalation_reason::none;
+            fallback_shown = false;
+            if (!co_await send({}, std::move(ev)))
+                co_return;
+        }
+
+        asio::cancellation_signal sig;
+        cs.slot().assign(forward_to{&sig});
+        auto guard_slot = res.cancellation_slot();
+        if (guard_slot.is_connected())
+            guard_slot.assign(forward_to{&sig});
+        const auto t0 = steady_clock::now();
+        chat_stream s;
+        auto [ec] = co_await r->client->async_start_stream(
+            std::move(req), s, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        std::string text;
+        std::vector<std::string> held; // buffer mode: deltas not shown yet
+        bool shown = false;
+        escalation_reason early = escalation_reason::none;
+        std::uint64_t tokens = 0;
+        bool consumer_gone = false;
+        const bool live = mode == stream_mode::stream || last;
+        while (!ec && !s.done()) {
+            auto [rec, d] = co_await s.async_read_delta(
+                asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+            ec = rec;
+            if (ec)
+                break;
+            tokens += d.events;
+            if (res.active()) {
+                res.meter(tokens);
+                if (res.cancel_reason()) {
+                    ec = asio::error::operation_aborted; // the guard stopped it between reads
+                    break;
+                }
+            }
+            if (d.content.empty())
+                continue;
+            text += d.content;
+            if (!last) {
+                early = judge_early(r->policy, json_wanted, text);
+                if (early != escalation_reason::none)
+                    break; // abandon the stream: destroying it closes the connection
+            }
+            if (live) {
+                cascade_event ev;
+                ev.tier = t;
+                ev.text = std::move(d.content);
+                shown = true;
+                if (!co_await send({}, std::move(ev))) {
+                    consumer_gone = true;
+                    break;
+                }
+            } else {
+                held.push_back(std::move(d.content));
+            }
+        }
+        cs.slot().clear();
+        if (guard_slot.is_connected())
+            guard_slot.clear();
+        run.rec.latency =
+            std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
+        const bool ended = !ec && s.done() && early == escalation_reason::none && !consumer_gone;
+        run.answered = ended;
+        run.response = s.response();
+        run.rec.error = ec;
+        run.rec.model_served = run.response.model;
+        run.rec.generation_id =
+            run.response.id.empty() ? s.diagnostics().generation_id : run.response.id;
+        if (!ended) {
+            run.rec.outcome = ec && ec != asio::error::operation_aborted
+                                  ? attempt_outcome::unknown
+                                  : attempt_outcome::cancelled;
+        }
+        diagnostics diag = s.diagnostics();
+        if (!ended && !ec)
+            diag.request_sent = true; // abandoned mid-stream: it was sent
+        s = chat_stream();            // abandons the connection now, before accounting
+        if (ec == error::rate_limited && r->free_tier[t])
+            r->limiter.block_until(
+                unix_now_ms() + diag.retry_after.value_or(std::chrono::seconds(60)).count());
+        r->account(run, res, diag, request_id, t0_ms);
+        out.total_cost += run.rec.cost;
+        if (consumer_gone || ec == asio::error::operation_aborted) {
+            out.attempts.push_back(run.rec);
+            last_error = asio::error::operation_aborted;
+            break;
+        }
+        escalation_reason why = early;
+        if (why == escalation_reason::none)
+            why = ended ? judge(r->policy, base, run.response) : judge_error(r->policy, ec);
+        if (ended && (why == escalation_reason::none || last)) {
+            // Accepted: buffered text is shown now.
+            for (auto& piece : held) {
+                cascade_event ev;
+                ev.tier = t;
+                ev.text = std::move(piece);
+                if (!co_await send({}, std::move(ev)))
+                    co_return;
+            }
+            out.response = run.response;
+            out.tier = t;
+            out.attempts.push_back(run.rec);
+            cascade_event done;
+            done.type = cascade_event::kind::done;
+            done.tier = t;
+            done.result = result;
+            st->finished = true;
+            (void)co_await send({}, std::move(done));
+            co_return;
+        }
+        run.rec.reason = last ? escalation_reason::none : why;
+        out.attempts.push_back(run.rec);
+        if (ended) {
+            fallback = run.response;
+            fallback_tier = t;
+            fallback_shown = shown;
+        } else {
+            last_error = ec ? ec : error_code(error::provider_error);
+            if (shown && pending == escalation_reason::none)
+                pending = why; // a cut stream's text must be retracted too
+        }
+        if (last || why == escalation_reason::none)
+            break;
+        out.escalated = true;
+        if (out.reason == escalation_reason::none)
+            out.reason = why;
+        if (shown)
+            pending = why;
+    }
+    // No acceptable answer: the cheap one when the budget denied the escalation (unless the
+    // policy says fail), else the error.
+    const bool use_fallback = fallback && (out.budget_denied ? r->policy.budget_exhausted ==
+                                                                   on_budget_exhausted::return_cheap
+                                                             : !last_error);
+    if (use_fallback) {
+        out.response = *fallback;
+        out.tier = fallback_tier;
+        if (!fallback_shown) {
+            cascade_event ev;
+            ev.tier = fallback_tier;
+            ev.text = fallback->content;
+            if (!ev.text.empty() && !co_await send({}, std::move(ev)))
+                co_return;
+        }
+        cascade_event done;
+        done.type = cascade_event::kind::done;
+        done.result = result;
+        st->finished = true;
+        (void)co_await send({}, std::move(done));
+        co_return;
+    }
+    if (out.budget_denied && !last_error)
+        last_error = error::budget_exhausted;
+    st->finished = true;
+    (void)co_await send(last_error ? last_error : error_code(error::provider_error), {});
+}
+
+} // namespace
+
+} // namespace detail
+
+// router
+
+router::router(
+    chat_client& client,
+    cascade_policy policy,
+    price_catalog prices,
+    std::optional<budget_guard> guard)
+    : impl_(std::make_shared<detail::router_impl>(
+          client, std::move(policy), std::move(prices), std::move(guard)))
+{
+}
+
+router::~router() = default;
+router::router(router&&) noexcept = default;
+router& router::operator=(router&&) noexcept = default;
+
+const cascade_policy& router::policy() const noexcept
+{
+    return impl_->policy;
+}
+
+void router::set_budget_keys(std::vector<std::string> keys)
+{
+    impl_->keys_joined.clear();
+    for (const auto& k : keys) {
+        if (!impl_->keys_joined.empty())
+            impl_->keys_joined += ' ';
+        impl_->keys_joined += k;
+    }
+    impl_->keys = std::move(keys);
+}
+
+void router::async_complete_impl(
+    chat_request req, asio::any_completion_handler<void(error_code, cascade_result)> handler)
+{
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    auto ex = impl_->client->get_executor();
+    asio::co_spawn(
+        ex, impl_->complete(std::move(req)),
+        asio::bind_cancellation_slot(
+            slot, [ex, h = std::move(handler)](
+                      std::exception_ptr ep, std::tuple<error_code, cascade_result> r) mutable {
+                auto [ec, value] = std::move(r);
+                if (ep) {
+                    ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
+                    value = {};
+                }
+                asio::dispatch(ex, asio::append(std::move(h), ec, std::move(value)));
+            }));
+}
+
+void router::start_stream(chat_request request, stream_mode mode, cascade_stream& out)
+{
+    auto ex = impl_->client->get_executor();
+    auto st = std::make_shared<detail::cascade_stream_state>(ex);
+    out.state_ = st;
+    asio::co_spawn(
+        ex, detail::produce(impl_, st, std::move(request), mode),
+        asio::bind_cancellation_slot(st->stop.slot(), asio::detached));
+}
+
+// cascade_stream
+
+cascade_stream::cascade_stream() = default;
+cascade_stream::~cascade_stream()
+{
+    if (state_) {
+        // The producer stops at its next send or read.
+        state_->events.close();
+        state_->stop.emit(asio::cancellation_type::terminal);
+    }
+}
+cascade_stream::cascade_stream(cascade_stream&&) noexcept = default;
+cascade_stream& cascade_stream::operator=(cascade_stream&& o) noexcept
+{
+    if (this != &o) {
+        this->~cascade_stream();
+        new (this) cascade_stream(std::move(o));
+    }
+    return *this;
+}
+
+asio::any_io_executor cascade_stream::executor() const
+{
+    return state_ ? state_->executor : asio::any_io_executor();
+}
+
+void cascade_stream::async_next_impl(
+    asio::any_io_executor ex, asio::any_completion_handler<void(error_code, cascade_event)> h)
+{
+    if (!state_ || (state_->finished && !state_->events.ready())) {
+        asio::post(
+            ex,
+            asio::append(std::move(h), error_code(error::stream_not_readable), cascade_event{}));
+        return;
+    }
+    auto st = state_;
+    auto slot = asio::get_associated_cancellation_slot(h);
+    // A cancelled read stops the whole cascade: the attempt in flight is abandoned.
+    st->events.async_receive(asio::bind_cancellation_slot(
+        slot, [st, h = std::move(h)](error_code ec, cascade_event ev) mutable {
+            if (ec == asio::experimental::error::channel_cancelled ||
+                ec == asio::error::operation_aborted) {
+                st->stop.emit(asio::cancellation_type::terminal);
+                st->events.close();
+                st->finished = true;
+                ec = asio::error::operation_aborted;
+            } else if (ec == asio::experimental::error::channel_closed) {
+                ec = error::stream_not_readable;
+            }
+            if (ec || ev.type == cascade_event::kind::done)
+                st->finished = true;
+            std::move(h)(ec, std::move(ev));
+        }));
+}
+
+} // namespace frugal
