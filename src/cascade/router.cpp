@@ -232,6 +232,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     asio::awaitable<attempt_run>
     attempt(chat_request base, std::uint32_t tier, std::uint64_t request_id)
     {
+        co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
         attempt_run run;
         run.rec.tier = tier;
         run.rec.model_asked = policy.tiers[tier];
@@ -252,13 +253,15 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         if (cs.cancelled() != asio::cancellation_type::none || res.cancel_reason()) {
             ec = asio::error::operation_aborted;
         } else {
-            cs.slot().assign(forward_to{&sig});
+            if (cs.slot().is_connected())
+                cs.slot().assign(forward_to{&sig});
             auto guard_slot = res.cancellation_slot();
             if (guard_slot.is_connected())
                 guard_slot.assign(forward_to{&sig});
             auto [cec, resp] = co_await client->async_chat(
                 std::move(req), diag, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
-            cs.slot().clear();
+            if (cs.slot().is_connected())
+                cs.slot().clear();
             if (guard_slot.is_connected())
                 guard_slot.clear();
             ec = cec;
@@ -287,6 +290,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         explicit hedge(const asio::any_io_executor& ex) : wake(ex) {}
         asio::steady_timer wake;
         std::optional<attempt_run> done[2];
+        bool running[2] = {false, false};
         asio::cancellation_signal stop[2];
     };
 
@@ -297,10 +301,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         std::uint32_t tier,
         std::uint64_t request_id)
     {
+        h->running[which] = true;
         asio::co_spawn(
             client->get_executor(), attempt(base, tier, request_id),
             asio::bind_cancellation_slot(
                 h->stop[which].slot(), [h, which](std::exception_ptr, attempt_run r) {
+                    h->running[which] = false;
                     h->done[which] = std::move(r);
                     h->wake.cancel();
                 }));
@@ -331,11 +337,14 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             hedge* h;
             void operator()(asio::cancellation_type t) const
             {
-                h->stop[0].emit(t);
-                h->stop[1].emit(t);
+                // Only attempts still running: see cascade_stream_state::stop_producer.
+                for (int i = 0; i < 2; ++i)
+                    if (h->running[i])
+                        h->stop[i].emit(t);
             }
         };
-        cs.slot().assign(stop_both{h.get()});
+        if (cs.slot().is_connected())
+            cs.slot().assign(stop_both{h.get()});
         spawn_attempt(h, 0, base, tier, request_id);
         co_await wait_for(h, policy.hedge_after);
         bool second = false;
@@ -361,7 +370,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             }
             co_await wait_for(h, std::chrono::hours(24));
         }
-        cs.slot().clear();
+        if (cs.slot().is_connected())
+            cs.slot().clear();
         std::vector<attempt_run> out;
         out.push_back(std::move(*h->done[0]));
         if (second)
@@ -404,6 +414,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 
     asio::awaitable<std::tuple<error_code, cascade_result>> complete(chat_request req)
     {
+        // Cancellation is checked where it matters; an await must not throw for it.
+        co_await asio::this_coro::throw_if_cancelled(false);
         cascade_result out;
         const std::uint64_t request_id = next_request_id++;
         escalation_reason pre = escalation_reason::none;
@@ -512,7 +524,20 @@ struct cascade_stream_state {
     asio::any_io_executor executor;
     channel events;
     asio::cancellation_signal stop; // stops the producer
-    bool finished = false;
+    bool finished = false;          // the consumer has had the last event
+    bool producer_done = false;     // the producer's coroutine has returned
+
+    // Stops the producer, on its executor and only while it runs: co_spawn's cancellation
+    // handler keeps a pointer into this state, so a signal emitted after the coroutine ended,
+    // or from another thread after this state is gone, would write into freed memory.
+    static void stop_producer(const std::shared_ptr<cascade_stream_state>& st)
+    {
+        asio::dispatch(st->executor, [st] {
+            st->events.close();
+            if (!st->producer_done)
+                st->stop.emit(asio::cancellation_type::terminal);
+        });
+    }
 };
 
 namespace {
@@ -523,6 +548,8 @@ asio::awaitable<void> produce(
     chat_request base,
     stream_mode mode)
 {
+    // Cancellation is checked where it matters; an await must not throw for it.
+    co_await asio::this_coro::throw_if_cancelled(false);
     auto send = [&](error_code ec, cascade_event ev) -> asio::awaitable<bool> {
         auto [sec] = co_await st->events.async_send(ec, std::move(ev), tuple_awaitable);
         co_return !sec;
@@ -594,7 +621,8 @@ asio::awaitable<void> produce(
         }
 
         asio::cancellation_signal sig;
-        cs.slot().assign(forward_to{&sig});
+        if (cs.slot().is_connected())
+            cs.slot().assign(forward_to{&sig});
         auto guard_slot = res.cancellation_slot();
         if (guard_slot.is_connected())
             guard_slot.assign(forward_to{&sig});
@@ -644,7 +672,8 @@ asio::awaitable<void> produce(
                 held.push_back(std::move(d.content));
             }
         }
-        cs.slot().clear();
+        if (cs.slot().is_connected())
+            cs.slot().clear();
         if (guard_slot.is_connected())
             guard_slot.clear();
         run.rec.latency =
@@ -807,7 +836,8 @@ void router::start_stream(chat_request request, stream_mode mode, cascade_stream
     out.state_ = st;
     asio::co_spawn(
         ex, detail::produce(impl_, st, std::move(request), mode),
-        asio::bind_cancellation_slot(st->stop.slot(), asio::detached));
+        asio::bind_cancellation_slot(
+            st->stop.slot(), [st](std::exception_ptr) { st->producer_done = true; }));
 }
 
 // cascade_stream
@@ -815,11 +845,8 @@ void router::start_stream(chat_request request, stream_mode mode, cascade_stream
 cascade_stream::cascade_stream() = default;
 cascade_stream::~cascade_stream()
 {
-    if (state_) {
-        // The producer stops at its next send or read.
-        state_->events.close();
-        state_->stop.emit(asio::cancellation_type::terminal);
-    }
+    if (state_)
+        detail::cascade_stream_state::stop_producer(state_); // at its next send or read
 }
 cascade_stream::cascade_stream(cascade_stream&&) noexcept = default;
 cascade_stream& cascade_stream::operator=(cascade_stream&& o) noexcept
@@ -852,8 +879,7 @@ void cascade_stream::async_next_impl(
         slot, [st, h = std::move(h)](error_code ec, cascade_event ev) mutable {
             if (ec == asio::experimental::error::channel_cancelled ||
                 ec == asio::error::operation_aborted) {
-                st->stop.emit(asio::cancellation_type::terminal);
-                st->events.close();
+                detail::cascade_stream_state::stop_producer(st);
                 st->finished = true;
                 ec = asio::error::operation_aborted;
             } else if (ec == asio::experimental::error::channel_closed) {

@@ -1,0 +1,448 @@
+// The cascade against the simulator: what stays free, what escalates and why, what the budget
+// denies, and that frugal's books equal the simulator's bill to the unit.
+
+#include <frugal/router.hpp>
+
+#include "cascade/judge.hpp"
+#include "client_fixture.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <cctype>
+#include <ostream>
+#include <set>
+
+namespace frugal {
+// For Boost.Test's messages.
+inline std::ostream& operator<<(std::ostream& os, escalation_reason r)
+{
+    return os << to_string(r);
+}
+inline std::ostream& operator<<(std::ostream& os, attempt_outcome o)
+{
+    return os << to_string(o);
+}
+} // namespace frugal
+
+using namespace frugal::test;
+using namespace std::chrono_literals;
+using frugal::escalation_reason;
+using frugal::money;
+
+namespace {
+
+constexpr const char* cheap = "google/gemma-4-31b-it:free";
+constexpr const char* flagship = "anthropic/claude-fable-5";
+
+// The simulator with free-tier limits far above what a test sends (tests of the limits set
+// their own).
+frugal::sim_config roomy(frugal::sim_config c = fixed())
+{
+    c.free_requests_per_minute = 1'000'000;
+    c.free_requests_per_day = 1'000'000;
+    return c;
+}
+
+frugal::cascade_policy policy()
+{
+    frugal::cascade_policy p;
+    p.tiers = {cheap, flagship};
+    p.escalate_on = {escalation_reason::length,       escalation_reason::empty,
+                     escalation_reason::error,        escalation_reason::refusal,
+                     escalation_reason::invalid_json, escalation_reason::rate_limited};
+    p.max_tokens = 256;
+    p.free_tier.per_minute = 1000;
+    p.free_tier.per_day = 100000;
+    return p;
+}
+
+frugal::price_catalog load_catalog(client_fixture& f)
+{
+    auto [ec, models] = run(f.io, models_once(f.client));
+    BOOST_TEST_REQUIRE(!ec);
+    return frugal::price_catalog(models);
+}
+
+std::optional<frugal::budget_guard>
+open_guard(const frugal::price_catalog& cat, const char* cap, frugal::budget_params p = {})
+{
+    p.budgets = {{"global", *money::parse(cap)}};
+    boost::system::error_code ec;
+    std::string detail;
+    auto g = frugal::budget_guard::open(p, cat, nullptr, ec, detail);
+    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    return g;
+}
+
+struct outcome {
+    boost::system::error_code ec;
+    frugal::cascade_result result;
+};
+
+outcome complete(client_fixture& f, frugal::router& r, frugal::chat_request req)
+{
+    return run(f.io, [&]() -> asio::awaitable<outcome> {
+        auto [ec, res] = co_await r.async_complete(std::move(req), tuple_awaitable);
+        co_return outcome{ec, std::move(res)};
+    }());
+}
+
+// How the cheap model fails a prompt, judged here from its own answer, asked directly.
+escalation_reason cheap_failure(client_fixture& f, const std::string& prompt, bool json)
+{
+    auto req = request(cheap, prompt);
+    req.max_tokens = 256;
+    if (json)
+        req.response_format = "json_object";
+    const auto r = f.chat(req);
+    BOOST_TEST_REQUIRE(!r.ec);
+    const auto& c = r.response.content;
+    if (r.response.finish_reason == "length")
+        return escalation_reason::length;
+    if (std::all_of(c.begin(), c.end(), [](unsigned char ch) { return std::isspace(ch) != 0; }))
+        return escalation_reason::empty;
+    if (c.rfind("I'm sorry", 0) == 0)
+        return escalation_reason::refusal;
+    if (json && c.back() != '}')
+        return escalation_reason::invalid_json;
+    return escalation_reason::none;
+}
+
+money billed(client_fixture& f)
+{
+    return *money::parse(std::string(f.bill().at("total").at("cost_usd").as_string()));
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(cascade)
+
+BOOST_AUTO_TEST_CASE(easy_prompts_stay_on_the_free_tier)
+{
+    client_fixture f(roomy());
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    for (const char* q : {"What is the capital of France?", "Name a colour.", "Say hello."}) {
+        const auto o = complete(f, r, request("", q));
+        BOOST_TEST(!o.ec);
+        BOOST_TEST(o.result.tier == 0u);
+        BOOST_TEST(!o.result.escalated);
+        BOOST_TEST(o.result.attempts.size() == 1u);
+        BOOST_TEST(o.result.response.model == cheap);
+        BOOST_TEST((o.result.total_cost == money()));
+    }
+    BOOST_TEST((billed(f) == money()));
+}
+
+BOOST_AUTO_TEST_CASE(hard_prompts_escalate_for_the_reason_the_cheap_model_fails_with)
+{
+    client_fixture f(roomy());
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "10"));
+    std::set<escalation_reason> seen;
+    for (int i = 0; i < 24; ++i) {
+        const bool json = i % 4 == 3;
+        const std::string prompt =
+            "Prove the theorem step by step, rigorously, case " + std::to_string(i) + ".";
+        const auto expected = cheap_failure(f, prompt, json);
+        BOOST_TEST_REQUIRE(expected != escalation_reason::none, prompt);
+        auto req = request("", prompt);
+        if (json)
+            req.response_format = "json_object";
+        const auto o = complete(f, r, req);
+        BOOST_TEST_REQUIRE(!o.ec, o.ec.message());
+        BOOST_TEST(o.result.escalated);
+        BOOST_TEST(o.result.tier == 1u);
+        BOOST_TEST(o.result.response.model == flagship);
+        BOOST_TEST_REQUIRE(o.result.attempts.size() == 2u);
+        BOOST_TEST(o.result.attempts[0].reason == expected, prompt);
+        BOOST_TEST(o.result.reason == expected);
+        BOOST_TEST((o.result.total_cost == o.result.attempts[1].cost));
+        BOOST_TEST((o.result.attempts[1].cost > money()));
+        seen.insert(expected);
+    }
+    // The prompts exercised every way a free model fails.
+    BOOST_TEST(seen.size() == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(the_budget_denies_an_escalation_exactly_when_the_cap_would_be_crossed)
+{
+    client_fixture f(roomy());
+    const auto cat = load_catalog(f);
+    frugal::budget_params bp;
+    bp.min_max_tokens = 64;
+    const money cap = *money::parse("0.004");
+    auto guard = open_guard(cat, "0.004", bp);
+    frugal::router r(f.client, policy(), cat, guard);
+    const auto* price = cat.find(flagship);
+    int denied = 0;
+    int escalated = 0;
+    for (int i = 0; i < 20; ++i) {
+        auto req = request("", "Prove the theorem rigorously, part " + std::to_string(i) + ".");
+        // The smallest escalation the guard may grant: this prompt's bound and 64 tokens.
+        const auto bound = frugal::worst_case(*price, frugal::detail::prompt_bound(req));
+        const auto smallest = bound.fixed + bound.per_completion_token * bp.min_max_tokens;
+        const auto before = guard->snapshot()[0];
+        const auto o = complete(f, r, req);
+        BOOST_TEST(!o.ec);
+        BOOST_TEST_REQUIRE(o.result.escalated); // every prompt is too hard for the free tier
+        if (o.result.budget_denied) {
+            ++denied;
+            BOOST_TEST(o.result.tier == 0u); // the cheap answer, marked
+            BOOST_TEST((before.cap - before.committed < smallest), "denied with room left");
+        } else {
+            ++escalated;
+            BOOST_TEST((before.cap - before.committed >= smallest), "granted beyond the cap");
+        }
+        BOOST_TEST((guard->snapshot()[0].committed <= cap));
+    }
+    BOOST_TEST(escalated > 0);
+    BOOST_TEST(denied > 0);
+    BOOST_TEST((billed(f) <= cap));
+    BOOST_TEST((billed(f) == guard->committed_total()));
+}
+
+BOOST_AUTO_TEST_CASE(at_concurrency_32_spend_never_passes_the_cap_and_equals_the_bill)
+{
+    client_fixture f(roomy(paced(1ms)));
+    const auto cat = load_catalog(f);
+    frugal::budget_params bp;
+    bp.max_wait = 30s;
+    auto guard = open_guard(cat, "0.05", bp);
+    frugal::router r(f.client, policy(), cat, guard);
+    const int total = 160;
+    int next = 0;
+    int done = 0;
+    money reported;
+    int escalations = 0;
+    int denials = 0;
+    for (int w = 0; w < 32; ++w) {
+        asio::co_spawn(
+            f.io,
+            [&]() -> asio::awaitable<void> {
+                while (next < total) {
+                    const int i = next++;
+                    // Most prompts are hard; one in five is easy.
+                    auto req = request(
+                        "", i % 5 == 0 ? "Name a fruit."
+                                       : "Derive the optimal bound rigorously, case " +
+                                             std::to_string(i) + ".");
+                    auto [ec, res] = co_await r.async_complete(req, tuple_awaitable);
+                    BOOST_TEST(!ec);
+                    reported += res.total_cost;
+                    escalations += res.escalated && !res.budget_denied ? 1 : 0;
+                    denials += res.budget_denied ? 1 : 0;
+                    ++done;
+                }
+            },
+            asio::detached);
+    }
+    f.io.restart();
+    f.io.run();
+    BOOST_TEST(done == total);
+    const money bill = billed(f);
+    BOOST_TEST_MESSAGE(
+        "concurrency 32: " << escalations << " escalations, " << denials << " denied; billed "
+                           << bill.to_string() << " of a 0.05 cap");
+    BOOST_TEST(escalations > 0);
+    BOOST_TEST(denials > 0);
+    BOOST_TEST((bill <= *money::parse("0.05")));
+    BOOST_TEST((reported == bill)); // to the unit
+    BOOST_TEST((guard->committed_total() == bill));
+}
+
+BOOST_AUTO_TEST_CASE(streaming_escalation_retracts_the_cheap_text_in_stream_mode)
+{
+    client_fixture f(roomy(paced(1ms)));
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    // A prompt the cheap model answers by rambling to max_tokens.
+    std::string prompt;
+    for (int i = 0; i < 40 && prompt.empty(); ++i) {
+        const auto p = "Analyse the complexity step by step, variant " + std::to_string(i) + ".";
+        if (cheap_failure(f, p, false) == escalation_reason::length)
+            prompt = p;
+    }
+    BOOST_TEST_REQUIRE(!prompt.empty());
+    for (auto mode : {frugal::stream_mode::stream, frugal::stream_mode::buffer}) {
+        frugal::cascade_stream s;
+        r.start_stream(request("", prompt), mode, s);
+        std::string shown_cheap, shown_flagship;
+        bool escalating = false;
+        std::shared_ptr<const frugal::cascade_result> result;
+        run(f.io, [&]() -> asio::awaitable<void> {
+            for (;;) {
+                auto [ec, ev] = co_await s.async_next(tuple_awaitable);
+                BOOST_TEST_REQUIRE(!ec, ec.message());
+                if (ev.type == frugal::cascade_event::kind::delta)
+                    (ev.tier == 0 ? shown_cheap : shown_flagship) += ev.text;
+                if (ev.type == frugal::cascade_event::kind::escalating) {
+                    escalating = true;
+                    BOOST_TEST(ev.reason == escalation_reason::length);
+                    BOOST_TEST(shown_flagship.empty());
+                }
+                if (ev.type == frugal::cascade_event::kind::done) {
+                    result = ev.result;
+                    break;
+                }
+            }
+        }());
+        BOOST_TEST_REQUIRE(result != nullptr);
+        BOOST_TEST(result->tier == 1u);
+        BOOST_TEST(shown_flagship == result->response.content);
+        if (mode == frugal::stream_mode::stream) {
+            BOOST_TEST(escalating);
+            BOOST_TEST(!shown_cheap.empty());
+        } else {
+            BOOST_TEST(!escalating); // nothing was shown, so nothing is retracted
+            BOOST_TEST(shown_cheap.empty());
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_refusal_in_the_first_tokens_escalates_before_the_cheap_stream_ends)
+{
+    client_fixture f(paced(20ms));
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    frugal::cascade_stream s;
+    const auto t0 = std::chrono::steady_clock::now();
+    r.start_stream(
+        request("", "Anything. [sim poor=refusal tokens=12]"), frugal::stream_mode::stream, s);
+    std::shared_ptr<const frugal::cascade_result> result;
+    run(f.io, [&]() -> asio::awaitable<void> {
+        for (;;) {
+            auto [ec, ev] = co_await s.async_next(tuple_awaitable);
+            if (ec || ev.type == frugal::cascade_event::kind::done) {
+                BOOST_TEST(!ec, ec.message());
+                result = ev.result;
+                co_return;
+            }
+        }
+    }());
+    BOOST_TEST_REQUIRE(result != nullptr);
+    BOOST_TEST_REQUIRE(result->attempts.size() == 2u);
+    const auto& first = result->attempts[0];
+    BOOST_TEST(first.reason == escalation_reason::refusal);
+    BOOST_TEST(first.outcome == frugal::attempt_outcome::cancelled); // abandoned mid-stream
+    BOOST_TEST(result->tier == 1u);
+    // The refusal is 9 words; the cheap stream was left after the sixth or so.
+    BOOST_TEST(first.latency < std::chrono::microseconds(9 * 20'000));
+    (void)t0;
+}
+
+BOOST_AUTO_TEST_CASE(hedging_starts_the_flagship_when_the_cheap_tier_is_slow)
+{
+    auto cfg = fixed();
+    cfg.models = frugal::standard_sim_models();
+    for (auto& m : cfg.models)
+        if (m.id == cheap)
+            m.time_to_first_token = 3s;
+    client_fixture f(cfg);
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.hedge_after = 100ms;
+    frugal::router r(f.client, p, cat, open_guard(cat, "1"));
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto o = complete(f, r, request("", "Name a colour."));
+    const auto elapsed = std::chrono::steady_clock::now() - t0;
+    BOOST_TEST(!o.ec);
+    BOOST_TEST(o.result.tier == 1u);
+    BOOST_TEST(o.result.escalated);
+    BOOST_TEST((elapsed < 2s)); // it did not wait for the cheap tier
+    BOOST_TEST_REQUIRE(o.result.attempts.size() == 2u);
+    bool cheap_cancelled = false;
+    for (const auto& a : o.result.attempts)
+        if (a.tier == 0)
+            cheap_cancelled = a.outcome == frugal::attempt_outcome::cancelled;
+    BOOST_TEST(cheap_cancelled);
+    BOOST_TEST((o.result.total_cost == billed(f)));
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_reservation)
+{
+    client_fixture f(paced(20ms));
+    const auto cat = load_catalog(f);
+    auto guard = open_guard(cat, "1");
+    auto p = policy();
+    p.tiers = {flagship}; // a paid attempt to cancel
+    frugal::router r(f.client, p, cat, guard);
+    asio::cancellation_signal cancel;
+    outcome o;
+    asio::co_spawn(
+        f.io,
+        r.async_complete(
+            request("", "Tell a long story. [sim tokens=200]"),
+            asio::bind_cancellation_slot(cancel.slot(), asio::as_tuple(asio::use_awaitable))),
+        [&](std::exception_ptr, std::tuple<boost::system::error_code, frugal::cascade_result> t) {
+            o.ec = std::get<0>(t);
+            o.result = std::move(std::get<1>(t));
+        });
+    asio::steady_timer t(f.io, 100ms);
+    t.async_wait([&](auto) { cancel.emit(asio::cancellation_type::terminal); });
+    f.io.restart();
+    f.io.run();
+    BOOST_TEST(o.ec == asio::error::operation_aborted);
+    BOOST_TEST_REQUIRE(o.result.attempts.size() == 1u);
+    BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::cancelled);
+    BOOST_TEST(o.result.attempts[0].cost_estimated);
+    const auto s = guard->snapshot()[0];
+    BOOST_TEST((s.reserved == money()));
+    BOOST_TEST((s.committed == o.result.attempts[0].cost)); // charged whole until proven
+    BOOST_TEST((o.result.attempts[0].cost >= billed(f)));
+}
+
+BOOST_AUTO_TEST_CASE(the_free_tier_limiter_escalates_or_waits_by_policy)
+{
+    client_fixture f;
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.free_tier.per_minute = 2;
+    frugal::router r(f.client, p, cat, open_guard(cat, "1"));
+    for (int i = 0; i < 2; ++i)
+        BOOST_TEST(complete(f, r, request("", "Say hi.")).result.tier == 0u);
+    auto o = complete(f, r, request("", "Say hi."));
+    BOOST_TEST(!o.ec);
+    BOOST_TEST(o.result.tier == 1u);
+    BOOST_TEST(o.result.reason == escalation_reason::rate_limited);
+    BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::not_sent);
+    BOOST_TEST(f.bill().at("models").as_object().contains(cheap)); // the free calls were made
+
+    // Waiting instead: a limit that frees a slot after a minute, bounded at 50 ms, gives up.
+    auto w = policy();
+    w.free_tier.per_minute = 1;
+    w.free_tier.when_empty = frugal::on_free_tier_empty::wait;
+    w.free_tier.max_wait = 50ms;
+    w.tiers = {cheap};
+    frugal::router rw(f.client, w, cat, std::nullopt);
+    BOOST_TEST(!complete(f, rw, request("", "Say hi.")).ec);
+    const auto t0 = std::chrono::steady_clock::now();
+    o = complete(f, rw, request("", "Say hi."));
+    BOOST_TEST(o.ec == frugal::error::rate_limited);
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 1s));
+}
+
+BOOST_AUTO_TEST_CASE(a_429_from_the_free_tier_escalates_and_blocks_the_limiter)
+{
+    auto cfg = fixed();
+    cfg.free_requests_per_minute = 1;
+    frugal::client_params params = fast_retries();
+    params.retry.max_attempts = 1;
+    client_fixture f(cfg, params);
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    BOOST_TEST(complete(f, r, request("", "Say hi.")).result.tier == 0u);
+    auto o = complete(f, r, request("", "Say hi.")); // the simulator answers 429
+    BOOST_TEST(!o.ec);
+    BOOST_TEST(o.result.tier == 1u);
+    BOOST_TEST(o.result.attempts[0].reason == escalation_reason::rate_limited);
+    // The limiter now holds the free tier back for Retry-After: no request goes out.
+    o = complete(f, r, request("", "Say hi."));
+    BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::not_sent);
+    BOOST_TEST(o.result.tier == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
