@@ -34,6 +34,21 @@ struct chat_options {
 /// one JSON object on stdout; on failure a single line on stderr and exit status 1.
 int run_chat(const chat_options& options);
 
+struct batch_options {
+    std::string base_url;
+    std::string policy_file;
+    std::string budget; ///< USD, empty for none
+    std::size_t concurrency = 8;
+    std::string ledger_file;
+    bool json = false;
+    std::string prompts_file;
+};
+
+/// `frugal batch`: every prompt of a JSONL file through a cascade policy, inside a budget;
+/// prints a table per model (or one JSON object) on stdout. Exit status 1 when a line was
+/// skipped or a prompt failed, 2 for a bad policy or command line.
+int run_batch(const batch_options& options);
+
 struct sim_options {
     std::string host = "127.0.0.1";
     std::uint16_t port = 0;

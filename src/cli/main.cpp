@@ -48,6 +48,25 @@ int main(int argc, char** argv)
         ->check(CLI::PositiveNumber);
     chat_cmd->add_option("prompt", chat.prompt, "The user message")->required();
 
+    batch_options batch;
+    auto* batch_cmd = app.add_subcommand(
+        "batch", "Run every prompt of a JSONL file through a cheap-first policy, within a budget");
+    batch_cmd->add_option(
+        "--base-url", batch.base_url,
+        "API base URL (default: OPENROUTER_BASE_URL, else https://openrouter.ai/api/v1)");
+    batch_cmd->add_option("--policy", batch.policy_file, "Cascade policy (JSON, docs/routing.md)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    batch_cmd->add_option("--budget", batch.budget, "Spend cap in USD, e.g. 0.50");
+    batch_cmd->add_option("--concurrency", batch.concurrency, "Prompts in flight at once")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 100000));
+    batch_cmd->add_option(
+        "--ledger", batch.ledger_file,
+        "SQLite file keeping the ledger and the spend (the cap then holds across runs)");
+    batch_cmd->add_flag("--json", batch.json, "Print one JSON object instead of a table");
+    batch_cmd->add_option("prompts", batch.prompts_file, "PROMPTS.jsonl (- for stdin)")->required();
+
     sim_options sim;
     auto* sim_cmd = app.add_subcommand(
         "sim", "Serve the OpenRouter simulator on loopback until SIGINT or SIGTERM");
@@ -75,6 +94,8 @@ int main(int argc, char** argv)
             return run_sim(sim);
         if (*chat_cmd)
             return run_chat(chat);
+        if (*batch_cmd)
+            return run_batch(batch);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "frugal: %s\n", e.what());
         return exit_failure;
