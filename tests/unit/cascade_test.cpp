@@ -1,0 +1,231 @@
+// The cascade's decisions without sockets: policy parsing and its errors, judging answers,
+// early judgement of partial streams, and the free-tier limiter.
+
+#include <frugal/router.hpp>
+
+#include "cascade/judge.hpp"
+#include "printers.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+using frugal::escalation_reason;
+
+namespace frugal {
+inline std::ostream& operator<<(std::ostream& os, escalation_reason r)
+{
+    return os << to_string(r);
+}
+} // namespace frugal
+
+namespace {
+
+std::optional<frugal::cascade_policy> parse(const std::string& json, std::string& detail)
+{
+    boost::system::error_code ec;
+    auto p = frugal::parse_policy(json, ec, detail);
+    BOOST_TEST(p.has_value() == !ec);
+    if (ec)
+        BOOST_TEST(ec == frugal::error::bad_policy);
+    return p;
+}
+
+frugal::cascade_policy all_conditions()
+{
+    frugal::cascade_policy p;
+    p.tiers = {"a:free", "b"};
+    p.escalate_on = {escalation_reason::length,  escalation_reason::empty,
+                     escalation_reason::error,   escalation_reason::timeout,
+                     escalation_reason::refusal, escalation_reason::invalid_json,
+                     escalation_reason::too_short};
+    p.min_chars = 5;
+    return p;
+}
+
+frugal::chat_response answer(std::string content, std::string finish = "stop")
+{
+    frugal::chat_response r;
+    r.content = std::move(content);
+    r.finish_reason = std::move(finish);
+    return r;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(cascade_policy)
+
+BOOST_AUTO_TEST_CASE(the_minimal_form_and_the_general_form_parse)
+{
+    std::string d;
+    auto p = parse(R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5",
+                       "escalate_on":["length","empty","error","refusal"],"max_tokens":512})",
+                   d);
+    BOOST_TEST_REQUIRE(p.has_value(), d);
+    BOOST_TEST(p->tiers.size() == 2u);
+    BOOST_TEST(p->tiers[1] == "anthropic/claude-fable-5");
+    BOOST_TEST(p->max_tokens == 512u);
+    BOOST_TEST(p->escalate_on.size() == 4u);
+    p = parse(R"({"tiers":["a","b","c"],"escalate_on":["invalid_json","too_short","rate_limited"],
+                  "min_chars":20,"json_schema":{"type":"object","required":["x"]},
+                  "on_budget_exhausted":"fail","hedge_after_ms":250,
+                  "refusal_patterns":["NO WAY"],
+                  "free_tier":{"per_minute":5,"per_day":7,"when_empty":"wait","max_wait_ms":900}})",
+              d);
+    BOOST_TEST_REQUIRE(p.has_value(), d);
+    BOOST_TEST(p->tiers.size() == 3u);
+    BOOST_TEST(p->min_chars == 20u);
+    BOOST_TEST((p->budget_exhausted == frugal::on_budget_exhausted::fail));
+    BOOST_TEST(p->hedge_after.count() == 250);
+    BOOST_TEST(p->refusal_patterns.at(0) == "no way"); // matched case-insensitively
+    BOOST_TEST(p->free_tier.per_minute == 5u);
+    BOOST_TEST(p->free_tier.per_day == 7u);
+    BOOST_TEST(p->free_tier.max_wait.count() == 900);
+    BOOST_TEST((p->free_tier.when_empty == frugal::on_free_tier_empty::wait));
+    BOOST_TEST(!p->json_schema.empty());
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_the_member_and_why)
+{
+    const std::pair<const char*, const char*> cases[] = {
+        {"[1,2]", "must be a JSON object"},
+        {"{", "not JSON"},
+        {R"({"flagship":"b"})", "\"cheap\" (the first model) is missing"},
+        {R"({"cheap":"a"})", "\"flagship\" (the model to escalate to) is missing"},
+        {R"({"cheap":"a","flagship":"b","tiers":["c"]})", "not both"},
+        {R"({"tiers":[]})", "\"tiers\" must name at least one model"},
+        {R"({"tiers":["a",3]})", "\"tiers\" must be an array of strings"},
+        {R"({"cheap":"a","flagship":"b","escalate_on":["lenght"]})",
+         "unknown condition \"lenght\""},
+        {R"({"cheap":"a","flagship":"b","max_tokens":0})", "\"max_tokens\" must be at least 1"},
+        {R"({"cheap":"a","flagship":"b","max_tokens":-5})", "\"max_tokens\" must be a whole"},
+        {R"({"cheap":"a","flagship":"b","max_token":5})", "unknown member \"max_token\""},
+        {R"({"cheap":"a","flagship":"b","on_budget_exhausted":"panic"})",
+         "\"on_budget_exhausted\" must be"},
+        {R"({"cheap":"a","flagship":"b","free_tier":{"when_empty":"later"}})",
+         "\"free_tier.when_empty\" must be"},
+        {R"({"cheap":"a","flagship":"b","json_schema":"x"})", "\"json_schema\" must be"},
+        {R"({"cheap":"","flagship":"b"})", "\"cheap\" must be a non-empty string"},
+    };
+    for (const auto& [json, why] : cases) {
+        std::string d;
+        BOOST_TEST(!parse(json, d).has_value(), json);
+        BOOST_TEST(d.find(why) != std::string::npos, json << " gave: " << d);
+        BOOST_TEST(d.rfind("policy: ", 0) == 0u);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(cascade_judge)
+
+BOOST_AUTO_TEST_CASE(each_condition_is_recognised_and_only_when_enabled)
+{
+    const auto p = all_conditions();
+    frugal::chat_request req;
+    using frugal::detail::judge;
+    BOOST_TEST(judge(p, req, answer("A fine answer.")) == escalation_reason::none);
+    BOOST_TEST(judge(p, req, answer("A fine ans", "length")) == escalation_reason::length);
+    BOOST_TEST(judge(p, req, answer("  \n ")) == escalation_reason::empty);
+    auto reasoning_only = answer("");
+    reasoning_only.reasoning = "thinking...";
+    BOOST_TEST(judge(p, req, reasoning_only) == escalation_reason::empty);
+    BOOST_TEST(judge(p, req, answer("I'm sorry, but I can't help with that.")) ==
+               escalation_reason::refusal);
+    BOOST_TEST(judge(p, req, answer("I\xE2\x80\x99m sorry, but I can\xE2\x80\x99t do it")) ==
+               escalation_reason::refusal); // typographic apostrophes
+    BOOST_TEST(judge(p, req, answer("Hi.")) == escalation_reason::too_short);
+    req.response_format = "json_object";
+    BOOST_TEST(judge(p, req, answer("{\"answer\":\"x\"")) == escalation_reason::invalid_json);
+    BOOST_TEST(judge(p, req, answer("{\"answer\":\"x\"}")) == escalation_reason::none);
+
+    auto only_length = p;
+    only_length.escalate_on = {escalation_reason::length};
+    BOOST_TEST(judge(only_length, req, answer("")) == escalation_reason::none);
+    BOOST_TEST(judge(only_length, req, answer("x", "length")) == escalation_reason::length);
+}
+
+BOOST_AUTO_TEST_CASE(a_json_schema_is_checked)
+{
+    auto p = all_conditions();
+    p.json_schema = R"({"type":"object","required":["answer"],
+        "properties":{"answer":{"type":"string"},"n":{"type":"integer"},
+                      "tags":{"type":"array","items":{"enum":["a","b"]}}}})";
+    frugal::chat_request req;
+    req.response_format = "json_schema";
+    using frugal::detail::judge;
+    BOOST_TEST(judge(p, req, answer(R"({"answer":"x","n":3,"tags":["a"]})")) ==
+               escalation_reason::none);
+    BOOST_TEST(judge(p, req, answer(R"({"n":3})")) == escalation_reason::invalid_json);
+    BOOST_TEST(judge(p, req, answer(R"({"answer":1})")) == escalation_reason::invalid_json);
+    BOOST_TEST(judge(p, req, answer(R"({"answer":"x","n":1.5})")) ==
+               escalation_reason::invalid_json);
+    BOOST_TEST(judge(p, req, answer(R"({"answer":"x","tags":["c"]})")) ==
+               escalation_reason::invalid_json);
+}
+
+BOOST_AUTO_TEST_CASE(user_predicates_and_errors)
+{
+    auto p = all_conditions();
+    p.predicates.push_back([](const frugal::chat_request&, const frugal::chat_response& r) {
+        return r.content.find("42") != std::string::npos;
+    });
+    frugal::chat_request req;
+    BOOST_TEST(frugal::detail::judge(p, req, answer("The answer is 42.")) ==
+               escalation_reason::none);
+    BOOST_TEST(frugal::detail::judge(p, req, answer("The answer is 41.")) ==
+               escalation_reason::predicate);
+    using frugal::detail::judge_error;
+    BOOST_TEST(judge_error(p, frugal::error::upstream_unavailable) == escalation_reason::error);
+    BOOST_TEST(judge_error(p, frugal::error::timeout) == escalation_reason::timeout);
+    // rate_limited is not enabled: "error" covers it.
+    BOOST_TEST(judge_error(p, frugal::error::rate_limited) == escalation_reason::error);
+    p.escalate_on = {escalation_reason::length};
+    BOOST_TEST(judge_error(p, frugal::error::rate_limited) == escalation_reason::none);
+}
+
+BOOST_AUTO_TEST_CASE(partial_answers_are_judged_early)
+{
+    const auto p = all_conditions();
+    using frugal::detail::judge_early;
+    BOOST_TEST(judge_early(p, false, "I'm sorry, but I can't") == escalation_reason::refusal);
+    BOOST_TEST(judge_early(p, false, "I'm sorry, but") == escalation_reason::none);
+    BOOST_TEST(judge_early(p, false, "Here is the proof") == escalation_reason::none);
+    BOOST_TEST(judge_early(p, true, "  {\"ans") == escalation_reason::none);
+    BOOST_TEST(judge_early(p, true, "Sure! {") == escalation_reason::invalid_json);
+    // A refusal beyond the first 300 characters is a quotation, not a refusal.
+    BOOST_TEST(judge_early(p, false, std::string(400, 'x') + "I'm sorry, but I can't") ==
+               escalation_reason::none);
+}
+
+BOOST_AUTO_TEST_CASE(the_prompt_bound_covers_every_byte_of_text)
+{
+    frugal::chat_request req;
+    req.messages.push_back({.role = "user", .content = std::string(1000, 'x')});
+    req.extra_body = R"({"tools":[]})";
+    BOOST_TEST(frugal::detail::prompt_bound(req) >= 1000u + 4u + req.extra_body.size());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(free_tier_limiter)
+
+BOOST_AUTO_TEST_CASE(a_sliding_minute_a_utc_day_and_retry_after)
+{
+    frugal::free_tier_limits l;
+    l.per_minute = 2;
+    l.per_day = 3;
+    frugal::detail::free_tier_limiter lim(l);
+    const std::int64_t day = 86'400'000;
+    const std::int64_t t0 = 20'000 * day + 1000;
+    BOOST_TEST(lim.acquire(t0) == 0);
+    BOOST_TEST(lim.acquire(t0 + 10) == 0);
+    BOOST_TEST(lim.acquire(t0 + 20) == 60'000 - 20); // the first leaves the window then
+    BOOST_TEST(lim.acquire(t0 + 60'000) == 0);       // the third of the day
+    BOOST_TEST(lim.acquire(t0 + 200'000) == day - 1000 - 200'000); // until 00:00 UTC
+    BOOST_TEST(lim.acquire(20'001 * day - 1) == 1); // still the same day
+    BOOST_TEST(lim.acquire(20'001 * day) == 0); // a new day
+    lim.block_until(20'001 * day + 5000);        // a 429 with Retry-After: 5
+    BOOST_TEST(lim.acquire(20'001 * day + 1000) == 4000);
+    BOOST_TEST(lim.acquire(20'001 * day + 70'000) == 0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
