@@ -8,7 +8,9 @@
 #include "figures.hpp"
 #include "process.hpp"
 
+#include <frugal/budget.hpp>
 #include <frugal/chat_client.hpp>
+#include <frugal/router.hpp>
 #include <frugal/sim.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -246,6 +248,78 @@ struct stream_fn {
     }
 };
 
+// A cascade whose cheap answer is accepted, against a direct call on the same traffic: the
+// router's own cost (policy, judging, the free tier's reservation and ledger record).
+rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono::seconds window)
+{
+    asio::io_context io{1};
+    frugal::client_params p;
+    p.base_url = "http://127.0.0.1:" + std::to_string(port) + "/api/v1";
+    p.api_key = "sk-or-v1-bench";
+    p.max_connections = static_cast<std::size_t>(workers);
+    frugal::chat_client client(io.get_executor(), p);
+    frugal::model_info cheap;
+    cheap.id = "google/gemma-4-31b-it:free";
+    frugal::model_info flagship;
+    flagship.id = "anthropic/claude-fable-5";
+    flagship.prompt_price = *frugal::money::parse("0.000003");
+    flagship.completion_price = *frugal::money::parse("0.000015");
+    const frugal::price_catalog prices({cheap, flagship});
+    frugal::budget_params bp;
+    bp.budgets = {{"global", *frugal::money::parse("1000")}};
+    boost::system::error_code ec;
+    std::string detail;
+    auto guard = frugal::budget_guard::open(bp, prices, nullptr, ec, detail);
+    frugal::cascade_policy policy;
+    policy.tiers = {cheap.id, flagship.id};
+    policy.max_tokens = 300;
+    policy.free_tier.per_minute = 1u << 30;
+    policy.free_tier.per_day = 1u << 30;
+    frugal::router router(client, policy, prices, guard);
+    frugal::chat_request req;
+    req.model = cheap.id;
+    req.max_tokens = 300;
+    req.messages.push_back({.role = "user", .content = "Explain. [sim tokens=59]"});
+    load l;
+    for (int i = 0; i < workers; ++i)
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                frugal::diagnostics diag;
+                while (!l.stopping) {
+                    boost::system::error_code e;
+                    if (cascade) {
+                        auto [ce, r] = co_await router.async_complete(req, tuple_awaitable);
+                        e = ce;
+                    } else {
+                        auto [ce, r] = co_await client.async_chat(req, diag, tuple_awaitable);
+                        e = ce;
+                    }
+                    if (e)
+                        note_error(l, e, diag);
+                    else if (l.counting)
+                        ++l.units;
+                }
+            },
+            asio::detached);
+    io.run_for(500ms);
+    l.counting = true;
+    const double cpu0 = bench::cpu_seconds();
+    const auto t0 = steady::now();
+    io.run_for(window);
+    const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
+    const double cpu = bench::cpu_seconds() - cpu0;
+    l.counting = false;
+    l.stopping = true;
+    io.run_for(2s);
+    if (l.errors != 0)
+        std::fprintf(
+            stderr, "  %llu errors, the first: %s\n", static_cast<unsigned long long>(l.errors),
+            l.first_error.c_str());
+    const double units = static_cast<double>(std::max<std::uint64_t>(l.units, 1));
+    return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units};
+}
+
 asio::awaitable<void>
 open_stream(frugal::chat_client& c, frugal::chat_request req, frugal::chat_stream& s, int& opened)
 {
@@ -336,6 +410,8 @@ int main(int argc, char** argv)
         io.run();
         return 0;
     }
+    // --cascade-only: just the cascade's overhead (for profiling it).
+    const bool cascade_only = argc > 1 && std::strcmp(argv[1], "--cascade-only") == 0;
     const auto results = bench::results_path(argc, argv);
     bench::raise_fd_limit();
     bench::pin_to_cpu(1);
@@ -368,8 +444,28 @@ int main(int argc, char** argv)
     };
     {
         bench::child canned = spawn_canned();
-        rounds(canned.port, "canned server:", "");
+        if (!cascade_only)
+            rounds(canned.port, "canned server:", "");
+        // The cascade's overhead: direct and cascaded runs alternate; the median difference.
+        std::vector<double> overhead, direct_cpu, cascade_cpu;
+        for (int round = 0; round < 5; ++round) {
+            const rate direct = measure_cascade(canned.port, false, 64, window);
+            const rate cascaded = measure_cascade(canned.port, true, 64, window);
+            direct_cpu.push_back(direct.cpu_us_per_unit);
+            cascade_cpu.push_back(cascaded.cpu_us_per_unit);
+            overhead.push_back(cascaded.cpu_us_per_unit - direct.cpu_us_per_unit);
+        }
+        std::printf(
+            "cascade:        %6.2f us CPU/req direct, %6.2f us cascaded: %5.2f us overhead "
+            "(median of 5)\n",
+            median(direct_cpu), median(cascade_cpu), median(overhead));
+        figures["cascade_overhead_cpu_us"] = {median(overhead), "us/req"};
+        figures["cascade_cpu_us_per_req"] = {median(cascade_cpu), "us/req"};
         bench::stop_server(canned);
+    }
+    if (cascade_only) {
+        bench::write_results(results, figures);
+        return 0;
     }
     {
         bench::child sim = bench::spawn_sim(0, frugal::sim_config{});

@@ -84,7 +84,8 @@ struct cascade_policy {
         escalation_reason::refusal};
     /// The max_tokens of every attempt (a request's own max_tokens wins when set).
     std::uint32_t max_tokens = 512;
-    /// Case-insensitive substrings that mark a refusal (looked for in the first 300 characters).
+    /// Case-insensitive substrings that mark a refusal (looked for in the first 160 characters,
+    /// where refusals are).
     std::vector<std::string> refusal_patterns{"i'm sorry, but i can't", "i am sorry, but i can't",
                                               "i cannot help with",     "i can't help with",
                                               "i can't assist with",    "i cannot assist with",

@@ -2,6 +2,7 @@
 
 #include "budget/book.hpp"
 
+#include <boost/asio/append.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/post.hpp>
@@ -42,7 +43,6 @@ struct waiter {
     std::string model;
     std::vector<std::string> keys;
     reserve_request req;
-    std::shared_ptr<cancel_state> cancel;
     bool queued = true;
 
     waiter(reserve_handler h, asio::any_io_executor ex)
@@ -190,7 +190,7 @@ public:
     // whether waiting may help.
     shortfall grant(
         const reserve_request& req,
-        const std::shared_ptr<cancel_state>& cancel,
+        const asio::any_io_executor* cancel_on,
         reservation& out,
         error_code& ec,
         std::string* detail)
@@ -232,6 +232,9 @@ public:
                 *detail = describe_shortfall(d, b, params_.min_max_tokens);
             return d.result;
         }
+        std::shared_ptr<cancel_state> cancel;
+        if (cancel_on != nullptr && *cancel_on)
+            cancel = make_cancel(*cancel_on); // only paid requests can be stopped by the guard
         const auto slot = book_.acquire();
         auto& r = book_.at(slot);
         r.in_use = true;
@@ -283,14 +286,9 @@ public:
         const asio::any_io_executor& cancel_on)
     {
         ec = {};
-        std::shared_ptr<cancel_state> cancel;
-        if (cancel_on) {
-            cancel = std::make_shared<cancel_state>();
-            cancel->executor = cancel_on;
-        }
         reservation out;
         const std::lock_guard lock(mu_);
-        grant(req, cancel, out, ec, detail);
+        grant(req, &cancel_on, out, ec, detail);
         return out;
     }
 
@@ -453,7 +451,7 @@ public:
             auto& w = **it;
             reservation res;
             error_code ec;
-            const auto s = grant(w.req, w.cancel, res, ec, nullptr);
+            const auto s = grant(w.req, &w.executor, res, ec, nullptr);
             if (s == shortfall::wait) {
                 ++it;
                 continue;
@@ -494,23 +492,32 @@ public:
 
     void async_reserve(const reserve_request& req, asio::any_io_executor ex, reserve_handler h)
     {
+        reservation res;
+        error_code ec;
+        shortfall s = shortfall::none;
+        {
+            const std::lock_guard lock(mu_);
+            s = grant(req, &ex, res, ec, nullptr);
+        }
+        if (s != shortfall::wait || params_.max_wait.count() <= 0) {
+            // Decided at once (most requests): no waiter, no timer.
+            asio::post(ex, asio::append(std::move(h), ec, std::move(res)));
+            return;
+        }
         auto w = std::make_shared<waiter>(std::move(h), ex);
         w->model = std::string(req.model);
         w->keys.assign(req.keys.begin(), req.keys.end());
         w->req = req;
         w->req.model = w->model;
         w->req.keys = w->keys;
-        w->cancel = make_cancel(ex);
-        reservation res;
-        error_code ec;
-        shortfall s = shortfall::none;
         {
+            // Headroom may have come back since the first try: judge again as a queued waiter.
             const std::lock_guard lock(mu_);
-            s = grant(w->req, w->cancel, res, ec, nullptr);
-            if (s == shortfall::wait && params_.max_wait.count() > 0)
+            s = grant(w->req, &ex, res, ec, nullptr);
+            if (s == shortfall::wait)
                 waiters_.push_back(w);
         }
-        if (s != shortfall::wait || params_.max_wait.count() <= 0) {
+        if (s != shortfall::wait) {
             complete(w, ec, std::move(res));
             return;
         }

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
+#include <iterator>
 
 namespace frugal {
 
@@ -40,30 +42,77 @@ bool blank(std::string_view s) noexcept
     return std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isspace(c) != 0; });
 }
 
-// Case-insensitive search of an ASCII pattern; typographic apostrophes count as ASCII ones.
-bool contains_folded(std::string_view text, std::string_view pattern)
+// Refusals open the answer ("I'm sorry, but I can't ..."), sometimes after a short preface.
+constexpr std::size_t refusal_window = 160;
+
+char lower(char c) noexcept
 {
-    std::string folded;
-    folded.reserve(text.size());
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (text.compare(i, 3, "\xE2\x80\x99") == 0) { // U+2019
-            folded += '\'';
-            i += 2;
-            continue;
-        }
-        folded += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
-    }
-    return folded.find(pattern) != std::string::npos;
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
-constexpr std::size_t refusal_window = 300;
+// Whether lower-case ASCII `pat` matches `text` at `i`, case-insensitively, a typographic
+// apostrophe (U+2019, three bytes) matching an ASCII one.
+bool matches_at(std::string_view text, std::size_t i, std::string_view pat) noexcept
+{
+    for (const char want : pat) {
+        if (i >= text.size())
+            return false;
+        if (want == '\'' && text[i] == '\xE2' && text.compare(i, 3, "\xE2\x80\x99") == 0) {
+            i += 3;
+            continue;
+        }
+        if (lower(text[i]) != want)
+            return false;
+        ++i;
+    }
+    return true;
+}
 
+// A byte-by-byte scan, for policies whose patterns start with many different letters.
+bool refuses_slow(const cascade_policy& p, std::string_view window)
+{
+    for (std::size_t i = 0; i < window.size(); ++i)
+        for (const auto& pat : p.refusal_patterns)
+            if (!pat.empty() && lower(window[i]) == pat[0] && matches_at(window, i, pat))
+                return true;
+    return false;
+}
+
+// Whether a policy's refusal pattern (lower-case ASCII) occurs at the start of `text`. Every
+// accepted answer is checked, so candidates are found with memchr (vectorised) on each
+// pattern's first letter, in both cases, rather than byte by byte.
 bool refuses(const cascade_policy& p, std::string_view text)
 {
-    const auto head = text.substr(0, refusal_window);
-    return std::any_of(p.refusal_patterns.begin(), p.refusal_patterns.end(), [&](const auto& pat) {
-        return !pat.empty() && contains_folded(head, pat);
-    });
+    const auto window = text.substr(0, refusal_window);
+    char firsts[8];
+    std::size_t nfirst = 0;
+    for (const auto& pat : p.refusal_patterns) {
+        if (pat.empty())
+            continue;
+        if (std::find(firsts, firsts + nfirst, pat[0]) == firsts + nfirst) {
+            if (nfirst == std::size(firsts))
+                return refuses_slow(p, window);
+            firsts[nfirst++] = pat[0];
+        }
+    }
+    for (std::size_t f = 0; f < nfirst; ++f) {
+        const char lo = firsts[f];
+        const char up = lo >= 'a' && lo <= 'z' ? static_cast<char>(lo - 'a' + 'A') : lo;
+        const char cases[2] = {lo, up};
+        for (int k = 0; k < (lo == up ? 1 : 2); ++k) {
+            const char c = cases[k];
+            const char* at = window.data();
+            const char* end = window.data() + window.size();
+            while ((at = static_cast<const char*>(std::memchr(at, c, end - at))) != nullptr) {
+                const auto i = static_cast<std::size_t>(at - window.data());
+                for (const auto& pat : p.refusal_patterns)
+                    if (!pat.empty() && pat[0] == lo && matches_at(text, i, pat))
+                        return true;
+                ++at;
+            }
+        }
+    }
+    return false;
 }
 
 // The subset of JSON Schema that says what an answer must hold: type, properties, required,

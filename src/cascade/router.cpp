@@ -17,6 +17,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
+#include <span>
 
 namespace frugal {
 
@@ -60,6 +61,9 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         : client(&c), policy(std::move(p)), prices(std::move(prices)), guard(std::move(g)),
           limiter(policy.free_tier)
     {
+        for (auto& pat : policy.refusal_patterns) // matched against lower-cased text
+            for (auto& c : pat)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         for (const auto& t : policy.tiers) {
             const auto* price = this->prices.find(t);
             free_tier.push_back(
@@ -126,10 +130,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         }
     }
 
-    attempt_record ledger_record(const attempt_run& run, std::uint64_t request_id, std::int64_t t0)
+    // The record of an attempt, in a scratch object whose strings keep their capacity (the
+    // router runs on one thread, and the store copies what it keeps).
+    attempt_record& ledger_record(const attempt_run& run, std::uint64_t request_id, std::int64_t t0)
     {
         const auto& a = run.rec;
-        attempt_record r;
+        attempt_record& r = scratch_record;
         r.time_ms = t0;
         r.request_id = request_id;
         r.generation_id = a.generation_id;
@@ -143,8 +149,11 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         r.outcome = a.outcome;
         r.latency_us = a.latency.count();
         r.keys = keys_joined;
+        r.estimated = false;
+        r.record_id = 0;
         return r;
     }
+    attempt_record scratch_record;
 
     // Accounts for an attempt that ended: settles or releases its reservation and fills the
     // attempt's cost.
@@ -186,7 +195,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             return;
         }
         res.mark_sent();
-        auto rec = ledger_record(run, request_id, t0);
+        auto& rec = ledger_record(run, request_id, t0);
         if (unknown) {
             (void)res.settle_unknown(rec);
             a.cost = rec.cost;
@@ -196,7 +205,25 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         }
     }
 
-    // Reserves for tier `tier`, or fills `run` with the denial.
+    // Reserves without waiting, which decides most requests; false when the budget is short
+    // or refuses (then `reserve` waits for settlements, or reports the denial).
+    bool try_reserve(const chat_request& req, std::uint64_t request_id, reservation& res)
+    {
+        if (!guard)
+            return true;
+        reserve_request rr;
+        rr.model = req.model;
+        rr.prompt_bytes = prompt_bound(req);
+        rr.max_tokens = req.max_tokens.value_or(0);
+        rr.keys = keys;
+        rr.request_id = request_id;
+        error_code ec;
+        res = guard->try_reserve(rr, ec, nullptr, client->get_executor());
+        return res.active();
+    }
+
+    // Reserves for tier `tier`, waiting for settlements when the budget is short, or fills
+    // `run` with the denial.
     asio::awaitable<bool>
     reserve(attempt_run& run, const chat_request& req, std::uint64_t request_id, reservation& res)
     {
@@ -229,8 +256,9 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     }
 
     // One whole attempt: reserve, send, account.
+    // `base` lives in the cascade's frame, which outlives every attempt (a hedge waits for both).
     asio::awaitable<attempt_run>
-    attempt(chat_request base, std::uint32_t tier, std::uint64_t request_id)
+    attempt(const chat_request& base, std::uint32_t tier, std::uint64_t request_id)
     {
         co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
         attempt_run run;
@@ -239,7 +267,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         auto req = tier_request(base, tier);
         const auto t0_ms = unix_now_ms();
         reservation res;
-        if (!co_await reserve(run, req, request_id, res))
+        if (!try_reserve(req, request_id, res) && !co_await reserve(run, req, request_id, res))
             co_return run;
         if (res.active())
             req.max_tokens = res.max_tokens();
@@ -394,17 +422,17 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const auto why =
             run.answered ? judge(policy, req, run.response) : judge_error(policy, run.rec.error);
         if (run.answered && (why == escalation_reason::none || last)) {
-            out.response = run.response;
+            out.response = std::move(run.response);
             out.tier = run.rec.tier;
-            out.attempts.push_back(run.rec);
+            out.attempts.push_back(std::move(run.rec));
             return verdict::accepted;
         }
         run.rec.reason = last ? escalation_reason::none : why;
+        if (!run.answered)
+            last_error = run.rec.error;
         out.attempts.push_back(run.rec);
         if (run.answered)
             fallback = std::move(run);
-        else
-            last_error = run.rec.error;
         if (last || why == escalation_reason::none)
             return verdict::stop; // an error the policy does not escalate, or no tier left
         if (out.reason == escalation_reason::none)
@@ -438,7 +466,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             const bool last = t + 1 == n;
             if (!out.attempts.empty())
                 out.escalated = true;
-            if (free_tier[t] && co_await free_tier_skip(last)) {
+            if (free_tier[t] && limiter.acquire(unix_now_ms()) != 0 &&
+                co_await free_tier_skip(last)) {
                 cascade_attempt skipped;
                 skipped.tier = t;
                 skipped.model_asked = policy.tiers[t];
@@ -452,12 +481,15 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 ++t;
                 continue;
             }
-            std::vector<attempt_run> runs;
+            std::vector<attempt_run> runs; // two when hedged; one is the common case
+            attempt_run single;
             if (policy.hedge_after.count() > 0 && !last)
                 runs = co_await hedged(req, t, request_id);
             else
-                runs.push_back(co_await attempt(req, t, request_id));
-            if (runs.size() == 2) {
+                single = co_await attempt(req, t, request_id);
+            const std::span<attempt_run> done =
+                runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
+            if (done.size() == 2) {
                 out.escalated = true;
                 if (out.reason == escalation_reason::none)
                     out.reason = escalation_reason::timeout; // the cheap tier was slow
@@ -469,7 +501,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             bool accepted = false;
             std::uint32_t top = 0;
             bool denied = false;
-            for (auto& run : runs) {
+            for (auto& run : done) {
                 if (run.budget_denied) {
                     denied = true;
                     out.budget_denied = true;
@@ -504,7 +536,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             }
             if (v == verdict::stop)
                 break;
-            t += static_cast<std::uint32_t>(runs.size());
+            t += static_cast<std::uint32_t>(done.size());
         }
         if (fallback) {
             out.response = std::move(fallback->response);
@@ -578,7 +610,8 @@ asio::awaitable<void> produce(
             last_error = asio::error::operation_aborted;
             break;
         }
-        if (r->free_tier[t] && co_await r->free_tier_skip(last)) {
+        if (r->free_tier[t] && r->limiter.acquire(unix_now_ms()) != 0 &&
+            co_await r->free_tier_skip(last)) {
             cascade_attempt skipped;
             skipped.tier = t;
             skipped.model_asked = r->policy.tiers[t];
@@ -598,7 +631,8 @@ asio::awaitable<void> produce(
         auto req = r->tier_request(base, t);
         const auto t0_ms = unix_now_ms();
         reservation res;
-        if (!co_await r->reserve(run, req, request_id, res)) {
+        if (!r->try_reserve(req, request_id, res) &&
+            !co_await r->reserve(run, req, request_id, res)) {
             out.attempts.push_back(run.rec);
             if (run.budget_denied)
                 out.budget_denied = true;

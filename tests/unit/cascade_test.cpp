@@ -191,9 +191,10 @@ BOOST_AUTO_TEST_CASE(partial_answers_are_judged_early)
     BOOST_TEST(judge_early(p, false, "Here is the proof") == escalation_reason::none);
     BOOST_TEST(judge_early(p, true, "  {\"ans") == escalation_reason::none);
     BOOST_TEST(judge_early(p, true, "Sure! {") == escalation_reason::invalid_json);
-    // A refusal beyond the first 300 characters is a quotation, not a refusal.
-    BOOST_TEST(judge_early(p, false, std::string(400, 'x') + "I'm sorry, but I can't") ==
+    // A refusal beyond the first 160 characters is a quotation, not a refusal.
+    BOOST_TEST(judge_early(p, false, std::string(200, 'x') + "I'm sorry, but I can't") ==
                escalation_reason::none);
+    BOOST_TEST(judge_early(p, false, "Well. I'M SORRY, BUT I CAN'T") == escalation_reason::refusal);
 }
 
 BOOST_AUTO_TEST_CASE(the_prompt_bound_covers_every_byte_of_text)
