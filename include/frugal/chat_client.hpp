@@ -95,6 +95,9 @@ struct client_params {
 };
 
 class chat_client;
+namespace detail {
+struct client_access;
+} // namespace detail
 
 /// A streamed chat completion, read delta by delta (the Boost.MySQL start/read-some model).
 ///
@@ -312,7 +315,8 @@ public:
     std::size_t open_connections() const noexcept;
     std::size_t idle_connections() const noexcept;
 
-    struct impl; // defined in src/openrouter
+    struct impl;                         // defined in src/openrouter
+    friend struct detail::client_access; // the router's direct path, in src/
 
 private:
     template <class Derived>

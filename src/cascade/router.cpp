@@ -3,6 +3,7 @@
 #include <frugal/error.hpp>
 
 #include "cascade/judge.hpp"
+#include "openrouter/client_access.hpp"
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -54,6 +55,17 @@ struct attempt_run {
 };
 
 } // namespace
+
+// An `async_complete` in progress: its handler and the result being built.
+struct complete_op {
+    using handler_type = asio::any_completion_handler<void(error_code, cascade_result)>;
+    // Constructed, not assigned: Asio 1.81's any_completion_handler has no move assignment,
+    // and assigning one to another wraps it in itself.
+    explicit complete_op(handler_type h) : handler(std::move(h)) {}
+    handler_type handler;
+    error_code ec;
+    cascade_result result;
+};
 
 struct router_impl : std::enable_shared_from_this<router_impl> {
     router_impl(
@@ -280,6 +292,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         error_code ec;
         if (cs.cancelled() != asio::cancellation_type::none || res.cancel_reason()) {
             ec = asio::error::operation_aborted;
+        } else if (!res.cancellation_slot().is_connected()) {
+            // Nothing but the caller can stop this attempt (a free model, or no guard): the
+            // client's coroutine is awaited in this one, sharing its cancellation.
+            auto [cec, resp] = co_await client_access::chat(*client, std::move(req), &diag);
+            ec = cec;
+            run.response = std::move(resp);
         } else {
             if (cs.slot().is_connected())
                 cs.slot().assign(forward_to{&sig});
@@ -440,11 +458,13 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         return verdict::escalate;
     }
 
-    asio::awaitable<std::tuple<error_code, cascade_result>> complete(chat_request req)
+    // Runs a cascade into `op`: the result is built where the handler will take it from, so
+    // it is moved once at completion rather than through every layer of the handler chain.
+    asio::awaitable<void> complete(chat_request req, std::shared_ptr<complete_op> op)
     {
         // Cancellation is checked where it matters; an await must not throw for it.
         co_await asio::this_coro::throw_if_cancelled(false);
-        cascade_result out;
+        cascade_result& out = op->result;
         const std::uint64_t request_id = next_request_id++;
         escalation_reason pre = escalation_reason::none;
         std::uint32_t t = first_tier(req, pre);
@@ -522,17 +542,24 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                     v = rv; // the highest tier tried decides what comes next
                 }
             }
-            if (accepted)
-                co_return std::tuple{error_code(), std::move(out)};
+            if (accepted) {
+                op->ec = error_code();
+                co_return;
+            }
             if (last_error == asio::error::operation_aborted)
                 break;
             if (denied) {
-                if (policy.budget_exhausted == on_budget_exhausted::fail || !fallback)
-                    co_return std::tuple{error_code(error::budget_exhausted), std::move(out)};
+                if (policy.budget_exhausted == on_budget_exhausted::fail || !fallback) {
+                    op->ec = error_code(error::budget_exhausted);
+                    co_return;
+                }
                 // The cheap answer, marked budget_denied.
                 out.response = std::move(fallback->response);
                 out.tier = fallback->rec.tier;
-                co_return std::tuple{error_code(), std::move(out)};
+                {
+                    op->ec = error_code();
+                    co_return;
+                }
             }
             if (v == verdict::stop)
                 break;
@@ -544,7 +571,10 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         }
         if (!last_error)
             last_error = error::provider_error;
-        co_return std::tuple{last_error, std::move(out)};
+        {
+            op->ec = last_error;
+            co_return;
+        }
     }
 };
 
@@ -849,18 +879,18 @@ void router::async_complete_impl(
 {
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->client->get_executor();
+    auto op = std::make_shared<detail::complete_op>(std::move(handler));
     asio::co_spawn(
-        ex, impl_->complete(std::move(req)),
-        asio::bind_cancellation_slot(
-            slot, [ex, h = std::move(handler)](
-                      std::exception_ptr ep, std::tuple<error_code, cascade_result> r) mutable {
-                auto [ec, value] = std::move(r);
-                if (ep) {
-                    ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
-                    value = {};
-                }
-                asio::dispatch(ex, asio::append(std::move(h), ec, std::move(value)));
-            }));
+        ex, impl_->complete(std::move(req), op),
+        asio::bind_cancellation_slot(slot, [ex, op](std::exception_ptr ep) {
+            if (ep) {
+                op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
+                op->result = {};
+            }
+            // Completes on the handler's executor, moving the result once.
+            const auto hex = asio::get_associated_executor(op->handler, ex);
+            asio::dispatch(hex, [op] { std::move(op->handler)(op->ec, std::move(op->result)); });
+        }));
 }
 
 void router::start_stream(chat_request request, stream_mode mode, cascade_stream& out)

@@ -1,6 +1,8 @@
 // chat_client and chat_stream: requests over the pool, retries, error mapping, streams.
 #include <frugal/chat_client.hpp>
 
+#include "openrouter/client_access.hpp"
+
 #include "http/connection.hpp"
 #include "http/pool.hpp"
 #include "http/url.hpp"
@@ -659,6 +661,12 @@ std::size_t chat_client::open_connections() const noexcept
 std::size_t chat_client::idle_connections() const noexcept
 {
     return impl_->pool.idle();
+}
+
+asio::awaitable<std::tuple<error_code, chat_response>>
+detail::client_access::chat(chat_client& client, chat_request request, diagnostics* diag)
+{
+    return chat_op(client.impl_, std::move(request), diag);
 }
 
 void chat_client::async_chat_impl(

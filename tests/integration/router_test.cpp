@@ -446,3 +446,38 @@ BOOST_AUTO_TEST_CASE(a_429_from_the_free_tier_escalates_and_blocks_the_limiter)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(cascade_scale)
+
+// One io_context thread drives thousands of cascades at once; each completes once, exactly.
+BOOST_AUTO_TEST_CASE(two_thousand_concurrent_cascades_on_one_thread)
+{
+    client_fixture f(roomy());
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.free_tier.per_minute = 1'000'000; // this test is about concurrency, not the limiter
+    frugal::router r(f.client, p, cat, open_guard(cat, "10"));
+    const int n = 2000;
+    int completed = 0;
+    int failed = 0;
+    int escalated = 0;
+    for (int i = 0; i < n; ++i)
+        asio::co_spawn(
+            f.io,
+            [&, i]() -> asio::awaitable<void> {
+                auto req = request(
+                    "", i % 10 == 0 ? "Prove it rigorously, step by step." : "Name a colour.");
+                auto [ec, res] = co_await r.async_complete(req, tuple_awaitable);
+                ++completed;
+                failed += ec ? 1 : 0;
+                escalated += res.escalated ? 1 : 0;
+            },
+            asio::detached);
+    f.io.restart();
+    f.io.run();
+    BOOST_TEST(completed == n);
+    BOOST_TEST(failed == 0);
+    BOOST_TEST(escalated == n / 10);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
