@@ -33,9 +33,9 @@ frugal::cascade_policy all_conditions()
 {
     frugal::cascade_policy p;
     p.tiers = {"a:free", "b"};
-    p.escalate_on = {escalation_reason::length,  escalation_reason::empty,
-                     escalation_reason::error,   escalation_reason::timeout,
-                     escalation_reason::refusal, escalation_reason::invalid_json,
+    p.escalate_on = {escalation_reason::length,   escalation_reason::empty,
+                     escalation_reason::error,    escalation_reason::timeout,
+                     escalation_reason::refusal,  escalation_reason::invalid_json,
                      escalation_reason::too_short};
     p.min_chars = 5;
     return p;
@@ -56,20 +56,22 @@ BOOST_AUTO_TEST_SUITE(cascade_policy)
 BOOST_AUTO_TEST_CASE(the_minimal_form_and_the_general_form_parse)
 {
     std::string d;
-    auto p = parse(R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5",
+    auto p = parse(
+        R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5",
                        "escalate_on":["length","empty","error","refusal"],"max_tokens":512})",
-                   d);
+        d);
     BOOST_TEST_REQUIRE(p.has_value(), d);
     BOOST_TEST(p->tiers.size() == 2u);
     BOOST_TEST(p->tiers[1] == "anthropic/claude-fable-5");
     BOOST_TEST(p->max_tokens == 512u);
     BOOST_TEST(p->escalate_on.size() == 4u);
-    p = parse(R"({"tiers":["a","b","c"],"escalate_on":["invalid_json","too_short","rate_limited"],
+    p = parse(
+        R"({"tiers":["a","b","c"],"escalate_on":["invalid_json","too_short","rate_limited"],
                   "min_chars":20,"json_schema":{"type":"object","required":["x"]},
                   "on_budget_exhausted":"fail","hedge_after_ms":250,
                   "refusal_patterns":["NO WAY"],
                   "free_tier":{"per_minute":5,"per_day":7,"when_empty":"wait","max_wait_ms":900}})",
-              d);
+        d);
     BOOST_TEST_REQUIRE(p.has_value(), d);
     BOOST_TEST(p->tiers.size() == 3u);
     BOOST_TEST(p->min_chars == 20u);
@@ -128,10 +130,12 @@ BOOST_AUTO_TEST_CASE(each_condition_is_recognised_and_only_when_enabled)
     auto reasoning_only = answer("");
     reasoning_only.reasoning = "thinking...";
     BOOST_TEST(judge(p, req, reasoning_only) == escalation_reason::empty);
-    BOOST_TEST(judge(p, req, answer("I'm sorry, but I can't help with that.")) ==
-               escalation_reason::refusal);
-    BOOST_TEST(judge(p, req, answer("I\xE2\x80\x99m sorry, but I can\xE2\x80\x99t do it")) ==
-               escalation_reason::refusal); // typographic apostrophes
+    BOOST_TEST(
+        judge(p, req, answer("I'm sorry, but I can't help with that.")) ==
+        escalation_reason::refusal);
+    BOOST_TEST(
+        judge(p, req, answer("I\xE2\x80\x99m sorry, but I can\xE2\x80\x99t do it")) ==
+        escalation_reason::refusal); // typographic apostrophes
     BOOST_TEST(judge(p, req, answer("Hi.")) == escalation_reason::too_short);
     req.response_format = "json_object";
     BOOST_TEST(judge(p, req, answer("{\"answer\":\"x\"")) == escalation_reason::invalid_json);
@@ -152,14 +156,14 @@ BOOST_AUTO_TEST_CASE(a_json_schema_is_checked)
     frugal::chat_request req;
     req.response_format = "json_schema";
     using frugal::detail::judge;
-    BOOST_TEST(judge(p, req, answer(R"({"answer":"x","n":3,"tags":["a"]})")) ==
-               escalation_reason::none);
+    BOOST_TEST(
+        judge(p, req, answer(R"({"answer":"x","n":3,"tags":["a"]})")) == escalation_reason::none);
     BOOST_TEST(judge(p, req, answer(R"({"n":3})")) == escalation_reason::invalid_json);
     BOOST_TEST(judge(p, req, answer(R"({"answer":1})")) == escalation_reason::invalid_json);
-    BOOST_TEST(judge(p, req, answer(R"({"answer":"x","n":1.5})")) ==
-               escalation_reason::invalid_json);
-    BOOST_TEST(judge(p, req, answer(R"({"answer":"x","tags":["c"]})")) ==
-               escalation_reason::invalid_json);
+    BOOST_TEST(
+        judge(p, req, answer(R"({"answer":"x","n":1.5})")) == escalation_reason::invalid_json);
+    BOOST_TEST(
+        judge(p, req, answer(R"({"answer":"x","tags":["c"]})")) == escalation_reason::invalid_json);
 }
 
 BOOST_AUTO_TEST_CASE(user_predicates_and_errors)
@@ -169,10 +173,10 @@ BOOST_AUTO_TEST_CASE(user_predicates_and_errors)
         return r.content.find("42") != std::string::npos;
     });
     frugal::chat_request req;
-    BOOST_TEST(frugal::detail::judge(p, req, answer("The answer is 42.")) ==
-               escalation_reason::none);
-    BOOST_TEST(frugal::detail::judge(p, req, answer("The answer is 41.")) ==
-               escalation_reason::predicate);
+    BOOST_TEST(
+        frugal::detail::judge(p, req, answer("The answer is 42.")) == escalation_reason::none);
+    BOOST_TEST(
+        frugal::detail::judge(p, req, answer("The answer is 41.")) == escalation_reason::predicate);
     using frugal::detail::judge_error;
     BOOST_TEST(judge_error(p, frugal::error::upstream_unavailable) == escalation_reason::error);
     BOOST_TEST(judge_error(p, frugal::error::timeout) == escalation_reason::timeout);
@@ -192,8 +196,9 @@ BOOST_AUTO_TEST_CASE(partial_answers_are_judged_early)
     BOOST_TEST(judge_early(p, true, "  {\"ans") == escalation_reason::none);
     BOOST_TEST(judge_early(p, true, "Sure! {") == escalation_reason::invalid_json);
     // A refusal beyond the first 160 characters is a quotation, not a refusal.
-    BOOST_TEST(judge_early(p, false, std::string(200, 'x') + "I'm sorry, but I can't") ==
-               escalation_reason::none);
+    BOOST_TEST(
+        judge_early(p, false, std::string(200, 'x') + "I'm sorry, but I can't") ==
+        escalation_reason::none);
     BOOST_TEST(judge_early(p, false, "Well. I'M SORRY, BUT I CAN'T") == escalation_reason::refusal);
 }
 
@@ -222,9 +227,9 @@ BOOST_AUTO_TEST_CASE(a_sliding_minute_a_utc_day_and_retry_after)
     BOOST_TEST(lim.acquire(t0 + 20) == 60'000 - 20); // the first leaves the window then
     BOOST_TEST(lim.acquire(t0 + 60'000) == 0);       // the third of the day
     BOOST_TEST(lim.acquire(t0 + 200'000) == day - 1000 - 200'000); // until 00:00 UTC
-    BOOST_TEST(lim.acquire(20'001 * day - 1) == 1); // still the same day
-    BOOST_TEST(lim.acquire(20'001 * day) == 0); // a new day
-    lim.block_until(20'001 * day + 5000);        // a 429 with Retry-After: 5
+    BOOST_TEST(lim.acquire(20'001 * day - 1) == 1);                // still the same day
+    BOOST_TEST(lim.acquire(20'001 * day) == 0);                    // a new day
+    lim.block_until(20'001 * day + 5000);                          // a 429 with Retry-After: 5
     BOOST_TEST(lim.acquire(20'001 * day + 1000) == 4000);
     BOOST_TEST(lim.acquire(20'001 * day + 70'000) == 0);
 }
