@@ -218,7 +218,7 @@ public:
         const reserve_request& req,
         boost::system::error_code& ec,
         std::string* detail = nullptr,
-        boost::asio::any_io_executor cancel_on = {});
+        const boost::asio::any_io_executor& cancel_on = {});
 
     /// Asks to send a request, waiting up to `budget_params::max_wait` for in-flight
     /// reservations to settle when the headroom is short.

@@ -327,6 +327,7 @@ private:
     };
     struct chat_initiation : base_initiation<chat_initiation> {
         template <class Handler>
+        // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
         void operator()(Handler&& h, chat_request req, frugal::diagnostics* diag) const
         {
             self->async_chat_impl(std::move(req), diag, std::forward<Handler>(h));
@@ -334,6 +335,7 @@ private:
     };
     struct stream_initiation : base_initiation<stream_initiation> {
         template <class Handler>
+        // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
         void operator()(Handler&& h, chat_request req, chat_stream* stream) const
         {
             self->async_start_stream_impl(std::move(req), stream, std::forward<Handler>(h));
@@ -348,6 +350,7 @@ private:
     };
     struct generation_initiation : base_initiation<generation_initiation> {
         template <class Handler>
+        // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
         void operator()(Handler&& h, std::string id, frugal::diagnostics* diag) const
         {
             self->async_generation_impl(std::move(id), diag, std::forward<Handler>(h));

@@ -71,6 +71,7 @@ public:
         units_ -= b.units_;
         return *this;
     }
+    // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
     friend constexpr auto operator<=>(money, money) noexcept = default;
     friend constexpr bool operator==(money, money) noexcept = default;
 

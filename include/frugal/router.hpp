@@ -250,6 +250,7 @@ public:
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, cascade_result)>(
+            // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
             [this](auto handler, chat_request req) {
                 async_complete_impl(std::move(req), std::move(handler));
             },

@@ -296,10 +296,11 @@ void book::unhold(open_reservation& r)
         w.reserved -= r.live;
         if (!r.orphan)
             --c.account->in_flight;
-        if (&w != &c.account->current && w.reserved == money())
+        if (&w != &c.account->current && w.reserved == money()) {
             std::erase_if(c.account->older, [&](const window_account& o) {
                 return o.window == c.window && o.reserved == money();
             });
+        }
     }
 }
 

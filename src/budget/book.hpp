@@ -145,7 +145,7 @@ public:
 private:
     struct spec_entry {
         money cap;
-        budget_period period;
+        budget_period period = budget_period::none;
     };
     budget_account& make(std::string_view name, const spec_entry& s);
 

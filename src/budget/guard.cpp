@@ -89,7 +89,7 @@ public:
     void unlock() noexcept { pthread_mutex_unlock(&m_); }
 
 private:
-    pthread_mutex_t m_;
+    pthread_mutex_t m_{};
 };
 
 // A waiter served (or denied) under the lock, completed after it.
@@ -120,11 +120,12 @@ public:
             return error::budget_store_failed;
         }
         const auto now = now_ms();
-        for (const auto& c : st.committed)
+        for (const auto& c : st.committed) {
             if (auto* a = book_.find_or_make(c.budget)) {
                 a->roll(window_of(a->period, now));
                 book_.add_committed(*a, c.window, c.amount);
             }
+        }
         book_.total_committed = st.ledger_total;
         for (const auto& o : st.open) {
             const auto slot = book_.acquire();
@@ -140,11 +141,12 @@ public:
             r.bound = {r.amount, {}};
             r.max_tokens = 0;
             r.charges.clear();
-            for (const auto& c : o.charges)
+            for (const auto& c : o.charges) {
                 if (auto* a = book_.find_or_make(c.budget)) {
                     a->roll(window_of(a->period, now));
                     r.charges.push_back({a, c.window});
                 }
+            }
             book_.hold(r);
         }
         next_id_ = std::max<std::uint64_t>(st.next_id, 1);
@@ -490,7 +492,8 @@ public:
         });
     }
 
-    void async_reserve(const reserve_request& req, asio::any_io_executor ex, reserve_handler h)
+    void
+    async_reserve(const reserve_request& req, const asio::any_io_executor& ex, reserve_handler h)
     {
         reservation res;
         error_code ec;
@@ -523,10 +526,11 @@ public:
         }
         auto self = shared_from_this();
         auto slot = asio::get_associated_cancellation_slot(w->handler);
-        if (slot.is_connected())
+        if (slot.is_connected()) {
             slot.assign([self, w](asio::cancellation_type) {
                 self->abandon(w, asio::error::operation_aborted);
             });
+        }
         w->timer.expires_after(params_.max_wait);
         w->timer.async_wait([self, w](error_code tec) {
             if (!tec)
@@ -764,7 +768,7 @@ reservation budget_guard::try_reserve(
     const reserve_request& req,
     error_code& ec,
     std::string* detail,
-    asio::any_io_executor cancel_on)
+    const asio::any_io_executor& cancel_on)
 {
     return impl_->try_reserve(req, ec, detail, cancel_on);
 }

@@ -80,11 +80,12 @@ public:
     settle(std::uint64_t, std::span<const budget_charge_view> charges, attempt_record& r) override
     {
         r.record_id = next_record_++;
-        for (const auto& c : charges)
+        for (const auto& c : charges) {
             if (c.account >= names_.size() || names_[c.account].empty()) {
                 names_.resize(std::max<std::size_t>(names_.size(), c.account + 1));
                 names_[c.account] = std::string(c.budget);
             }
+        }
         if (params_.on_record)
             params_.on_record(r);
         entry* e = nullptr;

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include <charconv>
-#include <cstring>
+#include <system_error>
 
 namespace frugal {
 
@@ -130,7 +130,8 @@ public:
         const auto lock_path = p.path + ".lock";
         lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (lock_fd_ < 0) {
-            detail = "cannot create " + lock_path + ": " + std::strerror(errno);
+            detail = "cannot create " + lock_path + ": " +
+                     std::error_code(errno, std::generic_category()).message();
             return error::budget_store_failed;
         }
         if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {

@@ -71,10 +71,12 @@ bool matches_at(std::string_view text, std::size_t i, std::string_view pat) noex
 // A byte-by-byte scan, for policies whose patterns start with many different letters.
 bool refuses_slow(const cascade_policy& p, std::string_view window)
 {
-    for (std::size_t i = 0; i < window.size(); ++i)
-        for (const auto& pat : p.refusal_patterns)
+    for (std::size_t i = 0; i < window.size(); ++i) {
+        for (const auto& pat : p.refusal_patterns) {
             if (!pat.empty() && lower(window[i]) == pat[0] && matches_at(window, i, pat))
                 return true;
+        }
+    }
     return false;
 }
 
@@ -139,21 +141,27 @@ bool matches(const json::value& v, const json::value& schema, int depth = 0)
     }
     if (v.is_object()) {
         const auto& o = v.get_object();
-        if (const auto* req = s.if_contains("required"); req != nullptr && req->is_array())
-            for (const auto& k : req->get_array())
+        if (const auto* req = s.if_contains("required"); req != nullptr && req->is_array()) {
+            for (const auto& k : req->get_array()) {
                 if (k.is_string() && !o.contains(k.get_string()))
                     return false;
-        if (const auto* props = s.if_contains("properties"); props != nullptr && props->is_object())
-            for (const auto& [k, sub] : props->get_object())
-                if (const auto* member = o.if_contains(k); member != nullptr)
-                    if (!matches(*member, sub, depth + 1))
-                        return false;
-    }
-    if (v.is_array())
-        if (const auto* items = s.if_contains("items"); items != nullptr)
-            for (const auto& el : v.get_array())
-                if (!matches(el, *items, depth + 1))
+            }
+        }
+        if (const auto* props = s.if_contains("properties");
+            props != nullptr && props->is_object()) {
+            for (const auto& [k, sub] : props->get_object()) {
+                const auto* member = o.if_contains(k);
+                if (member != nullptr && !matches(*member, sub, depth + 1))
                     return false;
+            }
+        }
+    }
+    if (const auto* items = s.if_contains("items"); items != nullptr && v.is_array()) {
+        for (const auto& el : v.get_array()) {
+            if (!matches(el, *items, depth + 1))
+                return false;
+        }
+    }
     return true;
 }
 

@@ -147,11 +147,12 @@ parse_policy(std::string_view text, boost::system::error_code& ec, std::string& 
         p.escalate_on.clear();
         for (const auto& name : *on) {
             const auto reason = reason_named(name);
-            if (!reason)
+            if (!reason) {
                 return bad(
                     "\"escalate_on\": unknown condition \"" + name +
                     "\" (length, empty, error, timeout, rate_limited, refusal, "
                     "invalid_json, too_short)");
+            }
             p.escalate_on.push_back(*reason);
         }
     }

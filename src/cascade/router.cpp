@@ -351,7 +351,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         asio::co_spawn(
             client->get_executor(), attempt(base, tier, request_id),
             asio::bind_cancellation_slot(
-                h->stop[which].slot(), [h, which](std::exception_ptr, attempt_run r) {
+                h->stop[which].slot(), [h, which](const std::exception_ptr&, attempt_run r) {
                     h->running[which] = false;
                     h->done[which] = std::move(r);
                     h->wake.cancel();
@@ -368,8 +368,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     {
         if (!run.answered)
             return false;
-        chat_request req = base;
-        return judge(policy, req, run.response) == escalation_reason::none;
+        return judge(policy, base, run.response) == escalation_reason::none;
     }
 
     // Runs tier `tier` hedged with `tier + 1`; gives the runs in the order they were started
@@ -503,10 +502,11 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             }
             std::vector<attempt_run> runs; // two when hedged; one is the common case
             attempt_run single;
-            if (policy.hedge_after.count() > 0 && !last)
+            if (policy.hedge_after.count() > 0 && !last) {
                 runs = co_await hedged(req, t, request_id);
-            else
+            } else {
                 single = co_await attempt(req, t, request_id);
+            }
             const std::span<attempt_run> done =
                 runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
             if (done.size() == 2) {
@@ -882,7 +882,7 @@ void router::async_complete_impl(
     auto op = std::make_shared<detail::complete_op>(std::move(handler));
     asio::co_spawn(
         ex, impl_->complete(std::move(req), op),
-        asio::bind_cancellation_slot(slot, [ex, op](std::exception_ptr ep) {
+        asio::bind_cancellation_slot(slot, [ex, op](const std::exception_ptr& ep) {
             if (ep) {
                 op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
                 op->result = {};
@@ -901,7 +901,7 @@ void router::start_stream(chat_request request, stream_mode mode, cascade_stream
     asio::co_spawn(
         ex, detail::produce(impl_, st, std::move(request), mode),
         asio::bind_cancellation_slot(
-            st->stop.slot(), [st](std::exception_ptr) { st->producer_done = true; }));
+            st->stop.slot(), [st](const std::exception_ptr&) { st->producer_done = true; }));
 }
 
 // cascade_stream

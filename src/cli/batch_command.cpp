@@ -151,7 +151,7 @@ struct progress {
             std::fprintf(stderr, " of $%s", cap->to_string().c_str());
         std::fflush(stderr);
     }
-    void clear()
+    void clear() const
     {
         if (enabled)
             std::fprintf(stderr, "\r\033[K");
@@ -237,12 +237,13 @@ void print_table(
     std::printf(
         "%-44s %9s %13s %13s %14s\n", "model", "requests", "prompt tok", "completion",
         "cost (USD)");
-    for (const auto& [model, t] : by_model)
+    for (const auto& [model, t] : by_model) {
         std::printf(
             "%-44s %9llu %13llu %13llu %14s\n", model.c_str(),
             static_cast<unsigned long long>(t.requests),
             static_cast<unsigned long long>(t.prompt_tokens),
             static_cast<unsigned long long>(t.completion_tokens), t.cost.to_string().c_str());
+    }
     std::printf(
         "\n%zu prompts: %zu escalated, %zu escalations denied by the budget, %zu failed\n",
         outcomes.size(), escalated, denied, failed);
@@ -362,11 +363,12 @@ int run_batch(const batch_options& options)
                     o.ec = cec;
                     if (cec) {
                         o.error = cec.message();
-                        for (auto it = res.attempts.rbegin(); it != res.attempts.rend(); ++it)
+                        for (auto it = res.attempts.rbegin(); it != res.attempts.rend(); ++it) {
                             if (it->error) {
                                 o.error = it->model_asked + ": " + it->error.message();
                                 break;
                             }
+                        }
                     }
                     o.result = std::move(res);
                     ++bar.done;
