@@ -64,10 +64,11 @@ std::string canned_stream()
     const std::string prefix =
         R"(data: {"id":"gen-1795000000-q7Rk2mXvB9sLdT4wPz1a","object":"chat.completion.chunk","created":1795000000,"model":"deepseek/deepseek-v3.2","provider":"DeepSeek","choices":[{"index":0,"delta":{"content":")";
     std::string sse = ": OPENROUTER PROCESSING\n\n";
-    for (int i = 0; i < stream_chunks; ++i)
+    for (int i = 0; i < stream_chunks; ++i) {
         sse += prefix + (i == 0 ? "Token" : " token") +
                R"(","role":"assistant"},"finish_reason":null,"native_finish_reason":null}]})" +
                "\n\n";
+    }
     const std::string finish =
         R"("choices":[{"index":0,"delta":{"content":"","role":"assistant"},"finish_reason":"stop","native_finish_reason":"stop"}])";
     const std::string head =
@@ -227,10 +228,11 @@ rate measure(std::uint16_t port, bool stream, int workers, std::chrono::seconds 
     l.counting = false;
     l.stopping = true;
     io.run_for(2s);
-    if (l.errors != 0)
+    if (l.errors != 0) {
         std::fprintf(
             stderr, "  %llu errors, the first: %s\n", static_cast<unsigned long long>(l.errors),
             l.first_error.c_str());
+    }
     const double units = static_cast<double>(std::max<std::uint64_t>(l.units, 1));
     return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units};
 }
@@ -281,7 +283,7 @@ rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono:
     req.max_tokens = 300;
     req.messages.push_back({.role = "user", .content = "Explain. [sim tokens=59]"});
     load l;
-    for (int i = 0; i < workers; ++i)
+    for (int i = 0; i < workers; ++i) {
         asio::co_spawn(
             io,
             [&]() -> asio::awaitable<void> {
@@ -302,6 +304,7 @@ rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono:
                 }
             },
             asio::detached);
+    }
     io.run_for(500ms);
     l.counting = true;
     const double cpu0 = bench::cpu_seconds();
@@ -312,10 +315,11 @@ rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono:
     l.counting = false;
     l.stopping = true;
     io.run_for(2s);
-    if (l.errors != 0)
+    if (l.errors != 0) {
         std::fprintf(
             stderr, "  %llu errors, the first: %s\n", static_cast<unsigned long long>(l.errors),
             l.first_error.c_str());
+    }
     const double units = static_cast<double>(std::max<std::uint64_t>(l.units, 1));
     return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units};
 }
@@ -341,8 +345,9 @@ asio::awaitable<void> opener(
     std::size_t step,
     int& opened)
 {
-    for (std::size_t i = first; i < streams.size(); i += step)
+    for (std::size_t i = first; i < streams.size(); i += step) {
         co_await open_stream(c, req, streams[i], opened);
+    }
 }
 
 // Memory per open stream: `n` streams started (64 at a time) and one delta read from each,

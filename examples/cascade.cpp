@@ -53,7 +53,7 @@ int main()
     params.base_url = sim.base_url();
     params.api_key = "sk-or-v1-example";
     frugal::chat_client client(io.get_executor(), params);
-    boost::asio::co_spawn(io, ask(client), [](std::exception_ptr e) {
+    boost::asio::co_spawn(io, ask(client), [](const std::exception_ptr& e) {
         if (e)
             std::rethrow_exception(e);
     });

@@ -35,7 +35,7 @@ int main()
     params.api_key = "sk-or-v1-example"; // by default: OPENROUTER_API_KEY
     frugal::chat_client client(io.get_executor(), params);
 
-    boost::asio::co_spawn(io, ask(client), [](std::exception_ptr e) {
+    boost::asio::co_spawn(io, ask(client), [](const std::exception_ptr& e) {
         if (e)
             std::rethrow_exception(e);
     });

@@ -30,12 +30,13 @@ boost::asio::awaitable<void> stream_answer(frugal::chat_client& client)
     }
 
     // A failure comes with what the server said; a success with usage and cost.
-    if (ec)
+    if (ec) {
         std::cerr << "\nfailed: " << ec.message() << ": " << stream.diagnostics().to_string()
                   << '\n';
-    else if (const auto& usage = stream.response().usage; usage && usage->cost)
+    } else if (const auto& usage = stream.response().usage; usage && usage->cost) {
         std::cout << "\n"
                   << usage->completion_tokens << " tokens, $" << usage->cost->to_string() << '\n';
+    }
 }
 
 int main()

@@ -240,7 +240,7 @@ public:
             [this](auto handler, const reserve_request& r) {
                 // The wait's timer runs on the handler's executor.
                 boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler);
-                async_reserve_impl(r, std::move(ex), std::move(handler));
+                async_reserve_impl(r, ex, std::move(handler));
             },
             token, req);
     }
@@ -279,7 +279,7 @@ private:
     explicit budget_guard(std::shared_ptr<detail::guard_impl> impl) noexcept;
     void async_reserve_impl(
         const reserve_request& req,
-        boost::asio::any_io_executor ex,
+        const boost::asio::any_io_executor& ex,
         boost::asio::any_completion_handler<void(boost::system::error_code, reservation)> h);
     std::shared_ptr<detail::guard_impl> impl_;
 };

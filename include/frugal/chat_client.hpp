@@ -353,7 +353,7 @@ private:
         // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
         void operator()(Handler&& h, std::string id, frugal::diagnostics* diag) const
         {
-            self->async_generation_impl(std::move(id), diag, std::forward<Handler>(h));
+            self->async_generation_impl(id, diag, std::forward<Handler>(h));
         }
     };
     struct key_initiation : base_initiation<key_initiation> {
@@ -378,7 +378,7 @@ private:
         boost::asio::any_completion_handler<
             void(boost::system::error_code, std::vector<model_info>)> handler);
     void async_generation_impl(
-        std::string id,
+        const std::string& id,
         frugal::diagnostics* diag,
         boost::asio::any_completion_handler<void(boost::system::error_code, generation_info)>
             handler);

@@ -196,7 +196,7 @@ public:
             [this](auto handler) {
                 boost::asio::any_io_executor ex =
                     boost::asio::get_associated_executor(handler, executor());
-                async_next_impl(std::move(ex), std::move(handler));
+                async_next_impl(ex, std::move(handler));
             },
             token);
     }
@@ -205,7 +205,7 @@ private:
     friend class router;
     boost::asio::any_io_executor executor() const;
     void async_next_impl(
-        boost::asio::any_io_executor ex,
+        const boost::asio::any_io_executor& ex,
         boost::asio::any_completion_handler<void(boost::system::error_code, cascade_event)> h);
     std::shared_ptr<detail::cascade_stream_state> state_;
 };

@@ -775,10 +775,10 @@ reservation budget_guard::try_reserve(
 
 void budget_guard::async_reserve_impl(
     const reserve_request& req,
-    asio::any_io_executor ex,
+    const asio::any_io_executor& ex,
     asio::any_completion_handler<void(error_code, reservation)> h)
 {
-    impl_->async_reserve(req, std::move(ex), std::move(h));
+    impl_->async_reserve(req, ex, std::move(h));
 }
 
 error_code budget_guard::correct(std::uint64_t record_id, money proven)

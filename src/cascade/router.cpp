@@ -928,7 +928,8 @@ asio::any_io_executor cascade_stream::executor() const
 }
 
 void cascade_stream::async_next_impl(
-    asio::any_io_executor ex, asio::any_completion_handler<void(error_code, cascade_event)> h)
+    const asio::any_io_executor& ex,
+    asio::any_completion_handler<void(error_code, cascade_event)> h)
 {
     if (!state_ || (state_->finished && !state_->events.ready())) {
         asio::post(

@@ -112,7 +112,7 @@ int run_chat(const chat_options& options)
     int status = exit_failure;
     asio::co_spawn(
         io, run(client, std::move(req), options),
-        [&status](std::exception_ptr ep, int s) { status = ep ? exit_failure : s; });
+        [&status](const std::exception_ptr& ep, int s) { status = ep ? exit_failure : s; });
     io.run();
     return status;
 }

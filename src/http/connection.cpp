@@ -32,7 +32,7 @@ std::string route::key() const
     return k;
 }
 
-connection::connection(asio::any_io_executor ex, std::shared_ptr<asio::ssl::context> tls)
+connection::connection(const asio::any_io_executor& ex, std::shared_ptr<asio::ssl::context> tls)
     : executor_(ex), tls_context_(std::move(tls)), socket_(ex), watchdog_(ex)
 {
 }

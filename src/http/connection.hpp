@@ -49,7 +49,7 @@ struct connect_deadlines {
 class connection : public std::enable_shared_from_this<connection> {
 public:
     /// A connection that will use TLS when `tls` is given.
-    connection(asio::any_io_executor ex, std::shared_ptr<asio::ssl::context> tls);
+    connection(const asio::any_io_executor& ex, std::shared_ptr<asio::ssl::context> tls);
     ~connection();
 
     using executor_type = asio::any_io_executor;

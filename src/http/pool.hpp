@@ -49,7 +49,7 @@ public:
 
 private:
     struct waiter {
-        asio::steady_timer* timer;
+        asio::steady_timer* timer = nullptr;
         bool woken = false;
     };
     void wake_one();

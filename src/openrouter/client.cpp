@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 #include <ctime>
 #include <functional>
@@ -53,10 +54,10 @@ constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 // connection goes idle. A response head gets `head_reserve`; a whole body `read_reserve` per
 // read; a stream adapts (see `chat_stream::state::read_size`), so that a slow stream waiting for
 // its next token holds little and a fast one reads many events per call.
-constexpr std::size_t head_reserve = 4 * 1024;
-constexpr std::size_t read_reserve = 16 * 1024;
+constexpr std::size_t head_reserve = std::size_t{4} * 1024;
+constexpr std::size_t read_reserve = std::size_t{16} * 1024;
 constexpr std::size_t min_stream_read = 1024;
-constexpr std::size_t max_stream_read = 64 * 1024;
+constexpr std::size_t max_stream_read = std::size_t{64} * 1024;
 
 std::string env(const char* name)
 {
@@ -129,11 +130,12 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view v)
 std::string diagnostics::to_string() const
 {
     std::string s = message.empty() ? std::string("no details") : message;
-    if (http_status != 0)
+    if (http_status != 0) {
         s += " (HTTP " + std::to_string(http_status) +
              (code.empty() || code == std::to_string(http_status) ? "" : ", code " + code) + ")";
-    else if (!code.empty())
+    } else if (!code.empty()) {
         s += " (code " + code + ")";
+    }
     if (!error_type.empty())
         s += " [" + error_type + "]";
     if (!raw.empty() && raw != message)
@@ -343,7 +345,12 @@ asio::awaitable<error_code> start_exchange(
         }
         ++x.conn->requests;
 
-        std::string head = method + " " + c->base_path + path + " HTTP/1.1\r\n" + c->fixed_headers;
+        std::string head = method;
+        head += ' ';
+        head += c->base_path;
+        head += path;
+        head += " HTTP/1.1\r\n";
+        head += c->fixed_headers;
         head += "Accept: ";
         head += accept;
         head += "\r\n";
@@ -383,15 +390,16 @@ asio::awaitable<error_code> start_exchange(
             co_await bhttp::async_read_header(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
         if (rec) {
             const bool timed_out = x.conn->timed_out();
-            if (timed_out)
+            if (timed_out) {
                 diag.message = "no response within the first-byte deadline";
-            else if (rec == bhttp::error::body_limit)
+            } else if (rec == bhttp::error::body_limit) {
                 diag.message = body_limit_message(c->params.limits.max_body_size);
-            else if (rec == bhttp::error::header_limit)
+            } else if (rec == bhttp::error::header_limit) {
                 diag.message = "the response headers are larger than max_header_size (" +
                                std::to_string(c->params.limits.max_header_size) + " bytes)";
-            else
+            } else {
                 diag.message = "reading the response head failed: " + rec.message();
+            }
             c->pool.release(c->key, std::move(x.conn), false);
             co_return timed_out ? error_code(error::timeout) : rec;
         }
@@ -423,14 +431,15 @@ asio::awaitable<error_code> finish_whole(
             co_await bhttp::async_read_some(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
         if (ec) {
             const bool timed_out = x.conn->timed_out();
-            if (timed_out)
+            if (timed_out) {
                 diag.message = steady_clock::now() >= total
                                    ? "the whole-request deadline passed while reading the body"
                                    : "the response body stalled";
-            else if (ec == bhttp::error::body_limit)
+            } else if (ec == bhttp::error::body_limit) {
                 diag.message = body_limit_message(c->params.limits.max_body_size);
-            else
+            } else {
                 diag.message = "reading the response body failed: " + ec.message();
+            }
             c->pool.release(c->key, std::move(x.conn), false);
             co_return timed_out ? error_code(error::timeout) : ec;
         }
@@ -451,7 +460,8 @@ error_code response_error(int status, std::string_view body, diagnostics& diag)
         diag.message = body.empty() ? "HTTP " + std::to_string(status) : snippet(body);
     if (status == 200) {
         // An error after the status went out: its code, if numeric, is the status it stands for.
-        const int code = std::atoi(e.code.c_str());
+        int code = 0;
+        std::from_chars(e.code.data(), e.code.data() + e.code.size(), code);
         return code >= 400 ? error_for_status(code, e) : error_code(error::provider_error);
     }
     return error_for_status(status, e);
@@ -543,7 +553,7 @@ void launch(
         ex, std::move(op),
         asio::bind_cancellation_slot(
             slot, [ex, h = std::move(handler)](
-                      std::exception_ptr ep, std::tuple<error_code, T> r) mutable {
+                      const std::exception_ptr& ep, std::tuple<error_code, T> r) mutable {
                 auto [ec, value] = std::move(r);
                 if (ep) {
                     // Only bad_alloc and bugs throw in here; report rather than terminate.
@@ -581,10 +591,11 @@ chat_op(std::shared_ptr<client_impl> c, chat_request req, diagnostics* out)
                 } else if (chunk.finish_reason == "error" || chunk.choice_error.present) {
                     ec = error::provider_error;
                     fill(diag, chunk.choice_error);
-                    if (diag.message.empty())
+                    if (diag.message.empty()) {
                         diag.message =
                             "the provider ended the answer with finish_reason \"error\" (" +
                             chunk.native_finish_reason + ")";
+                    }
                 } else if (!chunk.has_choice) {
                     ec = error::protocol_error;
                     diag.message = "the response has no choices: " + snippet(text);
@@ -687,7 +698,7 @@ void chat_client::async_models_impl(
 }
 
 void chat_client::async_generation_impl(
-    std::string id,
+    const std::string& id,
     diagnostics* diag,
     asio::any_completion_handler<void(error_code, generation_info)> handler)
 {
@@ -828,11 +839,12 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
             if (chunk.error.present || chunk.finish_reason == "error") {
                 // OpenRouter reports a failure after the 200 in the stream itself.
                 fill(diag, chunk.error.present ? chunk.error : chunk.choice_error);
-                if (diag.message.empty())
+                if (diag.message.empty()) {
                     diag.message = "the provider ended the stream with finish_reason \"error\"" +
                                    (chunk.native_finish_reason.empty()
                                         ? std::string()
                                         : " (" + chunk.native_finish_reason + ")");
+                }
                 response.finish_reason = "error";
                 response.native_finish_reason = chunk.native_finish_reason;
                 error = error::midstream_error;
@@ -909,7 +921,7 @@ namespace {
 
 // After [DONE], reads the rest of the HTTP message (the chunked body's end) in the background,
 // so the connection can go back to the pool; the caller already has its answer.
-void drain(std::shared_ptr<chat_stream::state> s)
+void drain(const std::shared_ptr<chat_stream::state>& s)
 {
     if (!s->conn)
         return;
@@ -1104,7 +1116,7 @@ void chat_client::async_start_stream_impl(
         ex, start_stream_op(impl_, std::move(req), s),
         asio::bind_cancellation_slot(
             slot, [ex, h = std::move(handler)](
-                      std::exception_ptr ep, std::tuple<error_code, bool> r) mutable {
+                      const std::exception_ptr& ep, std::tuple<error_code, bool> r) mutable {
                 error_code ec = std::get<0>(r);
                 if (ep)
                     ec = asio::error::no_memory;

@@ -457,7 +457,7 @@ public:
 private:
     node top() const { return stack_.empty() ? node::skip : stack_.back().kind; }
 
-    usage& ensure_usage()
+    usage& ensure_usage() const
     {
         if (!out->usage)
             out->usage.emplace();

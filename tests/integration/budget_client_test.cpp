@@ -245,7 +245,7 @@ BOOST_AUTO_TEST_CASE(metered_streams_are_cancelled_together_when_the_cap_is_reac
         "metered: cap " << cap.to_string() << ", billed " << billed.to_string() << ", overshoot "
                         << overshoot.to_string() << " (" << overshoot.units() / price.units()
                         << " tokens over " << streams << " streams)");
-    BOOST_TEST((overshoot <= price * (streams * 10)));
+    BOOST_TEST((overshoot <= price * (std::int64_t{streams} * 10)));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -361,8 +361,8 @@ BOOST_AUTO_TEST_CASE(cancelling_a_chat_closes_its_connection_promptly)
 BOOST_AUTO_TEST_CASE(cancelling_a_stream_read_cancels_the_generation)
 {
     client_fixture f(paced(30ms));
-    const auto s = f.stream(
-        request("anthropic/claude-fable-5", "Hi [sim tokens=40]"), /*cancel_after_deltas=*/5);
+    const auto s =
+        f.stream(request("anthropic/claude-fable-5", "Hi [sim tokens=40]"), /*cancel_after=*/5);
     BOOST_TEST(s.ec == boost::asio::error::operation_aborted);
     BOOST_TEST(s.deltas == 5);
     BOOST_TEST(f.client.open_connections() == 0u);

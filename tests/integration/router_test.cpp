@@ -377,7 +377,8 @@ BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_res
         r.async_complete(
             request("", "Tell a long story. [sim tokens=200]"),
             asio::bind_cancellation_slot(cancel.slot(), asio::as_tuple(asio::use_awaitable))),
-        [&](std::exception_ptr, std::tuple<boost::system::error_code, frugal::cascade_result> t) {
+        [&](const std::exception_ptr&,
+            std::tuple<boost::system::error_code, frugal::cascade_result> t) {
             o.ec = std::get<0>(t);
             o.result = std::move(std::get<1>(t));
         });
@@ -461,7 +462,7 @@ BOOST_AUTO_TEST_CASE(two_thousand_concurrent_cascades_on_one_thread)
     int completed = 0;
     int failed = 0;
     int escalated = 0;
-    for (int i = 0; i < n; ++i)
+    for (int i = 0; i < n; ++i) {
         asio::co_spawn(
             f.io,
             [&, i]() -> asio::awaitable<void> {
@@ -473,6 +474,7 @@ BOOST_AUTO_TEST_CASE(two_thousand_concurrent_cascades_on_one_thread)
                 escalated += res.escalated ? 1 : 0;
             },
             asio::detached);
+    }
     f.io.restart();
     f.io.run();
     BOOST_TEST(completed == n);

@@ -108,7 +108,7 @@ inline asio::awaitable<std::tuple<boost::system::error_code, boost::system::erro
 two_reads(chat_stream& s)
 {
     std::optional<boost::system::error_code> first;
-    s.async_read_delta([&first](boost::system::error_code ec, chat_delta) { first = ec; });
+    s.async_read_delta([&first](boost::system::error_code ec, const chat_delta&) { first = ec; });
     auto [second, d] = co_await s.async_read_delta(tuple_awaitable);
     asio::steady_timer t(co_await asio::this_coro::executor);
     while (!first) {
@@ -246,7 +246,7 @@ struct client_fixture {
         return out;
     }
 
-    boost::json::object bill()
+    boost::json::object bill() const
     {
         http_client c(sim.port());
         return boost::json::parse(c.request(boost::beast::http::verb::get, "/__sim/bill").body())

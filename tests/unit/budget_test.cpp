@@ -174,13 +174,14 @@ BOOST_AUTO_TEST_CASE(windows_follow_utc_days_monday_weeks_and_calendar_months)
     BOOST_TEST(window_of(budget_period::none, nov29) == 0);
     // Each period ends where the next begins.
     using frugal::detail::window_end_ms;
-    for (const auto p : {budget_period::daily, budget_period::weekly, budget_period::monthly})
+    for (const auto p : {budget_period::daily, budget_period::weekly, budget_period::monthly}) {
         for (std::int64_t t = -40 * day; t < 800 * day; t += day / 3) {
             const auto end = window_end_ms(p, window_of(p, t));
             BOOST_TEST(end > t);
             BOOST_TEST(window_of(p, end - 1) == window_of(p, t));
             BOOST_TEST(window_of(p, end) == window_of(p, t) + 1);
         }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(a_daily_cap_starts_again_and_a_straddling_reservation_stays_in_its_day)
