@@ -199,6 +199,29 @@ struct rate {
     double cpu_us_per_unit = 0;
 };
 
+// Runs the workers already spawned on `io`: a warm-up, a measured window (rate and CPU per unit
+// of `l`), then a drain; errors are reported on stderr.
+rate run_load(asio::io_context& io, load& l, std::chrono::seconds window)
+{
+    io.run_for(500ms);
+    l.counting = true;
+    const double cpu0 = bench::cpu_seconds();
+    const auto t0 = steady::now();
+    io.run_for(window);
+    const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
+    const double cpu = bench::cpu_seconds() - cpu0;
+    l.counting = false;
+    l.stopping = true;
+    io.run_for(2s);
+    if (l.errors != 0) {
+        std::fprintf(
+            stderr, "  %llu errors, the first: %s\n", static_cast<unsigned long long>(l.errors),
+            l.first_error.c_str());
+    }
+    const double units = static_cast<double>(std::max<std::uint64_t>(l.units, 1));
+    return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units};
+}
+
 // Runs `workers` copies of `worker` for a warm-up and a measured window on this thread.
 template <class Worker>
 rate measure(std::uint16_t port, bool stream, int workers, std::chrono::seconds window)
@@ -218,23 +241,7 @@ rate measure(std::uint16_t port, bool stream, int workers, std::chrono::seconds 
     load l;
     for (int i = 0; i < workers; ++i)
         asio::co_spawn(io, Worker{}(client, req, l), asio::detached);
-    io.run_for(500ms);
-    l.counting = true;
-    const double cpu0 = bench::cpu_seconds();
-    const auto t0 = steady::now();
-    io.run_for(window);
-    const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
-    const double cpu = bench::cpu_seconds() - cpu0;
-    l.counting = false;
-    l.stopping = true;
-    io.run_for(2s);
-    if (l.errors != 0) {
-        std::fprintf(
-            stderr, "  %llu errors, the first: %s\n", static_cast<unsigned long long>(l.errors),
-            l.first_error.c_str());
-    }
-    const double units = static_cast<double>(std::max<std::uint64_t>(l.units, 1));
-    return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units};
+    return run_load(io, l, window);
 }
 
 struct whole_fn {
@@ -305,23 +312,7 @@ rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono:
             },
             asio::detached);
     }
-    io.run_for(500ms);
-    l.counting = true;
-    const double cpu0 = bench::cpu_seconds();
-    const auto t0 = steady::now();
-    io.run_for(window);
-    const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
-    const double cpu = bench::cpu_seconds() - cpu0;
-    l.counting = false;
-    l.stopping = true;
-    io.run_for(2s);
-    if (l.errors != 0) {
-        std::fprintf(
-            stderr, "  %llu errors, the first: %s\n", static_cast<unsigned long long>(l.errors),
-            l.first_error.c_str());
-    }
-    const double units = static_cast<double>(std::max<std::uint64_t>(l.units, 1));
-    return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units};
+    return run_load(io, l, window);
 }
 
 asio::awaitable<void>

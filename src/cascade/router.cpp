@@ -217,18 +217,45 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         }
     }
 
-    // Reserves without waiting, which decides most requests; false when the budget is short
-    // or refuses (then `reserve` waits for settlements, or reports the denial).
-    bool try_reserve(const chat_request& req, std::uint64_t request_id, reservation& res)
+    // What the guard is asked for an attempt's request: its prompt's bound and max_tokens.
+    reserve_request reserve_ask(const chat_request& req, std::uint64_t request_id) const
     {
-        if (!guard)
-            return true;
         reserve_request rr;
         rr.model = req.model;
         rr.prompt_bytes = prompt_bound(req);
         rr.max_tokens = req.max_tokens.value_or(0);
         rr.keys = keys;
         rr.request_id = request_id;
+        return rr;
+    }
+
+    // A 429 from a free model holds the limiter back for its Retry-After (a minute without one).
+    void note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag)
+    {
+        if (ec == error::rate_limited && free_tier[tier])
+            limiter.block_until(
+                unix_now_ms() + diag.retry_after.value_or(std::chrono::seconds(60)).count());
+    }
+
+    // The record of a free tier skipped because its limiter was empty.
+    cascade_attempt skipped_attempt(std::uint32_t tier, escalation_reason reason) const
+    {
+        cascade_attempt a;
+        a.tier = tier;
+        a.model_asked = policy.tiers[tier];
+        a.outcome = attempt_outcome::not_sent;
+        a.error = error::rate_limited;
+        a.reason = reason;
+        return a;
+    }
+
+    // Reserves without waiting, which decides most requests; false when the budget is short
+    // or refuses (then `reserve` waits for settlements, or reports the denial).
+    bool try_reserve(const chat_request& req, std::uint64_t request_id, reservation& res)
+    {
+        if (!guard)
+            return true;
+        const auto rr = reserve_ask(req, request_id);
         error_code ec;
         res = guard->try_reserve(rr, ec, nullptr, client->get_executor());
         return res.active();
@@ -241,12 +268,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     {
         if (!guard)
             co_return true;
-        reserve_request rr;
-        rr.model = req.model;
-        rr.prompt_bytes = prompt_bound(req);
-        rr.max_tokens = req.max_tokens.value_or(0);
-        rr.keys = keys;
-        rr.request_id = request_id;
+        const auto rr = reserve_ask(req, request_id);
         auto [ec, got] = co_await guard->async_reserve(rr, tuple_awaitable);
         if (ec) {
             run.rec.outcome = attempt_outcome::not_sent;
@@ -323,9 +345,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             run.rec.outcome = attempt_outcome::cancelled;
         else if (ec)
             run.rec.outcome = attempt_outcome::unknown;
-        if (ec == error::rate_limited && free_tier[tier])
-            limiter.block_until(
-                unix_now_ms() + diag.retry_after.value_or(std::chrono::seconds(60)).count());
+        note_rate_limit(tier, ec, diag);
         account(run, res, diag, request_id, t0_ms);
         co_return run;
     }
@@ -487,13 +507,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 out.escalated = true;
             if (free_tier[t] && limiter.acquire(unix_now_ms()) != 0 &&
                 co_await free_tier_skip(last)) {
-                cascade_attempt skipped;
-                skipped.tier = t;
-                skipped.model_asked = policy.tiers[t];
-                skipped.outcome = attempt_outcome::not_sent;
-                skipped.error = error::rate_limited;
-                skipped.reason = last ? escalation_reason::none : escalation_reason::rate_limited;
-                out.attempts.push_back(std::move(skipped));
+                out.attempts.push_back(skipped_attempt(
+                    t, last ? escalation_reason::none : escalation_reason::rate_limited));
                 last_error = error::rate_limited;
                 if (out.reason == escalation_reason::none && !last)
                     out.reason = escalation_reason::rate_limited;
@@ -642,13 +657,7 @@ asio::awaitable<void> produce(
         }
         if (r->free_tier[t] && r->limiter.acquire(unix_now_ms()) != 0 &&
             co_await r->free_tier_skip(last)) {
-            cascade_attempt skipped;
-            skipped.tier = t;
-            skipped.model_asked = r->policy.tiers[t];
-            skipped.outcome = attempt_outcome::not_sent;
-            skipped.error = error::rate_limited;
-            skipped.reason = escalation_reason::rate_limited;
-            out.attempts.push_back(std::move(skipped));
+            out.attempts.push_back(r->skipped_attempt(t, escalation_reason::rate_limited));
             last_error = error::rate_limited;
             if (out.reason == escalation_reason::none)
                 out.reason = escalation_reason::rate_limited;
@@ -758,9 +767,7 @@ asio::awaitable<void> produce(
         if (!ended && !ec)
             diag.request_sent = true; // abandoned mid-stream: it was sent
         s = chat_stream();            // abandons the connection now, before accounting
-        if (ec == error::rate_limited && r->free_tier[t])
-            r->limiter.block_until(
-                unix_now_ms() + diag.retry_after.value_or(std::chrono::seconds(60)).count());
+        r->note_rate_limit(t, ec, diag);
         r->account(run, res, diag, request_id, t0_ms);
         out.total_cost += run.rec.cost;
         if (consumer_gone || ec == asio::error::operation_aborted) {
