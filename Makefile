@@ -29,9 +29,10 @@ build: deps
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
 
-# The most complete thing frugal does so far: the simulator streaming through frugal's parser.
+# The whole idea in one run against the in-process simulator: a streamed escalation, a batch
+# under a cap the guard enforces, the report, the reconciliation and an HTML dashboard.
 demo: build
-	@tools/demo.sh $(BUILD_DIR)/bin/frugal
+	$(BUILD_DIR)/bin/frugal demo --out $(BUILD_DIR)/demo
 
 bench: build
 	$(BUILD_DIR)/bin/frugal_bench --results=$(BUILD_DIR)/bench/results.json

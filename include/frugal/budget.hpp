@@ -44,6 +44,9 @@ struct budget_spec {
     budget_period period = budget_period::none;
 };
 
+/// The name of `p` as notes and reports write it ("none", "daily", "weekly", "monthly").
+const char* to_string(budget_period p) noexcept;
+
 /// What the guard promises.
 enum class budget_mode {
     /// Every request reserves its worst case before it is sent, so for every budget
@@ -270,6 +273,23 @@ public:
 
     /// The ledger records from `since_ms` on.
     boost::system::error_code read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out);
+
+    /// Writes `record` to the ledger without charging anything: an attempt the guard denied
+    /// (`attempt_outcome::denied`), so reports can count the escalations a cap refused.
+    /// `record.cost` is set to zero.
+    boost::system::error_code record(attempt_record& record);
+
+    /// A request id no earlier record of the store uses: ids group a cascade's attempts in
+    /// the ledger, across runs of a durable store.
+    std::uint64_t new_request_id() noexcept;
+
+    /// Keeps a fact a report needs beside the ledger (`budget_store::put_note`). The guard
+    /// notes each cap itself, as `budget:NAME` = `CAP PERIOD`; a router notes its tiers and
+    /// their prices.
+    boost::system::error_code annotate(std::string_view key, std::string_view value);
+
+    /// Every note of the store, ordered by key.
+    boost::system::error_code read_notes(std::vector<std::pair<std::string, std::string>>& out);
 
     /// Stops all paid traffic: waiting requests are denied, in-flight ones are cancelled, new
     /// ones fail with `error::budget_closed`. Free calls go on.

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace frugal {
@@ -26,6 +27,7 @@ enum class attempt_outcome : std::uint8_t {
     cancelled, ///< stopped by the caller or the guard after the request was sent
     unknown,   ///< cut, timed out or lost: charged its whole reservation until proven
     not_sent,  ///< never reached the provider; costs nothing
+    denied,    ///< refused by the budget guard before it was sent; costs nothing
 };
 
 /// The name of `o` as the ledger writes it ("ok", "error", ...).
@@ -48,7 +50,10 @@ struct attempt_record {
     /// lookup may later prove a smaller one (`budget_guard::correct`).
     bool estimated = false;
     std::int64_t latency_us = 0;
-    std::string keys;            ///< the budget keys the request was made under, space separated
+    std::string keys; ///< the budget keys the request was made under, space separated
+    /// Why the cascade asked this tier: empty for the tier a request starts at, else the
+    /// escalation reason's name ("length", "refusal", "rate_limited", "timeout", ...).
+    std::string reason;
     std::uint64_t record_id = 0; ///< set by the store
     bool operator==(const attempt_record&) const = default;
 };
@@ -95,6 +100,7 @@ struct budget_store_state {
     std::vector<budget_charge> committed; ///< settled spend per budget window
     std::vector<reservation_entry> open;  ///< reservations no one settled (a crash)
     std::uint64_t next_id = 1;            ///< above every reservation id the store has used
+    std::uint64_t next_request_id = 1;    ///< above every request id the ledger holds
     money ledger_total;                   ///< the sum of every ledger record's cost
 };
 
@@ -151,6 +157,15 @@ public:
     /// The ledger records from `since_ms` on, oldest first.
     virtual boost::system::error_code
     read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out) = 0;
+
+    /// Keeps `value` under `key`, replacing an older value: the facts a report needs beside
+    /// the ledger (each cap, the policy's tiers and their prices). Optional: the default keeps
+    /// nothing.
+    virtual boost::system::error_code put_note(std::string_view key, std::string_view value);
+
+    /// Every note, ordered by key.
+    virtual boost::system::error_code
+    read_notes(std::vector<std::pair<std::string, std::string>>& out);
 };
 
 /// Options of the memory store.
@@ -178,6 +193,9 @@ enum class sqlite_durability {
 struct sqlite_store_params {
     std::string path;
     sqlite_durability durability = sqlite_durability::power_loss;
+    /// Opens the file only to read it (reports): no lock is taken, so a process owning the
+    /// file may be writing it meanwhile (WAL readers see its last committed transaction).
+    bool read_only = false;
 };
 
 /// A durable store in an SQLite file (WAL mode): spend, open reservations and the ledger

@@ -150,6 +150,15 @@ public:
             book_.hold(r);
         }
         next_id_ = std::max<std::uint64_t>(st.next_id, 1);
+        next_request_id_.store(std::max<std::uint64_t>(st.next_request_id, 1));
+        // Reports read the caps beside the ledger.
+        for (const auto& b : params_.budgets) {
+            const auto value = b.cap.to_string() + ' ' + to_string(b.period);
+            if (auto ec = store_->put_note("budget:" + b.name, value)) {
+                detail = "the budget store could not be written: " + ec.message();
+                return error::budget_store_failed;
+            }
+        }
         return {};
     }
 
@@ -632,6 +641,7 @@ public:
     std::shared_ptr<budget_store> store_;
     book book_;
     std::uint64_t next_id_ = 1;
+    std::atomic<std::uint64_t> next_request_id_{1};
     bool closed_ = false;
     bool failed_ = false;
     bool keeps_ = true;
@@ -825,6 +835,43 @@ error_code budget_guard::read_ledger(std::int64_t since_ms, std::vector<attempt_
 {
     const std::lock_guard lock(impl_->mu_);
     return impl_->store_->read_ledger(since_ms, out);
+}
+
+error_code budget_guard::record(attempt_record& record)
+{
+    record.cost = money();
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->store_->settle(0, {}, record) ? error_code(error::budget_store_failed)
+                                                : error_code();
+}
+
+std::uint64_t budget_guard::new_request_id() noexcept
+{
+    return impl_->next_request_id_.fetch_add(1, std::memory_order_relaxed);
+}
+
+error_code budget_guard::annotate(std::string_view key, std::string_view value)
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->store_->put_note(key, value) ? error_code(error::budget_store_failed)
+                                               : error_code();
+}
+
+error_code budget_guard::read_notes(std::vector<std::pair<std::string, std::string>>& out)
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->store_->read_notes(out) ? error_code(error::budget_store_failed) : error_code();
+}
+
+const char* to_string(budget_period p) noexcept
+{
+    switch (p) {
+    case budget_period::none: return "none";
+    case budget_period::daily: return "daily";
+    case budget_period::weekly: return "weekly";
+    case budget_period::monthly: return "monthly";
+    }
+    return "none";
 }
 
 void budget_guard::close()

@@ -3,6 +3,7 @@
 #include <frugal/error.hpp>
 
 #include <algorithm>
+#include <map>
 #include <unordered_map>
 
 namespace frugal {
@@ -15,12 +16,25 @@ const char* to_string(attempt_outcome o) noexcept
     case attempt_outcome::cancelled: return "cancelled";
     case attempt_outcome::unknown: return "unknown";
     case attempt_outcome::not_sent: return "not_sent";
+    case attempt_outcome::denied: return "denied";
     }
     return "unknown";
 }
 
 boost::system::error_code budget_store::note_generation(std::uint64_t, const std::string&)
 {
+    return {};
+}
+
+boost::system::error_code budget_store::put_note(std::string_view, std::string_view)
+{
+    return {};
+}
+
+boost::system::error_code
+budget_store::read_notes(std::vector<std::pair<std::string, std::string>>& out)
+{
+    out.clear();
     return {};
 }
 
@@ -107,6 +121,7 @@ public:
         e->model_served = strings_.intern(r.model_served, hints_[1]);
         e->provider = strings_.intern(r.provider, hints_[2]);
         e->keys = strings_.intern(r.keys, hints_[3]);
+        e->reason = strings_.intern(r.reason, hints_[4]);
         e->outcome = r.outcome;
         e->estimated = r.estimated;
         e->generation_id.assign(r.generation_id); // capacity kept from the entry's last use
@@ -117,6 +132,19 @@ public:
     }
 
     boost::system::error_code release(std::uint64_t) override { return {}; }
+
+    boost::system::error_code put_note(std::string_view key, std::string_view value) override
+    {
+        notes_.insert_or_assign(std::string(key), std::string(value));
+        return {};
+    }
+
+    boost::system::error_code
+    read_notes(std::vector<std::pair<std::string, std::string>>& out) override
+    {
+        out.assign(notes_.begin(), notes_.end());
+        return {};
+    }
 
     boost::system::error_code
     correct(std::uint64_t record_id, money proven, std::vector<budget_charge>& moved) override
@@ -157,6 +185,7 @@ public:
             r.estimated = e.estimated;
             r.latency_us = e.latency_us;
             r.keys = strings_.at(e.keys);
+            r.reason = strings_.at(e.reason);
             out.push_back(std::move(r));
         }
         return {};
@@ -180,6 +209,7 @@ private:
         std::uint32_t model_served = 0;
         std::uint32_t provider = 0;
         std::uint32_t keys = 0;
+        std::uint32_t reason = 0;
         attempt_outcome outcome = attempt_outcome::ok;
         bool estimated = false;
         std::string generation_id;
@@ -203,7 +233,8 @@ private:
     std::uint64_t next_record_ = 1;
     std::vector<std::string> names_;
     string_table strings_;
-    std::uint32_t hints_[4] = {~0u, ~0u, ~0u, ~0u};
+    std::uint32_t hints_[5] = {~0u, ~0u, ~0u, ~0u, ~0u};
+    std::map<std::string, std::string, std::less<>> notes_;
 };
 
 } // namespace

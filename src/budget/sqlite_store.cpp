@@ -109,8 +109,10 @@ CREATE TABLE IF NOT EXISTS ledger(
     model_served TEXT NOT NULL, provider TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL, cost INTEGER NOT NULL, outcome TEXT NOT NULL,
     estimated INTEGER NOT NULL, latency_us INTEGER NOT NULL, keys TEXT NOT NULL,
-    reservation_id INTEGER NOT NULL, charges TEXT NOT NULL);
+    reservation_id INTEGER NOT NULL, charges TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS ledger_time ON ledger(time_ms);
+CREATE TABLE IF NOT EXISTS notes(
+    key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 )sql";
 
 class sqlite_store final : public budget_store {
@@ -125,6 +127,21 @@ public:
 
     error_code open(const sqlite_store_params& p, std::string& detail)
     {
+        if (p.read_only) {
+            read_only_ = true;
+            // A reader needs no lock (WAL gives it the last committed transaction) and must not
+            // create or change the file.
+            if (sqlite3_open_v2(
+                    p.path.c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
+                SQLITE_OK)
+                return fail(detail, "cannot open " + p.path);
+            sqlite3_busy_timeout(db_, 5000);
+            if (!has_table("ledger"))
+                return fail(detail, p.path + " is not a frugal ledger");
+            has_reason_ = has_column("ledger", "reason");
+            has_notes_ = has_table("notes");
+            return {};
+        }
         // One owner at a time: the guard decides from memory, so two processes writing one
         // file would each spend the same headroom.
         const auto lock_path = p.path + ".lock";
@@ -149,6 +166,10 @@ public:
             (p.durability == sqlite_durability::power_loss ? "FULL" : "NORMAL") + ";";
         if (exec(pragmas.c_str()) || exec(schema))
             return fail(detail, "cannot set up " + p.path);
+        // Files written before the ledger kept the escalation reason gain the column.
+        if (!has_column("ledger", "reason") &&
+            exec("ALTER TABLE ledger ADD COLUMN reason TEXT NOT NULL DEFAULT ''"))
+            return fail(detail, "cannot upgrade " + p.path);
         struct {
             statement* s;
             const char* sql;
@@ -157,8 +178,12 @@ public:
             {&note_, "UPDATE reservations SET generation_id=?2 WHERE id=?1"},
             {&release_, "DELETE FROM reservations WHERE id=?1"},
             {&insert_ledger_,
-             "INSERT INTO ledger "
-             "VALUES(NULL,?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"},
+             "INSERT INTO ledger(time_ms, request_id, generation_id, tier, model_asked, "
+             "model_served, provider, prompt_tokens, completion_tokens, cost, outcome, "
+             "estimated, latency_us, keys, reservation_id, charges, reason) "
+             "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"},
+            {&put_note_, "INSERT INTO notes VALUES(?1,?2) ON CONFLICT(key) "
+                         "DO UPDATE SET value=excluded.value"},
             {&add_spend_, "INSERT INTO spend VALUES(?1,?2,?3) ON CONFLICT(budget, window) "
                           "DO UPDATE SET committed=committed+excluded.committed"},
             {&find_record_, "SELECT cost, charges FROM ledger WHERE id=?1"},
@@ -205,17 +230,22 @@ public:
             return error::budget_store_failed;
         statement t;
         if (t.prepare(
-                db_, "SELECT COALESCE(SUM(cost), 0), COALESCE(MAX(reservation_id), 0) "
+                db_, "SELECT COALESCE(SUM(cost), 0), COALESCE(MAX(reservation_id), 0), "
+                     "MAX(COALESCE((SELECT MAX(request_id) FROM ledger), 0), "
+                     "COALESCE((SELECT MAX(request_id) FROM reservations), 0)) "
                      "FROM ledger") != SQLITE_OK ||
             t.step() != SQLITE_ROW)
             return error::budget_store_failed;
         out.ledger_total = money::from_units(t.int64(0));
         out.next_id = std::max(out.next_id, static_cast<std::uint64_t>(t.int64(1)) + 1);
+        out.next_request_id = static_cast<std::uint64_t>(t.int64(2)) + 1;
         return {};
     }
 
     error_code reserve(const reservation_view& r) override
     {
+        if (read_only_)
+            return error::budget_store_failed;
         const money amount = r.charges.empty() ? money() : r.charges.front().amount;
         reserve_.bind(1, static_cast<std::int64_t>(r.id));
         reserve_.bind(2, r.time_ms);
@@ -228,6 +258,8 @@ public:
 
     error_code note_generation(std::uint64_t id, const std::string& generation_id) override
     {
+        if (read_only_)
+            return error::budget_store_failed;
         note_.bind(1, static_cast<std::int64_t>(id));
         note_.bind(2, generation_id);
         return run(note_);
@@ -238,6 +270,8 @@ public:
         std::span<const budget_charge_view> charges,
         attempt_record& rec) override
     {
+        if (read_only_)
+            return error::budget_store_failed;
         if (auto ec = run(begin_))
             return ec;
         error_code ec;
@@ -263,6 +297,7 @@ public:
             s.bind(14, rec.keys);
             s.bind(15, static_cast<std::int64_t>(reservation_id));
             s.bind(16, encode_charges(charges));
+            s.bind(17, rec.reason);
             ec = run(s);
             rec.record_id = static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_));
         }
@@ -276,6 +311,8 @@ public:
 
     error_code release(std::uint64_t id) override
     {
+        if (read_only_)
+            return error::budget_store_failed;
         release_.bind(1, static_cast<std::int64_t>(id));
         return run(release_);
     }
@@ -283,6 +320,8 @@ public:
     error_code
     correct(std::uint64_t record_id, money proven, std::vector<budget_charge>& moved) override
     {
+        if (read_only_)
+            return error::budget_store_failed;
         moved.clear();
         if (auto ec = run(begin_))
             return ec;
@@ -314,11 +353,12 @@ public:
     {
         out.clear();
         statement s;
-        if (s.prepare(
-                db_, "SELECT id, time_ms, request_id, generation_id, tier, model_asked, "
-                     "model_served, provider, prompt_tokens, completion_tokens, cost, outcome, "
-                     "estimated, latency_us, keys FROM ledger WHERE time_ms >= ?1 ORDER BY id") !=
-            SQLITE_OK)
+        const std::string sql =
+            std::string("SELECT id, time_ms, request_id, generation_id, tier, model_asked, "
+                        "model_served, provider, prompt_tokens, completion_tokens, cost, outcome, "
+                        "estimated, latency_us, keys, ") +
+            (has_reason_ ? "reason" : "''") + " FROM ledger WHERE time_ms >= ?1 ORDER BY id";
+        if (s.prepare(db_, sql.c_str()) != SQLITE_OK)
             return error::budget_store_failed;
         s.bind(1, since_ms);
         int rc = 0;
@@ -339,8 +379,32 @@ public:
             r.estimated = s.int64(12) != 0;
             r.latency_us = s.int64(13);
             r.keys = s.text(14);
+            r.reason = s.text(15);
             out.push_back(std::move(r));
         }
+        return rc == SQLITE_DONE ? error_code() : error_code(error::budget_store_failed);
+    }
+
+    error_code put_note(std::string_view key, std::string_view value) override
+    {
+        if (read_only_)
+            return error::budget_store_failed;
+        put_note_.bind(1, key);
+        put_note_.bind(2, value);
+        return run(put_note_);
+    }
+
+    error_code read_notes(std::vector<std::pair<std::string, std::string>>& out) override
+    {
+        out.clear();
+        if (!has_notes_)
+            return {};
+        statement s;
+        if (s.prepare(db_, "SELECT key, value FROM notes ORDER BY key") != SQLITE_OK)
+            return error::budget_store_failed;
+        int rc = 0;
+        while ((rc = s.step()) == SQLITE_ROW)
+            out.emplace_back(s.text(0), s.text(1));
         return rc == SQLITE_DONE ? error_code() : error_code(error::budget_store_failed);
     }
 
@@ -349,7 +413,7 @@ private:
     {
         for (auto o :
              {attempt_outcome::ok, attempt_outcome::error, attempt_outcome::cancelled,
-              attempt_outcome::unknown, attempt_outcome::not_sent})
+              attempt_outcome::unknown, attempt_outcome::not_sent, attempt_outcome::denied})
             if (s == to_string(o))
                 return o;
         return attempt_outcome::unknown;
@@ -380,6 +444,27 @@ private:
         return ec;
     }
 
+    bool has_table(const char* name)
+    {
+        statement s;
+        if (s.prepare(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?1") !=
+            SQLITE_OK)
+            return false;
+        s.bind(1, std::string_view(name));
+        return s.step() == SQLITE_ROW;
+    }
+
+    bool has_column(const char* table, const char* column)
+    {
+        statement s;
+        if (s.prepare(
+                db_, (std::string("SELECT 1 FROM pragma_table_info('") + table + "') WHERE name=?1")
+                         .c_str()) != SQLITE_OK)
+            return false;
+        s.bind(1, std::string_view(column));
+        return s.step() == SQLITE_ROW;
+    }
+
     error_code exec(const char* sql)
     {
         return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) == SQLITE_OK
@@ -396,7 +481,10 @@ private:
     sqlite3* db_ = nullptr;
     int lock_fd_ = -1;
     statement reserve_, note_, release_, insert_ledger_, add_spend_, find_record_, set_cost_,
-        begin_, commit_, rollback_;
+        put_note_, begin_, commit_, rollback_;
+    bool read_only_ = false; // no write statement is prepared
+    bool has_reason_ = true;
+    bool has_notes_ = true;
 };
 
 } // namespace

@@ -52,6 +52,8 @@ struct attempt_run {
     chat_response response;
     bool answered = false;      // a complete response arrived
     bool budget_denied = false; // the guard refused the reservation
+    // Why the cascade asked this tier (none: the tier the request started at).
+    escalation_reason arrived_by = escalation_reason::none;
 };
 
 } // namespace
@@ -82,7 +84,30 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 price != nullptr ? price->free()
                                  : t.size() > 5 && t.compare(t.size() - 5, 5, ":free") == 0);
         }
+        note_policy();
     }
+
+    // Reports compare the traffic with the top tier alone: the ledger keeps the tiers and
+    // their prices beside the records. A note that cannot be written costs the report its
+    // comparison, not the caller a request.
+    void note_policy()
+    {
+        if (!guard)
+            return;
+        std::string tiers;
+        for (const auto& t : policy.tiers) {
+            if (!tiers.empty())
+                tiers += ' ';
+            tiers += t;
+            if (const auto* p = prices.find(t))
+                (void)guard->annotate(
+                    "price:" + t, p->prompt.to_string() + ' ' + p->completion.to_string() + ' ' +
+                                      p->request.to_string());
+        }
+        (void)guard->annotate("tiers", tiers);
+    }
+
+    std::uint64_t new_request_id() { return guard ? guard->new_request_id() : next_request_id++; }
 
     chat_client* client;
     cascade_policy policy;
@@ -161,6 +186,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         r.outcome = a.outcome;
         r.latency_us = a.latency.count();
         r.keys = keys_joined;
+        r.reason = run.arrived_by == escalation_reason::none ? "" : to_string(run.arrived_by);
         r.estimated = false;
         r.record_id = 0;
         return r;
@@ -274,6 +300,11 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             run.rec.outcome = attempt_outcome::not_sent;
             run.rec.error = ec;
             run.budget_denied = ec == error::budget_exhausted || ec == error::budget_closed;
+            if (run.budget_denied) {
+                auto& rec = ledger_record(run, request_id, unix_now_ms());
+                rec.outcome = attempt_outcome::denied;
+                (void)guard->record(rec);
+            }
             co_return false;
         }
         res = std::move(got);
@@ -291,11 +322,15 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 
     // One whole attempt: reserve, send, account.
     // `base` lives in the cascade's frame, which outlives every attempt (a hedge waits for both).
-    asio::awaitable<attempt_run>
-    attempt(const chat_request& base, std::uint32_t tier, std::uint64_t request_id)
+    asio::awaitable<attempt_run> attempt(
+        const chat_request& base,
+        std::uint32_t tier,
+        std::uint64_t request_id,
+        escalation_reason arrived_by)
     {
         co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
         attempt_run run;
+        run.arrived_by = arrived_by;
         run.rec.tier = tier;
         run.rec.model_asked = policy.tiers[tier];
         auto req = tier_request(base, tier);
@@ -365,11 +400,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         int which,
         const chat_request& base,
         std::uint32_t tier,
-        std::uint64_t request_id)
+        std::uint64_t request_id,
+        escalation_reason arrived_by)
     {
         h->running[which] = true;
         asio::co_spawn(
-            client->get_executor(), attempt(base, tier, request_id),
+            client->get_executor(), attempt(base, tier, request_id, arrived_by),
             asio::bind_cancellation_slot(
                 h->stop[which].slot(), [h, which](const std::exception_ptr&, attempt_run r) {
                     h->running[which] = false;
@@ -393,8 +429,11 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 
     // Runs tier `tier` hedged with `tier + 1`; gives the runs in the order they were started
     // (one or two).
-    asio::awaitable<std::vector<attempt_run>>
-    hedged(const chat_request& base, std::uint32_t tier, std::uint64_t request_id)
+    asio::awaitable<std::vector<attempt_run>> hedged(
+        const chat_request& base,
+        std::uint32_t tier,
+        std::uint64_t request_id,
+        escalation_reason arrived_by)
     {
         auto h = std::make_shared<hedge>(client->get_executor());
         auto cs = co_await asio::this_coro::cancellation_state;
@@ -410,12 +449,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         };
         if (cs.slot().is_connected())
             cs.slot().assign(stop_both{h.get()});
-        spawn_attempt(h, 0, base, tier, request_id);
+        spawn_attempt(h, 0, base, tier, request_id, arrived_by);
         co_await wait_for(h, policy.hedge_after);
         bool second = false;
         if (!h->done[0]) {
             second = true;
-            spawn_attempt(h, 1, base, tier + 1, request_id);
+            spawn_attempt(h, 1, base, tier + 1, request_id, escalation_reason::timeout);
         }
         bool cancelled_other = false;
         for (;;) {
@@ -484,9 +523,10 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         // Cancellation is checked where it matters; an await must not throw for it.
         co_await asio::this_coro::throw_if_cancelled(false);
         cascade_result& out = op->result;
-        const std::uint64_t request_id = next_request_id++;
+        const std::uint64_t request_id = new_request_id();
         escalation_reason pre = escalation_reason::none;
         std::uint32_t t = first_tier(req, pre);
+        escalation_reason arrived_by = pre;
         if (t > 0) {
             out.escalated = true;
             out.reason = pre;
@@ -512,15 +552,16 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 last_error = error::rate_limited;
                 if (out.reason == escalation_reason::none && !last)
                     out.reason = escalation_reason::rate_limited;
+                arrived_by = escalation_reason::rate_limited;
                 ++t;
                 continue;
             }
             std::vector<attempt_run> runs; // two when hedged; one is the common case
             attempt_run single;
             if (policy.hedge_after.count() > 0 && !last) {
-                runs = co_await hedged(req, t, request_id);
+                runs = co_await hedged(req, t, request_id, arrived_by);
             } else {
-                single = co_await attempt(req, t, request_id);
+                single = co_await attempt(req, t, request_id, arrived_by);
             }
             const std::span<attempt_run> done =
                 runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
@@ -555,6 +596,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 if (tier >= top) {
                     top = tier;
                     v = rv; // the highest tier tried decides what comes next
+                    arrived_by = run.rec.reason;
                 }
             }
             if (accepted) {
@@ -633,9 +675,10 @@ asio::awaitable<void> produce(
     };
     auto result = std::make_shared<cascade_result>();
     auto& out = *result;
-    const std::uint64_t request_id = r->next_request_id++;
+    const std::uint64_t request_id = r->new_request_id();
     escalation_reason pre = escalation_reason::none;
     std::uint32_t t = r->first_tier(base, pre);
+    escalation_reason arrived_by = pre;
     if (t > 0) {
         out.escalated = true;
         out.reason = pre;
@@ -662,9 +705,11 @@ asio::awaitable<void> produce(
             if (out.reason == escalation_reason::none)
                 out.reason = escalation_reason::rate_limited;
             out.escalated = out.escalated || !last;
+            arrived_by = escalation_reason::rate_limited;
             continue;
         }
         attempt_run run;
+        run.arrived_by = arrived_by;
         run.rec.tier = t;
         run.rec.model_asked = r->policy.tiers[t];
         auto req = r->tier_request(base, t);
@@ -814,6 +859,7 @@ asio::awaitable<void> produce(
         out.escalated = true;
         if (out.reason == escalation_reason::none)
             out.reason = why;
+        arrived_by = why;
         if (shown)
             pending = why;
     }

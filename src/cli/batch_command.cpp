@@ -340,6 +340,8 @@ int run_batch(const batch_options& options)
             std::fprintf(stderr, "frugal batch: %s\n", detail.c_str());
             return exit_failure;
         }
+        // `frugal report --reconcile` looks the generations up where they were made.
+        (void)guard->annotate("base_url", client.params().base_url);
     }
     router r(client, *policy, prices, guard);
 

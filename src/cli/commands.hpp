@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace frugal::cli {
 
@@ -48,6 +49,36 @@ struct batch_options {
 /// prints a table per model (or one JSON object) on stdout. Exit status 1 when a line was
 /// skipped or a prompt failed, 2 for a bad policy or command line.
 int run_batch(const batch_options& options);
+
+struct report_options {
+    std::string ledger_file;
+    bool json = false;
+    bool csv = false;
+    std::string html_file; ///< empty: no HTML
+    std::string since;     ///< empty: every record
+    bool reconcile = false;
+    std::string base_url;
+    double reconcile_wait_seconds = 15;
+};
+
+/// `frugal report`: the usage report of a ledger (text, JSON, CSV or an HTML dashboard), with
+/// `reconcile` checked against the provider. Exit status 1 when the books and the bill differ.
+int run_report(const report_options& options);
+
+/// `--since`: a date, a UTC time or a span back from `now_ms` ("24h"); 0 for empty text.
+std::optional<std::int64_t> parse_since(std::string_view text, std::int64_t now_ms);
+
+struct demo_options {
+    bool live = false;
+    std::string out_dir = "frugal-demo";
+    std::string cheap;
+    std::string flagship;
+};
+
+/// `frugal demo`: the cheap-first idea end to end against the in-process simulator (or, with
+/// `live`, OpenRouter): a batch under a cap, one streamed escalation, the report, the
+/// reconciliation and an HTML dashboard. Exit status 1 when the books and the bill differ.
+int run_demo(const demo_options& options);
 
 struct sim_options {
     std::string host = "127.0.0.1";

@@ -80,6 +80,45 @@ int main(int argc, char** argv)
     sim_cmd->add_flag(
         "--demo-latency", sim.demo_latency, "Realistic time to first token and per token");
 
+    report_options report;
+    auto* report_cmd = app.add_subcommand(
+        "report", "Usage per model, tier and cap from a ledger; the saving against the flagship "
+                  "alone; the provider's bill with --reconcile");
+    report_cmd->add_option("--ledger", report.ledger_file, "SQLite ledger (frugal batch --ledger)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    auto* json_flag = report_cmd->add_flag("--json", report.json, "One JSON object");
+    auto* csv_flag = report_cmd->add_flag("--csv", report.csv, "CSV (RFC 4180), one row per item");
+    json_flag->excludes(csv_flag);
+    report_cmd->add_option(
+        "--html", report.html_file, "Write a self-contained HTML dashboard to this file");
+    report_cmd->add_option(
+        "--since", report.since, "Only records from: 2026-11-26, 2026-11-26T09:30:00Z, 24h, 7d");
+    report_cmd->add_flag(
+        "--reconcile", report.reconcile,
+        "Look every generation up on the provider (key from OPENROUTER_API_KEY) and list "
+        "differences; exit status 1 when there are any");
+    report_cmd->add_option(
+        "--base-url", report.base_url,
+        "API base URL for --reconcile (default: the one the ledger was written against)");
+    report_cmd
+        ->add_option(
+            "--reconcile-wait", report.reconcile_wait_seconds,
+            "Seconds after a generation ends during which a 404 is retried")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+
+    demo_options demo;
+    auto* demo_cmd = app.add_subcommand(
+        "demo", "Cheap-first routing under a hard cap, end to end, against the in-process "
+                "simulator");
+    demo_cmd->add_flag(
+        "--live", demo.live, "Run against OpenRouter itself (needs OPENROUTER_API_KEY)");
+    demo_cmd->add_option("--out", demo.out_dir, "Directory for the ledger and the dashboard")
+        ->capture_default_str();
+    demo_cmd->add_option("--cheap", demo.cheap, "The cheap model (default: a free one)");
+    demo_cmd->add_option("--flagship", demo.flagship, "The flagship model");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -96,6 +135,10 @@ int main(int argc, char** argv)
             return run_chat(chat);
         if (*batch_cmd)
             return run_batch(batch);
+        if (*report_cmd)
+            return run_report(report);
+        if (*demo_cmd)
+            return run_demo(demo);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "frugal: %s\n", e.what());
         return exit_failure;

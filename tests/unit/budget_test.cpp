@@ -13,7 +13,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <sqlite3.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <optional>
 
 using frugal::money;
@@ -516,6 +520,172 @@ BOOST_AUTO_TEST_CASE(cancelling_async_reserve_ends_the_wait_and_reserves_nothing
     io.run();
     BOOST_TEST((got == boost::system::error_code(boost::asio::error::operation_aborted)));
     BOOST_TEST((f.budget("global").reserved == held.amount()));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(ledger_facts)
+
+namespace {
+
+struct scratch_file {
+    scratch_file()
+        : path(
+              std::filesystem::temp_directory_path() /
+              ("frugal-ledger-" + std::to_string(::getpid()) + ".db"))
+    {
+        clean();
+    }
+    ~scratch_file() { clean(); }
+    void clean() const
+    {
+        for (const char* s : {"", "-wal", "-shm", ".lock"})
+            std::filesystem::remove(path.string() + s);
+    }
+    std::filesystem::path path;
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_across_runs)
+{
+    scratch_file file;
+    frugal::budget_params p;
+    p.budgets = {
+        {"global", usd("1"), frugal::budget_period::none},
+        {"tenant:*", usd("0.25"), frugal::budget_period::daily}};
+    boost::system::error_code ec;
+    std::string detail;
+    std::uint64_t first_ids[2] = {};
+    {
+        auto store = frugal::open_sqlite_store({file.path.string()}, ec, detail);
+        BOOST_TEST_REQUIRE(store != nullptr, detail);
+        auto g = frugal::budget_guard::open(p, catalog(), store, ec, detail);
+        BOOST_TEST_REQUIRE(g.has_value(), detail);
+        first_ids[0] = g->new_request_id();
+        first_ids[1] = g->new_request_id();
+        BOOST_TEST(first_ids[1] == first_ids[0] + 1);
+        BOOST_TEST(!g->annotate("tiers", "a b"));
+        BOOST_TEST(!g->annotate("tiers", "cheap flagship")); // a later value replaces it
+
+        frugal::reserve_request rr;
+        rr.model = paid;
+        rr.prompt_bytes = 100;
+        rr.max_tokens = 100;
+        rr.request_id = first_ids[1];
+        auto res = g->try_reserve(rr, ec);
+        BOOST_TEST_REQUIRE(res.active());
+        res.mark_sent();
+        auto rec = record(usd("0.01"));
+        rec.reason = "refusal";
+        rec.tier = 1;
+        BOOST_TEST(!res.settle(rec));
+
+        auto denied = record(usd("0.5")); // a denial charges nothing, whatever it says
+        denied.outcome = frugal::attempt_outcome::denied;
+        denied.reason = "length";
+        denied.request_id = first_ids[0];
+        BOOST_TEST(!g->record(denied));
+        BOOST_TEST(denied.cost == money());
+        BOOST_TEST(g->committed_total() == usd("0.01"));
+    }
+    // A reader needs no lock: it works while the owner has the file open.
+    auto owner = frugal::open_sqlite_store({file.path.string()}, ec, detail);
+    BOOST_TEST_REQUIRE(owner != nullptr, detail);
+    frugal::sqlite_store_params ro;
+    ro.path = file.path.string();
+    ro.read_only = true;
+    auto reader = frugal::open_sqlite_store(ro, ec, detail);
+    BOOST_TEST_REQUIRE(reader != nullptr, detail);
+    std::vector<frugal::attempt_record> records;
+    BOOST_TEST(!reader->read_ledger(0, records));
+    BOOST_TEST_REQUIRE(records.size() == 2u);
+    BOOST_TEST(records[0].reason == "refusal");
+    BOOST_TEST(records[0].request_id == first_ids[1]);
+    BOOST_TEST((records[1].outcome == frugal::attempt_outcome::denied));
+    BOOST_TEST(records[1].reason == "length");
+    BOOST_TEST(records[1].cost == money());
+    std::vector<std::pair<std::string, std::string>> notes;
+    BOOST_TEST(!reader->read_notes(notes));
+    const std::vector<std::pair<std::string, std::string>> want = {
+        {"budget:global", "1 none"},
+        {"budget:tenant:*", "0.25 daily"},
+        {"tiers", "cheap flagship"}};
+    BOOST_TEST((notes == want));
+    BOOST_TEST(reader->reserve({1, 0, 0, paid, {}})); // a reader cannot write
+    reader.reset();
+    // A second run continues the request ids: a cascade's attempts stay grouped in the ledger.
+    auto g = frugal::budget_guard::open(p, catalog(), owner, ec, detail);
+    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    BOOST_TEST(g->new_request_id() > first_ids[1]);
+}
+
+BOOST_AUTO_TEST_CASE(a_ledger_written_before_reasons_were_kept_is_upgraded_in_place)
+{
+    scratch_file file;
+    {
+        sqlite3* db = nullptr;
+        BOOST_TEST_REQUIRE(sqlite3_open(file.path.string().c_str(), &db) == SQLITE_OK);
+        const char* old_schema = R"sql(
+CREATE TABLE spend(budget TEXT NOT NULL, window INTEGER NOT NULL, committed INTEGER NOT NULL,
+    PRIMARY KEY(budget, window)) WITHOUT ROWID;
+CREATE TABLE reservations(id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,
+    request_id INTEGER NOT NULL, model TEXT NOT NULL, generation_id TEXT NOT NULL,
+    amount INTEGER NOT NULL, charges TEXT NOT NULL);
+CREATE TABLE ledger(id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,
+    request_id INTEGER NOT NULL, generation_id TEXT NOT NULL, tier INTEGER NOT NULL,
+    model_asked TEXT NOT NULL, model_served TEXT NOT NULL, provider TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost INTEGER NOT NULL,
+    outcome TEXT NOT NULL, estimated INTEGER NOT NULL, latency_us INTEGER NOT NULL,
+    keys TEXT NOT NULL, reservation_id INTEGER NOT NULL, charges TEXT NOT NULL);
+INSERT INTO ledger VALUES(1, 5, 41, 'gen-1', 0, 'm', 'm', 'p', 1, 2, 3000, 'ok', 0, 9, '', 0, '');
+)sql";
+        BOOST_TEST_REQUIRE(sqlite3_exec(db, old_schema, nullptr, nullptr, nullptr) == SQLITE_OK);
+        sqlite3_close(db);
+    }
+    boost::system::error_code ec;
+    std::string detail;
+    frugal::sqlite_store_params ro{file.path.string()};
+    ro.read_only = true;
+    {
+        auto reader = frugal::open_sqlite_store(ro, ec, detail); // reads the old form as it is
+        BOOST_TEST_REQUIRE(reader != nullptr, detail);
+        std::vector<frugal::attempt_record> records;
+        BOOST_TEST(!reader->read_ledger(0, records));
+        BOOST_TEST_REQUIRE(records.size() == 1u);
+        BOOST_TEST(records[0].reason.empty());
+    }
+    auto store = frugal::open_sqlite_store({file.path.string()}, ec, detail);
+    BOOST_TEST_REQUIRE(store != nullptr, detail);
+    frugal::budget_store_state st;
+    BOOST_TEST(!store->load(st));
+    BOOST_TEST(st.next_request_id == 42u);
+    auto rec = record(usd("0.5"));
+    rec.reason = "empty";
+    BOOST_TEST(!store->settle(0, {}, rec));
+    std::vector<frugal::attempt_record> records;
+    BOOST_TEST(!store->read_ledger(0, records));
+    BOOST_TEST_REQUIRE(records.size() == 2u);
+    BOOST_TEST(records[0].cost == money::from_units(3000));
+    BOOST_TEST(records[1].reason == "empty");
+}
+
+BOOST_AUTO_TEST_CASE(the_memory_store_keeps_notes_and_reasons_too)
+{
+    fixture f({{"global", usd("1")}});
+    BOOST_TEST(!f.guard->annotate("tiers", "x y"));
+    std::vector<std::pair<std::string, std::string>> notes;
+    BOOST_TEST(!f.guard->read_notes(notes));
+    BOOST_TEST(notes.size() == 2u); // the cap, then the tiers
+    auto denied = record(money());
+    denied.outcome = frugal::attempt_outcome::denied;
+    denied.reason = "refusal";
+    BOOST_TEST(!f.guard->record(denied));
+    std::vector<frugal::attempt_record> records;
+    BOOST_TEST(!f.guard->read_ledger(0, records));
+    BOOST_TEST_REQUIRE(records.size() == 1u);
+    BOOST_TEST(records[0].reason == "refusal");
+    BOOST_TEST(std::string(frugal::to_string(records[0].outcome)) == "denied");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,116 @@
+#ifndef FRUGAL_CLI_REPORT_HPP
+#define FRUGAL_CLI_REPORT_HPP
+
+// The usage report of a ledger: what `frugal report` prints and `frugal demo` shows. Built
+// from the store's records, its notes (caps, tiers, prices) and its spend, so a ledger written
+// by any program that uses a router and a guard over SQLite can be reported on.
+
+#include <frugal/budget_store.hpp>
+#include <frugal/money.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace frugal::cli {
+
+/// Everything a report reads from a ledger.
+struct ledger_data {
+    std::vector<attempt_record> records;
+    std::vector<std::pair<std::string, std::string>> notes;
+    budget_store_state state; ///< committed spend per budget window, open reservations
+};
+
+/// Reads the SQLite ledger at `path` (read-only: a process owning it may be running) from
+/// `since_ms` on. False with `error` set when it cannot.
+bool load_ledger(
+    const std::string& path, std::int64_t since_ms, ledger_data& out, std::string& error);
+
+struct usage_row {
+    std::string name;
+    std::uint64_t requests = 0;
+    std::uint64_t prompt_tokens = 0;
+    std::uint64_t completion_tokens = 0;
+    money cost;
+    bool free_model = false;
+};
+
+struct cap_row {
+    std::string budget;
+    std::string period;
+    std::string window; ///< "all time", "2026-11-26", "week of 2026-11-23", "2026-11"
+    money spent;        ///< committed in the current window, plus what open reservations hold
+    money cap;
+};
+
+/// One generation whose record and bill differ (or were made to agree).
+struct bill_difference {
+    std::uint64_t record_id = 0; ///< 0 for an open reservation
+    std::string generation_id;
+    std::string model;
+    money recorded; ///< what frugal's ledger says (an open reservation: what it holds)
+    money billed;   ///< what the provider's /generation says
+};
+
+struct reconcile_result {
+    bool ran = false;
+    std::size_t checked = 0; ///< records with a generation id that were looked up
+    std::size_t matched = 0;
+    std::vector<bill_difference> differences; ///< settled records the provider billed otherwise
+    std::vector<bill_difference> corrected;   ///< estimated records the lookup proved
+    std::vector<bill_difference> settled;     ///< open reservations the lookup proved
+    std::vector<std::string> unverified;      ///< generation ids the provider did not answer for
+    std::size_t without_id = 0;               ///< billed records that carry no generation id
+    std::size_t open_left = 0; ///< open reservations no lookup could prove (still spent)
+};
+
+struct ledger_report {
+    std::int64_t first_ms = 0;
+    std::int64_t last_ms = 0;
+    std::size_t records = 0;
+    std::size_t tasks = 0;           ///< distinct requests (a cascade's attempts share one)
+    std::size_t escalated_tasks = 0; ///< requests that went past the tier they started at
+    std::size_t denied = 0;          ///< escalations the budget refused
+    money total;
+    std::size_t estimated = 0; ///< records charged their whole reservation, bill unknown
+    money estimated_cost;
+    std::vector<usage_row> models;                            ///< by served model, costliest first
+    std::vector<usage_row> tiers;                             ///< by tier index
+    std::vector<std::pair<std::string, std::size_t>> reasons; ///< escalation reasons, by count
+    std::vector<cap_row> caps;
+    std::size_t open_reservations = 0;
+    money open_amount;
+    std::string flagship; ///< the policy's top tier, when the ledger notes it
+    bool flagship_priced = false;
+    money flagship_only;                ///< the same requests on the flagship alone
+    std::size_t flagship_estimated = 0; ///< requests whose flagship cost is from their tokens
+    std::vector<std::pair<std::int64_t, money>> timeline; ///< cumulative spend, by time
+    reconcile_result reconcile;
+};
+
+ledger_report build_report(const ledger_data& data, std::int64_t now_ms);
+
+std::string format_text(const ledger_report& r);
+std::string format_json(const ledger_report& r);
+std::string format_csv(const ledger_report& r);
+std::string format_html(const ledger_report& r);
+
+struct reconcile_options {
+    std::string ledger_path;
+    std::string base_url; ///< empty: the ledger's note, else the client's default
+    std::string api_key;  ///< empty: OPENROUTER_API_KEY
+    std::chrono::milliseconds not_found_wait{15000}; ///< how long a 404 is retried
+    std::size_t concurrency = 8;
+};
+
+/// Looks every billed record with a generation id up on the provider and compares the bills;
+/// corrects estimated records and settles open reservations that a lookup proves (the ledger
+/// is opened for writing: no other process may own it). False with `error` set when the
+/// ledger or the provider cannot be reached at all.
+bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, std::string& error);
+
+} // namespace frugal::cli
+
+#endif // FRUGAL_CLI_REPORT_HPP

@@ -1,0 +1,106 @@
+// `frugal report`: a ledger's usage per model, tier and cap, the saving against the flagship
+// alone, and (with --reconcile) the provider's bill for every generation.
+#include "cli/commands.hpp"
+#include "cli/report.hpp"
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+
+namespace frugal::cli {
+
+namespace {
+
+std::int64_t unix_now_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+} // namespace
+
+std::optional<std::int64_t> parse_since(std::string_view text, std::int64_t now_ms)
+{
+    if (text.empty())
+        return std::int64_t{0};
+    // A span back from now: 30m, 24h, 7d.
+    const char unit = text.back();
+    if (unit == 'm' || unit == 'h' || unit == 'd') {
+        std::int64_t n = 0;
+        const auto* end = text.data() + text.size() - 1;
+        const auto [p, ec] = std::from_chars(text.data(), end, n);
+        if (ec != std::errc() || p != end || n < 0)
+            return std::nullopt;
+        const std::int64_t unit_ms = unit == 'm' ? 60'000 : unit == 'h' ? 3'600'000 : 86'400'000;
+        return now_ms - n * unit_ms;
+    }
+    // A date or a date and time, in UTC: 2026-11-26, 2026-11-26T09:30, 2026-11-26T09:30:00Z.
+    std::tm tm{};
+    const std::string s(text);
+    const char* rest = nullptr;
+    for (const char* fmt : {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"})
+        if ((rest = strptime(s.c_str(), fmt, &tm)) != nullptr)
+            break;
+    if (rest == nullptr || !(*rest == '\0' || (rest[0] == 'Z' && rest[1] == '\0')))
+        return std::nullopt;
+    return static_cast<std::int64_t>(timegm(&tm)) * 1000;
+}
+
+int run_report(const report_options& options)
+{
+    const auto now = unix_now_ms();
+    const auto since = parse_since(options.since, now);
+    if (!since) {
+        std::fprintf(
+            stderr,
+            "frugal report: --since %s: expected a date (2026-11-26), a UTC time "
+            "(2026-11-26T09:30:00Z) or a span back from now (30m, 24h, 7d)\n",
+            options.since.c_str());
+        return exit_usage;
+    }
+    std::string error;
+    reconcile_result rec;
+    if (options.reconcile) {
+        reconcile_options ro;
+        ro.ledger_path = options.ledger_file;
+        ro.base_url = options.base_url;
+        ro.not_found_wait = std::chrono::milliseconds(
+            static_cast<std::int64_t>(options.reconcile_wait_seconds * 1000));
+        if (!reconcile_ledger(ro, rec, error)) {
+            std::fprintf(stderr, "frugal report: --reconcile: %s\n", error.c_str());
+            return exit_failure;
+        }
+    }
+    ledger_data data;
+    if (!load_ledger(options.ledger_file, *since, data, error)) {
+        std::fprintf(stderr, "frugal report: %s\n", error.c_str());
+        return exit_failure;
+    }
+    auto report = build_report(data, now);
+    report.reconcile = std::move(rec);
+
+    if (!options.html_file.empty()) {
+        std::ofstream out(options.html_file, std::ios::binary | std::ios::trunc);
+        out << format_html(report);
+        out.close();
+        if (!out) {
+            std::fprintf(stderr, "frugal report: cannot write %s\n", options.html_file.c_str());
+            return exit_failure;
+        }
+        std::fprintf(stderr, "frugal report: wrote %s\n", options.html_file.c_str());
+    }
+    if (options.json)
+        std::fputs(format_json(report).c_str(), stdout);
+    else if (options.csv)
+        std::fputs(format_csv(report).c_str(), stdout);
+    else if (options.html_file.empty())
+        std::fputs(format_text(report).c_str(), stdout);
+    // Like diff(1): a difference between the books and the bill is a failure to look at.
+    return report.reconcile.differences.empty() ? 0 : exit_failure;
+}
+
+} // namespace frugal::cli
