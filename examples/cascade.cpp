@@ -28,6 +28,8 @@ boost::asio::awaitable<void> ask(frugal::chat_client& client)
     frugal::budget_params budget;
     budget.budgets = {{"global", *frugal::money::parse("0.05")}};
     auto guard = frugal::budget_guard::open(budget, prices, nullptr, ec, detail);
+    if (!guard) // a router given no guard would run without a cap
+        throw boost::system::system_error(ec, detail);
     frugal::router router(client, *policy, prices, guard);
 
     for (const char* prompt :

@@ -252,20 +252,43 @@ public:
             CompletionToken, void(boost::system::error_code, cascade_result)>(
             // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
             [this](auto handler, chat_request req) {
-                async_complete_impl(std::move(req), std::move(handler));
+                async_complete_impl(std::move(req), {}, std::move(handler));
             },
             token, std::move(request));
     }
 
-    /// Starts a streamed cascade; read it with `cascade_stream::async_next`.
-    void start_stream(chat_request request, stream_mode mode, cascade_stream& out);
+    /// Runs one cascade under `budget_keys` (e.g. {"tenant:acme", "user:42"}) instead of the
+    /// router's own: one router serves every tenant of a server, sharing its free-tier limiter,
+    /// while each request is charged to its own caps.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_complete(
+        chat_request request, std::vector<std::string> budget_keys, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, cascade_result)>(
+            // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
+            [this](auto handler, chat_request req, std::vector<std::string> keys) {
+                async_complete_impl(std::move(req), std::move(keys), std::move(handler));
+            },
+            token, std::move(request), std::move(budget_keys));
+    }
 
-    /// Budget keys for the requests that follow (e.g. {"tenant:acme"}), until changed.
+    /// Starts a streamed cascade; read it with `cascade_stream::async_next`. `budget_keys`,
+    /// when not empty, replace the router's own for this cascade.
+    void start_stream(
+        chat_request request,
+        stream_mode mode,
+        cascade_stream& out,
+        std::vector<std::string> budget_keys = {});
+
+    /// The budget keys of the cascades that follow (e.g. {"tenant:acme"}) when they are not
+    /// given their own.
     void set_budget_keys(std::vector<std::string> keys);
 
 private:
     void async_complete_impl(
         chat_request req,
+        std::vector<std::string> keys,
         boost::asio::any_completion_handler<void(boost::system::error_code, cascade_result)> h);
     std::shared_ptr<detail::router_impl> impl_;
 };

@@ -46,6 +46,26 @@ struct forward_to {
     void operator()(asio::cancellation_type t) const { signal->emit(t); }
 };
 
+// The budget keys a cascade runs under, shared by its attempts.
+struct budget_keys {
+    std::vector<std::string> keys;
+    std::string joined; // as the ledger writes them
+    explicit budget_keys(std::vector<std::string> k = {}) : keys(std::move(k))
+    {
+        for (const auto& key : keys) {
+            if (!joined.empty())
+                joined += ' ';
+            joined += key;
+        }
+    }
+};
+
+// What every attempt of one cascade shares.
+struct call_info {
+    std::uint64_t request_id = 0;
+    std::shared_ptr<const budget_keys> keys;
+};
+
 // One attempt as it ran.
 struct attempt_run {
     cascade_attempt rec;
@@ -63,8 +83,12 @@ struct complete_op {
     using handler_type = asio::any_completion_handler<void(error_code, cascade_result)>;
     // Constructed, not assigned: Asio 1.81's any_completion_handler has no move assignment,
     // and assigning one to another wraps it in itself.
-    explicit complete_op(handler_type h) : handler(std::move(h)) {}
+    complete_op(handler_type h, std::shared_ptr<const budget_keys> k)
+        : handler(std::move(h)), keys(std::move(k))
+    {
+    }
     handler_type handler;
+    std::shared_ptr<const budget_keys> keys; // null: the router's
     error_code ec;
     cascade_result result;
 };
@@ -115,8 +139,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     std::optional<budget_guard> guard;
     free_tier_limiter limiter;
     std::vector<bool> free_tier;
-    std::vector<std::string> keys;
-    std::string keys_joined;
+    std::shared_ptr<const budget_keys> default_keys = std::make_shared<budget_keys>();
     std::uint64_t next_request_id = 1;
 
     std::uint32_t max_tokens(const chat_request& req) const
@@ -169,12 +192,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 
     // The record of an attempt, in a scratch object whose strings keep their capacity (the
     // router runs on one thread, and the store copies what it keeps).
-    attempt_record& ledger_record(const attempt_run& run, std::uint64_t request_id, std::int64_t t0)
+    attempt_record& ledger_record(const attempt_run& run, const call_info& call, std::int64_t t0)
     {
         const auto& a = run.rec;
         attempt_record& r = scratch_record;
         r.time_ms = t0;
-        r.request_id = request_id;
+        r.request_id = call.request_id;
         r.generation_id = a.generation_id;
         r.tier = a.tier;
         r.model_asked = a.model_asked;
@@ -185,7 +208,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         r.cost = a.cost;
         r.outcome = a.outcome;
         r.latency_us = a.latency.count();
-        r.keys = keys_joined;
+        r.keys = call.keys->joined;
         r.reason = run.arrived_by == escalation_reason::none ? "" : to_string(run.arrived_by);
         r.estimated = false;
         r.record_id = 0;
@@ -199,7 +222,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         attempt_run& run,
         reservation& res,
         const diagnostics& diag,
-        std::uint64_t request_id,
+        const call_info& call,
         std::int64_t t0)
     {
         auto& a = run.rec;
@@ -233,7 +256,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             return;
         }
         res.mark_sent();
-        auto& rec = ledger_record(run, request_id, t0);
+        auto& rec = ledger_record(run, call, t0);
         if (unknown) {
             (void)res.settle_unknown(rec);
             a.cost = rec.cost;
@@ -244,14 +267,14 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     }
 
     // What the guard is asked for an attempt's request: its prompt's bound and max_tokens.
-    reserve_request reserve_ask(const chat_request& req, std::uint64_t request_id) const
+    reserve_request reserve_ask(const chat_request& req, const call_info& call) const
     {
         reserve_request rr;
         rr.model = req.model;
         rr.prompt_bytes = prompt_bound(req);
         rr.max_tokens = req.max_tokens.value_or(0);
-        rr.keys = keys;
-        rr.request_id = request_id;
+        rr.keys = call.keys->keys;
+        rr.request_id = call.request_id;
         return rr;
     }
 
@@ -277,11 +300,11 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 
     // Reserves without waiting, which decides most requests; false when the budget is short
     // or refuses (then `reserve` waits for settlements, or reports the denial).
-    bool try_reserve(const chat_request& req, std::uint64_t request_id, reservation& res)
+    bool try_reserve(const chat_request& req, const call_info& call, reservation& res)
     {
         if (!guard)
             return true;
-        const auto rr = reserve_ask(req, request_id);
+        const auto rr = reserve_ask(req, call);
         error_code ec;
         res = guard->try_reserve(rr, ec, nullptr, client->get_executor());
         return res.active();
@@ -290,18 +313,18 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     // Reserves for tier `tier`, waiting for settlements when the budget is short, or fills
     // `run` with the denial.
     asio::awaitable<bool>
-    reserve(attempt_run& run, const chat_request& req, std::uint64_t request_id, reservation& res)
+    reserve(attempt_run& run, const chat_request& req, const call_info& call, reservation& res)
     {
         if (!guard)
             co_return true;
-        const auto rr = reserve_ask(req, request_id);
+        const auto rr = reserve_ask(req, call);
         auto [ec, got] = co_await guard->async_reserve(rr, tuple_awaitable);
         if (ec) {
             run.rec.outcome = attempt_outcome::not_sent;
             run.rec.error = ec;
             run.budget_denied = ec == error::budget_exhausted || ec == error::budget_closed;
             if (run.budget_denied) {
-                auto& rec = ledger_record(run, request_id, unix_now_ms());
+                auto& rec = ledger_record(run, call, unix_now_ms());
                 rec.outcome = attempt_outcome::denied;
                 (void)guard->record(rec);
             }
@@ -325,7 +348,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     asio::awaitable<attempt_run> attempt(
         const chat_request& base,
         std::uint32_t tier,
-        std::uint64_t request_id,
+        const call_info& call,
         escalation_reason arrived_by)
     {
         co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
@@ -336,7 +359,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         auto req = tier_request(base, tier);
         const auto t0_ms = unix_now_ms();
         reservation res;
-        if (!try_reserve(req, request_id, res) && !co_await reserve(run, req, request_id, res))
+        if (!try_reserve(req, call, res) && !co_await reserve(run, req, call, res))
             co_return run;
         if (res.active())
             req.max_tokens = res.max_tokens();
@@ -381,7 +404,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         else if (ec)
             run.rec.outcome = attempt_outcome::unknown;
         note_rate_limit(tier, ec, diag);
-        account(run, res, diag, request_id, t0_ms);
+        account(run, res, diag, call, t0_ms);
         co_return run;
     }
 
@@ -400,12 +423,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         int which,
         const chat_request& base,
         std::uint32_t tier,
-        std::uint64_t request_id,
+        const call_info& call,
         escalation_reason arrived_by)
     {
         h->running[which] = true;
         asio::co_spawn(
-            client->get_executor(), attempt(base, tier, request_id, arrived_by),
+            client->get_executor(), attempt(base, tier, call, arrived_by),
             asio::bind_cancellation_slot(
                 h->stop[which].slot(), [h, which](const std::exception_ptr&, attempt_run r) {
                     h->running[which] = false;
@@ -432,7 +455,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     asio::awaitable<std::vector<attempt_run>> hedged(
         const chat_request& base,
         std::uint32_t tier,
-        std::uint64_t request_id,
+        const call_info& call,
         escalation_reason arrived_by)
     {
         auto h = std::make_shared<hedge>(client->get_executor());
@@ -449,12 +472,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         };
         if (cs.slot().is_connected())
             cs.slot().assign(stop_both{h.get()});
-        spawn_attempt(h, 0, base, tier, request_id, arrived_by);
+        spawn_attempt(h, 0, base, tier, call, arrived_by);
         co_await wait_for(h, policy.hedge_after);
         bool second = false;
         if (!h->done[0]) {
             second = true;
-            spawn_attempt(h, 1, base, tier + 1, request_id, escalation_reason::timeout);
+            spawn_attempt(h, 1, base, tier + 1, call, escalation_reason::timeout);
         }
         bool cancelled_other = false;
         for (;;) {
@@ -523,7 +546,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         // Cancellation is checked where it matters; an await must not throw for it.
         co_await asio::this_coro::throw_if_cancelled(false);
         cascade_result& out = op->result;
-        const std::uint64_t request_id = new_request_id();
+        const call_info call{new_request_id(), op->keys ? op->keys : default_keys};
         escalation_reason pre = escalation_reason::none;
         std::uint32_t t = first_tier(req, pre);
         escalation_reason arrived_by = pre;
@@ -559,9 +582,9 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             std::vector<attempt_run> runs; // two when hedged; one is the common case
             attempt_run single;
             if (policy.hedge_after.count() > 0 && !last) {
-                runs = co_await hedged(req, t, request_id, arrived_by);
+                runs = co_await hedged(req, t, call, arrived_by);
             } else {
-                single = co_await attempt(req, t, request_id, arrived_by);
+                single = co_await attempt(req, t, call, arrived_by);
             }
             const std::span<attempt_run> done =
                 runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
@@ -665,7 +688,8 @@ asio::awaitable<void> produce(
     std::shared_ptr<router_impl> r,
     std::shared_ptr<cascade_stream_state> st,
     chat_request base,
-    stream_mode mode)
+    stream_mode mode,
+    std::shared_ptr<const budget_keys> keys)
 {
     // Cancellation is checked where it matters; an await must not throw for it.
     co_await asio::this_coro::throw_if_cancelled(false);
@@ -675,7 +699,7 @@ asio::awaitable<void> produce(
     };
     auto result = std::make_shared<cascade_result>();
     auto& out = *result;
-    const std::uint64_t request_id = r->new_request_id();
+    const call_info call{r->new_request_id(), keys ? std::move(keys) : r->default_keys};
     escalation_reason pre = escalation_reason::none;
     std::uint32_t t = r->first_tier(base, pre);
     escalation_reason arrived_by = pre;
@@ -715,8 +739,7 @@ asio::awaitable<void> produce(
         auto req = r->tier_request(base, t);
         const auto t0_ms = unix_now_ms();
         reservation res;
-        if (!r->try_reserve(req, request_id, res) &&
-            !co_await r->reserve(run, req, request_id, res)) {
+        if (!r->try_reserve(req, call, res) && !co_await r->reserve(run, req, call, res)) {
             out.attempts.push_back(run.rec);
             if (run.budget_denied)
                 out.budget_denied = true;
@@ -813,7 +836,7 @@ asio::awaitable<void> produce(
             diag.request_sent = true; // abandoned mid-stream: it was sent
         s = chat_stream();            // abandons the connection now, before accounting
         r->note_rate_limit(t, ec, diag);
-        r->account(run, res, diag, request_id, t0_ms);
+        r->account(run, res, diag, call, t0_ms);
         out.total_cost += run.rec.cost;
         if (consumer_gone || ec == asio::error::operation_aborted) {
             out.attempts.push_back(run.rec);
@@ -918,21 +941,28 @@ const cascade_policy& router::policy() const noexcept
 
 void router::set_budget_keys(std::vector<std::string> keys)
 {
-    impl_->keys_joined.clear();
-    for (const auto& k : keys) {
-        if (!impl_->keys_joined.empty())
-            impl_->keys_joined += ' ';
-        impl_->keys_joined += k;
-    }
-    impl_->keys = std::move(keys);
+    impl_->default_keys = std::make_shared<detail::budget_keys>(std::move(keys));
 }
 
+namespace {
+
+std::shared_ptr<const detail::budget_keys> keys_of(std::vector<std::string> keys)
+{
+    if (keys.empty())
+        return nullptr; // the router's own
+    return std::make_shared<detail::budget_keys>(std::move(keys));
+}
+
+} // namespace
+
 void router::async_complete_impl(
-    chat_request req, asio::any_completion_handler<void(error_code, cascade_result)> handler)
+    chat_request req,
+    std::vector<std::string> keys,
+    asio::any_completion_handler<void(error_code, cascade_result)> handler)
 {
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->client->get_executor();
-    auto op = std::make_shared<detail::complete_op>(std::move(handler));
+    auto op = std::make_shared<detail::complete_op>(std::move(handler), keys_of(std::move(keys)));
     asio::co_spawn(
         ex, impl_->complete(std::move(req), op),
         asio::bind_cancellation_slot(slot, [ex, op](const std::exception_ptr& ep) {
@@ -946,13 +976,14 @@ void router::async_complete_impl(
         }));
 }
 
-void router::start_stream(chat_request request, stream_mode mode, cascade_stream& out)
+void router::start_stream(
+    chat_request request, stream_mode mode, cascade_stream& out, std::vector<std::string> keys)
 {
     auto ex = impl_->client->get_executor();
     auto st = std::make_shared<detail::cascade_stream_state>(ex);
     out.state_ = st;
     asio::co_spawn(
-        ex, detail::produce(impl_, st, std::move(request), mode),
+        ex, detail::produce(impl_, st, std::move(request), mode, keys_of(std::move(keys))),
         asio::bind_cancellation_slot(
             st->stop.slot(), [st](const std::exception_ptr&) { st->producer_done = true; }));
 }

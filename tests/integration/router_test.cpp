@@ -205,6 +205,51 @@ BOOST_AUTO_TEST_CASE(the_budget_denies_an_escalation_exactly_when_the_cap_would_
     BOOST_TEST((billed(f) == guard->committed_total()));
 }
 
+BOOST_AUTO_TEST_CASE(one_router_charges_each_request_to_the_tenant_it_is_made_for)
+{
+    client_fixture f(roomy());
+    const auto cat = load_catalog(f);
+    frugal::budget_params bp;
+    bp.budgets = {{"global", *money::parse("1")}, {"tenant:*", *money::parse("0.004")}};
+    boost::system::error_code ec;
+    std::string detail;
+    auto guard = frugal::budget_guard::open(bp, cat, nullptr, ec, detail);
+    BOOST_TEST_REQUIRE(guard.has_value(), detail);
+    frugal::router r(f.client, policy(), cat, guard);
+    // Interleaved on one router: acme's requests exhaust acme's cap, and never globex's.
+    int acme_denied = 0, globex_denied = 0;
+    const auto rounds = run(f.io, [&]() -> asio::awaitable<int> {
+        int n = 0;
+        for (int i = 0; i < 12; ++i) {
+            const bool acme = i % 3 != 2;
+            auto req = request("", "Prove the theorem rigorously, part " + std::to_string(i) + ".");
+            std::vector<std::string> keys = {acme ? "tenant:acme" : "tenant:globex"};
+            auto [cec, res] = co_await r.async_complete(req, std::move(keys), tuple_awaitable);
+            BOOST_TEST(!cec);
+            (acme ? acme_denied : globex_denied) += res.budget_denied ? 1 : 0;
+            ++n;
+        }
+        co_return n;
+    }());
+    BOOST_TEST(rounds == 12);
+    money acme, globex;
+    for (const auto& s : guard->snapshot()) {
+        if (s.name == "tenant:acme")
+            acme = s.committed;
+        if (s.name == "tenant:globex")
+            globex = s.committed;
+    }
+    BOOST_TEST(acme_denied > 0);    // eight hard prompts overrun a $0.004 cap
+    BOOST_TEST(globex_denied == 0); // four fit in globex's own
+    BOOST_TEST((acme <= *money::parse("0.004")));
+    BOOST_TEST((globex > money()));
+    BOOST_TEST((acme + globex == guard->committed_total()));
+    std::vector<frugal::attempt_record> records;
+    BOOST_TEST(!guard->read_ledger(0, records));
+    for (const auto& rec : records)
+        BOOST_TEST((rec.keys == "tenant:acme" || rec.keys == "tenant:globex"));
+}
+
 BOOST_AUTO_TEST_CASE(at_concurrency_32_spend_never_passes_the_cap_and_equals_the_bill)
 {
     client_fixture f(roomy(paced(1ms)));
