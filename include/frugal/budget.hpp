@@ -284,8 +284,8 @@ public:
     std::uint64_t new_request_id() noexcept;
 
     /// Keeps a fact a report needs beside the ledger (`budget_store::put_note`). The guard
-    /// notes each cap itself, as `budget:NAME` = `CAP PERIOD`; a router notes its tiers and
-    /// their prices.
+    /// notes its caps itself, as `budgets` = one `NAME CAP PERIOD` line each; a router notes its
+    /// tiers and their prices.
     boost::system::error_code annotate(std::string_view key, std::string_view value);
 
     /// Every note of the store, ordered by key.

@@ -194,7 +194,8 @@ struct sqlite_store_params {
     std::string path;
     sqlite_durability durability = sqlite_durability::power_loss;
     /// Opens the file only to read it (reports): no lock is taken, so a process owning the
-    /// file may be writing it meanwhile (WAL readers see its last committed transaction).
+    /// file may be writing it meanwhile. Every read sees one snapshot: the last transaction
+    /// committed before the first read.
     bool read_only = false;
 };
 

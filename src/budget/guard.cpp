@@ -151,13 +151,14 @@ public:
         }
         next_id_ = std::max<std::uint64_t>(st.next_id, 1);
         next_request_id_.store(std::max<std::uint64_t>(st.next_request_id, 1));
-        // Reports read the caps beside the ledger.
-        for (const auto& b : params_.budgets) {
-            const auto value = b.cap.to_string() + ' ' + to_string(b.period);
-            if (auto ec = store_->put_note("budget:" + b.name, value)) {
-                detail = "the budget store could not be written: " + ec.message();
-                return error::budget_store_failed;
-            }
+        // Reports read the caps beside the ledger: one note, replaced whole, so a cap dropped
+        // from the configuration is dropped from the report too.
+        std::string caps;
+        for (const auto& b : params_.budgets)
+            caps += b.name + ' ' + b.cap.to_string() + ' ' + to_string(b.period) + '\n';
+        if (auto ec = store_->put_note("budgets", caps)) {
+            detail = "the budget store could not be written: " + ec.message();
+            return error::budget_store_failed;
         }
         return {};
     }

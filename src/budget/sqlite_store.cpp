@@ -140,6 +140,10 @@ public:
                 return fail(detail, p.path + " is not a frugal ledger");
             has_reason_ = has_column("ledger", "reason");
             has_notes_ = has_table("notes");
+            // One read transaction for the store's life: a report's spend, records and notes
+            // come from one committed state, whatever the owner commits meanwhile.
+            if (exec("BEGIN"))
+                return fail(detail, "cannot read " + p.path);
             return {};
         }
         // One owner at a time: the guard decides from memory, so two processes writing one

@@ -45,8 +45,12 @@ namespace {
 
 constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
+// The simulator's catalog, and (for --live) models OpenRouter lists; --cheap and --flagship
+// choose others.
 constexpr const char* default_cheap = "google/gemma-4-31b-it:free";
 constexpr const char* default_flagship = "anthropic/claude-fable-5";
+constexpr const char* live_cheap = "openai/gpt-oss-20b:free";
+constexpr const char* live_flagship = "openai/gpt-4o";
 constexpr std::uint32_t demo_max_tokens = 160;
 
 // Terminal styling only when a person is watching.
@@ -119,8 +123,12 @@ int run_demo(const demo_options& options)
     namespace fs = std::filesystem;
     const style st;
     const auto started = std::chrono::steady_clock::now();
-    const std::string cheap = options.cheap.empty() ? default_cheap : options.cheap;
-    const std::string flagship = options.flagship.empty() ? default_flagship : options.flagship;
+    const std::string cheap = !options.cheap.empty() ? options.cheap
+                              : options.live         ? live_cheap
+                                                     : default_cheap;
+    const std::string flagship = !options.flagship.empty() ? options.flagship
+                                 : options.live            ? live_flagship
+                                                           : default_flagship;
 
     std::optional<sim_thread> sim;
     client_params params;
@@ -173,7 +181,9 @@ int run_demo(const demo_options& options)
     const auto* fp = prices.find(flagship);
     if (fp == nullptr || prices.find(cheap) == nullptr) {
         std::fprintf(
-            stderr, "frugal demo: the catalog does not price %s\n",
+            stderr,
+            "frugal demo: the catalog does not price %s (choose models with --cheap and "
+            "--flagship)\n",
             fp == nullptr ? flagship.c_str() : cheap.c_str());
         return exit_usage;
     }
@@ -335,13 +345,18 @@ int run_demo(const demo_options& options)
                   .count());
     report.reconcile = std::move(rec);
     std::fputs(format_text(report).c_str(), stdout);
-    {
-        std::ofstream out(html, std::ios::binary | std::ios::trunc);
-        out << format_html(report);
+    int status = report.reconcile.differences.empty() && report.reconcile.unverified.empty()
+                     ? 0
+                     : exit_failure;
+    std::ofstream out(html, std::ios::binary | std::ios::trunc);
+    out << format_html(report);
+    out.close();
+    if (out) {
+        std::printf("\ndashboard: %s\n", fs::absolute(html).c_str());
+    } else {
+        std::fprintf(stderr, "frugal demo: cannot write %s\n", html.c_str());
+        status = exit_failure;
     }
-    std::printf("\ndashboard: %s\n", fs::absolute(html).c_str());
-
-    int status = report.reconcile.differences.empty() ? 0 : exit_failure;
     if (sim) {
         std::string error;
         const auto bill = simulator_bill(sim->port(), error);

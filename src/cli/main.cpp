@@ -106,7 +106,7 @@ int main(int argc, char** argv)
             "--reconcile-wait", report.reconcile_wait_seconds,
             "Seconds after a generation ends during which a 404 is retried")
         ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+        ->check(CLI::Range(0.0, 86400.0));
 
     demo_options demo;
     auto* demo_cmd = app.add_subcommand(

@@ -2,7 +2,7 @@
 // bill compared with the record; estimates and crash-orphaned reservations settled by proof.
 #include "cli/report.hpp"
 
-#include <frugal/budget.hpp>
+#include <frugal/budget_store.hpp>
 #include <frugal/chat_client.hpp>
 #include <frugal/error.hpp>
 
@@ -13,6 +13,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
+#include <cstdlib>
 #include <sstream>
 
 namespace frugal::cli {
@@ -31,34 +33,12 @@ std::int64_t unix_now_ms()
         .count();
 }
 
-// The caps a ledger was kept under, from its notes: the guard that settles what a lookup
-// proves must charge the same budget windows the reservations were made against.
-std::vector<budget_spec> caps_of(const std::vector<std::pair<std::string, std::string>>& notes)
-{
-    std::vector<budget_spec> out;
-    for (const auto& [key, value] : notes) {
-        if (key.rfind("budget:", 0) != 0)
-            continue;
-        std::istringstream in(value);
-        std::string cap, period;
-        in >> cap >> period;
-        const auto m = money::parse(cap);
-        if (!m)
-            continue;
-        budget_spec s{key.substr(7), *m, budget_period::none};
-        for (auto p : {budget_period::daily, budget_period::weekly, budget_period::monthly})
-            if (period == to_string(p))
-                s.period = p;
-        out.push_back(std::move(s));
-    }
-    return out;
-}
-
 struct lookup {
     std::string generation_id;
     std::int64_t ended_ms = 0; // when the generation ended, near enough
     std::optional<generation_info> found;
     error_code ec;
+    std::string detail; // the client's diagnostics of the last failure
 };
 
 // Looks `l` up, retrying the 404 OpenRouter answers for a while after a generation ends.
@@ -67,18 +47,50 @@ look_up(chat_client& client, lookup& l, std::chrono::milliseconds not_found_wait
 {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     for (;;) {
-        auto [ec, info] = co_await client.async_generation(l.generation_id, tuple_awaitable);
+        diagnostics diag;
+        auto [ec, info] = co_await client.async_generation(l.generation_id, diag, tuple_awaitable);
         if (!ec) {
             l.found = std::move(info);
             co_return;
         }
         l.ec = ec;
+        l.detail = diag.to_string();
         const bool young = unix_now_ms() < l.ended_ms + not_found_wait.count();
         if (ec != error::not_found || !young)
             co_return;
         timer.expires_after(std::chrono::milliseconds(500));
         co_await timer.async_wait(tuple_awaitable);
     }
+}
+
+// Where the key may be sent: a ledger file names the URL its generations were made against,
+// but a file can come from anyone, so only a URL the user already trusts (the default, their
+// OPENROUTER_BASE_URL, or loopback) is taken from it without --base-url.
+bool trusted_url(const std::string& url)
+{
+    if (url == "https://openrouter.ai/api/v1")
+        return true;
+    if (const char* env = std::getenv("OPENROUTER_BASE_URL"); env != nullptr && url == env)
+        return true;
+    for (const char* loopback : {"http://127.0.0.1:", "http://localhost:", "http://[::1]:"})
+        if (url.rfind(loopback, 0) == 0)
+            return true;
+    return false;
+}
+
+std::uint32_t
+tier_of(const std::vector<std::pair<std::string, std::string>>& notes, const std::string& model)
+{
+    for (const auto& [k, v] : notes) {
+        if (k != "tiers")
+            continue;
+        std::istringstream in(v);
+        std::uint32_t i = 0;
+        for (std::string t; in >> t; ++i)
+            if (t == model)
+                return i;
+    }
+    return 0;
 }
 
 } // namespace
@@ -88,35 +100,38 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
     out = {};
     out.ran = true;
     boost::system::error_code ec;
+    // The store itself, not a guard: no process spends from the file while it is held, and a
+    // settlement must charge exactly the budget windows each reservation was made against.
     auto store = open_sqlite_store({options.ledger_path}, ec, error);
     if (!store)
         return false;
     std::vector<std::pair<std::string, std::string>> notes;
-    if (store->read_notes(notes)) {
-        error = options.ledger_path + ": the notes could not be read";
-        return false;
-    }
-    budget_params bp;
-    bp.budgets = caps_of(notes);
-    auto guard = budget_guard::open(bp, price_catalog(), store, ec, error);
-    if (!guard)
-        return false;
+    budget_store_state state;
     std::vector<attempt_record> records;
-    if (guard->read_ledger(0, records)) {
+    if (store->read_notes(notes) || store->load(state) ||
+        store->read_ledger(options.since_ms, records)) {
         error = options.ledger_path + ": the ledger could not be read";
         return false;
     }
-    const auto open = guard->open_reservations();
 
     client_params params;
     params.base_url = options.base_url;
     params.api_key = options.api_key;
-    if (params.base_url.empty())
-        for (const auto& [k, v] : notes)
-            if (k == "base_url")
-                params.base_url = v;
+    if (params.base_url.empty()) {
+        for (const auto& [k, v] : notes) {
+            if (k != "base_url")
+                continue;
+            if (!trusted_url(v)) {
+                error = "the ledger was written against " + v +
+                        "; pass --base-url to send your key there";
+                return false;
+            }
+            params.base_url = v;
+        }
+    }
     asio::io_context io{1};
     chat_client client(io.get_executor(), params);
+    out.base_url = client.params().base_url;
 
     // What to look up: billed records with an id, then open reservations with one.
     std::vector<lookup> lookups;
@@ -129,16 +144,16 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
             ++out.without_id;
             continue;
         }
-        lookups.push_back({r.generation_id, r.time_ms + r.latency_us / 1000, {}, {}});
+        lookups.push_back({r.generation_id, r.time_ms + r.latency_us / 1000, {}, {}, {}});
         for_record.push_back(&r);
         for_open.push_back(nullptr);
     }
-    for (const auto& o : open) {
+    for (const auto& o : state.open) {
         if (o.generation_id.empty()) {
             ++out.open_left;
             continue;
         }
-        lookups.push_back({o.generation_id, o.time_ms, {}, {}});
+        lookups.push_back({o.generation_id, o.time_ms, {}, {}, {}});
         for_record.push_back(nullptr);
         for_open.push_back(&o);
     }
@@ -154,38 +169,55 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
             asio::detached);
     io.run();
 
-    std::size_t refused = 0;
+    // Nothing answered but errors other than "not yet visible": the provider was not reached
+    // (no key, a refused connection, a key that did not make these generations).
+    const bool none_answered = std::none_of(lookups.begin(), lookups.end(), [](const auto& l) {
+        return l.found.has_value() || l.ec == error::not_found;
+    });
+    if (!lookups.empty() && none_answered) {
+        const auto& l = lookups.front();
+        error = "no generation could be looked up at " + out.base_url + ": " + l.ec.message();
+        if (!l.detail.empty())
+            error += " (" + l.detail + ")";
+        if (l.ec == error::unauthorized || l.ec == error::forbidden)
+            error += "; a generation is visible only to the key that made it";
+        return false;
+    }
+
     for (std::size_t i = 0; i < lookups.size(); ++i) {
         auto& l = lookups[i];
         if (!l.found || !l.found->total_cost) {
-            if (l.ec == error::unauthorized || l.ec == error::forbidden)
-                ++refused;
             out.unverified.push_back(l.generation_id);
             if (for_open[i] != nullptr)
                 ++out.open_left;
             continue;
         }
         const money bill = *l.found->total_cost;
+        ++out.checked;
         if (const auto* r = for_record[i]) {
-            ++out.checked;
             bill_difference d{
                 r->record_id, r->generation_id,
                 r->model_served.empty() ? r->model_asked : r->model_served, r->cost, bill};
-            if (bill == r->cost) {
+            std::vector<budget_charge> moved;
+            if (r->estimated) {
+                // Proven, even when the estimate was right: the record stops saying "unknown".
+                if (store->correct(r->record_id, bill, moved))
+                    out.differences.push_back(std::move(d));
+                else
+                    out.corrected.push_back(std::move(d));
+            } else if (bill == r->cost) {
                 ++out.matched;
-            } else if (r->estimated && !guard->correct(r->record_id, bill)) {
-                out.corrected.push_back(std::move(d));
             } else {
                 out.differences.push_back(std::move(d));
             }
             continue;
         }
         const auto& o = *for_open[i];
-        ++out.checked;
         attempt_record rec;
         rec.time_ms = o.time_ms;
         rec.request_id = o.request_id;
         rec.generation_id = o.generation_id;
+        rec.tier = tier_of(notes, o.model);
         rec.model_asked = o.model;
         rec.model_served = l.found->model;
         rec.provider = l.found->provider;
@@ -194,16 +226,15 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
         rec.cost = bill;
         rec.outcome =
             l.found->cancelled.value_or(false) ? attempt_outcome::cancelled : attempt_outcome::ok;
+        // The reservation's own budget windows, charged the proven bill instead of its hold.
+        std::vector<budget_charge_view> charges;
+        for (const auto& c : o.charges)
+            charges.push_back({c.budget, c.window, bill, money(), 0});
         const money held = o.charges.empty() ? money() : o.charges.front().amount;
-        if (!guard->settle_open(o.id, rec))
-            out.settled.push_back({0, o.generation_id, o.model, held, bill});
-        else
+        if (store->settle(o.id, charges, rec))
             ++out.open_left;
-    }
-    if (!lookups.empty() && refused == lookups.size()) {
-        error = "the provider refused every lookup (a generation is visible only to the key "
-                "that made it: set OPENROUTER_API_KEY to that key)";
-        return false;
+        else
+            out.settled.push_back({rec.record_id, o.generation_id, o.model, held, bill});
     }
     return true;
 }

@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <ctime>
 #include <map>
@@ -81,11 +82,11 @@ std::string window_label(budget_period p, std::int64_t window)
     return "";
 }
 
-// tokens × price, exactly (prices are picodollars per token; token counts are far below the
-// range that could overflow a 64-bit product).
+// tokens × price, exactly; token counts come from a file, so a product past the range
+// saturates rather than wraps.
 money times(money price, std::uint64_t tokens)
 {
-    return price * static_cast<std::int64_t>(tokens);
+    return detail::saturating_fma(money(), tokens, price);
 }
 
 std::string usd(money m)
@@ -120,7 +121,8 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
     std::map<std::string, usage_row> models;
     std::map<std::uint32_t, usage_row> tiers;
     std::map<std::string, std::size_t> reasons;
-    std::map<std::uint64_t, std::vector<const attempt_record*>> tasks;
+    // Request id 0 (a record written through the guard directly) is a request of its own.
+    std::map<std::pair<std::uint64_t, std::uint64_t>, std::vector<const attempt_record*>> tasks;
 
     std::vector<std::string> tier_names;
     if (const auto* t = note(d, "tiers")) {
@@ -135,18 +137,20 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
         return model.size() > 5 && model.compare(model.size() - 5, 5, ":free") == 0;
     };
 
+    bool first = true;
     for (const auto& rec : d.records) {
-        if (r.first_ms == 0 || rec.time_ms < r.first_ms)
+        if (first || rec.time_ms < r.first_ms)
             r.first_ms = rec.time_ms;
-        r.last_ms = std::max(r.last_ms, rec.time_ms);
+        r.last_ms = first ? rec.time_ms : std::max(r.last_ms, rec.time_ms);
+        first = false;
         r.total += rec.cost;
-        tasks[rec.request_id].push_back(&rec);
+        tasks[{rec.request_id, rec.request_id == 0 ? rec.record_id : 0}].push_back(&rec);
         if (rec.estimated) {
             ++r.estimated;
             r.estimated_cost += rec.cost;
         }
         if (rec.outcome == attempt_outcome::denied)
-            ++r.denied;
+            ++(rec.reason.empty() ? r.refused : r.denied);
         if (!rec.reason.empty())
             ++reasons[rec.reason];
         if (!billed(rec.outcome))
@@ -156,6 +160,7 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
         m.name = name;
         m.free_model = is_free(rec.model_asked);
         auto& t = tiers[rec.tier];
+        t.tier = rec.tier;
         t.name = rec.tier < tier_names.size() ? tier_names[rec.tier] : rec.model_asked;
         t.free_model = is_free(rec.model_asked);
         for (auto* u : {&m, &t}) {
@@ -215,13 +220,19 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
     }
 
     // Spend against each cap, in its current window; open reservations count as spent.
-    for (const auto& [key, value] : d.notes) {
-        if (key.rfind("budget:", 0) != 0)
-            continue;
-        const std::string name = key.substr(7);
-        std::istringstream in(value);
-        std::string cap_text, period_text;
-        in >> cap_text >> period_text;
+    std::vector<std::string> named; // caps of one key, which a `kind:*` cap does not cover
+    std::istringstream caps_in(note(d, "budgets") != nullptr ? *note(d, "budgets") : "");
+    std::vector<std::array<std::string, 3>> caps;
+    for (std::string line; std::getline(caps_in, line);) {
+        std::istringstream in(line);
+        std::array<std::string, 3> c;
+        if (in >> c[0] >> c[1] >> c[2]) {
+            caps.push_back(c);
+            if (c[0].find(':') != std::string::npos && !c[0].ends_with(":*"))
+                named.push_back(c[0]);
+        }
+    }
+    for (const auto& [name, cap_text, period_text] : caps) {
         const auto cap = money::parse(cap_text);
         const auto period = parse_period(period_text);
         if (!cap || !period)
@@ -233,7 +244,9 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
         if (!per_key)
             spent[name] = money();
         auto matches = [&](const std::string& b) {
-            return per_key ? b.rfind(kind, 0) == 0 : b == name;
+            if (!per_key)
+                return b == name;
+            return b.rfind(kind, 0) == 0 && std::find(named.begin(), named.end(), b) == named.end();
         };
         for (const auto& c : d.state.committed)
             if (c.window == window && matches(c.budget))
@@ -315,8 +328,8 @@ std::string format_text(const ledger_report& r)
         usage_table(out, "model", r.models);
         out += '\n';
         std::vector<usage_row> tiers = r.tiers;
-        for (std::size_t i = 0; i < tiers.size(); ++i)
-            tiers[i].name = "tier " + std::to_string(i) + ": " + tiers[i].name;
+        for (auto& t : tiers)
+            t.name = "tier " + std::to_string(t.tier) + ": " + t.name;
         usage_table(out, "tier", tiers);
         appendf(
             out, "\nescalated: %zu of %zu requests (%.1f%%)", r.escalated_tasks, r.tasks,
@@ -327,6 +340,8 @@ std::string format_text(const ledger_report& r)
                 appendf(out, " %s %zu", why.c_str(), n);
         }
         appendf(out, "\nescalations denied by the budget: %zu\n", r.denied);
+        if (r.refused != 0)
+            appendf(out, "requests refused by the budget at their first tier: %zu\n", r.refused);
     }
     appendf(out, "total: %s", usd(r.total).c_str());
     if (r.estimated != 0)
@@ -341,7 +356,7 @@ std::string format_text(const ledger_report& r)
             usd(r.flagship_only).c_str(), usd(saved).c_str(),
             r.flagship_only == money() ? 0.0
                                        : 100.0 * saved.to_double() / r.flagship_only.to_double());
-    } else if (!r.flagship.empty()) {
+    } else if (!r.flagship_priced && !r.flagship.empty()) {
         appendf(out, "on %s alone: its price is not in the ledger\n", r.flagship.c_str());
     }
     if (!r.caps.empty()) {
@@ -354,13 +369,15 @@ std::string format_text(const ledger_report& r)
     }
     if (r.open_reservations != 0)
         appendf(
-            out, "open reservations (a process ended without settling them): %zu holding %s\n",
+            out,
+            "open reservations (in flight, or left by a process that ended without settling "
+            "them): %zu holding %s\n",
             r.open_reservations, usd(r.open_amount).c_str());
     const auto& c = r.reconcile;
     if (c.ran) {
         appendf(
-            out, "\nreconciliation with the provider: %zu generations looked up, %zu match",
-            c.checked, c.matched);
+            out, "\nreconciliation with %s: %zu generations looked up, %zu match",
+            c.base_url.c_str(), c.checked, c.matched);
         appendf(out, ", %zu differ\n", c.differences.size());
         auto list = [&](const char* title, const std::vector<bill_difference>& v) {
             for (const auto& x : v)
@@ -380,8 +397,12 @@ std::string format_text(const ledger_report& r)
             appendf(out, "  billed records without a generation id: %zu\n", c.without_id);
         if (c.open_left != 0)
             appendf(out, "  open reservations left as spent: %zu\n", c.open_left);
-        if (c.differences.empty() && c.unverified.empty())
-            out += "  frugal's books match the provider's bill\n";
+        if (c.differences.empty() && c.unverified.empty()) {
+            if (c.checked > 0 && c.without_id == 0 && c.open_left == 0)
+                out += "  frugal's books match the provider's bill\n";
+            else
+                out += "  no differences found\n";
+        }
     }
     return out;
 }
@@ -436,7 +457,7 @@ std::string format_json(const ledger_report& r)
     o["by_model"] = usage_json(r.models, "model");
     auto tiers = usage_json(r.tiers, "model");
     for (std::size_t i = 0; i < tiers.size(); ++i)
-        tiers[i].as_object()["tier"] = i;
+        tiers[i].as_object()["tier"] = r.tiers[i].tier;
     o["by_tier"] = std::move(tiers);
     json::object reasons;
     for (const auto& [why, n] : r.reasons)
@@ -447,7 +468,8 @@ std::string format_json(const ledger_report& r)
                      ? 0.0
                      : static_cast<double>(r.escalated_tasks) / static_cast<double>(r.tasks)},
         {"reasons", std::move(reasons)},
-        {"denied_by_budget", r.denied}};
+        {"denied_by_budget", r.denied},
+        {"refused_at_first_tier", r.refused}};
     if (r.flagship_priced)
         o["flagship_only"] = json::object{
             {"model", r.flagship},
@@ -477,6 +499,7 @@ std::string format_json(const ledger_report& r)
         for (const auto& id : c.unverified)
             unverified.push_back(json::string(id));
         o["reconciliation"] = json::object{
+            {"base_url", c.base_url},
             {"checked", c.checked},
             {"matched", c.matched},
             {"differences", differences_json(c.differences)},

@@ -30,6 +30,7 @@ bool load_ledger(
 
 struct usage_row {
     std::string name;
+    std::uint32_t tier = 0; ///< in the per-tier table
     std::uint64_t requests = 0;
     std::uint64_t prompt_tokens = 0;
     std::uint64_t completion_tokens = 0;
@@ -56,6 +57,7 @@ struct bill_difference {
 
 struct reconcile_result {
     bool ran = false;
+    std::string base_url;    ///< where the generations were looked up
     std::size_t checked = 0; ///< records with a generation id that were looked up
     std::size_t matched = 0;
     std::vector<bill_difference> differences; ///< settled records the provider billed otherwise
@@ -73,6 +75,7 @@ struct ledger_report {
     std::size_t tasks = 0;           ///< distinct requests (a cascade's attempts share one)
     std::size_t escalated_tasks = 0; ///< requests that went past the tier they started at
     std::size_t denied = 0;          ///< escalations the budget refused
+    std::size_t refused = 0;         ///< requests the budget refused at their first tier
     money total;
     std::size_t estimated = 0; ///< records charged their whole reservation, bill unknown
     money estimated_cost;
@@ -102,13 +105,15 @@ struct reconcile_options {
     std::string base_url; ///< empty: the ledger's note, else the client's default
     std::string api_key;  ///< empty: OPENROUTER_API_KEY
     std::chrono::milliseconds not_found_wait{15000}; ///< how long a 404 is retried
+    std::int64_t since_ms = 0; ///< records from then on (open reservations are always checked)
     std::size_t concurrency = 8;
 };
 
 /// Looks every billed record with a generation id up on the provider and compares the bills;
 /// corrects estimated records and settles open reservations that a lookup proves (the ledger
 /// is opened for writing: no other process may own it). False with `error` set when the
-/// ledger or the provider cannot be reached at all.
+/// ledger cannot be opened, when it names a base URL the user has not trusted, or when no
+/// lookup reached the provider.
 bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, std::string& error);
 
 } // namespace frugal::cli

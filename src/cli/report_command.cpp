@@ -33,7 +33,8 @@ std::optional<std::int64_t> parse_since(std::string_view text, std::int64_t now_
         std::int64_t n = 0;
         const auto* end = text.data() + text.size() - 1;
         const auto [p, ec] = std::from_chars(text.data(), end, n);
-        if (ec != std::errc() || p != end || n < 0)
+        constexpr std::int64_t a_century_in_days = 36525;
+        if (ec != std::errc() || p != end || n < 0 || n > a_century_in_days * 24 * 60)
             return std::nullopt;
         const std::int64_t unit_ms = unit == 'm' ? 60'000 : unit == 'h' ? 3'600'000 : 86'400'000;
         return now_ms - n * unit_ms;
@@ -68,6 +69,7 @@ int run_report(const report_options& options)
         reconcile_options ro;
         ro.ledger_path = options.ledger_file;
         ro.base_url = options.base_url;
+        ro.since_ms = *since;
         ro.not_found_wait = std::chrono::milliseconds(
             static_cast<std::int64_t>(options.reconcile_wait_seconds * 1000));
         if (!reconcile_ledger(ro, rec, error)) {
@@ -99,8 +101,11 @@ int run_report(const report_options& options)
         std::fputs(format_csv(report).c_str(), stdout);
     else if (options.html_file.empty())
         std::fputs(format_text(report).c_str(), stdout);
-    // Like diff(1): a difference between the books and the bill is a failure to look at.
-    return report.reconcile.differences.empty() ? 0 : exit_failure;
+    // Like diff(1): a difference between the books and the bill, or a generation the provider
+    // no longer knows, is a failure to look at.
+    return report.reconcile.differences.empty() && report.reconcile.unverified.empty()
+               ? 0
+               : exit_failure;
 }
 
 } // namespace frugal::cli

@@ -61,6 +61,7 @@ std::string clock_label(std::int64_t unix_ms, bool date)
 constexpr const char* paid_colour = "#2f6fdf";
 constexpr const char* free_colour = "#1f9d55";
 constexpr const char* cap_colour = "#d64545";
+constexpr const char* spend_colour = "#7a3fd1";
 
 std::string cost_chart(const ledger_report& r)
 {
@@ -104,8 +105,9 @@ std::string spend_chart(const ledger_report& r)
          "\" fill=\"#fafbfc\" stroke=\"#d0d7de\"/>";
     // A single cap (the global one) is drawn as a line: the spend must stay under it.
     std::optional<money> cap;
+    // Only a cap that never resets: a periodic one starts again while the curve does not.
     for (const auto& c : r.caps)
-        if (c.budget.find(':') == std::string::npos && (!cap || c.cap < *cap))
+        if (c.budget.find(':') == std::string::npos && c.period == "none" && (!cap || c.cap < *cap))
             cap = c.cap;
     money top_value = r.timeline.empty() ? money() : r.timeline.back().second;
     if (cap)
@@ -144,7 +146,7 @@ std::string spend_chart(const ledger_report& r)
         prev = m;
     }
     pts += " " + num(x(t1)) + "," + num(y(prev));
-    s += "<polyline class=\"spend\" points=\"" + pts + "\" fill=\"none\" stroke=\"" + paid_colour +
+    s += "<polyline class=\"spend\" points=\"" + pts + "\" fill=\"none\" stroke=\"" + spend_colour +
          "\" stroke-width=\"2.5\"/>";
     if (cap) {
         const double cy = y(*cap);
@@ -165,7 +167,7 @@ std::string usage_table(const std::vector<usage_row>& rows, bool tiers)
                     "<th>cost (USD)</th></tr>";
     for (std::size_t i = 0; i < rows.size(); ++i) {
         const auto& m = rows[i];
-        s += "<tr><td>" + (tiers ? std::to_string(i) + ": " : std::string()) + esc(m.name) +
+        s += "<tr><td>" + (tiers ? std::to_string(m.tier) + ": " : std::string()) + esc(m.name) +
              "</td><td>" + std::to_string(m.requests) + "</td><td>" +
              std::to_string(m.prompt_tokens) + "</td><td>" + std::to_string(m.completion_tokens) +
              "</td><td>" + esc(m.cost.to_string()) + (m.free_model ? " <em>free</em>" : "") +

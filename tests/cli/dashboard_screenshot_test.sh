@@ -34,7 +34,8 @@ while pos < len(data):
 raw = zlib.decompress(idat)
 stride = w * bpp
 prev = bytearray(stride)
-colours = {"paid": (0x2f, 0x6f, 0xdf), "free": (0x1f, 0x9d, 0x55), "cap": (0xd6, 0x45, 0x45)}
+colours = {"paid": (0x2f, 0x6f, 0xdf), "free": (0x1f, 0x9d, 0x55), "cap": (0xd6, 0x45, 0x45),
+           "spend": (0x7a, 0x3f, 0xd1)}
 found = dict.fromkeys(colours, 0)
 for y in range(h):
     f = raw[y * (stride + 1)]
@@ -56,12 +57,13 @@ for y in range(h):
             if all(abs(px[j] - col[j]) <= 6 for j in range(3)):
                 found[k] += 1
     prev = line
-print(found["paid"], found["free"], found["cap"])
+print(found["paid"], found["free"], found["cap"], found["spend"])
 PY
 )
-read -r paid free cap <<<"$counts"
-echo "pixels: paid $paid, free $free, cap $cap"
-[ "${paid:-0}" -gt 3000 ] && check "the paid model's bar and the spend line are drawn" yes yes || check "the paid model's bar and the spend line are drawn" "more than 3000 pixels" "${paid:-0}"
+read -r paid free cap spend <<<"$counts"
+echo "pixels: paid $paid, free $free, cap $cap, spend $spend"
+[ "${paid:-0}" -gt 3000 ] && check "the paid model's bar is drawn" yes yes || check "the paid model's bar is drawn" "more than 3000 pixels" "${paid:-0}"
+[ "${spend:-0}" -gt 500 ] && check "the spend line is drawn" yes yes || check "the spend line is drawn" "more than 500 pixels" "${spend:-0}"
 [ "${free:-0}" -gt 40 ] && check "the free model's mark is drawn" yes yes || check "the free model's mark is drawn" "more than 40 pixels" "${free:-0}"
 [ "${cap:-0}" -gt 200 ] && check "the cap line is drawn" yes yes || check "the cap line is drawn" "more than 200 pixels" "${cap:-0}"
 finish

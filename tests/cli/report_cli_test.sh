@@ -34,7 +34,7 @@ P
     for i in 1 2 3 4 5 6 7 8; do echo "{\"id\":\"h$i\",\"prompt\":\"Prove the theorem rigorously, step by step, part $i.\"}"; done
 } >"$tmp/prompts.jsonl"
 ledger=$tmp/ledger.db
-"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.01 --ledger "$ledger" \
+"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.003 --ledger "$ledger" \
     --concurrency 4 --json "$tmp/prompts.jsonl" >"$tmp/batch.json" 2>"$tmp/batch.err"
 check "the batch exits 0" 0 "$?"
 billed=$(norm "$(bill)")
@@ -56,7 +56,7 @@ flag_ok = f is not None and f["model"] == "anthropic/claude-fable-5" and \
     D(f["cost"]) > D(r["total_cost"]) and D(f["saving"]) == D(f["cost"]) - D(r["total_cost"])
 print(D(r["total_cost"]).normalize(), r["requests"],
       r["escalation"]["escalated"] == esc and esc > 0,
-      r["escalation"]["denied_by_budget"] == den,
+      r["escalation"]["denied_by_budget"] == den and den > 0,
       by_model == D(r["total_cost"]) and len(free) == 1 and D(free[0]["cost"]) == 0 and free[0]["free"],
       D(r["caps"][0]["spent"]).normalize() if r["caps"] else "none",
       flag_ok)
@@ -145,6 +145,16 @@ planted_total=$(python3 -c "import decimal; print((decimal.Decimal('$billed') + 
 # The planted difference was written into the ledger only; the spend was never wrong.
 check "after reconciling: no open reservation, spend = bill, ledger = bill + the planted difference" \
     "0 $billed $planted_total" "$after"
+
+# The key goes only where the user trusts: a ledger naming another URL needs --base-url.
+python3 -c 'import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute("UPDATE notes SET value=? WHERE key=?", ("https://collector.invalid/api/v1", "base_url")); d.commit()' "$ledger"
+"$frugal" report --ledger "$ledger" --reconcile >/dev/null 2>"$tmp/err"
+check "a ledger naming an untrusted URL is not reconciled" 1 "$?"
+contains "it says to pass --base-url" "$(cat "$tmp/err")" "pass --base-url to send your key there"
+# Without the key that made the generations, nothing can be verified: an error, not a pass.
+OPENROUTER_API_KEY= "$frugal" report --ledger "$ledger" --reconcile --base-url "$url" >/dev/null 2>"$tmp/err"
+check "reconciling without a key fails" 1 "$?"
+contains "it says no generation could be looked up" "$(cat "$tmp/err")" "no generation could be looked up"
 
 "$frugal" report --ledger "$tmp/nothing.db" >/dev/null 2>"$tmp/err"
 check "a missing ledger is a usage error" 2 "$?"

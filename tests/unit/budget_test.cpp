@@ -608,8 +608,7 @@ BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_acro
     std::vector<std::pair<std::string, std::string>> notes;
     BOOST_TEST(!reader->read_notes(notes));
     const std::vector<std::pair<std::string, std::string>> want = {
-        {"budget:global", "1 none"},
-        {"budget:tenant:*", "0.25 daily"},
+        {"budgets", "global 1 none\ntenant:* 0.25 daily\n"},
         {"tiers", "cheap flagship"}};
     BOOST_TEST((notes == want));
     BOOST_TEST(reader->reserve({1, 0, 0, paid, {}})); // a reader cannot write
