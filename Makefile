@@ -15,7 +15,7 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev ccache \
 
 CMAKE_CONFIGURE = cmake -S . -G Ninja -Wno-dev
 
-.PHONY: all deps build test demo bench sanitize fuzz lint format clean
+.PHONY: all deps build test demo bench bench-peers sanitize fuzz lint format clean
 
 all: build
 
@@ -39,6 +39,14 @@ bench: build
 	$(BUILD_DIR)/bin/frugal_sim_bench --results=$(BUILD_DIR)/bench/results.json
 	$(BUILD_DIR)/bin/frugal_client_bench --results=$(BUILD_DIR)/bench/results.json
 	@cat $(BUILD_DIR)/bench/results.json
+
+# frugal beside the openai Node SDK, @openrouter/sdk, eventsource-parser and wrk, on one nginx
+# serving canned OpenRouter responses (docs/benchmarks.md). PEERS_REPS sets the repetitions.
+PEER_PACKAGES := nginx-light wrk nodejs npm
+
+bench-peers: build
+	@tools/deps.sh $(PEER_PACKAGES)
+	benchmarks/peers/run.sh $(BUILD_DIR)
 
 sanitize: deps
 	@[ -f $(SAN_DIR)/build.ninja ] || $(CMAKE_CONFIGURE) -B $(SAN_DIR) -DCMAKE_BUILD_TYPE=Debug \

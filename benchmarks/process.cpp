@@ -103,4 +103,11 @@ long rss_kib()
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+long peak_rss_kib()
+{
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss; // KiB on Linux
+}
+
 } // namespace frugal::bench

@@ -43,6 +43,9 @@ double cpu_seconds();
 /// Resident memory of this process now, in KiB.
 long rss_kib();
 
+/// The largest resident memory this process has had, in KiB.
+long peak_rss_kib();
+
 } // namespace frugal::bench
 
 #endif // FRUGAL_BENCHMARKS_PROCESS_HPP

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Medians of the runs, ratios frugal / each peer, and the goals of issue 8: one table on
+stdout, the same in peers.json, a Markdown copy and an SVG chart beside it."""
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+runs_file, out_json = sys.argv[1], sys.argv[2]
+runs = defaultdict(list)
+for line in open(runs_file):
+    r = json.loads(line)
+    runs[r.pop("item")].append(r)
+
+
+def med(item, key):
+    vals = [r[key] for r in runs.get(item, []) if key in r]
+    return statistics.median(vals) if vals else None
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+rows = []  # (label, value, unit, note)
+
+
+def add(label, value, unit, note=""):
+    rows.append((label, value, unit, note))
+
+
+items = {
+    "wrk_whole": "wrk, whole", "openai_whole": "openai SDK, whole",
+    "openrouter_whole": "@openrouter/sdk, whole", "frugal_whole": "frugal, whole",
+    "frugal_cascade": "frugal cascade (cheap answer kept), whole",
+    "wrk_stream": "wrk, stream", "openai_stream": "openai SDK, stream",
+    "openrouter_stream": "@openrouter/sdk, stream", "frugal_stream": "frugal, stream",
+}
+table = []
+for item, label in items.items():
+    if item not in runs:
+        continue
+    table.append({"client": label, "item": item, "runs": len(runs[item]),
+                  "req_per_s": med(item, "req_per_s"), "chunks_per_s": med(item, "chunks_per_s"),
+                  "cpu_us_per_req": med(item, "cpu_us_per_req"),
+                  "cpu_us_per_chunk": med(item, "cpu_us_per_chunk"),
+                  "p50_ms": med(item, "p50_ms"), "p99_ms": med(item, "p99_ms"),
+                  "errors": sum(r.get("errors", 0) for r in runs[item])})
+memory = [{"client": c, "kib_per_stream": med(f"{c}_hold", "kib_per_stream"),
+           "open_streams": med(f"{c}_hold", "open_streams")}
+          for c in ("openai", "openrouter", "frugal") if f"{c}_hold" in runs]
+many = {"open_streams": med("frugal_hold_10k", "open_streams"),
+        "kib_per_stream": med("frugal_hold_10k", "kib_per_stream")} if "frugal_hold_10k" in runs else None
+parse = [{"parser": p, "mib_per_s": med(p, "mib_per_s"), "cpu_us_per_event": med(p, "cpu_us_per_event")}
+         for p in ("esp_frame", "esp_decode", "frugal_frame", "frugal_decode") if p in runs]
+P = {p["parser"]: p for p in parse}
+T = {t["item"]: t for t in table}
+M = {m["client"]: m for m in memory}
+
+
+def g(item, key):
+    return T.get(item, {}).get(key)
+
+
+goals = []
+
+
+def goal(name, value, target, ok, unit=""):
+    goals.append({"goal": name, "measured": value, "target": target,
+                  "met": bool(ok) if value is not None else None, "unit": unit})
+
+
+goal("whole: frugal req/s / openai SDK req/s", ratio(g("frugal_whole", "req_per_s"), g("openai_whole", "req_per_s")),
+     25, (ratio(g("frugal_whole", "req_per_s"), g("openai_whole", "req_per_s")) or 0) >= 25, "x")
+goal("whole: frugal req/s / wrk req/s", ratio(g("frugal_whole", "req_per_s"), g("wrk_whole", "req_per_s")),
+     0.8, (ratio(g("frugal_whole", "req_per_s"), g("wrk_whole", "req_per_s")) or 0) >= 0.8, "x")
+goal("stream: frugal chunks/s / openai SDK chunks/s",
+     ratio(g("frugal_stream", "chunks_per_s"), g("openai_stream", "chunks_per_s")), 30,
+     (ratio(g("frugal_stream", "chunks_per_s"), g("openai_stream", "chunks_per_s")) or 0) >= 30, "x")
+goal("stream: frugal CPU per chunk (JSON decoding included)", g("frugal_stream", "cpu_us_per_chunk"), 1.0,
+     (g("frugal_stream", "cpu_us_per_chunk") or 99) < 1.0, "µs")
+goal("memory per open stream", M.get("frugal", {}).get("kib_per_stream"), 16,
+     (M.get("frugal", {}).get("kib_per_stream") or 99) <= 16, "KiB")
+goal("open streams on one thread", many and many["open_streams"], 10000,
+     many and (many["open_streams"] or 0) >= 10000, "")
+goal("SSE framing", P.get("frugal_frame", {}).get("mib_per_s"), 1024,
+     (P.get("frugal_frame", {}).get("mib_per_s") or 0) >= 1024, "MiB/s")
+goal("framing + decoding / eventsource-parser + JSON.parse",
+     ratio(P.get("frugal_decode", {}).get("mib_per_s"), P.get("esp_decode", {}).get("mib_per_s")), 5,
+     (ratio(P.get("frugal_decode", {}).get("mib_per_s"), P.get("esp_decode", {}).get("mib_per_s")) or 0) >= 5, "x")
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+machine = {"cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "cores": sh("nproc"),
+           "kernel": platform.release(), "os": sh(". /etc/os-release && echo $PRETTY_NAME"),
+           "node": sh("node --version"), "nginx": sh("nginx -v 2>&1 | sed 's/.*nginx\\///'"),
+           "wrk": sh("wrk -v 2>&1 | head -1 | awk '{print $2}'")}
+result = {"machine": machine, "clients": table, "memory": memory, "many_streams": many,
+          "parsing": parse, "goals": goals}
+json.dump(result, open(out_json, "w"), indent=1)
+
+
+def f(v, d=1):
+    if v is None:
+        return "-"
+    return f"{v:,.{d}f}"
+
+
+lines = []
+lines.append(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, node {machine['node']}, "
+             f"nginx {machine['nginx']} (server pinned to CPU 0, each client to CPU 1)")
+lines.append("")
+lines.append("| client | req/s | chunks/s | CPU µs/req | CPU µs/chunk | p50 ms | p99 ms | errors |")
+lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+for t in table:
+    lines.append(f"| {t['client']} | {f(t['req_per_s'])} | {f(t['chunks_per_s'], 0) if t['chunks_per_s'] else '-'} | "
+                 f"{f(t['cpu_us_per_req'], 2)} | {f(t['cpu_us_per_chunk'], 3) if t['cpu_us_per_chunk'] else '-'} | "
+                 f"{f(t['p50_ms'], 2)} | {f(t['p99_ms'], 2)} | {t['errors']} |")
+lines.append("")
+lines.append("| memory per open stream | KiB |")
+lines.append("|---|---:|")
+for m in memory:
+    lines.append(f"| {m['client']} ({int(m['open_streams'] or 0)} open) | {f(m['kib_per_stream'], 2)} |")
+if many:
+    lines.append(f"| frugal ({int(many['open_streams'] or 0)} open on one thread) | {f(many['kib_per_stream'], 2)} |")
+lines.append("")
+lines.append("| SSE parsing, 64 MiB | MiB/s | CPU µs/event |")
+lines.append("|---|---:|---:|")
+names = {"esp_frame": "eventsource-parser", "esp_decode": "eventsource-parser + JSON.parse",
+         "frugal_frame": "frugal sse_parser", "frugal_decode": "frugal sse_parser + Boost.JSON"}
+for p in parse:
+    lines.append(f"| {names[p['parser']]} | {f(p['mib_per_s'])} | {f(p['cpu_us_per_event'], 3)} |")
+lines.append("")
+lines.append("| goal | measured | target | met |")
+lines.append("|---|---:|---:|---|")
+for gl in goals:
+    lines.append(f"| {gl['goal']} | {f(gl['measured'], 2)} {gl['unit']} | {gl['target']} {gl['unit']} | "
+                 f"{'yes' if gl['met'] else 'no' if gl['met'] is not None else '-'} |")
+text = "\n".join(lines)
+print(text)
+open(out_json.replace(".json", ".md"), "w").write(text + "\n")
+
+# A chart: frugal's advantage over each peer (log-free bars of the ratio, labelled).
+bars = []
+for name, a, b in (("whole req/s vs openai", g("frugal_whole", "req_per_s"), g("openai_whole", "req_per_s")),
+                   ("whole req/s vs @openrouter/sdk", g("frugal_whole", "req_per_s"), g("openrouter_whole", "req_per_s")),
+                   ("stream chunks/s vs openai", g("frugal_stream", "chunks_per_s"), g("openai_stream", "chunks_per_s")),
+                   ("stream chunks/s vs @openrouter/sdk", g("frugal_stream", "chunks_per_s"), g("openrouter_stream", "chunks_per_s")),
+                   ("parse+decode vs eventsource-parser", P.get("frugal_decode", {}).get("mib_per_s"), P.get("esp_decode", {}).get("mib_per_s"))):
+    r = ratio(a, b)
+    if r:
+        bars.append((name, r))
+top = max([r for _, r in bars] + [1])
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{40 + 34 * len(bars)}" '
+       'font-family="sans-serif" font-size="13">',
+       '<text x="10" y="22" font-weight="bold">frugal / peer, same server and bytes (higher is better)</text>']
+for i, (name, r) in enumerate(bars):
+    y = 36 + 34 * i
+    w = 420 * r / top
+    svg.append(f'<text x="250" y="{y + 17}" text-anchor="end">{name}</text>')
+    svg.append(f'<rect x="260" y="{y + 4}" width="{w:.1f}" height="20" fill="#2f6fdf"/>')
+    svg.append(f'<text x="{266 + w:.1f}" y="{y + 18}">{r:.1f}×</text>')
+svg.append("</svg>")
+open(out_json.replace(".json", ".svg"), "w").write("\n".join(svg) + "\n")
