@@ -42,10 +42,11 @@ bench: build
 
 # frugal beside the openai Node SDK, @openrouter/sdk, eventsource-parser and wrk, on one nginx
 # serving canned OpenRouter responses (docs/benchmarks.md). PEERS_REPS sets the repetitions.
-PEER_PACKAGES := nginx-light wrk nodejs npm
-
+# Node may come from elsewhere than Debian (its npm then is not a Debian package): only a
+# missing `node` or `npm` command asks apt for them.
 bench-peers: build
-	@tools/deps.sh $(PEER_PACKAGES)
+	@tools/deps.sh nginx-light wrk
+	@command -v node >/dev/null && command -v npm >/dev/null || tools/deps.sh nodejs npm
 	benchmarks/peers/run.sh $(BUILD_DIR)
 
 sanitize: deps

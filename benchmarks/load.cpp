@@ -4,7 +4,8 @@
 //
 //   frugal-load --base-url URL --model M --requests N --concurrency C [--stream] [--cascade]
 //   frugal-load --base-url URL --model M --hold-streams N      (memory per open stream)
-//   frugal-load --parse FILE [--decode]                          (SSE framing speed)
+//   frugal-load --parse FILE [--decode]        (SSE framing speed; --decode: each chunk too)
+#include "openrouter/codec.hpp"
 #include "process.hpp"
 
 #include <frugal/chat_client.hpp>
@@ -16,7 +17,6 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/json/parse.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -224,6 +224,8 @@ int run_parse(const options& o)
     std::size_t content = 0;
     for (int rep = 0; rep < 5; ++rep) {
         frugal::sse_parser parser;
+        frugal::openrouter::chat_decoder decoder; // what the client runs on every chunk
+        frugal::openrouter::chat_chunk chunk;
         events = 0;
         content = 0;
         const double cpu0 = frugal::bench::cpu_seconds();
@@ -236,9 +238,8 @@ int run_parse(const options& o)
             while (auto ev = parser.next()) {
                 ++events;
                 if (o.decode && ev->data != "[DONE]") {
-                    boost::system::error_code ec;
-                    const auto v = boost::json::parse(ev->data, ec);
-                    content += ec ? 0 : v.as_object().size();
+                    const auto ec = decoder.decode(ev->data, chunk);
+                    content += ec ? 0 : chunk.content.size();
                 }
             }
         }
@@ -269,7 +270,7 @@ int main(int argc, char** argv)
     app.add_option("--flagship", o.flagship, "The cascade's second tier")->capture_default_str();
     app.add_option("--hold-streams", o.hold_streams, "Open N streams and report KiB per stream");
     app.add_option("--parse", o.parse_file, "Parse an event-stream file in memory");
-    app.add_flag("--decode", o.decode, "With --parse: also parse each event's JSON");
+    app.add_flag("--decode", o.decode, "With --parse: also decode each chunk, as the client does");
     app.add_option("--cpu", o.cpu, "Pin to this CPU");
     try {
         app.parse(argc, argv);

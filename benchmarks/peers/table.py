@@ -135,7 +135,7 @@ lines.append("")
 lines.append("| SSE parsing, 64 MiB | MiB/s | CPU µs/event |")
 lines.append("|---|---:|---:|")
 names = {"esp_frame": "eventsource-parser", "esp_decode": "eventsource-parser + JSON.parse",
-         "frugal_frame": "frugal sse_parser", "frugal_decode": "frugal sse_parser + Boost.JSON"}
+         "frugal_frame": "frugal sse_parser", "frugal_decode": "frugal sse_parser + the client's chunk decoder"}
 for p in parse:
     lines.append(f"| {names[p['parser']]} | {f(p['mib_per_s'])} | {f(p['cpu_us_per_event'], 3)} |")
 lines.append("")

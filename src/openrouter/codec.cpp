@@ -354,6 +354,9 @@ public:
     chat_chunk* out = nullptr;
     bool saw_object = false; // the document is an object, not a scalar or an array
     bool bad_utf8 = false;   // a string frugal keeps is not UTF-8
+    // Which of id, model and provider this document set: the decoder leaves them from the
+    // last document (a stream repeats them in every chunk) and clears those not seen.
+    bool saw_id = false, saw_model = false, saw_provider = false;
 
     bool on_document_begin(error_code&)
     {
@@ -361,6 +364,7 @@ public:
         done_with_value();
         saw_object = false;
         bad_utf8 = false;
+        saw_id = saw_model = saw_provider = false;
         return true;
     }
     bool on_document_end(error_code&) { return true; }
@@ -651,12 +655,20 @@ private:
             to.assign(v);
     }
 
+    // A value most documents of a stream repeat: compared before it is checked and copied.
+    void keep_repeated(std::string& to, std::string_view v, bool& seen)
+    {
+        seen = true;
+        if (std::string_view(to) != v)
+            keep(to, v, false);
+    }
+
     void string_value(std::string_view v)
     {
         switch (field_) {
-        case field::id: keep(out->id, v, false); break;
-        case field::model: keep(out->model, v, false); break;
-        case field::provider: keep(out->provider, v, false); break;
+        case field::id: keep_repeated(out->id, v, saw_id); break;
+        case field::model: keep_repeated(out->model, v, saw_model); break;
+        case field::provider: keep_repeated(out->provider, v, saw_provider); break;
         case field::finish_reason: keep(out->finish_reason, v, false); break;
         case field::native_finish_reason: keep(out->native_finish_reason, v, false); break;
         case field::content: keep(out->content, v, true); break;
@@ -754,15 +766,39 @@ struct chat_decoder::impl {
 chat_decoder::chat_decoder() : impl_(std::make_unique<impl>()) {}
 chat_decoder::~chat_decoder() = default;
 
+namespace {
+
+// Everything but id, model and provider starts empty; those three are kept for the handler
+// to compare (see keep_repeated) and cleared after decoding when the document lacks them.
+void start_document(chat_chunk& out)
+{
+    std::string id = std::move(out.id), model = std::move(out.model);
+    std::string provider = std::move(out.provider);
+    out.clear();
+    out.id = std::move(id);
+    out.model = std::move(model);
+    out.provider = std::move(provider);
+}
+
+} // namespace
+
 error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
 {
-    out.clear();
+    start_document(out);
     auto& p = impl_->parser;
+    auto& h = p.handler();
+    h.out = &out;
     p.reset();
-    p.handler().out = &out;
     error_code ec;
     const std::size_t n = p.write_some(false, text.data(), text.size(), ec);
-    if (ec || !p.done() || !p.handler().saw_object || p.handler().bad_utf8)
+    const bool complete = !ec && p.done();
+    if (!h.saw_id)
+        out.id.clear();
+    if (!h.saw_model)
+        out.model.clear();
+    if (!h.saw_provider)
+        out.provider.clear();
+    if (!complete || !h.saw_object || h.bad_utf8)
         return error::protocol_error;
     // Only whitespace may follow the document.
     for (std::size_t i = n; i < text.size(); ++i) {

@@ -28,6 +28,31 @@ chat_chunk decode(const std::string& text)
 
 BOOST_AUTO_TEST_SUITE(codec)
 
+BOOST_AUTO_TEST_CASE(one_decoder_reports_each_documents_own_id_model_and_provider)
+{
+    // The decoder keeps the last document's id, model and provider to compare the next ones
+    // with (a stream repeats them); each result must still be that document's alone.
+    chat_decoder d;
+    chat_chunk c;
+    BOOST_TEST(!d.decode(R"({"id":"a","model":"m1","provider":"P","choices":[]})", c));
+    BOOST_TEST(c.id == "a");
+    BOOST_TEST(!d.decode(R"({"id":"a","model":"m1","provider":"P","choices":[]})", c));
+    BOOST_TEST((c.id == "a" && c.model == "m1" && c.provider == "P"));
+    BOOST_TEST(!d.decode(R"({"model":"m2","choices":[]})", c));
+    BOOST_TEST(c.id.empty());
+    BOOST_TEST(c.model == "m2");
+    BOOST_TEST(c.provider.empty());
+    BOOST_TEST(!d.decode(R"({"id":"b","model":"m2","provider":"Q"})", c));
+    BOOST_TEST((c.id == "b" && c.model == "m2" && c.provider == "Q"));
+    // A document that fails leaves nothing of the last one behind either.
+    BOOST_TEST(d.decode(R"({"id":"c","model":)", c));
+    BOOST_TEST(c.model.empty());
+    BOOST_TEST(c.provider.empty());
+    // Kept strings are checked for UTF-8 even when they repeat.
+    BOOST_TEST(!d.decode(R"({"id":"x"})", c));
+    BOOST_TEST(d.decode("{\"id\":\"\xff\"}", c));
+}
+
 BOOST_AUTO_TEST_CASE(real_whole_response_gpt_4o_mini)
 {
     const auto c = decode(
