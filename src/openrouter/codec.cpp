@@ -261,22 +261,35 @@ bool valid_utf8(std::string_view s)
 
 } // namespace
 
+namespace {
+
+// Everything but id, model and provider. An error's fields are written only under an error
+// object, which marks it present, so an absent one is already clear.
+void clear_body(chat_chunk& c)
+{
+    c.created = 0;
+    c.has_choice = false;
+    c.finish_reason.clear();
+    c.native_finish_reason.clear();
+    c.content.clear();
+    c.reasoning.clear();
+    c.refusal.clear();
+    c.tool_calls.clear();
+    c.usage.reset();
+    if (c.error.present)
+        clear_error(c.error);
+    if (c.choice_error.present)
+        clear_error(c.choice_error);
+}
+
+} // namespace
+
 void chat_chunk::clear()
 {
     id.clear();
     model.clear();
     provider.clear();
-    created = 0;
-    has_choice = false;
-    finish_reason.clear();
-    native_finish_reason.clear();
-    content.clear();
-    reasoning.clear();
-    refusal.clear();
-    tool_calls.clear();
-    usage.reset();
-    clear_error(error);
-    clear_error(choice_error);
+    clear_body(*this);
 }
 
 namespace {
@@ -772,12 +785,7 @@ namespace {
 // to compare (see keep_repeated) and cleared after decoding when the document lacks them.
 void start_document(chat_chunk& out)
 {
-    std::string id = std::move(out.id), model = std::move(out.model);
-    std::string provider = std::move(out.provider);
-    out.clear();
-    out.id = std::move(id);
-    out.model = std::move(model);
-    out.provider = std::move(provider);
+    clear_body(out);
 }
 
 } // namespace
