@@ -227,7 +227,7 @@ public:
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, chat_response)>(
-            chat_initiation{this}, token, std::move(request),
+            chat_initiation{this}, token, encode(request),
             static_cast<frugal::diagnostics*>(nullptr));
     }
     template <class CompletionToken = boost::asio::deferred_t>
@@ -235,7 +235,7 @@ public:
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, chat_response)>(
-            chat_initiation{this}, token, std::move(request), &diag);
+            chat_initiation{this}, token, encode(request), &diag);
     }
 
     /// Sends a streamed chat completion and reads the response headers into `stream`.
@@ -325,10 +325,18 @@ private:
         using executor_type = boost::asio::any_io_executor;
         executor_type get_executor() const noexcept { return self->get_executor(); }
     };
+    // A request travels to the operation as its JSON body: Asio's initiation moves its
+    // arguments a score of times, and a string moves in a few instructions.
+    struct encoded_request {
+        std::string body;
+        bool invalid = false; // extra_body or response_schema is not a JSON object
+    };
+    static encoded_request encode(const chat_request& req);
+
     struct chat_initiation : base_initiation<chat_initiation> {
         template <class Handler>
         // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
-        void operator()(Handler&& h, chat_request req, frugal::diagnostics* diag) const
+        void operator()(Handler&& h, encoded_request req, frugal::diagnostics* diag) const
         {
             self->async_chat_impl(std::move(req), diag, std::forward<Handler>(h));
         }
@@ -365,7 +373,7 @@ private:
     };
 
     void async_chat_impl(
-        chat_request req,
+        encoded_request req,
         frugal::diagnostics* diag,
         boost::asio::any_completion_handler<void(boost::system::error_code, chat_response)>
             handler);
