@@ -11,7 +11,8 @@ BUILD_TYPE   ?= RelWithDebInfo
 # Boost 1.81 explicitly: Debian 12's default libboost-dev is 1.74, which has no Boost.JSON.
 PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev ccache \
             libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev \
-            libssl-dev libsqlite3-dev libbenchmark-dev libcli11-dev python3
+            libssl-dev libsqlite3-dev libbenchmark-dev libcli11-dev python3 \
+            libhiredis-dev redis-server
 
 CMAKE_CONFIGURE = cmake -S . -G Ninja -Wno-dev
 

@@ -9,6 +9,7 @@
 
 #include <boost/system/error_code.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -204,6 +205,37 @@ struct sqlite_store_params {
 /// open it with `error::budget_store_failed`.
 std::shared_ptr<budget_store> open_sqlite_store(
     const sqlite_store_params& params, boost::system::error_code& ec, std::string& detail);
+
+/// Options of the Redis store.
+struct redis_store_params {
+    std::string url = "redis://127.0.0.1:6379/0"; ///< redis://HOST:PORT/DB
+    /// The keys' namespace: the processes that share one set of caps share one prefix.
+    std::string prefix = "frugal";
+    /// How long an open reservation lives without being settled. A process that dies leaves
+    /// its reservations to expire into spend (never back into headroom) after this; it must
+    /// exceed the longest request.
+    std::chrono::milliseconds lease{15 * 60 * 1000};
+    /// Connecting and each command; a command that times out fails its operation.
+    std::chrono::milliseconds timeout{1000};
+};
+
+/// A store a fleet of processes shares: committed spend and open reservations live in Redis,
+/// and reserve, settle, release and correct each run as one Lua script that checks every
+/// budget window the request falls under and records the change atomically. The ledger
+/// records (and notes) go to `ledger` (an SQLite store for reports; memory when null).
+///
+/// Redis unreachable fails closed: every reservation is refused with
+/// `error::budget_store_failed` until it is back (reconnecting with a backoff up to 5 s), and
+/// free calls, which reserve nothing, go on. Only a malformed URL fails here.
+///
+/// Keys are `PREFIX:committed` and `PREFIX:reserved` (hashes of `WINDOW:BUDGET`),
+/// `PREFIX:res:ID`, `PREFIX:leases`; one Redis node (the scripts name their keys
+/// themselves, which Redis Cluster does not allow).
+std::shared_ptr<budget_store> open_redis_store(
+    const redis_store_params& params,
+    std::shared_ptr<budget_store> ledger,
+    boost::system::error_code& ec,
+    std::string& detail);
 
 } // namespace frugal
 

@@ -322,13 +322,22 @@ int run_batch(const batch_options& options)
     }
     price_catalog prices(models);
     std::optional<budget_guard> guard;
-    if (cap || !options.ledger_file.empty()) {
+    if (cap || !options.ledger_file.empty() || !options.budget_store.empty()) {
         std::shared_ptr<budget_store> store;
         if (!options.ledger_file.empty()) {
             store = open_sqlite_store({options.ledger_file}, ec, detail);
             if (!store) {
                 std::fprintf(stderr, "frugal batch: %s\n", detail.c_str());
                 return exit_failure;
+            }
+        }
+        if (!options.budget_store.empty()) {
+            redis_store_params rp;
+            rp.url = options.budget_store;
+            store = open_redis_store(rp, store, ec, detail);
+            if (!store) {
+                std::fprintf(stderr, "frugal batch: --budget-store: %s\n", detail.c_str());
+                return exit_usage;
             }
         }
         budget_params bp;

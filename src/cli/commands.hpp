@@ -41,6 +41,7 @@ struct batch_options {
     std::string budget; ///< USD, empty for none
     std::size_t concurrency = 8;
     std::string ledger_file;
+    std::string budget_store; ///< redis://HOST:PORT/DB: the cap is shared with other processes
     bool json = false;
     std::string prompts_file;
 };

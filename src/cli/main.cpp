@@ -64,6 +64,10 @@ int main(int argc, char** argv)
     batch_cmd->add_option(
         "--ledger", batch.ledger_file,
         "SQLite file keeping the ledger and the spend (the cap then holds across runs)");
+    batch_cmd->add_option(
+        "--budget-store", batch.budget_store,
+        "redis://HOST:PORT/DB: share the cap with every process using the same Redis "
+        "(the ledger stays in --ledger)");
     batch_cmd->add_flag("--json", batch.json, "Print one JSON object instead of a table");
     batch_cmd->add_option("prompts", batch.prompts_file, "PROMPTS.jsonl (- for stdin)")->required();
 
