@@ -10,6 +10,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,13 +59,14 @@ local function sweep(P, now)
         redis.call('HINCRBY', P .. ':reserved', field, neg(amount))
         redis.call('HINCRBY', P .. ':committed', field, amount)
       end
-      redis.call('SET', P .. ':swept:' .. rid, amount, 'EX', 604800)
+      redis.call('SET', P .. ':swept:' .. rid, amount .. '\n' .. charges, 'EX', 604800)
     end
     redis.call('DEL', P .. ':res:' .. rid)
     redis.call('ZREM', P .. ':leases', rid)
   end
 end
--- Drops reservation rid; true when it was still open, else the amount a sweep committed.
+-- Drops reservation rid: nil when it was still open, else what a sweep committed for it
+-- ("AMOUNT\nFIELD\nFIELD...").
 local function drop(P, rid)
   local amount = redis.call('HGET', P .. ':res:' .. rid, 'amount')
   if amount then
@@ -109,10 +111,15 @@ local P, now, rid, cost, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonum
 sweep(P, now)
 local swept = nil
 if rid ~= '' then swept = drop(P, rid) end
+if swept then
+  -- Settled after its lease ran out: the sweep's whole amount gives way to the cost.
+  local amount = string.match(swept, '^[^\n]+')
+  for field in string.gmatch(string.sub(swept, #amount + 2), '[^\n]+') do
+    redis.call('HINCRBY', P .. ':committed', field, neg(amount))
+  end
+end
 for k = 0, n - 1 do
-  local field = ARGV[6 + k]
-  if swept then redis.call('HINCRBY', P .. ':committed', field, neg(swept)) end
-  redis.call('HINCRBY', P .. ':committed', field, cost)
+  redis.call('HINCRBY', P .. ':committed', ARGV[6 + k], cost)
 end
 return 1
 )lua";
@@ -122,6 +129,13 @@ constexpr const char* release_lua = R"lua(
 local P, now, rid = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 sweep(P, now)
 local swept = drop(P, rid)
+if swept then
+  -- Released after its lease ran out (never sent): the sweep's charge is taken back.
+  local amount = string.match(swept, '^[^\n]+')
+  for field in string.gmatch(string.sub(swept, #amount + 2), '[^\n]+') do
+    redis.call('HINCRBY', P .. ':committed', field, neg(amount))
+  end
+end
 return 1
 )lua";
 
@@ -163,6 +177,9 @@ public:
 
     ~redis_store() override
     {
+        // One last try for what Redis missed; what still cannot land stays covered by its
+        // reservation until the lease turns it into spend.
+        (void)flush_pending();
         if (ctx_ != nullptr)
             redisFree(ctx_);
     }
@@ -209,6 +226,9 @@ public:
 
     error_code reserve(const reservation_view& v) override
     {
+        // Settlements Redis missed go first: until they land, the fleet's books are behind.
+        if (!flush_pending())
+            return error::budget_store_failed;
         const money amount = v.charges.empty() ? money() : v.charges.front().amount;
         std::vector<std::string> args{
             "EVALSHA",
@@ -257,19 +277,21 @@ public:
             std::to_string(charges.size())};
         for (const auto& c : charges)
             args.push_back(field_of(c.window, c.budget));
-        reply_ptr r = script(settle_lua, settle_sha_, args);
-        if (!r || r->type != REDIS_REPLY_INTEGER)
-            return error::budget_store_failed;
+        // Redis unreachable: the spend is recorded locally now and in Redis when it is back;
+        // meanwhile the reservation still holds its whole amount there (or, once its lease
+        // ran out, is counted as spent), so the fleet's cap stays covered.
+        if (!flush_pending() || !run(settle_lua, settle_sha_, args))
+            pending_.push_back({settle_lua, &settle_sha_, std::move(args)});
         return ledger_->settle(0, charges, record);
     }
 
     error_code release(std::uint64_t id) override
     {
-        reply_ptr r = script(
-            release_lua, release_sha_,
-            {"EVALSHA", release_sha_, "0", params_.prefix, std::to_string(unix_ms()), rid(id)});
-        return r && r->type == REDIS_REPLY_INTEGER ? error_code()
-                                                   : error_code(error::budget_store_failed);
+        std::vector<std::string> args{
+            "EVALSHA", release_sha_, "0", params_.prefix, std::to_string(unix_ms()), rid(id)};
+        if (!flush_pending() || !run(release_lua, release_sha_, args))
+            pending_.push_back({release_lua, &release_sha_, std::move(args)});
+        return {};
     }
 
     error_code
@@ -283,9 +305,9 @@ public:
             args.push_back(field_of(m.window, m.budget));
             args.push_back(std::to_string(m.amount.units()));
         }
-        reply_ptr r = script(move_lua, move_sha_, args);
-        return r && r->type == REDIS_REPLY_INTEGER ? error_code()
-                                                   : error_code(error::budget_store_failed);
+        if (!flush_pending() || !run(move_lua, move_sha_, args))
+            pending_.push_back({move_lua, &move_sha_, std::move(args)});
+        return {};
     }
 
     error_code read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out) override
@@ -441,6 +463,33 @@ private:
     }
 
     std::string rid(std::uint64_t id) const { return instance_ + "." + std::to_string(id); }
+
+    bool run(const char* body, std::string& sha, const std::vector<std::string>& args)
+    {
+        reply_ptr r = script(body, sha, args);
+        return r && r->type == REDIS_REPLY_INTEGER;
+    }
+
+    // Replays, in order, what Redis missed while it was unreachable; false while it still is.
+    // A command whose reply was lost may have been applied: replayed, its spend is counted
+    // twice in Redis, an error on the side of the cap.
+    bool flush_pending()
+    {
+        while (!pending_.empty()) {
+            auto& op = pending_.front();
+            if (!run(op.body, *op.sha, op.args))
+                return false;
+            pending_.pop_front();
+        }
+        return true;
+    }
+
+    struct pending_op {
+        const char* body;
+        std::string* sha;
+        std::vector<std::string> args;
+    };
+    std::deque<pending_op> pending_;
 
     redis_store_params params_;
     std::shared_ptr<budget_store> ledger_;

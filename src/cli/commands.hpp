@@ -42,6 +42,7 @@ struct batch_options {
     std::size_t concurrency = 8;
     std::string ledger_file;
     std::string budget_store; ///< redis://HOST:PORT/DB: the cap is shared with other processes
+    double budget_lease_seconds = 900; ///< how long a dead process's reservations hold
     bool json = false;
     std::string prompts_file;
 };

@@ -68,6 +68,12 @@ int main(int argc, char** argv)
         "--budget-store", batch.budget_store,
         "redis://HOST:PORT/DB: share the cap with every process using the same Redis "
         "(the ledger stays in --ledger)");
+    batch_cmd
+        ->add_option(
+            "--budget-lease", batch.budget_lease_seconds,
+            "Seconds a reservation in Redis lives unsettled (a killed process's become spend)")
+        ->capture_default_str()
+        ->check(CLI::Range(1.0, 86400.0));
     batch_cmd->add_flag("--json", batch.json, "Print one JSON object instead of a table");
     batch_cmd->add_option("prompts", batch.prompts_file, "PROMPTS.jsonl (- for stdin)")->required();
 
