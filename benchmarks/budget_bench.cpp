@@ -6,7 +6,21 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
 #include <optional>
 #include <unistd.h>
 
@@ -16,7 +30,9 @@ const bool figures =
     frugal::bench::register_figure("budget_reserve_settle_per_s", "reservations/s") &&
     frugal::bench::register_figure("budget_reserve_settle_2threads_per_s", "reservations/s") &&
     frugal::bench::register_figure("budget_sqlite_settle_per_s", "reservations/s") &&
-    frugal::bench::register_figure("budget_sqlite_normal_settle_per_s", "reservations/s");
+    frugal::bench::register_figure("budget_sqlite_normal_settle_per_s", "reservations/s") &&
+    frugal::bench::register_figure("budget_redis_settle_per_s", "reservations/s") &&
+    frugal::bench::register_figure("budget_redis_added_p99_us", "us");
 
 constexpr const char* model = "anthropic/claude-fable-5";
 
@@ -125,3 +141,108 @@ void budget_sqlite_settle(benchmark::State& state)
 BENCHMARK(budget_sqlite_settle)->Arg(1)->Arg(0)->UseRealTime();
 
 } // namespace
+
+// A redis-server of the benchmark's own on a free port, gone with it.
+class redis_server {
+public:
+    redis_server()
+    {
+        port_ = free_port();
+        const std::string port = std::to_string(port_);
+        const char* argv[] = {"redis-server", "--port", port.c_str(),   "--bind", "127.0.0.1",
+                              "--save",       "",       "--appendonly", "no",     nullptr};
+        if (posix_spawnp(
+                &pid_, "redis-server", nullptr, nullptr, const_cast<char**>(argv), environ) != 0) {
+            pid_ = -1;
+            return;
+        }
+        for (int i = 0; i < 200 && !ready(); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ~redis_server()
+    {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGTERM);
+            ::waitpid(pid_, nullptr, 0);
+        }
+    }
+    bool running() const { return pid_ > 0; }
+    std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
+
+private:
+    static int free_port()
+    {
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        socklen_t len = sizeof a;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+        ::close(fd);
+        return ntohs(a.sin_port);
+    }
+    bool ready() const
+    {
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<std::uint16_t>(port_));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+        ::close(fd);
+        return ok;
+    }
+    pid_t pid_ = -1;
+    int port_ = 0;
+};
+
+// One process reserving and settling through Redis (two scripts, two round trips, under the
+// guard's lock), and what that adds to an escalation at the 99th percentile over the memory
+// store.
+void budget_redis_settle(benchmark::State& state)
+{
+    redis_server server;
+    if (!server.running()) {
+        state.SkipWithError("redis-server is not installed");
+        return;
+    }
+    boost::system::error_code ec;
+    std::string detail;
+    frugal::redis_store_params p;
+    p.url = server.url();
+    auto store = frugal::open_redis_store(p, nullptr, ec, detail);
+    if (!store) {
+        state.SkipWithError(detail.c_str());
+        return;
+    }
+    auto g = make_guard(store);
+    auto m = make_guard(frugal::make_memory_store());
+    auto rec = sample_record();
+    std::vector<double> redis_us, memory_us;
+    std::uint64_t n = 0;
+    for (auto _ : state) {
+        const auto t0 = std::chrono::steady_clock::now();
+        reserve_and_settle(g, rec, ++n);
+        const auto t1 = std::chrono::steady_clock::now();
+        redis_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    for (std::uint64_t i = 0; i < std::min<std::uint64_t>(n, 100000); ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        reserve_and_settle(m, rec, i + 1);
+        memory_us.push_back(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                .count());
+    }
+    auto p99 = [](std::vector<double>& v) {
+        if (v.empty())
+            return 0.0;
+        const auto k = v.size() * 99 / 100;
+        std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+        return v[k];
+    };
+    state.counters["budget_redis_settle_per_s"] =
+        benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsRate);
+    state.counters["budget_redis_added_p99_us"] = p99(redis_us) - p99(memory_us);
+}
+BENCHMARK(budget_redis_settle)->UseRealTime()->MinTime(2.0);
