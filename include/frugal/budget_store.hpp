@@ -217,6 +217,10 @@ struct redis_store_params {
     std::chrono::milliseconds lease{15 * 60 * 1000};
     /// Connecting and each command; a command that times out fails its operation.
     std::chrono::milliseconds timeout{1000};
+    /// While Redis is unreachable, grant reservations on this process's own books alone
+    /// (its local caps still hold; the fleet's may be crossed by what the others spend
+    /// meanwhile). Off: they are refused.
+    bool fail_open = false;
 };
 
 /// A store a fleet of processes shares: committed spend and open reservations live in Redis,
@@ -226,7 +230,9 @@ struct redis_store_params {
 ///
 /// Redis unreachable fails closed: every reservation is refused with
 /// `error::budget_store_failed` until it is back (reconnecting with a backoff up to 5 s), and
-/// free calls, which reserve nothing, go on. Only a malformed URL fails here.
+/// free calls, which reserve nothing, go on; with `fail_open` it is granted on the process's own
+/// books. Settlements Redis misses are kept and replayed in order once it is back. Only a
+/// malformed URL fails here.
 ///
 /// Keys are `PREFIX:committed` and `PREFIX:reserved` (hashes of `WINDOW:BUDGET`),
 /// `PREFIX:res:ID`, `PREFIX:leases`; one Redis node (the scripts name their keys

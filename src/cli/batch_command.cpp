@@ -334,6 +334,7 @@ int run_batch(const batch_options& options)
         if (!options.budget_store.empty()) {
             redis_store_params rp;
             rp.url = options.budget_store;
+            rp.fail_open = options.budget_fail_open;
             rp.lease = std::chrono::milliseconds(
                 static_cast<std::int64_t>(options.budget_lease_seconds * 1000));
             store = open_redis_store(rp, store, ec, detail);

@@ -43,6 +43,7 @@ struct batch_options {
     std::string ledger_file;
     std::string budget_store; ///< redis://HOST:PORT/DB: the cap is shared with other processes
     double budget_lease_seconds = 900; ///< how long a dead process's reservations hold
+    bool budget_fail_open = false;     ///< Redis down: grant on this process's books alone
     bool json = false;
     std::string prompts_file;
 };

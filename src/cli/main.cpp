@@ -74,6 +74,10 @@ int main(int argc, char** argv)
             "Seconds a reservation in Redis lives unsettled (a killed process's become spend)")
         ->capture_default_str()
         ->check(CLI::Range(1.0, 86400.0));
+    batch_cmd->add_flag(
+        "--budget-fail-open", batch.budget_fail_open,
+        "While Redis is down, grant escalations within this process's own cap instead of "
+        "refusing them");
     batch_cmd->add_flag("--json", batch.json, "Print one JSON object instead of a table");
     batch_cmd->add_option("prompts", batch.prompts_file, "PROMPTS.jsonl (- for stdin)")->required();
 

@@ -214,4 +214,18 @@ PY
 )"
 check "free calls go on while Redis is down" True "$free_ok"
 check "every escalation is refused, naming the budget store" True "$hard_refused"
+# Configured to fail open, the same run escalates within the process's own cap.
+"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget "$cap" --budget-fail-open \
+    --budget-store "redis://127.0.0.1:$rport/0" --json "$tmp/prompts1.jsonl" >"$tmp/open.json" 2>"$tmp/open.err"
+read -r open_escalated open_store_errors <<<"$(python3 - "$tmp/open.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["requests"]
+print(sum(1 for x in d if x["escalated"] and not x["budget_denied"] and x["error"] is None
+          and not x["final_model"].endswith(":free")),
+      sum(1 for x in d if x["error"] and "budget store" in x["error"]))
+PY
+)"
+[ "${open_escalated:-0}" -gt 0 ] && check "failing open, escalations go on" yes yes ||
+    check "failing open, escalations go on" "some" "${open_escalated:-0}"
+check "failing open, no escalation is refused for the store" 0 "${open_store_errors:-x}"
 finish
