@@ -176,7 +176,7 @@ private:
         sockaddr_in a{};
         a.sin_family = AF_INET;
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        (void)::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a); // port 0: any free one
         socklen_t len = sizeof a;
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
         ::close(fd);

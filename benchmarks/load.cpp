@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -54,7 +55,8 @@ struct options {
 // OPENROUTER_API_KEY when it is set (a real endpoint); a placeholder for canned servers.
 std::string key()
 {
-    const char* k = std::getenv("OPENROUTER_API_KEY");
+    const char* k =
+        std::getenv("OPENROUTER_API_KEY"); // NOLINT(concurrency-mt-unsafe): before any thread
     return k != nullptr && *k != '\0' ? k : "sk-or-v1-frugal-load";
 }
 
@@ -79,7 +81,7 @@ double percentile(std::vector<double>& v, double p)
 {
     if (v.empty())
         return 0;
-    const auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+    const auto k = static_cast<std::size_t>(std::lround(p * static_cast<double>(v.size() - 1)));
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
     return v[k];
 }
@@ -188,7 +190,7 @@ int run_hold(const options& o)
     std::size_t opened = 0, errors = 0;
     const auto base = make_request(o);
     const long before = frugal::bench::rss_kib();
-    for (auto& s : streams)
+    for (auto& s : streams) {
         asio::co_spawn(
             io,
             [&]() -> asio::awaitable<void> {
@@ -200,6 +202,7 @@ int run_hold(const options& o)
                 ++(ec ? errors : opened);
             },
             asio::detached);
+    }
     io.run();
     const long after = frugal::bench::rss_kib();
     std::printf(

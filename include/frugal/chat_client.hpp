@@ -212,7 +212,8 @@ public:
     /// The parameters, with the environment's defaults filled in.
     const client_params& params() const noexcept;
 
-    /// Sends a chat completion and reads the whole response.
+    /// Sends a chat completion and reads the whole response. `request` is encoded before this
+    /// returns; it need not outlive the call.
     ///
     /// @par Completion signature
     /// `void(boost::system::error_code, chat_response)`.
@@ -223,7 +224,7 @@ public:
     /// an error object maps the same way by its code; a choice that finished with
     /// `finish_reason: "error"` is `error::provider_error`.
     template <class CompletionToken = boost::asio::deferred_t>
-    auto async_chat(chat_request request, CompletionToken&& token = {})
+    auto async_chat(const chat_request& request, CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, chat_response)>(
@@ -231,7 +232,8 @@ public:
             static_cast<frugal::diagnostics*>(nullptr));
     }
     template <class CompletionToken = boost::asio::deferred_t>
-    auto async_chat(chat_request request, frugal::diagnostics& diag, CompletionToken&& token = {})
+    auto
+    async_chat(const chat_request& request, frugal::diagnostics& diag, CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, chat_response)>(

@@ -133,6 +133,7 @@ int run_demo(const demo_options& options)
     std::optional<sim_thread> sim;
     client_params params;
     if (options.live) {
+        // NOLINTNEXTLINE(concurrency-mt-unsafe): read before any thread starts
         const char* key = std::getenv("OPENROUTER_API_KEY");
         if (key == nullptr || *key == '\0') {
             std::fprintf(stderr, "frugal demo: --live needs OPENROUTER_API_KEY\n");
@@ -282,7 +283,7 @@ int run_demo(const demo_options& options)
         for (std::size_t i = std::size(easy_prompts) / 2; i < std::size(hard_prompts); ++i)
             batch.emplace_back("hard", hard_prompts[i]);
         std::size_t next = 0;
-        for (int w = 0; w < 8; ++w)
+        for (int w = 0; w < 8; ++w) {
             asio::co_spawn(
                 io,
                 [&]() -> asio::awaitable<void> {
@@ -316,6 +317,7 @@ int run_demo(const demo_options& options)
                     }
                 },
                 asio::detached);
+        }
         io.restart();
         io.run();
         std::printf("\n");

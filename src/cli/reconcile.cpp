@@ -70,6 +70,7 @@ bool trusted_url(const std::string& url)
 {
     if (url == "https://openrouter.ai/api/v1")
         return true;
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): read before any thread starts
     if (const char* env = std::getenv("OPENROUTER_BASE_URL"); env != nullptr && url == env)
         return true;
     for (const char* loopback : {"http://127.0.0.1:", "http://localhost:", "http://[::1]:"})
@@ -159,14 +160,16 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
     }
 
     std::size_t next = 0;
-    for (std::size_t w = 0; w < std::max<std::size_t>(options.concurrency, 1); ++w)
+    for (std::size_t w = 0; w < std::max<std::size_t>(options.concurrency, 1); ++w) {
         asio::co_spawn(
             io,
             [&]() -> asio::awaitable<void> {
-                while (next < lookups.size())
+                while (next < lookups.size()) {
                     co_await look_up(client, lookups[next++], options.not_found_wait);
+                }
             },
             asio::detached);
+    }
     io.run();
 
     // Nothing answered but errors other than "not yet visible": the provider was not reached

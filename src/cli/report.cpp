@@ -243,18 +243,20 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
         std::map<std::string, money> spent;
         if (!per_key)
             spent[name] = money();
+        const std::string& own = name; // a lambda may not name a structured binding (Clang)
         auto matches = [&](const std::string& b) {
             if (!per_key)
-                return b == name;
+                return b == own;
             return b.rfind(kind, 0) == 0 && std::find(named.begin(), named.end(), b) == named.end();
         };
         for (const auto& c : d.state.committed)
             if (c.window == window && matches(c.budget))
                 spent[c.budget] += c.amount;
-        for (const auto& o : d.state.open)
+        for (const auto& o : d.state.open) {
             for (const auto& c : o.charges)
                 if (c.window == window && matches(c.budget))
                     spent[c.budget] += c.amount;
+        }
         for (const auto& [b, s] : spent)
             r.caps.push_back({b, to_string(*period), window_label(*period, window), s, *cap});
     }
@@ -344,10 +346,11 @@ std::string format_text(const ledger_report& r)
             appendf(out, "requests refused by the budget at their first tier: %zu\n", r.refused);
     }
     appendf(out, "total: %s", usd(r.total).c_str());
-    if (r.estimated != 0)
+    if (r.estimated != 0) {
         appendf(
             out, " (%zu records, %s, charged their whole reservation: bill unknown)", r.estimated,
             usd(r.estimated_cost).c_str());
+    }
     out += '\n';
     if (r.flagship_priced && r.tasks != 0) {
         const money saved = r.flagship_only - r.total;
@@ -361,18 +364,20 @@ std::string format_text(const ledger_report& r)
     }
     if (!r.caps.empty()) {
         out += "\ncaps:\n";
-        for (const auto& c : r.caps)
+        for (const auto& c : r.caps) {
             appendf(
                 out, "  %-24s %-10s %-22s %s of %s (%.1f%%)\n", c.budget.c_str(), c.period.c_str(),
                 c.window.c_str(), usd(c.spent).c_str(), usd(c.cap).c_str(),
                 c.cap == money() ? 100.0 : 100.0 * c.spent.to_double() / c.cap.to_double());
+        }
     }
-    if (r.open_reservations != 0)
+    if (r.open_reservations != 0) {
         appendf(
             out,
             "open reservations (in flight, or left by a process that ended without settling "
             "them): %zu holding %s\n",
             r.open_reservations, usd(r.open_amount).c_str());
+    }
     const auto& c = r.reconcile;
     if (c.ran) {
         appendf(
@@ -380,19 +385,21 @@ std::string format_text(const ledger_report& r)
             c.base_url.c_str(), c.checked, c.matched);
         appendf(out, ", %zu differ\n", c.differences.size());
         auto list = [&](const char* title, const std::vector<bill_difference>& v) {
-            for (const auto& x : v)
+            for (const auto& x : v) {
                 appendf(
                     out, "  %s record %llu (%s, %s): ledger %s, provider %s\n", title,
                     static_cast<unsigned long long>(x.record_id), x.generation_id.c_str(),
                     x.model.c_str(), usd(x.recorded).c_str(), usd(x.billed).c_str());
+            }
         };
         list("DIFFERENT", c.differences);
         list("corrected (was estimated)", c.corrected);
         list("settled open reservation", c.settled);
-        if (!c.unverified.empty())
+        if (!c.unverified.empty()) {
             appendf(
                 out, "  not answered by the provider: %zu (%s%s)\n", c.unverified.size(),
                 c.unverified.front().c_str(), c.unverified.size() > 1 ? ", ..." : "");
+        }
         if (c.without_id != 0)
             appendf(out, "  billed records without a generation id: %zu\n", c.without_id);
         if (c.open_left != 0)
@@ -419,7 +426,7 @@ json::string jmoney(money m)
 json::array usage_json(const std::vector<usage_row>& rows, const char* key)
 {
     json::array a;
-    for (const auto& m : rows)
+    for (const auto& m : rows) {
         a.push_back(json::object{
             {key, m.name},
             {"requests", m.requests},
@@ -427,19 +434,21 @@ json::array usage_json(const std::vector<usage_row>& rows, const char* key)
             {"completion_tokens", m.completion_tokens},
             {"cost", jmoney(m.cost)},
             {"free", m.free_model}});
+    }
     return a;
 }
 
 json::array differences_json(const std::vector<bill_difference>& v)
 {
     json::array a;
-    for (const auto& x : v)
+    for (const auto& x : v) {
         a.push_back(json::object{
             {"record_id", x.record_id},
             {"generation_id", x.generation_id},
             {"model", x.model},
             {"ledger", jmoney(x.recorded)},
             {"provider", jmoney(x.billed)}});
+    }
     return a;
 }
 
@@ -470,22 +479,24 @@ std::string format_json(const ledger_report& r)
         {"reasons", std::move(reasons)},
         {"denied_by_budget", r.denied},
         {"refused_at_first_tier", r.refused}};
-    if (r.flagship_priced)
+    if (r.flagship_priced) {
         o["flagship_only"] = json::object{
             {"model", r.flagship},
             {"cost", jmoney(r.flagship_only)},
             {"saving", jmoney(r.flagship_only - r.total)},
             {"requests_estimated_from_tokens", r.flagship_estimated}};
-    else
+    } else {
         o["flagship_only"] = nullptr;
+    }
     json::array caps;
-    for (const auto& c : r.caps)
+    for (const auto& c : r.caps) {
         caps.push_back(json::object{
             {"budget", c.budget},
             {"period", c.period},
             {"window", c.window},
             {"spent", jmoney(c.spent)},
             {"cap", jmoney(c.cap)}});
+    }
     o["caps"] = std::move(caps);
     o["open_reservations"] =
         json::object{{"count", r.open_reservations}, {"amount", jmoney(r.open_amount)}};

@@ -201,12 +201,13 @@ std::string format_html(const ledger_report& r)
         ".axis{font-size:11px;fill:#57606a}.bad{color:#d64545;font-weight:600}"
         ".good{color:#137333;font-weight:600}</style></head><body>\n";
     s += "<h1>frugal usage report</h1><div class=\"sub\">";
-    if (r.records != 0)
+    if (r.records != 0) {
         s += std::to_string(r.records) + " ledger records, " + std::to_string(r.tasks) +
              " requests, " + esc(clock_label(r.first_ms, true)) + " to " +
              esc(clock_label(r.last_ms, true)) + " UTC";
-    else
+    } else {
         s += "no records in this period";
+    }
     s += "</div>\n<div class=\"cards\">";
     s += card("spent", "$" + r.total.to_string());
     if (r.flagship_priced && r.tasks != 0) {
@@ -228,18 +229,20 @@ std::string format_html(const ledger_report& r)
                  std::to_string(r.reasons[i].second);
     }
     s += ". " + std::to_string(r.denied) + " escalations were denied by the budget.";
-    if (r.flagship_priced && r.tasks != 0)
+    if (r.flagship_priced && r.tasks != 0) {
         s += " The same requests on " + esc(r.flagship) + " alone would have cost $" +
              esc(r.flagship_only.to_string()) + " (" + std::to_string(r.flagship_estimated) +
              " of them priced from their answer's tokens).";
+    }
     s += "</p>\n";
     if (!r.caps.empty()) {
         s += "<h2>Caps</h2><table><tr><th>budget</th><th>period</th><th>window</th>"
              "<th>spent</th><th>cap</th></tr>";
-        for (const auto& c : r.caps)
+        for (const auto& c : r.caps) {
             s += "<tr><td>" + esc(c.budget) + "</td><td>" + esc(c.period) + "</td><td>" +
                  esc(c.window) + "</td><td>" + esc(c.spent.to_string()) + "</td><td>" +
                  esc(c.cap.to_string()) + "</td></tr>";
+        }
         s += "</table>\n";
     }
     const auto& c = r.reconcile;
@@ -254,10 +257,11 @@ std::string format_html(const ledger_report& r)
             s += "<table><tr><th>generation</th><th>model</th><th>what</th><th>ledger</th>"
                  "<th>provider</th></tr>";
             auto rows = [&](const std::vector<bill_difference>& v, const char* what) {
-                for (const auto& x : v)
+                for (const auto& x : v) {
                     s += "<tr><td>" + esc(x.generation_id) + "</td><td>" + esc(x.model) +
                          "</td><td>" + what + "</td><td>" + esc(x.recorded.to_string()) +
                          "</td><td>" + esc(x.billed.to_string()) + "</td></tr>";
+                }
             };
             rows(c.differences, "differs");
             rows(c.corrected, "estimate corrected");
