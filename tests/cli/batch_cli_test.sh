@@ -10,18 +10,9 @@ tmp=$(mktemp -d)
 trap 'kill $sim 2>/dev/null; wait $sim 2>/dev/null; rm -rf "$tmp"' EXIT
 "$frugal" sim --port 0 >"$tmp/sim" 2>&1 &
 sim=$!
-for _ in $(seq 100); do grep -q listening "$tmp/sim" && break; sleep 0.05; done
-url=$(sed -n 's/^listening on //p' "$tmp/sim")
-port=$(echo "$url" | sed 's|.*:\([0-9]*\)/api/v1|\1|')
+url=$(sim_url "$tmp/sim")
 export OPENROUTER_API_KEY=sk-or-v1-cli-test-secret-0123456789
 unset OPENROUTER_BASE_URL HTTPS_PROXY https_proxy
-
-bill() { # the simulator's total, as a decimal string
-    exec 3<>"/dev/tcp/127.0.0.1/$port"
-    printf 'GET /__sim/bill HTTP/1.0\r\n\r\n' >&3
-    cat <&3 | sed -n 's/.*"total":{[^}]*"cost_usd":"\([0-9.]*\)".*/\1/p'
-    exec 3<&-
-}
 
 cat >"$tmp/policy.json" <<'P'
 {"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5",
@@ -56,7 +47,7 @@ check "an easy prompt stays free" "free:google/gemma-4-31b-it:free" "$easy1"
 check "another easy prompt stays free" "free:google/gemma-4-31b-it:free" "$easy2"
 check "a hard prompt escalates" "esc:anthropic/claude-fable-5" "$hard1"
 check "a hard chat escalates" "esc:anthropic/claude-fable-5" "$hard2"
-billed=$(bill)
+billed=$(sim_total "$url")
 check "the JSON total is the simulator's bill" "$billed" "$(python3 -c "import decimal,sys; print(decimal.Decimal('$total').normalize())")"
 
 table=$("$frugal" batch --base-url "$url" --policy "$tmp/policy.json" "$tmp/prompts.jsonl" 2>/dev/null)

@@ -9,9 +9,7 @@ tmp=$(mktemp -d)
 trap 'kill $sim 2>/dev/null; wait $sim 2>/dev/null; rm -rf "$tmp"' EXIT
 "$frugal" sim --port 0 >"$tmp/sim" 2>&1 &
 sim=$!
-for _ in $(seq 100); do grep -q listening "$tmp/sim" && break; sleep 0.05; done
-url=$(sed -n 's/^listening on //p' "$tmp/sim")
-port=$(echo "$url" | sed 's|.*:\([0-9]*\)/api/v1|\1|')
+url=$(sim_url "$tmp/sim")
 export OPENROUTER_API_KEY=sk-or-v1-cli-test-secret-0123456789
 unset OPENROUTER_BASE_URL HTTPS_PROXY https_proxy
 
@@ -30,10 +28,7 @@ contains "--json has the model" "$json" '"model":"meta-llama/llama-4-scout"'
 contains "--json has the finish reason" "$json" '"finish_reason":"stop"'
 contains "--json has the token counts" "$json" '"usage":{"prompt_tokens":'
 cost=$(echo "$json" | sed 's/.*"cost":\([0-9.e-]*\)}.*/\1/')
-exec 3<>"/dev/tcp/127.0.0.1/$port"
-printf 'GET /__sim/bill HTTP/1.0\r\n\r\n' >&3
-bill=$(cat <&3)
-exec 3<&-
+bill=$(sim_bill "$url")
 billed=$(echo "$bill" | sed -n 's/.*"meta-llama\/llama-4-scout":{[^}]*"cost_usd":"\([0-9.]*\)".*/\1/p')
 check "--json cost is what the simulator billed" "$billed" "$cost"
 

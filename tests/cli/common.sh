@@ -26,3 +26,24 @@ finish() {
         exit 1
     fi
 }
+
+# The base URL of a `frugal sim` whose output goes to LOG, once it listens.
+sim_url() { # log
+    for _ in $(seq 100); do grep -q listening "$1" && break; sleep 0.05; done
+    sed -n 's/^listening on //p' "$1"
+}
+
+# The simulator's own bill (GET /__sim/bill) as JSON, from its base URL.
+sim_bill() { # url
+    local port
+    port=$(echo "$1" | sed 's|.*:\([0-9]*\)/api/v1|\1|')
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf 'GET /__sim/bill HTTP/1.0\r\n\r\n' >&3
+    sed '1,/^\r$/d' <&3
+    exec 3<&-
+}
+
+# The simulator's total, as a decimal string.
+sim_total() { # url
+    sim_bill "$1" | sed -n 's/.*"total":{[^}]*"cost_usd":"\([0-9.]*\)".*/\1/p'
+}

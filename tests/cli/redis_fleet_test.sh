@@ -20,10 +20,8 @@ J
 "$frugal" sim --port 0 --config "$tmp/sim.json" >"$tmp/sim" 2>&1 &
 sim=$!
 trap 'kill $sim $redis 2>/dev/null; wait $sim $redis 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do grep -q listening "$tmp/sim" && break; sleep 0.05; done
 for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
-url=$(sed -n 's/^listening on //p' "$tmp/sim")
-port=$(echo "$url" | sed 's|.*:\([0-9]*\)/api/v1|\1|')
+url=$(sim_url "$tmp/sim")
 export OPENROUTER_API_KEY=sk-or-v1-fleet-test-secret-0123456789
 unset OPENROUTER_BASE_URL HTTPS_PROXY https_proxy
 
@@ -39,12 +37,6 @@ timed() { # name count
     fi
 }
 
-bill() {
-    exec 3<>"/dev/tcp/127.0.0.1/$port"
-    printf 'GET /__sim/bill HTTP/1.0\r\n\r\n' >&3
-    cat <&3 | sed -n 's/.*"total":{[^}]*"cost_usd":"\([0-9.]*\)".*/\1/p'
-    exec 3<&-
-}
 
 cat >"$tmp/policy.json" <<'P'
 {"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5",
@@ -73,7 +65,7 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 check "the four batches exit 0" 0 "$status"
 [ "$status" -eq 0 ] || cat "$tmp"/err*
 
-billed=$(bill)
+billed=$(sim_total "$url")
 read -r within ledgers denied escalated <<<"$(python3 - "$billed" "$cap" "$tmp" "$frugal" <<'PY'
 import decimal, json, subprocess, sys
 D = decimal.Decimal
@@ -106,9 +98,7 @@ check "no reservation is left open" 0 "$(redis-cli -p "$rport" ZCARD frugal:leas
 "$frugal" sim --port 0 --config "$tmp/sim.json" --demo-latency >"$tmp/sim2" 2>&1 &
 sim2=$!
 trap 'kill $sim $sim2 $redis 2>/dev/null; wait $sim $sim2 $redis 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do grep -q listening "$tmp/sim2" && break; sleep 0.05; done
-url2=$(sed -n 's/^listening on //p' "$tmp/sim2")
-port2=$(echo "$url2" | sed 's|.*:\([0-9]*\)/api/v1|\1|')
+url2=$(sim_url "$tmp/sim2")
 store="redis://127.0.0.1:$rport/1"
 # The process to be killed asks for long answers: its escalations are still streaming when
 # the kill lands, each holding a reservation in Redis.
@@ -130,8 +120,7 @@ sleep 2.5 # past the lease: the next script sweeps the dead process's reservatio
 echo '{"id":"sweep","prompt":"Prove the theorem rigorously, one last time."}' >"$tmp/one.jsonl"
 "$frugal" batch --base-url "$url2" --policy "$tmp/policy.json" --budget "$cap" \
     --budget-store "$store" --json "$tmp/one.jsonl" >/dev/null 2>&1
-port=$port2
-billed2=$(bill)
+billed2=$(sim_total "$url2")
 kill $sim2 2>/dev/null
 committed2=$(redis-cli -p "$rport" -n 1 --raw HGET frugal:committed 0:global)
 read -r within2 covered2 <<<"$(python3 -c "
@@ -160,8 +149,7 @@ cap3=1 # room for escalations all through the outage: only the outage refuses th
 "$frugal" sim --port 0 --config "$tmp/sim.json" --demo-latency >"$tmp/sim3" 2>&1 &
 sim3=$!
 trap 'kill $sim $sim2 $sim3 $redis $redis2 2>/dev/null; wait $sim $sim2 $sim3 $redis $redis2 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do grep -q listening "$tmp/sim3" && break; sleep 0.05; done
-url3=$(sed -n 's/^listening on //p' "$tmp/sim3")
+url3=$(sim_url "$tmp/sim3")
 pids=()
 for p in 1 2 3 4; do
     "$frugal" batch --base-url "$url3" --policy "$tmp/policy.json" --budget "$cap3" \
@@ -175,8 +163,7 @@ wait "$redis2" 2>/dev/null
 sleep 1
 start_aof_redis
 for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-port=$(echo "$url3" | sed 's|.*:\([0-9]*\)/api/v1|\1|')
-billed3=$(bill)
+billed3=$(sim_total "$url3")
 committed3=$(redis-cli -p "$rport2" --raw HGET frugal:committed 0:global)
 read -r within3 covered3 ledgers3 refused3 <<<"$(python3 - "$billed3" "$cap3" "${committed3:-0}" "$tmp" "$frugal" <<'PY'
 import decimal, json, subprocess, sys

@@ -11,18 +11,10 @@ tmp=$(mktemp -d)
 trap 'kill $sim 2>/dev/null; wait $sim 2>/dev/null; rm -rf "$tmp"' EXIT
 "$frugal" sim --port 0 >"$tmp/sim" 2>&1 &
 sim=$!
-for _ in $(seq 100); do grep -q listening "$tmp/sim" && break; sleep 0.05; done
-url=$(sed -n 's/^listening on //p' "$tmp/sim")
-port=$(echo "$url" | sed 's|.*:\([0-9]*\)/api/v1|\1|')
+url=$(sim_url "$tmp/sim")
 export OPENROUTER_API_KEY=sk-or-v1-report-test-secret-0123456789
 unset OPENROUTER_BASE_URL HTTPS_PROXY https_proxy
 
-bill() { # the simulator's total, as a decimal string
-    exec 3<>"/dev/tcp/127.0.0.1/$port"
-    printf 'GET /__sim/bill HTTP/1.0\r\n\r\n' >&3
-    cat <&3 | sed -n 's/.*"total":{[^}]*"cost_usd":"\([0-9.]*\)".*/\1/p'
-    exec 3<&-
-}
 norm() { python3 -c "import decimal,sys; print(decimal.Decimal(sys.argv[1]).normalize())" "$1"; }
 
 cat >"$tmp/policy.json" <<'P'
@@ -37,7 +29,7 @@ ledger=$tmp/ledger.db
 "$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.003 --ledger "$ledger" \
     --concurrency 4 --json "$tmp/prompts.jsonl" >"$tmp/batch.json" 2>"$tmp/batch.err"
 check "the batch exits 0" 0 "$?"
-billed=$(norm "$(bill)")
+billed=$(norm "$(sim_total "$url")")
 
 # JSON: totals, models, escalation and caps agree with the batch's own view and the bill.
 "$frugal" report --ledger "$ledger" --json >"$tmp/report.json"
