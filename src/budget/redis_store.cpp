@@ -282,8 +282,7 @@ public:
         // Redis unreachable: the spend is recorded locally now and in Redis when it is back;
         // meanwhile the reservation still holds its whole amount there (or, once its lease
         // ran out, is counted as spent), so the fleet's cap stays covered.
-        if (!flush_pending() || !run(settle_lua, settle_sha_, args))
-            pending_.push_back({settle_lua, &settle_sha_, std::move(args)});
+        apply_or_keep(settle_lua, settle_sha_, std::move(args));
         return ledger_->settle(0, charges, record);
     }
 
@@ -291,8 +290,7 @@ public:
     {
         std::vector<std::string> args{
             "EVALSHA", release_sha_, "0", params_.prefix, std::to_string(unix_ms()), rid(id)};
-        if (!flush_pending() || !run(release_lua, release_sha_, args))
-            pending_.push_back({release_lua, &release_sha_, std::move(args)});
+        apply_or_keep(release_lua, release_sha_, std::move(args));
         return {};
     }
 
@@ -307,8 +305,7 @@ public:
             args.push_back(field_of(m.window, m.budget));
             args.push_back(std::to_string(m.amount.units()));
         }
-        if (!flush_pending() || !run(move_lua, move_sha_, args))
-            pending_.push_back({move_lua, &move_sha_, std::move(args)});
+        apply_or_keep(move_lua, move_sha_, std::move(args));
         return {};
     }
 
@@ -492,6 +489,14 @@ private:
             pending_.pop_front();
         }
         return true;
+    }
+
+    // A change the spend needs: applied now, after what Redis missed before it, or kept to be
+    // replayed in order.
+    void apply_or_keep(const char* body, std::string& sha, std::vector<std::string> args)
+    {
+        if (!flush_pending() || !run(body, sha, args))
+            pending_.push_back({body, &sha, std::move(args)});
     }
 
     struct pending_op {
