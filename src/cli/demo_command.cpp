@@ -341,10 +341,7 @@ int run_demo(const demo_options& options)
         std::fprintf(stderr, "frugal demo: %s\n", detail.c_str());
         return exit_failure;
     }
-    auto report = build_report(
-        data, std::chrono::duration_cast<std::chrono::milliseconds>(
-                  std::chrono::system_clock::now().time_since_epoch())
-                  .count());
+    auto report = build_report(data, unix_now_ms());
     report.reconcile = std::move(rec);
     std::fputs(format_text(report).c_str(), stdout);
     int status = report.reconcile.differences.empty() && report.reconcile.unverified.empty()

@@ -26,13 +26,6 @@ namespace {
 
 constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
-std::int64_t unix_now_ms()
-{
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 struct lookup {
     std::string generation_id;
     std::int64_t ended_ms = 0; // when the generation ended, near enough
@@ -79,19 +72,11 @@ bool trusted_url(const std::string& url)
     return false;
 }
 
-std::uint32_t
-tier_of(const std::vector<std::pair<std::string, std::string>>& notes, const std::string& model)
+std::uint32_t tier_of(const ledger_notes& notes, const std::string& model)
 {
-    for (const auto& [k, v] : notes) {
-        if (k != "tiers")
-            continue;
-        std::istringstream in(v);
-        std::uint32_t i = 0;
-        for (std::string t; in >> t; ++i)
-            if (t == model)
-                return i;
-    }
-    return 0;
+    const auto tiers = noted_tiers(notes);
+    const auto it = std::find(tiers.begin(), tiers.end(), model);
+    return it == tiers.end() ? 0 : static_cast<std::uint32_t>(it - tiers.begin());
 }
 
 } // namespace
@@ -106,7 +91,7 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
     auto store = open_sqlite_store({options.ledger_path}, ec, error);
     if (!store)
         return false;
-    std::vector<std::pair<std::string, std::string>> notes;
+    ledger_notes notes;
     budget_store_state state;
     std::vector<attempt_record> records;
     if (store->read_notes(notes) || store->load(state) ||
@@ -118,17 +103,13 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
     client_params params;
     params.base_url = options.base_url;
     params.api_key = options.api_key;
-    if (params.base_url.empty()) {
-        for (const auto& [k, v] : notes) {
-            if (k != "base_url")
-                continue;
-            if (!trusted_url(v)) {
-                error = "the ledger was written against " + v +
-                        "; pass --base-url to send your key there";
-                return false;
-            }
-            params.base_url = v;
+    if (const auto* noted = find_note(notes, "base_url"); params.base_url.empty() && noted) {
+        if (!trusted_url(*noted)) {
+            error = "the ledger was written against " + *noted +
+                    "; pass --base-url to send your key there";
+            return false;
         }
+        params.base_url = *noted;
     }
     asio::io_context io{1};
     chat_client client(io.get_executor(), params);

@@ -28,10 +28,7 @@ bool billed(attempt_outcome o)
 
 const std::string* note(const ledger_data& d, std::string_view key)
 {
-    for (const auto& [k, v] : d.notes)
-        if (k == key)
-            return &v;
-    return nullptr;
+    return find_note(d.notes, key);
 }
 
 struct price_note {
@@ -96,6 +93,32 @@ std::string usd(money m)
 
 } // namespace
 
+const std::string* find_note(const ledger_notes& notes, std::string_view key)
+{
+    for (const auto& [k, v] : notes)
+        if (k == key)
+            return &v;
+    return nullptr;
+}
+
+std::vector<std::string> noted_tiers(const ledger_notes& notes)
+{
+    std::vector<std::string> out;
+    if (const auto* t = find_note(notes, "tiers")) {
+        std::istringstream in(*t);
+        for (std::string m; in >> m;)
+            out.push_back(m);
+    }
+    return out;
+}
+
+std::int64_t unix_now_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
 bool load_ledger(
     const std::string& path, std::int64_t since_ms, ledger_data& out, std::string& error)
 {
@@ -124,12 +147,7 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
     // Request id 0 (a record written through the guard directly) is a request of its own.
     std::map<std::pair<std::uint64_t, std::uint64_t>, std::vector<const attempt_record*>> tasks;
 
-    std::vector<std::string> tier_names;
-    if (const auto* t = note(d, "tiers")) {
-        std::istringstream in(*t);
-        for (std::string m; in >> m;)
-            tier_names.push_back(m);
-    }
+    const std::vector<std::string> tier_names = noted_tiers(d.notes);
     auto is_free = [&](const std::string& model) {
         if (const auto* p = note(d, "price:" + model))
             if (auto pn = parse_price(*p))

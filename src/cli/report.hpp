@@ -11,17 +11,29 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 namespace frugal::cli {
 
+using ledger_notes = std::vector<std::pair<std::string, std::string>>;
+
 /// Everything a report reads from a ledger.
 struct ledger_data {
     std::vector<attempt_record> records;
-    std::vector<std::pair<std::string, std::string>> notes;
+    ledger_notes notes;
     budget_store_state state; ///< committed spend per budget window, open reservations
 };
+
+/// The value of note `key`, or null when the ledger does not have it.
+const std::string* find_note(const ledger_notes& notes, std::string_view key);
+
+/// The policy's tiers as a router noted them, cheapest first (empty when none did).
+std::vector<std::string> noted_tiers(const ledger_notes& notes);
+
+/// Now, in Unix milliseconds.
+std::int64_t unix_now_ms();
 
 /// Reads the SQLite ledger at `path` (read-only: a process owning it may be running) from
 /// `since_ms` on. False with `error` set when it cannot.

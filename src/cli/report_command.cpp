@@ -12,17 +12,6 @@
 
 namespace frugal::cli {
 
-namespace {
-
-std::int64_t unix_now_ms()
-{
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
-} // namespace
-
 std::optional<std::int64_t> parse_since(std::string_view text, std::int64_t now_ms)
 {
     if (text.empty())
