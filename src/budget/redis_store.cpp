@@ -65,8 +65,8 @@ local function sweep(P, now)
     redis.call('ZREM', P .. ':leases', rid)
   end
 end
--- Drops reservation rid: nil when it was still open, else what a sweep committed for it
--- ("AMOUNT\nFIELD\nFIELD...").
+-- Drops reservation rid: its hold when it is still open, else (its lease ran out) the whole
+-- amount a sweep committed for it, which a settlement's cost or a release replaces.
 local function drop(P, rid)
   local amount = redis.call('HGET', P .. ':res:' .. rid, 'amount')
   if amount then
@@ -79,8 +79,13 @@ local function drop(P, rid)
     return nil
   end
   local swept = redis.call('GET', P .. ':swept:' .. rid)
-  if swept then redis.call('DEL', P .. ':swept:' .. rid) end
-  return swept
+  if swept then
+    redis.call('DEL', P .. ':swept:' .. rid)
+    local swept_amount = string.match(swept, '^[^\n]+')
+    for field in string.gmatch(string.sub(swept, #swept_amount + 2), '[^\n]+') do
+      redis.call('HINCRBY', P .. ':committed', field, neg(swept_amount))
+    end
+  end
 end
 )lua";
 
@@ -109,15 +114,7 @@ return {1, ''}
 constexpr const char* settle_lua = R"lua(
 local P, now, rid, cost, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 sweep(P, now)
-local swept = nil
-if rid ~= '' then swept = drop(P, rid) end
-if swept then
-  -- Settled after its lease ran out: the sweep's whole amount gives way to the cost.
-  local amount = string.match(swept, '^[^\n]+')
-  for field in string.gmatch(string.sub(swept, #amount + 2), '[^\n]+') do
-    redis.call('HINCRBY', P .. ':committed', field, neg(amount))
-  end
-end
+if rid ~= '' then drop(P, rid) end
 for k = 0, n - 1 do
   redis.call('HINCRBY', P .. ':committed', ARGV[6 + k], cost)
 end
@@ -128,14 +125,7 @@ return 1
 constexpr const char* release_lua = R"lua(
 local P, now, rid = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 sweep(P, now)
-local swept = drop(P, rid)
-if swept then
-  -- Released after its lease ran out (never sent): the sweep's charge is taken back.
-  local amount = string.match(swept, '^[^\n]+')
-  for field in string.gmatch(string.sub(swept, #amount + 2), '[^\n]+') do
-    redis.call('HINCRBY', P .. ':committed', field, neg(amount))
-  end
-end
+drop(P, rid)
 return 1
 )lua";
 
