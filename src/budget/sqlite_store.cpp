@@ -248,8 +248,6 @@ public:
 
     error_code reserve(const reservation_view& r) override
     {
-        if (read_only_)
-            return error::budget_store_failed;
         const money amount = r.charges.empty() ? money() : r.charges.front().amount;
         reserve_.bind(1, static_cast<std::int64_t>(r.id));
         reserve_.bind(2, r.time_ms);
@@ -262,8 +260,6 @@ public:
 
     error_code note_generation(std::uint64_t id, const std::string& generation_id) override
     {
-        if (read_only_)
-            return error::budget_store_failed;
         note_.bind(1, static_cast<std::int64_t>(id));
         note_.bind(2, generation_id);
         return run(note_);
@@ -274,8 +270,6 @@ public:
         std::span<const budget_charge_view> charges,
         attempt_record& rec) override
     {
-        if (read_only_)
-            return error::budget_store_failed;
         if (auto ec = run(begin_))
             return ec;
         error_code ec;
@@ -315,8 +309,6 @@ public:
 
     error_code release(std::uint64_t id) override
     {
-        if (read_only_)
-            return error::budget_store_failed;
         release_.bind(1, static_cast<std::int64_t>(id));
         return run(release_);
     }
@@ -324,8 +316,6 @@ public:
     error_code
     correct(std::uint64_t record_id, money proven, std::vector<budget_charge>& moved) override
     {
-        if (read_only_)
-            return error::budget_store_failed;
         moved.clear();
         if (auto ec = run(begin_))
             return ec;
@@ -391,8 +381,6 @@ public:
 
     error_code put_note(std::string_view key, std::string_view value) override
     {
-        if (read_only_)
-            return error::budget_store_failed;
         put_note_.bind(1, key);
         put_note_.bind(2, value);
         return run(put_note_);
@@ -431,8 +419,11 @@ private:
         return run(add_spend_);
     }
 
+    // Every write goes through here; a reader prepared no write statement.
     error_code run(statement& s)
     {
+        if (read_only_)
+            return error::budget_store_failed;
         const int rc = s.step();
         s.reset();
         return rc == SQLITE_DONE || rc == SQLITE_ROW ? error_code()
