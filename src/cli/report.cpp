@@ -26,11 +26,6 @@ bool billed(attempt_outcome o)
     return o != attempt_outcome::not_sent && o != attempt_outcome::denied;
 }
 
-const std::string* note(const ledger_data& d, std::string_view key)
-{
-    return find_note(d.notes, key);
-}
-
 struct price_note {
     money prompt, completion, request;
 };
@@ -149,7 +144,7 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
 
     const std::vector<std::string> tier_names = noted_tiers(d.notes);
     auto is_free = [&](const std::string& model) {
-        if (const auto* p = note(d, "price:" + model))
+        if (const auto* p = find_note(d.notes, "price:" + model))
             if (auto pn = parse_price(*p))
                 return pn->prompt == money() && pn->completion == money() && pn->request == money();
         return model.size() > 5 && model.compare(model.size() - 5, 5, ":free") == 0;
@@ -208,7 +203,7 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
     std::optional<price_note> fp;
     if (!tier_names.empty()) {
         r.flagship = tier_names.back();
-        if (const auto* p = note(d, "price:" + r.flagship))
+        if (const auto* p = find_note(d.notes, "price:" + r.flagship))
             fp = parse_price(*p);
     }
     r.flagship_priced = fp.has_value();
@@ -239,7 +234,8 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
 
     // Spend against each cap, in its current window; open reservations count as spent.
     std::vector<std::string> named; // caps of one key, which a `kind:*` cap does not cover
-    std::istringstream caps_in(note(d, "budgets") != nullptr ? *note(d, "budgets") : "");
+    const auto* budgets = find_note(d.notes, "budgets");
+    std::istringstream caps_in(budgets != nullptr ? *budgets : "");
     std::vector<std::array<std::string, 3>> caps;
     for (std::string line; std::getline(caps_in, line);) {
         std::istringstream in(line);
