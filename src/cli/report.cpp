@@ -53,12 +53,7 @@ std::optional<budget_period> parse_period(std::string_view s)
 
 std::string utc_date(std::int64_t unix_ms, bool with_time)
 {
-    const std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, with_time ? "%Y-%m-%d %H:%M:%S UTC" : "%Y-%m-%d", &tm);
-    return buf;
+    return format_utc(unix_ms, with_time ? "%Y-%m-%d %H:%M:%S UTC" : "%Y-%m-%d");
 }
 
 std::string window_label(budget_period p, std::int64_t window)
@@ -105,6 +100,15 @@ std::vector<std::string> noted_tiers(const ledger_notes& notes)
             out.push_back(m);
     }
     return out;
+}
+
+std::string format_utc(std::int64_t unix_ms, const char* fmt)
+{
+    const std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[64];
+    return std::string(buf, std::strftime(buf, sizeof buf, fmt, &tm));
 }
 
 std::int64_t unix_now_ms()

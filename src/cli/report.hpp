@@ -35,6 +35,9 @@ std::vector<std::string> noted_tiers(const ledger_notes& notes);
 /// Now, in Unix milliseconds.
 std::int64_t unix_now_ms();
 
+/// `unix_ms` in UTC, formatted by strftime's `fmt`.
+std::string format_utc(std::int64_t unix_ms, const char* fmt);
+
 /// Reads the SQLite ledger at `path` (read-only: a process owning it may be running) from
 /// `since_ms` on. False with `error` set when it cannot.
 bool load_ledger(

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 
 namespace frugal::cli {
 
@@ -50,12 +49,7 @@ std::string short_usd(money m)
 
 std::string clock_label(std::int64_t unix_ms, bool date)
 {
-    const std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, date ? "%Y-%m-%d %H:%M" : "%H:%M:%S", &tm);
-    return buf;
+    return format_utc(unix_ms, date ? "%Y-%m-%d %H:%M" : "%H:%M:%S");
 }
 
 constexpr const char* paid_colour = "#2f6fdf";
