@@ -60,6 +60,15 @@ std::string key()
     return k != nullptr && *k != '\0' ? k : "sk-or-v1-frugal-load";
 }
 
+frugal::client_params client_params(const options& o, std::size_t connections)
+{
+    frugal::client_params p;
+    p.base_url = o.base_url;
+    p.api_key = key();
+    p.max_connections = connections;
+    return p;
+}
+
 struct tally {
     boost::system::error_code first_error;
     std::size_t done = 0;
@@ -130,11 +139,8 @@ asio::awaitable<void> worker(
 int run_load(const options& o)
 {
     asio::io_context io{1};
-    frugal::client_params p;
-    p.base_url = o.base_url;
-    p.api_key = key();
-    p.max_connections = std::max<std::size_t>(o.concurrency, 1);
-    frugal::chat_client client(io.get_executor(), p);
+    frugal::chat_client client(
+        io.get_executor(), client_params(o, std::max<std::size_t>(o.concurrency, 1)));
     std::optional<frugal::router> router;
     if (o.cascade) {
         // A cheap answer that is accepted: the cascade's cost over a direct call.
@@ -181,11 +187,7 @@ int run_load(const options& o)
 int run_hold(const options& o)
 {
     asio::io_context io{1};
-    frugal::client_params p;
-    p.base_url = o.base_url;
-    p.api_key = key();
-    p.max_connections = o.hold_streams + 1;
-    frugal::chat_client client(io.get_executor(), p);
+    frugal::chat_client client(io.get_executor(), client_params(o, o.hold_streams + 1));
     std::vector<frugal::chat_stream> streams(o.hold_streams);
     std::size_t opened = 0, errors = 0;
     const auto base = make_request(o);
