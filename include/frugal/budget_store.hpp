@@ -167,6 +167,12 @@ public:
     /// Every note, ordered by key.
     virtual boost::system::error_code
     read_notes(std::vector<std::pair<std::string, std::string>>& out);
+
+    /// Waits up to `timeout` until every change the store accepted has reached where it is
+    /// kept. A store that writes before it returns (memory, SQLite) has nothing to wait for; a
+    /// shared store that sends settlements in batches (Redis) waits for their acknowledgement,
+    /// and fails with `error::budget_store_failed` when they have not all landed in time.
+    virtual boost::system::error_code sync(std::chrono::milliseconds timeout);
 };
 
 /// Options of the memory store.

@@ -38,6 +38,11 @@ budget_store::read_notes(std::vector<std::pair<std::string, std::string>>& out)
     return {};
 }
 
+boost::system::error_code budget_store::sync(std::chrono::milliseconds)
+{
+    return {};
+}
+
 namespace {
 
 // Strings that repeat from record to record (models, providers, keys), stored once.

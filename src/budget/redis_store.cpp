@@ -4,137 +4,171 @@
 
 #include <frugal/error.hpp>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <mutex>
+#include <random>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
+
+#include <sys/socket.h>
 
 namespace frugal {
 
 namespace {
 
 using boost::system::error_code;
+namespace asio = boost::asio;
 
-// Amounts are picodollars, beyond the 2^53 a Lua number holds exactly: Redis keeps them as
-// integers (HINCRBY) and the scripts compare them as decimal strings.
+// The layout, under a prefix P shared by the fleet. One hash, P:spend:
+//   c:WINDOW:BUDGET  settled spend            r:WINDOW:BUDGET  held by open reservations
+//   o:RID            "AMOUNT\nFIELD\n..."     g:RID            the generation id of RID
+//   a:INSTANCE       the last change of that process applied
+// P:leases is a zset RID -> expiry (ms); P:swept:RID is "GEN\nAMOUNT\nFIELD..." for a week.
+// Every string operation in a script costs about as much as a Redis command, so the client
+// sends the hash fields ready-made and sums each batch's amounts itself (exactly, in int64);
+// the scripts do arithmetic only to compare against a cap, and leave the adding to HINCRBY.
 constexpr const char* lua_prelude = R"lua(
 local function nn(v)
   if not v or string.sub(v, 1, 1) == '-' then return '0' end
   return v
 end
-local function add(a, b)
-  local r, carry, i, j = {}, 0, #a, #b
-  while i > 0 or j > 0 or carry > 0 do
-    local s = carry
-    if i > 0 then s = s + string.byte(a, i) - 48 end
-    if j > 0 then s = s + string.byte(b, j) - 48 end
-    r[#r + 1] = string.char(48 + s % 10)
-    carry = math.floor(s / 10)
-    i = i - 1
-    j = j - 1
+local function neg(v)
+  if v == '0' then return '0' end
+  return '-' .. v
+end
+-- Whether c + r + a <= cap, exactly: a Lua number holds an integer exactly only up to 2^53,
+-- so longer amounts are compared in two parts, their last 9 digits and the rest.
+local function limbs(v)
+  local n = #v
+  if n <= 9 then return 0, tonumber(v) end
+  return tonumber(string.sub(v, 1, n - 9)), tonumber(string.sub(v, n - 8))
+end
+local function fits(c, r, a, cap)
+  if #c < 16 and #r < 16 and #a < 16 and #cap < 16 then
+    return tonumber(c) + tonumber(r) + tonumber(a) <= tonumber(cap)
   end
-  local out = string.gsub(string.reverse(table.concat(r)), '^0+', '')
-  if out == '' then return '0' end
-  return out
+  local ch, cl = limbs(c)
+  local rh, rl = limbs(r)
+  local ah, al = limbs(a)
+  local xh, xl = limbs(cap)
+  local lo = cl + rl + al
+  local hi = ch + rh + ah + math.floor(lo / 1000000000)
+  lo = lo % 1000000000
+  if hi ~= xh then return hi < xh end
+  return lo <= xl
 end
-local function le(a, b)
-  if #a ~= #b then return #a < #b end
-  return a <= b
+-- "AMOUNT\nFIELD\n..." -> amount, {fields}
+local function entry(e)
+  local amount, fields = nil, {}
+  for part in string.gmatch(e, '[^\n]+') do
+    if amount == nil then amount = part else fields[#fields + 1] = part end
+  end
+  return amount, fields
 end
-local function neg(v) if v == '0' then return '0' end return '-' .. v end
 -- Reservations whose lease ran out (their process died) become spend, never headroom.
-local function sweep(P, now)
+local function sweep(P, key, now)
   local expired = redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', now, 'LIMIT', 0, 100)
-  for _, rid in ipairs(expired) do
-    local amount = redis.call('HGET', P .. ':res:' .. rid, 'amount')
-    local charges = redis.call('HGET', P .. ':res:' .. rid, 'charges')
-    if amount and charges then
-      for field in string.gmatch(charges, '[^\n]+') do
-        redis.call('HINCRBY', P .. ':reserved', field, neg(amount))
-        redis.call('HINCRBY', P .. ':committed', field, amount)
+  if #expired == 0 then return end
+  local q = {}
+  for j, rid in ipairs(expired) do
+    q[2 * j - 1] = 'o:' .. rid
+    q[2 * j] = 'g:' .. rid
+  end
+  local v = redis.call('HMGET', key, unpack(q))
+  for j, rid in ipairs(expired) do
+    local e = v[2 * j - 1]
+    if e then
+      local amount, fields = entry(e)
+      for _, f in ipairs(fields) do
+        redis.call('HINCRBY', key, 'r:' .. f, neg(amount))
+        redis.call('HINCRBY', key, 'c:' .. f, amount)
       end
-      redis.call('SET', P .. ':swept:' .. rid, amount .. '\n' .. charges, 'EX', 604800)
-    end
-    redis.call('DEL', P .. ':res:' .. rid)
-    redis.call('ZREM', P .. ':leases', rid)
-  end
-end
--- Drops reservation rid: its hold when it is still open, else (its lease ran out) the whole
--- amount a sweep committed for it, which a settlement's cost or a release replaces.
-local function drop(P, rid)
-  local amount = redis.call('HGET', P .. ':res:' .. rid, 'amount')
-  if amount then
-    local charges = redis.call('HGET', P .. ':res:' .. rid, 'charges')
-    for field in string.gmatch(charges, '[^\n]+') do
-      redis.call('HINCRBY', P .. ':reserved', field, neg(amount))
-    end
-    redis.call('DEL', P .. ':res:' .. rid)
-    redis.call('ZREM', P .. ':leases', rid)
-    return nil
-  end
-  local swept = redis.call('GET', P .. ':swept:' .. rid)
-  if swept then
-    redis.call('DEL', P .. ':swept:' .. rid)
-    local swept_amount = string.match(swept, '^[^\n]+')
-    for field in string.gmatch(string.sub(swept, #swept_amount + 2), '[^\n]+') do
-      redis.call('HINCRBY', P .. ':committed', field, neg(swept_amount))
+      redis.call('SET', P .. ':swept:' .. rid, (v[2 * j] or '') .. '\n' .. e, 'EX', 604800)
     end
   end
+  redis.call('HDEL', key, unpack(q))
+  redis.call('ZREM', P .. ':leases', unpack(expired))
 end
 )lua";
 
-// ARGV: prefix, now_ms, lease_ms, rid, amount, n, then n pairs (field, cap).
+// ARGV: prefix, now_ms, lease_ms, rid, amount, n, 'o:RID', its entry, then n pairs
+// ('c:FIELD', 'r:FIELD'), then the n caps.
 constexpr const char* reserve_lua = R"lua(
 local P, now, lease, rid, amount, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
-sweep(P, now)
-for k = 0, n - 1 do
-  local field, cap = ARGV[7 + 2 * k], ARGV[8 + 2 * k]
-  local c = nn(redis.call('HGET', P .. ':committed', field))
-  local r = nn(redis.call('HGET', P .. ':reserved', field))
-  if not le(add(add(c, r), amount), cap) then return {0, field} end
+local key = P .. ':spend'
+if n > 0 then
+  local v = redis.call('HMGET', key, unpack(ARGV, 9, 8 + 2 * n))
+  for k = 1, n do
+    if not fits(nn(v[2 * k - 1]), nn(v[2 * k]), amount, ARGV[8 + 2 * n + k]) then
+      return {0, ARGV[8 + 2 * k]}
+    end
+  end
+  for k = 1, n do redis.call('HINCRBY', key, ARGV[8 + 2 * k], amount) end
 end
-local fields = {}
-for k = 0, n - 1 do
-  local field = ARGV[7 + 2 * k]
-  redis.call('HINCRBY', P .. ':reserved', field, amount)
-  fields[#fields + 1] = field
-end
-redis.call('HSET', P .. ':res:' .. rid, 'amount', amount, 'charges', table.concat(fields, '\n'))
+redis.call('HSET', key, ARGV[7], ARGV[8])
 redis.call('ZADD', P .. ':leases', now + lease, rid)
 return {1, ''}
 )lua";
 
-// ARGV: prefix, now_ms, rid ('' for none), cost, n, then n fields.
-constexpr const char* settle_lua = R"lua(
-local P, now, rid, cost, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
-sweep(P, now)
-if rid ~= '' then drop(P, rid) end
-for k = 0, n - 1 do
-  redis.call('HINCRBY', P .. ':committed', ARGV[6 + k], cost)
+// A batch of the changes a process owes Redis (settlements, releases, corrected bills,
+// generation ids), summed by the client. A batch is resent whole after a lost reply, and its
+// last sequence number against the process's high-water mark says whether it landed already.
+// ARGV: prefix, instance, now_ms, first_seq, last_seq, nd, nr, ng, then
+//   nd pairs (hash field, delta): the batch's sums, every hold it drops already given back;
+//   nr 'o:RID', nr 'g:RID', nr RID, nr entries: the reservations it drops;
+//   ng pairs ('g:RID', generation id).
+constexpr const char* apply_lua = R"lua(
+local P, inst, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local nd, nr, ng = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local key = P .. ':spend'
+local last = tonumber(redis.call('HGET', key, 'a:' .. inst) or '0')
+if tonumber(ARGV[5]) <= last then return 0 end
+sweep(P, key, now)
+local base = 9 + 2 * nd
+if ng > 0 then redis.call('HSET', key, unpack(ARGV, base + 4 * nr, base + 4 * nr + 2 * ng - 1)) end
+if nr > 0 then
+  local open = redis.call('HMGET', key, unpack(ARGV, base, base + nr - 1))
+  for j = 1, nr do
+    if not open[j] then
+      -- Not held (any more): its lease ran out, so the sweep counted it as spend, which the
+      -- settlement's cost (or a release's nothing) replaces; or Redis never granted it.
+      local amount, fields = entry(ARGV[base + 3 * nr + j - 1])
+      local rid = ARGV[base + 2 * nr + j - 1]
+      local swept = redis.call('GET', P .. ':swept:' .. rid)
+      if swept then redis.call('DEL', P .. ':swept:' .. rid) end
+      for _, f in ipairs(fields) do
+        redis.call('HINCRBY', key, 'r:' .. f, amount)
+        if swept then redis.call('HINCRBY', key, 'c:' .. f, neg(amount)) end
+      end
+    end
+  end
+  redis.call('HDEL', key, unpack(ARGV, base, base + 2 * nr - 1))
+  redis.call('ZREM', P .. ':leases', unpack(ARGV, base + 2 * nr, base + 3 * nr - 1))
 end
-return 1
-)lua";
-
-// ARGV: prefix, now_ms, rid.
-constexpr const char* release_lua = R"lua(
-local P, now, rid = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-sweep(P, now)
-drop(P, rid)
-return 1
-)lua";
-
-// ARGV: prefix, n, then n pairs (field, signed delta).
-constexpr const char* move_lua = R"lua(
-local P, n = ARGV[1], tonumber(ARGV[2])
-for k = 0, n - 1 do
-  redis.call('HINCRBY', P .. ':committed', ARGV[3 + 2 * k], ARGV[4 + 2 * k])
-end
+for k = 0, nd - 1 do redis.call('HINCRBY', key, ARGV[9 + 2 * k], ARGV[10 + 2 * k]) end
+redis.call('HSET', key, 'a:' .. inst, ARGV[5])
 return 1
 )lua";
 
@@ -158,20 +192,94 @@ struct reply_deleter {
 };
 using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
 
+struct reader_deleter {
+    void operator()(redisReader* r) const { redisReaderFree(r); }
+};
+
+bool parse_url(const std::string& url, std::string& host, int& port, int& db)
+{
+    constexpr std::string_view scheme = "redis://";
+    if (url.rfind(scheme, 0) != 0)
+        return false;
+    std::string rest = url.substr(scheme.size());
+    db = 0;
+    if (const auto slash = rest.find('/'); slash != std::string::npos) {
+        const auto d = rest.substr(slash + 1);
+        rest.resize(slash);
+        if (!d.empty()) {
+            if (d.find_first_not_of("0123456789") != std::string::npos || d.size() > 4)
+                return false;
+            db = std::stoi(d);
+        }
+    }
+    const auto colon = rest.rfind(':');
+    host = colon == std::string::npos ? rest : rest.substr(0, colon);
+    port = 6379;
+    if (colon != std::string::npos) {
+        const auto p = rest.substr(colon + 1);
+        if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos)
+            return false;
+        port = std::stoi(p);
+    }
+    return !host.empty() && port > 0 && port < 65536;
+}
+
+// A process's name in Redis: reservation ids are INSTANCE.ID, and the high-water mark of the
+// changes it applied is kept under it. Random, so that no registration round trip is needed.
+std::string new_instance()
+{
+    std::random_device rd;
+    const std::uint64_t v =
+        (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^ static_cast<std::uint64_t>(unix_ms());
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+// Appends `args` to `out` as one RESP command (hiredis formats it).
+void append_command(
+    std::string& out, std::vector<const char*>& argv, const std::vector<std::size_t>& lens)
+{
+    char* cmd = nullptr;
+    const int n =
+        redisFormatCommandArgv(&cmd, static_cast<int>(argv.size()), argv.data(), lens.data());
+    if (n > 0)
+        out.append(cmd, static_cast<std::size_t>(n));
+    redisFreeCommand(cmd);
+}
+
+// The changes queued while Redis is unreachable stop growing here: past it, reservations are
+// refused even when failing open, so memory stays bounded however long the outage.
+constexpr std::size_t max_owed = 1u << 20;
+// Changes per script call: enough to amortise the call, small enough to keep Redis responsive.
+constexpr std::size_t max_batch = 256;
+// How long a change that only lowers the spend waits for others to share its script call:
+// spend it gives back is seen by the fleet this much later, and reservations are not queued
+// behind a batch on their way.
+constexpr std::chrono::microseconds flush_interval{1000};
+constexpr std::chrono::seconds sweep_interval{1};
+
 class redis_store final : public budget_store {
 public:
     redis_store(redis_store_params p, std::shared_ptr<budget_store> ledger)
-        : params_(std::move(p)), ledger_(std::move(ledger))
+        : params_(std::move(p)), ledger_(std::move(ledger)), instance_(new_instance()),
+          socket_(ioc_), resolver_(ioc_), connect_timer_(ioc_), retry_timer_(ioc_), watchdog_(ioc_),
+          flush_timer_(ioc_), work_(ioc_.get_executor())
     {
     }
 
     ~redis_store() override
     {
-        // One last try for what Redis missed; what still cannot land stays covered by its
-        // reservation until the lease turns it into spend.
-        (void)flush_pending();
-        if (ctx_ != nullptr)
-            redisFree(ctx_);
+        // What this process still owes Redis gets its chance to land; what cannot stays
+        // covered by its reservation until the lease turns it into spend.
+        drain(
+            std::chrono::steady_clock::now() +
+            std::max(params_.timeout * 2, std::chrono::milliseconds(100)));
+        asio::post(ioc_, [this] { close_socket(); });
+        work_.reset();
+        ioc_.stop();
+        if (thread_.joinable())
+            thread_.join();
     }
 
     // Only a bad URL fails: Redis may be down when a process starts, and then only paid
@@ -182,6 +290,7 @@ public:
             detail = "expected redis://HOST:PORT/DB, not " + params_.url;
             return error::bad_budget_config;
         }
+        thread_ = std::thread([this] { ioc_.run(); });
         return {};
     }
 
@@ -193,63 +302,107 @@ public:
         // the processes that made them (a dead one's expire into spend).
         out.committed.clear();
         out.open.clear();
-        reply_ptr r = command({"HGETALL", params_.prefix + ":committed"});
-        if (!r || r->type != REDIS_REPLY_ARRAY)
-            return {}; // unreachable: every reservation asks Redis anyway
-        for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
-            const std::string_view field(r->element[i]->str, r->element[i]->len);
-            const std::string_view value(r->element[i + 1]->str, r->element[i + 1]->len);
-            const auto colon = field.find(':');
-            budget_charge c;
-            std::int64_t units = 0;
-            if (colon == std::string_view::npos ||
-                std::from_chars(field.data(), field.data() + colon, c.window).ec != std::errc() ||
-                std::from_chars(value.data(), value.data() + value.size(), units).ec != std::errc())
-                return error::budget_store_failed; // not this store's data
-            c.budget = std::string(field.substr(colon + 1));
-            c.amount = money::from_units(units);
-            out.committed.push_back(std::move(c));
-        }
         out.next_id = 1; // ids are this process's; Redis knows them as INSTANCE.ID
-        return {};
+        bool malformed = false;
+        auto w = std::make_shared<waiter>();
+        w->on_reply = [&out, &malformed](const redisReply* r) {
+            if (r->type != REDIS_REPLY_ARRAY)
+                return;
+            for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+                std::string_view field(r->element[i]->str, r->element[i]->len);
+                const std::string_view value(r->element[i + 1]->str, r->element[i + 1]->len);
+                if (field.substr(0, 2) != "c:")
+                    continue; // holds, open reservations, marks
+                field.remove_prefix(2);
+                const auto colon = field.find(':');
+                budget_charge c;
+                std::int64_t units = 0;
+                if (colon == std::string_view::npos ||
+                    std::from_chars(field.data(), field.data() + colon, c.window).ec !=
+                        std::errc() ||
+                    std::from_chars(value.data(), value.data() + value.size(), units).ec !=
+                        std::errc()) {
+                    malformed = true; // not this store's data
+                    return;
+                }
+                c.budget = std::string(field.substr(colon + 1));
+                c.amount = money::from_units(units);
+                out.committed.push_back(std::move(c));
+            }
+        };
+        w->args = {"HGETALL", params_.prefix + ":spend"};
+        (void)ask(w, true); // unreachable: every reservation asks Redis anyway
+        return malformed ? error_code(error::budget_store_failed) : error_code();
     }
 
     error_code reserve(const reservation_view& v) override
     {
-        // Settlements Redis missed go first: until they land, the fleet's books are behind.
-        if (!flush_pending())
-            return unreachable();
         const money amount = v.charges.empty() ? money() : v.charges.front().amount;
-        std::vector<std::string> args{
+        auto w = std::make_shared<waiter>();
+        w->script = &reserve_sha_;
+        const std::string id = rid(v.id);
+        const std::string units = std::to_string(amount.units());
+        held h;
+        h.amount = amount.units();
+        h.entry = units;
+        for (const auto& c : v.charges) {
+            h.fields.push_back(field_of(c.window, c.budget));
+            h.entry += '\n';
+            h.entry += h.fields.back();
+        }
+        w->args = {
             "EVALSHA",
-            reserve_sha_,
+            "",
             "0",
             params_.prefix,
             std::to_string(unix_ms()),
             std::to_string(params_.lease.count()),
-            rid(v.id),
-            std::to_string(amount.units()),
-            std::to_string(v.charges.size())};
-        for (const auto& c : v.charges) {
-            args.push_back(field_of(c.window, c.budget));
-            args.push_back(std::to_string(c.cap.units()));
+            id,
+            units,
+            std::to_string(v.charges.size()),
+            "o:" + id,
+            h.entry};
+        for (const auto& f : h.fields) {
+            w->args.push_back("c:" + f);
+            w->args.push_back("r:" + f);
         }
-        reply_ptr r = script(reserve_lua, reserve_sha_, args);
-        if (!r)
+        for (const auto& c : v.charges)
+            w->args.push_back(std::to_string(c.cap.units()));
+        w->release_id = v.id;
+        w->on_reply = [wp = w.get()](const redisReply* r) {
+            if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_INTEGER)
+                wp->verdict = r->element[0]->integer == 1 ? 1 : 0;
+        };
+        {
+            const std::lock_guard lock(mu_);
+            held_[v.id] = std::move(h);
+        }
+        const bool answered = ask(w, false);
+        {
+            // Not granted: forget the hold, unless the command went out unanswered (it may
+            // have been applied); the release queued for it then drops it in Redis.
+            const std::lock_guard lock(mu_);
+            if (answered ? w->verdict != 1 : !w->sent)
+                held_.erase(v.id);
+        }
+        if (!answered)
             return unreachable();
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_INTEGER)
+        if (w->verdict < 0)
             return error::budget_store_failed;
-        if (r->element[0]->integer == 0)
+        if (w->verdict == 0)
             return error::budget_exhausted; // another process took the headroom
         return {};
     }
 
     error_code note_generation(std::uint64_t id, const std::string& generation_id) override
     {
-        reply_ptr r =
-            command({"HSET", params_.prefix + ":res:" + rid(id), "generation", generation_id});
-        return r ? error_code() : error_code(error::budget_store_failed);
+        change c;
+        c.kind = 'g';
+        c.id = id;
+        c.gen = generation_id;
+        owe(std::move(c));
+        return {};
     }
 
     error_code settle(
@@ -257,30 +410,26 @@ public:
         std::span<const budget_charge_view> charges,
         attempt_record& record) override
     {
-        // The spend first: it is what the cap is kept on, and the fleet must see it.
-        std::vector<std::string> args{
-            "EVALSHA",
-            settle_sha_,
-            "0",
-            params_.prefix,
-            std::to_string(unix_ms()),
-            reservation_id == 0 ? std::string() : rid(reservation_id),
-            std::to_string(record.cost.units()),
-            std::to_string(charges.size())};
-        for (const auto& c : charges)
-            args.push_back(field_of(c.window, c.budget));
-        // Redis unreachable: the spend is recorded locally now and in Redis when it is back;
-        // meanwhile the reservation still holds its whole amount there (or, once its lease
-        // ran out, is counted as spent), so the fleet's cap stays covered.
-        apply_or_keep(settle_lua, settle_sha_, std::move(args));
+        // The reservation holds its whole amount in Redis (or, once its lease ran out, counts
+        // as spent) until this lands, so the fleet's cap stays covered meanwhile: the change is
+        // queued, not waited for, and sent with the others in one script call.
+        if (reservation_id != 0 || !charges.empty()) {
+            change c;
+            c.kind = 's';
+            c.id = reservation_id;
+            for (const auto& ch : charges)
+                c.moves.emplace_back(field_of(ch.window, ch.budget), record.cost.units());
+            owe(std::move(c));
+        }
         return ledger_->settle(0, charges, record);
     }
 
     error_code release(std::uint64_t id) override
     {
-        std::vector<std::string> args{
-            "EVALSHA", release_sha_, "0", params_.prefix, std::to_string(unix_ms()), rid(id)};
-        apply_or_keep(release_lua, release_sha_, std::move(args));
+        change c;
+        c.kind = 'r';
+        c.id = id;
+        owe(std::move(c));
         return {};
     }
 
@@ -289,14 +438,23 @@ public:
     {
         if (auto ec = ledger_->correct(record_id, proven, moved))
             return ec;
-        std::vector<std::string> args{
-            "EVALSHA", move_sha_, "0", params_.prefix, std::to_string(moved.size())};
-        for (const auto& m : moved) {
-            args.push_back(field_of(m.window, m.budget));
-            args.push_back(std::to_string(m.amount.units()));
-        }
-        apply_or_keep(move_lua, move_sha_, std::move(args));
+        if (moved.empty())
+            return {};
+        change c;
+        c.kind = 'm';
+        for (const auto& m : moved)
+            c.moves.emplace_back(field_of(m.window, m.budget), m.amount.units());
+        owe(std::move(c));
         return {};
+    }
+
+    error_code sync(std::chrono::milliseconds timeout) override
+    {
+        if (auto ec = ledger_->sync(timeout))
+            return ec;
+        return drain(std::chrono::steady_clock::now() + timeout)
+                   ? error_code()
+                   : error_code(error::budget_store_failed);
     }
 
     error_code read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out) override
@@ -313,200 +471,680 @@ public:
     }
 
 private:
-    static bool parse_url(const std::string& url, std::string& host, int& port, int& db)
+    // A command a caller waits for (a reservation, a read).
+    struct waiter {
+        std::vector<std::string> args;
+        const std::string* script = nullptr; // EVALSHA of this script: args[1] is its sha
+        std::function<void(const redisReply*)> on_reply; // on Redis's thread, under mu_
+        std::uint64_t release_id = 0; // a reservation: what to drop if it may be applied unseen
+        int verdict = -1;
+        bool done = false, answered = false, sent = false, abandoned = false;
+        std::condition_variable cv;
+    };
+    // A change this process owes Redis. Changes are summed into batches; a batch is kept, as
+    // the command it was written as, until Redis acknowledges it, and resent whole after a
+    // lost connection (its sequence number makes the resend count once).
+    struct change {
+        char kind = 's';      // settle, release, move (a corrected bill), generation id
+        std::uint64_t id = 0; // the reservation: a settlement's (0: none), a release's
+        std::vector<std::pair<std::string, std::int64_t>> moves; // committed spend per field
+        std::string gen;
+    };
+    // What a reservation holds in Redis, as this process made it.
+    struct held {
+        std::int64_t amount = 0;
+        std::vector<std::string> fields; // WINDOW:BUDGET
+        std::string entry;               // AMOUNT\nFIELD...
+    };
+    struct queued {
+        change c;
+        std::shared_ptr<waiter> w; // set: a waited command
+        std::string batch;         // set: a batch to resend as it was written
+        std::size_t count = 0;     // the changes in `batch`
+    };
+    struct in_flight {
+        enum { handshake, changes, waited } kind = changes;
+        std::string batch; // the command, for a resend
+        std::size_t count = 0;
+        std::shared_ptr<waiter> w;
+        std::string* sha = nullptr; // a script being loaded: where its sha goes
+    };
+    enum class link { down, connecting, handshake, ready };
+
+    std::string rid(std::uint64_t id) const { return instance_ + "." + std::to_string(id); }
+
+    // A reservation Redis cannot check: refused, or under fail_open granted on the local books
+    // (its settlement then lands in Redis with the other changes; with no reservation there,
+    // it is a plain charge). Past `max_owed` queued changes it is refused either way.
+    error_code unreachable()
     {
-        constexpr std::string_view scheme = "redis://";
-        if (url.rfind(scheme, 0) != 0)
-            return false;
-        std::string rest = url.substr(scheme.size());
-        db = 0;
-        if (const auto slash = rest.find('/'); slash != std::string::npos) {
-            const auto d = rest.substr(slash + 1);
-            rest.resize(slash);
-            if (!d.empty()) {
-                if (d.find_first_not_of("0123456789") != std::string::npos || d.size() > 4)
-                    return false;
-                db = std::stoi(d);
-            }
-        }
-        const auto colon = rest.rfind(':');
-        host = colon == std::string::npos ? rest : rest.substr(0, colon);
-        port = 6379;
-        if (colon != std::string::npos) {
-            const auto p = rest.substr(colon + 1);
-            if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos)
-                return false;
-            port = std::stoi(p);
-        }
-        return !host.empty() && port > 0 && port < 65536;
+        const std::lock_guard lock(mu_);
+        return params_.fail_open && owed_ < max_owed ? error_code()
+                                                     : error_code(error::budget_store_failed);
     }
 
-    bool connect(std::string& detail)
+    // Queues a change; it is written with the next batch. Under mu_ from the pipe's side.
+    void owe(change c)
     {
-        if (ctx_ != nullptr) {
-            redisFree(ctx_);
-            ctx_ = nullptr;
+        const std::lock_guard lock(mu_);
+        owe_locked(std::move(c));
+    }
+    void owe_locked(change c)
+    {
+        // A change that may raise the fleet's spend (a bill above its reservation, an
+        // unreserved charge, a corrected bill) goes out at once and before any later
+        // reservation; the others (most) only lower it, so they wait up to `flush_interval` to
+        // share a call, and reservations may pass them meanwhile.
+        bool raises = false;
+        for (const auto& [field, v] : c.moves)
+            raises = raises || v > 0;
+        if (raises && c.kind == 's' && c.id != 0)
+            if (const auto it = held_.find(c.id); it != held_.end())
+                raises = !c.moves.empty() && c.moves.front().second > it->second.amount;
+        queue_.push_back({std::move(c), nullptr, {}, 0});
+        ++owed_;
+        ++queued_changes_;
+        if (raises)
+            ++raising_;
+        if (raises || queued_changes_ >= max_batch) {
+            flush_due_ = true;
+            kick_locked();
+        } else if (!flush_armed_) {
+            flush_armed_ = true;
+            asio::post(ioc_, [this] {
+                flush_timer_.expires_after(flush_interval);
+                flush_timer_.async_wait([this](error_code ec) {
+                    if (ec)
+                        return;
+                    {
+                        const std::lock_guard lock(mu_);
+                        flush_armed_ = false;
+                        flush_due_ = true;
+                    }
+                    pump();
+                });
+            });
         }
-        const auto t = params_.timeout;
-        const timeval tv{
-            static_cast<time_t>(t.count() / 1000),
-            static_cast<suseconds_t>((t.count() % 1000) * 1000)};
-        ctx_ = redisConnectWithTimeout(host_.c_str(), port_, tv);
-        if (ctx_ == nullptr || ctx_->err != 0) {
-            last_error_ = ctx_ != nullptr ? ctx_->errstr : "out of memory";
-            detail =
-                "cannot reach Redis at " + host_ + ":" + std::to_string(port_) + ": " + last_error_;
-            return false;
-        }
-        redisSetTimeout(ctx_, tv);
-        if (db_ != 0) {
-            reply_ptr r(static_cast<redisReply*>(redisCommand(ctx_, "SELECT %d", db_)));
-            if (!r || r->type == REDIS_REPLY_ERROR) {
-                last_error_ = "Redis refused SELECT " + std::to_string(db_);
-                detail = last_error_;
-                redisFree(ctx_);
-                ctx_ = nullptr;
-                return false;
-            }
-        }
-        if (instance_.empty()) {
-            // Reservation ids are this process's; in Redis they are INSTANCE.ID.
-            reply_ptr r(static_cast<redisReply*>(
-                redisCommand(ctx_, "INCR %s", (params_.prefix + ":instances").c_str())));
-            if (!r || r->type != REDIS_REPLY_INTEGER) {
-                last_error_ = "Redis did not register this process";
-                detail = last_error_;
-                redisFree(ctx_);
-                ctx_ = nullptr;
-                return false;
-            }
-            instance_ = std::to_string(r->integer);
-        }
-        return true;
     }
 
-    // One command; on a broken connection, one reconnection (after a backoff) and one retry
-    // of a command that had not been sent.
-    reply_ptr command(const std::vector<std::string>& args)
+    // Sends `w` and waits up to the timeout for its answer. False when Redis is unreachable
+    // or slow; a reservation that may have been applied meanwhile is dropped again by a change
+    // queued after it. `wait_connect`: also wait for a connection in backoff (opening).
+    bool ask(const std::shared_ptr<waiter>& w, bool wait_connect)
     {
-        for (int attempt = 0; attempt < 2; ++attempt) {
-            if (ctx_ == nullptr || ctx_->err != 0) {
-                const auto now = std::chrono::steady_clock::now();
-                if (now < next_connect_)
-                    return nullptr;
-                std::string detail;
-                if (!connect(detail)) {
-                    backoff_ = std::min(
-                        std::max(backoff_ * 2, std::chrono::milliseconds(100)),
-                        std::chrono::milliseconds(5000));
-                    next_connect_ = now + backoff_;
-                    return nullptr;
+        std::unique_lock lock(mu_);
+        const auto now = std::chrono::steady_clock::now();
+        if (link_ == link::down && now < next_connect_ && !wait_connect)
+            return false; // refused at once while the backoff runs
+        if (link_ == link::down && wait_connect)
+            next_connect_ = now;
+        // A connection still being made gets its own timeout on top of the command's.
+        const auto wait = link_ == link::ready ? params_.timeout : params_.timeout * 2;
+        queue_.push_back({{}, w});
+        if (link_ == link::ready && !writing_)
+            send_now_locked(lock); // one thread hop fewer on the escalation's path
+        else
+            kick_locked();
+        if (!w->cv.wait_for(lock, wait, [&] { return w->done; })) {
+            w->abandoned = true; // unsent: skipped; sent: its reply or loss drops it again
+            return false;
+        }
+        return w->answered;
+    }
+
+    // Called with mu_ held when a waited command is over; `r` null: lost or refused unseen.
+    void finish_waiter(const std::shared_ptr<waiter>& w, const redisReply* r)
+    {
+        if (r != nullptr && r->type != REDIS_REPLY_ERROR && w->on_reply && !w->abandoned)
+            w->on_reply(r);
+        if (r != nullptr && r->type == REDIS_REPLY_ERROR)
+            last_error_.assign(r->str, r->len);
+        const bool granted_unseen =
+            w->release_id != 0 && w->sent &&
+            (r == nullptr ||
+             (w->abandoned && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+              r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1));
+        if (granted_unseen) {
+            change c;
+            c.kind = 'r';
+            c.id = w->release_id;
+            owe_locked(std::move(c));
+        }
+        w->answered = r != nullptr && r->type != REDIS_REPLY_ERROR;
+        w->done = true;
+        w->cv.notify_one();
+    }
+
+    // Writes what is queued from the calling thread, without waking the pipe's: the socket is
+    // non-blocking, and what the kernel does not take at once is left to the pipe's thread.
+    void send_now_locked(std::unique_lock<std::mutex>& lock)
+    {
+        build_write_locked();
+        if (out_.empty())
+            return;
+        const auto n = ::send(fd_, out_.data(), out_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n == static_cast<ssize_t>(out_.size()))
+            return;
+        out_.erase(0, n > 0 ? static_cast<std::size_t>(n) : 0);
+        writing_ = true;
+        const bool broken = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK;
+        const std::string why = broken ? std::strerror(errno) : std::string();
+        const std::uint64_t id = conn_id_;
+        (void)lock;
+        asio::post(ioc_, [this, id, broken, why] {
+            if (id != conn_id_)
+                return;
+            if (broken) {
+                lose(why);
+                return;
+            }
+            std::unique_lock l(mu_);
+            start_write(l);
+        });
+    }
+
+    // Makes sure the pipe's thread looks at the queue. Under mu_.
+    void kick_locked()
+    {
+        if (kicked_)
+            return;
+        kicked_ = true;
+        asio::post(ioc_, [this] { pump(); });
+    }
+
+    // On the pipe's thread: connects when needed, writes what is queued.
+    void pump()
+    {
+        std::unique_lock lock(mu_);
+        kicked_ = false;
+        if (link_ == link::down) {
+            if (queue_.empty())
+                return;
+            const auto now = std::chrono::steady_clock::now();
+            if (now < next_connect_) {
+                fail_waiters_locked(); // nobody waits through a backoff
+                schedule_retry_locked();
+                return;
+            }
+            link_ = link::connecting;
+            lock.unlock();
+            start_connect();
+            return;
+        }
+        if (link_ == link::ready && !writing_)
+            write_locked(lock);
+    }
+
+    // Fails every waited command not yet sent: nothing will carry it before the backoff ends.
+    void fail_waiters_locked()
+    {
+        for (auto it = queue_.begin(); it != queue_.end();) {
+            if (it->w) {
+                auto w = std::move(it->w);
+                it = queue_.erase(it);
+                finish_waiter(w, nullptr);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    void schedule_retry_locked()
+    {
+        if (owed_ == 0 || retry_armed_)
+            return;
+        retry_armed_ = true;
+        retry_timer_.expires_at(next_connect_);
+        retry_timer_.async_wait([this](error_code ec) {
+            {
+                const std::lock_guard lock(mu_);
+                retry_armed_ = false;
+            }
+            if (!ec)
+                pump();
+        });
+    }
+
+    void start_connect()
+    {
+        const std::uint64_t id = ++conn_id_;
+        connect_timer_.expires_after(params_.timeout);
+        connect_timer_.async_wait([this, id](error_code ec) {
+            if (!ec && id == conn_id_)
+                lose("no connection within " + std::to_string(params_.timeout.count()) + " ms");
+        });
+        resolver_.async_resolve(
+            host_, std::to_string(port_),
+            [this, id](error_code ec, const asio::ip::tcp::resolver::results_type& eps) {
+                if (id != conn_id_)
+                    return;
+                if (ec) {
+                    lose(ec.message());
+                    return;
                 }
-                backoff_ = std::chrono::milliseconds(0);
-            }
+                asio::async_connect(
+                    socket_, eps, [this, id](error_code ec2, const asio::ip::tcp::endpoint&) {
+                        if (id != conn_id_)
+                            return;
+                        if (ec2) {
+                            lose(ec2.message());
+                            return;
+                        }
+                        connect_timer_.cancel();
+                        on_connected();
+                    });
+            });
+    }
+
+    // A new connection: select the database and load the scripts before anything else.
+    void on_connected()
+    {
+        error_code ignored;
+        socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+        reader_.reset(redisReaderCreate());
+        std::unique_lock lock(mu_);
+        link_ = link::handshake;
+        out_.clear();
+        auto add = [this](std::vector<std::string> args, std::string* sha) {
             std::vector<const char*> argv;
             std::vector<std::size_t> lens;
             for (const auto& a : args) {
                 argv.push_back(a.data());
                 lens.push_back(a.size());
             }
-            reply_ptr r(static_cast<redisReply*>(
-                redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data())));
-            if (r) {
-                if (r->type == REDIS_REPLY_ERROR)
-                    last_error_.assign(r->str, r->len);
-                return r;
+            append_command(out_, argv, lens);
+            inflight_.push_back({in_flight::handshake, {}, 0, nullptr, sha});
+        };
+        if (db_ != 0)
+            add({"SELECT", std::to_string(db_)}, nullptr);
+        add({"SCRIPT", "LOAD", std::string(lua_prelude) + reserve_lua}, &reserve_sha_);
+        add({"SCRIPT", "LOAD", std::string(lua_prelude) + apply_lua}, &apply_sha_);
+        handshake_left_ = inflight_.size();
+        progress_ = std::chrono::steady_clock::now();
+        start_write(lock);
+        arm_watchdog();
+        read();
+    }
+
+    // Moves what is queued into one write: runs of changes become one script call each.
+    void write_locked(std::unique_lock<std::mutex>& lock)
+    {
+        build_write_locked();
+        if (!out_.empty())
+            start_write(lock);
+    }
+
+    // Sums the changes at the front of the queue into one call of the apply script (`take`
+    // false: none, a call that only sweeps expired leases).
+    void encode_batch(const std::string& now, in_flight& f, bool take = true)
+    {
+        std::vector<std::pair<std::string, std::int64_t>> sums;
+        std::vector<std::string> opened, gens, rids, entries, gen_pairs;
+        auto add = [&sums](std::string field, std::int64_t v) {
+            for (auto& [k, x] : sums)
+                if (k == field) {
+                    x += v;
+                    return;
+                }
+            sums.emplace_back(std::move(field), v);
+        };
+        auto drop = [&](std::uint64_t id) {
+            const auto it = held_.find(id);
+            if (it == held_.end())
+                return; // never held in Redis
+            for (const auto& field : it->second.fields)
+                add("r:" + field, -it->second.amount);
+            const std::string r = rid(id);
+            opened.push_back("o:" + r);
+            gens.push_back("g:" + r);
+            rids.push_back(r);
+            entries.push_back(std::move(it->second.entry));
+            held_.erase(it);
+        };
+        while (take && !queue_.empty() && !queue_.front().w && queue_.front().batch.empty() &&
+               f.count < max_batch) {
+            auto& c = queue_.front().c;
+            for (auto& [field, v] : c.moves)
+                add("c:" + field, v);
+            if (c.kind == 's' || c.kind == 'r') {
+                if (c.id != 0)
+                    drop(c.id);
+            } else if (c.kind == 'g' && held_.count(c.id) != 0) {
+                gen_pairs.push_back("g:" + rid(c.id));
+                gen_pairs.push_back(std::move(c.gen));
             }
-            last_error_ = ctx_->errstr;
-            // A reply lost after the command was written may have been applied: not retried.
-            return nullptr;
+            queue_.pop_front();
+            ++f.count;
         }
-        return nullptr;
-    }
-
-    // EVALSHA, loading the script (with the prelude) on NOSCRIPT.
-    reply_ptr script(const char* body, std::string& sha, std::vector<std::string> args)
-    {
-        if (sha.empty() && !load_script(body, sha))
-            return nullptr;
-        args[1] = sha;
-        reply_ptr r = command(args);
-        if (r && r->type == REDIS_REPLY_ERROR && std::strncmp(r->str, "NOSCRIPT", 8) == 0) {
-            if (!load_script(body, sha))
-                return nullptr;
-            args[1] = sha;
-            r = command(args);
+        std::erase_if(sums, [](const auto& p) { return p.second == 0; });
+        const std::string seq = std::to_string(++seq_);
+        std::vector<std::string> args{
+            "EVALSHA",
+            apply_sha_,
+            "0",
+            params_.prefix,
+            instance_,
+            now,
+            seq,
+            seq,
+            std::to_string(sums.size()),
+            std::to_string(rids.size()),
+            std::to_string(gen_pairs.size() / 2)};
+        for (auto& [field, v] : sums) {
+            args.push_back(std::move(field));
+            args.push_back(std::to_string(v));
         }
-        if (r && r->type == REDIS_REPLY_ERROR)
-            return nullptr;
-        return r;
+        for (auto* part : {&opened, &gens, &rids, &entries, &gen_pairs})
+            for (auto& a : *part)
+                args.push_back(std::move(a));
+        std::vector<const char*> argv;
+        std::vector<std::size_t> lens;
+        for (const auto& a : args) {
+            argv.push_back(a.data());
+            lens.push_back(a.size());
+        }
+        append_command(f.batch, argv, lens);
     }
 
-    bool load_script(const char* body, std::string& sha)
+    // Moves into `out_` every waited command queued and, when they are due, the changes owed
+    // (otherwise they stay queued: none of them raises the fleet's spend, see owe_locked).
+    void build_write_locked()
     {
-        reply_ptr r = command({"SCRIPT", "LOAD", std::string(lua_prelude) + body});
-        if (!r || r->type != REDIS_REPLY_STRING)
-            return false;
-        sha.assign(r->str, r->len);
-        return true;
+        out_.clear();
+        const bool idle = inflight_.empty();
+        const bool changes = flush_due_ || raising_ > 0 || resend_ > 0;
+        std::vector<const char*> argv;
+        std::vector<std::size_t> lens;
+        const std::string now = std::to_string(unix_ms());
+        std::deque<queued> kept;
+        if (sweep_due_) {
+            sweep_due_ = false;
+            in_flight f;
+            f.kind = in_flight::changes;
+            encode_batch(now, f, false);
+            out_ += f.batch;
+            inflight_.push_back(std::move(f));
+        }
+        while (!queue_.empty()) {
+            if (!changes && !queue_.front().w) {
+                kept.push_back(std::move(queue_.front()));
+                queue_.pop_front();
+                continue;
+            }
+            if (queue_.front().w) {
+                auto w = std::move(queue_.front().w);
+                queue_.pop_front();
+                if (w->abandoned)
+                    continue;
+                if (w->script != nullptr)
+                    w->args[1] = *w->script;
+                argv.clear();
+                lens.clear();
+                for (const auto& a : w->args) {
+                    argv.push_back(a.data());
+                    lens.push_back(a.size());
+                }
+                append_command(out_, argv, lens);
+                w->sent = true;
+                inflight_.push_back({in_flight::waited, {}, 0, std::move(w), nullptr});
+                continue;
+            }
+            if (!queue_.front().batch.empty()) {
+                out_ += queue_.front().batch;
+                inflight_.push_back(
+                    {in_flight::changes, std::move(queue_.front().batch), queue_.front().count,
+                     nullptr, nullptr});
+                queue_.pop_front();
+                continue;
+            }
+            in_flight f;
+            f.kind = in_flight::changes;
+            encode_batch(now, f);
+            out_ += f.batch;
+            inflight_.push_back(std::move(f));
+        }
+        queue_ = std::move(kept);
+        if (changes) {
+            flush_due_ = false;
+            raising_ = resend_ = queued_changes_ = 0;
+        }
+        if (idle && !out_.empty())
+            progress_ = std::chrono::steady_clock::now();
     }
 
-    std::string rid(std::uint64_t id) const { return instance_ + "." + std::to_string(id); }
-
-    // A reservation Redis cannot check: refused, or under fail_open granted on the local books
-    // (its settlement then lands in Redis with the others Redis missed; with no reservation
-    // there, it is a plain charge).
-    error_code unreachable() const
+    void start_write(std::unique_lock<std::mutex>& lock)
     {
-        return params_.fail_open ? error_code() : error_code(error::budget_store_failed);
+        writing_ = true;
+        const std::uint64_t id = conn_id_;
+        lock.unlock();
+        asio::async_write(socket_, asio::buffer(out_), [this, id](error_code ec, std::size_t) {
+            if (id != conn_id_)
+                return;
+            if (ec) {
+                lose(ec.message());
+                return;
+            }
+            std::unique_lock l(mu_);
+            writing_ = false;
+            if (link_ == link::ready && (!queue_.empty() || sweep_due_))
+                write_locked(l);
+        });
     }
 
-    bool run(const char* body, std::string& sha, const std::vector<std::string>& args)
+    void read()
     {
-        reply_ptr r = script(body, sha, args);
-        return r && r->type == REDIS_REPLY_INTEGER;
+        const std::uint64_t id = conn_id_;
+        socket_.async_read_some(asio::buffer(rbuf_), [this, id](error_code ec, std::size_t n) {
+            if (id != conn_id_)
+                return;
+            if (ec) {
+                lose(ec == asio::error::eof ? "Redis closed the connection" : ec.message());
+                return;
+            }
+            if (redisReaderFeed(reader_.get(), rbuf_.data(), n) != REDIS_OK) {
+                lose("unreadable reply from Redis");
+                return;
+            }
+            std::unique_lock lock(mu_);
+            for (;;) {
+                void* raw = nullptr;
+                if (redisReaderGetReply(reader_.get(), &raw) != REDIS_OK) {
+                    lock.unlock();
+                    lose("unreadable reply from Redis");
+                    return;
+                }
+                if (raw == nullptr)
+                    break;
+                reply_ptr r(static_cast<redisReply*>(raw));
+                if (inflight_.empty()) {
+                    lock.unlock();
+                    lose("a reply from Redis that nothing asked for");
+                    return;
+                }
+                progress_ = std::chrono::steady_clock::now();
+                auto f = std::move(inflight_.front());
+                inflight_.pop_front();
+                if (!on_reply(f, r.get(), lock))
+                    return; // the connection was dropped
+            }
+            if (link_ == link::ready && !writing_ && (!queue_.empty() || sweep_due_))
+                write_locked(lock);
+            else
+                lock.unlock();
+            read();
+        });
     }
 
-    // Replays, in order, what Redis missed while it was unreachable; false while it still is.
-    // A command whose reply was lost may have been applied: replayed, its spend is counted
-    // twice in Redis, an error on the side of the cap.
-    bool flush_pending()
+    // One reply, for `f`. False when it made the connection unusable (mu_ released then).
+    bool on_reply(in_flight& f, const redisReply* r, std::unique_lock<std::mutex>& lock)
     {
-        while (!pending_.empty()) {
-            auto& op = pending_.front();
-            if (!run(op.body, *op.sha, op.args))
+        const bool err = r->type == REDIS_REPLY_ERROR;
+        switch (f.kind) {
+        case in_flight::handshake:
+            if (err || (f.sha != nullptr && (r->type != REDIS_REPLY_STRING || r->len != 40))) {
+                std::string why = err ? std::string(r->str, r->len) : "no script sha";
+                inflight_.push_front(std::move(f)); // nothing of it was applied
+                lock.unlock();
+                lose("Redis refused to prepare: " + why);
                 return false;
-            pending_.pop_front();
+            }
+            if (f.sha != nullptr)
+                f.sha->assign(r->str, r->len);
+            if (--handshake_left_ == 0) {
+                link_ = link::ready;
+                sweep_due_ = true; // a dead process's leases turn into spend without waiting
+                last_sweep_ = std::chrono::steady_clock::now();
+                flush_due_ = true; // what was owed while the link was down
+                fd_ = socket_.native_handle();
+                backoff_ = std::chrono::milliseconds(0);
+                last_error_.clear();
+            }
+            return true;
+        case in_flight::changes:
+            if (err) {
+                // A script Redis forgot (SCRIPT FLUSH) or a refusal (out of memory, a replica):
+                // the batch is applied whole or not at all, so it goes back and is resent
+                // after a reconnection.
+                std::string why(r->str, r->len);
+                inflight_.push_front(std::move(f));
+                lock.unlock();
+                lose("Redis refused the spend: " + why);
+                return false;
+            }
+            owed_ -= f.count;
+            if (owed_ == 0)
+                drained_.notify_all();
+            return true;
+        case in_flight::waited: finish_waiter(f.w, r); return true;
         }
         return true;
     }
 
-    // A change the spend needs: applied now, after what Redis missed before it, or kept to be
-    // replayed in order.
-    void apply_or_keep(const char* body, std::string& sha, std::vector<std::string> args)
+    // Redis is slow: a command unanswered past the timeout drops the connection.
+    void arm_watchdog()
     {
-        if (!flush_pending() || !run(body, sha, args))
-            pending_.push_back({body, &sha, std::move(args)});
+        const std::uint64_t id = conn_id_;
+        watchdog_.expires_after(std::max(params_.timeout / 4, std::chrono::milliseconds(10)));
+        watchdog_.async_wait([this, id](error_code ec) {
+            if (ec || id != conn_id_)
+                return;
+            bool stalled = false;
+            {
+                const std::lock_guard lock(mu_);
+                const auto now = std::chrono::steady_clock::now();
+                stalled = !inflight_.empty() && now - progress_ > params_.timeout;
+                // Every process sweeps now and then, so that leases run out into spend even
+                // while nothing is settled anywhere.
+                if (!stalled && now - last_sweep_ >= sweep_interval) {
+                    last_sweep_ = now;
+                    sweep_due_ = true;
+                    kick_locked();
+                }
+            }
+            if (stalled) {
+                lose(
+                    "Redis did not answer within " + std::to_string(params_.timeout.count()) +
+                    " ms");
+                return;
+            }
+            arm_watchdog();
+        });
     }
 
-    struct pending_op {
-        const char* body;
-        std::string* sha;
-        std::vector<std::string> args;
-    };
-    std::deque<pending_op> pending_;
+    void close_socket()
+    {
+        error_code ignored;
+        socket_.close(ignored);
+        resolver_.cancel();
+        connect_timer_.cancel();
+        watchdog_.cancel();
+        retry_timer_.cancel();
+    }
+
+    // The connection is gone (on the pipe's thread): changes in flight go back to the front of
+    // the queue in order, waited commands fail, and a reconnection is scheduled.
+    void lose(const std::string& why)
+    {
+        ++conn_id_; // every handler of the old connection is stale now
+        const std::lock_guard lock(mu_);
+        fd_ = -1; // closed under mu_: a caller sending at once never sees a stale descriptor
+        error_code ignored;
+        socket_.close(ignored);
+        connect_timer_.cancel();
+        watchdog_.cancel();
+        last_error_ = "Redis at " + host_ + ":" + std::to_string(port_) + ": " + why;
+        link_ = link::down;
+        writing_ = false;
+        backoff_ = std::min(
+            std::max(backoff_ * 2, std::chrono::milliseconds(100)),
+            std::chrono::milliseconds(5000));
+        next_connect_ = std::chrono::steady_clock::now() + backoff_;
+        std::vector<std::shared_ptr<waiter>> lost;
+        while (!inflight_.empty()) {
+            auto f = std::move(inflight_.back());
+            inflight_.pop_back();
+            if (f.kind == in_flight::changes) {
+                queue_.push_front({{}, nullptr, std::move(f.batch), f.count});
+                ++resend_;
+            } else if (f.kind == in_flight::waited)
+                lost.push_back(std::move(f.w));
+        }
+        for (auto it = lost.rbegin(); it != lost.rend(); ++it)
+            finish_waiter(*it, nullptr);
+        fail_waiters_locked();
+        schedule_retry_locked();
+    }
+
+    // Waits until Redis has acknowledged every change owed, or `deadline`. Retries a
+    // connection in backoff at once.
+    bool drain(std::chrono::steady_clock::time_point deadline)
+    {
+        std::unique_lock lock(mu_);
+        if (owed_ == 0)
+            return true;
+        next_connect_ = std::chrono::steady_clock::now();
+        flush_due_ = true;
+        kick_locked();
+        return drained_.wait_until(lock, deadline, [&] { return owed_ == 0; });
+    }
 
     redis_store_params params_;
     std::shared_ptr<budget_store> ledger_;
-    redisContext* ctx_ = nullptr;
+    std::string instance_;
     std::string host_;
     int port_ = 6379;
     int db_ = 0;
-    std::string instance_;
-    std::string last_error_;
-    std::string reserve_sha_, settle_sha_, release_sha_, move_sha_;
-    std::chrono::steady_clock::time_point next_connect_{};
+
+    asio::io_context ioc_{1};
+    asio::ip::tcp::socket socket_;
+    asio::ip::tcp::resolver resolver_;
+    asio::steady_timer connect_timer_, retry_timer_, watchdog_, flush_timer_;
+    asio::executor_work_guard<asio::io_context::executor_type> work_;
+    std::thread thread_;
+    std::unique_ptr<redisReader, reader_deleter> reader_;
+    std::array<char, 64 * 1024> rbuf_{};
+    std::string out_;                       // the write in progress; only its writer touches it
+    std::atomic<std::uint64_t> conn_id_{0}; // changed on the pipe's thread only
+
+    std::mutex mu_; // everything below
+    std::deque<queued> queue_;
+    std::deque<in_flight> inflight_;
+    std::unordered_map<std::uint64_t, held> held_; // the reservations Redis holds for this process
+    std::size_t owed_ = 0;                         // changes queued or in flight
+    std::uint64_t seq_ = 0;
+    std::size_t handshake_left_ = 0;
+    link link_ = link::down;
+    int fd_ = -1; // the socket's descriptor while the link is ready
+    bool kicked_ = false, writing_ = false, retry_armed_ = false;
+    bool flush_due_ = false, flush_armed_ = false, sweep_due_ = false;
+    std::chrono::steady_clock::time_point last_sweep_{};
+    std::size_t queued_changes_ = 0; // changes not yet in a batch
+    std::size_t raising_ = 0;        // of those, the ones that may raise the spend
+    std::size_t resend_ = 0;         // batches to resend after a lost connection
+    std::chrono::steady_clock::time_point next_connect_{}, progress_{};
     std::chrono::milliseconds backoff_{0};
+    std::condition_variable drained_;
+    std::string reserve_sha_, apply_sha_, last_error_;
 };
 
 } // namespace

@@ -86,7 +86,7 @@ check "the four ledgers add up to the bill" True "$ledgers"
 [ "${denied:-0}" -gt 0 ] && check "the shared cap denies escalations" yes yes || check "the shared cap denies escalations" "some" "${denied:-0}"
 [ "${escalated:-0}" -gt 0 ] && check "escalations ran until the cap" yes yes || check "escalations ran until the cap" "some" "${escalated:-0}"
 # Redis holds the fleet's spend: the global budget's committed amount is the bill.
-redis_total=$(redis-cli -p "$rport" --raw HGET frugal:committed 0:global)
+redis_total=$(redis-cli -p "$rport" --raw HGET frugal:spend c:0:global)
 check "Redis holds the bill as the fleet's spend" \
     "$(python3 -c "import decimal; print((decimal.Decimal('$billed') * 10**12).to_integral_value())")" \
     "${redis_total:-missing}"
@@ -122,7 +122,7 @@ echo '{"id":"sweep","prompt":"Prove the theorem rigorously, one last time."}' >"
     --budget-store "$store" --json "$tmp/one.jsonl" >/dev/null 2>&1
 billed2=$(sim_total "$url2")
 kill $sim2 2>/dev/null
-committed2=$(redis-cli -p "$rport" -n 1 --raw HGET frugal:committed 0:global)
+committed2=$(redis-cli -p "$rport" -n 1 --raw HGET frugal:spend c:0:global)
 read -r within2 covered2 <<<"$(python3 -c "
 import decimal
 D = decimal.Decimal
@@ -164,7 +164,7 @@ sleep 1
 start_aof_redis
 for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
 billed3=$(sim_total "$url3")
-committed3=$(redis-cli -p "$rport2" --raw HGET frugal:committed 0:global)
+committed3=$(redis-cli -p "$rport2" --raw HGET frugal:spend c:0:global)
 read -r within3 covered3 ledgers3 refused3 <<<"$(python3 - "$billed3" "$cap3" "${committed3:-0}" "$tmp" "$frugal" <<'PY'
 import decimal, json, subprocess, sys
 D = decimal.Decimal
