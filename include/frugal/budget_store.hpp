@@ -230,19 +230,22 @@ struct redis_store_params {
 };
 
 /// A store a fleet of processes shares: committed spend and open reservations live in Redis,
-/// and reserve, settle, release and correct each run as one Lua script that checks every
-/// budget window the request falls under and records the change atomically. The ledger
-/// records (and notes) go to `ledger` (an SQLite store for reports; memory when null).
+/// and every change is a Lua script that checks the budget windows it touches and records the
+/// change atomically. The ledger records (and notes) go to `ledger` (an SQLite store for
+/// reports; memory when null).
+///
+/// One pipelined connection per store, on a thread of its own. A reservation is one awaited
+/// round trip; settlements, releases and corrections are queued, summed into batches and sent
+/// within a millisecond (their reservations cover the spend until they land), each batch
+/// counted once however often it is resent. `sync` waits for them.
 ///
 /// Redis unreachable fails closed: every reservation is refused with
 /// `error::budget_store_failed` until it is back (reconnecting with a backoff up to 5 s), and
 /// free calls, which reserve nothing, go on; with `fail_open` it is granted on the process's own
-/// books. Settlements Redis misses are kept and replayed in order once it is back. Only a
-/// malformed URL fails here.
+/// books. Only a malformed URL fails here.
 ///
-/// Keys are `PREFIX:committed` and `PREFIX:reserved` (hashes of `WINDOW:BUDGET`),
-/// `PREFIX:res:ID`, `PREFIX:leases`; one Redis node (the scripts name their keys
-/// themselves, which Redis Cluster does not allow).
+/// Keys are `PREFIX:spend` (one hash), `PREFIX:leases` and `PREFIX:swept:ID` on one Redis node
+/// (the scripts name their keys themselves, which Redis Cluster does not allow).
 std::shared_ptr<budget_store> open_redis_store(
     const redis_store_params& params,
     std::shared_ptr<budget_store> ledger,
