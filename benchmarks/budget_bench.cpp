@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <numeric>
 #include <thread>
 #include <vector>
 
@@ -236,10 +237,7 @@ void budget_redis_settle(benchmark::State& state)
         const auto t1 = std::chrono::steady_clock::now();
         redis_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
     }
-    const auto cycle_s = state.iterations() > 0 ? redis_us.size() : 0;
-    double cycle_total = 0;
-    for (double v : redis_us)
-        cycle_total += v;
+    const double cycle_us = std::accumulate(redis_us.begin(), redis_us.end(), 0.0);
     for (std::uint64_t i = 0; i < std::min<std::uint64_t>(n, 100000); ++i) {
         const auto t0 = std::chrono::steady_clock::now();
         reserve_and_settle(m, rec, i + 1);
@@ -286,7 +284,7 @@ void budget_redis_settle(benchmark::State& state)
     }
     state.counters["budget_redis_settle_per_s"] = settled / settle_s;
     state.counters["budget_redis_cycle_per_s"] =
-        cycle_total > 0 ? static_cast<double>(cycle_s) / (cycle_total / 1e6) : 0;
+        cycle_us > 0 ? static_cast<double>(redis_us.size()) / (cycle_us / 1e6) : 0;
     state.counters["budget_redis_added_p50_us"] = pct(redis_us, 50) - pct(memory_us, 50);
     state.counters["budget_redis_added_p99_us"] = pct(redis_us, 99) - pct(memory_us, 99);
 }

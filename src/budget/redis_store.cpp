@@ -237,9 +237,16 @@ std::string new_instance()
 }
 
 // Appends `args` to `out` as one RESP command (hiredis formats it).
-void append_command(
-    std::string& out, std::vector<const char*>& argv, const std::vector<std::size_t>& lens)
+void append_command(std::string& out, const std::vector<std::string>& args)
 {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    argv.reserve(args.size());
+    lens.reserve(args.size());
+    for (const auto& a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+    }
     char* cmd = nullptr;
     const int n =
         redisFormatCommandArgv(&cmd, static_cast<int>(argv.size()), argv.data(), lens.data());
@@ -275,7 +282,6 @@ public:
         drain(
             std::chrono::steady_clock::now() +
             std::max(params_.timeout * 2, std::chrono::milliseconds(100)));
-        asio::post(ioc_, [this] { close_socket(); });
         work_.reset();
         ioc_.stop();
         if (thread_.joinable())
@@ -582,7 +588,7 @@ private:
         const auto wait = link_ == link::ready ? params_.timeout : params_.timeout * 2;
         queue_.push_back({{}, w});
         if (link_ == link::ready && !writing_)
-            send_now_locked(lock); // one thread hop fewer on the escalation's path
+            send_now_locked(); // one thread hop fewer on the escalation's path
         else
             kick_locked();
         if (!w->cv.wait_for(lock, wait, [&] { return w->done; })) {
@@ -597,8 +603,6 @@ private:
     {
         if (r != nullptr && r->type != REDIS_REPLY_ERROR && w->on_reply && !w->abandoned)
             w->on_reply(r);
-        if (r != nullptr && r->type == REDIS_REPLY_ERROR)
-            last_error_.assign(r->str, r->len);
         const bool granted_unseen =
             w->release_id != 0 && w->sent &&
             (r == nullptr ||
@@ -610,6 +614,8 @@ private:
             c.id = w->release_id;
             owe_locked(std::move(c));
         }
+        if (r != nullptr && r->type == REDIS_REPLY_ERROR)
+            last_error_.assign(r->str, r->len);
         w->answered = r != nullptr && r->type != REDIS_REPLY_ERROR;
         w->done = true;
         w->cv.notify_one();
@@ -617,7 +623,7 @@ private:
 
     // Writes what is queued from the calling thread, without waking the pipe's: the socket is
     // non-blocking, and what the kernel does not take at once is left to the pipe's thread.
-    void send_now_locked(std::unique_lock<std::mutex>& lock)
+    void send_now_locked()
     {
         build_write_locked();
         if (out_.empty())
@@ -630,7 +636,6 @@ private:
         const bool broken = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK;
         const std::string why = broken ? std::strerror(errno) : std::string();
         const std::uint64_t id = conn_id_;
-        (void)lock;
         asio::post(ioc_, [this, id, broken, why] {
             if (id != conn_id_)
                 return;
@@ -745,14 +750,8 @@ private:
         std::unique_lock lock(mu_);
         link_ = link::handshake;
         out_.clear();
-        auto add = [this](std::vector<std::string> args, std::string* sha) {
-            std::vector<const char*> argv;
-            std::vector<std::size_t> lens;
-            for (const auto& a : args) {
-                argv.push_back(a.data());
-                lens.push_back(a.size());
-            }
-            append_command(out_, argv, lens);
+        auto add = [this](const std::vector<std::string>& args, std::string* sha) {
+            append_command(out_, args);
             inflight_.push_back({in_flight::handshake, {}, 0, nullptr, sha});
         };
         if (db_ != 0)
@@ -774,10 +773,12 @@ private:
             start_write(lock);
     }
 
-    // Sums the changes at the front of the queue into one call of the apply script (`take`
-    // false: none, a call that only sweeps expired leases).
-    void encode_batch(const std::string& now, in_flight& f, bool take = true)
+    // Sums the changes at the front of the queue into one call of the apply script, written
+    // to `out_` and kept in flight (`take` false: none, a call that only sweeps expired leases).
+    void write_batch_locked(const std::string& now, bool take)
     {
+        in_flight f;
+        f.kind = in_flight::changes;
         std::vector<std::pair<std::string, std::int64_t>> sums;
         std::vector<std::string> opened, gens, rids, entries, gen_pairs;
         auto add = [&sums](std::string field, std::int64_t v) {
@@ -837,13 +838,9 @@ private:
         for (auto* part : {&opened, &gens, &rids, &entries, &gen_pairs})
             for (auto& a : *part)
                 args.push_back(std::move(a));
-        std::vector<const char*> argv;
-        std::vector<std::size_t> lens;
-        for (const auto& a : args) {
-            argv.push_back(a.data());
-            lens.push_back(a.size());
-        }
-        append_command(f.batch, argv, lens);
+        append_command(f.batch, args);
+        out_ += f.batch;
+        inflight_.push_back(std::move(f));
     }
 
     // Moves into `out_` every waited command queued and, when they are due, the changes owed
@@ -853,17 +850,11 @@ private:
         out_.clear();
         const bool idle = inflight_.empty();
         const bool changes = flush_due_ || raising_ > 0 || resend_ > 0;
-        std::vector<const char*> argv;
-        std::vector<std::size_t> lens;
         const std::string now = std::to_string(unix_ms());
         std::deque<queued> kept;
         if (sweep_due_) {
             sweep_due_ = false;
-            in_flight f;
-            f.kind = in_flight::changes;
-            encode_batch(now, f, false);
-            out_ += f.batch;
-            inflight_.push_back(std::move(f));
+            write_batch_locked(now, false);
         }
         while (!queue_.empty()) {
             if (!changes && !queue_.front().w) {
@@ -878,13 +869,7 @@ private:
                     continue;
                 if (w->script != nullptr)
                     w->args[1] = *w->script;
-                argv.clear();
-                lens.clear();
-                for (const auto& a : w->args) {
-                    argv.push_back(a.data());
-                    lens.push_back(a.size());
-                }
-                append_command(out_, argv, lens);
+                append_command(out_, w->args);
                 w->sent = true;
                 inflight_.push_back({in_flight::waited, {}, 0, std::move(w), nullptr});
                 continue;
@@ -897,11 +882,7 @@ private:
                 queue_.pop_front();
                 continue;
             }
-            in_flight f;
-            f.kind = in_flight::changes;
-            encode_batch(now, f);
-            out_ += f.batch;
-            inflight_.push_back(std::move(f));
+            write_batch_locked(now, true);
         }
         queue_ = std::move(kept);
         if (changes) {
@@ -983,7 +964,6 @@ private:
         case in_flight::handshake:
             if (err || (f.sha != nullptr && (r->type != REDIS_REPLY_STRING || r->len != 40))) {
                 std::string why = err ? std::string(r->str, r->len) : "no script sha";
-                inflight_.push_front(std::move(f)); // nothing of it was applied
                 lock.unlock();
                 lose("Redis refused to prepare: " + why);
                 return false;
@@ -1051,28 +1031,18 @@ private:
         });
     }
 
-    void close_socket()
-    {
-        error_code ignored;
-        socket_.close(ignored);
-        resolver_.cancel();
-        connect_timer_.cancel();
-        watchdog_.cancel();
-        retry_timer_.cancel();
-    }
-
     // The connection is gone (on the pipe's thread): changes in flight go back to the front of
     // the queue in order, waited commands fail, and a reconnection is scheduled.
     void lose(const std::string& why)
     {
         ++conn_id_; // every handler of the old connection is stale now
         const std::lock_guard lock(mu_);
+        last_error_ = "Redis at " + host_ + ":" + std::to_string(port_) + ": " + why;
         fd_ = -1; // closed under mu_: a caller sending at once never sees a stale descriptor
         error_code ignored;
         socket_.close(ignored);
         connect_timer_.cancel();
         watchdog_.cancel();
-        last_error_ = "Redis at " + host_ + ":" + std::to_string(port_) + ": " + why;
         link_ = link::down;
         writing_ = false;
         backoff_ = std::min(
@@ -1144,7 +1114,10 @@ private:
     std::chrono::steady_clock::time_point next_connect_{}, progress_{};
     std::chrono::milliseconds backoff_{0};
     std::condition_variable drained_;
-    std::string reserve_sha_, apply_sha_, last_error_;
+    std::string reserve_sha_, apply_sha_;
+    // Why Redis last failed. Kept for the day the store interface carries a reason to the
+    // guard's refusal; nothing reads it yet.
+    std::string last_error_;
 };
 
 } // namespace
