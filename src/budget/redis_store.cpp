@@ -385,11 +385,10 @@ public:
             held_[v.id] = std::move(h);
         }
         const bool answered = ask(w, false);
-        {
-            // Not granted: forget the hold, unless the command went out unanswered (it may
-            // have been applied); the release queued for it then drops it in Redis.
+        if (!answered) {
+            // Never sent: Redis holds nothing. Sent: finish_waiter settles what it holds.
             const std::lock_guard lock(mu_);
-            if (answered ? w->verdict != 1 : !w->sent)
+            if (!w->sent)
                 held_.erase(v.id);
         }
         if (!answered)
@@ -603,16 +602,21 @@ private:
     {
         if (r != nullptr && r->type != REDIS_REPLY_ERROR && w->on_reply && !w->abandoned)
             w->on_reply(r);
-        const bool granted_unseen =
-            w->release_id != 0 && w->sent &&
-            (r == nullptr ||
-             (w->abandoned && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-              r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1));
-        if (granted_unseen) {
-            change c;
-            c.kind = 'r';
-            c.id = w->release_id;
-            owe_locked(std::move(c));
+        if (w->release_id != 0 && w->sent) {
+            // A reservation: forget its hold when Redis did not grant it (a refusal, an error);
+            // when it may hold it unseen (the reply was lost, or came after the caller gave
+            // up), a release queued after it drops it there.
+            const bool granted = r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                                 r->element[0]->type == REDIS_REPLY_INTEGER &&
+                                 r->element[0]->integer == 1;
+            if (r != nullptr && !granted) {
+                held_.erase(w->release_id);
+            } else if (r == nullptr || w->abandoned) {
+                change c;
+                c.kind = 'r';
+                c.id = w->release_id;
+                owe_locked(std::move(c));
+            }
         }
         if (r != nullptr && r->type == REDIS_REPLY_ERROR)
             last_error_.assign(r->str, r->len);
