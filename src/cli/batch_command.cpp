@@ -255,6 +255,30 @@ void print_table(
 
 } // namespace
 
+std::optional<std::vector<model_info>>
+fetch_catalog(asio::io_context& io, chat_client& client, const char* command)
+{
+    std::vector<model_info> models;
+    boost::system::error_code ec;
+    diagnostics diag;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            auto [mec, m] = co_await client.async_models(diag, tuple_awaitable);
+            ec = mec;
+            models = std::move(m);
+        },
+        asio::detached);
+    io.run();
+    if (ec) {
+        std::fprintf(
+            stderr, "frugal %s: the models catalog: %s%s%s\n", command, ec.message().c_str(),
+            diag.message.empty() ? "" : ": ", diag.to_string().c_str());
+        return std::nullopt;
+    }
+    return models;
+}
+
 int run_batch(const batch_options& options)
 {
     // The policy.
@@ -301,26 +325,10 @@ int run_batch(const batch_options& options)
     chat_client client(io.get_executor(), params);
 
     // The catalog prices attempts; the guard keeps the cap and the ledger.
-    std::vector<model_info> models;
-    {
-        diagnostics diag;
-        asio::co_spawn(
-            io,
-            [&]() -> asio::awaitable<void> {
-                auto [mec, m] = co_await client.async_models(diag, tuple_awaitable);
-                ec = mec;
-                models = std::move(m);
-            },
-            asio::detached);
-        io.run();
-        if (ec) {
-            std::fprintf(
-                stderr, "frugal batch: the models catalog: %s%s%s\n", ec.message().c_str(),
-                diag.message.empty() ? "" : ": ", diag.to_string().c_str());
-            return exit_failure;
-        }
-    }
-    price_catalog prices(models);
+    auto models = fetch_catalog(io, client, "batch");
+    if (!models)
+        return exit_failure;
+    price_catalog prices(*models);
     std::optional<budget_guard> guard;
     if (cap || !options.ledger_file.empty() || !options.budget_store.empty()) {
         std::shared_ptr<budget_store> store;

@@ -2,11 +2,21 @@
 #define FRUGAL_CLI_COMMANDS_HPP
 
 #include <frugal/sse_parser.hpp>
+#include <frugal/types.hpp>
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+namespace boost::asio {
+class io_context;
+} // namespace boost::asio
+
+namespace frugal {
+class chat_client;
+} // namespace frugal
 
 namespace frugal::cli {
 
@@ -47,6 +57,11 @@ struct batch_options {
     bool json = false;
     std::string prompts_file;
 };
+
+/// The models catalog through `client`, running `io` until it is in. On failure prints one
+/// line, "frugal COMMAND: the models catalog: REASON" with what the provider said, to stderr.
+std::optional<std::vector<model_info>>
+fetch_catalog(boost::asio::io_context& io, chat_client& client, const char* command);
 
 /// `frugal batch`: every prompt of a JSONL file through a cascade policy, inside a budget;
 /// prints a table per model (or one JSON object) on stdout. Exit status 1 when a line was

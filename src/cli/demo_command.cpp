@@ -163,22 +163,10 @@ int run_demo(const demo_options& options)
 
     asio::io_context io{1};
     chat_client client(io.get_executor(), params);
-    std::vector<model_info> models;
-    error_code ec;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-            auto [mec, m] = co_await client.async_models(tuple_awaitable);
-            ec = mec;
-            models = std::move(m);
-        },
-        asio::detached);
-    io.run();
-    if (ec) {
-        std::fprintf(stderr, "frugal demo: the models catalog: %s\n", ec.message().c_str());
+    auto models = fetch_catalog(io, client, "demo");
+    if (!models)
         return exit_failure;
-    }
-    price_catalog prices(models);
+    price_catalog prices(*models);
     const auto* fp = prices.find(flagship);
     if (fp == nullptr || prices.find(cheap) == nullptr) {
         std::fprintf(
@@ -195,6 +183,7 @@ int run_demo(const demo_options& options)
     const money worst = w.fixed + w.per_completion_token * demo_max_tokens;
     const money cap = worst + money::from_units(worst.units() / 4);
 
+    error_code ec;
     std::string detail;
     std::string policy_json = R"({"cheap":")" + cheap + R"(","flagship":")" + flagship +
                               R"(","escalate_on":["length","empty","error","refusal"],)" +
