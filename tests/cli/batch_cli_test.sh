@@ -11,8 +11,7 @@ trap 'kill $sim 2>/dev/null; wait $sim 2>/dev/null; rm -rf "$tmp"' EXIT
 "$frugal" sim --port 0 >"$tmp/sim" 2>&1 &
 sim=$!
 url=$(sim_url "$tmp/sim")
-export OPENROUTER_API_KEY=sk-or-v1-cli-test-secret-0123456789
-unset OPENROUTER_BASE_URL HTTPS_PROXY https_proxy
+use_key sk-or-v1-cli-test-secret-0123456789
 
 cat >"$tmp/policy.json" <<'P'
 {"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5",

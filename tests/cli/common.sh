@@ -47,3 +47,9 @@ sim_bill() { # url
 sim_total() { # url
     sim_bill "$1" | sed -n 's/.*"total":{[^}]*"cost_usd":"\([0-9.]*\)".*/\1/p'
 }
+
+# Sets the test's API key and clears what could send its requests anywhere but the simulator.
+use_key() { # key
+    export OPENROUTER_API_KEY=$1
+    unset OPENROUTER_BASE_URL HTTPS_PROXY https_proxy
+}

@@ -22,8 +22,7 @@ sim=$!
 trap 'kill $sim $redis 2>/dev/null; wait $sim $redis 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
 url=$(sim_url "$tmp/sim")
-export OPENROUTER_API_KEY=sk-or-v1-fleet-test-secret-0123456789
-unset OPENROUTER_BASE_URL HTTPS_PROXY https_proxy
+use_key sk-or-v1-fleet-test-secret-0123456789
 
 # A check of what a kill or an outage caught at a set moment: under the sanitizer's timing it
 # is reported, not asserted (FRUGAL_TIMING_CHECKS=0); the invariants are asserted always.

@@ -12,8 +12,7 @@ trap 'kill $sim 2>/dev/null; wait $sim 2>/dev/null; rm -rf "$tmp"' EXIT
 "$frugal" sim --port 0 >"$tmp/sim" 2>&1 &
 sim=$!
 url=$(sim_url "$tmp/sim")
-export OPENROUTER_API_KEY=sk-or-v1-report-test-secret-0123456789
-unset OPENROUTER_BASE_URL HTTPS_PROXY https_proxy
+use_key sk-or-v1-report-test-secret-0123456789
 
 norm() { python3 -c "import decimal,sys; print(decimal.Decimal(sys.argv[1]).normalize())" "$1"; }
 
