@@ -26,12 +26,14 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 namespace frugal {
@@ -384,6 +386,8 @@ public:
             const std::lock_guard lock(mu_);
             held_[v.id] = std::move(h);
         }
+        if (auto direct = reserve_direct(v.id, w->args))
+            return *direct;
         const bool answered = ask(w, false);
         if (!answered) {
             // Never sent: Redis holds nothing. Sent: finish_waiter settles what it holds.
@@ -494,6 +498,7 @@ private:
         std::uint64_t id = 0; // the reservation: a settlement's (0: none), a release's
         std::vector<std::pair<std::string, std::int64_t>> moves; // committed spend per field
         std::string gen;
+        bool raises = false; // may raise the fleet's spend (see owe_locked)
     };
     // What a reservation holds in Redis, as this process made it.
     struct held {
@@ -506,6 +511,7 @@ private:
         std::shared_ptr<waiter> w; // set: a waited command
         std::string batch;         // set: a batch to resend as it was written
         std::size_t count = 0;     // the changes in `batch`
+        std::size_t raising = 0;   // of those, the ones that may raise the spend
     };
     struct in_flight {
         enum { handshake, changes, waited } kind = changes;
@@ -513,6 +519,7 @@ private:
         std::size_t count = 0;
         std::shared_ptr<waiter> w;
         std::string* sha = nullptr; // a script being loaded: where its sha goes
+        std::size_t raising = 0;    // changes in `batch` that may raise the spend
     };
     enum class link { down, connecting, handshake, ready };
 
@@ -526,6 +533,172 @@ private:
         const std::lock_guard lock(mu_);
         return params_.fail_open && owed_ < max_owed ? error_code()
                                                      : error_code(error::budget_store_failed);
+    }
+
+    // Reservations go on a connection of their own, written and read by the reserving thread
+    // itself: an escalation then waits one round trip, with no hop through the pipe's thread
+    // and no batch ahead of it. Nothing when that cannot be done now (the pipe is not ready, a
+    // change that may raise the spend has not landed yet, another thread holds the link, or
+    // it cannot be opened): the pipe carries the reservation instead, in order.
+    std::optional<error_code> reserve_direct(std::uint64_t id, std::vector<std::string>& args)
+    {
+        asio::ip::tcp::endpoint ep;
+        std::uint64_t pipe = 0;
+        {
+            const std::lock_guard lock(mu_);
+            if (link_ != link::ready || unacked_raising_ > 0)
+                return std::nullopt;
+            ep = endpoint_;
+            pipe = conn_id_;
+        }
+        const std::unique_lock direct(direct_mu_, std::try_to_lock);
+        if (!direct.owns_lock())
+            return std::nullopt;
+        // The pipe reconnected since this link was opened (Redis restarted, say): so does it,
+        // rather than find out by losing a reservation on a dead socket.
+        if (direct_pipe_ != pipe)
+            direct_close();
+        const auto now = std::chrono::steady_clock::now();
+        if (!direct_reader_ && (now < direct_retry_ || !direct_open(ep))) {
+            direct_retry_ = std::max(direct_retry_, now + std::chrono::seconds(1));
+            return std::nullopt;
+        }
+        direct_pipe_ = pipe;
+        args[1] = direct_sha_;
+        bool sent = false;
+        const reply_ptr r = direct_call(args, sent);
+        const bool forgot = r && r->type == REDIS_REPLY_ERROR &&
+                            std::string_view(r->str, r->len).rfind("NOSCRIPT", 0) == 0;
+        if (!r || forgot)
+            direct_close();
+        if ((!r && !sent) || forgot)
+            return std::nullopt; // nothing was applied: the pipe tries
+        const bool shaped = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                            r->element[0]->type == REDIS_REPLY_INTEGER;
+        {
+            const std::lock_guard lock(mu_);
+            if (!r) {
+                // Sent, unanswered: it may have been applied. A release queued after it drops
+                // it; the connection it went on is closed, so no late reply is mistaken.
+                change c;
+                c.kind = 'r';
+                c.id = id;
+                owe_locked(std::move(c));
+            } else if (!shaped || r->element[0]->integer != 1) {
+                held_.erase(id);
+            }
+        }
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            return unreachable();
+        if (!shaped)
+            return error_code(error::budget_store_failed);
+        if (r->element[0]->integer != 1)
+            return error_code(error::budget_exhausted); // another process took the headroom
+        return error_code();
+    }
+
+    // Connects the reservations' link to `ep` within the timeout, selects the database and
+    // loads the reservation script. Under direct_mu_.
+    bool direct_open(const asio::ip::tcp::endpoint& ep)
+    {
+        direct_close();
+        error_code ec;
+        direct_socket_.open(ep.protocol(), ec);
+        if (ec)
+            return false;
+        direct_socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+        direct_socket_.non_blocking(true, ec);
+        const int fd = direct_socket_.native_handle();
+        const auto deadline = std::chrono::steady_clock::now() + params_.timeout;
+        if (::connect(fd, ep.data(), static_cast<socklen_t>(ep.size())) != 0) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            if (errno != EINPROGRESS || !wait_fd(fd, POLLOUT, deadline) ||
+                ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+                direct_close();
+                return false;
+            }
+        }
+        direct_reader_.reset(redisReaderCreate());
+        bool sent = false;
+        if (db_ != 0) {
+            const reply_ptr r = direct_call({"SELECT", std::to_string(db_)}, sent);
+            if (!r || r->type == REDIS_REPLY_ERROR) {
+                direct_close();
+                return false;
+            }
+        }
+        const reply_ptr r =
+            direct_call({"SCRIPT", "LOAD", std::string(lua_prelude) + reserve_lua}, sent);
+        if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
+            direct_close();
+            return false;
+        }
+        direct_sha_.assign(r->str, r->len);
+        return true;
+    }
+
+    void direct_close()
+    {
+        error_code ignored;
+        direct_socket_.close(ignored);
+        direct_reader_.reset();
+    }
+
+    // One command on the reservations' link and its reply, within the timeout; null on a
+    // failure (`sent`: the whole command had been written).
+    reply_ptr direct_call(const std::vector<std::string>& args, bool& sent)
+    {
+        const auto deadline = std::chrono::steady_clock::now() + params_.timeout;
+        const int fd = direct_socket_.native_handle();
+        std::string cmd;
+        append_command(cmd, args);
+        sent = false;
+        for (std::size_t off = 0; off < cmd.size();) {
+            const auto n =
+                ::send(fd, cmd.data() + off, cmd.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0)
+                off += static_cast<std::size_t>(n);
+            else if (
+                n == 0 || (errno != EAGAIN && errno != EINTR) || !wait_fd(fd, POLLOUT, deadline))
+                return nullptr;
+        }
+        sent = true;
+        for (;;) {
+            void* raw = nullptr;
+            if (redisReaderGetReply(direct_reader_.get(), &raw) != REDIS_OK)
+                return nullptr;
+            if (raw != nullptr)
+                return reply_ptr(static_cast<redisReply*>(raw));
+            if (!wait_fd(fd, POLLIN, deadline))
+                return nullptr;
+            const auto n = ::recv(fd, rbuf_direct_.data(), rbuf_direct_.size(), MSG_DONTWAIT);
+            if (n > 0) {
+                if (redisReaderFeed(
+                        direct_reader_.get(), rbuf_direct_.data(), static_cast<std::size_t>(n)) !=
+                    REDIS_OK)
+                    return nullptr;
+            } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+                return nullptr;
+            }
+        }
+    }
+
+    // Waits until `fd` is ready for `events` or `deadline` passes.
+    static bool wait_fd(int fd, short events, std::chrono::steady_clock::time_point deadline)
+    {
+        for (;;) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0)
+                return false;
+            pollfd p{fd, events, 0};
+            const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+            if (n > 0)
+                return (p.revents & (events | POLLHUP | POLLERR)) != 0;
+            if (n < 0 && errno != EINTR)
+                return false;
+        }
     }
 
     // Queues a change; it is written with the next batch. Under mu_ from the pipe's side.
@@ -546,11 +719,14 @@ private:
         if (raises && c.kind == 's' && c.id != 0)
             if (const auto it = held_.find(c.id); it != held_.end())
                 raises = !c.moves.empty() && c.moves.front().second > it->second.amount;
-        queue_.push_back({std::move(c), nullptr, {}, 0});
+        c.raises = raises;
+        queue_.push_back({std::move(c), nullptr, {}, 0, 0});
         ++owed_;
         ++queued_changes_;
-        if (raises)
+        if (raises) {
             ++raising_;
+            ++unacked_raising_;
+        }
         if (raises || queued_changes_ >= max_batch) {
             flush_due_ = true;
             kick_locked();
@@ -732,7 +908,7 @@ private:
                     return;
                 }
                 asio::async_connect(
-                    socket_, eps, [this, id](error_code ec2, const asio::ip::tcp::endpoint&) {
+                    socket_, eps, [this, id](error_code ec2, const asio::ip::tcp::endpoint& ep) {
                         if (id != conn_id_)
                             return;
                         if (ec2) {
@@ -740,6 +916,10 @@ private:
                             return;
                         }
                         connect_timer_.cancel();
+                        {
+                            const std::lock_guard lock(mu_);
+                            endpoint_ = ep;
+                        }
                         on_connected();
                     });
             });
@@ -818,6 +998,7 @@ private:
                 gen_pairs.push_back("g:" + rid(c.id));
                 gen_pairs.push_back(std::move(c.gen));
             }
+            f.raising += c.raises ? 1 : 0;
             queue_.pop_front();
             ++f.count;
         }
@@ -882,7 +1063,7 @@ private:
                 out_ += queue_.front().batch;
                 inflight_.push_back(
                     {in_flight::changes, std::move(queue_.front().batch), queue_.front().count,
-                     nullptr, nullptr});
+                     nullptr, nullptr, queue_.front().raising});
                 queue_.pop_front();
                 continue;
             }
@@ -996,6 +1177,7 @@ private:
                 return false;
             }
             owed_ -= f.count;
+            unacked_raising_ -= f.raising;
             if (owed_ == 0)
                 drained_.notify_all();
             return true;
@@ -1058,7 +1240,7 @@ private:
             auto f = std::move(inflight_.back());
             inflight_.pop_back();
             if (f.kind == in_flight::changes) {
-                queue_.push_front({{}, nullptr, std::move(f.batch), f.count});
+                queue_.push_front({{}, nullptr, std::move(f.batch), f.count, f.raising});
                 ++resend_;
             } else if (f.kind == in_flight::waited)
                 lost.push_back(std::move(f.w));
@@ -1100,6 +1282,18 @@ private:
     std::string out_;                       // the write in progress; only its writer touches it
     std::atomic<std::uint64_t> conn_id_{0}; // changed on the pipe's thread only
 
+    // The reservations' own link (reserve_direct); only the thread holding direct_mu_ uses it.
+    std::mutex direct_mu_;
+    // An io_context nobody runs: the link is used synchronously, and a socket of the pipe's
+    // io_context would wake the pipe's thread with every reply it reads.
+    asio::io_context direct_ioc_{1};
+    asio::ip::tcp::socket direct_socket_{direct_ioc_};
+    std::unique_ptr<redisReader, reader_deleter> direct_reader_;
+    std::string direct_sha_;
+    std::chrono::steady_clock::time_point direct_retry_{};
+    std::uint64_t direct_pipe_ = 0; // the pipe's connection when this link was opened
+    std::array<char, 4096> rbuf_direct_{};
+
     std::mutex mu_; // everything below
     std::deque<queued> queue_;
     std::deque<in_flight> inflight_;
@@ -1112,9 +1306,11 @@ private:
     bool kicked_ = false, writing_ = false, retry_armed_ = false;
     bool flush_due_ = false, flush_armed_ = false, sweep_due_ = false;
     std::chrono::steady_clock::time_point last_sweep_{};
-    std::size_t queued_changes_ = 0; // changes not yet in a batch
-    std::size_t raising_ = 0;        // of those, the ones that may raise the spend
-    std::size_t resend_ = 0;         // batches to resend after a lost connection
+    std::size_t queued_changes_ = 0;   // changes not yet in a batch
+    std::size_t raising_ = 0;          // of those, the ones that may raise the spend
+    std::size_t unacked_raising_ = 0;  // changes that may raise it, until Redis acknowledges them
+    asio::ip::tcp::endpoint endpoint_; // where the pipelined connection reached Redis
+    std::size_t resend_ = 0;           // batches to resend after a lost connection
     std::chrono::steady_clock::time_point next_connect_{}, progress_{};
     std::chrono::milliseconds backoff_{0};
     std::condition_variable drained_;
