@@ -234,10 +234,11 @@ struct redis_store_params {
 /// change atomically. The ledger records (and notes) go to `ledger` (an SQLite store for
 /// reports; memory when null).
 ///
-/// One pipelined connection per store, on a thread of its own. A reservation is one awaited
-/// round trip; settlements, releases and corrections are queued, summed into batches and sent
-/// within a millisecond (their reservations cover the spend until they land), each batch
-/// counted once however often it is resent. `sync` waits for them.
+/// A reservation is one round trip the reserving thread makes itself, on a connection kept
+/// for reservations. Settlements, releases and corrections are queued, summed into batches and sent
+/// within a millisecond on a pipelined connection with a thread of its own (their reservations
+/// cover the spend until they land), each batch counted once however often it is resent.
+/// `sync` waits for them.
 ///
 /// Redis unreachable fails closed: every reservation is refused with
 /// `error::budget_store_failed` until it is back (reconnecting with a backoff up to 5 s), and
