@@ -235,10 +235,10 @@ struct redis_store_params {
 /// reports; memory when null).
 ///
 /// A reservation is one round trip the reserving thread makes itself, on a connection kept
-/// for reservations. Settlements, releases and corrections are queued, summed into batches and sent
-/// within a millisecond on a pipelined connection with a thread of its own (their reservations
-/// cover the spend until they land), each batch counted once however often it is resent.
-/// `sync` waits for them.
+/// for reservations. Settlements, releases and corrections are queued, summed into batches
+/// and sent within a millisecond on a pipelined connection with a thread of its own (their
+/// reservations cover the spend until they land), each batch counted once however often it
+/// is resent. `sync` waits for them.
 ///
 /// Redis unreachable fails closed: every reservation is refused with
 /// `error::budget_store_failed` until it is back (reconnecting with a backoff up to 5 s), and

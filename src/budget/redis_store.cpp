@@ -118,7 +118,8 @@ end
 // ARGV: prefix, now_ms, lease_ms, rid, amount, n, 'o:RID', its entry, then n pairs
 // ('c:FIELD', 'r:FIELD'), then the n caps.
 constexpr const char* reserve_lua = R"lua(
-local P, now, lease, rid, amount, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
+local P, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rid, amount, n = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local key = P .. ':spend'
 if n > 0 then
   local v = redis.call('HMGET', key, unpack(ARGV, 9, 8 + 2 * n))
