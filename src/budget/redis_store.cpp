@@ -378,11 +378,7 @@ public:
         for (const auto& c : v.charges)
             w->args.push_back(std::to_string(c.cap.units()));
         w->release_id = v.id;
-        w->on_reply = [wp = w.get()](const redisReply* r) {
-            if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-                r->element[0]->type == REDIS_REPLY_INTEGER)
-                wp->verdict = r->element[0]->integer == 1 ? 1 : 0;
-        };
+        w->on_reply = [wp = w.get()](const redisReply* r) { wp->verdict = verdict_of(r); };
         {
             const std::lock_guard lock(mu_);
             held_[v.id] = std::move(h);
@@ -398,11 +394,7 @@ public:
         }
         if (!answered)
             return unreachable();
-        if (w->verdict < 0)
-            return error::budget_store_failed;
-        if (w->verdict == 0)
-            return error::budget_exhausted; // another process took the headroom
-        return {};
+        return verdict_error(w->verdict);
     }
 
     error_code note_generation(std::uint64_t id, const std::string& generation_id) override
@@ -574,28 +566,49 @@ private:
             direct_close();
         if ((!r && !sent) || forgot)
             return std::nullopt; // nothing was applied: the pipe tries
-        const bool shaped = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-                            r->element[0]->type == REDIS_REPLY_INTEGER;
         {
+            // Sent: unanswered, the connection it went on is closed, so no late reply is
+            // mistaken for another's.
             const std::lock_guard lock(mu_);
-            if (!r) {
-                // Sent, unanswered: it may have been applied. A release queued after it drops
-                // it; the connection it went on is closed, so no late reply is mistaken.
-                change c;
-                c.kind = 'r';
-                c.id = id;
-                owe_locked(std::move(c));
-            } else if (!shaped || r->element[0]->integer != 1) {
-                held_.erase(id);
-            }
+            reservation_outcome_locked(id, r.get(), false);
         }
         if (!r || r->type == REDIS_REPLY_ERROR)
             return unreachable();
-        if (!shaped)
-            return error_code(error::budget_store_failed);
-        if (r->element[0]->integer != 1)
-            return error_code(error::budget_exhausted); // another process took the headroom
-        return error_code();
+        return verdict_error(verdict_of(r.get()));
+    }
+
+    // 1: the reservation script granted it; 0: it refused it (no headroom); -1: anything else.
+    static int verdict_of(const redisReply* r)
+    {
+        if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_INTEGER)
+            return -1;
+        return r->element[0]->integer == 1 ? 1 : 0;
+    }
+
+    static error_code verdict_error(int verdict)
+    {
+        if (verdict < 0)
+            return error::budget_store_failed;
+        if (verdict == 0)
+            return error::budget_exhausted; // another process took the headroom
+        return {};
+    }
+
+    // What a sent reservation command leaves behind, `r` its reply (null: none came). Not
+    // granted (a refusal, an error): its hold is forgotten. Perhaps held in Redis unseen (no
+    // reply, or a grant its caller no longer waits for, `caller_gone`): a release queued after
+    // it drops it there. Under mu_.
+    void reservation_outcome_locked(std::uint64_t id, const redisReply* r, bool caller_gone)
+    {
+        if (r != nullptr && verdict_of(r) != 1) {
+            held_.erase(id);
+        } else if (r == nullptr || caller_gone) {
+            change c;
+            c.kind = 'r';
+            c.id = id;
+            owe_locked(std::move(c));
+        }
     }
 
     // Connects the reservations' link to `ep` within the timeout, selects the database and
@@ -779,22 +792,8 @@ private:
     {
         if (r != nullptr && r->type != REDIS_REPLY_ERROR && w->on_reply && !w->abandoned)
             w->on_reply(r);
-        if (w->release_id != 0 && w->sent) {
-            // A reservation: forget its hold when Redis did not grant it (a refusal, an error);
-            // when it may hold it unseen (the reply was lost, or came after the caller gave
-            // up), a release queued after it drops it there.
-            const bool granted = r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-                                 r->element[0]->type == REDIS_REPLY_INTEGER &&
-                                 r->element[0]->integer == 1;
-            if (r != nullptr && !granted) {
-                held_.erase(w->release_id);
-            } else if (r == nullptr || w->abandoned) {
-                change c;
-                c.kind = 'r';
-                c.id = w->release_id;
-                owe_locked(std::move(c));
-            }
-        }
+        if (w->release_id != 0 && w->sent)
+            reservation_outcome_locked(w->release_id, r, w->abandoned);
         if (r != nullptr && r->type == REDIS_REPLY_ERROR)
             last_error_.assign(r->str, r->len);
         w->answered = r != nullptr && r->type != REDIS_REPLY_ERROR;
