@@ -518,6 +518,13 @@ private:
 
     std::string rid(std::uint64_t id) const { return instance_ + "." + std::to_string(id); }
 
+    // What a new connection sends first (SELECT only for a database other than 0).
+    std::vector<std::string> select_command() const { return {"SELECT", std::to_string(db_)}; }
+    static std::vector<std::string> load_command(const char* script)
+    {
+        return {"SCRIPT", "LOAD", std::string(lua_prelude) + script};
+    }
+
     // A reservation Redis cannot check: refused, or under fail_open granted on the local books
     // (its settlement then lands in Redis with the other changes; with no reservation there,
     // it is a plain charge). Past `max_owed` queued changes it is refused either way.
@@ -636,14 +643,13 @@ private:
         direct_reader_.reset(redisReaderCreate());
         bool sent = false;
         if (db_ != 0) {
-            const reply_ptr r = direct_call({"SELECT", std::to_string(db_)}, sent);
+            const reply_ptr r = direct_call(select_command(), sent);
             if (!r || r->type == REDIS_REPLY_ERROR) {
                 direct_close();
                 return false;
             }
         }
-        const reply_ptr r =
-            direct_call({"SCRIPT", "LOAD", std::string(lua_prelude) + reserve_lua}, sent);
+        const reply_ptr r = direct_call(load_command(reserve_lua), sent);
         if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
             direct_close();
             return false;
@@ -939,9 +945,9 @@ private:
             inflight_.push_back({in_flight::handshake, {}, 0, nullptr, sha});
         };
         if (db_ != 0)
-            add({"SELECT", std::to_string(db_)}, nullptr);
-        add({"SCRIPT", "LOAD", std::string(lua_prelude) + reserve_lua}, &reserve_sha_);
-        add({"SCRIPT", "LOAD", std::string(lua_prelude) + apply_lua}, &apply_sha_);
+            add(select_command(), nullptr);
+        add(load_command(reserve_lua), &reserve_sha_);
+        add(load_command(apply_lua), &apply_sha_);
         handshake_left_ = inflight_.size();
         progress_ = std::chrono::steady_clock::now();
         start_write(lock);
