@@ -85,6 +85,9 @@ struct reserve_request {
     /// The keys the request is made under ("tenant:acme", "user:42").
     std::span<const std::string> keys;
     std::uint64_t request_id = 0;
+    /// The request's `extra_body`: what it turns on may cost more than its tokens
+    /// (`inspect_extra_body`); fees the catalog cannot bound are refused under a cap.
+    std::string_view extra_body;
 };
 
 /// The state of one budget instance.
@@ -96,7 +99,26 @@ struct budget_snapshot {
     money committed; ///< settled spend in the current window
     money reserved;  ///< open reservations in the current window (metered: their live cost)
     money overshoot; ///< spend beyond the cap (a provider billing above its price list)
+    /// The cap was reached: paid requests are refused until the next period or `reset`.
     bool tripped = false;
+    /// A provider billed above its own prices under this budget (a surprise): every request,
+    /// free ones included, is refused until the next period or `reset`.
+    bool stopped = false;
+};
+
+/// A bill a provider's prices did not allow, or a cost it reported that frugal could not
+/// take as a bill. Kept by the guard, written into the ledger record (`attempt_record::anomaly`),
+/// and shown by the CLI, which exits with status 3.
+struct spend_anomaly {
+    std::int64_t time_ms = 0;
+    std::string model; ///< the model asked
+    money booked;      ///< what the guard charged for it
+    money allowed;     ///< the worst case its prices allowed (its reservation)
+    /// Whether the provider billed above `allowed` (a "free" model that bills included): the
+    /// budgets below are stopped and the model is `price_unknown` for the rest of the process.
+    bool surprise = false;
+    std::string what;                 ///< as `attempt_record::anomaly` says it
+    std::vector<std::string> budgets; ///< the budgets it was charged to
 };
 
 namespace detail {
@@ -126,7 +148,7 @@ public:
     /// Whether this holds a reservation (paid or free) not yet settled or released.
     bool active() const noexcept { return guard_ != nullptr; }
     /// Whether the model is free: nothing was reserved.
-    bool free() const noexcept { return slot_ == no_slot; }
+    bool free() const noexcept { return free_; }
     /// The id the store knows the reservation by (0 for free ones).
     std::uint64_t id() const noexcept { return id_; }
     /// The amount held against each budget.
@@ -187,6 +209,7 @@ private:
     std::uint32_t max_tokens_ = 0;
     bool clamped_ = false;
     bool sent_ = false;
+    bool free_ = false;
     std::shared_ptr<detail::cancel_state> cancel_;
 };
 
@@ -194,6 +217,12 @@ private:
 ///
 /// Decisions are synchronous, in memory, under one lock (no I/O but the store's writes); the
 /// asynchronous `async_reserve` only adds a bounded wait for in-flight reservations to settle.
+///
+/// Committed plus reserved spend never passes a cap, except by a surprise: a settlement above
+/// the worst case its model's prices allowed, or a free model that bills. A surprise is booked
+/// at what was billed, kept in `anomalies()`, stops every budget it was charged to (no request
+/// of any price under them until their next period or `reset`) and makes its model
+/// `price_unknown` for the rest of the guard's life.
 ///
 /// @par Thread safety
 /// Safe to share across threads and across coroutines on any executors. Copies share one
@@ -210,10 +239,11 @@ public:
         boost::system::error_code& ec,
         std::string& detail);
 
-    /// Asks to send a request now, without waiting. A free model is granted at once and touches
-    /// no budget. Fails with `error::price_unknown`, `error::budget_exhausted` (no budget
-    /// headroom; `detail` names the budget), `error::budget_closed` or
-    /// `error::budget_store_failed`.
+    /// Asks to send a request now, without waiting. A free model is granted at once and holds
+    /// nothing, unless a budget it falls under was stopped by a surprise. Fails with
+    /// `error::price_unknown` (a model, or a feature of `extra_body`, whose cost cannot be
+    /// bounded; `detail` says which), `error::budget_exhausted` (no budget headroom; `detail`
+    /// names the budget), `error::budget_closed` or `error::budget_store_failed`.
     ///
     /// When `cancel_on` is given, the reservation's `cancellation_slot()` is signalled through
     /// it when the guard must stop the request.
@@ -267,9 +297,18 @@ public:
     /// The total ever settled through this guard (and loaded from its store), exactly.
     money committed_total() const;
 
-    /// Settlements that cost more than their reservation (a provider billing above its price
-    /// list).
+    /// Settlements that cost more than their worst case (a provider billing above its price
+    /// list, or a free model billing): the surprises.
     std::uint64_t price_anomalies() const;
+
+    /// The anomalies of this guard's life, oldest first (the first 1,000 are kept; the ledger
+    /// records every one).
+    std::vector<spend_anomaly> anomalies() const;
+
+    /// Lifts the trip or stop of budget `name` (an instance name, "tenant:acme") before its
+    /// period ends. Models made `price_unknown` by a surprise stay so. Fails with
+    /// `error::not_found` when no such budget exists.
+    boost::system::error_code reset(std::string_view name);
 
     /// The ledger records from `since_ms` on.
     boost::system::error_code read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out);

@@ -55,6 +55,11 @@ struct attempt_record {
     /// Why the cascade asked this tier: empty for the tier a request starts at, else the
     /// escalation reason's name ("length", "refusal", "rate_limited", "timeout", ...).
     std::string reason;
+    /// Empty, or why the cost is not simply what the provider reported: a reported cost that
+    /// could not be taken as a bill ("usage.cost was negative (-0.99)"), booked at no less than
+    /// the reservation and the tokens at catalog prices; or a bill above the worst case of the
+    /// model's prices (a surprise). Frugal's own words, never the provider's text.
+    std::string anomaly;
     std::uint64_t record_id = 0; ///< set by the store
     bool operator==(const attempt_record&) const = default;
 };

@@ -331,7 +331,8 @@ private:
     // arguments a score of times, and a string moves in a few instructions.
     struct encoded_request {
         std::string body;
-        bool invalid = false; // extra_body or response_schema is not a JSON object
+        // extra_body or response_schema cannot be sent: `body` then says why
+        bool invalid = false;
     };
     static encoded_request encode(const chat_request& req);
 

@@ -43,7 +43,8 @@ enum class error {
     missing_api_key,
 
     /// A request could not be encoded: an `extra_body` or `response_format` schema that is not
-    /// valid JSON of the right kind.
+    /// valid JSON of the right kind, or an `extra_body` that sets a member the typed request or
+    /// the budget guard owns (`max_tokens`, `models`, ...). Nothing was sent.
     bad_request_body,
 
     /// A deadline of `client_params::timeouts` passed (connect, TLS handshake, first byte,

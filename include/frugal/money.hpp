@@ -39,6 +39,11 @@ public:
     /// out of range: an amount is never silently rounded.
     static std::optional<money> parse(std::string_view text) noexcept;
 
+    /// Parses an amount a provider billed, which floating-point arithmetic may have written
+    /// with more digits than a picodollar holds ("0.30000000000000004"): like `parse`, but such
+    /// an amount is rounded up to the next picodollar, so a bill is never booked below itself.
+    static std::optional<money> parse_ceil(std::string_view text) noexcept;
+
     /// The count of picodollars.
     constexpr rep units() const noexcept { return units_; }
 

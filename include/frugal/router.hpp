@@ -128,6 +128,9 @@ struct cascade_attempt {
     std::uint64_t completion_tokens = 0;
     money cost;
     bool cost_estimated = false; ///< the whole reservation, until a generation lookup
+    /// Empty, or why `cost` is not simply the provider's report: a cost that could not be taken
+    /// as a bill, or a bill above the model's prices (`attempt_record::anomaly`).
+    std::string anomaly;
     std::chrono::microseconds latency{0};
 };
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace frugal {
@@ -72,13 +73,23 @@ struct chat_request {
     bool operator==(const chat_request&) const = default;
 };
 
+/// The largest cost frugal takes from a provider's report of one generation: $1,000, ten
+/// times what the costliest model OpenRouter lists charges for its whole context and output.
+/// A reported cost above it is a lie or a bug, never a bill to book at face value.
+inline constexpr money max_reported_cost = money::from_units(1000 * money::units_per_usd);
+
 /// Token counts and cost of one generation. Every field but the three counts may be absent.
 struct usage {
     std::uint64_t prompt_tokens = 0;
     std::uint64_t completion_tokens = 0;
     std::uint64_t total_tokens = 0;
-    /// What OpenRouter billed, exactly as it reported it (0 for free models and BYOK).
+    /// What OpenRouter billed, exactly as it reported it (0 for free models and BYOK); a
+    /// number finer than a picodollar is rounded up. Absent when the response had no `cost`
+    /// (or a null one) and when the one it had is rejected (see `cost_rejected`).
     std::optional<money> cost;
+    /// When the response's `cost` is not a bill frugal can book, why: frugal's own words
+    /// ("negative (-0.99)", "a string", "above $1000 (1e300)"), never the provider's text.
+    std::string cost_rejected;
     std::optional<bool> is_byok;
     std::optional<money> upstream_inference_cost;
     std::optional<std::uint64_t> cached_tokens;
@@ -137,6 +148,14 @@ struct model_info {
     money prompt_price;
     money completion_price;
     money request_price;
+    /// Every other price the row lists, by its `pricing` member's name ("internal_reasoning",
+    /// "web_search", "input_cache_read", ...), exactly as listed; a price of an entry of
+    /// `pricing.overrides` is named "overrides.NAME".
+    std::vector<std::pair<std::string, money>> other_prices;
+    /// Why the row's prices cannot be used, when one of them could not be read (not a number,
+    /// finer than a picodollar, a `discount` that is not a fraction): frugal's own words naming
+    /// the member. Empty when every price was read.
+    std::string price_problem;
     std::string alias_target; ///< for `~author/family-latest` rows: the concrete model id
     bool operator==(const model_info&) const = default;
 };
@@ -146,7 +165,10 @@ struct generation_info {
     std::string id;
     std::string model;
     std::string provider;
+    /// What the provider billed; absent when not reported or rejected (`total_cost_rejected`).
     std::optional<money> total_cost;
+    /// When `total_cost` is not a bill frugal can book, why (as `usage::cost_rejected`).
+    std::string total_cost_rejected;
     std::uint64_t tokens_prompt = 0;
     std::uint64_t tokens_completion = 0;
     std::optional<std::uint64_t> native_tokens_prompt;

@@ -106,6 +106,8 @@ void budget_account::roll(std::int64_t window)
     current = {window, {}, {}};
     ends_ms = window_end_ms(period, window);
     tripped = false;
+    stopped = false;
+    stopped_by.clear();
     overshoot = {};
 }
 
@@ -161,6 +163,12 @@ budget_account& book::make(std::string_view name, const spec_entry& s)
     a.current.window = std::numeric_limits<std::int64_t>::min();
     by_name_.emplace(a.name, &a);
     return a;
+}
+
+budget_account* book::find(std::string_view name) noexcept
+{
+    const auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : it->second;
 }
 
 budget_account* book::find_or_make(std::string_view name)
@@ -221,7 +229,7 @@ decision book::decide(
     bool can_wait = true;
     for (const auto& c : charges) {
         const auto h = c.account->headroom();
-        if (c.account->tripped) {
+        if (c.account->tripped || c.account->stopped) {
             d.result = shortfall::denied;
             d.limiting = c.account;
             return d;
@@ -273,6 +281,7 @@ void book::free_slot(std::uint32_t slot)
     auto& r = slots_[slot];
     r.in_use = false;
     r.orphan = false;
+    r.free = false;
     r.cancel.reset();
     r.generation_id.clear();
     free_.push_back(slot);
@@ -284,7 +293,7 @@ void book::hold(open_reservation& r)
     for (auto& c : r.charges) {
         auto& w = c.account->at(c.window);
         w.reserved += r.amount;
-        if (!r.orphan)
+        if (!r.orphan && !r.free)
             ++c.account->in_flight;
     }
 }
@@ -294,7 +303,7 @@ void book::unhold(open_reservation& r)
     for (auto& c : r.charges) {
         auto& w = c.account->at(c.window);
         w.reserved -= r.live;
-        if (!r.orphan)
+        if (!r.orphan && !r.free)
             --c.account->in_flight;
         if (&w != &c.account->current && w.reserved == money()) {
             std::erase_if(c.account->older, [&](const window_account& o) {
@@ -304,9 +313,14 @@ void book::unhold(open_reservation& r)
     }
 }
 
+money book::worst(const open_reservation& r) noexcept
+{
+    return saturating_fma(r.bound.per_completion_token, r.max_tokens, r.bound.fixed);
+}
+
 void book::commit(open_reservation& r, money actual, std::vector<budget_account*>& reached)
 {
-    if (actual > saturating_fma(r.bound.per_completion_token, r.max_tokens, r.bound.fixed))
+    if (actual > worst(r))
         ++price_anomalies; // billed above the worst case of its own price list
     for (auto& c : r.charges) {
         auto& a = *c.account;
@@ -366,6 +380,7 @@ std::vector<budget_snapshot> book::snapshot() const
         s.reserved = a.current.reserved;
         s.overshoot = a.overshoot;
         s.tripped = a.tripped;
+        s.stopped = a.stopped;
         out.push_back(std::move(s));
     }
     return out;

@@ -44,7 +44,9 @@ struct budget_account {
     window_account current;
     std::vector<window_account> older; // earlier windows that still have open reservations
     money overshoot;
-    bool tripped = false;
+    bool tripped = false; // the cap was reached: paid requests are refused
+    bool stopped = false; // a surprise was charged here: every request is refused
+    std::string stopped_by; // the surprise, as the ledger says it
     std::uint32_t in_flight = 0; // open reservations a settlement can come from (not orphans)
     std::int64_t ends_ms = std::numeric_limits<std::int64_t>::min(); // the current period's end
 
@@ -67,6 +69,7 @@ struct charge_ref {
 struct open_reservation {
     bool in_use = false;
     bool orphan = false; // left open by an earlier run
+    bool free = false;   // a free model's: holds nothing, never in a store
     std::uint64_t id = 0;
     std::uint64_t request_id = 0;
     std::int64_t time_ms = 0;
@@ -127,6 +130,8 @@ public:
     void hold(open_reservation& r);
     // Gives back what `r` holds.
     void unhold(open_reservation& r);
+    // The most `r` may cost by its model's prices: above it, a settlement is a surprise.
+    static money worst(const open_reservation& r) noexcept;
     // Replaces what `r` holds by `actual`; returns the accounts whose cap was reached or
     // passed (to trip).
     void commit(open_reservation& r, money actual, std::vector<budget_account*>& reached);
@@ -136,6 +141,7 @@ public:
     void add_committed(budget_account& a, std::int64_t window, money delta);
 
     budget_account* find_or_make(std::string_view name);
+    budget_account* find(std::string_view name) noexcept;
     std::vector<budget_snapshot> snapshot() const;
 
     budget_mode mode = budget_mode::strict;

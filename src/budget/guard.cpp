@@ -10,9 +10,11 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <list>
 #include <mutex>
+#include <unordered_map>
 
 #include <pthread.h>
 
@@ -174,11 +176,16 @@ public:
         return std::int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
     }
 
-    // The catalog lookup, remembering the last model (most traffic names a few).
+    // The catalog lookup, remembering the last model (most traffic names a few). A model that
+    // surprised earlier is priced as unknown.
     const model_price* price_of(std::string_view model)
     {
         if (last_price_ != nullptr && model == last_model_)
             return last_price_;
+        if (!surprised_.empty()) {
+            if (const auto it = surprised_.find(model); it != surprised_.end())
+                return &it->second;
+        }
         const auto* p = prices_.find(model);
         if (p != nullptr) {
             last_model_.assign(model);
@@ -208,19 +215,20 @@ public:
         std::string* detail)
     {
         const model_price* p = price_of(req.model);
-        if (p == nullptr) {
+        if (p == nullptr || !p->known()) {
             ec = error::price_unknown;
             if (detail != nullptr)
-                *detail = "no price is known for model '" + std::string(req.model) + "'";
+                *detail = p == nullptr ? "no price is known for model '" +
+                                             std::string(req.model) + "'"
+                                       : "model '" + std::string(req.model) +
+                                             "' cannot be priced: " + p->unknown;
             return shortfall::denied;
         }
-        const auto want = wanted(req, *p);
-        if (p->free()) {
-            out.guard_ = this;
-            out.max_tokens_ = want;
-            return shortfall::none;
-        }
-        if (closed_ || failed_) {
+        request_features features;
+        if (!req.extra_body.empty())
+            features = inspect_extra_body(req.extra_body);
+        const bool free = p->free() && features.unbounded_fee.empty();
+        if (!free && (closed_ || failed_)) {
             ec = failed_ ? error::budget_store_failed : error::budget_closed;
             if (detail != nullptr)
                 *detail = failed_ ? "the budget store failed earlier; paid traffic is stopped"
@@ -232,7 +240,45 @@ public:
             ec = e;
             return shortfall::denied;
         }
-        const auto b = worst_case(*p, req.prompt_bytes);
+        for (const auto& c : scratch_) {
+            if (c.account->stopped) {
+                ec = error::budget_exhausted;
+                if (detail != nullptr)
+                    *detail = "budget '" + c.account->name + "' is stopped until its next " +
+                              "period or a reset: " + c.account->stopped_by;
+                return shortfall::denied;
+            }
+        }
+        if (!features.unbounded_fee.empty() && !scratch_.empty()) {
+            ec = error::price_unknown;
+            if (detail != nullptr)
+                *detail = "extra_body turns on " + features.unbounded_fee +
+                          ", whose fees frugal cannot bound; a cap refuses it";
+            return shortfall::denied;
+        }
+        const auto want = wanted(req, *p);
+        if (free) {
+            // Holds nothing, but is charged to its budgets if the model bills anyway.
+            const auto slot = book_.acquire();
+            auto& r = book_.at(slot);
+            r.in_use = true;
+            r.free = true;
+            r.id = 0;
+            r.request_id = req.request_id;
+            r.time_ms = now;
+            r.amount = money();
+            r.bound = {};
+            r.max_tokens = want;
+            r.model.assign(req.model);
+            r.charges.assign(scratch_.begin(), scratch_.end());
+            book_.hold(r);
+            out.guard_ = this;
+            out.slot_ = slot;
+            out.free_ = true;
+            out.max_tokens_ = want;
+            return shortfall::none;
+        }
+        const auto b = worst_case(*p, req.prompt_bytes, features);
         const auto hold = params_.mode == budget_mode::metered
                               ? std::min(want, params_.expected_completion_tokens)
                               : want;
@@ -313,9 +359,12 @@ public:
         {
             const std::lock_guard lock(mu_);
             auto& r = book_.at(slot);
-            if (unknown) {
+            if (unknown && !r.free) {
                 record.cost = r.live;
                 record.estimated = true;
+            } else if (!record.anomaly.empty()) {
+                // A report frugal could not take as a bill never lowers the books.
+                record.cost = std::max(record.cost, r.live);
             }
             if (record.generation_id.empty())
                 record.generation_id = r.generation_id;
@@ -325,10 +374,18 @@ public:
                 record.model_asked = r.model;
             if (record.time_ms == 0)
                 record.time_ms = r.time_ms;
+            const money worst = book::worst(r);
+            const bool surprise = record.cost > worst;
+            if (surprise || !record.anomaly.empty())
+                note_anomaly(r, record, worst, surprise);
             fill_views(r, record.cost);
+            if (r.free && record.cost == money())
+                views_.clear(); // nothing to charge: the ledger record alone
             reached_.clear();
             book_.commit(r, record.cost, reached_);
-            ec = store_->settle(r.id, views_, record);
+            if (surprise)
+                stop(r, record.anomaly);
+            ec = store_->settle(r.free ? 0 : r.id, views_, record);
             book_.free_slot(slot);
             if (ec)
                 fail(to_cancel);
@@ -339,39 +396,54 @@ public:
         return ec ? error_code(error::budget_store_failed) : error_code();
     }
 
-    // The ledger record of a free call; a free call billed anyway is charged to the global
-    // budgets (and counted as a price anomaly).
-    error_code settle_free(attempt_record& record)
+    // Keeps an anomaly of settling `r` and, for a surprise, says it in `record` and makes the
+    // model unknown: its prices did not bound what it billed.
+    void note_anomaly(const open_reservation& r, attempt_record& record, money worst, bool surprise)
     {
-        std::vector<std::shared_ptr<cancel_state>> to_cancel;
-        std::vector<completion> done;
-        error_code ec;
-        {
-            const std::lock_guard lock(mu_);
-            views_.clear();
-            if (record.cost != money()) {
-                ++book_.price_anomalies;
-                const auto slot = book_.acquire();
-                auto& r = book_.at(slot);
-                r.in_use = true;
-                r.id = 0;
-                r.amount = money();
-                r.bound = {};
-                book_.resolve({}, now_ms(), r.charges, nullptr);
-                book_.hold(r);
-                fill_views(r, record.cost);
-                reached_.clear();
-                book_.commit(r, record.cost, reached_);
-                book_.free_slot(slot);
-                trip(to_cancel);
-            }
-            ec = store_->settle(0, views_, record);
-            if (ec)
-                fail(to_cancel);
-            pump(done);
+        if (surprise) {
+            std::string what = r.free ? "the free model " + r.model + " billed $" +
+                                            record.cost.to_string()
+                                      : r.model + " billed $" + record.cost.to_string() +
+                                            " where its prices allowed at most $" +
+                                            worst.to_string();
+            record.anomaly = record.anomaly.empty() ? what : record.anomaly + "; " + what;
+            model_price unknown;
+            if (const auto* p = prices_.find(r.model))
+                unknown = *p;
+            unknown.id = r.model;
+            unknown.unknown = "earlier in this process " + what;
+            surprised_.insert_or_assign(r.model, std::move(unknown));
+            last_price_ = nullptr;
         }
-        finish(to_cancel, done);
-        return ec ? error_code(error::budget_store_failed) : error_code();
+        ++anomaly_count_;
+        if (anomalies_.size() >= max_kept_anomalies)
+            return;
+        spend_anomaly a;
+        a.time_ms = now_ms();
+        a.model = r.model;
+        a.booked = record.cost;
+        a.allowed = worst;
+        a.surprise = surprise;
+        a.what = record.anomaly;
+        for (const auto& c : r.charges)
+            a.budgets.push_back(c.account->name);
+        anomalies_.push_back(std::move(a));
+    }
+    static constexpr std::size_t max_kept_anomalies = 1000;
+
+    // A surprise stops every budget `r` was charged to: no request of any price is granted
+    // under them until their next period or a reset, and their in-flight requests are
+    // cancelled (`trip`).
+    void stop(const open_reservation& r, const std::string& why)
+    {
+        for (const auto& c : r.charges) {
+            auto* a = c.account;
+            if (!a->stopped)
+                a->stopped_by = why;
+            a->stopped = true;
+            if (std::find(reached_.begin(), reached_.end(), a) == reached_.end())
+                reached_.push_back(a);
+        }
     }
 
     void release(std::uint32_t slot) noexcept
@@ -382,7 +454,7 @@ public:
             const std::lock_guard lock(mu_);
             auto& r = book_.at(slot);
             book_.unhold(r);
-            if (keeps_ && store_->release(r.id))
+            if (keeps_ && !r.free && store_->release(r.id))
                 fail(to_cancel);
             book_.free_slot(slot);
             pump(done);
@@ -650,6 +722,17 @@ public:
     std::vector<budget_charge_view> views_;
     std::vector<budget_account*> reached_;
     std::list<std::shared_ptr<waiter>> waiters_;
+    // Models that billed above their prices: unknown for the guard's life.
+    struct name_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept
+        {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+    std::unordered_map<std::string, model_price, name_hash, std::equal_to<>> surprised_;
+    std::vector<spend_anomaly> anomalies_;
+    std::uint64_t anomaly_count_ = 0;
 };
 
 } // namespace detail
@@ -659,7 +742,7 @@ public:
 reservation::reservation(reservation&& o) noexcept
     : guard_(std::exchange(o.guard_, nullptr)), slot_(std::exchange(o.slot_, no_slot)), id_(o.id_),
       amount_(o.amount_), max_tokens_(o.max_tokens_), clamped_(o.clamped_), sent_(o.sent_),
-      cancel_(std::move(o.cancel_))
+      free_(o.free_), cancel_(std::move(o.cancel_))
 {
 }
 
@@ -676,12 +759,8 @@ reservation::~reservation()
 {
     if (guard_ == nullptr)
         return;
-    if (free()) {
-        guard_ = nullptr;
-        return;
-    }
-    if (!sent_) {
-        release();
+    if (free_ || !sent_) {
+        release(); // a free one holds nothing to charge
         return;
     }
     attempt_record r;
@@ -708,8 +787,6 @@ error_code reservation::settle(attempt_record& record)
     if (guard_ == nullptr)
         return error::reservation_inactive;
     auto* g = std::exchange(guard_, nullptr);
-    if (slot_ == no_slot)
-        return g->settle_free(record);
     return g->settle(std::exchange(slot_, no_slot), record, false);
 }
 
@@ -718,9 +795,7 @@ error_code reservation::settle_unknown(attempt_record& record)
     if (guard_ == nullptr)
         return error::reservation_inactive;
     auto* g = std::exchange(guard_, nullptr);
-    if (slot_ == no_slot)
-        return g->settle_free(record);
-    if (record.outcome == attempt_outcome::ok)
+    if (record.outcome == attempt_outcome::ok && !free_)
         record.outcome = attempt_outcome::unknown;
     return g->settle(std::exchange(slot_, no_slot), record, true);
 }
@@ -729,15 +804,14 @@ void reservation::release() noexcept
 {
     if (guard_ == nullptr)
         return;
-    if (sent_) {
+    if (sent_ && !free_) {
         attempt_record r;
         r.outcome = attempt_outcome::unknown;
         (void)settle_unknown(r);
         return;
     }
     auto* g = std::exchange(guard_, nullptr);
-    if (slot_ != no_slot)
-        g->release(std::exchange(slot_, no_slot));
+    g->release(std::exchange(slot_, no_slot));
 }
 
 asio::cancellation_slot reservation::cancellation_slot() noexcept
@@ -830,6 +904,31 @@ std::uint64_t budget_guard::price_anomalies() const
 {
     const std::lock_guard lock(impl_->mu_);
     return impl_->book_.price_anomalies;
+}
+
+std::vector<spend_anomaly> budget_guard::anomalies() const
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->anomalies_;
+}
+
+error_code budget_guard::reset(std::string_view name)
+{
+    std::vector<detail::completion> done;
+    std::vector<std::shared_ptr<detail::cancel_state>> none;
+    {
+        const std::lock_guard lock(impl_->mu_);
+        auto* a = impl_->book_.find(name);
+        if (a == nullptr)
+            return error::not_found;
+        a->tripped = false;
+        a->stopped = false;
+        a->stopped_by.clear();
+        a->overshoot = {};
+        impl_->pump(done);
+    }
+    impl_->finish(none, done);
+    return {};
 }
 
 error_code budget_guard::read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out)

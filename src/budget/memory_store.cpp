@@ -127,6 +127,7 @@ public:
         e->provider = strings_.intern(r.provider, hints_[2]);
         e->keys = strings_.intern(r.keys, hints_[3]);
         e->reason = strings_.intern(r.reason, hints_[4]);
+        e->anomaly.assign(r.anomaly);
         e->outcome = r.outcome;
         e->estimated = r.estimated;
         e->generation_id.assign(r.generation_id); // capacity kept from the entry's last use
@@ -191,6 +192,7 @@ public:
             r.latency_us = e.latency_us;
             r.keys = strings_.at(e.keys);
             r.reason = strings_.at(e.reason);
+            r.anomaly = e.anomaly;
             out.push_back(std::move(r));
         }
         return {};
@@ -218,6 +220,7 @@ private:
         attempt_outcome outcome = attempt_outcome::ok;
         bool estimated = false;
         std::string generation_id;
+        std::string anomaly;
         std::vector<charge_ref> charges;
     };
 

@@ -109,7 +109,8 @@ CREATE TABLE IF NOT EXISTS ledger(
     model_served TEXT NOT NULL, provider TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL, cost INTEGER NOT NULL, outcome TEXT NOT NULL,
     estimated INTEGER NOT NULL, latency_us INTEGER NOT NULL, keys TEXT NOT NULL,
-    reservation_id INTEGER NOT NULL, charges TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '');
+    reservation_id INTEGER NOT NULL, charges TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    anomaly TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS ledger_time ON ledger(time_ms);
 CREATE TABLE IF NOT EXISTS notes(
     key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -139,6 +140,7 @@ public:
             if (!has_table("ledger"))
                 return fail(detail, p.path + " is not a frugal ledger");
             has_reason_ = has_column("ledger", "reason");
+            has_anomaly_ = has_column("ledger", "anomaly");
             has_notes_ = has_table("notes");
             // One read transaction for the store's life: a report's spend, records and notes
             // come from one committed state, whatever the owner commits meanwhile.
@@ -170,9 +172,13 @@ public:
             (p.durability == sqlite_durability::power_loss ? "FULL" : "NORMAL") + ";";
         if (exec(pragmas.c_str()) || exec(schema))
             return fail(detail, "cannot set up " + p.path);
-        // Files written before the ledger kept the escalation reason gain the column.
+        // Files written before the ledger kept the escalation reason or the anomaly gain the
+        // columns.
         if (!has_column("ledger", "reason") &&
             exec("ALTER TABLE ledger ADD COLUMN reason TEXT NOT NULL DEFAULT ''"))
+            return fail(detail, "cannot upgrade " + p.path);
+        if (!has_column("ledger", "anomaly") &&
+            exec("ALTER TABLE ledger ADD COLUMN anomaly TEXT NOT NULL DEFAULT ''"))
             return fail(detail, "cannot upgrade " + p.path);
         struct {
             statement* s;
@@ -184,8 +190,8 @@ public:
             {&insert_ledger_,
              "INSERT INTO ledger(time_ms, request_id, generation_id, tier, model_asked, "
              "model_served, provider, prompt_tokens, completion_tokens, cost, outcome, "
-             "estimated, latency_us, keys, reservation_id, charges, reason) "
-             "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"},
+             "estimated, latency_us, keys, reservation_id, charges, reason, anomaly) "
+             "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"},
             {&put_note_, "INSERT INTO notes VALUES(?1,?2) ON CONFLICT(key) "
                          "DO UPDATE SET value=excluded.value"},
             {&add_spend_, "INSERT INTO spend VALUES(?1,?2,?3) ON CONFLICT(budget, window) "
@@ -296,6 +302,7 @@ public:
             s.bind(15, static_cast<std::int64_t>(reservation_id));
             s.bind(16, encode_charges(charges));
             s.bind(17, rec.reason);
+            s.bind(18, rec.anomaly);
             ec = run(s);
             rec.record_id = static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db_));
         }
@@ -351,7 +358,8 @@ public:
             std::string("SELECT id, time_ms, request_id, generation_id, tier, model_asked, "
                         "model_served, provider, prompt_tokens, completion_tokens, cost, outcome, "
                         "estimated, latency_us, keys, ") +
-            (has_reason_ ? "reason" : "''") + " FROM ledger WHERE time_ms >= ?1 ORDER BY id";
+            (has_reason_ ? "reason" : "''") + ", " + (has_anomaly_ ? "anomaly" : "''") +
+            " FROM ledger WHERE time_ms >= ?1 ORDER BY id";
         if (s.prepare(db_, sql.c_str()) != SQLITE_OK)
             return error::budget_store_failed;
         s.bind(1, since_ms);
@@ -374,6 +382,7 @@ public:
             r.latency_us = s.int64(13);
             r.keys = s.text(14);
             r.reason = s.text(15);
+            r.anomaly = s.text(16);
             out.push_back(std::move(r));
         }
         return rc == SQLITE_DONE ? error_code() : error_code(error::budget_store_failed);
@@ -479,6 +488,7 @@ private:
         put_note_, begin_, commit_, rollback_;
     bool read_only_ = false; // no write statement is prepared
     bool has_reason_ = true;
+    bool has_anomaly_ = true;
     bool has_notes_ = true;
 };
 

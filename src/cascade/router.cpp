@@ -210,6 +210,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         r.latency_us = a.latency.count();
         r.keys = call.keys->joined;
         r.reason = run.arrived_by == escalation_reason::none ? "" : to_string(run.arrived_by);
+        r.anomaly = a.anomaly;
         r.estimated = false;
         r.record_id = 0;
         return r;
@@ -234,12 +235,22 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 a.prompt_tokens = u->prompt_tokens;
                 a.completion_tokens = u->completion_tokens;
             }
-            const auto cost =
-                prices.cost_of(run.response.model.empty() ? a.model_asked : run.response.model, u);
-            if (cost)
+            const auto& served = run.response.model.empty() ? a.model_asked : run.response.model;
+            if (u && !u->cost_rejected.empty()) {
+                // Never below the tokens at catalog prices (nor, in the guard, the reservation).
+                a.anomaly = "usage.cost was " + u->cost_rejected;
+                auto tokens = prices.token_cost(served, *u);
+                if (!tokens)
+                    tokens = prices.token_cost(a.model_asked, *u);
+                if (tokens)
+                    a.cost = *tokens;
+                else
+                    unknown = true;
+            } else if (const auto cost = prices.cost_of(served, u)) {
                 a.cost = *cost;
-            else
+            } else {
                 unknown = true; // no usage and no price: charged its reservation
+            }
         } else if (!diag.request_sent) {
             a.outcome = attempt_outcome::not_sent; // nothing reached the provider: free
         } else if (diag.http_status >= 400) {
@@ -259,11 +270,14 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         auto& rec = ledger_record(run, call, t0);
         if (unknown) {
             (void)res.settle_unknown(rec);
-            a.cost = rec.cost;
             a.cost_estimated = paid;
         } else {
             (void)res.settle(rec);
         }
+        // The guard may have raised the cost (an anomaly is booked at no less than the
+        // reservation) or found a surprise.
+        a.cost = rec.cost;
+        a.anomaly = rec.anomaly;
     }
 
     // What the guard is asked for an attempt's request: its prompt's bound and max_tokens.
@@ -275,6 +289,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         rr.max_tokens = req.max_tokens.value_or(0);
         rr.keys = call.keys->keys;
         rr.request_id = call.request_id;
+        rr.extra_body = req.extra_body;
         return rr;
     }
 
@@ -384,8 +399,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             auto guard_slot = res.cancellation_slot();
             if (guard_slot.is_connected())
                 guard_slot.assign(forward_to{&sig});
-            auto [cec, resp] = co_await client->async_chat(
-                std::move(req), diag, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+            // The generation id goes to the reservation as soon as the response head names
+            // it: a crash before the body ends leaves enough to look the bill up.
+            auto [cec, resp] = co_await client_access::async_chat(
+                *client, req, diag,
+                [&res](const std::string& id) { res.note_generation(id); },
+                asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
             if (cs.slot().is_connected())
                 cs.slot().clear();
             if (guard_slot.is_connected())
@@ -771,6 +790,21 @@ asio::awaitable<void> produce(
         chat_stream s;
         auto [ec] = co_await r->client->async_start_stream(
             std::move(req), s, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        // The generation id goes to the reservation as soon as it is known (the response
+        // head, else the first chunk): a crash mid-stream leaves enough to look the bill up.
+        bool noted = false;
+        auto note_generation = [&] {
+            if (noted || !res.active() || res.free())
+                return;
+            const auto& id =
+                s.response().id.empty() ? s.diagnostics().generation_id : s.response().id;
+            if (!id.empty()) {
+                res.note_generation(id);
+                noted = true;
+            }
+        };
+        if (!ec)
+            note_generation();
         std::string text;
         std::vector<std::string> held; // buffer mode: deltas not shown yet
         bool shown = false;
@@ -784,6 +818,7 @@ asio::awaitable<void> produce(
             ec = rec;
             if (ec)
                 break;
+            note_generation();
             tokens += d.events;
             if (res.active()) {
                 res.meter(tokens);

@@ -8,7 +8,10 @@ namespace {
 __extension__ using u128 = unsigned __int128; // GCC and Clang; -Wpedantic is told so
 } // namespace
 
-std::optional<money> money::parse(std::string_view text) noexcept
+namespace {
+
+// `round_up`: an amount finer than a picodollar is rounded toward +infinity instead of refused.
+std::optional<money::rep> parse_units(std::string_view text, bool round_up) noexcept
 {
     // JSON number grammar (plus a leading '+' and a bare fraction-less "1."-free decimal):
     // -? digits (. digits)? ([eE] [+-]? digits)?
@@ -70,13 +73,19 @@ std::optional<money> money::parse(std::string_view text) noexcept
 
     // units = digits * 10^(scale + 12), exactly.
     int power = scale + 12;
+    bool dropped = false;
     while (power < 0) {
-        if (digits % 10 != 0)
-            return std::nullopt; // finer than a picodollar
+        if (digits % 10 != 0) {
+            if (!round_up)
+                return std::nullopt; // finer than a picodollar
+            dropped = true;
+        }
         digits /= 10;
         ++power;
     }
-    constexpr auto limit = static_cast<u128>(std::numeric_limits<rep>::max());
+    if (dropped && !negative)
+        ++digits;
+    constexpr auto limit = static_cast<u128>(std::numeric_limits<money::rep>::max());
     for (; power > 0; --power) {
         digits *= 10;
         if (digits > limit)
@@ -84,8 +93,22 @@ std::optional<money> money::parse(std::string_view text) noexcept
     }
     if (digits > limit)
         return std::nullopt;
-    const auto units = static_cast<rep>(digits);
-    return money(negative ? -units : units);
+    const auto units = static_cast<money::rep>(digits);
+    return negative ? -units : units;
+}
+
+} // namespace
+
+std::optional<money> money::parse(std::string_view text) noexcept
+{
+    const auto u = parse_units(text, false);
+    return u ? std::optional<money>(money(*u)) : std::nullopt;
+}
+
+std::optional<money> money::parse_ceil(std::string_view text) noexcept
+{
+    const auto u = parse_units(text, true);
+    return u ? std::optional<money>(money(*u)) : std::nullopt;
 }
 
 std::string money::to_string() const

@@ -500,7 +500,8 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
     std::string method,
     std::string path,
     std::string body,
-    diagnostics& diag)
+    diagnostics& diag,
+    const detail::generation_hook* on_generation = nullptr)
 {
     const auto start = steady_clock::now();
     const auto total = start + c->params.timeouts.total;
@@ -517,6 +518,8 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
             c, method, path, method == "POST" ? &body : nullptr, "application/json", total, x, st,
             diag);
         std::string text;
+        if (!ec && on_generation != nullptr && *on_generation && !diag.generation_id.empty())
+            (*on_generation)(diag.generation_id); // known long before the body ends
         if (!ec) {
             ec = co_await finish_whole(c, x, total, diag);
             if (!ec) {
@@ -587,7 +590,12 @@ void launch(
 }
 
 asio::awaitable<std::tuple<error_code, chat_response>>
-chat_op(std::shared_ptr<client_impl> c, std::string body, bool invalid, diagnostics* out)
+chat_op(
+    std::shared_ptr<client_impl> c,
+    std::string body,
+    bool invalid,
+    diagnostics* out,
+    detail::generation_hook on_generation = {})
 {
     diagnostics diag;
     chat_response response;
@@ -597,10 +605,11 @@ chat_op(std::shared_ptr<client_impl> c, std::string body, bool invalid, diagnost
     } else {
         if (invalid) {
             ec = error::bad_request_body;
-            diag.message = "extra_body and response_schema must be JSON objects";
+            diag.message = std::move(body); // what encode found wrong
         } else {
             auto [rec, text] =
-                co_await request_whole(c, "POST", "/chat/completions", std::move(body), diag);
+                co_await request_whole(
+                    c, "POST", "/chat/completions", std::move(body), diag, &on_generation);
             ec = rec;
             if (!ec) {
                 auto& [decoder, chunk] = scratch();
@@ -702,10 +711,28 @@ detail::client_access::chat(chat_client& client, chat_request request, diagnosti
     return chat_op(client.impl_, std::move(e.body), e.invalid, diag);
 }
 
+void detail::client_access::async_chat_impl(
+    chat_client& client,
+    const chat_request& request,
+    diagnostics* diag,
+    generation_hook on_generation,
+    asio::any_completion_handler<void(error_code, chat_response)> handler)
+{
+    auto e = chat_client::encode(request);
+    launch<chat_response>(
+        client.impl_,
+        chat_op(client.impl_, std::move(e.body), e.invalid, diag, std::move(on_generation)),
+        std::move(handler));
+}
+
 chat_client::encoded_request chat_client::encode(const chat_request& req)
 {
     encoded_request out;
-    out.invalid = static_cast<bool>(openrouter::encode_chat_request(req, false, out.body));
+    std::string problem;
+    out.invalid =
+        static_cast<bool>(openrouter::encode_chat_request(req, false, out.body, &problem));
+    if (out.invalid)
+        out.body = std::move(problem);
     return out;
 }
 
@@ -1065,8 +1092,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
         co_return std::tuple{s->error, false};
     }
     std::string body;
-    if (auto ec = openrouter::encode_chat_request(req, true, body)) {
-        diag.message = "extra_body and response_schema must be JSON objects";
+    if (auto ec = openrouter::encode_chat_request(req, true, body, &diag.message)) {
         s->fail(ec);
         s->done = true;
         co_return std::tuple{ec, false};

@@ -1,20 +1,55 @@
 #ifndef FRUGAL_SRC_OPENROUTER_CLIENT_ACCESS_HPP
 #define FRUGAL_SRC_OPENROUTER_CLIENT_ACCESS_HPP
 
-// The client's chat as a coroutine to await from another of frugal's coroutines: no coroutine
-// thread of its own, no completion handler. Cancellation follows the awaiting coroutine's.
+// The client's chat for frugal's own layers above it: as a coroutine to await from another of
+// frugal's coroutines (no coroutine thread of its own, no completion handler; cancellation
+// follows the awaiting coroutine's), and as an operation that reports the generation id as soon
+// as the response head carries it, long before the body ends, so that a budget can record it
+// before a crash could lose it.
 
 #include <frugal/chat_client.hpp>
 
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 
+#include <functional>
+#include <string>
 #include <tuple>
 
 namespace frugal::detail {
 
+// Called with the generation id of the response head (`X-Generation-Id`).
+using generation_hook = std::function<void(const std::string&)>;
+
 struct client_access {
     static boost::asio::awaitable<std::tuple<boost::system::error_code, chat_response>>
     chat(chat_client& client, chat_request request, diagnostics* diag);
+
+    // `async_chat` with `diag` and a hook for the generation id.
+    template <class CompletionToken>
+    static auto async_chat(
+        chat_client& client,
+        const chat_request& request,
+        diagnostics& diag,
+        generation_hook on_generation,
+        CompletionToken&& token)
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, chat_response)>(
+            [&client, &request, &diag](auto handler, generation_hook hook) {
+                async_chat_impl(client, request, &diag, std::move(hook), std::move(handler));
+            },
+            token, std::move(on_generation));
+    }
+
+    static void async_chat_impl(
+        chat_client& client,
+        const chat_request& request,
+        diagnostics* diag,
+        generation_hook on_generation,
+        boost::asio::any_completion_handler<void(boost::system::error_code, chat_response)>
+            handler);
 };
 
 } // namespace frugal::detail

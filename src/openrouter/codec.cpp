@@ -84,13 +84,41 @@ void bool_field(std::string& out, std::string_view name, bool value)
     out += value ? "\":true" : "\":false";
 }
 
-// `text` must be one JSON object; its members are appended (with a leading comma each).
-bool append_members(std::string& out, std::string_view text)
+// Whether extra_body may not set member `k` of `req`: the guard owns the model, the output
+// bound and the stream (the server takes the last of two keys, so a repeat would undo a
+// clamped max_tokens or the router's cleared fallback list), frugal reads one choice, and a
+// typed field the request sets may not be set twice.
+bool owned_member(const chat_request& req, std::string_view k) noexcept
+{
+    if (k == "model" || k == "models" || k == "messages" || k == "max_tokens" ||
+        k == "max_completion_tokens" || k == "stream" || k == "stream_options" || k == "usage" ||
+        k == "n" || k == "best_of")
+        return true;
+    return (k == "temperature" && req.temperature) || (k == "top_p" && req.top_p) ||
+           (k == "seed" && req.seed) || (k == "stop" && !req.stop.empty()) ||
+           (k == "response_format" && !req.response_format.empty()) ||
+           (k == "provider" && req.provider) || (k == "user" && !req.user.empty());
+}
+
+// `req.extra_body` must be one JSON object setting no member `req` owns; its members are
+// appended (with a leading comma each).
+bool append_members(std::string& out, const chat_request& req, std::string* detail)
 {
     error_code ec;
-    const json::value v = json::parse(text, ec);
-    if (ec || !v.is_object())
+    const json::value v = json::parse(req.extra_body, ec);
+    if (ec || !v.is_object()) {
+        if (detail != nullptr)
+            *detail = "extra_body must be a JSON object";
         return false;
+    }
+    for (const auto& member : v.get_object()) {
+        if (owned_member(req, member.key())) {
+            if (detail != nullptr)
+                *detail = "extra_body may not set \"" + std::string(member.key()) +
+                          "\": the typed request or the budget guard owns it";
+            return false;
+        }
+    }
     for (const auto& member : v.get_object()) {
         out += ',';
         out += json::serialize(member.key());
@@ -102,7 +130,8 @@ bool append_members(std::string& out, std::string_view text)
 
 } // namespace
 
-error_code encode_chat_request(const chat_request& req, bool stream, std::string& out)
+error_code
+encode_chat_request(const chat_request& req, bool stream, std::string& out, std::string* detail)
 {
     out.clear();
     out += "{\"model\":\"";
@@ -159,8 +188,11 @@ error_code encode_chat_request(const chat_request& req, bool stream, std::string
         if (!req.response_schema.empty()) {
             error_code ec;
             const json::value schema = json::parse(req.response_schema, ec);
-            if (ec || !schema.is_object())
+            if (ec || !schema.is_object()) {
+                if (detail != nullptr)
+                    *detail = "response_schema must be a JSON object";
                 return error::bad_request_body;
+            }
             out += ",\"json_schema\":";
             out += json::serialize(schema);
         }
@@ -192,7 +224,7 @@ error_code encode_chat_request(const chat_request& req, bool stream, std::string
     }
     if (!req.user.empty())
         string_field(out, "user", req.user);
-    if (!req.extra_body.empty() && !append_members(out, req.extra_body))
+    if (!req.extra_body.empty() && !append_members(out, req, detail))
         return error::bad_request_body;
     out += '}';
     return {};
@@ -350,6 +382,26 @@ enum class field : std::uint8_t {
     error_provider,
 };
 
+// A bill as a provider wrote it (a JSON number's text): the amount, rounded up to the
+// picodollar, or nothing with `rejected` saying why it cannot be booked. The number's own text
+// is quoted in the reason (digits, a sign and an exponent only), shortened.
+std::optional<money> reported_cost(std::string_view text, std::string& rejected)
+{
+    rejected.clear();
+    const std::string shown =
+        text.size() > 32 ? std::string(text.substr(0, 32)) + "..." : std::string(text);
+    const auto m = money::parse_ceil(text);
+    if (!m)
+        rejected = "out of range (" + shown + ")";
+    else if (*m < money())
+        rejected = "negative (" + shown + ")";
+    else if (*m > max_reported_cost)
+        rejected = "above $" + max_reported_cost.to_string() + " (" + shown + ")";
+    else
+        return m;
+    return std::nullopt;
+}
+
 // Key comparison with the length known at compile time, so the compiler inlines it.
 template <std::size_t N>
 bool eq(std::string_view key, const char (&literal)[N]) noexcept
@@ -460,6 +512,8 @@ public:
     {
         if (field_ == field::is_byok)
             ensure_usage().is_byok = b;
+        else if (field_ == field::cost)
+            reject_cost("a boolean");
         done_with_value();
         return true;
     }
@@ -479,6 +533,14 @@ private:
         if (!out->usage)
             out->usage.emplace();
         return *out->usage;
+    }
+
+    // A `usage.cost` that is not a number: no bill frugal can book, whatever it says.
+    void reject_cost(const char* what) const
+    {
+        auto& u = ensure_usage();
+        u.cost.reset();
+        u.cost_rejected = what;
     }
 
     // A container starts: decide what it is from where it is.
@@ -542,6 +604,8 @@ private:
             if (object && (eq(key_, "prompt_tokens_details") ||
                            eq(key_, "completion_tokens_details") || eq(key_, "cost_details")))
                 kind = node::usage_details;
+            else if (field_ == field::cost)
+                reject_cost(object ? "an object" : "an array");
             break;
         case node::error:
             if (object && eq(key_, "metadata")) {
@@ -695,6 +759,7 @@ private:
         case field::error_type: keep(stack_.back().err->error_type, v, false); break;
         case field::error_raw: keep(stack_.back().err->raw, v, false); break;
         case field::error_provider: keep(stack_.back().err->provider, v, false); break;
+        case field::cost: reject_cost("a string"); break;
         default: break;
         }
         done_with_value();
@@ -730,9 +795,11 @@ private:
             if (whole)
                 ensure_usage().total_tokens = whole_value;
             break;
-        case field::cost:
-            ensure_usage().cost = money::parse(text); // exactly the decimal the server wrote
+        case field::cost: {
+            auto& u = ensure_usage();
+            u.cost = reported_cost(text, u.cost_rejected); // the decimal the server wrote
             break;
+        }
         case field::cached_tokens:
             if (whole)
                 ensure_usage().cached_tokens = whole_value;
@@ -871,6 +938,118 @@ const json::object* data_object(const json::value& v)
 
 } // namespace
 
+namespace {
+
+// What a JSON value that should be a price is, in frugal's words (a string's text is never
+// repeated: it is the provider's).
+std::string describe_value(const json::value& v)
+{
+    if (v.is_string())
+        return "a string that is not a decimal amount";
+    if (v.is_number()) {
+        std::string t = json::serialize(v);
+        if (t.size() > 32)
+            t = t.substr(0, 32) + "...";
+        return t + ", not an exact amount of USD";
+    }
+    if (v.is_bool())
+        return "a boolean";
+    if (v.is_object())
+        return "an object";
+    if (v.is_array())
+        return "an array";
+    return "null";
+}
+
+// A price: a decimal string as OpenRouter writes them, or a JSON number as some SDKs do.
+std::optional<money> price_value(const json::value& v)
+{
+    if (v.is_string())
+        return money::parse(v.get_string());
+    if (v.is_number())
+        return money::parse(json::serialize(v));
+    return std::nullopt;
+}
+
+// The members of `pricing.overrides[]` that are conditions, not prices.
+bool is_condition(std::string_view k)
+{
+    return k == "min_prompt_tokens" || k == "utc_start" || k == "utc_end";
+}
+
+// Reads a row's `pricing` into `m`. A member that cannot be read does not fail the catalog: it
+// makes the row's prices unusable (`price_problem`), and the first such member is named.
+void read_pricing(const json::object& p, model_info& m)
+{
+    auto problem = [&m](std::string what) {
+        if (m.price_problem.empty())
+            m.price_problem = std::move(what);
+    };
+    bool prompt = false, completion = false;
+    for (const auto& kv : p) {
+        const std::string_view k(kv.key().data(), kv.key().size());
+        const json::value& v = kv.value();
+        if (k == "discount") {
+            // A discount can only lower a bill: ignored, unless it is not a fraction.
+            const bool fraction = v.is_number() && v.to_number<double>() >= 0.0 &&
+                                  v.to_number<double>() <= 1.0;
+            if (!fraction && !v.is_null())
+                problem("pricing.discount is " + describe_value(v) + ", not a fraction");
+            continue;
+        }
+        if (k == "overrides") {
+            if (v.is_null())
+                continue;
+            if (!v.is_array()) {
+                problem("pricing.overrides is " + describe_value(v) + ", not an array");
+                continue;
+            }
+            for (const auto& o : v.get_array()) {
+                if (!o.is_object()) {
+                    problem("an entry of pricing.overrides is " + describe_value(o));
+                    continue;
+                }
+                for (const auto& ov : o.get_object()) {
+                    const std::string_view ok(ov.key().data(), ov.key().size());
+                    if (is_condition(ok))
+                        continue;
+                    const auto price = price_value(ov.value());
+                    if (!price) {
+                        problem(
+                            "pricing.overrides[]." + std::string(ok) + " is " +
+                            describe_value(ov.value()));
+                        continue;
+                    }
+                    m.other_prices.emplace_back("overrides." + std::string(ok), *price);
+                }
+            }
+            continue;
+        }
+        if (v.is_null())
+            continue; // an absent price
+        const auto price = price_value(v);
+        if (!price) {
+            problem("pricing." + std::string(k) + " is " + describe_value(v));
+            continue;
+        }
+        if (k == "prompt") {
+            m.prompt_price = *price;
+            prompt = true;
+        } else if (k == "completion") {
+            m.completion_price = *price;
+            completion = true;
+        } else if (k == "request") {
+            m.request_price = *price;
+        } else {
+            m.other_prices.emplace_back(std::string(k), *price);
+        }
+    }
+    if (!prompt || !completion)
+        problem(std::string("pricing.") + (prompt ? "completion" : "prompt") + " is missing");
+}
+
+} // namespace
+
 error_code decode_models(std::string_view text, std::vector<model_info>& out)
 {
     out.clear();
@@ -882,11 +1061,15 @@ error_code decode_models(std::string_view text, std::vector<model_info>& out)
     if (data == nullptr || !data->is_array())
         return error::protocol_error;
     for (const auto& row : data->get_array()) {
+        // A row frugal cannot route to (no id) is left out; a row whose prices cannot be read
+        // is kept, marked, so that it is refused by name rather than unknown.
         if (!row.is_object())
-            return error::protocol_error;
+            continue;
         const auto& o = row.get_object();
         model_info m;
         m.id = str(o, "id");
+        if (m.id.empty())
+            continue;
         m.name = str(o, "name");
         m.canonical_slug = str(o, "canonical_slug");
         m.created = static_cast<std::int64_t>(count(o, "created").value_or(0));
@@ -894,16 +1077,10 @@ error_code decode_models(std::string_view text, std::vector<model_info>& out)
         if (const auto* tp = o.if_contains("top_provider"); tp != nullptr && tp->is_object())
             m.max_completion_tokens = count(tp->get_object(), "max_completion_tokens");
         const auto* pricing = o.if_contains("pricing");
-        if (m.id.empty() || pricing == nullptr || !pricing->is_object())
-            return error::protocol_error;
-        const auto& p = pricing->get_object();
-        const auto prompt = amount(p, "prompt");
-        const auto completion = amount(p, "completion");
-        if (!prompt || !completion)
-            return error::protocol_error; // a price frugal cannot read exactly is never guessed
-        m.prompt_price = *prompt;
-        m.completion_price = *completion;
-        m.request_price = amount(p, "request").value_or(money());
+        if (pricing == nullptr || !pricing->is_object())
+            m.price_problem = "the row has no pricing object";
+        else
+            read_pricing(pricing->get_object(), m);
         if (const auto* alias = o.if_contains("alias_target");
             alias != nullptr && alias->is_object())
             m.alias_target = str(alias->get_object(), "slug");
@@ -923,7 +1100,12 @@ error_code decode_generation(std::string_view text, generation_info& out)
     out.id = str(*d, "id");
     out.model = str(*d, "model");
     out.provider = str(*d, "provider_name");
-    out.total_cost = amount(*d, "total_cost");
+    if (const auto* c = d->if_contains("total_cost"); c != nullptr && !c->is_null()) {
+        if (c->is_number())
+            out.total_cost = reported_cost(json::serialize(*c), out.total_cost_rejected);
+        else
+            out.total_cost_rejected = c->is_string() ? "a string" : "not a number";
+    }
     out.tokens_prompt = count(*d, "tokens_prompt").value_or(0);
     out.tokens_completion = count(*d, "tokens_completion").value_or(0);
     out.native_tokens_prompt = count(*d, "native_tokens_prompt");

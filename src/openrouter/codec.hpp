@@ -17,10 +17,11 @@
 
 namespace frugal::openrouter {
 
-/// Writes the body of `POST /chat/completions`. Fails with `error::bad_request_body` when
-/// `extra_body` or `response_schema` is not a JSON object.
-boost::system::error_code
-encode_chat_request(const chat_request& req, bool stream, std::string& out);
+/// Writes the body of `POST /chat/completions`. Fails with `error::bad_request_body`, `detail`
+/// saying why, when `extra_body` or `response_schema` is not a JSON object or `extra_body`
+/// sets a member the typed request or the guard owns.
+boost::system::error_code encode_chat_request(
+    const chat_request& req, bool stream, std::string& out, std::string* detail = nullptr);
 
 /// An error object as OpenRouter sends it, in a body or inside a stream chunk.
 struct provider_error_info {

@@ -125,7 +125,10 @@ BOOST_AUTO_TEST_CASE(catalog_prices_free_rows_aliases_and_refuses_variable_price
     BOOST_TEST_REQUIRE(alias != nullptr);
     BOOST_TEST(alias->id == paid);
     BOOST_TEST((alias->completion == p->completion));
-    BOOST_TEST(c.find("openrouter/auto") == nullptr); // "-1": variable, never $0
+    // "-1": variable, never $0
+    BOOST_TEST_REQUIRE(c.find("openrouter/auto") != nullptr);
+    BOOST_TEST(!c.find("openrouter/auto")->known());
+    BOOST_TEST(!c.find("openrouter/auto")->free());
     BOOST_TEST(c.find("nobody/nothing") == nullptr);
 }
 

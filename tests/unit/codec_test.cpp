@@ -318,11 +318,22 @@ BOOST_AUTO_TEST_CASE(models_catalog_spec_example_and_alias)
     BOOST_TEST(models[1].alias_target == "anthropic/claude-fable-5");
     BOOST_TEST(!models[1].context_length);
     BOOST_TEST(!models[1].max_completion_tokens);
-    // A price that cannot be read exactly is an error, never a guess.
-    BOOST_TEST(
-        openrouter::decode_models(
-            R"({"data":[{"id":"x","pricing":{"prompt":"cheap","completion":"0"}}]})", models) ==
-        frugal::error::protocol_error);
+    // A price that cannot be read exactly is never a guess: the row is kept, marked, so a cap
+    // refuses it by name; the other rows are unharmed.
+    BOOST_REQUIRE(!openrouter::decode_models(
+        R"({"data":[{"id":"x","pricing":{"prompt":"cheap","completion":"0"}},
+                    {"id":"y","pricing":{"prompt":"0.000001","completion":"0.000002",
+                     "web_search":"0.01","internal_reasoning":"0.00003","discount":0,
+                     "overrides":[{"min_prompt_tokens":200000,"prompt":"0.000002"}]}}]})",
+        models));
+    BOOST_REQUIRE(models.size() == 2u);
+    BOOST_TEST(models[0].price_problem == "pricing.prompt is a string that is not a decimal amount");
+    BOOST_TEST(models[1].price_problem.empty());
+    const std::vector<std::pair<std::string, money>> others{
+        {"web_search", *money::parse("0.01")},
+        {"internal_reasoning", *money::parse("0.00003")},
+        {"overrides.prompt", *money::parse("0.000002")}};
+    BOOST_TEST((models[1].other_prices == others));
 }
 
 BOOST_AUTO_TEST_CASE(generation_and_key_spec_examples)
