@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace frugal {
@@ -45,6 +46,13 @@ struct sim_model {
     std::chrono::milliseconds time_to_first_token{0};
     std::chrono::milliseconds time_per_token{0};
     std::string alias_target;           ///< for `~author/family-latest` rows: the concrete model id
+    /// The row's `canonical_slug`; empty: the id without a `:free` suffix, so that a `:free`
+    /// row and its paid twin share one, as on OpenRouter.
+    std::string canonical_slug;
+    /// More members of the row's `pricing`, by name, each written as the JSON text given
+    /// (`"\"0.00002\""`, `"0.5"`, `"[]"`): prices frugal must read, or refuse. A decimal string
+    /// under `internal_reasoning` is also what the simulator bills a reasoning token.
+    std::vector<std::pair<std::string, std::string>> pricing_extra;
     std::string fault;                  ///< a fault every request to this model gets ("" for none)
     std::uint64_t created = 1767225600; ///< catalog `created`, Unix seconds
 };

@@ -1,4 +1,5 @@
 // `frugal batch`: a file of prompts through a cascade policy, inside a budget, with a report.
+#include "cli/alarm.hpp"
 #include "cli/commands.hpp"
 #include "cli/json_text.hpp"
 
@@ -202,6 +203,11 @@ void print_json(
             out += ",\"cost\":" + a.cost.to_string();
             out += ",\"cost_estimated\":";
             out += a.cost_estimated ? "true" : "false";
+            out += ",\"anomaly\":";
+            if (a.anomaly.empty())
+                out += "null";
+            else
+                append_json_string(out, a.anomaly);
             out += '}';
         }
         out += "]}";
@@ -426,6 +432,23 @@ int run_batch(const batch_options& options)
         print_json(prompts, outcomes, by_model, total);
     else
         print_table(outcomes, by_model, total, cap);
+
+    // Money first: a bill past the cap or an anomalous report is said on stderr and wins the
+    // exit status.
+    money_alarm alarm;
+    if (guard) {
+        for (const auto& a : guard->anomalies())
+            alarm.anomaly(a.model, a.what, a.booked);
+        for (const auto& b : guard->snapshot())
+            alarm.budget(b.name, b.committed, b.cap);
+    } else {
+        for (const auto& o : outcomes)
+            for (const auto& a : o.result.attempts)
+                if (!a.anomaly.empty())
+                    alarm.anomaly(a.model_asked, a.anomaly, a.cost);
+    }
+    if (alarm.print("batch", cap))
+        return exit_money;
     return any_failed || bad_lines > 0 ? exit_failure : 0;
 }
 

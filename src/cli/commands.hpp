@@ -24,6 +24,12 @@ namespace frugal::cli {
 inline constexpr int exit_failure = 1;
 /// Exit status of a command line that could not be understood.
 inline constexpr int exit_usage = 2;
+/// Exit status when the bill passed a cap or a provider's accounting was anomalous (a bill
+/// above the model's prices, a free model that billed, a reported cost that is negative or not
+/// a number): the command printed one line saying so. It wins over `exit_failure`.
+inline constexpr int exit_money = 3;
+/// The longest `--timeout` accepted, in seconds: a day.
+inline constexpr double max_timeout_seconds = 86400;
 
 struct sse_options {
     bool count = false;
@@ -33,6 +39,7 @@ struct sse_options {
 struct chat_options {
     std::string base_url;
     std::string model;
+    std::string budget; ///< USD, empty for none: the request then runs under a guard
     std::string prompt;
     bool stream = false;
     bool json = false;
@@ -42,7 +49,8 @@ struct chat_options {
 };
 
 /// `frugal chat`: one chat completion; the content (streamed token by token with `stream`) or
-/// one JSON object on stdout; on failure a single line on stderr and exit status 1.
+/// one JSON object on stdout; on failure a single line on stderr and exit status 1; a money
+/// anomaly or a passed cap, one line and exit status 3.
 int run_chat(const chat_options& options);
 
 struct batch_options {
@@ -65,7 +73,8 @@ fetch_catalog(boost::asio::io_context& io, chat_client& client, const char* comm
 
 /// `frugal batch`: every prompt of a JSONL file through a cascade policy, inside a budget;
 /// prints a table per model (or one JSON object) on stdout. Exit status 1 when a line was
-/// skipped or a prompt failed, 2 for a bad policy or command line.
+/// skipped or a prompt failed, 2 for a bad policy or command line, 3 (with one line on stderr)
+/// when the bill passed the cap or a provider's accounting was anomalous.
 int run_batch(const batch_options& options);
 
 struct report_options {
@@ -80,7 +89,8 @@ struct report_options {
 };
 
 /// `frugal report`: the usage report of a ledger (text, JSON, CSV or an HTML dashboard), with
-/// `reconcile` checked against the provider. Exit status 1 when the books and the bill differ.
+/// `reconcile` checked against the provider. Exit status 1 when the books and the bill differ,
+/// 3 (with one line on stderr) when the ledger holds an anomaly or spend past a cap.
 int run_report(const report_options& options);
 
 /// `--since`: a date, a UTC time or a span back from `now_ms` ("24h"); 0 for empty text.

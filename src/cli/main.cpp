@@ -3,10 +3,55 @@
 // without hand-written parsing).
 #include "cli/commands.hpp"
 
+#include <frugal/money.hpp>
+
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <exception>
+#include <string>
+
+namespace {
+
+// A number of seconds in [lo, hi] (lo itself excluded when `open`). CLI11's own range checks
+// compare with < and >, which a NaN passes, and converting NaN or 1e300 seconds to a duration
+// is undefined behaviour.
+CLI::Validator seconds(double lo, double hi, bool open)
+{
+    return CLI::Validator(
+        [lo, hi, open](std::string& text) -> std::string {
+            double v = 0;
+            std::size_t used = 0;
+            try {
+                v = std::stod(text, &used);
+            } catch (const std::exception&) {
+                used = 0;
+            }
+            if (used != text.size() || !std::isfinite(v) || v < lo || (open && v == lo) ||
+                v > hi)
+                return "expected a number of seconds " + std::string(open ? "above " : "from ") +
+                       CLI::detail::to_string(lo) + " up to " + CLI::detail::to_string(hi) +
+                       ", got \"" + text + "\"";
+            return {};
+        },
+        "SECONDS");
+}
+
+// An amount of USD: a cap of "" or "  " is a mistake, never "no cap".
+CLI::Validator usd_amount()
+{
+    return CLI::Validator(
+        [](std::string& text) -> std::string {
+            const auto m = frugal::money::parse(text);
+            if (!m || *m < frugal::money())
+                return "expected an amount of USD such as 0.50, got \"" + text + "\"";
+            return {};
+        },
+        "USD");
+}
+
+} // namespace
 
 int main(int argc, char** argv)
 {
@@ -36,6 +81,11 @@ int main(int argc, char** argv)
         "API base URL (default: OPENROUTER_BASE_URL, else https://openrouter.ai/api/v1)");
     chat_cmd->add_option("--model", chat.model, "Model id, e.g. google/gemma-4-31b-it:free")
         ->required();
+    chat_cmd
+        ->add_option(
+            "--budget", chat.budget,
+            "Spend cap in USD: the request is priced from the catalog and runs under a guard")
+        ->check(usd_amount());
     chat_cmd->add_flag("--stream", chat.stream, "Print the content as it arrives");
     chat_cmd->add_option("--max-tokens", chat.max_tokens, "Most tokens to generate");
     chat_cmd->add_flag(
@@ -43,9 +93,11 @@ int main(int argc, char** argv)
     chat_cmd->add_option("--ca-file", chat.ca_file, "PEM file of extra trusted CAs")
         ->check(CLI::ExistingFile);
     chat_cmd
-        ->add_option("--timeout", chat.timeout_seconds, "Deadline of the whole request, in seconds")
+        ->add_option(
+            "--timeout", chat.timeout_seconds,
+            "Deadline of the whole request, in seconds (at most a day)")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(seconds(0, max_timeout_seconds, true));
     chat_cmd->add_option("prompt", chat.prompt, "The user message")->required();
 
     batch_options batch;
@@ -57,7 +109,8 @@ int main(int argc, char** argv)
     batch_cmd->add_option("--policy", batch.policy_file, "Cascade policy (JSON, docs/routing.md)")
         ->required()
         ->check(CLI::ExistingFile);
-    batch_cmd->add_option("--budget", batch.budget, "Spend cap in USD, e.g. 0.50");
+    batch_cmd->add_option("--budget", batch.budget, "Spend cap in USD, e.g. 0.50")
+        ->check(usd_amount());
     batch_cmd->add_option("--concurrency", batch.concurrency, "Prompts in flight at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 100000));
@@ -73,7 +126,7 @@ int main(int argc, char** argv)
             "--budget-lease", batch.budget_lease_seconds,
             "Seconds a reservation in Redis lives unsettled (a killed process's become spend)")
         ->capture_default_str()
-        ->check(CLI::Range(1.0, 86400.0));
+        ->check(seconds(1, 86400, false));
     batch_cmd->add_flag(
         "--budget-fail-open", batch.budget_fail_open,
         "While Redis is down, grant escalations within this process's own cap instead of "
@@ -120,7 +173,7 @@ int main(int argc, char** argv)
             "--reconcile-wait", report.reconcile_wait_seconds,
             "Seconds after a generation ends during which a 404 is retried")
         ->capture_default_str()
-        ->check(CLI::Range(0.0, 86400.0));
+        ->check(seconds(0, 86400, false));
 
     demo_options demo;
     auto* demo_cmd = app.add_subcommand(

@@ -170,6 +170,9 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
             ++(rec.reason.empty() ? r.refused : r.denied);
         if (!rec.reason.empty())
             ++reasons[rec.reason];
+        if (!rec.anomaly.empty())
+            r.anomalies.push_back(
+                {rec.time_ms, rec.record_id, rec.model_asked, rec.cost, rec.anomaly});
         if (!billed(rec.outcome))
             continue;
         const auto& name = rec.model_served.empty() ? rec.model_asked : rec.model_served;
@@ -389,6 +392,15 @@ std::string format_text(const ledger_report& r)
                 c.cap == money() ? 100.0 : 100.0 * c.spent.to_double() / c.cap.to_double());
         }
     }
+    if (!r.anomalies.empty()) {
+        appendf(
+            out, "\nANOMALIES: %zu records whose cost is not what the provider reported:\n",
+            r.anomalies.size());
+        for (const auto& a : r.anomalies) {
+            out += "  " + utc_date(a.time_ms, true) + " record " + std::to_string(a.record_id) +
+                   " " + a.model + ": " + a.what + "; booked " + usd(a.cost) + '\n';
+        }
+    }
     if (r.open_reservations != 0) {
         appendf(
             out,
@@ -516,6 +528,16 @@ std::string format_json(const ledger_report& r)
             {"cap", jmoney(c.cap)}});
     }
     o["caps"] = std::move(caps);
+    json::array anomalies;
+    for (const auto& a : r.anomalies) {
+        anomalies.push_back(json::object{
+            {"time", utc_date(a.time_ms, true)},
+            {"record_id", a.record_id},
+            {"model", a.model},
+            {"cost", jmoney(a.cost)},
+            {"what", a.what}});
+    }
+    o["anomalies"] = std::move(anomalies);
     o["open_reservations"] =
         json::object{{"count", r.open_reservations}, {"amount", jmoney(r.open_amount)}};
     json::array timeline;
@@ -545,19 +567,29 @@ std::string format_json(const ledger_report& r)
 
 namespace {
 
-// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled.
+} // namespace
+
+// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled. A text
+// that a spreadsheet would run as a formula (it begins with = + - @, a tab or a carriage
+// return: OWASP's list) gets a leading apostrophe, which spreadsheets show as text.
 std::string csv_field(std::string_view s)
 {
-    if (s.find_first_of(",\"\r\n") == std::string_view::npos)
-        return std::string(s);
+    std::string text;
+    if (!s.empty() && std::string_view("=+-@\t\r").find(s.front()) != std::string_view::npos)
+        text = "'";
+    text += s;
+    if (text.find_first_of(",\"\r\n") == std::string::npos)
+        return text;
     std::string out = "\"";
-    for (char c : s) {
+    for (char c : text) {
         if (c == '"')
             out += '"';
         out += c;
     }
     return out + '"';
 }
+
+namespace {
 
 } // namespace
 
@@ -590,6 +622,8 @@ std::string format_csv(const ledger_report& r)
     for (const auto& x : r.reconcile.differences)
         row("difference", x.generation_id, "", "", "", x.recorded.to_string(),
             x.billed.to_string());
+    for (const auto& a : r.anomalies)
+        row("anomaly", a.model + ": " + a.what, "", "", "", a.cost.to_string(), "");
     return out;
 }
 

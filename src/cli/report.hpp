@@ -83,6 +83,15 @@ struct reconcile_result {
     std::size_t open_left = 0; ///< open reservations no lookup could prove (still spent)
 };
 
+/// A record whose cost is not simply what the provider reported (`attempt_record::anomaly`).
+struct anomaly_row {
+    std::int64_t time_ms = 0;
+    std::uint64_t record_id = 0;
+    std::string model; ///< the model asked
+    money cost;        ///< what the ledger booked
+    std::string what;
+};
+
 struct ledger_report {
     std::int64_t first_ms = 0;
     std::int64_t last_ms = 0;
@@ -98,6 +107,7 @@ struct ledger_report {
     std::vector<usage_row> tiers;                             ///< by tier index
     std::vector<std::pair<std::string, std::size_t>> reasons; ///< escalation reasons, by count
     std::vector<cap_row> caps;
+    std::vector<anomaly_row> anomalies; ///< oldest first
     std::size_t open_reservations = 0;
     money open_amount;
     std::string flagship; ///< the policy's top tier, when the ledger notes it
@@ -113,6 +123,10 @@ ledger_report build_report(const ledger_data& data, std::int64_t now_ms);
 std::string format_text(const ledger_report& r);
 std::string format_json(const ledger_report& r);
 std::string format_csv(const ledger_report& r);
+
+/// A CSV field (RFC 4180), neutralised for spreadsheets: text beginning with = + - @, a tab or
+/// a carriage return is prefixed with an apostrophe so that it is never run as a formula.
+std::string csv_field(std::string_view s);
 std::string format_html(const ledger_report& r);
 
 struct reconcile_options {

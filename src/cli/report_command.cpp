@@ -1,5 +1,6 @@
 // `frugal report`: a ledger's usage per model, tier and cap, the saving against the flagship
 // alone, and (with --reconcile) the provider's bill for every generation.
+#include "cli/alarm.hpp"
 #include "cli/commands.hpp"
 #include "cli/report.hpp"
 
@@ -90,6 +91,13 @@ int run_report(const report_options& options)
         std::fputs(format_csv(report).c_str(), stdout);
     else if (options.html_file.empty())
         std::fputs(format_text(report).c_str(), stdout);
+    money_alarm alarm;
+    for (const auto& a : report.anomalies)
+        alarm.anomaly(a.model, a.what, a.cost);
+    for (const auto& c : report.caps)
+        alarm.budget(c.budget, c.spent, c.cap);
+    if (alarm.print("report"))
+        return exit_money;
     // Like diff(1): a difference between the books and the bill, or a generation the provider
     // no longer knows, is a failure to look at.
     return report.reconcile.differences.empty() && report.reconcile.unverified.empty()

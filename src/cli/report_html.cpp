@@ -239,6 +239,18 @@ std::string format_html(const ledger_report& r)
         }
         s += "</table>\n";
     }
+    if (!r.anomalies.empty()) {
+        s += "<h2 class=\"bad\">Anomalies</h2><p>Records whose cost is not what the provider "
+             "reported: a bill above the model's prices, or a reported cost frugal could not "
+             "take as a bill.</p><table><tr><th>time</th><th>record</th><th>model</th>"
+             "<th>booked</th><th>what</th></tr>";
+        for (const auto& a : r.anomalies) {
+            s += "<tr><td>" + esc(format_utc(a.time_ms, "%Y-%m-%d %H:%M:%S")) + "</td><td>" +
+                 std::to_string(a.record_id) + "</td><td>" + esc(a.model) + "</td><td>" +
+                 esc(a.cost.to_string()) + "</td><td>" + esc(a.what) + "</td></tr>";
+        }
+        s += "</table>\n";
+    }
     const auto& c = r.reconcile;
     if (c.ran) {
         s += "<h2>Reconciliation with the provider</h2><p>" + std::to_string(c.checked) +

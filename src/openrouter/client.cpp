@@ -7,6 +7,7 @@
 #include "http/pool.hpp"
 #include "http/url.hpp"
 #include "openrouter/codec.hpp"
+#include "openrouter/scrub.hpp"
 
 #include <frugal/sse_parser.hpp>
 
@@ -106,6 +107,28 @@ void fill(diagnostics& d, const openrouter::provider_error_info& e)
     d.raw = e.raw;
     if (!e.provider.empty())
         d.provider = e.provider;
+}
+
+// The key never leaves in what a provider sent back: an error may echo the request's headers.
+void scrub(const openrouter::key_scrubber& k, diagnostics& d)
+{
+    if (!k)
+        return;
+    for (auto* text : {&d.message, &d.code, &d.error_type, &d.raw, &d.provider, &d.generation_id})
+        k.scrub(*text);
+}
+
+void scrub(const openrouter::key_scrubber& k, chat_response& r)
+{
+    if (!k)
+        return;
+    for (auto* text : {&r.id, &r.model, &r.provider, &r.content, &r.reasoning, &r.refusal})
+        k.scrub(*text);
+    for (auto& t : r.tool_calls) {
+        k.scrub(t.id);
+        k.scrub(t.name);
+        k.scrub(t.arguments);
+    }
 }
 
 // Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3).
@@ -222,6 +245,7 @@ struct chat_client::impl : std::enable_shared_from_this<impl> {
             }
         }
         key = route.key();
+        scrubber = openrouter::key_scrubber(params.api_key);
         // Everything but the request line and the body is the same for every request.
         fixed_headers =
             "Host: " +
@@ -260,6 +284,7 @@ struct chat_client::impl : std::enable_shared_from_this<impl> {
     std::string base_path;
     std::shared_ptr<asio::ssl::context> tls;
     std::string fixed_headers;
+    openrouter::key_scrubber scrubber;
     http::pool pool;
     std::mt19937_64 rng;
 };
@@ -650,6 +675,8 @@ chat_op(
             }
         }
     }
+    scrub(c->scrubber, diag);
+    scrub(c->scrubber, response);
     if (out != nullptr)
         *out = std::move(diag);
     co_return std::tuple{ec, std::move(response)};
@@ -672,6 +699,7 @@ get_op(std::shared_ptr<client_impl> c, std::string path, Decode decode, diagnost
             diag.message = "unexpected response: " + snippet(text);
         }
     }
+    scrub(c->scrubber, diag);
     if (out != nullptr)
         *out = std::move(diag);
     co_return std::tuple{ec, std::move(value)};
@@ -955,12 +983,20 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
 
     error_code take(chat_delta& out)
     {
+        const auto& k = client->scrubber;
         if (pending.events != 0) {
             out = std::move(pending);
             pending = chat_delta{};
+            if (k) {
+                // A key cut across two events is out of reach here; whole, it is not.
+                k.scrub(out.content);
+                k.scrub(out.reasoning);
+            }
             return {};
         }
         done = true;
+        scrub(k, diag);
+        scrub(k, response);
         if (error) {
             abandon();
             return error;
@@ -1139,6 +1175,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
         }
         const auto delay = retry_delay(*c, ec, st, diag, attempt, s->total);
         if (!delay) {
+            scrub(c->scrubber, diag);
             s->fail(ec);
             s->done = true;
             co_return std::tuple{ec, false};

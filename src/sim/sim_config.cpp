@@ -288,6 +288,14 @@ void read_model(const json::value& v, const std::string& where, sim_model& m, st
     r.field("alias_target", [&](auto& x, auto w) { s.get(x, w, m.alias_target); });
     r.field("fault", [&](auto& x, auto w) { s.get(x, w, m.fault); });
     r.field("created", [&](auto& x, auto w) { s.get(x, w, m.created); });
+    r.field("canonical_slug", [&](auto& x, auto w) { s.get(x, w, m.canonical_slug); });
+    r.field("pricing_extra", [&](auto& x, const std::string& w) {
+        if (!x.is_object())
+            return s.fail(w, "expected an object of pricing members");
+        m.pricing_extra.clear();
+        for (const auto& kv : x.get_object())
+            m.pricing_extra.emplace_back(std::string(kv.key()), json::serialize(kv.value()));
+    });
     r.finish();
 }
 

@@ -41,6 +41,38 @@ bool is_free(const sim_model& m)
     return m.id.size() > 5 && m.id.ends_with(":free");
 }
 
+// The members of a row's pricing after prompt, completion and request: OpenRouter's usual
+// zero prices for images, web search and reasoning, then the row's own extras (which replace
+// those of the same name).
+std::string pricing_tail(const sim_model& m)
+{
+    std::string b;
+    for (const char* name : {"image", "web_search", "internal_reasoning"}) {
+        const bool own = std::any_of(m.pricing_extra.begin(), m.pricing_extra.end(), [&](auto& e) {
+            return e.first == name;
+        });
+        if (!own)
+            b += std::string(",\"") + name + "\":\"0\"";
+    }
+    for (const auto& [name, value] : m.pricing_extra) {
+        b += ",\"";
+        append_json_escaped(b, name);
+        b += "\":";
+        b += value;
+    }
+    return b;
+}
+
+// What a model bills a reasoning token: its `internal_reasoning` extra, when that is a price.
+attodollars reasoning_price_of(const sim_model& m)
+{
+    for (const auto& [name, value] : m.pricing_extra) {
+        if (name == "internal_reasoning" && value.size() >= 2 && value.front() == '"')
+            return parse_usd(std::string_view(value).substr(1, value.size() - 2)).value_or(0);
+    }
+    return 0;
+}
+
 std::string lower(std::string_view s)
 {
     std::string out(s);
@@ -60,6 +92,8 @@ struct directives {
     std::string poor;
     std::optional<bool> keepalive;
     std::string usage;
+    std::string overbill; // USD billed on top of the prices
+    std::string cost;     // how usage.cost lies
 };
 
 template <class T>
@@ -107,6 +141,10 @@ void parse_directives(std::string_view text, directives& d)
                 d.keepalive = v == "1" || v == "true";
             else if (k == "usage")
                 d.usage = std::string(v);
+            else if (k == "overbill")
+                d.overbill = std::string(v);
+            else if (k == "cost")
+                d.cost = std::string(v);
         }
     }
 }
@@ -311,7 +349,7 @@ engine::engine(sim_config config) : config_(std::move(config)), rng_(config_.see
         if (i != 0)
             b += ',';
         b += "{\"id\":\"" + m.id + "\",\"canonical_slug\":\"";
-        b += m.id.substr(0, m.id.find(':'));
+        b += m.canonical_slug.empty() ? m.id.substr(0, m.id.find(':')) : m.canonical_slug;
         b += "\",\"hugging_face_id\":null,\"name\":\"";
         append_json_escaped(b, m.name);
         b += "\",\"created\":" + std::to_string(m.created) + ",\"description\":\"";
@@ -321,9 +359,9 @@ engine::engine(sim_config config) : config_(std::move(config)), rng_(config_.see
              "\"output_modalities\":[\"text\"],\"tokenizer\":\"Other\",\"instruct_type\":null},"
              "\"pricing\":{\"prompt\":\"" +
              priced->prompt_price + "\",\"completion\":\"" + priced->completion_price +
-             "\",\"request\":\"" + priced->request_price +
-             "\",\"image\":\"0\",\"web_search\":\"0\",\"internal_reasoning\":\"0\"},"
-             "\"top_provider\":{\"context_length\":" +
+             "\",\"request\":\"" + priced->request_price + '"' +
+             pricing_tail(*priced) +
+             "},\"top_provider\":{\"context_length\":" +
              std::to_string(priced->context_length) +
              ",\"max_completion_tokens\":" + std::to_string(priced->max_completion_tokens) +
              ",\"is_moderated\":false},\"per_request_limits\":null,\"supported_parameters\":"
@@ -728,6 +766,9 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     c.prompt_cost = prompt_cost;
     c.completion_price = completion_price;
     c.request_price = request_price;
+    c.reasoning_price = reasoning_price_of(*model);
+    c.overbill = d.overbill.empty() ? 0 : parse_usd(d.overbill).value_or(0);
+    c.cost_report = d.cost;
     c.cancel_supported = model->cancel_supported;
     c.time_to_first_token = model->time_to_first_token;
     c.time_per_token = model->time_per_token;
@@ -990,15 +1031,35 @@ void engine::append_usage(std::string& b, const completion& c, std::size_t n) co
     std::size_t reasoning = 0;
     for (std::size_t i = 0; i < n; ++i)
         reasoning += c.pieces[i].reasoning ? 1 : 0;
-    const std::string cost = to_string(c.cost(n));
+    const attodollars billed = c.cost(n);
+    const std::string cost = to_string(billed);
     b += "{\"prompt_tokens\":";
     b += std::to_string(c.prompt_tokens);
     b += ",\"completion_tokens\":";
     b += std::to_string(n);
     b += ",\"total_tokens\":";
     b += std::to_string(c.prompt_tokens + n);
-    b += ",\"cost\":";
-    b += cost;
+    // `[sim cost=...]`: how a provider's report can lie; the bill stays the truth.
+    if (c.cost_report != "missing") {
+        b += ",\"cost\":";
+        if (c.cost_report == "null")
+            b += "null";
+        else if (c.cost_report == "negative")
+            b += "-" + to_string(billed + parse_usd("0.01").value_or(0));
+        else if (c.cost_report == "string")
+            b += "\"" + cost + "\"";
+        else if (c.cost_report == "huge")
+            b += "1e300";
+        else if (c.cost_report == "bool")
+            b += "true";
+        else if (c.cost_report == "float") // the bill plus floating-point residue
+            b += cost.find('.') == std::string::npos ? cost + ".000000000000000001"
+                                                     : cost + "000000000000000001";
+        else if (c.cost_report == "zero")
+            b += "0";
+        else
+            b += cost;
+    }
     b += ",\"is_byok\":false,\"prompt_tokens_details\":{\"cached_tokens\":0,\"cache_write_tokens\":"
          "0,"
          "\"audio_tokens\":0,\"video_tokens\":0},\"cost_details\":{\"upstream_inference_cost\":";
@@ -1006,7 +1067,7 @@ void engine::append_usage(std::string& b, const completion& c, std::size_t n) co
     b += ",\"upstream_inference_prompt_cost\":";
     b += to_string(c.prompt_cost + c.request_price);
     b += ",\"upstream_inference_completions_cost\":";
-    b += to_string(c.completion_price * static_cast<attodollars>(n));
+    b += to_string(billed - c.prompt_cost - c.request_price - c.overbill);
     b += "},\"completion_tokens_details\":{\"reasoning_tokens\":";
     b += std::to_string(reasoning);
     b += ",\"image_tokens\":0,\"audio_tokens\":0}}";

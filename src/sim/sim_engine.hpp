@@ -94,6 +94,9 @@ struct completion {
     attodollars prompt_cost = 0;
     attodollars completion_price = 0;
     attodollars request_price = 0;
+    attodollars reasoning_price = 0; // per reasoning piece; 0: the completion price
+    attodollars overbill = 0;        // billed on top of the prices (`[sim overbill=USD]`)
+    std::string cost_report;         // how `usage.cost` lies (`[sim cost=...]`); empty: truth
     bool cancel_supported = true;
     std::chrono::milliseconds time_to_first_token{0};
     std::chrono::milliseconds time_per_token{0};
@@ -103,10 +106,16 @@ struct completion {
     std::size_t after = 0; // token index at which a cut/stall/malformed/error fault strikes
     std::chrono::milliseconds stall{0};
 
-    /// Cost of the first `n` pieces: prompt, request and n completion tokens.
+    /// Cost of the first `n` pieces: prompt, request and n completion tokens (reasoning ones
+    /// at the reasoning price, when the model has one), plus any overbill.
     attodollars cost(std::size_t n) const
     {
-        return prompt_cost + request_price + completion_price * static_cast<attodollars>(n);
+        attodollars c =
+            prompt_cost + request_price + overbill + completion_price * static_cast<attodollars>(n);
+        if (reasoning_price != 0)
+            for (std::size_t i = 0; i < n && i < pieces.size(); ++i)
+                c += pieces[i].reasoning ? reasoning_price - completion_price : 0;
+        return c;
     }
 };
 

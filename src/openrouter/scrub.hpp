@@ -1,0 +1,41 @@
+#ifndef FRUGAL_SRC_OPENROUTER_SCRUB_HPP
+#define FRUGAL_SRC_OPENROUTER_SCRUB_HPP
+
+// Removes an API key from text a provider sent back (an error that echoes the Authorization
+// header, a debug body), in any form frugal can recognise: whole or cut short, in any letter
+// case, percent-encoded, or inside base64 ("Bearer KEY" as an echoed header, or KEY alone).
+// Every run of `window` or more characters of the key is replaced by "[redacted]".
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace frugal::openrouter {
+
+class key_scrubber {
+public:
+    /// The shortest run of the key that is redacted: long enough that no ordinary text holds
+    /// one by chance, short enough that a key cut for display still is.
+    static constexpr std::size_t window = 12;
+
+    key_scrubber() = default;
+    explicit key_scrubber(std::string_view key);
+
+    /// Whether there is a key to look for.
+    explicit operator bool() const noexcept { return !forms_.empty(); }
+
+    /// Redacts every run of the key in `text`.
+    void scrub(std::string& text) const;
+
+private:
+    // The key's forms, lower-cased (matching ignores case), and a filter over the hashes of
+    // their windows so that most positions of a text are passed over after one bit test.
+    std::vector<std::string> forms_;
+    std::vector<std::uint64_t> filter_;
+    bool may_hold(std::uint64_t h) const noexcept;
+};
+
+} // namespace frugal::openrouter
+
+#endif // FRUGAL_SRC_OPENROUTER_SCRUB_HPP
