@@ -55,7 +55,7 @@ sanitize: deps
 		-DFRUGAL_SANITIZE=ON -DFRUGAL_BUILD_BENCHMARKS=OFF -DFRUGAL_BUILD_EXAMPLES=OFF
 	@cmake --build $(SAN_DIR) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 SSE_DIFF_STREAMS=500 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 SSE_DIFF_STREAMS=500 FRUGAL_EDGE_RUNS=500 \
 		ctest --test-dir $(SAN_DIR) --output-on-failure -j $(JOBS)
 
 fuzz: deps

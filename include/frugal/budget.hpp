@@ -279,7 +279,8 @@ public:
     }
 
     /// Lowers a settled record's cost to what the provider proved it billed (a generation
-    /// lookup), giving the difference back to its budgets. A larger proven bill raises it.
+    /// lookup), giving the difference back to its budgets. A larger proven bill raises it, and
+    /// is a surprise: it stops the budgets it is charged to (see `anomalies()`).
     boost::system::error_code correct(std::uint64_t record_id, money proven);
 
     /// Reservations left open by an earlier run that crashed (they count as spent).

@@ -660,14 +660,44 @@ public:
             if (ec)
                 return ec;
             bool total_done = false;
+            const money delta = moved.empty() ? money() : moved.front().amount;
+            reached_.clear();
+            spend_anomaly a;
             for (const auto& m : moved) {
                 if (!total_done) {
                     book_.total_committed += m.amount;
                     total_done = true;
                 }
-                if (auto* a = book_.find_or_make(m.budget))
-                    if (m.window == a->current.window)
-                        a->current.committed += m.amount;
+                auto* account = book_.find_or_make(m.budget);
+                if (account == nullptr)
+                    continue;
+                if (m.window == account->current.window)
+                    account->current.committed += m.amount;
+                a.budgets.push_back(account->name);
+                if (delta > money())
+                    reached_.push_back(account);
+            }
+            if (delta > money()) {
+                // The provider's own record proves a bill above what frugal booked: the whole
+                // reservation (the worst case of the model's prices) or the cost it reported.
+                // A surprise, as at settlement.
+                a.time_ms = now_ms();
+                a.booked = proven;
+                a.allowed = proven - delta;
+                a.surprise = true;
+                a.what = "the provider's record of ledger record " + std::to_string(record_id) +
+                         " proves a bill of $" + proven.to_string() + " where $" +
+                         a.allowed.to_string() + " was booked";
+                ++book_.price_anomalies;
+                ++anomaly_count_;
+                for (auto* account : reached_) {
+                    if (!account->stopped)
+                        account->stopped_by = a.what;
+                    account->stopped = true;
+                }
+                if (anomalies_.size() < max_kept_anomalies)
+                    anomalies_.push_back(std::move(a));
+                trip(to_cancel);
             }
             pump(done);
         }

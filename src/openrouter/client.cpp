@@ -585,6 +585,10 @@ template <class T>
 asio::awaitable<void>
 deliver_into(std::shared_ptr<launched<T>> st, asio::awaitable<std::tuple<error_code, T>> op)
 {
+    // Cancellation must end the operation with an error code, never an exception: a request
+    // whose write completed just before it was cancelled must still report `request_sent`
+    // (it may be billed), which an exception thrown at the next co_await would lose.
+    co_await asio::this_coro::throw_if_cancelled(false);
     auto [ec, value] = co_await std::move(op);
     st->ec = ec;
     st->value = std::move(value);
@@ -1120,6 +1124,7 @@ struct delta_completion {
 asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
     std::shared_ptr<client_impl> c, chat_request req, std::shared_ptr<chat_stream::state> s)
 {
+    co_await asio::this_coro::throw_if_cancelled(false); // as deliver_into: errors, not throws
     diagnostics& diag = s->diag;
     if (c->config_error) {
         diag.message = c->config_detail;

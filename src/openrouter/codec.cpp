@@ -394,9 +394,9 @@ std::optional<money> reported_cost(std::string_view text, std::string& rejected)
     if (!m)
         rejected = "out of range (" + shown + ")";
     else if (*m < money())
-        rejected = "negative (" + shown + ")";
+        rejected = "negative (" + m->to_string() + ")";
     else if (*m > max_reported_cost)
-        rejected = "above $" + max_reported_cost.to_string() + " (" + shown + ")";
+        rejected = "above $" + max_reported_cost.to_string() + " (" + m->to_string() + ")";
     else
         return m;
     return std::nullopt;

@@ -714,6 +714,30 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
             r.headers.emplace_back("Retry-After", retry_after);
         return r;
     }
+    if (fault_name == "echo-key") {
+        // A misbehaving upstream that echoes the request's credentials back: plainly in the
+        // message, cut short and in base64 in the raw text. A client must never show them.
+        const std::string token(
+            req.authorization.substr(std::min<std::size_t>(req.authorization.size(), 7)));
+        std::string raw = "upstream saw Authorization: ";
+        static constexpr char b64[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const std::string header = "Bearer " + token;
+        for (std::size_t i = 0; i + 2 < header.size(); i += 3) {
+            const unsigned v = static_cast<unsigned char>(header[i]) << 16 |
+                               static_cast<unsigned char>(header[i + 1]) << 8 |
+                               static_cast<unsigned char>(header[i + 2]);
+            for (const int shift : {18, 12, 6, 0})
+                raw += b64[v >> shift & 63];
+        }
+        raw += " (first part " + token.substr(0, 20) + ")";
+        std::string md = "{\"raw\":\"";
+        append_json_escaped(md, raw);
+        md += "\",\"provider_name\":\"";
+        append_json_escaped(md, model->provider);
+        md += "\"}";
+        return error_reply(400, "Invalid request header Authorization: Bearer " + token, md);
+    }
     if (fault_name == "403") {
         std::string md = "{\"reasons\":[\"harassment\"],\"flagged_input\":\"";
         append_json_escaped(md, last_user.substr(0, 100));
