@@ -68,7 +68,11 @@ struct chat_request {
     std::optional<provider_preferences> provider;
     std::string user; ///< the end user, for abuse isolation
     /// JSON object text whose members are added to the request body untouched (tools,
-    /// plugins, reasoning settings...). Its members must not repeat the typed fields.
+    /// plugins, reasoning settings...). It may not set what the typed request or the budget
+    /// guard owns (`model`, `models`, `messages`, `max_tokens`, `max_completion_tokens`,
+    /// `stream`, `stream_options`, `usage`, `n`, `best_of`, or a typed field this request
+    /// sets): such a request fails with `error::bad_request_body` before anything is sent.
+    /// Under a cap, members that add fees the catalog cannot bound are refused (docs/budget.md).
     std::string extra_body;
     bool operator==(const chat_request&) const = default;
 };
