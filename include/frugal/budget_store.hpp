@@ -92,6 +92,16 @@ struct reservation_entry {
     bool operator==(const reservation_entry&) const = default;
 };
 
+/// A reservation a shared store turned into spend because the process that made it died (a
+/// Redis lease ran out), kept so that a generation lookup can settle it to the proven bill.
+struct swept_reservation {
+    std::string key;           ///< the store's name for it
+    std::string generation_id; ///< empty when the process died before it was known
+    std::string model;
+    std::vector<budget_charge> charges; ///< the amount it was turned into, per budget window
+    bool operator==(const swept_reservation&) const = default;
+};
+
 /// A new reservation as the guard hands it to a store.
 struct reservation_view {
     std::uint64_t id = 0;
@@ -172,6 +182,16 @@ public:
     /// Every note, ordered by key.
     virtual boost::system::error_code
     read_notes(std::vector<std::pair<std::string, std::string>>& out);
+
+    /// The reservations this store turned into spend after their process died; none for a
+    /// store that keeps them open instead (memory, SQLite: `budget_store_state::open`).
+    virtual boost::system::error_code read_swept(std::vector<swept_reservation>& out);
+
+    /// Replaces the spend of swept reservation `s` by `record.cost` (a proven bill) in the
+    /// windows it was charged to, and appends `record` to the ledger, counted once: fails with
+    /// `error::not_found` when it was settled already.
+    virtual boost::system::error_code
+    settle_swept(const swept_reservation& s, attempt_record& record);
 
     /// Waits up to `timeout` until every change the store accepted has reached where it is
     /// kept. A store that writes before it returns (memory, SQLite) has nothing to wait for; a

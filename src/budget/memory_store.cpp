@@ -43,6 +43,17 @@ boost::system::error_code budget_store::sync(std::chrono::milliseconds)
     return {};
 }
 
+boost::system::error_code budget_store::read_swept(std::vector<swept_reservation>& out)
+{
+    out.clear();
+    return {};
+}
+
+boost::system::error_code budget_store::settle_swept(const swept_reservation&, attempt_record&)
+{
+    return error::not_found;
+}
+
 namespace {
 
 // Strings that repeat from record to record (models, providers, keys), stored once.

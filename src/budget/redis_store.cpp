@@ -175,6 +175,30 @@ redis.call('HSET', key, 'a:' .. inst, ARGV[5])
 return 1
 )lua";
 
+// Sweeps what has expired, then answers nothing: `read_swept` runs it before it looks.
+// ARGV: prefix, now_ms.
+constexpr const char* sweep_lua = R"lua(
+sweep(ARGV[1], ARGV[1] .. ':spend', tonumber(ARGV[2]))
+return 1
+)lua";
+
+// A swept reservation proven by the provider's bill: its spend replaced by the bill in each
+// window, once. ARGV: prefix, RID, bill.
+constexpr const char* settle_swept_lua = R"lua(
+local P, rid, bill = ARGV[1], ARGV[2], ARGV[3]
+local s = redis.call('GET', P .. ':swept:' .. rid)
+if not s then return 0 end
+local nl = string.find(s, '\n', 1, true)
+local amount, fields = entry(string.sub(s, nl + 1))
+local key = P .. ':spend'
+for _, f in ipairs(fields) do
+  redis.call('HINCRBY', key, 'c:' .. f, neg(amount))
+  redis.call('HINCRBY', key, 'c:' .. f, bill)
+end
+redis.call('DEL', P .. ':swept:' .. rid)
+return 1
+)lua";
+
 std::int64_t unix_ms()
 {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -462,6 +486,109 @@ public:
     error_code read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out) override
     {
         return ledger_->read_ledger(since_ms, out);
+    }
+
+    error_code read_swept(std::vector<swept_reservation>& out) override
+    {
+        out.clear();
+        // What expired since the last sweep is swept first (a dead fleet sweeps nothing).
+        auto sweep = std::make_shared<waiter>();
+        sweep->args = {"EVAL", std::string(lua_prelude) + sweep_lua, "0", params_.prefix,
+                       std::to_string(unix_ms())};
+        if (!ask(sweep, true))
+            return error::budget_store_failed; // unreachable
+        std::vector<std::string> keys;
+        std::string cursor = "0";
+        do {
+            auto scan = std::make_shared<waiter>();
+            scan->args = {"SCAN", cursor, "MATCH", params_.prefix + ":swept:*", "COUNT", "1000"};
+            scan->on_reply = [&](const redisReply* r) {
+                if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+                    return;
+                cursor.assign(r->element[0]->str, r->element[0]->len);
+                const auto* list = r->element[1];
+                for (std::size_t i = 0; i < list->elements; ++i)
+                    keys.emplace_back(list->element[i]->str, list->element[i]->len);
+            };
+            const std::string before = cursor;
+            if (!ask(scan, true))
+                return error::budget_store_failed; // unreachable
+            if (cursor == before && cursor != "0")
+                return error::budget_store_failed; // a reply that does not move on
+        } while (cursor != "0");
+        const std::string prefix = params_.prefix + ":swept:";
+        for (const auto& k : keys) {
+            std::string value;
+            bool found = false;
+            auto get = std::make_shared<waiter>();
+            get->args = {"GET", k};
+            get->on_reply = [&](const redisReply* r) {
+                if (r->type == REDIS_REPLY_STRING) {
+                    value.assign(r->str, r->len);
+                    found = true;
+                }
+            };
+            if (!ask(get, true))
+                return error::budget_store_failed; // unreachable
+            if (!found)
+                continue; // settled meanwhile
+            // "GEN\nAMOUNT\nWINDOW:BUDGET..."
+            swept_reservation sw;
+            sw.key = k.substr(prefix.size());
+            std::vector<std::string_view> parts;
+            std::string_view rest = value;
+            while (true) {
+                const auto nl = rest.find('\n');
+                parts.push_back(rest.substr(0, nl));
+                if (nl == std::string_view::npos)
+                    break;
+                rest.remove_prefix(nl + 1);
+            }
+            std::int64_t amount = 0;
+            if (parts.size() < 2 ||
+                std::from_chars(parts[1].data(), parts[1].data() + parts[1].size(), amount).ec !=
+                    std::errc())
+                return error::budget_store_failed; // not this store's data
+            sw.generation_id = std::string(parts[0]);
+            for (std::size_t i = 2; i < parts.size(); ++i) {
+                const auto colon = parts[i].find(':');
+                budget_charge c;
+                if (colon == std::string_view::npos ||
+                    std::from_chars(parts[i].data(), parts[i].data() + colon, c.window).ec !=
+                        std::errc())
+                    return error::budget_store_failed;
+                c.budget = std::string(parts[i].substr(colon + 1));
+                c.amount = money::from_units(amount);
+                sw.charges.push_back(std::move(c));
+            }
+            out.push_back(std::move(sw));
+        }
+        return {};
+    }
+
+    error_code settle_swept(const swept_reservation& sw, attempt_record& record) override
+    {
+        if (record.cost < money())
+            return error::budget_store_failed;
+        auto w = std::make_shared<waiter>();
+        w->args = {"EVAL",  std::string(lua_prelude) + settle_swept_lua,
+                   "0",     params_.prefix,
+                   sw.key,  std::to_string(record.cost.units())};
+        int settled = -1;
+        w->on_reply = [&settled](const redisReply* r) {
+            if (r->type == REDIS_REPLY_INTEGER)
+                settled = static_cast<int>(r->integer);
+        };
+        if (!ask(w, true))
+            return error::budget_store_failed; // unreachable
+        if (settled == 0)
+            return error::not_found;
+        if (settled != 1)
+            return error::budget_store_failed;
+        std::vector<budget_charge_view> views;
+        for (const auto& c : sw.charges)
+            views.push_back({c.budget, c.window, record.cost, money(), 0});
+        return ledger_->settle(0, views, record);
     }
     error_code put_note(std::string_view key, std::string_view value) override
     {

@@ -86,6 +86,7 @@ struct report_options {
     bool reconcile = false;
     std::string base_url;
     double reconcile_wait_seconds = 15;
+    std::string budget_store; ///< redis://...: settle the fleet's swept reservations too
 };
 
 /// `frugal report`: the usage report of a ledger (text, JSON, CSV or an HTML dashboard), with

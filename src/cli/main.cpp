@@ -168,6 +168,10 @@ int main(int argc, char** argv)
     report_cmd->add_option(
         "--base-url", report.base_url,
         "API base URL for --reconcile (default: the one the ledger was written against)");
+    report_cmd->add_option(
+        "--budget-store", report.budget_store,
+        "redis://HOST:PORT/DB: with --reconcile, also settle the reservations the fleet's "
+        "store turned into spend when their process died");
     report_cmd
         ->add_option(
             "--reconcile-wait", report.reconcile_wait_seconds,

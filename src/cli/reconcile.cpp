@@ -99,6 +99,23 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
         error = options.ledger_path + ": the ledger could not be read";
         return false;
     }
+    // A fleet's store: its dead processes' reservations were swept into spend in Redis.
+    std::vector<swept_reservation> swept;
+    if (!options.budget_store.empty()) {
+        redis_store_params rp;
+        rp.url = options.budget_store;
+        std::string detail;
+        auto shared = open_redis_store(rp, store, ec, detail);
+        if (!shared) {
+            error = "--budget-store: " + detail;
+            return false;
+        }
+        if (shared->read_swept(swept)) {
+            error = "--budget-store: the swept reservations could not be read from " + rp.url;
+            return false;
+        }
+        store = std::move(shared);
+    }
 
     client_params params;
     params.base_url = options.base_url;
@@ -139,6 +156,17 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
         for_record.push_back(nullptr);
         for_open.push_back(&o);
     }
+    std::vector<const swept_reservation*> for_swept(lookups.size(), nullptr);
+    for (const auto& sw : swept) {
+        if (sw.generation_id.empty()) {
+            ++out.open_left;
+            continue;
+        }
+        lookups.push_back({sw.generation_id, 0, {}, {}, {}});
+        for_record.push_back(nullptr);
+        for_open.push_back(nullptr);
+        for_swept.push_back(&sw);
+    }
 
     std::size_t next = 0;
     for (std::size_t w = 0; w < std::max<std::size_t>(options.concurrency, 1); ++w) {
@@ -170,9 +198,23 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
 
     for (std::size_t i = 0; i < lookups.size(); ++i) {
         auto& l = lookups[i];
+        if (l.found && !l.found->total_cost_rejected.empty()) {
+            // Never written into the books: a negative or unreadable bill proves nothing.
+            const auto* r = for_record[i];
+            const auto* o = for_open[i];
+            out.rejected.push_back(
+                {r != nullptr ? r->record_id : 0, l.generation_id,
+                 "total_cost was " + l.found->total_cost_rejected,
+                 r != nullptr                           ? r->cost
+                 : o != nullptr && !o->charges.empty() ? o->charges.front().amount
+                                                        : money()});
+            if (for_open[i] != nullptr || for_swept[i] != nullptr)
+                ++out.open_left;
+            continue;
+        }
         if (!l.found || !l.found->total_cost) {
             out.unverified.push_back(l.generation_id);
-            if (for_open[i] != nullptr)
+            if (for_open[i] != nullptr || for_swept[i] != nullptr)
                 ++out.open_left;
             continue;
         }
@@ -194,6 +236,26 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
             } else {
                 out.differences.push_back(std::move(d));
             }
+            continue;
+        }
+        if (const auto* sw = for_swept[i]) {
+            attempt_record rec;
+            rec.time_ms = unix_now_ms();
+            rec.generation_id = sw->generation_id;
+            rec.tier = tier_of(notes, l.found->model);
+            rec.model_asked = l.found->model;
+            rec.model_served = l.found->model;
+            rec.provider = l.found->provider;
+            rec.prompt_tokens = l.found->tokens_prompt;
+            rec.completion_tokens = l.found->tokens_completion;
+            rec.cost = bill;
+            rec.outcome = l.found->cancelled.value_or(false) ? attempt_outcome::cancelled
+                                                             : attempt_outcome::ok;
+            const money held = sw->charges.empty() ? money() : sw->charges.front().amount;
+            if (store->settle_swept(*sw, rec))
+                ++out.open_left;
+            else
+                out.settled.push_back({rec.record_id, sw->generation_id, rec.model_asked, held, bill});
             continue;
         }
         const auto& o = *for_open[i];

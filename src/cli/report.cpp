@@ -423,6 +423,12 @@ std::string format_text(const ledger_report& r)
             }
         };
         list("DIFFERENT", c.differences);
+        for (const auto& x : c.rejected) {
+            appendf(
+                out, "  REJECTED record %llu (%s): %s; the ledger keeps %s\n",
+                static_cast<unsigned long long>(x.record_id), x.generation_id.c_str(),
+                x.reason.c_str(), usd(x.recorded).c_str());
+        }
         list("corrected (was estimated)", c.corrected);
         list("settled open reservation", c.settled);
         if (!c.unverified.empty()) {
@@ -464,6 +470,19 @@ json::array usage_json(const std::vector<usage_row>& rows, const char* key)
             {"completion_tokens", m.completion_tokens},
             {"cost", jmoney(m.cost)},
             {"free", m.free_model}});
+    }
+    return a;
+}
+
+json::array rejected_json(const std::vector<rejected_bill>& v)
+{
+    json::array a;
+    for (const auto& x : v) {
+        a.push_back(json::object{
+            {"record_id", x.record_id},
+            {"generation_id", x.generation_id},
+            {"reason", x.reason},
+            {"ledger", jmoney(x.recorded)}});
     }
     return a;
 }
@@ -557,6 +576,7 @@ std::string format_json(const ledger_report& r)
             {"corrected", differences_json(c.corrected)},
             {"settled_open", differences_json(c.settled)},
             {"unverified", std::move(unverified)},
+            {"rejected", rejected_json(c.rejected)},
             {"without_generation_id", c.without_id},
             {"open_left", c.open_left}};
     }

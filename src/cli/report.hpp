@@ -70,6 +70,14 @@ struct bill_difference {
     money billed;   ///< what the provider's /generation says
 };
 
+/// A generation record whose bill frugal could not take (and so did not write).
+struct rejected_bill {
+    std::uint64_t record_id = 0; ///< 0 for an open reservation
+    std::string generation_id;
+    std::string reason; ///< "total_cost was negative (-0.5)"
+    money recorded;     ///< what the ledger keeps
+};
+
 struct reconcile_result {
     bool ran = false;
     std::string base_url;    ///< where the generations were looked up
@@ -77,8 +85,12 @@ struct reconcile_result {
     std::size_t matched = 0;
     std::vector<bill_difference> differences; ///< settled records the provider billed otherwise
     std::vector<bill_difference> corrected;   ///< estimated records the lookup proved
-    std::vector<bill_difference> settled;     ///< open reservations the lookup proved
+    std::vector<bill_difference> settled;     ///< open (or swept) reservations the lookup proved
     std::vector<std::string> unverified;      ///< generation ids the provider did not answer for
+    /// Generations whose `total_cost` the provider reported as no bill frugal can take
+    /// (negative, not a number, above $1,000): the books are left as they are, and it is an
+    /// anomaly.
+    std::vector<rejected_bill> rejected;
     std::size_t without_id = 0;               ///< billed records that carry no generation id
     std::size_t open_left = 0; ///< open reservations no lookup could prove (still spent)
 };
@@ -136,11 +148,14 @@ struct reconcile_options {
     std::chrono::milliseconds not_found_wait{15000}; ///< how long a 404 is retried
     std::int64_t since_ms = 0; ///< records from then on (open reservations are always checked)
     std::size_t concurrency = 8;
+    /// redis://HOST:PORT/DB: the fleet's store, whose reservations swept into spend after
+    /// their process died are settled to the proven bill too.
+    std::string budget_store;
 };
 
 /// Looks every billed record with a generation id up on the provider and compares the bills;
-/// corrects estimated records and settles open reservations that a lookup proves (the ledger
-/// is opened for writing: no other process may own it). False with `error` set when the
+/// corrects estimated records and settles open reservations (and, with a Redis store, swept
+/// ones) that a lookup proves (the ledger is opened for writing: no other process may own it). False with `error` set when the
 /// ledger cannot be opened, when it names a base URL the user has not trusted, or when no
 /// lookup reached the provider.
 bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, std::string& error);

@@ -60,6 +60,7 @@ int run_report(const report_options& options)
         ro.ledger_path = options.ledger_file;
         ro.base_url = options.base_url;
         ro.since_ms = *since;
+        ro.budget_store = options.budget_store;
         ro.not_found_wait = std::chrono::milliseconds(
             static_cast<std::int64_t>(options.reconcile_wait_seconds * 1000));
         if (!reconcile_ledger(ro, rec, error)) {
@@ -96,6 +97,8 @@ int run_report(const report_options& options)
         alarm.anomaly(a.model, a.what, a.cost);
     for (const auto& c : report.caps)
         alarm.budget(c.budget, c.spent, c.cap);
+    for (const auto& x : report.reconcile.rejected)
+        alarm.anomaly(x.generation_id, x.reason, x.recorded);
     if (alarm.print("report"))
         return exit_money;
     // Like diff(1): a difference between the books and the bill, or a generation the provider

@@ -94,7 +94,11 @@ check "no reservation is left open" 0 "$(redis-cli -p "$rport" ZCARD frugal:leas
 # A process killed mid-run loses no spend: its reservations expire (a 2 s lease here) into the
 # fleet's spend, never back into headroom. A simulator with real latencies keeps requests in
 # flight when the kill lands; Redis database 1 keeps this run apart.
-"$frugal" sim --port 0 --config "$tmp/sim.json" --demo-latency >"$tmp/sim2" 2>&1 &
+# Whole answers send their head (with the generation id) at once, as OpenRouter does.
+cat >"$tmp/sim2.json" <<'J'
+{"free_requests_per_minute": 100000, "free_requests_per_day": 1000000, "whitespace_keepalive": true}
+J
+"$frugal" sim --port 0 --config "$tmp/sim2.json" --demo-latency >"$tmp/sim2" 2>&1 &
 sim2=$!
 trap 'kill $sim $sim2 $redis 2>/dev/null; wait $sim $sim2 $redis 2>/dev/null; rm -rf "$tmp"' EXIT
 url2=$(sim_url "$tmp/sim2")
@@ -120,7 +124,6 @@ echo '{"id":"sweep","prompt":"Prove the theorem rigorously, one last time."}' >"
 "$frugal" batch --base-url "$url2" --policy "$tmp/policy.json" --budget "$cap" \
     --budget-store "$store" --json "$tmp/one.jsonl" >/dev/null 2>&1
 billed2=$(sim_total "$url2")
-kill $sim2 2>/dev/null
 committed2=$(redis-cli -p "$rport" -n 1 --raw HGET frugal:spend c:0:global)
 read -r within2 covered2 <<<"$(python3 -c "
 import decimal
@@ -132,6 +135,34 @@ check "with a process killed, Redis counts at least the bill (no spend lost)" Tr
 check "no reservation is left open after the sweep" 0 "$(redis-cli -p "$rport" -n 1 ZCARD frugal:leases)"
 swept=$(redis-cli -p "$rport" -n 1 --scan --pattern 'frugal:swept:*' | wc -l)
 timed "the killed process's reservations expired into spend" "$swept"
+# Reconciled against the provider's generation records, each swept reservation's spend becomes
+# its proven bill, once: Redis then holds exactly the bill, plus what reservations that never
+# learnt their generation id (their request not yet answered) still hold.
+read -r with_id unproven <<<"$(for k in $(redis-cli -p "$rport" -n 1 --scan --pattern 'frugal:swept:*'); do
+    redis-cli -p "$rport" -n 1 --raw GET "$k" | head -2 | tr '\n' ' '; echo; done |
+    python3 -c "
+import sys
+with_id, unproven = 0, 0
+for line in sys.stdin:
+    parts = line.split(' ')
+    if len(parts) < 2: continue
+    if parts[0]: with_id += 1
+    else: unproven += int(parts[1])
+print(with_id, unproven)")"
+"$frugal" report --ledger "$tmp/k4.db" --reconcile --budget-store "$store" --base-url "$url2" \
+    --reconcile-wait 5 --json >"$tmp/swept.json" 2>"$tmp/swept.err"
+settled=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['reconciliation']['settled_open']))" "$tmp/swept.json" 2>/dev/null)
+timed "swept reservations carry their generation id" "${with_id:-0}"
+check "--reconcile settles every swept reservation with a generation id" "${with_id:-x}" "${settled:-none}"
+check "and leaves only those without one swept" "$((swept - ${with_id:-0}))" "$(redis-cli -p "$rport" -n 1 --scan --pattern 'frugal:swept:*' | wc -l)"
+committed2=$(redis-cli -p "$rport" -n 1 --raw HGET frugal:spend c:0:global)
+check "so Redis holds exactly the bill (and what no lookup can prove)" \
+    "$(python3 -c "import decimal; print((decimal.Decimal('$billed2') * 10**12).to_integral_value() + ${unproven:-0})")" \
+    "${committed2:-missing}"
+"$frugal" report --ledger "$tmp/k4.db" --reconcile --budget-store "$store" --base-url "$url2" \
+    --json >"$tmp/swept2.json" 2>/dev/null
+check "a second --reconcile settles nothing twice" 0 "$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['reconciliation']['settled_open']))" "$tmp/swept2.json" 2>/dev/null)"
+kill $sim2 2>/dev/null
 
 # Redis restarted mid-run, with its append-only file on: escalations tried while it is down
 # are refused, settlements it missed are replayed when it is back, and the invariant holds.
