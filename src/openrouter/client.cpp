@@ -131,6 +131,30 @@ void scrub(const openrouter::key_scrubber& k, chat_response& r)
     }
 }
 
+// What the other endpoints return is provider text too.
+template <class T>
+void scrub(const openrouter::key_scrubber&, T&)
+{
+}
+
+void scrub(const openrouter::key_scrubber& k, generation_info& g)
+{
+    for (auto* text : {&g.id, &g.model, &g.provider, &g.finish_reason, &g.created_at})
+        k.scrub(*text);
+}
+
+void scrub(const openrouter::key_scrubber& k, key_info& i)
+{
+    k.scrub(i.label);
+}
+
+void scrub(const openrouter::key_scrubber& k, std::vector<model_info>& rows)
+{
+    for (auto& m : rows)
+        for (auto* text : {&m.id, &m.name, &m.canonical_slug, &m.alias_target})
+            k.scrub(*text);
+}
+
 // Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3).
 std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view v)
 {
@@ -704,6 +728,8 @@ get_op(std::shared_ptr<client_impl> c, std::string path, Decode decode, diagnost
         }
     }
     scrub(c->scrubber, diag);
+    if (c->scrubber)
+        scrub(c->scrubber, value);
     if (out != nullptr)
         *out = std::move(diag);
     co_return std::tuple{ec, std::move(value)};
