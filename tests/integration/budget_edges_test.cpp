@@ -18,6 +18,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <cstdlib>
@@ -361,6 +362,98 @@ BOOST_AUTO_TEST_CASE(the_cap_holds_against_a_hostile_provider)
     if (only == nullptr) {
         BOOST_TEST(surprised > 0u);
         BOOST_TEST(passed > 0u);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(money_edges_live)
+
+// Defect 8: a crash mid-request must leave the generation id on the reservation's row, so
+// that reconciliation can settle it to the proven bill. The row is read from the file, as a
+// process reopening it after a crash would, while the request is still in flight.
+BOOST_AUTO_TEST_CASE(defect_8_the_generation_id_reaches_the_reservation_before_the_answer)
+{
+    for (const bool streamed : {false, true}) {
+        client_fixture f;
+        auto [mec, models] = run(f.io, models_once(f.client));
+        BOOST_TEST_REQUIRE(!mec);
+        const frugal::price_catalog prices(models);
+        const auto db = std::filesystem::temp_directory_path() /
+                        ("frugal-defect8-" + std::to_string(streamed) + ".db");
+        for (const auto* suffix : {"", "-wal", "-shm", ".lock"})
+            std::filesystem::remove(db.string() + suffix);
+        boost::system::error_code ec;
+        std::string detail;
+        auto store = frugal::open_sqlite_store(
+            {db.string(), frugal::sqlite_durability::process_crash}, ec, detail);
+        BOOST_TEST_REQUIRE(store != nullptr, detail);
+        frugal::budget_params bp;
+        bp.budgets = {{"global", *money::parse("1")}};
+        auto guard = frugal::budget_guard::open(bp, prices, store, ec, detail);
+        BOOST_TEST_REQUIRE(guard.has_value(), detail);
+        frugal::cascade_policy policy;
+        policy.tiers = {"anthropic/claude-fable-5"};
+        std::optional<frugal::router> r;
+        r.emplace(f.client, policy, prices, guard);
+
+        // The head (with X-Generation-Id) comes at once; the answer a second later.
+        frugal::chat_request req;
+        req.messages.push_back(
+            {.role = "user",
+             .content = "Wait [sim keepalive=1 fault=slow-first-token ms=1000 tokens=3]"});
+        std::string seen_id;
+        std::optional<frugal::cascade_result> result;
+        asio::steady_timer peek(f.io);
+        peek.expires_after(std::chrono::milliseconds(400));
+        peek.async_wait([&](boost::system::error_code) {
+            boost::system::error_code rec;
+            std::string rdetail;
+            auto reader =
+                frugal::open_sqlite_store({db.string(), {}, true}, rec, rdetail);
+            BOOST_TEST_REQUIRE(reader != nullptr, rdetail);
+            frugal::budget_store_state st;
+            BOOST_TEST_REQUIRE(!reader->load(st));
+            BOOST_TEST_REQUIRE(st.open.size() == 1u, "streamed " << streamed);
+            seen_id = st.open[0].generation_id;
+        });
+        if (streamed) {
+            asio::co_spawn(
+                f.io,
+                [&]() -> asio::awaitable<void> {
+                    frugal::cascade_stream s;
+                    r->start_stream(req, frugal::stream_mode::stream, s);
+                    for (;;) {
+                        auto [e, ev] = co_await s.async_next(asio::as_tuple(asio::use_awaitable));
+                        if (e || ev.type == frugal::cascade_event::kind::done) {
+                            if (!e)
+                                result = *ev.result;
+                            co_return;
+                        }
+                    }
+                },
+                asio::detached);
+        } else {
+            asio::co_spawn(
+                f.io,
+                [&]() -> asio::awaitable<void> {
+                    auto [e, res] =
+                        co_await r->async_complete(req, asio::as_tuple(asio::use_awaitable));
+                    if (!e)
+                        result = std::move(res);
+                },
+                asio::detached);
+        }
+        f.io.restart();
+        f.io.run();
+        BOOST_TEST_REQUIRE(result.has_value());
+        BOOST_TEST(!seen_id.empty(), "streamed " << streamed);
+        BOOST_TEST(seen_id == result->response.id, "streamed " << streamed);
+        r.reset();
+        guard.reset();
+        store.reset();
+        for (const auto* suffix : {"", "-wal", "-shm", ".lock"})
+            std::filesystem::remove(db.string() + suffix);
     }
 }
 

@@ -4,6 +4,7 @@
 #include <frugal/error.hpp>
 #include <frugal/prices.hpp>
 
+#include "cli/alarm.hpp"
 #include "cli/report.hpp"
 #include "openrouter/codec.hpp"
 #include "openrouter/scrub.hpp"
@@ -282,6 +283,33 @@ BOOST_AUTO_TEST_CASE(defect_5_every_price_field_is_read_and_bounded)
     u.completion_tokens = 50;
     u.reasoning_tokens = 40;
     BOOST_TEST((c.token_cost("think/r1", u).value() == usd("0.00052"))); // 100e-6 + 40e-5 + 10×2e-6
+}
+
+BOOST_AUTO_TEST_CASE(defect_6_passing_the_cap_is_never_silent)
+{
+    frugal::cli::money_alarm quiet;
+    quiet.budget("global", usd("0.01"), usd("0.01")); // at the cap is within it
+    BOOST_TEST(!quiet.raised());
+    BOOST_TEST(quiet.line("batch").empty());
+
+    frugal::cli::money_alarm passed;
+    passed.anomaly(
+        "anthropic/claude-fable-5",
+        "anthropic/claude-fable-5 billed $0.05 where its prices allowed at most $0.008",
+        usd("0.05"));
+    passed.budget("global", usd("0.05"), usd("0.01"));
+    BOOST_TEST(passed.raised());
+    const auto line = passed.line("batch", usd("0.01"));
+    BOOST_TEST(line.starts_with("frugal batch: the bill passed a cap"));
+    BOOST_TEST(line.find("anthropic/claude-fable-5 billed $0.05") != std::string::npos); // model, amount
+    BOOST_TEST(line.find("its $0.01 cap") != std::string::npos);                       // the cap
+    BOOST_TEST(line.find('\n') == std::string::npos); // one line
+
+    frugal::cli::money_alarm anomalous; // no cap passed, but a report frugal could not book
+    anomalous.anomaly("m/x", "usage.cost was negative (-0.99)", usd("0.002"));
+    BOOST_TEST(anomalous.raised());
+    BOOST_TEST(anomalous.line("chat").find("m/x: usage.cost was negative (-0.99); booked $0.002") !=
+               std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(defect_7_extra_body_cannot_undo_the_guard)
