@@ -133,8 +133,10 @@ private:
 /// input rate, output tokens at the output rate, and `features` add their output tokens
 /// (reasoning, prediction) to the fixed part. Fees in `features.unbounded_fee` are not in it:
 /// a guard refuses such requests.
-cost_bound
-worst_case(const model_price& p, std::uint64_t prompt_bytes, const request_features& features = {}) noexcept;
+cost_bound worst_case(
+    const model_price& p,
+    std::uint64_t prompt_bytes,
+    const request_features& features = {}) noexcept;
 
 } // namespace frugal
 

@@ -45,7 +45,7 @@ struct sim_model {
     int capability = 5;
     std::chrono::milliseconds time_to_first_token{0};
     std::chrono::milliseconds time_per_token{0};
-    std::string alias_target;           ///< for `~author/family-latest` rows: the concrete model id
+    std::string alias_target; ///< for `~author/family-latest` rows: the concrete model id
     /// The row's `canonical_slug`; empty: the id without a `:free` suffix, so that a `:free`
     /// row and its paid twin share one, as on OpenRouter.
     std::string canonical_slug;

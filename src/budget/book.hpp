@@ -44,9 +44,9 @@ struct budget_account {
     window_account current;
     std::vector<window_account> older; // earlier windows that still have open reservations
     money overshoot;
-    bool tripped = false; // the cap was reached: paid requests are refused
-    bool stopped = false; // a surprise was charged here: every request is refused
-    std::string stopped_by; // the surprise, as the ledger says it
+    bool tripped = false;        // the cap was reached: paid requests are refused
+    bool stopped = false;        // a surprise was charged here: every request is refused
+    std::string stopped_by;      // the surprise, as the ledger says it
     std::uint32_t in_flight = 0; // open reservations a settlement can come from (not orphans)
     std::int64_t ends_ms = std::numeric_limits<std::int64_t>::min(); // the current period's end
 

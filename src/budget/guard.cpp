@@ -218,10 +218,10 @@ public:
         if (p == nullptr || !p->known()) {
             ec = error::price_unknown;
             if (detail != nullptr)
-                *detail = p == nullptr ? "no price is known for model '" +
-                                             std::string(req.model) + "'"
-                                       : "model '" + std::string(req.model) +
-                                             "' cannot be priced: " + p->unknown;
+                *detail =
+                    p == nullptr
+                        ? "no price is known for model '" + std::string(req.model) + "'"
+                        : "model '" + std::string(req.model) + "' cannot be priced: " + p->unknown;
             return shortfall::denied;
         }
         request_features features;
@@ -401,11 +401,10 @@ public:
     void note_anomaly(const open_reservation& r, attempt_record& record, money worst, bool surprise)
     {
         if (surprise) {
-            std::string what = r.free ? "the free model " + r.model + " billed $" +
-                                            record.cost.to_string()
-                                      : r.model + " billed $" + record.cost.to_string() +
-                                            " where its prices allowed at most $" +
-                                            worst.to_string();
+            std::string what =
+                r.free ? "the free model " + r.model + " billed $" + record.cost.to_string()
+                       : r.model + " billed $" + record.cost.to_string() +
+                             " where its prices allowed at most $" + worst.to_string();
             record.anomaly = record.anomaly.empty() ? what : record.anomaly + "; " + what;
             model_price unknown;
             if (const auto* p = prices_.find(r.model))

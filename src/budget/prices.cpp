@@ -64,8 +64,7 @@ role role_of(std::string_view name) noexcept
         return role::media_output;
     if (name == "web_search")
         return role::web_search;
-    if (name == "image" || name == "image_token" || name == "audio" ||
-        name == "input_audio_cache")
+    if (name == "image" || name == "image_token" || name == "audio" || name == "input_audio_cache")
         return role::media_input;
     return role::unknown;
 }
@@ -200,8 +199,8 @@ price_catalog::price_catalog(const std::vector<model_info>& rows)
         if (it->second < listed) {
             model_price ambiguous = r->prices[it->second];
             ambiguous.id = m.canonical_slug;
-            ambiguous.unknown = "canonical slug " + m.canonical_slug +
-                                " names rows of different prices";
+            ambiguous.unknown =
+                "canonical slug " + m.canonical_slug + " names rows of different prices";
             it->second = r->prices.size();
             r->prices.push_back(std::move(ambiguous));
         }
@@ -224,8 +223,7 @@ std::size_t price_catalog::size() const noexcept
     return rep_->by_id.size();
 }
 
-boost::system::result<money>
-price_catalog::token_cost(std::string_view model, const usage& u) const
+boost::system::result<money> price_catalog::token_cost(std::string_view model, const usage& u) const
 {
     const auto* p = find(model);
     if (p == nullptr || !p->known())
@@ -237,10 +235,8 @@ price_catalog::token_cost(std::string_view model, const usage& u) const
     auto c = detail::saturating_fma(p->prompt, u.prompt_tokens, p->request);
     if (u.cache_write_tokens && p->cache_write > p->prompt)
         c = detail::saturating_fma(p->cache_write - p->prompt, *u.cache_write_tokens, c);
-    const std::uint64_t reasoning =
-        std::min(u.reasoning_tokens.value_or(0), u.completion_tokens);
-    c = detail::saturating_fma(
-        std::max(p->completion, p->internal_reasoning), reasoning, c);
+    const std::uint64_t reasoning = std::min(u.reasoning_tokens.value_or(0), u.completion_tokens);
+    c = detail::saturating_fma(std::max(p->completion, p->internal_reasoning), reasoning, c);
     return detail::saturating_fma(p->completion, u.completion_tokens - reasoning, c);
 }
 
@@ -324,9 +320,8 @@ request_features inspect_extra_body(std::string_view extra_body)
                     fee("the server tool \"" + std::string(type->get_string()) + "\"");
             }
         } else if (k == "service_tier") {
-            if (!m.is_string() ||
-                !(m.get_string() == "auto" || m.get_string() == "default" ||
-                  m.get_string() == "flex"))
+            if (!m.is_string() || !(m.get_string() == "auto" || m.get_string() == "default" ||
+                                    m.get_string() == "flex"))
                 fee("service_tier (priority tiers bill above the listed prices)");
         } else if (k == "reasoning") {
             const auto* o = m.if_object();

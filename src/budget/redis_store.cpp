@@ -493,8 +493,9 @@ public:
         out.clear();
         // What expired since the last sweep is swept first (a dead fleet sweeps nothing).
         auto sweep = std::make_shared<waiter>();
-        sweep->args = {"EVAL", std::string(lua_prelude) + sweep_lua, "0", params_.prefix,
-                       std::to_string(unix_ms())};
+        sweep->args = {
+            "EVAL", std::string(lua_prelude) + sweep_lua, "0", params_.prefix,
+            std::to_string(unix_ms())};
         if (!ask(sweep, true))
             return error::budget_store_failed; // unreachable
         std::vector<std::string> keys;
@@ -571,9 +572,8 @@ public:
         if (record.cost < money())
             return error::budget_store_failed;
         auto w = std::make_shared<waiter>();
-        w->args = {"EVAL",  std::string(lua_prelude) + settle_swept_lua,
-                   "0",     params_.prefix,
-                   sw.key,  std::to_string(record.cost.units())};
+        w->args = {"EVAL", std::string(lua_prelude) + settle_swept_lua, "0", params_.prefix,
+                   sw.key, std::to_string(record.cost.units())};
         int settled = -1;
         w->on_reply = [&settled](const redisReply* r) {
             if (r->type == REDIS_REPLY_INTEGER)

@@ -402,8 +402,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             // The generation id goes to the reservation as soon as the response head names
             // it: a crash before the body ends leaves enough to look the bill up.
             auto [cec, resp] = co_await client_access::async_chat(
-                *client, req, diag,
-                [&res](const std::string& id) { res.note_generation(id); },
+                *client, req, diag, [&res](const std::string& id) { res.note_generation(id); },
                 asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
             if (cs.slot().is_connected())
                 cs.slot().clear();

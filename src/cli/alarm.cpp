@@ -4,12 +4,13 @@
 
 namespace frugal::cli {
 
-void money_alarm::anomaly(std::string_view model, std::string_view what, std::optional<money> booked)
+void money_alarm::anomaly(
+    std::string_view model, std::string_view what, std::optional<money> booked)
 {
     if (anomalies_++ != 0)
         return;
-    first_ = what.starts_with(model) ? std::string(what)
-                                     : std::string(model) + ": " + std::string(what);
+    first_ =
+        what.starts_with(model) ? std::string(what) : std::string(model) + ": " + std::string(what);
     if (booked)
         first_ += "; booked $" + booked->to_string();
 }

@@ -107,7 +107,8 @@ asio::awaitable<int> run(chat_client& client, chat_request req, chat_options opt
 
 // Under a cap: the request goes through a one-tier router, so it is priced from the catalog,
 // reserved (max_tokens clamped to fit), settled and checked like any cascade attempt.
-asio::awaitable<int> run_capped(router& r, budget_guard& guard, chat_request req, chat_options options)
+asio::awaitable<int>
+run_capped(router& r, budget_guard& guard, chat_request req, chat_options options)
 {
     cascade_result result;
     error_code ec;
@@ -146,8 +147,7 @@ asio::awaitable<int> run_capped(router& r, budget_guard& guard, chat_request req
         }
     }
     int status = 0;
-    if (ec || result.budget_denied || result.attempts.empty() ||
-        result.attempts.back().error) {
+    if (ec || result.budget_denied || result.attempts.empty() || result.attempts.back().error) {
         // The attempt's own error says why (a denial names the budget through the guard).
         diagnostics none;
         const auto& a = result.attempts.empty() ? cascade_attempt{} : result.attempts.back();

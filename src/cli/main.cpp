@@ -28,8 +28,7 @@ CLI::Validator seconds(double lo, double hi, bool open)
             } catch (const std::exception&) {
                 used = 0;
             }
-            if (used != text.size() || !std::isfinite(v) || v < lo || (open && v == lo) ||
-                v > hi)
+            if (used != text.size() || !std::isfinite(v) || v < lo || (open && v == lo) || v > hi)
                 return "expected a number of seconds " + std::string(open ? "above " : "from ") +
                        CLI::detail::to_string(lo) + " up to " + CLI::detail::to_string(hi) +
                        ", got \"" + text + "\"";

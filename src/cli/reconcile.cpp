@@ -205,9 +205,9 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
             out.rejected.push_back(
                 {r != nullptr ? r->record_id : 0, l.generation_id,
                  "total_cost was " + l.found->total_cost_rejected,
-                 r != nullptr                           ? r->cost
+                 r != nullptr                          ? r->cost
                  : o != nullptr && !o->charges.empty() ? o->charges.front().amount
-                                                        : money()});
+                                                       : money()});
             if (for_open[i] != nullptr || for_swept[i] != nullptr)
                 ++out.open_left;
             continue;
@@ -255,7 +255,8 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
             if (store->settle_swept(*sw, rec))
                 ++out.open_left;
             else
-                out.settled.push_back({rec.record_id, sw->generation_id, rec.model_asked, held, bill});
+                out.settled.push_back(
+                    {rec.record_id, sw->generation_id, rec.model_asked, held, bill});
             continue;
         }
         const auto& o = *for_open[i];

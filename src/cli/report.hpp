@@ -91,8 +91,8 @@ struct reconcile_result {
     /// (negative, not a number, above $1,000): the books are left as they are, and it is an
     /// anomaly.
     std::vector<rejected_bill> rejected;
-    std::size_t without_id = 0;               ///< billed records that carry no generation id
-    std::size_t open_left = 0; ///< open reservations no lookup could prove (still spent)
+    std::size_t without_id = 0; ///< billed records that carry no generation id
+    std::size_t open_left = 0;  ///< open reservations no lookup could prove (still spent)
 };
 
 /// A record whose cost is not simply what the provider reported (`attempt_record::anomaly`).
@@ -155,9 +155,9 @@ struct reconcile_options {
 
 /// Looks every billed record with a generation id up on the provider and compares the bills;
 /// corrects estimated records and settles open reservations (and, with a Redis store, swept
-/// ones) that a lookup proves (the ledger is opened for writing: no other process may own it). False with `error` set when the
-/// ledger cannot be opened, when it names a base URL the user has not trusted, or when no
-/// lookup reached the provider.
+/// ones) that a lookup proves (the ledger is opened for writing: no other process may own it).
+/// False with `error` set when the ledger cannot be opened, when it names a base URL the user has
+/// not trusted, or when no lookup reached the provider.
 bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, std::string& error);
 
 } // namespace frugal::cli

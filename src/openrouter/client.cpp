@@ -642,8 +642,7 @@ void launch(
         }));
 }
 
-asio::awaitable<std::tuple<error_code, chat_response>>
-chat_op(
+asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
     std::shared_ptr<client_impl> c,
     std::string body,
     bool invalid,
@@ -660,9 +659,8 @@ chat_op(
             ec = error::bad_request_body;
             diag.message = std::move(body); // what encode found wrong
         } else {
-            auto [rec, text] =
-                co_await request_whole(
-                    c, "POST", "/chat/completions", std::move(body), diag, &on_generation);
+            auto [rec, text] = co_await request_whole(
+                c, "POST", "/chat/completions", std::move(body), diag, &on_generation);
             ec = rec;
             if (!ec) {
                 auto& [decoder, chunk] = scratch();

@@ -991,8 +991,8 @@ void read_pricing(const json::object& p, model_info& m)
         const json::value& v = kv.value();
         if (k == "discount") {
             // A discount can only lower a bill: ignored, unless it is not a fraction.
-            const bool fraction = v.is_number() && v.to_number<double>() >= 0.0 &&
-                                  v.to_number<double>() <= 1.0;
+            const bool fraction =
+                v.is_number() && v.to_number<double>() >= 0.0 && v.to_number<double>() <= 1.0;
             if (!fraction && !v.is_null())
                 problem("pricing.discount is " + describe_value(v) + ", not a fraction");
             continue;

@@ -359,10 +359,8 @@ engine::engine(sim_config config) : config_(std::move(config)), rng_(config_.see
              "\"output_modalities\":[\"text\"],\"tokenizer\":\"Other\",\"instruct_type\":null},"
              "\"pricing\":{\"prompt\":\"" +
              priced->prompt_price + "\",\"completion\":\"" + priced->completion_price +
-             "\",\"request\":\"" + priced->request_price + '"' +
-             pricing_tail(*priced) +
-             "},\"top_provider\":{\"context_length\":" +
-             std::to_string(priced->context_length) +
+             "\",\"request\":\"" + priced->request_price + '"' + pricing_tail(*priced) +
+             "},\"top_provider\":{\"context_length\":" + std::to_string(priced->context_length) +
              ",\"max_completion_tokens\":" + std::to_string(priced->max_completion_tokens) +
              ",\"is_moderated\":false},\"per_request_limits\":null,\"supported_parameters\":"
              "[\"max_tokens\",\"temperature\",\"top_p\",\"stop\",\"seed\",\"response_format\"],"

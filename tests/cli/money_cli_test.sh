@@ -112,6 +112,80 @@ b64=$(printf 'Bearer %s' "$OPENROUTER_API_KEY" | base64 -w0)
 if grep -q "${b64:12:24}" "$tmp/err"; then leaked=yes; else leaked=no; fi
 check "defect 9: not even in base64" no "$leaked"
 
+# The CLI under random hostile catalogs and lies: whenever the bill passed the cap or a report
+# was anomalous, the batch says so on stderr and exits 3; the ledger is never below the bill.
+random_runs() {
+    python3 - "$frugal" "$tmp" "${FRUGAL_CLI_EDGE_RUNS:-12}" <<'PY'
+import decimal, json, os, random, subprocess, sys, time
+D = decimal.Decimal
+frugal, tmp, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fails = 0
+alarms = 0
+for seed in range(runs):
+    rng = random.Random(seed)
+    models = []
+    for i in range(rng.randint(1, 3)):
+        m = {"id": f"v{i}/m", "prompt_price": rng.choice(["0", "0.000001", "0.000003"]),
+             "completion_price": rng.choice(["0.000002", "0.000015"]),
+             "request_price": rng.choice(["0", "0", "0.002"]), "capability": rng.randint(3, 10),
+             "max_completion_tokens": 512}
+        if rng.random() < 0.2:
+            m["pricing_extra"] = {"internal_reasoning": "0.0001"}
+        if rng.random() < 0.5:
+            models.append(dict(m, id=m["id"] + ":free", prompt_price="0", completion_price="0",
+                               request_price="0", capability=3))
+        models.append(m)
+    cfg = {"models": models, "free_requests_per_minute": 100000, "free_requests_per_day": 100000}
+    open(f"{tmp}/r.json", "w").write(json.dumps(cfg))
+    tiers = [rng.choice(models)["id"], rng.choice(models)["id"]]
+    open(f"{tmp}/rp.json", "w").write(json.dumps({"tiers": list(dict.fromkeys(tiers))}))
+    with open(f"{tmp}/rq.jsonl", "w") as f:
+        for i in range(rng.randint(3, 8)):
+            lie = rng.choice(["", "", "", "cost=negative", "cost=string", "cost=missing", "overbill=0.03"])
+            f.write(json.dumps({"prompt": f"Q{i} [sim difficulty={rng.randint(1,10)} {lie}]"}) + "\n")
+    cap = rng.choice(["0.0001", "0.001", "0.01", "0.05"])
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        if os.path.exists(f"{tmp}/r.db{suffix}"):
+            os.remove(f"{tmp}/r.db{suffix}")
+    sim = subprocess.Popen([frugal, "sim", "--port", "0", "--config", f"{tmp}/r.json"],
+                           stdout=subprocess.PIPE, text=True)
+    url = sim.stdout.readline().split()[-1]
+    b = subprocess.run([frugal, "batch", "--base-url", url, "--policy", f"{tmp}/rp.json",
+                        "--budget", cap, "--ledger", f"{tmp}/r.db", "--json", f"{tmp}/rq.jsonl"],
+                       capture_output=True, text=True)
+    port = url.split(":")[2].split("/")[0]
+    import urllib.request
+    bill = D(json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/__sim/bill").read())["total"]["cost_usd"])
+    sim.terminate(); sim.wait()
+    out = json.loads(b.stdout)
+    anomalies = sum(1 for r in out["requests"] for a in r["attempts"] if a["anomaly"])
+    unprovable = sum(D("0.03") for r in out["requests"] for a in r["attempts"]
+                     if a["cost_estimated"] and "overbill" in open(f"{tmp}/rq.jsonl").read())
+    rep = subprocess.run([frugal, "report", "--ledger", f"{tmp}/r.db", "--json"], capture_output=True, text=True)
+    ledger = D(json.loads(rep.stdout)["total_cost"])
+    def bad(what):
+        global fails
+        fails += 1
+        print(f"FAIL random run {seed}: {what} (exit {b.returncode}, bill {bill}, cap {cap}, ledger {ledger}): {b.stderr.strip()}")
+    alarms += b.returncode == 3
+    if bill > D(cap) and (b.returncode != 3 or "passed a cap" not in b.stderr):
+        bad("the bill passed the cap without the alarm")
+    if anomalies and b.returncode != 3:
+        bad("an anomaly without exit status 3")
+    if b.returncode == 3 and len(b.stderr.strip().splitlines()) != 1:
+        bad("more than one line on stderr")
+    if ledger + unprovable < bill:
+        bad("the ledger is below the bill")
+    if (bill > D(cap) or anomalies) and rep.returncode != 3:
+        bad(f"report exits {rep.returncode}, not 3")
+print(f"note: {runs} random runs, {alarms} raised the alarm" if fails == 0 else f"{fails} failures")
+sys.exit(1 if fails or alarms == 0 else 0)
+PY
+}
+out=$(random_runs)
+check "defect 6: random hostile runs raise the alarm whenever they must" 0 "$?"
+[ -n "$out" ] && echo "$out"
+
 cat >"$tmp/evil.json" <<'J'
 {"models": [{"id": "=cmd|' /C calc'!A0", "prompt_price": "0", "completion_price": "0"}]}
 J

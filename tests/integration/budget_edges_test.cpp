@@ -51,9 +51,8 @@ std::string price(std::mt19937_64& rng, bool zero_ok)
 {
     if (zero_ok && rng() % 3 == 0)
         return "0";
-    static constexpr const char* prices[] = {"0.0000000375", "0.00000015", "0.0000004",
-                                             "0.000001",     "0.0000025",  "0.000015",
-                                             "0.00006"};
+    static constexpr const char* prices[] = {"0.0000000375", "0.00000015", "0.0000004", "0.000001",
+                                             "0.0000025",    "0.000015",   "0.00006"};
     return prices[rng() % std::size(prices)];
 }
 
@@ -204,7 +203,8 @@ void one_run(std::uint64_t seed, run_result& out)
     for (int i = 0; i < n; ++i) {
         lie l = draw_lie(rng);
         std::ostringstream p;
-        p << "Question " << i << " [sim difficulty=" << 1 + rng() % 10 << " tokens=" << 5 + rng() % 60;
+        p << "Question " << i << " [sim difficulty=" << 1 + rng() % 10
+          << " tokens=" << 5 + rng() % 60;
         if (rng() % 4 == 0)
             p << " poor=empty"; // reasoning tokens only
         if (*l.cost != 0)
@@ -245,8 +245,8 @@ void one_run(std::uint64_t seed, run_result& out)
         for (const auto& m : models)
             BOOST_TEST_MESSAGE(
                 m.id << " prompt " << m.prompt_price.to_string() << " completion "
-                     << m.completion_price.to_string() << " request "
-                     << m.request_price.to_string() << " " << m.price_problem);
+                     << m.completion_price.to_string() << " request " << m.request_price.to_string()
+                     << " " << m.price_problem);
         for (std::size_t i = 0; i < results.size(); ++i) {
             BOOST_TEST_MESSAGE(reqs[i].messages[0].content);
             for (const auto& a : results[i].attempts)
@@ -285,10 +285,14 @@ void one_run(std::uint64_t seed, run_result& out)
     for (const auto& rec : ledger) {
         if (!rec.estimated || rec.generation_id.empty())
             continue;
-        auto [gec2, gen] = run(f.io, [&]() -> asio::awaitable<std::tuple<boost::system::error_code, frugal::generation_info>> {
-            auto [e, g] = co_await f.client.async_generation(rec.generation_id, asio::as_tuple(asio::use_awaitable));
-            co_return std::tuple{e, std::move(g)};
-        }());
+        auto [gec2, gen] = run(
+            f.io,
+            [&]()
+                -> asio::awaitable<std::tuple<boost::system::error_code, frugal::generation_info>> {
+                auto [e, g] = co_await f.client.async_generation(
+                    rec.generation_id, asio::as_tuple(asio::use_awaitable));
+                co_return std::tuple{e, std::move(g)};
+            }());
         if (!gec2 && gen.total_cost)
             BOOST_TEST(!guard->correct(rec.record_id, *gen.total_cost));
     }
@@ -409,8 +413,7 @@ BOOST_AUTO_TEST_CASE(defect_8_the_generation_id_reaches_the_reservation_before_t
         peek.async_wait([&](boost::system::error_code) {
             boost::system::error_code rec;
             std::string rdetail;
-            auto reader =
-                frugal::open_sqlite_store({db.string(), {}, true}, rec, rdetail);
+            auto reader = frugal::open_sqlite_store({db.string(), {}, true}, rec, rdetail);
             BOOST_TEST_REQUIRE(reader != nullptr, rdetail);
             frugal::budget_store_state st;
             BOOST_TEST_REQUIRE(!reader->load(st));

@@ -611,8 +611,7 @@ BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_acro
     std::vector<std::pair<std::string, std::string>> notes;
     BOOST_TEST(!reader->read_notes(notes));
     const std::vector<std::pair<std::string, std::string>> want = {
-        {"budgets", "global 1 none\ntenant:* 0.25 daily\n"},
-        {"tiers", "cheap flagship"}};
+        {"budgets", "global 1 none\ntenant:* 0.25 daily\n"}, {"tiers", "cheap flagship"}};
     BOOST_TEST((notes == want));
     BOOST_TEST(reader->reserve({1, 0, 0, paid, {}})); // a reader cannot write
     reader.reset();

@@ -327,7 +327,8 @@ BOOST_AUTO_TEST_CASE(models_catalog_spec_example_and_alias)
                      "overrides":[{"min_prompt_tokens":200000,"prompt":"0.000002"}]}}]})",
         models));
     BOOST_REQUIRE(models.size() == 2u);
-    BOOST_TEST(models[0].price_problem == "pricing.prompt is a string that is not a decimal amount");
+    BOOST_TEST(
+        models[0].price_problem == "pricing.prompt is a string that is not a decimal amount");
     BOOST_TEST(models[1].price_problem.empty());
     const std::vector<std::pair<std::string, money>> others{
         {"web_search", *money::parse("0.01")},

@@ -187,7 +187,8 @@ BOOST_AUTO_TEST_CASE(defect_2_a_paid_bill_above_its_worst_case_stops_its_budgets
 
 BOOST_AUTO_TEST_CASE(defect_3_a_negative_cost_never_gives_headroom_back)
 {
-    const auto u = decoded_usage(R"({"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"cost":-0.99})");
+    const auto u = decoded_usage(
+        R"({"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"cost":-0.99})");
     BOOST_TEST(!u.cost.has_value());
     BOOST_TEST(u.cost_rejected == "negative (-0.99)");
 
@@ -215,23 +216,30 @@ BOOST_AUTO_TEST_CASE(defect_3_a_negative_cost_never_gives_headroom_back)
 
 BOOST_AUTO_TEST_CASE(defect_4_an_unreadable_cost_is_rejected_never_priced_from_the_catalog)
 {
-    BOOST_TEST(decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":"0.5"})")
-                   .cost_rejected == "a string");
-    BOOST_TEST(decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":1e300})")
-                   .cost_rejected.starts_with("out of range"));
-    BOOST_TEST(decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":5000})")
-                   .cost_rejected == "above $1000 (5000)");
-    BOOST_TEST(decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":true})")
-                   .cost_rejected == "a boolean");
-    BOOST_TEST(decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":{"usd":1}})")
-                   .cost_rejected == "an object");
+    BOOST_TEST(
+        decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":"0.5"})")
+            .cost_rejected == "a string");
+    BOOST_TEST(
+        decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":1e300})")
+            .cost_rejected.starts_with("out of range"));
+    BOOST_TEST(
+        decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":5000})")
+            .cost_rejected == "above $1000 (5000)");
+    BOOST_TEST(
+        decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":true})")
+            .cost_rejected == "a boolean");
+    BOOST_TEST(
+        decoded_usage(
+            R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":{"usd":1}})")
+            .cost_rejected == "an object");
     // A bill written by floating point is rounded up, never refused or rounded down.
     const auto f = decoded_usage(
         R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":0.30000000000000004})");
     BOOST_TEST(f.cost_rejected.empty());
     BOOST_TEST((f.cost.value() == usd("0.300000000001")));
     // null or absent: no report (the tokens are priced), not an anomaly.
-    const auto n = decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":null})");
+    const auto n =
+        decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":null})");
     BOOST_TEST(!n.cost.has_value());
     BOOST_TEST(n.cost_rejected.empty());
 
@@ -301,15 +309,17 @@ BOOST_AUTO_TEST_CASE(defect_6_passing_the_cap_is_never_silent)
     BOOST_TEST(passed.raised());
     const auto line = passed.line("batch", usd("0.01"));
     BOOST_TEST(line.starts_with("frugal batch: the bill passed a cap"));
-    BOOST_TEST(line.find("anthropic/claude-fable-5 billed $0.05") != std::string::npos); // model, amount
-    BOOST_TEST(line.find("its $0.01 cap") != std::string::npos);                       // the cap
-    BOOST_TEST(line.find('\n') == std::string::npos); // one line
+    BOOST_TEST(
+        line.find("anthropic/claude-fable-5 billed $0.05") != std::string::npos); // model, amount
+    BOOST_TEST(line.find("its $0.01 cap") != std::string::npos);                  // the cap
+    BOOST_TEST(line.find('\n') == std::string::npos);                             // one line
 
     frugal::cli::money_alarm anomalous; // no cap passed, but a report frugal could not book
     anomalous.anomaly("m/x", "usage.cost was negative (-0.99)", usd("0.002"));
     BOOST_TEST(anomalous.raised());
-    BOOST_TEST(anomalous.line("chat").find("m/x: usage.cost was negative (-0.99); booked $0.002") !=
-               std::string::npos);
+    BOOST_TEST(
+        anomalous.line("chat").find("m/x: usage.cost was negative (-0.99); booked $0.002") !=
+        std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(defect_7_extra_body_cannot_undo_the_guard)
@@ -331,19 +341,29 @@ BOOST_AUTO_TEST_CASE(defect_7_extra_body_cannot_undo_the_guard)
     }
     req.temperature = 0.5;
     req.extra_body = R"({"temperature":1.5})"; // a typed field set twice
-    BOOST_TEST(openrouter::encode_chat_request(req, false, body, &detail) == frugal::error::bad_request_body);
+    BOOST_TEST(
+        openrouter::encode_chat_request(req, false, body, &detail) ==
+        frugal::error::bad_request_body);
     req.extra_body = R"({"top_k":40,"plugins":[{"id":"response-healing"}]})";
     BOOST_TEST(!openrouter::encode_chat_request(req, false, body, &detail));
 
     // Fees: priced into the bound, or refused under a cap.
     guarded g({{"global", usd("10")}});
-    BOOST_TEST(!g.reserve("anthropic/claude-fable-5", {}, R"({"plugins":[{"id":"web"}]})").active());
+    BOOST_TEST(
+        !g.reserve("anthropic/claude-fable-5", {}, R"({"plugins":[{"id":"web"}]})").active());
     BOOST_TEST(g.ec == frugal::error::price_unknown);
     BOOST_TEST(g.detail.find("\"web\"") != std::string::npos);
-    BOOST_TEST(!g.reserve("google/gemma-4-31b-it:free", {}, R"({"web_search_options":{}})").active());
-    BOOST_TEST(!g.reserve("anthropic/claude-fable-5", {}, R"({"tools":[{"type":"openrouter:web_search"}]})").active());
-    BOOST_TEST(!g.reserve("anthropic/claude-fable-5", {}, R"({"service_tier":"priority"})").active());
-    BOOST_TEST(g.reserve("anthropic/claude-fable-5", {}, R"({"plugins":[{"id":"web","enabled":false}]})").active());
+    BOOST_TEST(
+        !g.reserve("google/gemma-4-31b-it:free", {}, R"({"web_search_options":{}})").active());
+    BOOST_TEST(
+        !g.reserve(
+              "anthropic/claude-fable-5", {}, R"({"tools":[{"type":"openrouter:web_search"}]})")
+             .active());
+    BOOST_TEST(
+        !g.reserve("anthropic/claude-fable-5", {}, R"({"service_tier":"priority"})").active());
+    BOOST_TEST(
+        g.reserve("anthropic/claude-fable-5", {}, R"({"plugins":[{"id":"web","enabled":false}]})")
+            .active());
     const auto plain = g.reserve("anthropic/claude-fable-5").amount();
     const auto reasoning =
         g.reserve("anthropic/claude-fable-5", {}, R"({"reasoning":{"max_tokens":1000}})").amount();
@@ -352,22 +372,26 @@ BOOST_AUTO_TEST_CASE(defect_7_extra_body_cannot_undo_the_guard)
 
 BOOST_AUTO_TEST_CASE(defect_9_the_key_is_scrubbed_from_provider_text_in_any_form)
 {
-    const std::string key = "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const std::string key =
+        "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     const openrouter::key_scrubber k(key);
     auto scrubbed = [&](std::string text) {
         k.scrub(text);
         return text;
     };
-    BOOST_TEST(scrubbed("echo: Authorization: Bearer " + key + ".") ==
-               "echo: Authorization: Bearer [redacted].");
+    BOOST_TEST(
+        scrubbed("echo: Authorization: Bearer " + key + ".") ==
+        "echo: Authorization: Bearer [redacted].");
     std::string upper = key;
     std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
     BOOST_TEST(scrubbed(upper) == "[redacted]");
     BOOST_TEST(scrubbed("key=" + key.substr(0, 30) + "...") == "key=[redacted]...");
     BOOST_TEST(scrubbed("sk%2Dor%2Dv1%2D0123456789abcdef") == "[redacted]");
-    BOOST_TEST(scrubbed("sk-or-v1%2D0123456789abcdef").find("0123456789abcdef") == std::string::npos);
+    BOOST_TEST(
+        scrubbed("sk-or-v1%2D0123456789abcdef").find("0123456789abcdef") == std::string::npos);
     // base64 of an echoed header, at each alignment
-    static constexpr char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static constexpr char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (const std::string prefix : {"Bearer ", "Bearer  ", "x"}) {
         const std::string in = prefix + key;
         std::string enc;
@@ -382,11 +406,13 @@ BOOST_AUTO_TEST_CASE(defect_9_the_key_is_scrubbed_from_provider_text_in_any_form
         BOOST_TEST(out.find("[redacted]") != std::string::npos, prefix);
         BOOST_TEST(out.size() < enc.size() / 2, prefix);
     }
-    BOOST_TEST(scrubbed("an ordinary message about sk-or-v1 keys") ==
-               "an ordinary message about sk-or-v1 keys");
+    BOOST_TEST(
+        scrubbed("an ordinary message about sk-or-v1 keys") ==
+        "an ordinary message about sk-or-v1 keys");
 
     // CSV cells a spreadsheet would run as formulas are neutralised.
-    BOOST_TEST(frugal::cli::csv_field("=HYPERLINK(\"http://x\")") == "\"'=HYPERLINK(\"\"http://x\"\")\"");
+    BOOST_TEST(
+        frugal::cli::csv_field("=HYPERLINK(\"http://x\")") == "\"'=HYPERLINK(\"\"http://x\"\")\"");
     BOOST_TEST(frugal::cli::csv_field("+1") == "'+1");
     BOOST_TEST(frugal::cli::csv_field("-2") == "'-2");
     BOOST_TEST(frugal::cli::csv_field("@SUM(A1)") == "'@SUM(A1)");
