@@ -102,6 +102,16 @@ struct swept_reservation {
     bool operator==(const swept_reservation&) const = default;
 };
 
+/// What `budget_store::correct` changed.
+struct correction {
+    money previous;                   ///< the record's cost before
+    std::string model;                ///< the model the record asked
+    std::vector<budget_charge> moved; ///< each budget window charged, and the signed difference
+};
+
+/// The anomaly a correction writes when the proven bill is above what was booked.
+std::string proven_above_booked(money proven, money booked);
+
 /// A new reservation as the guard hands it to a store.
 struct reservation_view {
     std::uint64_t id = 0;
@@ -164,11 +174,11 @@ public:
     virtual boost::system::error_code release(std::uint64_t id) = 0;
 
     /// Changes the cost of ledger record `record_id` to `proven` and moves the committed spend
-    /// of the budget windows it was charged to by the difference, atomically. `moved` receives
-    /// those windows and the (signed) difference. Fails with `error::not_found` when the record
-    /// is not kept.
+    /// of the budget windows it was charged to by the difference, atomically; a proven bill
+    /// above the recorded cost is also written into the record's `anomaly`. `out` receives what
+    /// changed. Fails with `error::not_found` when the record is not kept.
     virtual boost::system::error_code
-    correct(std::uint64_t record_id, money proven, std::vector<budget_charge>& moved) = 0;
+    correct(std::uint64_t record_id, money proven, correction& out) = 0;
 
     /// The ledger records from `since_ms` on, oldest first.
     virtual boost::system::error_code

@@ -113,9 +113,10 @@ public:
     cost_of(std::string_view served_model, const std::optional<usage>& u) const;
 
     /// The tokens of `u` at the catalog prices of `model`: prompt tokens at the prompt price
-    /// (cache writes at their premium), reasoning tokens at the dearer of the completion and
-    /// reasoning prices, the rest at the completion price, plus the request fee. Fails with
-    /// `error::price_unknown` when the model's cost is not known.
+    /// (cache writes at their premium), completion tokens at the dearest output rate (usage
+    /// does not say which were reasoning, image or audio), plus the request fee: never below
+    /// what the catalog's prices can bill. Fails with `error::price_unknown` when the model's
+    /// cost is not known.
     boost::system::result<money> token_cost(std::string_view model, const usage& u) const;
 
     /// The number of models listed.

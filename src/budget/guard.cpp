@@ -45,6 +45,7 @@ struct waiter {
     std::string model;
     std::vector<std::string> keys;
     reserve_request req;
+    request_features features;
     bool queued = true;
 
     waiter(reserve_handler h, asio::any_io_executor ex)
@@ -209,6 +210,7 @@ public:
     // whether waiting may help.
     shortfall grant(
         const reserve_request& req,
+        const request_features& features,
         const asio::any_io_executor* cancel_on,
         reservation& out,
         error_code& ec,
@@ -224,9 +226,6 @@ public:
                         : "model '" + std::string(req.model) + "' cannot be priced: " + p->unknown;
             return shortfall::denied;
         }
-        request_features features;
-        if (!req.extra_body.empty())
-            features = inspect_extra_body(req.extra_body);
         const bool free = p->free() && features.unbounded_fee.empty();
         if (!free && (closed_ || failed_)) {
             ec = failed_ ? error::budget_store_failed : error::budget_closed;
@@ -345,8 +344,9 @@ public:
     {
         ec = {};
         reservation out;
+        const auto features = inspect_extra_body(req.extra_body); // parsed outside the lock
         const std::lock_guard lock(mu_);
-        grant(req, &cancel_on, out, ec, detail);
+        grant(req, features, &cancel_on, out, ec, detail);
         return out;
     }
 
@@ -406,13 +406,7 @@ public:
                        : r.model + " billed $" + record.cost.to_string() +
                              " where its prices allowed at most $" + worst.to_string();
             record.anomaly = record.anomaly.empty() ? what : record.anomaly + "; " + what;
-            model_price unknown;
-            if (const auto* p = prices_.find(r.model))
-                unknown = *p;
-            unknown.id = r.model;
-            unknown.unknown = "earlier in this process " + what;
-            surprised_.insert_or_assign(r.model, std::move(unknown));
-            last_price_ = nullptr;
+            mark_unknown(r.model, what);
         }
         ++anomaly_count_;
         if (anomalies_.size() >= max_kept_anomalies)
@@ -429,6 +423,18 @@ public:
         anomalies_.push_back(std::move(a));
     }
     static constexpr std::size_t max_kept_anomalies = 1000;
+
+    // A model that billed above its prices is priced as unknown for the guard's life.
+    void mark_unknown(const std::string& model, const std::string& why)
+    {
+        model_price unknown;
+        if (const auto* p = prices_.find(model))
+            unknown = *p;
+        unknown.id = model;
+        unknown.unknown = "earlier in this process " + why;
+        surprised_.insert_or_assign(model, std::move(unknown));
+        last_price_ = nullptr;
+    }
 
     // A surprise stops every budget `r` was charged to: no request of any price is granted
     // under them until their next period or a reset, and their in-flight requests are
@@ -481,12 +487,19 @@ public:
 
     void note_generation(std::uint32_t slot, const std::string& id)
     {
-        const std::lock_guard lock(mu_);
-        auto& r = book_.at(slot);
-        r.generation_id = id;
-        std::vector<std::shared_ptr<cancel_state>> ignored;
-        if (keeps_ && store_->note_generation(r.id, id))
-            fail(ignored); // the slot's own request goes on; later ones are refused
+        std::vector<std::shared_ptr<cancel_state>> to_cancel;
+        std::vector<completion> done;
+        {
+            const std::lock_guard lock(mu_);
+            auto& r = book_.at(slot);
+            r.generation_id = id;
+            // A store that cannot record what a crash would need stops paid traffic, as any
+            // failed write does.
+            if (keeps_ && store_->note_generation(r.id, id))
+                fail(to_cancel);
+            pump(done);
+        }
+        finish(to_cancel, done);
     }
 
     // Trips every account in `reached_`: its in-flight requests are cancelled.
@@ -534,7 +547,7 @@ public:
             auto& w = **it;
             reservation res;
             error_code ec;
-            const auto s = grant(w.req, &w.executor, res, ec, nullptr);
+            const auto s = grant(w.req, w.features, &w.executor, res, ec, nullptr);
             if (s == shortfall::wait) {
                 ++it;
                 continue;
@@ -579,9 +592,10 @@ public:
         reservation res;
         error_code ec;
         shortfall s = shortfall::none;
+        auto features = inspect_extra_body(req.extra_body); // parsed once, outside the lock
         {
             const std::lock_guard lock(mu_);
-            s = grant(req, &ex, res, ec, nullptr);
+            s = grant(req, features, &ex, res, ec, nullptr);
         }
         if (s != shortfall::wait || params_.max_wait.count() <= 0) {
             // Decided at once (most requests): no waiter, no timer.
@@ -594,10 +608,12 @@ public:
         w->req = req;
         w->req.model = w->model;
         w->req.keys = w->keys;
+        w->req.extra_body = {}; // the caller's text need not outlive the wait: its features do
+        w->features = std::move(features);
         {
             // Headroom may have come back since the first try: judge again as a queued waiter.
             const std::lock_guard lock(mu_);
-            s = grant(w->req, &ex, res, ec, nullptr);
+            s = grant(w->req, w->features, &ex, res, ec, nullptr);
             if (s == shortfall::wait)
                 waiters_.push_back(w);
         }
@@ -649,24 +665,20 @@ public:
 
     error_code correct(std::uint64_t record_id, money proven)
     {
+        if (proven < money())
+            return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
         std::vector<std::shared_ptr<cancel_state>> to_cancel;
         std::vector<completion> done;
-        error_code ec;
         {
             const std::lock_guard lock(mu_);
-            std::vector<budget_charge> moved;
-            ec = store_->correct(record_id, proven, moved);
-            if (ec)
+            correction c;
+            if (auto ec = store_->correct(record_id, proven, c))
                 return ec;
-            bool total_done = false;
-            const money delta = moved.empty() ? money() : moved.front().amount;
+            const money delta = proven - c.previous;
+            book_.total_committed += delta;
             reached_.clear();
             spend_anomaly a;
-            for (const auto& m : moved) {
-                if (!total_done) {
-                    book_.total_committed += m.amount;
-                    total_done = true;
-                }
+            for (const auto& m : c.moved) {
                 auto* account = book_.find_or_make(m.budget);
                 if (account == nullptr)
                     continue;
@@ -677,16 +689,15 @@ public:
                     reached_.push_back(account);
             }
             if (delta > money()) {
-                // The provider's own record proves a bill above what frugal booked: the whole
-                // reservation (the worst case of the model's prices) or the cost it reported.
-                // A surprise, as at settlement.
+                // The provider's own record proves a bill above what frugal booked (the whole
+                // reservation, or the cost it reported): a surprise, as at settlement.
                 a.time_ms = now_ms();
+                a.model = c.model;
                 a.booked = proven;
-                a.allowed = proven - delta;
+                a.allowed = c.previous;
                 a.surprise = true;
-                a.what = "the provider's record of ledger record " + std::to_string(record_id) +
-                         " proves a bill of $" + proven.to_string() + " where $" +
-                         a.allowed.to_string() + " was booked";
+                a.what = proven_above_booked(proven, c.previous) + " (ledger record " +
+                         std::to_string(record_id) + ")";
                 ++book_.price_anomalies;
                 ++anomaly_count_;
                 for (auto* account : reached_) {
@@ -694,6 +705,8 @@ public:
                         account->stopped_by = a.what;
                     account->stopped = true;
                 }
+                if (!c.model.empty())
+                    mark_unknown(c.model, a.what);
                 if (anomalies_.size() < max_kept_anomalies)
                     anomalies_.push_back(std::move(a));
                 trip(to_cancel);
@@ -801,7 +814,13 @@ reservation::~reservation()
 
 void reservation::note_generation(const std::string& generation_id)
 {
-    if (guard_ != nullptr && !free())
+    // The provider's text: an id with control characters (a line break would split a store's
+    // record) is not one frugal can look up, and is not kept.
+    const bool printable = std::none_of(generation_id.begin(), generation_id.end(), [](char c) {
+        return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    });
+    if (guard_ != nullptr && !free() && printable && !generation_id.empty() &&
+        generation_id.size() <= 256)
         guard_->note_generation(slot_, generation_id);
 }
 

@@ -43,6 +43,12 @@ boost::system::error_code budget_store::sync(std::chrono::milliseconds)
     return {};
 }
 
+std::string proven_above_booked(money proven, money booked)
+{
+    return "the provider's record proves a bill of $" + proven.to_string() + " where $" +
+           booked.to_string() + " was booked";
+}
+
 boost::system::error_code budget_store::read_swept(std::vector<swept_reservation>& out)
 {
     out.clear();
@@ -163,18 +169,21 @@ public:
         return {};
     }
 
-    boost::system::error_code
-    correct(std::uint64_t record_id, money proven, std::vector<budget_charge>& moved) override
+    boost::system::error_code correct(std::uint64_t record_id, money proven, correction& out) override
     {
-        moved.clear();
+        out = {};
         entry* e = find(record_id);
         if (e == nullptr)
             return error::not_found;
+        out.previous = e->cost;
+        out.model = strings_.at(e->model_asked);
         const auto delta = proven - e->cost;
+        if (proven > e->cost)
+            e->anomaly = proven_above_booked(proven, e->cost);
         e->cost = proven;
         e->estimated = false;
         for (const auto& c : e->charges)
-            moved.push_back({names_[c.account], c.window, delta});
+            out.moved.push_back({names_[c.account], c.window, delta});
         return {};
     }
 

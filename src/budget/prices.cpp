@@ -120,6 +120,10 @@ model_price price_of_row(const model_info& src)
             n.remove_prefix(10); // a conditional price: the bound takes the dearest
         add(n, m);
     }
+    // `:online` is OpenRouter's web plugin on every request: a search fee the bound cannot hold.
+    if (p.unknown.empty() && src.id.ends_with(":online"))
+        p.unknown = "an :online model searches the web on every request, for fees frugal cannot "
+                    "bound";
     p.all_zero = zero && p.unknown.empty();
     return p;
 }
@@ -230,14 +234,13 @@ boost::system::result<money> price_catalog::token_cost(std::string_view model, c
         return boost::system::error_code(error::price_unknown);
     if (p->free())
         return money();
-    // prompt × price (+ the cache-write premium) + reasoning × the dearer reasoning price +
-    // the rest × completion + request, exactly (saturating far beyond any bill).
+    // prompt × price (+ the cache-write premium) + output × the dearest output rate (usage
+    // does not say which output was reasoning, image or audio at each rate) + request, exactly
+    // (saturating far beyond any bill): never below what the catalog's prices can bill.
     auto c = detail::saturating_fma(p->prompt, u.prompt_tokens, p->request);
     if (u.cache_write_tokens && p->cache_write > p->prompt)
         c = detail::saturating_fma(p->cache_write - p->prompt, *u.cache_write_tokens, c);
-    const std::uint64_t reasoning = std::min(u.reasoning_tokens.value_or(0), u.completion_tokens);
-    c = detail::saturating_fma(std::max(p->completion, p->internal_reasoning), reasoning, c);
-    return detail::saturating_fma(p->completion, u.completion_tokens - reasoning, c);
+    return detail::saturating_fma(p->output_rate(), u.completion_tokens, c);
 }
 
 boost::system::result<money>

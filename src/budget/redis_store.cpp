@@ -183,11 +183,14 @@ return 1
 )lua";
 
 // A swept reservation proven by the provider's bill: its spend replaced by the bill in each
-// window, once. ARGV: prefix, RID, bill.
+// window, once. One swept less than a lease ago is left alone (2): its process may be slow
+// rather than dead, and a settlement of its own after this one would count twice.
+// ARGV: prefix, RID, bill, the least age in seconds.
 constexpr const char* settle_swept_lua = R"lua(
 local P, rid, bill = ARGV[1], ARGV[2], ARGV[3]
 local s = redis.call('GET', P .. ':swept:' .. rid)
 if not s then return 0 end
+if 604800 - redis.call('TTL', P .. ':swept:' .. rid) < tonumber(ARGV[4]) then return 2 end
 local nl = string.find(s, '\n', 1, true)
 local amount, fields = entry(string.sub(s, nl + 1))
 local key = P .. ':spend'
@@ -459,16 +462,15 @@ public:
         return {};
     }
 
-    error_code
-    correct(std::uint64_t record_id, money proven, std::vector<budget_charge>& moved) override
+    error_code correct(std::uint64_t record_id, money proven, correction& out) override
     {
-        if (auto ec = ledger_->correct(record_id, proven, moved))
+        if (auto ec = ledger_->correct(record_id, proven, out))
             return ec;
-        if (moved.empty())
+        if (out.moved.empty())
             return {};
         change c;
         c.kind = 'm';
-        for (const auto& m : moved)
+        for (const auto& m : out.moved)
             c.moves.emplace_back(field_of(m.window, m.budget), m.amount.units());
         owe(std::move(c));
         return {};
@@ -549,20 +551,23 @@ public:
             if (parts.size() < 2 ||
                 std::from_chars(parts[1].data(), parts[1].data() + parts[1].size(), amount).ec !=
                     std::errc())
-                return error::budget_store_failed; // not this store's data
+                continue; // not this store's data: left for what wrote it
             sw.generation_id = std::string(parts[0]);
             for (std::size_t i = 2; i < parts.size(); ++i) {
                 const auto colon = parts[i].find(':');
                 budget_charge c;
                 if (colon == std::string_view::npos ||
                     std::from_chars(parts[i].data(), parts[i].data() + colon, c.window).ec !=
-                        std::errc())
-                    return error::budget_store_failed;
+                        std::errc()) {
+                    sw.charges.clear();
+                    break;
+                }
                 c.budget = std::string(parts[i].substr(colon + 1));
                 c.amount = money::from_units(amount);
                 sw.charges.push_back(std::move(c));
             }
-            out.push_back(std::move(sw));
+            if (!sw.charges.empty())
+                out.push_back(std::move(sw));
         }
         return {};
     }
@@ -572,8 +577,14 @@ public:
         if (record.cost < money())
             return error::budget_store_failed;
         auto w = std::make_shared<waiter>();
-        w->args = {"EVAL", std::string(lua_prelude) + settle_swept_lua, "0", params_.prefix,
-                   sw.key, std::to_string(record.cost.units())};
+        w->args = {
+            "EVAL",
+            std::string(lua_prelude) + settle_swept_lua,
+            "0",
+            params_.prefix,
+            sw.key,
+            std::to_string(record.cost.units()),
+            std::to_string((params_.lease.count() + 999) / 1000)};
         int settled = -1;
         w->on_reply = [&settled](const redisReply* r) {
             if (r->type == REDIS_REPLY_INTEGER)
@@ -581,8 +592,8 @@ public:
         };
         if (!ask(w, true))
             return error::budget_store_failed; // unreachable
-        if (settled == 0)
-            return error::not_found;
+        if (settled == 0 || settled == 2)
+            return error::not_found; // settled already, or too young to be sure its process died
         if (settled != 1)
             return error::budget_store_failed;
         std::vector<budget_charge_view> views;

@@ -196,8 +196,8 @@ public:
                          "DO UPDATE SET value=excluded.value"},
             {&add_spend_, "INSERT INTO spend VALUES(?1,?2,?3) ON CONFLICT(budget, window) "
                           "DO UPDATE SET committed=committed+excluded.committed"},
-            {&find_record_, "SELECT cost, charges FROM ledger WHERE id=?1"},
-            {&set_cost_, "UPDATE ledger SET cost=?2, estimated=0 WHERE id=?1"},
+            {&find_record_, "SELECT cost, charges, model_asked, anomaly FROM ledger WHERE id=?1"},
+            {&set_cost_, "UPDATE ledger SET cost=?2, estimated=0, anomaly=?3 WHERE id=?1"},
             {&begin_, "BEGIN IMMEDIATE"},
             {&commit_, "COMMIT"},
             {&rollback_, "ROLLBACK"},
@@ -320,10 +320,9 @@ public:
         return run(release_);
     }
 
-    error_code
-    correct(std::uint64_t record_id, money proven, std::vector<budget_charge>& moved) override
+    error_code correct(std::uint64_t record_id, money proven, correction& out) override
     {
-        moved.clear();
+        out = {};
         if (auto ec = run(begin_))
             return ec;
         find_record_.bind(1, static_cast<std::int64_t>(record_id));
@@ -336,13 +335,17 @@ public:
         }
         const auto old = money::from_units(find_record_.int64(0));
         const auto charges = find_record_.text(1);
+        out.previous = old;
+        out.model = find_record_.text(2);
+        const std::string anomaly = find_record_.text(3);
         find_record_.reset();
-        if (!decode_charges(charges, proven - old, moved))
+        if (!decode_charges(charges, proven - old, out.moved))
             return finish(error::budget_store_failed);
         set_cost_.bind(1, static_cast<std::int64_t>(record_id));
         set_cost_.bind(2, proven.units());
+        set_cost_.bind(3, proven > old ? proven_above_booked(proven, old) : anomaly);
         error_code ec = run(set_cost_);
-        for (const auto& m : moved) {
+        for (const auto& m : out.moved) {
             if (ec)
                 break;
             ec = add_spend(m.budget, m.window, m.amount);

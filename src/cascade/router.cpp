@@ -235,22 +235,10 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 a.prompt_tokens = u->prompt_tokens;
                 a.completion_tokens = u->completion_tokens;
             }
-            const auto& served = run.response.model.empty() ? a.model_asked : run.response.model;
-            if (u && !u->cost_rejected.empty()) {
-                // Never below the tokens at catalog prices (nor, in the guard, the reservation).
-                a.anomaly = "usage.cost was " + u->cost_rejected;
-                auto tokens = prices.token_cost(served, *u);
-                if (!tokens)
-                    tokens = prices.token_cost(a.model_asked, *u);
-                if (tokens)
-                    a.cost = *tokens;
-                else
-                    unknown = true;
-            } else if (const auto cost = prices.cost_of(served, u)) {
-                a.cost = *cost;
-            } else {
+            if (const auto booked = booked_cost(a, run.response))
+                a.cost = *booked;
+            else
                 unknown = true; // no usage and no price: charged its reservation
-            }
         } else if (!diag.request_sent) {
             a.outcome = attempt_outcome::not_sent; // nothing reached the provider: free
         } else if (diag.http_status >= 400) {
@@ -278,6 +266,42 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         // reservation) or found a surprise.
         a.cost = rec.cost;
         a.anomaly = rec.anomaly;
+    }
+
+    // The cost of an answered attempt: the provider's report when frugal can take it as a
+    // bill, else its tokens at catalog prices, flagging what it could not take. The served
+    // model is the provider's word: tokens are priced at the dearer of it and the model asked,
+    // so naming a cheaper (or free) model never lowers the books. Nothing when neither is
+    // priced (the reservation is then charged whole).
+    std::optional<money> booked_cost(cascade_attempt& a, const chat_response& response) const
+    {
+        const auto& u = response.usage;
+        const auto& served = response.model.empty() ? a.model_asked : response.model;
+        const auto* asked_price = prices.find(a.model_asked);
+        const bool asked_free = asked_price != nullptr && asked_price->free();
+        if (u && u->cost) {
+            // A paid model reporting exactly $0 for tokens it served, without BYOK, reports
+            // no bill frugal can take.
+            const bool zero_for_paid = *u->cost == money() && !asked_free &&
+                                       !u->is_byok.value_or(false) &&
+                                       u->prompt_tokens + u->completion_tokens > 0;
+            if (!zero_for_paid)
+                return *u->cost;
+            a.anomaly = "usage.cost was 0 for a paid model without BYOK";
+        } else if (u && !u->cost_rejected.empty()) {
+            a.anomaly = "usage.cost was " + u->cost_rejected;
+        }
+        if (!u) // no tokens to price: free only when the model asked is
+            return asked_free ? std::optional<money>(money()) : std::nullopt;
+        const auto by_asked = prices.token_cost(a.model_asked, *u);
+        const auto by_served = prices.token_cost(served, *u);
+        if (by_asked && by_served)
+            return std::max(*by_asked, *by_served);
+        if (by_asked)
+            return *by_asked;
+        if (by_served && !asked_free)
+            return *by_served;
+        return std::nullopt;
     }
 
     // What the guard is asked for an attempt's request: its prompt's bound and max_tokens.

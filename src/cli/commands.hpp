@@ -87,6 +87,7 @@ struct report_options {
     std::string base_url;
     double reconcile_wait_seconds = 15;
     std::string budget_store; ///< redis://...: settle the fleet's swept reservations too
+    double budget_lease_seconds = 900; ///< the fleet's lease (batch --budget-lease)
 };
 
 /// `frugal report`: the usage report of a ledger (text, JSON, CSV or an HTML dashboard), with

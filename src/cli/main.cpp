@@ -173,6 +173,13 @@ int main(int argc, char** argv)
         "store turned into spend when their process died");
     report_cmd
         ->add_option(
+            "--budget-lease", report.budget_lease_seconds,
+            "The fleet's lease (as batch --budget-lease): a swept reservation is settled only "
+            "once a lease has passed since its sweep")
+        ->capture_default_str()
+        ->check(seconds(1, 86400, false));
+    report_cmd
+        ->add_option(
             "--reconcile-wait", report.reconcile_wait_seconds,
             "Seconds after a generation ends during which a 404 is retried")
         ->capture_default_str()

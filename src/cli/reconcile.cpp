@@ -104,6 +104,7 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
     if (!options.budget_store.empty()) {
         redis_store_params rp;
         rp.url = options.budget_store;
+        rp.lease = options.budget_lease;
         std::string detail;
         auto shared = open_redis_store(rp, store, ec, detail);
         if (!shared) {
@@ -224,17 +225,19 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
             bill_difference d{
                 r->record_id, r->generation_id,
                 r->model_served.empty() ? r->model_asked : r->model_served, r->cost, bill};
-            std::vector<budget_charge> moved;
-            if (r->estimated) {
+            correction c;
+            if (r->estimated || bill > r->cost) {
                 // Proven, even when the estimate was right: the record stops saying "unknown".
-                if (store->correct(r->record_id, bill, moved))
+                // A bill above the books is written too, and the record then carries the
+                // anomaly (the books are never left below the bill).
+                if (store->correct(r->record_id, bill, c))
                     out.differences.push_back(std::move(d));
                 else
                     out.corrected.push_back(std::move(d));
             } else if (bill == r->cost) {
                 ++out.matched;
             } else {
-                out.differences.push_back(std::move(d));
+                out.differences.push_back(std::move(d)); // the books say more than the bill
             }
             continue;
         }
@@ -252,6 +255,8 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
             rec.outcome = l.found->cancelled.value_or(false) ? attempt_outcome::cancelled
                                                              : attempt_outcome::ok;
             const money held = sw->charges.empty() ? money() : sw->charges.front().amount;
+            if (bill > held)
+                rec.anomaly = proven_above_booked(bill, held);
             if (store->settle_swept(*sw, rec))
                 ++out.open_left;
             else
@@ -278,6 +283,8 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
         for (const auto& c : o.charges)
             charges.push_back({c.budget, c.window, bill, money(), 0});
         const money held = o.charges.empty() ? money() : o.charges.front().amount;
+        if (bill > held)
+            rec.anomaly = proven_above_booked(bill, held);
         if (store->settle(o.id, charges, rec))
             ++out.open_left;
         else

@@ -429,7 +429,7 @@ std::string format_text(const ledger_report& r)
                 static_cast<unsigned long long>(x.record_id), x.generation_id.c_str(),
                 x.reason.c_str(), usd(x.recorded).c_str());
         }
-        list("corrected (was estimated)", c.corrected);
+        list("corrected to the proven bill", c.corrected);
         list("settled open reservation", c.settled);
         if (!c.unverified.empty()) {
             appendf(

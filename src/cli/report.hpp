@@ -151,6 +151,9 @@ struct reconcile_options {
     /// redis://HOST:PORT/DB: the fleet's store, whose reservations swept into spend after
     /// their process died are settled to the proven bill too.
     std::string budget_store;
+    /// The fleet's lease: a swept reservation is settled only once a lease has passed since
+    /// its sweep (its process may have been slow rather than dead).
+    std::chrono::milliseconds budget_lease{15 * 60 * 1000};
 };
 
 /// Looks every billed record with a generation id up on the provider and compares the bills;

@@ -61,6 +61,8 @@ int run_report(const report_options& options)
         ro.base_url = options.base_url;
         ro.since_ms = *since;
         ro.budget_store = options.budget_store;
+        ro.budget_lease = std::chrono::milliseconds(
+            static_cast<std::int64_t>(options.budget_lease_seconds * 1000));
         ro.not_found_wait = std::chrono::milliseconds(
             static_cast<std::int64_t>(options.reconcile_wait_seconds * 1000));
         if (!reconcile_ledger(ro, rec, error)) {
@@ -99,7 +101,8 @@ int run_report(const report_options& options)
         alarm.budget(c.budget, c.spent, c.cap);
     for (const auto& x : report.reconcile.rejected)
         alarm.anomaly(x.generation_id, x.reason, x.recorded);
-    if (alarm.print("report"))
+    if (alarm.print(
+            "report", report.caps.empty() ? std::nullopt : std::optional<money>(report.caps[0].cap)))
         return exit_money;
     // Like diff(1): a difference between the books and the bill, or a generation the provider
     // no longer knows, is a failure to look at.

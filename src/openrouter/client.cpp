@@ -567,8 +567,10 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
             c, method, path, method == "POST" ? &body : nullptr, "application/json", total, x, st,
             diag);
         std::string text;
-        if (!ec && on_generation != nullptr && *on_generation && !diag.generation_id.empty())
+        if (!ec && on_generation != nullptr && *on_generation && !diag.generation_id.empty()) {
+            c->scrubber.scrub(diag.generation_id);
             (*on_generation)(diag.generation_id); // known long before the body ends
+        }
         if (!ec) {
             ec = co_await finish_whole(c, x, total, diag);
             if (!ec) {
@@ -890,6 +892,7 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     // one, so a stream that outpaces its reader costs one completion per batch, not per event.
     chat_delta pending;
     chat_response response;
+    std::string model_seen, provider_seen; // as the provider wrote them, before scrubbing
     frugal::diagnostics diag;
     error_code error; // the stream failed (handed out once the pending deltas are)
     steady_clock::time_point total{};
@@ -940,18 +943,30 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 error = error::protocol_error;
                 break;
             }
+            // What the router writes to the ledger before the stream ends: scrubbed as it
+            // arrives (rarely: a stream repeats the same values).
+            const auto& k = client->scrubber;
             if (response.id.empty() && !chunk.id.empty()) {
                 response.id = chunk.id;
+                k.scrub(response.id);
                 response.created = chunk.created;
-                diag.generation_id = chunk.id;
+                diag.generation_id = response.id;
             }
-            if (!chunk.model.empty())
+            if (!chunk.model.empty() && chunk.model != model_seen) {
+                model_seen = chunk.model;
                 response.model = chunk.model;
-            if (!chunk.provider.empty())
+                k.scrub(response.model);
+            }
+            if (!chunk.provider.empty() && chunk.provider != provider_seen) {
+                provider_seen = chunk.provider;
                 response.provider = diag.provider = chunk.provider;
+                k.scrub(response.provider);
+                k.scrub(diag.provider);
+            }
             if (chunk.error.present || chunk.finish_reason == "error") {
                 // OpenRouter reports a failure after the 200 in the stream itself.
                 fill(diag, chunk.error.present ? chunk.error : chunk.choice_error);
+                scrub(client->scrubber, diag);
                 if (diag.message.empty()) {
                     diag.message = "the provider ended the stream with finish_reason \"error\"" +
                                    (chunk.native_finish_reason.empty()
@@ -1019,6 +1034,11 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 // A key cut across two events is out of reach here; whole, it is not.
                 k.scrub(out.content);
                 k.scrub(out.reasoning);
+                for (auto& t : out.tool_calls) {
+                    k.scrub(t.id);
+                    k.scrub(t.name);
+                    k.scrub(t.arguments);
+                }
             }
             return {};
         }

@@ -391,8 +391,14 @@ std::optional<money> reported_cost(std::string_view text, std::string& rejected)
     const std::string shown =
         text.size() > 32 ? std::string(text.substr(0, 32)) + "..." : std::string(text);
     const auto m = money::parse_ceil(text);
+    // A negative amount too small for a picodollar rounds up to zero: the sign still says it.
+    const auto mantissa = text.substr(0, text.find_first_of("eE"));
+    const bool negative =
+        text.starts_with('-') && mantissa.find_first_of("123456789") != std::string_view::npos;
     if (!m)
         rejected = "out of range (" + shown + ")";
+    else if (negative && *m == money())
+        rejected = "negative (" + shown + ")";
     else if (*m < money())
         rejected = "negative (" + m->to_string() + ")";
     else if (*m > max_reported_cost)

@@ -2,25 +2,39 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 namespace frugal::openrouter {
 
 namespace {
 
-char fold(char c) noexcept
+constexpr std::size_t filter_bits = std::size_t{1} << 16;
+
+// A text is sampled, not scanned: a window of `sample` characters every `stride` positions.
+// Every run of `key_scrubber::window` characters holds a whole sampled window, since
+// sample + stride - 1 = window; a sample that matches is then extended both ways to the run.
+constexpr std::size_t sample = 8;
+constexpr std::size_t stride = key_scrubber::window - sample + 1;
+
+// ASCII case folding (a key is ASCII), without the locale std::tolower consults per call.
+constexpr char fold(char c) noexcept
 {
-    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
-// FNV-1a of `n` case-folded characters.
-std::uint64_t hash_of(const char* p, std::size_t n) noexcept
+// The `sample` characters at `p`, case-folded, as one word: its own hash, free of collisions.
+// The folding is done on all eight bytes at once (SWAR): a byte from 'A' to 'Z' gains 0x20.
+std::uint64_t hash_of(const char* p) noexcept
 {
-    std::uint64_t h = 1469598103934665603ULL;
-    for (std::size_t i = 0; i < n; ++i) {
-        h ^= static_cast<unsigned char>(fold(p[i]));
-        h *= 1099511628211ULL;
-    }
-    return h;
+    static_assert(sample == sizeof(std::uint64_t));
+    std::uint64_t x = 0;
+    std::memcpy(&x, p, sizeof x);
+    constexpr std::uint64_t ones = 0x0101010101010101ULL;
+    const std::uint64_t low7 = x & (0x7f * ones);
+    const std::uint64_t from_a = low7 + (0x80 - 'A') * ones; // high bit: byte >= 'A'
+    const std::uint64_t past_z = low7 + (0x7f - 'Z') * ones; // high bit: byte > 'Z'
+    const std::uint64_t upper = from_a & ~past_z & ~x & (0x80 * ones);
+    return x | upper >> 2;
 }
 
 std::string base64(std::string_view in)
@@ -58,42 +72,67 @@ std::string percent_encoded(std::string_view in)
     return out;
 }
 
-constexpr std::size_t filter_bits = 4096;
-
 } // namespace
 
 key_scrubber::key_scrubber(std::string_view key)
 {
     if (key.size() < window)
         return; // too short to tell from text; such a key is not a real one
-    std::vector<std::string> forms{std::string(key), percent_encoded(key)};
     // Base64 of any text holding the key holds the base64 of the key taken from one of three
     // alignments (a group of three bytes becomes four characters).
-    for (std::size_t skip = 0; skip < 3; ++skip) {
-        const std::string b = base64(key.substr(skip));
-        // The first group may mix in bytes before the key, so it is left out.
-        if (b.size() > 4 + window)
-            forms.push_back(b.substr(4));
-        if (b.size() >= window)
-            forms.push_back(b);
-    }
+    std::vector<std::string> forms{std::string(key), percent_encoded(key)};
+    for (std::size_t skip = 0; skip < 3; ++skip)
+        forms.push_back(base64(key.substr(skip)));
     filter_.assign(filter_bits / 64, 0);
     for (auto& f : forms) {
-        std::transform(f.begin(), f.end(), f.begin(), fold);
         if (f.size() < window)
             continue;
-        for (std::size_t i = 0; i + window <= f.size(); ++i) {
-            const auto h = hash_of(f.data() + i, window) % filter_bits;
-            filter_[h / 64] |= std::uint64_t{1} << (h % 64);
+        std::transform(f.begin(), f.end(), f.begin(), fold);
+        const auto index = static_cast<std::uint32_t>(forms_.size());
+        for (std::size_t i = 0; i + sample <= f.size(); ++i) {
+            const auto h = hash_of(f.data() + i);
+            const std::uint64_t bit = (h * 0x9E3779B97F4A7C15ULL) >> 48;
+            filter_[bit / 64] |= std::uint64_t{1} << (bit % 64);
+            windows_.push_back({h, index, static_cast<std::uint32_t>(i)});
         }
-        forms_.push_back(f);
+        forms_.push_back(std::move(f));
     }
+    std::sort(windows_.begin(), windows_.end(), [](const auto& a, const auto& b) {
+        return a.hash < b.hash;
+    });
 }
 
 bool key_scrubber::may_hold(std::uint64_t h) const noexcept
 {
-    h %= filter_bits;
-    return (filter_[h / 64] >> (h % 64) & 1) != 0;
+    const std::uint64_t bit = (h * 0x9E3779B97F4A7C15ULL) >> 48; // 16 bits: filter_bits
+    return (filter_[bit / 64] >> (bit % 64) & 1) != 0;
+}
+
+std::pair<std::size_t, std::size_t>
+key_scrubber::run_at(std::string_view text, std::size_t at, std::uint64_t h) const
+{
+    // The longest run of a form of the key through the sampled window at `at`: among the form
+    // windows of that hash, those that really match, extended both ways as far as they go.
+    std::pair<std::size_t, std::size_t> best{at, at};
+    auto it = std::lower_bound(windows_.begin(), windows_.end(), h, [](const auto& w, std::uint64_t v) {
+        return w.hash < v;
+    });
+    for (; it != windows_.end() && it->hash == h; ++it) {
+        const auto& f = forms_[it->form];
+        std::size_t n = 0;
+        while (at + n < text.size() && it->offset + n < f.size() &&
+               fold(text[at + n]) == f[it->offset + n])
+            ++n;
+        if (n < sample)
+            continue; // a hash collision
+        std::size_t back = 0;
+        while (back < at && back < it->offset &&
+               fold(text[at - back - 1]) == f[it->offset - back - 1])
+            ++back;
+        if (n + back >= window && n + back > best.second - best.first)
+            best = {at - back, at + n};
+    }
+    return best;
 }
 
 void key_scrubber::scrub(std::string& text) const
@@ -102,33 +141,26 @@ void key_scrubber::scrub(std::string& text) const
         return;
     static constexpr std::string_view mark = "[redacted]";
     std::string out;
-    std::size_t copied = 0; // text before this is in `out` (or needs no change)
-    std::size_t i = 0;
-    while (i + window <= text.size()) {
-        if (!may_hold(hash_of(text.data() + i, window))) {
-            ++i;
+    std::size_t copied = 0; // text before this is in `out`, or redacted
+    bool changed = false;
+    for (std::size_t at = 0; at + sample <= text.size(); at += stride) {
+        if (at + sample <= copied)
+            continue; // inside a run already redacted
+        const auto h = hash_of(text.data() + at);
+        if (!may_hold(h))
             continue;
-        }
-        // The longest run of some form of the key that starts here.
-        std::size_t best = 0;
-        for (const auto& f : forms_) {
-            for (std::size_t at = 0; at + window <= f.size(); ++at) {
-                std::size_t n = 0;
-                while (i + n < text.size() && at + n < f.size() && fold(text[i + n]) == f[at + n])
-                    ++n;
-                best = std::max(best, n);
-            }
-        }
-        if (best < window) {
-            ++i;
+        auto [from, to] = run_at(text, at, h);
+        if (to - from < window)
             continue;
+        from = std::max(from, copied);
+        if (!(changed && from == copied)) { // not joined to the last redaction
+            out.append(text, copied, from - copied);
+            out += mark;
         }
-        out.append(text, copied, i - copied);
-        out += mark;
-        i += best;
-        copied = i;
+        changed = true;
+        copied = to;
     }
-    if (copied == 0)
+    if (!changed)
         return;
     out.append(text, copied, std::string::npos);
     text = std::move(out);

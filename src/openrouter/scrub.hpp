@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace frugal::openrouter {
@@ -29,11 +30,20 @@ public:
     void scrub(std::string& text) const;
 
 private:
-    // The key's forms, lower-cased (matching ignores case), and a filter over the hashes of
-    // their windows so that most positions of a text are passed over after one bit test.
+    // The key's forms, lower-cased (matching ignores case); every short window of them by its
+    // hash, sorted; and a filter over those hashes, so that a text is sampled every few
+    // positions with one bit test, and only a real match (or a rare false one) looks further.
+    struct window_ref {
+        std::uint64_t hash;
+        std::uint32_t form;
+        std::uint32_t offset;
+    };
     std::vector<std::string> forms_;
+    std::vector<window_ref> windows_;
     std::vector<std::uint64_t> filter_;
     bool may_hold(std::uint64_t h) const noexcept;
+    std::pair<std::size_t, std::size_t>
+    run_at(std::string_view text, std::size_t at, std::uint64_t h) const;
 };
 
 } // namespace frugal::openrouter

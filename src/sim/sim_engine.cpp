@@ -94,6 +94,7 @@ struct directives {
     std::string usage;
     std::string overbill; // USD billed on top of the prices
     std::string cost;     // how usage.cost lies
+    std::string served;   // the model the response claims to be from
 };
 
 template <class T>
@@ -145,6 +146,8 @@ void parse_directives(std::string_view text, directives& d)
                 d.overbill = std::string(v);
             else if (k == "cost")
                 d.cost = std::string(v);
+            else if (k == "served")
+                d.served = std::string(v);
         }
     }
 }
@@ -791,6 +794,7 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     c.reasoning_price = reasoning_price_of(*model);
     c.overbill = d.overbill.empty() ? 0 : parse_usd(d.overbill).value_or(0);
     c.cost_report = d.cost;
+    c.served_as = d.served;
     c.cancel_supported = model->cancel_supported;
     c.time_to_first_token = model->time_to_first_token;
     c.time_per_token = model->time_per_token;
@@ -1107,7 +1111,7 @@ std::string engine::whole_body(const completion& c) const
     b += "\",\"provider\":\"";
     append_json_escaped(b, c.provider);
     b += "\",\"model\":\"";
-    b += c.model;
+    b += c.served_as.empty() ? c.model : c.served_as;
     b += "\",\"object\":\"chat.completion\",\"created\":";
     b += std::to_string(c.created);
     b += ",\"choices\":[{\"logprobs\":null,\"finish_reason\":\"";
@@ -1148,7 +1152,7 @@ std::string engine::chunk_prefix(const completion& c) const
     std::string b =
         "data: {\"id\":\"" + c.id +
         "\",\"object\":\"chat.completion.chunk\",\"created\":" + std::to_string(c.created) +
-        ",\"model\":\"" + c.model + "\",\"provider\":\"";
+        ",\"model\":\"" + (c.served_as.empty() ? c.model : c.served_as) + "\",\"provider\":\"";
     append_json_escaped(b, c.provider);
     b += "\",";
     return b;

@@ -97,6 +97,7 @@ struct completion {
     attodollars reasoning_price = 0; // per reasoning piece; 0: the completion price
     attodollars overbill = 0;        // billed on top of the prices (`[sim overbill=USD]`)
     std::string cost_report;         // how `usage.cost` lies (`[sim cost=...]`); empty: truth
+    std::string served_as;           // the model the response claims (`[sim served=...]`)
     bool cancel_supported = true;
     std::chrono::milliseconds time_to_first_token{0};
     std::chrono::milliseconds time_per_token{0};

@@ -138,6 +138,7 @@ timed "the killed process's reservations expired into spend" "$swept"
 # Reconciled against the provider's generation records, each swept reservation's spend becomes
 # its proven bill, once: Redis then holds exactly the bill, plus what reservations that never
 # learnt their generation id (their request not yet answered) still hold.
+sleep 2.2 # a swept reservation is settled only once a whole lease has passed since its sweep
 read -r with_id unproven <<<"$(for k in $(redis-cli -p "$rport" -n 1 --scan --pattern 'frugal:swept:*'); do
     redis-cli -p "$rport" -n 1 --raw GET "$k" | head -2 | tr '\n' ' '; echo; done |
     python3 -c "
@@ -149,8 +150,8 @@ for line in sys.stdin:
     if parts[0]: with_id += 1
     else: unproven += int(parts[1])
 print(with_id, unproven)")"
-"$frugal" report --ledger "$tmp/k4.db" --reconcile --budget-store "$store" --base-url "$url2" \
-    --reconcile-wait 5 --json >"$tmp/swept.json" 2>"$tmp/swept.err"
+"$frugal" report --ledger "$tmp/k4.db" --reconcile --budget-store "$store" --budget-lease 2 \
+    --base-url "$url2" --reconcile-wait 5 --json >"$tmp/swept.json" 2>"$tmp/swept.err"
 settled=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['reconciliation']['settled_open']))" "$tmp/swept.json" 2>/dev/null)
 timed "swept reservations carry their generation id" "${with_id:-0}"
 check "--reconcile settles every swept reservation with a generation id" "${with_id:-x}" "${settled:-none}"
@@ -159,8 +160,8 @@ committed2=$(redis-cli -p "$rport" -n 1 --raw HGET frugal:spend c:0:global)
 check "so Redis holds exactly the bill (and what no lookup can prove)" \
     "$(python3 -c "import decimal; print((decimal.Decimal('$billed2') * 10**12).to_integral_value() + ${unproven:-0})")" \
     "${committed2:-missing}"
-"$frugal" report --ledger "$tmp/k4.db" --reconcile --budget-store "$store" --base-url "$url2" \
-    --json >"$tmp/swept2.json" 2>/dev/null
+"$frugal" report --ledger "$tmp/k4.db" --reconcile --budget-store "$store" --budget-lease 2 \
+    --base-url "$url2" --json >"$tmp/swept2.json" 2>/dev/null
 check "a second --reconcile settles nothing twice" 0 "$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['reconciliation']['settled_open']))" "$tmp/swept2.json" 2>/dev/null)"
 kill $sim2 2>/dev/null
 

@@ -107,20 +107,24 @@ struct lie {
     const char* cost = "";   // the [sim cost=...] directive, "" for the truth
     bool rejectable = false; // frugal cannot take the report as a bill
     bool overbill = false;
+    bool served = false;     // the response names another model as the one that served
     money overbill_usd;
 };
 
 lie draw_lie(std::mt19937_64& rng)
 {
-    switch (rng() % 12) {
-    case 0: return {"negative", true, false};
-    case 1: return {"string", true, false};
-    case 2: return {"huge", true, false};
-    case 3: return {"bool", true, false};
-    case 4: return {"missing", false, false};
-    case 5: return {"null", false, false};
-    case 6: return {"float", false, false};
-    case 7: return {"", false, true}; // billed above the prices, and said so
+    switch (rng() % 16) {
+    case 0: return {"negative", true};
+    case 1: return {"string", true};
+    case 2: return {"huge", true};
+    case 3: return {"bool", true};
+    case 4: return {"missing"};
+    case 5: return {"null"};
+    case 6: return {"float"};
+    case 7: return {"", false, true};         // billed above the prices, and said so
+    case 8: return {"missing", false, true};  // billed above the prices, and silent about it
+    case 9: return {"missing", false, false, true}; // another (perhaps free) model named
+    case 10: return {"zero"};                 // $0 (a lie only for a paid model)
     default: return {};
     }
 }
@@ -209,6 +213,8 @@ void one_run(std::uint64_t seed, run_result& out)
             p << " poor=empty"; // reasoning tokens only
         if (*l.cost != 0)
             p << " cost=" << l.cost;
+        if (l.served)
+            p << " served=" << catalog[rng() % catalog.size()].row.id;
         if (l.overbill) {
             const auto cents = 1 + rng() % 9;
             p << " overbill=0.0" << cents;
@@ -268,8 +274,11 @@ void one_run(std::uint64_t seed, run_result& out)
             // Never sent a request whose cost cannot be bounded: a cap refuses it.
             if (sent)
                 BOOST_TEST(m->boundable, "seed " << seed << ": " << a.model_asked << " was sent");
-            // Every report frugal could not take as a bill is flagged.
-            if (a.outcome == frugal::attempt_outcome::ok && lies[i].rejectable)
+            // Every report frugal could not take as a bill is flagged ($0 from a paid model
+            // included).
+            const bool paid_zero = std::string_view(lies[i].cost) == "zero" && m->paid &&
+                                   !prices.find(a.model_asked)->free();
+            if (a.outcome == frugal::attempt_outcome::ok && (lies[i].rejectable || paid_zero))
                 BOOST_TEST(!a.anomaly.empty(), "seed " << seed << ": prompt " << i);
             // A paid model is never booked as free.
             if (a.outcome == frugal::attempt_outcome::ok && m->paid &&
@@ -278,12 +287,14 @@ void one_run(std::uint64_t seed, run_result& out)
         }
     }
 
-    // Reconciled as a user would (`frugal report --reconcile`): a bill frugal could not see
-    // (a request cancelled after it was sent) is proven by the provider's generation record.
+    // Reconciled as a user would (`frugal report --reconcile`): a bill frugal could not see (a
+    // request cancelled after it was sent, a provider silent about billing above its prices) is
+    // proven by the provider's generation record, and a proven bill above the books corrects
+    // them (a surprise, which stops the budgets it was charged to).
     std::vector<frugal::attempt_record> ledger;
     BOOST_TEST_REQUIRE(!guard->read_ledger(0, ledger));
     for (const auto& rec : ledger) {
-        if (!rec.estimated || rec.generation_id.empty())
+        if (rec.generation_id.empty() || rec.outcome == frugal::attempt_outcome::denied)
             continue;
         auto [gec2, gen] = run(
             f.io,
@@ -293,7 +304,7 @@ void one_run(std::uint64_t seed, run_result& out)
                     rec.generation_id, asio::as_tuple(asio::use_awaitable));
                 co_return std::tuple{e, std::move(g)};
             }());
-        if (!gec2 && gen.total_cost)
+        if (!gec2 && gen.total_cost && (rec.estimated || *gen.total_cost > rec.cost))
             BOOST_TEST(!guard->correct(rec.record_id, *gen.total_cost));
     }
     // What no one can prove: a request billed above its prices whose answer frugal never saw

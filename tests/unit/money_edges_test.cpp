@@ -13,6 +13,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <cctype>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -185,12 +187,47 @@ BOOST_AUTO_TEST_CASE(defect_2_a_paid_bill_above_its_worst_case_stops_its_budgets
     BOOST_TEST(!g.reserve("google/gemma-4-31b-it:free", u8).active()); // global is stopped
 }
 
+BOOST_AUTO_TEST_CASE(defect_2_a_proven_bill_above_the_books_is_a_surprise_too)
+{
+    guarded g({{"tenant:acme", usd("1")}});
+    const std::vector<std::string> acme{"tenant:acme"};
+    auto r = g.reserve("anthropic/claude-fable-5", acme);
+    BOOST_TEST_REQUIRE(r.active());
+    r.mark_sent();
+    auto rec = billed("anthropic/claude-fable-5", usd("0.001"));
+    BOOST_TEST(!r.settle(rec));
+    // The provider's generation record says more: the books follow it, and it is a surprise.
+    BOOST_TEST(!g.guard->correct(rec.record_id, usd("0.5")));
+    BOOST_TEST((g.guard->committed_total() == usd("0.5")));
+    BOOST_TEST((g.budget("tenant:acme").committed == usd("0.5")));
+    BOOST_TEST(g.budget("tenant:acme").stopped);
+    BOOST_TEST(g.guard->anomalies().back().surprise);
+    std::vector<frugal::attempt_record> ledger;
+    BOOST_TEST(!g.guard->read_ledger(0, ledger));
+    BOOST_TEST(ledger.back().anomaly.find("proves a bill of $0.5") != std::string::npos);
+    BOOST_TEST(!g.reserve("anthropic/claude-fable-5").active()); // price_unknown now
+    BOOST_TEST(g.ec == frugal::error::price_unknown);
+    // A record charged to no budget still moves the total; a negative bill proves nothing.
+    guarded none({});
+    auto f = none.reserve("google/gemma-4-31b-it:free");
+    f.mark_sent();
+    auto frec = billed("google/gemma-4-31b-it:free", money());
+    BOOST_TEST(!f.settle(frec));
+    BOOST_TEST(!none.guard->correct(frec.record_id, usd("0.02")));
+    BOOST_TEST((none.guard->committed_total() == usd("0.02")));
+    BOOST_TEST(none.guard->correct(frec.record_id, usd("-1")) ==
+               boost::system::errc::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(defect_3_a_negative_cost_never_gives_headroom_back)
 {
     const auto u = decoded_usage(
         R"({"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"cost":-0.99})");
     BOOST_TEST(!u.cost.has_value());
     BOOST_TEST(u.cost_rejected == "negative (-0.99)");
+    // Too small for a picodollar, and negative all the same.
+    BOOST_TEST(decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"cost":-1e-13})")
+                   .cost_rejected == "negative (-1e-13)");
 
     // The router books such a report at no less than the tokens at catalog prices; the guard
     // at no less than the reservation.
@@ -285,12 +322,19 @@ BOOST_AUTO_TEST_CASE(defect_5_every_price_field_is_read_and_bounded)
     // A conditional price is bounded at its dearest.
     BOOST_TEST((c.find("long/ctx")->output_rate() == usd("0.000004")));
     BOOST_TEST(!c.find("var/auto")->known());
-    // Tokens at catalog prices: reasoning tokens at the reasoning rate.
+    // An :online id searches the web on every request: fees the bound cannot hold.
+    std::vector<frugal::model_info> online;
+    BOOST_TEST(!openrouter::decode_models(
+        R"({"data":[{"id":"a/b:online","pricing":{"prompt":"0.000001","completion":"0.000002","web_search":"0.004"}}]})",
+        online));
+    BOOST_TEST(!frugal::price_catalog(online).find("a/b:online")->known());
+    // Tokens at catalog prices: output at the dearest output rate (usage does not say which
+    // tokens were reasoning).
     frugal::usage u;
     u.prompt_tokens = 100;
     u.completion_tokens = 50;
     u.reasoning_tokens = 40;
-    BOOST_TEST((c.token_cost("think/r1", u).value() == usd("0.00052"))); // 100e-6 + 40e-5 + 10×2e-6
+    BOOST_TEST((c.token_cost("think/r1", u).value() == usd("0.0006"))); // 100e-6 + 50×1e-5
 }
 
 BOOST_AUTO_TEST_CASE(defect_6_passing_the_cap_is_never_silent)
@@ -409,6 +453,34 @@ BOOST_AUTO_TEST_CASE(defect_9_the_key_is_scrubbed_from_provider_text_in_any_form
     BOOST_TEST(
         scrubbed("an ordinary message about sk-or-v1 keys") ==
         "an ordinary message about sk-or-v1 keys");
+    // At random: pieces of the key (12 characters or more, any case) in random text are all
+    // gone, wherever they fall against the scrubber's sampling, and nothing else changes.
+    std::mt19937 rng(7);
+    for (int run = 0; run < 2000; ++run) {
+        std::string text;
+        const int pieces = 1 + static_cast<int>(rng() % 3);
+        for (int p = 0; p < pieces; ++p) {
+            for (std::size_t n = rng() % 40; n > 0; --n)
+                text += static_cast<char>(' ' + rng() % 90);
+            const std::size_t len = 12 + rng() % (key.size() - 11);
+            const std::size_t from = rng() % (key.size() - len + 1);
+            std::string piece = key.substr(from, len);
+            for (auto& c : piece)
+                if (rng() % 2 == 0)
+                    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+            text += piece;
+        }
+        std::string out = text;
+        k.scrub(out);
+        std::string folded = out;
+        std::transform(folded.begin(), folded.end(), folded.begin(), ::tolower);
+        bool left = false;
+        for (std::size_t i = 0; i + 12 <= key.size() && !left; ++i)
+            left = folded.find(key.substr(i, 12)) != std::string::npos;
+        BOOST_TEST(!left, "run " << run << ": " << out);
+    }
+    const std::string plain = "The quick brown fox jumps over the lazy dog, 0123456789 times.";
+    BOOST_TEST(scrubbed(plain) == plain);
 
     // CSV cells a spreadsheet would run as formulas are neutralised.
     BOOST_TEST(
