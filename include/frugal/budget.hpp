@@ -331,6 +331,16 @@ public:
     /// Every note of the store, ordered by key.
     boost::system::error_code read_notes(std::vector<std::pair<std::string, std::string>>& out);
 
+    /// The free tier's quota through the store, when it shares one across a fleet (Redis):
+    /// takes a request at `now_ms` and returns 0, or returns how long to wait; nothing when the
+    /// store does not share it. For routers; not under the guard's lock.
+    std::optional<std::int64_t>
+    take_free_request(std::int64_t now_ms, std::uint32_t per_minute, std::uint32_t per_day);
+
+    /// No free request before `until_ms` across the fleet (a 429's reset); false when the store
+    /// does not share the quota.
+    bool block_free_until(std::int64_t until_ms);
+
     /// Stops all paid traffic: waiting requests are denied, in-flight ones are cancelled, new
     /// ones fail with `error::budget_closed`. Free calls go on.
     void close();

@@ -203,6 +203,19 @@ public:
     virtual boost::system::error_code
     settle_swept(const swept_reservation& s, attempt_record& record);
 
+    /// The free tier's quota, shared by every process of a fleet: takes one request at
+    /// `now_ms` (Unix) under the limits given, or sets `wait_ms` to how long until one is free.
+    /// Fails with `error::not_found` when the store does not share it (each process then
+    /// counts its own).
+    virtual boost::system::error_code take_free_request(
+        std::int64_t now_ms,
+        std::uint32_t per_minute,
+        std::uint32_t per_day,
+        std::int64_t& wait_ms);
+
+    /// No free request before `until_ms`, for the whole fleet (a 429's reset).
+    virtual boost::system::error_code block_free_until(std::int64_t until_ms);
+
     /// Waits up to `timeout` until every change the store accepted has reached where it is
     /// kept. A store that writes before it returns (memory, SQLite) has nothing to wait for; a
     /// shared store that sends settlements in batches (Redis) waits for their acknowledgement,

@@ -5,10 +5,22 @@
 /// What a failed request can tell beyond its error code.
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 
 namespace frugal {
+
+/// A rate limit as the server stated it: OpenRouter's `X-RateLimit-*` headers (or their echo in
+/// a 429 body's `metadata.headers`), and which window the message names.
+struct rate_limit_info {
+    std::optional<std::uint64_t> limit;     ///< requests the window allows
+    std::optional<std::uint64_t> remaining; ///< requests left in it
+    std::optional<std::int64_t> reset_ms;   ///< when it resets, Unix milliseconds
+    /// "minute" (`free-models-per-min`), "day" (`free-models-per-day`) or empty when the
+    /// server did not say.
+    std::string window;
+};
 
 /// Details of a failure that talked to a provider, beside the `error_code` (Boost.MySQL's
 /// `diagnostics` pattern). Operations clear it when they start and fill what they learn.
@@ -32,6 +44,8 @@ struct diagnostics {
     std::string generation_id;
     /// How long the server asked to wait before retrying (`Retry-After`).
     std::optional<std::chrono::milliseconds> retry_after;
+    /// The rate limit the server stated, when it did (a 429, mostly).
+    std::optional<rate_limit_info> rate_limit;
     /// How many attempts the operation made (retries included).
     int attempts = 0;
     /// Whether some attempt wrote its whole request: a failure with this false cannot have

@@ -53,18 +53,28 @@ enum class on_budget_exhausted {
     fail,         ///< fail with `error::budget_exhausted`
 };
 
-/// What to do when the free-tier limiter has no request left.
+/// What to do when the free tier's quota is used up.
 enum class on_free_tier_empty {
-    escalate, ///< skip the free tier (reason `rate_limited`)
-    wait,     ///< wait for the limiter, up to `free_tier_limits::max_wait`
+    /// Skip the free tier (reason `rate_limited`) and pay the next one: an opt-in, since it
+    /// turns free traffic into paid traffic.
+    escalate,
+    /// Wait for the quota, up to `free_tier_limits::max_wait`, then fail the request with
+    /// `error::rate_limited`: it never quietly becomes paid (the default).
+    wait,
 };
 
-/// OpenRouter's limits on `:free` models, enforced client-side so a cascade skips or waits
-/// instead of collecting 429s.
+/// OpenRouter's limits on `:free` models, enforced client-side so a cascade waits (or skips)
+/// instead of collecting 429s. They are a first guess: the router learns the server's own
+/// limits from its `X-RateLimit-*` headers, a 429's reset time and `Retry-After`, and the key's
+/// free-tier status (`router::learn`). With a shared budget store (Redis), the quota is counted
+/// in the store, for the whole fleet.
 struct free_tier_limits {
     std::uint32_t per_minute = 20;
-    std::uint32_t per_day = 50; ///< 1,000 with at least $10 of credits
-    on_free_tier_empty when_empty = on_free_tier_empty::escalate;
+    /// Requests a UTC day; 0: as the key's status says (50, or 1,000 once $10 of credits were
+    /// bought), 50 until it is known.
+    std::uint32_t per_day = 0;
+    on_free_tier_empty when_empty = on_free_tier_empty::wait;
+    /// The longest a cascade waits for the free tier, 429s retried included.
     std::chrono::milliseconds max_wait{60'000};
 };
 
@@ -139,9 +149,13 @@ struct cascade_result {
     chat_response response; ///< the answer returned (the last acceptable one)
     std::uint32_t tier = 0; ///< the tier that answered
     std::vector<cascade_attempt> attempts;
-    bool escalated = false;                             ///< a tier above the first was tried
+    /// The answer came from a tier above the first (an escalation, or pre-routing). A denied
+    /// escalation keeps the lower tier's answer: `escalated` false, `budget_denied` true.
+    bool escalated = false;
     bool budget_denied = false;                         ///< the budget refused an escalation
-    escalation_reason reason = escalation_reason::none; ///< why it first escalated
+    escalation_reason reason = escalation_reason::none; ///< why it escalated, when it did
+    /// Why it wanted to go up when the budget refused it (`budget_denied`).
+    escalation_reason wanted = escalation_reason::none;
     money total_cost;
 };
 
@@ -287,6 +301,11 @@ public:
     /// The budget keys of the cascades that follow (e.g. {"tenant:acme"}) when they are not
     /// given their own.
     void set_budget_keys(std::vector<std::string> keys);
+
+    /// Learns the free tier's daily quota from the key's status (`chat_client::async_key_info`):
+    /// 50 requests a day for a key that never bought credits, 1,000 otherwise. A policy that
+    /// sets `free_tier.per_day` keeps its own.
+    void learn(const key_info& key);
 
 private:
     void async_complete_impl(

@@ -1022,6 +1022,20 @@ const char* to_string(budget_period p) noexcept
     return "none";
 }
 
+std::optional<std::int64_t> budget_guard::take_free_request(
+    std::int64_t now_ms, std::uint32_t per_minute, std::uint32_t per_day)
+{
+    std::int64_t wait = 0;
+    if (impl_->store_->take_free_request(now_ms, per_minute, per_day, wait))
+        return std::nullopt;
+    return wait;
+}
+
+bool budget_guard::block_free_until(std::int64_t until_ms)
+{
+    return !impl_->store_->block_free_until(until_ms);
+}
+
 void budget_guard::close()
 {
     impl_->close();

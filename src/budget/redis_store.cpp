@@ -202,6 +202,40 @@ redis.call('DEL', P .. ':swept:' .. rid)
 return 1
 )lua";
 
+// The free tier's quota for the fleet: a sliding minute (a sorted set of the requests'
+// times), a UTC day's count, and a block learnt from a 429. Returns 0 when a request is taken,
+// else the milliseconds to wait. ARGV: prefix, now_ms, per_minute, per_day, a unique member.
+constexpr const char* take_free_lua = R"lua(
+local P, now = ARGV[1], tonumber(ARGV[2])
+local per_min, per_day = tonumber(ARGV[3]), tonumber(ARGV[4])
+local block = tonumber(redis.call('GET', P .. ':free:block') or '0')
+if now < block then return block - now end
+local day = math.floor(now / 86400000)
+local dk = P .. ':free:day:' .. day
+if tonumber(redis.call('GET', dk) or '0') >= per_day then return (day + 1) * 86400000 - now end
+local mk = P .. ':free:minute'
+redis.call('ZREMRANGEBYSCORE', mk, '-inf', now - 60000)
+if redis.call('ZCARD', mk) >= per_min then
+  local first = redis.call('ZRANGE', mk, 0, 0, 'WITHSCORES')
+  return math.max(tonumber(first[2]) + 60000 - now, 1)
+end
+redis.call('ZADD', mk, now, ARGV[5])
+redis.call('PEXPIRE', mk, 120000)
+redis.call('INCR', dk)
+redis.call('PEXPIRE', dk, 172800000)
+return 0
+)lua";
+
+// A 429's reset, for the fleet: the block only ever moves later. ARGV: prefix, now_ms, until.
+constexpr const char* block_free_lua = R"lua(
+local P, now, untl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local block = tonumber(redis.call('GET', P .. ':free:block') or '0')
+if untl > block and untl > now then
+  redis.call('SET', P .. ':free:block', ARGV[3], 'PX', untl - now)
+end
+return 1
+)lua";
+
 std::int64_t unix_ms()
 {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -490,6 +524,44 @@ public:
         return ledger_->read_ledger(since_ms, out);
     }
 
+    error_code take_free_request(
+        std::int64_t now_ms,
+        std::uint32_t per_minute,
+        std::uint32_t per_day,
+        std::int64_t& wait_ms) override
+    {
+        wait_ms = 0;
+        auto w = std::make_shared<waiter>();
+        w->args = {
+            "EVAL",
+            take_free_lua,
+            "0",
+            params_.prefix,
+            std::to_string(now_ms),
+            std::to_string(per_minute),
+            std::to_string(per_day),
+            instance_ + "." + std::to_string(free_seq_.fetch_add(1))};
+        std::int64_t wait = -1;
+        w->on_reply = [&wait](const redisReply* r) {
+            if (r->type == REDIS_REPLY_INTEGER)
+                wait = r->integer;
+        };
+        // Redis unreachable: the quota cannot be shared; the caller counts on its own.
+        if (!ask(w, false) || wait < 0)
+            return error::not_found;
+        wait_ms = wait;
+        return {};
+    }
+
+    error_code block_free_until(std::int64_t until_ms) override
+    {
+        auto w = std::make_shared<waiter>();
+        w->args = {
+            "EVAL",         block_free_lua, "0", params_.prefix, std::to_string(unix_ms()),
+            std::to_string(until_ms)};
+        return ask(w, false) ? error_code() : error_code(error::not_found);
+    }
+
     error_code read_swept(std::vector<swept_reservation>& out) override
     {
         out.clear();
@@ -655,6 +727,7 @@ private:
     enum class link { down, connecting, handshake, ready };
 
     std::string rid(std::uint64_t id) const { return instance_ + "." + std::to_string(id); }
+    std::atomic<std::uint64_t> free_seq_{0}; // members of the free tier's minute, unique
 
     // What a new connection sends first (SELECT only for a database other than 0).
     std::vector<std::string> select_command() const { return {"SELECT", std::to_string(db_)}; }

@@ -6,6 +6,8 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <limits>
+#include <optional>
 #include <cctype>
 #include <cstring>
 #include <iterator>
@@ -257,15 +259,51 @@ std::int64_t free_tier_limiter::acquire(std::int64_t now_ms)
         day_ = day;
         day_count_ = 0;
     }
-    if (day_count_ >= limits_.per_day)
+    if (day_count_ >= per_day_)
         return (day + 1) * day_ms - now_ms; // OpenRouter's daily count resets at 00:00 UTC
     while (!minute_.empty() && minute_.front() <= now_ms - minute)
         minute_.pop_front();
-    if (minute_.size() >= limits_.per_minute)
+    if (minute_.size() >= per_minute_)
         return std::max<std::int64_t>(minute_.front() + minute - now_ms, 1);
     minute_.push_back(now_ms);
     ++day_count_;
     return 0;
+}
+
+std::int64_t free_tier_limiter::learn(const diagnostics& d, std::int64_t now_ms)
+{
+    // A 429 that says nothing of when to come back: a short pause, then the server is asked
+    // again (an upstream provider's congestion clears in seconds).
+    constexpr std::int64_t unknown_pause_ms = 5'000;
+    constexpr std::int64_t longest_ms = 2 * 86'400'000; // a reset further off is not believed
+    std::optional<std::int64_t> stated;
+    if (d.rate_limit) {
+        const auto& rl = *d.rate_limit;
+        const auto limit = rl.limit ? static_cast<std::uint32_t>(std::min<std::uint64_t>(
+                                          *rl.limit, std::numeric_limits<std::uint32_t>::max()))
+                                    : 0u;
+        if (rl.window == "minute" && limit != 0)
+            per_minute_ = limit;
+        if (rl.window == "day" && limit != 0) {
+            per_day_ = limit;
+            day_count_ = std::max(day_count_, limit); // spent, as the server says
+        }
+        if (rl.reset_ms && *rl.reset_ms > now_ms)
+            stated = std::min(*rl.reset_ms, now_ms + longest_ms);
+    }
+    if (d.retry_after) {
+        const auto after = now_ms + std::min<std::int64_t>(d.retry_after->count(), longest_ms);
+        stated = std::max(stated.value_or(after), after);
+    }
+    const auto until = stated.value_or(now_ms + unknown_pause_ms);
+    block_until(until);
+    return until;
+}
+
+void free_tier_limiter::learn(const key_info& k)
+{
+    if (!day_fixed_)
+        per_day_ = k.is_free_tier ? 50 : 1000;
 }
 
 } // namespace detail

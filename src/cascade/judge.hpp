@@ -4,6 +4,7 @@
 // The cascade's decisions, sans-io: is an answer good enough, can a partial answer already be
 // rejected, which tier does a request start at, and the free-tier limiter.
 
+#include <frugal/diagnostics.hpp>
 #include <frugal/router.hpp>
 
 #include <boost/system/error_code.hpp>
@@ -37,19 +38,36 @@ bool enabled(const cascade_policy& p, escalation_reason r) noexcept;
 // byte, plus a margin per message for the chat template.
 std::uint64_t prompt_bound(const chat_request& req) noexcept;
 
-// OpenRouter's free-model limits, counted on this side: a sliding minute and a UTC day.
+// OpenRouter's free-model limits, counted on this side: a sliding minute and a UTC day, as
+// the policy guesses them until the server says otherwise.
 class free_tier_limiter {
 public:
-    explicit free_tier_limiter(free_tier_limits l) : limits_(l) {}
+    explicit free_tier_limiter(free_tier_limits l)
+        : per_minute_(l.per_minute), per_day_(l.per_day == 0 ? 50 : l.per_day),
+          day_fixed_(l.per_day != 0)
+    {
+    }
 
     // Takes one request at `now_ms` (Unix), or says how long to wait for one (0: taken).
     std::int64_t acquire(std::int64_t now_ms);
 
-    // A 429 from a free model: nothing more until `until_ms`.
+    // Nothing more until `until_ms`.
     void block_until(std::int64_t until_ms) { blocked_until_ = std::max(blocked_until_, until_ms); }
 
+    // A 429 from a free model: the limits and reset it states (headers, or their echo in the
+    // body; Retry-After), else a short pause. Returns until when nothing more may go.
+    std::int64_t learn(const diagnostics& d, std::int64_t now_ms);
+
+    // The key's free-tier status: 50 requests a day, or 1,000 once credits were bought.
+    void learn(const key_info& k);
+
+    std::uint32_t per_minute() const noexcept { return per_minute_; }
+    std::uint32_t per_day() const noexcept { return per_day_; }
+
 private:
-    free_tier_limits limits_;
+    std::uint32_t per_minute_;
+    std::uint32_t per_day_;
+    bool day_fixed_; // the policy set it: the key's status does not change it
     std::deque<std::int64_t> minute_;
     std::int64_t day_ = -1;
     std::uint32_t day_count_ = 0;

@@ -169,25 +169,46 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         return t;
     }
 
-    // Waits for the free-tier limiter, or says to skip the tier (true).
-    asio::awaitable<bool> free_tier_skip(bool last_tier)
+    // Takes a free request from the fleet's quota when the budget store shares one (Redis),
+    // else from this router's own count: 0 when taken, else how long to wait.
+    std::int64_t take_free(std::int64_t now_ms)
     {
-        const auto start = steady_clock::now();
+        if (guard) {
+            if (const auto wait =
+                    guard->take_free_request(now_ms, limiter.per_minute(), limiter.per_day()))
+                return *wait;
+        }
+        return limiter.acquire(now_ms);
+    }
+
+    enum class gate { go, skip, fail };
+
+    // Waits for the free tier's quota until `deadline`; or says to skip the tier (the
+    // `escalate` opt-in, when a tier is left) or to fail the request with rate_limited.
+    asio::awaitable<gate> free_gate(bool last_tier, steady_clock::time_point deadline)
+    {
         for (;;) {
-            const auto wait = limiter.acquire(unix_now_ms());
+            const auto wait = take_free(unix_now_ms());
             if (wait == 0)
-                co_return false;
+                co_return gate::go;
             if (policy.free_tier.when_empty == on_free_tier_empty::escalate && !last_tier)
-                co_return true;
-            const auto waited = steady_clock::now() - start;
-            if (waited + std::chrono::milliseconds(wait) > policy.free_tier.max_wait)
-                co_return true;
+                co_return gate::skip;
+            if (steady_clock::now() + std::chrono::milliseconds(wait) > deadline)
+                co_return gate::fail;
             asio::steady_timer t(co_await asio::this_coro::executor);
             t.expires_after(std::chrono::milliseconds(wait));
             auto [tec] = co_await t.async_wait(tuple_awaitable);
             if (tec)
-                co_return true; // cancelled: the caller's cancellation is seen by the next step
+                co_return gate::fail; // cancelled: the caller's cancellation is seen next
         }
+    }
+
+    // A free tier's 429 is not an error to escalate on: under `wait` it is retried on the
+    // free tier once the quota comes back (the gate waits), under `escalate` it moves on.
+    bool retry_free(std::uint32_t tier, const error_code& ec, bool last_tier) const
+    {
+        return free_tier[tier] && ec == error::rate_limited &&
+               (policy.free_tier.when_empty == on_free_tier_empty::wait || last_tier);
     }
 
     // The record of an attempt, in a scratch object whose strings keep their capacity (the
@@ -317,12 +338,15 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         return rr;
     }
 
-    // A 429 from a free model holds the limiter back for its Retry-After (a minute without one).
+    // A 429 from a free model teaches the limiter the server's limits and reset (and the
+    // fleet's, through a shared store).
     void note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag)
     {
-        if (ec == error::rate_limited && free_tier[tier])
-            limiter.block_until(
-                unix_now_ms() + diag.retry_after.value_or(std::chrono::seconds(60)).count());
+        if (ec != error::rate_limited || !free_tier[tier])
+            return;
+        const auto until = limiter.learn(diag, unix_now_ms());
+        if (guard)
+            (void)guard->block_free_until(until);
     }
 
     // The record of a free tier skipped because its limiter was empty.
@@ -548,6 +572,15 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         co_return out;
     }
 
+    // Why a failed attempt escalates: a free tier's 429 is its quota (under the `escalate`
+    // opt-in it moves on as `rate_limited`, whatever `escalate_on` says), never an error.
+    escalation_reason failure_reason(std::uint32_t tier, const error_code& ec) const
+    {
+        if (free_tier[tier] && ec == error::rate_limited)
+            return escalation_reason::rate_limited;
+        return judge_error(policy, ec);
+    }
+
     enum class verdict { accepted, escalate, stop };
 
     // What a finished attempt means for the cascade; records it in `out`.
@@ -560,8 +593,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         error_code& last_error) const
     {
         out.total_cost += run.rec.cost;
-        const auto why =
-            run.answered ? judge(policy, req, run.response) : judge_error(policy, run.rec.error);
+        const auto why = run.answered ? judge(policy, req, run.response)
+                                       : failure_reason(run.rec.tier, run.rec.error);
         if (run.answered && (why == escalation_reason::none || last)) {
             out.response = std::move(run.response);
             out.tier = run.rec.tier;
@@ -592,15 +625,21 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         escalation_reason pre = escalation_reason::none;
         std::uint32_t t = first_tier(req, pre);
         escalation_reason arrived_by = pre;
-        if (t > 0) {
-            out.escalated = true;
+        if (t > 0)
             out.reason = pre;
-        }
         const auto n = static_cast<std::uint32_t>(policy.tiers.size());
         std::optional<attempt_run> fallback; // the last answer that was not accepted
         error_code last_error;
         auto cs = co_await asio::this_coro::cancellation_state;
         auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
+        const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
+        // `escalated` says where the answer came from, once there is one.
+        auto answered_by = [&](std::uint32_t tier) {
+            out.tier = tier;
+            out.escalated = tier > 0;
+            if (!out.escalated)
+                out.reason = escalation_reason::none;
+        };
 
         while (t < n) {
             if (cancelled()) {
@@ -608,18 +647,25 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 break;
             }
             const bool last = t + 1 == n;
-            if (!out.attempts.empty())
-                out.escalated = true;
-            if (free_tier[t] && limiter.acquire(unix_now_ms()) != 0 &&
-                co_await free_tier_skip(last)) {
-                out.attempts.push_back(skipped_attempt(
-                    t, last ? escalation_reason::none : escalation_reason::rate_limited));
-                last_error = error::rate_limited;
-                if (out.reason == escalation_reason::none && !last)
-                    out.reason = escalation_reason::rate_limited;
-                arrived_by = escalation_reason::rate_limited;
-                ++t;
-                continue;
+            if (free_tier[t]) {
+                const auto g = co_await free_gate(last, free_deadline);
+                if (g != gate::go && cancelled())
+                    continue; // reported at the top
+                if (g == gate::fail) {
+                    // Not served free within the wait: it fails, and is never quietly paid.
+                    out.attempts.push_back(skipped_attempt(t, escalation_reason::none));
+                    last_error = error::rate_limited;
+                    break;
+                }
+                if (g == gate::skip) {
+                    out.attempts.push_back(skipped_attempt(t, escalation_reason::rate_limited));
+                    last_error = error::rate_limited;
+                    if (out.reason == escalation_reason::none)
+                        out.reason = escalation_reason::rate_limited;
+                    arrived_by = escalation_reason::rate_limited;
+                    ++t;
+                    continue;
+                }
             }
             std::vector<attempt_run> runs; // two when hedged; one is the common case
             attempt_run single;
@@ -630,8 +676,14 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             }
             const std::span<attempt_run> done =
                 runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
+            if (done.size() == 1 && !cancelled() && retry_free(t, single.rec.error, last)) {
+                // The free tier's own 429: the gate waits for its reset, within the wait.
+                out.total_cost += single.rec.cost;
+                out.attempts.push_back(single.rec);
+                last_error = error::rate_limited;
+                continue;
+            }
             if (done.size() == 2) {
-                out.escalated = true;
                 if (out.reason == escalation_reason::none)
                     out.reason = escalation_reason::timeout; // the cheap tier was slow
                 // The winner is judged last: an acceptable answer beats one cancelled for it.
@@ -646,6 +698,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 if (run.budget_denied) {
                     denied = true;
                     out.budget_denied = true;
+                    out.wanted = run.arrived_by;
                     out.attempts.push_back(run.rec);
                     continue;
                 }
@@ -665,6 +718,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 }
             }
             if (accepted) {
+                answered_by(out.tier);
                 op->ec = error_code();
                 co_return;
             }
@@ -672,16 +726,16 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 break;
             if (denied) {
                 if (policy.budget_exhausted == on_budget_exhausted::fail || !fallback) {
+                    out.escalated = false;
+                    out.reason = escalation_reason::none;
                     op->ec = error_code(error::budget_exhausted);
                     co_return;
                 }
-                // The cheap answer, marked budget_denied.
+                // The lower tier's answer, marked budget_denied.
                 out.response = std::move(fallback->response);
-                out.tier = fallback->rec.tier;
-                {
-                    op->ec = error_code();
-                    co_return;
-                }
+                answered_by(fallback->rec.tier);
+                op->ec = error_code();
+                co_return;
             }
             if (v == verdict::stop)
                 break;
@@ -689,7 +743,9 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         }
         if (fallback) {
             out.response = std::move(fallback->response);
-            out.tier = fallback->rec.tier;
+            answered_by(fallback->rec.tier);
+        } else {
+            out.escalated = false;
         }
         if (!last_error)
             last_error = error::provider_error;
@@ -745,10 +801,16 @@ asio::awaitable<void> produce(
     escalation_reason pre = escalation_reason::none;
     std::uint32_t t = r->first_tier(base, pre);
     escalation_reason arrived_by = pre;
-    if (t > 0) {
-        out.escalated = true;
+    if (t > 0)
         out.reason = pre;
-    }
+    const auto free_deadline = steady_clock::now() + r->policy.free_tier.max_wait;
+    // `escalated` says where the answer came from, once there is one.
+    auto answered_by = [&](std::uint32_t tier) {
+        out.tier = tier;
+        out.escalated = tier > 0;
+        if (!out.escalated)
+            out.reason = escalation_reason::none;
+    };
     const auto n = static_cast<std::uint32_t>(r->policy.tiers.size());
     const bool json_wanted = wants_json(base);
     std::optional<chat_response> fallback;
@@ -764,15 +826,26 @@ asio::awaitable<void> produce(
             last_error = asio::error::operation_aborted;
             break;
         }
-        if (r->free_tier[t] && r->limiter.acquire(unix_now_ms()) != 0 &&
-            co_await r->free_tier_skip(last)) {
-            out.attempts.push_back(r->skipped_attempt(t, escalation_reason::rate_limited));
-            last_error = error::rate_limited;
-            if (out.reason == escalation_reason::none)
-                out.reason = escalation_reason::rate_limited;
-            out.escalated = out.escalated || !last;
-            arrived_by = escalation_reason::rate_limited;
-            continue;
+        if (r->free_tier[t]) {
+            const auto g = co_await r->free_gate(last, free_deadline);
+            if (g != router_impl::gate::go && cs.cancelled() != asio::cancellation_type::none) {
+                last_error = asio::error::operation_aborted;
+                break;
+            }
+            if (g == router_impl::gate::fail) {
+                // Not served free within the wait: it fails, and is never quietly paid.
+                out.attempts.push_back(r->skipped_attempt(t, escalation_reason::none));
+                last_error = error::rate_limited;
+                break;
+            }
+            if (g == router_impl::gate::skip) {
+                out.attempts.push_back(r->skipped_attempt(t, escalation_reason::rate_limited));
+                last_error = error::rate_limited;
+                if (out.reason == escalation_reason::none)
+                    out.reason = escalation_reason::rate_limited;
+                arrived_by = escalation_reason::rate_limited;
+                continue;
+            }
         }
         attempt_run run;
         run.arrived_by = arrived_by;
@@ -783,8 +856,10 @@ asio::awaitable<void> produce(
         reservation res;
         if (!r->try_reserve(req, call, res) && !co_await r->reserve(run, req, call, res)) {
             out.attempts.push_back(run.rec);
-            if (run.budget_denied)
+            if (run.budget_denied) {
                 out.budget_denied = true;
+                out.wanted = run.arrived_by;
+            }
             last_error = run.rec.error;
             break;
         }
@@ -901,9 +976,16 @@ asio::awaitable<void> produce(
             last_error = asio::error::operation_aborted;
             break;
         }
+        if (!ended && !shown && r->retry_free(t, ec, last)) {
+            // The free tier's own 429: the gate waits for its reset, within the wait.
+            out.attempts.push_back(run.rec);
+            last_error = error::rate_limited;
+            --t; // the same tier again (the loop moves on by one)
+            continue;
+        }
         escalation_reason why = early;
         if (why == escalation_reason::none)
-            why = ended ? judge(r->policy, base, run.response) : judge_error(r->policy, ec);
+            why = ended ? judge(r->policy, base, run.response) : r->failure_reason(t, ec);
         if (ended && (why == escalation_reason::none || last)) {
             // Accepted: buffered text is shown now.
             for (auto& piece : held) {
@@ -914,7 +996,7 @@ asio::awaitable<void> produce(
                     co_return;
             }
             out.response = run.response;
-            out.tier = t;
+            answered_by(t);
             out.attempts.push_back(run.rec);
             cascade_event done;
             done.type = cascade_event::kind::done;
@@ -937,7 +1019,6 @@ asio::awaitable<void> produce(
         }
         if (last || why == escalation_reason::none)
             break;
-        out.escalated = true;
         if (out.reason == escalation_reason::none)
             out.reason = why;
         arrived_by = why;
@@ -951,7 +1032,7 @@ asio::awaitable<void> produce(
                                                              : !last_error);
     if (use_fallback) {
         out.response = *fallback;
-        out.tier = fallback_tier;
+        answered_by(fallback_tier);
         if (!fallback_shown) {
             cascade_event ev;
             ev.tier = fallback_tier;
@@ -968,8 +1049,13 @@ asio::awaitable<void> produce(
     }
     if (out.budget_denied && !last_error)
         last_error = error::budget_exhausted;
+    out.escalated = false;
+    out.reason = escalation_reason::none;
     st->finished = true;
-    (void)co_await send(last_error ? last_error : error_code(error::provider_error), {});
+    // A named event: GCC 12 copies a braced temporary into a coroutine's parameter bitwise,
+    // leaving its string pointing into this frame.
+    cascade_event failed;
+    (void)co_await send(last_error ? last_error : error_code(error::provider_error), std::move(failed));
 }
 
 } // namespace
@@ -1000,6 +1086,11 @@ const cascade_policy& router::policy() const noexcept
 void router::set_budget_keys(std::vector<std::string> keys)
 {
     impl_->default_keys = std::make_shared<detail::budget_keys>(std::move(keys));
+}
+
+void router::learn(const key_info& key)
+{
+    impl_->limiter.learn(key);
 }
 
 namespace {

@@ -215,8 +215,11 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
     }
     r.flagship_priced = fp.has_value();
     for (const auto& [_, attempts] : tasks) {
-        const bool escalated = std::any_of(
-            attempts.begin(), attempts.end(), [](const auto* a) { return !a->reason.empty(); });
+        // Escalated: an answer came from a tier the request was sent up to (a denied
+        // escalation, or one that failed, kept the lower tier's answer).
+        const bool escalated = std::any_of(attempts.begin(), attempts.end(), [](const auto* a) {
+            return !a->reason.empty() && a->outcome == attempt_outcome::ok;
+        });
         r.escalated_tasks += escalated ? 1 : 0;
         if (!fp)
             continue;

@@ -98,6 +98,44 @@ error_code error_for_status(int status, const openrouter::provider_error_info& e
     }
 }
 
+std::optional<std::uint64_t> count_of(std::string_view v)
+{
+    std::uint64_t n = 0;
+    const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || p != v.data() + v.size())
+        return std::nullopt;
+    return n;
+}
+
+// A rate limit's fields, from headers or a body's echo of them; the window from the message.
+void note_rate_limit(
+    diagnostics& d,
+    std::string_view limit,
+    std::string_view remaining,
+    std::string_view reset,
+    std::string_view message,
+    std::string_view source)
+{
+    rate_limit_info info = d.rate_limit.value_or(rate_limit_info{});
+    if (const auto n = count_of(limit))
+        info.limit = n;
+    if (const auto n = count_of(remaining))
+        info.remaining = n;
+    if (const auto n = count_of(reset)) {
+        // Epoch milliseconds, as OpenRouter sends it; a value that small is seconds.
+        const auto v = static_cast<std::int64_t>(std::min<std::uint64_t>(*n, 1ULL << 62));
+        info.reset_ms = v < 100'000'000'000 ? v * 1000 : v;
+    }
+    if (message.find("per-min") != std::string_view::npos ||
+        source.find("minute") != std::string_view::npos)
+        info.window = "minute";
+    else if (message.find("per-day") != std::string_view::npos ||
+             source.find("daily") != std::string_view::npos)
+        info.window = "day";
+    if (info.limit || info.remaining || info.reset_ms || !info.window.empty())
+        d.rate_limit = std::move(info);
+}
+
 void fill(diagnostics& d, const openrouter::provider_error_info& e)
 {
     if (!e.message.empty())
@@ -107,6 +145,7 @@ void fill(diagnostics& d, const openrouter::provider_error_info& e)
     d.raw = e.raw;
     if (!e.provider.empty())
         d.provider = e.provider;
+    note_rate_limit(d, e.rate_limit, e.rate_remaining, e.rate_reset, e.message, e.limit_source);
 }
 
 // The key never leaves in what a provider sent back: an error may echo the request's headers.
@@ -459,6 +498,9 @@ asio::awaitable<error_code> start_exchange(
             diag.generation_id = std::string(id);
         st.retry_after = parse_retry_after(h[bhttp::field::retry_after]);
         diag.retry_after = st.retry_after;
+        if (const auto limit = h["X-RateLimit-Limit"]; !limit.empty())
+            note_rate_limit(
+                diag, limit, h["X-RateLimit-Remaining"], h["X-RateLimit-Reset"], {}, {});
         co_return error_code{};
     }
 }

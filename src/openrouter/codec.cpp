@@ -243,6 +243,10 @@ void clear_error(provider_error_info& e)
     e.raw.clear();
     e.provider.clear();
     e.moderation = false;
+    e.rate_limit.clear();
+    e.rate_remaining.clear();
+    e.rate_reset.clear();
+    e.limit_source.clear();
 }
 
 // RFC 3629 UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. Text is nearly always
@@ -341,7 +345,8 @@ enum class node : std::uint8_t {
     usage_details, // prompt_tokens_details, completion_tokens_details, cost_details
     error,
     error_metadata,
-    reasons, // error.metadata.reasons: its presence marks moderation
+    error_headers, // error.metadata.headers: rate-limit headers echoed in a 429 body
+    reasons,       // error.metadata.reasons: its presence marks moderation
 };
 
 struct frame {
@@ -380,6 +385,10 @@ enum class field : std::uint8_t {
     error_type,
     error_raw,
     error_provider,
+    limit_source,
+    rate_limit,
+    rate_remaining,
+    rate_reset,
 };
 
 // A bill as a provider wrote it (a JSON number's text): the amount, rounded up to the
@@ -623,6 +632,9 @@ private:
             if (!object && eq(key_, "reasons")) {
                 kind = node::reasons;
                 parent.err->moderation = true;
+            } else if (object && eq(key_, "headers")) {
+                kind = node::error_headers;
+                err = parent.err;
             }
             break;
         default: break;
@@ -715,6 +727,16 @@ private:
                 return field::error_raw;
             if (eq(k, "provider_name"))
                 return field::error_provider;
+            if (eq(k, "limit_source"))
+                return field::limit_source;
+            return field::none;
+        case node::error_headers:
+            if (eq(k, "X-RateLimit-Limit"))
+                return field::rate_limit;
+            if (eq(k, "X-RateLimit-Remaining"))
+                return field::rate_remaining;
+            if (eq(k, "X-RateLimit-Reset"))
+                return field::rate_reset;
             return field::none;
         default: return field::none;
         }
@@ -765,6 +787,10 @@ private:
         case field::error_type: keep(stack_.back().err->error_type, v, false); break;
         case field::error_raw: keep(stack_.back().err->raw, v, false); break;
         case field::error_provider: keep(stack_.back().err->provider, v, false); break;
+        case field::limit_source: keep(stack_.back().err->limit_source, v, false); break;
+        case field::rate_limit: keep(stack_.back().err->rate_limit, v, false); break;
+        case field::rate_remaining: keep(stack_.back().err->rate_remaining, v, false); break;
+        case field::rate_reset: keep(stack_.back().err->rate_reset, v, false); break;
         case field::cost: reject_cost("a string"); break;
         default: break;
         }
@@ -822,6 +848,9 @@ private:
             ensure_usage().upstream_inference_cost = money::parse(text);
             break;
         case field::error_code: stack_.back().err->code = std::string(text); break;
+        case field::rate_limit: stack_.back().err->rate_limit = std::string(text); break;
+        case field::rate_remaining: stack_.back().err->rate_remaining = std::string(text); break;
+        case field::rate_reset: stack_.back().err->rate_reset = std::string(text); break;
         default: break;
         }
         number_.clear();

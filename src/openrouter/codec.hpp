@@ -32,6 +32,8 @@ struct provider_error_info {
     std::string raw;
     std::string provider;
     bool moderation = false; // metadata.reasons present
+    // metadata.headers: the rate-limit headers a 429 body echoes; and metadata.limit_source
+    std::string rate_limit, rate_remaining, rate_reset, limit_source;
 };
 
 /// One decoded chat response or stream chunk.

@@ -188,10 +188,14 @@ BOOST_AUTO_TEST_CASE(the_budget_denies_an_escalation_exactly_when_the_cap_would_
         const auto before = guard->snapshot()[0];
         const auto o = complete(f, r, req);
         BOOST_TEST(!o.ec);
-        BOOST_TEST_REQUIRE(o.result.escalated); // every prompt is too hard for the free tier
+        // Every prompt is too hard for the free tier: escalated, or denied (never both).
+        BOOST_TEST_REQUIRE(o.result.escalated != o.result.budget_denied);
         if (o.result.budget_denied) {
             ++denied;
             BOOST_TEST(o.result.tier == 0u); // the cheap answer, marked
+            BOOST_TEST(o.result.reason == escalation_reason::none);
+            BOOST_TEST(o.result.wanted != escalation_reason::none); // why it wanted to go up
+            BOOST_TEST(o.result.response.model == cheap);
             BOOST_TEST((before.cap - before.committed < smallest), "denied with room left");
         } else {
             ++escalated;
@@ -447,6 +451,7 @@ BOOST_AUTO_TEST_CASE(the_free_tier_limiter_escalates_or_waits_by_policy)
     const auto cat = load_catalog(f);
     auto p = policy();
     p.free_tier.per_minute = 2;
+    p.free_tier.when_empty = frugal::on_free_tier_empty::escalate; // the opt-in
     frugal::router r(f.client, p, cat, open_guard(cat, "1"));
     for (int i = 0; i < 2; ++i)
         BOOST_TEST(complete(f, r, request("", "Say hi.")).result.tier == 0u);
@@ -457,21 +462,23 @@ BOOST_AUTO_TEST_CASE(the_free_tier_limiter_escalates_or_waits_by_policy)
     BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::not_sent);
     BOOST_TEST(f.bill().at("models").as_object().contains(cheap)); // the free calls were made
 
-    // Waiting instead: a limit that frees a slot after a minute, bounded at 50 ms, gives up.
+    // Waiting, the default: a limit that frees a slot after a minute, bounded at 50 ms, gives
+    // up with rate_limited, and the flagship is never asked.
     auto w = policy();
     w.free_tier.per_minute = 1;
-    w.free_tier.when_empty = frugal::on_free_tier_empty::wait;
     w.free_tier.max_wait = 50ms;
-    w.tiers = {cheap};
-    frugal::router rw(f.client, w, cat, std::nullopt);
+    frugal::router rw(f.client, w, cat, open_guard(cat, "1"));
     BOOST_TEST(!complete(f, rw, request("", "Say hi.")).ec);
     const auto t0 = std::chrono::steady_clock::now();
     o = complete(f, rw, request("", "Say hi."));
     BOOST_TEST(o.ec == frugal::error::rate_limited);
     BOOST_TEST((std::chrono::steady_clock::now() - t0 < 1s));
+    BOOST_TEST(!o.result.escalated);
+    for (const auto& a : o.result.attempts)
+        BOOST_TEST(a.model_asked == cheap); // never quietly paid
 }
 
-BOOST_AUTO_TEST_CASE(a_429_from_the_free_tier_escalates_and_blocks_the_limiter)
+BOOST_AUTO_TEST_CASE(a_429_from_the_free_tier_waits_for_its_reset_or_fails_never_paid)
 {
     auto cfg = fixed();
     cfg.free_requests_per_minute = 1;
@@ -479,16 +486,118 @@ BOOST_AUTO_TEST_CASE(a_429_from_the_free_tier_escalates_and_blocks_the_limiter)
     params.retry.max_attempts = 1;
     client_fixture f(cfg, params);
     const auto cat = load_catalog(f);
-    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    auto p = policy();
+    p.free_tier.max_wait = 200ms;
+    frugal::router r(f.client, p, cat, open_guard(cat, "1"));
     BOOST_TEST(complete(f, r, request("", "Say hi.")).result.tier == 0u);
-    auto o = complete(f, r, request("", "Say hi.")); // the simulator answers 429
+    // The server's quota is smaller than the client's guess: its 429 (reset a minute away,
+    // past the wait) fails the request as rate_limited; it never becomes paid or "error".
+    auto o = complete(f, r, request("", "Say hi."));
+    BOOST_TEST(o.ec == frugal::error::rate_limited);
+    BOOST_TEST_REQUIRE(!o.result.attempts.empty());
+    BOOST_TEST(o.result.attempts[0].error == frugal::error::rate_limited);
+    for (const auto& a : o.result.attempts)
+        BOOST_TEST(a.model_asked == cheap);
+    BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
+    // The limiter learnt the reset: the next request does not even ask.
+    o = complete(f, r, request("", "Say hi."));
+    BOOST_TEST(o.ec == frugal::error::rate_limited);
+    BOOST_TEST_REQUIRE(o.result.attempts.size() == 1u);
+    BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::not_sent);
+
+    // The escalate opt-in moves on instead, with reason rate_limited (never "error").
+    auto e = policy();
+    e.free_tier.when_empty = frugal::on_free_tier_empty::escalate;
+    e.escalate_on = {escalation_reason::length}; // rate_limited not even named
+    frugal::router re(f.client, e, cat, open_guard(cat, "1"));
+    o = complete(f, re, request("", "Say hi."));
     BOOST_TEST(!o.ec);
     BOOST_TEST(o.result.tier == 1u);
-    BOOST_TEST(o.result.attempts[0].reason == escalation_reason::rate_limited);
-    // The limiter now holds the free tier back for Retry-After: no request goes out.
-    o = complete(f, r, request("", "Say hi."));
-    BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::not_sent);
-    BOOST_TEST(o.result.tier == 1u);
+    BOOST_TEST(o.result.escalated);
+    BOOST_TEST(o.result.reason == escalation_reason::rate_limited);
+}
+
+BOOST_AUTO_TEST_CASE(a_429_with_a_near_reset_is_retried_on_the_free_tier)
+{
+    auto cfg = fixed();
+    cfg.faults = {{cheap, "429", 1, 1.0}}; // the first request: 429 with Retry-After 1 s
+    frugal::client_params params = fast_retries();
+    params.retry.max_attempts = 1; // the router's own wait, not the client's retry
+    client_fixture f(cfg, params);
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto o = complete(f, r, request("", "Say hi."));
+    BOOST_TEST(!o.ec);
+    BOOST_TEST(o.result.tier == 0u);
+    BOOST_TEST(!o.result.escalated);
+    BOOST_TEST_REQUIRE(o.result.attempts.size() == 2u);
+    BOOST_TEST(o.result.attempts[0].error == frugal::error::rate_limited);
+    BOOST_TEST(o.result.attempts[1].outcome == frugal::attempt_outcome::ok);
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 >= 900ms)); // it waited for the reset
+    BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
+}
+
+BOOST_AUTO_TEST_CASE(a_streamed_cascade_waits_for_the_free_tier_too)
+{
+    auto cfg = fixed();
+    cfg.faults = {{cheap, "429", 1, 1.0}};
+    frugal::client_params params = fast_retries();
+    params.retry.max_attempts = 1;
+    client_fixture f(cfg, params);
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    frugal::cascade_stream s;
+    r.start_stream(request("", "Say hi."), frugal::stream_mode::stream, s);
+    std::shared_ptr<const frugal::cascade_result> result;
+    std::string shown;
+    run(f.io, [&]() -> asio::awaitable<void> {
+        for (;;) {
+            auto [ec, ev] = co_await s.async_next(tuple_awaitable);
+            if (ec) {
+                BOOST_TEST(!ec, ec.message());
+                co_return;
+            }
+            if (ev.type == frugal::cascade_event::kind::delta)
+                shown += ev.text;
+            BOOST_TEST((ev.type != frugal::cascade_event::kind::escalating));
+            if (ev.type == frugal::cascade_event::kind::done) {
+                result = ev.result;
+                break;
+            }
+        }
+    }());
+    BOOST_TEST_REQUIRE(result != nullptr);
+    BOOST_TEST(result->tier == 0u);
+    BOOST_TEST(!result->escalated);
+    BOOST_TEST_REQUIRE(result->attempts.size() == 2u);
+    BOOST_TEST(result->attempts[0].error == frugal::error::rate_limited);
+    BOOST_TEST(shown == result->response.content);
+    BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
+
+    // And fails rate_limited when the quota does not come back within the wait.
+    auto p = policy();
+    p.free_tier.max_wait = 100ms;
+    auto cfg2 = fixed();
+    cfg2.free_requests_per_minute = 0;
+    client_fixture g(cfg2, params);
+    frugal::router r2(g.client, p, cat, open_guard(cat, "1"));
+    frugal::cascade_stream s2;
+    r2.start_stream(request("", "Say hi."), frugal::stream_mode::stream, s2);
+    boost::system::error_code last;
+    run(g.io, [&]() -> asio::awaitable<void> {
+        for (;;) {
+            auto [ec, ev] = co_await s2.async_next(tuple_awaitable);
+            if (ec) {
+                last = ec;
+                break;
+            }
+            if (ev.type == frugal::cascade_event::kind::done)
+                break;
+        }
+    }());
+    BOOST_TEST(last == frugal::error::rate_limited);
+    BOOST_TEST(!g.bill().at("models").as_object().contains(flagship));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
