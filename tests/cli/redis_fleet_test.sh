@@ -165,6 +165,36 @@ check "so Redis holds exactly the bill (and what no lookup can prove)" \
 check "a second --reconcile settles nothing twice" 0 "$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['reconciliation']['settled_open']))" "$tmp/swept2.json" 2>/dev/null)"
 kill $sim2 2>/dev/null
 
+# The free tier's quota is the key's, not each process's: two processes sharing Redis share
+# a quota of 4 a minute, so of their 6 free prompts 4 are served and 2 fail rate_limited
+# (waiting a second at most), none paid.
+cat >"$tmp/free-policy.json" <<'P'
+{"tiers":["google/gemma-4-31b-it:free","anthropic/claude-fable-5"],
+ "free_tier":{"per_minute":4,"per_day":1000,"max_wait_ms":1000}}
+P
+pids=()
+for p in a b; do
+    for i in 1 2 3; do echo "{\"id\":\"$p$i\",\"prompt\":\"Name a colour, $p$i.\"}"; done >"$tmp/free-$p.jsonl"
+    "$frugal" batch --base-url "$url" --policy "$tmp/free-policy.json" --budget 1 \
+        --budget-store "redis://127.0.0.1:$rport/2" --json "$tmp/free-$p.jsonl" >"$tmp/free-$p.json" 2>/dev/null &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+read -r served limited paid <<<"$(python3 - "$tmp/free-a.json" "$tmp/free-b.json" <<'PY'
+import json, sys
+served = limited = paid = 0
+for f in sys.argv[1:]:
+    for r in json.load(open(f))["requests"]:
+        if r["error"] is None and r["final_model"].endswith(":free"): served += 1
+        if r["error"] and "rate" in r["error"]: limited += 1
+        paid += sum(1 for a in r["attempts"] if not a["model"].endswith(":free") and a["outcome"] != "not_sent")
+print(served, limited, paid)
+PY
+)"
+check "two processes share the free tier's quota: 4 of 6 served free" 4 "${served:-x}"
+check "the other 2 fail rate_limited" 2 "${limited:-x}"
+check "and none is paid around the quota" 0 "${paid:-x}"
+
 # Redis restarted mid-run, with its append-only file on: escalations tried while it is down
 # are refused, settlements it missed are replayed when it is back, and the invariant holds.
 rport2=$(free_port)
