@@ -199,6 +199,10 @@ public:
     /// Why the guard cancelled this reservation's request, or success if it did not.
     boost::system::error_code cancel_reason() const noexcept;
 
+    /// Why the guard refused it, in words naming the budget or the price (empty when it was
+    /// granted): an inactive reservation from `async_reserve` carries it.
+    const std::string& why_denied() const noexcept { return why_; }
+
 private:
     friend class detail::guard_impl;
     static constexpr std::uint32_t no_slot = 0xffffffffu;
@@ -211,6 +215,7 @@ private:
     bool sent_ = false;
     bool free_ = false;
     std::shared_ptr<detail::cancel_state> cancel_;
+    std::string why_;
 };
 
 /// The budget guard: reserves before a paid request, settles after it, and keeps every cap.
@@ -330,6 +335,12 @@ public:
 
     /// Every note of the store, ordered by key.
     boost::system::error_code read_notes(std::vector<std::pair<std::string, std::string>>& out);
+
+    /// Keeps the final answer of prompt `id` beside the ledger (`budget_store::put_answer`).
+    boost::system::error_code keep_answer(std::string_view id, std::string_view answer);
+
+    /// Every answer the store kept, by prompt id.
+    boost::system::error_code read_answers(std::vector<std::pair<std::string, std::string>>& out);
 
     /// The free tier's quota through the store, when it shares one across a fleet (Redis):
     /// takes a request at `now_ms` and returns 0, or returns how long to wait; nothing when the

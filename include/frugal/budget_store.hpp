@@ -203,6 +203,14 @@ public:
     virtual boost::system::error_code
     settle_swept(const swept_reservation& s, attempt_record& record);
 
+    /// Keeps the final answer of prompt `id` (a JSON object, as `frugal batch` writes it), so a
+    /// rerun can skip what was answered. Optional: the default keeps nothing.
+    virtual boost::system::error_code put_answer(std::string_view id, std::string_view answer);
+
+    /// Every answer kept, by prompt id.
+    virtual boost::system::error_code
+    read_answers(std::vector<std::pair<std::string, std::string>>& out);
+
     /// The free tier's quota, shared by every process of a fleet: takes one request at
     /// `now_ms` (Unix) under the limits given, or sets `wait_ms` to how long until one is free.
     /// Fails with `error::not_found` when the store does not share it (each process then

@@ -134,6 +134,9 @@ struct cascade_attempt {
     /// Why the cascade moved on from this attempt (`none` when it was accepted or last).
     escalation_reason reason = escalation_reason::none;
     boost::system::error_code error;
+    /// What the provider said about the failure (its message, status, code), or why the
+    /// budget refused the attempt; empty when it did not fail.
+    std::string detail;
     std::uint64_t prompt_tokens = 0;
     std::uint64_t completion_tokens = 0;
     money cost;

@@ -81,6 +81,9 @@ struct sim_config {
     /// Accept any bearer token as a key without a limit (each token keeps its own usage).
     bool accept_any_key = true;
     std::uint32_t free_requests_per_minute = 20;
+    /// The length of the free tier's "minute" window, shorter for tests that watch a quota
+    /// come back.
+    std::chrono::milliseconds free_window{60'000};
     std::uint32_t free_requests_per_day = 1000;
     /// Timestamps (`created`, generation ids) use this Unix time instead of the clock, so the
     /// same seed and requests give the same bytes.

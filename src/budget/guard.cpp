@@ -46,6 +46,7 @@ struct waiter {
     std::vector<std::string> keys;
     reserve_request req;
     request_features features;
+    std::string why; // the last reason it could not be granted
     bool queued = true;
 
     waiter(reserve_handler h, asio::any_io_executor ex)
@@ -547,11 +548,13 @@ public:
             auto& w = **it;
             reservation res;
             error_code ec;
-            const auto s = grant(w.req, w.features, &w.executor, res, ec, nullptr);
+            const auto s = grant(w.req, w.features, &w.executor, res, ec, &w.why);
             if (s == shortfall::wait) {
                 ++it;
                 continue;
             }
+            if (ec)
+                res.why_ = w.why;
             w.queued = false;
             done.push_back({*it, ec, std::move(res)});
             it = waiters_.erase(it);
@@ -595,7 +598,7 @@ public:
         auto features = inspect_extra_body(req.extra_body); // parsed once, outside the lock
         {
             const std::lock_guard lock(mu_);
-            s = grant(req, features, &ex, res, ec, nullptr);
+            s = grant(req, features, &ex, res, ec, &res.why_);
         }
         if (s != shortfall::wait || params_.max_wait.count() <= 0) {
             // Decided at once (most requests): no waiter, no timer.
@@ -603,6 +606,8 @@ public:
             return;
         }
         auto w = std::make_shared<waiter>(std::move(h), ex);
+        w->why = std::move(res.why_);
+        res.why_.clear();
         w->model = std::string(req.model);
         w->keys.assign(req.keys.begin(), req.keys.end());
         w->req = req;
@@ -613,9 +618,11 @@ public:
         {
             // Headroom may have come back since the first try: judge again as a queued waiter.
             const std::lock_guard lock(mu_);
-            s = grant(w->req, w->features, &ex, res, ec, nullptr);
+            s = grant(w->req, w->features, &ex, res, ec, &w->why);
             if (s == shortfall::wait)
                 waiters_.push_back(w);
+            else
+                res.why_ = w->why;
         }
         if (s != shortfall::wait) {
             complete(w, ec, std::move(res));
@@ -638,14 +645,18 @@ public:
     // A waiter that gave up (cancelled, or its time ran out), unless it was already served.
     void abandon(const std::shared_ptr<waiter>& w, error_code why)
     {
+        reservation none;
         {
             const std::lock_guard lock(mu_);
             if (!w->queued)
                 return;
             w->queued = false;
             waiters_.remove(w);
+            if (why == error::budget_exhausted)
+                none.why_ = w->why + " (after waiting " +
+                            std::to_string(params_.max_wait.count()) + " ms for headroom)";
         }
-        complete(w, why, {});
+        complete(w, why, std::move(none));
     }
 
     void close()
@@ -784,7 +795,7 @@ public:
 reservation::reservation(reservation&& o) noexcept
     : guard_(std::exchange(o.guard_, nullptr)), slot_(std::exchange(o.slot_, no_slot)), id_(o.id_),
       amount_(o.amount_), max_tokens_(o.max_tokens_), clamped_(o.clamped_), sent_(o.sent_),
-      free_(o.free_), cancel_(std::move(o.cancel_))
+      free_(o.free_), cancel_(std::move(o.cancel_)), why_(std::move(o.why_))
 {
 }
 
@@ -1003,6 +1014,20 @@ error_code budget_guard::annotate(std::string_view key, std::string_view value)
     const std::lock_guard lock(impl_->mu_);
     return impl_->store_->put_note(key, value) ? error_code(error::budget_store_failed)
                                                : error_code();
+}
+
+error_code budget_guard::keep_answer(std::string_view id, std::string_view answer)
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->store_->put_answer(id, answer) ? error_code(error::budget_store_failed)
+                                                 : error_code();
+}
+
+error_code budget_guard::read_answers(std::vector<std::pair<std::string, std::string>>& out)
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->store_->read_answers(out) ? error_code(error::budget_store_failed)
+                                            : error_code();
 }
 
 error_code budget_guard::read_notes(std::vector<std::pair<std::string, std::string>>& out)

@@ -677,6 +677,14 @@ public:
     {
         return ledger_->put_note(key, value);
     }
+    error_code put_answer(std::string_view id, std::string_view answer) override
+    {
+        return ledger_->put_answer(id, answer);
+    }
+    error_code read_answers(std::vector<std::pair<std::string, std::string>>& out) override
+    {
+        return ledger_->read_answers(out);
+    }
     error_code read_notes(std::vector<std::pair<std::string, std::string>>& out) override
     {
         return ledger_->read_notes(out);

@@ -114,6 +114,8 @@ CREATE TABLE IF NOT EXISTS ledger(
 CREATE INDEX IF NOT EXISTS ledger_time ON ledger(time_ms);
 CREATE TABLE IF NOT EXISTS notes(
     key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS answers(
+    id TEXT PRIMARY KEY, answer TEXT NOT NULL) WITHOUT ROWID;
 )sql";
 
 class sqlite_store final : public budget_store {
@@ -194,6 +196,8 @@ public:
              "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"},
             {&put_note_, "INSERT INTO notes VALUES(?1,?2) ON CONFLICT(key) "
                          "DO UPDATE SET value=excluded.value"},
+            {&put_answer_, "INSERT INTO answers VALUES(?1,?2) ON CONFLICT(id) "
+                           "DO UPDATE SET answer=excluded.answer"},
             {&add_spend_, "INSERT INTO spend VALUES(?1,?2,?3) ON CONFLICT(budget, window) "
                           "DO UPDATE SET committed=committed+excluded.committed"},
             {&find_record_, "SELECT cost, charges, model_asked, anomaly FROM ledger WHERE id=?1"},
@@ -398,6 +402,27 @@ public:
         return run(put_note_);
     }
 
+    error_code put_answer(std::string_view id, std::string_view answer) override
+    {
+        put_answer_.bind(1, id);
+        put_answer_.bind(2, answer);
+        return run(put_answer_);
+    }
+
+    error_code read_answers(std::vector<std::pair<std::string, std::string>>& out) override
+    {
+        out.clear();
+        if (!has_table("answers"))
+            return {};
+        statement s;
+        if (s.prepare(db_, "SELECT id, answer FROM answers ORDER BY id") != SQLITE_OK)
+            return error::budget_store_failed;
+        int rc = 0;
+        while ((rc = s.step()) == SQLITE_ROW)
+            out.emplace_back(s.text(0), s.text(1));
+        return rc == SQLITE_DONE ? error_code() : error_code(error::budget_store_failed);
+    }
+
     error_code read_notes(std::vector<std::pair<std::string, std::string>>& out) override
     {
         out.clear();
@@ -488,7 +513,7 @@ private:
     sqlite3* db_ = nullptr;
     int lock_fd_ = -1;
     statement reserve_, note_, release_, insert_ledger_, add_spend_, find_record_, set_cost_,
-        put_note_, begin_, commit_, rollback_;
+        put_note_, put_answer_, begin_, commit_, rollback_;
     bool read_only_ = false; // no write statement is prepared
     bool has_reason_ = true;
     bool has_anomaly_ = true;

@@ -282,8 +282,8 @@ std::int64_t free_tier_limiter::learn(const diagnostics& d, std::int64_t now_ms)
         const auto limit = rl.limit ? static_cast<std::uint32_t>(std::min<std::uint64_t>(
                                           *rl.limit, std::numeric_limits<std::uint32_t>::max()))
                                     : 0u;
-        if (rl.window == "minute" && limit != 0)
-            per_minute_ = limit;
+        // A minute's window is followed by its reset, not by a smaller count: the server's
+        // window may not be this side's sliding minute, and its reset says when to ask again.
         if (rl.window == "day" && limit != 0) {
             per_day_ = limit;
             day_count_ = std::max(day_count_, limit); // spent, as the server says

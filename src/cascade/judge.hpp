@@ -54,8 +54,9 @@ public:
     // Nothing more until `until_ms`.
     void block_until(std::int64_t until_ms) { blocked_until_ = std::max(blocked_until_, until_ms); }
 
-    // A 429 from a free model: the limits and reset it states (headers, or their echo in the
-    // body; Retry-After), else a short pause. Returns until when nothing more may go.
+    // A 429 from a free model: the reset it states (headers, or their echo in the body;
+    // Retry-After), else a short pause; a day's limit is learnt too. Returns until when
+    // nothing more may go.
     std::int64_t learn(const diagnostics& d, std::int64_t now_ms);
 
     // The key's free-tier status: 50 requests a day, or 1,000 once credits were bought.

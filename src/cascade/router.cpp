@@ -349,7 +349,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             (void)guard->block_free_until(until);
     }
 
-    // The record of a free tier skipped because its limiter was empty.
+    // The record of a free tier not asked because its quota was used up: skipped (the
+    // `escalate` opt-in, `reason` rate_limited) or given up after the wait.
     cascade_attempt skipped_attempt(std::uint32_t tier, escalation_reason reason) const
     {
         cascade_attempt a;
@@ -358,6 +359,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         a.outcome = attempt_outcome::not_sent;
         a.error = error::rate_limited;
         a.reason = reason;
+        a.detail = reason == escalation_reason::none
+                       ? "the free tier's quota (" + std::to_string(limiter.per_minute()) +
+                             " a minute, " + std::to_string(limiter.per_day()) +
+                             " a day) did not come back within " +
+                             std::to_string(policy.free_tier.max_wait.count()) + " ms"
+                       : "the free tier's quota is used up; skipped (when_empty: escalate)";
         return a;
     }
 
@@ -385,6 +392,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         if (ec) {
             run.rec.outcome = attempt_outcome::not_sent;
             run.rec.error = ec;
+            run.rec.detail = got.why_denied();
             run.budget_denied = ec == error::budget_exhausted || ec == error::budget_closed;
             if (run.budget_denied) {
                 auto& rec = ledger_record(run, call, unix_now_ms());
@@ -463,6 +471,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
         run.answered = !ec;
         run.rec.error = ec;
+        if (ec && ec != asio::error::operation_aborted)
+            run.rec.detail = diag.to_string();
         run.rec.model_served = run.response.model;
         run.rec.generation_id = run.response.id.empty() ? diag.generation_id : run.response.id;
         if (ec == asio::error::operation_aborted)
@@ -967,6 +977,8 @@ asio::awaitable<void> produce(
         diagnostics diag = s.diagnostics();
         if (!ended && !ec)
             diag.request_sent = true; // abandoned mid-stream: it was sent
+        if (ec && ec != asio::error::operation_aborted)
+            run.rec.detail = diag.to_string();
         s = chat_stream();            // abandons the connection now, before accounting
         r->note_rate_limit(t, ec, diag);
         r->account(run, res, diag, call, t0_ms);

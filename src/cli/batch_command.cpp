@@ -2,6 +2,7 @@
 #include "cli/alarm.hpp"
 #include "cli/commands.hpp"
 #include "cli/json_text.hpp"
+#include "cli/output.hpp"
 
 #include <frugal/budget.hpp>
 #include <frugal/router.hpp>
@@ -9,7 +10,9 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
@@ -124,139 +127,72 @@ struct model_totals {
     money cost;
 };
 
-struct progress {
-    bool enabled = false;
-    std::size_t total = 0;
-    std::size_t done = 0;
-    std::size_t escalated = 0;
-    money spent;
-    std::optional<money> cap;
-    std::chrono::steady_clock::time_point last{};
-
-    void draw(bool force = false)
+// Where the results go: stdout, or --output FILE.
+struct sink {
+    std::FILE* file = stdout;
+    bool owned = false;
+    ~sink()
     {
-        if (!enabled)
-            return;
-        const auto now = std::chrono::steady_clock::now();
-        if (!force && now - last < std::chrono::milliseconds(100))
-            return;
-        last = now;
-        constexpr int width = 30;
-        const int filled = total == 0 ? width : static_cast<int>(done * width / total);
-        std::string bar(static_cast<std::size_t>(filled), '#');
-        bar.resize(width, '.');
-        std::fprintf(
-            stderr, "\r[%s] %zu/%zu done, %zu escalated, $%s", bar.c_str(), done, total, escalated,
-            spent.to_string().c_str());
-        if (cap)
-            std::fprintf(stderr, " of $%s", cap->to_string().c_str());
-        std::fflush(stderr);
+        if (owned)
+            std::fclose(file);
     }
-    void clear() const
+    void write(const std::string& text)
     {
-        if (enabled)
-            std::fprintf(stderr, "\r\033[K");
+        std::fwrite(text.data(), 1, text.size(), file);
+        std::fflush(file); // a line per prompt is seen as it completes
     }
 };
 
-void print_json(
+std::string table_text(
     const std::vector<prompt_line>& prompts,
     const std::vector<outcome>& outcomes,
     const std::map<std::string, model_totals>& by_model,
-    money total)
-{
-    std::string out = "{\"requests\":[";
-    for (std::size_t i = 0; i < prompts.size(); ++i) {
-        const auto& o = outcomes[i];
-        if (i != 0)
-            out += ',';
-        out += "{\"id\":";
-        append_json_string(out, prompts[i].id);
-        out += ",\"final_model\":";
-        if (o.result.response.model.empty())
-            out += "null";
-        else
-            append_json_string(out, o.result.response.model);
-        out += ",\"escalated\":";
-        out += o.result.escalated ? "true" : "false";
-        out += ",\"budget_denied\":";
-        out += o.result.budget_denied ? "true" : "false";
-        out += ",\"reason\":";
-        append_json_string(out, to_string(o.result.reason));
-        out += ",\"cost\":" + o.result.total_cost.to_string();
-        out += ",\"error\":";
-        if (o.ec)
-            append_json_string(out, o.error);
-        else
-            out += "null";
-        out += ",\"attempts\":[";
-        for (std::size_t k = 0; k < o.result.attempts.size(); ++k) {
-            const auto& a = o.result.attempts[k];
-            if (k != 0)
-                out += ',';
-            out += "{\"model\":";
-            append_json_string(out, a.model_served.empty() ? a.model_asked : a.model_served);
-            out += ",\"outcome\":";
-            append_json_string(out, to_string(a.outcome));
-            out += ",\"reason\":";
-            append_json_string(out, to_string(a.reason));
-            out += ",\"cost\":" + a.cost.to_string();
-            out += ",\"cost_estimated\":";
-            out += a.cost_estimated ? "true" : "false";
-            out += ",\"anomaly\":";
-            if (a.anomaly.empty())
-                out += "null";
-            else
-                append_json_string(out, a.anomaly);
-            out += '}';
-        }
-        out += "]}";
-    }
-    out += "],\"totals\":{\"cost\":" + total.to_string() + ",\"by_model\":{";
-    bool first = true;
-    for (const auto& [model, t] : by_model) {
-        if (!first)
-            out += ',';
-        first = false;
-        append_json_string(out, model);
-        out += ":{\"requests\":" + std::to_string(t.requests) +
-               ",\"prompt_tokens\":" + std::to_string(t.prompt_tokens) +
-               ",\"completion_tokens\":" + std::to_string(t.completion_tokens) +
-               ",\"cost\":" + t.cost.to_string() + '}';
-    }
-    out += "}}}\n";
-    std::fputs(out.c_str(), stdout);
-}
-
-void print_table(
-    const std::vector<outcome>& outcomes,
-    const std::map<std::string, model_totals>& by_model,
     money total,
-    const std::optional<money>& cap)
+    const std::optional<money>& cap,
+    std::size_t resumed)
 {
-    std::size_t escalated = 0, denied = 0, failed = 0;
+    std::string out;
+    char line[512];
+    std::snprintf(
+        line, sizeof line, "%-44s %9s %13s %13s %14s\n", "model", "requests", "prompt tok",
+        "completion", "cost (USD)");
+    out += line;
+    for (const auto& [model, t] : by_model) {
+        std::snprintf(
+            line, sizeof line, "%-44s %9llu %13llu %13llu %14s\n", model.c_str(),
+            static_cast<unsigned long long>(t.requests),
+            static_cast<unsigned long long>(t.prompt_tokens),
+            static_cast<unsigned long long>(t.completion_tokens), t.cost.to_string().c_str());
+        out += line;
+    }
+    std::size_t ran = 0, escalated = 0, denied = 0, failed = 0;
     for (const auto& o : outcomes) {
+        if (!o.ran)
+            continue;
+        ++ran;
         escalated += o.result.escalated ? 1 : 0;
         denied += o.result.budget_denied ? 1 : 0;
         failed += o.ec ? 1 : 0;
     }
-    std::printf(
-        "%-44s %9s %13s %13s %14s\n", "model", "requests", "prompt tok", "completion",
-        "cost (USD)");
-    for (const auto& [model, t] : by_model) {
-        std::printf(
-            "%-44s %9llu %13llu %13llu %14s\n", model.c_str(),
-            static_cast<unsigned long long>(t.requests),
-            static_cast<unsigned long long>(t.prompt_tokens),
-            static_cast<unsigned long long>(t.completion_tokens), t.cost.to_string().c_str());
-    }
-    std::printf(
-        "\n%zu prompts: %zu escalated, %zu escalations denied by the budget, %zu failed\n",
-        outcomes.size(), escalated, denied, failed);
-    std::printf("total: $%s", total.to_string().c_str());
+    std::snprintf(
+        line, sizeof line,
+        "\n%zu prompts: %zu escalated, %zu escalations denied by the budget, %zu failed\n", ran,
+        escalated, denied, failed);
+    out += line;
+    if (resumed != 0)
+        out += std::to_string(resumed) + " answered in an earlier run (--resume), not sent again\n";
+    out += "total: $" + total.to_string();
     if (cap)
-        std::printf(" of a $%s cap", cap->to_string().c_str());
-    std::printf("\n");
+        out += " of a $" + cap->to_string() + " cap";
+    out += '\n';
+    if (failed != 0) {
+        out += "\nfailed:\n";
+        for (std::size_t i = 0; i < outcomes.size(); ++i) {
+            if (outcomes[i].ran && outcomes[i].ec)
+                out += "  " + prompts[i].id + ": " + outcomes[i].error + '\n';
+        }
+    }
+    return out;
 }
 
 } // namespace
@@ -275,11 +211,11 @@ fetch_catalog(asio::io_context& io, chat_client& client, const char* command)
             models = std::move(m);
         },
         asio::detached);
+    io.restart();
     io.run();
     if (ec) {
         std::fprintf(
-            stderr, "frugal %s: the models catalog: %s%s%s\n", command, ec.message().c_str(),
-            diag.message.empty() ? "" : ": ", diag.to_string().c_str());
+            stderr, "frugal %s: the models catalog: %s\n", command, failure_text(ec, diag).c_str());
         return std::nullopt;
     }
     return models;
@@ -303,12 +239,11 @@ int run_batch(const batch_options& options)
         return exit_usage;
     }
     std::optional<money> cap;
-    if (!options.budget.empty()) {
-        cap = money::parse(options.budget);
-        if (!cap || *cap < money()) {
-            std::fprintf(stderr, "frugal batch: --budget must be an amount of USD, like 0.50\n");
-            return exit_usage;
-        }
+    if (!options.budget.empty())
+        cap = money::parse(options.budget); // checked by the command line
+    if (options.resume && options.ledger_file.empty()) {
+        std::fprintf(stderr, "frugal batch: --resume needs --ledger: the answers are kept there\n");
+        return exit_usage;
     }
 
     // The prompts.
@@ -330,11 +265,43 @@ int run_batch(const batch_options& options)
     asio::io_context io{1};
     chat_client client(io.get_executor(), params);
 
-    // The catalog prices attempts; the guard keeps the cap and the ledger.
+    // The catalog prices attempts; the key's status sets the free tier's daily quota.
     auto models = fetch_catalog(io, client, "batch");
     if (!models)
         return exit_failure;
     price_catalog prices(*models);
+    std::vector<std::string> paid;
+    for (const auto& tier : policy->tiers) {
+        const auto* p = prices.find(tier);
+        if (p == nullptr) {
+            std::fprintf(
+                stderr, "frugal batch: %s: tier \"%s\" is not in the models catalog of %s\n",
+                options.policy_file.c_str(), tier.c_str(), client.params().base_url.c_str());
+            return exit_usage;
+        }
+        if (!p->free())
+            paid.push_back(tier);
+    }
+    if (!paid.empty() && !cap && !options.no_budget) {
+        std::fprintf(
+            stderr,
+            "frugal batch: the policy's paid tier %s needs --budget USD (or --no-budget to run "
+            "it uncapped)\n",
+            paid.front().c_str());
+        return exit_usage;
+    }
+    std::optional<key_info> key;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            auto [kec, k] = co_await client.async_key_info(tuple_awaitable);
+            if (!kec)
+                key = std::move(k);
+        },
+        asio::detached);
+    io.restart();
+    io.run();
+
     std::optional<budget_guard> guard;
     if (cap || !options.ledger_file.empty() || !options.budget_store.empty()) {
         std::shared_ptr<budget_store> store;
@@ -370,52 +337,106 @@ int run_batch(const batch_options& options)
         (void)guard->annotate("base_url", client.params().base_url);
     }
     router r(client, *policy, prices, guard);
+    if (key)
+        r.learn(*key);
+
+    sink out;
+    if (!options.output_file.empty()) {
+        out.file = std::fopen(options.output_file.c_str(), "w");
+        if (out.file == nullptr) {
+            std::fprintf(stderr, "frugal batch: cannot write %s\n", options.output_file.c_str());
+            return exit_usage;
+        }
+        out.owned = true;
+    }
+
+    // --resume: prompts answered in an earlier run are not sent again; their stored answers
+    // are written as they were.
+    std::map<std::string, std::string, std::less<>> stored;
+    if (options.resume && guard) {
+        std::vector<std::pair<std::string, std::string>> answers;
+        if (guard->read_answers(answers)) {
+            std::fprintf(stderr, "frugal batch: %s: the answers could not be read\n",
+                         options.ledger_file.c_str());
+            return exit_failure;
+        }
+        stored.insert(answers.begin(), answers.end());
+    }
+    std::vector<std::size_t> todo;
+    std::vector<std::string> resumed;
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+        if (const auto it = stored.find(prompts[i].id); it != stored.end())
+            resumed.push_back(it->second);
+        else
+            todo.push_back(i);
+    }
+    if (options.jsonl)
+        for (const auto& line : resumed)
+            out.write(line + '\n');
 
     std::vector<outcome> outcomes(prompts.size());
-    progress bar;
-    bar.enabled = ::isatty(STDOUT_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
-    bar.total = prompts.size();
-    bar.cap = cap;
+    std::vector<std::string> lines(prompts.size()); // each completed prompt's JSON object
+    progress_bar bar(todo.size(), cap);
+    std::size_t done = 0, escalated = 0;
+    money spent;
     std::size_t next = 0;
+    bool interrupted = false;
     const std::size_t workers = std::max<std::size_t>(1, options.concurrency);
+    std::vector<asio::cancellation_signal> cancels(workers);
+    // SIGINT or SIGTERM: nothing more is sent; what is in flight is cancelled (its reservation
+    // settled) and what completed is written out.
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& sec, int) {
+        if (sec)
+            return;
+        interrupted = true;
+        for (auto& c : cancels)
+            c.emit(asio::cancellation_type::terminal);
+    });
+    std::size_t running = workers;
     for (std::size_t w = 0; w < workers; ++w) {
         asio::co_spawn(
             io,
-            [&]() -> asio::awaitable<void> {
-                while (next < prompts.size()) {
-                    const std::size_t i = next++;
-                    auto [cec, res] =
-                        co_await r.async_complete(prompts[i].request, tuple_awaitable);
+            [&, w]() -> asio::awaitable<void> {
+                while (!interrupted && next < todo.size()) {
+                    const std::size_t i = todo[next++];
+                    auto [cec, res] = co_await r.async_complete(
+                        prompts[i].request,
+                        asio::bind_cancellation_slot(cancels[w].slot(), tuple_awaitable));
+                    if (cec == asio::error::operation_aborted && interrupted)
+                        break; // not completed: not written
                     auto& o = outcomes[i];
                     o.ran = true;
                     o.ec = cec;
-                    if (cec) {
-                        o.error = cec.message();
-                        for (auto it = res.attempts.rbegin(); it != res.attempts.rend(); ++it) {
-                            if (it->error) {
-                                o.error = it->model_asked + ": " + it->error.message();
-                                break;
-                            }
-                        }
-                    }
                     o.result = std::move(res);
-                    ++bar.done;
-                    bar.escalated += o.result.escalated ? 1 : 0;
-                    bar.spent += o.result.total_cost;
-                    bar.draw();
+                    if (cec)
+                        o.error = cascade_failure(o.result, cec);
+                    lines[i] = to_json(result_json(o.result, cec, prompts[i].id));
+                    if (options.jsonl)
+                        out.write(lines[i] + '\n');
+                    if (!cec && guard && !options.no_log_content)
+                        (void)guard->keep_answer(prompts[i].id, lines[i]);
+                    ++done;
+                    escalated += o.result.escalated ? 1 : 0;
+                    spent += o.result.total_cost;
+                    bar.update(done, escalated, spent);
                 }
+                if (--running == 0)
+                    signals.cancel();
             },
             asio::detached);
     }
     io.restart();
     io.run();
-    bar.draw(true);
+    bar.update(done, escalated, spent, true);
     bar.clear();
 
     std::map<std::string, model_totals> by_model;
     money total;
     bool any_failed = false;
     for (const auto& o : outcomes) {
+        if (!o.ran)
+            continue;
         any_failed = any_failed || o.ec;
         total += o.result.total_cost;
         for (const auto& a : o.result.attempts) {
@@ -428,13 +449,55 @@ int run_batch(const batch_options& options)
             t.cost += a.cost;
         }
     }
-    if (options.json)
-        print_json(prompts, outcomes, by_model, total);
-    else
-        print_table(outcomes, by_model, total, cap);
+    std::size_t ran = 0, denied = 0, esc = 0, failed = 0;
+    for (const auto& o : outcomes) {
+        ran += o.ran ? 1 : 0;
+        denied += o.ran && o.result.budget_denied ? 1 : 0;
+        esc += o.ran && o.result.escalated ? 1 : 0;
+        failed += o.ran && o.ec ? 1 : 0;
+    }
+    json::object totals;
+    totals["requests"] = ran;
+    totals["resumed"] = resumed.size();
+    totals["escalated"] = esc;
+    totals["budget_denied"] = denied;
+    totals["failed"] = failed;
+    totals["cost"] = total.to_string();
+    totals["cap"] = cap ? json::value(cap->to_string()) : json::value(nullptr);
+    json::object per_model;
+    for (const auto& [model, t] : by_model) {
+        per_model[model] = json::object{
+            {"requests", t.requests},
+            {"prompt_tokens", t.prompt_tokens},
+            {"completion_tokens", t.completion_tokens},
+            {"cost", t.cost.to_string()}};
+    }
+    totals["by_model"] = std::move(per_model);
+    if (options.json) {
+        std::string text = "{\"requests\":[";
+        bool first = true;
+        for (const auto& line : resumed) {
+            text += first ? "" : ",";
+            text += line;
+            first = false;
+        }
+        for (std::size_t i = 0; i < prompts.size(); ++i) {
+            if (lines[i].empty())
+                continue;
+            text += first ? "" : ",";
+            text += lines[i];
+            first = false;
+        }
+        text += "],\"totals\":" + to_json(totals) + "}\n";
+        out.write(text);
+    } else if (options.jsonl) {
+        std::fprintf(stderr, "%s\n", to_json(totals).c_str()); // the summary, apart
+    } else {
+        out.write(table_text(prompts, outcomes, by_model, total, cap, resumed.size()));
+    }
 
     // Money first: a bill past the cap or an anomalous report is said on stderr and wins the
-    // exit status.
+    // exit status (but for an interruption's).
     money_alarm alarm;
     if (guard) {
         for (const auto& a : guard->anomalies())
@@ -447,7 +510,14 @@ int run_batch(const batch_options& options)
                 if (!a.anomaly.empty())
                     alarm.anomaly(a.model_asked, a.anomaly, a.cost);
     }
-    if (alarm.print("batch", cap))
+    const bool money_raised = alarm.print("batch", cap);
+    if (interrupted) {
+        std::fprintf(
+            stderr, "frugal batch: interrupted: %zu of %zu prompts completed and written\n", ran,
+            todo.size());
+        return exit_interrupted;
+    }
+    if (money_raised)
         return exit_money;
     return any_failed || bad_lines > 0 ? exit_failure : 0;
 }

@@ -28,6 +28,8 @@ inline constexpr int exit_usage = 2;
 /// above the model's prices, a free model that billed, a reported cost that is negative or not
 /// a number): the command printed one line saying so. It wins over `exit_failure`.
 inline constexpr int exit_money = 3;
+/// Exit status of a command stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+inline constexpr int exit_interrupted = 130;
 /// The longest `--timeout` accepted, in seconds: a day.
 inline constexpr double max_timeout_seconds = 86400;
 
@@ -62,7 +64,12 @@ struct batch_options {
     std::string budget_store; ///< redis://HOST:PORT/DB: the cap is shared with other processes
     double budget_lease_seconds = 900; ///< how long a dead process's reservations hold
     bool budget_fail_open = false;     ///< Redis down: grant on this process's books alone
-    bool json = false;
+    bool no_budget = false;            ///< paid tiers run uncapped, on purpose
+    bool json = false;                 ///< one JSON object at the end
+    bool jsonl = false;                ///< a JSON line per prompt as each completes
+    std::string output_file;           ///< empty: stdout
+    bool resume = false;               ///< skip prompts the ledger already has answers for
+    bool no_log_content = false;       ///< keep no answers in the ledger
     std::string prompts_file;
 };
 
@@ -72,9 +79,11 @@ std::optional<std::vector<model_info>>
 fetch_catalog(boost::asio::io_context& io, chat_client& client, const char* command);
 
 /// `frugal batch`: every prompt of a JSONL file through a cascade policy, inside a budget;
-/// prints a table per model (or one JSON object) on stdout. Exit status 1 when a line was
-/// skipped or a prompt failed, 2 for a bad policy or command line, 3 (with one line on stderr)
-/// when the bill passed the cap or a provider's accounting was anomalous.
+/// prints a table per model with each failure's reason, one JSON object, or a JSON line per
+/// prompt as each completes (with the answers). Exit status 1 when a line was skipped or a
+/// prompt failed, 2 for a bad policy or command line (an unknown model, paid tiers without
+/// --budget or --no-budget), 3 (with one line on stderr) when the bill passed the cap or a
+/// provider's accounting was anomalous, 130 when interrupted (what completed is written).
 int run_batch(const batch_options& options);
 
 struct report_options {

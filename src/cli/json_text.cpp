@@ -1,6 +1,10 @@
 #include "cli/json_text.hpp"
 
+#include <boost/json/value.hpp>
+
 #include <array>
+#include <charconv>
+#include <cmath>
 
 namespace frugal::cli {
 namespace {
@@ -88,6 +92,77 @@ void append_json_string(std::string& out, std::string_view bytes)
         i += seen + 1;
     }
     out += '"';
+}
+
+namespace {
+
+void append_value(std::string& out, const boost::json::value& v)
+{
+    switch (v.kind()) {
+    case boost::json::kind::null: out += "null"; return;
+    case boost::json::kind::bool_: out += v.get_bool() ? "true" : "false"; return;
+    case boost::json::kind::int64: out += std::to_string(v.get_int64()); return;
+    case boost::json::kind::uint64: out += std::to_string(v.get_uint64()); return;
+    case boost::json::kind::double_: {
+        const double d = v.get_double();
+        if (!std::isfinite(d)) {
+            out += "null"; // JSON has no NaN or infinity
+            return;
+        }
+        // Plain decimal, up to six decimals, trailing zeros dropped.
+        char buf[64];
+        const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::fixed, 6);
+        std::string_view t(buf, ec == std::errc() ? static_cast<std::size_t>(end - buf) : 0);
+        if (t.find('.') != std::string_view::npos) {
+            while (t.ends_with('0'))
+                t.remove_suffix(1);
+            if (t.ends_with('.'))
+                t.remove_suffix(1);
+        }
+        out += t == "-0" ? std::string_view("0") : t;
+        return;
+    }
+    case boost::json::kind::string: {
+        const auto& s = v.get_string();
+        append_json_string(out, std::string_view(s.data(), s.size()));
+        return;
+    }
+    case boost::json::kind::array: {
+        out += '[';
+        bool first = true;
+        for (const auto& e : v.get_array()) {
+            if (!first)
+                out += ',';
+            first = false;
+            append_value(out, e);
+        }
+        out += ']';
+        return;
+    }
+    case boost::json::kind::object: {
+        out += '{';
+        bool first = true;
+        for (const auto& kv : v.get_object()) {
+            if (!first)
+                out += ',';
+            first = false;
+            append_json_string(out, std::string_view(kv.key().data(), kv.key().size()));
+            out += ':';
+            append_value(out, kv.value());
+        }
+        out += '}';
+        return;
+    }
+    }
+}
+
+} // namespace
+
+std::string to_json(const boost::json::value& v)
+{
+    std::string out;
+    append_value(out, v);
+    return out;
 }
 
 } // namespace frugal::cli

@@ -130,7 +130,22 @@ int main(int argc, char** argv)
         "--budget-fail-open", batch.budget_fail_open,
         "While Redis is down, grant escalations within this process's own cap instead of "
         "refusing them");
-    batch_cmd->add_flag("--json", batch.json, "Print one JSON object instead of a table");
+    auto* no_budget = batch_cmd->add_flag(
+        "--no-budget", batch.no_budget, "Run paid tiers without a cap (on purpose)");
+    no_budget->excludes("--budget");
+    auto* batch_json =
+        batch_cmd->add_flag("--json", batch.json, "Print one JSON object (with the answers)");
+    auto* batch_jsonl = batch_cmd->add_flag(
+        "--jsonl", batch.jsonl,
+        "Print one JSON line per prompt as each completes; the summary goes to stderr");
+    batch_json->excludes(batch_jsonl);
+    batch_cmd->add_option("--output", batch.output_file, "Write the output to FILE, not stdout");
+    batch_cmd->add_flag(
+        "--resume", batch.resume,
+        "With --ledger: skip prompts whose ids have an answer there, and print those answers");
+    batch_cmd->add_flag(
+        "--no-log-content", batch.no_log_content,
+        "Keep no answer text in the ledger (--resume then has nothing to skip)");
     batch_cmd->add_option("prompts", batch.prompts_file, "PROMPTS.jsonl (- for stdin)")->required();
 
     sim_options sim;

@@ -1,4 +1,5 @@
 // The usage report: aggregation of a ledger, and its text, JSON and CSV forms.
+#include "cli/json_text.hpp"
 #include "cli/report.hpp"
 
 #include "budget/book.hpp"
@@ -583,7 +584,7 @@ std::string format_json(const ledger_report& r)
             {"without_generation_id", c.without_id},
             {"open_left", c.open_left}};
     }
-    return json::serialize(o) + '\n';
+    return to_json(o) + '\n';
 }
 
 // ---- CSV ----

@@ -381,6 +381,7 @@ std::optional<sim_config> parse_sim_config(std::string_view text, std::string& e
         }
     });
     r.field("accept_any_key", [&](auto& x, auto w) { s.get(x, w, c.accept_any_key); });
+    r.field("free_window_ms", [&](auto& x, auto w) { s.get(x, w, c.free_window); });
     r.field("free_requests_per_minute", [&](auto& x, auto w) {
         s.get(x, w, c.free_requests_per_minute);
     });

@@ -609,7 +609,7 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
         }
         if (is_free(*m)) {
             // OpenRouter's platform limits for :free models: per minute and per UTC day.
-            if (now - k.minute_start >= std::chrono::minutes(1)) {
+            if (now - k.minute_start >= config_.free_window) {
                 k.minute_start = now;
                 k.minute_count = 0;
             }
@@ -643,7 +643,7 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
             if (k.minute_count >= config_.free_requests_per_minute) {
                 const auto reset =
                     std::chrono::duration_cast<std::chrono::milliseconds>(
-                        (k.minute_start + std::chrono::minutes(1)).time_since_epoch())
+                        (k.minute_start + config_.free_window).time_since_epoch())
                         .count();
                 last_error = limited(
                     "Rate limit exceeded: free-models-per-min.", config_.free_requests_per_minute,
@@ -1009,8 +1009,10 @@ reply engine::key_reply(const std::string& key, clock::time_point now)
         ",\"usage_weekly\":" + to_string(k.usage_week) +
         ",\"usage_monthly\":" + to_string(k.usage_month) +
         ",\"byok_usage\":0,\"byok_usage_daily\":0,\"byok_usage_weekly\":0,\"byok_usage_monthly\":0,"
+        // OpenRouter's free tier (never bought credits) is what gives 50 free requests a day:
+        // the key's status agrees with the simulator's own daily quota.
         "\"is_free_tier\":" +
-        std::string(k.usage == 0 ? "true" : "false") +
+        std::string(config_.free_requests_per_day < 1000 ? "true" : "false") +
         ",\"is_management_key\":false,\"is_provisioning_key\":false,\"expires_at\":null,"
         "\"creator_user_id\":\"user_sim\",\"rate_limit\":{\"interval\":\"1h\",\"note\":\"This "
         "field is "

@@ -26,7 +26,7 @@ this line is not JSON
 {"id":"easy2","prompt":"Name a colour."}
 P
 
-"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --json --concurrency 4 \
+"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --no-budget --json --concurrency 4 \
     "$tmp/prompts.jsonl" >"$tmp/out.json" 2>"$tmp/err"
 check "exit status 1: lines were skipped" 1 "$?"
 contains "the bad JSON line is named" "$(cat "$tmp/err")" "line 3: not JSON"
@@ -38,7 +38,7 @@ r = {x["id"]: x for x in d["requests"]}
 def tier(x):
     return ("esc" if x["escalated"] else "free") + ":" + x["final_model"]
 print(tier(r["easy1"]), tier(r["hard1"]), tier(r["hard2"]), tier(r["easy2"]),
-      len(d["requests"]), repr(d["totals"]["cost"]))
+      len(d["requests"]), d["totals"]["cost"])
 PY
 )"
 check "four prompts ran" 4 "$requests"
@@ -49,12 +49,12 @@ check "a hard chat escalates" "esc:anthropic/claude-fable-5" "$hard2"
 billed=$(sim_total "$url")
 check "the JSON total is the simulator's bill" "$billed" "$(python3 -c "import decimal,sys; print(decimal.Decimal('$total').normalize())")"
 
-table=$("$frugal" batch --base-url "$url" --policy "$tmp/policy.json" "$tmp/prompts.jsonl" 2>/dev/null)
+table=$("$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --no-budget "$tmp/prompts.jsonl" 2>/dev/null)
 contains "the table names the flagship" "$table" "anthropic/claude-fable-5"
 contains "the table has the totals" "$table" "4 prompts: 2 escalated"
 
 echo '{"cheap":"a","flagship":"b","escalate_on":["lenght"]}' >"$tmp/bad.json"
-"$frugal" batch --base-url "$url" --policy "$tmp/bad.json" "$tmp/prompts.jsonl" >/dev/null 2>"$tmp/err"
+"$frugal" batch --base-url "$url" --policy "$tmp/bad.json" --no-budget "$tmp/prompts.jsonl" >/dev/null 2>"$tmp/err"
 check "a bad policy exits 2" 2 "$?"
 contains "the bad policy's field is named" "$(cat "$tmp/err")" '"escalate_on": unknown condition "lenght"'
 
@@ -69,7 +69,7 @@ check "the first run exits 0" 0 "$?"
 read -r spent1 spent2 denied2 <<<"$(python3 - "$tmp/run1.json" "$tmp/run2.json" <<'PY'
 import json, sys, decimal
 a = json.load(open(sys.argv[1])); b = json.load(open(sys.argv[2]))
-d = lambda x: decimal.Decimal(repr(x["totals"]["cost"]))
+d = lambda x: decimal.Decimal(x["totals"]["cost"])
 print(d(a), d(b), sum(1 for r in b["requests"] if r["budget_denied"]))
 PY
 )"

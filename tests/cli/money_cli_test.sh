@@ -62,7 +62,7 @@ for lie in negative string huge; do
 import json, sys, decimal
 d = json.load(open(sys.argv[1]))
 a = d["requests"][0]["attempts"][0]
-print(decimal.Decimal(repr(a["cost"])) > 0 and a["anomaly"] is not None)
+print(decimal.Decimal(a["cost"]) > 0 and a["anomaly"] is not None)
 PY
 )
     check "defects 3, 4: usage.cost $lie is booked above zero and flagged" True "$ok"
