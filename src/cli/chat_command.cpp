@@ -1,6 +1,8 @@
+// `frugal chat`: one prompt, to one model or through a cheap-first policy, whole or streamed.
 #include "cli/alarm.hpp"
 #include "cli/commands.hpp"
 #include "cli/json_text.hpp"
+#include "cli/output.hpp"
 
 #include <frugal/budget.hpp>
 #include <frugal/chat_client.hpp>
@@ -11,51 +13,48 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
 
 #include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
 
 namespace frugal::cli {
 
 namespace asio = boost::asio;
+namespace json = boost::json;
 using boost::system::error_code;
 
 namespace {
 
 constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
-int fail(const char* what, const boost::system::error_code& ec, const diagnostics& d)
+int fail(const char* what, const error_code& ec, const diagnostics& d)
 {
-    // One line: what failed, the error, and what the server said (never the key).
-    std::string line = std::string("frugal chat: ") + what + ": " + ec.message();
-    if (!d.message.empty() || d.http_status != 0)
-        line += ": " + d.to_string();
-    std::fprintf(stderr, "%s\n", line.c_str());
+    // One line: what failed and why, in the server's words when it said anything.
+    std::fprintf(stderr, "frugal chat: %s: %s\n", what, failure_text(ec, d).c_str());
     return exit_failure;
 }
 
 void print_json(const chat_response& r)
 {
-    std::string out = "{\"id\":";
-    append_json_string(out, r.id);
-    out += ",\"model\":";
-    append_json_string(out, r.model);
-    out += ",\"content\":";
-    append_json_string(out, r.content);
-    out += ",\"finish_reason\":";
-    append_json_string(out, r.finish_reason);
-    out += ",\"usage\":";
+    json::object o;
+    o["id"] = r.id;
+    o["model"] = r.model;
+    o["content"] = r.content;
+    o["finish_reason"] = r.finish_reason;
     if (r.usage) {
-        out += "{\"prompt_tokens\":" + std::to_string(r.usage->prompt_tokens) +
-               ",\"completion_tokens\":" + std::to_string(r.usage->completion_tokens) +
-               ",\"cost\":";
-        // The exact decimal OpenRouter billed, as a JSON number.
-        out += r.usage->cost ? r.usage->cost->to_string() : "null";
-        out += '}';
+        o["usage"] = json::object{
+            {"prompt_tokens", r.usage->prompt_tokens},
+            {"completion_tokens", r.usage->completion_tokens},
+            // The exact decimal the provider billed, as every money of the CLI: a string.
+            {"cost", r.usage->cost ? json::value(r.usage->cost->to_string()) : nullptr}};
     } else {
-        out += "null";
+        o["usage"] = nullptr;
     }
-    out += "}\n";
-    std::fputs(out.c_str(), stdout);
+    std::fputs((to_json(o) + '\n').c_str(), stdout);
 }
 
 // A reported cost frugal could not take as a bill: said, and exit status 3.
@@ -69,7 +68,8 @@ int after_answer(const chat_response& r, int status)
     return exit_money;
 }
 
-asio::awaitable<int> run(chat_client& client, chat_request req, chat_options options)
+// One model, no policy, no cap: the client alone.
+asio::awaitable<int> run_direct(chat_client& client, chat_request req, chat_options options)
 {
     if (!options.stream) {
         diagnostics diag;
@@ -105,10 +105,10 @@ asio::awaitable<int> run(chat_client& client, chat_request req, chat_options opt
     co_return after_answer(stream.response(), 0);
 }
 
-// Under a cap: the request goes through a one-tier router, so it is priced from the catalog,
-// reserved (max_tokens clamped to fit), settled and checked like any cascade attempt.
+// Through a router: a policy's tiers (or one model under a cap), priced from the catalog,
+// reserved and settled like any cascade attempt.
 asio::awaitable<int>
-run_capped(router& r, budget_guard& guard, chat_request req, chat_options options)
+run_routed(router& r, std::optional<budget_guard>& guard, chat_request req, chat_options options)
 {
     cascade_result result;
     error_code ec;
@@ -116,49 +116,66 @@ run_capped(router& r, budget_guard& guard, chat_request req, chat_options option
         auto [cec, res] = co_await r.async_complete(std::move(req), tuple_awaitable);
         ec = cec;
         result = std::move(res);
-        if (!ec) {
-            if (options.json)
-                print_json(result.response);
-            else
-                std::printf("%s\n", result.response.content.c_str());
-        }
+        if (!ec && !options.json)
+            std::printf("%s\n", result.response.content.c_str());
     } else {
         cascade_stream s;
         r.start_stream(std::move(req), stream_mode::stream, s);
+        bool shown = false;
         for (;;) {
             auto [sec, ev] = co_await s.async_next(tuple_awaitable);
             if (sec) {
                 ec = sec;
-                std::fputs("\n", stdout);
+                if (shown && !options.json)
+                    std::fputs("\n", stdout);
                 break;
             }
             if (ev.type == cascade_event::kind::delta && !options.json) {
                 std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
                 std::fflush(stdout);
+                shown = shown || !ev.text.empty();
+            }
+            if (ev.type == cascade_event::kind::escalating) {
+                // The cheap text on screen is taken back: said where a reader sees it.
+                if (shown && !options.json)
+                    std::fputs("\n", stdout);
+                std::fflush(stdout);
+                std::fprintf(
+                    stderr, "frugal chat: the answer above is withdrawn (%s); escalating to %s\n",
+                    to_string(ev.reason),
+                    ev.tier < r.policy().tiers.size() ? r.policy().tiers[ev.tier].c_str() : "");
+                shown = false;
             }
             if (ev.type == cascade_event::kind::done) {
                 result = *ev.result;
-                if (options.json)
-                    print_json(result.response);
-                else
+                if (shown && !options.json)
                     std::fputs("\n", stdout);
                 break;
             }
         }
     }
+    if (ec == error::budget_exhausted && result.attempts.empty())
+        ec = error::budget_exhausted;
+    if (options.json)
+        std::fputs((to_json(result_json(result, ec)) + '\n').c_str(), stdout);
     int status = 0;
-    if (ec || result.budget_denied || result.attempts.empty() || result.attempts.back().error) {
-        // The attempt's own error says why (a denial names the budget through the guard).
-        diagnostics none;
-        const auto& a = result.attempts.empty() ? cascade_attempt{} : result.attempts.back();
-        status = fail("chat failed", ec ? ec : a.error, none);
+    if (ec) {
+        std::fprintf(stderr, "frugal chat: %s\n", cascade_failure(result, ec).c_str());
+        status = exit_failure;
     }
     money_alarm alarm;
-    for (const auto& a : guard.anomalies())
-        alarm.anomaly(a.model, a.what, a.booked);
-    for (const auto& b : guard.snapshot())
-        alarm.budget(b.name, b.committed, b.cap);
-    if (alarm.print("chat", money::parse(options.budget)))
+    if (guard) {
+        for (const auto& a : guard->anomalies())
+            alarm.anomaly(a.model, a.what, a.booked);
+        for (const auto& b : guard->snapshot())
+            alarm.budget(b.name, b.committed, b.cap);
+    } else {
+        for (const auto& a : result.attempts)
+            if (!a.anomaly.empty())
+                alarm.anomaly(a.model_asked, a.anomaly, a.cost);
+    }
+    if (alarm.print(
+            "chat", options.budget.empty() ? std::nullopt : money::parse(options.budget)))
         co_return exit_money;
     co_return status;
 }
@@ -167,6 +184,36 @@ run_capped(router& r, budget_guard& guard, chat_request req, chat_options option
 
 int run_chat(const chat_options& options)
 {
+    // The prompt: the argument, or standard input when it is absent or "-".
+    std::string prompt = options.prompt;
+    if (!options.prompt_given || prompt == "-") {
+        prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+        while (!prompt.empty() && (prompt.back() == '\n' || prompt.back() == '\r'))
+            prompt.pop_back();
+        if (prompt.empty()) {
+            std::fprintf(stderr, "frugal chat: no prompt: give one, or pipe it in\n");
+            return exit_usage;
+        }
+    }
+    std::optional<cascade_policy> policy;
+    if (!options.policy_file.empty()) {
+        std::ifstream pf(options.policy_file);
+        if (!pf) {
+            std::fprintf(stderr, "frugal chat: cannot read %s\n", options.policy_file.c_str());
+            return exit_usage;
+        }
+        std::stringstream ps;
+        ps << pf.rdbuf();
+        error_code ec;
+        std::string detail;
+        policy = parse_policy(ps.str(), ec, detail);
+        if (!policy) {
+            std::fprintf(
+                stderr, "frugal chat: %s: %s\n", options.policy_file.c_str(), detail.c_str());
+            return exit_usage;
+        }
+    }
+
     client_params params;
     params.base_url = options.base_url;
     params.ca_file = options.ca_file;
@@ -177,41 +224,80 @@ int run_chat(const chat_options& options)
 
     chat_request req;
     req.model = options.model;
-    req.messages.push_back({.role = "user", .content = options.prompt});
+    if (!options.system.empty())
+        req.messages.push_back({.role = "system", .content = options.system});
+    req.messages.push_back({.role = "user", .content = prompt});
     req.max_tokens = options.max_tokens;
 
     asio::io_context io{1};
     chat_client client(io.get_executor(), params);
     int status = exit_failure;
     auto done = [&status](const std::exception_ptr& ep, int s) { status = ep ? exit_failure : s; };
-    if (options.budget.empty()) {
-        asio::co_spawn(io, run(client, std::move(req), options), done);
+    if (!policy && options.budget.empty()) {
+        asio::co_spawn(io, run_direct(client, std::move(req), options), done);
         io.run();
         return status;
     }
+
+    // A policy, or one model under a cap: through a router, priced from the catalog.
     auto models = fetch_catalog(io, client, "chat");
     if (!models)
         return exit_failure;
-    budget_params bp;
-    bp.budgets.push_back({"global", *money::parse(options.budget)});
-    boost::system::error_code ec;
-    std::string detail;
-    auto guard = budget_guard::open(bp, price_catalog(*models), nullptr, ec, detail);
-    if (!guard) {
-        std::fprintf(stderr, "frugal chat: %s\n", detail.c_str());
-        return exit_failure;
+    const price_catalog prices(*models);
+    if (!policy) {
+        policy.emplace();
+        policy->tiers = {options.model};
+        policy->escalate_on.clear();
+        policy->budget_exhausted = on_budget_exhausted::fail;
     }
-    cascade_policy policy;
-    policy.tiers = {options.model};
-    policy.escalate_on.clear();
-    policy.budget_exhausted = on_budget_exhausted::fail;
     if (options.max_tokens)
-        policy.max_tokens = *options.max_tokens;
-    // A free model is not held to the free tier's client-side quota for one request.
-    policy.free_tier.when_empty = on_free_tier_empty::wait;
-    router r(client, policy, price_catalog(*models), guard);
+        policy->max_tokens = *options.max_tokens;
+    std::vector<std::string> paid;
+    for (const auto& tier : policy->tiers) {
+        const auto* p = prices.find(tier);
+        if (p == nullptr) {
+            std::fprintf(
+                stderr, "frugal chat: model \"%s\" is not in the models catalog of %s\n",
+                tier.c_str(), client.params().base_url.c_str());
+            return exit_usage;
+        }
+        if (!p->free())
+            paid.push_back(tier);
+    }
+    if (!options.policy_file.empty() && !paid.empty() && options.budget.empty() &&
+        !options.no_budget) {
+        std::fprintf(
+            stderr,
+            "frugal chat: the policy's paid tier %s needs --budget USD (or --no-budget to run it "
+            "uncapped)\n",
+            paid.front().c_str());
+        return exit_usage;
+    }
+    std::optional<budget_guard> guard;
+    if (!options.budget.empty()) {
+        budget_params bp;
+        bp.budgets.push_back({"global", *money::parse(options.budget)});
+        error_code ec;
+        std::string detail;
+        guard = budget_guard::open(bp, prices, nullptr, ec, detail);
+        if (!guard) {
+            std::fprintf(stderr, "frugal chat: %s\n", detail.c_str());
+            return exit_failure;
+        }
+    }
+    router r(client, *policy, prices, guard);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            auto [kec, key] = co_await client.async_key_info(tuple_awaitable);
+            if (!kec)
+                r.learn(key);
+        },
+        asio::detached);
     io.restart();
-    asio::co_spawn(io, run_capped(r, *guard, std::move(req), options), done);
+    io.run();
+    io.restart();
+    asio::co_spawn(io, run_routed(r, guard, std::move(req), options), done);
     io.run();
     return status;
 }

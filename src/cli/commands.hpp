@@ -40,9 +40,13 @@ struct sse_options {
 
 struct chat_options {
     std::string base_url;
-    std::string model;
-    std::string budget; ///< USD, empty for none: the request then runs under a guard
-    std::string prompt;
+    std::string model;       ///< one model (or `policy_file`)
+    std::string policy_file; ///< a cascade policy (or `model`)
+    std::string budget;      ///< USD, empty for none: the request then runs under a guard
+    bool no_budget = false;  ///< a policy's paid tiers run uncapped, on purpose
+    std::string system;      ///< a system message before the prompt
+    std::string prompt;      ///< "-" or absent: read from stdin
+    bool prompt_given = false;
     bool stream = false;
     bool json = false;
     std::optional<std::uint32_t> max_tokens;
@@ -50,9 +54,10 @@ struct chat_options {
     double timeout_seconds = 120;
 };
 
-/// `frugal chat`: one chat completion; the content (streamed token by token with `stream`) or
-/// one JSON object on stdout; on failure a single line on stderr and exit status 1; a money
-/// anomaly or a passed cap, one line and exit status 3.
+/// `frugal chat`: one prompt to one model or through a cascade policy; the content (streamed
+/// token by token with `stream`, an escalation's withdrawal said on stderr) or one JSON object on
+/// stdout; on failure a single line on stderr and exit status 1; a money anomaly or a passed
+/// cap, one line and exit status 3.
 int run_chat(const chat_options& options);
 
 struct batch_options {
@@ -118,6 +123,16 @@ struct demo_options {
 /// `live`, OpenRouter): a batch under a cap, one streamed escalation, the report, the
 /// reconciliation and an HTML dashboard. Exit status 1 when the books and the bill differ.
 int run_demo(const demo_options& options);
+
+struct models_options {
+    std::string base_url;
+    bool json = false;
+    bool free_only = false;
+};
+
+/// `frugal models`: the catalog, each model with its context length, every price and whether
+/// it is free (every price zero, not its name). Exit status 1 when it cannot be fetched.
+int run_models(const models_options& options);
 
 struct sim_options {
     std::string host = "127.0.0.1";

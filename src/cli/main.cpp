@@ -58,6 +58,7 @@ int main(int argc, char** argv)
 
     CLI::App app{"frugal: cheap-first LLM calls through OpenRouter, with a hard budget"};
     app.require_subcommand(1);
+    app.set_version_flag("--version", std::string("frugal ") + FRUGAL_VERSION);
 
     sse_options sse;
     auto* sse_cmd = app.add_subcommand(
@@ -74,21 +75,31 @@ int main(int argc, char** argv)
 
     chat_options chat;
     auto* chat_cmd = app.add_subcommand(
-        "chat", "One chat completion through OpenRouter (key from OPENROUTER_API_KEY)");
+        "chat", "One prompt to a model, or through a cheap-first policy (key from "
+                "OPENROUTER_API_KEY)");
     chat_cmd->add_option(
         "--base-url", chat.base_url,
         "API base URL (default: OPENROUTER_BASE_URL, else https://openrouter.ai/api/v1)");
-    chat_cmd->add_option("--model", chat.model, "Model id, e.g. google/gemma-4-31b-it:free")
-        ->required();
-    chat_cmd
-        ->add_option(
-            "--budget", chat.budget,
-            "Spend cap in USD: the request is priced from the catalog and runs under a guard")
-        ->check(usd_amount());
+    auto* chat_model =
+        chat_cmd->add_option("-m,--model", chat.model, "Model id, e.g. google/gemma-4-31b-it:free");
+    auto* chat_policy = chat_cmd->add_option(
+        "--policy", chat.policy_file, "Cascade policy (JSON, docs/routing.md) instead of --model");
+    chat_model->excludes(chat_policy);
+    auto* chat_budget =
+        chat_cmd
+            ->add_option(
+                "--budget", chat.budget,
+                "Spend cap in USD: priced from the catalog, run under a guard")
+            ->check(usd_amount());
+    chat_cmd->add_flag("--no-budget", chat.no_budget, "Run a policy's paid tiers uncapped")
+        ->excludes(chat_budget);
+    chat_cmd->add_option("--system", chat.system, "A system message before the prompt");
     chat_cmd->add_flag("--stream", chat.stream, "Print the content as it arrives");
     chat_cmd->add_option("--max-tokens", chat.max_tokens, "Most tokens to generate");
     chat_cmd->add_flag(
-        "--json", chat.json, "Print one JSON object with id, model, content, usage and cost");
+        "--json", chat.json,
+        "Print one JSON object (with --policy or --budget: content, final_model, escalated, "
+        "budget_denied, reason, cost and the attempts)");
     chat_cmd->add_option("--ca-file", chat.ca_file, "PEM file of extra trusted CAs")
         ->check(CLI::ExistingFile);
     chat_cmd
@@ -97,7 +108,7 @@ int main(int argc, char** argv)
             "Deadline of the whole request, in seconds (at most a day)")
         ->capture_default_str()
         ->check(seconds(0, max_timeout_seconds, true));
-    chat_cmd->add_option("prompt", chat.prompt, "The user message")->required();
+    chat_cmd->add_option("prompt", chat.prompt, "The user message (- or none: from stdin)");
 
     batch_options batch;
     auto* batch_cmd = app.add_subcommand(
@@ -106,7 +117,6 @@ int main(int argc, char** argv)
         "--base-url", batch.base_url,
         "API base URL (default: OPENROUTER_BASE_URL, else https://openrouter.ai/api/v1)");
     batch_cmd->add_option("--policy", batch.policy_file, "Cascade policy (JSON, docs/routing.md)")
-        ->required()
         ->check(CLI::ExistingFile);
     batch_cmd->add_option("--budget", batch.budget, "Spend cap in USD, e.g. 0.50")
         ->check(usd_amount());
@@ -146,7 +156,7 @@ int main(int argc, char** argv)
     batch_cmd->add_flag(
         "--no-log-content", batch.no_log_content,
         "Keep no answer text in the ledger (--resume then has nothing to skip)");
-    batch_cmd->add_option("prompts", batch.prompts_file, "PROMPTS.jsonl (- for stdin)")->required();
+    batch_cmd->add_option("prompts", batch.prompts_file, "PROMPTS.jsonl (- for stdin)");
 
     sim_options sim;
     auto* sim_cmd = app.add_subcommand(
@@ -166,7 +176,6 @@ int main(int argc, char** argv)
         "report", "Usage per model, tier and cap from a ledger; the saving against the flagship "
                   "alone; the provider's bill with --reconcile");
     report_cmd->add_option("--ledger", report.ledger_file, "SQLite ledger (frugal batch --ledger)")
-        ->required()
         ->check(CLI::ExistingFile);
     auto* json_flag = report_cmd->add_flag("--json", report.json, "One JSON object");
     auto* csv_flag = report_cmd->add_flag("--csv", report.csv, "CSV (RFC 4180), one row per item");
@@ -211,12 +220,38 @@ int main(int argc, char** argv)
     demo_cmd->add_option("--cheap", demo.cheap, "The cheap model (default: a free one)");
     demo_cmd->add_option("--flagship", demo.flagship, "The flagship model");
 
+    models_options models;
+    auto* models_cmd = app.add_subcommand(
+        "models", "The models catalog with every price (per million tokens), and which are free");
+    models_cmd->add_option(
+        "--base-url", models.base_url,
+        "API base URL (default: OPENROUTER_BASE_URL, else https://openrouter.ai/api/v1)");
+    models_cmd->add_flag("--json", models.json, "One JSON object, prices as exact strings");
+    models_cmd->add_flag("--free", models.free_only, "Only the models that cost nothing");
+
+    // An unknown option is named before anything is said to be missing: the required members
+    // are checked here, after CLI11 has rejected what it does not know.
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int status = app.exit(e);
         return status == 0 ? 0 : exit_usage;
     }
+    auto missing = [](const char* command, const char* what) {
+        std::fprintf(stderr, "frugal %s: %s is required (see --help)\n", command, what);
+        return exit_usage;
+    };
+    if (*chat_cmd) {
+        chat.prompt_given = chat_cmd->count("prompt") > 0;
+        if (chat.model.empty() && chat.policy_file.empty())
+            return missing("chat", "--model (or --policy)");
+    }
+    if (*batch_cmd && batch.policy_file.empty())
+        return missing("batch", "--policy");
+    if (*batch_cmd && batch.prompts_file.empty())
+        return missing("batch", "PROMPTS.jsonl (or - for stdin)");
+    if (*report_cmd && report.ledger_file.empty())
+        return missing("report", "--ledger");
 
     try {
         if (*sse_cmd)
@@ -231,6 +266,8 @@ int main(int argc, char** argv)
             return run_report(report);
         if (*demo_cmd)
             return run_demo(demo);
+        if (*models_cmd)
+            return run_models(models);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "frugal: %s\n", e.what());
         return exit_failure;

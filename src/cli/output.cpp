@@ -18,9 +18,11 @@ std::string failure_text(const boost::system::error_code& ec, const diagnostics&
         return "no API key: set OPENROUTER_API_KEY";
     if (diag.message.empty() && diag.http_status == 0)
         return ec.message();
-    // The server's own words carry the status; the error's name only adds what they lack.
+    // An error response's own words say what failed (and its status); for anything else (a
+    // broken stream, a deadline, the network) the error's name comes first, once.
     std::string text = diag.to_string();
-    if (diag.http_status == 0 && ec != error::bad_url && ec != error::insecure_url &&
+    const bool error_response = diag.http_status >= 400;
+    if (!error_response && ec != error::bad_url && ec != error::insecure_url &&
         text.find(ec.message()) == std::string::npos)
         text = ec.message() + ": " + text;
     return text;

@@ -1153,11 +1153,11 @@ struct read_delta_op {
                                           : "the stream stalled";
                     s->fail(error::timeout);
                 } else {
-                    s->diag.message = "the stream ended without [DONE]: " + ec.message();
+                    s->diag.message = "the connection ended mid-stream: " + ec.message();
                     s->fail(error::stream_truncated);
                 }
             } else if (!s->ready() && s->parser->is_done()) {
-                s->diag.message = "the stream ended without [DONE]";
+                s->diag.message = "the response body ended without [DONE]";
                 s->fail(error::stream_truncated);
             }
         }

@@ -26,7 +26,7 @@ contains "--json has the generation id" "$json" '"id":"gen-'
 contains "--json has the model" "$json" '"model":"meta-llama/llama-4-scout"'
 contains "--json has the finish reason" "$json" '"finish_reason":"stop"'
 contains "--json has the token counts" "$json" '"usage":{"prompt_tokens":'
-cost=$(echo "$json" | sed 's/.*"cost":\([0-9.e-]*\)}.*/\1/')
+cost=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["usage"]["cost"])')
 bill=$(sim_bill "$url")
 billed=$(echo "$bill" | sed -n 's/.*"meta-llama\/llama-4-scout":{[^}]*"cost_usd":"\([0-9.]*\)".*/\1/p')
 check "--json cost is what the simulator billed" "$billed" "$cost"
