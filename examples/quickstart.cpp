@@ -6,14 +6,16 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <cstdlib>
 #include <iostream>
+#include <optional>
 
 boost::asio::awaitable<void> ask(frugal::chat_client& client)
 {
     // The tiers, cheapest first; the default conditions escalate a cut, empty, failed or
     // refused answer.
     frugal::cascade_policy policy;
-    policy.tiers = {"google/gemma-4-31b-it:free", "anthropic/claude-fable-5"};
+    policy.tiers = {"openai/gpt-oss-120b:free", "anthropic/claude-sonnet-4.5"};
 
     // A hard cap of 5 cents on everything the flagship is asked, priced from the catalog.
     frugal::price_catalog prices(co_await client.async_models());
@@ -37,11 +39,18 @@ boost::asio::awaitable<void> ask(frugal::chat_client& client)
 
 int main()
 {
-    frugal::sim_thread sim; // a simulated OpenRouter on 127.0.0.1: no key, no spend
+    // With OPENROUTER_API_KEY set, OpenRouter itself (the cap keeps the spend under 5 cents);
+    // without, a simulated OpenRouter on 127.0.0.1: no key, no spend. Both list these models.
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): read before any thread starts
+    const char* key = std::getenv("OPENROUTER_API_KEY");
+    std::optional<frugal::sim_thread> sim;
+    frugal::client_params params; // by default: OPENROUTER_BASE_URL, else openrouter.ai
+    if (key == nullptr || *key == '\0') {
+        sim.emplace();
+        params.base_url = sim->base_url();
+        params.api_key = "sk-or-v1-example";
+    }
     boost::asio::io_context io;
-    frugal::client_params params;
-    params.base_url = sim.base_url();    // by default: OPENROUTER_BASE_URL, else openrouter.ai
-    params.api_key = "sk-or-v1-example"; // by default: OPENROUTER_API_KEY
     frugal::chat_client client(io.get_executor(), params);
     boost::asio::co_spawn(io, ask(client), [](const std::exception_ptr& e) {
         if (e)

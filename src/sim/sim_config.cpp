@@ -110,6 +110,23 @@ std::vector<sim_model> standard_sim_models()
          .max_completion_tokens = 32000,
          .capability = 10,
          .alias_target = "anthropic/claude-fable-5"});
+    // Two ids OpenRouter lists too, so the quickstart runs unchanged against either.
+    m.push_back(
+        {.id = "openai/gpt-oss-120b:free",
+         .name = "OpenAI: gpt-oss-120b (free)",
+         .provider = "Chutes",
+         .context_length = 131072,
+         .max_completion_tokens = 8192,
+         .capability = 3});
+    m.push_back(
+        {.id = "anthropic/claude-sonnet-4.5",
+         .name = "Anthropic: Claude Sonnet 4.5",
+         .provider = "Anthropic",
+         .prompt_price = "0.000003",
+         .completion_price = "0.000015",
+         .context_length = 1000000,
+         .max_completion_tokens = 64000,
+         .capability = 10});
     return m;
 }
 

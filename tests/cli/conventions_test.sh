@@ -81,7 +81,7 @@ check "prices are exact strings" "0.000003" \
 check "aliases name their target" "anthropic/claude-fable-5" \
     "$(j "$tmp/models.json" '[m["alias_target"] for m in d["models"] if m["id"].startswith("~")][0]')"
 "$frugal" models --base-url "$url" --free --json >"$tmp/free.json"
-check "--free lists only free models" True "$(j "$tmp/free.json" 'all(m["free"] for m in d["models"]) and len(d["models"]) == 2')"
+check "--free lists only free models" True "$(j "$tmp/free.json" 'all(m["free"] for m in d["models"]) and len(d["models"]) == 3')"
 
 # One clean line per failure.
 OPENROUTER_API_KEY= "$frugal" chat --base-url "$url" -m anthropic/claude-fable-5 "Hi" 2>"$tmp/err"
