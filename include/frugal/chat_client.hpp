@@ -380,10 +380,13 @@ private:
         frugal::diagnostics* diag,
         boost::asio::any_completion_handler<void(boost::system::error_code, chat_response)>
             handler);
+    // `retry_rate_limited` false: a 429 is reported at once (a cascade's free tier waits for
+    // its reset itself, and counts what it sends).
     void async_start_stream_impl(
         chat_request req,
         chat_stream* stream,
-        boost::asio::any_completion_handler<void(boost::system::error_code)> handler);
+        boost::asio::any_completion_handler<void(boost::system::error_code)> handler,
+        bool retry_rate_limited = true);
     void async_models_impl(
         frugal::diagnostics* diag,
         boost::asio::any_completion_handler<

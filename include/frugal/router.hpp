@@ -202,8 +202,10 @@ public:
     ///
     /// @par Completion signature
     /// `void(boost::system::error_code, cascade_event)`. Fails when the cascade as a whole
-    /// fails (every tier failed and nothing acceptable remains, `error::budget_exhausted`
-    /// under `on_budget_exhausted::fail`); `error::stream_not_readable` after `done`.
+    /// fails (every tier failed and nothing acceptable remains, `error::rate_limited` when the
+    /// free tier did not come back within its wait, `error::budget_exhausted` under
+    /// `on_budget_exhausted::fail`), the event then carrying the `result` with every attempt;
+    /// `error::stream_not_readable` after `done`.
     ///
     /// @par Per-operation cancellation
     /// Terminal: the attempt in flight is abandoned (its reservation settled as unknown) and

@@ -263,11 +263,31 @@ std::int64_t free_tier_limiter::acquire(std::int64_t now_ms)
         return (day + 1) * day_ms - now_ms; // OpenRouter's daily count resets at 00:00 UTC
     while (!minute_.empty() && minute_.front() <= now_ms - minute)
         minute_.pop_front();
+    if (per_minute_ == 0)
+        return minute; // no quota at all: the wait gives up
     if (minute_.size() >= per_minute_)
         return std::max<std::int64_t>(minute_.front() + minute - now_ms, 1);
     minute_.push_back(now_ms);
     ++day_count_;
     return 0;
+}
+
+std::int64_t free_tier_limiter::held_back(std::int64_t now_ms) const
+{
+    constexpr std::int64_t day_ms = 86'400'000;
+    if (now_ms < blocked_until_)
+        return blocked_until_ - now_ms;
+    const std::int64_t day = now_ms / day_ms;
+    if (day == day_ && day_count_ >= per_day_)
+        return (day + 1) * day_ms - now_ms;
+    return 0;
+}
+
+void free_tier_limiter::count_extra(std::uint32_t n, std::int64_t now_ms)
+{
+    for (std::uint32_t i = 0; i < n; ++i)
+        minute_.push_back(now_ms);
+    day_count_ += n;
 }
 
 std::int64_t free_tier_limiter::learn(const diagnostics& d, std::int64_t now_ms)
@@ -295,7 +315,11 @@ std::int64_t free_tier_limiter::learn(const diagnostics& d, std::int64_t now_ms)
         const auto after = now_ms + std::min<std::int64_t>(d.retry_after->count(), longest_ms);
         stated = std::max(stated.value_or(after), after);
     }
-    const auto until = stated.value_or(now_ms + unknown_pause_ms);
+    // A reset already past (or a Retry-After of 0) still pauses a second: asking again at once
+    // only collects another 429.
+    constexpr std::int64_t least_pause_ms = 1'000;
+    const auto until =
+        std::max(stated.value_or(now_ms + unknown_pause_ms), now_ms + least_pause_ms);
     block_until(until);
     return until;
 }

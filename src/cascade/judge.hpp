@@ -51,6 +51,13 @@ public:
     // Takes one request at `now_ms` (Unix), or says how long to wait for one (0: taken).
     std::int64_t acquire(std::int64_t now_ms);
 
+    // How long before a request may go, by what was learnt alone (a block, a day spent),
+    // without taking one: 0 when nothing holds it back.
+    std::int64_t held_back(std::int64_t now_ms) const;
+
+    // Requests that went without being taken (the client's own retries).
+    void count_extra(std::uint32_t n, std::int64_t now_ms);
+
     // Nothing more until `until_ms`.
     void block_until(std::int64_t until_ms) { blocked_until_ = std::max(blocked_until_, until_ms); }
 

@@ -173,6 +173,10 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     // else from this router's own count: 0 when taken, else how long to wait.
     std::int64_t take_free(std::int64_t now_ms)
     {
+        // What this router learnt (a 429's reset, a day spent) holds even when the fleet's
+        // count has room.
+        if (const auto held = limiter.held_back(now_ms); held != 0)
+            return held;
         if (guard) {
             if (const auto wait =
                     guard->take_free_request(now_ms, limiter.per_minute(), limiter.per_day()))
@@ -342,7 +346,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     // fleet's, through a shared store).
     void note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag)
     {
-        if (ec != error::rate_limited || !free_tier[tier])
+        if (!free_tier[tier])
+            return;
+        // Each request the client retried on its own went to the free tier too.
+        if (diag.attempts > 1)
+            limiter.count_extra(static_cast<std::uint32_t>(diag.attempts - 1), unix_now_ms());
+        if (ec != error::rate_limited)
             return;
         const auto until = limiter.learn(diag, unix_now_ms());
         if (guard)
@@ -446,7 +455,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         } else if (!res.cancellation_slot().is_connected()) {
             // Nothing but the caller can stop this attempt (a free model, or no guard): the
             // client's coroutine is awaited in this one, sharing its cancellation.
-            auto [cec, resp] = co_await client_access::chat(*client, std::move(req), &diag);
+            auto [cec, resp] =
+                co_await client_access::chat(*client, std::move(req), &diag, !free_tier[tier]);
             ec = cec;
             run.response = std::move(resp);
         } else {
@@ -686,11 +696,19 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             }
             const std::span<attempt_run> done =
                 runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
-            if (done.size() == 1 && !cancelled() && retry_free(t, single.rec.error, last)) {
-                // The free tier's own 429: the gate waits for its reset, within the wait.
-                out.total_cost += single.rec.cost;
-                out.attempts.push_back(single.rec);
+            if (done.size() == 1 && !cancelled() && done[0].rec.tier == t &&
+                retry_free(t, done[0].rec.error, last)) {
+                // The free tier's own 429 (a hedge included, when it failed before the hedge
+                // started): the gate waits for its reset, within the wait.
+                out.total_cost += done[0].rec.cost;
+                out.attempts.push_back(done[0].rec);
                 last_error = error::rate_limited;
+                if (steady_clock::now() >= free_deadline) {
+                    out.attempts.back().detail += "; the free tier did not come back within " +
+                                                  std::to_string(policy.free_tier.max_wait.count()) +
+                                                  " ms";
+                    break;
+                }
                 continue;
             }
             if (done.size() == 2) {
@@ -751,12 +769,14 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 break;
             t += static_cast<std::uint32_t>(done.size());
         }
+        // No acceptable answer: the last one is kept for a look, but the cascade failed, and
+        // `escalated` speaks only of answers (as the streamed form says it).
         if (fallback) {
             out.response = std::move(fallback->response);
-            answered_by(fallback->rec.tier);
-        } else {
-            out.escalated = false;
+            out.tier = fallback->rec.tier;
         }
+        out.escalated = false;
+        out.reason = escalation_reason::none;
         if (!last_error)
             last_error = error::provider_error;
         {
@@ -896,8 +916,9 @@ asio::awaitable<void> produce(
             guard_slot.assign(forward_to{&sig});
         const auto t0 = steady_clock::now();
         chat_stream s;
-        auto [ec] = co_await r->client->async_start_stream(
-            std::move(req), s, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        auto [ec] = co_await client_access::async_start_stream(
+            *r->client, std::move(req), s, !r->free_tier[t],
+            asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
         // The generation id goes to the reservation as soon as it is known (the response
         // head, else the first chunk): a crash mid-stream leaves enough to look the bill up.
         bool noted = false;
@@ -992,6 +1013,8 @@ asio::awaitable<void> produce(
             // The free tier's own 429: the gate waits for its reset, within the wait.
             out.attempts.push_back(run.rec);
             last_error = error::rate_limited;
+            if (steady_clock::now() >= free_deadline)
+                break;
             --t; // the same tier again (the loop moves on by one)
             continue;
         }
@@ -1067,6 +1090,8 @@ asio::awaitable<void> produce(
     // A named event: GCC 12 copies a braced temporary into a coroutine's parameter bitwise,
     // leaving its string pointing into this frame.
     cascade_event failed;
+    failed.type = cascade_event::kind::done;
+    failed.result = result; // the attempts and what each cost, for the failure too
     (void)co_await send(last_error ? last_error : error_code(error::provider_error), std::move(failed));
 }
 

@@ -43,13 +43,37 @@ struct outcome {
     boost::system::error_code ec;
     std::string error;
     cascade_result result;
-    bool ran = false;
+    bool ran = false;         // completed: written and counted
+    bool interrupted = false; // cancelled by SIGINT: not written, but what it cost is counted
 };
+
+// What a prompt asked, as a fingerprint kept with its answer: --resume gives an answer back
+// only to the same question under the same id.
+std::string fingerprint(const chat_request& r)
+{
+    std::uint64_t h = 1469598103934665603ULL;
+    auto mix = [&h](std::string_view s) {
+        for (const unsigned char c : s) {
+            h ^= c;
+            h *= 1099511628211ULL;
+        }
+        h ^= 0xff; // a separator no byte of UTF-8 text is
+        h *= 1099511628211ULL;
+    };
+    for (const auto& m : r.messages) {
+        mix(m.role);
+        mix(m.content);
+    }
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+    return buf;
+}
 
 // Reads PROMPTS.jsonl; a bad line is reported with its number and skipped.
 std::vector<prompt_line> read_prompts(std::istream& in, int& bad_lines)
 {
     std::vector<prompt_line> out;
+    std::map<std::string, int> seen; // id -> its line
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
         if (line.find_first_not_of(" \t\r") == std::string::npos)
@@ -115,6 +139,11 @@ std::vector<prompt_line> read_prompts(std::istream& in, int& bad_lines)
                 continue;
             }
         }
+        // An id names one prompt: its answer is kept and resumed by it.
+        if (!seen.emplace(p.id, n).second) {
+            bad("id \"" + p.id + "\" repeats line " + std::to_string(seen[p.id]));
+            continue;
+        }
         out.push_back(std::move(p));
     }
     return out;
@@ -127,19 +156,38 @@ struct model_totals {
     money cost;
 };
 
-// Where the results go: stdout, or --output FILE.
+// Where the results go: stdout, or --output FILE, opened at the first write (so a run that
+// fails before it leaves an earlier file alone). A write that fails is remembered and said.
 struct sink {
-    std::FILE* file = stdout;
-    bool owned = false;
+    std::string path; // empty: stdout
+    std::FILE* file = nullptr;
+    bool failed = false;
     ~sink()
     {
-        if (owned)
+        if (file != nullptr && file != stdout)
             std::fclose(file);
     }
     void write(const std::string& text)
     {
-        std::fwrite(text.data(), 1, text.size(), file);
-        std::fflush(file); // a line per prompt is seen as it completes
+        if (file == nullptr)
+            file = path.empty() ? stdout : std::fopen(path.c_str(), "w");
+        if (file == nullptr || failed) {
+            failed = true;
+            return;
+        }
+        if (std::fwrite(text.data(), 1, text.size(), file) != text.size() ||
+            std::fflush(file) != 0) // a line per prompt is seen as it completes
+            failed = true;
+    }
+    // Closes the file; false when anything written was lost.
+    bool close()
+    {
+        if (file != nullptr && file != stdout && std::fclose(file) != 0)
+            failed = true;
+        else if (file == stdout && std::fflush(stdout) != 0)
+            failed = true;
+        file = nullptr;
+        return !failed;
     }
 };
 
@@ -341,14 +389,7 @@ int run_batch(const batch_options& options)
         r.learn(*key);
 
     sink out;
-    if (!options.output_file.empty()) {
-        out.file = std::fopen(options.output_file.c_str(), "w");
-        if (out.file == nullptr) {
-            std::fprintf(stderr, "frugal batch: cannot write %s\n", options.output_file.c_str());
-            return exit_usage;
-        }
-        out.owned = true;
-    }
+    out.path = options.output_file;
 
     // --resume: prompts answered in an earlier run are not sent again; their stored answers
     // are written as they were.
@@ -362,20 +403,32 @@ int run_batch(const batch_options& options)
         }
         stored.insert(answers.begin(), answers.end());
     }
+    // Each kept answer is {"fingerprint", "answer"}: given back only when the prompt under its
+    // id is the same question, and only when it is a JSON object still.
     std::vector<std::size_t> todo;
-    std::vector<std::string> resumed;
+    std::vector<std::string> lines(prompts.size()); // each answered prompt's JSON object
+    std::size_t resumed = 0;
     for (std::size_t i = 0; i < prompts.size(); ++i) {
-        if (const auto it = stored.find(prompts[i].id); it != stored.end())
-            resumed.push_back(it->second);
-        else
-            todo.push_back(i);
+        const auto it = stored.find(prompts[i].id);
+        if (it != stored.end()) {
+            boost::system::error_code jec;
+            const auto v = json::parse(it->second, jec);
+            const auto* o = jec ? nullptr : v.if_object();
+            const auto* fp = o != nullptr ? o->if_contains("fingerprint") : nullptr;
+            const auto* answer = o != nullptr ? o->if_contains("answer") : nullptr;
+            if (fp != nullptr && fp->is_string() && fp->get_string() == fingerprint(prompts[i].request) &&
+                answer != nullptr && answer->is_object()) {
+                lines[i] = to_json(*answer);
+                ++resumed;
+                if (options.jsonl)
+                    out.write(lines[i] + '\n');
+                continue;
+            }
+        }
+        todo.push_back(i);
     }
-    if (options.jsonl)
-        for (const auto& line : resumed)
-            out.write(line + '\n');
 
     std::vector<outcome> outcomes(prompts.size());
-    std::vector<std::string> lines(prompts.size()); // each completed prompt's JSON object
     progress_bar bar(todo.size(), cap);
     std::size_t done = 0, escalated = 0;
     money spent;
@@ -390,6 +443,9 @@ int run_batch(const batch_options& options)
         if (sec)
             return;
         interrupted = true;
+        // A second one is not waited for: the default action ends the process.
+        boost::system::error_code ignored;
+        signals.clear(ignored);
         for (auto& c : cancels)
             c.emit(asio::cancellation_type::terminal);
     });
@@ -403,8 +459,12 @@ int run_batch(const batch_options& options)
                     auto [cec, res] = co_await r.async_complete(
                         prompts[i].request,
                         asio::bind_cancellation_slot(cancels[w].slot(), tuple_awaitable));
-                    if (cec == asio::error::operation_aborted && interrupted)
-                        break; // not completed: not written
+                    if (cec == asio::error::operation_aborted && interrupted) {
+                        // Not completed: not written, but what its attempts cost is counted.
+                        outcomes[i].interrupted = true;
+                        outcomes[i].result = std::move(res);
+                        break;
+                    }
                     auto& o = outcomes[i];
                     o.ran = true;
                     o.ec = cec;
@@ -415,14 +475,20 @@ int run_batch(const batch_options& options)
                     if (options.jsonl)
                         out.write(lines[i] + '\n');
                     if (!cec && guard && !options.no_log_content)
-                        (void)guard->keep_answer(prompts[i].id, lines[i]);
+                        (void)guard->keep_answer(
+                            prompts[i].id, "{\"fingerprint\":\"" +
+                                               fingerprint(prompts[i].request) +
+                                               "\",\"answer\":" + lines[i] + "}");
                     ++done;
                     escalated += o.result.escalated ? 1 : 0;
                     spent += o.result.total_cost;
                     bar.update(done, escalated, spent);
                 }
-                if (--running == 0)
-                    signals.cancel();
+                if (--running == 0) {
+                    boost::system::error_code ignored;
+                    signals.clear(ignored); // a signal from now on takes its default action
+                    signals.cancel(ignored);
+                }
             },
             asio::detached);
     }
@@ -435,7 +501,7 @@ int run_batch(const batch_options& options)
     money total;
     bool any_failed = false;
     for (const auto& o : outcomes) {
-        if (!o.ran)
+        if (!o.ran && !o.interrupted)
             continue;
         any_failed = any_failed || o.ec;
         total += o.result.total_cost;
@@ -458,7 +524,7 @@ int run_batch(const batch_options& options)
     }
     json::object totals;
     totals["requests"] = ran;
-    totals["resumed"] = resumed.size();
+    totals["resumed"] = resumed;
     totals["escalated"] = esc;
     totals["budget_denied"] = denied;
     totals["failed"] = failed;
@@ -476,11 +542,6 @@ int run_batch(const batch_options& options)
     if (options.json) {
         std::string text = "{\"requests\":[";
         bool first = true;
-        for (const auto& line : resumed) {
-            text += first ? "" : ",";
-            text += line;
-            first = false;
-        }
         for (std::size_t i = 0; i < prompts.size(); ++i) {
             if (lines[i].empty())
                 continue;
@@ -493,7 +554,13 @@ int run_batch(const batch_options& options)
     } else if (options.jsonl) {
         std::fprintf(stderr, "%s\n", to_json(totals).c_str()); // the summary, apart
     } else {
-        out.write(table_text(prompts, outcomes, by_model, total, cap, resumed.size()));
+        out.write(table_text(prompts, outcomes, by_model, total, cap, resumed));
+    }
+    if (!out.close()) {
+        std::fprintf(
+            stderr, "frugal batch: writing %s failed\n",
+            options.output_file.empty() ? "the output" : options.output_file.c_str());
+        return exit_failure;
     }
 
     // Money first: a bill past the cap or an anomalous report is said on stderr and wins the

@@ -126,6 +126,8 @@ run_routed(router& r, std::optional<budget_guard>& guard, chat_request req, chat
             auto [sec, ev] = co_await s.async_next(tuple_awaitable);
             if (sec) {
                 ec = sec;
+                if (ev.result)
+                    result = *ev.result; // a failed cascade still tells its attempts
                 if (shown && !options.json)
                     std::fputs("\n", stdout);
                 break;
@@ -154,8 +156,6 @@ run_routed(router& r, std::optional<budget_guard>& guard, chat_request req, chat
             }
         }
     }
-    if (ec == error::budget_exhausted && result.attempts.empty())
-        ec = error::budget_exhausted;
     if (options.json)
         std::fputs((to_json(result_json(result, ec)) + '\n').c_str(), stdout);
     int status = 0;

@@ -31,6 +31,16 @@ std::string per_million(money per_token)
     return money::from_units(units * million).to_string();
 }
 
+// Whether a catalog price member is per token (rather than per request, image or search).
+bool per_token(std::string_view name)
+{
+    if (name.starts_with("overrides."))
+        name.remove_prefix(10);
+    return name == "prompt" || name == "completion" || name == "internal_reasoning" ||
+           name.starts_with("input_cache") || name == "image_token" || name == "image_output" ||
+           name == "audio" || name == "audio_output" || name == "input_audio_cache";
+}
+
 } // namespace
 
 int run_models(const models_options& options)
@@ -89,7 +99,9 @@ int run_models(const models_options& options)
         for (const auto& [name, price] : m.other_prices) {
             if (price == money())
                 continue;
-            other += (other.empty() ? "" : " ") + name + "=" + per_million(price);
+            // Token prices per million; a search, an image or a discount as it is.
+            other += (other.empty() ? "" : " ") + name + "=" +
+                     (per_token(name) ? per_million(price) : "$" + price.to_string() + " each");
         }
         if (!m.alias_target.empty())
             other += (other.empty() ? "" : " ") + ("alias of " + m.alias_target);

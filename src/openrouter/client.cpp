@@ -199,8 +199,13 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view v)
 {
     if (v.empty())
         return std::nullopt;
+    // A server's number is capped at two days: beyond it, the arithmetic of a deadline would
+    // overflow, and no rate limit is that long.
+    constexpr long long longest_s = 2 * 86'400;
     if (std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
-        return std::chrono::seconds(std::strtoll(std::string(v).c_str(), nullptr, 10));
+        return std::chrono::seconds(
+            v.size() > 7 ? longest_s
+                         : std::min(std::strtoll(std::string(v).c_str(), nullptr, 10), longest_s));
     std::tm tm{};
     const std::string text(v);
     if (strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm) == nullptr)
@@ -208,7 +213,9 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view v)
     const auto when = std::chrono::system_clock::from_time_t(timegm(&tm));
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
         when - std::chrono::system_clock::now());
-    return std::max(wait, std::chrono::milliseconds(0));
+    return std::clamp(
+        wait, std::chrono::milliseconds(0),
+        std::chrono::milliseconds(std::chrono::seconds(longest_s)));
 }
 
 } // namespace
@@ -568,8 +575,11 @@ std::optional<std::chrono::milliseconds> retry_delay(
     const attempt_state& st,
     const diagnostics& diag,
     int attempt,
-    steady_clock::time_point total)
+    steady_clock::time_point total,
+    bool retry_rate_limited = true)
 {
+    if (ec == error::rate_limited && !retry_rate_limited)
+        return std::nullopt;
     const bool complete_response = st.response_started && diag.http_status >= 400;
     const bool before_sent = !st.request_sent;
     const bool sent_no_reply =
@@ -592,7 +602,8 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
     std::string path,
     std::string body,
     diagnostics& diag,
-    const detail::generation_hook* on_generation = nullptr)
+    const detail::generation_hook* on_generation = nullptr,
+    bool retry_rate_limited = true)
 {
     const auto start = steady_clock::now();
     const auto total = start + c->params.timeouts.total;
@@ -624,7 +635,7 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
             }
         }
         last = ec;
-        const auto delay = retry_delay(*c, ec, st, diag, attempt, total);
+        const auto delay = retry_delay(*c, ec, st, diag, attempt, total, retry_rate_limited);
         if (!delay)
             co_return std::tuple{last, std::move(text)};
         asio::steady_timer timer(c->executor);
@@ -691,7 +702,8 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
     std::string body,
     bool invalid,
     diagnostics* out,
-    detail::generation_hook on_generation = {})
+    detail::generation_hook on_generation = {},
+    bool retry_rate_limited = true)
 {
     diagnostics diag;
     chat_response response;
@@ -704,7 +716,8 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
             diag.message = std::move(body); // what encode found wrong
         } else {
             auto [rec, text] = co_await request_whole(
-                c, "POST", "/chat/completions", std::move(body), diag, &on_generation);
+                c, "POST", "/chat/completions", std::move(body), diag, &on_generation,
+                retry_rate_limited);
             ec = rec;
             if (!ec) {
                 auto& [decoder, chunk] = scratch();
@@ -804,11 +817,11 @@ std::size_t chat_client::idle_connections() const noexcept
     return impl_->pool.idle();
 }
 
-asio::awaitable<std::tuple<error_code, chat_response>>
-detail::client_access::chat(chat_client& client, chat_request request, diagnostics* diag)
+asio::awaitable<std::tuple<error_code, chat_response>> detail::client_access::chat(
+    chat_client& client, chat_request request, diagnostics* diag, bool retry_rate_limited)
 {
     auto e = chat_client::encode(request);
-    return chat_op(client.impl_, std::move(e.body), e.invalid, diag);
+    return chat_op(client.impl_, std::move(e.body), e.invalid, diag, {}, retry_rate_limited);
 }
 
 void detail::client_access::async_chat_impl(
@@ -1208,7 +1221,10 @@ struct delta_completion {
 };
 
 asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
-    std::shared_ptr<client_impl> c, chat_request req, std::shared_ptr<chat_stream::state> s)
+    std::shared_ptr<client_impl> c,
+    chat_request req,
+    std::shared_ptr<chat_stream::state> s,
+    bool retry_rate_limited)
 {
     co_await asio::this_coro::throw_if_cancelled(false); // as deliver_into: errors, not throws
     diagnostics& diag = s->diag;
@@ -1264,7 +1280,8 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
                 diag.message = "expected an event stream, got " + content_type;
             }
         }
-        const auto delay = retry_delay(*c, ec, st, diag, attempt, s->total);
+        const auto delay =
+            retry_delay(*c, ec, st, diag, attempt, s->total, retry_rate_limited);
         if (!delay) {
             scrub(c->scrubber, diag);
             s->fail(ec);
@@ -1285,7 +1302,10 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
 } // namespace
 
 void chat_client::async_start_stream_impl(
-    chat_request req, chat_stream* stream, asio::any_completion_handler<void(error_code)> handler)
+    chat_request req,
+    chat_stream* stream,
+    asio::any_completion_handler<void(error_code)> handler,
+    bool retry_rate_limited)
 {
     auto s = std::make_shared<chat_stream::state>();
     s->client = impl_;
@@ -1297,7 +1317,7 @@ void chat_client::async_start_stream_impl(
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->executor;
     asio::co_spawn(
-        ex, start_stream_op(impl_, std::move(req), s),
+        ex, start_stream_op(impl_, std::move(req), s, retry_rate_limited),
         asio::bind_cancellation_slot(
             slot, [ex, h = std::move(handler)](
                       const std::exception_ptr& ep, std::tuple<error_code, bool> r) mutable {

@@ -23,8 +23,30 @@ namespace frugal::detail {
 using generation_hook = std::function<void(const std::string&)>;
 
 struct client_access {
-    static boost::asio::awaitable<std::tuple<boost::system::error_code, chat_response>>
-    chat(chat_client& client, chat_request request, diagnostics* diag);
+    // `retry_rate_limited` false: a 429 is reported at once, not retried by the client (a
+    // cascade's free tier waits for the reset itself, and counts every request it sends).
+    static boost::asio::awaitable<std::tuple<boost::system::error_code, chat_response>> chat(
+        chat_client& client,
+        chat_request request,
+        diagnostics* diag,
+        bool retry_rate_limited = true);
+
+    // `chat_client::async_start_stream`, with the same choice about 429s.
+    template <class CompletionToken>
+    static auto async_start_stream(
+        chat_client& client,
+        chat_request request,
+        chat_stream& stream,
+        bool retry_rate_limited,
+        CompletionToken&& token)
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+            [&client, &stream, retry_rate_limited](auto handler, chat_request req) {
+                client.async_start_stream_impl(
+                    std::move(req), &stream, std::move(handler), retry_rate_limited);
+            },
+            token, std::move(request));
+    }
 
     // `async_chat` with `diag` and a hook for the generation id.
     template <class CompletionToken>

@@ -82,6 +82,21 @@ check "and prints the stored answers" "$(sort "$tmp/first.jsonl")" "$(sort "$tmp
 "$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.05 --resume \
     "$tmp/two.jsonl" >/dev/null 2>"$tmp/err"
 check "--resume without --ledger is a usage error" 2 "$?"
+# An id answers for its own question only: a changed prompt under an old id is asked again.
+printf '%s\n' '{"id":"easy","prompt":"Name a different colour."}' >"$tmp/changed.jsonl"
+bill2=$(sim_total "$url")
+"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.05 --ledger "$tmp/l.db" \
+    --resume --json "$tmp/changed.jsonl" >"$tmp/changed.json" 2>/dev/null
+check "a changed prompt under a stored id is not given the old answer" 0 "$(j "$tmp/changed.json" 'd["totals"]["resumed"]')"
+check "it is asked again" 1 "$(j "$tmp/changed.json" 'd["totals"]["requests"]')"
+printf '%s\n' '{"id":"x","prompt":"One."}' '{"id":"x","prompt":"Two."}' >"$tmp/dup.jsonl"
+"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.05 "$tmp/dup.jsonl" >/dev/null 2>"$tmp/err"
+check "a repeated id is a bad line" 1 "$?"
+contains "named with the line it repeats" "$(cat "$tmp/err")" 'id "x" repeats line 1'
+"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.05 --json \
+    --output /dev/full "$tmp/two.jsonl" >/dev/null 2>"$tmp/err"
+check "an output that cannot be written fails" 1 "$?"
+contains "saying so" "$(cat "$tmp/err")" "writing /dev/full failed"
 "$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.05 --ledger "$tmp/n.db" \
     --no-log-content "$tmp/two.jsonl" >/dev/null 2>&1
 "$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.05 --ledger "$tmp/n.db" \

@@ -67,6 +67,13 @@ check "a denied escalation: escalated false, budget_denied true, the cheap model
     "False True google/gemma-4-31b-it:free empty" \
     "$(j "$tmp/denied.json" 'str(d["escalated"]) + " " + str(d["budget_denied"]) + " " + str(d["final_model"]) + " " + str(d["wanted"])')"
 
+# A streamed cascade that fails still reports its attempts.
+"$frugal" chat --base-url "$url" --policy "$tmp/policy.json" --budget 0.05 --stream --json \
+    "Hi [sim fault=500]" >"$tmp/sfail.json" 2>/dev/null
+check "a failed streamed cascade exits 1" 1 "$?"
+check "and its --json still has the attempts and the provider's words" True \
+    "$(j "$tmp/sfail.json" 'len(d["attempts"]) >= 1 and d["error"] is not None and "500" in d["error"] or "Internal" in str(d["error"])')"
+
 # frugal models.
 "$frugal" models --base-url "$url" >"$tmp/models.txt"
 check "models exits 0" 0 "$?"

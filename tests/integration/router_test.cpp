@@ -538,6 +538,24 @@ BOOST_AUTO_TEST_CASE(a_429_with_a_near_reset_is_retried_on_the_free_tier)
     BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
 }
 
+BOOST_AUTO_TEST_CASE(a_hedged_cascade_does_not_pay_around_a_free_429)
+{
+    auto cfg = fixed();
+    cfg.faults = {{cheap, "429", 1, 1.0}}; // the free tier's 429 comes before the hedge starts
+    frugal::client_params params = fast_retries();
+    params.retry.max_attempts = 1;
+    client_fixture f(cfg, params);
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.hedge_after = 20s;
+    frugal::router r(f.client, p, cat, open_guard(cat, "1"));
+    const auto o = complete(f, r, request("", "Say hi."));
+    BOOST_TEST(!o.ec);
+    BOOST_TEST(o.result.tier == 0u);
+    BOOST_TEST(!o.result.escalated);
+    BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
+}
+
 BOOST_AUTO_TEST_CASE(a_streamed_cascade_waits_for_the_free_tier_too)
 {
     auto cfg = fixed();
