@@ -64,14 +64,16 @@ enum class on_free_tier_empty {
 };
 
 /// OpenRouter's limits on `:free` models, enforced client-side so a cascade waits (or skips)
-/// instead of collecting 429s. They are a first guess: the router learns the server's own
-/// limits from its `X-RateLimit-*` headers, a 429's reset time and `Retry-After`, and the key's
-/// free-tier status (`router::learn`). With a shared budget store (Redis), the quota is counted
-/// in the store, for the whole fleet.
+/// instead of collecting 429s. A limit left at 0 is the server's: talking to openrouter.ai,
+/// its documented 20 a minute and 50 a day (1,000 once the key's status says $10 of credits
+/// were bought, `router::learn`); elsewhere none until the server states one. Either way the
+/// router learns the server's limits from a 429 (its `X-RateLimit-*` headers, their echo in the
+/// body, `Retry-After`). With a shared budget store (Redis), the quota is counted in the store,
+/// for the whole fleet.
 struct free_tier_limits {
-    std::uint32_t per_minute = 20;
-    /// Requests a UTC day; 0: as the key's status says (50, or 1,000 once $10 of credits were
-    /// bought), 50 until it is known.
+    /// Requests a sliding minute; 0: the server's (see above).
+    std::uint32_t per_minute = 0;
+    /// Requests a UTC day; 0: the server's (see above).
     std::uint32_t per_day = 0;
     on_free_tier_empty when_empty = on_free_tier_empty::wait;
     /// The longest a cascade waits for the free tier, 429s retried included.

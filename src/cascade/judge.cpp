@@ -263,8 +263,6 @@ std::int64_t free_tier_limiter::acquire(std::int64_t now_ms)
         return (day + 1) * day_ms - now_ms; // OpenRouter's daily count resets at 00:00 UTC
     while (!minute_.empty() && minute_.front() <= now_ms - minute)
         minute_.pop_front();
-    if (per_minute_ == 0)
-        return minute; // no quota at all: the wait gives up
     if (minute_.size() >= per_minute_)
         return std::max<std::int64_t>(minute_.front() + minute - now_ms, 1);
     minute_.push_back(now_ms);
@@ -302,8 +300,9 @@ std::int64_t free_tier_limiter::learn(const diagnostics& d, std::int64_t now_ms)
         const auto limit = rl.limit ? static_cast<std::uint32_t>(std::min<std::uint64_t>(
                                           *rl.limit, std::numeric_limits<std::uint32_t>::max()))
                                     : 0u;
-        // A minute's window is followed by its reset, not by a smaller count: the server's
-        // window may not be this side's sliding minute, and its reset says when to ask again.
+        // A day's limit is the server's count (it resets at 00:00 UTC). A minute's is followed
+        // by its reset, not counted here: the server's window need not be this side's sliding
+        // minute, and its reset says when to ask again.
         if (rl.window == "day" && limit != 0) {
             per_day_ = limit;
             day_count_ = std::max(day_count_, limit); // spent, as the server says

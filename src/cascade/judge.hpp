@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <string_view>
 
 namespace frugal::detail {
@@ -38,12 +39,18 @@ bool enabled(const cascade_policy& p, escalation_reason r) noexcept;
 // byte, plus a margin per message for the chat template.
 std::uint64_t prompt_bound(const chat_request& req) noexcept;
 
-// OpenRouter's free-model limits, counted on this side: a sliding minute and a UTC day, as
-// the policy guesses them until the server says otherwise.
+// OpenRouter's free-model limits, counted on this side: a sliding minute and a UTC day. A limit
+// the policy leaves at 0 is the server's: OpenRouter's documented 20 a minute and 50 a day
+// (until the key says 1,000) when talking to OpenRouter. Another endpoint's limits are not
+// OpenRouter's: there only its 429s hold the tier back (until their reset), and the day's limit
+// they state, or the key's status, is kept.
 class free_tier_limiter {
 public:
-    explicit free_tier_limiter(free_tier_limits l)
-        : per_minute_(l.per_minute), per_day_(l.per_day == 0 ? 50 : l.per_day),
+    static constexpr std::uint32_t unknown = std::numeric_limits<std::uint32_t>::max();
+
+    free_tier_limiter(free_tier_limits l, bool openrouter)
+        : per_minute_(l.per_minute != 0 ? l.per_minute : openrouter ? 20 : unknown),
+          per_day_(l.per_day != 0 ? l.per_day : openrouter ? 50 : unknown),
           day_fixed_(l.per_day != 0)
     {
     }
@@ -69,6 +76,7 @@ public:
     // The key's free-tier status: 50 requests a day, or 1,000 once credits were bought.
     void learn(const key_info& k);
 
+    // `unknown` when nothing limits it yet.
     std::uint32_t per_minute() const noexcept { return per_minute_; }
     std::uint32_t per_day() const noexcept { return per_day_; }
 

@@ -192,11 +192,8 @@ parse_policy(std::string_view text, boost::system::error_code& ec, std::string& 
         for (const auto& [k, _] : f->get_object())
             if (k != "per_minute" && k != "per_day" && k != "when_empty" && k != "max_wait_ms")
                 return bad("\"free_tier\": unknown member \"" + std::string(k) + "\"");
-        if (const auto n = fr.count("per_minute", 1'000'000)) {
-            if (*n == 0)
-                return bad("\"free_tier.per_minute\" must be at least 1");
-            p.free_tier.per_minute = static_cast<std::uint32_t>(*n);
-        }
+        if (const auto n = fr.count("per_minute", 1'000'000))
+            p.free_tier.per_minute = static_cast<std::uint32_t>(*n); // 0: the server's
         if (const auto n = fr.count("per_day", 100'000'000))
             p.free_tier.per_day = static_cast<std::uint32_t>(*n);
         if (const auto n = fr.count("max_wait_ms", 86'400'000))

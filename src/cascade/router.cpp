@@ -3,6 +3,7 @@
 #include <frugal/error.hpp>
 
 #include "cascade/judge.hpp"
+#include "http/url.hpp"
 #include "openrouter/client_access.hpp"
 
 #include <boost/asio/append.hpp>
@@ -17,6 +18,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <span>
 
@@ -37,6 +39,22 @@ std::int64_t unix_now_ms()
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
         .count();
+}
+
+// OpenRouter's documented free-tier limits hold only for OpenRouter; another endpoint's are
+// learnt from what it says.
+bool talks_to_openrouter(const chat_client& c)
+{
+    const auto u = http::parse_url(c.params().base_url);
+    if (!u)
+        return false;
+    std::string host = u->host;
+    for (auto& ch : host)
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    constexpr std::string_view domain = "openrouter.ai";
+    return host == domain ||
+           (host.size() > domain.size() && host.ends_with(domain) &&
+            host[host.size() - domain.size() - 1] == '.');
 }
 
 // Emits into a signal: used to let several sources (the caller, the budget guard, a hedge)
@@ -97,7 +115,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     router_impl(
         chat_client& c, cascade_policy p, price_catalog prices, std::optional<budget_guard> g)
         : client(&c), policy(std::move(p)), prices(std::move(prices)), guard(std::move(g)),
-          limiter(policy.free_tier)
+          limiter(policy.free_tier, talks_to_openrouter(c))
     {
         for (auto& pat : policy.refusal_patterns) // matched against lower-cased text
             for (auto& c : pat)
@@ -358,6 +376,17 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             (void)guard->block_free_until(until);
     }
 
+    // "20 a minute, 50 a day", with only the limits known.
+    std::string quota_text() const
+    {
+        std::string t;
+        if (limiter.per_minute() != free_tier_limiter::unknown)
+            t = std::to_string(limiter.per_minute()) + " a minute";
+        if (limiter.per_day() != free_tier_limiter::unknown)
+            t += (t.empty() ? "" : ", ") + std::to_string(limiter.per_day()) + " a day";
+        return t.empty() ? "as the server limits it" : t;
+    }
+
     // The record of a free tier not asked because its quota was used up: skipped (the
     // `escalate` opt-in, `reason` rate_limited) or given up after the wait.
     cascade_attempt skipped_attempt(std::uint32_t tier, escalation_reason reason) const
@@ -369,9 +398,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         a.error = error::rate_limited;
         a.reason = reason;
         a.detail = reason == escalation_reason::none
-                       ? "the free tier's quota (" + std::to_string(limiter.per_minute()) +
-                             " a minute, " + std::to_string(limiter.per_day()) +
-                             " a day) did not come back within " +
+                       ? "the free tier's quota (" + quota_text() + ") did not come back within " +
                              std::to_string(policy.free_tier.max_wait.count()) + " ms"
                        : "the free tier's quota is used up; skipped (when_empty: escalate)";
         return a;

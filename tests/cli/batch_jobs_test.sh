@@ -103,6 +103,18 @@ contains "saying so" "$(cat "$tmp/err")" "writing /dev/full failed"
     --no-log-content --resume --json "$tmp/two.jsonl" >"$tmp/nolog.json" 2>/dev/null
 check "--no-log-content keeps no answers to resume from" 0 "$(j "$tmp/nolog.json" 'd["totals"]["resumed"]')"
 
+# A server that limits nothing is not held to OpenRouter's 20 a minute: 60 easy prompts all
+# go free, at once (the wait would otherwise leave most of them rate_limited or minutes late).
+for i in $(seq 60); do echo "{\"id\":\"n$i\",\"prompt\":\"Name a colour, $i.\"}"; done >"$tmp/sixty.jsonl"
+start=$(date +%s)
+"$frugal" batch --base-url "$url" --policy "$tmp/policy.json" --budget 0.05 --concurrency 4 \
+    --json "$tmp/sixty.jsonl" >"$tmp/sixty.json" 2>/dev/null
+check "a server with no limit: 60 free prompts exit 0" 0 "$?"
+check "all 60 served free" 60 "$(j "$tmp/sixty.json" 'sum(1 for r in d["requests"] if (r["final_model"] or "").endswith(":free"))')"
+took=$(($(date +%s) - start))
+[ "$took" -lt 20 ] && ok=yes || ok="no (${took} s)"
+check "without waiting for a minute window" yes "$ok"
+
 # The free quota, smaller on the server than the client's guess, is waited for: every easy
 # prompt is served free, none paid. The window is 2 s here, so the wait is short.
 qurl=$(start_sim quota '{"free_requests_per_minute": 2, "free_window_ms": 2000}')

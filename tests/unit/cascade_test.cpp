@@ -219,7 +219,7 @@ BOOST_AUTO_TEST_CASE(a_sliding_minute_a_utc_day_and_retry_after)
     frugal::free_tier_limits l;
     l.per_minute = 2;
     l.per_day = 3;
-    frugal::detail::free_tier_limiter lim(l);
+    frugal::detail::free_tier_limiter lim(l, true);
     const std::int64_t day = 86'400'000;
     const std::int64_t t0 = 20'000 * day + 1000;
     BOOST_TEST(lim.acquire(t0) == 0);
@@ -232,6 +232,53 @@ BOOST_AUTO_TEST_CASE(a_sliding_minute_a_utc_day_and_retry_after)
     lim.block_until(20'001 * day + 5000);                          // a 429 with Retry-After: 5
     BOOST_TEST(lim.acquire(20'001 * day + 1000) == 4000);
     BOOST_TEST(lim.acquire(20'001 * day + 70'000) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(left_at_zero_the_limits_are_openrouters_only_on_openrouter)
+{
+    const frugal::free_tier_limits l; // per_minute and per_day 0: the server's
+    frugal::detail::free_tier_limiter on_openrouter(l, true);
+    BOOST_TEST(on_openrouter.per_minute() == 20u);
+    BOOST_TEST(on_openrouter.per_day() == 50u);
+    frugal::key_info paid;
+    paid.is_free_tier = false;
+    on_openrouter.learn(paid);
+    BOOST_TEST(on_openrouter.per_day() == 1000u);
+
+    // Another endpoint: nothing is held back until it states a limit.
+    frugal::detail::free_tier_limiter elsewhere(l, false);
+    const std::int64_t t0 = 20'000LL * 86'400'000 + 1000;
+    for (int i = 0; i < 500; ++i)
+        BOOST_TEST_REQUIRE(elsewhere.acquire(t0 + i) == 0);
+    frugal::diagnostics d;
+    d.rate_limit.emplace();
+    d.rate_limit->limit = 3;
+    d.rate_limit->window = "minute";
+    d.rate_limit->reset_ms = t0 + 30'000;
+    BOOST_TEST(elsewhere.learn(d, t0 + 500) == t0 + 30'000);
+    BOOST_TEST(elsewhere.acquire(t0 + 1000) == 29'000); // until the stated reset
+    BOOST_TEST(elsewhere.acquire(t0 + 30'000) == 0);    // then the server is asked again
+    BOOST_TEST(elsewhere.per_day() == frugal::detail::free_tier_limiter::unknown);
+    // The minute's stated count is not made this side's sliding minute: the server's window
+    // need not be 60 s long, and its reset already says when to come back.
+    BOOST_TEST(elsewhere.per_minute() == frugal::detail::free_tier_limiter::unknown);
+
+    // The day's limit a 429 states is kept, and counted as spent until 00:00 UTC.
+    d.rate_limit->window = "day";
+    d.rate_limit->limit = 50;
+    d.rate_limit->reset_ms = 20'001LL * 86'400'000;
+    (void)elsewhere.learn(d, t0 + 40'000);
+    BOOST_TEST(elsewhere.per_day() == 50u);
+    BOOST_TEST(elsewhere.acquire(t0 + 50'000) == 20'001LL * 86'400'000 - t0 - 50'000);
+    BOOST_TEST(elsewhere.acquire(20'001LL * 86'400'000) == 0);
+
+    // A policy's own day stays against the key's status.
+    frugal::free_tier_limits fixed;
+    fixed.per_day = 7;
+    frugal::detail::free_tier_limiter mine(fixed, true);
+    mine.learn(paid);
+    BOOST_TEST(mine.per_day() == 7u);
+    BOOST_TEST(mine.per_minute() == 20u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
