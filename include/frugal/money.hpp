@@ -44,6 +44,10 @@ public:
     /// an amount is rounded up to the next picodollar, so a bill is never booked below itself.
     static std::optional<money> parse_ceil(std::string_view text) noexcept;
 
+    /// `price × n`, saturating at the largest amount instead of wrapping: for counts read from
+    /// outside (a ledger file, a provider), whose product must never come out small.
+    static money saturating_times(money price, std::uint64_t n) noexcept;
+
     /// The count of picodollars.
     constexpr rep units() const noexcept { return units_; }
 

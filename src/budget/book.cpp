@@ -83,6 +83,24 @@ std::int64_t window_end_ms(budget_period p, std::int64_t window) noexcept
     return std::numeric_limits<std::int64_t>::max();
 }
 
+} // namespace frugal::detail
+
+namespace frugal {
+
+std::int64_t period_window(budget_period p, std::int64_t unix_ms) noexcept
+{
+    return detail::window_of(p, unix_ms);
+}
+
+std::int64_t period_window_end_ms(budget_period p, std::int64_t window) noexcept
+{
+    return detail::window_end_ms(p, window);
+}
+
+} // namespace frugal
+
+namespace frugal::detail {
+
 money saturating_fma(money a, std::uint64_t n, money b) noexcept
 {
     const i128 v = static_cast<i128>(a.units()) * static_cast<i128>(n) + b.units();

@@ -5,7 +5,9 @@
 // reservations, and the reserve / meter / settle arithmetic. No locking (the guard holds its
 // lock around every call) and no Asio.
 
-#include <frugal/budget.hpp>
+#include <frugal/budget_store.hpp>
+#include <frugal/budget_types.hpp>
+#include <frugal/prices.hpp>
 
 #include <boost/system/error_code.hpp>
 
@@ -20,6 +22,10 @@
 #include <vector>
 
 namespace frugal::detail {
+
+// What the guard needs to stop a reservation's request (an Asio signal): opaque here, so the
+// book decides without knowing how a request is stopped.
+struct cancel_state;
 
 // The index of the period containing `unix_ms` (0 for budgets that never reset).
 std::int64_t window_of(budget_period p, std::int64_t unix_ms) noexcept;

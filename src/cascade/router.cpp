@@ -2,8 +2,8 @@
 
 #include <frugal/error.hpp>
 
+#include "cascade/decide.hpp"
 #include "cascade/judge.hpp"
-#include "http/url.hpp"
 #include "openrouter/client_access.hpp"
 
 #include <boost/asio/append.hpp>
@@ -45,10 +45,12 @@ std::int64_t unix_now_ms()
 // learnt from what it says.
 bool talks_to_openrouter(const chat_client& c)
 {
-    const auto u = http::parse_url(c.params().base_url);
-    if (!u)
-        return false;
-    std::string host = u->host;
+    // The host of "https://host[:port]/path" (the client has checked the URL's form).
+    std::string_view url = c.params().base_url;
+    if (const auto scheme = url.find("://"); scheme != std::string_view::npos)
+        url.remove_prefix(scheme + 3);
+    url = url.substr(0, url.find_first_of("/:?#"));
+    std::string host(url);
     for (auto& ch : host)
         ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     constexpr std::string_view domain = "openrouter.ai";
@@ -223,14 +225,6 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
             if (tec)
                 co_return gate::fail; // cancelled: the caller's cancellation is seen next
         }
-    }
-
-    // A free tier's 429 is not an error to escalate on: under `wait` it is retried on the
-    // free tier once the quota comes back (the gate waits), under `escalate` it moves on.
-    bool retry_free(std::uint32_t tier, const error_code& ec, bool last_tier) const
-    {
-        return free_tier[tier] && ec == error::rate_limited &&
-               (policy.free_tier.when_empty == on_free_tier_empty::wait || last_tier);
     }
 
     // The record of an attempt, in a scratch object whose strings keep their capacity (the
@@ -569,7 +563,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const chat_request& base,
         std::uint32_t tier,
         const call_info& call,
-        escalation_reason arrived_by)
+        escalation_reason arrived_by,
+        cascade_machine& m)
     {
         auto h = std::make_shared<hedge>(client->get_executor());
         auto cs = co_await asio::this_coro::cancellation_state;
@@ -590,7 +585,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         bool second = false;
         if (!h->done[0]) {
             second = true;
-            spawn_attempt(h, 1, base, tier + 1, call, escalation_reason::timeout);
+            spawn_attempt(h, 1, base, tier + 1, call, m.hedged());
         }
         bool cancelled_other = false;
         for (;;) {
@@ -619,46 +614,46 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         co_return out;
     }
 
-    // Why a failed attempt escalates: a free tier's 429 is its quota (under the `escalate`
-    // opt-in it moves on as `rate_limited`, whatever `escalate_on` says), never an error.
-    escalation_reason failure_reason(std::uint32_t tier, const error_code& ec) const
+    // How an attempt ended, for the machine. An attempt the guard stopped (its cap hit) is a
+    // failure the policy judges; only the caller's cancellation ends the cascade.
+    attempt_end end_of(const chat_request& base, const attempt_run& run, bool caller_cancelled) const
     {
-        if (free_tier[tier] && ec == error::rate_limited)
-            return escalation_reason::rate_limited;
-        return judge_error(policy, ec);
+        attempt_end e;
+        e.tier = run.rec.tier;
+        e.error = run.rec.error;
+        e.arrived_by = run.arrived_by;
+        if (run.budget_denied)
+            e.ended = attempt_end::how::denied;
+        else if (run.rec.error == asio::error::operation_aborted && caller_cancelled)
+            e.ended = attempt_end::how::cancelled;
+        else if (run.answered) {
+            e.ended = attempt_end::how::answered;
+            e.verdict = judge(policy, base, run.response);
+        } else
+            e.ended = attempt_end::how::failed;
+        return e;
     }
 
-    enum class verdict { accepted, escalate, stop };
-
-    // What a finished attempt means for the cascade; records it in `out`.
-    verdict settle_run(
-        const chat_request& req,
-        attempt_run& run,
-        bool last,
-        cascade_result& out,
-        std::optional<attempt_run>& fallback,
-        error_code& last_error) const
+    // The free tier's wait, for the machine: the skipped or given-up tier is recorded.
+    asio::awaitable<quota_wait> ask_free(
+        const cascade_step& step, steady_clock::time_point deadline, cascade_result& out)
     {
-        out.total_cost += run.rec.cost;
-        const auto why = run.answered ? judge(policy, req, run.response)
-                                       : failure_reason(run.rec.tier, run.rec.error);
-        if (run.answered && (why == escalation_reason::none || last)) {
-            out.response = std::move(run.response);
-            out.tier = run.rec.tier;
-            out.attempts.push_back(std::move(run.rec));
-            return verdict::accepted;
-        }
-        run.rec.reason = last ? escalation_reason::none : why;
-        if (!run.answered)
-            last_error = run.rec.error;
-        out.attempts.push_back(run.rec);
-        if (run.answered)
-            fallback = std::move(run);
-        if (last || why == escalation_reason::none)
-            return verdict::stop; // an error the policy does not escalate, or no tier left
-        if (out.reason == escalation_reason::none)
-            out.reason = why;
-        return verdict::escalate;
+        const bool last = step.tier + 1 == policy.tiers.size();
+        const auto g = co_await free_gate(last, deadline);
+        if (g == gate::go)
+            co_return quota_wait::go;
+        auto cs = co_await asio::this_coro::cancellation_state;
+        if (cs.cancelled() == asio::cancellation_type::none) // else the caller stopped waiting
+            out.attempts.push_back(skipped_attempt(
+            step.tier,
+            g == gate::skip && !last ? escalation_reason::rate_limited : escalation_reason::none));
+        co_return g == gate::skip ? quota_wait::skip : quota_wait::fail;
+    }
+
+    std::string free_wait_note() const
+    {
+        return "; the free tier did not come back within " +
+               std::to_string(policy.free_tier.max_wait.count()) + " ms";
     }
 
     // Runs a cascade into `op`: the result is built where the handler will take it from, so
@@ -670,144 +665,70 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         cascade_result& out = op->result;
         const call_info call{new_request_id(), op->keys ? op->keys : default_keys};
         escalation_reason pre = escalation_reason::none;
-        std::uint32_t t = first_tier(req, pre);
-        escalation_reason arrived_by = pre;
-        if (t > 0)
-            out.reason = pre;
-        const auto n = static_cast<std::uint32_t>(policy.tiers.size());
-        std::optional<attempt_run> fallback; // the last answer that was not accepted
-        error_code last_error;
+        const std::uint32_t first = first_tier(req, pre);
+        cascade_machine m(policy, free_tier, first, pre);
+        std::optional<chat_response> fallback; // the answer of m.fallback()
         auto cs = co_await asio::this_coro::cancellation_state;
         auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
         const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
-        // `escalated` says where the answer came from, once there is one.
-        auto answered_by = [&](std::uint32_t tier) {
-            out.tier = tier;
-            out.escalated = tier > 0;
-            if (!out.escalated)
-                out.reason = escalation_reason::none;
-        };
-
-        while (t < n) {
-            if (cancelled()) {
-                last_error = asio::error::operation_aborted;
-                break;
-            }
-            const bool last = t + 1 == n;
-            if (free_tier[t]) {
-                const auto g = co_await free_gate(last, free_deadline);
-                if (g != gate::go && cancelled())
-                    continue; // reported at the top
-                if (g == gate::fail) {
-                    // Not served free within the wait: it fails, and is never quietly paid.
-                    out.attempts.push_back(skipped_attempt(t, escalation_reason::none));
-                    last_error = error::rate_limited;
-                    break;
-                }
-                if (g == gate::skip) {
-                    out.attempts.push_back(skipped_attempt(t, escalation_reason::rate_limited));
-                    last_error = error::rate_limited;
-                    if (out.reason == escalation_reason::none)
-                        out.reason = escalation_reason::rate_limited;
-                    arrived_by = escalation_reason::rate_limited;
-                    ++t;
+        auto step = m.start();
+        for (;;) {
+            if (step.what == cascade_step::kind::ask_free || step.what == cascade_step::kind::send) {
+                if (cancelled()) {
+                    attempt_end e;
+                    e.tier = step.tier;
+                    e.ended = attempt_end::how::cancelled;
+                    step = m.ended(std::span<attempt_end>(&e, 1), false);
                     continue;
                 }
             }
-            std::vector<attempt_run> runs; // two when hedged; one is the common case
-            attempt_run single;
-            if (policy.hedge_after.count() > 0 && !last) {
-                runs = co_await hedged(req, t, call, arrived_by);
-            } else {
-                single = co_await attempt(req, t, call, arrived_by);
-            }
-            const std::span<attempt_run> done =
-                runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
-            if (done.size() == 1 && !cancelled() && done[0].rec.tier == t &&
-                retry_free(t, done[0].rec.error, last)) {
-                // The free tier's own 429 (a hedge included, when it failed before the hedge
-                // started): the gate waits for its reset, within the wait.
-                out.total_cost += done[0].rec.cost;
-                out.attempts.push_back(done[0].rec);
-                last_error = error::rate_limited;
-                if (steady_clock::now() >= free_deadline) {
-                    out.attempts.back().detail += "; the free tier did not come back within " +
-                                                  std::to_string(policy.free_tier.max_wait.count()) +
-                                                  " ms";
-                    break;
-                }
+            if (step.what == cascade_step::kind::ask_free) {
+                const auto g = co_await ask_free(step, free_deadline, out);
+                if (g != quota_wait::go && cancelled())
+                    continue; // reported at the top
+                step = m.gated(g);
                 continue;
             }
-            if (done.size() == 2) {
-                if (out.reason == escalation_reason::none)
-                    out.reason = escalation_reason::timeout; // the cheap tier was slow
+            if (step.what == cascade_step::kind::send) {
+                std::vector<attempt_run> runs; // two when hedged; one is the common case
+                attempt_run single;
+                if (step.hedge)
+                    runs = co_await hedged(req, step.tier, call, step.arrived_by, m);
+                else
+                    single = co_await attempt(req, step.tier, call, step.arrived_by);
+                const std::span<attempt_run> done = runs.empty()
+                                                        ? std::span<attempt_run>(&single, 1)
+                                                        : std::span<attempt_run>(runs);
                 // The winner is judged last: an acceptable answer beats one cancelled for it.
-                if (acceptable(req, runs[0]) && !acceptable(req, runs[1]))
-                    std::swap(runs[0], runs[1]);
-            }
-            verdict v = verdict::escalate;
-            bool accepted = false;
-            std::uint32_t top = 0;
-            bool denied = false;
-            for (auto& run : done) {
-                if (run.budget_denied) {
-                    denied = true;
-                    out.budget_denied = true;
-                    out.wanted = run.arrived_by;
-                    out.attempts.push_back(run.rec);
-                    continue;
-                }
-                if (run.rec.error == asio::error::operation_aborted && cancelled()) {
+                if (done.size() == 2 && acceptable(req, done[0]) && !acceptable(req, done[1]))
+                    std::swap(done[0], done[1]);
+                attempt_end ends[2];
+                for (std::size_t i = 0; i < done.size(); ++i)
+                    ends[i] = end_of(req, done[i], cancelled());
+                step = m.ended(
+                    std::span<attempt_end>(ends, done.size()),
+                    steady_clock::now() < free_deadline);
+                for (std::size_t i = 0; i < done.size(); ++i) {
+                    auto& run = done[i];
+                    run.rec.reason = ends[i].recorded;
                     out.total_cost += run.rec.cost;
                     out.attempts.push_back(run.rec);
-                    last_error = asio::error::operation_aborted;
-                    continue;
+                    if (!run.answered)
+                        continue;
+                    if (step.what == cascade_step::kind::accept && run.rec.tier == step.tier)
+                        out.response = std::move(run.response);
+                    else if (m.fallback() == run.rec.tier)
+                        fallback = std::move(run.response);
                 }
-                const auto tier = run.rec.tier;
-                const auto rv = settle_run(req, run, tier + 1 == n, out, fallback, last_error);
-                accepted = accepted || rv == verdict::accepted;
-                if (tier >= top) {
-                    top = tier;
-                    v = rv; // the highest tier tried decides what comes next
-                    arrived_by = run.rec.reason;
-                }
+                if (step.free_wait_over)
+                    out.attempts.back().detail += free_wait_note();
+                continue;
             }
-            if (accepted) {
-                answered_by(out.tier);
-                op->ec = error_code();
-                co_return;
-            }
-            if (last_error == asio::error::operation_aborted)
-                break;
-            if (denied) {
-                if (policy.budget_exhausted == on_budget_exhausted::fail || !fallback) {
-                    out.escalated = false;
-                    out.reason = escalation_reason::none;
-                    op->ec = error_code(error::budget_exhausted);
-                    co_return;
-                }
-                // The lower tier's answer, marked budget_denied.
-                out.response = std::move(fallback->response);
-                answered_by(fallback->rec.tier);
-                op->ec = error_code();
-                co_return;
-            }
-            if (v == verdict::stop)
-                break;
-            t += static_cast<std::uint32_t>(done.size());
-        }
-        // No acceptable answer: the last one is kept for a look, but the cascade failed, and
-        // `escalated` speaks only of answers (as the streamed form says it).
-        if (fallback) {
-            out.response = std::move(fallback->response);
-            out.tier = fallback->rec.tier;
-        }
-        out.escalated = false;
-        out.reason = escalation_reason::none;
-        if (!last_error)
-            last_error = error::provider_error;
-        {
-            op->ec = last_error;
+            // accept, keep or fail: the cascade ended.
+            if (step.what != cascade_step::kind::accept && fallback)
+                out.response = std::move(*fallback); // kept, or left for a look when failed
+            m.fill(out, step);
+            op->ec = step.what == cascade_step::kind::fail ? step.error : error_code();
             co_return;
         }
     }
@@ -856,69 +777,53 @@ asio::awaitable<void> produce(
     auto& out = *result;
     const call_info call{r->new_request_id(), keys ? std::move(keys) : r->default_keys};
     escalation_reason pre = escalation_reason::none;
-    std::uint32_t t = r->first_tier(base, pre);
-    escalation_reason arrived_by = pre;
-    if (t > 0)
-        out.reason = pre;
+    const std::uint32_t first = r->first_tier(base, pre);
+    cascade_machine m(r->policy, r->free_tier, first, pre);
     const auto free_deadline = steady_clock::now() + r->policy.free_tier.max_wait;
-    // `escalated` says where the answer came from, once there is one.
-    auto answered_by = [&](std::uint32_t tier) {
-        out.tier = tier;
-        out.escalated = tier > 0;
-        if (!out.escalated)
-            out.reason = escalation_reason::none;
-    };
     const auto n = static_cast<std::uint32_t>(r->policy.tiers.size());
     const bool json_wanted = wants_json(base);
-    std::optional<chat_response> fallback;
-    std::uint32_t fallback_tier = 0;
+    std::optional<chat_response> fallback; // the answer of m.fallback()
     bool fallback_shown = false; // its text is on the consumer's screen, not retracted
     escalation_reason pending = escalation_reason::none; // an `escalating` not yet announced
-    error_code last_error;
     auto cs = co_await asio::this_coro::cancellation_state;
+    auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
+    auto step = m.start();
 
-    for (; t < n; ++t) {
-        const bool last = t + 1 == n;
-        if (cs.cancelled() != asio::cancellation_type::none) {
-            last_error = asio::error::operation_aborted;
-            break;
-        }
-        if (r->free_tier[t]) {
-            const auto g = co_await r->free_gate(last, free_deadline);
-            if (g != router_impl::gate::go && cs.cancelled() != asio::cancellation_type::none) {
-                last_error = asio::error::operation_aborted;
-                break;
-            }
-            if (g == router_impl::gate::fail) {
-                // Not served free within the wait: it fails, and is never quietly paid.
-                out.attempts.push_back(r->skipped_attempt(t, escalation_reason::none));
-                last_error = error::rate_limited;
-                break;
-            }
-            if (g == router_impl::gate::skip) {
-                out.attempts.push_back(r->skipped_attempt(t, escalation_reason::rate_limited));
-                last_error = error::rate_limited;
-                if (out.reason == escalation_reason::none)
-                    out.reason = escalation_reason::rate_limited;
-                arrived_by = escalation_reason::rate_limited;
+    for (;;) {
+        if (step.what == cascade_step::kind::ask_free || step.what == cascade_step::kind::send) {
+            if (cancelled()) {
+                attempt_end e;
+                e.tier = step.tier;
+                e.ended = attempt_end::how::cancelled;
+                step = m.ended(std::span<attempt_end>(&e, 1), false);
                 continue;
             }
         }
+        if (step.what == cascade_step::kind::ask_free) {
+            const auto g = co_await r->ask_free(step, free_deadline, out);
+            if (g != quota_wait::go && cancelled())
+                continue; // reported at the top
+            step = m.gated(g);
+            continue;
+        }
+        if (step.what != cascade_step::kind::send)
+            break;
+
+        const std::uint32_t t = step.tier;
+        const bool last = t + 1 == n;
         attempt_run run;
-        run.arrived_by = arrived_by;
+        run.arrived_by = step.arrived_by;
         run.rec.tier = t;
         run.rec.model_asked = r->policy.tiers[t];
         auto req = r->tier_request(base, t);
         const auto t0_ms = unix_now_ms();
         reservation res;
         if (!r->try_reserve(req, call, res) && !co_await r->reserve(run, req, call, res)) {
+            auto e = r->end_of(base, run, cancelled());
+            step = m.ended(std::span<attempt_end>(&e, 1), steady_clock::now() < free_deadline);
+            run.rec.reason = e.recorded;
             out.attempts.push_back(run.rec);
-            if (run.budget_denied) {
-                out.budget_denied = true;
-                out.wanted = run.arrived_by;
-            }
-            last_error = run.rec.error;
-            break;
+            continue;
         }
         if (res.active())
             req.max_tokens = res.max_tokens();
@@ -1031,95 +936,60 @@ asio::awaitable<void> produce(
         r->note_rate_limit(t, ec, diag);
         r->account(run, res, diag, call, t0_ms);
         out.total_cost += run.rec.cost;
-        if (consumer_gone || ec == asio::error::operation_aborted) {
-            out.attempts.push_back(run.rec);
-            last_error = asio::error::operation_aborted;
-            break;
+
+        attempt_end e = r->end_of(base, run, cancelled() || consumer_gone);
+        if (consumer_gone)
+            e.ended = attempt_end::how::cancelled;
+        else if (early != escalation_reason::none) {
+            e.ended = attempt_end::how::abandoned;
+            e.verdict = early;
         }
-        if (!ended && !shown && r->retry_free(t, ec, last)) {
-            // The free tier's own 429: the gate waits for its reset, within the wait.
-            out.attempts.push_back(run.rec);
-            last_error = error::rate_limited;
-            if (steady_clock::now() >= free_deadline)
-                break;
-            --t; // the same tier again (the loop moves on by one)
-            continue;
-        }
-        escalation_reason why = early;
-        if (why == escalation_reason::none)
-            why = ended ? judge(r->policy, base, run.response) : r->failure_reason(t, ec);
-        if (ended && (why == escalation_reason::none || last)) {
-            // Accepted: buffered text is shown now.
-            for (auto& piece : held) {
+        e.shown = shown;
+        step = m.ended(std::span<attempt_end>(&e, 1), steady_clock::now() < free_deadline);
+        run.rec.reason = e.recorded;
+        out.attempts.push_back(run.rec);
+        if (step.free_wait_over)
+            out.attempts.back().detail += r->free_wait_note();
+        if (step.what == cascade_step::kind::accept) {
+            for (auto& piece : held) { // accepted: buffered text is shown now
                 cascade_event ev;
                 ev.tier = t;
                 ev.text = std::move(piece);
                 if (!co_await send({}, std::move(ev)))
                     co_return;
             }
-            out.response = run.response;
-            answered_by(t);
-            out.attempts.push_back(run.rec);
-            cascade_event done;
-            done.type = cascade_event::kind::done;
-            done.tier = t;
-            done.result = result;
-            st->finished = true;
-            (void)co_await send({}, std::move(done));
-            co_return;
-        }
-        run.rec.reason = last ? escalation_reason::none : why;
-        out.attempts.push_back(run.rec);
-        if (ended) {
-            fallback = run.response;
-            fallback_tier = t;
-            fallback_shown = shown;
-        } else {
-            last_error = ec ? ec : error_code(error::provider_error);
-            if (shown && pending == escalation_reason::none)
-                pending = why; // a cut stream's text must be retracted too
-        }
-        if (last || why == escalation_reason::none)
+            out.response = std::move(run.response);
             break;
-        if (out.reason == escalation_reason::none)
-            out.reason = why;
-        arrived_by = why;
-        if (shown)
-            pending = why;
+        }
+        if (ended) {
+            fallback = std::move(run.response);
+            fallback_shown = shown;
+        }
+        if (shown && e.recorded != escalation_reason::none)
+            pending = e.recorded; // its text must be taken back if a higher tier answers
     }
-    // No acceptable answer: the cheap one when the budget denied the escalation (unless the
-    // policy says fail), else the error.
-    const bool use_fallback = fallback && (out.budget_denied ? r->policy.budget_exhausted ==
-                                                                   on_budget_exhausted::return_cheap
-                                                             : !last_error);
-    if (use_fallback) {
-        out.response = *fallback;
-        answered_by(fallback_tier);
-        if (!fallback_shown) {
+
+    if (step.what == cascade_step::kind::keep && fallback) {
+        // The budget kept the lower tier's answer: shown now unless it already is.
+        if (!fallback_shown && !fallback->content.empty()) {
             cascade_event ev;
-            ev.tier = fallback_tier;
+            ev.tier = step.tier;
             ev.text = fallback->content;
-            if (!ev.text.empty() && !co_await send({}, std::move(ev)))
+            if (!co_await send({}, std::move(ev)))
                 co_return;
         }
-        cascade_event done;
-        done.type = cascade_event::kind::done;
-        done.result = result;
-        st->finished = true;
-        (void)co_await send({}, std::move(done));
-        co_return;
+        out.response = std::move(*fallback);
     }
-    if (out.budget_denied && !last_error)
-        last_error = error::budget_exhausted;
-    out.escalated = false;
-    out.reason = escalation_reason::none;
+    m.fill(out, step);
     st->finished = true;
     // A named event: GCC 12 copies a braced temporary into a coroutine's parameter bitwise,
     // leaving its string pointing into this frame.
-    cascade_event failed;
-    failed.type = cascade_event::kind::done;
-    failed.result = result; // the attempts and what each cost, for the failure too
-    (void)co_await send(last_error ? last_error : error_code(error::provider_error), std::move(failed));
+    cascade_event finished;
+    finished.type = cascade_event::kind::done;
+    finished.tier = step.what == cascade_step::kind::fail ? 0 : step.tier;
+    finished.result = result; // the attempts and what each cost, for a failure too
+    (void)co_await send(
+        step.what == cascade_step::kind::fail ? step.error : error_code(), std::move(finished));
 }
 
 } // namespace

@@ -2,7 +2,6 @@
 #include "cli/json_text.hpp"
 #include "cli/report.hpp"
 
-#include "budget/book.hpp"
 
 #include <frugal/budget.hpp>
 
@@ -61,11 +60,11 @@ std::string window_label(budget_period p, std::int64_t window)
 {
     switch (p) {
     case budget_period::none: return "all time";
-    case budget_period::daily: return utc_date(detail::window_end_ms(p, window - 1), false);
+    case budget_period::daily: return utc_date(period_window_end_ms(p, window - 1), false);
     case budget_period::weekly:
-        return "week of " + utc_date(detail::window_end_ms(p, window - 1), false);
+        return "week of " + utc_date(period_window_end_ms(p, window - 1), false);
     case budget_period::monthly:
-        return utc_date(detail::window_end_ms(p, window - 1), false).substr(0, 7);
+        return utc_date(period_window_end_ms(p, window - 1), false).substr(0, 7);
     }
     return "";
 }
@@ -74,7 +73,7 @@ std::string window_label(budget_period p, std::int64_t window)
 // saturates rather than wraps.
 money times(money price, std::uint64_t tokens)
 {
-    return detail::saturating_fma(money(), tokens, price);
+    return money::saturating_times(price, tokens);
 }
 
 std::string usd(money m)
@@ -262,7 +261,7 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
         const auto period = parse_period(period_text);
         if (!cap || !period)
             continue;
-        const auto window = detail::window_of(*period, now_ms);
+        const auto window = period_window(*period, now_ms);
         const bool per_key = name.size() > 2 && name.compare(name.size() - 2, 2, ":*") == 0;
         const std::string kind = per_key ? name.substr(0, name.size() - 1) : "";
         std::map<std::string, money> spent;

@@ -136,4 +136,13 @@ std::string money::to_string() const
     return out;
 }
 
+money money::saturating_times(money price, std::uint64_t n) noexcept
+{
+    __extension__ using i128 = __int128;
+    const i128 v = static_cast<i128>(price.units()) * static_cast<i128>(n);
+    constexpr auto hi = static_cast<i128>(std::numeric_limits<rep>::max());
+    constexpr auto lo = static_cast<i128>(std::numeric_limits<rep>::min());
+    return money(static_cast<rep>(v > hi ? hi : v < lo ? lo : v));
+}
+
 } // namespace frugal

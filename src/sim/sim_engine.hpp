@@ -4,6 +4,7 @@
 // The simulator's behaviour without sockets: routing, authentication, limits, answers, faults,
 // rendering of bodies and stream events, and the bill. sim_server.cpp only moves bytes and
 // keeps time; everything it sends is decided and rendered here, so it can be tested directly.
+// The implementation is split by concern into sim_*.cpp files sharing sim_detail.hpp.
 
 #include "sim/sim_money.hpp"
 
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -201,6 +203,11 @@ private:
     reply bill_reply() const;
     key_state* authenticate(std::string_view authorization, std::string& key, reply& failure);
     const sim_model* find_model(std::string_view id) const;
+    // A rule may name the model the request asked for (`asked`, an alias) or the one serving it.
+    std::string
+    choose_fault(const std::string& directive, const sim_model& model, const sim_model* asked);
+    // The 429 once a free quota is spent; when there is none, the request is counted against both.
+    std::optional<reply> free_tier_limit(key_state& k, clock::time_point now) const;
     void record(
         const completion& c, std::size_t completion_tokens, bool cancelled, clock::time_point now);
     void roll_periods(key_state& k, clock::time_point now) const;
@@ -208,6 +215,7 @@ private:
     std::int64_t unix_now(clock::time_point now) const;
     void append_usage(std::string& out, const completion& c, std::size_t n) const;
     std::string chunk_prefix(const completion& c) const;
+    std::string render_models() const;
 
     sim_config config_;
     std::vector<sim_model> models_;

@@ -61,6 +61,36 @@ check "per-model costs add up to the total, the free model at \$0" True "$models
 check "the global cap's spend is the bill" "$billed" "$cap_spent"
 check "the flagship-only cost is above the actual and the saving is their difference" True "$flag_ok"
 
+# The flagship-only figure, recomputed from the ledger file itself: each request's flagship
+# bill where the flagship ran, else its answer's tokens at the flagship's catalog prices
+# (tokens × price, not the price alone).
+flag_exact=$(python3 - "$ledger" "$tmp/report.json" "$url" <<'PY'
+import decimal, json, sqlite3, sys, urllib.request
+D = decimal.Decimal
+PICO = D(10) ** -12
+db = sqlite3.connect(sys.argv[1])
+rows = db.execute("select request_id, model_asked, prompt_tokens, completion_tokens, cost, outcome from ledger").fetchall()
+models = json.load(urllib.request.urlopen(sys.argv[3] + "/models"))["data"]
+p = next(m["pricing"] for m in models if m["id"] == "anthropic/claude-fable-5")
+by_req = {}
+for r in rows:
+    by_req.setdefault(r[0], []).append(r)
+total = D(0)
+for recs in by_req.values():
+    ran = [r for r in recs if r[1] == "anthropic/claude-fable-5" and r[5] not in ("not_sent", "denied")]
+    if ran:
+        total += sum(D(r[4]) * PICO for r in ran)
+        continue
+    ok = [r for r in recs if r[5] == "ok"]
+    if ok:
+        a = ok[-1]
+        total += D(p["prompt"]) * a[2] + D(p["completion"]) * a[3] + D(p.get("request", "0"))
+rep = D(json.load(open(sys.argv[2]))["flagship_only"]["cost"])
+print(rep == total or f"report {rep} vs ledger {total}")
+PY
+)
+check "the flagship-only cost is the ledger's, priced token by token" True "$flag_exact"
+
 # Text, CSV and HTML carry the same figures.
 text=$("$frugal" report --ledger "$ledger")
 contains "the text names the flagship" "$text" "anthropic/claude-fable-5"

@@ -1,0 +1,175 @@
+#ifndef FRUGAL_SRC_BUDGET_GUARD_IMPL_HPP
+#define FRUGAL_SRC_BUDGET_GUARD_IMPL_HPP
+
+// The budget guard's implementation object, which `budget_guard` and `reservation` only point
+// to. Its members are too many for one file, so they are defined by what they do: opening, and
+// the public handles that forward to it (guard.cpp); pricing and granting a reservation
+// (guard_grant.cpp); settling, releasing and correcting spend (guard_settle.cpp); and what
+// reaches other executors, requests waiting for headroom and in-flight requests cancelled
+// (guard_async.cpp).
+
+#include <frugal/budget.hpp>
+
+#include "budget/book.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <list>
+#include <unordered_map>
+
+#include <pthread.h>
+
+namespace frugal {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace detail {
+
+// Where the guard signals a reservation's request to stop. Shared, because the signal is
+// emitted on the request's executor after the guard may have reused the reservation's slot.
+struct cancel_state {
+    asio::any_io_executor executor;
+    asio::cancellation_signal signal;
+    std::atomic<int> reason{0}; // a frugal::error, 0 while not cancelled
+};
+
+using reserve_handler = asio::any_completion_handler<void(error_code, reservation)>;
+
+// An `async_reserve` waiting for headroom.
+struct waiter {
+    reserve_handler handler;
+    asio::any_io_executor executor;
+    asio::steady_timer timer;
+    std::string model;
+    std::vector<std::string> keys;
+    reserve_request req;
+    request_features features;
+    std::string why; // the last reason it could not be granted
+    bool queued = true;
+
+    waiter(reserve_handler h, asio::any_io_executor ex)
+        : handler(std::move(h)), executor(std::move(ex)), timer(executor)
+    {
+    }
+};
+
+// A mutex that spins briefly before it sleeps (glibc's adaptive kind): the guard's critical
+// sections last tens of nanoseconds, far less than a futex sleep and wake-up.
+class adaptive_mutex {
+public:
+    adaptive_mutex() noexcept
+    {
+        pthread_mutexattr_t a;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+        pthread_mutex_init(&m_, &a);
+        pthread_mutexattr_destroy(&a);
+    }
+    adaptive_mutex(const adaptive_mutex&) = delete;
+    adaptive_mutex& operator=(const adaptive_mutex&) = delete;
+    ~adaptive_mutex() { pthread_mutex_destroy(&m_); }
+    void lock() noexcept { pthread_mutex_lock(&m_); }
+    void unlock() noexcept { pthread_mutex_unlock(&m_); }
+
+private:
+    pthread_mutex_t m_{};
+};
+
+// A waiter served (or denied) under the lock, completed after it.
+struct completion {
+    std::shared_ptr<waiter> w;
+    error_code ec;
+    reservation res;
+};
+
+class guard_impl : public std::enable_shared_from_this<guard_impl> {
+public:
+    guard_impl(budget_params p, price_catalog prices, std::shared_ptr<budget_store> store);
+
+    // Opening (guard.cpp).
+    error_code open(std::string& detail);
+
+    // Pricing and granting (guard_grant.cpp).
+    std::int64_t now_ms() const;
+    const model_price* price_of(std::string_view model);
+    static std::uint32_t wanted(const reserve_request& req, const model_price& p);
+    shortfall grant(
+        const reserve_request& req,
+        const request_features& features,
+        const asio::any_io_executor* cancel_on,
+        reservation& out,
+        error_code& ec,
+        std::string* detail);
+    error_code store_reserve(const open_reservation& r);
+    void fill_views(const open_reservation& r, money amount);
+    reservation try_reserve(
+        const reserve_request& req,
+        error_code& ec,
+        std::string* detail,
+        const asio::any_io_executor& cancel_on);
+
+    // Settling, releasing and correcting (guard_settle.cpp).
+    error_code settle(std::uint32_t slot, attempt_record& record, bool unknown);
+    void
+    note_anomaly(const open_reservation& r, attempt_record& record, money worst, bool surprise);
+    static constexpr std::size_t max_kept_anomalies = 1000;
+    void mark_unknown(const std::string& model, const std::string& why);
+    void stop(const open_reservation& r, const std::string& why);
+    void release(std::uint32_t slot) noexcept;
+    void meter(std::uint32_t slot, std::uint64_t tokens);
+    void note_generation(std::uint32_t slot, const std::string& id);
+    error_code correct(std::uint64_t record_id, money proven);
+    std::vector<reservation_entry> open_reservations();
+    error_code settle_open(std::uint64_t id, attempt_record& record);
+
+    // Waiting for headroom, and cancelling (guard_async.cpp).
+    void trip(std::vector<std::shared_ptr<cancel_state>>& to_cancel);
+    static void
+    cancel_one(open_reservation& r, error reason, std::vector<std::shared_ptr<cancel_state>>& out);
+    void fail(std::vector<std::shared_ptr<cancel_state>>& to_cancel);
+    void pump(std::vector<completion>& done);
+    static std::shared_ptr<cancel_state> make_cancel(const asio::any_io_executor& ex);
+    void
+    finish(std::vector<std::shared_ptr<cancel_state>>& to_cancel, std::vector<completion>& done);
+    static void complete(const std::shared_ptr<waiter>& w, error_code ec, reservation r);
+    void
+    async_reserve(const reserve_request& req, const asio::any_io_executor& ex, reserve_handler h);
+    void abandon(const std::shared_ptr<waiter>& w, error_code why);
+    void close();
+
+    adaptive_mutex mu_;
+    budget_params params_;
+    price_catalog prices_;
+    std::string last_model_;
+    const model_price* last_price_ = nullptr;
+    std::shared_ptr<budget_store> store_;
+    book book_;
+    std::uint64_t next_id_ = 1;
+    std::atomic<std::uint64_t> next_request_id_{1};
+    bool closed_ = false;
+    bool failed_ = false;
+    bool keeps_ = true;
+    std::vector<charge_ref> scratch_;
+    std::vector<budget_charge_view> views_;
+    std::vector<budget_account*> reached_;
+    std::list<std::shared_ptr<waiter>> waiters_;
+    // Models that billed above their prices: unknown for the guard's life.
+    struct name_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept
+        {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+    std::unordered_map<std::string, model_price, name_hash, std::equal_to<>> surprised_;
+    std::vector<spend_anomaly> anomalies_;
+    std::uint64_t anomaly_count_ = 0;
+};
+
+} // namespace detail
+
+} // namespace frugal
+
+#endif // FRUGAL_SRC_BUDGET_GUARD_IMPL_HPP

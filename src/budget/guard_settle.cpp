@@ -1,0 +1,247 @@
+// The accounting path of the budget guard after a request: its reservation settled with what it
+// cost or released, a bill above its prices kept as an anomaly, and a ledger record corrected.
+#include "budget/guard_impl.hpp"
+
+#include <algorithm>
+#include <mutex>
+
+namespace frugal::detail {
+
+// Settles slot `slot` with `record.cost` (or its whole live amount when `unknown`).
+error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool unknown)
+{
+    std::vector<std::shared_ptr<cancel_state>> to_cancel;
+    std::vector<completion> done;
+    error_code ec;
+    {
+        const std::lock_guard lock(mu_);
+        auto& r = book_.at(slot);
+        if (unknown && !r.free) {
+            record.cost = r.live;
+            record.estimated = true;
+        } else if (!record.anomaly.empty()) {
+            // A report frugal could not take as a bill never lowers the books.
+            record.cost = std::max(record.cost, r.live);
+        }
+        if (record.generation_id.empty())
+            record.generation_id = r.generation_id;
+        if (record.request_id == 0)
+            record.request_id = r.request_id;
+        if (record.model_asked.empty())
+            record.model_asked = r.model;
+        if (record.time_ms == 0)
+            record.time_ms = r.time_ms;
+        const money worst = book::worst(r);
+        const bool surprise = record.cost > worst;
+        if (surprise || !record.anomaly.empty())
+            note_anomaly(r, record, worst, surprise);
+        fill_views(r, record.cost);
+        if (r.free && record.cost == money())
+            views_.clear(); // nothing to charge: the ledger record alone
+        reached_.clear();
+        book_.commit(r, record.cost, reached_);
+        if (surprise)
+            stop(r, record.anomaly);
+        ec = store_->settle(r.free ? 0 : r.id, views_, record);
+        book_.free_slot(slot);
+        if (ec)
+            fail(to_cancel);
+        trip(to_cancel);
+        pump(done);
+    }
+    finish(to_cancel, done);
+    return ec ? error_code(error::budget_store_failed) : error_code();
+}
+
+// Keeps an anomaly of settling `r` and, for a surprise, says it in `record` and makes the
+// model unknown: its prices did not bound what it billed.
+void guard_impl::note_anomaly(
+    const open_reservation& r, attempt_record& record, money worst, bool surprise)
+{
+    if (surprise) {
+        std::string what =
+            r.free ? "the free model " + r.model + " billed $" + record.cost.to_string()
+                   : r.model + " billed $" + record.cost.to_string() +
+                         " where its prices allowed at most $" + worst.to_string();
+        record.anomaly = record.anomaly.empty() ? what : record.anomaly + "; " + what;
+        mark_unknown(r.model, what);
+    }
+    ++anomaly_count_;
+    if (anomalies_.size() >= max_kept_anomalies)
+        return;
+    spend_anomaly a;
+    a.time_ms = now_ms();
+    a.model = r.model;
+    a.booked = record.cost;
+    a.allowed = worst;
+    a.surprise = surprise;
+    a.what = record.anomaly;
+    for (const auto& c : r.charges)
+        a.budgets.push_back(c.account->name);
+    anomalies_.push_back(std::move(a));
+}
+
+// A model that billed above its prices is priced as unknown for the guard's life.
+void guard_impl::mark_unknown(const std::string& model, const std::string& why)
+{
+    model_price unknown;
+    if (const auto* p = prices_.find(model))
+        unknown = *p;
+    unknown.id = model;
+    unknown.unknown = "earlier in this process " + why;
+    surprised_.insert_or_assign(model, std::move(unknown));
+    last_price_ = nullptr;
+}
+
+// A surprise stops every budget `r` was charged to: no request of any price is granted
+// under them until their next period or a reset, and their in-flight requests are
+// cancelled (`trip`).
+void guard_impl::stop(const open_reservation& r, const std::string& why)
+{
+    for (const auto& c : r.charges) {
+        auto* a = c.account;
+        if (!a->stopped)
+            a->stopped_by = why;
+        a->stopped = true;
+        if (std::find(reached_.begin(), reached_.end(), a) == reached_.end())
+            reached_.push_back(a);
+    }
+}
+
+void guard_impl::release(std::uint32_t slot) noexcept
+{
+    std::vector<std::shared_ptr<cancel_state>> to_cancel;
+    std::vector<completion> done;
+    {
+        const std::lock_guard lock(mu_);
+        auto& r = book_.at(slot);
+        book_.unhold(r);
+        if (keeps_ && !r.free && store_->release(r.id))
+            fail(to_cancel);
+        book_.free_slot(slot);
+        pump(done);
+    }
+    finish(to_cancel, done);
+}
+
+void guard_impl::meter(std::uint32_t slot, std::uint64_t tokens)
+{
+    if (params_.mode != budget_mode::metered)
+        return;
+    std::vector<std::shared_ptr<cancel_state>> to_cancel;
+    std::vector<completion> done;
+    {
+        const std::lock_guard lock(mu_);
+        reached_.clear();
+        book_.meter(book_.at(slot), tokens, reached_);
+        if (reached_.empty())
+            return;
+        trip(to_cancel);
+        pump(done);
+    }
+    finish(to_cancel, done);
+}
+
+void guard_impl::note_generation(std::uint32_t slot, const std::string& id)
+{
+    std::vector<std::shared_ptr<cancel_state>> to_cancel;
+    std::vector<completion> done;
+    {
+        const std::lock_guard lock(mu_);
+        auto& r = book_.at(slot);
+        r.generation_id = id;
+        // A store that cannot record what a crash would need stops paid traffic, as any
+        // failed write does.
+        if (keeps_ && store_->note_generation(r.id, id))
+            fail(to_cancel);
+        pump(done);
+    }
+    finish(to_cancel, done);
+}
+
+error_code guard_impl::correct(std::uint64_t record_id, money proven)
+{
+    if (proven < money())
+        return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+    std::vector<std::shared_ptr<cancel_state>> to_cancel;
+    std::vector<completion> done;
+    {
+        const std::lock_guard lock(mu_);
+        correction c;
+        if (auto ec = store_->correct(record_id, proven, c))
+            return ec;
+        const money delta = proven - c.previous;
+        book_.total_committed += delta;
+        reached_.clear();
+        spend_anomaly a;
+        for (const auto& m : c.moved) {
+            auto* account = book_.find_or_make(m.budget);
+            if (account == nullptr)
+                continue;
+            if (m.window == account->current.window)
+                account->current.committed += m.amount;
+            a.budgets.push_back(account->name);
+            if (delta > money())
+                reached_.push_back(account);
+        }
+        if (delta > money()) {
+            // The provider's own record proves a bill above what frugal booked (the whole
+            // reservation, or the cost it reported): a surprise, as at settlement.
+            a.time_ms = now_ms();
+            a.model = c.model;
+            a.booked = proven;
+            a.allowed = c.previous;
+            a.surprise = true;
+            a.what = proven_above_booked(proven, c.previous) + " (ledger record " +
+                     std::to_string(record_id) + ")";
+            ++book_.price_anomalies;
+            ++anomaly_count_;
+            for (auto* account : reached_) {
+                if (!account->stopped)
+                    account->stopped_by = a.what;
+                account->stopped = true;
+            }
+            if (!c.model.empty())
+                mark_unknown(c.model, a.what);
+            if (anomalies_.size() < max_kept_anomalies)
+                anomalies_.push_back(std::move(a));
+            trip(to_cancel);
+        }
+        pump(done);
+    }
+    finish(to_cancel, done);
+    return {};
+}
+
+std::vector<reservation_entry> guard_impl::open_reservations()
+{
+    const std::lock_guard lock(mu_);
+    std::vector<reservation_entry> out;
+    for (const auto& r : book_.slots()) {
+        if (!r.in_use || !r.orphan)
+            continue;
+        reservation_entry e{r.id, r.time_ms, r.request_id, r.model, r.generation_id, {}};
+        for (const auto& c : r.charges)
+            e.charges.push_back({c.account->name, c.window, r.amount});
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
+error_code guard_impl::settle_open(std::uint64_t id, attempt_record& record)
+{
+    std::uint32_t slot = 0;
+    {
+        const std::lock_guard lock(mu_);
+        const auto& slots = book_.slots();
+        const auto it = std::find_if(slots.begin(), slots.end(), [&](const auto& r) {
+            return r.in_use && r.orphan && r.id == id;
+        });
+        if (it == slots.end())
+            return error::not_found;
+        slot = static_cast<std::uint32_t>(it - slots.begin());
+    }
+    return settle(slot, record, false);
+}
+
+} // namespace frugal::detail

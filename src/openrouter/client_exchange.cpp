@@ -1,0 +1,334 @@
+// The HTTP exchange: one request and its response head over a pooled connection, a whole body,
+// the retries around them (with their delays), and the chat operation built on them.
+#include "openrouter/client_impl.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include <functional>
+
+namespace frugal {
+
+using namespace client_detail;
+
+namespace {
+
+std::string body_limit_message(std::uint64_t limit)
+{
+    return "the response body is larger than max_body_size (" + std::to_string(limit) + " bytes)";
+}
+
+} // namespace
+
+template <class Body>
+asio::awaitable<error_code> client_detail::start_exchange(
+    std::shared_ptr<client_impl> c,
+    std::string method,
+    std::string path,
+    const std::string* body,
+    std::string_view accept,
+    steady_clock::time_point total,
+    exchange<Body>& x,
+    attempt_state& st,
+    diagnostics& diag)
+{
+    const auto& t = c->params.timeouts;
+    for (int stale = 0;; ++stale) {
+        http::pool::lease lease;
+        const std::function<std::shared_ptr<http::connection>()> make = [&c] {
+            return c->make_connection();
+        };
+        if (auto ec = co_await c->pool.acquire(c->key, total, make, lease)) {
+            diag.message = ec == error::timeout ? "no connection became free before the deadline"
+                                                : ec.message();
+            co_return ec;
+        }
+        x.conn = std::move(lease.conn);
+        x.reused = lease.reused;
+        if (!x.reused) {
+            std::string detail;
+            const auto ec =
+                co_await x.conn->establish(c->route, {t.connect, t.tls_handshake, total}, detail);
+            if (ec) {
+                diag.message = x.conn->timed_out() ? std::string("timed out: ") + x.conn->phase() +
+                                                         " to " + c->route.target.authority()
+                                                   : detail;
+                c->pool.release(c->key, std::move(x.conn), false);
+                co_return ec;
+            }
+        }
+        ++x.conn->requests;
+
+        std::string head = method;
+        head += ' ';
+        head += c->base_path;
+        head += path;
+        head += " HTTP/1.1\r\n";
+        head += c->fixed_headers;
+        head += "Accept: ";
+        head += accept;
+        head += "\r\n";
+        if (body != nullptr) {
+            head += "Content-Type: application/json\r\nContent-Length: " +
+                    std::to_string(body->size()) + "\r\n\r\n";
+            head += *body;
+        } else {
+            head += "\r\n";
+        }
+        x.conn->arm(
+            std::min(steady_clock::now() + t.first_byte, total), "waiting for the response");
+        auto [wec, wn] = co_await asio::async_write(*x.conn, asio::buffer(head), tuple_awaitable);
+        if (wec) {
+            const bool timed_out = x.conn->timed_out();
+            c->pool.release(c->key, std::move(x.conn), false);
+            // A pooled connection the server had closed: no request byte reached a live server,
+            // so a fresh connection is safe (and not a retry).
+            if (lease.reused && !timed_out && stale < 3)
+                continue;
+            diag.message = timed_out ? "timed out writing the request"
+                                     : "writing the request failed: " + wec.message();
+            co_return timed_out ? error_code(error::timeout) : wec;
+        }
+        st.request_sent = true;
+        diag.request_sent = true;
+
+        x.conn->buffer.reserve(head_reserve);
+        x.parser->header_limit(c->params.limits.max_header_size);
+        // Set before the head is read, so a Content-Length beyond it fails at once. A stream
+        // has no overall limit (its lines and events have theirs); Beast's default is 8 MB.
+        if constexpr (std::is_same_v<Body, bhttp::string_body>)
+            x.parser->body_limit(c->params.limits.max_body_size);
+        else
+            x.parser->body_limit(boost::none);
+        auto [rec, rn] =
+            co_await bhttp::async_read_header(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
+        if (rec) {
+            const bool timed_out = x.conn->timed_out();
+            if (timed_out) {
+                diag.message = "no response within the first-byte deadline";
+            } else if (rec == bhttp::error::body_limit) {
+                diag.message = body_limit_message(c->params.limits.max_body_size);
+            } else if (rec == bhttp::error::header_limit) {
+                diag.message = "the response headers are larger than max_header_size (" +
+                               std::to_string(c->params.limits.max_header_size) + " bytes)";
+            } else {
+                diag.message = "reading the response head failed: " + rec.message();
+            }
+            c->pool.release(c->key, std::move(x.conn), false);
+            co_return timed_out ? error_code(error::timeout) : rec;
+        }
+        st.response_started = true;
+        const auto& h = x.parser->get();
+        diag.http_status = static_cast<int>(h.result_int());
+        if (const auto id = h["X-Generation-Id"]; !id.empty())
+            diag.generation_id = std::string(id);
+        st.retry_after = parse_retry_after(h[bhttp::field::retry_after]);
+        diag.retry_after = st.retry_after;
+        if (const auto limit = h["X-RateLimit-Limit"]; !limit.empty())
+            note_rate_limit(
+                diag, limit, h["X-RateLimit-Remaining"], h["X-RateLimit-Reset"], {}, {});
+        co_return error_code{};
+    }
+}
+
+// The bodies the client reads: whole responses here, streams in client_stream.cpp.
+template asio::awaitable<error_code> client_detail::start_exchange(
+    std::shared_ptr<client_impl>,
+    std::string,
+    std::string,
+    const std::string*,
+    std::string_view,
+    steady_clock::time_point,
+    exchange<bhttp::string_body>&,
+    attempt_state&,
+    diagnostics&);
+template asio::awaitable<error_code> client_detail::start_exchange(
+    std::shared_ptr<client_impl>,
+    std::string,
+    std::string,
+    const std::string*,
+    std::string_view,
+    steady_clock::time_point,
+    exchange<sse_body>&,
+    attempt_state&,
+    diagnostics&);
+
+asio::awaitable<error_code> client_detail::finish_whole(
+    std::shared_ptr<client_impl> c,
+    exchange<bhttp::string_body>& x,
+    steady_clock::time_point total,
+    diagnostics& diag)
+{
+    const auto stall = c->params.timeouts.stall;
+    while (!x.parser->is_done()) {
+        x.conn->arm(std::min(steady_clock::now() + stall, total), "reading the response body");
+        x.conn->buffer.reserve(x.conn->buffer.size() + read_reserve);
+        auto [ec, n] =
+            co_await bhttp::async_read_some(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
+        if (ec) {
+            const bool timed_out = x.conn->timed_out();
+            if (timed_out) {
+                diag.message = steady_clock::now() >= total
+                                   ? "the whole-request deadline passed while reading the body"
+                                   : "the response body stalled";
+            } else if (ec == bhttp::error::body_limit) {
+                diag.message = body_limit_message(c->params.limits.max_body_size);
+            } else {
+                diag.message = "reading the response body failed: " + ec.message();
+            }
+            c->pool.release(c->key, std::move(x.conn), false);
+            co_return timed_out ? error_code(error::timeout) : ec;
+        }
+    }
+    // Reusable only after a clean end: nothing left over that the next response would inherit.
+    const bool clean = x.parser->get().keep_alive() && x.conn->buffer.size() == 0;
+    c->pool.release(c->key, std::move(x.conn), clean);
+    co_return error_code{};
+}
+
+std::optional<std::chrono::milliseconds> client_detail::retry_delay(
+    client_impl& c,
+    const error_code& ec,
+    const attempt_state& st,
+    const diagnostics& diag,
+    int attempt,
+    steady_clock::time_point total,
+    bool retry_rate_limited)
+{
+    if (ec == error::rate_limited && !retry_rate_limited)
+        return std::nullopt;
+    const bool complete_response = st.response_started && diag.http_status >= 400;
+    const bool before_sent = !st.request_sent;
+    const bool sent_no_reply =
+        st.request_sent && !st.response_started && c.params.retry.after_request_sent;
+    if (!is_retryable(ec) || !(complete_response || before_sent || sent_no_reply) ||
+        attempt >= c.params.retry.max_attempts)
+        return std::nullopt;
+    auto delay = c.backoff(attempt);
+    if (st.retry_after)
+        delay = std::max(delay, *st.retry_after);
+    if (steady_clock::now() + delay >= total)
+        return std::nullopt;
+    return delay;
+}
+
+asio::awaitable<std::tuple<error_code, std::string>> client_detail::request_whole(
+    std::shared_ptr<client_impl> c,
+    std::string method,
+    std::string path,
+    std::string body,
+    diagnostics& diag,
+    const detail::generation_hook* on_generation,
+    bool retry_rate_limited)
+{
+    const auto start = steady_clock::now();
+    const auto total = start + c->params.timeouts.total;
+    error_code last;
+    diag.request_sent = false;
+    for (int attempt = 1;; ++attempt) {
+        const bool sent_before = diag.request_sent; // by an earlier attempt
+        diag = {};
+        diag.request_sent = sent_before;
+        diag.attempts = attempt;
+        attempt_state st;
+        exchange<bhttp::string_body> x;
+        error_code ec = co_await start_exchange(
+            c, method, path, method == "POST" ? &body : nullptr, "application/json", total, x, st,
+            diag);
+        std::string text;
+        if (!ec && on_generation != nullptr && *on_generation && !diag.generation_id.empty()) {
+            c->scrubber.scrub(diag.generation_id);
+            (*on_generation)(diag.generation_id); // known long before the body ends
+        }
+        if (!ec) {
+            ec = co_await finish_whole(c, x, total, diag);
+            if (!ec) {
+                text = std::move(x.parser->get().body());
+                const int status = diag.http_status;
+                if (status >= 200 && status < 300)
+                    co_return std::tuple{error_code{}, std::move(text)};
+                ec = response_error(status, text, diag);
+            }
+        }
+        last = ec;
+        const auto delay = retry_delay(*c, ec, st, diag, attempt, total, retry_rate_limited);
+        if (!delay)
+            co_return std::tuple{last, std::move(text)};
+        asio::steady_timer timer(c->executor);
+        timer.expires_after(*delay);
+        auto [tec] = co_await timer.async_wait(tuple_awaitable);
+        if (tec)
+            co_return std::tuple{tec, std::string()};
+    }
+}
+
+asio::awaitable<std::tuple<error_code, chat_response>> client_detail::chat_op(
+    std::shared_ptr<client_impl> c,
+    std::string body,
+    bool invalid,
+    diagnostics* out,
+    detail::generation_hook on_generation,
+    bool retry_rate_limited)
+{
+    diagnostics diag;
+    chat_response response;
+    error_code ec = c->config_error;
+    if (ec) {
+        diag.message = c->config_detail;
+    } else {
+        if (invalid) {
+            ec = error::bad_request_body;
+            diag.message = std::move(body); // what encode found wrong
+        } else {
+            auto [rec, text] = co_await request_whole(
+                c, "POST", "/chat/completions", std::move(body), diag, &on_generation,
+                retry_rate_limited);
+            ec = rec;
+            if (!ec) {
+                auto& [decoder, chunk] = scratch();
+                if (decoder.decode(text, chunk)) {
+                    ec = error::protocol_error;
+                    diag.message = "the response is not a chat completion: " + snippet(text);
+                } else if (chunk.error.present) {
+                    ec = response_error(200, text, diag);
+                } else if (chunk.finish_reason == "error" || chunk.choice_error.present) {
+                    ec = error::provider_error;
+                    fill(diag, chunk.choice_error);
+                    if (diag.message.empty()) {
+                        diag.message =
+                            "the provider ended the answer with finish_reason \"error\" (" +
+                            chunk.native_finish_reason + ")";
+                    }
+                } else if (!chunk.has_choice) {
+                    ec = error::protocol_error;
+                    diag.message = "the response has no choices: " + snippet(text);
+                }
+                response.id = std::move(chunk.id);
+                response.model = std::move(chunk.model);
+                response.provider = std::move(chunk.provider);
+                response.created = chunk.created;
+                response.content = std::move(chunk.content);
+                response.reasoning = std::move(chunk.reasoning);
+                response.refusal = std::move(chunk.refusal);
+                for (auto& t : chunk.tool_calls)
+                    response.tool_calls.push_back(
+                        {std::move(t.id), "function", std::move(t.name), std::move(t.arguments)});
+                response.finish_reason = std::move(chunk.finish_reason);
+                response.native_finish_reason = std::move(chunk.native_finish_reason);
+                response.usage = chunk.usage;
+                if (diag.generation_id.empty())
+                    diag.generation_id = response.id;
+                if (diag.provider.empty())
+                    diag.provider = response.provider;
+            }
+        }
+    }
+    scrub(c->scrubber, diag);
+    scrub(c->scrubber, response);
+    if (out != nullptr)
+        *out = std::move(diag);
+    co_return std::tuple{ec, std::move(response)};
+}
+
+} // namespace frugal

@@ -1,0 +1,492 @@
+// The stream: the start-stream operation (a whole exchange with retries that ends at the head of
+// an event stream), the stream's state decoding events as the body arrives, the read of the
+// next delta, and the chat_stream members.
+#include "openrouter/client_impl.hpp"
+
+#include <frugal/sse_parser.hpp>
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/system_executor.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/beast/http/read.hpp>
+
+namespace frugal {
+
+using namespace client_detail;
+
+struct chat_stream::state : std::enable_shared_from_this<state> {
+    std::shared_ptr<client_impl> client;
+    std::shared_ptr<http::connection> conn;
+    std::unique_ptr<bhttp::response_parser<sse_body>> parser;
+    sse_parser sse;
+    // Decoded and not yet handed out: a read takes everything that arrived since the previous
+    // one, so a stream that outpaces its reader costs one completion per batch, not per event.
+    chat_delta pending;
+    chat_response response;
+    std::string model_seen, provider_seen; // as the provider wrote them, before scrubbing
+    frugal::diagnostics diag;
+    error_code error; // the stream failed (handed out once the pending deltas are)
+    steady_clock::time_point total{};
+    std::size_t read_size = min_stream_read; // room given to the next read; adapts to the pace
+    bool started = false;
+    bool keep_alive = false; // the response allows the connection to be reused
+    bool done_seen = false;  // data: [DONE] was read
+    bool done = false;       // the caller was told
+    bool reading = false;
+
+    ~state() { abandon(); }
+
+    // Gives the connection back: reusable only after a clean end of the HTTP message.
+    void release(bool reusable)
+    {
+        if (conn)
+            client->pool.release(client->key, std::move(conn), reusable);
+    }
+    void abandon()
+    {
+        if (conn) {
+            conn->close();
+            release(false);
+        }
+    }
+    void fail(error_code ec)
+    {
+        if (!error)
+            error = ec;
+        abandon();
+    }
+
+    // Body bytes, straight from the connection's read buffer: every event they complete is
+    // decoded now (the bytes do not outlive this call) and joined into `pending`.
+    void ingest(std::string_view bytes)
+    {
+        if (error || done_seen)
+            return; // after [DONE] only the end of the chunked body may follow
+        sse.feed(bytes);
+        auto& [decoder, chunk] = scratch();
+        while (auto event = sse.next()) {
+            if (event->data == "[DONE]") {
+                done_seen = true;
+                break;
+            }
+            if (decoder.decode(event->data, chunk)) {
+                diag.message = "a stream event is not JSON: " + snippet(event->data);
+                error = error::protocol_error;
+                break;
+            }
+            // What the router writes to the ledger before the stream ends: scrubbed as it
+            // arrives (rarely: a stream repeats the same values).
+            const auto& k = client->scrubber;
+            if (response.id.empty() && !chunk.id.empty()) {
+                response.id = chunk.id;
+                k.scrub(response.id);
+                response.created = chunk.created;
+                diag.generation_id = response.id;
+            }
+            if (!chunk.model.empty() && chunk.model != model_seen) {
+                model_seen = chunk.model;
+                response.model = chunk.model;
+                k.scrub(response.model);
+            }
+            if (!chunk.provider.empty() && chunk.provider != provider_seen) {
+                provider_seen = chunk.provider;
+                response.provider = diag.provider = chunk.provider;
+                k.scrub(response.provider);
+                k.scrub(diag.provider);
+            }
+            if (chunk.error.present || chunk.finish_reason == "error") {
+                // OpenRouter reports a failure after the 200 in the stream itself.
+                fill(diag, chunk.error.present ? chunk.error : chunk.choice_error);
+                scrub(client->scrubber, diag);
+                if (diag.message.empty()) {
+                    diag.message = "the provider ended the stream with finish_reason \"error\"" +
+                                   (chunk.native_finish_reason.empty()
+                                        ? std::string()
+                                        : " (" + chunk.native_finish_reason + ")");
+                }
+                response.finish_reason = "error";
+                response.native_finish_reason = chunk.native_finish_reason;
+                error = error::midstream_error;
+                break;
+            }
+            // The usage chunk may repeat the finish choice: the finish reason is set, not counted.
+            if (!chunk.finish_reason.empty())
+                response.finish_reason = chunk.finish_reason;
+            if (!chunk.native_finish_reason.empty())
+                response.native_finish_reason = chunk.native_finish_reason;
+            if (chunk.usage)
+                response.usage = chunk.usage;
+            response.content += chunk.content;
+            response.reasoning += chunk.reasoning;
+            response.refusal += chunk.refusal;
+            for (const auto& t : chunk.tool_calls) {
+                if (response.tool_calls.size() <= t.index)
+                    response.tool_calls.resize(t.index + 1);
+                auto& call = response.tool_calls[t.index];
+                if (!t.id.empty())
+                    call.id = t.id;
+                if (!t.name.empty())
+                    call.name = t.name;
+                call.arguments += t.arguments;
+            }
+            if (!chunk.content.empty() || !chunk.reasoning.empty() || !chunk.tool_calls.empty()) {
+                pending.content += chunk.content;
+                pending.reasoning += chunk.reasoning;
+                for (auto& t : chunk.tool_calls) {
+                    auto& list = pending.tool_calls;
+                    if (!list.empty() && list.back().index == t.index && t.id.empty() &&
+                        t.name.empty())
+                        list.back().arguments += t.arguments;
+                    else
+                        list.push_back(std::move(t));
+                }
+                ++pending.events;
+            }
+        }
+        if (!error && sse.error()) {
+            diag.message = sse.error() == frugal::error::sse_line_too_long
+                               ? "a stream line is longer than max_sse_line_size"
+                               : "a stream event is larger than max_sse_event_size";
+            error = sse.error();
+        }
+    }
+
+    // What the next read can complete with without reading: pending text, the end, or the
+    // failure (after the text decoded before it).
+    bool ready() const { return pending.events != 0 || done_seen || error; }
+
+    error_code take(chat_delta& out)
+    {
+        const auto& k = client->scrubber;
+        if (pending.events != 0) {
+            out = std::move(pending);
+            pending = chat_delta{};
+            if (k) {
+                // A key cut across two events is out of reach here; whole, it is not.
+                k.scrub(out.content);
+                k.scrub(out.reasoning);
+                for (auto& t : out.tool_calls) {
+                    k.scrub(t.id);
+                    k.scrub(t.name);
+                    k.scrub(t.arguments);
+                }
+            }
+            return {};
+        }
+        done = true;
+        scrub(k, diag);
+        scrub(k, response);
+        if (error) {
+            abandon();
+            return error;
+        }
+        return {}; // [DONE]: an empty delta, and done() is now true
+    }
+};
+
+void ingest(chat_stream::state& s, std::string_view bytes)
+{
+    s.ingest(bytes);
+}
+
+namespace {
+
+// After [DONE], reads the rest of the HTTP message (the chunked body's end) in the background,
+// so the connection can go back to the pool; the caller already has its answer.
+void drain(const std::shared_ptr<chat_stream::state>& s)
+{
+    if (!s->conn)
+        return;
+    if (s->parser->is_done()) {
+        s->release(s->keep_alive && s->conn->buffer.size() == 0);
+        return;
+    }
+    s->conn->arm(
+        std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total), "stream end");
+    // The read keeps its connection alive even if the stream gives it up meanwhile.
+    auto conn = s->conn;
+    bhttp::async_read_some(*conn, conn->buffer, *s->parser, [s, conn](error_code ec, std::size_t) {
+        if (!s->conn)
+            return;
+        if (ec)
+            return s->abandon();
+        drain(s);
+    });
+}
+
+// One async_read_delta that has to wait for the network: reads until the body yields a delta,
+// the end or a failure. A hand-written composed operation: a stream delivers hundreds of deltas.
+struct read_delta_op {
+    std::shared_ptr<chat_stream::state> s;
+    // The connection being read: kept alive here even if the stream abandons it meanwhile.
+    std::shared_ptr<http::connection> conn;
+    bool reading = false;
+
+    template <class Self>
+    void operator()(Self& self, error_code ec = {}, std::size_t n = 0)
+    {
+        if (reading) {
+            reading = false;
+            // A read that filled its room asks for more next time; one that used a quarter, less.
+            if (n >= s->read_size)
+                s->read_size = std::min(s->read_size * 2, max_stream_read);
+            else if (n < s->read_size / 4)
+                s->read_size = std::max(s->read_size / 2, min_stream_read);
+            if (ec) {
+                const bool timed_out = conn && conn->timed_out();
+                if (ec == asio::error::operation_aborted && !timed_out) {
+                    s->fail(ec);
+                } else if (timed_out) {
+                    s->diag.message = steady_clock::now() >= s->total
+                                          ? "the whole-request deadline passed mid-stream"
+                                          : "the stream stalled";
+                    s->fail(error::timeout);
+                } else {
+                    s->diag.message = "the connection ended mid-stream: " + ec.message();
+                    s->fail(error::stream_truncated);
+                }
+            } else if (!s->ready() && s->parser->is_done()) {
+                s->diag.message = "the response body ended without [DONE]";
+                s->fail(error::stream_truncated);
+            }
+        }
+        if (!s->ready()) {
+            reading = true;
+            conn = s->conn;
+            conn->buffer.reserve(conn->buffer.size() + s->read_size);
+            conn->arm(
+                std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
+                "stream");
+            auto& c = *conn;
+            return bhttp::async_read_some(c, c.buffer, *s->parser, std::move(self));
+        }
+        if (s->conn) {
+            s->conn->disarm(); // between reads the caller sets the pace
+            if (s->conn->buffer.size() == 0)
+                s->conn->buffer.shrink_to_fit();
+        }
+        chat_delta delta;
+        const error_code result = s->take(delta);
+        s->reading = false;
+        if (s->done && !result)
+            drain(s);
+        self.complete(result, std::move(delta));
+    }
+};
+
+// The handler of a read, as Beast's composed operations need it: they post intermediate steps
+// to the handler's executor with blocking.never, which the type-erased any_completion_executor
+// of Asio 1.26 cannot take. So the operation runs on the client's executor, and the final
+// completion goes to the caller's handler through its own associated executor.
+struct delta_completion {
+    asio::any_completion_handler<void(error_code, chat_delta)> handler;
+    asio::any_io_executor executor;
+
+    using executor_type = asio::any_io_executor;
+    executor_type get_executor() const noexcept { return executor; }
+    using cancellation_slot_type = asio::cancellation_slot;
+    cancellation_slot_type get_cancellation_slot() const noexcept
+    {
+        return asio::get_associated_cancellation_slot(handler);
+    }
+
+    void operator()(error_code ec, chat_delta delta)
+    {
+        asio::dispatch(executor, asio::append(std::move(handler), ec, std::move(delta)));
+    }
+};
+
+asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
+    std::shared_ptr<client_impl> c,
+    chat_request req,
+    std::shared_ptr<chat_stream::state> s,
+    bool retry_rate_limited)
+{
+    co_await asio::this_coro::throw_if_cancelled(false); // as deliver_into: errors, not throws
+    diagnostics& diag = s->diag;
+    if (c->config_error) {
+        diag.message = c->config_detail;
+        s->fail(c->config_error);
+        s->done = true;
+        co_return std::tuple{s->error, false};
+    }
+    std::string body;
+    if (auto ec = openrouter::encode_chat_request(req, true, body, &diag.message)) {
+        s->fail(ec);
+        s->done = true;
+        co_return std::tuple{ec, false};
+    }
+    s->total = steady_clock::now() + c->params.timeouts.total;
+    diag.request_sent = false;
+    for (int attempt = 1;; ++attempt) {
+        const bool sent_before = diag.request_sent; // by an earlier attempt
+        diag = {};
+        diag.request_sent = sent_before;
+        diag.attempts = attempt;
+        attempt_state st;
+        exchange<sse_body> x;
+        x.parser->get().body().stream = s.get(); // the body reader feeds this stream
+        error_code ec = co_await start_exchange(
+            c, "POST", "/chat/completions", &body, "text/event-stream", s->total, x, st, diag);
+        if (!ec) {
+            const std::string content_type(x.parser->get()[bhttp::field::content_type]);
+            if (diag.http_status == 200 && content_type.starts_with("text/event-stream")) {
+                x.conn->disarm(); // between reads the caller sets the pace
+                if (x.conn->buffer.size() == 0)
+                    x.conn->buffer.shrink_to_fit();
+                s->conn = std::move(x.conn);
+                s->parser = std::move(x.parser);
+                // The head has told what it had to; a long-lived stream need not keep its fields.
+                s->keep_alive = s->parser->get().keep_alive();
+                s->parser->get().clear();
+                s->started = true;
+                co_return std::tuple{error_code{}, true};
+            }
+            // An error answer (or a 200 that is not a stream): read it whole, then map it.
+            exchange<bhttp::string_body> whole{
+                std::move(x.conn),
+                std::make_unique<bhttp::response_parser<bhttp::string_body>>(std::move(*x.parser)),
+                x.reused};
+            whole.parser->body_limit(c->params.limits.max_body_size);
+            ec = co_await finish_whole(c, whole, s->total, diag);
+            if (!ec)
+                ec = response_error(diag.http_status, whole.parser->get().body(), diag);
+            if (!ec) {
+                ec = error::protocol_error;
+                diag.message = "expected an event stream, got " + content_type;
+            }
+        }
+        const auto delay =
+            retry_delay(*c, ec, st, diag, attempt, s->total, retry_rate_limited);
+        if (!delay) {
+            scrub(c->scrubber, diag);
+            s->fail(ec);
+            s->done = true;
+            co_return std::tuple{ec, false};
+        }
+        asio::steady_timer timer(c->executor);
+        timer.expires_after(*delay);
+        auto [tec] = co_await timer.async_wait(tuple_awaitable);
+        if (tec) {
+            s->fail(tec);
+            s->done = true;
+            co_return std::tuple{tec, false};
+        }
+    }
+}
+
+} // namespace
+
+void chat_client::async_start_stream_impl(
+    chat_request req,
+    chat_stream* stream,
+    asio::any_completion_handler<void(error_code)> handler,
+    bool retry_rate_limited)
+{
+    auto s = std::make_shared<chat_stream::state>();
+    s->client = impl_;
+    s->sse = sse_parser(
+        {impl_->params.limits.max_sse_line_size, impl_->params.limits.max_sse_event_size});
+    if (stream->state_)
+        stream->state_->abandon();
+    stream->state_ = s;
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    auto ex = impl_->executor;
+    asio::co_spawn(
+        ex, start_stream_op(impl_, std::move(req), s, retry_rate_limited),
+        asio::bind_cancellation_slot(
+            slot, [ex, h = std::move(handler)](
+                      const std::exception_ptr& ep, std::tuple<error_code, bool> r) mutable {
+                error_code ec = std::get<0>(r);
+                if (ep)
+                    ec = asio::error::no_memory;
+                asio::dispatch(ex, asio::append(std::move(h), ec));
+            }));
+}
+
+chat_stream::chat_stream() = default;
+chat_stream::~chat_stream()
+{
+    // A stream that reached [DONE] may still be reading the end of its HTTP message so that its
+    // connection can go back to the pool; any other stream gives its connection up now.
+    if (state_ && !state_->done_seen)
+        state_->abandon();
+}
+chat_stream::chat_stream(chat_stream&&) noexcept = default;
+chat_stream& chat_stream::operator=(chat_stream&& other) noexcept
+{
+    if (this != &other) {
+        if (state_ && !state_->done_seen)
+            state_->abandon();
+        state_ = std::move(other.state_);
+    }
+    return *this;
+}
+
+chat_stream::executor_type chat_stream::get_executor() const
+{
+    return state_ ? state_->client->executor : asio::any_io_executor();
+}
+
+bool chat_stream::done() const noexcept
+{
+    return state_ && state_->done;
+}
+error_code chat_stream::error() const noexcept
+{
+    return state_ ? state_->error : error_code();
+}
+
+const chat_response& chat_stream::response() const noexcept
+{
+    static const chat_response empty;
+    return state_ ? state_->response : empty;
+}
+
+const frugal::diagnostics& chat_stream::diagnostics() const noexcept
+{
+    static const frugal::diagnostics empty;
+    return state_ ? state_->diag : empty;
+}
+
+void chat_stream::async_read_delta_impl(
+    asio::any_completion_handler<void(error_code, chat_delta)> handler)
+{
+    if (!state_ || !state_->started || state_->done || state_->reading) {
+        const error_code ec = state_ && state_->reading
+                                  ? error_code(frugal::error::operation_in_progress)
+                                  : error_code(frugal::error::stream_not_readable);
+        // A stream that was never started has no executor of its own.
+        const auto fallback =
+            state_ ? get_executor() : asio::any_io_executor(asio::system_executor());
+        asio::post(fallback, asio::append(std::move(handler), ec, chat_delta{}));
+        return;
+    }
+    auto& s = *state_;
+    if (s.ready() || steady_clock::now() >= s.total) {
+        // Already decoded (most deltas are: one read brings many events), or past the deadline:
+        // complete without touching the network, but never inside this call.
+        if (!s.ready()) {
+            s.diag.message = "the whole-request deadline passed before this read";
+            s.fail(error::timeout);
+        }
+        chat_delta delta;
+        const error_code ec = s.take(delta);
+        if (s.done && !ec)
+            drain(state_);
+        asio::post(s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
+        return;
+    }
+    s.reading = true;
+    delta_completion completion{std::move(handler), s.client->executor};
+    asio::async_compose<delta_completion, void(error_code, chat_delta)>(
+        read_delta_op{state_}, completion, s.client->executor);
+}
+
+} // namespace frugal

@@ -1,0 +1,677 @@
+// The chat decoder: whole chat responses and stream chunks, read by a SAX handler that keeps only
+// the fields frugal uses. Every event of every stream passes through it: this is the hot loop.
+#include "openrouter/codec.hpp"
+#include "openrouter/codec_detail.hpp"
+
+#include <frugal/error.hpp>
+
+#include <boost/json/basic_parser_impl.hpp>
+
+#include <cstring>
+
+namespace frugal::openrouter {
+
+namespace json = boost::json;
+using boost::system::error_code;
+using codec_detail::reported_cost;
+
+namespace {
+
+void clear_error(provider_error_info& e)
+{
+    e.present = false;
+    e.code.clear();
+    e.message.clear();
+    e.error_type.clear();
+    e.raw.clear();
+    e.provider.clear();
+    e.moderation = false;
+    e.rate_limit.clear();
+    e.rate_remaining.clear();
+    e.rate_reset.clear();
+    e.limit_source.clear();
+}
+
+// RFC 3629 UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. Text is nearly always
+// ASCII, which the first loop checks eight bytes at a time.
+bool valid_utf8(std::string_view s)
+{
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const auto* end = p + s.size();
+    while (end - p >= 8) {
+        std::uint64_t w = 0;
+        std::memcpy(&w, p, 8);
+        if ((w & 0x8080808080808080ULL) != 0)
+            break;
+        p += 8;
+    }
+    while (p < end) {
+        const unsigned char c = *p;
+        if (c < 0x80) {
+            ++p;
+            continue;
+        }
+        std::ptrdiff_t need = 0;
+        unsigned char lo = 0x80;
+        unsigned char hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            lo = c == 0xE0 ? 0xA0 : 0x80;
+            hi = c == 0xED ? 0x9F : 0xBF;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            lo = c == 0xF0 ? 0x90 : 0x80;
+            hi = c == 0xF4 ? 0x8F : 0xBF;
+        } else {
+            return false;
+        }
+        if (end - p <= need || p[1] < lo || p[1] > hi)
+            return false;
+        for (std::ptrdiff_t k = 2; k <= need; ++k) {
+            if ((p[k] & 0xC0) != 0x80)
+                return false;
+        }
+        p += need + 1;
+    }
+    return true;
+}
+
+// Everything but id, model and provider. An error's fields are written only under an error
+// object, which marks it present, so an absent one is already clear.
+void clear_body(chat_chunk& c)
+{
+    c.created = 0;
+    c.has_choice = false;
+    c.finish_reason.clear();
+    c.native_finish_reason.clear();
+    c.content.clear();
+    c.reasoning.clear();
+    c.refusal.clear();
+    c.tool_calls.clear();
+    c.usage.reset();
+    if (c.error.present)
+        clear_error(c.error);
+    if (c.choice_error.present)
+        clear_error(c.choice_error);
+}
+
+// Where in a chat document the parser is. Only the containers frugal reads have a kind of
+// their own; everything else is `skip`, and whatever is inside it is ignored.
+enum class node : std::uint8_t {
+    root,
+    skip,
+    choices,
+    choice,
+    message, // choices[0].message or choices[0].delta
+    tool_calls,
+    tool_call,
+    function,
+    usage,
+    usage_details, // prompt_tokens_details, completion_tokens_details, cost_details
+    error,
+    error_metadata,
+    error_headers, // error.metadata.headers: rate-limit headers echoed in a 429 body
+    reasons,       // error.metadata.reasons: its presence marks moderation
+};
+
+struct frame {
+    node kind;
+    std::uint32_t count = 0;            // elements seen, for arrays
+    provider_error_info* err = nullptr; // for error frames
+};
+
+// The member a scalar value is for, decided once per key (not per comparison per value).
+enum class field : std::uint8_t {
+    none,
+    id,
+    model,
+    provider,
+    created,
+    finish_reason,
+    native_finish_reason,
+    content,
+    reasoning,
+    refusal,
+    call_id,
+    call_index,
+    function_name,
+    function_arguments,
+    prompt_tokens,
+    completion_tokens,
+    total_tokens,
+    cost,
+    is_byok,
+    cached_tokens,
+    cache_write_tokens,
+    reasoning_tokens,
+    upstream_inference_cost,
+    error_message,
+    error_code,
+    error_type,
+    error_raw,
+    error_provider,
+    limit_source,
+    rate_limit,
+    rate_remaining,
+    rate_reset,
+};
+
+// Key comparison with the length known at compile time, so the compiler inlines it.
+template <std::size_t N>
+bool eq(std::string_view key, const char (&literal)[N]) noexcept
+{
+    return key.size() == N - 1 && std::memcmp(key.data(), literal, N - 1) == 0;
+}
+
+class chat_handler {
+public:
+    static constexpr std::size_t max_array_size = static_cast<std::size_t>(-1);
+    static constexpr std::size_t max_object_size = static_cast<std::size_t>(-1);
+    static constexpr std::size_t max_string_size = static_cast<std::size_t>(-1);
+    static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
+
+    chat_chunk* out = nullptr;
+    bool saw_object = false; // the document is an object, not a scalar or an array
+    bool bad_utf8 = false;   // a string frugal keeps is not UTF-8
+    // Which of id, model and provider this document set: the decoder leaves them from the
+    // last document (a stream repeats them in every chunk) and clears those not seen.
+    bool saw_id = false, saw_model = false, saw_provider = false;
+
+    bool on_document_begin(error_code&)
+    {
+        stack_.clear();
+        done_with_value();
+        saw_object = false;
+        bad_utf8 = false;
+        saw_id = saw_model = saw_provider = false;
+        return true;
+    }
+    bool on_document_end(error_code&) { return true; }
+
+    bool on_object_begin(error_code& ec) { return open(true, ec); }
+    bool on_object_end(std::size_t, error_code&)
+    {
+        close();
+        return true;
+    }
+    bool on_array_begin(error_code& ec) { return open(false, ec); }
+    bool on_array_end(std::size_t, error_code&)
+    {
+        close();
+        return true;
+    }
+
+    // Keys and strings usually arrive whole, as views into the document being decoded (which
+    // outlives the callbacks); only one split across parts is copied.
+    bool on_key_part(json::string_view s, std::size_t n, error_code&)
+    {
+        if (n == s.size())
+            key_buffer_.clear();
+        key_buffer_.append(s.data(), s.size());
+        return true;
+    }
+    bool on_key(json::string_view s, std::size_t n, error_code&)
+    {
+        if (n == s.size()) {
+            key_ = std::string_view(s.data(), s.size());
+        } else {
+            key_buffer_.append(s.data(), s.size());
+            key_ = key_buffer_;
+        }
+        field_ = classify(top(), key_);
+        return true;
+    }
+
+    bool on_string_part(json::string_view s, std::size_t n, error_code&)
+    {
+        if (n == s.size())
+            text_.clear();
+        text_.append(s.data(), s.size());
+        return true;
+    }
+    bool on_string(json::string_view s, std::size_t n, error_code&)
+    {
+        if (n == s.size()) {
+            string_value(std::string_view(s.data(), s.size()));
+        } else {
+            text_.append(s.data(), s.size());
+            string_value(text_);
+        }
+        return true;
+    }
+
+    bool on_number_part(json::string_view s, error_code&)
+    {
+        number_.append(s.data(), s.size());
+        return true;
+    }
+    bool on_int64(std::int64_t i, json::string_view s, error_code&)
+    {
+        number_value(i >= 0 ? static_cast<std::uint64_t>(i) : 0, true, s);
+        return true;
+    }
+    bool on_uint64(std::uint64_t u, json::string_view s, error_code&)
+    {
+        number_value(u, true, s);
+        return true;
+    }
+    bool on_double(double d, json::string_view s, error_code&)
+    {
+        const bool whole =
+            d >= 0 && d < 1.8e19 && static_cast<double>(static_cast<std::uint64_t>(d)) == d;
+        number_value(whole ? static_cast<std::uint64_t>(d) : 0, whole, s);
+        return true;
+    }
+    bool on_bool(bool b, error_code&)
+    {
+        if (field_ == field::is_byok)
+            ensure_usage().is_byok = b;
+        else if (field_ == field::cost)
+            reject_cost("a boolean");
+        done_with_value();
+        return true;
+    }
+    bool on_null(error_code&)
+    {
+        done_with_value();
+        return true;
+    }
+    bool on_comment_part(json::string_view, error_code&) { return true; }
+    bool on_comment(json::string_view, error_code&) { return true; }
+
+private:
+    node top() const { return stack_.empty() ? node::skip : stack_.back().kind; }
+
+    usage& ensure_usage() const
+    {
+        if (!out->usage)
+            out->usage.emplace();
+        return *out->usage;
+    }
+
+    // A `usage.cost` that is not a number: no bill frugal can book, whatever it says.
+    void reject_cost(const char* what) const
+    {
+        auto& u = ensure_usage();
+        u.cost.reset();
+        u.cost_rejected = what;
+    }
+
+    // A container starts: decide what it is from where it is.
+    bool open(bool object, error_code& ec)
+    {
+        if (stack_.empty()) {
+            if (!object) {
+                ec = error::protocol_error;
+                return false;
+            }
+            stack_.push_back({node::root});
+            saw_object = true;
+            return true;
+        }
+        frame& parent = stack_.back();
+        node kind = node::skip;
+        provider_error_info* err = nullptr;
+        switch (parent.kind) {
+        case node::root:
+            if (!object)
+                kind = eq(key_, "choices") ? node::choices : node::skip;
+            else if (eq(key_, "usage"))
+                kind = node::usage;
+            else if (eq(key_, "error")) {
+                kind = node::error;
+                err = &out->error;
+            }
+            break;
+        case node::choices:
+            // Only the first choice: frugal asks for one.
+            kind = object && parent.count == 0 ? node::choice : node::skip;
+            ++parent.count;
+            if (kind == node::choice)
+                out->has_choice = true;
+            break;
+        case node::choice:
+            if (object && (eq(key_, "message") || eq(key_, "delta")))
+                kind = node::message;
+            else if (object && eq(key_, "error")) {
+                kind = node::error;
+                err = &out->choice_error;
+            }
+            break;
+        case node::message:
+            if (!object && eq(key_, "tool_calls"))
+                kind = node::tool_calls;
+            break;
+        case node::tool_calls:
+            if (object) {
+                kind = node::tool_call;
+                out->tool_calls.push_back({});
+                out->tool_calls.back().index = parent.count;
+            }
+            ++parent.count;
+            break;
+        case node::tool_call:
+            if (object && eq(key_, "function"))
+                kind = node::function;
+            break;
+        case node::usage:
+            if (object && (eq(key_, "prompt_tokens_details") ||
+                           eq(key_, "completion_tokens_details") || eq(key_, "cost_details")))
+                kind = node::usage_details;
+            else if (field_ == field::cost)
+                reject_cost(object ? "an object" : "an array");
+            break;
+        case node::error:
+            if (object && eq(key_, "metadata")) {
+                kind = node::error_metadata;
+                err = parent.err;
+            }
+            break;
+        case node::error_metadata:
+            if (!object && eq(key_, "reasons")) {
+                kind = node::reasons;
+                parent.err->moderation = true;
+            } else if (object && eq(key_, "headers")) {
+                kind = node::error_headers;
+                err = parent.err;
+            }
+            break;
+        default: break;
+        }
+        if (err != nullptr)
+            err->present = true;
+        stack_.push_back({kind, 0, err});
+        done_with_value();
+        return true;
+    }
+
+    void close()
+    {
+        if (!stack_.empty())
+            stack_.pop_back();
+        done_with_value();
+    }
+
+    static field classify(node where, std::string_view k) noexcept
+    {
+        switch (where) {
+        case node::root:
+            if (eq(k, "id"))
+                return field::id;
+            if (eq(k, "model"))
+                return field::model;
+            if (eq(k, "provider"))
+                return field::provider;
+            if (eq(k, "created"))
+                return field::created;
+            return field::none;
+        case node::choice:
+            if (eq(k, "finish_reason"))
+                return field::finish_reason;
+            if (eq(k, "native_finish_reason"))
+                return field::native_finish_reason;
+            return field::none;
+        case node::message:
+            if (eq(k, "content"))
+                return field::content;
+            if (eq(k, "reasoning"))
+                return field::reasoning;
+            if (eq(k, "refusal"))
+                return field::refusal;
+            return field::none;
+        case node::tool_call:
+            if (eq(k, "id"))
+                return field::call_id;
+            if (eq(k, "index"))
+                return field::call_index;
+            return field::none;
+        case node::function:
+            if (eq(k, "name"))
+                return field::function_name;
+            if (eq(k, "arguments"))
+                return field::function_arguments;
+            return field::none;
+        case node::usage:
+            if (eq(k, "prompt_tokens"))
+                return field::prompt_tokens;
+            if (eq(k, "completion_tokens"))
+                return field::completion_tokens;
+            if (eq(k, "total_tokens"))
+                return field::total_tokens;
+            if (eq(k, "cost"))
+                return field::cost;
+            if (eq(k, "is_byok"))
+                return field::is_byok;
+            return field::none;
+        case node::usage_details:
+            if (eq(k, "cached_tokens"))
+                return field::cached_tokens;
+            if (eq(k, "cache_write_tokens"))
+                return field::cache_write_tokens;
+            if (eq(k, "reasoning_tokens"))
+                return field::reasoning_tokens;
+            if (eq(k, "upstream_inference_cost"))
+                return field::upstream_inference_cost;
+            return field::none;
+        case node::error:
+            if (eq(k, "message"))
+                return field::error_message;
+            if (eq(k, "code"))
+                return field::error_code;
+            return field::none;
+        case node::error_metadata:
+            if (eq(k, "error_type"))
+                return field::error_type;
+            if (eq(k, "raw"))
+                return field::error_raw;
+            if (eq(k, "provider_name"))
+                return field::error_provider;
+            if (eq(k, "limit_source"))
+                return field::limit_source;
+            return field::none;
+        case node::error_headers:
+            if (eq(k, "X-RateLimit-Limit"))
+                return field::rate_limit;
+            if (eq(k, "X-RateLimit-Remaining"))
+                return field::rate_remaining;
+            if (eq(k, "X-RateLimit-Reset"))
+                return field::rate_reset;
+            return field::none;
+        default: return field::none;
+        }
+    }
+
+    void done_with_value()
+    {
+        key_ = {};
+        field_ = field::none;
+    }
+
+    // Validation is off in the parser (most of a chunk is ignored), so the strings frugal keeps
+    // are checked here: JSON text must be UTF-8 (RFC 8259); a chunk that is not fails.
+    void keep(std::string& to, std::string_view v, bool append)
+    {
+        if (!valid_utf8(v))
+            bad_utf8 = true;
+        if (append)
+            to.append(v);
+        else
+            to.assign(v);
+    }
+
+    // A value most documents of a stream repeat: compared before it is checked and copied.
+    void keep_repeated(std::string& to, std::string_view v, bool& seen)
+    {
+        seen = true;
+        if (std::string_view(to) != v)
+            keep(to, v, false);
+    }
+
+    void string_value(std::string_view v)
+    {
+        switch (field_) {
+        case field::id: keep_repeated(out->id, v, saw_id); break;
+        case field::model: keep_repeated(out->model, v, saw_model); break;
+        case field::provider: keep_repeated(out->provider, v, saw_provider); break;
+        case field::finish_reason: keep(out->finish_reason, v, false); break;
+        case field::native_finish_reason: keep(out->native_finish_reason, v, false); break;
+        case field::content: keep(out->content, v, true); break;
+        case field::reasoning: keep(out->reasoning, v, true); break;
+        case field::refusal: keep(out->refusal, v, true); break;
+        case field::call_id: keep(out->tool_calls.back().id, v, false); break;
+        case field::function_name: keep(out->tool_calls.back().name, v, false); break;
+        case field::function_arguments: keep(out->tool_calls.back().arguments, v, true); break;
+        case field::error_message: keep(stack_.back().err->message, v, false); break;
+        case field::error_code: keep(stack_.back().err->code, v, false); break;
+        case field::error_type: keep(stack_.back().err->error_type, v, false); break;
+        case field::error_raw: keep(stack_.back().err->raw, v, false); break;
+        case field::error_provider: keep(stack_.back().err->provider, v, false); break;
+        case field::limit_source: keep(stack_.back().err->limit_source, v, false); break;
+        case field::rate_limit: keep(stack_.back().err->rate_limit, v, false); break;
+        case field::rate_remaining: keep(stack_.back().err->rate_remaining, v, false); break;
+        case field::rate_reset: keep(stack_.back().err->rate_reset, v, false); break;
+        case field::cost: reject_cost("a string"); break;
+        default: break;
+        }
+        done_with_value();
+    }
+
+    // `whole` is the value when the number is a non-negative integer; `last` its last part.
+    void number_value(std::uint64_t whole_value, bool whole, json::string_view last)
+    {
+        // The whole text of the number: parts before this one (rare) and this last part.
+        std::string_view text(last.data(), last.size());
+        if (!number_.empty()) {
+            number_.append(last.data(), last.size());
+            text = number_;
+        }
+        switch (field_) {
+        case field::created:
+            if (whole)
+                out->created = static_cast<std::int64_t>(whole_value);
+            break;
+        case field::call_index:
+            if (whole)
+                out->tool_calls.back().index = static_cast<std::uint32_t>(whole_value);
+            break;
+        case field::prompt_tokens:
+            if (whole)
+                ensure_usage().prompt_tokens = whole_value;
+            break;
+        case field::completion_tokens:
+            if (whole)
+                ensure_usage().completion_tokens = whole_value;
+            break;
+        case field::total_tokens:
+            if (whole)
+                ensure_usage().total_tokens = whole_value;
+            break;
+        case field::cost: {
+            auto& u = ensure_usage();
+            u.cost = reported_cost(text, u.cost_rejected); // the decimal the server wrote
+            break;
+        }
+        case field::cached_tokens:
+            if (whole)
+                ensure_usage().cached_tokens = whole_value;
+            break;
+        case field::cache_write_tokens:
+            if (whole)
+                ensure_usage().cache_write_tokens = whole_value;
+            break;
+        case field::reasoning_tokens:
+            if (whole)
+                ensure_usage().reasoning_tokens = whole_value;
+            break;
+        case field::upstream_inference_cost:
+            ensure_usage().upstream_inference_cost = money::parse(text);
+            break;
+        case field::error_code: stack_.back().err->code = std::string(text); break;
+        case field::rate_limit: stack_.back().err->rate_limit = std::string(text); break;
+        case field::rate_remaining: stack_.back().err->rate_remaining = std::string(text); break;
+        case field::rate_reset: stack_.back().err->rate_reset = std::string(text); break;
+        default: break;
+        }
+        number_.clear();
+        done_with_value();
+    }
+
+    std::vector<frame> stack_;
+    std::string_view key_; // the current member's key
+    field field_ = field::none;
+    std::string key_buffer_; // a key that arrived in parts
+    std::string text_;       // a string that arrived in parts
+    std::string number_;     // a number's text
+};
+
+// Everything but id, model and provider starts empty; those three are kept for the handler
+// to compare (see keep_repeated) and cleared after decoding when the document lacks them.
+void start_document(chat_chunk& out)
+{
+    clear_body(out);
+}
+
+} // namespace
+
+void chat_chunk::clear()
+{
+    id.clear();
+    model.clear();
+    provider.clear();
+    clear_body(*this);
+}
+
+json::parse_options chat_parse_options()
+{
+    json::parse_options o;
+    o.allow_invalid_utf8 = true; // checked per kept string instead, see chat_handler
+    return o;
+}
+
+struct chat_decoder::impl {
+    json::basic_parser<chat_handler> parser{chat_parse_options()};
+};
+
+chat_decoder::chat_decoder() : impl_(std::make_unique<impl>()) {}
+chat_decoder::~chat_decoder() = default;
+
+error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
+{
+    start_document(out);
+    auto& p = impl_->parser;
+    auto& h = p.handler();
+    h.out = &out;
+    p.reset();
+    error_code ec;
+    const std::size_t n = p.write_some(false, text.data(), text.size(), ec);
+    const bool complete = !ec && p.done();
+    if (!h.saw_id)
+        out.id.clear();
+    if (!h.saw_model)
+        out.model.clear();
+    if (!h.saw_provider)
+        out.provider.clear();
+    if (!complete || !h.saw_object || h.bad_utf8)
+        return error::protocol_error;
+    // Only whitespace may follow the document.
+    for (std::size_t i = n; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t')
+            return error::protocol_error;
+    }
+    return {};
+}
+
+bool decode_error_body(std::string_view text, provider_error_info& out)
+{
+    chat_decoder decoder;
+    chat_chunk chunk;
+    if (decoder.decode(text, chunk))
+        return false;
+    out = chunk.error;
+    return out.present;
+}
+
+} // namespace frugal::openrouter
