@@ -13,14 +13,18 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace frugal {
@@ -95,9 +99,20 @@ struct client_params {
 };
 
 class chat_client;
-namespace detail {
-struct client_access;
-} // namespace detail
+
+/// Per-call choices of a chat beyond the request itself: the `async_chat`,
+/// `async_start_stream` and `chat` overloads that take them.
+struct call_options {
+    /// Retry a 429 in the client, paced as `retry_policy` says. A caller that paces a rate
+    /// limit itself (a cascade waits for a free tier's reset) turns this off: each 429 is then
+    /// reported at once, and every request it sends is one it counted.
+    bool retry_rate_limited = true;
+    /// Called with the generation id as soon as the response head names it
+    /// (`X-Generation-Id`), long before the body ends: a budget records it, so a crash cannot
+    /// lose the means to look the bill up. Whole chats only; a stream's id is in
+    /// `chat_stream::response()` and `diagnostics()` once its head is read.
+    std::function<void(const std::string&)> on_generation;
+};
 
 /// A streamed chat completion, read delta by delta (the Boost.MySQL start/read-some model).
 ///
@@ -229,16 +244,34 @@ public:
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, chat_response)>(
             chat_initiation{this}, token, encode(request),
-            static_cast<frugal::diagnostics*>(nullptr));
+            static_cast<frugal::diagnostics*>(nullptr), call_options{});
     }
     template <class CompletionToken = boost::asio::deferred_t>
+        requires(!std::is_same_v<std::decay_t<CompletionToken>, call_options>)
     auto
     async_chat(const chat_request& request, frugal::diagnostics& diag, CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, chat_response)>(
-            chat_initiation{this}, token, encode(request), &diag);
+            chat_initiation{this}, token, encode(request), &diag, call_options{});
     }
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_chat(
+        const chat_request& request,
+        frugal::diagnostics& diag,
+        call_options options,
+        CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, chat_response)>(
+            chat_initiation{this}, token, encode(request), &diag, std::move(options));
+    }
+
+    /// `async_chat` for code already in a coroutine: the exchange runs inside the awaiting
+    /// coroutine (no coroutine of its own, no completion handler), and follows its
+    /// cancellation. The cheapest form of a chat; a cascade's attempts use it.
+    boost::asio::awaitable<std::tuple<boost::system::error_code, chat_response>>
+    chat(const chat_request& request, frugal::diagnostics* diag = nullptr, call_options options = {});
 
     /// Sends a streamed chat completion and reads the response headers into `stream`.
     ///
@@ -248,10 +281,20 @@ public:
     /// @par Object lifetimes
     /// `stream` must outlive the operation.
     template <class CompletionToken = boost::asio::deferred_t>
+        requires(!std::is_same_v<std::decay_t<CompletionToken>, call_options>)
     auto async_start_stream(chat_request request, chat_stream& stream, CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-            stream_initiation{this}, token, std::move(request), &stream);
+            stream_initiation{this}, token, std::move(request), &stream, true);
+    }
+    /// With `options` (only `retry_rate_limited` applies to a stream).
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_start_stream(
+        chat_request request, chat_stream& stream, const call_options& options, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+            stream_initiation{this}, token, std::move(request), &stream,
+            options.retry_rate_limited);
     }
 
     /// The models catalog, with exact prices.
@@ -317,8 +360,7 @@ public:
     std::size_t open_connections() const noexcept;
     std::size_t idle_connections() const noexcept;
 
-    struct impl;                         // defined in src/openrouter
-    friend struct detail::client_access; // the router's direct path, in src/
+    struct impl; // defined in src/openrouter
 
 private:
     template <class Derived>
@@ -339,17 +381,19 @@ private:
     struct chat_initiation : base_initiation<chat_initiation> {
         template <class Handler>
         // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
-        void operator()(Handler&& h, encoded_request req, frugal::diagnostics* diag) const
+        void operator()(
+            Handler&& h, encoded_request req, frugal::diagnostics* diag, call_options options) const
         {
-            self->async_chat_impl(std::move(req), diag, std::forward<Handler>(h));
+            self->async_chat_impl(std::move(req), diag, std::move(options), std::forward<Handler>(h));
         }
     };
     struct stream_initiation : base_initiation<stream_initiation> {
         template <class Handler>
         // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
-        void operator()(Handler&& h, chat_request req, chat_stream* stream) const
+        void operator()(Handler&& h, chat_request req, chat_stream* stream, bool retry_rate_limited) const
         {
-            self->async_start_stream_impl(std::move(req), stream, std::forward<Handler>(h));
+            self->async_start_stream_impl(
+                std::move(req), stream, std::forward<Handler>(h), retry_rate_limited);
         }
     };
     struct models_initiation : base_initiation<models_initiation> {
@@ -378,15 +422,14 @@ private:
     void async_chat_impl(
         encoded_request req,
         frugal::diagnostics* diag,
+        call_options options,
         boost::asio::any_completion_handler<void(boost::system::error_code, chat_response)>
             handler);
-    // `retry_rate_limited` false: a 429 is reported at once (a cascade's free tier waits for
-    // its reset itself, and counts what it sends).
     void async_start_stream_impl(
         chat_request req,
         chat_stream* stream,
         boost::asio::any_completion_handler<void(boost::system::error_code)> handler,
-        bool retry_rate_limited = true);
+        bool retry_rate_limited);
     void async_models_impl(
         frugal::diagnostics* diag,
         boost::asio::any_completion_handler<

@@ -4,7 +4,6 @@
 
 #include "cascade/decide.hpp"
 #include "cascade/judge.hpp"
-#include "openrouter/client_access.hpp"
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -476,8 +475,9 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         } else if (!res.cancellation_slot().is_connected()) {
             // Nothing but the caller can stop this attempt (a free model, or no guard): the
             // client's coroutine is awaited in this one, sharing its cancellation.
-            auto [cec, resp] =
-                co_await client_access::chat(*client, std::move(req), &diag, !free_tier[tier]);
+            call_options opts;
+            opts.retry_rate_limited = !free_tier[tier];
+            auto [cec, resp] = co_await client->chat(req, &diag, std::move(opts));
             ec = cec;
             run.response = std::move(resp);
         } else {
@@ -488,8 +488,11 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
                 guard_slot.assign(forward_to{&sig});
             // The generation id goes to the reservation as soon as the response head names
             // it: a crash before the body ends leaves enough to look the bill up.
-            auto [cec, resp] = co_await client_access::async_chat(
-                *client, req, diag, [&res](const std::string& id) { res.note_generation(id); },
+            call_options opts;
+            opts.retry_rate_limited = !free_tier[tier];
+            opts.on_generation = [&res](const std::string& id) { res.note_generation(id); };
+            auto [cec, resp] = co_await client->async_chat(
+                req, diag, std::move(opts),
                 asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
             if (cs.slot().is_connected())
                 cs.slot().clear();
@@ -848,9 +851,10 @@ asio::awaitable<void> produce(
             guard_slot.assign(forward_to{&sig});
         const auto t0 = steady_clock::now();
         chat_stream s;
-        auto [ec] = co_await client_access::async_start_stream(
-            *r->client, std::move(req), s, !r->free_tier[t],
-            asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        call_options opts;
+        opts.retry_rate_limited = !r->free_tier[t];
+        auto [ec] = co_await r->client->async_start_stream(
+            std::move(req), s, opts, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
         // The generation id goes to the reservation as soon as it is known (the response
         // head, else the first chunk): a crash mid-stream leaves enough to look the bill up.
         bool noted = false;

@@ -119,25 +119,13 @@ std::size_t chat_client::idle_connections() const noexcept
     return impl_->pool.idle();
 }
 
-asio::awaitable<std::tuple<error_code, chat_response>> detail::client_access::chat(
-    chat_client& client, chat_request request, diagnostics* diag, bool retry_rate_limited)
+asio::awaitable<std::tuple<error_code, chat_response>>
+chat_client::chat(const chat_request& request, diagnostics* diag, call_options options)
 {
-    auto e = chat_client::encode(request);
-    return chat_op(client.impl_, std::move(e.body), e.invalid, diag, {}, retry_rate_limited);
-}
-
-void detail::client_access::async_chat_impl(
-    chat_client& client,
-    const chat_request& request,
-    diagnostics* diag,
-    generation_hook on_generation,
-    asio::any_completion_handler<void(error_code, chat_response)> handler)
-{
-    auto e = chat_client::encode(request);
-    launch<chat_response>(
-        client.impl_,
-        chat_op(client.impl_, std::move(e.body), e.invalid, diag, std::move(on_generation)),
-        std::move(handler));
+    auto e = encode(request);
+    return chat_op(
+        impl_, std::move(e.body), e.invalid, diag, std::move(options.on_generation),
+        options.retry_rate_limited);
 }
 
 chat_client::encoded_request chat_client::encode(const chat_request& req)
@@ -154,10 +142,15 @@ chat_client::encoded_request chat_client::encode(const chat_request& req)
 void chat_client::async_chat_impl(
     encoded_request req,
     diagnostics* diag,
+    call_options options,
     asio::any_completion_handler<void(error_code, chat_response)> handler)
 {
     launch<chat_response>(
-        impl_, chat_op(impl_, std::move(req.body), req.invalid, diag), std::move(handler));
+        impl_,
+        chat_op(
+            impl_, std::move(req.body), req.invalid, diag, std::move(options.on_generation),
+            options.retry_rate_limited),
+        std::move(handler));
 }
 
 void chat_client::async_models_impl(

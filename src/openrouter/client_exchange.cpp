@@ -219,7 +219,7 @@ asio::awaitable<std::tuple<error_code, std::string>> client_detail::request_whol
     std::string path,
     std::string body,
     diagnostics& diag,
-    const detail::generation_hook* on_generation,
+    const generation_hook* on_generation,
     bool retry_rate_limited)
 {
     const auto start = steady_clock::now();
@@ -268,7 +268,7 @@ asio::awaitable<std::tuple<error_code, chat_response>> client_detail::chat_op(
     std::string body,
     bool invalid,
     diagnostics* out,
-    detail::generation_hook on_generation,
+    generation_hook on_generation,
     bool retry_rate_limited)
 {
     diagnostics diag;

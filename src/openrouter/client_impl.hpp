@@ -11,7 +11,6 @@
 
 #include "http/connection.hpp"
 #include "http/pool.hpp"
-#include "openrouter/client_access.hpp"
 #include "openrouter/codec.hpp"
 #include "openrouter/scrub.hpp"
 
@@ -27,6 +26,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -85,6 +85,9 @@ void ingest(chat_stream::state& s, std::string_view bytes);
 namespace client_detail {
 
 using client_impl = chat_client::impl;
+
+// Called with the generation id of the response head (`call_options::on_generation`).
+using generation_hook = std::function<void(const std::string&)>;
 
 inline constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
@@ -213,7 +216,7 @@ asio::awaitable<std::tuple<error_code, std::string>> request_whole(
     std::string path,
     std::string body,
     diagnostics& diag,
-    const detail::generation_hook* on_generation = nullptr,
+    const generation_hook* on_generation = nullptr,
     bool retry_rate_limited = true);
 
 asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
@@ -221,7 +224,7 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
     std::string body,
     bool invalid,
     diagnostics* out,
-    detail::generation_hook on_generation = {},
+    generation_hook on_generation = {},
     bool retry_rate_limited = true);
 
 // The stream (client_stream.cpp) ---------------------------------------------------------------
