@@ -1,0 +1,486 @@
+// One attempt of a cascade and its money: the free tier's quota, the reservation, the
+// request, the settlement and the ledger's record; and the hedge that races two attempts.
+#include "cascade/router_impl.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include <algorithm>
+
+namespace frugal::detail {
+
+// Takes a free request from the fleet's quota when the budget store shares one (Redis),
+// else from this router's own count: 0 when taken, else how long to wait.
+std::int64_t router_impl::take_free(std::int64_t now_ms)
+{
+    // What this router learnt (a 429's reset, a day spent) holds even when the fleet's
+    // count has room.
+    if (const auto held = limiter.held_back(now_ms); held != 0)
+        return held;
+    if (guard) {
+        if (const auto wait =
+                guard->take_free_request(now_ms, limiter.per_minute(), limiter.per_day()))
+            return *wait;
+    }
+    return limiter.acquire(now_ms);
+}
+
+// Waits for the free tier's quota until `deadline`; or says to skip the tier (the
+// `escalate` opt-in, when a tier is left) or to fail the request with rate_limited.
+asio::awaitable<router_impl::gate>
+router_impl::free_gate(bool last_tier, steady_clock::time_point deadline)
+{
+    for (;;) {
+        const auto wait = take_free(unix_now_ms());
+        if (wait == 0)
+            co_return gate::go;
+        if (policy.free_tier.when_empty == on_free_tier_empty::escalate && !last_tier)
+            co_return gate::skip;
+        if (steady_clock::now() + std::chrono::milliseconds(wait) > deadline)
+            co_return gate::fail;
+        asio::steady_timer t(co_await asio::this_coro::executor);
+        t.expires_after(std::chrono::milliseconds(wait));
+        auto [tec] = co_await t.async_wait(tuple_awaitable);
+        if (tec)
+            co_return gate::fail; // cancelled: the caller's cancellation is seen next
+    }
+}
+
+// The record of an attempt, in a scratch object whose strings keep their capacity (the
+// router runs on one thread, and the store copies what it keeps).
+attempt_record&
+router_impl::ledger_record(const attempt_run& run, const call_info& call, std::int64_t t0)
+{
+    const auto& a = run.rec;
+    attempt_record& r = scratch_record;
+    r.time_ms = t0;
+    r.request_id = call.request_id;
+    r.generation_id = a.generation_id;
+    r.tier = a.tier;
+    r.model_asked = a.model_asked;
+    r.model_served = a.model_served;
+    r.provider = run.response.provider;
+    r.prompt_tokens = a.prompt_tokens;
+    r.completion_tokens = a.completion_tokens;
+    r.cost = a.cost;
+    r.outcome = a.outcome;
+    r.latency_us = a.latency.count();
+    r.keys = call.keys->joined;
+    r.reason = run.arrived_by == escalation_reason::none ? "" : to_string(run.arrived_by);
+    r.anomaly = a.anomaly;
+    r.estimated = false;
+    r.record_id = 0;
+    return r;
+}
+
+// Accounts for an attempt that ended: settles or releases its reservation and fills the
+// attempt's cost.
+void router_impl::account(
+    attempt_run& run,
+    reservation& res,
+    const diagnostics& diag,
+    const call_info& call,
+    std::int64_t t0)
+{
+    auto& a = run.rec;
+    const bool paid = res.active() && !res.free();
+    bool unknown = false;
+    if (run.answered) {
+        const auto& u = run.response.usage;
+        if (u) {
+            a.prompt_tokens = u->prompt_tokens;
+            a.completion_tokens = u->completion_tokens;
+        }
+        if (const auto booked = booked_cost(a, run.response))
+            a.cost = *booked;
+        else
+            unknown = true; // no usage and no price: charged its reservation
+    } else if (!diag.request_sent) {
+        a.outcome = attempt_outcome::not_sent; // nothing reached the provider: free
+    } else if (diag.http_status >= 400) {
+        a.outcome = attempt_outcome::error; // OpenRouter does not bill a refused request
+    } else {
+        unknown = true; // cut, timed out or cancelled after sending: the bill is unknown
+    }
+    if (!res.active()) {
+        a.cost_estimated = unknown;
+        return;
+    }
+    if (a.outcome == attempt_outcome::not_sent) {
+        res.release();
+        return;
+    }
+    res.mark_sent();
+    auto& rec = ledger_record(run, call, t0);
+    if (unknown) {
+        (void)res.settle_unknown(rec);
+        a.cost_estimated = paid;
+    } else {
+        (void)res.settle(rec);
+    }
+    // The guard may have raised the cost (an anomaly is booked at no less than the
+    // reservation) or found a surprise.
+    a.cost = rec.cost;
+    a.anomaly = rec.anomaly;
+}
+
+// The cost of an answered attempt: the provider's report when frugal can take it as a
+// bill, else its tokens at catalog prices, flagging what it could not take. The served
+// model is the provider's word: tokens are priced at the dearer of it and the model asked,
+// so naming a cheaper (or free) model never lowers the books. Nothing when neither is
+// priced (the reservation is then charged whole).
+std::optional<money>
+router_impl::booked_cost(cascade_attempt& a, const chat_response& response) const
+{
+    const auto& u = response.usage;
+    const auto& served = response.model.empty() ? a.model_asked : response.model;
+    const auto* asked_price = prices.find(a.model_asked);
+    const bool asked_free = asked_price != nullptr && asked_price->free();
+    if (u && u->cost) {
+        // A paid model reporting exactly $0 for tokens it served, without BYOK, reports
+        // no bill frugal can take.
+        const bool zero_for_paid = *u->cost == money() && !asked_free &&
+                                   !u->is_byok.value_or(false) &&
+                                   u->prompt_tokens + u->completion_tokens > 0;
+        if (!zero_for_paid)
+            return *u->cost;
+        a.anomaly = "usage.cost was 0 for a paid model without BYOK";
+    } else if (u && !u->cost_rejected.empty()) {
+        a.anomaly = "usage.cost was " + u->cost_rejected;
+    }
+    if (!u) // no tokens to price: free only when the model asked is
+        return asked_free ? std::optional<money>(money()) : std::nullopt;
+    const auto by_asked = prices.token_cost(a.model_asked, *u);
+    const auto by_served = prices.token_cost(served, *u);
+    if (by_asked && by_served)
+        return std::max(*by_asked, *by_served);
+    if (by_asked)
+        return *by_asked;
+    if (by_served && !asked_free)
+        return *by_served;
+    return std::nullopt;
+}
+
+// What the guard is asked for an attempt's request: its prompt's bound and max_tokens.
+reserve_request router_impl::reserve_ask(const chat_request& req, const call_info& call) const
+{
+    reserve_request rr;
+    rr.model = req.model;
+    rr.prompt_bytes = prompt_bound(req);
+    rr.max_tokens = req.max_tokens.value_or(0);
+    rr.keys = call.keys->keys;
+    rr.request_id = call.request_id;
+    rr.extra_body = req.extra_body;
+    return rr;
+}
+
+// A 429 from a free model teaches the limiter the server's limits and reset (and the
+// fleet's, through a shared store).
+void router_impl::note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag)
+{
+    if (!free_tier[tier])
+        return;
+    // Each request the client retried on its own went to the free tier too.
+    if (diag.attempts > 1)
+        limiter.count_extra(static_cast<std::uint32_t>(diag.attempts - 1), unix_now_ms());
+    if (ec != error::rate_limited)
+        return;
+    const auto until = limiter.learn(diag, unix_now_ms());
+    if (guard)
+        (void)guard->block_free_until(until);
+}
+
+// "20 a minute, 50 a day", with only the limits known.
+std::string router_impl::quota_text() const
+{
+    std::string t;
+    if (limiter.per_minute() != free_tier_limiter::unknown)
+        t = std::to_string(limiter.per_minute()) + " a minute";
+    if (limiter.per_day() != free_tier_limiter::unknown)
+        t += (t.empty() ? "" : ", ") + std::to_string(limiter.per_day()) + " a day";
+    return t.empty() ? "as the server limits it" : t;
+}
+
+// The record of a free tier not asked because its quota was used up: skipped (the
+// `escalate` opt-in, `reason` rate_limited) or given up after the wait.
+cascade_attempt router_impl::skipped_attempt(std::uint32_t tier, escalation_reason reason) const
+{
+    cascade_attempt a;
+    a.tier = tier;
+    a.model_asked = policy.tiers[tier];
+    a.outcome = attempt_outcome::not_sent;
+    a.error = error::rate_limited;
+    a.reason = reason;
+    a.detail = reason == escalation_reason::none
+                   ? "the free tier's quota (" + quota_text() + ") did not come back within " +
+                         std::to_string(policy.free_tier.max_wait.count()) + " ms"
+                   : "the free tier's quota is used up; skipped (when_empty: escalate)";
+    return a;
+}
+
+// Reserves without waiting, which decides most requests; false when the budget is short
+// or refuses (then `reserve` waits for settlements, or reports the denial).
+bool router_impl::try_reserve(const chat_request& req, const call_info& call, reservation& res)
+{
+    if (!guard)
+        return true;
+    const auto rr = reserve_ask(req, call);
+    error_code ec;
+    res = guard->try_reserve(rr, ec, nullptr, client->get_executor());
+    return res.active();
+}
+
+// Reserves for tier `tier`, waiting for settlements when the budget is short, or fills
+// `run` with the denial.
+asio::awaitable<bool> router_impl::reserve(
+    attempt_run& run, const chat_request& req, const call_info& call, reservation& res)
+{
+    if (!guard)
+        co_return true;
+    const auto rr = reserve_ask(req, call);
+    auto [ec, got] = co_await guard->async_reserve(rr, tuple_awaitable);
+    if (ec) {
+        run.rec.outcome = attempt_outcome::not_sent;
+        run.rec.error = ec;
+        run.rec.detail = got.why_denied();
+        run.budget_denied = ec == error::budget_exhausted || ec == error::budget_closed;
+        if (run.budget_denied) {
+            auto& rec = ledger_record(run, call, unix_now_ms());
+            rec.outcome = attempt_outcome::denied;
+            (void)guard->record(rec);
+        }
+        co_return false;
+    }
+    res = std::move(got);
+    co_return true;
+}
+
+chat_request router_impl::tier_request(const chat_request& base, std::uint32_t tier) const
+{
+    chat_request req = base;
+    req.model = policy.tiers[tier];
+    req.models.clear(); // the cascade, not OpenRouter's fallback list, picks the next model
+    req.max_tokens = max_tokens(base);
+    return req;
+}
+
+// One whole attempt: reserve, send, account.
+// `base` lives in the cascade's frame, which outlives every attempt (a hedge waits for both).
+asio::awaitable<attempt_run> router_impl::attempt(
+    const chat_request& base,
+    std::uint32_t tier,
+    const call_info& call,
+    escalation_reason arrived_by)
+{
+    co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
+    attempt_run run;
+    run.arrived_by = arrived_by;
+    run.rec.tier = tier;
+    run.rec.model_asked = policy.tiers[tier];
+    auto req = tier_request(base, tier);
+    const auto t0_ms = unix_now_ms();
+    reservation res;
+    if (!try_reserve(req, call, res) && !co_await reserve(run, req, call, res))
+        co_return run;
+    if (res.active())
+        req.max_tokens = res.max_tokens();
+
+    // The caller's cancellation and the guard's both stop the request.
+    asio::cancellation_signal sig;
+    auto cs = co_await asio::this_coro::cancellation_state;
+    const auto t0 = steady_clock::now();
+    diagnostics diag;
+    error_code ec;
+    if (cs.cancelled() != asio::cancellation_type::none || res.cancel_reason()) {
+        ec = asio::error::operation_aborted;
+    } else if (!res.cancellation_slot().is_connected()) {
+        // Nothing but the caller can stop this attempt (a free model, or no guard): the
+        // client's coroutine is awaited in this one, sharing its cancellation.
+        call_options opts;
+        opts.retry_rate_limited = !free_tier[tier];
+        auto [cec, resp] = co_await client->chat(req, &diag, std::move(opts));
+        ec = cec;
+        run.response = std::move(resp);
+    } else {
+        if (cs.slot().is_connected())
+            cs.slot().assign(forward_to{&sig});
+        auto guard_slot = res.cancellation_slot();
+        if (guard_slot.is_connected())
+            guard_slot.assign(forward_to{&sig});
+        // The generation id goes to the reservation as soon as the response head names
+        // it: a crash before the body ends leaves enough to look the bill up.
+        call_options opts;
+        opts.retry_rate_limited = !free_tier[tier];
+        opts.on_generation = [&res](const std::string& id) { res.note_generation(id); };
+        auto [cec, resp] = co_await client->async_chat(
+            req, diag, std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        if (cs.slot().is_connected())
+            cs.slot().clear();
+        if (guard_slot.is_connected())
+            guard_slot.clear();
+        ec = cec;
+        run.response = std::move(resp);
+    }
+    run.rec.latency =
+        std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
+    run.answered = !ec;
+    run.rec.error = ec;
+    if (ec && ec != asio::error::operation_aborted)
+        run.rec.detail = diag.to_string();
+    run.rec.model_served = run.response.model;
+    run.rec.generation_id = run.response.id.empty() ? diag.generation_id : run.response.id;
+    if (ec == asio::error::operation_aborted)
+        run.rec.outcome = attempt_outcome::cancelled;
+    else if (ec)
+        run.rec.outcome = attempt_outcome::unknown;
+    note_rate_limit(tier, ec, diag);
+    account(run, res, diag, call, t0_ms);
+    co_return run;
+}
+
+// Two attempts racing: the first acceptable answer wins and the other is cancelled (and
+// settled). `first` has already been started and has not answered within hedge_after.
+struct router_impl::hedge {
+    explicit hedge(const asio::any_io_executor& ex) : wake(ex) {}
+    asio::steady_timer wake;
+    std::optional<attempt_run> done[2];
+    bool running[2] = {false, false};
+    asio::cancellation_signal stop[2];
+};
+
+void router_impl::spawn_attempt(
+    const std::shared_ptr<hedge>& h,
+    int which,
+    const chat_request& base,
+    std::uint32_t tier,
+    const call_info& call,
+    escalation_reason arrived_by)
+{
+    h->running[which] = true;
+    asio::co_spawn(
+        client->get_executor(), attempt(base, tier, call, arrived_by),
+        asio::bind_cancellation_slot(
+            h->stop[which].slot(), [h, which](const std::exception_ptr&, attempt_run r) {
+                h->running[which] = false;
+                h->done[which] = std::move(r);
+                h->wake.cancel();
+            }));
+}
+
+asio::awaitable<void>
+router_impl::wait_for(const std::shared_ptr<hedge>& h, steady_clock::duration d)
+{
+    h->wake.expires_after(d);
+    co_await h->wake.async_wait(tuple_awaitable);
+}
+
+bool router_impl::acceptable(const chat_request& base, const attempt_run& run) const
+{
+    if (!run.answered)
+        return false;
+    return judge(policy, base, run.response) == escalation_reason::none;
+}
+
+// Runs tier `tier` hedged with `tier + 1`; gives the runs in the order they were started
+// (one or two).
+asio::awaitable<std::vector<attempt_run>> router_impl::hedged(
+    const chat_request& base,
+    std::uint32_t tier,
+    const call_info& call,
+    escalation_reason arrived_by,
+    cascade_machine& m)
+{
+    auto h = std::make_shared<hedge>(client->get_executor());
+    auto cs = co_await asio::this_coro::cancellation_state;
+    struct stop_both {
+        hedge* h;
+        void operator()(asio::cancellation_type t) const
+        {
+            // Only attempts still running: see cascade_stream_state::stop_producer.
+            for (int i = 0; i < 2; ++i)
+                if (h->running[i])
+                    h->stop[i].emit(t);
+        }
+    };
+    if (cs.slot().is_connected())
+        cs.slot().assign(stop_both{h.get()});
+    spawn_attempt(h, 0, base, tier, call, arrived_by);
+    co_await wait_for(h, policy.hedge_after);
+    bool second = false;
+    if (!h->done[0]) {
+        second = true;
+        spawn_attempt(h, 1, base, tier + 1, call, m.hedged());
+    }
+    bool cancelled_other = false;
+    for (;;) {
+        const bool d0 = h->done[0].has_value();
+        const bool d1 = !second || h->done[1].has_value();
+        if (d0 && d1)
+            break;
+        if (!cancelled_other) {
+            // The first acceptable answer wins; the other attempt is cancelled.
+            if (d0 && acceptable(base, *h->done[0]) && second) {
+                h->stop[1].emit(asio::cancellation_type::terminal);
+                cancelled_other = true;
+            } else if (second && h->done[1] && acceptable(base, *h->done[1])) {
+                h->stop[0].emit(asio::cancellation_type::terminal);
+                cancelled_other = true;
+            }
+        }
+        co_await wait_for(h, std::chrono::hours(24));
+    }
+    if (cs.slot().is_connected())
+        cs.slot().clear();
+    std::vector<attempt_run> out;
+    out.push_back(std::move(*h->done[0]));
+    if (second)
+        out.push_back(std::move(*h->done[1]));
+    co_return out;
+}
+
+// How an attempt ended, for the machine. An attempt the guard stopped (its cap hit) is a
+// failure the policy judges; only the caller's cancellation ends the cascade.
+attempt_end
+router_impl::end_of(const chat_request& base, const attempt_run& run, bool caller_cancelled) const
+{
+    attempt_end e;
+    e.tier = run.rec.tier;
+    e.error = run.rec.error;
+    e.arrived_by = run.arrived_by;
+    if (run.budget_denied)
+        e.ended = attempt_end::how::denied;
+    else if (run.rec.error == asio::error::operation_aborted && caller_cancelled)
+        e.ended = attempt_end::how::cancelled;
+    else if (run.answered) {
+        e.ended = attempt_end::how::answered;
+        e.verdict = judge(policy, base, run.response);
+    } else
+        e.ended = attempt_end::how::failed;
+    return e;
+}
+
+// The free tier's wait, for the machine: the skipped or given-up tier is recorded.
+asio::awaitable<quota_wait> router_impl::ask_free(
+    const cascade_step& step, steady_clock::time_point deadline, cascade_result& out)
+{
+    const bool last = step.tier + 1 == policy.tiers.size();
+    const auto g = co_await free_gate(last, deadline);
+    if (g == gate::go)
+        co_return quota_wait::go;
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() == asio::cancellation_type::none) // else the caller stopped waiting
+        out.attempts.push_back(skipped_attempt(
+            step.tier,
+            g == gate::skip && !last ? escalation_reason::rate_limited : escalation_reason::none));
+    co_return g == gate::skip ? quota_wait::skip : quota_wait::fail;
+}
+
+std::string router_impl::free_wait_note() const
+{
+    return "; the free tier did not come back within " +
+           std::to_string(policy.free_tier.max_wait.count()) + " ms";
+}
+
+} // namespace frugal::detail

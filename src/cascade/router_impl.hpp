@@ -1,0 +1,190 @@
+#ifndef FRUGAL_SRC_CASCADE_ROUTER_IMPL_HPP
+#define FRUGAL_SRC_CASCADE_ROUTER_IMPL_HPP
+
+// The router's insides, shared by the files it is split into: the public members and the whole
+// cascade (router.cpp), one attempt with its money, the hedge and the free tier's quota
+// (attempt.cpp), and the streamed cascade's producer (router_stream.cpp). Only what crosses
+// from one of those files to another is here; what one file alone uses stays in it.
+
+#include <frugal/error.hpp>
+#include <frugal/router.hpp>
+
+#include "cascade/decide.hpp"
+#include "cascade/judge.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/experimental/channel.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace frugal {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using std::chrono::steady_clock;
+
+namespace detail {
+
+inline constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+inline std::int64_t unix_now_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// Emits into a signal: used to let several sources (the caller, the budget guard, a hedge)
+// stop one operation.
+struct forward_to {
+    asio::cancellation_signal* signal;
+    void operator()(asio::cancellation_type t) const { signal->emit(t); }
+};
+
+// The budget keys a cascade runs under, shared by its attempts.
+struct budget_keys {
+    std::vector<std::string> keys;
+    std::string joined; // as the ledger writes them
+    explicit budget_keys(std::vector<std::string> k = {}) : keys(std::move(k))
+    {
+        for (const auto& key : keys) {
+            if (!joined.empty())
+                joined += ' ';
+            joined += key;
+        }
+    }
+};
+
+// What every attempt of one cascade shares.
+struct call_info {
+    std::uint64_t request_id = 0;
+    std::shared_ptr<const budget_keys> keys;
+};
+
+// One attempt as it ran.
+struct attempt_run {
+    cascade_attempt rec;
+    chat_response response;
+    bool answered = false;      // a complete response arrived
+    bool budget_denied = false; // the guard refused the reservation
+    // Why the cascade asked this tier (none: the tier the request started at).
+    escalation_reason arrived_by = escalation_reason::none;
+};
+
+struct complete_op; // router.cpp: only `complete` and `async_complete_impl` look inside
+
+struct router_impl : std::enable_shared_from_this<router_impl> {
+    // Setting up, and the whole cascade (router.cpp).
+    router_impl(
+        chat_client& c, cascade_policy p, price_catalog prices, std::optional<budget_guard> g);
+    void note_policy();
+    std::uint64_t new_request_id();
+    std::uint32_t max_tokens(const chat_request& req) const;
+    std::uint32_t first_tier(const chat_request& req, escalation_reason& why) const;
+    asio::awaitable<void> complete(chat_request req, std::shared_ptr<complete_op> op);
+
+    // One attempt and its money, the hedge, the free tier's quota (attempt.cpp).
+    std::int64_t take_free(std::int64_t now_ms);
+    enum class gate { go, skip, fail };
+    asio::awaitable<gate> free_gate(bool last_tier, steady_clock::time_point deadline);
+    attempt_record& ledger_record(const attempt_run& run, const call_info& call, std::int64_t t0);
+    void account(
+        attempt_run& run,
+        reservation& res,
+        const diagnostics& diag,
+        const call_info& call,
+        std::int64_t t0);
+    std::optional<money> booked_cost(cascade_attempt& a, const chat_response& response) const;
+    reserve_request reserve_ask(const chat_request& req, const call_info& call) const;
+    void note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag);
+    std::string quota_text() const;
+    cascade_attempt skipped_attempt(std::uint32_t tier, escalation_reason reason) const;
+    bool try_reserve(const chat_request& req, const call_info& call, reservation& res);
+    asio::awaitable<bool>
+    reserve(attempt_run& run, const chat_request& req, const call_info& call, reservation& res);
+    chat_request tier_request(const chat_request& base, std::uint32_t tier) const;
+    asio::awaitable<attempt_run> attempt(
+        const chat_request& base,
+        std::uint32_t tier,
+        const call_info& call,
+        escalation_reason arrived_by);
+    struct hedge;
+    void spawn_attempt(
+        const std::shared_ptr<hedge>& h,
+        int which,
+        const chat_request& base,
+        std::uint32_t tier,
+        const call_info& call,
+        escalation_reason arrived_by);
+    asio::awaitable<void> wait_for(const std::shared_ptr<hedge>& h, steady_clock::duration d);
+    bool acceptable(const chat_request& base, const attempt_run& run) const;
+    asio::awaitable<std::vector<attempt_run>> hedged(
+        const chat_request& base,
+        std::uint32_t tier,
+        const call_info& call,
+        escalation_reason arrived_by,
+        cascade_machine& m);
+    attempt_end
+    end_of(const chat_request& base, const attempt_run& run, bool caller_cancelled) const;
+    asio::awaitable<quota_wait>
+    ask_free(const cascade_step& step, steady_clock::time_point deadline, cascade_result& out);
+    std::string free_wait_note() const;
+
+    chat_client* client;
+    cascade_policy policy;
+    price_catalog prices;
+    std::optional<budget_guard> guard;
+    free_tier_limiter limiter;
+    std::vector<bool> free_tier;
+    std::shared_ptr<const budget_keys> default_keys = std::make_shared<budget_keys>();
+    std::uint64_t next_request_id = 1;
+    attempt_record scratch_record; // see ledger_record
+};
+
+// The streamed cascade: a producer coroutine reads the tiers' streams and hands events over a
+// channel of capacity one, so it reads no further ahead than the consumer.
+struct cascade_stream_state {
+    using channel = asio::experimental::channel<void(error_code, cascade_event)>;
+    explicit cascade_stream_state(const asio::any_io_executor& ex) : executor(ex), events(ex, 1) {}
+    asio::any_io_executor executor;
+    channel events;
+    asio::cancellation_signal stop; // stops the producer
+    bool finished = false;          // the consumer has had the last event
+    bool producer_done = false;     // the producer's coroutine has returned
+
+    // Stops the producer, on its executor and only while it runs: co_spawn's cancellation
+    // handler keeps a pointer into this state, so a signal emitted after the coroutine ended,
+    // or from another thread after this state is gone, would write into freed memory.
+    static void stop_producer(const std::shared_ptr<cascade_stream_state>& st)
+    {
+        asio::dispatch(st->executor, [st] {
+            st->events.close();
+            if (!st->producer_done)
+                st->stop.emit(asio::cancellation_type::terminal);
+        });
+    }
+};
+
+// The producer (router_stream.cpp), spawned by `router::start_stream`.
+asio::awaitable<void> produce(
+    std::shared_ptr<router_impl> r,
+    std::shared_ptr<cascade_stream_state> st,
+    chat_request base,
+    stream_mode mode,
+    std::shared_ptr<const budget_keys> keys);
+
+} // namespace detail
+
+} // namespace frugal
+
+#endif // FRUGAL_SRC_CASCADE_ROUTER_IMPL_HPP
