@@ -6,6 +6,12 @@
 
 #include <benchmark/benchmark.h>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -35,7 +41,8 @@ const bool figures =
     frugal::bench::register_figure("budget_redis_settle_per_s", "reservations/s") &&
     frugal::bench::register_figure("budget_redis_cycle_per_s", "reservations/s") &&
     frugal::bench::register_figure("budget_redis_added_p50_us", "us") &&
-    frugal::bench::register_figure("budget_redis_added_p99_us", "us");
+    frugal::bench::register_figure("budget_redis_added_p99_us", "us") &&
+    frugal::bench::register_figure("budget_redis_8_cascades_per_s", "reservations/s");
 
 constexpr const char* model = "anthropic/claude-fable-5";
 
@@ -289,3 +296,63 @@ void budget_redis_settle(benchmark::State& state)
     state.counters["budget_redis_added_p99_us"] = pct(redis_us, 99) - pct(memory_us, 99);
 }
 BENCHMARK(budget_redis_settle)->UseRealTime()->MinTime(2.0);
+
+// Reservations as a server makes them through Redis: 8 cascades in one process, on one io
+// thread, each reserving (awaited, so the store's round trips overlap), then settling.
+void budget_redis_concurrent(benchmark::State& state)
+{
+    const char* own = std::getenv("FRUGAL_BENCH_REDIS");
+    std::optional<redis_server> server;
+    if (own == nullptr) {
+        server.emplace();
+        if (!server->running()) {
+            state.SkipWithError("redis-server is not installed");
+            return;
+        }
+    }
+    boost::system::error_code ec;
+    std::string detail;
+    frugal::redis_store_params p;
+    p.url = own != nullptr ? own : server->url();
+    auto store = frugal::open_redis_store(p, nullptr, ec, detail);
+    if (!store) {
+        state.SkipWithError(detail.c_str());
+        return;
+    }
+    auto g = make_guard(store);
+    namespace asio = boost::asio;
+    const int cascades = std::getenv("FRUGAL_BENCH_CASCADES") ? std::atoi(std::getenv("FRUGAL_BENCH_CASCADES")) : 8;
+    constexpr int each = 4000;
+    double done = 0, seconds = 0;
+    std::uint64_t n = 0;
+    for (auto _ : state) {
+        asio::io_context io(1);
+        auto one = [&](int who) -> asio::awaitable<void> {
+            auto rec = sample_record();
+            for (int i = 0; i < each; ++i) {
+                frugal::reserve_request r;
+                r.model = model;
+                r.prompt_bytes = 900;
+                r.max_tokens = 512;
+                r.request_id = static_cast<std::uint64_t>(who) * 1'000'000 + ++n;
+                auto [rec_ec, res] = co_await g.async_reserve(r, asio::as_tuple(asio::use_awaitable));
+                if (rec_ec || !res.active())
+                    std::abort();
+                res.mark_sent();
+                rec.request_id = r.request_id;
+                if (res.settle(rec))
+                    std::abort();
+            }
+        };
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int c = 0; c < cascades; ++c)
+            asio::co_spawn(io, one(c), asio::detached);
+        io.run();
+        seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        done += cascades * each;
+    }
+    if (store->sync(std::chrono::seconds(30)))
+        std::abort();
+    state.counters["budget_redis_8_cascades_per_s"] = done / seconds;
+}
+BENCHMARK(budget_redis_concurrent)->UseRealTime()->Iterations(3);

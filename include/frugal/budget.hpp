@@ -161,11 +161,19 @@ public:
     ///
     /// When `cancel_on` is given, the reservation's `cancellation_slot()` is signalled through
     /// it when the guard must stop the request.
+    ///
+    /// With a store on the network (`reserves_async()`), a paid reservation is a round trip
+    /// this call blocks the calling thread for; code on an io thread uses `async_reserve`.
     reservation try_reserve(
         const reserve_request& req,
         boost::system::error_code& ec,
         std::string* detail = nullptr,
         const boost::asio::any_io_executor& cancel_on = {});
+
+    /// Whether the store confirms each paid reservation over the network (Redis): then
+    /// `async_reserve` decides in memory, awaits the store off the guard's lock (reservations
+    /// overlap), and `try_reserve` blocks for the round trip.
+    bool reserves_async() const noexcept;
 
     /// Asks to send a request, waiting up to `budget_params::max_wait` for in-flight
     /// reservations to settle when the headroom is short.

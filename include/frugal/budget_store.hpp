@@ -158,6 +158,17 @@ public:
     /// Records `r` (durably, for a durable store) before the request is sent.
     virtual boost::system::error_code reserve(const reservation_view& r) = 0;
 
+    /// Whether a reservation is a network round trip (Redis). The guard then decides under its
+    /// lock, confirms with `async_reserve` after it, and hands the reservation out when the
+    /// store answers, so reservations overlap and no io thread waits on the network.
+    virtual bool reserves_async() const noexcept { return false; }
+
+    /// `reserve`, answered later: `done` is called once, on any thread, with what `reserve`
+    /// would have returned; it must not call back into the store. `r` is read before this
+    /// returns. The default calls `reserve` and `done` at once.
+    virtual void
+    async_reserve(const reservation_view& r, std::function<void(boost::system::error_code)> done);
+
     /// Records the generation id of an open reservation, so a crash leaves enough to look the
     /// bill up. Optional: the default does nothing.
     virtual boost::system::error_code

@@ -12,6 +12,7 @@ guard_impl::guard_impl(budget_params p, price_catalog prices, std::shared_ptr<bu
 {
     book_.mode = params_.mode;
     keeps_ = store_->keeps_reservations();
+    async_store_ = keeps_ && store_->reserves_async();
 }
 
 error_code guard_impl::open(std::string& detail)
@@ -187,6 +188,11 @@ std::optional<budget_guard> budget_guard::open(
     if (ec)
         return std::nullopt;
     return budget_guard(std::move(impl));
+}
+
+bool budget_guard::reserves_async() const noexcept
+{
+    return impl_->async_store_;
 }
 
 reservation budget_guard::try_reserve(

@@ -58,7 +58,8 @@ void guard_impl::pump(std::vector<completion>& done)
         auto& w = **it;
         reservation res;
         error_code ec;
-        const auto s = grant(w.req, w.features, &w.executor, res, ec, &w.why);
+        std::optional<unconfirmed> pending;
+        const auto s = grant(w.req, w.features, &w.executor, res, ec, &w.why, &pending);
         if (s == shortfall::wait) {
             ++it;
             continue;
@@ -66,7 +67,7 @@ void guard_impl::pump(std::vector<completion>& done)
         if (ec)
             res.why_ = w.why;
         w.queued = false;
-        done.push_back({*it, ec, std::move(res)});
+        done.push_back({*it, ec, std::move(res), std::move(pending)});
         it = waiters_.erase(it);
     }
 }
@@ -84,8 +85,16 @@ void guard_impl::finish(
 {
     for (auto& c : to_cancel)
         asio::post(c->executor, [c] { c->signal.emit(asio::cancellation_type::terminal); });
-    for (auto& d : done)
-        complete(d.w, d.ec, std::move(d.res));
+    for (auto& d : done) {
+        if (d.pending) {
+            auto w = d.w;
+            confirm(std::move(*d.pending), std::move(d.res), [w](error_code e, reservation r) {
+                complete(w, e, std::move(r));
+            });
+        } else {
+            complete(d.w, d.ec, std::move(d.res));
+        }
+    }
 }
 
 void guard_impl::complete(const std::shared_ptr<waiter>& w, error_code ec, reservation r)
@@ -105,10 +114,19 @@ void guard_impl::async_reserve(
     reservation res;
     error_code ec;
     shortfall s = shortfall::none;
+    std::optional<unconfirmed> pending;
     auto features = inspect_extra_body(req.extra_body); // parsed once, outside the lock
     {
         const std::lock_guard lock(mu_);
-        s = grant(req, features, &ex, res, ec, &res.why_);
+        s = grant(req, features, &ex, res, ec, &res.why_, &pending);
+    }
+    if (pending) {
+        // Granted in memory; a remote store confirms it off the lock.
+        auto hp = std::make_shared<reserve_handler>(std::move(h));
+        confirm(std::move(*pending), std::move(res), [ex, hp](error_code e, reservation r) {
+            asio::post(ex, asio::append(std::move(*hp), e, std::move(r)));
+        });
+        return;
     }
     if (s != shortfall::wait || params_.max_wait.count() <= 0) {
         // Decided at once (most requests): no waiter, no timer.
@@ -128,14 +146,17 @@ void guard_impl::async_reserve(
     {
         // Headroom may have come back since the first try: judge again as a queued waiter.
         const std::lock_guard lock(mu_);
-        s = grant(w->req, w->features, &ex, res, ec, &w->why);
+        s = grant(w->req, w->features, &ex, res, ec, &w->why, &pending);
         if (s == shortfall::wait)
             waiters_.push_back(w);
         else
             res.why_ = w->why;
     }
     if (s != shortfall::wait) {
-        complete(w, ec, std::move(res));
+        std::vector<std::shared_ptr<cancel_state>> none;
+        std::vector<completion> done;
+        done.push_back({w, ec, std::move(res), std::move(pending)});
+        finish(none, done);
         return;
     }
     auto self = shared_from_this();

@@ -80,7 +80,8 @@ shortfall guard_impl::grant(
     const asio::any_io_executor* cancel_on,
     reservation& out,
     error_code& ec,
-    std::string* detail)
+    std::string* detail,
+    std::optional<unconfirmed>* defer)
 {
     const model_price* p = price_of(req.model);
     if (p == nullptr || !p->known()) {
@@ -171,7 +172,10 @@ shortfall guard_impl::grant(
     r.charges.assign(scratch_.begin(), scratch_.end());
     r.cancel = cancel;
     book_.hold(r);
-    if (auto e = keeps_ ? store_reserve(r) : error_code()) {
+    if (defer != nullptr && async_store_) {
+        // Held here; the store is told after the lock (`confirm`), before anything is sent.
+        *defer = to_confirm(r);
+    } else if (auto e = keeps_ ? store_reserve(r) : error_code()) {
         book_.unhold(r);
         book_.free_slot(slot);
         ec = e == error::budget_exhausted ? e : error_code(error::budget_store_failed);
@@ -193,6 +197,64 @@ error_code guard_impl::store_reserve(const open_reservation& r)
 {
     fill_views(r, r.amount);
     return store_->reserve({r.id, r.time_ms, r.request_id, r.model, views_});
+}
+
+// The budget views are pointed at the strings by `confirm`, once the value is in place.
+unconfirmed guard_impl::to_confirm(const open_reservation& r)
+{
+    unconfirmed u;
+    u.id = r.id;
+    u.time_ms = r.time_ms;
+    u.request_id = r.request_id;
+    u.model = r.model;
+    u.budgets.reserve(r.charges.size());
+    for (const auto& c : r.charges)
+        u.budgets.push_back(c.account->name);
+    for (std::size_t i = 0; i < r.charges.size(); ++i) {
+        const auto& c = r.charges[i];
+        u.charges.push_back({{}, c.window, r.amount, c.account->cap, c.account->index});
+    }
+    return u;
+}
+
+// Tells the store of a reservation granted in memory, off the lock; `done` gets it once the
+// store agreed, or the store's refusal (the headroom is given back first).
+void guard_impl::confirm(unconfirmed u, reservation res, reserved_handler done)
+{
+    // A moved string may move its characters (short ones live inside it): the views are
+    // pointed at `u`'s strings where they now are. The store reads them before it returns.
+    for (std::size_t i = 0; i < u.charges.size(); ++i)
+        u.charges[i].budget = u.budgets[i];
+    const reservation_view v{u.id, u.time_ms, u.request_id, u.model, u.charges};
+    auto self = shared_from_this();
+    auto held = std::make_shared<reservation>(std::move(res));
+    store_->async_reserve(v, [self, held, done = std::move(done)](error_code e) mutable {
+        if (e) {
+            self->drop_unconfirmed(*held);
+            const auto ec = e == error::budget_exhausted ? e : error_code(error::budget_store_failed);
+            reservation none;
+            none.why_ = "the budget store refused the reservation: " + e.message();
+            done(ec, std::move(none));
+            return;
+        }
+        done({}, std::move(*held));
+    });
+}
+
+// A reservation its store refused: Redis holds nothing, so it is only given back here.
+void guard_impl::drop_unconfirmed(reservation& res)
+{
+    std::vector<std::shared_ptr<cancel_state>> to_cancel;
+    std::vector<completion> done;
+    {
+        const std::lock_guard lock(mu_);
+        auto& r = book_.at(res.slot_);
+        book_.unhold(r);
+        book_.free_slot(res.slot_);
+        pump(done);
+    }
+    res.guard_ = nullptr; // nothing left to release
+    finish(to_cancel, done);
 }
 
 void guard_impl::fill_views(const open_reservation& r, money amount)

@@ -15,6 +15,8 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
+#include <functional>
+#include <optional>
 #include <list>
 #include <unordered_map>
 
@@ -77,11 +79,23 @@ private:
     pthread_mutex_t m_{};
 };
 
-// A waiter served (or denied) under the lock, completed after it.
+// A reservation granted in memory that a remote store has yet to confirm: what the store is
+// told, owned, so it can be told after the lock.
+struct unconfirmed {
+    std::uint64_t id = 0;
+    std::int64_t time_ms = 0;
+    std::uint64_t request_id = 0;
+    std::string model;
+    std::vector<std::string> budgets;
+    std::vector<budget_charge_view> charges; // `budget`: set from `budgets` by confirm
+};
+
+// A waiter served (or denied) under the lock, completed after it (once its store confirmed).
 struct completion {
     std::shared_ptr<waiter> w;
     error_code ec;
     reservation res;
+    std::optional<unconfirmed> pending;
 };
 
 class guard_impl : public std::enable_shared_from_this<guard_impl> {
@@ -101,8 +115,13 @@ public:
         const asio::any_io_executor* cancel_on,
         reservation& out,
         error_code& ec,
-        std::string* detail);
+        std::string* detail,
+        std::optional<unconfirmed>* defer = nullptr);
     error_code store_reserve(const open_reservation& r);
+    unconfirmed to_confirm(const open_reservation& r);
+    using reserved_handler = std::function<void(error_code, reservation)>;
+    void confirm(unconfirmed u, reservation res, reserved_handler done);
+    void drop_unconfirmed(reservation& res);
     void fill_views(const open_reservation& r, money amount);
     reservation try_reserve(
         const reserve_request& req,
@@ -151,6 +170,7 @@ public:
     bool closed_ = false;
     bool failed_ = false;
     bool keeps_ = true;
+    bool async_store_ = false; // the store's reservations are awaited (confirm)
     std::vector<charge_ref> scratch_;
     std::vector<budget_charge_view> views_;
     std::vector<budget_account*> reached_;

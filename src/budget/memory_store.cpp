@@ -61,6 +61,12 @@ budget_store::read_answers(std::vector<std::pair<std::string, std::string>>& out
     return {};
 }
 
+void budget_store::async_reserve(
+    const reservation_view& r, std::function<void(boost::system::error_code)> done)
+{
+    done(reserve(r));
+}
+
 boost::system::error_code budget_store::read_swept(std::vector<swept_reservation>& out)
 {
     out.clear();

@@ -68,6 +68,8 @@ public:
 
     error_code load(budget_store_state& out) override;
     error_code reserve(const reservation_view& v) override;
+    bool reserves_async() const noexcept override { return true; }
+    void async_reserve(const reservation_view& v, std::function<void(error_code)> done) override;
     error_code note_generation(std::uint64_t id, const std::string& generation_id) override;
     error_code settle(
         std::uint64_t reservation_id,
@@ -97,6 +99,9 @@ private:
         const std::string* script = nullptr; // EVALSHA of this script: args[1] is its sha
         std::function<void(const redisReply*)> on_reply; // on Redis's thread, under mu_
         std::uint64_t release_id = 0; // a reservation: what to drop if it may be applied unseen
+        // An awaited reservation's completion (async_reserve), called once under mu_; empty
+        // for a command a thread blocks on.
+        std::function<void(error_code)> on_done;
         int verdict = -1;
         bool done = false, answered = false, sent = false, abandoned = false;
         std::condition_variable cv;
@@ -142,6 +147,8 @@ private:
 
     // The store's side (redis_store.cpp).
     error_code unreachable();
+    error_code unreachable_locked() const;
+    std::shared_ptr<waiter> reservation_waiter(const reservation_view& v);
     std::optional<error_code> reserve_direct(std::uint64_t id, std::vector<std::string>& args);
 
     // Changes owed, and their batches (redis_batch.cpp).
@@ -156,6 +163,7 @@ private:
     void direct_close();
     reply_ptr direct_call(const std::vector<std::string>& args, bool& sent);
     bool ask(const std::shared_ptr<waiter>& w, bool wait_connect);
+    bool ask_async(const std::shared_ptr<waiter>& w);
     void finish_waiter(const std::shared_ptr<waiter>& w, const redisReply* r);
     void send_now_locked();
     void kick_locked();

@@ -152,6 +152,21 @@ bool redis_store::ask(const std::shared_ptr<waiter>& w, bool wait_connect)
     return w->answered;
 }
 
+// `ask` without waiting: the command is queued (or refused at once while the backoff runs,
+// false), and finish_waiter completes it through `on_done`.
+bool redis_store::ask_async(const std::shared_ptr<waiter>& w)
+{
+    const std::lock_guard lock(mu_);
+    if (link_ == link::down && std::chrono::steady_clock::now() < next_connect_)
+        return false;
+    queue_.push_back({{}, w});
+    if (link_ == link::ready && !writing_)
+        send_now_locked();
+    else
+        kick_locked();
+    return true;
+}
+
 // Called with mu_ held when a waited command is over; `r` null: lost or refused unseen.
 void redis_store::finish_waiter(const std::shared_ptr<waiter>& w, const redisReply* r)
 {
@@ -163,6 +178,14 @@ void redis_store::finish_waiter(const std::shared_ptr<waiter>& w, const redisRep
         last_error_.assign(r->str, r->len);
     w->answered = r != nullptr && r->type != REDIS_REPLY_ERROR;
     w->done = true;
+    if (w->on_done) {
+        if (!w->sent && w->release_id != 0)
+            held_.erase(w->release_id); // never sent: Redis holds nothing
+        auto f = std::move(w->on_done);
+        w->on_done = nullptr;
+        f(w->answered ? verdict_error(w->verdict) : unreachable_locked());
+        return;
+    }
     w->cv.notify_one();
 }
 

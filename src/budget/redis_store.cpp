@@ -142,7 +142,8 @@ error_code redis_store::load(budget_store_state& out)
     return malformed ? error_code(error::budget_store_failed) : error_code();
 }
 
-error_code redis_store::reserve(const reservation_view& v)
+// The EVALSHA of a reservation, its entry noted as held (a reply or a loss settles it).
+std::shared_ptr<redis_store::waiter> redis_store::reservation_waiter(const reservation_view& v)
 {
     const money amount = v.charges.empty() ? money() : v.charges.front().amount;
     auto w = std::make_shared<waiter>();
@@ -181,6 +182,12 @@ error_code redis_store::reserve(const reservation_view& v)
         const std::lock_guard lock(mu_);
         held_[v.id] = std::move(h);
     }
+    return w;
+}
+
+error_code redis_store::reserve(const reservation_view& v)
+{
+    auto w = reservation_waiter(v);
     if (auto direct = reserve_direct(v.id, w->args))
         return *direct;
     const bool answered = ask(w, false);
@@ -193,6 +200,26 @@ error_code redis_store::reserve(const reservation_view& v)
     if (!answered)
         return unreachable();
     return verdict_error(w->verdict);
+}
+
+// On the pipelined connection, in order with the changes before it: the reply (or the
+// connection's loss, which the watchdog declares after the timeout) completes it.
+void redis_store::async_reserve(const reservation_view& v, std::function<void(error_code)> done)
+{
+    auto w = reservation_waiter(v);
+    w->on_done = std::move(done);
+    if (!ask_async(w)) {
+        std::function<void(error_code)> f;
+        error_code ec;
+        {
+            const std::lock_guard lock(mu_);
+            held_.erase(v.id); // never sent: Redis holds nothing
+            f = std::move(w->on_done);
+            ec = unreachable_locked();
+        }
+        if (f)
+            f(ec);
+    }
 }
 
 error_code redis_store::note_generation(std::uint64_t id, const std::string& generation_id)
@@ -437,6 +464,11 @@ error_code redis_store::read_notes(std::vector<std::pair<std::string, std::strin
 error_code redis_store::unreachable()
 {
     const std::lock_guard lock(mu_);
+    return unreachable_locked();
+}
+
+error_code redis_store::unreachable_locked() const
+{
     return params_.fail_open && owed_ < max_owed ? error_code()
                                                  : error_code(error::budget_store_failed);
 }

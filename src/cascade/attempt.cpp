@@ -226,6 +226,13 @@ bool router_impl::try_reserve(const chat_request& req, const call_info& call, re
 {
     if (!guard)
         return true;
+    if (guard->reserves_async()) {
+        // A paid reservation is a round trip to the store: awaited (`reserve`), never blocked
+        // on here.
+        const auto* p = prices.find(req.model);
+        if (p == nullptr || !p->free())
+            return false;
+    }
     const auto rr = reserve_ask(req, call);
     error_code ec;
     res = guard->try_reserve(rr, ec, nullptr, client->get_executor());
