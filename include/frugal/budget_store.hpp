@@ -163,8 +163,9 @@ public:
     /// store answers, so reservations overlap and no io thread waits on the network.
     virtual bool reserves_async() const noexcept { return false; }
 
-    /// `reserve`, answered later: `done` is called once, on any thread, with what `reserve`
-    /// would have returned; it must not call back into the store. `r` is read before this
+    /// `reserve`, answered later: `done` is called once, on any thread (possibly under the
+    /// store's own lock), with what `reserve` would have returned; it must not call back into
+    /// the store, and should do no more than hand the result on. `r` is read before this
     /// returns. The default calls `reserve` and `done` at once.
     virtual void
     async_reserve(const reservation_view& r, std::function<void(boost::system::error_code)> done);

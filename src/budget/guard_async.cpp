@@ -88,9 +88,8 @@ void guard_impl::finish(
     for (auto& d : done) {
         if (d.pending) {
             auto w = d.w;
-            confirm(std::move(*d.pending), std::move(d.res), [w](error_code e, reservation r) {
-                complete(w, e, std::move(r));
-            });
+            confirm(std::move(*d.pending), std::move(d.res), w->executor,
+                [w](error_code e, reservation r) { complete(w, e, std::move(r)); });
         } else {
             complete(d.w, d.ec, std::move(d.res));
         }
@@ -123,8 +122,8 @@ void guard_impl::async_reserve(
     if (pending) {
         // Granted in memory; a remote store confirms it off the lock.
         auto hp = std::make_shared<reserve_handler>(std::move(h));
-        confirm(std::move(*pending), std::move(res), [ex, hp](error_code e, reservation r) {
-            asio::post(ex, asio::append(std::move(*hp), e, std::move(r)));
+        confirm(std::move(*pending), std::move(res), ex, [hp](error_code e, reservation r) {
+            std::move(*hp)(e, std::move(r)); // on `ex` already
         });
         return;
     }

@@ -2,6 +2,8 @@
 // granted or refused against its budgets.
 #include "budget/guard_impl.hpp"
 
+#include <boost/asio/post.hpp>
+
 #include <time.h>
 
 #include <algorithm>
@@ -217,9 +219,11 @@ unconfirmed guard_impl::to_confirm(const open_reservation& r)
     return u;
 }
 
-// Tells the store of a reservation granted in memory, off the lock; `done` gets it once the
-// store agreed, or the store's refusal (the headroom is given back first).
-void guard_impl::confirm(unconfirmed u, reservation res, reserved_handler done)
+// Tells the store of a reservation granted in memory, off the lock; `done` gets it on `ex`
+// once the store agreed, or the store's refusal (the headroom given back first). The store
+// answers on its own thread, often under its own lock: all that is done there is a post.
+void guard_impl::confirm(
+    unconfirmed u, reservation res, const asio::any_io_executor& ex, reserved_handler done)
 {
     // A moved string may move its characters (short ones live inside it): the views are
     // pointed at `u`'s strings where they now are. The store reads them before it returns.
@@ -228,16 +232,19 @@ void guard_impl::confirm(unconfirmed u, reservation res, reserved_handler done)
     const reservation_view v{u.id, u.time_ms, u.request_id, u.model, u.charges};
     auto self = shared_from_this();
     auto held = std::make_shared<reservation>(std::move(res));
-    store_->async_reserve(v, [self, held, done = std::move(done)](error_code e) mutable {
-        if (e) {
-            self->drop_unconfirmed(*held);
-            const auto ec = e == error::budget_exhausted ? e : error_code(error::budget_store_failed);
-            reservation none;
-            none.why_ = "the budget store refused the reservation: " + e.message();
-            done(ec, std::move(none));
-            return;
-        }
-        done({}, std::move(*held));
+    store_->async_reserve(v, [self, held, ex, done = std::move(done)](error_code e) {
+        asio::post(ex, [self, held, done, e] {
+            if (e) {
+                self->drop_unconfirmed(*held);
+                const auto ec =
+                    e == error::budget_exhausted ? e : error_code(error::budget_store_failed);
+                reservation none;
+                none.why_ = "the budget store refused the reservation: " + e.message();
+                done(ec, std::move(none));
+                return;
+            }
+            done({}, std::move(*held));
+        });
     });
 }
 

@@ -120,7 +120,8 @@ public:
     error_code store_reserve(const open_reservation& r);
     unconfirmed to_confirm(const open_reservation& r);
     using reserved_handler = std::function<void(error_code, reservation)>;
-    void confirm(unconfirmed u, reservation res, reserved_handler done);
+    void confirm(
+        unconfirmed u, reservation res, const asio::any_io_executor& ex, reserved_handler done);
     void drop_unconfirmed(reservation& res);
     void fill_views(const open_reservation& r, money amount);
     reservation try_reserve(

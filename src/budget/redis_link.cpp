@@ -161,7 +161,7 @@ bool redis_store::ask_async(const std::shared_ptr<waiter>& w)
         return false;
     queue_.push_back({{}, w});
     if (link_ == link::ready && !writing_)
-        send_now_locked();
+        send_now_locked(); // one thread hop fewer on the escalation's path
     else
         kick_locked();
     return true;
