@@ -4,7 +4,11 @@
 // operation_aborted (which proves the caller's cancellation slot reaches the operation).
 #include "client_fixture.hpp"
 
+#include <frugal/budget.hpp>
+#include <frugal/router.hpp>
+
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_future.hpp>
@@ -78,6 +82,67 @@ struct read_delta_op {
     }
 };
 
+struct reserve_op {
+    static constexpr const char* name = "async_reserve";
+    frugal::budget_guard& g;
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        frugal::reserve_request r;
+        r.model = "openai/gpt-5-mini";
+        r.prompt_bytes = 100;
+        r.max_tokens = 64;
+        return g.async_reserve(r, std::forward<Token>(t));
+    }
+};
+struct complete_op {
+    static constexpr const char* name = "async_complete";
+    frugal::router& r;
+    const char* prompt = "Name a colour.";
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        return r.async_complete(request("google/gemma-4-31b-it:free", prompt), std::forward<Token>(t));
+    }
+};
+
+// A cascade of the simulator's free model and a paid flagship, priced from its catalog.
+frugal::cascade_policy two_tiers()
+{
+    frugal::cascade_policy p;
+    p.tiers = {"google/gemma-4-31b-it:free", "anthropic/claude-fable-5"};
+    p.free_tier.per_minute = 100000;
+    p.free_tier.per_day = 100000;
+    return p;
+}
+
+frugal::price_catalog catalog_of(client_fixture& f)
+{
+    std::vector<frugal::model_info> models;
+    bool done = false;
+    f.client.async_models([&](error_code ec, std::vector<frugal::model_info> m) {
+        BOOST_TEST_REQUIRE(!ec);
+        models = std::move(m);
+        done = true;
+    });
+    f.io.restart();
+    f.io.run();
+    BOOST_TEST_REQUIRE(done);
+    return frugal::price_catalog(models);
+}
+
+frugal::budget_guard guard_of(const frugal::price_catalog& cat, const char* cap)
+{
+    frugal::budget_params p;
+    p.budgets = {{"global", *frugal::money::parse(cap)}};
+    p.max_wait = std::chrono::seconds(10);
+    error_code ec;
+    std::string detail;
+    auto g = frugal::budget_guard::open(p, cat, nullptr, ec, detail);
+    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    return std::move(*g);
+}
+
 // The error of a completion (error first, whatever follows).
 template <class... Values>
 error_code first(const std::tuple<error_code, Values...>& t)
@@ -140,7 +205,9 @@ void every_token_succeeds(client_fixture& f, Make make)
     const char* name = decltype(make())::name;
     {
         std::optional<error_code> got;
-        make()([&got](error_code ec, auto&&...) { got = ec; });
+        // Bound to the test's io_context: an operation of an object with no executor of its
+        // own (the budget guard) completes a plain callback on the system executor.
+        make()(asio::bind_executor(f.io, [&got](error_code ec, auto&&...) { got = ec; }));
         f.io.restart();
         f.io.run();
         BOOST_TEST((got && !*got), name << " with a callback");
@@ -183,6 +250,37 @@ BOOST_AUTO_TEST_CASE(streams_with_every_token)
         every_token_succeeds(f, [&] { return read_delta_op{*s}; });
 }
 
+BOOST_AUTO_TEST_CASE(the_guard_and_the_router_with_every_token)
+{
+    client_fixture f;
+    const auto cat = catalog_of(f);
+    auto g = guard_of(cat, "10");
+    every_token_succeeds(f, [&] { return reserve_op{g}; });
+    frugal::router r(f.client, two_tiers(), cat, guard_of(cat, "10"));
+    every_token_succeeds(f, [&] { return complete_op{r}; });
+    // A cascade stream read to its end, each event with another awaitable token (callbacks
+    // and futures would leave a reader behind the channel's next send).
+    frugal::cascade_stream s;
+    r.start_stream(
+        request("google/gemma-4-31b-it:free", "Name a colour."), frugal::stream_mode::stream, s);
+    const auto events = run(f.io, [&]() -> asio::awaitable<int> {
+        int n = 0;
+        for (;;) {
+            frugal::cascade_event ev;
+            error_code ec;
+            switch (n++ % 3) {
+            case 0: ev = co_await s.async_next(); break; // deferred: throws on error
+            case 1: ev = co_await s.async_next(asio::use_awaitable); break;
+            default: std::tie(ec, ev) = co_await s.async_next(asio::as_tuple(asio::use_awaitable));
+            }
+            BOOST_TEST(!ec);
+            if (ec || ev.type == frugal::cascade_event::kind::done)
+                co_return n;
+        }
+    }());
+    BOOST_TEST(events >= 2); // some text, then done
+}
+
 BOOST_AUTO_TEST_CASE(errors_arrive_through_every_token)
 {
     client_fixture f;
@@ -209,6 +307,30 @@ BOOST_AUTO_TEST_CASE(losing_a_race_cancels_promptly)
               }()}}) {
         BOOST_TEST(result.first == asio::error::operation_aborted, name);
         BOOST_TEST((result.second < std::chrono::milliseconds(1000)), name);
+    }
+    {
+        // A cascade whose attempt hangs, and a reservation waiting for headroom: the timer wins,
+        // and each gives up at once.
+        const auto cat = catalog_of(f);
+        frugal::router r(f.client, two_tiers(), cat, guard_of(cat, "10"));
+        const auto lost_cascade = run(f.io, race(complete_op{r, "Hi [sim fault=hang]"}, 50ms));
+        BOOST_TEST(lost_cascade.first == asio::error::operation_aborted);
+        BOOST_TEST((lost_cascade.second < std::chrono::milliseconds(1000)));
+        // Room for one reservation, not two.
+        const auto* p = cat.find("openai/gpt-5-mini");
+        BOOST_TEST_REQUIRE(p != nullptr);
+        const auto one = p->input_rate() * 100 + p->output_rate() * 64 + p->request;
+        const auto cap = one + frugal::money::from_units(one.units() / 2);
+        auto g = guard_of(cat, cap.to_string().c_str());
+        auto held = run(f.io, [&]() -> asio::awaitable<frugal::reservation> {
+            auto [ec, res] = co_await reserve_op{g}(asio::as_tuple(asio::use_awaitable));
+            BOOST_TEST(!ec);
+            co_return std::move(res);
+        }());
+        BOOST_TEST_REQUIRE(held.active());
+        const auto lost_reserve = run(f.io, race(reserve_op{g}, 50ms));
+        BOOST_TEST(lost_reserve.first == asio::error::operation_aborted);
+        BOOST_TEST((lost_reserve.second < std::chrono::milliseconds(1000)));
     }
     frugal::chat_stream s;
     BOOST_TEST(!run(f.io, with_as_tuple(start_stream_op{f.client, s, "Hi [sim tokens=20]"})));
