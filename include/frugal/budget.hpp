@@ -130,7 +130,8 @@ private:
 /// The budget guard: reserves before a paid request, settles after it, and keeps every cap.
 ///
 /// Decisions are synchronous, in memory, under one lock (no I/O but the store's writes); the
-/// asynchronous `async_reserve` only adds a bounded wait for in-flight reservations to settle.
+/// asynchronous `async_reserve` adds a bounded wait for in-flight reservations to settle, and
+/// with a store on the network (Redis) the store's confirmation, awaited after the lock.
 ///
 /// Committed plus reserved spend never passes a cap, except by a surprise: a settlement above
 /// the worst case its model's prices allowed, or a free model that bills. A surprise is booked
@@ -187,6 +188,11 @@ public:
     ///
     /// @par Object lifetimes
     /// `req` is copied. The guard must outlive the operation and the reservation.
+    ///
+    /// @par Executor
+    /// The completion, and the wait's timer, run on the handler's associated executor. The guard
+    /// has no executor of its own: a plain callback with none completes on the system executor,
+    /// so bind one (`asio::bind_executor`) to complete on an io_context.
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_reserve(const reserve_request& req, CompletionToken&& token = {})
     {
