@@ -9,14 +9,14 @@ frugal=$1
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 tmp=$(mktemp -d)
-sims=()
-trap 'kill "${sims[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+# start_sim runs in $(...), a subshell: each simulator's pid goes to a file the trap reads.
+trap 'kill $(cat "$tmp"/*.pid 2>/dev/null) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 start_sim() { # name config-json [more args]
     local name=$1
     echo "$2" >"$tmp/$name.json"
     shift 2
     "$frugal" sim --port 0 --config "$tmp/$name.json" "$@" >"$tmp/$name.log" 2>&1 &
-    sims+=($!)
+    echo $! >"$tmp/$name.pid"
     sim_url "$tmp/$name.log"
 }
 use_key sk-or-v1-batch-jobs-0123456789abcdef0123456789abcdef
