@@ -109,8 +109,8 @@ struct cascade_policy {
     std::string json_schema;
     on_budget_exhausted budget_exhausted = on_budget_exhausted::return_cheap;
     free_tier_limits free_tier;
-    /// Start the next tier in parallel when the current one has not answered (whole) or sent
-    /// its first token (streamed) after this long; zero disables hedging.
+    /// Start the next tier in parallel when the current one has not answered after this long
+    /// (`async_complete`; a streamed cascade does not hedge yet); zero disables hedging.
     std::chrono::milliseconds hedge_after{0};
     /// C++ only: more conditions, and pre-routing.
     std::vector<answer_predicate> predicates;
