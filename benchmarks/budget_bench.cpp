@@ -207,21 +207,17 @@ private:
     int port_ = 0;
 };
 
-// One process against Redis. The escalation's path: a reservation (one round trip, the caller
-// waits) and a settlement (queued, sent in a batch with others): what that adds at the 99th
-// percentile over the memory store. Then settlements as a server makes them, many at once:
-// 4,096 reservations are made, then settled back to back, timed until Redis has acknowledged
-// every one (`budget_store::sync`).
-void budget_redis_settle(benchmark::State& state)
+// FRUGAL_BENCH_REDIS: a Redis of one's own (redis://HOST:PORT/DB) instead of a fresh one in
+// `server`. Null (the benchmark skipped, saying why) when there is none to use.
+std::shared_ptr<frugal::budget_store>
+open_bench_redis(benchmark::State& state, std::optional<redis_server>& server)
 {
-    // FRUGAL_BENCH_REDIS: a Redis of one's own (redis://HOST:PORT/DB) instead of a fresh one.
     const char* own = std::getenv("FRUGAL_BENCH_REDIS");
-    std::optional<redis_server> server;
     if (own == nullptr) {
         server.emplace();
         if (!server->running()) {
             state.SkipWithError("redis-server is not installed");
-            return;
+            return nullptr;
         }
     }
     boost::system::error_code ec;
@@ -229,10 +225,23 @@ void budget_redis_settle(benchmark::State& state)
     frugal::redis_store_params p;
     p.url = own != nullptr ? own : server->url();
     auto store = frugal::open_redis_store(p, nullptr, ec, detail);
-    if (!store) {
+    if (!store)
         state.SkipWithError(detail.c_str());
+    return store;
+}
+
+// One process against Redis. The escalation's path: a reservation (one round trip, the caller
+// waits) and a settlement (queued, sent in a batch with others): what that adds at the 99th
+// percentile over the memory store. Then settlements as a server makes them, many at once:
+// 4,096 reservations are made, then settled back to back, timed until Redis has acknowledged
+// every one (`budget_store::sync`).
+void budget_redis_settle(benchmark::State& state)
+{
+    std::optional<redis_server> server;
+    auto store = open_bench_redis(state, server);
+    if (!store)
         return;
-    }
+    boost::system::error_code ec;
     auto g = make_guard(store);
     auto m = make_guard(frugal::make_memory_store());
     auto rec = sample_record();
@@ -301,24 +310,10 @@ BENCHMARK(budget_redis_settle)->UseRealTime()->MinTime(2.0);
 // thread, each reserving (awaited, so the store's round trips overlap), then settling.
 void budget_redis_concurrent(benchmark::State& state)
 {
-    const char* own = std::getenv("FRUGAL_BENCH_REDIS");
     std::optional<redis_server> server;
-    if (own == nullptr) {
-        server.emplace();
-        if (!server->running()) {
-            state.SkipWithError("redis-server is not installed");
-            return;
-        }
-    }
-    boost::system::error_code ec;
-    std::string detail;
-    frugal::redis_store_params p;
-    p.url = own != nullptr ? own : server->url();
-    auto store = frugal::open_redis_store(p, nullptr, ec, detail);
-    if (!store) {
-        state.SkipWithError(detail.c_str());
+    auto store = open_bench_redis(state, server);
+    if (!store)
         return;
-    }
     auto g = make_guard(store);
     namespace asio = boost::asio;
     const int cascades = std::getenv("FRUGAL_BENCH_CASCADES") ? std::atoi(std::getenv("FRUGAL_BENCH_CASCADES")) : 8;

@@ -484,6 +484,28 @@ asio::awaitable<quota_wait> router_impl::ask_free(
     co_return g == gate::skip ? quota_wait::skip : quota_wait::fail;
 }
 
+// What both drivers do alike before a step: the caller's cancellation ends the cascade, and a
+// free tier's quota is waited for. Nothing when `step` is a send (or an end) to carry out.
+asio::awaitable<std::optional<cascade_step>> router_impl::before_send(
+    cascade_machine& m,
+    const cascade_step& step,
+    steady_clock::time_point deadline,
+    cascade_result& out)
+{
+    if (step.what != cascade_step::kind::ask_free && step.what != cascade_step::kind::send)
+        co_return std::nullopt;
+    auto cs = co_await asio::this_coro::cancellation_state;
+    auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
+    if (cancelled())
+        co_return m.cancelled();
+    if (step.what == cascade_step::kind::send)
+        co_return std::nullopt;
+    const auto g = co_await ask_free(step, deadline, out);
+    if (g != quota_wait::go && cancelled())
+        co_return m.cancelled();
+    co_return m.gated(g);
+}
+
 std::string router_impl::free_wait_note() const
 {
     return "; the free tier did not come back within " +

@@ -65,6 +65,12 @@ cascade_step cascade_machine::gated(quota_wait g)
     return next();
 }
 
+cascade_step cascade_machine::cancelled()
+{
+    last_error_ = boost::asio::error::operation_aborted;
+    return finish_unanswered();
+}
+
 escalation_reason cascade_machine::hedged()
 {
     if (reason_ == escalation_reason::none)
@@ -158,10 +164,8 @@ cascade_step cascade_machine::ended(std::span<attempt_end> ends, bool free_time_
         s.tier = accepted_tier;
         return s;
     }
-    if (aborted) {
-        last_error_ = boost::asio::error::operation_aborted;
-        return finish_unanswered();
-    }
+    if (aborted)
+        return cancelled();
     if (denial) {
         if (policy_->budget_exhausted == on_budget_exhausted::fail || !fallback_) {
             s.what = cascade_step::kind::fail;

@@ -73,6 +73,9 @@ public:
     // The free quota's wait for the tier of the last `ask_free`.
     cascade_step gated(quota_wait g);
 
+    // The caller cancelled the cascade before a step.
+    cascade_step cancelled();
+
     // The hedge of the last `send` started: `tier + 1`, asked because `tier` was slow.
     escalation_reason hedged();
 

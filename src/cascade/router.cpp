@@ -142,20 +142,8 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
     const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
     auto step = m.start();
     for (;;) {
-        if (step.what == cascade_step::kind::ask_free || step.what == cascade_step::kind::send) {
-            if (cancelled()) {
-                attempt_end e;
-                e.tier = step.tier;
-                e.ended = attempt_end::how::cancelled;
-                step = m.ended(std::span<attempt_end>(&e, 1), false);
-                continue;
-            }
-        }
-        if (step.what == cascade_step::kind::ask_free) {
-            const auto g = co_await ask_free(step, free_deadline, out);
-            if (g != quota_wait::go && cancelled())
-                continue; // reported at the top
-            step = m.gated(g);
+        if (auto next = co_await before_send(m, step, free_deadline, out)) {
+            step = *next;
             continue;
         }
         if (step.what == cascade_step::kind::send) {

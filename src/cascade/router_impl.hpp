@@ -138,6 +138,11 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     end_of(const chat_request& base, const attempt_run& run, bool caller_cancelled) const;
     asio::awaitable<quota_wait>
     ask_free(const cascade_step& step, steady_clock::time_point deadline, cascade_result& out);
+    asio::awaitable<std::optional<cascade_step>> before_send(
+        cascade_machine& m,
+        const cascade_step& step,
+        steady_clock::time_point deadline,
+        cascade_result& out);
     std::string free_wait_note() const;
 
     chat_client* client;

@@ -39,20 +39,8 @@ asio::awaitable<void> produce(
     auto step = m.start();
 
     for (;;) {
-        if (step.what == cascade_step::kind::ask_free || step.what == cascade_step::kind::send) {
-            if (cancelled()) {
-                attempt_end e;
-                e.tier = step.tier;
-                e.ended = attempt_end::how::cancelled;
-                step = m.ended(std::span<attempt_end>(&e, 1), false);
-                continue;
-            }
-        }
-        if (step.what == cascade_step::kind::ask_free) {
-            const auto g = co_await r->ask_free(step, free_deadline, out);
-            if (g != quota_wait::go && cancelled())
-                continue; // reported at the top
-            step = m.gated(g);
+        if (auto next = co_await r->before_send(m, step, free_deadline, out)) {
+            step = *next;
             continue;
         }
         if (step.what != cascade_step::kind::send)
