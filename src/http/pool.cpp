@@ -5,6 +5,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <utility>
+
 namespace frugal::http {
 
 pool::pool(asio::any_io_executor ex, pool_params params) : executor_(std::move(ex)), params_(params)
@@ -34,7 +36,11 @@ asio::awaitable<error_code> pool::acquire(
                 auto conn = std::move(list.back());
                 list.pop_back();
                 if (now - conn->idle_since < params_.idle_timeout && conn->alive()) {
-                    out = {std::move(conn), true};
+                    out = lease{};
+                    out.pool_ = this;
+                    out.key_ = &key;
+                    out.conn_ = std::move(conn);
+                    out.reused_ = true;
                     co_return error_code{};
                 }
                 conn->close();
@@ -43,7 +49,11 @@ asio::awaitable<error_code> pool::acquire(
         }
         if (open_ < params_.max_connections) {
             ++open_;
-            out = {make(), false};
+            out = lease{};
+            out.pool_ = this;
+            out.key_ = &key;
+            out.conn_ = make();
+            out.reused_ = false;
             co_return error_code{};
         }
         // At the limit: wait for a release, the deadline, or cancellation.
@@ -61,6 +71,35 @@ asio::awaitable<error_code> pool::acquire(
             co_return error::timeout; // the deadline passed while waiting for a connection
         co_return ec;                 // cancelled
     }
+}
+
+pool::lease::lease(lease&& other) noexcept
+    : pool_(std::exchange(other.pool_, nullptr)),
+      key_(std::exchange(other.key_, nullptr)),
+      conn_(std::move(other.conn_)),
+      reused_(other.reused_)
+{
+}
+
+pool::lease& pool::lease::operator=(lease&& other) noexcept
+{
+    if (this != &other) {
+        give_back(false);
+        pool_ = std::exchange(other.pool_, nullptr);
+        key_ = std::exchange(other.key_, nullptr);
+        conn_ = std::move(other.conn_);
+        reused_ = other.reused_;
+    }
+    return *this;
+}
+
+void pool::lease::give_back(bool reusable) noexcept
+{
+    if (!conn_)
+        return;
+    pool_->release(*key_, std::move(conn_), reusable);
+    conn_.reset();
+    pool_ = nullptr;
 }
 
 void pool::release(const std::string& key, std::shared_ptr<connection> conn, bool reusable)

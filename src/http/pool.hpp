@@ -27,27 +27,52 @@ class pool {
 public:
     pool(asio::any_io_executor ex, pool_params params);
 
-    struct lease {
-        std::shared_ptr<connection> conn;
-        bool reused = false; // an idle connection, already established
+    /// A checked-out connection, owed back to its pool: given back closed when the lease is
+    /// destroyed, unless `give_back(true)` returned it reusable first. The pool and the key it
+    /// was acquired under must outlive the lease. Failure paths need not remember to give it
+    /// back, and neither does a coroutine destroyed mid-exchange.
+    class lease {
+    public:
+        lease() noexcept = default;
+        lease(lease&& other) noexcept;
+        lease& operator=(lease&& other) noexcept;
+        ~lease() { give_back(false); }
+
+        explicit operator bool() const noexcept { return conn_ != nullptr; }
+        connection& operator*() const noexcept { return *conn_; }
+        connection* operator->() const noexcept { return conn_.get(); }
+        /// The connection, for reads that must keep it alive after the lease is given back.
+        const std::shared_ptr<connection>& shared() const noexcept { return conn_; }
+        /// An idle connection, already established.
+        bool reused() const noexcept { return reused_; }
+
+        /// Returns the connection: to the idle list if `reusable`, else closed. Idempotent.
+        void give_back(bool reusable) noexcept;
+
+    private:
+        friend class pool;
+        pool* pool_ = nullptr;
+        const std::string* key_ = nullptr;
+        std::shared_ptr<connection> conn_;
+        bool reused_ = false;
     };
 
     /// A connection for `key`: an idle one that is still alive, else a new (unconnected) one
     /// if the limit allows, else waits until `deadline` for one to come back. `make` creates
-    /// new connections.
+    /// new connections. `key` must outlive the lease.
     asio::awaitable<error_code> acquire(
         const std::string& key,
         steady_clock::time_point deadline,
         const std::function<std::shared_ptr<connection>()>& make,
         lease& out);
 
-    /// Gives a connection back: to the idle list if `reusable`, else closes it.
-    void release(const std::string& key, std::shared_ptr<connection> conn, bool reusable);
 
     std::size_t open() const noexcept { return open_; }
     std::size_t idle() const noexcept;
 
 private:
+    void release(const std::string& key, std::shared_ptr<connection> conn, bool reusable);
+
     struct waiter {
         asio::steady_timer* timer = nullptr;
         bool woken = false;

@@ -35,18 +35,15 @@ asio::awaitable<error_code> client_detail::start_exchange(
 {
     const auto& t = c->params.timeouts;
     for (int stale = 0;; ++stale) {
-        http::pool::lease lease;
         const std::function<std::shared_ptr<http::connection>()> make = [&c] {
             return c->make_connection();
         };
-        if (auto ec = co_await c->pool.acquire(c->key, total, make, lease)) {
+        if (auto ec = co_await c->pool.acquire(c->key, total, make, x.conn)) {
             diag.message = ec == error::timeout ? "no connection became free before the deadline"
                                                 : ec.message();
             co_return ec;
         }
-        x.conn = std::move(lease.conn);
-        x.reused = lease.reused;
-        if (!x.reused) {
+        if (!x.conn.reused()) {
             std::string detail;
             const auto ec =
                 co_await x.conn->establish(c->route, {t.connect, t.tls_handshake, total}, detail);
@@ -54,7 +51,7 @@ asio::awaitable<error_code> client_detail::start_exchange(
                 diag.message = x.conn->timed_out() ? std::string("timed out: ") + x.conn->phase() +
                                                          " to " + c->route.target.authority()
                                                    : detail;
-                c->pool.release(c->key, std::move(x.conn), false);
+                x.conn.give_back(false);
                 co_return ec;
             }
         }
@@ -81,10 +78,11 @@ asio::awaitable<error_code> client_detail::start_exchange(
         auto [wec, wn] = co_await asio::async_write(*x.conn, asio::buffer(head), tuple_awaitable);
         if (wec) {
             const bool timed_out = x.conn->timed_out();
-            c->pool.release(c->key, std::move(x.conn), false);
+            const bool reused = x.conn.reused();
+            x.conn.give_back(false);
             // A pooled connection the server had closed: no request byte reached a live server,
             // so a fresh connection is safe (and not a retry).
-            if (lease.reused && !timed_out && stale < 3)
+            if (reused && !timed_out && stale < 3)
                 continue;
             diag.message = timed_out ? "timed out writing the request"
                                      : "writing the request failed: " + wec.message();
@@ -115,7 +113,7 @@ asio::awaitable<error_code> client_detail::start_exchange(
             } else {
                 diag.message = "reading the response head failed: " + rec.message();
             }
-            c->pool.release(c->key, std::move(x.conn), false);
+            x.conn.give_back(false);
             co_return timed_out ? error_code(error::timeout) : rec;
         }
         st.response_started = true;
@@ -177,13 +175,13 @@ asio::awaitable<error_code> client_detail::finish_whole(
             } else {
                 diag.message = "reading the response body failed: " + ec.message();
             }
-            c->pool.release(c->key, std::move(x.conn), false);
+            x.conn.give_back(false);
             co_return timed_out ? error_code(error::timeout) : ec;
         }
     }
     // Reusable only after a clean end: nothing left over that the next response would inherit.
     const bool clean = x.parser->get().keep_alive() && x.conn->buffer.size() == 0;
-    c->pool.release(c->key, std::move(x.conn), clean);
+    x.conn.give_back(clean);
     co_return error_code{};
 }
 

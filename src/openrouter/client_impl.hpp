@@ -152,10 +152,9 @@ struct attempt_state {
 // it over when the exchange succeeds.
 template <class Body>
 struct exchange {
-    std::shared_ptr<http::connection> conn;
+    http::pool::lease conn;
     std::unique_ptr<bhttp::response_parser<Body>> parser =
         std::make_unique<bhttp::response_parser<Body>>();
-    bool reused = false;
 };
 
 // Decoding is synchronous, so one decoder and one chunk per thread serve every response and

@@ -22,7 +22,7 @@ using namespace client_detail;
 
 struct chat_stream::state : std::enable_shared_from_this<state> {
     std::shared_ptr<client_impl> client;
-    std::shared_ptr<http::connection> conn;
+    http::pool::lease conn; // given back closed if the stream is dropped
     std::unique_ptr<bhttp::response_parser<sse_body>> parser;
     sse_parser sse;
     // Decoded and not yet handed out: a read takes everything that arrived since the previous
@@ -43,11 +43,7 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     ~state() { abandon(); }
 
     // Gives the connection back: reusable only after a clean end of the HTTP message.
-    void release(bool reusable)
-    {
-        if (conn)
-            client->pool.release(client->key, std::move(conn), reusable);
-    }
+    void release(bool reusable) { conn.give_back(reusable); }
     void abandon()
     {
         if (conn) {
@@ -210,7 +206,7 @@ void drain(const std::shared_ptr<chat_stream::state>& s)
     s->conn->arm(
         std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total), "stream end");
     // The read keeps its connection alive even if the stream gives it up meanwhile.
-    auto conn = s->conn;
+    auto conn = s->conn.shared();
     bhttp::async_read_some(*conn, conn->buffer, *s->parser, [s, conn](error_code ec, std::size_t) {
         if (!s->conn)
             return;
@@ -258,7 +254,7 @@ struct read_delta_op {
         }
         if (!s->ready()) {
             reading = true;
-            conn = s->conn;
+            conn = s->conn.shared();
             conn->buffer.reserve(conn->buffer.size() + s->read_size);
             conn->arm(
                 std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
@@ -351,8 +347,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
             // An error answer (or a 200 that is not a stream): read it whole, then map it.
             exchange<bhttp::string_body> whole{
                 std::move(x.conn),
-                std::make_unique<bhttp::response_parser<bhttp::string_body>>(std::move(*x.parser)),
-                x.reused};
+                std::make_unique<bhttp::response_parser<bhttp::string_body>>(std::move(*x.parser))};
             whole.parser->body_limit(c->params.limits.max_body_size);
             ec = co_await finish_whole(c, whole, s->total, diag);
             if (!ec)
