@@ -6,6 +6,7 @@
 
 #include <frugal/budget_store.hpp>
 #include <frugal/budget_types.hpp>
+#include <frugal/diagnostics.hpp>
 #include <frugal/error.hpp>
 #include <frugal/money.hpp>
 #include <frugal/prices.hpp>
@@ -114,6 +115,12 @@ public:
 
 private:
     friend class detail::guard_impl;
+    friend boost::system::error_code settle(
+        reservation&,
+        const boost::system::error_code&,
+        const chat_response*,
+        const diagnostics&,
+        attempt_record&);
     static constexpr std::uint32_t no_slot = 0xffffffffu;
     detail::guard_impl* guard_ = nullptr;
     std::uint32_t slot_ = no_slot;
@@ -217,8 +224,12 @@ public:
     /// Settles an open reservation of an earlier run with what the provider billed.
     boost::system::error_code settle_open(std::uint64_t reservation_id, attempt_record record);
 
-    /// Replaces the price list (the catalog is refreshed).
+    /// Replaces the price list (the catalog is refreshed). Every router over this guard prices
+    /// with it from its next attempt on: the guard's catalog is the router's.
     void update_prices(price_catalog prices);
+
+    /// The price list in force (a shared, immutable snapshot).
+    price_catalog prices() const;
 
     /// The state of every budget instance.
     std::vector<budget_snapshot> snapshot() const;
@@ -287,6 +298,33 @@ private:
         boost::asio::any_completion_handler<void(boost::system::error_code, reservation)> h);
     std::shared_ptr<detail::guard_impl> impl_;
 };
+
+/// An upper bound of `req`'s prompt tokens from its text, for `reserve_request::prompt_bytes`:
+/// every token covers at least one byte, plus a margin per message for the chat template.
+std::uint64_t prompt_bound(const chat_request& req) noexcept;
+
+/// Accounts for a request sent under `res` that ended with `ec` (and `response`, when it was
+/// answered), the way a cascade does, so code that calls the client itself books what a router
+/// would:
+/// - answered: its tokens, and the provider's `usage.cost` when it can be taken as a bill,
+///   else the tokens at the guard's prices (`price_catalog::booked_cost`); with neither, the
+///   whole reservation, `estimated`;
+/// - never sent (`diag.request_sent` false, a failed connect): released, nothing charged;
+/// - refused with an HTTP error status: $0 (OpenRouter bills no refused request);
+/// - cut, timed out or cancelled after sending: the whole reservation, `estimated` (until a
+///   generation lookup proves the bill; `budget_guard::correct`).
+///
+/// `record` brings what only the caller knows (`tier`, `reason`, `latency_us`, `keys`,
+/// `request_id`, `time_ms`; empty ones are filled from the reservation) and is filled with
+/// the rest as the ledger wrote it: `outcome`, tokens, `cost`, `estimated`, `anomaly`,
+/// `record_id`. Returns the store's error, if any (the guard then stops paid traffic). An
+/// inactive `res` only fills `outcome` and the tokens.
+boost::system::error_code settle(
+    reservation& res,
+    const boost::system::error_code& ec,
+    const chat_response* response,
+    const diagnostics& diag,
+    attempt_record& record);
 
 } // namespace frugal
 

@@ -119,6 +119,18 @@ public:
     /// cost is not known.
     boost::system::result<money> token_cost(std::string_view model, const usage& u) const;
 
+    /// What an answered request to `model_asked` is booked at: the provider's `usage.cost`
+    /// when frugal can take it as a bill, else the tokens at the dearer of the asked and the
+    /// served model's prices (a response naming a cheaper or `:free` model never lowers the
+    /// books), else nothing (no usage and no price: the reservation is charged whole).
+    /// `anomaly` is set when the provider's report could not be taken (`$0` from a paid model
+    /// without BYOK, a rejected `usage.cost`).
+    std::optional<money> booked_cost(
+        std::string_view model_asked, const chat_response& response, std::string& anomaly) const;
+
+    /// Whether `other` is this very catalog (a copy of it), not another with equal rows.
+    bool same_as(const price_catalog& other) const noexcept { return rep_ == other.rep_; }
+
     /// The number of models listed.
     std::size_t size() const noexcept;
 

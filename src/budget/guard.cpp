@@ -234,6 +234,11 @@ void budget_guard::update_prices(price_catalog prices)
     impl_->last_price_ = nullptr;
 }
 
+price_catalog budget_guard::prices() const
+{
+    return impl_->prices_now();
+}
+
 std::vector<budget_snapshot> budget_guard::snapshot() const
 {
     const std::lock_guard lock(impl_->mu_);

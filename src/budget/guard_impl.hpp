@@ -143,6 +143,14 @@ public:
     error_code correct(std::uint64_t record_id, money proven);
     std::vector<reservation_entry> open_reservations();
     error_code settle_open(std::uint64_t id, attempt_record& record);
+    // What slot `slot`'s answer is booked at (price_catalog::booked_cost, at the current
+    // prices, for the model it was reserved for unless `model_asked` names one).
+    std::optional<money> booked_cost(
+        std::uint32_t slot,
+        std::string_view model_asked,
+        const chat_response& response,
+        std::string& anomaly);
+    price_catalog prices_now();
 
     // Waiting for headroom, and cancelling (guard_async.cpp).
     void trip(std::vector<std::shared_ptr<cancel_state>>& to_cancel);

@@ -7,6 +7,23 @@
 
 namespace frugal::detail {
 
+std::optional<money> guard_impl::booked_cost(
+    std::uint32_t slot,
+    std::string_view model_asked,
+    const chat_response& response,
+    std::string& anomaly)
+{
+    const std::lock_guard lock(mu_);
+    const std::string_view model = model_asked.empty() ? book_.at(slot).model : model_asked;
+    return prices_.booked_cost(model, response, anomaly);
+}
+
+price_catalog guard_impl::prices_now()
+{
+    const std::lock_guard lock(mu_);
+    return prices_;
+}
+
 // Settles slot `slot` with `record.cost` (or its whole live amount when `unknown`).
 error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool unknown)
 {

@@ -75,8 +75,8 @@ router_impl::ledger_record(const attempt_run& run, const call_info& call, std::i
     return r;
 }
 
-// Accounts for an attempt that ended: settles or releases its reservation and fills the
-// attempt's cost.
+// Accounts for an attempt that ended: settles or releases its reservation (through the budget
+// layer's `settle`, as any caller of the guard would) and fills the attempt's cost.
 void router_impl::account(
     attempt_run& run,
     reservation& res,
@@ -86,81 +86,37 @@ void router_impl::account(
 {
     auto& a = run.rec;
     const bool paid = res.active() && !res.free();
-    bool unknown = false;
-    if (run.answered) {
-        const auto& u = run.response.usage;
-        if (u) {
-            a.prompt_tokens = u->prompt_tokens;
-            a.completion_tokens = u->completion_tokens;
-        }
-        if (const auto booked = booked_cost(a, run.response))
-            a.cost = *booked;
-        else
-            unknown = true; // no usage and no price: charged its reservation
-    } else if (!diag.request_sent) {
-        a.outcome = attempt_outcome::not_sent; // nothing reached the provider: free
-    } else if (diag.http_status >= 400) {
-        a.outcome = attempt_outcome::error; // OpenRouter does not bill a refused request
-    } else {
-        unknown = true; // cut, timed out or cancelled after sending: the bill is unknown
+    if (run.answered && run.response.usage) {
+        a.prompt_tokens = run.response.usage->prompt_tokens;
+        a.completion_tokens = run.response.usage->completion_tokens;
     }
     if (!res.active()) {
-        a.cost_estimated = unknown;
+        // No guard: priced here, with nothing to settle.
+        if (run.answered) {
+            if (const auto booked = prices.booked_cost(a.model_asked, run.response, a.anomaly))
+                a.cost = *booked;
+            else
+                a.cost_estimated = true; // no usage and no price
+        } else if (!diag.request_sent) {
+            a.outcome = attempt_outcome::not_sent;
+        } else if (diag.http_status >= 400) {
+            a.outcome = attempt_outcome::error;
+        } else {
+            a.cost_estimated = true;
+        }
         return;
     }
-    if (a.outcome == attempt_outcome::not_sent) {
-        res.release();
-        return;
-    }
-    res.mark_sent();
     auto& rec = ledger_record(run, call, t0);
-    if (unknown) {
-        (void)res.settle_unknown(rec);
-        a.cost_estimated = paid;
-    } else {
-        (void)res.settle(rec);
-    }
+    // An attempt abandoned mid-stream was sent and has no whole answer: the bill is unknown.
+    const error_code ended = run.answered || a.error ? a.error : error_code(asio::error::operation_aborted);
+    (void)settle(res, ended, run.answered ? &run.response : nullptr, diag, rec);
+    if (rec.outcome == attempt_outcome::not_sent || rec.outcome == attempt_outcome::error)
+        a.outcome = rec.outcome;
     // The guard may have raised the cost (an anomaly is booked at no less than the
     // reservation) or found a surprise.
     a.cost = rec.cost;
     a.anomaly = rec.anomaly;
-}
-
-// The cost of an answered attempt: the provider's report when frugal can take it as a
-// bill, else its tokens at catalog prices, flagging what it could not take. The served
-// model is the provider's word: tokens are priced at the dearer of it and the model asked,
-// so naming a cheaper (or free) model never lowers the books. Nothing when neither is
-// priced (the reservation is then charged whole).
-std::optional<money>
-router_impl::booked_cost(cascade_attempt& a, const chat_response& response) const
-{
-    const auto& u = response.usage;
-    const auto& served = response.model.empty() ? a.model_asked : response.model;
-    const auto* asked_price = prices.find(a.model_asked);
-    const bool asked_free = asked_price != nullptr && asked_price->free();
-    if (u && u->cost) {
-        // A paid model reporting exactly $0 for tokens it served, without BYOK, reports
-        // no bill frugal can take.
-        const bool zero_for_paid = *u->cost == money() && !asked_free &&
-                                   !u->is_byok.value_or(false) &&
-                                   u->prompt_tokens + u->completion_tokens > 0;
-        if (!zero_for_paid)
-            return *u->cost;
-        a.anomaly = "usage.cost was 0 for a paid model without BYOK";
-    } else if (u && !u->cost_rejected.empty()) {
-        a.anomaly = "usage.cost was " + u->cost_rejected;
-    }
-    if (!u) // no tokens to price: free only when the model asked is
-        return asked_free ? std::optional<money>(money()) : std::nullopt;
-    const auto by_asked = prices.token_cost(a.model_asked, *u);
-    const auto by_served = prices.token_cost(served, *u);
-    if (by_asked && by_served)
-        return std::max(*by_asked, *by_served);
-    if (by_asked)
-        return *by_asked;
-    if (by_served && !asked_free)
-        return *by_served;
-    return std::nullopt;
+    a.cost_estimated = rec.estimated && paid;
 }
 
 // What the guard is asked for an attempt's request: its prompt's bound and max_tokens.

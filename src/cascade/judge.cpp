@@ -236,18 +236,6 @@ escalation_reason judge_early(const cascade_policy& p, bool json_wanted, std::st
     return escalation_reason::none;
 }
 
-std::uint64_t prompt_bound(const chat_request& req) noexcept
-{
-    constexpr std::uint64_t per_message = 16; // role markers and separators of a chat template
-    std::uint64_t n = 64 + req.extra_body.size() + req.response_schema.size();
-    for (const auto& m : req.messages) {
-        n += per_message + m.role.size() + m.content.size() + m.name.size() + m.tool_call_id.size();
-        for (const auto& t : m.tool_calls)
-            n += per_message + t.id.size() + t.name.size() + t.arguments.size();
-    }
-    return n;
-}
-
 std::int64_t free_tier_limiter::acquire(std::int64_t now_ms)
 {
     constexpr std::int64_t minute = 60'000;

@@ -35,9 +35,6 @@ bool json_acceptable(const cascade_policy& p, std::string_view text);
 
 bool enabled(const cascade_policy& p, escalation_reason r) noexcept;
 
-// An upper bound of the request's prompt tokens from its text: every token covers at least one
-// byte, plus a margin per message for the chat template.
-std::uint64_t prompt_bound(const chat_request& req) noexcept;
 
 // OpenRouter's free-model limits, counted on this side: a sliding minute and a UTC day. A limit
 // the policy leaves at 0 is the server's: OpenRouter's documented 20 a minute and 50 a day

@@ -58,19 +58,37 @@ struct complete_op {
 
 router_impl::router_impl(
     chat_client& c, cascade_policy p, price_catalog prices, std::optional<budget_guard> g)
-    : client(&c), policy(std::move(p)), prices(std::move(prices)), guard(std::move(g)),
-      limiter(policy.free_tier, talks_to_openrouter(c))
+    : client(&c), policy(std::move(p)), prices(g ? g->prices() : std::move(prices)),
+      guard(std::move(g)), limiter(policy.free_tier, talks_to_openrouter(c)),
+      free_tier(policy.tiers.size())
 {
     for (auto& pat : policy.refusal_patterns) // matched against lower-cased text
         for (auto& c : pat)
             c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    for (const auto& t : policy.tiers) {
-        const auto* price = this->prices.find(t);
-        free_tier.push_back(
-            price != nullptr ? price->free()
-                             : t.size() > 5 && t.compare(t.size() - 5, 5, ":free") == 0);
-    }
+    refresh_prices();
     note_policy();
+}
+
+// Takes the guard's catalog when it changed (true then), and which tiers are free under it.
+bool router_impl::refresh_prices()
+{
+    if (free_known && !guard)
+        return false;
+    if (guard) {
+        auto now = guard->prices();
+        if (free_known && now.same_as(prices))
+            return false;
+        prices = std::move(now);
+    }
+    free_known = true;
+    for (std::size_t i = 0; i < policy.tiers.size(); ++i) {
+        const auto& t = policy.tiers[i];
+        const auto* price = prices.find(t);
+        free_tier[i] = price != nullptr
+                           ? price->free()
+                           : t.size() > 5 && t.compare(t.size() - 5, 5, ":free") == 0;
+    }
+    return true;
 }
 
 // Reports compare the traffic with the top tier alone: the ledger keeps the tiers and
@@ -133,6 +151,8 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
     co_await asio::this_coro::throw_if_cancelled(false);
     cascade_result& out = op->result;
     const call_info call{new_request_id(), op->keys ? op->keys : default_keys};
+    if (refresh_prices())
+        note_policy();
     escalation_reason pre = escalation_reason::none;
     const std::uint32_t first = first_tier(req, pre);
     cascade_machine m(policy, free_tier, first, pre);

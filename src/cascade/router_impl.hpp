@@ -88,6 +88,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     router_impl(
         chat_client& c, cascade_policy p, price_catalog prices, std::optional<budget_guard> g);
     void note_policy();
+    bool refresh_prices();
     std::uint64_t new_request_id();
     std::uint32_t max_tokens(const chat_request& req) const;
     std::uint32_t first_tier(const chat_request& req, escalation_reason& why) const;
@@ -104,7 +105,6 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const diagnostics& diag,
         const call_info& call,
         std::int64_t t0);
-    std::optional<money> booked_cost(cascade_attempt& a, const chat_response& response) const;
     reserve_request reserve_ask(const chat_request& req, const call_info& call) const;
     void note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag);
     std::string quota_text() const;
@@ -147,10 +147,13 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 
     chat_client* client;
     cascade_policy policy;
+    // The guard's catalog when there is a guard (refreshed as each cascade starts, so
+    // `budget_guard::update_prices` reaches the router), else the router's own.
     price_catalog prices;
     std::optional<budget_guard> guard;
     free_tier_limiter limiter;
     std::vector<bool> free_tier;
+    bool free_known = false; // free_tier follows `prices`
     std::shared_ptr<const budget_keys> default_keys = std::make_shared<budget_keys>();
     std::uint64_t next_request_id = 1;
     attempt_record scratch_record; // see ledger_record

@@ -25,6 +25,8 @@ asio::awaitable<void> produce(
     auto result = std::make_shared<cascade_result>();
     auto& out = *result;
     const call_info call{r->new_request_id(), keys ? std::move(keys) : r->default_keys};
+    if (r->refresh_prices())
+        r->note_policy();
     escalation_reason pre = escalation_reason::none;
     const std::uint32_t first = r->first_tier(base, pre);
     cascade_machine m(r->policy, r->free_tier, first, pre);

@@ -183,7 +183,7 @@ BOOST_AUTO_TEST_CASE(the_budget_denies_an_escalation_exactly_when_the_cap_would_
     for (int i = 0; i < 20; ++i) {
         auto req = request("", "Prove the theorem rigorously, part " + std::to_string(i) + ".");
         // The smallest escalation the guard may grant: this prompt's bound and 64 tokens.
-        const auto bound = frugal::worst_case(*price, frugal::detail::prompt_bound(req));
+        const auto bound = frugal::worst_case(*price, frugal::prompt_bound(req));
         const auto smallest = bound.fixed + bound.per_completion_token * bp.min_max_tokens;
         const auto before = guard->snapshot()[0];
         const auto o = complete(f, r, req);

@@ -690,3 +690,140 @@ BOOST_AUTO_TEST_CASE(the_memory_store_keeps_notes_and_reasons_too)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// `frugal::settle`: what a request that ended is booked at, as the router books it, for code
+// that calls the client itself.
+BOOST_AUTO_TEST_SUITE(settlement)
+
+namespace {
+
+frugal::chat_response answer(std::optional<money> cost, std::uint64_t in = 1000, std::uint64_t out = 500)
+{
+    frugal::chat_response r;
+    r.id = "gen-1";
+    r.model = paid;
+    frugal::usage u;
+    u.prompt_tokens = in;
+    u.completion_tokens = out;
+    u.cost = cost;
+    r.usage = u;
+    return r;
+}
+
+frugal::diagnostics sent(int status = 200)
+{
+    frugal::diagnostics d;
+    d.request_sent = true;
+    d.http_status = status;
+    return d;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(an_answer_is_booked_at_the_providers_cost_and_written_to_the_ledger)
+{
+    fixture f({{"global", usd("100")}});
+    auto res = f.reserve(1000);
+    BOOST_TEST_REQUIRE(res.active());
+    const auto resp = answer(usd("0.0123"));
+    frugal::attempt_record rec;
+    rec.tier = 1;
+    rec.reason = "length";
+    BOOST_TEST(!frugal::settle(res, {}, &resp, sent(), rec));
+    BOOST_TEST(!res.active());
+    BOOST_TEST((rec.cost == usd("0.0123")));
+    BOOST_TEST((rec.outcome == frugal::attempt_outcome::ok));
+    BOOST_TEST(!rec.estimated);
+    BOOST_TEST(rec.prompt_tokens == 1000u);
+    BOOST_TEST(rec.record_id != 0u);
+    BOOST_TEST((f.budget("global").committed == usd("0.0123")));
+    BOOST_TEST((f.budget("global").reserved == money()));
+    std::vector<frugal::attempt_record> ledger;
+    BOOST_TEST(!f.guard->read_ledger(0, ledger));
+    BOOST_TEST_REQUIRE(ledger.size() == 1u);
+    BOOST_TEST(ledger[0].model_asked == paid); // from the reservation
+    BOOST_TEST(ledger[0].generation_id == "gen-1");
+    BOOST_TEST(ledger[0].tier == 1u);
+    BOOST_TEST(ledger[0].reason == "length");
+}
+
+BOOST_AUTO_TEST_CASE(no_reported_cost_is_priced_at_the_catalog_and_a_zero_from_a_paid_model_is_not_taken)
+{
+    fixture f({{"global", usd("100")}});
+    auto res = f.reserve(1000, 2000);
+    const auto by_tokens = answer(std::nullopt);
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(res, {}, &by_tokens, sent(), rec));
+    BOOST_TEST((rec.cost == usd("2"))); // 1,000 x $0.001 + 500 x $0.002
+    BOOST_TEST(rec.anomaly.empty());
+
+    auto res2 = f.reserve(1000, 2000);
+    const auto amount = res2.amount();
+    const auto zero = answer(money());
+    frugal::attempt_record rec2;
+    BOOST_TEST(!frugal::settle(res2, {}, &zero, sent(), rec2));
+    BOOST_TEST(!rec2.anomaly.empty());
+    BOOST_TEST((rec2.cost >= amount)); // never below the reservation when the report is refused
+}
+
+BOOST_AUTO_TEST_CASE(a_request_never_sent_is_released_and_costs_nothing)
+{
+    fixture f({{"global", usd("100")}});
+    auto res = f.reserve(1000);
+    frugal::diagnostics d; // a failed connect: nothing written
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(res, frugal::error::timeout, nullptr, d, rec));
+    BOOST_TEST((rec.outcome == frugal::attempt_outcome::not_sent));
+    BOOST_TEST(!res.active());
+    BOOST_TEST((f.budget("global").committed == money()));
+    BOOST_TEST((f.budget("global").reserved == money()));
+}
+
+BOOST_AUTO_TEST_CASE(a_refused_request_costs_nothing_and_a_cut_one_its_whole_reservation)
+{
+    fixture f({{"global", usd("100")}});
+    auto refused = f.reserve(1000);
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(refused, frugal::error::rate_limited, nullptr, sent(429), rec));
+    BOOST_TEST((rec.outcome == frugal::attempt_outcome::error));
+    BOOST_TEST((rec.cost == money()));
+
+    auto cut = f.reserve(1000);
+    const auto amount = cut.amount();
+    frugal::attempt_record rec2;
+    BOOST_TEST(!frugal::settle(cut, frugal::error::stream_truncated, nullptr, sent(), rec2));
+    BOOST_TEST((rec2.outcome == frugal::attempt_outcome::unknown));
+    BOOST_TEST(rec2.estimated);
+    BOOST_TEST((rec2.cost == amount));
+
+    auto stopped = f.reserve(1000);
+    frugal::attempt_record rec3;
+    BOOST_TEST(!frugal::settle(
+        stopped, boost::asio::error::operation_aborted, nullptr, sent(), rec3));
+    BOOST_TEST((rec3.outcome == frugal::attempt_outcome::cancelled));
+    BOOST_TEST(rec3.estimated);
+    BOOST_TEST((f.budget("global").committed == amount + rec3.cost));
+}
+
+BOOST_AUTO_TEST_CASE(settlements_price_at_the_catalog_in_force)
+{
+    fixture f({{"global", usd("100")}});
+    auto dearer = row(paid, "0.002", "0.004");
+    f.guard->update_prices(frugal::price_catalog({dearer}));
+    BOOST_TEST((f.guard->prices().find(paid)->prompt == usd("0.002")));
+    auto res = f.reserve(1000, 2000);
+    const auto by_tokens = answer(std::nullopt);
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(res, {}, &by_tokens, sent(), rec));
+    BOOST_TEST((rec.cost == usd("4")));
+}
+
+BOOST_AUTO_TEST_CASE(the_prompt_bound_covers_every_byte_a_prompt_can_tokenize)
+{
+    frugal::chat_request req;
+    req.messages.push_back({.role = "user", .content = std::string(1000, 'x')});
+    req.messages.push_back({.role = "assistant", .content = "ok", .name = "bot"});
+    BOOST_TEST(frugal::prompt_bound(req) >= 1000u + 4u + 9u + 2u + 3u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

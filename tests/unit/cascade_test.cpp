@@ -207,7 +207,7 @@ BOOST_AUTO_TEST_CASE(the_prompt_bound_covers_every_byte_of_text)
     frugal::chat_request req;
     req.messages.push_back({.role = "user", .content = std::string(1000, 'x')});
     req.extra_body = R"({"tools":[]})";
-    BOOST_TEST(frugal::detail::prompt_bound(req) >= 1000u + 4u + req.extra_body.size());
+    BOOST_TEST(frugal::prompt_bound(req) >= 1000u + 4u + req.extra_body.size());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

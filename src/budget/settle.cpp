@@ -1,0 +1,112 @@
+// What an attempt costs once it ended, for every caller of the guard alike: the router settles
+// through this, and so can code that calls the client itself.
+#include <frugal/budget.hpp>
+#include <frugal/prices.hpp>
+
+#include "budget/guard_impl.hpp"
+
+#include <boost/asio/error.hpp>
+
+#include <algorithm>
+
+namespace frugal {
+
+std::optional<money> price_catalog::booked_cost(
+    std::string_view model_asked, const chat_response& response, std::string& anomaly) const
+{
+    const auto& u = response.usage;
+    const std::string_view served =
+        response.model.empty() ? model_asked : std::string_view(response.model);
+    const auto* asked_price = find(model_asked);
+    const bool asked_free = asked_price != nullptr && asked_price->free();
+    if (u && u->cost) {
+        // A paid model reporting exactly $0 for tokens it served, without BYOK, reports no
+        // bill frugal can take.
+        const bool zero_for_paid = *u->cost == money() && !asked_free &&
+                                   !u->is_byok.value_or(false) &&
+                                   u->prompt_tokens + u->completion_tokens > 0;
+        if (!zero_for_paid)
+            return *u->cost;
+        anomaly = "usage.cost was 0 for a paid model without BYOK";
+    } else if (u && !u->cost_rejected.empty()) {
+        anomaly = "usage.cost was " + u->cost_rejected;
+    }
+    if (!u) // no tokens to price: free only when the model asked is
+        return asked_free ? std::optional<money>(money()) : std::nullopt;
+    const auto by_asked = token_cost(model_asked, *u);
+    const auto by_served = token_cost(served, *u);
+    if (by_asked && by_served)
+        return std::max(*by_asked, *by_served);
+    if (by_asked)
+        return *by_asked;
+    if (by_served && !asked_free)
+        return *by_served;
+    return std::nullopt;
+}
+
+std::uint64_t prompt_bound(const chat_request& req) noexcept
+{
+    constexpr std::uint64_t per_message = 16; // role markers and separators of a chat template
+    std::uint64_t n = 64 + req.extra_body.size() + req.response_schema.size();
+    for (const auto& m : req.messages) {
+        n += per_message + m.role.size() + m.content.size() + m.name.size() + m.tool_call_id.size();
+        for (const auto& t : m.tool_calls)
+            n += per_message + t.id.size() + t.name.size() + t.arguments.size();
+    }
+    return n;
+}
+
+boost::system::error_code settle(
+    reservation& res,
+    const boost::system::error_code& ec,
+    const chat_response* response,
+    const diagnostics& diag,
+    attempt_record& record)
+{
+    record.anomaly.clear();
+    record.estimated = false;
+    record.cost = money();
+    bool unknown = false;
+    if (!ec && response != nullptr) {
+        record.outcome = attempt_outcome::ok;
+        if (response->usage) {
+            record.prompt_tokens = response->usage->prompt_tokens;
+            record.completion_tokens = response->usage->completion_tokens;
+        }
+        if (record.model_served.empty())
+            record.model_served = response->model;
+        if (record.provider.empty())
+            record.provider = response->provider;
+        if (record.generation_id.empty())
+            record.generation_id = response->id;
+        const auto booked =
+            res.guard_ != nullptr
+                ? res.guard_->booked_cost(res.slot_, record.model_asked, *response, record.anomaly)
+                : std::nullopt;
+        if (booked)
+            record.cost = *booked;
+        else
+            unknown = true; // no usage and no price: charged its reservation
+    } else if (!diag.request_sent) {
+        record.outcome = attempt_outcome::not_sent; // nothing reached the provider: free
+    } else if (diag.http_status >= 400) {
+        record.outcome = attempt_outcome::error; // OpenRouter does not bill a refused request
+    } else {
+        // Cut, timed out or cancelled after sending: the bill is unknown.
+        record.outcome = ec == boost::asio::error::operation_aborted ? attempt_outcome::cancelled
+                                                                     : attempt_outcome::unknown;
+        unknown = true;
+    }
+    if (record.generation_id.empty())
+        record.generation_id = diag.generation_id;
+    if (!res.active())
+        return {};
+    if (record.outcome == attempt_outcome::not_sent) {
+        res.release();
+        return {};
+    }
+    res.mark_sent();
+    return unknown ? res.settle_unknown(record) : res.settle(record);
+}
+
+} // namespace frugal
