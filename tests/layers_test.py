@@ -33,6 +33,7 @@ PUBLIC = {
     'error.hpp': 'base', 'diagnostics.hpp': 'base', 'money.hpp': 'money',
     'sse_parser.hpp': 'sse', 'types.hpp': 'openrouter', 'chat_client.hpp': 'openrouter',
     'prices.hpp': 'budget', 'budget.hpp': 'budget', 'budget_types.hpp': 'budget', 'budget_store.hpp': 'budget',
+    'ledger_notes.hpp': 'budget',
     'router.hpp': 'cascade', 'ledger.hpp': 'ledger', 'eval.hpp': 'eval', 'serve.hpp': 'serve',
     'sim.hpp': 'sim',
 }

@@ -31,6 +31,7 @@ struct budget_spec {
     std::string name;
     money cap;
     budget_period period = budget_period::none;
+    bool operator==(const budget_spec&) const = default;
 };
 
 /// The name of `p` as notes and reports write it ("none", "daily", "weekly", "monthly").

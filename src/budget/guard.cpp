@@ -2,6 +2,8 @@
 // implementation object (guard_impl.hpp), and the opening of a guard from its store.
 #include "budget/guard_impl.hpp"
 
+#include <frugal/ledger_notes.hpp>
+
 #include <algorithm>
 #include <mutex>
 
@@ -58,10 +60,10 @@ error_code guard_impl::open(std::string& detail)
     next_request_id_.store(std::max<std::uint64_t>(st.next_request_id, 1));
     // Reports read the caps beside the ledger: one note, replaced whole, so a cap dropped
     // from the configuration is dropped from the report too.
-    std::string caps;
-    for (const auto& b : params_.budgets)
-        caps += b.name + ' ' + b.cap.to_string() + ' ' + to_string(b.period) + '\n';
-    if (auto ec = store_->put_note("budgets", caps)) {
+    ledger_notes notes;
+    notes.caps = params_.budgets;
+    const auto [key, caps] = notes.format_caps();
+    if (auto ec = store_->put_note(key, caps)) {
         detail = "the budget store could not be written: " + ec.message();
         return error::budget_store_failed;
     }

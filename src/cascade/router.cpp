@@ -2,6 +2,8 @@
 // cascade: `router_impl::complete` drives the cascade's machine over attempts.
 #include <frugal/router.hpp>
 
+#include <frugal/ledger_notes.hpp>
+
 #include "cascade/router_impl.hpp"
 
 #include <boost/asio/append.hpp>
@@ -98,17 +100,13 @@ void router_impl::note_policy()
 {
     if (!guard)
         return;
-    std::string tiers;
-    for (const auto& t : policy.tiers) {
-        if (!tiers.empty())
-            tiers += ' ';
-        tiers += t;
+    ledger_notes notes;
+    notes.tiers = policy.tiers;
+    for (const auto& t : policy.tiers)
         if (const auto* p = prices.find(t))
-            (void)guard->annotate(
-                "price:" + t, p->prompt.to_string() + ' ' + p->completion.to_string() + ' ' +
-                                  p->request.to_string());
-    }
-    (void)guard->annotate("tiers", tiers);
+            notes.prices.insert_or_assign(t, noted_price{p->prompt, p->completion, p->request});
+    for (const auto& [key, value] : notes.format_tiers())
+        (void)guard->annotate(key, value);
 }
 
 std::uint64_t router_impl::new_request_id()

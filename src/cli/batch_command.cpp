@@ -5,6 +5,7 @@
 #include "cli/output.hpp"
 
 #include <frugal/budget.hpp>
+#include <frugal/ledger_notes.hpp>
 #include <frugal/router.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -382,7 +383,7 @@ int run_batch(const batch_options& options)
             return exit_failure;
         }
         // `frugal report --reconcile` looks the generations up where they were made.
-        (void)guard->annotate("base_url", client.params().base_url);
+        (void)guard->annotate(ledger_notes::base_url_key, client.params().base_url);
     }
     router r(client, *policy, prices, guard);
     if (key)

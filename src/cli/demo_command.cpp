@@ -8,6 +8,7 @@
 
 #include <frugal/budget.hpp>
 #include <frugal/chat_client.hpp>
+#include <frugal/ledger.hpp>
 #include <frugal/router.hpp>
 #include <frugal/sim.hpp>
 
@@ -209,7 +210,7 @@ int run_demo(const demo_options& options)
             std::fprintf(stderr, "frugal demo: %s\n", detail.c_str());
             return exit_failure;
         }
-        (void)guard->annotate("base_url", client.params().base_url);
+        (void)guard->annotate(ledger_notes::base_url_key, client.params().base_url);
         router r(client, *policy, prices, guard);
         std::printf(
             "cap: %s (a worst-case flagship answer reserves %s)\n\n", usd(cap).c_str(),
@@ -316,22 +317,23 @@ int run_demo(const demo_options& options)
     std::printf(
         "%s3. The report (frugal report --ledger %s --reconcile)%s\n", st.bold(), ledger.c_str(),
         st.reset());
-    reconcile_options ro;
-    ro.ledger_path = ledger.string();
-    ro.base_url = params.base_url;
-    ro.api_key = params.api_key;
-    reconcile_result rec;
-    if (!reconcile_ledger(ro, rec, detail)) {
-        std::fprintf(stderr, "frugal demo: reconciliation: %s\n", detail.c_str());
+    reconcile_params rp;
+    rp.ledger_path = ledger.string();
+    rp.base_url = params.base_url;
+    rp.api_key = params.api_key;
+    diagnostics diag;
+    auto rec = reconcile_ledger(rp, &diag);
+    if (!rec) {
+        std::fprintf(stderr, "frugal demo: reconciliation: %s\n", diag.message.c_str());
         return exit_failure;
     }
-    ledger_data data;
-    if (!load_ledger(ledger.string(), 0, data, detail)) {
-        std::fprintf(stderr, "frugal demo: %s\n", detail.c_str());
+    auto data = load_ledger(ledger.string(), 0, &diag);
+    if (!data) {
+        std::fprintf(stderr, "frugal demo: %s\n", diag.message.c_str());
         return exit_failure;
     }
-    auto report = build_report(data, unix_now_ms());
-    report.reconcile = std::move(rec);
+    auto report = build_report(*data, unix_now_ms());
+    report.reconcile = std::move(*rec);
     std::fputs(format_text(report).c_str(), stdout);
     int status = report.reconcile.differences.empty() && report.reconcile.unverified.empty()
                      ? 0

@@ -1,19 +1,14 @@
-// The usage report: aggregation of a ledger, and its text, JSON and CSV forms.
-#include "cli/json_text.hpp"
+// The usage report's text, JSON and CSV forms (the report is computed by the ledger layer).
 #include "cli/report.hpp"
 
-
-#include <frugal/budget.hpp>
+#include "cli/json_text.hpp"
 
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <array>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
-#include <map>
-#include <set>
-#include <sstream>
 
 namespace frugal::cli {
 
@@ -21,59 +16,9 @@ namespace json = boost::json;
 
 namespace {
 
-bool billed(attempt_outcome o)
-{
-    return o != attempt_outcome::not_sent && o != attempt_outcome::denied;
-}
-
-struct price_note {
-    money prompt, completion, request;
-};
-
-std::optional<price_note> parse_price(const std::string& text)
-{
-    std::istringstream in(text);
-    std::string a, b, c;
-    if (!(in >> a >> b >> c))
-        return std::nullopt;
-    const auto p = money::parse(a), q = money::parse(b), r = money::parse(c);
-    if (!p || !q || !r)
-        return std::nullopt;
-    return price_note{*p, *q, *r};
-}
-
-std::optional<budget_period> parse_period(std::string_view s)
-{
-    for (auto p :
-         {budget_period::none, budget_period::daily, budget_period::weekly, budget_period::monthly})
-        if (s == to_string(p))
-            return p;
-    return std::nullopt;
-}
-
 std::string utc_date(std::int64_t unix_ms, bool with_time)
 {
     return format_utc(unix_ms, with_time ? "%Y-%m-%d %H:%M:%S UTC" : "%Y-%m-%d");
-}
-
-std::string window_label(budget_period p, std::int64_t window)
-{
-    switch (p) {
-    case budget_period::none: return "all time";
-    case budget_period::daily: return utc_date(period_window_end_ms(p, window - 1), false);
-    case budget_period::weekly:
-        return "week of " + utc_date(period_window_end_ms(p, window - 1), false);
-    case budget_period::monthly:
-        return utc_date(period_window_end_ms(p, window - 1), false).substr(0, 7);
-    }
-    return "";
-}
-
-// tokens × price, exactly; token counts come from a file, so a product past the range
-// saturates rather than wraps.
-money times(money price, std::uint64_t tokens)
-{
-    return money::saturating_times(price, tokens);
 }
 
 std::string usd(money m)
@@ -82,25 +27,6 @@ std::string usd(money m)
 }
 
 } // namespace
-
-const std::string* find_note(const ledger_notes& notes, std::string_view key)
-{
-    for (const auto& [k, v] : notes)
-        if (k == key)
-            return &v;
-    return nullptr;
-}
-
-std::vector<std::string> noted_tiers(const ledger_notes& notes)
-{
-    std::vector<std::string> out;
-    if (const auto* t = find_note(notes, "tiers")) {
-        std::istringstream in(*t);
-        for (std::string m; in >> m;)
-            out.push_back(m);
-    }
-    return out;
-}
 
 std::string format_utc(std::int64_t unix_ms, const char* fmt)
 {
@@ -116,196 +42,6 @@ std::int64_t unix_now_ms()
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
         .count();
-}
-
-bool load_ledger(
-    const std::string& path, std::int64_t since_ms, ledger_data& out, std::string& error)
-{
-    boost::system::error_code ec;
-    sqlite_store_params p;
-    p.path = path;
-    p.read_only = true;
-    auto store = open_sqlite_store(p, ec, error);
-    if (!store)
-        return false;
-    if (store->load(out.state) || store->read_ledger(since_ms, out.records) ||
-        store->read_notes(out.notes)) {
-        error = path + ": the ledger could not be read";
-        return false;
-    }
-    return true;
-}
-
-ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
-{
-    ledger_report r;
-    r.records = d.records.size();
-    std::map<std::string, usage_row> models;
-    std::map<std::uint32_t, usage_row> tiers;
-    std::map<std::string, std::size_t> reasons;
-    // Request id 0 (a record written through the guard directly) is a request of its own.
-    std::map<std::pair<std::uint64_t, std::uint64_t>, std::vector<const attempt_record*>> tasks;
-
-    const std::vector<std::string> tier_names = noted_tiers(d.notes);
-    auto is_free = [&](const std::string& model) {
-        if (const auto* p = find_note(d.notes, "price:" + model))
-            if (auto pn = parse_price(*p))
-                return pn->prompt == money() && pn->completion == money() && pn->request == money();
-        return model.size() > 5 && model.compare(model.size() - 5, 5, ":free") == 0;
-    };
-
-    bool first = true;
-    for (const auto& rec : d.records) {
-        if (first || rec.time_ms < r.first_ms)
-            r.first_ms = rec.time_ms;
-        r.last_ms = first ? rec.time_ms : std::max(r.last_ms, rec.time_ms);
-        first = false;
-        r.total += rec.cost;
-        tasks[{rec.request_id, rec.request_id == 0 ? rec.record_id : 0}].push_back(&rec);
-        if (rec.estimated) {
-            ++r.estimated;
-            r.estimated_cost += rec.cost;
-        }
-        if (rec.outcome == attempt_outcome::denied)
-            ++(rec.reason.empty() ? r.refused : r.denied);
-        if (!rec.reason.empty())
-            ++reasons[rec.reason];
-        if (!rec.anomaly.empty())
-            r.anomalies.push_back(
-                {rec.time_ms, rec.record_id, rec.model_asked, rec.cost, rec.anomaly});
-        if (!billed(rec.outcome))
-            continue;
-        const auto& name = rec.model_served.empty() ? rec.model_asked : rec.model_served;
-        auto& m = models[name];
-        m.name = name;
-        m.free_model = is_free(rec.model_asked);
-        auto& t = tiers[rec.tier];
-        t.tier = rec.tier;
-        t.name = rec.tier < tier_names.size() ? tier_names[rec.tier] : rec.model_asked;
-        t.free_model = is_free(rec.model_asked);
-        for (auto* u : {&m, &t}) {
-            ++u->requests;
-            u->prompt_tokens += rec.prompt_tokens;
-            u->completion_tokens += rec.completion_tokens;
-            u->cost += rec.cost;
-        }
-    }
-    for (auto& [_, m] : models)
-        r.models.push_back(std::move(m));
-    std::stable_sort(r.models.begin(), r.models.end(), [](const auto& a, const auto& b) {
-        return a.cost != b.cost ? a.cost > b.cost : a.requests > b.requests;
-    });
-    for (auto& [_, t] : tiers)
-        r.tiers.push_back(std::move(t));
-    for (const auto& [k, v] : reasons)
-        r.reasons.emplace_back(k, v);
-    std::stable_sort(r.reasons.begin(), r.reasons.end(), [](const auto& a, const auto& b) {
-        return a.second > b.second;
-    });
-
-    // Requests, and what the same ones would have cost on the flagship alone: an attempt the
-    // flagship made costs what it cost; a request the flagship never saw costs its accepted
-    // answer's tokens at the flagship's prices.
-    r.tasks = tasks.size();
-    std::optional<price_note> fp;
-    if (!tier_names.empty()) {
-        r.flagship = tier_names.back();
-        if (const auto* p = find_note(d.notes, "price:" + r.flagship))
-            fp = parse_price(*p);
-    }
-    r.flagship_priced = fp.has_value();
-    for (const auto& [_, attempts] : tasks) {
-        // Escalated: an answer came from a tier the request was sent up to (a denied
-        // escalation, or one that failed, kept the lower tier's answer).
-        const bool escalated = std::any_of(attempts.begin(), attempts.end(), [](const auto* a) {
-            return !a->reason.empty() && a->outcome == attempt_outcome::ok;
-        });
-        r.escalated_tasks += escalated ? 1 : 0;
-        if (!fp)
-            continue;
-        money on_flagship;
-        bool flagship_ran = false;
-        const attempt_record* answer = nullptr;
-        for (const auto* a : attempts) {
-            if (a->model_asked == r.flagship && billed(a->outcome)) {
-                on_flagship += a->cost;
-                flagship_ran = true;
-            }
-            if (a->outcome == attempt_outcome::ok)
-                answer = a;
-        }
-        if (!flagship_ran && answer != nullptr) {
-            on_flagship = times(fp->prompt, answer->prompt_tokens) +
-                          times(fp->completion, answer->completion_tokens) + fp->request;
-            ++r.flagship_estimated;
-        }
-        r.flagship_only += on_flagship;
-    }
-
-    // Spend against each cap, in its current window; open reservations count as spent.
-    std::vector<std::string> named; // caps of one key, which a `kind:*` cap does not cover
-    const auto* budgets = find_note(d.notes, "budgets");
-    std::istringstream caps_in(budgets != nullptr ? *budgets : "");
-    std::vector<std::array<std::string, 3>> caps;
-    for (std::string line; std::getline(caps_in, line);) {
-        std::istringstream in(line);
-        std::array<std::string, 3> c;
-        if (in >> c[0] >> c[1] >> c[2]) {
-            caps.push_back(c);
-            if (c[0].find(':') != std::string::npos && !c[0].ends_with(":*"))
-                named.push_back(c[0]);
-        }
-    }
-    for (const auto& [name, cap_text, period_text] : caps) {
-        const auto cap = money::parse(cap_text);
-        const auto period = parse_period(period_text);
-        if (!cap || !period)
-            continue;
-        const auto window = period_window(*period, now_ms);
-        const bool per_key = name.size() > 2 && name.compare(name.size() - 2, 2, ":*") == 0;
-        const std::string kind = per_key ? name.substr(0, name.size() - 1) : "";
-        std::map<std::string, money> spent;
-        if (!per_key)
-            spent[name] = money();
-        const std::string& own = name; // a lambda may not name a structured binding (Clang)
-        auto matches = [&](const std::string& b) {
-            if (!per_key)
-                return b == own;
-            return b.rfind(kind, 0) == 0 && std::find(named.begin(), named.end(), b) == named.end();
-        };
-        for (const auto& c : d.state.committed)
-            if (c.window == window && matches(c.budget))
-                spent[c.budget] += c.amount;
-        for (const auto& o : d.state.open) {
-            for (const auto& c : o.charges)
-                if (c.window == window && matches(c.budget))
-                    spent[c.budget] += c.amount;
-        }
-        for (const auto& [b, s] : spent)
-            r.caps.push_back({b, to_string(*period), window_label(*period, window), s, *cap});
-    }
-    for (const auto& o : d.state.open) {
-        ++r.open_reservations;
-        if (!o.charges.empty())
-            r.open_amount += o.charges.front().amount;
-    }
-
-    std::vector<const attempt_record*> by_time;
-    for (const auto& rec : d.records)
-        if (rec.cost != money())
-            by_time.push_back(&rec);
-    std::stable_sort(by_time.begin(), by_time.end(), [](const auto* a, const auto* b) {
-        return a->time_ms < b->time_ms;
-    });
-    money running;
-    for (const auto* rec : by_time) {
-        running += rec->cost;
-        if (!r.timeline.empty() && r.timeline.back().first == rec->time_ms)
-            r.timeline.back().second = running;
-        else
-            r.timeline.emplace_back(rec->time_ms, running);
-    }
-    return r;
 }
 
 // ---- text ----
@@ -588,10 +324,6 @@ std::string format_json(const ledger_report& r)
 
 // ---- CSV ----
 
-namespace {
-
-} // namespace
-
 // RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled. A text
 // that a spreadsheet would run as a formula (it begins with = + - @, a tab or a carriage
 // return: OWASP's list) gets a leading apostrophe, which spreadsheets show as text.
@@ -611,10 +343,6 @@ std::string csv_field(std::string_view s)
     }
     return out + '"';
 }
-
-namespace {
-
-} // namespace
 
 std::string format_csv(const ledger_report& r)
 {

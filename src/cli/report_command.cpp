@@ -4,6 +4,8 @@
 #include "cli/commands.hpp"
 #include "cli/report.hpp"
 
+#include <frugal/ledger.hpp>
+
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -53,29 +55,31 @@ int run_report(const report_options& options)
             options.since.c_str());
         return exit_usage;
     }
-    std::string error;
+    diagnostics diag;
     reconcile_result rec;
     if (options.reconcile) {
-        reconcile_options ro;
-        ro.ledger_path = options.ledger_file;
-        ro.base_url = options.base_url;
-        ro.since_ms = *since;
-        ro.budget_store = options.budget_store;
-        ro.budget_lease = std::chrono::milliseconds(
+        reconcile_params rp;
+        rp.ledger_path = options.ledger_file;
+        rp.base_url = options.base_url;
+        rp.since_ms = *since;
+        rp.budget_store_url = options.budget_store;
+        rp.budget_lease = std::chrono::milliseconds(
             static_cast<std::int64_t>(options.budget_lease_seconds * 1000));
-        ro.not_found_wait = std::chrono::milliseconds(
+        rp.not_found_wait = std::chrono::milliseconds(
             static_cast<std::int64_t>(options.reconcile_wait_seconds * 1000));
-        if (!reconcile_ledger(ro, rec, error)) {
-            std::fprintf(stderr, "frugal report: --reconcile: %s\n", error.c_str());
+        auto reconciled = reconcile_ledger(rp, &diag);
+        if (!reconciled) {
+            std::fprintf(stderr, "frugal report: --reconcile: %s\n", diag.message.c_str());
             return exit_failure;
         }
+        rec = std::move(*reconciled);
     }
-    ledger_data data;
-    if (!load_ledger(options.ledger_file, *since, data, error)) {
-        std::fprintf(stderr, "frugal report: %s\n", error.c_str());
+    auto data = load_ledger(options.ledger_file, *since, &diag);
+    if (!data) {
+        std::fprintf(stderr, "frugal report: %s\n", diag.message.c_str());
         return exit_failure;
     }
-    auto report = build_report(data, now);
+    auto report = build_report(*data, now);
     report.reconcile = std::move(rec);
 
     if (!options.html_file.empty()) {
