@@ -85,12 +85,15 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
 {
     out = {};
     out.ran = true;
-    boost::system::error_code ec;
+    diagnostics diag;
     // The store itself, not a guard: no process spends from the file while it is held, and a
     // settlement must charge exactly the budget windows each reservation was made against.
-    auto store = open_sqlite_store({options.ledger_path}, ec, error);
-    if (!store)
+    auto opened = open_sqlite_store({options.ledger_path}, &diag);
+    if (!opened) {
+        error = diag.message;
         return false;
+    }
+    std::shared_ptr<budget_store> store = *opened;
     ledger_notes notes;
     budget_store_state state;
     std::vector<attempt_record> records;
@@ -105,17 +108,16 @@ bool reconcile_ledger(const reconcile_options& options, reconcile_result& out, s
         redis_store_params rp;
         rp.url = options.budget_store;
         rp.lease = options.budget_lease;
-        std::string detail;
-        auto shared = open_redis_store(rp, store, ec, detail);
+        auto shared = open_redis_store(rp, store, &diag);
         if (!shared) {
-            error = "--budget-store: " + detail;
+            error = "--budget-store: " + diag.message;
             return false;
         }
-        if (shared->read_swept(swept)) {
+        if ((*shared)->read_swept(swept)) {
             error = "--budget-store: the swept reservations could not be read from " + rp.url;
             return false;
         }
-        store = std::move(shared);
+        store = std::move(*shared);
     }
 
     client_params params;

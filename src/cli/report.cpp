@@ -121,13 +121,16 @@ std::int64_t unix_now_ms()
 bool load_ledger(
     const std::string& path, std::int64_t since_ms, ledger_data& out, std::string& error)
 {
-    boost::system::error_code ec;
     sqlite_store_params p;
     p.path = path;
     p.read_only = true;
-    auto store = open_sqlite_store(p, ec, error);
-    if (!store)
+    diagnostics diag;
+    auto opened = open_sqlite_store(p, &diag);
+    if (!opened) {
+        error = diag.message;
         return false;
+    }
+    const auto& store = *opened;
     if (store->load(out.state) || store->read_ledger(since_ms, out.records) ||
         store->read_notes(out.notes)) {
         error = path + ": the ledger could not be read";
