@@ -63,9 +63,7 @@ frugal::budget_guard make_guard(std::shared_ptr<frugal::budget_store> store)
     p.budgets = {
         {"global", *frugal::money::parse("1000000")},
         {"daily", *frugal::money::parse("100000"), frugal::budget_period::daily}};
-    boost::system::error_code ec;
-    std::string detail;
-    return *frugal::budget_guard::open(p, catalog(), std::move(store), ec, detail);
+    return frugal::budget_guard::open(p, catalog(), std::move(store)).value();
 }
 
 // What a router does per paid attempt: reserve, send, settle with the attempt's record (a
@@ -77,10 +75,10 @@ void reserve_and_settle(frugal::budget_guard& g, frugal::attempt_record& rec, st
     r.prompt_bytes = 900;
     r.max_tokens = 512;
     r.request_id = i;
-    boost::system::error_code ec;
-    auto res = g.try_reserve(r, ec);
-    if (!res.active())
+    auto got = g.try_reserve(r);
+    if (!got)
         std::abort();
+    auto& res = *got;
     res.mark_sent();
     rec.request_id = i;
     rec.generation_id.replace(
@@ -127,17 +125,16 @@ void budget_sqlite_settle(benchmark::State& state)
     for (const char* ext : {"", "-wal", "-shm", ".lock"})
         std::filesystem::remove(path.string() + ext);
     {
-        boost::system::error_code ec;
-        std::string detail;
+        frugal::diagnostics diag;
         auto store = frugal::open_sqlite_store(
             {path.string(), full ? frugal::sqlite_durability::power_loss
                                  : frugal::sqlite_durability::process_crash},
-            ec, detail);
+            &diag);
         if (!store) {
-            state.SkipWithError(detail.c_str());
+            state.SkipWithError(diag.message.c_str());
             return;
         }
-        auto g = make_guard(store);
+        auto g = make_guard(*store);
         auto rec = sample_record();
         std::uint64_t n = 0;
         for (auto _ : state)
@@ -220,14 +217,15 @@ open_bench_redis(benchmark::State& state, std::optional<redis_server>& server)
             return nullptr;
         }
     }
-    boost::system::error_code ec;
-    std::string detail;
     frugal::redis_store_params p;
     p.url = own != nullptr ? own : server->url();
-    auto store = frugal::open_redis_store(p, nullptr, ec, detail);
-    if (!store)
-        state.SkipWithError(detail.c_str());
-    return store;
+    frugal::diagnostics diag;
+    auto store = frugal::open_redis_store(p, nullptr, &diag);
+    if (!store) {
+        state.SkipWithError(diag.message.c_str());
+        return nullptr;
+    }
+    return *store;
 }
 
 // One process against Redis. The escalation's path: a reservation (one round trip, the caller
@@ -241,7 +239,6 @@ void budget_redis_settle(benchmark::State& state)
     auto store = open_bench_redis(state, server);
     if (!store)
         return;
-    boost::system::error_code ec;
     auto g = make_guard(store);
     auto m = make_guard(frugal::make_memory_store());
     auto rec = sample_record();
@@ -281,11 +278,11 @@ void budget_redis_settle(benchmark::State& state)
             r.prompt_bytes = 900;
             r.max_tokens = 512;
             r.request_id = ++n;
-            auto res = g.try_reserve(r, ec);
-            if (!res.active())
+            auto res = g.try_reserve(r);
+            if (!res)
                 std::abort();
-            res.mark_sent();
-            open.push_back(std::move(res));
+            res->mark_sent();
+            open.push_back(std::move(*res));
         }
         const auto t0 = std::chrono::steady_clock::now();
         for (auto& res : open) {

@@ -276,9 +276,7 @@ rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono:
     const frugal::price_catalog prices({cheap, flagship});
     frugal::budget_params bp;
     bp.budgets = {{"global", *frugal::money::parse("1000")}};
-    boost::system::error_code ec;
-    std::string detail;
-    auto guard = frugal::budget_guard::open(bp, prices, nullptr, ec, detail);
+    auto guard = frugal::budget_guard::open(bp, prices).value();
     frugal::cascade_policy policy;
     policy.tiers = {cheap.id, flagship.id};
     policy.max_tokens = 300;

@@ -30,13 +30,11 @@ constexpr const char* prompts[] = {
 
 asio::awaitable<void> run_batch(frugal::chat_client& client)
 {
-    boost::system::error_code ec;
-    std::string detail;
+    frugal::diagnostics diag;
     auto policy = frugal::parse_policy(
-        R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5"})", ec,
-        detail);
+        R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5"})", &diag);
     if (!policy)
-        throw boost::system::system_error(ec, detail);
+        throw boost::system::system_error(policy.error(), diag.message);
 
     // One cap for the whole batch. Strict mode reserves each escalation's worst case before it
     // is sent, so escalations running at the same time can never cross the cap together.
@@ -45,10 +43,10 @@ asio::awaitable<void> run_batch(frugal::chat_client& client)
     frugal::budget_params budget;
     budget.budgets = {{"global", cap}};
     budget.mode = frugal::budget_mode::strict;
-    auto guard = frugal::budget_guard::open(budget, prices, nullptr, ec, detail);
+    auto guard = frugal::budget_guard::open(budget, prices, nullptr, &diag);
     if (!guard)
-        throw boost::system::system_error(ec, detail);
-    frugal::router router(client, *policy, prices, guard);
+        throw boost::system::system_error(guard.error(), diag.message);
+    frugal::router router(client, *policy, prices, *guard);
 
     // Every prompt at once: each cascade is a deferred operation, and the group waits for all.
     using cascade_op = decltype(router.async_complete(frugal::chat_request{}));

@@ -20,11 +20,10 @@ boost::asio::awaitable<void> spend(frugal::chat_client& client)
     params.budgets = {
         {"global", *frugal::money::parse("0.02")},
         {"user:*", *frugal::money::parse("0.01"), frugal::budget_period::daily}};
-    boost::system::error_code ec;
-    std::string detail;
-    auto guard = frugal::budget_guard::open(params, prices, nullptr, ec, detail);
+    frugal::diagnostics diag;
+    auto guard = frugal::budget_guard::open(params, prices, nullptr, &diag);
     if (!guard)
-        throw boost::system::system_error(ec, detail);
+        throw boost::system::system_error(guard.error(), diag.message);
 
     frugal::chat_request request;
     request.model = "anthropic/claude-fable-5";

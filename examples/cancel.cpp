@@ -24,11 +24,10 @@ asio::awaitable<void> stop_early(frugal::chat_client& client)
     frugal::price_catalog prices(co_await client.async_models());
     frugal::budget_params budget;
     budget.budgets = {{"global", *frugal::money::parse("0.05")}};
-    boost::system::error_code ec;
-    std::string detail;
-    auto guard = frugal::budget_guard::open(budget, prices, nullptr, ec, detail);
+    frugal::diagnostics diag;
+    auto guard = frugal::budget_guard::open(budget, prices, nullptr, &diag);
     if (!guard)
-        throw boost::system::system_error(ec, detail);
+        throw boost::system::system_error(guard.error(), diag.message);
 
     frugal::chat_request request;
     request.model = "anthropic/claude-fable-5";

@@ -14,23 +14,22 @@ boost::asio::awaitable<void> ask(frugal::chat_client& client)
 {
     // The policy: the free model first, the flagship when the answer is cut, empty, an error
     // or a refusal.
-    boost::system::error_code ec;
-    std::string detail;
+    frugal::diagnostics diag;
     auto policy = frugal::parse_policy(
         R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5",
             "escalate_on":["length","empty","error","refusal"],"max_tokens":512})",
-        ec, detail);
+        &diag);
     if (!policy)
-        throw boost::system::system_error(ec, detail);
+        throw boost::system::system_error(policy.error(), diag.message);
 
     // Escalations are paid: they go through a budget guard with a hard cap of 5 cents.
     frugal::price_catalog prices(co_await client.async_models());
     frugal::budget_params budget;
     budget.budgets = {{"global", *frugal::money::parse("0.05")}};
-    auto guard = frugal::budget_guard::open(budget, prices, nullptr, ec, detail);
+    auto guard = frugal::budget_guard::open(budget, prices, nullptr, &diag);
     if (!guard) // a router given no guard would run without a cap
-        throw boost::system::system_error(ec, detail);
-    frugal::router router(client, *policy, prices, guard);
+        throw boost::system::system_error(guard.error(), diag.message);
+    frugal::router router(client, *policy, prices, *guard);
 
     for (const char* prompt :
          {"What is the capital of France?", "Prove the theorem step by step, rigorously."}) {

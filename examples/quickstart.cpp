@@ -21,12 +21,11 @@ boost::asio::awaitable<void> ask(frugal::chat_client& client)
     frugal::price_catalog prices(co_await client.async_models());
     frugal::budget_params budget;
     budget.budgets = {{"global", *frugal::money::parse("0.05")}};
-    boost::system::error_code ec;
-    std::string detail;
-    auto guard = frugal::budget_guard::open(budget, prices, nullptr, ec, detail);
+    frugal::diagnostics diag;
+    auto guard = frugal::budget_guard::open(budget, prices, nullptr, &diag);
     if (!guard)
-        throw boost::system::system_error(ec, detail);
-    frugal::router router(client, policy, prices, guard);
+        throw boost::system::system_error(guard.error(), diag.message);
+    frugal::router router(client, policy, prices, *guard);
 
     frugal::chat_request request;
     request.messages.push_back({.role = "user", .content = "Prove that sqrt(2) is irrational."});

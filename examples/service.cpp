@@ -266,13 +266,12 @@ asio::awaitable<int> serve(frugal::chat_client& client, std::uint16_t port, bool
     budget.budgets = {
         {"global", *frugal::money::parse("1.00"), frugal::budget_period::daily},
         {"tenant:*", *frugal::money::parse("0.002"), frugal::budget_period::daily}};
-    boost::system::error_code ec;
-    std::string detail;
-    auto guard = frugal::budget_guard::open(budget, prices, nullptr, ec, detail);
+    frugal::diagnostics diag;
+    auto guard = frugal::budget_guard::open(budget, prices, nullptr, &diag);
     if (!guard)
-        throw boost::system::system_error(ec, detail);
+        throw boost::system::system_error(guard.error(), diag.message);
     auto svc = std::make_shared<service>(
-        frugal::router(client, std::move(policy), std::move(prices), std::move(guard)),
+        frugal::router(client, std::move(policy), std::move(prices), std::move(*guard)),
         run_self_test ? 2s : 60s);
 
     // Loopback only: the service spends money on behalf of whoever can reach it.

@@ -56,6 +56,7 @@ public:
         case error::bad_budget_config: return "the budget configuration is invalid";
         case error::reservation_inactive: return "the reservation was already settled or released";
         case error::bad_policy: return "the cascade policy is invalid";
+        case error::bad_sim_config: return "the simulator configuration is invalid";
         }
         return "unknown frugal error";
     }
@@ -115,7 +116,8 @@ bool is_fatal(const boost::system::error_code& ec) noexcept
     case error::budget_store_failed:
     case error::bad_budget_config:
     case error::reservation_inactive:
-    case error::bad_policy: return false;
+    case error::bad_policy:
+    case error::bad_sim_config: return false;
     default: return true;
     }
 }

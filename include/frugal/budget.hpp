@@ -18,6 +18,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -153,29 +154,30 @@ class budget_guard {
 public:
     /// Opens a guard over `store` (a memory store when null), loading the spend it kept.
     /// Fails with `error::bad_budget_config` (a spec with no name, a negative cap, two specs of
-    /// one name) or `error::budget_store_failed`; `detail` says which and why.
-    static std::optional<budget_guard> open(
+    /// one name) or `error::budget_store_failed`; `diag->message`, when `diag` is given, says
+    /// which and why (it is cleared first).
+    static boost::system::result<budget_guard> open(
         budget_params params,
         price_catalog prices,
-        std::shared_ptr<budget_store> store,
-        boost::system::error_code& ec,
-        std::string& detail);
+        std::shared_ptr<budget_store> store = nullptr,
+        diagnostics* diag = nullptr);
 
     /// Asks to send a request now, without waiting. A free model is granted at once and holds
     /// nothing, unless a budget it falls under was stopped by a surprise. Fails with
     /// `error::price_unknown` (a model, or a feature of `extra_body`, whose cost cannot be
-    /// bounded; `detail` says which), `error::budget_exhausted` (no budget headroom; `detail`
-    /// names the budget), `error::budget_closed` or `error::budget_store_failed`.
+    /// bounded), `error::budget_exhausted` (no budget headroom), `error::budget_closed`,
+    /// `error::budget_store_failed` or `error::bad_budget_config` (a malformed key). When
+    /// `diag` is given it is cleared, and a failure's `diag->message` names the model, the
+    /// feature or the budget.
     ///
     /// When `cancel_on` is given, the reservation's `cancellation_slot()` is signalled through
     /// it when the guard must stop the request.
     ///
     /// With a store on the network (`reserves_async()`), a paid reservation is a round trip
     /// this call blocks the calling thread for; code on an io thread uses `async_reserve`.
-    reservation try_reserve(
+    boost::system::result<reservation> try_reserve(
         const reserve_request& req,
-        boost::system::error_code& ec,
-        std::string* detail = nullptr,
+        diagnostics* diag = nullptr,
         const boost::asio::any_io_executor& cancel_on = {});
 
     /// Whether the store confirms each paid reservation over the network (Redis): then
@@ -205,12 +207,7 @@ public:
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, reservation)>(
-            [this](auto handler, const reserve_request& r) {
-                // The wait's timer runs on the handler's executor.
-                boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler);
-                async_reserve_impl(r, ex, std::move(handler));
-            },
-            token, req);
+            reserve_initiation{this}, token, req);
     }
 
     /// Lowers a settled record's cost to what the provider proved it billed (a generation
@@ -291,6 +288,18 @@ public:
     void close();
 
 private:
+    // No executor_type: the guard has no executor to offer, so the handler's own (or the
+    // system executor) is the one the operation uses.
+    struct reserve_initiation {
+        budget_guard* self;
+        template <class Handler>
+        void operator()(Handler&& handler, const reserve_request& req) const
+        {
+            // The wait's timer runs on the handler's executor.
+            boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler);
+            self->async_reserve_impl(req, ex, std::forward<Handler>(handler));
+        }
+    };
     explicit budget_guard(std::shared_ptr<detail::guard_impl> impl) noexcept;
     void async_reserve_impl(
         const reserve_request& req,

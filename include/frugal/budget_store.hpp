@@ -5,9 +5,11 @@
 /// Where budgets keep their spend and the ledger of attempts: in memory, in SQLite, or in a
 /// store a fleet of servers shares.
 
+#include <frugal/diagnostics.hpp>
 #include <frugal/money.hpp>
 
 #include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -276,9 +278,11 @@ struct sqlite_store_params {
 
 /// A durable store in an SQLite file (WAL mode): spend, open reservations and the ledger
 /// survive restarts and crashes. One process owns the file at a time; a second one fails to
-/// open it with `error::budget_store_failed`.
-std::shared_ptr<budget_store> open_sqlite_store(
-    const sqlite_store_params& params, boost::system::error_code& ec, std::string& detail);
+/// open it with `error::budget_store_failed`, as does a file that cannot be opened, read or
+/// made into a store. `diag->message`, when `diag` is given, says what failed and SQLite's
+/// reason (it is cleared first).
+boost::system::result<std::shared_ptr<budget_store>>
+open_sqlite_store(const sqlite_store_params& params, diagnostics* diag = nullptr);
 
 /// Options of the Redis store.
 struct redis_store_params {
@@ -311,15 +315,15 @@ struct redis_store_params {
 /// Redis unreachable fails closed: every reservation is refused with
 /// `error::budget_store_failed` until it is back (reconnecting with a backoff up to 5 s), and
 /// free calls, which reserve nothing, go on; with `fail_open` it is granted on the process's own
-/// books. Only a malformed URL fails here.
+/// books. Only a malformed URL fails here, with `error::bad_budget_config`; `diag->message`,
+/// when `diag` is given, says what is wrong with it (it is cleared first).
 ///
 /// Keys are `PREFIX:spend` (one hash), `PREFIX:leases` and `PREFIX:swept:ID` on one Redis node
 /// (the scripts name their keys themselves, which Redis Cluster does not allow).
-std::shared_ptr<budget_store> open_redis_store(
+boost::system::result<std::shared_ptr<budget_store>> open_redis_store(
     const redis_store_params& params,
-    std::shared_ptr<budget_store> ledger,
-    boost::system::error_code& ec,
-    std::string& detail);
+    std::shared_ptr<budget_store> ledger = nullptr,
+    diagnostics* diag = nullptr);
 
 } // namespace frugal
 

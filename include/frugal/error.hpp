@@ -141,8 +141,12 @@ enum class error {
     /// A reservation was used after it was settled or released.
     reservation_inactive,
 
-    /// A cascade policy is malformed; the detail names the member and why.
+    /// A cascade policy is malformed; the diagnostics' message names the member and why.
     bad_policy,
+
+    /// A simulator configuration (`parse_sim_config`) is malformed; the diagnostics' message
+    /// names the field and why.
+    bad_sim_config,
 };
 
 /// Whether an operation that failed with `ec` may succeed if tried again later: rate limits,

@@ -16,6 +16,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -122,9 +123,10 @@ struct cascade_policy {
 /// `{"tiers":["...","...",...], ...}`, with the optional members `refusal_patterns`,
 /// `min_chars`, `json_schema`, `on_budget_exhausted` ("return_cheap" | "fail"),
 /// `free_tier` ({"per_minute","per_day","when_empty":"escalate"|"wait","max_wait_ms"}),
-/// `hedge_after_ms`. Fails with `error::bad_policy`; `detail` names the member and why.
-std::optional<cascade_policy>
-parse_policy(std::string_view json, boost::system::error_code& ec, std::string& detail);
+/// `hedge_after_ms`. Fails with `error::bad_policy`; `diag->message`, when `diag` is given,
+/// names the member and why (it is cleared first).
+boost::system::result<cascade_policy>
+parse_policy(std::string_view json, diagnostics* diag = nullptr);
 
 /// One call to one tier, as a cascade made it.
 struct cascade_attempt {
@@ -217,16 +219,23 @@ public:
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, cascade_event)>(
-            [this](auto handler) {
-                boost::asio::any_io_executor ex =
-                    boost::asio::get_associated_executor(handler, executor());
-                async_next_impl(ex, std::move(handler));
-            },
-            token);
+            next_initiation{this}, token);
     }
 
 private:
     friend class router;
+    struct next_initiation {
+        cascade_stream* self;
+        using executor_type = boost::asio::any_io_executor;
+        executor_type get_executor() const noexcept { return self->executor(); }
+        template <class Handler>
+        void operator()(Handler&& handler) const
+        {
+            boost::asio::any_io_executor ex =
+                boost::asio::get_associated_executor(handler, self->executor());
+            self->async_next_impl(ex, std::forward<Handler>(handler));
+        }
+    };
     boost::asio::any_io_executor executor() const;
     void async_next_impl(
         const boost::asio::any_io_executor& ex,
@@ -274,11 +283,7 @@ public:
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, cascade_result)>(
-            // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
-            [this](auto handler, chat_request req) {
-                async_complete_impl(std::move(req), {}, std::move(handler));
-            },
-            token, std::move(request));
+            complete_initiation{this}, token, std::move(request), std::vector<std::string>{});
     }
 
     /// Runs one cascade under `budget_keys` (e.g. {"tenant:acme", "user:42"}) instead of the
@@ -290,11 +295,7 @@ public:
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, cascade_result)>(
-            // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
-            [this](auto handler, chat_request req, std::vector<std::string> keys) {
-                async_complete_impl(std::move(req), std::move(keys), std::move(handler));
-            },
-            token, std::move(request), std::move(budget_keys));
+            complete_initiation{this}, token, std::move(request), std::move(budget_keys));
     }
 
     /// Starts a streamed cascade; read it with `cascade_stream::async_next`. `budget_keys`,
@@ -315,6 +316,18 @@ public:
     void learn(const key_info& key);
 
 private:
+    // No executor_type: the router offers no executor of its own; the operation completes on
+    // the handler's, else on the client's (async_complete_impl).
+    struct complete_initiation {
+        router* self;
+        template <class Handler>
+        // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
+        void operator()(Handler&& handler, chat_request req, std::vector<std::string> keys) const
+        {
+            self->async_complete_impl(
+                std::move(req), std::move(keys), std::forward<Handler>(handler));
+        }
+    };
     void async_complete_impl(
         chat_request req,
         std::vector<std::string> keys,

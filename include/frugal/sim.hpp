@@ -14,7 +14,11 @@
 /// The simulator shares no wire-format code with frugal's client (JSON of chat types, stream
 /// parsing, money), so a bug on one side cannot hide by being mirrored on the other.
 
+#include <frugal/diagnostics.hpp>
+#include <frugal/error.hpp>
+
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/system/result.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -116,9 +120,10 @@ struct sim_config {
 };
 
 /// Parses a configuration file's JSON (docs/simulator.md) over the defaults. Unknown fields are
-/// errors, so a typo cannot silently change nothing. On failure returns nothing and sets
-/// `error` to a message that names the field.
-std::optional<sim_config> parse_sim_config(std::string_view json, std::string& error);
+/// errors, so a typo cannot silently change nothing. Fails with `error::bad_sim_config`;
+/// `diag->message`, when `diag` is given, names the field and why (it is cleared first).
+boost::system::result<sim_config>
+parse_sim_config(std::string_view json, diagnostics* diag = nullptr);
 
 /// The standard catalog (used when `sim_config::models` is empty).
 std::vector<sim_model> standard_sim_models();

@@ -175,20 +175,24 @@ budget_guard::budget_guard(std::shared_ptr<detail::guard_impl> impl) noexcept
 {
 }
 
-std::optional<budget_guard> budget_guard::open(
+boost::system::result<budget_guard> budget_guard::open(
     budget_params params,
     price_catalog prices,
     std::shared_ptr<budget_store> store,
-    error_code& ec,
-    std::string& detail)
+    diagnostics* diag)
 {
+    if (diag != nullptr)
+        diag->clear();
     if (!store)
         store = make_memory_store();
     auto impl = std::make_shared<detail::guard_impl>(
         std::move(params), std::move(prices), std::move(store));
-    ec = impl->open(detail);
-    if (ec)
-        return std::nullopt;
+    std::string detail;
+    if (const auto ec = impl->open(detail)) {
+        if (diag != nullptr)
+            diag->message = std::move(detail);
+        return ec;
+    }
     return budget_guard(std::move(impl));
 }
 
@@ -197,13 +201,16 @@ bool budget_guard::reserves_async() const noexcept
     return impl_->async_store_;
 }
 
-reservation budget_guard::try_reserve(
-    const reserve_request& req,
-    error_code& ec,
-    std::string* detail,
-    const asio::any_io_executor& cancel_on)
+boost::system::result<reservation> budget_guard::try_reserve(
+    const reserve_request& req, diagnostics* diag, const asio::any_io_executor& cancel_on)
 {
-    return impl_->try_reserve(req, ec, detail, cancel_on);
+    if (diag != nullptr)
+        diag->clear();
+    error_code ec;
+    auto res = impl_->try_reserve(req, ec, diag != nullptr ? &diag->message : nullptr, cancel_on);
+    if (ec)
+        return ec;
+    return res;
 }
 
 void budget_guard::async_reserve_impl(

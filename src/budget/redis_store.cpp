@@ -527,19 +527,21 @@ redis_store::reserve_direct(std::uint64_t id, std::vector<std::string>& args)
 
 namespace frugal {
 
-std::shared_ptr<budget_store> open_redis_store(
-    const redis_store_params& params,
-    std::shared_ptr<budget_store> ledger,
-    boost::system::error_code& ec,
-    std::string& detail)
+boost::system::result<std::shared_ptr<budget_store>> open_redis_store(
+    const redis_store_params& params, std::shared_ptr<budget_store> ledger, diagnostics* diag)
 {
+    if (diag != nullptr)
+        diag->clear();
     if (!ledger)
         ledger = make_memory_store();
     auto s = std::make_shared<detail::redis::redis_store>(params, std::move(ledger));
-    ec = s->open(detail);
-    if (ec)
-        return nullptr;
-    return s;
+    std::string why;
+    if (const auto ec = s->open(why)) {
+        if (diag != nullptr)
+            diag->message = std::move(why);
+        return ec;
+    }
+    return std::shared_ptr<budget_store>(std::move(s));
 }
 
 } // namespace frugal

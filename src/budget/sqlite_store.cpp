@@ -522,14 +522,19 @@ private:
 
 } // namespace
 
-std::shared_ptr<budget_store> open_sqlite_store(
-    const sqlite_store_params& params, boost::system::error_code& ec, std::string& detail)
+boost::system::result<std::shared_ptr<budget_store>>
+open_sqlite_store(const sqlite_store_params& params, diagnostics* diag)
 {
+    if (diag != nullptr)
+        diag->clear();
     auto s = std::make_shared<sqlite_store>();
-    ec = s->open(params, detail);
-    if (ec)
-        return nullptr;
-    return s;
+    std::string detail;
+    if (const auto ec = s->open(params, detail)) {
+        if (diag != nullptr)
+            diag->message = std::move(detail);
+        return ec;
+    }
+    return std::shared_ptr<budget_store>(std::move(s));
 }
 
 } // namespace frugal

@@ -190,9 +190,11 @@ bool router_impl::try_reserve(const chat_request& req, const call_info& call, re
             return false;
     }
     const auto rr = reserve_ask(req, call);
-    error_code ec;
-    res = guard->try_reserve(rr, ec, nullptr, client->get_executor());
-    return res.active();
+    auto got = guard->try_reserve(rr, nullptr, client->get_executor());
+    if (!got)
+        return false;
+    res = std::move(*got);
+    return true;
 }
 
 // Reserves for tier `tier`, waiting for settlements when the budget is short, or fills

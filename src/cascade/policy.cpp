@@ -94,14 +94,14 @@ std::optional<escalation_reason> reason_named(std::string_view s)
 
 } // namespace
 
-std::optional<cascade_policy>
-parse_policy(std::string_view text, boost::system::error_code& ec, std::string& detail)
+boost::system::result<cascade_policy> parse_policy(std::string_view text, diagnostics* diag)
 {
-    ec = {};
-    auto bad = [&](std::string why) {
-        ec = error::bad_policy;
-        detail = "policy: " + std::move(why);
-        return std::nullopt;
+    if (diag != nullptr)
+        diag->clear();
+    auto bad = [&](std::string why) -> boost::system::result<cascade_policy> {
+        if (diag != nullptr)
+            diag->message = "policy: " + std::move(why);
+        return boost::system::error_code(error::bad_policy);
     };
     boost::system::error_code jec;
     const json::value v = json::parse(text, jec);

@@ -280,11 +280,11 @@ int run_batch(const batch_options& options)
     }
     std::stringstream ps;
     ps << pf.rdbuf();
-    boost::system::error_code ec;
-    std::string detail;
-    auto policy = parse_policy(ps.str(), ec, detail);
+    diagnostics diag;
+    auto policy = parse_policy(ps.str(), &diag);
     if (!policy) {
-        std::fprintf(stderr, "frugal batch: %s: %s\n", options.policy_file.c_str(), detail.c_str());
+        std::fprintf(
+            stderr, "frugal batch: %s: %s\n", options.policy_file.c_str(), diag.message.c_str());
         return exit_usage;
     }
     std::optional<money> cap;
@@ -355,11 +355,12 @@ int run_batch(const batch_options& options)
     if (cap || !options.ledger_file.empty() || !options.budget_store.empty()) {
         std::shared_ptr<budget_store> store;
         if (!options.ledger_file.empty()) {
-            store = open_sqlite_store({options.ledger_file}, ec, detail);
-            if (!store) {
-                std::fprintf(stderr, "frugal batch: %s\n", detail.c_str());
+            auto opened = open_sqlite_store({options.ledger_file}, &diag);
+            if (!opened) {
+                std::fprintf(stderr, "frugal batch: %s\n", diag.message.c_str());
                 return exit_failure;
             }
+            store = std::move(*opened);
         }
         if (!options.budget_store.empty()) {
             redis_store_params rp;
@@ -367,21 +368,23 @@ int run_batch(const batch_options& options)
             rp.fail_open = options.budget_fail_open;
             rp.lease = std::chrono::milliseconds(
                 static_cast<std::int64_t>(options.budget_lease_seconds * 1000));
-            store = open_redis_store(rp, store, ec, detail);
-            if (!store) {
-                std::fprintf(stderr, "frugal batch: --budget-store: %s\n", detail.c_str());
+            auto shared = open_redis_store(rp, store, &diag);
+            if (!shared) {
+                std::fprintf(stderr, "frugal batch: --budget-store: %s\n", diag.message.c_str());
                 return exit_usage;
             }
+            store = std::move(*shared);
         }
         budget_params bp;
         if (cap)
             bp.budgets.push_back({"global", *cap});
         bp.max_wait = std::chrono::seconds(30);
-        guard = budget_guard::open(bp, prices, store, ec, detail);
-        if (!guard) {
-            std::fprintf(stderr, "frugal batch: %s\n", detail.c_str());
+        auto opened = budget_guard::open(bp, prices, store, &diag);
+        if (!opened) {
+            std::fprintf(stderr, "frugal batch: %s\n", diag.message.c_str());
             return exit_failure;
         }
+        guard = std::move(*opened);
         // `frugal report --reconcile` looks the generations up where they were made.
         (void)guard->annotate(ledger_notes::base_url_key, client.params().base_url);
     }

@@ -204,14 +204,14 @@ int run_chat(const chat_options& options)
         }
         std::stringstream ps;
         ps << pf.rdbuf();
-        error_code ec;
-        std::string detail;
-        policy = parse_policy(ps.str(), ec, detail);
-        if (!policy) {
+        diagnostics diag;
+        auto parsed = parse_policy(ps.str(), &diag);
+        if (!parsed) {
             std::fprintf(
-                stderr, "frugal chat: %s: %s\n", options.policy_file.c_str(), detail.c_str());
+                stderr, "frugal chat: %s: %s\n", options.policy_file.c_str(), diag.message.c_str());
             return exit_usage;
         }
+        policy = std::move(*parsed);
     }
 
     client_params params;
@@ -277,13 +277,13 @@ int run_chat(const chat_options& options)
     if (!options.budget.empty()) {
         budget_params bp;
         bp.budgets.push_back({"global", *money::parse(options.budget)});
-        error_code ec;
-        std::string detail;
-        guard = budget_guard::open(bp, prices, nullptr, ec, detail);
-        if (!guard) {
-            std::fprintf(stderr, "frugal chat: %s\n", detail.c_str());
+        diagnostics diag;
+        auto opened = budget_guard::open(bp, prices, nullptr, &diag);
+        if (!opened) {
+            std::fprintf(stderr, "frugal chat: %s\n", diag.message.c_str());
             return exit_failure;
         }
+        guard = std::move(*opened);
     }
     router r(client, *policy, prices, guard);
     asio::co_spawn(

@@ -184,34 +184,34 @@ int run_demo(const demo_options& options)
     const money worst = w.fixed + w.per_completion_token * demo_max_tokens;
     const money cap = worst + money::from_units(worst.units() / 4);
 
-    error_code ec;
+    diagnostics diag;
     std::string detail;
     std::string policy_json = R"({"cheap":")" + cheap + R"(","flagship":")" + flagship +
                               R"(","escalate_on":["length","empty","error","refusal"],)" +
                               R"("max_tokens":)" + std::to_string(demo_max_tokens) + "}";
-    auto policy = parse_policy(policy_json, ec, detail);
+    auto policy = parse_policy(policy_json, &diag);
     if (!policy) {
-        std::fprintf(stderr, "frugal demo: the policy: %s\n", detail.c_str());
+        std::fprintf(stderr, "frugal demo: the policy: %s\n", diag.message.c_str());
         return exit_failure;
     }
 
     std::size_t denied = 0;
     {
-        auto store = open_sqlite_store({ledger.string()}, ec, detail);
+        auto store = open_sqlite_store({ledger.string()}, &diag);
         if (!store) {
-            std::fprintf(stderr, "frugal demo: %s\n", detail.c_str());
+            std::fprintf(stderr, "frugal demo: %s\n", diag.message.c_str());
             return exit_failure;
         }
         budget_params bp;
         bp.budgets.push_back({"global", cap});
         bp.min_max_tokens = demo_max_tokens; // the demo's escalations are refused, not shortened
-        auto guard = budget_guard::open(bp, prices, store, ec, detail);
+        auto guard = budget_guard::open(bp, prices, *store, &diag);
         if (!guard) {
-            std::fprintf(stderr, "frugal demo: %s\n", detail.c_str());
+            std::fprintf(stderr, "frugal demo: %s\n", diag.message.c_str());
             return exit_failure;
         }
         (void)guard->annotate(ledger_notes::base_url_key, client.params().base_url);
-        router r(client, *policy, prices, guard);
+        router r(client, *policy, prices, *guard);
         std::printf(
             "cap: %s (a worst-case flagship answer reserves %s)\n\n", usd(cap).c_str(),
             usd(worst).c_str());
@@ -321,7 +321,7 @@ int run_demo(const demo_options& options)
     rp.ledger_path = ledger.string();
     rp.base_url = params.base_url;
     rp.api_key = params.api_key;
-    diagnostics diag;
+    diag.clear();
     auto rec = reconcile_ledger(rp, &diag);
     if (!rec) {
         std::fprintf(stderr, "frugal demo: reconciliation: %s\n", diag.message.c_str());

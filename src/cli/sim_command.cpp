@@ -24,11 +24,11 @@ int run_sim(const sim_options& options)
         }
         std::stringstream text;
         text << in.rdbuf();
-        std::string error;
-        auto parsed = parse_sim_config(text.str(), error);
+        diagnostics diag;
+        auto parsed = parse_sim_config(text.str(), &diag);
         if (!parsed) {
             std::fprintf(
-                stderr, "frugal sim: %s: %s\n", options.config_file.c_str(), error.c_str());
+                stderr, "frugal sim: %s: %s\n", options.config_file.c_str(), diag.message.c_str());
             return exit_failure;
         }
         config = std::move(*parsed);

@@ -103,13 +103,13 @@ reconcile_ledger(const reconcile_params& params, diagnostics* diag)
 {
     reconcile_result out;
     out.ran = true;
-    error_code ec;
-    std::string detail;
+    diagnostics opening;
     // The store itself, not a guard: no process spends from the file while it is held, and a
     // settlement must charge exactly the budget windows each reservation was made against.
-    auto store = open_sqlite_store({params.ledger_path}, ec, detail);
-    if (!store)
-        return fail(diag, detail, ec ? ec : make_error_code(error::budget_store_failed));
+    auto opened = open_sqlite_store({params.ledger_path}, &opening);
+    if (!opened)
+        return fail(diag, opening.message, opened.error());
+    auto store = *opened;
     ledger_data data;
     std::vector<ledger_note> notes;
     if (store->read_notes(notes) || store->load(data.state) ||
@@ -125,9 +125,10 @@ reconcile_ledger(const reconcile_params& params, diagnostics* diag)
         redis_store_params rp;
         rp.url = params.budget_store_url;
         rp.lease = params.budget_lease;
-        auto shared = open_redis_store(rp, store, ec, detail);
-        if (!shared)
-            return fail(diag, "--budget-store: " + detail, ec);
+        auto redis = open_redis_store(rp, store, &opening);
+        if (!redis)
+            return fail(diag, "--budget-store: " + opening.message, redis.error());
+        auto shared = *redis;
         if (shared->read_swept(swept)) {
             return fail(
                 diag, "--budget-store: the swept reservations could not be read from " + rp.url,

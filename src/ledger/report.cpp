@@ -159,17 +159,13 @@ void add_timeline(const ledger_data& d, ledger_report& r)
 boost::system::result<ledger_data>
 load_ledger(const std::string& path, std::int64_t since_ms, diagnostics* diag)
 {
-    boost::system::error_code ec;
-    std::string detail;
     sqlite_store_params p;
     p.path = path;
     p.read_only = true;
-    auto store = open_sqlite_store(p, ec, detail);
-    if (!store) {
-        if (diag != nullptr)
-            diag->message = detail;
-        return ec ? ec : make_error_code(error::budget_store_failed);
-    }
+    auto opened = open_sqlite_store(p, diag);
+    if (!opened)
+        return opened.error();
+    const auto& store = *opened;
     ledger_data out;
     std::vector<ledger_note> notes;
     if (store->load(out.state) || store->read_ledger(since_ms, out.records) ||

@@ -316,11 +316,9 @@ void read_model(const json::value& v, const std::string& where, sim_model& m, st
     r.finish();
 }
 
-} // namespace
-
-std::optional<sim_config> parse_sim_config(std::string_view text, std::string& error)
+// The parse proper: on failure `error` names the field.
+std::optional<sim_config> read_sim_config(std::string_view text, std::string& error)
 {
-    error.clear();
     boost::system::error_code ec;
     const json::value root = json::parse(text, ec);
     if (ec) {
@@ -455,6 +453,22 @@ std::optional<sim_config> parse_sim_config(std::string_view text, std::string& e
     if (!error.empty())
         return std::nullopt;
     return c;
+}
+
+} // namespace
+
+boost::system::result<sim_config> parse_sim_config(std::string_view text, diagnostics* diag)
+{
+    if (diag != nullptr)
+        diag->clear();
+    std::string why;
+    auto c = read_sim_config(text, why);
+    if (!c) {
+        if (diag != nullptr)
+            diag->message = std::move(why);
+        return boost::system::error_code(error::bad_sim_config);
+    }
+    return std::move(*c);
 }
 
 } // namespace frugal

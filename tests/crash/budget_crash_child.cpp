@@ -22,16 +22,15 @@ int main(int argc, char** argv)
     m.completion_price = *frugal::money::parse("0.000015");
     frugal::budget_params p;
     p.budgets = {{"global", *frugal::money::parse("1000000")}};
-    boost::system::error_code ec;
-    std::string detail;
-    auto store = frugal::open_sqlite_store({argv[1]}, ec, detail);
+    frugal::diagnostics diag;
+    auto store = frugal::open_sqlite_store({argv[1]}, &diag);
     if (!store) {
-        std::fprintf(stderr, "%s\n", detail.c_str());
+        std::fprintf(stderr, "%s\n", diag.message.c_str());
         return 1;
     }
-    auto guard = frugal::budget_guard::open(p, frugal::price_catalog({m}), store, ec, detail);
+    auto guard = frugal::budget_guard::open(p, frugal::price_catalog({m}), *store, &diag);
     if (!guard) {
-        std::fprintf(stderr, "%s\n", detail.c_str());
+        std::fprintf(stderr, "%s\n", diag.message.c_str());
         return 1;
     }
     std::mt19937_64 rng(std::random_device{}());
@@ -41,11 +40,12 @@ int main(int argc, char** argv)
         r.model = m.id;
         r.prompt_bytes = 100 + rng() % 2000;
         r.max_tokens = 1 + static_cast<std::uint32_t>(rng() % 1000);
-        auto res = guard->try_reserve(r, ec);
-        if (!res.active()) {
-            std::fprintf(stderr, "denied: %s\n", ec.message().c_str());
+        auto got = guard->try_reserve(r);
+        if (!got) {
+            std::fprintf(stderr, "denied: %s\n", got.error().message().c_str());
             return 1;
         }
+        auto res = std::move(*got);
         res.mark_sent();
         res.note_generation("gen-" + std::to_string(res.id()));
         std::printf(

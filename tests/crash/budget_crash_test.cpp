@@ -92,12 +92,11 @@ BOOST_AUTO_TEST_CASE(a_killed_process_loses_no_spend_and_its_open_reservations_c
     money before;
     for (int round = 0; round < 3; ++round) {
         const auto log = run_and_kill(child, db, 150);
-        boost::system::error_code ec;
-        std::string detail;
-        auto store = frugal::open_sqlite_store({db}, ec, detail); // the lock died with it
-        BOOST_TEST_REQUIRE(store != nullptr, detail);
-        auto g = frugal::budget_guard::open(p, frugal::price_catalog({m}), store, ec, detail);
-        BOOST_TEST_REQUIRE(g.has_value(), detail);
+        frugal::diagnostics diag;
+        auto store = frugal::open_sqlite_store({db}, &diag); // the lock died with it
+        BOOST_TEST_REQUIRE(store.has_value(), diag.message);
+        auto g = frugal::budget_guard::open(p, frugal::price_catalog({m}), *store, &diag);
+        BOOST_TEST_REQUIRE(g.has_value(), diag.message);
 
         // Every settlement it reported is there, and the ledger adds up to the spend.
         BOOST_TEST((g->committed_total() >= log.last_total));

@@ -36,10 +36,9 @@ frugal::price_catalog load_catalog(client_fixture& f)
 
 frugal::budget_guard open_guard(frugal::budget_params p, frugal::price_catalog cat)
 {
-    boost::system::error_code ec;
-    std::string detail;
-    auto g = frugal::budget_guard::open(std::move(p), std::move(cat), nullptr, ec, detail);
-    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    frugal::diagnostics diag;
+    auto g = frugal::budget_guard::open(std::move(p), std::move(cat), nullptr, &diag);
+    BOOST_TEST_REQUIRE(g.has_value(), diag.message);
     return *g;
 }
 

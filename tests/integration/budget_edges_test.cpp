@@ -177,16 +177,16 @@ void one_run(std::uint64_t seed, run_result& out)
         db = std::filesystem::temp_directory_path() /
              ("frugal-edges-" + std::to_string(seed) + ".db");
         std::filesystem::remove(db);
-        boost::system::error_code ec;
-        std::string detail;
-        store = frugal::open_sqlite_store(
-            {db.string(), frugal::sqlite_durability::process_crash}, ec, detail);
-        BOOST_TEST_REQUIRE(store != nullptr, detail);
+        frugal::diagnostics diag;
+        auto opened = frugal::open_sqlite_store(
+            {db.string(), frugal::sqlite_durability::process_crash}, &diag);
+        BOOST_TEST_REQUIRE(opened.has_value(), diag.message);
+        store = std::move(*opened);
     }
-    boost::system::error_code gec;
-    std::string gdetail;
-    auto guard = frugal::budget_guard::open(bp, prices, store, gec, gdetail);
-    BOOST_TEST_REQUIRE(guard.has_value(), gdetail);
+    frugal::diagnostics gdiag;
+    auto opened = frugal::budget_guard::open(bp, prices, store, &gdiag);
+    BOOST_TEST_REQUIRE(opened.has_value(), gdiag.message);
+    std::optional<frugal::budget_guard> guard = std::move(*opened); // reset before `db` is removed
 
     frugal::cascade_policy policy;
     const auto& cheap = catalog[rng() % catalog.size()].row.id;
@@ -398,15 +398,16 @@ BOOST_AUTO_TEST_CASE(defect_8_the_generation_id_reaches_the_reservation_before_t
                         ("frugal-defect8-" + std::to_string(streamed) + ".db");
         for (const auto* suffix : {"", "-wal", "-shm", ".lock"})
             std::filesystem::remove(db.string() + suffix);
-        boost::system::error_code ec;
-        std::string detail;
-        auto store = frugal::open_sqlite_store(
-            {db.string(), frugal::sqlite_durability::process_crash}, ec, detail);
-        BOOST_TEST_REQUIRE(store != nullptr, detail);
+        frugal::diagnostics diag;
+        auto opened = frugal::open_sqlite_store(
+            {db.string(), frugal::sqlite_durability::process_crash}, &diag);
+        BOOST_TEST_REQUIRE(opened.has_value(), diag.message);
+        std::shared_ptr<frugal::budget_store> store = std::move(*opened);
         frugal::budget_params bp;
         bp.budgets = {{"global", *money::parse("1")}};
-        auto guard = frugal::budget_guard::open(bp, prices, store, ec, detail);
-        BOOST_TEST_REQUIRE(guard.has_value(), detail);
+        auto opened_guard = frugal::budget_guard::open(bp, prices, store, &diag);
+        BOOST_TEST_REQUIRE(opened_guard.has_value(), diag.message);
+        std::optional<frugal::budget_guard> guard = std::move(*opened_guard);
         frugal::cascade_policy policy;
         policy.tiers = {"anthropic/claude-fable-5"};
         std::optional<frugal::router> r;
@@ -422,12 +423,11 @@ BOOST_AUTO_TEST_CASE(defect_8_the_generation_id_reaches_the_reservation_before_t
         asio::steady_timer peek(f.io);
         peek.expires_after(std::chrono::milliseconds(400));
         peek.async_wait([&](boost::system::error_code) {
-            boost::system::error_code rec;
-            std::string rdetail;
-            auto reader = frugal::open_sqlite_store({db.string(), {}, true}, rec, rdetail);
-            BOOST_TEST_REQUIRE(reader != nullptr, rdetail);
+            frugal::diagnostics rdiag;
+            auto reader = frugal::open_sqlite_store({db.string(), {}, true}, &rdiag);
+            BOOST_TEST_REQUIRE(reader.has_value(), rdiag.message);
             frugal::budget_store_state st;
-            BOOST_TEST_REQUIRE(!reader->load(st));
+            BOOST_TEST_REQUIRE(!(*reader)->load(st));
             BOOST_TEST_REQUIRE(st.open.size() == 1u, "streamed " << streamed);
             seen_id = st.open[0].generation_id;
         });

@@ -177,12 +177,11 @@ private:
 
 std::shared_ptr<frugal::budget_store> open_store(const frugal::redis_store_params& p)
 {
-    boost::system::error_code ec;
-    std::string detail;
-    auto s = frugal::open_redis_store(p, nullptr, ec, detail);
-    BOOST_TEST_REQUIRE(!ec, detail);
-    BOOST_TEST_REQUIRE(s != nullptr);
-    return s;
+    frugal::diagnostics diag;
+    auto s = frugal::open_redis_store(p, nullptr, &diag);
+    BOOST_TEST_REQUIRE(s.has_value(), diag.message);
+    BOOST_TEST_REQUIRE(*s != nullptr);
+    return *s;
 }
 
 frugal::redis_store_params params_for(const redis_server& r, const std::string& prefix)
@@ -252,10 +251,9 @@ frugal::budget_guard open_guard(std::shared_ptr<frugal::budget_store> store, mon
     frugal::budget_params p;
     p.budgets = {{"global", cap}};
     p.max_wait = 0ms;
-    boost::system::error_code ec;
-    std::string detail;
-    auto g = frugal::budget_guard::open(p, catalog(), std::move(store), ec, detail);
-    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    frugal::diagnostics diag;
+    auto g = frugal::budget_guard::open(p, catalog(), std::move(store), &diag);
+    BOOST_TEST_REQUIRE(g.has_value(), diag.message);
     return std::move(*g);
 }
 
@@ -455,10 +453,9 @@ BOOST_AUTO_TEST_CASE(exact_sums_past_2_53)
     // A guard opened over the fleet's spend sees it exactly.
     auto g = open_guard(open_store(p), cap);
     BOOST_TEST(snapshot_committed(g).units() == cap.units());
-    boost::system::error_code ec;
-    auto r = g.try_reserve(request(1), ec);
-    BOOST_TEST(!r.active());
-    BOOST_TEST(ec == frugal::error::budget_exhausted);
+    auto r = g.try_reserve(request(1));
+    BOOST_TEST(!r);
+    BOOST_TEST(r.error() == frugal::error::budget_exhausted);
 }
 
 // Redis gone: a paid reservation is refused with budget_store_failed; with fail_open it is
@@ -474,54 +471,55 @@ BOOST_AUTO_TEST_CASE(fail_closed_and_fail_open)
     open_params.fail_open = true;
     auto open_store_ = open_store(open_params);
     auto open = open_guard(open_store_, cap);
-    boost::system::error_code ec;
+    frugal::diagnostics diag;
     {
         // Both reach Redis while it is up.
-        auto r1 = closed.try_reserve(request(1), ec);
-        BOOST_TEST_REQUIRE(!ec, ec.message());
-        auto r2 = open.try_reserve(request(2), ec);
-        BOOST_TEST_REQUIRE(!ec, ec.message());
+        auto r1 = closed.try_reserve(request(1), &diag);
+        BOOST_TEST_REQUIRE(r1.has_value(), diag.message);
+        auto r2 = open.try_reserve(request(2), &diag);
+        BOOST_TEST_REQUIRE(r2.has_value(), diag.message);
         raw_redis raw(server.port());
-        BOOST_TEST(raw.hint("closed:spend", "r:0:global") == r1.amount().units());
-        BOOST_TEST(raw.hint("open:spend", "r:0:global") == r2.amount().units());
+        BOOST_TEST(raw.hint("closed:spend", "r:0:global") == r1->amount().units());
+        BOOST_TEST(raw.hint("open:spend", "r:0:global") == r2->amount().units());
     }
     BOOST_TEST_REQUIRE(!closed_store->sync(5s));
     BOOST_TEST_REQUIRE(!open_store_->sync(5s));
     server.stop();
 
-    auto denied = closed.try_reserve(request(3), ec);
-    BOOST_TEST(!denied.active());
-    BOOST_TEST(ec == frugal::error::budget_store_failed, ec.message());
+    auto denied = closed.try_reserve(request(3));
+    BOOST_TEST(!denied);
+    BOOST_TEST(denied.error() == frugal::error::budget_store_failed, denied.error().message());
     // Refused again, not only the first time after the loss.
-    auto denied2 = closed.try_reserve(request(4), ec);
-    BOOST_TEST(!denied2.active());
-    BOOST_TEST(ec == frugal::error::budget_store_failed, ec.message());
+    auto denied2 = closed.try_reserve(request(4));
+    BOOST_TEST(!denied2);
+    BOOST_TEST(denied2.error() == frugal::error::budget_store_failed, denied2.error().message());
 
-    auto granted = open.try_reserve(request(5), ec);
-    BOOST_TEST_REQUIRE(granted.active(), ec.message());
-    BOOST_TEST(!ec);
-    const money amount = granted.amount();
+    auto granted = open.try_reserve(request(5), &diag);
+    BOOST_TEST_REQUIRE(granted.has_value(), diag.message);
+    BOOST_TEST_REQUIRE(granted->active());
+    const money amount = granted->amount();
     BOOST_TEST(amount > money());
     // The process's own cap still holds while failing open: 1 USD fits this few of them.
     const std::int64_t fit = cap.units() / amount.units();
     std::vector<frugal::reservation> more;
     for (std::int64_t i = 1; i < fit; ++i) {
-        more.push_back(open.try_reserve(request(10 + static_cast<std::uint64_t>(i)), ec));
-        BOOST_TEST_REQUIRE(more.back().active(), ec.message());
+        auto got = open.try_reserve(request(10 + static_cast<std::uint64_t>(i)), &diag);
+        BOOST_TEST_REQUIRE(got.has_value(), diag.message);
+        more.push_back(std::move(*got));
     }
-    auto over = open.try_reserve(request(99), ec);
-    BOOST_TEST(!over.active());
-    BOOST_TEST(ec == frugal::error::budget_exhausted, ec.message());
+    auto over = open.try_reserve(request(99));
+    BOOST_TEST(!over);
+    BOOST_TEST(over.error() == frugal::error::budget_exhausted, over.error().message());
     for (auto& m : more)
         m.release();
 
     // Settled while Redis is down, then Redis is back (empty: no persistence): the
     // settlement owed lands there, once.
     const money cost = money::from_units(amount.units() - 12'345);
-    granted.mark_sent();
+    granted->mark_sent();
     frugal::attempt_record rec;
     rec.cost = cost;
-    BOOST_TEST(!granted.settle(rec));
+    BOOST_TEST(!granted->settle(rec));
     redis_server again(server.port());
     BOOST_TEST_REQUIRE(again.running());
     BOOST_TEST_REQUIRE(!open_store_->sync(10s));
@@ -531,11 +529,13 @@ BOOST_AUTO_TEST_CASE(fail_closed_and_fail_open)
     // And the fail-closed guard reserves again once Redis is back.
     frugal::reservation back;
     for (int i = 0; i < 100 && !back.active(); ++i) {
-        back = closed.try_reserve(request(200), ec);
-        if (!back.active())
+        auto got = closed.try_reserve(request(200), &diag);
+        if (got)
+            back = std::move(*got);
+        else
             std::this_thread::sleep_for(100ms);
     }
-    BOOST_TEST(back.active(), ec.message());
+    BOOST_TEST(back.active(), diag.message);
 }
 
 // A process dies holding a reservation: after its lease the fleet counts it as spend
@@ -641,10 +641,9 @@ BOOST_AUTO_TEST_CASE(async_reserve_fleet_cap)
     money amount;
     {
         auto probe = open_guard(nullptr, *money::parse("1000"));
-        boost::system::error_code ec;
-        auto r = probe.try_reserve(request(1), ec);
-        BOOST_TEST_REQUIRE(r.active());
-        amount = r.amount();
+        auto r = probe.try_reserve(request(1));
+        BOOST_TEST_REQUIRE(r.has_value());
+        amount = r->amount();
     }
     constexpr int fits = 5, asked = 16;
     const money cap = amount * fits;

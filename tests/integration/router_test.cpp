@@ -70,11 +70,10 @@ std::optional<frugal::budget_guard>
 open_guard(const frugal::price_catalog& cat, const char* cap, frugal::budget_params p = {})
 {
     p.budgets = {{"global", *money::parse(cap)}};
-    boost::system::error_code ec;
-    std::string detail;
-    auto g = frugal::budget_guard::open(p, cat, nullptr, ec, detail);
-    BOOST_TEST_REQUIRE(g.has_value(), detail);
-    return g;
+    frugal::diagnostics diag;
+    auto g = frugal::budget_guard::open(p, cat, nullptr, &diag);
+    BOOST_TEST_REQUIRE(g.has_value(), diag.message);
+    return *g;
 }
 
 struct outcome {
@@ -215,11 +214,10 @@ BOOST_AUTO_TEST_CASE(one_router_charges_each_request_to_the_tenant_it_is_made_fo
     const auto cat = load_catalog(f);
     frugal::budget_params bp;
     bp.budgets = {{"global", *money::parse("1")}, {"tenant:*", *money::parse("0.004")}};
-    boost::system::error_code ec;
-    std::string detail;
-    auto guard = frugal::budget_guard::open(bp, cat, nullptr, ec, detail);
-    BOOST_TEST_REQUIRE(guard.has_value(), detail);
-    frugal::router r(f.client, policy(), cat, guard);
+    frugal::diagnostics diag;
+    auto guard = frugal::budget_guard::open(bp, cat, nullptr, &diag);
+    BOOST_TEST_REQUIRE(guard.has_value(), diag.message);
+    frugal::router r(f.client, policy(), cat, *guard);
     // Interleaved on one router: acme's requests exhaust acme's cap, and never globex's.
     int acme_denied = 0, globex_denied = 0;
     const auto rounds = run(f.io, [&]() -> asio::awaitable<int> {

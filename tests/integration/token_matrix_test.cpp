@@ -136,10 +136,9 @@ frugal::budget_guard guard_of(const frugal::price_catalog& cat, const char* cap)
     frugal::budget_params p;
     p.budgets = {{"global", *frugal::money::parse(cap)}};
     p.max_wait = std::chrono::seconds(10);
-    error_code ec;
-    std::string detail;
-    auto g = frugal::budget_guard::open(p, cat, nullptr, ec, detail);
-    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    frugal::diagnostics diag;
+    auto g = frugal::budget_guard::open(p, cat, nullptr, &diag);
+    BOOST_TEST_REQUIRE(g.has_value(), diag.message);
     return std::move(*g);
 }
 

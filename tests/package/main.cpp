@@ -6,11 +6,8 @@
 
 int main()
 {
-    boost::system::error_code ec;
-    std::string detail;
     auto policy = frugal::parse_policy(
-        R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5"})", ec,
-        detail);
+        R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5"})");
     const auto price = frugal::money::parse("0.0000000375");
     if (!policy || !price)
         return 1;

@@ -80,12 +80,11 @@ run_result hammer(frugal::budget_guard& g, int threads, int ops_per_thread)
                     r.max_tokens = 1 + static_cast<std::uint32_t>(pick(4000));
                     r.allow_clamp = pick(4) != 0;
                     r.keys = keys;
-                    boost::system::error_code ec;
-                    auto res = g.try_reserve(r, ec);
-                    if (res.active()) {
+                    auto res = g.try_reserve(r);
+                    if (res) {
                         ++granted;
-                        clamped += res.clamped() ? 1 : 0;
-                        open.push_back(std::move(res));
+                        clamped += res->clamped() ? 1 : 0;
+                        open.push_back(std::move(*res));
                     } else {
                         ++denied;
                     }
@@ -166,10 +165,9 @@ BOOST_AUTO_TEST_CASE(the_invariant_holds_under_four_threads_on_the_memory_store)
     frugal::budget_params p;
     p.budgets = specs();
     p.min_max_tokens = 16;
-    boost::system::error_code ec;
-    std::string detail;
-    auto g = frugal::budget_guard::open(p, catalog(), nullptr, ec, detail);
-    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    frugal::diagnostics diag;
+    auto g = frugal::budget_guard::open(p, catalog(), nullptr, &diag);
+    BOOST_TEST_REQUIRE(g.has_value(), diag.message);
     const auto r = hammer(*g, 4, 20'000);
     BOOST_TEST_MESSAGE(
         "granted " << r.granted << " (clamped " << r.clamped << "), denied " << r.denied
@@ -189,24 +187,23 @@ BOOST_AUTO_TEST_CASE(the_invariant_holds_under_two_threads_on_the_sqlite_store)
     frugal::budget_params p;
     p.budgets = specs(10);
     p.min_max_tokens = 16;
-    boost::system::error_code ec;
-    std::string detail;
+    frugal::diagnostics diag;
     {
         auto store = frugal::open_sqlite_store(
-            {path.string(), frugal::sqlite_durability::process_crash}, ec, detail);
-        BOOST_TEST_REQUIRE(store != nullptr, detail);
-        auto g = frugal::budget_guard::open(p, catalog(), store, ec, detail);
-        BOOST_TEST_REQUIRE(g.has_value(), detail);
+            {path.string(), frugal::sqlite_durability::process_crash}, &diag);
+        BOOST_TEST_REQUIRE(store.has_value(), diag.message);
+        auto g = frugal::budget_guard::open(p, catalog(), *store, &diag);
+        BOOST_TEST_REQUIRE(g.has_value(), diag.message);
         const auto r = hammer(*g, 2, 2'000);
         BOOST_TEST(r.violations == 0u);
         BOOST_TEST(r.denied > 0u);
         check_books(*g);
     }
     // Reopened, the file gives back the same committed spend.
-    auto store = frugal::open_sqlite_store({path.string()}, ec, detail);
-    BOOST_TEST_REQUIRE(store != nullptr, detail);
-    auto g = frugal::budget_guard::open(p, catalog(), store, ec, detail);
-    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    auto store = frugal::open_sqlite_store({path.string()}, &diag);
+    BOOST_TEST_REQUIRE(store.has_value(), diag.message);
+    auto g = frugal::budget_guard::open(p, catalog(), *store, &diag);
+    BOOST_TEST_REQUIRE(g.has_value(), diag.message);
     check_books(*g);
     std::filesystem::remove(path);
     std::filesystem::remove(path.string() + "-wal");

@@ -64,9 +64,7 @@ struct fixture {
         p.budgets = std::move(specs);
         if (!p.clock)
             p.clock = [this] { return now; };
-        std::string detail;
-        boost::system::error_code ec;
-        guard.emplace(*frugal::budget_guard::open(p, catalog(), nullptr, ec, detail));
+        guard.emplace(frugal::budget_guard::open(p, catalog()).value());
     }
 
     frugal::reservation reserve(
@@ -80,8 +78,9 @@ struct fixture {
         r.prompt_bytes = bytes;
         r.max_tokens = max_tokens;
         r.keys = keys;
-        last_ec = {};
-        return guard->try_reserve(r, last_ec, &last_detail);
+        auto got = guard->try_reserve(r, &last_diag);
+        last_ec = got.error(); // success when granted
+        return got ? std::move(*got) : frugal::reservation();
     }
 
     frugal::budget_snapshot budget(const std::string& name) const
@@ -97,7 +96,7 @@ struct fixture {
         std::chrono::system_clock::time_point(std::chrono::milliseconds(1795000000000));
     std::optional<frugal::budget_guard> guard;
     boost::system::error_code last_ec;
-    std::string last_detail;
+    frugal::diagnostics last_diag;
 };
 
 frugal::attempt_record record(money cost)
@@ -284,7 +283,7 @@ BOOST_AUTO_TEST_CASE(clamps_max_tokens_to_the_headroom_down_to_the_minimum)
     auto d = f.reserve(1000);
     BOOST_TEST(!d.active());
     BOOST_TEST(f.last_ec == frugal::error::budget_exhausted);
-    BOOST_TEST(f.last_detail.find("budget 'global'") != std::string::npos);
+    BOOST_TEST(f.last_diag.message.find("budget 'global'") != std::string::npos);
     r.mark_sent();
     BOOST_TEST(!r.settle(record(usd("0.65"))));
     // 0.35 left: 0.1 fixed + 125 tokens fits the minimum of 100; 0.1 + 50 would not.
@@ -297,7 +296,7 @@ BOOST_AUTO_TEST_CASE(clamps_max_tokens_to_the_headroom_down_to_the_minimum)
     exact.prompt_bytes = 100;
     exact.max_tokens = 1000;
     exact.allow_clamp = false;
-    BOOST_TEST(!f.guard->try_reserve(exact, f.last_ec).active());
+    BOOST_TEST(!f.guard->try_reserve(exact));
 }
 
 BOOST_AUTO_TEST_CASE(free_calls_never_touch_the_budget)
@@ -321,7 +320,7 @@ BOOST_AUTO_TEST_CASE(an_unknown_price_is_refused)
     fixture f({{"global", usd("10")}});
     BOOST_TEST(!f.reserve(10, 10, {}, "openrouter/auto").active());
     BOOST_TEST(f.last_ec == frugal::error::price_unknown);
-    BOOST_TEST(f.last_detail.find("openrouter/auto") != std::string::npos);
+    BOOST_TEST(f.last_diag.message.find("openrouter/auto") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(a_request_must_fit_every_budget_it_falls_under)
@@ -333,7 +332,7 @@ BOOST_AUTO_TEST_CASE(a_request_must_fit_every_budget_it_falls_under)
     auto a = f.reserve(200, 100, alice); // 0.1 + 0.4 = 0.5: all of alice's cap
     BOOST_TEST_REQUIRE(a.active());
     BOOST_TEST(!f.reserve(200, 100, alice).active());
-    BOOST_TEST(f.last_detail.find("user:alice") != std::string::npos);
+    BOOST_TEST(f.last_diag.message.find("user:alice") != std::string::npos);
     auto b = f.reserve(200, 100, bob); // bob has his own 0.5; acme now holds 1.0
     BOOST_TEST_REQUIRE(b.active());
     auto b2 = f.reserve(200, 100, bob);
@@ -349,18 +348,17 @@ BOOST_AUTO_TEST_CASE(a_request_must_fit_every_budget_it_falls_under)
 
 BOOST_AUTO_TEST_CASE(bad_configurations_are_refused_with_the_field_named)
 {
-    auto open = [](std::vector<frugal::budget_spec> specs, std::string& detail) {
+    auto open = [](std::vector<frugal::budget_spec> specs, frugal::diagnostics& diag) {
         frugal::budget_params p;
         p.budgets = std::move(specs);
-        boost::system::error_code ec;
-        auto g = frugal::budget_guard::open(p, catalog(), nullptr, ec, detail);
+        auto g = frugal::budget_guard::open(p, catalog(), nullptr, &diag);
         BOOST_TEST(!g.has_value());
-        return ec;
+        return g.error();
     };
-    std::string d;
+    frugal::diagnostics d;
     BOOST_TEST(open({{"", usd("1")}}, d) == frugal::error::bad_budget_config);
     BOOST_TEST(open({{"a", usd("-1")}}, d) == frugal::error::bad_budget_config);
-    BOOST_TEST(d.find("'a'") != std::string::npos);
+    BOOST_TEST(d.message.find("'a'") != std::string::npos);
     BOOST_TEST(open({{"a", usd("1")}, {"a", usd("2")}}, d) == frugal::error::bad_budget_config);
     BOOST_TEST(open({{"user:", usd("1")}}, d) == frugal::error::bad_budget_config);
 }
@@ -373,8 +371,8 @@ BOOST_AUTO_TEST_CASE(billing_above_the_price_list_is_an_overshoot_that_trips_the
     req.model = paid;
     req.prompt_bytes = 100;
     req.max_tokens = 200; // 0.5
-    auto a = f.guard->try_reserve(req, f.last_ec, nullptr, io.get_executor());
-    auto b = f.guard->try_reserve(req, f.last_ec, nullptr, io.get_executor());
+    auto a = f.guard->try_reserve(req, nullptr, io.get_executor()).value();
+    auto b = f.guard->try_reserve(req, nullptr, io.get_executor()).value();
     BOOST_TEST_REQUIRE((a.active() && b.active()));
     bool b_cancelled = false;
     b.cancellation_slot().assign([&](boost::asio::cancellation_type) { b_cancelled = true; });
@@ -398,7 +396,7 @@ BOOST_AUTO_TEST_CASE(closing_denies_new_paid_requests_and_cancels_those_in_fligh
     frugal::reserve_request req;
     req.model = paid;
     req.max_tokens = 10;
-    auto a = f.guard->try_reserve(req, f.last_ec, nullptr, io.get_executor());
+    auto a = f.guard->try_reserve(req, nullptr, io.get_executor()).value();
     int cancelled = 0;
     a.cancellation_slot().assign([&](boost::asio::cancellation_type) { ++cancelled; });
     f.guard->close();
@@ -424,7 +422,7 @@ BOOST_AUTO_TEST_CASE(metered_mode_reserves_the_expected_cost_and_cancels_all_at_
     std::vector<frugal::reservation> rs;
     int cancelled = 0;
     for (int i = 0; i < 4; ++i) {
-        rs.push_back(f.guard->try_reserve(req, f.last_ec, nullptr, io.get_executor()));
+        rs.push_back(f.guard->try_reserve(req, nullptr, io.get_executor()).value());
         BOOST_TEST_REQUIRE(rs.back().active());
         BOOST_TEST(rs.back().max_tokens() == 1000u);
         rs.back().cancellation_slot().assign([&](boost::asio::cancellation_type) { ++cancelled; });
@@ -557,14 +555,13 @@ BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_acro
     p.budgets = {
         {"global", usd("1"), frugal::budget_period::none},
         {"tenant:*", usd("0.25"), frugal::budget_period::daily}};
-    boost::system::error_code ec;
-    std::string detail;
+    frugal::diagnostics diag;
     std::uint64_t first_ids[2] = {};
     {
-        auto store = frugal::open_sqlite_store({file.path.string()}, ec, detail);
-        BOOST_TEST_REQUIRE(store != nullptr, detail);
-        auto g = frugal::budget_guard::open(p, catalog(), store, ec, detail);
-        BOOST_TEST_REQUIRE(g.has_value(), detail);
+        auto store = frugal::open_sqlite_store({file.path.string()}, &diag);
+        BOOST_TEST_REQUIRE(store.has_value(), diag.message);
+        auto g = frugal::budget_guard::open(p, catalog(), *store, &diag);
+        BOOST_TEST_REQUIRE(g.has_value(), diag.message);
         first_ids[0] = g->new_request_id();
         first_ids[1] = g->new_request_id();
         BOOST_TEST(first_ids[1] == first_ids[0] + 1);
@@ -576,13 +573,14 @@ BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_acro
         rr.prompt_bytes = 100;
         rr.max_tokens = 100;
         rr.request_id = first_ids[1];
-        auto res = g->try_reserve(rr, ec);
-        BOOST_TEST_REQUIRE(res.active());
-        res.mark_sent();
+        auto res = g->try_reserve(rr);
+        BOOST_TEST_REQUIRE(res.has_value());
+        BOOST_TEST_REQUIRE(res->active());
+        res->mark_sent();
         auto rec = record(usd("0.01"));
         rec.reason = "refusal";
         rec.tier = 1;
-        BOOST_TEST(!res.settle(rec));
+        BOOST_TEST(!res->settle(rec));
 
         auto denied = record(usd("0.5")); // a denial charges nothing, whatever it says
         denied.outcome = frugal::attempt_outcome::denied;
@@ -593,13 +591,14 @@ BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_acro
         BOOST_TEST(g->committed_total() == usd("0.01"));
     }
     // A reader needs no lock: it works while the owner has the file open.
-    auto owner = frugal::open_sqlite_store({file.path.string()}, ec, detail);
-    BOOST_TEST_REQUIRE(owner != nullptr, detail);
+    auto owner = frugal::open_sqlite_store({file.path.string()}, &diag);
+    BOOST_TEST_REQUIRE(owner.has_value(), diag.message);
     frugal::sqlite_store_params ro;
     ro.path = file.path.string();
     ro.read_only = true;
-    auto reader = frugal::open_sqlite_store(ro, ec, detail);
-    BOOST_TEST_REQUIRE(reader != nullptr, detail);
+    auto opened = frugal::open_sqlite_store(ro, &diag);
+    BOOST_TEST_REQUIRE(opened.has_value(), diag.message);
+    auto reader = std::move(*opened);
     std::vector<frugal::attempt_record> records;
     BOOST_TEST(!reader->read_ledger(0, records));
     BOOST_TEST_REQUIRE(records.size() == 2u);
@@ -616,8 +615,8 @@ BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_acro
     BOOST_TEST(reader->reserve({1, 0, 0, paid, {}})); // a reader cannot write
     reader.reset();
     // A second run continues the request ids: a cascade's attempts stay grouped in the ledger.
-    auto g = frugal::budget_guard::open(p, catalog(), owner, ec, detail);
-    BOOST_TEST_REQUIRE(g.has_value(), detail);
+    auto g = frugal::budget_guard::open(p, catalog(), *owner, &diag);
+    BOOST_TEST_REQUIRE(g.has_value(), diag.message);
     BOOST_TEST(g->new_request_id() > first_ids[1]);
 }
 
@@ -644,20 +643,21 @@ INSERT INTO ledger VALUES(1, 5, 41, 'gen-1', 0, 'm', 'm', 'p', 1, 2, 3000, 'ok',
         BOOST_TEST_REQUIRE(sqlite3_exec(db, old_schema, nullptr, nullptr, nullptr) == SQLITE_OK);
         sqlite3_close(db);
     }
-    boost::system::error_code ec;
-    std::string detail;
+    frugal::diagnostics diag;
     frugal::sqlite_store_params ro{file.path.string()};
     ro.read_only = true;
     {
-        auto reader = frugal::open_sqlite_store(ro, ec, detail); // reads the old form as it is
-        BOOST_TEST_REQUIRE(reader != nullptr, detail);
+        auto opened = frugal::open_sqlite_store(ro, &diag); // reads the old form as it is
+        BOOST_TEST_REQUIRE(opened.has_value(), diag.message);
+        const auto& reader = *opened;
         std::vector<frugal::attempt_record> records;
         BOOST_TEST(!reader->read_ledger(0, records));
         BOOST_TEST_REQUIRE(records.size() == 1u);
         BOOST_TEST(records[0].reason.empty());
     }
-    auto store = frugal::open_sqlite_store({file.path.string()}, ec, detail);
-    BOOST_TEST_REQUIRE(store != nullptr, detail);
+    auto opened = frugal::open_sqlite_store({file.path.string()}, &diag);
+    BOOST_TEST_REQUIRE(opened.has_value(), diag.message);
+    const auto& store = *opened;
     frugal::budget_store_state st;
     BOOST_TEST(!store->load(st));
     BOOST_TEST(st.next_request_id == 42u);

@@ -19,13 +19,13 @@ inline std::ostream& operator<<(std::ostream& os, escalation_reason r)
 
 namespace {
 
-std::optional<frugal::cascade_policy> parse(const std::string& json, std::string& detail)
+boost::system::result<frugal::cascade_policy>
+parse(const std::string& json, frugal::diagnostics& diag)
 {
-    boost::system::error_code ec;
-    auto p = frugal::parse_policy(json, ec, detail);
-    BOOST_TEST(p.has_value() == !ec);
-    if (ec)
-        BOOST_TEST(ec == frugal::error::bad_policy);
+    auto p = frugal::parse_policy(json, &diag);
+    BOOST_TEST(p.has_value() == diag.message.empty());
+    if (!p)
+        BOOST_TEST(p.error() == frugal::error::bad_policy);
     return p;
 }
 
@@ -55,12 +55,12 @@ BOOST_AUTO_TEST_SUITE(cascade_policy)
 
 BOOST_AUTO_TEST_CASE(the_minimal_form_and_the_general_form_parse)
 {
-    std::string d;
+    frugal::diagnostics d;
     auto p = parse(
         R"({"cheap":"google/gemma-4-31b-it:free","flagship":"anthropic/claude-fable-5",
                        "escalate_on":["length","empty","error","refusal"],"max_tokens":512})",
         d);
-    BOOST_TEST_REQUIRE(p.has_value(), d);
+    BOOST_TEST_REQUIRE(p.has_value(), d.message);
     BOOST_TEST(p->tiers.size() == 2u);
     BOOST_TEST(p->tiers[1] == "anthropic/claude-fable-5");
     BOOST_TEST(p->max_tokens == 512u);
@@ -72,7 +72,7 @@ BOOST_AUTO_TEST_CASE(the_minimal_form_and_the_general_form_parse)
                   "refusal_patterns":["NO WAY"],
                   "free_tier":{"per_minute":5,"per_day":7,"when_empty":"wait","max_wait_ms":900}})",
         d);
-    BOOST_TEST_REQUIRE(p.has_value(), d);
+    BOOST_TEST_REQUIRE(p.has_value(), d.message);
     BOOST_TEST(p->tiers.size() == 3u);
     BOOST_TEST(p->min_chars == 20u);
     BOOST_TEST((p->budget_exhausted == frugal::on_budget_exhausted::fail));
@@ -108,10 +108,10 @@ BOOST_AUTO_TEST_CASE(errors_name_the_member_and_why)
         {R"({"cheap":"","flagship":"b"})", "\"cheap\" must be a non-empty string"},
     };
     for (const auto& [json, why] : cases) {
-        std::string d;
+        frugal::diagnostics d;
         BOOST_TEST(!parse(json, d).has_value(), json);
-        BOOST_TEST(d.find(why) != std::string::npos, json << " gave: " << d);
-        BOOST_TEST(d.rfind("policy: ", 0) == 0u);
+        BOOST_TEST(d.message.find(why) != std::string::npos, json << " gave: " << d.message);
+        BOOST_TEST(d.message.rfind("policy: ", 0) == 0u);
     }
 }
 

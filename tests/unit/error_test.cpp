@@ -46,6 +46,7 @@ constexpr frugal::error all_errors[] = {
     frugal::error::bad_budget_config,
     frugal::error::reservation_inactive,
     frugal::error::bad_policy,
+    frugal::error::bad_sim_config,
 };
 } // namespace
 

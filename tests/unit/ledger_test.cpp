@@ -322,11 +322,11 @@ BOOST_AUTO_TEST_CASE(an_empty_ledger_reports_nothing_and_no_flagship)
 BOOST_AUTO_TEST_CASE(a_ledger_file_loads_with_its_typed_notes)
 {
     scratch_file file;
-    boost::system::error_code ec;
-    std::string detail;
     {
-        auto store = frugal::open_sqlite_store({file.path.string()}, ec, detail);
-        BOOST_TEST_REQUIRE(store != nullptr, detail);
+        frugal::diagnostics opening;
+        auto opened = frugal::open_sqlite_store({file.path.string()}, &opening);
+        BOOST_TEST_REQUIRE(opened.has_value(), opening.message);
+        auto store = *opened;
         for (const auto& [k, v] : notes().format())
             BOOST_TEST(!store->put_note(k, v));
         auto rec = attempt(0, 1, 0, cheap, 1, 2, "0", 10);

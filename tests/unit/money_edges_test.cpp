@@ -58,10 +58,7 @@ struct guarded {
     {
         frugal::budget_params p;
         p.budgets = std::move(specs);
-        boost::system::error_code ec;
-        std::string detail;
-        guard.emplace(*frugal::budget_guard::open(
-            p, frugal::price_catalog(twin_catalog()), nullptr, ec, detail));
+        guard.emplace(frugal::budget_guard::open(p, frugal::price_catalog(twin_catalog())).value());
     }
     frugal::reservation
     reserve(const char* model, std::span<const std::string> keys = {}, std::string_view extra = {})
@@ -72,9 +69,9 @@ struct guarded {
         r.max_tokens = 100;
         r.keys = keys;
         r.extra_body = extra;
-        ec = {};
-        detail.clear();
-        return guard->try_reserve(r, ec, &detail);
+        auto got = guard->try_reserve(r, &diag);
+        ec = got.error(); // success when granted
+        return got ? std::move(*got) : frugal::reservation();
     }
     const frugal::budget_snapshot& budget(const std::string& name)
     {
@@ -86,7 +83,7 @@ struct guarded {
     }
     std::optional<frugal::budget_guard> guard;
     boost::system::error_code ec;
-    std::string detail;
+    frugal::diagnostics diag;
     std::vector<frugal::budget_snapshot> snapshots;
 };
 
@@ -160,7 +157,7 @@ BOOST_AUTO_TEST_CASE(defect_2_a_free_model_that_bills_stops_every_budget_it_touc
     // No request of any price is granted under them now, free ones included...
     BOOST_TEST(!g.reserve("liquid/lfm-2.5-2.6b:free").active());
     BOOST_TEST(g.ec == frugal::error::budget_exhausted);
-    BOOST_TEST(g.detail.find("stopped") != std::string::npos);
+    BOOST_TEST(g.diag.message.find("stopped") != std::string::npos);
     BOOST_TEST(!g.reserve("anthropic/claude-fable-5").active());
     // ...and the model that billed is price_unknown for the rest of the process.
     BOOST_TEST(!g.guard->reset("global"));
@@ -396,7 +393,7 @@ BOOST_AUTO_TEST_CASE(defect_7_extra_body_cannot_undo_the_guard)
     BOOST_TEST(
         !g.reserve("anthropic/claude-fable-5", {}, R"({"plugins":[{"id":"web"}]})").active());
     BOOST_TEST(g.ec == frugal::error::price_unknown);
-    BOOST_TEST(g.detail.find("\"web\"") != std::string::npos);
+    BOOST_TEST(g.diag.message.find("\"web\"") != std::string::npos);
     BOOST_TEST(
         !g.reserve("google/gemma-4-31b-it:free", {}, R"({"web_search_options":{}})").active());
     BOOST_TEST(

@@ -638,13 +638,13 @@ BOOST_FIXTURE_TEST_CASE(key_endpoint_reports_usage, sim_fixture)
 
 BOOST_AUTO_TEST_CASE(config_file_parses_and_names_bad_fields)
 {
-    std::string error;
+    frugal::diagnostics diag;
     auto c = frugal::parse_sim_config(
         R"({"seed": 9, "free_requests_per_minute": 2, "latency": "demo",
         "model_overrides": {"anthropic/claude-fable-5": {"fault": "503", "completion_price": 0.00002}},
         "keys": [{"key": "k1", "limit": "5"}], "faults": [{"fault": "cut", "first_n": 1}]})",
-        error);
-    BOOST_REQUIRE_MESSAGE(c, error);
+        &diag);
+    BOOST_REQUIRE_MESSAGE(c, diag.message);
     BOOST_TEST(c->seed == 9u);
     BOOST_TEST(c->free_requests_per_minute == 2u);
     const auto fable = std::find_if(c->models.begin(), c->models.end(), [](const auto& m) {
@@ -655,16 +655,18 @@ BOOST_AUTO_TEST_CASE(config_file_parses_and_names_bad_fields)
     BOOST_TEST(fable->time_to_first_token.count() > 0);
     BOOST_TEST(c->keys.at(0).limit.value() == "5");
 
-    BOOST_TEST(!frugal::parse_sim_config(R"({"seeed": 1})", error));
-    BOOST_TEST(error == "config.seeed: unknown field");
+    const auto bad = frugal::parse_sim_config(R"({"seeed": 1})", &diag);
+    BOOST_TEST(!bad);
+    BOOST_TEST(bad.error() == boost::system::error_code(frugal::error::bad_sim_config));
+    BOOST_TEST(diag.message == "config.seeed: unknown field");
     BOOST_TEST(!frugal::parse_sim_config(
-        R"({"models": [{"id": "a/b", "prompt_price": "cheap"}]})", error));
-    BOOST_TEST(error.starts_with("config.models[0].prompt_price:"));
-    BOOST_TEST(!frugal::parse_sim_config(R"({"model_overrides": {"x/y": {}}})", error));
-    BOOST_TEST(error == "config.model_overrides.x/y: no such model in the catalog");
-    BOOST_TEST(!frugal::parse_sim_config("[1]", error));
-    BOOST_TEST(!frugal::parse_sim_config("{", error));
-    BOOST_TEST(error.starts_with("not valid JSON"));
+        R"({"models": [{"id": "a/b", "prompt_price": "cheap"}]})", &diag));
+    BOOST_TEST(diag.message.starts_with("config.models[0].prompt_price:"));
+    BOOST_TEST(!frugal::parse_sim_config(R"({"model_overrides": {"x/y": {}}})", &diag));
+    BOOST_TEST(diag.message == "config.model_overrides.x/y: no such model in the catalog");
+    BOOST_TEST(!frugal::parse_sim_config("[1]", &diag));
+    BOOST_TEST(!frugal::parse_sim_config("{", &diag));
+    BOOST_TEST(diag.message.starts_with("not valid JSON"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
