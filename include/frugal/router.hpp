@@ -110,8 +110,23 @@ struct cascade_policy {
     std::string json_schema;
     on_budget_exhausted budget_exhausted = on_budget_exhausted::return_cheap;
     free_tier_limits free_tier;
-    /// Start the next tier in parallel when the current one has not answered after this long
-    /// (`async_complete`; a streamed cascade does not hedge yet); zero disables hedging.
+    /// Start the next tier in parallel when the current one is slow; zero disables hedging.
+    /// The hedge takes its own reservation (refused: no hedge, the slow tier goes on alone).
+    ///
+    /// `async_complete`: a tier that has not answered after this long is hedged; the first
+    /// acceptable answer wins, and the other attempt is cancelled and settled.
+    ///
+    /// A streamed cascade: a tier is slow when its stream has yielded no content after this long
+    /// (its time to first token). The first of the two streams to yield content (or to end with
+    /// an acceptable answer that has none) wins: only its text reaches the consumer (held in
+    /// `stream_mode::buffer` as any tier's is), and the other is cancelled at once and settled
+    /// like any abandoned stream; it never shows text. A stream that fails before its first
+    /// content leaves the other to run alone. The race ends with its winner: if that answer then
+    /// proves poor, the cascade goes on from it as if it had run alone. Two streams run side by
+    /// side only until the first content of either, which comes at most `hedge_after` plus the
+    /// hedge's time to first token after the slow stream began. The loser is billed for what it
+    /// generated before it was cancelled, and a paid one is charged its whole reservation until
+    /// its generation record proves the bill.
     std::chrono::milliseconds hedge_after{0};
     /// C++ only: more conditions, and pre-routing.
     std::vector<answer_predicate> predicates;

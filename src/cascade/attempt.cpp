@@ -334,11 +334,31 @@ void router_impl::spawn_attempt(
             }));
 }
 
+// Stops the hedge's attempts still running: see cascade_stream_state::stop_producer.
+struct router_impl::stop_both {
+    hedge* h;
+    void operator()(asio::cancellation_type t) const
+    {
+        for (int i = 0; i < 2; ++i)
+            if (h->running[i])
+                h->stop[i].emit(t);
+    }
+};
+
+// Waits for an attempt of the hedge to end, or `d`. The caller's cancellation goes to the
+// attempts (set again before each wait: an await that completes takes the slot over), not to
+// the timer, which an attempt's end wakes.
 asio::awaitable<void>
 router_impl::wait_for(const std::shared_ptr<hedge>& h, steady_clock::duration d)
 {
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) // came between waits: passed on now
+        stop_both{h.get()}(asio::cancellation_type::terminal);
+    if (cs.slot().is_connected())
+        cs.slot().assign(stop_both{h.get()});
     h->wake.expires_after(d);
-    co_await h->wake.async_wait(tuple_awaitable);
+    co_await h->wake.async_wait(
+        asio::bind_cancellation_slot(asio::cancellation_slot(), tuple_awaitable));
 }
 
 bool router_impl::acceptable(const chat_request& base, const attempt_run& run) const
@@ -359,22 +379,13 @@ asio::awaitable<std::vector<attempt_run>> router_impl::hedged(
 {
     auto h = std::make_shared<hedge>(client->get_executor());
     auto cs = co_await asio::this_coro::cancellation_state;
-    struct stop_both {
-        hedge* h;
-        void operator()(asio::cancellation_type t) const
-        {
-            // Only attempts still running: see cascade_stream_state::stop_producer.
-            for (int i = 0; i < 2; ++i)
-                if (h->running[i])
-                    h->stop[i].emit(t);
-        }
-    };
-    if (cs.slot().is_connected())
-        cs.slot().assign(stop_both{h.get()});
     spawn_attempt(h, 0, base, tier, call, arrived_by);
     co_await wait_for(h, policy.hedge_after);
     bool second = false;
-    if (!h->done[0]) {
+    // Slow: the next tier is started too, unless the caller stopped, or its free quota is
+    // used up (a hedge never waits for it, nor sends around it).
+    if (!h->done[0] && cs.cancelled() == asio::cancellation_type::none &&
+        (!free_tier[tier + 1] || take_free(unix_now_ms()) == 0)) {
         second = true;
         spawn_attempt(h, 1, base, tier + 1, call, m.hedged());
     }

@@ -6,6 +6,8 @@
 
 #include <boost/asio/error.hpp>
 
+#include <algorithm>
+
 namespace frugal::detail {
 
 using boost::system::error_code;
@@ -119,7 +121,14 @@ cascade_step cascade_machine::ended(std::span<attempt_end> ends, bool free_time_
     bool stop = false;
     bool decided = false;
     std::uint32_t top = 0;
+    std::uint32_t highest = 0;
+    for (const auto& e : ends)
+        highest = std::max(highest, e.tier);
     for (auto& e : ends) {
+        if (e.ended == how::lost) {
+            e.recorded = e.tier < highest ? escalation_reason::timeout : escalation_reason::none;
+            continue;
+        }
         if (e.ended == how::denied) {
             budget_denied_ = true;
             wanted_ = e.arrived_by;

@@ -47,6 +47,10 @@ struct attempt_end {
         failed,    // an error (`error`), the reservation's refusal other than the budget's included
         denied,    // the budget refused its reservation (`error`: budget_exhausted or _closed)
         cancelled, // the caller (or the consumer) stopped it
+        // A streamed hedge's stream stopped because the other one yielded content first: it
+        // decides nothing (the winner does); its reason is `timeout` when it is the slower tier
+        // the hedge went around.
+        lost,
     };
     std::uint32_t tier = 0;
     how ended = how::failed;
@@ -79,8 +83,9 @@ public:
     // The hedge of the last `send` started: `tier + 1`, asked because `tier` was slow.
     escalation_reason hedged();
 
-    // The attempts of the last `send` ended: one, or two when hedged (the one to prefer last).
-    // `free_time_left`: the free quota's wait has not run out.
+    // The attempts of the last `send` ended: one, or two when hedged (the one to prefer last;
+    // a streamed hedge's loser is `lost`). `free_time_left`: the free quota's wait has not run
+    // out.
     cascade_step ended(std::span<attempt_end> ends, bool free_time_left);
 
     // The result's fields the decisions own, once a step ended it (accept, keep or fail).

@@ -3,8 +3,9 @@
 
 // The router's insides, shared by the files it is split into: the public members and the whole
 // cascade (router.cpp), one attempt with its money, the hedge and the free tier's quota
-// (attempt.cpp), and the streamed cascade's producer (router_stream.cpp). Only what crosses
-// from one of those files to another is here; what one file alone uses stays in it.
+// (attempt.cpp), and the streamed cascade's producer (router_stream.cpp), whose tier streams
+// and their hedge are in stream_attempt.hpp. Only what crosses from one of those files to
+// another is here; what one file alone uses stays in it.
 
 #include <frugal/error.hpp>
 #include <frugal/router.hpp>
@@ -119,6 +120,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const call_info& call,
         escalation_reason arrived_by);
     struct hedge;
+    struct stop_both;
     void spawn_attempt(
         const std::shared_ptr<hedge>& h,
         int which,

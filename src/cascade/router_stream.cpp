@@ -1,8 +1,9 @@
 // The streamed cascade's producer: it drives the cascade's machine as `complete` does, but
-// reads each tier's stream and hands its text to the consumer as it goes.
+// reads each tier's stream (two racing to their first content when hedged: stream_attempt.cpp)
+// and hands its text to the consumer as it goes.
 #include "cascade/router_impl.hpp"
+#include "cascade/stream_attempt.hpp"
 
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/this_coro.hpp>
 
 #include <span>
@@ -49,23 +50,19 @@ asio::awaitable<void> produce(
             break;
 
         const std::uint32_t t = step.tier;
-        const bool last = t + 1 == n;
-        attempt_run run;
-        run.arrived_by = step.arrived_by;
-        run.rec.tier = t;
-        run.rec.model_asked = r->policy.tiers[t];
-        auto req = r->tier_request(base, t);
-        const auto t0_ms = unix_now_ms();
-        reservation res;
-        if (!r->try_reserve(req, call, res) && !co_await r->reserve(run, req, call, res)) {
+        // The step's streams: shared with a hedge's readers, so allocated; one per step is
+        // nothing beside a request.
+        auto h = std::make_shared<stream_pair>(r, call, r->client->get_executor());
+        tier_stream& first_try = h->a[0];
+        first_try.prepare(*r, base, t, step.arrived_by);
+        if (!co_await first_try.reserve(*r, call)) {
+            auto& run = first_try.run;
             auto e = r->end_of(base, run, cancelled());
             step = m.ended(std::span<attempt_end>(&e, 1), steady_clock::now() < free_deadline);
             run.rec.reason = e.recorded;
             out.attempts.push_back(run.rec);
             continue;
         }
-        if (res.active())
-            req.max_tokens = res.max_tokens();
         // The escalation is announced once it is sure to happen (its reservation granted), so
         // a denied one leaves the cheap answer on screen.
         if (pending != escalation_reason::none) {
@@ -79,105 +76,72 @@ asio::awaitable<void> produce(
                 co_return;
         }
 
-        asio::cancellation_signal sig;
-        if (cs.slot().is_connected())
-            cs.slot().assign(forward_to{&sig});
-        auto guard_slot = res.cancellation_slot();
-        if (guard_slot.is_connected())
-            guard_slot.assign(forward_to{&sig});
-        const auto t0 = steady_clock::now();
-        chat_stream s;
-        call_options opts;
-        opts.retry_rate_limited = !r->free_tier[t];
-        auto [ec] = co_await r->client->async_start_stream(
-            std::move(req), s, opts, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
-        // The generation id goes to the reservation as soon as it is known (the response
-        // head, else the first chunk): a crash mid-stream leaves enough to look the bill up.
-        bool noted = false;
-        auto note_generation = [&] {
-            if (noted || !res.active() || res.free())
-                return;
-            const auto& id =
-                s.response().id.empty() ? s.diagnostics().generation_id : s.response().id;
-            if (!id.empty()) {
-                res.note_generation(id);
-                noted = true;
-            }
-        };
-        if (!ec)
-            note_generation();
+        if (step.hedge) {
+            co_await race_streams(h, base, m); // the winner's first content waits in `first`
+        } else {
+            co_await first_try.start(*r);
+        }
+        tier_stream& w = h->a[h->lead];
+        // A hedge's other stream, settled (or released) now rather than after the winner's.
+        tier_stream* other = h->spawned[1] ? &h->a[1 - h->lead] : nullptr;
+        if (other != nullptr)
+            other->finish(*r, call, h->lost);
+
+        const std::uint32_t wt = w.run.rec.tier;
+        const bool last = wt + 1 == n;
         std::string text;
         std::vector<std::string> held; // buffer mode: deltas not shown yet
         bool shown = false;
         escalation_reason early = escalation_reason::none;
-        std::uint64_t tokens = 0;
         bool consumer_gone = false;
         const bool live = mode == stream_mode::stream || last;
-        while (!ec && !s.done()) {
-            auto [rec, d] = co_await s.async_read_delta(
-                asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
-            ec = rec;
-            if (ec)
+        for (;;) {
+            std::string piece;
+            if (w.first) {
+                piece = std::move(*w.first);
+                w.first.reset();
+            } else if (!co_await w.next(piece)) {
                 break;
-            note_generation();
-            tokens += d.events;
-            if (res.active()) {
-                res.meter(tokens);
-                if (res.cancel_reason()) {
-                    ec = asio::error::operation_aborted; // the guard stopped it between reads
-                    break;
-                }
             }
-            if (d.content.empty())
-                continue;
-            text += d.content;
+            text += piece;
             if (!last) {
                 early = judge_early(r->policy, json_wanted, text);
                 if (early != escalation_reason::none)
-                    break; // abandon the stream: destroying it closes the connection
+                    break; // abandon the stream: finishing it closes the connection
             }
             if (live) {
                 cascade_event ev;
-                ev.tier = t;
-                ev.text = std::move(d.content);
+                ev.tier = wt;
+                ev.text = std::move(piece);
                 shown = true;
                 if (!co_await send({}, std::move(ev))) {
                     consumer_gone = true;
                     break;
                 }
             } else {
-                held.push_back(std::move(d.content));
+                held.push_back(std::move(piece));
             }
         }
-        if (cs.slot().is_connected())
-            cs.slot().clear();
-        if (guard_slot.is_connected())
-            guard_slot.clear();
-        run.rec.latency =
-            std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
-        const bool ended = !ec && s.done() && early == escalation_reason::none && !consumer_gone;
-        run.answered = ended;
-        run.response = s.response();
-        run.rec.error = ec;
-        run.rec.model_served = run.response.model;
-        run.rec.generation_id =
-            run.response.id.empty() ? s.diagnostics().generation_id : run.response.id;
-        if (!ended) {
-            run.rec.outcome = ec && ec != asio::error::operation_aborted
-                                  ? attempt_outcome::unknown
-                                  : attempt_outcome::cancelled;
-        }
-        diagnostics diag = s.diagnostics();
-        if (!ended && !ec)
-            diag.request_sent = true; // abandoned mid-stream: it was sent
-        if (ec && ec != asio::error::operation_aborted)
-            run.rec.detail = diag.to_string();
-        s = chat_stream();            // abandons the connection now, before accounting
-        r->note_rate_limit(t, ec, diag);
-        r->account(run, res, diag, call, t0_ms);
-        out.total_cost += run.rec.cost;
+        w.finish(*r, call, early != escalation_reason::none || consumer_gone);
 
-        attempt_end e = r->end_of(base, run, cancelled() || consumer_gone);
+        // The machine hears of the hedge's stream once its reservation was granted (a refused
+        // one means no hedge: it is only recorded), and of the stream read on last.
+        attempt_end ends[2];
+        tier_stream* told[2] = {nullptr, nullptr};
+        std::size_t k = 0;
+        if (other != nullptr && other->reserved) {
+            if (h->lost) {
+                ends[k].tier = other->run.rec.tier;
+                ends[k].ended = attempt_end::how::lost;
+                ends[k].error = other->run.rec.error;
+                ends[k].arrived_by = other->run.arrived_by;
+            } else {
+                ends[k] = r->end_of(base, other->run, cancelled());
+            }
+            told[k++] = other;
+        }
+        attempt_end& e = ends[k];
+        e = r->end_of(base, w.run, cancelled() || consumer_gone);
         if (consumer_gone)
             e.ended = attempt_end::how::cancelled;
         else if (early != escalation_reason::none) {
@@ -185,32 +149,65 @@ asio::awaitable<void> produce(
             e.verdict = early;
         }
         e.shown = shown;
-        step = m.ended(std::span<attempt_end>(&e, 1), steady_clock::now() < free_deadline);
-        run.rec.reason = e.recorded;
-        out.attempts.push_back(run.rec);
+        told[k++] = &w;
+        step = m.ended(std::span<attempt_end>(ends, k), steady_clock::now() < free_deadline);
+        if (other != nullptr && !other->reserved)
+            out.attempts.push_back(other->run.rec); // a hedge refused (or stopped) before its start
+        for (std::size_t i = 0; i < k; ++i) {
+            told[i]->run.rec.reason = ends[i].recorded;
+            out.total_cost += told[i]->run.rec.cost;
+            out.attempts.push_back(told[i]->run.rec);
+        }
         if (step.free_wait_over)
             out.attempts.back().detail += r->free_wait_note();
         if (step.what == cascade_step::kind::accept) {
-            for (auto& piece : held) { // accepted: buffered text is shown now
+            if (step.tier == wt || other == nullptr) {
+                for (auto& piece : held) { // accepted: buffered text is shown now
+                    cascade_event ev;
+                    ev.tier = wt;
+                    ev.text = std::move(piece);
+                    if (!co_await send({}, std::move(ev)))
+                        co_return;
+                }
+                out.response = std::move(w.run.response);
+                break;
+            }
+            // The hedge's other stream: a whole answer without content (any content would have
+            // won it the race, or lost it), accepted as the top tier's. What the stream read on
+            // showed is taken back.
+            if (shown) {
                 cascade_event ev;
-                ev.tier = t;
-                ev.text = std::move(piece);
+                ev.type = cascade_event::kind::escalating;
+                ev.tier = step.tier;
+                ev.reason = e.recorded;
                 if (!co_await send({}, std::move(ev)))
                     co_return;
             }
-            out.response = std::move(run.response);
+            out.response = std::move(other->run.response);
             break;
         }
-        if (ended) {
-            fallback = std::move(run.response);
-            fallback_shown = shown;
+        for (std::size_t i = 0; i < k; ++i) {
+            auto& run = told[i]->run;
+            if (run.answered && m.fallback() == run.rec.tier) {
+                fallback = std::move(run.response);
+                fallback_shown = told[i] == &w && shown;
+            }
         }
         if (shown && e.recorded != escalation_reason::none)
             pending = e.recorded; // its text must be taken back if a higher tier answers
     }
 
     if (step.what == cascade_step::kind::keep && fallback) {
-        // The budget kept the lower tier's answer: shown now unless it already is.
+        // The budget kept the lower tier's answer: shown now unless it already is, after
+        // taking back a later tier's text that is on screen.
+        if (!fallback_shown && pending != escalation_reason::none) {
+            cascade_event ev;
+            ev.type = cascade_event::kind::escalating;
+            ev.tier = step.tier;
+            ev.reason = pending;
+            if (!co_await send({}, std::move(ev)))
+                co_return;
+        }
         if (!fallback_shown && !fallback->content.empty()) {
             cascade_event ev;
             ev.tier = step.tier;

@@ -12,6 +12,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cctype>
+#include <map>
 #include <ostream>
 #include <set>
 
@@ -113,6 +114,50 @@ escalation_reason cheap_failure(client_fixture& f, const std::string& prompt, bo
 money billed(client_fixture& f)
 {
     return *money::parse(std::string(f.bill().at("total").at("cost_usd").as_string()));
+}
+
+// A streamed cascade read to its end: the text shown, by tier, and the events that took some
+// back.
+struct streamed {
+    boost::system::error_code ec;
+    std::map<std::uint32_t, std::string> shown;
+    int escalating = 0;
+    std::shared_ptr<const frugal::cascade_result> result;
+};
+
+streamed read_all(client_fixture& f, frugal::cascade_stream& s)
+{
+    streamed out;
+    run(f.io, [&]() -> asio::awaitable<void> {
+        for (;;) {
+            auto [ec, ev] = co_await s.async_next(tuple_awaitable);
+            if (ec) {
+                out.ec = ec;
+                out.result = ev.result;
+                co_return;
+            }
+            if (ev.type == frugal::cascade_event::kind::delta)
+                out.shown[ev.tier] += ev.text;
+            else if (ev.type == frugal::cascade_event::kind::escalating)
+                ++out.escalating;
+            else {
+                out.result = ev.result;
+                co_return;
+            }
+        }
+    }());
+    return out;
+}
+
+// The simulator with `cheap`'s (and `flagship`'s, when asked) first token `ttft` away.
+frugal::sim_config slow_first_token(std::chrono::milliseconds ttft, bool flagship_too)
+{
+    auto cfg = roomy();
+    cfg.models = frugal::standard_sim_models();
+    for (auto& m : cfg.models)
+        if (m.id == cheap || (flagship_too && m.id == flagship))
+            m.time_to_first_token = ttft;
+    return cfg;
 }
 
 } // namespace
@@ -443,6 +488,42 @@ BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_res
     BOOST_TEST((o.result.attempts[0].cost >= billed(f)));
 }
 
+// The caller's cancellation reaches both attempts of a hedge, not only the hedge's own timer.
+BOOST_AUTO_TEST_CASE(cancelling_a_hedged_cascade_stops_both_attempts_at_once)
+{
+    client_fixture f(slow_first_token(3s, true));
+    const auto cat = load_catalog(f);
+    auto guard = open_guard(cat, "1");
+    auto p = policy();
+    p.hedge_after = 50ms;
+    frugal::router r(f.client, p, cat, guard);
+    asio::cancellation_signal cancel;
+    outcome o;
+    const auto t0 = std::chrono::steady_clock::now();
+    asio::co_spawn(
+        f.io,
+        r.async_complete(
+            request("", "Name a colour."),
+            asio::bind_cancellation_slot(cancel.slot(), asio::as_tuple(asio::use_awaitable))),
+        [&](const std::exception_ptr&,
+            std::tuple<boost::system::error_code, frugal::cascade_result> t) {
+            o.ec = std::get<0>(t);
+            o.result = std::move(std::get<1>(t));
+        });
+    asio::steady_timer t(f.io, 500ms); // both attempts are waiting for their first byte
+    t.async_wait([&](auto) { cancel.emit(asio::cancellation_type::terminal); });
+    f.io.restart();
+    f.io.run();
+    BOOST_TEST(o.ec == asio::error::operation_aborted);
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 2s)); // neither ran to its answer
+    BOOST_TEST_REQUIRE(o.result.attempts.size() == 2u);
+    for (const auto& a : o.result.attempts)
+        BOOST_TEST((a.outcome == frugal::attempt_outcome::cancelled), a.model_asked);
+    const auto s = guard->snapshot()[0];
+    BOOST_TEST((s.reserved == money()));
+    BOOST_TEST((s.committed == o.result.total_cost));
+}
+
 BOOST_AUTO_TEST_CASE(the_free_tier_limiter_escalates_or_waits_by_policy)
 {
     client_fixture f;
@@ -551,6 +632,167 @@ BOOST_AUTO_TEST_CASE(a_hedged_cascade_does_not_pay_around_a_free_429)
     BOOST_TEST(!o.ec);
     BOOST_TEST(o.result.tier == 0u);
     BOOST_TEST(!o.result.escalated);
+    BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
+}
+
+// The streamed hedge: a tier is slow when its first content is, the first stream to yield
+// content is the one shown, and the other is cancelled and settled at once.
+BOOST_AUTO_TEST_CASE(a_streamed_hedge_shows_only_the_winner_and_settles_the_loser)
+{
+    client_fixture f(slow_first_token(3s, false));
+    const auto cat = load_catalog(f);
+    auto guard = open_guard(cat, "1");
+    auto p = policy();
+    p.hedge_after = 100ms;
+    frugal::router r(f.client, p, cat, guard);
+    money spent;
+    for (auto mode : {frugal::stream_mode::stream, frugal::stream_mode::buffer}) {
+        BOOST_TEST_CONTEXT("mode " << (mode == frugal::stream_mode::stream ? "stream" : "buffer"))
+        {
+            frugal::cascade_stream s;
+            const auto t0 = std::chrono::steady_clock::now();
+            r.start_stream(request("", "Name a colour."), mode, s);
+            const auto o = read_all(f, s);
+            const auto elapsed = std::chrono::steady_clock::now() - t0;
+            BOOST_TEST(!o.ec, o.ec.message());
+            BOOST_TEST_REQUIRE(o.result != nullptr);
+            const auto& res = *o.result;
+            BOOST_TEST(res.tier == 1u);
+            BOOST_TEST(res.escalated);
+            BOOST_TEST(res.reason == escalation_reason::timeout);
+            BOOST_TEST((elapsed < 2s)); // it did not wait for the cheap tier's first token
+            // Only the flagship's text was shown, and nothing was taken back.
+            BOOST_TEST(!o.shown.contains(0));
+            BOOST_TEST_REQUIRE(o.shown.contains(1));
+            BOOST_TEST(o.shown.at(1) == res.response.content);
+            BOOST_TEST(!res.response.content.empty());
+            BOOST_TEST(o.escalating == 0);
+            BOOST_TEST_REQUIRE(res.attempts.size() == 2u);
+            money sum;
+            for (const auto& a : res.attempts) {
+                sum += a.cost;
+                if (a.tier == 0) {
+                    BOOST_TEST(a.outcome == frugal::attempt_outcome::cancelled);
+                    BOOST_TEST(a.reason == escalation_reason::timeout);
+                    BOOST_TEST((a.cost == money())); // a free model
+                } else {
+                    BOOST_TEST(a.outcome == frugal::attempt_outcome::ok);
+                    BOOST_TEST(a.model_asked == flagship);
+                }
+            }
+            BOOST_TEST((res.total_cost == sum));
+            spent += res.total_cost;
+            // Both settled: nothing is left reserved, and what was settled is what it cost.
+            const auto snap = guard->snapshot()[0];
+            BOOST_TEST((snap.reserved == money()));
+            BOOST_TEST((snap.committed == spent));
+        }
+    }
+    // The loser's ledger record says it was cancelled, once for each cascade.
+    std::vector<frugal::attempt_record> records;
+    BOOST_TEST_REQUIRE(!guard->read_ledger(0, records));
+    int cheap_cancelled = 0;
+    for (const auto& rec : records)
+        if (rec.model_asked == cheap && rec.outcome == frugal::attempt_outcome::cancelled)
+            ++cheap_cancelled;
+    BOOST_TEST(cheap_cancelled == 2);
+    BOOST_TEST((spent == billed(f)));
+}
+
+BOOST_AUTO_TEST_CASE(a_streamed_cascade_whose_first_token_is_quick_does_not_hedge)
+{
+    // The first token at once, the next ones 50 ms apart: the whole answer takes longer than
+    // hedge_after, its first content does not.
+    client_fixture f(roomy(paced(50ms)));
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.hedge_after = 200ms;
+    frugal::router r(f.client, p, cat, open_guard(cat, "1"));
+    frugal::cascade_stream s;
+    const auto t0 = std::chrono::steady_clock::now();
+    r.start_stream(request("", "Say hi. [sim tokens=10]"), frugal::stream_mode::stream, s);
+    auto o = read_all(f, s);
+    BOOST_TEST(!o.ec, o.ec.message());
+    BOOST_TEST_REQUIRE(o.result != nullptr);
+    BOOST_TEST(o.result->tier == 0u);
+    BOOST_TEST(!o.result->escalated);
+    BOOST_TEST_REQUIRE(o.result->attempts.size() == 1u);
+    BOOST_TEST(o.result->attempts[0].outcome == frugal::attempt_outcome::ok);
+    BOOST_TEST(o.shown[0] == o.result->response.content);
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 >= 400ms)); // it outlasted hedge_after
+    BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_a_streamed_hedge_stops_both_streams_and_settles_both)
+{
+    client_fixture f(slow_first_token(3s, true));
+    const auto cat = load_catalog(f);
+    auto guard = open_guard(cat, "1");
+    auto p = policy();
+    p.hedge_after = 50ms;
+    frugal::router r(f.client, p, cat, guard);
+    frugal::cascade_stream s;
+    const auto t0 = std::chrono::steady_clock::now();
+    r.start_stream(request("", "Name a colour."), frugal::stream_mode::stream, s);
+    // Both streams are waiting for their first token when the read is cancelled.
+    asio::cancellation_signal cancel;
+    asio::steady_timer t(f.io, 500ms);
+    t.async_wait([&](auto) { cancel.emit(asio::cancellation_type::terminal); });
+    boost::system::error_code last;
+    std::string shown;
+    run(f.io, [&]() -> asio::awaitable<void> {
+        for (;;) {
+            auto [ec, ev] =
+                co_await s.async_next(asio::bind_cancellation_slot(cancel.slot(), tuple_awaitable));
+            if (ec) {
+                last = ec;
+                co_return;
+            }
+            shown += ev.text;
+            if (ev.type == frugal::cascade_event::kind::done)
+                co_return;
+        }
+    }());
+    // run() returns once the io_context has nothing left: the producer and both streams ended.
+    BOOST_TEST(last == asio::error::operation_aborted);
+    BOOST_TEST(shown.empty());
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 2s)); // no stream met its first token
+    const auto snap = guard->snapshot()[0];
+    BOOST_TEST((snap.reserved == money()));
+    std::vector<frugal::attempt_record> records;
+    BOOST_TEST_REQUIRE(!guard->read_ledger(0, records));
+    BOOST_TEST_REQUIRE(records.size() == 2u); // the hedge had started
+    for (const auto& rec : records)
+        BOOST_TEST(rec.outcome == frugal::attempt_outcome::cancelled, rec.model_asked);
+    // The paid stream is charged its whole reservation until its bill is proven.
+    money committed;
+    for (const auto& rec : records)
+        committed += rec.cost;
+    BOOST_TEST((snap.committed == committed));
+}
+
+BOOST_AUTO_TEST_CASE(a_streamed_hedge_does_not_pay_around_a_free_429)
+{
+    auto cfg = fixed();
+    cfg.faults = {{cheap, "429", 1, 1.0}}; // the free tier's 429 comes before the hedge starts
+    frugal::client_params params = fast_retries();
+    params.retry.max_attempts = 1;
+    client_fixture f(cfg, params);
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.hedge_after = 20s;
+    frugal::router r(f.client, p, cat, open_guard(cat, "1"));
+    frugal::cascade_stream s;
+    r.start_stream(request("", "Say hi."), frugal::stream_mode::stream, s);
+    auto o = read_all(f, s);
+    BOOST_TEST(!o.ec, o.ec.message());
+    BOOST_TEST_REQUIRE(o.result != nullptr);
+    BOOST_TEST(o.result->tier == 0u);
+    BOOST_TEST(!o.result->escalated);
+    BOOST_TEST_REQUIRE(o.result->attempts.size() == 2u);
+    BOOST_TEST(o.result->attempts[0].error == frugal::error::rate_limited);
+    BOOST_TEST(o.shown[0] == o.result->response.content);
+    BOOST_TEST(o.escalating == 0);
     BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
 }
 

@@ -332,4 +332,74 @@ BOOST_AUTO_TEST_CASE(a_hedge_is_decided_by_its_winner)
     }
 }
 
+// A streamed hedge is won by the first stream to yield content, before any answer is judged:
+// the stream that lost is reported `lost` and decides nothing, whichever tier it was.
+BOOST_AUTO_TEST_CASE(a_lost_stream_of_a_hedge_decides_nothing)
+{
+    auto p = paid_pair();
+    p.tiers.push_back("top/model");
+    p.hedge_after = std::chrono::milliseconds(100);
+    const std::vector<bool> paid{false, false, false};
+    const boost::system::error_code aborted = boost::asio::error::operation_aborted;
+    {
+        // The slow tier lost: the hedge's answer decides; the slow tier was left for its time.
+        cascade_machine m(p, paid, 0, escalation_reason::none);
+        (void)m.start();
+        const auto arrived = m.hedged();
+        attempt_end two[] = {
+            end(0, how::lost, escalation_reason::none, aborted),
+            end(1, how::answered, escalation_reason::none, {}, arrived)};
+        const auto s = m.ended(two, true);
+        BOOST_TEST((s.what == kind::accept && s.tier == 1));
+        BOOST_TEST((two[0].recorded == escalation_reason::timeout));
+        BOOST_TEST((two[1].recorded == escalation_reason::none));
+        frugal::cascade_result r;
+        m.fill(r, s);
+        BOOST_TEST(r.escalated);
+        BOOST_TEST((r.reason == escalation_reason::timeout));
+    }
+    {
+        // The hedge lost to the slow tier's first content, which then proved a refusal: the
+        // hedge's tier is asked afresh (a failure of the hedge would have passed over it).
+        cascade_machine m(p, paid, 0, escalation_reason::none);
+        (void)m.start();
+        const auto arrived = m.hedged();
+        attempt_end two[] = {
+            end(1, how::lost, escalation_reason::none, aborted, arrived),
+            end(0, how::abandoned, escalation_reason::refusal)};
+        const auto s = m.ended(two, true);
+        BOOST_TEST((s.what == kind::send && s.tier == 1));
+        BOOST_TEST((s.arrived_by == escalation_reason::refusal));
+        BOOST_TEST(s.hedge);
+        BOOST_TEST((two[0].recorded == escalation_reason::none));
+        BOOST_TEST((two[1].recorded == escalation_reason::refusal));
+        BOOST_TEST(!m.fallback().has_value());
+    }
+    {
+        // The top tier lost to the middle one, whose whole answer was cut: the top tier next.
+        cascade_machine m(p, paid, 1, escalation_reason::rule);
+        auto s = m.start();
+        BOOST_TEST((s.what == kind::send && s.tier == 1 && s.hedge));
+        const auto arrived = m.hedged();
+        attempt_end two[] = {
+            end(2, how::lost, escalation_reason::none, aborted, arrived),
+            end(1, how::answered, escalation_reason::length, {}, escalation_reason::rule)};
+        s = m.ended(two, true);
+        BOOST_TEST((s.what == kind::send && s.tier == 2 && !s.hedge));
+        BOOST_TEST((s.arrived_by == escalation_reason::length));
+        BOOST_TEST((m.fallback() == 1u));
+    }
+    {
+        // The caller stopped the winner: the cascade ends cancelled.
+        cascade_machine m(p, paid, 0, escalation_reason::none);
+        (void)m.start();
+        const auto arrived = m.hedged();
+        attempt_end two[] = {
+            end(0, how::lost, escalation_reason::none, aborted),
+            end(1, how::cancelled, escalation_reason::none, aborted, arrived)};
+        const auto s = m.ended(two, true);
+        BOOST_TEST((s.what == kind::fail && s.error == aborted));
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
