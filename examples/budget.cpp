@@ -34,7 +34,7 @@ boost::asio::awaitable<void> spend(frugal::chat_client& client)
         // Reserve the worst case before sending; wait briefly for others to settle if short.
         frugal::reserve_request ask;
         ask.model = request.model;
-        ask.prompt_bytes = 400; // the request body's size bounds its prompt tokens
+        ask.prompt_bytes = frugal::prompt_bound(request); // bounds its prompt tokens
         ask.max_tokens = 500;
         ask.keys = keys;
         auto [rec, reservation] =
@@ -46,17 +46,17 @@ boost::asio::awaitable<void> spend(frugal::chat_client& client)
 
         // Send with the max_tokens the guard granted (lower than asked when clamped).
         request.max_tokens = reservation.max_tokens();
-        reservation.mark_sent();
-        frugal::chat_response response = co_await client.async_chat(request);
+        frugal::diagnostics diag;
+        auto [ec, response] = co_await client.async_chat(
+            request, diag, boost::asio::as_tuple(boost::asio::use_awaitable));
 
-        // Settle with the provider's cost; the ledger record is written with it.
+        // Settle as a router would: the provider's cost, $0 for a request never sent or
+        // refused, the whole reservation for one cut off. The ledger record is written with it.
         frugal::attempt_record record;
-        record.model_served = response.model;
-        record.generation_id = response.id;
-        record.cost = prices.cost_of(response.model, response.usage).value();
-        reservation.settle(record);
-        std::cout << "request " << i << ": max_tokens " << request.max_tokens.value() << ", $"
-                  << record.cost.to_string() << '\n';
+        frugal::settle(reservation, ec, ec ? nullptr : &response, diag, record);
+        std::cout << "request " << i << ": max_tokens " << request.max_tokens.value() << ", "
+                  << frugal::to_string(record.outcome) << ", $" << record.cost.to_string()
+                  << '\n';
     }
     for (const auto& b : guard->snapshot())
         std::cout << b.name << ": $" << b.committed.to_string() << " of $" << b.cap.to_string()
