@@ -36,7 +36,9 @@ enum class attempt_outcome : std::uint8_t {
 /// The name of `o` as the ledger writes it ("ok", "error", ...).
 const char* to_string(attempt_outcome o) noexcept;
 
-/// One call to a model, as the ledger keeps it.
+/// One call to a model, as the ledger keeps it. A cascade's attempt is one of these
+/// (`cascade_attempt` derives from it): the router settles with the attempt itself, so the
+/// ledger keeps each attempt as the cascade reports it.
 struct attempt_record {
     std::int64_t time_ms = 0; ///< when the attempt started, Unix milliseconds
     std::uint64_t request_id = 0;

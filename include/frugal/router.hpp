@@ -6,6 +6,7 @@
 /// a condition says its answer is not good enough, inside the budget.
 
 #include <frugal/budget.hpp>
+#include <frugal/budget_store.hpp>
 #include <frugal/chat_client.hpp>
 #include <frugal/diagnostics.hpp>
 #include <frugal/money.hpp>
@@ -143,27 +144,31 @@ struct cascade_policy {
 boost::system::result<cascade_policy>
 parse_policy(std::string_view json, diagnostics* diag = nullptr);
 
-/// One call to one tier, as a cascade made it.
-struct cascade_attempt {
-    std::uint32_t tier = 0;
-    std::string model_asked;
-    std::string model_served;
-    std::string generation_id;
-    attempt_outcome outcome = attempt_outcome::ok;
-    /// Why the cascade moved on from this attempt (`none` when it was accepted or last).
-    escalation_reason reason = escalation_reason::none;
+/// One call to one tier, as a cascade made it: the ledger's record of the call, and beside it
+/// what the ledger does not keep. The router fills the record's fields once and settles with
+/// the attempt itself (`frugal::settle`), so the ledger keeps each attempt as the cascade
+/// reports it, and the attempt carries what the ledger wrote (`cost`, `estimated`, `anomaly`,
+/// and `record_id`, which `budget_guard::correct` takes). The inherited `reason` is the
+/// ledger's: why the cascade asked this tier; `moved_on` is why it went on from it.
+///
+/// Where the two differ:
+/// - `outcome` is the cascade's: an attempt the budget refused (`error::budget_exhausted` or
+///   `budget_closed`) says `not_sent`, its ledger record `denied`; a paid answer whose bill is
+///   not known says `ok`, its record `unknown` (both `estimated`: the whole reservation);
+/// - a reservation refused otherwise (an unknown price, a failed store) is not in the ledger,
+///   nor is an attempt whose reservation was released unsent, nor a free tier skipped or given
+///   up for its quota: `record_id` is 0;
+/// - without a budget guard nothing is written (`record_id` 0): `cost` is priced from the
+///   router's catalog, and `estimated` (cost 0) says it could not be.
+struct cascade_attempt : attempt_record {
+    /// Why the cascade moved on from this attempt (`none` when it did not: the answer was
+    /// accepted, or this was the last attempt). Not the ledger's: see `reason`.
+    escalation_reason moved_on = escalation_reason::none;
     boost::system::error_code error;
     /// What the provider said about the failure (its message, status, code), or why the
     /// budget refused the attempt; empty when it did not fail.
     std::string detail;
-    std::uint64_t prompt_tokens = 0;
-    std::uint64_t completion_tokens = 0;
-    money cost;
-    bool cost_estimated = false; ///< the whole reservation, until a generation lookup
-    /// Empty, or why `cost` is not simply the provider's report: a cost that could not be taken
-    /// as a bill, or a bill above the model's prices (`attempt_record::anomaly`).
-    std::string anomaly;
-    std::chrono::microseconds latency{0};
+    bool operator==(const cascade_attempt&) const = default;
 };
 
 /// What a cascade came to.

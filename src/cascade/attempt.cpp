@@ -48,44 +48,26 @@ router_impl::free_gate(bool last_tier, steady_clock::time_point deadline)
     }
 }
 
-// The record of an attempt, in a scratch object whose strings keep their capacity (the
-// router runs on one thread, and the store copies what it keeps).
-attempt_record&
-router_impl::ledger_record(const attempt_run& run, const call_info& call, std::int64_t t0)
+// Fills the record of an attempt at `tier` with what is known before anything is asked: the
+// tier and its model, the cascade's request id and budget keys, and why the tier was asked.
+void router_impl::open_record(
+    attempt_run& run, std::uint32_t tier, const call_info& call, escalation_reason arrived_by) const
 {
-    const auto& a = run.rec;
-    attempt_record& r = scratch_record;
-    r.time_ms = t0;
-    r.request_id = call.request_id;
-    r.generation_id = a.generation_id;
-    r.tier = a.tier;
-    r.model_asked = a.model_asked;
-    r.model_served = a.model_served;
-    r.provider = run.response.provider;
-    r.prompt_tokens = a.prompt_tokens;
-    r.completion_tokens = a.completion_tokens;
-    r.cost = a.cost;
-    r.outcome = a.outcome;
-    r.latency_us = a.latency.count();
-    r.keys = call.keys->joined;
-    r.reason = run.arrived_by == escalation_reason::none ? "" : to_string(run.arrived_by);
-    r.anomaly = a.anomaly;
-    r.estimated = false;
-    r.record_id = 0;
-    return r;
+    run.arrived_by = arrived_by;
+    auto& a = run.rec;
+    a.tier = tier;
+    a.model_asked = policy.tiers[tier];
+    a.request_id = call.request_id;
+    a.keys = call.keys->joined;
+    a.reason = arrived_by == escalation_reason::none ? "" : to_string(arrived_by);
 }
 
 // Accounts for an attempt that ended: settles or releases its reservation (through the budget
-// layer's `settle`, as any caller of the guard would) and fills the attempt's cost.
-void router_impl::account(
-    attempt_run& run,
-    reservation& res,
-    const diagnostics& diag,
-    const call_info& call,
-    std::int64_t t0)
+// layer's `settle`, as any caller of the guard would) with the attempt's own record, which
+// `settle` fills with the outcome, the cost and any anomaly as the ledger keeps them.
+void router_impl::account(attempt_run& run, reservation& res, const diagnostics& diag)
 {
     auto& a = run.rec;
-    const bool paid = res.active() && !res.free();
     if (run.answered && run.response.usage) {
         a.prompt_tokens = run.response.usage->prompt_tokens;
         a.completion_tokens = run.response.usage->completion_tokens;
@@ -96,27 +78,25 @@ void router_impl::account(
             if (const auto booked = prices.booked_cost(a.model_asked, run.response, a.anomaly))
                 a.cost = *booked;
             else
-                a.cost_estimated = true; // no usage and no price
+                a.estimated = true; // no usage and no price
         } else if (!diag.request_sent) {
             a.outcome = attempt_outcome::not_sent;
         } else if (diag.http_status >= 400) {
             a.outcome = attempt_outcome::error;
         } else {
-            a.cost_estimated = true;
+            a.estimated = true;
         }
         return;
     }
-    auto& rec = ledger_record(run, call, t0);
     // An attempt abandoned mid-stream was sent and has no whole answer: the bill is unknown.
     const error_code ended = run.answered || a.error ? a.error : error_code(asio::error::operation_aborted);
-    (void)settle(res, ended, run.answered ? &run.response : nullptr, diag, rec);
-    if (rec.outcome == attempt_outcome::not_sent || rec.outcome == attempt_outcome::error)
-        a.outcome = rec.outcome;
-    // The guard may have raised the cost (an anomaly is booked at no less than the
-    // reservation) or found a surprise.
-    a.cost = rec.cost;
-    a.anomaly = rec.anomaly;
-    a.cost_estimated = rec.estimated && paid;
+    // The ledger's outcome is the attempt's when the request never reached the provider or was
+    // refused with an error status; else the cascade's stays (a whole answer whose bill is
+    // unknown is `ok` to it, `unknown` to the ledger: cascade_attempt).
+    const auto outcome = a.outcome;
+    (void)settle(res, ended, run.answered ? &run.response : nullptr, diag, a);
+    if (a.outcome != attempt_outcome::not_sent && a.outcome != attempt_outcome::error)
+        a.outcome = outcome;
 }
 
 // What the guard is asked for an attempt's request: its prompt's bound and max_tokens.
@@ -160,20 +140,22 @@ std::string router_impl::quota_text() const
 }
 
 // The record of a free tier not asked because its quota was used up: skipped (the
-// `escalate` opt-in, `reason` rate_limited) or given up after the wait.
-cascade_attempt router_impl::skipped_attempt(std::uint32_t tier, escalation_reason reason) const
+// `escalate` opt-in, `moved_on` rate_limited) or given up after the wait. Not in the ledger.
+cascade_attempt router_impl::skipped_attempt(
+    const cascade_step& step, const call_info& call, escalation_reason moved_on) const
 {
-    cascade_attempt a;
-    a.tier = tier;
-    a.model_asked = policy.tiers[tier];
+    attempt_run run;
+    open_record(run, step.tier, call, step.arrived_by);
+    auto& a = run.rec;
+    a.time_ms = unix_now_ms();
     a.outcome = attempt_outcome::not_sent;
     a.error = error::rate_limited;
-    a.reason = reason;
-    a.detail = reason == escalation_reason::none
+    a.moved_on = moved_on;
+    a.detail = moved_on == escalation_reason::none
                    ? "the free tier's quota (" + quota_text() + ") did not come back within " +
                          std::to_string(policy.free_tier.max_wait.count()) + " ms"
                    : "the free tier's quota is used up; skipped (when_empty: escalate)";
-    return a;
+    return std::move(run.rec);
 }
 
 // Reserves without waiting, which decides most requests; false when the budget is short
@@ -212,9 +194,12 @@ asio::awaitable<bool> router_impl::reserve(
         run.rec.detail = got.why_denied();
         run.budget_denied = ec == error::budget_exhausted || ec == error::budget_closed;
         if (run.budget_denied) {
-            auto& rec = ledger_record(run, call, unix_now_ms());
-            rec.outcome = attempt_outcome::denied;
-            (void)guard->record(rec);
+            // The ledger keeps the denial, dated when it came; to the cascade the attempt was
+            // not sent (cascade_attempt).
+            run.rec.time_ms = unix_now_ms();
+            run.rec.outcome = attempt_outcome::denied;
+            (void)guard->record(run.rec);
+            run.rec.outcome = attempt_outcome::not_sent;
         }
         co_return false;
     }
@@ -241,11 +226,9 @@ asio::awaitable<attempt_run> router_impl::attempt(
 {
     co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
     attempt_run run;
-    run.arrived_by = arrived_by;
-    run.rec.tier = tier;
-    run.rec.model_asked = policy.tiers[tier];
+    open_record(run, tier, call, arrived_by);
     auto req = tier_request(base, tier);
-    const auto t0_ms = unix_now_ms();
+    run.rec.time_ms = unix_now_ms();
     reservation res;
     if (!try_reserve(req, call, res) && !co_await reserve(run, req, call, res))
         co_return run;
@@ -288,20 +271,21 @@ asio::awaitable<attempt_run> router_impl::attempt(
         ec = cec;
         run.response = std::move(resp);
     }
-    run.rec.latency =
-        std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
+    run.rec.latency_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0).count();
     run.answered = !ec;
     run.rec.error = ec;
     if (ec && ec != asio::error::operation_aborted)
         run.rec.detail = diag.to_string();
     run.rec.model_served = run.response.model;
+    run.rec.provider = run.response.provider;
     run.rec.generation_id = run.response.id.empty() ? diag.generation_id : run.response.id;
     if (ec == asio::error::operation_aborted)
         run.rec.outcome = attempt_outcome::cancelled;
     else if (ec)
         run.rec.outcome = attempt_outcome::unknown;
     note_rate_limit(tier, ec, diag);
-    account(run, res, diag, call, t0_ms);
+    account(run, res, diag);
     co_return run;
 }
 
@@ -439,7 +423,10 @@ router_impl::end_of(const chat_request& base, const attempt_run& run, bool calle
 
 // The free tier's wait, for the machine: the skipped or given-up tier is recorded.
 asio::awaitable<quota_wait> router_impl::ask_free(
-    const cascade_step& step, steady_clock::time_point deadline, cascade_result& out)
+    const cascade_step& step,
+    steady_clock::time_point deadline,
+    const call_info& call,
+    cascade_result& out)
 {
     const bool last = step.tier + 1 == policy.tiers.size();
     const auto g = co_await free_gate(last, deadline);
@@ -448,7 +435,7 @@ asio::awaitable<quota_wait> router_impl::ask_free(
     auto cs = co_await asio::this_coro::cancellation_state;
     if (cs.cancelled() == asio::cancellation_type::none) // else the caller stopped waiting
         out.attempts.push_back(skipped_attempt(
-            step.tier,
+            step, call,
             g == gate::skip && !last ? escalation_reason::rate_limited : escalation_reason::none));
     co_return g == gate::skip ? quota_wait::skip : quota_wait::fail;
 }
@@ -459,6 +446,7 @@ asio::awaitable<std::optional<cascade_step>> router_impl::before_send(
     cascade_machine& m,
     const cascade_step& step,
     steady_clock::time_point deadline,
+    const call_info& call,
     cascade_result& out)
 {
     if (step.what != cascade_step::kind::ask_free && step.what != cascade_step::kind::send)
@@ -469,7 +457,7 @@ asio::awaitable<std::optional<cascade_step>> router_impl::before_send(
         co_return m.cancelled();
     if (step.what == cascade_step::kind::send)
         co_return std::nullopt;
-    const auto g = co_await ask_free(step, deadline, out);
+    const auto g = co_await ask_free(step, deadline, call, out);
     if (g != quota_wait::go && cancelled())
         co_return m.cancelled();
     co_return m.gated(g);

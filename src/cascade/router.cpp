@@ -160,7 +160,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
     const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
     auto step = m.start();
     for (;;) {
-        if (auto next = co_await before_send(m, step, free_deadline, out)) {
+        if (auto next = co_await before_send(m, step, free_deadline, call, out)) {
             step = *next;
             continue;
         }
@@ -183,7 +183,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
                 std::span<attempt_end>(ends, done.size()), steady_clock::now() < free_deadline);
             for (std::size_t i = 0; i < done.size(); ++i) {
                 auto& run = done[i];
-                run.rec.reason = ends[i].recorded;
+                run.rec.moved_on = ends[i].recorded;
                 out.total_cost += run.rec.cost;
                 out.attempts.push_back(run.rec);
                 if (!run.answered)

@@ -72,7 +72,7 @@ struct call_info {
     std::shared_ptr<const budget_keys> keys;
 };
 
-// One attempt as it ran.
+// One attempt as it ran. `rec` is also the attempt's ledger record: the guard settles with it.
 struct attempt_run {
     cascade_attempt rec;
     chat_response response;
@@ -99,17 +99,17 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     std::int64_t take_free(std::int64_t now_ms);
     enum class gate { go, skip, fail };
     asio::awaitable<gate> free_gate(bool last_tier, steady_clock::time_point deadline);
-    attempt_record& ledger_record(const attempt_run& run, const call_info& call, std::int64_t t0);
-    void account(
+    void open_record(
         attempt_run& run,
-        reservation& res,
-        const diagnostics& diag,
+        std::uint32_t tier,
         const call_info& call,
-        std::int64_t t0);
+        escalation_reason arrived_by) const;
+    void account(attempt_run& run, reservation& res, const diagnostics& diag);
     reserve_request reserve_ask(const chat_request& req, const call_info& call) const;
     void note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag);
     std::string quota_text() const;
-    cascade_attempt skipped_attempt(std::uint32_t tier, escalation_reason reason) const;
+    cascade_attempt skipped_attempt(
+        const cascade_step& step, const call_info& call, escalation_reason moved_on) const;
     bool try_reserve(const chat_request& req, const call_info& call, reservation& res);
     asio::awaitable<bool>
     reserve(attempt_run& run, const chat_request& req, const call_info& call, reservation& res);
@@ -138,12 +138,16 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         cascade_machine& m);
     attempt_end
     end_of(const chat_request& base, const attempt_run& run, bool caller_cancelled) const;
-    asio::awaitable<quota_wait>
-    ask_free(const cascade_step& step, steady_clock::time_point deadline, cascade_result& out);
+    asio::awaitable<quota_wait> ask_free(
+        const cascade_step& step,
+        steady_clock::time_point deadline,
+        const call_info& call,
+        cascade_result& out);
     asio::awaitable<std::optional<cascade_step>> before_send(
         cascade_machine& m,
         const cascade_step& step,
         steady_clock::time_point deadline,
+        const call_info& call,
         cascade_result& out);
     std::string free_wait_note() const;
 
@@ -158,7 +162,6 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     bool free_known = false; // free_tier follows `prices`
     std::shared_ptr<const budget_keys> default_keys = std::make_shared<budget_keys>();
     std::uint64_t next_request_id = 1;
-    attempt_record scratch_record; // see ledger_record
 };
 
 // The streamed cascade: a producer coroutine reads the tiers' streams and hands events over a

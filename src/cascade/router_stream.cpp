@@ -42,7 +42,7 @@ asio::awaitable<void> produce(
     auto step = m.start();
 
     for (;;) {
-        if (auto next = co_await r->before_send(m, step, free_deadline, out)) {
+        if (auto next = co_await r->before_send(m, step, free_deadline, call, out)) {
             step = *next;
             continue;
         }
@@ -54,12 +54,12 @@ asio::awaitable<void> produce(
         // nothing beside a request.
         auto h = std::make_shared<stream_pair>(r, call, r->client->get_executor());
         tier_stream& first_try = h->a[0];
-        first_try.prepare(*r, base, t, step.arrived_by);
+        first_try.prepare(*r, base, t, call, step.arrived_by);
         if (!co_await first_try.reserve(*r, call)) {
             auto& run = first_try.run;
             auto e = r->end_of(base, run, cancelled());
             step = m.ended(std::span<attempt_end>(&e, 1), steady_clock::now() < free_deadline);
-            run.rec.reason = e.recorded;
+            run.rec.moved_on = e.recorded;
             out.attempts.push_back(run.rec);
             continue;
         }
@@ -85,7 +85,7 @@ asio::awaitable<void> produce(
         // A hedge's other stream, settled (or released) now rather than after the winner's.
         tier_stream* other = h->spawned[1] ? &h->a[1 - h->lead] : nullptr;
         if (other != nullptr)
-            other->finish(*r, call, h->lost);
+            other->finish(*r, h->lost);
 
         const std::uint32_t wt = w.run.rec.tier;
         const bool last = wt + 1 == n;
@@ -122,7 +122,7 @@ asio::awaitable<void> produce(
                 held.push_back(std::move(piece));
             }
         }
-        w.finish(*r, call, early != escalation_reason::none || consumer_gone);
+        w.finish(*r, early != escalation_reason::none || consumer_gone);
 
         // The machine hears of the hedge's stream once its reservation was granted (a refused
         // one means no hedge: it is only recorded), and of the stream read on last.
@@ -154,7 +154,7 @@ asio::awaitable<void> produce(
         if (other != nullptr && !other->reserved)
             out.attempts.push_back(other->run.rec); // a hedge refused (or stopped) before its start
         for (std::size_t i = 0; i < k; ++i) {
-            told[i]->run.rec.reason = ends[i].recorded;
+            told[i]->run.rec.moved_on = ends[i].recorded;
             out.total_cost += told[i]->run.rec.cost;
             out.attempts.push_back(told[i]->run.rec);
         }

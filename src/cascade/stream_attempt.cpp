@@ -30,17 +30,16 @@ void tier_stream::prepare(
     const router_impl& r,
     const chat_request& base,
     std::uint32_t tier,
+    const call_info& call,
     escalation_reason arrived_by)
 {
-    run.arrived_by = arrived_by;
-    run.rec.tier = tier;
-    run.rec.model_asked = r.policy.tiers[tier];
+    r.open_record(run, tier, call, arrived_by);
     req = r.tier_request(base, tier);
 }
 
 asio::awaitable<bool> tier_stream::reserve(router_impl& r, const call_info& call)
 {
-    t0_ms = unix_now_ms();
+    run.rec.time_ms = unix_now_ms(); // the attempt begins with its reservation
     if (!r.try_reserve(req, call, res)) {
         // A stop that came before the wait would not end it: seen here.
         auto cs = co_await asio::this_coro::cancellation_state;
@@ -129,7 +128,7 @@ asio::awaitable<bool> tier_stream::next(std::string& content)
     co_return false;
 }
 
-void tier_stream::finish(router_impl& r, const call_info& call, bool abandoned)
+void tier_stream::finish(router_impl& r, bool abandoned)
 {
     if (guard_slot.is_connected())
         guard_slot.clear();
@@ -137,12 +136,13 @@ void tier_stream::finish(router_impl& r, const call_info& call, bool abandoned)
         return; // refused, or stopped while waiting for the budget: `run` says so already
     const bool ended = whole() && !abandoned;
     if (started)
-        run.rec.latency =
-            std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0);
+        run.rec.latency_us =
+            std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0).count();
     run.answered = ended;
     run.response = s.response();
     run.rec.error = ec;
     run.rec.model_served = run.response.model;
+    run.rec.provider = run.response.provider;
     run.rec.generation_id =
         run.response.id.empty() ? s.diagnostics().generation_id : run.response.id;
     if (!ended) {
@@ -156,7 +156,7 @@ void tier_stream::finish(router_impl& r, const call_info& call, bool abandoned)
         run.rec.detail = diag.to_string();
     s = chat_stream(); // abandons the connection now, before accounting
     r.note_rate_limit(run.rec.tier, ec, diag);
-    r.account(run, res, diag, call, t0_ms);
+    r.account(run, res, diag);
 }
 
 namespace {
@@ -255,7 +255,7 @@ race_streams(std::shared_ptr<stream_pair> h, const chat_request& base, cascade_m
     auto cs = co_await asio::this_coro::cancellation_state;
     if (h->running[0] && !stopped(cs) &&
         (!r.free_tier[next_tier] || r.take_free(unix_now_ms()) == 0)) {
-        h->a[1].prepare(r, base, next_tier, m.hedged());
+        h->a[1].prepare(r, base, next_tier, h->call, m.hedged());
         spawn_reader(h, 1);
     }
     for (;;) {

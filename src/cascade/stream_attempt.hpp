@@ -29,7 +29,6 @@ struct tier_stream {
     asio::cancellation_signal sig;
     asio::cancellation_slot guard_slot; // the reservation's, while it forwards to `sig`
     error_code ec;                      // what ended the stream (or stopped it before it began)
-    std::int64_t t0_ms = 0;             // when the attempt began (its reservation), for the ledger
     steady_clock::time_point t0;        // when the stream was asked for, for its latency
     std::uint64_t tokens = 0;           // stream events read: what the guard meters
     bool reserved = false;              // `res` was granted: the attempt is to be accounted
@@ -48,6 +47,7 @@ struct tier_stream {
         const router_impl& r,
         const chat_request& base,
         std::uint32_t tier,
+        const call_info& call,
         escalation_reason arrived_by);
     // The reservation, without waiting when it can; false (and `run` says why) when refused.
     asio::awaitable<bool> reserve(router_impl& r, const call_info& call);
@@ -62,7 +62,7 @@ struct tier_stream {
     // attempt's record filled and its reservation settled or released (`router_impl::account`).
     // `abandoned`: given up before its end (an early verdict, the consumer gone, a lost race).
     // Nothing to account when it was never reserved.
-    void finish(router_impl& r, const call_info& call, bool abandoned);
+    void finish(router_impl& r, bool abandoned);
 
 private:
     void note_generation();

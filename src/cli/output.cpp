@@ -75,9 +75,9 @@ result_json(const cascade_result& r, const boost::system::error_code& ec, const 
         x["tier"] = a.tier;
         x["model"] = a.model_served.empty() ? a.model_asked : a.model_served;
         x["outcome"] = to_string(a.outcome);
-        x["reason"] = reason_json(a.reason);
+        x["reason"] = reason_json(a.moved_on);
         x["cost"] = a.cost.to_string();
-        x["cost_estimated"] = a.cost_estimated;
+        x["cost_estimated"] = a.estimated;
         x["anomaly"] = a.anomaly.empty() ? json::value(nullptr) : json::value(a.anomaly);
         x["error"] = a.error ? json::value(a.detail.empty() ? a.error.message()
                                                            : a.error.message() + ": " + a.detail)

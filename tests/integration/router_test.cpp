@@ -202,7 +202,7 @@ BOOST_AUTO_TEST_CASE(hard_prompts_escalate_for_the_reason_the_cheap_model_fails_
         BOOST_TEST(o.result.tier == 1u);
         BOOST_TEST(o.result.response.model == flagship);
         BOOST_TEST_REQUIRE(o.result.attempts.size() == 2u);
-        BOOST_TEST(o.result.attempts[0].reason == expected, prompt);
+        BOOST_TEST(o.result.attempts[0].moved_on == expected, prompt);
         BOOST_TEST(o.result.reason == expected);
         BOOST_TEST((o.result.total_cost == o.result.attempts[1].cost));
         BOOST_TEST((o.result.attempts[1].cost > money()));
@@ -210,6 +210,30 @@ BOOST_AUTO_TEST_CASE(hard_prompts_escalate_for_the_reason_the_cheap_model_fails_
     }
     // The prompts exercised every way a free model fails.
     BOOST_TEST(seen.size() == 4u);
+}
+
+// The router settles with the attempt itself: the ledger keeps each attempt as the result
+// reports it, and the attempt names its record.
+BOOST_AUTO_TEST_CASE(the_ledger_keeps_each_attempt_as_the_cascade_reports_it)
+{
+    client_fixture f(roomy());
+    const auto cat = load_catalog(f);
+    auto guard = open_guard(cat, "10");
+    frugal::router r(f.client, policy(), cat, guard);
+    const auto o =
+        complete(f, r, request("", "Prove the theorem step by step, rigorously, case 1."));
+    BOOST_TEST_REQUIRE(!o.ec, o.ec.message());
+    BOOST_TEST_REQUIRE(o.result.attempts.size() == 2u);
+    std::vector<frugal::attempt_record> records;
+    BOOST_TEST_REQUIRE(!guard->read_ledger(0, records));
+    BOOST_TEST_REQUIRE(records.size() == 2u);
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        const frugal::attempt_record& a = o.result.attempts[i];
+        BOOST_TEST(a.record_id != 0u);
+        BOOST_TEST((a == records[i]), "attempt " << i);
+    }
+    BOOST_TEST(records[0].reason.empty());
+    BOOST_TEST(records[1].reason == frugal::to_string(o.result.attempts[0].moved_on));
 }
 
 BOOST_AUTO_TEST_CASE(the_budget_denies_an_escalation_exactly_when_the_cap_would_be_crossed)
@@ -418,11 +442,11 @@ BOOST_AUTO_TEST_CASE(a_refusal_in_the_first_tokens_escalates_before_the_cheap_st
     BOOST_TEST_REQUIRE(result != nullptr);
     BOOST_TEST_REQUIRE(result->attempts.size() == 2u);
     const auto& first = result->attempts[0];
-    BOOST_TEST(first.reason == escalation_reason::refusal);
+    BOOST_TEST(first.moved_on == escalation_reason::refusal);
     BOOST_TEST(first.outcome == frugal::attempt_outcome::cancelled); // abandoned mid-stream
     BOOST_TEST(result->tier == 1u);
     // The refusal is 9 words; the cheap stream was left after the sixth or so.
-    BOOST_TEST(first.latency < std::chrono::microseconds(9 * 20'000));
+    BOOST_TEST(first.latency_us < 9 * 20'000);
     (void)t0;
 }
 
@@ -481,7 +505,7 @@ BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_res
     BOOST_TEST(o.ec == asio::error::operation_aborted);
     BOOST_TEST_REQUIRE(o.result.attempts.size() == 1u);
     BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::cancelled);
-    BOOST_TEST(o.result.attempts[0].cost_estimated);
+    BOOST_TEST(o.result.attempts[0].estimated);
     const auto s = guard->snapshot()[0];
     BOOST_TEST((s.reserved == money()));
     BOOST_TEST((s.committed == o.result.attempts[0].cost)); // charged whole until proven
@@ -673,7 +697,7 @@ BOOST_AUTO_TEST_CASE(a_streamed_hedge_shows_only_the_winner_and_settles_the_lose
                 sum += a.cost;
                 if (a.tier == 0) {
                     BOOST_TEST(a.outcome == frugal::attempt_outcome::cancelled);
-                    BOOST_TEST(a.reason == escalation_reason::timeout);
+                    BOOST_TEST(a.moved_on == escalation_reason::timeout);
                     BOOST_TEST((a.cost == money())); // a free model
                 } else {
                     BOOST_TEST(a.outcome == frugal::attempt_outcome::ok);
