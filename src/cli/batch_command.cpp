@@ -410,7 +410,8 @@ int run_batch(const batch_options& options)
     // Each kept answer is {"fingerprint", "answer"}: given back only when the prompt under its
     // id is the same question, and only when it is a JSON object still.
     std::vector<std::size_t> todo;
-    std::vector<std::string> lines(prompts.size()); // each answered prompt's JSON object
+    // Each answered prompt's object, kept as a value: --json writes them all in one at the end.
+    std::vector<std::optional<json::object>> answers(prompts.size());
     std::size_t resumed = 0;
     for (std::size_t i = 0; i < prompts.size(); ++i) {
         const auto it = stored.find(prompts[i].id);
@@ -422,10 +423,10 @@ int run_batch(const batch_options& options)
             const auto* answer = o != nullptr ? o->if_contains("answer") : nullptr;
             if (fp != nullptr && fp->is_string() && fp->get_string() == fingerprint(prompts[i].request) &&
                 answer != nullptr && answer->is_object()) {
-                lines[i] = to_json(*answer);
+                answers[i] = answer->get_object();
                 ++resumed;
                 if (options.jsonl)
-                    out.write(lines[i] + '\n');
+                    out.write(to_json(*answers[i]) + '\n');
                 continue;
             }
         }
@@ -475,14 +476,14 @@ int run_batch(const batch_options& options)
                     o.result = std::move(res);
                     if (cec)
                         o.error = cascade_failure(o.result, cec);
-                    lines[i] = to_json(result_json(o.result, cec, prompts[i].id));
+                    answers[i] = result_json(o.result, cec, prompts[i].id);
                     if (options.jsonl)
-                        out.write(lines[i] + '\n');
+                        out.write(to_json(*answers[i]) + '\n');
                     if (!cec && guard && !options.no_log_content)
                         (void)guard->keep_answer(
-                            prompts[i].id, "{\"fingerprint\":\"" +
-                                               fingerprint(prompts[i].request) +
-                                               "\",\"answer\":" + lines[i] + "}");
+                            prompts[i].id, to_json(json::object{
+                                               {"fingerprint", fingerprint(prompts[i].request)},
+                                               {"answer", *answers[i]}}));
                     ++done;
                     escalated += o.result.escalated ? 1 : 0;
                     spent += o.result.total_cost;
@@ -544,17 +545,14 @@ int run_batch(const batch_options& options)
     }
     totals["by_model"] = std::move(per_model);
     if (options.json) {
-        std::string text = "{\"requests\":[";
-        bool first = true;
-        for (std::size_t i = 0; i < prompts.size(); ++i) {
-            if (lines[i].empty())
-                continue;
-            text += first ? "" : ",";
-            text += lines[i];
-            first = false;
-        }
-        text += "],\"totals\":" + to_json(totals) + "}\n";
-        out.write(text);
+        json::array requests;
+        for (auto& a : answers)
+            if (a)
+                requests.emplace_back(std::move(*a));
+        out.write(
+            to_json(
+                json::object{{"requests", std::move(requests)}, {"totals", std::move(totals)}}) +
+            '\n');
     } else if (options.jsonl) {
         std::fprintf(stderr, "%s\n", to_json(totals).c_str()); // the summary, apart
     } else {

@@ -186,9 +186,11 @@ int run_demo(const demo_options& options)
 
     diagnostics diag;
     std::string detail;
-    std::string policy_json = R"({"cheap":")" + cheap + R"(","flagship":")" + flagship +
-                              R"(","escalate_on":["length","empty","error","refusal"],)" +
-                              R"("max_tokens":)" + std::to_string(demo_max_tokens) + "}";
+    const std::string policy_json = json::serialize(json::object{
+        {"cheap", cheap},
+        {"flagship", flagship},
+        {"escalate_on", json::array{"length", "empty", "error", "refusal"}},
+        {"max_tokens", demo_max_tokens}});
     auto policy = parse_policy(policy_json, &diag);
     if (!policy) {
         std::fprintf(stderr, "frugal demo: the policy: %s\n", diag.message.c_str());

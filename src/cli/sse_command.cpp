@@ -3,6 +3,8 @@
 
 #include <frugal/sse_parser.hpp>
 
+#include <boost/json/object.hpp>
+
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -28,17 +30,11 @@ bool write_all(std::string_view bytes)
 
 void append_event(std::string& out, const sse_event& event, std::optional<std::uint64_t> retry)
 {
-    out += "{\"event\":";
-    append_json_string(out, event.type);
-    out += ",\"data\":";
-    append_json_string(out, event.data);
-    out += ",\"id\":";
-    append_json_string(out, event.id);
-    if (retry) {
-        out += ",\"retry\":";
-        out += std::to_string(*retry);
-    }
-    out += "}\n";
+    boost::json::object o{{"event", event.type}, {"data", event.data}, {"id", event.id}};
+    if (retry)
+        o["retry"] = *retry;
+    out += to_json(o);
+    out += '\n';
 }
 
 std::string describe_failure(const sse_parser& parser)
@@ -94,8 +90,7 @@ int run_sse(const sse_options& options)
         }
     }
     if (options.count) {
-        out =
-            "{\"events\":" + std::to_string(events) + ",\"bytes\":" + std::to_string(bytes) + "}\n";
+        out = to_json(boost::json::object{{"events", events}, {"bytes", bytes}}) + '\n';
         if (!write_all(out) || std::fflush(stdout) != 0) {
             std::fprintf(stderr, "frugal sse: writing stdout: %s\n", errno_message().c_str());
             return exit_failure;

@@ -230,7 +230,9 @@ private:
     std::string models_body_; // the catalog never changes: rendered once
 };
 
-/// Escapes `text` as the inside of a JSON string (the simulator's own, minimal writer).
+/// Escapes `text` as the inside of a JSON string. The simulator's own, not the client's
+/// `openrouter::append_escaped`: it shares no wire-format code with the client
+/// (docs/simulator.md), so a bug in one escaper cannot hide by being mirrored in the other.
 void append_json_escaped(std::string& out, std::string_view text);
 
 } // namespace frugal::sim
