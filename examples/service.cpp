@@ -13,7 +13,6 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -107,17 +106,16 @@ handle(service& svc, http::request<http::string_body> req)
     // A real service takes the tenant from authentication, not from the body.
     std::vector<std::string> keys = {"tenant:" + std::string(*tenant)};
 
-    // The cascade races a deadline; whichever ends first cancels the other. A cancelled paid
-    // attempt is charged its whole reservation, since the provider may have billed it.
-    const auto ex = co_await asio::this_coro::executor;
-    asio::steady_timer timer(ex, svc.deadline);
-    auto race = asio::experimental::make_parallel_group(
-        svc.router.async_complete(std::move(request), std::move(keys)),
-        timer.async_wait(asio::deferred));
-    auto [order, ec, result, timer_ec] =
-        co_await race.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    // The keys and the deadline go with the call. A deadline that passes abandons the attempt
+    // in flight: a paid one is charged its whole reservation, since the provider may have
+    // billed it.
+    frugal::cascade_options options;
+    options.budget_keys = std::move(keys);
+    options.deadline = svc.deadline;
+    auto [ec, result] = co_await svc.router.async_complete(
+        std::move(request), std::move(options), asio::as_tuple(asio::use_awaitable));
 
-    if (order[0] == 1)
+    if (ec == frugal::error::timeout)
         co_return error_reply(req, http::status::gateway_timeout, "no answer within the deadline");
     if (ec == frugal::error::budget_exhausted || ec == frugal::error::budget_closed) {
         co_return error_reply(

@@ -263,6 +263,18 @@ private:
     std::shared_ptr<detail::cascade_stream_state> state_;
 };
 
+/// Per-call choices of a cascade beyond its request: passed with the call, never set on the
+/// router, so concurrent cascades of one router cannot see each other's.
+struct cascade_options {
+    /// The budgets this cascade is charged to besides the guard's global ones, e.g.
+    /// {"tenant:acme", "user:42"} (see `reserve_request::keys`).
+    std::vector<std::string> budget_keys;
+    /// The whole cascade's time, every tier, wait and hedge included; zero: none (each request
+    /// keeps the client's timeouts). When it passes, the attempt in flight is abandoned and
+    /// settled like a cancelled one and the cascade fails with `error::timeout`.
+    std::chrono::milliseconds deadline{0};
+};
+
 /// Runs cascades: the free or cheap tier first, the next tier only when a condition says the
 /// answer is not good enough, every paid attempt inside the budget guard.
 ///
@@ -288,9 +300,10 @@ public:
     ///
     /// @par Completion signature
     /// `void(boost::system::error_code, cascade_result)`. The error is that of the last
-    /// attempt when no answer was acceptable and none can be returned, or
-    /// `error::budget_exhausted` under `on_budget_exhausted::fail`. Otherwise the result holds
-    /// the answer, every attempt and the total cost.
+    /// attempt when no answer was acceptable and none can be returned,
+    /// `error::budget_exhausted` under `on_budget_exhausted::fail`, or `error::timeout` when
+    /// `cascade_options::deadline` passed. Otherwise the result holds the answer, every attempt
+    /// and the total cost.
     ///
     /// @par Per-operation cancellation
     /// Terminal: the attempt in flight is abandoned and its reservation settled (released when
@@ -303,32 +316,28 @@ public:
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, cascade_result)>(
-            complete_initiation{this}, token, std::move(request), std::vector<std::string>{});
+            complete_initiation{this}, token, std::move(request), cascade_options{});
     }
 
-    /// Runs one cascade under `budget_keys` (e.g. {"tenant:acme", "user:42"}) instead of the
-    /// router's own: one router serves every tenant of a server, sharing its free-tier limiter,
-    /// while each request is charged to its own caps.
+    /// `async_complete` with per-call options: the budget keys this cascade is charged to (one
+    /// router serves every tenant of a server, sharing its free-tier limiter) and its deadline.
     template <class CompletionToken = boost::asio::deferred_t>
-    auto async_complete(
-        chat_request request, std::vector<std::string> budget_keys, CompletionToken&& token = {})
+    auto
+    async_complete(chat_request request, cascade_options options, CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, cascade_result)>(
-            complete_initiation{this}, token, std::move(request), std::move(budget_keys));
+            complete_initiation{this}, token, std::move(request), std::move(options));
     }
 
-    /// Starts a streamed cascade; read it with `cascade_stream::async_next`. `budget_keys`,
-    /// when not empty, replace the router's own for this cascade.
+    /// Starts a streamed cascade; read it with `cascade_stream::async_next`. A deadline that
+    /// passes ends the stream with `error::timeout` (the `done` event's result holds every
+    /// attempt, the one cut short settled).
     void start_stream(
         chat_request request,
         stream_mode mode,
         cascade_stream& out,
-        std::vector<std::string> budget_keys = {});
-
-    /// The budget keys of the cascades that follow (e.g. {"tenant:acme"}) when they are not
-    /// given their own.
-    void set_budget_keys(std::vector<std::string> keys);
+        cascade_options options = {});
 
     /// Learns the free tier's daily quota from the key's status (`chat_client::async_key_info`):
     /// 50 requests a day for a key that never bought credits, 1,000 otherwise. A policy that
@@ -342,15 +351,15 @@ private:
         router* self;
         template <class Handler>
         // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
-        void operator()(Handler&& handler, chat_request req, std::vector<std::string> keys) const
+        void operator()(Handler&& handler, chat_request req, cascade_options options) const
         {
             self->async_complete_impl(
-                std::move(req), std::move(keys), std::forward<Handler>(handler));
+                std::move(req), std::move(options), std::forward<Handler>(handler));
         }
     };
     void async_complete_impl(
         chat_request req,
-        std::vector<std::string> keys,
+        cascade_options options,
         boost::asio::any_completion_handler<void(boost::system::error_code, cascade_result)> h);
     std::shared_ptr<detail::router_impl> impl_;
 };

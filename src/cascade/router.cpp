@@ -53,7 +53,7 @@ struct complete_op {
     {
     }
     handler_type handler;
-    std::shared_ptr<const budget_keys> keys; // null: the router's
+    std::shared_ptr<const budget_keys> keys; // null: none
     error_code ec;
     cascade_result result;
 };
@@ -148,7 +148,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
     // Cancellation is checked where it matters; an await must not throw for it.
     co_await asio::this_coro::throw_if_cancelled(false);
     cascade_result& out = op->result;
-    const call_info call{new_request_id(), op->keys ? op->keys : default_keys};
+    const call_info call{new_request_id(), op->keys ? op->keys : no_keys};
     if (refresh_prices())
         note_policy();
     escalation_reason pre = escalation_reason::none;
@@ -229,11 +229,6 @@ const cascade_policy& router::policy() const noexcept
     return impl_->policy;
 }
 
-void router::set_budget_keys(std::vector<std::string> keys)
-{
-    impl_->default_keys = std::make_shared<detail::budget_keys>(std::move(keys));
-}
-
 void router::learn(const key_info& key)
 {
     impl_->limiter.learn(key);
@@ -244,43 +239,94 @@ namespace {
 std::shared_ptr<const detail::budget_keys> keys_of(std::vector<std::string> keys)
 {
     if (keys.empty())
-        return nullptr; // the router's own
+        return nullptr; // none
     return std::make_shared<detail::budget_keys>(std::move(keys));
 }
+
+// A whole cascade's deadline: the caller's cancellation and the timer's both stop it.
+struct deadline_state {
+    explicit deadline_state(const asio::any_io_executor& ex) : timer(ex) {}
+    asio::steady_timer timer;
+    asio::cancellation_signal stop;
+    bool passed = false;
+    bool done = false; // the cascade ended: nothing may reach its (gone) cancellation handler
+};
 
 } // namespace
 
 void router::async_complete_impl(
     chat_request req,
-    std::vector<std::string> keys,
+    cascade_options options,
     asio::any_completion_handler<void(error_code, cascade_result)> handler)
 {
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->client->get_executor();
-    auto op = std::make_shared<detail::complete_op>(std::move(handler), keys_of(std::move(keys)));
+    auto op = std::make_shared<detail::complete_op>(
+        std::move(handler), keys_of(std::move(options.budget_keys)));
+    std::shared_ptr<deadline_state> dl;
+    if (options.deadline.count() > 0) {
+        dl = std::make_shared<deadline_state>(ex);
+        if (slot.is_connected())
+            slot.assign([dl](asio::cancellation_type t) {
+                if (!dl->done)
+                    dl->stop.emit(t);
+            });
+        dl->timer.expires_after(options.deadline);
+        dl->timer.async_wait([dl](error_code ec) {
+            if (ec || dl->done)
+                return;
+            dl->passed = true;
+            dl->stop.emit(asio::cancellation_type::terminal);
+        });
+    }
     asio::co_spawn(
         ex, impl_->complete(std::move(req), op),
-        asio::bind_cancellation_slot(slot, [ex, op](const std::exception_ptr& ep) {
-            if (ep) {
-                op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
-                op->result = {};
-            }
-            // Completes on the handler's executor, moving the result once.
-            const auto hex = asio::get_associated_executor(op->handler, ex);
-            asio::dispatch(hex, [op] { std::move(op->handler)(op->ec, std::move(op->result)); });
-        }));
+        asio::bind_cancellation_slot(
+            dl ? dl->stop.slot() : slot, [ex, op, dl, slot](const std::exception_ptr& ep) mutable {
+                if (ep) {
+                    op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
+                    op->result = {};
+                }
+                if (dl) {
+                    dl->done = true;
+                    dl->timer.cancel();
+                    if (slot.is_connected())
+                        slot.clear();
+                    if (dl->passed && op->ec == asio::error::operation_aborted)
+                        op->ec = error::timeout;
+                }
+                // Completes on the handler's executor, moving the result once.
+                const auto hex = asio::get_associated_executor(op->handler, ex);
+                asio::dispatch(
+                    hex, [op] { std::move(op->handler)(op->ec, std::move(op->result)); });
+            }));
 }
 
 void router::start_stream(
-    chat_request request, stream_mode mode, cascade_stream& out, std::vector<std::string> keys)
+    chat_request request, stream_mode mode, cascade_stream& out, cascade_options options)
 {
     auto ex = impl_->client->get_executor();
     auto st = std::make_shared<detail::cascade_stream_state>(ex);
     out.state_ = st;
+    if (options.deadline.count() > 0) {
+        st->deadline.emplace(ex, options.deadline);
+        st->deadline->async_wait([w = std::weak_ptr(st)](error_code ec) {
+            const auto s = w.lock();
+            if (ec || !s || s->producer_done)
+                return;
+            s->deadline_passed = true;
+            s->stop.emit(asio::cancellation_type::terminal);
+        });
+    }
     asio::co_spawn(
-        ex, detail::produce(impl_, st, std::move(request), mode, keys_of(std::move(keys))),
-        asio::bind_cancellation_slot(
-            st->stop.slot(), [st](const std::exception_ptr&) { st->producer_done = true; }));
+        ex,
+        detail::produce(
+            impl_, st, std::move(request), mode, keys_of(std::move(options.budget_keys))),
+        asio::bind_cancellation_slot(st->stop.slot(), [st](const std::exception_ptr&) {
+            st->producer_done = true;
+            if (st->deadline)
+                st->deadline->cancel();
+        }));
 }
 
 // cascade_stream

@@ -19,6 +19,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/experimental/channel.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
@@ -160,7 +161,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     free_tier_limiter limiter;
     std::vector<bool> free_tier;
     bool free_known = false; // free_tier follows `prices`
-    std::shared_ptr<const budget_keys> default_keys = std::make_shared<budget_keys>();
+    std::shared_ptr<const budget_keys> no_keys = std::make_shared<budget_keys>();
     std::uint64_t next_request_id = 1;
 };
 
@@ -174,6 +175,10 @@ struct cascade_stream_state {
     asio::cancellation_signal stop; // stops the producer
     bool finished = false;          // the consumer has had the last event
     bool producer_done = false;     // the producer's coroutine has returned
+    // cascade_options::deadline: stops the producer as the caller's cancellation would, but
+    // the stream ends with error::timeout and its `done` event.
+    std::optional<asio::steady_timer> deadline;
+    bool deadline_passed = false;
 
     // Stops the producer, on its executor and only while it runs: co_spawn's cancellation
     // handler keeps a pointer into this state, so a signal emitted after the coroutine ended,

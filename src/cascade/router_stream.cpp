@@ -25,7 +25,7 @@ asio::awaitable<void> produce(
     };
     auto result = std::make_shared<cascade_result>();
     auto& out = *result;
-    const call_info call{r->new_request_id(), keys ? std::move(keys) : r->default_keys};
+    const call_info call{r->new_request_id(), keys ? std::move(keys) : r->no_keys};
     if (r->refresh_prices())
         r->note_policy();
     escalation_reason pre = escalation_reason::none;
@@ -225,8 +225,10 @@ asio::awaitable<void> produce(
     finished.type = cascade_event::kind::done;
     finished.tier = step.what == cascade_step::kind::fail ? 0 : step.tier;
     finished.result = result; // the attempts and what each cost, for a failure too
-    (void)co_await send(
-        step.what == cascade_step::kind::fail ? step.error : error_code(), std::move(finished));
+    error_code ended = step.what == cascade_step::kind::fail ? step.error : error_code();
+    if (st->deadline_passed && ended == asio::error::operation_aborted)
+        ended = error::timeout; // cascade_options::deadline, not the caller
+    (void)co_await send(ended, std::move(finished));
 }
 
 } // namespace frugal::detail

@@ -236,8 +236,10 @@ void one_run(std::uint64_t seed, run_result& out)
             [&]() -> asio::awaitable<void> {
                 while (next < reqs.size()) {
                     const auto i = next++;
+                    frugal::cascade_options options;
+                    options.budget_keys = keys;
                     auto [ec, res] = co_await r->async_complete(
-                        reqs[i], keys, asio::as_tuple(asio::use_awaitable));
+                        reqs[i], std::move(options), asio::as_tuple(asio::use_awaitable));
                     results[i] = std::move(res);
                 }
             },

@@ -294,8 +294,9 @@ BOOST_AUTO_TEST_CASE(one_router_charges_each_request_to_the_tenant_it_is_made_fo
         for (int i = 0; i < 12; ++i) {
             const bool acme = i % 3 != 2;
             auto req = request("", "Prove the theorem rigorously, part " + std::to_string(i) + ".");
-            std::vector<std::string> keys = {acme ? "tenant:acme" : "tenant:globex"};
-            auto [cec, res] = co_await r.async_complete(req, std::move(keys), tuple_awaitable);
+            frugal::cascade_options options;
+            options.budget_keys = {acme ? "tenant:acme" : "tenant:globex"};
+            auto [cec, res] = co_await r.async_complete(req, std::move(options), tuple_awaitable);
             BOOST_TEST(!cec);
             (acme ? acme_denied : globex_denied) += res.budget_denied ? 1 : 0;
             ++n;
@@ -510,6 +511,51 @@ BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_res
     BOOST_TEST((s.reserved == money()));
     BOOST_TEST((s.committed == o.result.attempts[0].cost)); // charged whole until proven
     BOOST_TEST((o.result.attempts[0].cost >= billed(f)));
+}
+
+// A deadline goes with the call: it ends the cascade with timeout, the attempt it cut settled.
+BOOST_AUTO_TEST_CASE(a_cascades_deadline_ends_it_with_timeout_whole_and_streamed)
+{
+    client_fixture f(slow_first_token(3s, true));
+    const auto cat = load_catalog(f);
+    auto guard = open_guard(cat, "1");
+    auto p = policy();
+    p.tiers = {flagship}; // a paid attempt to cut
+    frugal::router r(f.client, p, cat, guard);
+    frugal::cascade_options options;
+    options.deadline = 300ms;
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto o = run(f.io, [&]() -> asio::awaitable<outcome> {
+        auto [ec, res] =
+            co_await r.async_complete(request("", "Name a colour."), options, tuple_awaitable);
+        co_return outcome{ec, std::move(res)};
+    }());
+    BOOST_TEST(o.ec == frugal::error::timeout);
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 2s));
+    BOOST_TEST_REQUIRE(o.result.attempts.size() == 1u);
+    BOOST_TEST((o.result.attempts[0].outcome == frugal::attempt_outcome::cancelled));
+    BOOST_TEST((guard->snapshot()[0].reserved == money()));
+    BOOST_TEST((guard->snapshot()[0].committed == o.result.total_cost));
+
+    frugal::cascade_stream s;
+    r.start_stream(request("", "Name a colour."), frugal::stream_mode::stream, s, options);
+    boost::system::error_code last;
+    std::shared_ptr<const frugal::cascade_result> result;
+    run(f.io, [&]() -> asio::awaitable<void> {
+        for (;;) {
+            auto [ec, ev] = co_await s.async_next(tuple_awaitable);
+            if (ec || ev.type == frugal::cascade_event::kind::done) {
+                last = ec;
+                result = ev.result;
+                co_return;
+            }
+        }
+    }());
+    BOOST_TEST(last == frugal::error::timeout);
+    BOOST_TEST_REQUIRE(result != nullptr);
+    BOOST_TEST_REQUIRE(result->attempts.size() == 1u);
+    BOOST_TEST((result->attempts[0].outcome == frugal::attempt_outcome::cancelled));
+    BOOST_TEST((guard->snapshot()[0].reserved == money()));
 }
 
 // The caller's cancellation reaches both attempts of a hedge, not only the hedge's own timer.
