@@ -14,6 +14,9 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <functional>
+#include <future>
+
 using namespace frugal::test;
 using namespace boost::asio::experimental::awaitable_operators;
 using boost::system::error_code;
@@ -278,6 +281,65 @@ BOOST_AUTO_TEST_CASE(the_guard_and_the_router_with_every_token)
         }
     }());
     BOOST_TEST(events >= 2); // some text, then done
+}
+
+// async_next with the tokens a coroutine does not use: a chain of plain callbacks, and futures
+// waited for while the io_context runs one handler at a time (a blocked `get()` on the io
+// thread would never see its value).
+BOOST_AUTO_TEST_CASE(a_cascade_stream_reads_with_callbacks_and_futures)
+{
+    client_fixture f;
+    const auto cat = catalog_of(f);
+    frugal::router r(f.client, two_tiers(), cat, guard_of(cat, "10"));
+
+    frugal::cascade_stream s;
+    r.start_stream(
+        request("google/gemma-4-31b-it:free", "Name a colour."), frugal::stream_mode::stream, s);
+    std::string text;
+    int events = 0;
+    bool done = false;
+    std::function<void(error_code, frugal::cascade_event)> on_event;
+    on_event = [&](error_code ec, frugal::cascade_event ev) {
+        BOOST_TEST(!ec);
+        ++events;
+        text += ev.text;
+        if (ec || ev.type == frugal::cascade_event::kind::done) {
+            done = true;
+            return;
+        }
+        s.async_next(asio::bind_executor(f.io, on_event));
+    };
+    s.async_next(asio::bind_executor(f.io, on_event));
+    f.io.restart();
+    f.io.run();
+    BOOST_TEST(done);
+    BOOST_TEST(events >= 2);
+    BOOST_TEST(!text.empty());
+
+    frugal::cascade_stream s2;
+    r.start_stream(
+        request("google/gemma-4-31b-it:free", "Name a colour."), frugal::stream_mode::stream,
+        s2);
+    f.io.restart();
+    std::string text2;
+    for (int n = 0; n < 10'000; ++n) {
+        auto fut = s2.async_next(asio::use_future);
+        while (fut.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+            f.io.run_one();
+        const auto ev = fut.get(); // throws on error
+        text2 += ev.text;
+        if (ev.type == frugal::cascade_event::kind::done) {
+            BOOST_TEST_REQUIRE(ev.result != nullptr);
+            BOOST_TEST(ev.result->response.content == text2);
+            break;
+        }
+    }
+    BOOST_TEST(!text2.empty());
+    // After done: the next read fails through the future.
+    auto after = s2.async_next(asio::use_future);
+    while (after.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+        f.io.run_one();
+    BOOST_CHECK_THROW(after.get(), boost::system::system_error);
 }
 
 BOOST_AUTO_TEST_CASE(errors_arrive_through_every_token)
