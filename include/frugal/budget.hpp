@@ -137,9 +137,11 @@ private:
 
 /// The budget guard: reserves before a paid request, settles after it, and keeps every cap.
 ///
-/// Decisions are synchronous, in memory, under one lock (no I/O but the store's writes); the
+/// Decisions are synchronous, in memory, under one lock; the store is told after it (one call at
+/// a time, under a lock of its own), before the decision is acted on: a reservation is
+/// recorded before it is handed out, and no decision waits for a disk or a network. The
 /// asynchronous `async_reserve` adds a bounded wait for in-flight reservations to settle, and
-/// with a store on the network (Redis) the store's confirmation, awaited after the lock.
+/// with a store on the network (Redis) the store's confirmation, awaited.
 ///
 /// Committed plus reserved spend never passes a cap, except by a surprise: a settlement above
 /// the worst case its model's prices allowed, or a free model that bills. A surprise is booked

@@ -146,8 +146,9 @@ struct budget_store_state {
 /// refuses with `error::budget_exhausted` when another process has taken the headroom.
 ///
 /// @par Thread safety
-/// Called by one guard, under the guard's lock: implementations need no locking of their own
-/// unless they are shared by several guards.
+/// Called by one guard one call at a time (under the guard's store lock, after its decisions'
+/// lock): implementations need no locking of their own unless they are shared by several
+/// guards.
 class budget_store {
 public:
     virtual ~budget_store() = default;
@@ -252,7 +253,7 @@ struct memory_store_params {
     /// The newest records kept; older ones are dropped (their spend stays counted). Servers
     /// that need every record use the SQLite store or `on_record`.
     std::size_t ledger_capacity = 1u << 16;
-    /// Called with each record as it is written, under the guard's lock: it must be quick and
+    /// Called with each record as it is written, under the guard's store lock: it must be quick and
     /// must not call the guard.
     std::function<void(const attempt_record&)> on_record;
 };

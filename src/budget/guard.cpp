@@ -294,6 +294,7 @@ error_code budget_guard::reset(std::string_view name)
 error_code budget_guard::read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out)
 {
     const std::lock_guard lock(impl_->mu_);
+    const std::lock_guard store_lock(impl_->store_mu_);
     return impl_->store_->read_ledger(since_ms, out);
 }
 
@@ -301,6 +302,7 @@ error_code budget_guard::record(attempt_record& record)
 {
     record.cost = money();
     const std::lock_guard lock(impl_->mu_);
+    const std::lock_guard store_lock(impl_->store_mu_);
     return impl_->store_->settle(0, {}, record) ? error_code(error::budget_store_failed)
                                                 : error_code();
 }
@@ -313,6 +315,7 @@ std::uint64_t budget_guard::new_request_id() noexcept
 error_code budget_guard::annotate(std::string_view key, std::string_view value)
 {
     const std::lock_guard lock(impl_->mu_);
+    const std::lock_guard store_lock(impl_->store_mu_);
     return impl_->store_->put_note(key, value) ? error_code(error::budget_store_failed)
                                                : error_code();
 }
@@ -320,6 +323,7 @@ error_code budget_guard::annotate(std::string_view key, std::string_view value)
 error_code budget_guard::keep_answer(std::string_view id, std::string_view answer)
 {
     const std::lock_guard lock(impl_->mu_);
+    const std::lock_guard store_lock(impl_->store_mu_);
     return impl_->store_->put_answer(id, answer) ? error_code(error::budget_store_failed)
                                                  : error_code();
 }
@@ -327,6 +331,7 @@ error_code budget_guard::keep_answer(std::string_view id, std::string_view answe
 error_code budget_guard::read_answers(std::vector<std::pair<std::string, std::string>>& out)
 {
     const std::lock_guard lock(impl_->mu_);
+    const std::lock_guard store_lock(impl_->store_mu_);
     return impl_->store_->read_answers(out) ? error_code(error::budget_store_failed)
                                             : error_code();
 }
@@ -334,6 +339,7 @@ error_code budget_guard::read_answers(std::vector<std::pair<std::string, std::st
 error_code budget_guard::read_notes(std::vector<std::pair<std::string, std::string>>& out)
 {
     const std::lock_guard lock(impl_->mu_);
+    const std::lock_guard store_lock(impl_->store_mu_);
     return impl_->store_->read_notes(out) ? error_code(error::budget_store_failed) : error_code();
 }
 

@@ -174,8 +174,9 @@ shortfall guard_impl::grant(
     r.charges.assign(scratch_.begin(), scratch_.end());
     r.cancel = cancel;
     book_.hold(r);
-    if (defer != nullptr && async_store_) {
-        // Held here; the store is told after the lock (`confirm`), before anything is sent.
+    if (defer != nullptr && keeps_) {
+        // Held here; the store is told after the lock (`confirm`, `reserve_now`), before
+        // anything is sent.
         *defer = to_confirm(r);
     } else if (auto e = keeps_ ? store_reserve(r) : error_code()) {
         book_.unhold(r);
@@ -198,6 +199,7 @@ shortfall guard_impl::grant(
 error_code guard_impl::store_reserve(const open_reservation& r)
 {
     fill_views(r, r.amount);
+    const std::lock_guard store_lock(store_mu_);
     return store_->reserve({r.id, r.time_ms, r.request_id, r.model, views_});
 }
 
@@ -232,6 +234,7 @@ void guard_impl::confirm(
     const reservation_view v{u.id, u.time_ms, u.request_id, u.model, u.charges};
     auto self = shared_from_this();
     auto held = std::make_shared<reservation>(std::move(res));
+    const std::lock_guard store_lock(store_mu_);
     store_->async_reserve(v, [self, held, ex, done = std::move(done)](error_code e) {
         asio::post(ex, [self, held, done, e] {
             if (e) {
@@ -271,6 +274,15 @@ void guard_impl::fill_views(const open_reservation& r, money amount)
         views_.push_back({c.account->name, c.window, amount, c.account->cap, c.account->index});
 }
 
+// Tells the store of a reservation granted in memory, on this thread, after the lock.
+error_code guard_impl::reserve_now(unconfirmed& u)
+{
+    for (std::size_t i = 0; i < u.charges.size(); ++i)
+        u.charges[i].budget = u.budgets[i];
+    const std::lock_guard store_lock(store_mu_);
+    return store_->reserve({u.id, u.time_ms, u.request_id, u.model, u.charges});
+}
+
 reservation guard_impl::try_reserve(
     const reserve_request& req,
     error_code& ec,
@@ -280,8 +292,20 @@ reservation guard_impl::try_reserve(
     ec = {};
     reservation out;
     const auto features = inspect_extra_body(req.extra_body); // parsed outside the lock
-    const std::lock_guard lock(mu_);
-    grant(req, features, &cancel_on, out, ec, detail);
+    std::optional<unconfirmed> pending;
+    {
+        const std::lock_guard lock(mu_);
+        grant(req, features, &cancel_on, out, ec, detail, &pending);
+    }
+    if (pending) {
+        if (auto e = reserve_now(*pending)) {
+            drop_unconfirmed(out); // the headroom goes back
+            ec = e == error::budget_exhausted ? e : error_code(error::budget_store_failed);
+            if (detail != nullptr)
+                *detail = "the budget store refused the reservation: " + e.message();
+            return reservation();
+        }
+    }
     return out;
 }
 

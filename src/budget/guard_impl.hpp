@@ -57,8 +57,9 @@ struct waiter {
     }
 };
 
-// A mutex that spins briefly before it sleeps (glibc's adaptive kind): the guard's critical
-// sections last tens of nanoseconds, far less than a futex sleep and wake-up.
+// A mutex that spins briefly before it sleeps (glibc's adaptive kind): the guard's decisions
+// are in memory (the store's writes happen after the lock, under store_mu_, except a Redis
+// settlement's queueing), far shorter than a futex sleep and wake-up.
 class adaptive_mutex {
 public:
     adaptive_mutex() noexcept
@@ -119,6 +120,13 @@ public:
         std::optional<unconfirmed>* defer = nullptr);
     error_code store_reserve(const open_reservation& r);
     unconfirmed to_confirm(const open_reservation& r);
+    error_code reserve_now(unconfirmed& u);
+    // A store that writes to a disk in each call (SQLite): its settlements are written after
+    // the decisions' lock. The memory store's ring and Redis's queue are written under it.
+    bool writes_after_lock() const noexcept { return keeps_ && !async_store_; }
+    error_code release_in_store(std::uint64_t id);
+    error_code generation_in_store(std::uint64_t id, const std::string& generation_id);
+    error_code correct_in_store(std::uint64_t record_id, money proven, correction& out);
     using reserved_handler = std::function<void(error_code, reservation)>;
     void confirm(
         unconfirmed u, reservation res, const asio::any_io_executor& ex, reserved_handler done);
@@ -168,6 +176,13 @@ public:
     void close();
 
     adaptive_mutex mu_;
+    // The store, one call at a time: the book decides under mu_, and a SQLite store's writes
+    // (its reservations and settlements) happen after it, under this alone, so no decision
+    // waits for the disk. Every other store call holds it too, taken after mu_, never before
+    // it; the one exception is the settlement of a store written under mu_ (the memory
+    // store's ring, Redis's queue), which only calls under mu_ can meet (Redis's reservations,
+    // made under this alone, it synchronizes itself).
+    std::mutex store_mu_;
     budget_params params_;
     price_catalog prices_;
     std::string last_model_;

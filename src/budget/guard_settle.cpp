@@ -30,6 +30,8 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
     std::vector<std::shared_ptr<cancel_state>> to_cancel;
     std::vector<completion> done;
     error_code ec;
+    std::vector<budget_charge_view> views; // a SQLite store's charges, kept past the lock
+    std::uint64_t id = 0;
     {
         const std::lock_guard lock(mu_);
         auto& r = book_.at(slot);
@@ -55,16 +57,36 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
         fill_views(r, record.cost);
         if (r.free && record.cost == money())
             views_.clear(); // nothing to charge: the ledger record alone
+        id = r.free ? 0 : r.id;
+        if (writes_after_lock())
+            views.assign(views_.begin(), views_.end()); // the names live as long as the guard
         reached_.clear();
         book_.commit(r, record.cost, reached_);
         if (surprise)
             stop(r, record.anomaly);
-        ec = store_->settle(r.free ? 0 : r.id, views_, record);
         book_.free_slot(slot);
-        if (ec)
-            fail(to_cancel);
+        if (!writes_after_lock()) {
+            // In memory (a ring), or a fleet's queue: under the lock, which every other call
+            // that reaches the same state holds too (see store_mu_). A settlement that raises
+            // the spend must reach Redis before any reservation granted after it.
+            ec = store_->settle(id, views_, record);
+            if (ec)
+                fail(to_cancel);
+        }
         trip(to_cancel);
         pump(done);
+    }
+    if (writes_after_lock()) {
+        // The book has it; the store is told after the lock (a SQLite transaction), so no
+        // decision waits for the disk. A failed write stops paid traffic.
+        {
+            const std::lock_guard store_lock(store_mu_);
+            ec = store_->settle(id, views, record);
+        }
+        if (ec) {
+            const std::lock_guard lock(mu_);
+            fail(to_cancel);
+        }
     }
     finish(to_cancel, done);
     return ec ? error_code(error::budget_store_failed) : error_code();
@@ -125,6 +147,26 @@ void guard_impl::stop(const open_reservation& r, const std::string& why)
     }
 }
 
+// The store calls made under mu_ (rare, or needing the book and the store to agree at once):
+// store_mu_ inside it, as everywhere.
+error_code guard_impl::release_in_store(std::uint64_t id)
+{
+    const std::lock_guard store_lock(store_mu_);
+    return store_->release(id);
+}
+
+error_code guard_impl::generation_in_store(std::uint64_t id, const std::string& generation_id)
+{
+    const std::lock_guard store_lock(store_mu_);
+    return store_->note_generation(id, generation_id);
+}
+
+error_code guard_impl::correct_in_store(std::uint64_t record_id, money proven, correction& out)
+{
+    const std::lock_guard store_lock(store_mu_);
+    return store_->correct(record_id, proven, out);
+}
+
 void guard_impl::release(std::uint32_t slot) noexcept
 {
     std::vector<std::shared_ptr<cancel_state>> to_cancel;
@@ -133,7 +175,7 @@ void guard_impl::release(std::uint32_t slot) noexcept
         const std::lock_guard lock(mu_);
         auto& r = book_.at(slot);
         book_.unhold(r);
-        if (keeps_ && !r.free && store_->release(r.id))
+        if (keeps_ && !r.free && release_in_store(r.id))
             fail(to_cancel);
         book_.free_slot(slot);
         pump(done);
@@ -169,7 +211,7 @@ void guard_impl::note_generation(std::uint32_t slot, const std::string& id)
         r.generation_id = id;
         // A store that cannot record what a crash would need stops paid traffic, as any
         // failed write does.
-        if (keeps_ && store_->note_generation(r.id, id))
+        if (keeps_ && generation_in_store(r.id, id))
             fail(to_cancel);
         pump(done);
     }
@@ -185,7 +227,7 @@ error_code guard_impl::correct(std::uint64_t record_id, money proven)
     {
         const std::lock_guard lock(mu_);
         correction c;
-        if (auto ec = store_->correct(record_id, proven, c))
+        if (auto ec = correct_in_store(record_id, proven, c))
             return ec;
         const money delta = proven - c.previous;
         book_.total_committed += delta;

@@ -17,7 +17,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <filesystem>
+#include <future>
 #include <optional>
 
 using frugal::money;
@@ -824,6 +828,95 @@ BOOST_AUTO_TEST_CASE(the_prompt_bound_covers_every_byte_a_prompt_can_tokenize)
     req.messages.push_back({.role = "user", .content = std::string(1000, 'x')});
     req.messages.push_back({.role = "assistant", .content = "ok", .name = "bot"});
     BOOST_TEST(frugal::prompt_bound(req) >= 1000u + 4u + 9u + 2u + 3u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The guard's decisions do not wait for its store's writes: a settlement whose store write is
+// stuck (a slow disk) leaves other requests free to be decided meanwhile.
+BOOST_AUTO_TEST_SUITE(store_off_the_lock)
+
+namespace {
+
+// A store that writes each change through (as SQLite) and whose settlements wait for a gate.
+class gated_store final : public frugal::budget_store {
+public:
+    boost::system::error_code load(frugal::budget_store_state&) override { return {}; }
+    boost::system::error_code reserve(const frugal::reservation_view&) override { return {}; }
+    boost::system::error_code settle(
+        std::uint64_t, std::span<const frugal::budget_charge_view>, frugal::attempt_record& r) override
+    {
+        std::unique_lock lock(mu);
+        entered = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return open; });
+        r.record_id = ++records;
+        return {};
+    }
+    boost::system::error_code release(std::uint64_t) override { return {}; }
+    boost::system::error_code correct(std::uint64_t, money, frugal::correction&) override
+    {
+        return frugal::error::not_found;
+    }
+    boost::system::error_code
+    read_ledger(std::int64_t, std::vector<frugal::attempt_record>&) override
+    {
+        return {};
+    }
+
+    std::mutex mu;
+    std::condition_variable cv;
+    bool entered = false, open = false;
+    std::uint64_t records = 0;
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_stuck_store_write_blocks_no_decision)
+{
+    auto store = std::make_shared<gated_store>();
+    frugal::budget_params p;
+    p.budgets = {{"global", usd("100")}};
+    auto guard = frugal::budget_guard::open(p, catalog(), store).value();
+    frugal::reserve_request r;
+    r.model = paid;
+    r.prompt_bytes = 100;
+    r.max_tokens = 100;
+    auto first = guard.try_reserve(r).value();
+    first.mark_sent();
+    std::thread settler([&] {
+        frugal::attempt_record rec;
+        rec.cost = usd("0.01");
+        (void)first.settle(rec);
+    });
+    {
+        std::unique_lock lock(store->mu);
+        store->cv.wait(lock, [&] { return store->entered; });
+    }
+    // The settlement is inside the store now: the book already has it, and decides on what
+    // needs no store write (a paid reservation is written through, so it waits its turn). With
+    // the store written under the decisions' lock, these would wait for the gate.
+    auto decided = std::async(std::launch::async, [&] {
+        auto free_call = r;
+        free_call.model = free_model;
+        auto second = guard.try_reserve(free_call);
+        const bool granted = second.has_value();
+        if (granted)
+            second->release();
+        return std::pair{granted, guard.snapshot()[0].committed};
+    });
+    const bool in_time = decided.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+    {
+        const std::lock_guard lock(store->mu);
+        store->open = true;
+    }
+    store->cv.notify_all();
+    settler.join();
+    BOOST_TEST_REQUIRE(in_time);
+    const auto [granted, committed] = decided.get();
+    BOOST_TEST(granted);
+    BOOST_TEST((committed == usd("0.01")));
+    BOOST_TEST(store->records == 1u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
