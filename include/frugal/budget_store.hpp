@@ -146,9 +146,10 @@ struct budget_store_state {
 /// refuses with `error::budget_exhausted` when another process has taken the headroom.
 ///
 /// @par Thread safety
-/// Called by one guard one call at a time (under the guard's store lock, after its decisions'
-/// lock): implementations need no locking of their own unless they are shared by several
-/// guards.
+/// Called by one guard one call at a time, with one exception: a store that reserves
+/// asynchronously (`reserves_async`, Redis) may see `async_reserve` and `reserve` beside a
+/// `settle`, and must synchronize those itself. Otherwise implementations need no locking of
+/// their own unless they are shared by several guards.
 class budget_store {
 public:
     virtual ~budget_store() = default;

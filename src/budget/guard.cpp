@@ -293,18 +293,15 @@ error_code budget_guard::reset(std::string_view name)
 
 error_code budget_guard::read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out)
 {
-    const std::lock_guard lock(impl_->mu_);
-    const std::lock_guard store_lock(impl_->store_mu_);
-    return impl_->store_->read_ledger(since_ms, out);
+    return impl_->store_call([&](budget_store& s) { return s.read_ledger(since_ms, out); });
 }
 
 error_code budget_guard::record(attempt_record& record)
 {
     record.cost = money();
-    const std::lock_guard lock(impl_->mu_);
-    const std::lock_guard store_lock(impl_->store_mu_);
-    return impl_->store_->settle(0, {}, record) ? error_code(error::budget_store_failed)
-                                                : error_code();
+    return impl_->store_call([&](budget_store& s) { return s.settle(0, {}, record); })
+               ? error_code(error::budget_store_failed)
+               : error_code();
 }
 
 std::uint64_t budget_guard::new_request_id() noexcept
@@ -314,33 +311,30 @@ std::uint64_t budget_guard::new_request_id() noexcept
 
 error_code budget_guard::annotate(std::string_view key, std::string_view value)
 {
-    const std::lock_guard lock(impl_->mu_);
-    const std::lock_guard store_lock(impl_->store_mu_);
-    return impl_->store_->put_note(key, value) ? error_code(error::budget_store_failed)
-                                               : error_code();
+    return impl_->store_call([&](budget_store& s) { return s.put_note(key, value); })
+               ? error_code(error::budget_store_failed)
+               : error_code();
 }
 
 error_code budget_guard::keep_answer(std::string_view id, std::string_view answer)
 {
-    const std::lock_guard lock(impl_->mu_);
-    const std::lock_guard store_lock(impl_->store_mu_);
-    return impl_->store_->put_answer(id, answer) ? error_code(error::budget_store_failed)
-                                                 : error_code();
+    return impl_->store_call([&](budget_store& s) { return s.put_answer(id, answer); })
+               ? error_code(error::budget_store_failed)
+               : error_code();
 }
 
 error_code budget_guard::read_answers(std::vector<std::pair<std::string, std::string>>& out)
 {
-    const std::lock_guard lock(impl_->mu_);
-    const std::lock_guard store_lock(impl_->store_mu_);
-    return impl_->store_->read_answers(out) ? error_code(error::budget_store_failed)
-                                            : error_code();
+    return impl_->store_call([&](budget_store& s) { return s.read_answers(out); })
+               ? error_code(error::budget_store_failed)
+               : error_code();
 }
 
 error_code budget_guard::read_notes(std::vector<std::pair<std::string, std::string>>& out)
 {
-    const std::lock_guard lock(impl_->mu_);
-    const std::lock_guard store_lock(impl_->store_mu_);
-    return impl_->store_->read_notes(out) ? error_code(error::budget_store_failed) : error_code();
+    return impl_->store_call([&](budget_store& s) { return s.read_notes(out); })
+               ? error_code(error::budget_store_failed)
+               : error_code();
 }
 
 const char* to_string(budget_period p) noexcept

@@ -124,6 +124,19 @@ public:
     // A store that writes to a disk in each call (SQLite): its settlements are written after
     // the decisions' lock. The memory store's ring and Redis's queue are written under it.
     bool writes_after_lock() const noexcept { return keeps_ && !async_store_; }
+    // A store call outside the decisions: a store written after the lock is reached under
+    // store_mu_ alone (no decision waits for its disk); another under mu_ too.
+    template <class F>
+    auto store_call(F f)
+    {
+        if (writes_after_lock()) {
+            const std::lock_guard store_lock(store_mu_);
+            return f(*store_);
+        }
+        const std::lock_guard lock(mu_);
+        const std::lock_guard store_lock(store_mu_);
+        return f(*store_);
+    }
     error_code release_in_store(std::uint64_t id);
     error_code generation_in_store(std::uint64_t id, const std::string& generation_id);
     error_code correct_in_store(std::uint64_t record_id, money proven, correction& out);

@@ -171,14 +171,22 @@ void guard_impl::release(std::uint32_t slot) noexcept
 {
     std::vector<std::shared_ptr<cancel_state>> to_cancel;
     std::vector<completion> done;
+    bool tell = false;
+    std::uint64_t id = 0;
     {
         const std::lock_guard lock(mu_);
         auto& r = book_.at(slot);
         book_.unhold(r);
-        if (keeps_ && !r.free && release_in_store(r.id))
+        tell = keeps_ && !r.free;
+        id = r.id;
+        if (tell && !writes_after_lock() && release_in_store(id))
             fail(to_cancel);
         book_.free_slot(slot);
         pump(done);
+    }
+    if (tell && writes_after_lock() && release_in_store(id)) {
+        const std::lock_guard lock(mu_);
+        fail(to_cancel);
     }
     finish(to_cancel, done);
 }
@@ -205,15 +213,21 @@ void guard_impl::note_generation(std::uint32_t slot, const std::string& id)
 {
     std::vector<std::shared_ptr<cancel_state>> to_cancel;
     std::vector<completion> done;
+    std::uint64_t rid = 0;
     {
         const std::lock_guard lock(mu_);
         auto& r = book_.at(slot);
         r.generation_id = id;
+        rid = r.id;
         // A store that cannot record what a crash would need stops paid traffic, as any
         // failed write does.
-        if (keeps_ && generation_in_store(r.id, id))
+        if (keeps_ && !writes_after_lock() && generation_in_store(rid, id))
             fail(to_cancel);
         pump(done);
+    }
+    if (keeps_ && writes_after_lock() && generation_in_store(rid, id)) {
+        const std::lock_guard lock(mu_);
+        fail(to_cancel);
     }
     finish(to_cancel, done);
 }
@@ -224,11 +238,18 @@ error_code guard_impl::correct(std::uint64_t record_id, money proven)
         return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
     std::vector<std::shared_ptr<cancel_state>> to_cancel;
     std::vector<completion> done;
-    {
-        const std::lock_guard lock(mu_);
-        correction c;
+    correction c;
+    // The store says what the record was charged; the book follows it.
+    if (writes_after_lock()) {
         if (auto ec = correct_in_store(record_id, proven, c))
             return ec;
+    }
+    {
+        const std::lock_guard lock(mu_);
+        if (!writes_after_lock()) {
+            if (auto ec = correct_in_store(record_id, proven, c))
+                return ec;
+        }
         const money delta = proven - c.previous;
         book_.total_committed += delta;
         reached_.clear();

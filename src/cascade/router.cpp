@@ -312,7 +312,7 @@ void router::start_stream(
         st->deadline.emplace(ex, options.deadline);
         st->deadline->async_wait([w = std::weak_ptr(st)](error_code ec) {
             const auto s = w.lock();
-            if (ec || !s || s->producer_done)
+            if (ec || !s || s->producer_done || s->finished || s->deadline_passed)
                 return;
             s->deadline_passed = true;
             s->stop.emit(asio::cancellation_type::terminal);

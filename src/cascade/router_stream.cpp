@@ -20,8 +20,20 @@ asio::awaitable<void> produce(
     // Cancellation is checked where it matters; an await must not throw for it.
     co_await asio::this_coro::throw_if_cancelled(false);
     auto send = [&](error_code ec, cascade_event ev) -> asio::awaitable<bool> {
-        auto [sec] = co_await st->events.async_send(ec, std::move(ev), tuple_awaitable);
-        co_return !sec;
+        if (!st->deadline) {
+            auto [sec] = co_await st->events.async_send(ec, std::move(ev), tuple_awaitable);
+            co_return !sec;
+        }
+        for (;;) {
+            // A copy: a send the deadline's stop cancels is made again.
+            auto [sec] = co_await st->events.async_send(ec, ev, tuple_awaitable);
+            if (!sec)
+                co_return true;
+            // The deadline stops the attempt, not the hand-over: the consumer is still there
+            // (once it leaves, the channel is closed and the next send fails for good).
+            if (sec != asio::error::operation_aborted || !st->deadline_passed)
+                co_return false;
+        }
     };
     auto result = std::make_shared<cascade_result>();
     auto& out = *result;

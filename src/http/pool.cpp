@@ -61,10 +61,19 @@ asio::awaitable<error_code> pool::acquire(
         timer.expires_at(deadline);
         waiter w{&timer};
         waiters_.push_back(&w);
-        const auto me = std::prev(waiters_.end());
+        // Off the list however the wait ends, the frame destroyed with its io_context included:
+        // a lease given back then must not wake a waiter that is gone.
+        struct unlist {
+            std::list<waiter*>& list;
+            std::list<waiter*>::iterator me;
+            const waiter& w;
+            ~unlist()
+            {
+                if (!w.woken)
+                    list.erase(me);
+            }
+        } guard{waiters_, std::prev(waiters_.end()), w};
         auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-        if (!w.woken)
-            waiters_.erase(me);
         if (w.woken)
             continue;
         if (!ec)

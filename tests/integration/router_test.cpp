@@ -558,6 +558,45 @@ BOOST_AUTO_TEST_CASE(a_cascades_deadline_ends_it_with_timeout_whole_and_streamed
     BOOST_TEST((guard->snapshot()[0].reserved == money()));
 }
 
+// A deadline that passes while the consumer is slow to read (the channel full, the producer
+// handing over text) still ends the stream with its `done` event, never a read left waiting.
+BOOST_AUTO_TEST_CASE(a_streams_deadline_reaches_a_slow_reader)
+{
+    client_fixture f(paced(20ms));
+    const auto cat = load_catalog(f);
+    auto guard = open_guard(cat, "1");
+    auto p = policy();
+    p.tiers = {flagship};
+    frugal::router r(f.client, p, cat, guard);
+    frugal::cascade_options options;
+    options.deadline = 300ms;
+    frugal::cascade_stream s;
+    r.start_stream(
+        request("", "Tell a long story. [sim tokens=200]"), frugal::stream_mode::stream, s,
+        options);
+    boost::system::error_code last;
+    std::shared_ptr<const frugal::cascade_result> result;
+    run(f.io, [&]() -> asio::awaitable<void> {
+        bool paused = false;
+        for (;;) {
+            auto [ec, ev] = co_await s.async_next(tuple_awaitable);
+            if (ec || ev.type == frugal::cascade_event::kind::done) {
+                last = ec;
+                result = ev.result;
+                co_return;
+            }
+            if (!paused) { // the producer fills the channel and waits; the deadline passes
+                paused = true;
+                asio::steady_timer t(co_await asio::this_coro::executor, 600ms);
+                co_await t.async_wait(tuple_awaitable);
+            }
+        }
+    }());
+    BOOST_TEST(last == frugal::error::timeout);
+    BOOST_TEST_REQUIRE(result != nullptr);
+    BOOST_TEST((guard->snapshot()[0].reserved == money()));
+}
+
 // The caller's cancellation reaches both attempts of a hedge, not only the hedge's own timer.
 BOOST_AUTO_TEST_CASE(cancelling_a_hedged_cascade_stops_both_attempts_at_once)
 {
