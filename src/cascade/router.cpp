@@ -249,7 +249,8 @@ struct deadline_state {
     asio::steady_timer timer;
     asio::cancellation_signal stop;
     bool passed = false;
-    bool done = false; // the cascade ended: nothing may reach its (gone) cancellation handler
+    bool caller = false; // the caller cancelled first: the deadline has nothing left to say
+    bool done = false;   // the cascade ended: nothing may reach its (gone) cancellation handler
 };
 
 } // namespace
@@ -268,12 +269,14 @@ void router::async_complete_impl(
         dl = std::make_shared<deadline_state>(ex);
         if (slot.is_connected())
             slot.assign([dl](asio::cancellation_type t) {
-                if (!dl->done)
-                    dl->stop.emit(t);
+                if (dl->done)
+                    return;
+                dl->caller = !dl->passed;
+                dl->stop.emit(t);
             });
         dl->timer.expires_after(options.deadline);
         dl->timer.async_wait([dl](error_code ec) {
-            if (ec || dl->done)
+            if (ec || dl->done || dl->caller)
                 return;
             dl->passed = true;
             dl->stop.emit(asio::cancellation_type::terminal);
