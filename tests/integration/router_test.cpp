@@ -539,22 +539,11 @@ BOOST_AUTO_TEST_CASE(a_cascades_deadline_ends_it_with_timeout_whole_and_streamed
 
     frugal::cascade_stream s;
     r.start_stream(request("", "Name a colour."), frugal::stream_mode::stream, s, options);
-    boost::system::error_code last;
-    std::shared_ptr<const frugal::cascade_result> result;
-    run(f.io, [&]() -> asio::awaitable<void> {
-        for (;;) {
-            auto [ec, ev] = co_await s.async_next(tuple_awaitable);
-            if (ec || ev.type == frugal::cascade_event::kind::done) {
-                last = ec;
-                result = ev.result;
-                co_return;
-            }
-        }
-    }());
-    BOOST_TEST(last == frugal::error::timeout);
-    BOOST_TEST_REQUIRE(result != nullptr);
-    BOOST_TEST_REQUIRE(result->attempts.size() == 1u);
-    BOOST_TEST((result->attempts[0].outcome == frugal::attempt_outcome::cancelled));
+    const auto streamed = read_all(f, s);
+    BOOST_TEST(streamed.ec == frugal::error::timeout);
+    BOOST_TEST_REQUIRE(streamed.result != nullptr);
+    BOOST_TEST_REQUIRE(streamed.result->attempts.size() == 1u);
+    BOOST_TEST((streamed.result->attempts[0].outcome == frugal::attempt_outcome::cancelled));
     BOOST_TEST((guard->snapshot()[0].reserved == money()));
 }
 

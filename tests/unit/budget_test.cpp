@@ -4,6 +4,7 @@
 #include <frugal/budget.hpp>
 
 #include "printers.hpp"
+#include "scratch_file.hpp"
 
 #include "budget/book.hpp"
 
@@ -533,28 +534,13 @@ BOOST_AUTO_TEST_SUITE(ledger_facts)
 
 namespace {
 
-struct scratch_file {
-    scratch_file()
-        : path(
-              std::filesystem::temp_directory_path() /
-              ("frugal-ledger-" + std::to_string(::getpid()) + ".db"))
-    {
-        clean();
-    }
-    ~scratch_file() { clean(); }
-    void clean() const
-    {
-        for (const char* s : {"", "-wal", "-shm", ".lock"})
-            std::filesystem::remove(path.string() + s);
-    }
-    std::filesystem::path path;
-};
+using frugal::test::scratch_file;
 
 } // namespace
 
 BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_across_runs)
 {
-    scratch_file file;
+    scratch_file file("ledger");
     frugal::budget_params p;
     p.budgets = {
         {"global", usd("1"), frugal::budget_period::none},
@@ -626,7 +612,7 @@ BOOST_AUTO_TEST_CASE(the_sqlite_ledger_keeps_caps_notes_reasons_and_denials_acro
 
 BOOST_AUTO_TEST_CASE(a_ledger_written_before_reasons_were_kept_is_upgraded_in_place)
 {
-    scratch_file file;
+    scratch_file file("ledger");
     {
         sqlite3* db = nullptr;
         BOOST_TEST_REQUIRE(sqlite3_open(file.path.string().c_str(), &db) == SQLITE_OK);

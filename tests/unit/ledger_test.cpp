@@ -5,6 +5,7 @@
 #include <frugal/ledger.hpp>
 
 #include "printers.hpp"
+#include "scratch_file.hpp"
 
 #include <boost/test/unit_test.hpp>
 
@@ -119,22 +120,7 @@ frugal::ledger_data sample_ledger()
     return d;
 }
 
-struct scratch_file {
-    scratch_file()
-        : path(
-              std::filesystem::temp_directory_path() /
-              ("frugal-ledger-test-" + std::to_string(::getpid()) + ".db"))
-    {
-        clean();
-    }
-    ~scratch_file() { clean(); }
-    void clean() const
-    {
-        for (const char* s : {"", "-wal", "-shm", ".lock"})
-            std::filesystem::remove(path.string() + s);
-    }
-    std::filesystem::path path;
-};
+using frugal::test::scratch_file;
 
 } // namespace
 
@@ -321,7 +307,7 @@ BOOST_AUTO_TEST_CASE(an_empty_ledger_reports_nothing_and_no_flagship)
 
 BOOST_AUTO_TEST_CASE(a_ledger_file_loads_with_its_typed_notes)
 {
-    scratch_file file;
+    scratch_file file("ledger-test");
     {
         frugal::diagnostics opening;
         auto opened = frugal::open_sqlite_store({file.path.string()}, &opening);
