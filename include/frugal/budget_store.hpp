@@ -21,6 +21,12 @@
 #include <utility>
 #include <vector>
 
+// Declared only: the store interface names the executor a reservation's caller runs on, and
+// the budget's sans-io book, which includes this header, must not reach Asio.
+namespace boost::asio {
+class any_io_executor;
+} // namespace boost::asio
+
 namespace frugal {
 
 /// How an attempt ended, as the ledger records it.
@@ -172,9 +178,13 @@ public:
     /// `reserve`, answered later: `done` is called once, on any thread (possibly under the
     /// store's own lock), with what `reserve` would have returned; it must not call back into
     /// the store, and should do no more than hand the result on. `r` is read before this
-    /// returns. The default calls `reserve` and `done` at once.
-    virtual void
-    async_reserve(const reservation_view& r, std::function<void(boost::system::error_code)> done);
+    /// returns. `caller` is the executor the reservation's caller resumes on: a store may do
+    /// its I/O there, so the answer wakes that thread alone. The default calls `reserve` and
+    /// `done` at once.
+    virtual void async_reserve(
+        const reservation_view& r,
+        const boost::asio::any_io_executor& caller,
+        std::function<void(boost::system::error_code)> done);
 
     /// Records the generation id of an open reservation, so a crash leaves enough to look the
     /// bill up. Optional: the default does nothing.

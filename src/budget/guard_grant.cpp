@@ -235,7 +235,7 @@ void guard_impl::confirm(
     auto self = shared_from_this();
     auto held = std::make_shared<reservation>(std::move(res));
     const std::lock_guard store_lock(store_mu_);
-    store_->async_reserve(v, [self, held, ex, done = std::move(done)](error_code e) {
+    store_->async_reserve(v, ex, [self, held, ex, done = std::move(done)](error_code e) {
         asio::post(ex, [self, held, done, e] {
             if (e) {
                 self->drop_unconfirmed(*held);

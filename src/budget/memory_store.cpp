@@ -62,7 +62,9 @@ budget_store::read_answers(std::vector<std::pair<std::string, std::string>>& out
 }
 
 void budget_store::async_reserve(
-    const reservation_view& r, std::function<void(boost::system::error_code)> done)
+    const reservation_view& r,
+    const boost::asio::any_io_executor&,
+    std::function<void(boost::system::error_code)> done)
 {
     done(reserve(r));
 }

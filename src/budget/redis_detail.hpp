@@ -8,6 +8,7 @@
 
 #include <frugal/budget_store.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -69,7 +70,10 @@ public:
     error_code load(budget_store_state& out) override;
     error_code reserve(const reservation_view& v) override;
     bool reserves_async() const noexcept override { return true; }
-    void async_reserve(const reservation_view& v, std::function<void(error_code)> done) override;
+    void async_reserve(
+        const reservation_view& v,
+        const asio::any_io_executor& caller,
+        std::function<void(error_code)> done) override;
     error_code note_generation(std::uint64_t id, const std::string& generation_id) override;
     error_code settle(
         std::uint64_t reservation_id,
@@ -92,7 +96,14 @@ public:
     error_code read_answers(std::vector<std::pair<std::string, std::string>>& out) override;
     error_code read_notes(std::vector<std::pair<std::string, std::string>>& out) override;
 
+    // A reservations' link on a caller's io_context, and what the store and its links share
+    // (redis_near.cpp).
+    struct near_link;
+    struct near_registry;
+
 private:
+    friend class near_service;
+
     // A command a caller waits for (a reservation, a read).
     struct waiter {
         std::vector<std::string> args;
@@ -157,6 +168,18 @@ private:
     void owe_locked(change c);
     void write_batch_locked(const std::string& now, bool take);
     void build_write_locked();
+
+    // The reservations' links on their callers' io_contexts (redis_near.cpp).
+    bool near_send(const asio::any_io_executor& caller, const std::shared_ptr<waiter>& w);
+    void near_open(const std::shared_ptr<near_link>& l);
+    void near_opened(const std::shared_ptr<near_link>& l, error_code ec);
+    void near_read(const std::shared_ptr<near_link>& l);
+    void near_on_read(const std::shared_ptr<near_link>& l, error_code ec, std::size_t n);
+    void near_write(const std::shared_ptr<near_link>& l);
+    void near_drop_locked(const std::shared_ptr<near_link>& l, bool failed);
+    void near_watch(bool all);
+    void near_start();
+    void near_close_all();
 
     // The connections (redis_link.cpp).
     bool direct_open(const asio::ip::tcp::endpoint& ep);
@@ -231,6 +254,9 @@ private:
     std::chrono::milliseconds backoff_{0};
     std::condition_variable drained_;
     std::string reserve_sha_, apply_sha_;
+    // The reservations' links on callers' io_contexts; their registry's lock comes before mu_.
+    std::shared_ptr<near_registry> near_;
+    std::chrono::steady_clock::time_point near_retry_{}; // no new link before (under mu_)
     // Why Redis last failed. Kept for the day the store interface carries a reason to the
     // guard's refusal; nothing reads it yet.
     std::string last_error_;

@@ -461,6 +461,7 @@ void redis_store::arm_watchdog()
     watchdog_.async_wait([this, id](error_code ec) {
         if (ec || id != conn_id_)
             return;
+        near_watch(false);
         bool stalled = false;
         {
             const std::lock_guard lock(mu_);
@@ -489,6 +490,7 @@ void redis_store::arm_watchdog()
 void redis_store::lose(const std::string& why)
 {
     ++conn_id_; // every handler of the old connection is stale now
+    near_watch(true); // the reservations' links, which nothing watches while the pipe is down
     const std::lock_guard lock(mu_);
     last_error_ = "Redis at " + host_ + ":" + std::to_string(port_) + ": " + why;
     fd_ = -1; // closed under mu_: a caller sending at once never sees a stale descriptor

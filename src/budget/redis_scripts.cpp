@@ -29,9 +29,12 @@ local function limbs(v)
   return tonumber(string.sub(v, 1, n - 9)), tonumber(string.sub(v, n - 8))
 end
 local function fits(c, r, a, cap)
-  if #c < 16 and #r < 16 and #a < 16 and #cap < 16 then
+  local l = math.max(#c, #r, #a)
+  if l < 16 and #cap < 16 then
     return tonumber(c) + tonumber(r) + tonumber(a) <= tonumber(cap)
   end
+  -- No leading zeros: the sum is below 3 * 10^l, so a cap of l + 2 digits or more holds it.
+  if #cap >= l + 2 then return true end
   local ch, cl = limbs(c)
   local rh, rl = limbs(r)
   local ah, al = limbs(a)

@@ -74,10 +74,12 @@ redis_store::redis_store(redis_store_params p, std::shared_ptr<budget_store> led
       socket_(ioc_), resolver_(ioc_), connect_timer_(ioc_), retry_timer_(ioc_), watchdog_(ioc_),
       flush_timer_(ioc_), work_(ioc_.get_executor())
 {
+    near_start();
 }
 
 redis_store::~redis_store()
 {
+    near_close_all();
     // What this process still owes Redis gets its chance to land; what cannot stays
     // covered by its reservation until the lease turns it into spend.
     drain(
@@ -202,12 +204,18 @@ error_code redis_store::reserve(const reservation_view& v)
     return verdict_error(w->verdict);
 }
 
-// On the pipelined connection, in order with the changes before it: the reply (or the
+// On the caller's io_context's own link when it may pass what the pipe holds (redis_near.cpp),
+// else on the pipelined connection, in order with the changes before it: the reply (or the
 // connection's loss, which the watchdog declares after the timeout) completes it.
-void redis_store::async_reserve(const reservation_view& v, std::function<void(error_code)> done)
+void redis_store::async_reserve(
+    const reservation_view& v,
+    const asio::any_io_executor& caller,
+    std::function<void(error_code)> done)
 {
     auto w = reservation_waiter(v);
     w->on_done = std::move(done);
+    if (near_send(caller, w))
+        return;
     if (!ask_async(w)) {
         std::function<void(error_code)> f;
         error_code ec;

@@ -16,6 +16,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -163,6 +164,17 @@ public:
         if (r != nullptr)
             freeReplyObject(r);
         return out;
+    }
+    // How many connections Redis has open (this one included).
+    int clients()
+    {
+        auto* r = static_cast<redisReply*>(redisCommand(c_, "CLIENT LIST"));
+        int n = -1;
+        if (r != nullptr && r->type == REDIS_REPLY_STRING)
+            n = static_cast<int>(std::count(r->str, r->str + r->len, '\n'));
+        if (r != nullptr)
+            freeReplyObject(r);
+        return n;
     }
     // The field as an integer: 0 when absent.
     std::int64_t hint(const std::string& key, const std::string& field)
@@ -700,6 +712,138 @@ BOOST_AUTO_TEST_CASE(async_reserve_fleet_cap)
     BOOST_TEST(raw.hint("async:spend", "c:0:global") == sum);
     BOOST_TEST(raw.hint("async:spend", "r:0:global") == 0);
     BOOST_TEST(raw.hint("async:spend", "c:0:global") <= cap.units());
+}
+
+// Awaited reservations travel on a link of the caller's own io_context, so a reply wakes the
+// caller's thread alone. What must hold: the sums stay exact; `run` still returns once the
+// reservations are done (an idle link keeps no work); the link dies with its io_context or its
+// store, whichever goes first, without touching the other; and a reply lost on it refuses the
+// reservation and gives its hold back, as on the pipe.
+namespace {
+
+struct awaited_round {
+    int granted = 0, refused = 0;
+    std::int64_t cost = 0;
+};
+
+// `each` reservations in each of `cascades` coroutines, one after another, each settled at
+// its reservation minus a few units; `max_tokens` shapes the amount reserved.
+void reserve_and_settle_on(
+    asio::io_context& ioc, frugal::budget_guard& g, int cascades, int each, awaited_round& out,
+    std::uint64_t first_id, int max_tokens = 512)
+{
+    for (int c = 0; c < cascades; ++c)
+        asio::co_spawn(
+            ioc,
+            [&g, &out, c, each, first_id, max_tokens]() -> asio::awaitable<void> {
+                for (int i = 0; i < each; ++i) {
+                    auto req = request(first_id + static_cast<std::uint64_t>(c * each + i));
+                    req.max_tokens = max_tokens;
+                    auto [ec, r] =
+                        co_await g.async_reserve(req, asio::as_tuple(asio::use_awaitable));
+                    if (ec || !r.active()) {
+                        ++out.refused;
+                        continue;
+                    }
+                    ++out.granted;
+                    r.mark_sent();
+                    frugal::attempt_record rec;
+                    rec.cost = money::from_units(r.amount().units() - 3 - i);
+                    out.cost += rec.cost.units();
+                    BOOST_TEST(!r.settle(rec));
+                }
+            },
+            asio::detached);
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(reservations_on_the_callers_io_context)
+{
+    redis_server server;
+    BOOST_TEST_REQUIRE(server.running());
+    raw_redis raw(server.port());
+    const money cap = *money::parse("1000");
+    std::int64_t spent = 0;
+    {
+        auto store = open_store(params_for(server, "near"));
+        auto g = open_guard(store, cap);
+        for (int round = 0; round < 2; ++round) {
+            // A fresh io_context each round: the first's link closed with it.
+            asio::io_context ioc;
+            awaited_round got;
+            reserve_and_settle_on(ioc, g, 4, 60, got, 1000 + 1000 * round);
+            ioc.run_for(30s);
+            BOOST_TEST(ioc.stopped()); // ran out of work: no link holds it
+            BOOST_TEST(got.granted == 240);
+            BOOST_TEST(got.refused == 0);
+            spent += got.cost;
+            if (round == 0)
+                BOOST_TEST(raw.clients() == 3); // this one, the pipe, the io_context's link
+        }
+        BOOST_TEST_REQUIRE(!store->sync(5s));
+        BOOST_TEST(raw.hint("near:spend", "c:0:global") == spent);
+        BOOST_TEST(raw.hint("near:spend", "r:0:global") == 0);
+
+        // The store (and its guard) goes first, with the link open: the io_context, run
+        // again and destroyed, finds nothing of the store.
+        asio::io_context ioc;
+        {
+            auto s2 = open_store(params_for(server, "near"));
+            auto g2 = open_guard(s2, cap);
+            awaited_round got;
+            reserve_and_settle_on(ioc, g2, 2, 20, got, 5000);
+            ioc.run_for(30s);
+            BOOST_TEST(got.granted == 40);
+            spent += got.cost;
+            BOOST_TEST_REQUIRE(!s2->sync(5s));
+        }
+        ioc.restart();
+        ioc.run_for(5s);
+        BOOST_TEST(ioc.stopped());
+    }
+    BOOST_TEST(raw.hint("near:spend", "c:0:global") == spent);
+
+    // A reply lost on the link: the reservation is refused, and the hold Redis applied is
+    // released through the pipe; the store goes on.
+    lossy_proxy proxy(server.port());
+    auto p = params_for(server, "near");
+    p.url = "redis://127.0.0.1:" + std::to_string(proxy.port()) + "/0";
+    auto store = open_store(p);
+    auto g = open_guard(store, cap);
+    asio::io_context ioc;
+    awaited_round warm;
+    reserve_and_settle_on(ioc, g, 1, 20, warm, 7000); // the link is open and in use
+    ioc.run_for(30s);
+    BOOST_TEST_REQUIRE(warm.granted == 20);
+    spent += warm.cost;
+    money odd;
+    {
+        auto probe = open_guard(nullptr, cap);
+        auto req = request(1);
+        req.max_tokens = 777;
+        auto r = probe.try_reserve(req);
+        BOOST_TEST_REQUIRE(r.has_value());
+        odd = r->amount();
+    }
+    const std::string units = std::to_string(odd.units());
+    proxy.arm("$" + std::to_string(units.size()) + "\r\n" + units + "\r\n");
+    awaited_round lost;
+    reserve_and_settle_on(ioc, g, 1, 1, lost, 8000, 777);
+    ioc.restart();
+    ioc.run_for(30s);
+    BOOST_TEST(proxy.drops() == 1);
+    BOOST_TEST(lost.granted == 0);
+    BOOST_TEST(lost.refused == 1);
+    awaited_round after;
+    reserve_and_settle_on(ioc, g, 2, 10, after, 9000);
+    ioc.restart();
+    ioc.run_for(30s);
+    BOOST_TEST(after.granted == 20);
+    spent += after.cost;
+    BOOST_TEST_REQUIRE(!store->sync(5s));
+    BOOST_TEST(raw.hint("near:spend", "c:0:global") == spent);
+    BOOST_TEST(raw.hint("near:spend", "r:0:global") == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
