@@ -320,8 +320,10 @@ struct redis_store_params {
 /// change atomically. The ledger records (and notes) go to `ledger` (an SQLite store for
 /// reports; memory when null).
 ///
-/// A reservation is one round trip the reserving thread makes itself, on a connection kept
-/// for reservations. Settlements, releases and corrections are queued, summed into batches
+/// A reservation is one round trip. Awaited (`budget_guard::async_reserve`), it goes on a
+/// connection of the caller's own io_context and its reply is read there, so it wakes no other
+/// thread; blocking (`try_reserve`), the reserving thread makes it itself on a connection kept
+/// for that. Settlements, releases and corrections are queued, summed into batches
 /// and sent within a millisecond on a pipelined connection with a thread of its own (their
 /// reservations cover the spend until they land), each batch counted once however often it
 /// is resent. `sync` waits for them.

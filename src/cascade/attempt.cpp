@@ -68,26 +68,7 @@ void router_impl::open_record(
 void router_impl::account(attempt_run& run, reservation& res, const diagnostics& diag)
 {
     auto& a = run.rec;
-    if (run.answered && run.response.usage) {
-        a.prompt_tokens = run.response.usage->prompt_tokens;
-        a.completion_tokens = run.response.usage->completion_tokens;
-    }
-    if (!res.active()) {
-        // No guard: priced here, with nothing to settle.
-        if (run.answered) {
-            if (const auto booked = prices.booked_cost(a.model_asked, run.response, a.anomaly))
-                a.cost = *booked;
-            else
-                a.estimated = true; // no usage and no price
-        } else if (!diag.request_sent) {
-            a.outcome = attempt_outcome::not_sent;
-        } else if (diag.http_status >= 400) {
-            a.outcome = attempt_outcome::error;
-        } else {
-            a.estimated = true;
-        }
-        return;
-    }
+    const bool guarded = res.active();
     // An attempt abandoned mid-stream was sent and has no whole answer: the bill is unknown.
     const error_code ended = run.answered || a.error ? a.error : error_code(asio::error::operation_aborted);
     // The ledger's outcome is the attempt's when the request never reached the provider or was
@@ -95,8 +76,19 @@ void router_impl::account(attempt_run& run, reservation& res, const diagnostics&
     // unknown is `ok` to it, `unknown` to the ledger: cascade_attempt).
     const auto outcome = a.outcome;
     (void)settle(res, ended, run.answered ? &run.response : nullptr, diag, a);
-    if (a.outcome != attempt_outcome::not_sent && a.outcome != attempt_outcome::error)
+    const bool billed = a.outcome != attempt_outcome::not_sent && a.outcome != attempt_outcome::error;
+    if (billed)
         a.outcome = outcome;
+    if (guarded || !billed)
+        return;
+    // No guard: `settle` sorted the attempt out and booked nothing; the router's catalog
+    // prices an answer, and a cut one stays unknown.
+    if (run.answered)
+        if (const auto booked = prices.booked_cost(a.model_asked, run.response, a.anomaly)) {
+            a.cost = *booked;
+            return;
+        }
+    a.estimated = true;
 }
 
 // What the guard is asked for an attempt's request: its prompt's bound and max_tokens.
