@@ -5,6 +5,7 @@
 // Figures: client_nonstream_req_per_s, client_cpu_us_per_req, client_stream_chunks_per_s,
 // client_cpu_us_per_chunk, client_kib_per_open_stream (canned server), and the same with
 // _sim for the simulator.
+#include "alloc_count.hpp"
 #include "figures.hpp"
 #include "process.hpp"
 
@@ -43,15 +44,16 @@ namespace {
 
 // The canned responses: a 60-token whole answer, and a 200-chunk stream with a keep-alive
 // comment, a finish chunk, a usage chunk and [DONE], in OpenRouter's 2026 shapes.
-std::string canned_whole()
+// `model` and its `cost` as OpenRouter reports them (a free model's is 0).
+std::string canned_whole(const std::string& model, const std::string& cost)
 {
     std::string content;
     for (int i = 0; i < 60; ++i)
         content += i == 0 ? "Token" : " token";
     const std::string body =
-        R"({"id":"gen-1795000000-q7Rk2mXvB9sLdT4wPz1a","provider":"DeepSeek","model":"deepseek/deepseek-v3.2","object":"chat.completion","created":1795000000,"choices":[{"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","index":0,"message":{"role":"assistant","content":")" +
+        R"({"id":"gen-1795000000-q7Rk2mXvB9sLdT4wPz1a","provider":"DeepSeek","model":")" + model + R"(","object":"chat.completion","created":1795000000,"choices":[{"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","index":0,"message":{"role":"assistant","content":")" +
         content +
-        R"(","refusal":null,"reasoning":null}}],"system_fingerprint":null,"usage":{"prompt_tokens":14,"completion_tokens":60,"total_tokens":74,"cost":0.00002778,"is_byok":false,"prompt_tokens_details":{"cached_tokens":0,"cache_write_tokens":0,"audio_tokens":0,"video_tokens":0},"cost_details":{"upstream_inference_cost":0.00002778,"upstream_inference_prompt_cost":0.00000378,"upstream_inference_completions_cost":0.000024},"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":0,"audio_tokens":0}}})";
+        R"(","refusal":null,"reasoning":null}}],"system_fingerprint":null,"usage":{"prompt_tokens":14,"completion_tokens":60,"total_tokens":74,"cost":)" + cost + R"(,"is_byok":false,"prompt_tokens_details":{"cached_tokens":0,"cache_write_tokens":0,"audio_tokens":0,"video_tokens":0},"cost_details":{"upstream_inference_cost":)" + cost + R"(},"completion_tokens_details":{"reasoning_tokens":0,"image_tokens":0,"audio_tokens":0}}})";
     return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
            std::to_string(body.size()) +
            "\r\nX-Generation-Id: gen-1795000000-q7Rk2mXvB9sLdT4wPz1a\r\n\r\n" + body;
@@ -87,10 +89,17 @@ std::string canned_stream()
            std::string(size) + sse + "\r\n0\r\n\r\n";
 }
 
+// The canned replies: a paid model's whole answer, a free model's, and a stream.
+struct canned_replies {
+    std::string whole = canned_whole("deepseek/deepseek-v3.2", "0.00002778");
+    std::string free = canned_whole("google/gemma-4-31b-it:free", "0");
+    std::string stream = canned_stream();
+};
+
 // A static server: reads each request (head and Content-Length body) and answers with the
-// canned whole response, or the canned stream when the body asks for one.
-asio::awaitable<void>
-canned_session(tcp::socket socket, const std::string* whole, const std::string* stream)
+// canned whole response (the free model's when a `:free` model was asked), or the canned
+// stream when the body asks for one.
+asio::awaitable<void> canned_session(tcp::socket socket, const canned_replies* replies)
 {
     std::string buffer;
     for (;;) {
@@ -110,16 +119,17 @@ canned_session(tcp::socket socket, const std::string* whole, const std::string* 
                 co_return;
         }
         const bool streamed = buffer.find("\"stream\":true", n) != std::string::npos;
+        const bool free = buffer.find(":free\"", n) != std::string::npos;
         buffer.erase(0, n + length);
-        const std::string& reply = streamed ? *stream : *whole;
+        const std::string& reply =
+            streamed ? replies->stream : (free ? replies->free : replies->whole);
         auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(reply), tuple_awaitable);
         if (wec)
             co_return;
     }
 }
 
-asio::awaitable<void>
-canned_accept(tcp::acceptor& acceptor, const std::string* whole, const std::string* stream)
+asio::awaitable<void> canned_accept(tcp::acceptor& acceptor, const canned_replies* replies)
 {
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(tuple_awaitable);
@@ -127,7 +137,7 @@ canned_accept(tcp::acceptor& acceptor, const std::string* whole, const std::stri
             co_return;
         socket.set_option(tcp::no_delay(true));
         asio::co_spawn(
-            acceptor.get_executor(), canned_session(std::move(socket), whole, stream),
+            acceptor.get_executor(), canned_session(std::move(socket), replies),
             asio::detached);
     }
 }
@@ -135,17 +145,18 @@ canned_accept(tcp::acceptor& acceptor, const std::string* whole, const std::stri
 bench::child spawn_canned()
 {
     return bench::spawn_server(0, [](const auto& ready) {
-        const std::string whole = canned_whole();
-        const std::string stream = canned_stream();
+        const canned_replies replies;
         asio::io_context io{1};
         tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
         ready(acceptor.local_endpoint().port());
-        asio::co_spawn(io, canned_accept(acceptor, &whole, &stream), asio::detached);
+        asio::co_spawn(io, canned_accept(acceptor, &replies), asio::detached);
         asio::signal_set signals(io, SIGTERM);
         signals.async_wait([&](auto, int) { io.stop(); });
         io.run();
     });
 }
+
+bool failed_runs = false; // a measured window was mostly errors
 
 struct load {
     bool counting = false;
@@ -197,6 +208,7 @@ asio::awaitable<void> stream_worker(frugal::chat_client& c, frugal::chat_request
 struct rate {
     double per_second = 0;
     double cpu_us_per_unit = 0;
+    double allocs_per_unit = 0; // heap allocations, every thread, in the measured window
 };
 
 // Runs the workers already spawned on `io`: a warm-up, a measured window (rate and CPU per unit
@@ -206,10 +218,12 @@ rate run_load(asio::io_context& io, load& l, std::chrono::seconds window)
     io.run_for(500ms);
     l.counting = true;
     const double cpu0 = bench::cpu_seconds();
+    const auto allocs0 = bench::allocations();
     const auto t0 = steady::now();
     io.run_for(window);
     const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
     const double cpu = bench::cpu_seconds() - cpu0;
+    const auto allocs = bench::allocations() - allocs0;
     l.counting = false;
     l.stopping = true;
     io.run_for(2s);
@@ -217,9 +231,13 @@ rate run_load(asio::io_context& io, load& l, std::chrono::seconds window)
         std::fprintf(
             stderr, "  %llu errors, the first: %s\n", static_cast<unsigned long long>(l.errors),
             l.first_error.c_str());
+        // A figure measured on failures is not a figure: the run fails instead.
+        if (l.errors * 100 > l.units)
+            failed_runs = true;
     }
     const double units = static_cast<double>(std::max<std::uint64_t>(l.units, 1));
-    return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units};
+    return {static_cast<double>(l.units) / seconds, cpu * 1e6 / units,
+            static_cast<double>(allocs) / units};
 }
 
 // Runs `workers` copies of `worker` for a warm-up and a measured window on this thread.
@@ -313,6 +331,54 @@ rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono:
     return run_load(io, l, window);
 }
 
+// Heap allocations per chunk inside a stream, after warm-up: one stream at a time (nothing
+// else runs on the thread to be counted with it), counted between its 10th and its 190th event,
+// so the stream's start and its last chunks (finish, usage) are left out. The first streams
+// warm the pools and buffers; the last 20 are counted.
+double allocs_per_chunk_in_stream(std::uint16_t port)
+{
+    asio::io_context io{1};
+    frugal::client_params p;
+    p.base_url = "http://127.0.0.1:" + std::to_string(port) + "/api/v1";
+    p.api_key = "sk-or-v1-bench";
+    frugal::chat_client client(io.get_executor(), p);
+    frugal::chat_request req;
+    req.model = "deepseek/deepseek-v3.2";
+    req.max_tokens = 300;
+    req.messages.push_back({.role = "user", .content = "Stream it. [sim tokens=199]"});
+    std::uint64_t allocs = 0, chunks = 0;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            for (int round = 0; round < 60; ++round) {
+                frugal::chat_stream s;
+                auto [ec] = co_await client.async_start_stream(req, s, tuple_awaitable);
+                if (ec)
+                    co_return;
+                std::uint64_t events = 0, from = 0, a0 = 0;
+                while (!s.done()) {
+                    auto [rec, d] = co_await s.async_read_delta(tuple_awaitable);
+                    if (rec)
+                        co_return;
+                    events += d.events;
+                    if (round < 40)
+                        continue;
+                    if (a0 == 0 && events >= 10) {
+                        a0 = bench::allocations();
+                        from = events;
+                    } else if (a0 != 0 && events >= 190) {
+                        allocs += bench::allocations() - a0;
+                        chunks += events - from;
+                        a0 = 0;
+                    }
+                }
+            }
+        },
+        asio::detached);
+    io.run_for(60s);
+    return chunks == 0 ? -1.0 : static_cast<double>(allocs) / static_cast<double>(chunks);
+}
+
 asio::awaitable<void>
 open_stream(frugal::chat_client& c, frugal::chat_request req, frugal::chat_stream& s, int& opened)
 {
@@ -392,15 +458,14 @@ int main(int argc, char** argv)
     // --serve-canned: only the canned server, on this process, until killed (for profiling the
     // client in another process, e.g. under callgrind).
     if (argc > 1 && std::strcmp(argv[1], "--serve-canned") == 0) {
-        const std::string whole = canned_whole();
-        const std::string stream = canned_stream();
+        const canned_replies replies;
         asio::io_context io{1};
         tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
         std::printf(
             "listening on http://127.0.0.1:%u/api/v1\n",
             static_cast<unsigned>(acceptor.local_endpoint().port()));
         std::fflush(stdout);
-        asio::co_spawn(io, canned_accept(acceptor, &whole, &stream), asio::detached);
+        asio::co_spawn(io, canned_accept(acceptor, &replies), asio::detached);
         io.run();
         return 0;
     }
@@ -418,28 +483,42 @@ int main(int argc, char** argv)
         return v[v.size() / 2];
     };
     const auto rounds = [&](std::uint16_t port, const char* label, const std::string& suffix) {
-        std::vector<double> rps, cpu_req, cps, cpu_chunk;
+        std::vector<double> rps, cpu_req, cps, cpu_chunk, alloc_req, alloc_chunk;
         for (int round = 0; round < 3; ++round) {
             const rate whole = measure<whole_fn>(port, false, 64, window);
             const rate stream = measure<stream_fn>(port, true, 64, window);
             rps.push_back(whole.per_second);
             cpu_req.push_back(whole.cpu_us_per_unit);
+            alloc_req.push_back(whole.allocs_per_unit);
             cps.push_back(stream.per_second);
             cpu_chunk.push_back(stream.cpu_us_per_unit);
+            alloc_chunk.push_back(stream.allocs_per_unit);
         }
         std::printf(
             "%-15s %9.0f req/s  %6.2f us CPU/req   %10.0f chunks/s  %5.3f us CPU/chunk  (medians "
             "of 3)\n",
             label, median(rps), median(cpu_req), median(cps), median(cpu_chunk));
+        std::printf(
+            "%-15s %9.2f allocations/req             %10.3f allocations/chunk (the stream's own "
+            "shared among its chunks)\n",
+            "", median(alloc_req), median(alloc_chunk));
         figures["client_nonstream_req_per_s" + suffix] = {median(rps), "req/s"};
         figures["client_cpu_us_per_req" + suffix] = {median(cpu_req), "us/req"};
         figures["client_stream_chunks_per_s" + suffix] = {median(cps), "chunks/s"};
         figures["client_cpu_us_per_chunk" + suffix] = {median(cpu_chunk), "us/chunk"};
+        figures["client_allocs_per_req" + suffix] = {median(alloc_req), "allocs/req"};
+        figures["client_allocs_per_chunk" + suffix] = {median(alloc_chunk), "allocs/chunk"};
     };
     {
         bench::child canned = spawn_canned();
-        if (!cascade_only)
+        if (!cascade_only) {
             rounds(canned.port, "canned server:", "");
+            const double steady_allocs = allocs_per_chunk_in_stream(canned.port);
+            std::printf(
+                "%-15s %9.3f allocations per chunk inside a stream, after warm-up\n", "",
+                steady_allocs);
+            figures["client_allocs_per_chunk_steady"] = {steady_allocs, "allocs/chunk"};
+        }
         // The cascade's overhead: direct and cascaded runs alternate; the median difference of
         // seven pairs (a single pair varies by several microseconds on a shared VM).
         std::vector<double> overhead, direct_cpu, cascade_cpu;
@@ -459,6 +538,8 @@ int main(int argc, char** argv)
         bench::stop_server(canned);
     }
     if (cascade_only) {
+        if (failed_runs)
+            return 1;
         bench::write_results(results, figures);
         return 0;
     }
@@ -470,6 +551,10 @@ int main(int argc, char** argv)
     const double kib = kib_per_open_stream(2000);
     std::printf("open streams:   %6.2f KiB per open stream (2000 streams)\n", kib);
     figures["client_kib_per_open_stream"] = {kib, "KiB"};
+    if (failed_runs) {
+        std::fprintf(stderr, "frugal_client_bench: runs failed; no figures written\n");
+        return 1;
+    }
     bench::write_results(results, figures);
     return 0;
 }
