@@ -102,6 +102,8 @@ public:
 
     /// Read buffer, kept across requests on this connection.
     boost::beast::flat_buffer buffer;
+    /// The request being written (head and body), its room kept across requests.
+    std::string request;
     steady_clock::time_point idle_since{};
     std::uint64_t requests = 0;
 

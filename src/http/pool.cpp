@@ -36,6 +36,7 @@ asio::awaitable<error_code> pool::acquire(
                 auto conn = std::move(list.back());
                 list.pop_back();
                 if (now - conn->idle_since < params_.idle_timeout && conn->alive()) {
+                    lend_buffer(*conn);
                     out = lease{};
                     out.pool_ = this;
                     out.key_ = &key;
@@ -54,6 +55,7 @@ asio::awaitable<error_code> pool::acquire(
             out.key_ = &key;
             out.conn_ = make();
             out.reused_ = false;
+            lend_buffer(*out.conn_);
             co_return error_code{};
         }
         // At the limit: wait for a release, the deadline, or cancellation.
@@ -102,6 +104,14 @@ pool::lease& pool::lease::operator=(lease&& other) noexcept
     return *this;
 }
 
+void pool::lend_buffer(connection& conn)
+{
+    if (conn.buffer.capacity() == 0 && !spare_.empty()) {
+        conn.buffer = std::move(spare_.back());
+        spare_.pop_back();
+    }
+}
+
 void pool::lease::give_back(bool reusable) noexcept
 {
     if (!conn_)
@@ -115,7 +125,15 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
 {
     if (reusable && conn->is_open()) {
         conn->disarm();
-        conn->buffer.shrink_to_fit(); // an idle connection holds no read buffer
+        // An idle connection holds no read buffer: it goes to the spares, or back to the heap.
+        constexpr std::size_t spare_capacity = 64 * 1024;
+        if (conn->buffer.size() == 0 && conn->buffer.capacity() != 0 &&
+            conn->buffer.capacity() <= spare_capacity && spare_.size() < params_.max_connections)
+            spare_.push_back(std::exchange(conn->buffer, {}));
+        else
+            conn->buffer.shrink_to_fit();
+        if (conn->request.capacity() > spare_capacity)
+            std::string().swap(conn->request); // a large prompt's room is not kept idle
         conn->idle_since = steady_clock::now();
         idle_[key].push_back(std::move(conn));
     } else {

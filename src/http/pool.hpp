@@ -78,12 +78,17 @@ private:
         bool woken = false;
     };
     void wake_one();
+    void lend_buffer(connection& conn);
 
     asio::any_io_executor executor_;
     pool_params params_;
     std::unordered_map<std::string, std::vector<std::shared_ptr<connection>>> idle_;
     std::size_t open_ = 0;
     std::list<waiter*> waiters_;
+    // Read buffers of connections gone idle, handed to the next connection checked out: an
+    // idle connection holds none, and a busy one does not allocate one per request. At most
+    // one per connection the pool may open, and none past `spare_capacity` bytes.
+    std::vector<boost::beast::flat_buffer> spare_;
 };
 
 } // namespace frugal::http

@@ -77,7 +77,7 @@ get_op(std::shared_ptr<client_impl> c, std::string path, Decode decode, diagnost
     if (ec) {
         diag.message = c->config_detail;
     } else {
-        auto [rec, text] = co_await request_whole(c, "GET", std::move(path), std::string(), diag);
+        auto [rec, text] = co_await request_whole(c, "GET", path, std::string(), diag);
         ec = rec;
         if (!ec && decode(text, value)) {
             ec = error::protocol_error;

@@ -6,7 +6,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 
+#include <charconv>
 #include <functional>
+#include <iterator>
 
 namespace frugal {
 
@@ -24,8 +26,8 @@ std::string body_limit_message(std::uint64_t limit)
 template <class Body>
 asio::awaitable<error_code> client_detail::start_exchange(
     std::shared_ptr<client_impl> c,
-    std::string method,
-    std::string path,
+    std::string_view method,
+    std::string_view path,
     const std::string* body,
     std::string_view accept,
     steady_clock::time_point total,
@@ -57,7 +59,11 @@ asio::awaitable<error_code> client_detail::start_exchange(
         }
         ++x.conn->requests;
 
-        std::string head = method;
+        // Written into the connection's own string, whose room outlives the request: after
+        // the first request on a connection, none allocates.
+        std::string& head = x.conn->request;
+        head.clear();
+        head += method;
         head += ' ';
         head += c->base_path;
         head += path;
@@ -67,8 +73,11 @@ asio::awaitable<error_code> client_detail::start_exchange(
         head += accept;
         head += "\r\n";
         if (body != nullptr) {
-            head += "Content-Type: application/json\r\nContent-Length: " +
-                    std::to_string(body->size()) + "\r\n\r\n";
+            head += "Content-Type: application/json\r\nContent-Length: ";
+            char digits[24];
+            const auto end = std::to_chars(std::begin(digits), std::end(digits), body->size()).ptr;
+            head.append(digits, end);
+            head += "\r\n\r\n";
             head += *body;
         } else {
             head += "\r\n";
@@ -133,8 +142,8 @@ asio::awaitable<error_code> client_detail::start_exchange(
 // The bodies the client reads: whole responses here, streams in client_stream.cpp.
 template asio::awaitable<error_code> client_detail::start_exchange(
     std::shared_ptr<client_impl>,
-    std::string,
-    std::string,
+    std::string_view,
+    std::string_view,
     const std::string*,
     std::string_view,
     steady_clock::time_point,
@@ -143,8 +152,8 @@ template asio::awaitable<error_code> client_detail::start_exchange(
     diagnostics&);
 template asio::awaitable<error_code> client_detail::start_exchange(
     std::shared_ptr<client_impl>,
-    std::string,
-    std::string,
+    std::string_view,
+    std::string_view,
     const std::string*,
     std::string_view,
     steady_clock::time_point,
@@ -213,8 +222,8 @@ std::optional<std::chrono::milliseconds> client_detail::retry_delay(
 
 asio::awaitable<std::tuple<error_code, std::string>> client_detail::request_whole(
     std::shared_ptr<client_impl> c,
-    std::string method,
-    std::string path,
+    std::string_view method,
+    std::string_view path,
     std::string body,
     diagnostics& diag,
     const generation_hook* on_generation,

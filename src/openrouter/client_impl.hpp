@@ -177,8 +177,8 @@ inline decode_scratch& scratch()
 template <class Body>
 asio::awaitable<error_code> start_exchange(
     std::shared_ptr<client_impl> c,
-    std::string method,
-    std::string path,
+    std::string_view method,
+    std::string_view path,
     const std::string* body,
     std::string_view accept,
     steady_clock::time_point total,
@@ -209,10 +209,11 @@ std::optional<std::chrono::milliseconds> retry_delay(
     bool retry_rate_limited = true);
 
 // One GET or POST whose whole body is wanted, with retries.
+// `method` and `path` are read until it completes.
 asio::awaitable<std::tuple<error_code, std::string>> request_whole(
     std::shared_ptr<client_impl> c,
-    std::string method,
-    std::string path,
+    std::string_view method,
+    std::string_view path,
     std::string body,
     diagnostics& diag,
     const generation_hook* on_generation = nullptr,

@@ -10,6 +10,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <iterator>
 
 namespace frugal::openrouter {
 
@@ -134,6 +135,17 @@ error_code
 encode_chat_request(const chat_request& req, bool stream, std::string& out, std::string* detail)
 {
     out.clear();
+    // Room for the usual request at once (a few escapes included): one allocation, not one
+    // per doubling.
+    std::size_t room = 256 + req.model.size() + req.extra_body.size() + req.response_schema.size();
+    for (const auto& m : req.messages) {
+        room += 48 + m.role.size() + m.content.size() + m.name.size() + m.tool_call_id.size();
+        for (const auto& t : m.tool_calls)
+            room += 64 + t.id.size() + t.type.size() + t.name.size() + t.arguments.size();
+    }
+    for (const auto& m : req.models)
+        room += 4 + m.size();
+    out.reserve(room + room / 16);
     out += "{\"model\":\"";
     append_escaped(out, req.model);
     out += "\",\"messages\":[";
@@ -171,8 +183,11 @@ encode_chat_request(const chat_request& req, bool stream, std::string& out, std:
         string_array(out, "models", req.models);
     if (stream)
         out += ",\"stream\":true";
-    if (req.max_tokens)
-        out += ",\"max_tokens\":" + std::to_string(*req.max_tokens);
+    if (req.max_tokens) {
+        out += ",\"max_tokens\":";
+        char digits[24];
+        out.append(digits, std::to_chars(std::begin(digits), std::end(digits), *req.max_tokens).ptr);
+    }
     if (req.temperature)
         number_field(out, "temperature", *req.temperature);
     if (req.top_p)
