@@ -12,9 +12,11 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/deferred.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
@@ -241,19 +243,16 @@ public:
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_chat(const chat_request& request, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<
-            CompletionToken, void(boost::system::error_code, chat_response)>(
-            chat_initiation{this}, token, encode(request),
-            static_cast<frugal::diagnostics*>(nullptr), call_options{});
+        return start_chat(
+            encode(request), nullptr, call_options{}, std::forward<CompletionToken>(token));
     }
     template <class CompletionToken = boost::asio::deferred_t>
         requires(!std::is_same_v<std::decay_t<CompletionToken>, call_options>)
     auto
     async_chat(const chat_request& request, frugal::diagnostics& diag, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<
-            CompletionToken, void(boost::system::error_code, chat_response)>(
-            chat_initiation{this}, token, encode(request), &diag, call_options{});
+        return start_chat(
+            encode(request), &diag, call_options{}, std::forward<CompletionToken>(token));
     }
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_chat(
@@ -262,9 +261,8 @@ public:
         call_options options,
         CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<
-            CompletionToken, void(boost::system::error_code, chat_response)>(
-            chat_initiation{this}, token, encode(request), &diag, std::move(options));
+        return start_chat(
+            encode(request), &diag, std::move(options), std::forward<CompletionToken>(token));
     }
 
     /// `async_chat` for code already in a coroutine: the exchange runs inside the awaiting
@@ -377,6 +375,26 @@ private:
         bool invalid = false;
     };
     static encoded_request encode(const chat_request& req);
+
+    // The awaitable form, for any caller in a coroutine.
+    boost::asio::awaitable<std::tuple<boost::system::error_code, chat_response>>
+    chat_encoded(encoded_request req, frugal::diagnostics* diag, call_options options);
+
+    // `as_tuple(use_awaitable)`, the token a coroutine most often passes, gets the awaitable
+    // form itself: the same result, without a coroutine and a handler of its own.
+    template <class CompletionToken>
+    auto start_chat(
+        encoded_request req, frugal::diagnostics* diag, call_options options, CompletionToken&& token)
+    {
+        if constexpr (std::is_same_v<
+                          std::decay_t<CompletionToken>,
+                          boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>>)
+            return chat_encoded(std::move(req), diag, std::move(options));
+        else
+            return boost::asio::async_initiate<
+                CompletionToken, void(boost::system::error_code, chat_response)>(
+                chat_initiation{this}, token, std::move(req), diag, std::move(options));
+    }
 
     struct chat_initiation : base_initiation<chat_initiation> {
         template <class Handler>

@@ -122,7 +122,12 @@ std::size_t chat_client::idle_connections() const noexcept
 asio::awaitable<std::tuple<error_code, chat_response>>
 chat_client::chat(const chat_request& request, diagnostics* diag, call_options options)
 {
-    auto e = encode(request);
+    return chat_encoded(encode(request), diag, std::move(options));
+}
+
+asio::awaitable<std::tuple<error_code, chat_response>>
+chat_client::chat_encoded(encoded_request e, diagnostics* diag, call_options options)
+{
     return chat_op(
         impl_, std::move(e.body), e.invalid, diag, std::move(options.on_generation),
         options.retry_rate_limited);
