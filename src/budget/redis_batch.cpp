@@ -7,6 +7,8 @@
 
 #include <boost/asio/post.hpp>
 
+#include <string_view>
+
 namespace frugal::detail::redis {
 
 namespace {
@@ -44,6 +46,12 @@ int verdict_of(const redisReply* r)
         r->element[0]->type != REDIS_REPLY_INTEGER)
         return -1;
     return r->element[0]->integer == 1 ? 1 : 0;
+}
+
+bool forgot_script(const redisReply* r)
+{
+    return r != nullptr && r->type == REDIS_REPLY_ERROR &&
+           std::string_view(r->str, r->len).rfind("NOSCRIPT", 0) == 0;
 }
 
 error_code verdict_error(int verdict)

@@ -59,6 +59,9 @@ void append_command(std::string& out, const std::vector<std::string>& args);
 // 1: the reservation script granted it; 0: it refused it (no headroom); -1: anything else.
 int verdict_of(const redisReply* r);
 error_code verdict_error(int verdict);
+// Redis answered NOSCRIPT: it no longer knows the script (SCRIPT FLUSH, a restart), and
+// applied nothing.
+bool forgot_script(const redisReply* r);
 
 class redis_store final : public budget_store {
 public:
@@ -160,6 +163,12 @@ private:
     error_code unreachable();
     error_code unreachable_locked() const;
     std::shared_ptr<waiter> reservation_waiter(const reservation_view& v);
+    // Whether a reservation may go on a connection of its own, passing what the pipe holds:
+    // the pipe is up, and every change that may raise the spend has landed. Under mu_.
+    bool may_pass_pipe_locked() const
+    {
+        return link_ == link::ready && unacked_raising_ == 0;
+    }
     std::optional<error_code> reserve_direct(std::uint64_t id, std::vector<std::string>& args);
 
     // Changes owed, and their batches (redis_batch.cpp).

@@ -20,7 +20,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <string_view>
 
 #include <sys/socket.h>
 
@@ -52,7 +51,8 @@ struct redis_store::near_link {
     asio::any_io_executor ex;
     const void* ctx; // its execution context, as a key only
 
-    // On the link's own thread, or in its context's shutdown.
+    // Under the registry's lock (the socket's operations are started from any thread, its
+    // handlers run on the link's), or in its context's shutdown.
     std::optional<asio::ip::tcp::socket> socket;
     std::unique_ptr<redisReader, reader_deleter> reader;
     std::array<char, 16 * 1024> rbuf{};
@@ -129,14 +129,15 @@ bool redis_store::near_send(const asio::any_io_executor& caller, const std::shar
 {
     if (!caller)
         return false;
-    const void* ctx = &asio::query(caller, asio::execution::context);
+    asio::execution_context& context = asio::query(caller, asio::execution::context);
+    const void* ctx = &context;
     std::unique_lock reg(near_->mu);
     std::shared_ptr<near_link> l;
     for (const auto& x : near_->links)
         if (x->ctx == ctx)
             l = x;
     std::unique_lock lock(mu_);
-    if (link_ != link::ready || unacked_raising_ > 0)
+    if (!may_pass_pipe_locked())
         return false;
     const auto now = std::chrono::steady_clock::now();
     if (!l) {
@@ -152,7 +153,7 @@ bool redis_store::near_send(const asio::any_io_executor& caller, const std::shar
         l->pipe = pipe;
         l->progress = now;
         l->socket.emplace(l->ex);
-        l->service = &asio::use_service<near_service>(asio::query(caller, asio::execution::context));
+        l->service = &asio::use_service<near_service>(context);
         l->service->add(l);
         near_->links.push_back(l);
         reg.unlock();
@@ -317,8 +318,7 @@ void redis_store::near_on_read(const std::shared_ptr<near_link>& l, error_code e
         }
         auto w = std::move(l->inflight.front());
         l->inflight.pop_front();
-        if (r->type == REDIS_REPLY_ERROR &&
-            std::string_view(r->str, r->len).rfind("NOSCRIPT", 0) == 0) {
+        if (forgot_script(r.get())) {
             // Redis forgot the script (SCRIPT FLUSH): nothing was applied, so the pipe, which
             // loads it again, carries the reservation; this link takes no more.
             l->retiring = true;

@@ -493,7 +493,7 @@ redis_store::reserve_direct(std::uint64_t id, std::vector<std::string>& args)
     std::uint64_t pipe = 0;
     {
         const std::lock_guard lock(mu_);
-        if (link_ != link::ready || unacked_raising_ > 0)
+        if (!may_pass_pipe_locked())
             return std::nullopt;
         ep = endpoint_;
         pipe = conn_id_;
@@ -514,8 +514,7 @@ redis_store::reserve_direct(std::uint64_t id, std::vector<std::string>& args)
     args[1] = direct_sha_;
     bool sent = false;
     const reply_ptr r = direct_call(args, sent);
-    const bool forgot = r && r->type == REDIS_REPLY_ERROR &&
-                        std::string_view(r->str, r->len).rfind("NOSCRIPT", 0) == 0;
+    const bool forgot = forgot_script(r.get());
     if (!r || forgot)
         direct_close();
     if ((!r && !sent) || forgot)

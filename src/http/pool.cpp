@@ -45,7 +45,7 @@ asio::awaitable<error_code> pool::acquire(
                     co_return error_code{};
                 }
                 conn->close();
-                --open_;
+                closed_one();
             }
         }
         if (open_ < params_.max_connections) {
@@ -104,6 +104,14 @@ pool::lease& pool::lease::operator=(lease&& other) noexcept
     return *this;
 }
 
+// A connection closed: the spares never outnumber the connections left to use them.
+void pool::closed_one()
+{
+    --open_;
+    if (spare_.size() > open_)
+        spare_.resize(open_);
+}
+
 void pool::lend_buffer(connection& conn)
 {
     if (conn.buffer.capacity() == 0 && !spare_.empty()) {
@@ -128,7 +136,7 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
         // An idle connection holds no read buffer: it goes to the spares, or back to the heap.
         constexpr std::size_t spare_capacity = 64 * 1024;
         if (conn->buffer.size() == 0 && conn->buffer.capacity() != 0 &&
-            conn->buffer.capacity() <= spare_capacity && spare_.size() < params_.max_connections)
+            conn->buffer.capacity() <= spare_capacity && spare_.size() < open_)
             spare_.push_back(std::exchange(conn->buffer, {}));
         else
             conn->buffer.shrink_to_fit();
@@ -138,7 +146,7 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
         idle_[key].push_back(std::move(conn));
     } else {
         conn->close();
-        --open_;
+        closed_one();
     }
     wake_one();
 }

@@ -79,6 +79,7 @@ private:
     };
     void wake_one();
     void lend_buffer(connection& conn);
+    void closed_one();
 
     asio::any_io_executor executor_;
     pool_params params_;
@@ -86,8 +87,8 @@ private:
     std::size_t open_ = 0;
     std::list<waiter*> waiters_;
     // Read buffers of connections gone idle, handed to the next connection checked out: an
-    // idle connection holds none, and a busy one does not allocate one per request. At most
-    // one per connection the pool may open, and none past `spare_capacity` bytes.
+    // idle connection holds none, and a busy one does not allocate one per request. Never more
+    // than the connections open, and none past `spare_capacity` bytes.
     std::vector<boost::beast::flat_buffer> spare_;
 };
 
