@@ -319,8 +319,10 @@ void redis_store::near_on_read(const std::shared_ptr<near_link>& l, error_code e
         auto w = std::move(l->inflight.front());
         l->inflight.pop_front();
         if (forgot_script(r.get())) {
-            // Redis forgot the script (SCRIPT FLUSH): nothing was applied, so the pipe, which
-            // loads it again, carries the reservation; this link takes no more.
+            // Redis forgot the script (SCRIPT FLUSH): nothing was applied, so the pipe carries
+            // the reservation instead, and this link takes no more. The pipe loads its scripts
+            // when it connects: until it reconnects, it too meets NOSCRIPT and the
+            // reservation is refused (closed, never granted unseen).
             l->retiring = true;
             w->sent = false;
             queue_.push_back({{}, std::move(w)});
