@@ -9,6 +9,7 @@
 // early it re-arms itself. So a long stream costs one timer wake-up per stall period, not one
 // timer operation per read.
 
+#include "http/response.hpp"
 #include "http/url.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -104,6 +105,12 @@ public:
     boost::beast::flat_buffer buffer;
     /// The request being written (head and body), its room kept across requests.
     std::string request;
+    /// The head of the response being read, its room kept across responses.
+    response_head head;
+    /// The parser of the response being read (`start_response`).
+    std::optional<response_reader> reader;
+    /// A fresh parser for the next response, in place: no allocation.
+    response_reader& start_response() { return reader.emplace(head); }
     steady_clock::time_point idle_since{};
     std::uint64_t requests = 0;
 

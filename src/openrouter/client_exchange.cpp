@@ -23,7 +23,6 @@ std::string body_limit_message(std::uint64_t limit)
 
 } // namespace
 
-template <class Body>
 asio::awaitable<error_code> client_detail::start_exchange(
     std::shared_ptr<client_impl> c,
     std::string_view method,
@@ -31,7 +30,8 @@ asio::awaitable<error_code> client_detail::start_exchange(
     const std::string* body,
     std::string_view accept,
     steady_clock::time_point total,
-    exchange<Body>& x,
+    bool whole,
+    http::pool::lease& conn,
     attempt_state& st,
     diagnostics& diag)
 {
@@ -40,28 +40,28 @@ asio::awaitable<error_code> client_detail::start_exchange(
         const std::function<std::shared_ptr<http::connection>()> make = [&c] {
             return c->make_connection();
         };
-        if (auto ec = co_await c->pool.acquire(c->key, total, make, x.conn)) {
+        if (auto ec = co_await c->pool.acquire(c->key, total, make, conn)) {
             diag.message = ec == error::timeout ? "no connection became free before the deadline"
                                                 : ec.message();
             co_return ec;
         }
-        if (!x.conn.reused()) {
+        if (!conn.reused()) {
             std::string detail;
             const auto ec =
-                co_await x.conn->establish(c->route, {t.connect, t.tls_handshake, total}, detail);
+                co_await conn->establish(c->route, {t.connect, t.tls_handshake, total}, detail);
             if (ec) {
-                diag.message = x.conn->timed_out() ? std::string("timed out: ") + x.conn->phase() +
+                diag.message = conn->timed_out() ? std::string("timed out: ") + conn->phase() +
                                                          " to " + c->route.target.authority()
                                                    : detail;
-                x.conn.give_back(false);
+                conn.give_back(false);
                 co_return ec;
             }
         }
-        ++x.conn->requests;
+        ++conn->requests;
 
         // Written into the connection's own string, whose room outlives the request: after
         // the first request on a connection, none allocates.
-        std::string& head = x.conn->request;
+        std::string& head = conn->request;
         head.clear();
         head += method;
         head += ' ';
@@ -82,13 +82,13 @@ asio::awaitable<error_code> client_detail::start_exchange(
         } else {
             head += "\r\n";
         }
-        x.conn->arm(
+        conn->arm(
             std::min(steady_clock::now() + t.first_byte, total), "waiting for the response");
-        auto [wec, wn] = co_await asio::async_write(*x.conn, asio::buffer(head), tuple_awaitable);
+        auto [wec, wn] = co_await asio::async_write(*conn, asio::buffer(head), tuple_awaitable);
         if (wec) {
-            const bool timed_out = x.conn->timed_out();
-            const bool reused = x.conn.reused();
-            x.conn.give_back(false);
+            const bool timed_out = conn->timed_out();
+            const bool reused = conn.reused();
+            conn.give_back(false);
             // A pooled connection the server had closed: no request byte reached a live server,
             // so a fresh connection is safe (and not a retry).
             if (reused && !timed_out && stale < 3)
@@ -100,18 +100,17 @@ asio::awaitable<error_code> client_detail::start_exchange(
         st.request_sent = true;
         diag.request_sent = true;
 
-        x.conn->buffer.reserve(head_reserve);
-        x.parser->header_limit(c->params.limits.max_header_size);
+        conn->buffer.reserve(head_reserve);
+        auto& reader = conn->start_response();
+        reader.header_limit(c->params.limits.max_header_size);
         // Set before the head is read, so a Content-Length beyond it fails at once. A stream
         // has no overall limit (its lines and events have theirs); Beast's default is 8 MB.
-        if constexpr (std::is_same_v<Body, bhttp::string_body>)
-            x.parser->body_limit(c->params.limits.max_body_size);
-        else
-            x.parser->body_limit(boost::none);
+        reader.body_limit(
+            whole ? boost::optional<std::uint64_t>(c->params.limits.max_body_size) : boost::none);
         auto [rec, rn] =
-            co_await bhttp::async_read_header(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
+            co_await bhttp::async_read_header(*conn, conn->buffer, reader, tuple_awaitable);
         if (rec) {
-            const bool timed_out = x.conn->timed_out();
+            const bool timed_out = conn->timed_out();
             if (timed_out) {
                 diag.message = "no response within the first-byte deadline";
             } else if (rec == bhttp::error::body_limit) {
@@ -122,59 +121,39 @@ asio::awaitable<error_code> client_detail::start_exchange(
             } else {
                 diag.message = "reading the response head failed: " + rec.message();
             }
-            x.conn.give_back(false);
+            conn.give_back(false);
             co_return timed_out ? error_code(error::timeout) : rec;
         }
         st.response_started = true;
-        const auto& h = x.parser->get();
-        diag.http_status = static_cast<int>(h.result_int());
-        if (const auto id = h["X-Generation-Id"]; !id.empty())
-            diag.generation_id = std::string(id);
-        st.retry_after = parse_retry_after(h[bhttp::field::retry_after]);
+        const auto& h = conn->head;
+        diag.http_status = h.status;
+        if (!h.generation_id.empty())
+            diag.generation_id = h.generation_id;
+        st.retry_after = parse_retry_after(h.retry_after);
         diag.retry_after = st.retry_after;
-        if (const auto limit = h["X-RateLimit-Limit"]; !limit.empty())
-            note_rate_limit(
-                diag, limit, h["X-RateLimit-Remaining"], h["X-RateLimit-Reset"], {}, {});
+        if (!h.rate_limit.empty())
+            note_rate_limit(diag, h.rate_limit, h.rate_remaining, h.rate_reset, {}, {});
         co_return error_code{};
     }
 }
 
-// The bodies the client reads: whole responses here, streams in client_stream.cpp.
-template asio::awaitable<error_code> client_detail::start_exchange(
-    std::shared_ptr<client_impl>,
-    std::string_view,
-    std::string_view,
-    const std::string*,
-    std::string_view,
-    steady_clock::time_point,
-    exchange<bhttp::string_body>&,
-    attempt_state&,
-    diagnostics&);
-template asio::awaitable<error_code> client_detail::start_exchange(
-    std::shared_ptr<client_impl>,
-    std::string_view,
-    std::string_view,
-    const std::string*,
-    std::string_view,
-    steady_clock::time_point,
-    exchange<sse_body>&,
-    attempt_state&,
-    diagnostics&);
-
 asio::awaitable<error_code> client_detail::finish_whole(
     std::shared_ptr<client_impl> c,
-    exchange<bhttp::string_body>& x,
+    http::pool::lease& conn,
+    std::string& body,
     steady_clock::time_point total,
     diagnostics& diag)
 {
     const auto stall = c->params.timeouts.stall;
-    while (!x.parser->is_done()) {
-        x.conn->arm(std::min(steady_clock::now() + stall, total), "reading the response body");
-        x.conn->buffer.reserve(x.conn->buffer.size() + read_reserve);
+    auto& reader = *conn->reader;
+    reader.body_into(body, c->params.limits.max_body_size);
+    while (!reader.is_done()) {
+        conn->arm(std::min(steady_clock::now() + stall, total), "reading the response body");
+        conn->buffer.reserve(conn->buffer.size() + read_reserve);
         auto [ec, n] =
-            co_await bhttp::async_read_some(*x.conn, x.conn->buffer, *x.parser, tuple_awaitable);
+            co_await bhttp::async_read_some(*conn, conn->buffer, reader, tuple_awaitable);
         if (ec) {
-            const bool timed_out = x.conn->timed_out();
+            const bool timed_out = conn->timed_out();
             if (timed_out) {
                 diag.message = steady_clock::now() >= total
                                    ? "the whole-request deadline passed while reading the body"
@@ -184,13 +163,13 @@ asio::awaitable<error_code> client_detail::finish_whole(
             } else {
                 diag.message = "reading the response body failed: " + ec.message();
             }
-            x.conn.give_back(false);
+            conn.give_back(false);
             co_return timed_out ? error_code(error::timeout) : ec;
         }
     }
     // Reusable only after a clean end: nothing left over that the next response would inherit.
-    const bool clean = x.parser->get().keep_alive() && x.conn->buffer.size() == 0;
-    x.conn.give_back(clean);
+    const bool clean = reader.keep_alive() && conn->buffer.size() == 0;
+    conn.give_back(clean);
     co_return error_code{};
 }
 
@@ -239,19 +218,20 @@ asio::awaitable<std::tuple<error_code, std::string>> client_detail::request_whol
         diag.request_sent = sent_before;
         diag.attempts = attempt;
         attempt_state st;
-        exchange<bhttp::string_body> x;
+        http::pool::lease conn;
         error_code ec = co_await start_exchange(
-            c, method, path, method == "POST" ? &body : nullptr, "application/json", total, x, st,
-            diag);
+            c, method, path, method == "POST" ? &body : nullptr, "application/json", total, true,
+            conn, st, diag);
         std::string text;
         if (!ec && on_generation != nullptr && *on_generation && !diag.generation_id.empty()) {
             c->scrubber.scrub(diag.generation_id);
             (*on_generation)(diag.generation_id); // known long before the body ends
         }
         if (!ec) {
-            ec = co_await finish_whole(c, x, total, diag);
-            if (!ec) {
-                text = std::move(x.parser->get().body());
+            ec = co_await finish_whole(c, conn, text, total, diag);
+            if (ec) {
+                text.clear(); // a body cut short is no answer
+            } else {
                 const int status = diag.http_status;
                 if (status >= 200 && status < 300)
                     co_return std::tuple{error_code{}, std::move(text)};

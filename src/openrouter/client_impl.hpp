@@ -18,9 +18,6 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/buffers_range.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -78,9 +75,6 @@ struct chat_client::impl : std::enable_shared_from_this<impl> {
     http::pool pool;
     std::mt19937_64 rng;
 };
-
-// For `sse_body`'s reader: the stream it feeds is complete only in client_stream.cpp.
-void ingest(chat_stream::state& s, std::string_view bytes);
 
 namespace client_detail {
 
@@ -147,16 +141,6 @@ struct attempt_state {
     std::optional<std::chrono::milliseconds> retry_after;
 };
 
-// A checked-out connection and the parser of its response.
-// Beast's parsers cannot be moved, so the exchange holds its parser on the heap: a stream takes
-// it over when the exchange succeeds.
-template <class Body>
-struct exchange {
-    http::pool::lease conn;
-    std::unique_ptr<bhttp::response_parser<Body>> parser =
-        std::make_unique<bhttp::response_parser<Body>>();
-};
-
 // Decoding is synchronous, so one decoder and one chunk per thread serve every response and
 // stream on it; a stream keeps only its own state (a thousand open streams share them).
 struct decode_scratch {
@@ -170,11 +154,10 @@ inline decode_scratch& scratch()
     return s;
 }
 
-// Sends `method path` with `body` and reads the response head into `x`. The connection stays
-// checked out on success; on failure it has been given back (closed).
-// Defined, and instantiated for `bhttp::string_body` and `sse_body`, in client_exchange.cpp: a
-// new Body needs an instantiation there.
-template <class Body>
+// Sends `method path` with `body` and reads the response head into `conn->head`, with the
+// connection's parser (`conn->reader`), which then reads the body. `whole`: the body will be
+// read whole, so a Content-Length beyond max_body_size fails now. The connection stays checked
+// out on success; on failure it has been given back (closed).
 asio::awaitable<error_code> start_exchange(
     std::shared_ptr<client_impl> c,
     std::string_view method,
@@ -182,16 +165,18 @@ asio::awaitable<error_code> start_exchange(
     const std::string* body,
     std::string_view accept,
     steady_clock::time_point total,
-    exchange<Body>& x,
+    bool whole,
+    http::pool::lease& conn,
     attempt_state& st,
     diagnostics& diag);
 
-// Reads the rest of a whole body, extending the stall deadline after every read (OpenRouter's
+// Reads the rest of a whole body into `body`, extending the stall deadline after every read (OpenRouter's
 // keep-alive whitespace counts as progress; the total deadline still bounds it), then gives the
 // connection back, reusable if the message ended cleanly and keeps the connection alive.
 asio::awaitable<error_code> finish_whole(
     std::shared_ptr<client_impl> c,
-    exchange<bhttp::string_body>& x,
+    http::pool::lease& conn,
+    std::string& body,
     steady_clock::time_point total,
     diagnostics& diag);
 
@@ -226,43 +211,6 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
     diagnostics* out,
     generation_hook on_generation = {},
     bool retry_rate_limited = true);
-
-// The stream (client_stream.cpp) ---------------------------------------------------------------
-
-// A Beast Body whose reader hands the response body, straight out of the connection's read
-// buffer, to the stream's SSE parser and decoder: no copy into a body buffer of its own.
-// Here rather than beside the stream so that client_exchange.cpp can instantiate
-// `start_exchange` for it.
-struct sse_body {
-    struct value_type {
-        chat_stream::state* stream = nullptr;
-    };
-
-    class reader {
-    public:
-        // Beast builds the reader with the parser, before the stream is known: keep the body.
-        template <bool IsRequest, class Fields>
-        reader(bhttp::header<IsRequest, Fields>& /*header*/, value_type& body) : body_(body)
-        {
-        }
-        void init(const boost::optional<std::uint64_t>& /*length*/, error_code& ec) { ec = {}; }
-        template <class ConstBufferSequence>
-        std::size_t put(const ConstBufferSequence& buffers, error_code& ec)
-        {
-            ec = {};
-            std::size_t n = 0;
-            for (const auto b : beast::buffers_range_ref(buffers)) {
-                ingest(*body_.stream, {static_cast<const char*>(b.data()), b.size()});
-                n += b.size();
-            }
-            return n;
-        }
-        void finish(error_code& ec) { ec = {}; }
-
-    private:
-        value_type& body_;
-    };
-};
 
 } // namespace client_detail
 

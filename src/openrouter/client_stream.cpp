@@ -22,8 +22,7 @@ using namespace client_detail;
 
 struct chat_stream::state : std::enable_shared_from_this<state> {
     std::shared_ptr<client_impl> client;
-    http::pool::lease conn; // given back closed if the stream is dropped
-    std::unique_ptr<bhttp::response_parser<sse_body>> parser;
+    http::pool::lease conn; // given back closed if the stream is dropped; its reader feeds us
     sse_parser sse;
     // Decoded and not yet handed out: a read takes everything that arrived since the previous
     // one, so a stream that outpaces its reader costs one completion per batch, not per event.
@@ -186,12 +185,13 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     }
 };
 
-void ingest(chat_stream::state& s, std::string_view bytes)
-{
-    s.ingest(bytes);
-}
-
 namespace {
+
+// The body of the stream's response, straight out of the connection's read buffer.
+void ingest(void* stream, std::string_view bytes)
+{
+    static_cast<chat_stream::state*>(stream)->ingest(bytes);
+}
 
 // After [DONE], reads the rest of the HTTP message (the chunked body's end) in the background,
 // so the connection can go back to the pool; the caller already has its answer.
@@ -199,7 +199,7 @@ void drain(const std::shared_ptr<chat_stream::state>& s)
 {
     if (!s->conn)
         return;
-    if (s->parser->is_done()) {
+    if (s->conn->reader->is_done()) {
         s->release(s->keep_alive && s->conn->buffer.size() == 0);
         return;
     }
@@ -207,7 +207,7 @@ void drain(const std::shared_ptr<chat_stream::state>& s)
         std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total), "stream end");
     // The read keeps its connection alive even if the stream gives it up meanwhile.
     auto conn = s->conn.shared();
-    bhttp::async_read_some(*conn, conn->buffer, *s->parser, [s, conn](error_code ec, std::size_t) {
+    bhttp::async_read_some(*conn, conn->buffer, *conn->reader, [s, conn](error_code ec, std::size_t) {
         if (!s->conn)
             return;
         if (ec)
@@ -247,7 +247,7 @@ struct read_delta_op {
                     s->diag.message = "the connection ended mid-stream: " + ec.message();
                     s->fail(error::stream_truncated);
                 }
-            } else if (!s->ready() && s->parser->is_done()) {
+            } else if (!s->ready() && conn->reader->is_done()) {
                 s->diag.message = "the response body ended without [DONE]";
                 s->fail(error::stream_truncated);
             }
@@ -260,7 +260,7 @@ struct read_delta_op {
                 std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
                 "stream");
             auto& c = *conn;
-            return bhttp::async_read_some(c, c.buffer, *s->parser, std::move(self));
+            return bhttp::async_read_some(c, c.buffer, *c.reader, std::move(self));
         }
         if (s->conn) {
             s->conn->disarm(); // between reads the caller sets the pace
@@ -326,32 +326,27 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
         diag.request_sent = sent_before;
         diag.attempts = attempt;
         attempt_state st;
-        exchange<sse_body> x;
-        x.parser->get().body().stream = s.get(); // the body reader feeds this stream
+        http::pool::lease conn;
         error_code ec = co_await start_exchange(
-            c, "POST", "/chat/completions", &body, "text/event-stream", s->total, x, st, diag);
+            c, "POST", "/chat/completions", &body, "text/event-stream", s->total, false, conn, st,
+            diag);
         if (!ec) {
-            const std::string content_type(x.parser->get()[bhttp::field::content_type]);
-            if (diag.http_status == 200 && content_type.starts_with("text/event-stream")) {
-                x.conn->disarm(); // between reads the caller sets the pace
-                if (x.conn->buffer.size() == 0)
-                    x.conn->buffer.shrink_to_fit();
-                s->conn = std::move(x.conn);
-                s->parser = std::move(x.parser);
-                // The head has told what it had to; a long-lived stream need not keep its fields.
-                s->keep_alive = s->parser->get().keep_alive();
-                s->parser->get().clear();
+            if (diag.http_status == 200 && conn->head.content_type.starts_with("text/event-stream")) {
+                conn->reader->body_into(&ingest, s.get());
+                conn->disarm(); // between reads the caller sets the pace
+                if (conn->buffer.size() == 0)
+                    conn->buffer.shrink_to_fit();
+                s->keep_alive = conn->reader->keep_alive();
+                s->conn = std::move(conn);
                 s->started = true;
                 co_return std::tuple{error_code{}, true};
             }
             // An error answer (or a 200 that is not a stream): read it whole, then map it.
-            exchange<bhttp::string_body> whole{
-                std::move(x.conn),
-                std::make_unique<bhttp::response_parser<bhttp::string_body>>(std::move(*x.parser))};
-            whole.parser->body_limit(c->params.limits.max_body_size);
-            ec = co_await finish_whole(c, whole, s->total, diag);
+            const std::string content_type = conn->head.content_type;
+            std::string text;
+            ec = co_await finish_whole(c, conn, text, s->total, diag);
             if (!ec)
-                ec = response_error(diag.http_status, whole.parser->get().body(), diag);
+                ec = response_error(diag.http_status, text, diag);
             if (!ec) {
                 ec = error::protocol_error;
                 diag.message = "expected an event stream, got " + content_type;

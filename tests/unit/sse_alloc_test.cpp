@@ -1,13 +1,20 @@
-// The parser promises no allocation per event once its buffers have grown: counted here by
+// The SSE parser promises no allocation per event once its buffers have grown, and a
+// connection's HTTP response reader none per response after the first: counted here by
 // replacing the global allocation functions for this program only.
 #define BOOST_TEST_MODULE frugal allocation tests
 #include <frugal/sse_parser.hpp>
+
+#include "http/response.hpp"
+
+#include <boost/asio/buffer.hpp>
 
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
 #include <cstdlib>
+#include <cstdio>
 #include <new>
+#include <optional>
 #include <string>
 
 namespace {
@@ -77,4 +84,50 @@ BOOST_AUTO_TEST_CASE(no_allocation_per_event_after_warm_up)
         BOOST_TEST(events > 20000u);
         BOOST_TEST(during == 0u, "piece size " << piece);
     }
+}
+
+BOOST_AUTO_TEST_CASE(no_allocation_per_response_after_the_first)
+{
+    // A whole OpenRouter answer's head, as a connection reads it again and again.
+    const std::string head = "HTTP/1.1 200 OK\r\n"
+                             "Date: Sat, 05 Dec 2026 10:00:00 GMT\r\n"
+                             "Content-Type: application/json\r\n"
+                             "Transfer-Encoding: chunked\r\n"
+                             "Connection: keep-alive\r\n"
+                             "Access-Control-Allow-Origin: *\r\n"
+                             "X-Generation-Id: gen-1778031306-UD7bR0I1JNCsPvVzlXat\r\n"
+                             "Vary: Accept-Encoding\r\n"
+                             "Server: cloudflare\r\n"
+                             "CF-RAY: 99a1b2c3d4e5f6a7-FRA\r\n\r\n";
+    const std::string body(900, 'x');
+    char size[16];
+    const int n = std::snprintf(size, sizeof size, "%zx\r\n", body.size());
+    const std::string message = head + std::string(size, static_cast<std::size_t>(n)) + body +
+                                "\r\n0\r\n\r\n";
+
+    frugal::http::response_head fields;
+    std::optional<frugal::http::response_reader> reader;
+    std::string text;
+    std::size_t during = 0;
+    for (int i = 0; i < 100; ++i) {
+        const std::size_t before = allocations.load();
+        auto& r = reader.emplace(fields); // as connection::start_response does
+        text.clear();
+        r.body_into(text, 1 << 20);
+        boost::system::error_code ec;
+        std::size_t at = 0;
+        while (!r.is_done() && !ec) {
+            const auto used = r.put(boost::asio::buffer(message.data() + at, message.size() - at), ec);
+            at += used;
+            if (used == 0)
+                break;
+        }
+        BOOST_TEST_REQUIRE(!ec, ec.message());
+        BOOST_TEST_REQUIRE(r.is_done());
+        BOOST_TEST_REQUIRE(text == body);
+        BOOST_TEST_REQUIRE(fields.generation_id == "gen-1778031306-UD7bR0I1JNCsPvVzlXat");
+        if (i > 0)
+            during += allocations.load() - before;
+    }
+    BOOST_TEST(during == 0u);
 }
