@@ -43,6 +43,7 @@ struct options {
     std::string model = "openai/gpt-4o-mini";
     std::string flagship = "openai/gpt-4o";
     std::size_t requests = 10000;
+    std::size_t warmup = 1000; // requests before the measured ones (connections, caches)
     std::size_t concurrency = 64;
     bool stream = false;
     bool cascade = false;
@@ -157,6 +158,24 @@ int run_load(const options& o)
         }
         router.emplace(client, policy, frugal::price_catalog(rows));
     }
+    // Warm: the pool's connections open, buffers and caches grown, as in a server that has been
+    // up for a while. The peers' harness warms the SDKs the same way.
+    if (o.warmup != 0) {
+        options warm = o;
+        warm.requests = o.warmup;
+        tally wt;
+        std::size_t wnext = 0;
+        for (std::size_t w = 0; w < o.concurrency; ++w)
+            asio::co_spawn(
+                io, worker(client, router ? &*router : nullptr, warm, wnext, wt), asio::detached);
+        io.run();
+        io.restart();
+        if (wt.errors != 0) {
+            std::fprintf(
+                stderr, "frugal-load: warm-up failed: %s\n", wt.first_error.message().c_str());
+            return 1;
+        }
+    }
     tally t;
     t.latency_ms.reserve(o.requests);
     std::size_t next = 0;
@@ -268,7 +287,9 @@ int main(int argc, char** argv)
     CLI::App app{"frugal-load: frugal's client at a fixed concurrency; one JSON line of figures"};
     app.add_option("--base-url", o.base_url, "API base URL, e.g. http://127.0.0.1:8080/api/v1");
     app.add_option("--model", o.model, "Model id sent in each request")->capture_default_str();
-    app.add_option("--requests", o.requests, "Requests in all")->capture_default_str();
+    app.add_option("--requests", o.requests, "Requests measured")->capture_default_str();
+    app.add_option("--warmup", o.warmup, "Requests before the measured ones")
+        ->capture_default_str();
     app.add_option("--concurrency", o.concurrency, "Requests in flight")->capture_default_str();
     app.add_flag("--stream", o.stream, "Streamed chats, every delta read");
     app.add_flag("--cascade", o.cascade, "Through a two-tier cascade whose cheap answer is kept");

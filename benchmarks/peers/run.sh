@@ -3,6 +3,10 @@
 # same bytes. nginx (pinned to CPU 0) serves canned OpenRouter responses on loopback; each
 # client in turn runs pinned to CPU 1, alternating, PEERS_REPS times; the medians, ratios and
 # goals go to stdout and BUILD/bench/peers.json (with peers.md and peers.svg beside it).
+# Every client is warmed up before it is measured (the SDKs and frugal-load on a quarter and a
+# fixed number of unmeasured requests), every one keeps its connections alive, all run 64
+# requests in flight, and streamed chunks are counted the same way on both sides (content
+# deltas). A ratio is taken within one repetition, then the median of those is reported.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:-build}" && pwd)
@@ -43,7 +47,7 @@ run() { # item command...
     shift
     local line
     if line=$(taskset -c 1 "$@" 2>"$work/last.err" | tail -1) && [ -n "$line" ]; then
-        echo "{\"item\":\"$item\",${line#\{}" >>"$runs"
+        echo "{\"item\":\"$item\",\"rep\":${rep:-0},${line#\{}" >>"$runs"
         printf '  %-18s %s\n' "$item" "$line"
     else
         echo "  $item failed: $(head -c 300 "$work/last.err")" >&2

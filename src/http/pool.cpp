@@ -21,6 +21,44 @@ std::size_t pool::idle() const noexcept
     return n;
 }
 
+bool pool::try_acquire(
+    const std::string& key,
+    const std::function<std::shared_ptr<connection>()>& make,
+    lease& out)
+{
+    const auto now = steady_clock::now();
+    if (auto it = idle_.find(key); it != idle_.end()) {
+        auto& list = it->second;
+        // Most recently used first: the warmest connection, the least likely to be closed.
+        while (!list.empty()) {
+            auto conn = std::move(list.back());
+            list.pop_back();
+            if (now - conn->idle_since < params_.idle_timeout && conn->alive()) {
+                lend_buffer(*conn);
+                out = lease{};
+                out.pool_ = this;
+                out.key_ = &key;
+                out.conn_ = std::move(conn);
+                out.reused_ = true;
+                return true;
+            }
+            conn->close();
+            closed_one();
+        }
+    }
+    if (open_ < params_.max_connections) {
+        ++open_;
+        out = lease{};
+        out.pool_ = this;
+        out.key_ = &key;
+        out.conn_ = make();
+        out.reused_ = false;
+        lend_buffer(*out.conn_);
+        return true;
+    }
+    return false;
+}
+
 asio::awaitable<error_code> pool::acquire(
     const std::string& key,
     steady_clock::time_point deadline,
@@ -28,36 +66,8 @@ asio::awaitable<error_code> pool::acquire(
     lease& out)
 {
     for (;;) {
-        const auto now = steady_clock::now();
-        if (auto it = idle_.find(key); it != idle_.end()) {
-            auto& list = it->second;
-            // Most recently used first: the warmest connection, the least likely to be closed.
-            while (!list.empty()) {
-                auto conn = std::move(list.back());
-                list.pop_back();
-                if (now - conn->idle_since < params_.idle_timeout && conn->alive()) {
-                    lend_buffer(*conn);
-                    out = lease{};
-                    out.pool_ = this;
-                    out.key_ = &key;
-                    out.conn_ = std::move(conn);
-                    out.reused_ = true;
-                    co_return error_code{};
-                }
-                conn->close();
-                closed_one();
-            }
-        }
-        if (open_ < params_.max_connections) {
-            ++open_;
-            out = lease{};
-            out.pool_ = this;
-            out.key_ = &key;
-            out.conn_ = make();
-            out.reused_ = false;
-            lend_buffer(*out.conn_);
+        if (try_acquire(key, make, out))
             co_return error_code{};
-        }
         // At the limit: wait for a release, the deadline, or cancellation.
         asio::steady_timer timer(executor_);
         timer.expires_at(deadline);

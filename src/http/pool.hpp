@@ -65,7 +65,12 @@ public:
         steady_clock::time_point deadline,
         const std::function<std::shared_ptr<connection>()>& make,
         lease& out);
-
+    /// `acquire` without the wait: false when the limit is reached. A plain call, so that the
+    /// common case costs no coroutine frame.
+    bool try_acquire(
+        const std::string& key,
+        const std::function<std::shared_ptr<connection>()>& make,
+        lease& out);
 
     std::size_t open() const noexcept { return open_; }
     std::size_t idle() const noexcept;

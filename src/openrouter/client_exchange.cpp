@@ -40,10 +40,13 @@ asio::awaitable<error_code> client_detail::start_exchange(
         const std::function<std::shared_ptr<http::connection>()> make = [&c] {
             return c->make_connection();
         };
-        if (auto ec = co_await c->pool.acquire(c->key, total, make, conn)) {
-            diag.message = ec == error::timeout ? "no connection became free before the deadline"
-                                                : ec.message();
-            co_return ec;
+        if (!c->pool.try_acquire(c->key, make, conn)) {
+            if (auto ec = co_await c->pool.acquire(c->key, total, make, conn)) {
+                diag.message = ec == error::timeout
+                                   ? "no connection became free before the deadline"
+                                   : ec.message();
+                co_return ec;
+            }
         }
         if (!conn.reused()) {
             std::string detail;

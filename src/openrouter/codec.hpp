@@ -34,6 +34,7 @@ struct provider_error_info {
     bool moderation = false; // metadata.reasons present
     // metadata.headers: the rate-limit headers a 429 body echoes; and metadata.limit_source
     std::string rate_limit, rate_remaining, rate_reset, limit_source;
+    bool operator==(const provider_error_info&) const = default;
 };
 
 /// One decoded chat response or stream chunk.
@@ -54,6 +55,7 @@ struct chat_chunk {
     provider_error_info choice_error; // `choices[0].error`
 
     void clear();
+    bool operator==(const chat_chunk&) const = default;
 };
 
 /// Decodes chat JSON documents (whole responses or stream chunks) one after another, reusing
@@ -66,7 +68,8 @@ public:
     chat_decoder& operator=(const chat_decoder&) = delete;
 
     /// Decodes one complete document into `out`. Fails with `error::protocol_error` when the
-    /// text is not one JSON object.
+    /// text is not one JSON object. The result depends on `json` alone, never on what the
+    /// decoder read before (the prefix memo in codec_chunk.cpp only saves work).
     boost::system::error_code decode(std::string_view json, chat_chunk& out);
 
 private:

@@ -178,6 +178,10 @@ public:
     // Which of id, model and provider this document set: the decoder leaves them from the
     // last document (a stream repeats them in every chunk) and clears those not seen.
     bool saw_id = false, saw_model = false, saw_provider = false;
+    // For the decoder's prefix memo: the last event completed a member of the top-level
+    // object, and whether any container but that object has been opened.
+    bool member_done = false;
+    bool nested = false;
 
     bool on_document_begin(error_code&)
     {
@@ -186,6 +190,7 @@ public:
         saw_object = false;
         bad_utf8 = false;
         saw_id = saw_model = saw_provider = false;
+        nested = false;
         return true;
     }
     bool on_document_end(error_code&) { return true; }
@@ -207,6 +212,7 @@ public:
     // outlives the callbacks); only one split across parts is copied.
     bool on_key_part(json::string_view s, std::size_t n, error_code&)
     {
+        member_done = false;
         if (n == s.size())
             key_buffer_.clear();
         key_buffer_.append(s.data(), s.size());
@@ -214,6 +220,7 @@ public:
     }
     bool on_key(json::string_view s, std::size_t n, error_code&)
     {
+        member_done = false;
         if (n == s.size()) {
             key_ = std::string_view(s.data(), s.size());
         } else {
@@ -226,6 +233,7 @@ public:
 
     bool on_string_part(json::string_view s, std::size_t n, error_code&)
     {
+        member_done = false;
         if (n == s.size())
             text_.clear();
         text_.append(s.data(), s.size());
@@ -244,6 +252,7 @@ public:
 
     bool on_number_part(json::string_view s, error_code&)
     {
+        member_done = false;
         number_.append(s.data(), s.size());
         return true;
     }
@@ -311,6 +320,7 @@ private:
             saw_object = true;
             return true;
         }
+        nested = true;
         frame& parent = stack_.back();
         node kind = node::skip;
         provider_error_info* err = nullptr;
@@ -483,10 +493,12 @@ private:
         }
     }
 
+    // After every value and every container's start and end.
     void done_with_value()
     {
         key_ = {};
         field_ = field::none;
+        member_done = stack_.size() == 1;
     }
 
     // Validation is off in the parser (most of a chunk is ignored), so the strings frugal keeps
@@ -630,9 +642,44 @@ json::parse_options chat_parse_options()
     return o;
 }
 
+// The prefix memo. A stream repeats, byte for byte, everything its chunks hold before
+// "choices" (id, provider, model, object, created): more than half of each chunk. The decoder
+// keeps the last such prefix and what it decoded to; a document that starts with the same bytes
+// is decoded from there on, as the inside of an object ("{" then the rest), with the prefix's
+// fields restored first. That is the same parse: after a member's comma an object expects a key
+// exactly as after "{", except that "{" also takes "}", which is checked for. A prefix is kept
+// only when it ends at a member's comma of the top-level object (not inside a string), holds
+// scalars only (no container but that object), and its whole document decoded cleanly.
 struct chat_decoder::impl {
     json::basic_parser<chat_handler> parser{chat_parse_options()};
+    std::string prefix; // empty: no memo
+    std::string id, model, provider;
+    std::int64_t created = 0;
+    bool saw_id = false, saw_model = false, saw_provider = false;
 };
+
+namespace {
+
+bool json_space(char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+void assign_if_different(std::string& to, const std::string& from)
+{
+    if (to != from)
+        to = from;
+}
+
+// Where a memo's prefix would end: just after the comma of the first `,"choices":`, or 0.
+std::size_t memo_cut(std::string_view text)
+{
+    constexpr std::string_view marker = ",\"choices\":";
+    const auto at = text.find(marker);
+    return at == std::string_view::npos ? 0 : at + 1;
+}
+
+} // namespace
 
 chat_decoder::chat_decoder() : impl_(std::make_unique<impl>()) {}
 chat_decoder::~chat_decoder() = default;
@@ -640,12 +687,51 @@ chat_decoder::~chat_decoder() = default;
 error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
 {
     start_document(out);
-    auto& p = impl_->parser;
+    auto& m = *impl_;
+    auto& p = m.parser;
     auto& h = p.handler();
     h.out = &out;
     p.reset();
     error_code ec;
-    const std::size_t n = p.write_some(false, text.data(), text.size(), ec);
+    std::size_t n = 0;
+    bool hit = false;
+    if (!m.prefix.empty() && text.size() > m.prefix.size() && text.starts_with(m.prefix)) {
+        std::size_t i = m.prefix.size();
+        while (i < text.size() && json_space(text[i]))
+            ++i;
+        hit = i < text.size() && text[i] == '"'; // a key follows the comma, not "}"
+    }
+    bool remember = false;
+    if (hit) {
+        assign_if_different(out.id, m.id);
+        assign_if_different(out.model, m.model);
+        assign_if_different(out.provider, m.provider);
+        out.created = m.created;
+        const auto rest = text.substr(m.prefix.size());
+        p.write_some(true, "{", 1, ec);
+        if (!ec)
+            n = m.prefix.size() + p.write_some(false, rest.data(), rest.size(), ec);
+        h.saw_id = h.saw_id || m.saw_id;
+        h.saw_model = h.saw_model || m.saw_model;
+        h.saw_provider = h.saw_provider || m.saw_provider;
+    } else if (const std::size_t cut = memo_cut(text); cut != 0) {
+        n = p.write_some(true, text.data(), cut, ec);
+        if (!ec && n == cut && h.member_done && !h.nested && !h.bad_utf8) {
+            remember = true;
+            m.prefix.assign(text.data(), cut);
+            m.id = out.id;
+            m.model = out.model;
+            m.provider = out.provider;
+            m.created = out.created;
+            m.saw_id = h.saw_id;
+            m.saw_model = h.saw_model;
+            m.saw_provider = h.saw_provider;
+        }
+        if (!ec)
+            n += p.write_some(false, text.data() + cut, text.size() - cut, ec);
+    } else {
+        n = p.write_some(false, text.data(), text.size(), ec);
+    }
     const bool complete = !ec && p.done();
     if (!h.saw_id)
         out.id.clear();
@@ -653,15 +739,13 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
         out.model.clear();
     if (!h.saw_provider)
         out.provider.clear();
-    if (!complete || !h.saw_object || h.bad_utf8)
-        return error::protocol_error;
     // Only whitespace may follow the document.
-    for (std::size_t i = n; i < text.size(); ++i) {
-        const char c = text[i];
-        if (c != ' ' && c != '\n' && c != '\r' && c != '\t')
-            return error::protocol_error;
-    }
-    return {};
+    bool ok = complete && h.saw_object && !h.bad_utf8;
+    for (std::size_t i = n; ok && i < text.size(); ++i)
+        ok = json_space(text[i]);
+    if (remember && !ok)
+        m.prefix.clear(); // a prefix is kept only from a document that decoded
+    return ok ? error_code() : error_code(error::protocol_error);
 }
 
 bool decode_error_body(std::string_view text, provider_error_info& out)

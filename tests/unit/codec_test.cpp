@@ -53,6 +53,54 @@ BOOST_AUTO_TEST_CASE(one_decoder_reports_each_documents_own_id_model_and_provide
     BOOST_TEST(d.decode("{\"id\":\"\xff\"}", c));
 }
 
+BOOST_AUTO_TEST_CASE(the_prefix_memo_changes_no_result)
+{
+    // A stream's chunks share their bytes up to "choices"; the decoder decodes a repeated prefix
+    // once. Each document, decoded after every other one by one decoder, must come out exactly as
+    // a fresh decoder decodes it, and fail exactly when that one fails.
+    const std::string p =
+        R"({"id":"gen-1","provider":"OpenAI","model":"openai/gpt-4o-mini","object":"chat.completion.chunk","created":1764115200,)";
+    const std::vector<std::string> docs = {
+        p + R"("choices":[{"index":0,"delta":{"content":" w1"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":" w2"},"finish_reason":null}]})",
+        p + R"( "choices":[{"index":0,"delta":{"content":"x"}}]})", // space after the comma
+        p + R"("choices":[],"id":"gen-2","created":7,"model":"m"})", // repeated members win
+        p + R"("choices":[{"index":0,"delta":{"content":"ok"}}]} )",  // whitespace after
+        p + R"("choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"cost":0.5}})",
+        p + "}",                                                        // ",}": not JSON
+        p + " }",                                                       // nor ", }"
+        p + R"("choices":[{"index":0,"delta":{"content":"ÿ"}}]})",   // not UTF-8
+        p + R"("choices":[{"index":0,"delta":{"content":"cut"}}])",     // no closing brace
+        p + R"("choices":[]}{"id":"x"})",                               // two documents
+        p + R"("choices":[]},)",
+        R"({"id":"gen-1","provider":"OpenAI","model":"openai/gpt-4o-mini","object":"chat.completion.chunk","created":1764115201,"choices":[]})",
+        R"({"usage":{"total_tokens":3},"choices":[{"delta":{"content":"n"}}]})", // nested first
+        R"({"id":"a,\"choices\":","choices":[{"delta":{"content":"q"}}]})",  // the marker in a string
+        R"({"id":"\u0067en-1","choices":[{"delta":{"content":"e"}}]})",
+    };
+    chat_decoder shared;
+    for (int round = 0; round < 2; ++round) {
+        for (std::size_t i = 0; i < docs.size(); ++i) {
+            for (std::size_t j = 0; j < docs.size(); ++j) {
+                chat_chunk before;
+                (void)shared.decode(docs[i], before); // leaves its prefix memoized
+                chat_chunk got;
+                const auto ec = shared.decode(docs[j], got);
+                chat_decoder fresh;
+                chat_chunk want;
+                const auto want_ec = fresh.decode(docs[j], want);
+                BOOST_TEST(ec == want_ec, "after doc " << i << ", doc " << j);
+                if (!want_ec)
+                    BOOST_TEST((got == want), "after doc " << i << ", doc " << j);
+            }
+        }
+    }
+    chat_chunk c;
+    BOOST_TEST(!shared.decode(docs[3], c));
+    BOOST_TEST((c.id == "gen-2" && c.created == 7 && c.model == "m" && c.provider == "OpenAI"));
+    BOOST_TEST(shared.decode(docs[6], c));
+}
+
 BOOST_AUTO_TEST_CASE(real_whole_response_gpt_4o_mini)
 {
     const auto c = decode(
