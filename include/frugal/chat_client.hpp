@@ -13,6 +13,7 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/deferred.hpp>
@@ -188,11 +189,16 @@ private:
         template <class Handler>
         void operator()(Handler&& handler) const
         {
-            self->async_read_delta_impl(std::forward<Handler>(handler));
+            // The handler's executor, taken while its type is known: asking the type-erased
+            // handler for it on every read would wrap it anew on the heap.
+            boost::asio::any_io_executor ex =
+                boost::asio::get_associated_executor(handler, self->get_executor());
+            self->async_read_delta_impl(std::forward<Handler>(handler), std::move(ex));
         }
     };
     void async_read_delta_impl(
-        boost::asio::any_completion_handler<void(boost::system::error_code, chat_delta)> handler);
+        boost::asio::any_completion_handler<void(boost::system::error_code, chat_delta)> handler,
+        boost::asio::any_io_executor handler_executor);
 
     std::shared_ptr<state> state_;
 };

@@ -5,6 +5,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <utility>
 
 namespace frugal::http {
@@ -130,6 +131,17 @@ void pool::lend_buffer(connection& conn)
     }
 }
 
+void pool::take_buffer(connection& conn)
+{
+    if (conn.buffer.size() != 0)
+        return; // unread bytes stay where they are
+    if (conn.buffer.capacity() != 0 && conn.buffer.capacity() <= spare_capacity &&
+        spare_.size() < std::min(open_, max_spares))
+        spare_.push_back(std::exchange(conn.buffer, {}));
+    else
+        conn.buffer.shrink_to_fit();
+}
+
 void pool::lease::give_back(bool reusable) noexcept
 {
     if (!conn_)
@@ -144,12 +156,8 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
     if (reusable && conn->is_open()) {
         conn->disarm();
         // An idle connection holds no read buffer: it goes to the spares, or back to the heap.
-        constexpr std::size_t spare_capacity = 64 * 1024;
-        if (conn->buffer.size() == 0 && conn->buffer.capacity() != 0 &&
-            conn->buffer.capacity() <= spare_capacity && spare_.size() < open_)
-            spare_.push_back(std::exchange(conn->buffer, {}));
-        else
-            conn->buffer.shrink_to_fit();
+        take_buffer(*conn);
+        conn->buffer.shrink_to_fit(); // what is left over (never, after a clean end)
         if (conn->request.capacity() > spare_capacity)
             std::string().swap(conn->request); // a large prompt's room is not kept idle
         conn->idle_since = steady_clock::now();

@@ -72,6 +72,14 @@ public:
         const std::function<std::shared_ptr<connection>()>& make,
         lease& out);
 
+    /// Takes `conn`'s read buffer when it holds no unread bytes: into the spares, which the
+    /// next connection to read without a buffer borrows (`lend_buffer`), or back to the heap.
+    /// A stream calls it between reads: its caller sets the pace, and a stream waiting on its
+    /// caller should hold nothing, yet a fast stream should not allocate a buffer per read.
+    void take_buffer(connection& conn);
+    /// Gives `conn` a spare read buffer if it has none.
+    void lend_buffer(connection& conn);
+
     std::size_t open() const noexcept { return open_; }
     std::size_t idle() const noexcept;
 
@@ -83,7 +91,6 @@ private:
         bool woken = false;
     };
     void wake_one();
-    void lend_buffer(connection& conn);
     void closed_one();
 
     asio::any_io_executor executor_;
@@ -91,9 +98,12 @@ private:
     std::unordered_map<std::string, std::vector<std::shared_ptr<connection>>> idle_;
     std::size_t open_ = 0;
     std::list<waiter*> waiters_;
-    // Read buffers of connections gone idle, handed to the next connection checked out: an
-    // idle connection holds none, and a busy one does not allocate one per request. Never more
-    // than the connections open, and none past `spare_capacity` bytes.
+    // Read buffers of connections gone idle or between a stream's reads, handed to the next
+    // connection to read: an idle connection holds none, and a busy one does not allocate one
+    // per request or per read. Never more than `max_spares` nor the connections open, and none
+    // past `spare_capacity` bytes: a thousand streams held by slow callers hold no buffers.
+    static constexpr std::size_t spare_capacity = std::size_t{64} * 1024;
+    static constexpr std::size_t max_spares = 16;
     std::vector<boost::beast::flat_buffer> spare_;
 };
 

@@ -7,6 +7,7 @@
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -255,6 +256,7 @@ struct read_delta_op {
         if (!s->ready()) {
             reading = true;
             conn = s->conn.shared();
+            s->client->pool.lend_buffer(*conn);
             conn->buffer.reserve(conn->buffer.size() + s->read_size);
             conn->arm(
                 std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
@@ -264,8 +266,7 @@ struct read_delta_op {
         }
         if (s->conn) {
             s->conn->disarm(); // between reads the caller sets the pace
-            if (s->conn->buffer.size() == 0)
-                s->conn->buffer.shrink_to_fit();
+            s->client->pool.take_buffer(*s->conn);
         }
         chat_delta delta;
         const error_code result = s->take(delta);
@@ -282,7 +283,8 @@ struct read_delta_op {
 // completion goes to the caller's handler through its own associated executor.
 struct delta_completion {
     asio::any_completion_handler<void(error_code, chat_delta)> handler;
-    asio::any_io_executor executor;
+    asio::any_io_executor executor;         // the client's: the operation runs there
+    asio::any_io_executor handler_executor; // the handler's own, as its initiation found it
 
     using executor_type = asio::any_io_executor;
     executor_type get_executor() const noexcept { return executor; }
@@ -294,7 +296,10 @@ struct delta_completion {
 
     void operator()(error_code ec, chat_delta delta)
     {
-        asio::dispatch(executor, asio::append(std::move(handler), ec, std::move(delta)));
+        asio::dispatch(
+            handler_executor,
+            asio::bind_executor(
+                handler_executor, asio::append(std::move(handler), ec, std::move(delta))));
     }
 };
 
@@ -334,8 +339,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
             if (diag.http_status == 200 && conn->head.content_type.starts_with("text/event-stream")) {
                 conn->reader->body_into(&ingest, s.get());
                 conn->disarm(); // between reads the caller sets the pace
-                if (conn->buffer.size() == 0)
-                    conn->buffer.shrink_to_fit();
+                c->pool.take_buffer(*conn);
                 s->keep_alive = conn->reader->keep_alive();
                 s->conn = std::move(conn);
                 s->started = true;
@@ -446,7 +450,8 @@ const frugal::diagnostics& chat_stream::diagnostics() const noexcept
 }
 
 void chat_stream::async_read_delta_impl(
-    asio::any_completion_handler<void(error_code, chat_delta)> handler)
+    asio::any_completion_handler<void(error_code, chat_delta)> handler,
+    asio::any_io_executor handler_executor)
 {
     if (!state_ || !state_->started || state_->done || state_->reading) {
         const error_code ec = state_ && state_->reading
@@ -470,11 +475,14 @@ void chat_stream::async_read_delta_impl(
         const error_code ec = s.take(delta);
         if (s.done && !ec)
             drain(state_);
-        asio::post(s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
+        asio::post(
+            s.client->executor,
+            asio::bind_executor(
+                handler_executor, asio::append(std::move(handler), ec, std::move(delta))));
         return;
     }
     s.reading = true;
-    delta_completion completion{std::move(handler), s.client->executor};
+    delta_completion completion{std::move(handler), s.client->executor, std::move(handler_executor)};
     asio::async_compose<delta_completion, void(error_code, chat_delta)>(
         read_delta_op{state_}, completion, s.client->executor);
 }
