@@ -123,11 +123,16 @@ void pool::closed_one()
         spare_.resize(open_);
 }
 
-void pool::lend_buffer(connection& conn)
+void pool::lend_buffer(connection& conn, std::size_t most)
 {
-    if (conn.buffer.capacity() == 0 && !spare_.empty()) {
-        conn.buffer = std::move(spare_.back());
-        spare_.pop_back();
+    if (conn.buffer.capacity() != 0)
+        return;
+    for (auto it = spare_.rbegin(); it != spare_.rend(); ++it) {
+        if (it->capacity() <= most) {
+            conn.buffer = std::move(*it);
+            spare_.erase(std::next(it).base());
+            return;
+        }
     }
 }
 

@@ -25,6 +25,9 @@ struct pool_params {
 
 class pool {
 public:
+    /// The largest read buffer kept as a spare.
+    static constexpr std::size_t spare_capacity = std::size_t{64} * 1024;
+
     pool(asio::any_io_executor ex, pool_params params);
 
     /// A checked-out connection, owed back to its pool: given back closed when the lease is
@@ -77,8 +80,9 @@ public:
     /// A stream calls it between reads: its caller sets the pace, and a stream waiting on its
     /// caller should hold nothing, yet a fast stream should not allocate a buffer per read.
     void take_buffer(connection& conn);
-    /// Gives `conn` a spare read buffer if it has none.
-    void lend_buffer(connection& conn);
+    /// Gives `conn` a spare read buffer if it has none, one no larger than `most` bytes: a
+    /// stream that reads little at a time (a slow one) is not lent a large buffer to wait with.
+    void lend_buffer(connection& conn, std::size_t most = spare_capacity);
 
     std::size_t open() const noexcept { return open_; }
     std::size_t idle() const noexcept;
@@ -102,7 +106,6 @@ private:
     // connection to read: an idle connection holds none, and a busy one does not allocate one
     // per request or per read. Never more than `max_spares` nor the connections open, and none
     // past `spare_capacity` bytes: a thousand streams held by slow callers hold no buffers.
-    static constexpr std::size_t spare_capacity = std::size_t{64} * 1024;
     static constexpr std::size_t max_spares = 16;
     std::vector<boost::beast::flat_buffer> spare_;
 };

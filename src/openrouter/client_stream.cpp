@@ -256,7 +256,7 @@ struct read_delta_op {
         if (!s->ready()) {
             reading = true;
             conn = s->conn.shared();
-            s->client->pool.lend_buffer(*conn);
+            s->client->pool.lend_buffer(*conn, 2 * s->read_size);
             conn->buffer.reserve(conn->buffer.size() + s->read_size);
             conn->arm(
                 std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
