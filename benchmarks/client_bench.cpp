@@ -275,9 +275,16 @@ struct stream_fn {
     }
 };
 
-// A cascade whose cheap answer is accepted, against a direct call on the same traffic: the
-// router's own cost (policy, judging, the free tier's reservation and ledger record).
-rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono::seconds window)
+// What runs each request of a measure_calls run.
+enum class calls {
+    direct_free,  // async_chat on the free model
+    cascade,      // a cascade whose free answer is accepted (the router's own cost: policy,
+                  // judging, the free tier's reservation and ledger record)
+    direct_paid,  // async_chat on the paid model
+    budgeted,     // the paid model through the guard: async_reserve, async_chat, settle
+};
+
+rate measure_calls(std::uint16_t port, calls what, int workers, std::chrono::seconds window)
 {
     asio::io_context io{1};
     frugal::client_params p;
@@ -302,9 +309,14 @@ rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono:
     policy.free_tier.per_day = 1u << 30;
     frugal::router router(client, policy, prices, guard);
     frugal::chat_request req;
-    req.model = cheap.id;
+    const bool paid = what == calls::direct_paid || what == calls::budgeted;
+    req.model = paid ? flagship.id : cheap.id;
     req.max_tokens = 300;
     req.messages.push_back({.role = "user", .content = "Explain. [sim tokens=59]"});
+    frugal::reserve_request ask;
+    ask.model = req.model;
+    ask.prompt_bytes = frugal::prompt_bound(req);
+    ask.max_tokens = 300;
     load l;
     for (int i = 0; i < workers; ++i) {
         asio::co_spawn(
@@ -313,9 +325,20 @@ rate measure_cascade(std::uint16_t port, bool cascade, int workers, std::chrono:
                 frugal::diagnostics diag;
                 while (!l.stopping) {
                     boost::system::error_code e;
-                    if (cascade) {
+                    if (what == calls::cascade) {
                         auto [ce, r] = co_await router.async_complete(req, tuple_awaitable);
                         e = ce;
+                    } else if (what == calls::budgeted) {
+                        auto [re, reservation] = co_await guard.async_reserve(ask, tuple_awaitable);
+                        e = re;
+                        if (!e) {
+                            auto sized = req;
+                            sized.max_tokens = reservation.max_tokens();
+                            auto [ce, r] = co_await client.async_chat(sized, diag, tuple_awaitable);
+                            frugal::attempt_record record;
+                            frugal::settle(reservation, ce, ce ? nullptr : &r, diag, record);
+                            e = ce;
+                        }
                     } else {
                         auto [ce, r] = co_await client.async_chat(req, diag, tuple_awaitable);
                         e = ce;
@@ -519,22 +542,32 @@ int main(int argc, char** argv)
                 steady_allocs);
             figures["client_allocs_per_chunk_steady"] = {steady_allocs, "allocs/chunk"};
         }
-        // The cascade's overhead: direct and cascaded runs alternate; the median difference of
-        // seven pairs (a single pair varies by several microseconds on a shared VM).
-        std::vector<double> overhead, direct_cpu, cascade_cpu;
+        // The cascade's and the guard's overheads: direct and routed runs alternate; the
+        // median difference of seven pairs (a single pair varies by several microseconds on a
+        // shared VM).
+        std::vector<double> overhead, direct_cpu, cascade_cpu, budget_overhead, budgeted_cpu;
         for (int round = 0; round < 7; ++round) {
-            const rate direct = measure_cascade(canned.port, false, 64, window);
-            const rate cascaded = measure_cascade(canned.port, true, 64, window);
+            const rate direct = measure_calls(canned.port, calls::direct_free, 64, window);
+            const rate cascaded = measure_calls(canned.port, calls::cascade, 64, window);
+            const rate paid = measure_calls(canned.port, calls::direct_paid, 64, window);
+            const rate budgeted = measure_calls(canned.port, calls::budgeted, 64, window);
             direct_cpu.push_back(direct.cpu_us_per_unit);
             cascade_cpu.push_back(cascaded.cpu_us_per_unit);
             overhead.push_back(cascaded.cpu_us_per_unit - direct.cpu_us_per_unit);
+            budgeted_cpu.push_back(budgeted.cpu_us_per_unit);
+            budget_overhead.push_back(budgeted.cpu_us_per_unit - paid.cpu_us_per_unit);
         }
         std::printf(
             "cascade:        %6.2f us CPU/req direct, %6.2f us cascaded: %5.2f us overhead "
             "(median of 7)\n",
             median(direct_cpu), median(cascade_cpu), median(overhead));
+        std::printf(
+            "budgeted call:  %6.2f us CPU/req, %5.2f us over an unbudgeted paid call "
+            "(memory store, median of 7)\n",
+            median(budgeted_cpu), median(budget_overhead));
         figures["cascade_overhead_cpu_us"] = {median(overhead), "us/req"};
         figures["cascade_cpu_us_per_req"] = {median(cascade_cpu), "us/req"};
+        figures["budgeted_call_overhead_cpu_us"] = {median(budget_overhead), "us/req"};
         bench::stop_server(canned);
     }
     if (cascade_only) {

@@ -13,7 +13,6 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/deferred.hpp>
@@ -189,16 +188,11 @@ private:
         template <class Handler>
         void operator()(Handler&& handler) const
         {
-            // The handler's executor, taken while its type is known: asking the type-erased
-            // handler for it on every read would wrap it anew on the heap.
-            boost::asio::any_io_executor ex =
-                boost::asio::get_associated_executor(handler, self->get_executor());
-            self->async_read_delta_impl(std::forward<Handler>(handler), std::move(ex));
+            self->async_read_delta_impl(std::forward<Handler>(handler));
         }
     };
     void async_read_delta_impl(
-        boost::asio::any_completion_handler<void(boost::system::error_code, chat_delta)> handler,
-        boost::asio::any_io_executor handler_executor);
+        boost::asio::any_completion_handler<void(boost::system::error_code, chat_delta)> handler);
 
     std::shared_ptr<state> state_;
 };

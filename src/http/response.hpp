@@ -38,8 +38,13 @@ public:
     /// Starts a response whose head goes to `head` (cleared now).
     explicit response_reader(response_head& head) noexcept;
 
+    /// Where the body goes, said once the head is read (`async_read_header` stops there, so
+    /// no body byte passes before it has somewhere to go). Not eager: with Beast's
+    /// `async_read_some`, an eager parser that ends on a chunk boundary asks for more and the
+    /// read waits for the next chunk, which would hold a stream's tokens back.
+    ///
     /// The body is appended to `out`; more than `limit` bytes fail with `error::body_limit`
-    /// (a Content-Length beyond it, at once). May be called after the head was read.
+    /// (a Content-Length beyond it, at once).
     void body_into(std::string& out, std::uint64_t limit) noexcept;
     /// The body goes to `to`, with no limit of its own (a stream's lines and events have theirs).
     void body_into(sink to, void* context) noexcept;

@@ -7,7 +7,6 @@
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -217,6 +216,30 @@ void drain(const std::shared_ptr<chat_stream::state>& s)
     });
 }
 
+// Parses what the buffer already holds, without waiting for the network: the delta handed out
+// carries everything that arrived, and the buffer is left empty to be given back between reads
+// (a stream held by a slow caller holds no read buffer). Beast's parser takes one element (a
+// chunk's size line, its data) per call, so it is called until it asks for more.
+void parse_buffered(chat_stream::state& s)
+{
+    auto& c = *s.conn;
+    auto& reader = *c.reader;
+    while (c.buffer.size() != 0 && !reader.is_done() && !s.error) {
+        error_code ec;
+        const std::size_t used = reader.put(c.buffer.data(), ec);
+        c.buffer.consume(used);
+        if (ec == bhttp::error::need_more)
+            return;
+        if (ec) {
+            s.diag.message = "the stream's HTTP framing is broken: " + ec.message();
+            s.fail(error::stream_truncated);
+            return;
+        }
+        if (used == 0)
+            return;
+    }
+}
+
 // One async_read_delta that has to wait for the network: reads until the body yields a delta,
 // the end or a failure. A hand-written composed operation: a stream delivers hundreds of deltas.
 struct read_delta_op {
@@ -256,8 +279,12 @@ struct read_delta_op {
         if (!s->ready()) {
             reading = true;
             conn = s->conn.shared();
-            s->client->pool.lend_buffer(*conn, 2 * s->read_size);
-            conn->buffer.reserve(conn->buffer.size() + s->read_size);
+            // Bytes already buffered (those that came with the head) are parsed before any
+            // read; room is made only for a read from the socket.
+            if (conn->buffer.size() == 0) {
+                s->client->pool.lend_buffer(*conn, 2 * s->read_size);
+                conn->buffer.reserve(s->read_size);
+            }
             conn->arm(
                 std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
                 "stream");
@@ -266,7 +293,9 @@ struct read_delta_op {
         }
         if (s->conn) {
             s->conn->disarm(); // between reads the caller sets the pace
-            s->client->pool.take_buffer(*s->conn);
+            parse_buffered(*s);
+            if (s->conn)
+                s->client->pool.take_buffer(*s->conn);
         }
         chat_delta delta;
         const error_code result = s->take(delta);
@@ -283,8 +312,7 @@ struct read_delta_op {
 // completion goes to the caller's handler through its own associated executor.
 struct delta_completion {
     asio::any_completion_handler<void(error_code, chat_delta)> handler;
-    asio::any_io_executor executor;         // the client's: the operation runs there
-    asio::any_io_executor handler_executor; // the handler's own, as its initiation found it
+    asio::any_io_executor executor; // the client's: the operation runs there
 
     using executor_type = asio::any_io_executor;
     executor_type get_executor() const noexcept { return executor; }
@@ -296,10 +324,7 @@ struct delta_completion {
 
     void operator()(error_code ec, chat_delta delta)
     {
-        asio::dispatch(
-            handler_executor,
-            asio::bind_executor(
-                handler_executor, asio::append(std::move(handler), ec, std::move(delta))));
+        asio::dispatch(executor, asio::append(std::move(handler), ec, std::move(delta)));
     }
 };
 
@@ -450,8 +475,7 @@ const frugal::diagnostics& chat_stream::diagnostics() const noexcept
 }
 
 void chat_stream::async_read_delta_impl(
-    asio::any_completion_handler<void(error_code, chat_delta)> handler,
-    asio::any_io_executor handler_executor)
+    asio::any_completion_handler<void(error_code, chat_delta)> handler)
 {
     if (!state_ || !state_->started || state_->done || state_->reading) {
         const error_code ec = state_ && state_->reading
@@ -475,14 +499,11 @@ void chat_stream::async_read_delta_impl(
         const error_code ec = s.take(delta);
         if (s.done && !ec)
             drain(state_);
-        asio::post(
-            s.client->executor,
-            asio::bind_executor(
-                handler_executor, asio::append(std::move(handler), ec, std::move(delta))));
+        asio::post(s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
         return;
     }
     s.reading = true;
-    delta_completion completion{std::move(handler), s.client->executor, std::move(handler_executor)};
+    delta_completion completion{std::move(handler), s.client->executor};
     asio::async_compose<delta_completion, void(error_code, chat_delta)>(
         read_delta_op{state_}, completion, s.client->executor);
 }

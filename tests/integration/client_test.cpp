@@ -58,6 +58,21 @@ BOOST_AUTO_TEST_CASE(a_reader_that_keeps_up_gets_one_event_per_read)
     BOOST_TEST(s.reads == 7); // six tokens, then [DONE]
 }
 
+BOOST_AUTO_TEST_CASE(tokens_reach_a_single_threaded_reader_as_they_arrive)
+{
+    // As `frugal chat --stream` and the demo read: an io_context told it has one thread, and
+    // tokens paced like a real model's. A completion delivered out of turn once held a stream's
+    // deltas back until the end (the demo's refusal was then never seen mid-stream).
+    client_fixture f(paced(12ms));
+    asio::io_context io{1};
+    frugal::chat_client client(io.get_executor(), f.with_url(fast_retries()));
+    const auto s =
+        run(io, stream_all(client, request("anthropic/claude-fable-5", "Hi [sim tokens=30]"), -1));
+    BOOST_TEST(!s.ec);
+    BOOST_TEST(s.deltas == 31);
+    BOOST_TEST(s.reads >= 28); // one event per read, give or take a scheduling hiccup
+}
+
 BOOST_AUTO_TEST_CASE(every_usage_chunk_shape_gives_the_usage_once)
 {
     client_fixture f;
