@@ -185,12 +185,13 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
                 auto& run = done[i];
                 run.rec.moved_on = ends[i].recorded;
                 out.total_cost += run.rec.cost;
-                out.attempts.push_back(run.rec);
+                const std::uint32_t tier = run.rec.tier;
+                out.attempts.push_back(std::move(run.rec)); // the run is done with its record
                 if (!run.answered)
                     continue;
-                if (step.what == cascade_step::kind::accept && run.rec.tier == step.tier)
+                if (step.what == cascade_step::kind::accept && tier == step.tier)
                     out.response = std::move(run.response);
-                else if (m.fallback() == run.rec.tier)
+                else if (m.fallback() == tier)
                     fallback = std::move(run.response);
             }
             if (step.free_wait_over)
