@@ -22,12 +22,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <malloc.h>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <malloc.h>
 #include <optional>
 #include <string>
 #include <vector>

@@ -23,9 +23,7 @@ std::size_t pool::idle() const noexcept
 }
 
 bool pool::try_acquire(
-    const std::string& key,
-    const std::function<std::shared_ptr<connection>()>& make,
-    lease& out)
+    const std::string& key, const std::function<std::shared_ptr<connection>()>& make, lease& out)
 {
     const auto now = steady_clock::now();
     if (auto it = idle_.find(key); it != idle_.end()) {
@@ -96,10 +94,8 @@ asio::awaitable<error_code> pool::acquire(
 }
 
 pool::lease::lease(lease&& other) noexcept
-    : pool_(std::exchange(other.pool_, nullptr)),
-      key_(std::exchange(other.key_, nullptr)),
-      conn_(std::move(other.conn_)),
-      reused_(other.reused_)
+    : pool_(std::exchange(other.pool_, nullptr)), key_(std::exchange(other.key_, nullptr)),
+      conn_(std::move(other.conn_)), reused_(other.reused_)
 {
 }
 

@@ -40,8 +40,7 @@ void response_reader::body_into(sink to, void* context) noexcept
     context_ = context;
 }
 
-void response_reader::on_request_impl(
-    bhttp::verb, string_view, string_view, int, error_code& ec)
+void response_reader::on_request_impl(bhttp::verb, string_view, string_view, int, error_code& ec)
 {
     ec = bhttp::error::bad_method; // a response parser never sees a request line
 }

@@ -20,11 +20,11 @@ namespace frugal::http {
 struct response_head {
     int status = 0;
     std::string content_type;
-    std::string generation_id;   // X-Generation-Id
-    std::string retry_after;     // Retry-After
-    std::string rate_limit;      // X-RateLimit-Limit
-    std::string rate_remaining;  // X-RateLimit-Remaining
-    std::string rate_reset;      // X-RateLimit-Reset
+    std::string generation_id;  // X-Generation-Id
+    std::string retry_after;    // Retry-After
+    std::string rate_limit;     // X-RateLimit-Limit
+    std::string rate_remaining; // X-RateLimit-Remaining
+    std::string rate_reset;     // X-RateLimit-Reset
 
     /// Empties every field and keeps its room.
     void clear() noexcept;
@@ -53,8 +53,8 @@ private:
     using error_code = boost::system::error_code;
     using string_view = boost::beast::string_view;
 
-    void on_request_impl(
-        boost::beast::http::verb, string_view, string_view, int, error_code&) override;
+    void
+    on_request_impl(boost::beast::http::verb, string_view, string_view, int, error_code&) override;
     void on_response_impl(int code, string_view, int, error_code& ec) override;
     void on_field_impl(
         boost::beast::http::field f, string_view name, string_view value, error_code& ec) override;

@@ -54,8 +54,8 @@ asio::awaitable<error_code> client_detail::start_exchange(
                 co_await conn->establish(c->route, {t.connect, t.tls_handshake, total}, detail);
             if (ec) {
                 diag.message = conn->timed_out() ? std::string("timed out: ") + conn->phase() +
-                                                         " to " + c->route.target.authority()
-                                                   : detail;
+                                                       " to " + c->route.target.authority()
+                                                 : detail;
                 conn.give_back(false);
                 co_return ec;
             }
@@ -85,8 +85,7 @@ asio::awaitable<error_code> client_detail::start_exchange(
         } else {
             head += "\r\n";
         }
-        conn->arm(
-            std::min(steady_clock::now() + t.first_byte, total), "waiting for the response");
+        conn->arm(std::min(steady_clock::now() + t.first_byte, total), "waiting for the response");
         auto [wec, wn] = co_await asio::async_write(*conn, asio::buffer(head), tuple_awaitable);
         if (wec) {
             const bool timed_out = conn->timed_out();

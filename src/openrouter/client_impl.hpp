@@ -170,9 +170,9 @@ asio::awaitable<error_code> start_exchange(
     attempt_state& st,
     diagnostics& diag);
 
-// Reads the rest of a whole body into `body`, extending the stall deadline after every read (OpenRouter's
-// keep-alive whitespace counts as progress; the total deadline still bounds it), then gives the
-// connection back, reusable if the message ended cleanly and keeps the connection alive.
+// Reads the rest of a whole body into `body`, extending the stall deadline after every read
+// (OpenRouter's keep-alive whitespace counts as progress; the total deadline still bounds it), then
+// gives the connection back, reusable if the message ended cleanly and keeps the connection alive.
 asio::awaitable<error_code> finish_whole(
     std::shared_ptr<client_impl> c,
     http::pool::lease& conn,

@@ -207,13 +207,14 @@ void drain(const std::shared_ptr<chat_stream::state>& s)
         std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total), "stream end");
     // The read keeps its connection alive even if the stream gives it up meanwhile.
     auto conn = s->conn.shared();
-    bhttp::async_read_some(*conn, conn->buffer, *conn->reader, [s, conn](error_code ec, std::size_t) {
-        if (!s->conn)
-            return;
-        if (ec)
-            return s->abandon();
-        drain(s);
-    });
+    bhttp::async_read_some(
+        *conn, conn->buffer, *conn->reader, [s, conn](error_code ec, std::size_t) {
+            if (!s->conn)
+                return;
+            if (ec)
+                return s->abandon();
+            drain(s);
+        });
 }
 
 // Parses what the buffer already holds, without waiting for the network: the delta handed out
@@ -361,7 +362,8 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
             c, "POST", "/chat/completions", &body, "text/event-stream", s->total, false, conn, st,
             diag);
         if (!ec) {
-            if (diag.http_status == 200 && conn->head.content_type.starts_with("text/event-stream")) {
+            if (diag.http_status == 200 &&
+                conn->head.content_type.starts_with("text/event-stream")) {
                 conn->reader->body_into(&ingest, s.get());
                 conn->disarm(); // between reads the caller sets the pace
                 c->pool.take_buffer(*conn);
@@ -381,8 +383,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
                 diag.message = "expected an event stream, got " + content_type;
             }
         }
-        const auto delay =
-            retry_delay(*c, ec, st, diag, attempt, s->total, retry_rate_limited);
+        const auto delay = retry_delay(*c, ec, st, diag, attempt, s->total, retry_rate_limited);
         if (!delay) {
             scrub(c->scrubber, diag);
             s->fail(ec);

@@ -63,19 +63,20 @@ BOOST_AUTO_TEST_CASE(the_prefix_memo_changes_no_result)
     const std::vector<std::string> docs = {
         p + R"("choices":[{"index":0,"delta":{"content":" w1"},"finish_reason":null}]})",
         p + R"("choices":[{"index":0,"delta":{"content":" w2"},"finish_reason":null}]})",
-        p + R"( "choices":[{"index":0,"delta":{"content":"x"}}]})", // space after the comma
+        p + R"( "choices":[{"index":0,"delta":{"content":"x"}}]})",  // space after the comma
         p + R"("choices":[],"id":"gen-2","created":7,"model":"m"})", // repeated members win
-        p + R"("choices":[{"index":0,"delta":{"content":"ok"}}]} )",  // whitespace after
+        p + R"("choices":[{"index":0,"delta":{"content":"ok"}}]} )", // whitespace after
         p + R"("choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"cost":0.5}})",
-        p + "}",                                                        // ",}": not JSON
-        p + " }",                                                       // nor ", }"
-        p + R"("choices":[{"index":0,"delta":{"content":"ÿ"}}]})",   // not UTF-8
-        p + R"("choices":[{"index":0,"delta":{"content":"cut"}}])",     // no closing brace
-        p + R"("choices":[]}{"id":"x"})",                               // two documents
+        p + "}",                                                             // ",}": not JSON
+        p + " }",                                                            // nor ", }"
+        p + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\"}}]}", // not UTF-8
+        p + R"("choices":[{"index":0,"delta":{"content":"cut"}}])",          // no closing brace
+        p + R"("choices":[]}{"id":"x"})",                                    // two documents
         p + R"("choices":[]},)",
         R"({"id":"gen-1","provider":"OpenAI","model":"openai/gpt-4o-mini","object":"chat.completion.chunk","created":1764115201,"choices":[]})",
         R"({"usage":{"total_tokens":3},"choices":[{"delta":{"content":"n"}}]})", // nested first
-        R"({"id":"a,\"choices\":","choices":[{"delta":{"content":"q"}}]})",  // the marker in a string
+        // The marker inside a string value.
+        R"({"id":"a,\"choices\":","choices":[{"delta":{"content":"q"}}]})",
         R"({"id":"\u0067en-1","choices":[{"delta":{"content":"e"}}]})",
     };
     chat_decoder shared;
@@ -98,7 +99,8 @@ BOOST_AUTO_TEST_CASE(the_prefix_memo_changes_no_result)
     chat_chunk c;
     BOOST_TEST(!shared.decode(docs[3], c));
     BOOST_TEST((c.id == "gen-2" && c.created == 7 && c.model == "m" && c.provider == "OpenAI"));
-    BOOST_TEST(shared.decode(docs[6], c));
+    BOOST_TEST(shared.decode(docs[6], c)); // ",}" after a memoized prefix
+    BOOST_TEST(shared.decode(docs[8], c)); // a byte that is not UTF-8 after one
 }
 
 BOOST_AUTO_TEST_CASE(real_whole_response_gpt_4o_mini)

@@ -86,8 +86,9 @@ BOOST_AUTO_TEST_CASE(limits_a_whole_body)
         r.body_limit(10);
         std::string body;
         r.body_into(body, 10);
-        BOOST_TEST(feed(r, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n", 64) ==
-                   error_code(bhttp::error::body_limit));
+        BOOST_TEST(
+            feed(r, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n", 64) ==
+            error_code(bhttp::error::body_limit));
     }
     // The limit set after the head (an error answer to a stream request) holds too, whether the
     // body is counted by Content-Length, chunked, or runs to the end of the connection.
@@ -107,7 +108,9 @@ BOOST_AUTO_TEST_CASE(limits_a_whole_body)
         BOOST_TEST_REQUIRE(r.is_header_done());
         std::string body;
         r.body_into(body, 10);
-        BOOST_TEST(feed(r, std::string_view(text).substr(head_end), 3) == error_code(bhttp::error::body_limit));
+        BOOST_TEST(
+            feed(r, std::string_view(text).substr(head_end), 3) ==
+            error_code(bhttp::error::body_limit));
         BOOST_TEST(body.size() <= 10);
     }
     // Exactly the limit is fine.
@@ -158,7 +161,8 @@ BOOST_AUTO_TEST_CASE(rejects_what_is_not_a_response)
     response_reader r(head);
     std::string body;
     r.body_into(body, 1024);
-    const auto ec = feed(r, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 4);
+    const auto ec =
+        feed(r, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 4);
     BOOST_TEST(!ec, ec.message());
     BOOST_TEST(!r.keep_alive());
 }

@@ -11,8 +11,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <new>
 #include <optional>
 #include <string>
@@ -102,8 +102,8 @@ BOOST_AUTO_TEST_CASE(no_allocation_per_response_after_the_first)
     const std::string body(900, 'x');
     char size[16];
     const int n = std::snprintf(size, sizeof size, "%zx\r\n", body.size());
-    const std::string message = head + std::string(size, static_cast<std::size_t>(n)) + body +
-                                "\r\n0\r\n\r\n";
+    const std::string message =
+        head + std::string(size, static_cast<std::size_t>(n)) + body + "\r\n0\r\n\r\n";
 
     frugal::http::response_head fields;
     std::optional<frugal::http::response_reader> reader;
@@ -117,7 +117,8 @@ BOOST_AUTO_TEST_CASE(no_allocation_per_response_after_the_first)
         boost::system::error_code ec;
         std::size_t at = 0;
         while (!r.is_done() && !ec) {
-            const auto used = r.put(boost::asio::buffer(message.data() + at, message.size() - at), ec);
+            const auto used =
+                r.put(boost::asio::buffer(message.data() + at, message.size() - at), ec);
             at += used;
             if (used == 0)
                 break;
