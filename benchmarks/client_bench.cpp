@@ -31,6 +31,7 @@
 #include <cstdio>
 #include <cstring>
 #include <malloc.h>
+#include <optional>
 #include <string>
 
 namespace asio = boost::asio;
@@ -323,18 +324,30 @@ rate measure_calls(std::uint16_t port, calls what, int workers, std::chrono::sec
             io,
             [&]() -> asio::awaitable<void> {
                 frugal::diagnostics diag;
+                auto mine = req; // a budgeted call sends the max_tokens its reservation granted
                 while (!l.stopping) {
                     boost::system::error_code e;
                     if (what == calls::cascade) {
                         auto [ce, r] = co_await router.async_complete(req, tuple_awaitable);
                         e = ce;
                     } else if (what == calls::budgeted) {
-                        auto [re, reservation] = co_await guard.async_reserve(ask, tuple_awaitable);
-                        e = re;
+                        // As the router reserves: at once when the memory store can decide,
+                        // awaiting only a store on the network or a wait for headroom.
+                        std::optional<frugal::reservation> held;
+                        if (!guard.reserves_async()) {
+                            if (auto now = guard.try_reserve(ask))
+                                held = std::move(*now);
+                        }
+                        if (!held) {
+                            auto [re, later] = co_await guard.async_reserve(ask, tuple_awaitable);
+                            e = re;
+                            if (!e)
+                                held = std::move(later);
+                        }
                         if (!e) {
-                            auto sized = req;
-                            sized.max_tokens = reservation.max_tokens();
-                            auto [ce, r] = co_await client.async_chat(sized, diag, tuple_awaitable);
+                            auto& reservation = *held;
+                            mine.max_tokens = reservation.max_tokens();
+                            auto [ce, r] = co_await client.async_chat(mine, diag, tuple_awaitable);
                             frugal::attempt_record record;
                             frugal::settle(reservation, ce, ce ? nullptr : &r, diag, record);
                             e = ce;
