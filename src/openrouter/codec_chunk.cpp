@@ -186,6 +186,9 @@ public:
     bool on_document_begin(error_code&)
     {
         stack_.clear();
+        // A document that failed part-way (a chunk cut inside a number) leaves its part here;
+        // the next document, maybe another stream's on this thread, must not read it.
+        number_.clear();
         done_with_value();
         saw_object = false;
         bad_utf8 = false;

@@ -78,6 +78,9 @@ BOOST_AUTO_TEST_CASE(the_prefix_memo_changes_no_result)
         // The marker inside a string value.
         R"({"id":"a,\"choices\":","choices":[{"delta":{"content":"q"}}]})",
         R"({"id":"\u0067en-1","choices":[{"delta":{"content":"e"}}]})",
+        // A short prefix memoized, then a document that goes on with an error object.
+        R"({"id":"gen-1","choices":[]})",
+        R"({"id":"gen-1","error":{"code":502,"message":"Provider returned error","metadata":{"raw":"x","provider_name":"T"}},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]})",
     };
     chat_decoder shared;
     for (int round = 0; round < 2; ++round) {
@@ -101,6 +104,22 @@ BOOST_AUTO_TEST_CASE(the_prefix_memo_changes_no_result)
     BOOST_TEST((c.id == "gen-2" && c.created == 7 && c.model == "m" && c.provider == "OpenAI"));
     BOOST_TEST(shared.decode(docs[6], c)); // ",}" after a memoized prefix
     BOOST_TEST(shared.decode(docs[8], c)); // a byte that is not UTF-8 after one
+}
+
+BOOST_AUTO_TEST_CASE(a_document_cut_inside_a_number_leaves_nothing_for_the_next)
+{
+    // Found by the codec fuzzer: the decoder is shared by every stream on a thread, and a
+    // number's first part was kept past a document that failed inside it, to be glued in front
+    // of the next document's first number: a cost among them.
+    chat_decoder d;
+    chat_chunk c;
+    BOOST_TEST(d.decode("99999999999999999999999992.", c)); // fails inside a long number
+    BOOST_TEST(!d.decode(R"({"id":"g","usage":{"cost":0.5}})", c));
+    BOOST_REQUIRE(c.usage && c.usage->cost);
+    BOOST_TEST(c.usage->cost->to_string() == "0.5");
+    BOOST_TEST(d.decode("99999999999999999999999992.", c));
+    BOOST_TEST(!d.decode(R"({"error":{"code":502,"message":"m"}})", c));
+    BOOST_TEST(c.error.code == "502");
 }
 
 BOOST_AUTO_TEST_CASE(real_whole_response_gpt_4o_mini)
