@@ -33,12 +33,7 @@ bool pool::try_acquire(
             auto conn = std::move(list.back());
             list.pop_back();
             if (now - conn->idle_since < params_.idle_timeout && conn->alive()) {
-                lend_buffer(*conn);
-                out = lease{};
-                out.pool_ = this;
-                out.key_ = &key;
-                out.conn_ = std::move(conn);
-                out.reused_ = true;
+                hand_out(key, std::move(conn), true, out);
                 return true;
             }
             conn->close();
@@ -47,15 +42,21 @@ bool pool::try_acquire(
     }
     if (open_ < params_.max_connections) {
         ++open_;
-        out = lease{};
-        out.pool_ = this;
-        out.key_ = &key;
-        out.conn_ = make();
-        out.reused_ = false;
-        lend_buffer(*out.conn_);
+        hand_out(key, make(), false, out);
         return true;
     }
     return false;
+}
+
+void pool::hand_out(
+    const std::string& key, std::shared_ptr<connection> conn, bool reused, lease& out)
+{
+    lend_buffer(*conn);
+    out = lease{};
+    out.pool_ = this;
+    out.key_ = &key;
+    out.conn_ = std::move(conn);
+    out.reused_ = reused;
 }
 
 asio::awaitable<error_code> pool::acquire(

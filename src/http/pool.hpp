@@ -96,6 +96,9 @@ private:
     };
     void wake_one();
     void closed_one();
+    // Fills `out` with `conn`, checked out under `key`, lent a spare read buffer.
+    void
+    hand_out(const std::string& key, std::shared_ptr<connection> conn, bool reused, lease& out);
 
     asio::any_io_executor executor_;
     pool_params params_;

@@ -80,13 +80,18 @@ void response_reader::on_header_impl(error_code& ec)
     ec = {};
 }
 
+std::uint64_t response_reader::room() const noexcept
+{
+    return limit_ - std::min<std::uint64_t>(limit_, out_->size());
+}
+
 void response_reader::on_body_init_impl(
     const boost::optional<std::uint64_t>& content_length, error_code& ec)
 {
     ec = {};
     if (out_ == nullptr || !content_length)
         return;
-    if (*content_length > limit_ - std::min<std::uint64_t>(limit_, out_->size())) {
+    if (*content_length > room()) {
         ec = bhttp::error::body_limit;
         return;
     }
@@ -97,7 +102,7 @@ std::size_t response_reader::take(string_view bytes, error_code& ec)
 {
     ec = {};
     if (out_ != nullptr) {
-        if (bytes.size() > limit_ - std::min<std::uint64_t>(limit_, out_->size())) {
+        if (bytes.size() > room()) {
             ec = bhttp::error::body_limit;
             return 0;
         }

@@ -67,6 +67,8 @@ private:
     void on_finish_impl(error_code& ec) override;
 
     std::size_t take(string_view bytes, error_code& ec);
+    // What the whole body may still grow by.
+    std::uint64_t room() const noexcept;
 
     response_head& head_;
     std::string* out_ = nullptr;
