@@ -33,6 +33,21 @@ void response_reader::body_into(std::string& out, std::uint64_t limit) noexcept
     sink_ = nullptr;
 }
 
+// Beast's parser takes one element (the head, a chunk's size line, its data) per call.
+boost::system::error_code response_reader::put_buffered(boost::beast::flat_buffer& buffer)
+{
+    error_code ec;
+    while (buffer.size() != 0 && !is_done()) {
+        const std::size_t used = put(buffer.data(), ec);
+        buffer.consume(used);
+        if (ec == boost::beast::http::error::need_more)
+            return {};
+        if (ec || used == 0)
+            return ec;
+    }
+    return ec;
+}
+
 void response_reader::body_into(sink to, void* context) noexcept
 {
     out_ = nullptr;

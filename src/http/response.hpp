@@ -7,6 +7,7 @@
 // string and a parser object per response; this one lives in its connection and, once the
 // connection has carried a response, allocates nothing.
 
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 
 #include <cstdint>
@@ -48,6 +49,11 @@ public:
     void body_into(std::string& out, std::uint64_t limit) noexcept;
     /// The body goes to `to`, with no limit of its own (a stream's lines and events have theirs).
     void body_into(sink to, void* context) noexcept;
+
+    /// Parses what `buffer` already holds, consuming it, until the parser wants more bytes or
+    /// the message is done: what `async_read_some` would do with them, without its turn of the
+    /// scheduler (a whole small body usually arrives with its head). Never `need_more`.
+    boost::system::error_code put_buffered(boost::beast::flat_buffer& buffer);
 
 private:
     using error_code = boost::system::error_code;

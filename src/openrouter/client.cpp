@@ -77,7 +77,7 @@ get_op(std::shared_ptr<client_impl> c, std::string path, Decode decode, diagnost
     if (ec) {
         diag.message = c->config_detail;
     } else {
-        auto [rec, text] = co_await request_whole(c, "GET", path, std::string(), diag);
+        auto [rec, text] = co_await request_whole(c, "GET", path, std::string(), &diag);
         ec = rec;
         if (!ec && decode(text, value)) {
             ec = error::protocol_error;
@@ -135,7 +135,7 @@ chat_client::chat_encoded(encoded_request e, diagnostics* diag, call_options opt
 
 chat_client::encoded_request chat_client::encode(const chat_request& req)
 {
-    encoded_request out;
+    encoded_request out{.body = text_spares::take()};
     std::string problem;
     out.invalid =
         static_cast<bool>(openrouter::encode_chat_request(req, false, out.body, &problem));

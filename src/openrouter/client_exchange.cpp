@@ -149,25 +149,27 @@ asio::awaitable<error_code> client_detail::finish_whole(
     const auto stall = c->params.timeouts.stall;
     auto& reader = *conn->reader;
     reader.body_into(body, c->params.limits.max_body_size);
-    while (!reader.is_done()) {
+    // A small body usually came with the head: parsed here, it needs no read operation.
+    error_code ec = reader.put_buffered(conn->buffer);
+    while (!ec && !reader.is_done()) {
         conn->arm(std::min(steady_clock::now() + stall, total), "reading the response body");
         conn->buffer.reserve(conn->buffer.size() + read_reserve);
-        auto [ec, n] =
+        std::tie(ec, std::ignore) =
             co_await bhttp::async_read_some(*conn, conn->buffer, reader, tuple_awaitable);
-        if (ec) {
-            const bool timed_out = conn->timed_out();
-            if (timed_out) {
-                diag.message = steady_clock::now() >= total
-                                   ? "the whole-request deadline passed while reading the body"
-                                   : "the response body stalled";
-            } else if (ec == bhttp::error::body_limit) {
-                diag.message = body_limit_message(c->params.limits.max_body_size);
-            } else {
-                diag.message = "reading the response body failed: " + ec.message();
-            }
-            conn.give_back(false);
-            co_return timed_out ? error_code(error::timeout) : ec;
+    }
+    if (ec) {
+        const bool timed_out = conn->timed_out();
+        if (timed_out) {
+            diag.message = steady_clock::now() >= total
+                               ? "the whole-request deadline passed while reading the body"
+                               : "the response body stalled";
+        } else if (ec == bhttp::error::body_limit) {
+            diag.message = body_limit_message(c->params.limits.max_body_size);
+        } else {
+            diag.message = "reading the response body failed: " + ec.message();
         }
+        conn.give_back(false);
+        co_return timed_out ? error_code(error::timeout) : ec;
     }
     // Reusable only after a clean end: nothing left over that the next response would inherit.
     const bool clean = reader.keep_alive() && conn->buffer.size() == 0;
@@ -201,22 +203,77 @@ std::optional<std::chrono::milliseconds> client_detail::retry_delay(
     return delay;
 }
 
+namespace {
+
+std::vector<std::string>& kept_texts()
+{
+    thread_local std::vector<std::string> kept;
+    return kept;
+}
+
+} // namespace
+
+std::string text_spares::take() noexcept
+{
+    auto& kept = kept_texts();
+    if (kept.empty())
+        return {};
+    std::string s = std::move(kept.back());
+    kept.pop_back();
+    return s;
+}
+
+void text_spares::give(std::string&& s) noexcept
+{
+    auto& kept = kept_texts();
+    if (s.capacity() < 64 || s.capacity() > largest || kept.size() >= most)
+        return; // freed with `s`'s owner
+    try {
+        if (kept.capacity() == 0)
+            kept.reserve(most);
+        s.clear();
+        kept.push_back(std::move(s));
+    } catch (...) { // reserve's bad_alloc: the string is freed instead
+    }
+}
+
+// The timer lives in a frame made only when a request is retried, not in every request's.
+asio::awaitable<error_code>
+client_detail::wait_before_retry(asio::any_io_executor ex, std::chrono::milliseconds d)
+{
+    asio::steady_timer timer(ex);
+    timer.expires_after(d);
+    auto [ec] = co_await timer.async_wait(tuple_awaitable);
+    co_return ec;
+}
+
+namespace {
+
+// What a request found out goes to the caller (when it asked) with the key scrubbed from it.
+void hand_over(const client_impl& c, diagnostics& diag, diagnostics* out)
+{
+    if (out == nullptr)
+        return;
+    scrub(c.scrubber, diag);
+    *out = std::move(diag);
+}
+
+} // namespace
+
 asio::awaitable<std::tuple<error_code, std::string>> client_detail::request_whole(
     std::shared_ptr<client_impl> c,
     std::string_view method,
     std::string_view path,
     std::string body,
-    diagnostics& diag,
+    diagnostics* out,
     const generation_hook* on_generation,
     bool retry_rate_limited)
 {
-    const auto start = steady_clock::now();
-    const auto total = start + c->params.timeouts.total;
-    error_code last;
-    diag.request_sent = false;
+    const auto total = steady_clock::now() + c->params.timeouts.total;
+    diagnostics diag;
     for (int attempt = 1;; ++attempt) {
         const bool sent_before = diag.request_sent; // by an earlier attempt
-        diag = {};
+        diag.clear();
         diag.request_sent = sent_before;
         diag.attempts = attempt;
         attempt_state st;
@@ -224,7 +281,7 @@ asio::awaitable<std::tuple<error_code, std::string>> client_detail::request_whol
         error_code ec = co_await start_exchange(
             c, method, path, method == "POST" ? &body : nullptr, "application/json", total, true,
             conn, st, diag);
-        std::string text;
+        std::string text = text_spares::take();
         if (!ec && on_generation != nullptr && *on_generation && !diag.generation_id.empty()) {
             c->scrubber.scrub(diag.generation_id);
             (*on_generation)(diag.generation_id); // known long before the body ends
@@ -235,22 +292,98 @@ asio::awaitable<std::tuple<error_code, std::string>> client_detail::request_whol
                 text.clear(); // a body cut short is no answer
             } else {
                 const int status = diag.http_status;
-                if (status >= 200 && status < 300)
+                if (status >= 200 && status < 300) {
+                    text_spares::give(std::move(body));
+                    hand_over(*c, diag, out);
                     co_return std::tuple{error_code{}, std::move(text)};
+                }
                 ec = response_error(status, text, diag);
             }
         }
-        last = ec;
         const auto delay = retry_delay(*c, ec, st, diag, attempt, total, retry_rate_limited);
-        if (!delay)
-            co_return std::tuple{last, std::move(text)};
-        asio::steady_timer timer(c->executor);
-        timer.expires_after(*delay);
-        auto [tec] = co_await timer.async_wait(tuple_awaitable);
-        if (tec)
-            co_return std::tuple{tec, std::string()};
+        if (delay)
+            ec = co_await wait_before_retry(c->executor, *delay);
+        if (!delay || ec) {
+            text_spares::give(std::move(body));
+            hand_over(*c, diag, out);
+            co_return std::tuple{ec, std::move(text)};
+        }
     }
 }
+
+namespace {
+
+// The answer of a whole chat request, decoded from its body: synchronous work kept out of
+// chat_op's coroutine frame. A frame over Asio's recycling limit (1,020 bytes) is a heap
+// allocation per request, and each such allocation also frees one of the thread's cached blocks,
+// so one large frame costs the small frames after it theirs too.
+std::tuple<error_code, chat_response>
+decode_answer(const client_impl& c, error_code ec, std::string&& text, diagnostics* out)
+{
+    chat_response response;
+    if (ec) {
+        text_spares::give(std::move(text));
+        return {ec, std::move(response)};
+    }
+    // What decoding finds wrong is news only for a caller who asked for diagnostics.
+    diagnostics unused;
+    diagnostics& diag = out != nullptr ? *out : unused;
+    auto& [decoder, chunk] = scratch();
+    if (decoder.decode(text, chunk)) {
+        ec = error::protocol_error;
+        diag.message = "the response is not a chat completion: " + snippet(text);
+    } else if (chunk.error.present) {
+        ec = response_error(200, text, diag);
+    } else if (chunk.finish_reason == "error" || chunk.choice_error.present) {
+        ec = error::provider_error;
+        fill(diag, chunk.choice_error);
+        if (diag.message.empty()) {
+            diag.message = "the provider ended the answer with finish_reason \"error\" (" +
+                           chunk.native_finish_reason + ")";
+        }
+    } else if (!chunk.has_choice) {
+        ec = error::protocol_error;
+        diag.message = "the response has no choices: " + snippet(text);
+    }
+    response.id = std::move(chunk.id);
+    response.model = std::move(chunk.model);
+    response.provider = std::move(chunk.provider);
+    response.created = chunk.created;
+    response.content = std::move(chunk.content);
+    response.reasoning = std::move(chunk.reasoning);
+    response.refusal = std::move(chunk.refusal);
+    for (auto& t : chunk.tool_calls)
+        response.tool_calls.push_back(
+            {std::move(t.id), "function", std::move(t.name), std::move(t.arguments)});
+    response.finish_reason = std::move(chunk.finish_reason);
+    response.native_finish_reason = std::move(chunk.native_finish_reason);
+    response.usage = chunk.usage;
+    text_spares::give(std::move(text));
+    scrub(c.scrubber, response);
+    if (out != nullptr) {
+        if (ec)
+            scrub(c.scrubber, diag);
+        if (diag.generation_id.empty())
+            diag.generation_id = response.id;
+        if (diag.provider.empty())
+            diag.provider = response.provider;
+    }
+    return {ec, std::move(response)};
+}
+
+std::tuple<error_code, chat_response> refuse_chat(
+    const client_impl& c, error_code ec, std::string message, diagnostics* out)
+{
+    if (out != nullptr) {
+        diagnostics diag;
+        diag.message = std::move(message);
+        scrub(c.scrubber, diag);
+        *out = std::move(diag);
+    }
+    return {ec, chat_response{}};
+}
+
+} // namespace
 
 asio::awaitable<std::tuple<error_code, chat_response>> client_detail::chat_op(
     std::shared_ptr<client_impl> c,
@@ -260,64 +393,13 @@ asio::awaitable<std::tuple<error_code, chat_response>> client_detail::chat_op(
     generation_hook on_generation,
     bool retry_rate_limited)
 {
-    diagnostics diag;
-    chat_response response;
-    error_code ec = c->config_error;
-    if (ec) {
-        diag.message = c->config_detail;
-    } else {
-        if (invalid) {
-            ec = error::bad_request_body;
-            diag.message = std::move(body); // what encode found wrong
-        } else {
-            auto [rec, text] = co_await request_whole(
-                c, "POST", "/chat/completions", std::move(body), diag, &on_generation,
-                retry_rate_limited);
-            ec = rec;
-            if (!ec) {
-                auto& [decoder, chunk] = scratch();
-                if (decoder.decode(text, chunk)) {
-                    ec = error::protocol_error;
-                    diag.message = "the response is not a chat completion: " + snippet(text);
-                } else if (chunk.error.present) {
-                    ec = response_error(200, text, diag);
-                } else if (chunk.finish_reason == "error" || chunk.choice_error.present) {
-                    ec = error::provider_error;
-                    fill(diag, chunk.choice_error);
-                    if (diag.message.empty()) {
-                        diag.message =
-                            "the provider ended the answer with finish_reason \"error\" (" +
-                            chunk.native_finish_reason + ")";
-                    }
-                } else if (!chunk.has_choice) {
-                    ec = error::protocol_error;
-                    diag.message = "the response has no choices: " + snippet(text);
-                }
-                response.id = std::move(chunk.id);
-                response.model = std::move(chunk.model);
-                response.provider = std::move(chunk.provider);
-                response.created = chunk.created;
-                response.content = std::move(chunk.content);
-                response.reasoning = std::move(chunk.reasoning);
-                response.refusal = std::move(chunk.refusal);
-                for (auto& t : chunk.tool_calls)
-                    response.tool_calls.push_back(
-                        {std::move(t.id), "function", std::move(t.name), std::move(t.arguments)});
-                response.finish_reason = std::move(chunk.finish_reason);
-                response.native_finish_reason = std::move(chunk.native_finish_reason);
-                response.usage = chunk.usage;
-                if (diag.generation_id.empty())
-                    diag.generation_id = response.id;
-                if (diag.provider.empty())
-                    diag.provider = response.provider;
-            }
-        }
-    }
-    scrub(c->scrubber, diag);
-    scrub(c->scrubber, response);
-    if (out != nullptr)
-        *out = std::move(diag);
-    co_return std::tuple{ec, std::move(response)};
+    if (c->config_error)
+        co_return refuse_chat(*c, c->config_error, c->config_detail, out);
+    if (invalid) // `body` says what encode found wrong
+        co_return refuse_chat(*c, error::bad_request_body, std::move(body), out);
+    auto result = co_await request_whole(
+        c, "POST", "/chat/completions", std::move(body), out, &on_generation, retry_rate_limited);
+    co_return decode_answer(*c, std::get<0>(result), std::move(std::get<1>(result)), out);
 }
 
 } // namespace frugal

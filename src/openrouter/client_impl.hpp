@@ -154,6 +154,17 @@ inline decode_scratch& scratch()
     return s;
 }
 
+// The strings that carry a request's JSON body and a response's whole body, kept per thread
+// between requests (a few, none larger than 64 KiB): each would otherwise be a heap allocation
+// per request. A string may be taken on one thread and given back on another.
+class text_spares {
+public:
+    static constexpr std::size_t most = 8;
+    static constexpr std::size_t largest = std::size_t{64} * 1024;
+    static std::string take() noexcept;
+    static void give(std::string&& s) noexcept;
+};
+
 // Sends `method path` with `body` and reads the response head into `conn->head`, with the
 // connection's parser (`conn->reader`), which then reads the body. `whole`: the body will be
 // read whole, so a Content-Length beyond max_body_size fails now. The connection stays checked
@@ -193,14 +204,17 @@ std::optional<std::chrono::milliseconds> retry_delay(
     steady_clock::time_point total,
     bool retry_rate_limited = true);
 
-// One GET or POST whose whole body is wanted, with retries.
-// `method` and `path` are read until it completes.
+// Waits `delay` before a retry; the error is the timer's (cancellation).
+asio::awaitable<error_code> wait_before_retry(asio::any_io_executor ex, std::chrono::milliseconds delay);
+
+// One GET or POST whose whole body is wanted, with retries. What the exchange found out goes,
+// scrubbed, to `*out` when it is given. `method` and `path` are read until it completes.
 asio::awaitable<std::tuple<error_code, std::string>> request_whole(
     std::shared_ptr<client_impl> c,
     std::string_view method,
     std::string_view path,
     std::string body,
-    diagnostics& diag,
+    diagnostics* out,
     const generation_hook* on_generation = nullptr,
     bool retry_rate_limited = true);
 

@@ -224,20 +224,11 @@ void drain(const std::shared_ptr<chat_stream::state>& s)
 void parse_buffered(chat_stream::state& s)
 {
     auto& c = *s.conn;
-    auto& reader = *c.reader;
-    while (c.buffer.size() != 0 && !reader.is_done() && !s.error) {
-        error_code ec;
-        const std::size_t used = reader.put(c.buffer.data(), ec);
-        c.buffer.consume(used);
-        if (ec == bhttp::error::need_more)
-            return;
-        if (ec) {
-            s.diag.message = "the stream's HTTP framing is broken: " + ec.message();
-            s.fail(error::stream_truncated);
-            return;
-        }
-        if (used == 0)
-            return;
+    if (s.error || c.buffer.size() == 0)
+        return;
+    if (const error_code ec = c.reader->put_buffered(c.buffer)) {
+        s.diag.message = "the stream's HTTP framing is broken: " + ec.message();
+        s.fail(error::stream_truncated);
     }
 }
 
@@ -390,10 +381,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
             s->done = true;
             co_return std::tuple{ec, false};
         }
-        asio::steady_timer timer(c->executor);
-        timer.expires_after(*delay);
-        auto [tec] = co_await timer.async_wait(tuple_awaitable);
-        if (tec) {
+        if (const error_code tec = co_await wait_before_retry(c->executor, *delay)) {
             s->fail(tec);
             s->done = true;
             co_return std::tuple{tec, false};

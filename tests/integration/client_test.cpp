@@ -2,6 +2,7 @@
 // every usage-chunk shape, whitespace-prefixed bodies, retries, pool reuse and discard,
 // deadlines, limits and cancellation.
 #include "client_fixture.hpp"
+#include "tls_servers.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
@@ -162,6 +163,61 @@ BOOST_AUTO_TEST_CASE(an_error_inside_a_200_body_is_an_error)
     BOOST_TEST(r.diag.http_status == 200);
     BOOST_TEST(r.diag.message == "Provider returned error");
     BOOST_TEST(r.diag.attempts == 1); // a response had begun: never retried
+}
+
+BOOST_AUTO_TEST_CASE(whole_answers_are_decoded_each_from_its_own_body)
+{
+    // Bytes no simulator decides. A large body comes first: a body buffer kept between requests
+    // and not emptied would show in the answers after it. A body that is not a chat completion
+    // is a protocol error that says so, with the key scrubbed from what it quotes.
+    const std::string big(70'000, 'x');
+    const auto answer = [](std::string_view id, std::string_view content) {
+        return R"({"id":")" + std::string(id) + R"(","model":"m/x","choices":[{"message":)" +
+               R"({"role":"assistant","content":")" + std::string(content) +
+               R"("},"finish_reason":"stop"}]})";
+    };
+    canned_server server({
+        canned_server::ok(answer("gen-a", big), "X-Generation-Id: gen-a\r\n"),
+        canned_server::ok(answer("gen-b", "short")),
+        canned_server::ok(R"({"id":"gen-c","object":"chat.completion"})",
+                          "X-Generation-Id: gen-c\r\n"),
+        canned_server::ok(std::string("not json ") + test_key),
+        canned_server::ok(answer("gen-e", "last")),
+        canned_server::ok("[]"),
+    });
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    frugal::chat_client client(io.get_executor(), p);
+    const auto chat = [&] { return run(io, chat_once(client, request("m/x", "Hi"))); };
+
+    const auto a = chat();
+    BOOST_REQUIRE_MESSAGE(!a.ec, a.ec.message() << ": " << a.diag.to_string());
+    BOOST_TEST((a.response.content == big));
+    BOOST_TEST(a.diag.generation_id == "gen-a");
+    const auto b = chat();
+    BOOST_REQUIRE(!b.ec);
+    BOOST_TEST(b.response.content == "short");
+    BOOST_TEST(b.diag.generation_id == "gen-b"); // no header: the body's id
+    const auto c = chat();
+    BOOST_TEST(c.ec == frugal::error::protocol_error);
+    BOOST_TEST(c.diag.message.find("has no choices") != std::string::npos, c.diag.message);
+    BOOST_TEST(c.diag.generation_id == "gen-c");
+    BOOST_TEST(c.diag.http_status == 200);
+    const auto d = chat();
+    BOOST_TEST(d.ec == frugal::error::protocol_error);
+    BOOST_TEST(d.diag.message.find("not a chat completion") != std::string::npos, d.diag.message);
+    BOOST_TEST(d.diag.to_string().find(test_key) == std::string::npos);
+    const auto e = chat();
+    BOOST_REQUIRE(!e.ec);
+    BOOST_TEST(e.response.content == "last");
+    // Without diagnostics asked for, the same verdicts.
+    const auto quiet = [&]() -> asio::awaitable<std::tuple<boost::system::error_code, frugal::chat_response>> {
+        co_return co_await client.async_chat(request("m/x", "Hi"), tuple_awaitable);
+    };
+    const auto [fec, fresponse] = run(io, quiet());
+    BOOST_TEST(fec == frugal::error::protocol_error);
+    BOOST_TEST(fresponse.content.empty());
 }
 
 BOOST_AUTO_TEST_CASE(retry_after_is_honoured)

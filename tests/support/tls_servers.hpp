@@ -11,6 +11,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/streambuf.hpp>
@@ -20,12 +21,14 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace frugal::test {
 
@@ -308,6 +311,61 @@ private:
     bool refuse_;
     mutable std::mutex mutex_;
     std::string last_target_;
+};
+
+/// Answers the requests on each connection, in turn, with the responses it was given (the last
+/// one again once they run out), keeping the connection open: what a provider sent, byte for
+/// byte, with no simulator deciding it.
+class canned_server : public loopback_server {
+public:
+    explicit canned_server(std::vector<std::string> responses) : responses_(std::move(responses))
+    {
+        start();
+    }
+    ~canned_server() override { stop(); }
+
+    /// An HTTP/1.1 200 response with `body` and `headers` (each line ending in CRLF).
+    static std::string ok(std::string_view body, std::string_view headers = {})
+    {
+        return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + std::string(headers) +
+               "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+               std::string(body);
+    }
+
+private:
+    asio::awaitable<void> serve(tcp::socket socket) override
+    {
+        asio::streambuf in;
+        for (;;) {
+            auto [ec, n] = co_await asio::async_read_until(
+                socket, in, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
+            if (ec)
+                co_return;
+            std::string head(
+                asio::buffers_begin(in.data()),
+                asio::buffers_begin(in.data()) + static_cast<long>(n));
+            in.consume(n);
+            std::size_t length = 0;
+            if (const auto at = head.find("Content-Length: "); at != std::string::npos)
+                length = std::stoul(head.substr(at + 16));
+            if (in.size() < length) {
+                auto [rec, rn] = co_await asio::async_read(
+                    socket, in, asio::transfer_exactly(length - in.size()),
+                    asio::as_tuple(asio::use_awaitable));
+                if (rec)
+                    co_return;
+            }
+            in.consume(length);
+            const std::size_t i = std::min(next_++, responses_.size() - 1);
+            auto [wec, wn] = co_await asio::async_write(
+                socket, asio::buffer(responses_[i]), asio::as_tuple(asio::use_awaitable));
+            if (wec)
+                co_return;
+        }
+    }
+
+    std::vector<std::string> responses_;
+    std::size_t next_ = 0; // shared by every connection, on the server's one thread
 };
 
 } // namespace frugal::test
