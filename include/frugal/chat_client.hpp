@@ -12,6 +12,7 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -116,6 +117,22 @@ struct call_options {
     std::function<void(const std::string&)> on_generation;
 };
 
+namespace detail {
+// Whether `handler` runs where `ex` runs. An operation that ends there may then call it
+// directly, as `dispatch` would, instead of through the type-erased executor that
+// `any_completion_handler` gives it, which costs heap allocations on every completion.
+template <class Handler>
+bool runs_on(const Handler& handler, const boost::asio::any_io_executor& ex)
+{
+    using associated =
+        boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
+    if constexpr (std::is_same_v<associated, boost::asio::any_io_executor>)
+        return boost::asio::get_associated_executor(handler, ex) == ex;
+    else
+        return false;
+}
+} // namespace detail
+
 /// A streamed chat completion, read delta by delta (the Boost.MySQL start/read-some model).
 ///
 /// `chat_client::async_start_stream` sends the request and reads the response headers; then
@@ -188,11 +205,13 @@ private:
         template <class Handler>
         void operator()(Handler&& handler) const
         {
-            self->async_read_delta_impl(std::forward<Handler>(handler));
+            const bool here = detail::runs_on(handler, get_executor());
+            self->async_read_delta_impl(std::forward<Handler>(handler), here);
         }
     };
     void async_read_delta_impl(
-        boost::asio::any_completion_handler<void(boost::system::error_code, chat_delta)> handler);
+        boost::asio::any_completion_handler<void(boost::system::error_code, chat_delta)> handler,
+        bool here);
 
     std::shared_ptr<state> state_;
 };
@@ -402,7 +421,9 @@ private:
         void operator()(
             Handler&& h, encoded_request req, frugal::diagnostics* diag, call_options options) const
         {
-            self->async_chat_impl(std::move(req), diag, std::move(options), std::forward<Handler>(h));
+            const bool here = detail::runs_on(h, get_executor());
+            self->async_chat_impl(
+                std::move(req), diag, std::move(options), std::forward<Handler>(h), here);
         }
     };
     struct stream_initiation : base_initiation<stream_initiation> {
@@ -410,8 +431,9 @@ private:
         // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
         void operator()(Handler&& h, chat_request req, chat_stream* stream, bool retry_rate_limited) const
         {
+            const bool here = detail::runs_on(h, get_executor());
             self->async_start_stream_impl(
-                std::move(req), stream, std::forward<Handler>(h), retry_rate_limited);
+                std::move(req), stream, std::forward<Handler>(h), retry_rate_limited, here);
         }
     };
     struct models_initiation : base_initiation<models_initiation> {
@@ -442,12 +464,14 @@ private:
         frugal::diagnostics* diag,
         call_options options,
         boost::asio::any_completion_handler<void(boost::system::error_code, chat_response)>
-            handler);
+            handler,
+        bool here);
     void async_start_stream_impl(
         chat_request req,
         chat_stream* stream,
         boost::asio::any_completion_handler<void(boost::system::error_code)> handler,
-        bool retry_rate_limited);
+        bool retry_rate_limited,
+        bool here);
     void async_models_impl(
         frugal::diagnostics* diag,
         boost::asio::any_completion_handler<

@@ -45,23 +45,28 @@ deliver_into(std::shared_ptr<launched<T>> st, asio::awaitable<std::tuple<error_c
 
 // Runs `op` as a coroutine bound to the handler's cancellation slot, and completes the handler
 // through its associated executor with (error_code, value).
+// `here`: the handler runs on the client's executor (`detail::runs_on`), where co_spawn
+// completes, so it is called directly rather than through its type-erased executor.
 template <class T, class Op>
 void launch(
     const std::shared_ptr<client_impl>& c,
     Op op,
-    asio::any_completion_handler<void(error_code, T)> handler)
+    asio::any_completion_handler<void(error_code, T)> handler,
+    bool here = false)
 {
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = c->executor;
     auto st = std::make_shared<launched<T>>(std::move(handler));
     asio::co_spawn(
         ex, deliver_into(st, std::move(op)),
-        asio::bind_cancellation_slot(slot, [ex, st](const std::exception_ptr& ep) {
+        asio::bind_cancellation_slot(slot, [ex, st, here](const std::exception_ptr& ep) {
             if (ep) {
                 // Only bad_alloc and bugs throw in here; report rather than terminate.
                 st->ec = asio::error::no_memory;
                 st->value = T{};
             }
+            if (here)
+                return std::move(st->handler)(st->ec, std::move(st->value));
             const auto hex = asio::get_associated_executor(st->handler, ex);
             asio::dispatch(hex, [st] { std::move(st->handler)(st->ec, std::move(st->value)); });
         }));
@@ -148,14 +153,15 @@ void chat_client::async_chat_impl(
     encoded_request req,
     diagnostics* diag,
     call_options options,
-    asio::any_completion_handler<void(error_code, chat_response)> handler)
+    asio::any_completion_handler<void(error_code, chat_response)> handler,
+    bool here)
 {
     launch<chat_response>(
         impl_,
         chat_op(
             impl_, std::move(req.body), req.invalid, diag, std::move(options.on_generation),
             options.retry_rate_limited),
-        std::move(handler));
+        std::move(handler), here);
 }
 
 void chat_client::async_models_impl(

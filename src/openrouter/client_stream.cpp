@@ -160,8 +160,22 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     {
         const auto& k = client->scrubber;
         if (pending.events != 0) {
-            out = std::move(pending);
-            pending = chat_delta{};
+            // Copied, not moved: the pending strings keep their room for the next read's events,
+            // and a delta of a token or two fits in its own strings without a heap allocation.
+            out.content.assign(pending.content);
+            out.reasoning.assign(pending.reasoning);
+            out.tool_calls = std::move(pending.tool_calls);
+            out.events = pending.events;
+            // Room past a kilobyte is given back: ten thousand open streams hold little.
+            constexpr std::size_t kept_room = 1024;
+            for (std::string* p : {&pending.content, &pending.reasoning}) {
+                if (p->capacity() > kept_room)
+                    std::string().swap(*p);
+                else
+                    p->clear();
+            }
+            pending.tool_calls.clear();
+            pending.events = 0;
             if (k) {
                 // A key cut across two events is out of reach here; whole, it is not.
                 k.scrub(out.content);
@@ -305,6 +319,7 @@ struct read_delta_op {
 struct delta_completion {
     asio::any_completion_handler<void(error_code, chat_delta)> handler;
     asio::any_io_executor executor; // the client's: the operation runs there
+    bool here = false;              // the handler runs there too (`detail::runs_on`)
 
     using executor_type = asio::any_io_executor;
     executor_type get_executor() const noexcept { return executor; }
@@ -316,7 +331,10 @@ struct delta_completion {
 
     void operator()(error_code ec, chat_delta delta)
     {
-        asio::dispatch(executor, asio::append(std::move(handler), ec, std::move(delta)));
+        if (here)
+            std::move(handler)(ec, std::move(delta));
+        else
+            asio::dispatch(executor, asio::append(std::move(handler), ec, std::move(delta)));
     }
 };
 
@@ -395,7 +413,8 @@ void chat_client::async_start_stream_impl(
     chat_request req,
     chat_stream* stream,
     asio::any_completion_handler<void(error_code)> handler,
-    bool retry_rate_limited)
+    bool retry_rate_limited,
+    bool here)
 {
     auto s = std::make_shared<chat_stream::state>();
     s->client = impl_;
@@ -409,12 +428,15 @@ void chat_client::async_start_stream_impl(
     asio::co_spawn(
         ex, start_stream_op(impl_, std::move(req), s, retry_rate_limited),
         asio::bind_cancellation_slot(
-            slot, [ex, h = std::move(handler)](
+            slot, [ex, here, h = std::move(handler)](
                       const std::exception_ptr& ep, std::tuple<error_code, bool> r) mutable {
                 error_code ec = std::get<0>(r);
                 if (ep)
                     ec = asio::error::no_memory;
-                asio::dispatch(ex, asio::append(std::move(h), ec));
+                if (here) // co_spawn completes on `ex`, where the handler runs
+                    std::move(h)(ec);
+                else
+                    asio::dispatch(ex, asio::append(std::move(h), ec));
             }));
 }
 
@@ -464,7 +486,7 @@ const frugal::diagnostics& chat_stream::diagnostics() const noexcept
 }
 
 void chat_stream::async_read_delta_impl(
-    asio::any_completion_handler<void(error_code, chat_delta)> handler)
+    asio::any_completion_handler<void(error_code, chat_delta)> handler, bool here)
 {
     if (!state_ || !state_->started || state_->done || state_->reading) {
         const error_code ec = state_ && state_->reading
@@ -488,11 +510,20 @@ void chat_stream::async_read_delta_impl(
         const error_code ec = s.take(delta);
         if (s.done && !ec)
             drain(state_);
-        asio::post(s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
+        if (here) { // no work guard on the handler's type-erased executor: it is this one
+            asio::post(
+                s.client->executor,
+                [h = std::move(handler), ec, d = std::move(delta)]() mutable {
+                    std::move(h)(ec, std::move(d));
+                });
+        } else {
+            asio::post(
+                s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
+        }
         return;
     }
     s.reading = true;
-    delta_completion completion{std::move(handler), s.client->executor};
+    delta_completion completion{std::move(handler), s.client->executor, here};
     asio::async_compose<delta_completion, void(error_code, chat_delta)>(
         read_delta_op{state_}, completion, s.client->executor);
 }
