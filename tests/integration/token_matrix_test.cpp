@@ -10,12 +10,16 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/deferred.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <functional>
 #include <future>
+#include <thread>
+#include <atomic>
 
 using namespace frugal::test;
 using namespace boost::asio::experimental::awaitable_operators;
@@ -344,6 +348,67 @@ BOOST_AUTO_TEST_CASE(a_cascade_stream_reads_with_callbacks_and_futures)
     while (after.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
         f.io.run_one();
     BOOST_CHECK_THROW(after.get(), boost::system::system_error);
+}
+
+BOOST_AUTO_TEST_CASE(completions_run_on_the_handlers_own_executor)
+{
+    // A client on a strand of an io_context run by two threads. A handler that runs where the
+    // client runs (its strand) may be called directly when an operation ends; one on another
+    // strand, behind any_io_executor as a coroutine's executor is, is completed there. A handler
+    // called off its strand would show.
+    client_fixture f;
+    for (const bool same : {true, false}) {
+        const auto client_strand = asio::make_strand(f.io);
+        const auto handler_strand = same ? client_strand : asio::make_strand(f.io);
+        const asio::any_io_executor on = handler_strand;
+        frugal::chat_client client(asio::any_io_executor(client_strand), f.with_url(fast_retries()));
+        std::atomic<int> calls{0}, elsewhere{0};
+        const auto seen = [&] {
+            ++calls;
+            if (!handler_strand.running_in_this_thread())
+                ++elsewhere;
+        };
+        frugal::chat_stream s;
+        std::string text;
+        std::function<void(error_code, frugal::chat_delta)> on_delta;
+        // The next read is started from the client's strand too.
+        const auto read_next = [&] {
+            asio::dispatch(client_strand, [&] {
+                if (!s.done())
+                    s.async_read_delta(asio::bind_executor(on, on_delta));
+            });
+        };
+        on_delta = [&](error_code ec, frugal::chat_delta d) {
+            seen();
+            text += d.content;
+            if (!ec)
+                read_next();
+        };
+        // Started from the client's strand, as the client must be used.
+        asio::dispatch(client_strand, [&] {
+            client.async_chat(
+                request("openai/gpt-5-mini", "Hi"),
+                asio::bind_executor(on, [&](error_code ec, const frugal::chat_response&) {
+                    BOOST_CHECK(!ec);
+                    seen();
+                }));
+            client.async_start_stream(
+                request("openai/gpt-5-mini", "Stream [sim tokens=20]"), s,
+                asio::bind_executor(on, [&](error_code ec) {
+                    seen();
+                    if (!ec)
+                        read_next();
+                }));
+        });
+        f.io.restart();
+        std::thread second([&] { f.io.run(); });
+        f.io.run();
+        second.join();
+        BOOST_TEST(calls.load() >= 4, same); // the chat, the start, deltas and the end
+        BOOST_TEST(elsewhere.load() == 0, same);
+        BOOST_TEST(s.done(), same);
+        BOOST_TEST(text == s.response().content, same);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(errors_arrive_through_every_token)
