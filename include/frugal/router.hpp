@@ -353,14 +353,17 @@ private:
         // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
         void operator()(Handler&& handler, chat_request req, cascade_options options) const
         {
+            const bool here = detail::runs_on(handler, self->client_executor());
             self->async_complete_impl(
-                std::move(req), std::move(options), std::forward<Handler>(handler));
+                std::move(req), std::move(options), std::forward<Handler>(handler), here);
         }
     };
+    boost::asio::any_io_executor client_executor() const;
     void async_complete_impl(
         chat_request req,
         cascade_options options,
-        boost::asio::any_completion_handler<void(boost::system::error_code, cascade_result)> h);
+        boost::asio::any_completion_handler<void(boost::system::error_code, cascade_result)> h,
+        bool here);
     std::shared_ptr<detail::router_impl> impl_;
 };
 

@@ -256,10 +256,16 @@ struct deadline_state {
 
 } // namespace
 
+asio::any_io_executor router::client_executor() const
+{
+    return impl_->client->get_executor();
+}
+
 void router::async_complete_impl(
     chat_request req,
     cascade_options options,
-    asio::any_completion_handler<void(error_code, cascade_result)> handler)
+    asio::any_completion_handler<void(error_code, cascade_result)> handler,
+    bool here)
 {
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->client->get_executor();
@@ -286,7 +292,8 @@ void router::async_complete_impl(
     asio::co_spawn(
         ex, impl_->complete(std::move(req), op),
         asio::bind_cancellation_slot(
-            dl ? dl->stop.slot() : slot, [ex, op, dl, slot](const std::exception_ptr& ep) mutable {
+            dl ? dl->stop.slot() : slot,
+            [ex, op, dl, slot, here](const std::exception_ptr& ep) mutable {
                 if (ep) {
                     op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
                     op->result = {};
@@ -299,7 +306,10 @@ void router::async_complete_impl(
                     if (dl->passed && op->ec == asio::error::operation_aborted)
                         op->ec = error::timeout;
                 }
-                // Completes on the handler's executor, moving the result once.
+                // Completes on the handler's executor, moving the result once: co_spawn
+                // completes on `ex`, so a handler that runs there is called now.
+                if (here)
+                    return std::move(op->handler)(op->ec, std::move(op->result));
                 const auto hex = asio::get_associated_executor(op->handler, ex);
                 asio::dispatch(
                     hex, [op] { std::move(op->handler)(op->ec, std::move(op->result)); });
