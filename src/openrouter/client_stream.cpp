@@ -338,9 +338,13 @@ struct delta_completion {
     }
 };
 
+// `body` is the request, encoded before the coroutine starts (a request in the frame would
+// take it over Asio's recycling limit); `unsent`, why it could not be encoded (said in the
+// stream's diagnostics).
 asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
     std::shared_ptr<client_impl> c,
-    chat_request req,
+    std::string body,
+    error_code unsent,
     std::shared_ptr<chat_stream::state> s,
     bool retry_rate_limited)
 {
@@ -352,17 +356,16 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
         s->done = true;
         co_return std::tuple{s->error, false};
     }
-    std::string body;
-    if (auto ec = openrouter::encode_chat_request(req, true, body, &diag.message)) {
-        s->fail(ec);
+    if (unsent) {
+        s->fail(unsent);
         s->done = true;
-        co_return std::tuple{ec, false};
+        co_return std::tuple{unsent, false};
     }
     s->total = steady_clock::now() + c->params.timeouts.total;
     diag.request_sent = false;
     for (int attempt = 1;; ++attempt) {
         const bool sent_before = diag.request_sent; // by an earlier attempt
-        diag = {};
+        diag.clear();
         diag.request_sent = sent_before;
         diag.attempts = attempt;
         attempt_state st;
@@ -379,6 +382,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
                 s->keep_alive = conn->reader->keep_alive();
                 s->conn = std::move(conn);
                 s->started = true;
+                text_spares::give(std::move(body));
                 co_return std::tuple{error_code{}, true};
             }
             // An error answer (or a 200 that is not a stream): read it whole, then map it.
@@ -423,10 +427,14 @@ void chat_client::async_start_stream_impl(
     if (stream->state_)
         stream->state_->abandon();
     stream->state_ = s;
+    std::string body = text_spares::take();
+    const error_code unsent = impl_->config_error
+                                  ? error_code()
+                                  : openrouter::encode_chat_request(req, true, body, &s->diag.message);
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->executor;
     asio::co_spawn(
-        ex, start_stream_op(impl_, std::move(req), s, retry_rate_limited),
+        ex, start_stream_op(impl_, std::move(body), unsent, s, retry_rate_limited),
         asio::bind_cancellation_slot(
             slot, [ex, here, h = std::move(handler)](
                       const std::exception_ptr& ep, std::tuple<error_code, bool> r) mutable {
