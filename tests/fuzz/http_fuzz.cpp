@@ -1,15 +1,18 @@
 // Fuzz target for the response parser each connection keeps (src/http/response.cpp): whatever
 // a hostile server sends, fed in pieces whose size the first byte picks, to a whole body with a
-// limit or to a stream's sink (the second byte picks). Besides not crashing, leaking or reading
-// out of bounds, a whole body never grows past its limit, and the head holds only what a
-// response can say.
+// limit or to a stream's sink (the second byte picks), the body by `put` or, as the client does
+// with bytes already read, by `put_buffered` (the second byte again). Besides not crashing,
+// leaking or reading out of bounds, a whole body never grows past its limit, `put_buffered`
+// never reports `need_more`, and the head holds only what a response can say.
 #include "http/response.hpp"
 
 #include <boost/asio/buffer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -34,6 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         return 0;
     const std::size_t piece = 1 + data[0] % 64;
     const bool stream = (data[1] & 1) != 0;
+    const bool buffered = (data[1] & 2) != 0;
     const std::uint64_t limit = 1 + std::uint64_t{data[1]} * 8;
     const std::string_view bytes(reinterpret_cast<const char*>(data + 2), size - 2);
 
@@ -45,6 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::size_t streamed = 0;
     bool sink_set = false;
     std::string pending;
+    boost::beast::flat_buffer read;
     boost::system::error_code ec;
     for (std::size_t at = 0; at < bytes.size() && !ec && !reader.is_done(); at += piece) {
         pending.append(bytes.substr(at, piece));
@@ -56,6 +61,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 else
                     reader.body_into(body, limit);
                 sink_set = true;
+            }
+            if (buffered && sink_set) {
+                // What is left of a piece is kept in the buffer for the next one.
+                const auto room = read.prepare(pending.size());
+                std::memcpy(room.data(), pending.data(), pending.size());
+                read.commit(pending.size());
+                pending.clear();
+                ec = reader.put_buffered(read);
+                require(ec != boost::beast::http::error::need_more);
+                break;
             }
             ec = {};
             used = reader.put(boost::asio::buffer(pending), ec);
