@@ -314,8 +314,9 @@ public:
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_complete(chat_request request, CompletionToken&& token = {})
     {
-        return async_complete(
-            std::move(request), cascade_options{}, std::forward<CompletionToken>(token));
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, cascade_result)>(
+            complete_initiation{this}, token, std::move(request), cascade_options{});
     }
 
     /// `async_complete` with per-call options: the budget keys this cascade is charged to (one
@@ -324,14 +325,9 @@ public:
     auto
     async_complete(chat_request request, cascade_options options, CompletionToken&& token = {})
     {
-        if constexpr (std::is_same_v<
-                          std::decay_t<CompletionToken>,
-                          boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>>)
-            return complete_awaitable(std::move(request), std::move(options));
-        else
-            return boost::asio::async_initiate<
-                CompletionToken, void(boost::system::error_code, cascade_result)>(
-                complete_initiation{this}, token, std::move(request), std::move(options));
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, cascade_result)>(
+            complete_initiation{this}, token, std::move(request), std::move(options));
     }
 
     /// Starts a streamed cascade; read it with `cascade_stream::async_next`. A deadline that
@@ -363,11 +359,6 @@ private:
         }
     };
     boost::asio::any_io_executor client_executor() const;
-    // `as_tuple(use_awaitable)`, the token a coroutine most often passes: a coroutine on the
-    // client's executor runs the cascade itself, with no coroutine, type-erased handler or
-    // dispatch of its own (the same result; any other caller takes async_initiate's path).
-    boost::asio::awaitable<std::tuple<boost::system::error_code, cascade_result>>
-    complete_awaitable(chat_request request, cascade_options options);
     void async_complete_impl(
         chat_request req,
         cascade_options options,

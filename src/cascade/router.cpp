@@ -261,37 +261,6 @@ asio::any_io_executor router::client_executor() const
     return impl_->client->get_executor();
 }
 
-asio::awaitable<std::tuple<error_code, cascade_result>>
-router::complete_awaitable(chat_request req, cascade_options options)
-{
-    // A deadline has its own timer and signal, and another executor is not the router's to
-    // run on: both take the operation's own path.
-    const auto ex = co_await asio::this_coro::executor;
-    if (options.deadline.count() > 0 || ex != impl_->client->get_executor()) {
-        co_return co_await asio::async_initiate<
-            decltype(detail::tuple_awaitable), void(error_code, cascade_result)>(
-            complete_initiation{this}, detail::tuple_awaitable, std::move(req),
-            std::move(options));
-    }
-    auto op = std::make_shared<detail::complete_op>(
-        detail::complete_op::handler_type(), keys_of(std::move(options.budget_keys)));
-    // `complete` sets cancellation to come as errors, for the whole coroutine thread: the
-    // caller's own setting is put back after it.
-    const bool throws = co_await asio::this_coro::throw_if_cancelled();
-    std::exception_ptr failed;
-    try {
-        co_await impl_->complete(std::move(req), op);
-    } catch (...) {
-        failed = std::current_exception(); // only bad_alloc and bugs throw in here
-    }
-    co_await asio::this_coro::throw_if_cancelled(throws);
-    if (failed) {
-        op->ec = asio::error::no_memory;
-        op->result = {};
-    }
-    co_return std::tuple{op->ec, std::move(op->result)};
-}
-
 void router::async_complete_impl(
     chat_request req,
     cascade_options options,

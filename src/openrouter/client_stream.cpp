@@ -240,7 +240,9 @@ void parse_buffered(chat_stream::state& s)
     auto& c = *s.conn;
     if (s.error || c.buffer.size() == 0)
         return;
-    if (const error_code ec = c.reader->put_buffered(c.buffer)) {
+    // An event that failed while these bytes were parsed (a provider's error, a chunk that is
+    // not JSON) keeps its message: broken framing after it is not the news.
+    if (const error_code ec = c.reader->put_buffered(c.buffer); ec && !s.error) {
         s.diag.message = "the stream's HTTP framing is broken: " + ec.message();
         s.fail(error::stream_truncated);
     }

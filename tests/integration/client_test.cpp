@@ -220,6 +220,31 @@ BOOST_AUTO_TEST_CASE(whole_answers_are_decoded_each_from_its_own_body)
     BOOST_TEST(fresponse.content.empty());
 }
 
+BOOST_AUTO_TEST_CASE(a_stream_error_keeps_its_message_when_broken_framing_follows)
+{
+    // The provider's error event and, in the same bytes, a chunk size that is not hex: the
+    // stream fails with the provider's error and message, not the framing's.
+    const auto chunk = [](const std::string& data) {
+        char size[16];
+        std::snprintf(size, sizeof size, "%zx", data.size());
+        return std::string(size) + "\r\n" + data + "\r\n";
+    };
+    const std::string text = "data: {\"id\":\"gen-x\",\"choices\":[{\"index\":0,"
+                             "\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+    const std::string error =
+        "data: {\"id\":\"gen-x\",\"error\":{\"code\":502,\"message\":\"Provider exploded\"}}\n\n";
+    canned_server server({"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n" +
+                          chunk(text) + chunk(error) + "zz\r\n"});
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    frugal::chat_client client(io.get_executor(), p);
+    const auto s = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(s.ec == frugal::error::midstream_error);
+    BOOST_TEST(s.diag.message == "Provider exploded", s.diag.message);
+}
+
 BOOST_AUTO_TEST_CASE(retry_after_is_honoured)
 {
     client_fixture f;

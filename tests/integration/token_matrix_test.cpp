@@ -411,42 +411,6 @@ BOOST_AUTO_TEST_CASE(completions_run_on_the_handlers_own_executor)
     }
 }
 
-BOOST_AUTO_TEST_CASE(a_cascade_awaited_in_a_coroutine_leaves_it_as_it_was)
-{
-    // With as_tuple(use_awaitable), a coroutine on the client's executor runs the cascade
-    // itself: afterwards, whether cancellation throws in it is its own setting again. A
-    // coroutine on another executor (a strand) gets the same answer, resumed on its strand.
-    client_fixture f;
-    const auto cat = catalog_of(f);
-    frugal::router r(f.client, two_tiers(), cat, guard_of(cat, "10"));
-    for (const bool on_client : {true, false}) {
-        const auto strand = asio::make_strand(f.io);
-        error_code ec;
-        std::string content;
-        bool throws = false;
-        bool on_its_executor = false;
-        auto body = [&]() -> asio::awaitable<void> {
-            auto [e, result] = co_await r.async_complete(
-                request("google/gemma-4-31b-it:free", "Name a colour."),
-                asio::as_tuple(asio::use_awaitable));
-            ec = e;
-            content = result.response.content;
-            throws = co_await asio::this_coro::throw_if_cancelled();
-            on_its_executor = on_client || strand.running_in_this_thread();
-        };
-        if (on_client)
-            asio::co_spawn(f.io, body(), asio::detached);
-        else
-            asio::co_spawn(strand, body(), asio::detached);
-        f.io.restart();
-        f.io.run();
-        BOOST_TEST(!ec, on_client);
-        BOOST_TEST(!content.empty(), on_client);
-        BOOST_TEST(throws, on_client);
-        BOOST_TEST(on_its_executor, on_client);
-    }
-}
-
 BOOST_AUTO_TEST_CASE(errors_arrive_through_every_token)
 {
     client_fixture f;
