@@ -371,15 +371,12 @@ decode_answer(const client_impl& c, error_code ec, std::string&& text, diagnosti
     return {ec, std::move(response)};
 }
 
-std::tuple<error_code, chat_response> refuse_chat(
-    const client_impl& c, error_code ec, std::string message, diagnostics* out)
+std::tuple<error_code, chat_response>
+refuse_chat(const client_impl& c, error_code ec, std::string message, diagnostics* out)
 {
-    if (out != nullptr) {
-        diagnostics diag;
-        diag.message = std::move(message);
-        scrub(c.scrubber, diag);
-        *out = std::move(diag);
-    }
+    diagnostics diag;
+    diag.message = std::move(message);
+    hand_over(c, diag, out);
     return {ec, chat_response{}};
 }
 

@@ -205,7 +205,8 @@ std::optional<std::chrono::milliseconds> retry_delay(
     bool retry_rate_limited = true);
 
 // Waits `delay` before a retry; the error is the timer's (cancellation).
-asio::awaitable<error_code> wait_before_retry(asio::any_io_executor ex, std::chrono::milliseconds delay);
+asio::awaitable<error_code>
+wait_before_retry(asio::any_io_executor ex, std::chrono::milliseconds delay);
 
 // One GET or POST whose whole body is wanted, with retries. What the exchange found out goes,
 // scrubbed, to `*out` when it is given. `method` and `path` are read until it completes.

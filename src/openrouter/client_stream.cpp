@@ -314,6 +314,17 @@ struct read_delta_op {
     }
 };
 
+// Completes `h`: called now when it runs on `ex`, where the operation ends (`here`, from
+// `detail::runs_on`), else dispatched through its own executor.
+template <class Handler, class... Args>
+void complete_on(bool here, const asio::any_io_executor& ex, Handler&& h, Args&&... args)
+{
+    if (here)
+        std::move(h)(std::forward<Args>(args)...);
+    else
+        asio::dispatch(ex, asio::append(std::move(h), std::forward<Args>(args)...));
+}
+
 // The handler of a read, as Beast's composed operations need it: they post intermediate steps
 // to the handler's executor with blocking.never, which the type-erased any_completion_executor
 // of Asio 1.26 cannot take. So the operation runs on the client's executor, and the final
@@ -333,10 +344,7 @@ struct delta_completion {
 
     void operator()(error_code ec, chat_delta delta)
     {
-        if (here)
-            std::move(handler)(ec, std::move(delta));
-        else
-            asio::dispatch(executor, asio::append(std::move(handler), ec, std::move(delta)));
+        complete_on(here, executor, std::move(handler), ec, std::move(delta));
     }
 };
 
@@ -430,9 +438,9 @@ void chat_client::async_start_stream_impl(
         stream->state_->abandon();
     stream->state_ = s;
     std::string body = text_spares::take();
-    const error_code unsent = impl_->config_error
-                                  ? error_code()
-                                  : openrouter::encode_chat_request(req, true, body, &s->diag.message);
+    const error_code unsent =
+        impl_->config_error ? error_code()
+                            : openrouter::encode_chat_request(req, true, body, &s->diag.message);
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->executor;
     asio::co_spawn(
@@ -443,10 +451,7 @@ void chat_client::async_start_stream_impl(
                 error_code ec = std::get<0>(r);
                 if (ep)
                     ec = asio::error::no_memory;
-                if (here) // co_spawn completes on `ex`, where the handler runs
-                    std::move(h)(ec);
-                else
-                    asio::dispatch(ex, asio::append(std::move(h), ec));
+                complete_on(here, ex, std::move(h), ec); // co_spawn completes on `ex`
             }));
 }
 
@@ -522,13 +527,11 @@ void chat_stream::async_read_delta_impl(
             drain(state_);
         if (here) { // no work guard on the handler's type-erased executor: it is this one
             asio::post(
-                s.client->executor,
-                [h = std::move(handler), ec, d = std::move(delta)]() mutable {
+                s.client->executor, [h = std::move(handler), ec, d = std::move(delta)]() mutable {
                     std::move(h)(ec, std::move(d));
                 });
         } else {
-            asio::post(
-                s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
+            asio::post(s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
         }
         return;
     }

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -168,6 +169,21 @@ asio::awaitable<void> copy(From& from, To& to)
     }
 }
 
+// An HTTP head (through its blank line), taken out of `in`; nothing when the peer is gone.
+// What came after it stays in `in`.
+inline asio::awaitable<std::optional<std::string>>
+read_head(tcp::socket& socket, asio::streambuf& in)
+{
+    auto [ec, n] = co_await asio::async_read_until(
+        socket, in, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
+    if (ec)
+        co_return std::nullopt;
+    std::string head(
+        asio::buffers_begin(in.data()), asio::buffers_begin(in.data()) + static_cast<long>(n));
+    in.consume(n);
+    co_return head;
+}
+
 // Relays bytes both ways until either side stops.
 template <class A, class B>
 asio::awaitable<void> relay(A& a, B& b)
@@ -272,15 +288,11 @@ public:
 private:
     asio::awaitable<void> serve(tcp::socket socket) override
     {
-        asio::streambuf head;
-        auto [ec, n] = co_await asio::async_read_until(
-            socket, head, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
-        if (ec)
+        asio::streambuf in;
+        const auto head = co_await detail::read_head(socket, in);
+        if (!head)
             co_return;
-        std::string request(
-            asio::buffers_begin(head.data()),
-            asio::buffers_begin(head.data()) + static_cast<long>(n));
-        head.consume(n);
+        const std::string& request = *head;
         const auto space = request.find(' ');
         const auto space2 = request.find(' ', space + 1);
         const std::string method = request.substr(0, space);
@@ -328,8 +340,7 @@ public:
     static std::string ok(std::string_view body, std::string_view headers = {})
     {
         return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + std::string(headers) +
-               "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
-               std::string(body);
+               "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);
     }
 
 private:
@@ -337,17 +348,12 @@ private:
     {
         asio::streambuf in;
         for (;;) {
-            auto [ec, n] = co_await asio::async_read_until(
-                socket, in, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
-            if (ec)
+            const auto head = co_await detail::read_head(socket, in);
+            if (!head)
                 co_return;
-            std::string head(
-                asio::buffers_begin(in.data()),
-                asio::buffers_begin(in.data()) + static_cast<long>(n));
-            in.consume(n);
             std::size_t length = 0;
-            if (const auto at = head.find("Content-Length: "); at != std::string::npos)
-                length = std::stoul(head.substr(at + 16));
+            if (const auto at = head->find("Content-Length: "); at != std::string::npos)
+                length = std::stoul(head->substr(at + 16));
             if (in.size() < length) {
                 auto [rec, rn] = co_await asio::async_read(
                     socket, in, asio::transfer_exactly(length - in.size()),
