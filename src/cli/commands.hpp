@@ -146,6 +146,19 @@ struct sim_options {
 /// stdout is `listening on http://HOST:PORT/api/v1`.
 int run_sim(const sim_options& options);
 
+struct serve_options {
+    std::string config_file;
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 8080;
+    std::string tls_cert;
+    std::string tls_key;
+};
+
+/// `frugal serve`: the OpenAI-compatible gateway (docs/gateway.md) until SIGINT or SIGTERM,
+/// which drain it; SIGHUP reloads the configuration's keys and policies. The first line on
+/// stdout, once it is ready, is `listening on http://HOST:PORT/api/v1`.
+int run_serve(const serve_options& options);
+
 /// `frugal sse`: parses an event stream on stdin and prints each dispatched event as one JSON
 /// object per line, or with `count` only `{"events":N,"bytes":M}`.
 int run_sse(const sse_options& options);

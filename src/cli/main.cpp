@@ -171,6 +171,20 @@ int main(int argc, char** argv)
     sim_cmd->add_flag(
         "--demo-latency", sim.demo_latency, "Realistic time to first token and per token");
 
+    serve_options serve;
+    auto* serve_cmd = app.add_subcommand(
+        "serve", "An OpenAI-compatible gateway: policies as models, a hard cap per key's tenant");
+    serve_cmd->add_option("--config", serve.config_file, "Configuration file (docs/gateway.md)")
+        ->check(CLI::ExistingFile);
+    serve_cmd->add_option("--host", serve.host, "Address to bind (loopback by default)")
+        ->capture_default_str();
+    serve_cmd->add_option("--port", serve.port, "Port to bind (0 picks a free one)")
+        ->capture_default_str();
+    serve_cmd->add_option("--tls-cert", serve.tls_cert, "PEM certificate chain: serve HTTPS")
+        ->check(CLI::ExistingFile);
+    serve_cmd->add_option("--tls-key", serve.tls_key, "PEM private key of --tls-cert")
+        ->check(CLI::ExistingFile);
+
     report_options report;
     auto* report_cmd = app.add_subcommand(
         "report", "Usage per model, tier and cap from a ledger; the saving against the flagship "
@@ -250,6 +264,8 @@ int main(int argc, char** argv)
         return missing("batch", "--policy");
     if (*batch_cmd && batch.prompts_file.empty())
         return missing("batch", "PROMPTS.jsonl (or - for stdin)");
+    if (*serve_cmd && serve.config_file.empty())
+        return missing("serve", "--config");
     if (*report_cmd && report.ledger_file.empty())
         return missing("report", "--ledger");
 
@@ -258,6 +274,8 @@ int main(int argc, char** argv)
             return run_sse(sse);
         if (*sim_cmd)
             return run_sim(sim);
+        if (*serve_cmd)
+            return run_serve(serve);
         if (*chat_cmd)
             return run_chat(chat);
         if (*batch_cmd)

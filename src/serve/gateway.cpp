@@ -1,0 +1,1097 @@
+// The gateway: an HTTP/1.1 front on one executor, each connection a coroutine. Everything that
+// decides about money (reservations, escalations, settlement, the ledger) is the library's
+// router and guard; this file authenticates, translates the wire and counts.
+#include <frugal/serve.hpp>
+
+#include <frugal/budget.hpp>
+#include <frugal/chat_client.hpp>
+#include <frugal/error.hpp>
+#include <frugal/ledger_notes.hpp>
+
+#include "serve/metrics.hpp"
+#include "serve/wire.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <set>
+
+namespace frugal {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using asio::ip::tcp;
+using boost::system::error_code;
+using std::chrono::steady_clock;
+
+namespace detail {
+
+namespace {
+
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+constexpr std::string_view api_prefix = "/api/v1";
+
+std::int64_t unix_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string iso_time(std::int64_t ms)
+{
+    const std::time_t t = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+const char* reason_phrase(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+// An answer to one request: its status, its extra header lines and its body.
+struct reply {
+    int status = 200;
+    std::string content_type = "application/json";
+    std::string headers; // "Name: value\r\n" each
+    std::string body;
+    std::string message; // an error's, for a stream that has started
+    bool close = false;
+};
+
+reply error_reply(
+    int status,
+    std::string_view message,
+    std::string_view type,
+    std::string_view code,
+    std::string_view param = {})
+{
+    reply r;
+    r.status = status;
+    r.body = serve::error_body(message, type, code, param);
+    r.message = std::string(message);
+    return r;
+}
+
+std::string render_head(const reply& r, bool keep_alive, bool chunked_stream)
+{
+    std::string h = "HTTP/1.1 ";
+    h += std::to_string(r.status);
+    h += ' ';
+    h += reason_phrase(r.status);
+    h += "\r\nServer: frugal\r\nContent-Type: ";
+    h += r.content_type;
+    h += "\r\n";
+    if (chunked_stream)
+        h += "Cache-Control: no-cache\r\n";
+    else
+        h += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+    h += r.headers;
+    h += keep_alive && !r.close ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
+    return h;
+}
+
+// A client's rpm allowance: a bucket of `rpm` requests refilled continuously over a minute.
+struct rpm_bucket {
+    double tokens = 0;
+    steady_clock::time_point last;
+    bool primed = false;
+};
+
+// Watches a client's connection while its answer is produced. A client sends nothing then
+// but its EOF (it went away) or a pipelined request, whose bytes are kept for the next read.
+struct disconnect_watch {
+    disconnect_watch(tcp::socket& s, beast::flat_buffer& b, asio::cancellation_signal& sig)
+        : sock(s), buf(b), request(sig), ended(s.get_executor())
+    {
+    }
+    tcp::socket& sock;
+    beast::flat_buffer& buf;
+    asio::cancellation_signal& request; // stops the request when the client is gone
+    asio::cancellation_signal stop_read;
+    asio::steady_timer ended;
+    bool running = false;
+    bool gone = false;
+};
+
+asio::awaitable<void> watch(disconnect_watch& w)
+{
+    co_await asio::this_coro::throw_if_cancelled(false);
+    for (;;) {
+        // A client that pipelines without end is not read further; its EOF then shows at the
+        // next write.
+        if (w.buf.size() > 64 * 1024) {
+            asio::steady_timer idle(w.sock.get_executor(), steady_clock::time_point::max());
+            co_await idle.async_wait(asio::bind_cancellation_slot(w.stop_read.slot(), tuple_awaitable));
+            break;
+        }
+        auto [ec, n] = co_await w.sock.async_read_some(
+            w.buf.prepare(4096), asio::bind_cancellation_slot(w.stop_read.slot(), tuple_awaitable));
+        if (!ec) {
+            w.buf.commit(n);
+            continue;
+        }
+        if (ec != asio::error::operation_aborted) {
+            w.gone = true;
+            w.request.emit(asio::cancellation_type::terminal);
+        }
+        break;
+    }
+    w.running = false;
+    w.ended.cancel();
+}
+
+void start_watch(disconnect_watch& w)
+{
+    w.running = true;
+    w.ended.expires_at(steady_clock::time_point::max());
+    asio::co_spawn(w.sock.get_executor(), watch(w), asio::detached);
+}
+
+asio::awaitable<void> stop_watch(disconnect_watch& w)
+{
+    if (!w.running)
+        co_return;
+    w.stop_read.emit(asio::cancellation_type::terminal);
+    if (w.running)
+        co_await w.ended.async_wait(tuple_awaitable);
+}
+
+} // namespace
+
+struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
+    gateway_impl(asio::any_io_executor ex, gateway_config c, gateway_params p)
+        : executor(ex), params(std::move(p)), config(std::make_shared<gateway_config>(std::move(c))),
+          acceptor(ex), drained(ex)
+    {
+        client_params cp;
+        cp.base_url = config->base_url;
+        cp.api_key = params.api_key;
+        cp.ca_file = config->ca_file;
+        cp.timeouts.connect = config->connect_timeout;
+        cp.timeouts.total = config->upstream_timeout;
+        cp.timeouts.first_byte = std::min(cp.timeouts.first_byte, config->upstream_timeout);
+        cp.max_connections = config->pool_size;
+        cp.user_agent = "frugal-serve/0.1";
+        client = std::make_unique<chat_client>(ex, std::move(cp));
+    }
+
+    asio::awaitable<error_code> start(diagnostics& diag);
+    error_code open_guard(diagnostics& diag);
+    error_code check_models(const gateway_config& c, diagnostics& diag) const;
+    void build_routers(const gateway_config& c);
+    std::shared_ptr<router> passthrough(const std::string& model);
+    std::string models_body() const;
+    asio::awaitable<void> accept_loop();
+    asio::awaitable<void> session(tcp::socket sock);
+    asio::awaitable<bool> handle(
+        tcp::socket& sock,
+        beast::flat_buffer& buf,
+        bhttp::request<bhttp::string_body>& req,
+        const steady_clock::time_point received);
+    asio::awaitable<bool> chat(
+        tcp::socket& sock,
+        beast::flat_buffer& buf,
+        bhttp::request<bhttp::string_body>& req,
+        steady_clock::time_point received);
+    asio::awaitable<bool> write_reply(tcp::socket& sock, const reply& r, bool keep_alive);
+    asio::awaitable<bool> write_all(tcp::socket& sock, const std::string& bytes);
+    void arm(tcp::socket& sock, asio::steady_timer& t, std::chrono::milliseconds d);
+    std::optional<budget_snapshot> tenant_budget(const std::string& tenant) const;
+    void budget_headers(const gateway_key& k, std::string& headers) const;
+    reply failure_reply(const error_code& ec, const cascade_result& res, const gateway_key& k) const;
+    void count(
+        const gateway_key& k,
+        const std::string& model,
+        std::string_view outcome,
+        const cascade_result* res,
+        steady_clock::time_point received);
+    void request_ended();
+
+    asio::any_io_executor executor;
+    gateway_params params;
+    std::shared_ptr<const gateway_config> config;
+    std::unique_ptr<chat_client> client;
+    std::optional<budget_guard> guard;
+    price_catalog prices;
+    std::vector<model_info> catalog;
+    std::map<std::string, std::shared_ptr<router>, std::less<>> policy_routers;
+    std::map<std::string, std::shared_ptr<router>, std::less<>> model_routers;
+    std::map<std::string, rpm_bucket, std::less<>> buckets; // by key hash
+    tcp::acceptor acceptor;
+    std::uint16_t bound_port = 0;
+    bool ready = false;
+    bool draining = false;
+    std::size_t connections = 0;
+    std::size_t in_flight = 0;
+    std::set<asio::cancellation_signal*> live; // the requests in flight, to cancel at the grace's end
+    asio::steady_timer drained;                // woken as the last request in flight ends
+    serve::metrics stats;
+    std::uint64_t next_id = 1;
+};
+
+namespace {
+
+// The policy of a passed-through model: one tier, its answer returned as it is.
+cascade_policy single_model(const std::string& model, std::uint32_t max_tokens)
+{
+    cascade_policy p;
+    p.tiers = {model};
+    p.escalate_on.clear();
+    p.refusal_patterns.clear();
+    p.max_tokens = max_tokens;
+    p.budget_exhausted = on_budget_exhausted::fail;
+    return p;
+}
+
+} // namespace
+
+error_code gateway_impl::open_guard(diagnostics& diag)
+{
+    const auto& c = *config;
+    bool any_budget = false;
+    budget_params bp;
+    std::set<std::string> seen;
+    for (const auto& [hash, k] : c.keys) {
+        if (!k.budget || !seen.insert(k.tenant).second)
+            continue;
+        any_budget = true;
+        bp.budgets.push_back({"tenant:" + k.tenant, *k.budget, k.period});
+    }
+    if (!any_budget && c.ledger.empty() && c.budget_store.empty())
+        return {};
+    std::shared_ptr<budget_store> store;
+    if (!c.ledger.empty()) {
+        auto opened = open_sqlite_store({c.ledger}, &diag);
+        if (!opened) {
+            diag.message = "ledger " + c.ledger + ": " + diag.message;
+            return opened.error();
+        }
+        store = std::move(*opened);
+    }
+    if (!c.budget_store.empty()) {
+        redis_store_params rp;
+        rp.url = c.budget_store;
+        auto shared = open_redis_store(rp, store, &diag);
+        if (!shared) {
+            diag.message = "budget_store: " + diag.message;
+            return shared.error();
+        }
+        store = std::move(*shared);
+    }
+    // A request waits this long for reservations in flight to settle before it is refused.
+    bp.max_wait = std::chrono::seconds(5);
+    auto opened = budget_guard::open(bp, prices, store, &diag);
+    if (!opened)
+        return opened.error();
+    guard = std::move(*opened);
+    (void)guard->annotate(ledger_notes::base_url_key, client->params().base_url);
+    return {};
+}
+
+error_code gateway_impl::check_models(const gateway_config& c, diagnostics& diag) const
+{
+    for (const auto& [name, p] : c.policies) {
+        for (const auto& tier : p.tiers) {
+            if (prices.find(tier) == nullptr) {
+                diag.message = "policies." + name + ": tier \"" + tier +
+                               "\" is not in the upstream's models catalog";
+                return error::bad_policy;
+            }
+        }
+    }
+    for (const auto& [hash, k] : c.keys) {
+        for (const auto& a : k.allow) {
+            if (a == "*" || a.starts_with("frugal/"))
+                continue;
+            if (prices.find(a) == nullptr) {
+                diag.message = "keys[\"sha256:" + hash.substr(0, 12) + "…\"].allow: \"" + a +
+                               "\" is not in the upstream's models catalog";
+                return error::bad_budget_config;
+            }
+        }
+    }
+    return {};
+}
+
+void gateway_impl::build_routers(const gateway_config& c)
+{
+    policy_routers.clear();
+    for (const auto& [name, p] : c.policies)
+        policy_routers.emplace(name, std::make_shared<router>(*client, p, prices, guard));
+    // A passed-through model's router depends on default_max_tokens only.
+    model_routers.clear();
+}
+
+std::shared_ptr<router> gateway_impl::passthrough(const std::string& model)
+{
+    if (const auto it = model_routers.find(model); it != model_routers.end())
+        return it->second;
+    if (prices.find(model) == nullptr)
+        return nullptr;
+    auto r = std::make_shared<router>(
+        *client, single_model(model, config->default_max_tokens), prices, guard);
+    model_routers.emplace(model, r);
+    return r;
+}
+
+asio::awaitable<error_code> gateway_impl::start(diagnostics& diag)
+{
+    auto [ec, models] = co_await client->async_models(diag, tuple_awaitable);
+    if (ec) {
+        diag.message = "the upstream's models catalog (" + client->params().base_url +
+                       "): " + (diag.message.empty() ? ec.message() : diag.message);
+        co_return ec;
+    }
+    catalog = std::move(models);
+    prices = price_catalog(catalog);
+    if (auto e = check_models(*config, diag))
+        co_return e;
+    if (auto e = open_guard(diag))
+        co_return e;
+    build_routers(*config);
+
+    error_code bec;
+    const auto address = asio::ip::make_address(params.host, bec);
+    if (bec) {
+        diag.message = "--host " + params.host + ": " + bec.message();
+        co_return bec;
+    }
+    const tcp::endpoint ep(address, params.port);
+    acceptor.open(ep.protocol(), bec);
+    if (!bec)
+        acceptor.set_option(tcp::acceptor::reuse_address(true), bec);
+    if (!bec)
+        acceptor.bind(ep, bec);
+    if (!bec)
+        acceptor.listen(asio::socket_base::max_listen_connections, bec);
+    if (bec) {
+        diag.message = "cannot listen on " + params.host + ":" + std::to_string(params.port) +
+                       ": " + bec.message();
+        co_return bec;
+    }
+    bound_port = acceptor.local_endpoint().port();
+    ready = true;
+    asio::co_spawn(executor, accept_loop(), asio::detached);
+    co_return error_code{};
+}
+
+asio::awaitable<void> gateway_impl::accept_loop()
+{
+    auto self = shared_from_this();
+    for (;;) {
+        auto [ec, sock] = co_await acceptor.async_accept(tuple_awaitable);
+        if (ec == asio::error::operation_aborted || !acceptor.is_open())
+            co_return;
+        if (ec) {
+            // Out of descriptors, most often: wait a moment rather than spin.
+            asio::steady_timer t(executor, std::chrono::milliseconds(10));
+            co_await t.async_wait(tuple_awaitable);
+            continue;
+        }
+        if (connections >= config->max_connections) {
+            error_code ignored;
+            sock.close(ignored);
+            continue;
+        }
+        sock.set_option(tcp::no_delay(true), ec);
+        asio::co_spawn(executor, session(std::move(sock)), asio::detached);
+    }
+}
+
+void gateway_impl::arm(tcp::socket& sock, asio::steady_timer& t, std::chrono::milliseconds d)
+{
+    t.expires_after(d);
+    t.async_wait([&sock](error_code ec) {
+        if (!ec) {
+            error_code ignored;
+            sock.shutdown(tcp::socket::shutdown_both, ignored);
+            sock.close(ignored);
+        }
+    });
+}
+
+asio::awaitable<bool> gateway_impl::write_all(tcp::socket& sock, const std::string& bytes)
+{
+    asio::steady_timer deadline(executor);
+    arm(sock, deadline, config->client_timeout);
+    auto [ec, n] = co_await asio::async_write(sock, asio::buffer(bytes), tuple_awaitable);
+    deadline.cancel();
+    co_return !ec;
+}
+
+asio::awaitable<bool> gateway_impl::write_reply(tcp::socket& sock, const reply& r, bool keep_alive)
+{
+    std::string bytes = render_head(r, keep_alive, false);
+    bytes += r.body;
+    const bool ok = co_await write_all(sock, bytes);
+    co_return ok && keep_alive && !r.close;
+}
+
+asio::awaitable<void> gateway_impl::session(tcp::socket sock)
+{
+    auto self = shared_from_this();
+    ++connections;
+    beast::flat_buffer buf;
+    asio::steady_timer deadline(executor);
+    for (;;) {
+        bhttp::request_parser<bhttp::string_body> parser;
+        parser.header_limit(16 * 1024);
+        parser.body_limit(config->max_body_bytes);
+        arm(sock, deadline, config->client_timeout);
+        auto [hec, hn] = co_await bhttp::async_read_header(sock, buf, parser, tuple_awaitable);
+        error_code ec = hec;
+        if (!ec) {
+            // curl and others wait a second for this before sending a body they think large.
+            const auto& h = parser.get();
+            if (beast::iequals(h[bhttp::field::expect], "100-continue") &&
+                !co_await write_all(sock, "HTTP/1.1 100 Continue\r\n\r\n"))
+                break;
+            auto [bec, bn] = co_await bhttp::async_read(sock, buf, parser, tuple_awaitable);
+            ec = bec;
+        }
+        deadline.cancel();
+        if (ec) {
+            if (ec == bhttp::error::body_limit) {
+                co_await write_reply(
+                    sock,
+                    error_reply(
+                        413,
+                        "the request body is larger than the gateway's limit of " +
+                            std::to_string(config->max_body_bytes) + " bytes",
+                        "invalid_request_error", "payload_too_large"),
+                    false);
+            } else if (ec == bhttp::error::header_limit) {
+                co_await write_reply(
+                    sock,
+                    error_reply(431, "the request's headers are larger than 16 KiB",
+                                "invalid_request_error", "headers_too_large"),
+                    false);
+            } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+                       ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
+                       ec != asio::error::connection_reset && buf.size() > 0) {
+                co_await write_reply(
+                    sock,
+                    error_reply(400, "malformed HTTP request: " + ec.message(),
+                                "invalid_request_error", "bad_http"),
+                    false);
+            }
+            break;
+        }
+        auto req = parser.release();
+        const auto received = steady_clock::now();
+        if (!co_await handle(sock, buf, req, received))
+            break;
+    }
+    error_code ignored;
+    sock.shutdown(tcp::socket::shutdown_both, ignored);
+    sock.close(ignored);
+    --connections;
+}
+
+std::optional<budget_snapshot> gateway_impl::tenant_budget(const std::string& tenant) const
+{
+    if (!guard)
+        return std::nullopt;
+    const std::string name = "tenant:" + tenant;
+    for (auto& b : guard->snapshot())
+        if (b.name == name)
+            return b;
+    return std::nullopt;
+}
+
+void gateway_impl::budget_headers(const gateway_key& k, std::string& headers) const
+{
+    if (!k.budget)
+        return;
+    if (const auto b = tenant_budget(k.tenant)) {
+        money left = b->cap - b->committed - b->reserved;
+        if (left < money())
+            left = money();
+        headers += "x-frugal-budget-remaining: " + left.to_string() + "\r\n";
+    }
+}
+
+reply gateway_impl::failure_reply(
+    const error_code& ec, const cascade_result& res, const gateway_key& k) const
+{
+    // The last attempt's account of the failure: the upstream's reason, scrubbed of the key by
+    // the client.
+    std::string detail;
+    for (auto it = res.attempts.rbegin(); it != res.attempts.rend(); ++it)
+        if (!it->detail.empty()) {
+            detail = it->detail;
+            break;
+        }
+    const std::string why = detail.empty() ? ec.message() : detail;
+    if (ec == error::budget_exhausted || ec == error::budget_closed) {
+        std::string msg = "the budget of tenant \"" + k.tenant + "\" cannot cover this request";
+        if (const auto b = tenant_budget(k.tenant)) {
+            money left = b->cap - b->committed - b->reserved;
+            if (left < money())
+                left = money();
+            msg += ": tenant:" + k.tenant + " has $" + left.to_string() + " left of its $" +
+                   b->cap.to_string() + " cap";
+            if (b->period != budget_period::none)
+                msg += " (" + std::string(to_string(b->period)) + ", resets at " +
+                       iso_time(period_window_end_ms(b->period, b->window)) + ")";
+            else
+                msg += " (it does not reset)";
+        }
+        if (!detail.empty())
+            msg += "; " + detail;
+        auto r = error_reply(402, msg, "budget_exhausted", "budget_exhausted");
+        budget_headers(k, r.headers);
+        return r;
+    }
+    if (ec == error::price_unknown)
+        return error_reply(
+            400, "the model's price is unknown, so a capped tenant cannot call it: " + why,
+            "invalid_request_error", "price_unknown");
+    if (ec == error::rate_limited)
+        return error_reply(429, "the upstream is rate limiting this model: " + why,
+                           "rate_limit_error", "upstream_rate_limited");
+    if (ec == error::timeout || ec == error::upstream_timeout)
+        return error_reply(504, "the upstream did not answer in time: " + why, "upstream_error",
+                           "upstream_timeout");
+    if (ec == error::bad_request || ec == error::bad_request_body ||
+        ec == error::context_length_exceeded)
+        return error_reply(400, why, "invalid_request_error", "bad_request");
+    if (ec == error::moderation)
+        return error_reply(403, why, "invalid_request_error", "moderation");
+    if (ec == error::not_found)
+        return error_reply(404, why, "invalid_request_error", "model_not_found");
+    if (ec == asio::error::operation_aborted)
+        return error_reply(503, "the gateway is shutting down and cancelled this request",
+                           "server_error", "cancelled");
+    return error_reply(502, "the upstream failed: " + why, "upstream_error", "upstream_error");
+}
+
+void gateway_impl::count(
+    const gateway_key& k,
+    const std::string& model,
+    std::string_view outcome,
+    const cascade_result* res,
+    steady_clock::time_point received)
+{
+    ++stats.requests[{k.tenant, model, std::string(outcome)}];
+    const double total =
+        std::chrono::duration<double>(steady_clock::now() - received).count();
+    stats.duration.observe(total);
+    double upstream = 0;
+    if (res != nullptr) {
+        for (const auto& a : res->attempts) {
+            if (a.outcome == attempt_outcome::not_sent)
+                continue;
+            auto& s = stats.usage[{k.tenant, a.model_asked}];
+            ++s.attempts;
+            s.prompt_tokens += a.prompt_tokens;
+            s.completion_tokens += a.completion_tokens;
+            s.cost += a.cost;
+            upstream += static_cast<double>(a.latency_us) / 1e6;
+        }
+        if (res->escalated)
+            ++stats.escalations[to_string(res->reason)];
+        if (res->budget_denied)
+            ++stats.budget_denials[k.tenant];
+    }
+    stats.added.observe(std::max(0.0, total - upstream));
+}
+
+void gateway_impl::request_ended()
+{
+    --in_flight;
+    if (in_flight == 0)
+        drained.cancel();
+}
+
+asio::awaitable<bool> gateway_impl::handle(
+    tcp::socket& sock,
+    beast::flat_buffer& buf,
+    bhttp::request<bhttp::string_body>& req,
+    steady_clock::time_point received)
+{
+    const bool keep = req.keep_alive() && !draining;
+    const std::string_view target(req.target().data(), req.target().size());
+    const std::string_view path = target.substr(0, target.find('?'));
+    const bool get = req.method() == bhttp::verb::get;
+    if (path == "/healthz" && get)
+        co_return co_await write_reply(sock, reply{.body = "{\"status\":\"ok\"}"}, keep);
+    if (path == "/readyz" && get) {
+        reply r;
+        r.status = ready && !draining ? 200 : 503;
+        r.body = ready && !draining ? "{\"status\":\"ready\"}"
+                                    : (draining ? "{\"status\":\"draining\"}"
+                                                : "{\"status\":\"starting\"}");
+        co_return co_await write_reply(sock, r, keep);
+    }
+    if (path == "/metrics" && get) {
+        reply r;
+        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = stats.render(guard ? guard->snapshot() : std::vector<budget_snapshot>{});
+        co_return co_await write_reply(sock, r, keep);
+    }
+    if (path == std::string(api_prefix) + "/models" && get)
+        co_return co_await write_reply(sock, reply{.body = models_body()}, keep);
+    if (path == std::string(api_prefix) + "/chat/completions") {
+        if (req.method() != bhttp::verb::post) {
+            auto r = error_reply(405, "use POST", "invalid_request_error", "method_not_allowed");
+            r.headers = "Allow: POST\r\n";
+            co_return co_await write_reply(sock, r, keep);
+        }
+        if (draining)
+            co_return co_await write_reply(
+                sock,
+                error_reply(503, "the gateway is shutting down", "server_error", "shutting_down"),
+                false);
+        co_return co_await chat(sock, buf, req, received);
+    }
+    co_return co_await write_reply(
+        sock,
+        error_reply(404, "no such endpoint: " + std::string(path), "invalid_request_error",
+                    "not_found"),
+        keep);
+}
+
+std::string gateway_impl::models_body() const
+{
+    // The catalog as the upstream gave it, re-encoded from the typed rows, and each policy as
+    // a model priced at its worst case: every tier asked with the same prompt.
+    std::string out = "{\"data\":[";
+    bool first = true;
+    auto row = [&](const std::string& id, const std::string& name, std::int64_t created,
+                   std::optional<std::uint64_t> context, std::optional<std::uint64_t> max_out,
+                   money prompt, money completion, money request) {
+        out += first ? "{\"id\":" : ",{\"id\":";
+        first = false;
+        serve::append_json_string(out, id);
+        out += ",\"object\":\"model\",\"name\":";
+        serve::append_json_string(out, name);
+        out += ",\"created\":" + std::to_string(created);
+        out += ",\"owned_by\":";
+        serve::append_json_string(out, id.substr(0, id.find('/')));
+        if (context)
+            out += ",\"context_length\":" + std::to_string(*context);
+        out += ",\"pricing\":{\"prompt\":\"" + prompt.to_string() + "\",\"completion\":\"" +
+               completion.to_string() + "\",\"request\":\"" + request.to_string() + "\"}";
+        out += ",\"top_provider\":{";
+        if (context)
+            out += "\"context_length\":" + std::to_string(*context);
+        if (max_out)
+            out += std::string(context ? "," : "") +
+                   "\"max_completion_tokens\":" + std::to_string(*max_out);
+        out += "}}";
+    };
+    for (const auto& m : catalog)
+        row(m.id, m.name, m.created, m.context_length, m.max_completion_tokens, m.prompt_price,
+            m.completion_price, m.request_price);
+    for (const auto& [name, r] : policy_routers) {
+        const auto& tiers = r->policy().tiers;
+        money prompt, completion, request;
+        std::optional<std::uint64_t> context, max_out;
+        std::string label = "frugal cascade:";
+        for (const auto& t : tiers) {
+            label += (&t == &tiers.front() ? " " : " → ") + t;
+            for (const auto& m : catalog) {
+                if (m.id != t)
+                    continue;
+                prompt += m.prompt_price;
+                completion += m.completion_price;
+                request += m.request_price;
+                // The last tier takes what no cheaper one can hold.
+                context = m.context_length;
+                max_out = m.max_completion_tokens;
+            }
+        }
+        row("frugal/" + name, label, 0, context, max_out, prompt, completion, request);
+    }
+    out += "]}";
+    return out;
+}
+
+asio::awaitable<bool> gateway_impl::chat(
+    tcp::socket& sock,
+    beast::flat_buffer& buf,
+    bhttp::request<bhttp::string_body>& http_req,
+    steady_clock::time_point received)
+{
+    const bool keep = http_req.keep_alive();
+    // Whatever this request started with is what it finishes with, across a reload.
+    const auto cfg = config;
+
+    // Who is asking.
+    const auto auth = http_req[bhttp::field::authorization];
+    std::string_view presented(auth.data(), auth.size());
+    if (presented.size() > 7 && beast::iequals(presented.substr(0, 7), "Bearer "))
+        presented.remove_prefix(7);
+    else
+        presented = {};
+    const std::string hash = presented.empty() ? std::string() : sha256_hex(presented);
+    const auto kit = hash.empty() ? cfg->keys.end() : cfg->keys.find(hash);
+    if (kit == cfg->keys.end()) {
+        ++stats.requests[{"", "", "unauthorized"}];
+        co_return co_await write_reply(
+            sock,
+            error_reply(
+                401,
+                presented.empty() ? "an API key is required: Authorization: Bearer KEY"
+                                  : "unknown API key",
+                "invalid_request_error", "invalid_api_key"),
+            keep);
+    }
+    const gateway_key& key = kit->second;
+
+    serve::wire_request wr;
+    serve::wire_problem why;
+    if (!serve::parse_chat_body(http_req.body(), wr, why)) {
+        ++stats.requests[{key.tenant, "", "bad_request"}];
+        co_return co_await write_reply(
+            sock, error_reply(400, why.message, "invalid_request_error", "invalid_request", why.param),
+            keep);
+    }
+    const std::string model = wr.req.model;
+    const bool is_policy = model.starts_with("frugal/");
+    std::shared_ptr<router> r;
+    if (is_policy) {
+        if (const auto it = policy_routers.find(std::string_view(model).substr(7));
+            it != policy_routers.end())
+            r = it->second;
+    } else {
+        r = passthrough(model);
+    }
+    if (!r) {
+        ++stats.requests[{key.tenant, "", "model_not_found"}];
+        co_return co_await write_reply(
+            sock,
+            error_reply(404, "the model `" + model + "` does not exist here",
+                        "invalid_request_error", "model_not_found", "model"),
+            keep);
+    }
+    if (!key.allow.empty() &&
+        std::find(key.allow.begin(), key.allow.end(), "*") == key.allow.end() &&
+        std::find(key.allow.begin(), key.allow.end(), model) == key.allow.end()) {
+        ++stats.requests[{key.tenant, model, "forbidden"}];
+        co_return co_await write_reply(
+            sock,
+            error_reply(403, "this key may not call `" + model + "`", "permission_error",
+                        "model_not_allowed", "model"),
+            keep);
+    }
+    if (key.rpm != 0) {
+        auto& b = buckets[hash];
+        const auto now = steady_clock::now();
+        const double rate = key.rpm / 60.0; // per second
+        if (!b.primed) {
+            b.tokens = key.rpm;
+            b.primed = true;
+        } else {
+            b.tokens = std::min<double>(
+                key.rpm, b.tokens + rate * std::chrono::duration<double>(now - b.last).count());
+        }
+        b.last = now;
+        if (b.tokens < 1) {
+            const auto wait_s = static_cast<long>(std::ceil((1 - b.tokens) / rate));
+            ++stats.requests[{key.tenant, model, "rate_limited"}];
+            auto rep = error_reply(
+                429,
+                "this key's limit of " + std::to_string(key.rpm) +
+                    " requests a minute is reached; retry in " + std::to_string(wait_s) + " s",
+                "rate_limit_error", "rate_limited");
+            rep.headers = "Retry-After: " + std::to_string(wait_s) + "\r\n";
+            co_return co_await write_reply(sock, rep, keep);
+        }
+        b.tokens -= 1;
+    }
+
+    cascade_options opts;
+    opts.budget_keys = {"tenant:" + key.tenant};
+    asio::cancellation_signal sig;
+    disconnect_watch w(sock, buf, sig);
+    ++in_flight;
+    live.insert(&sig);
+    start_watch(w);
+
+    if (!wr.stream) {
+        auto [ec, res] = co_await r->async_complete(
+            std::move(wr.req), std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        co_await stop_watch(w);
+        live.erase(&sig);
+        request_ended();
+        if (w.gone) {
+            count(key, model, "client_gone", &res, received);
+            co_return false;
+        }
+        if (ec) {
+            count(key, model, ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
+            if (ec == error::budget_exhausted)
+                ++stats.budget_denials[key.tenant];
+            co_return co_await write_reply(sock, failure_reply(ec, res, key), keep);
+        }
+        count(key, model, "ok", &res, received);
+        serve::wire_totals t;
+        t.model = res.response.model.empty() ? r->policy().tiers[res.tier] : res.response.model;
+        t.cost = res.total_cost;
+        for (const auto& a : res.attempts) {
+            t.prompt_tokens += a.prompt_tokens;
+            t.completion_tokens += a.completion_tokens;
+        }
+        reply rep;
+        rep.body = serve::encode_completion(res.response, t);
+        rep.headers = "x-frugal-model: " + t.model + "\r\nx-frugal-escalated: " +
+                      (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
+                      t.cost.to_string() + "\r\n";
+        if (res.budget_denied)
+            rep.headers += "x-frugal-budget-denied: true\r\n";
+        budget_headers(key, rep.headers);
+        co_return co_await write_reply(sock, rep, keep);
+    }
+
+    // Streamed. The cheap tier's text is held until it is judged (stream_mode::buffer): an
+    // OpenAI client cannot take text back. The head waits for the first text, so a cascade that
+    // fails before any still gets its status code.
+    cascade_stream stream;
+    r->start_stream(std::move(wr.req), stream_mode::buffer, stream, std::move(opts));
+    const std::string id = "gen-frugal-" + std::to_string(next_id++);
+    const std::int64_t created = unix_ms() / 1000;
+    bool head_sent = false;
+    bool alive = true;
+    std::string shown_model;
+    std::string out;
+    std::shared_ptr<const cascade_result> result;
+    error_code final_ec;
+    std::string cut_reason;
+    for (;;) {
+        if (w.gone) {
+            final_ec = asio::error::operation_aborted;
+            break;
+        }
+        auto [ec, ev] = co_await stream.async_next(asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        if (ec || ev.type == cascade_event::kind::done) {
+            final_ec = ec;
+            result = ev.result;
+            break;
+        }
+        if (ev.type == cascade_event::kind::escalating && head_sent) {
+            // The live tier failed after its text was sent, and the cascade would put a lower
+            // tier's answer in its place: an OpenAI client cannot take text back, so the
+            // stream ends with an error instead.
+            cut_reason = to_string(ev.reason);
+            break;
+        }
+        if (ev.type != cascade_event::kind::delta || ev.text.empty())
+            continue;
+        out.clear();
+        const bool first = !head_sent;
+        if (!head_sent) {
+            shown_model = r->policy().tiers[ev.tier];
+            reply head;
+            head.content_type = "text/event-stream";
+            head.headers = "x-frugal-model: " + shown_model + "\r\nx-frugal-escalated: " +
+                           (ev.tier > 0 ? "true" : "false") + "\r\n";
+            budget_headers(key, head.headers);
+            // The body ends with the connection: no length is known in advance.
+            head.close = true;
+            out = render_head(head, false, true);
+            head_sent = true;
+        }
+        serve::append_chunk(out, id, created, shown_model, ev.text, first);
+        if (!co_await write_all(sock, out)) {
+            alive = false;
+            break;
+        }
+    }
+    // Ending the stream's handle stops its producer: an attempt still in flight is abandoned
+    // and settled as the library settles any cancelled stream.
+    if (!alive || w.gone || !cut_reason.empty()) {
+        cascade_stream gone = std::move(stream);
+    }
+    co_await stop_watch(w);
+    live.erase(&sig);
+    request_ended();
+    static const cascade_result no_result;
+    const cascade_result& res = result ? *result : no_result;
+    if (!alive || w.gone) {
+        count(key, model, "client_gone", result ? &res : nullptr, received);
+        co_return false;
+    }
+    if (!cut_reason.empty()) {
+        count(key, model, "error", nullptr, received);
+        out.clear();
+        serve::append_stream_error(
+            out, "the answer was cut (" + cut_reason + ") after part of it was sent", 502);
+        co_await write_all(sock, out);
+        co_return false;
+    }
+    if (final_ec) {
+        count(key, model, final_ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
+        if (final_ec == error::budget_exhausted)
+            ++stats.budget_denials[key.tenant];
+        if (!head_sent)
+            co_return co_await write_reply(sock, failure_reply(final_ec, res, key), keep);
+        const auto rep = failure_reply(final_ec, res, key);
+        out.clear();
+        serve::append_stream_error(out, rep.message, rep.status);
+        co_await write_all(sock, out);
+        co_return false;
+    }
+    count(key, model, "ok", &res, received);
+    serve::wire_totals t;
+    t.model = res.response.model.empty() ? (shown_model.empty() ? model : shown_model) : res.response.model;
+    t.cost = res.total_cost;
+    for (const auto& a : res.attempts) {
+        t.prompt_tokens += a.prompt_tokens;
+        t.completion_tokens += a.completion_tokens;
+    }
+    out.clear();
+    if (!head_sent) {
+        // An empty answer: nothing was shown yet.
+        reply head;
+        head.content_type = "text/event-stream";
+        head.headers = "x-frugal-model: " + t.model + "\r\nx-frugal-escalated: " +
+                       (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
+                       t.cost.to_string() + "\r\n";
+        budget_headers(key, head.headers);
+        head.close = true;
+        out = render_head(head, false, true);
+    }
+    serve::append_finish(out, id, created, t.model, res.response.finish_reason, &t);
+    co_await write_all(sock, out);
+    co_return false;
+}
+
+} // namespace detail
+
+gateway::gateway(asio::any_io_executor executor, gateway_config config, gateway_params params)
+    : impl_(std::make_shared<detail::gateway_impl>(
+          std::move(executor), std::move(config), std::move(params)))
+{
+}
+
+gateway::~gateway()
+{
+    error_code ignored;
+    impl_->acceptor.close(ignored);
+}
+
+void gateway::start_impl(diagnostics& diag, asio::any_completion_handler<void(error_code)> h)
+{
+    auto impl = impl_;
+    asio::co_spawn(
+        impl->executor, impl->start(diag),
+        [h = std::move(h)](std::exception_ptr ep, error_code ec) mutable {
+            if (ep)
+                ec = error::server_error;
+            std::move(h)(ec);
+        });
+}
+
+void gateway::shutdown_impl(asio::any_completion_handler<void()> h)
+{
+    auto impl = impl_;
+    asio::co_spawn(
+        impl->executor,
+        [impl]() -> asio::awaitable<void> {
+            impl->draining = true;
+            error_code ignored;
+            impl->acceptor.close(ignored);
+            if (impl->in_flight > 0) {
+                impl->drained.expires_after(impl->config->grace);
+                co_await impl->drained.async_wait(detail::tuple_awaitable);
+            }
+            // The grace is over: every request still running is cancelled, and settles.
+            for (auto* sig : std::vector<asio::cancellation_signal*>(impl->live.begin(), impl->live.end()))
+                sig->emit(asio::cancellation_type::terminal);
+            while (impl->in_flight > 0) {
+                impl->drained.expires_after(std::chrono::seconds(60));
+                co_await impl->drained.async_wait(detail::tuple_awaitable);
+            }
+            if (impl->guard)
+                impl->guard->close();
+        },
+        [h = std::move(h)](std::exception_ptr) mutable { std::move(h)(); });
+}
+
+error_code gateway::reload(gateway_config config, diagnostics* diag)
+{
+    auto& impl = *impl_;
+    diagnostics local;
+    diagnostics& d = diag != nullptr ? *diag : local;
+    const auto& old = *impl.config;
+    auto refuse = [&](const std::string& why) {
+        d.message = why + "; nothing was reloaded (restart the gateway to change it)";
+        return error_code(error::bad_budget_config);
+    };
+    if (config.base_url != old.base_url || config.ca_file != old.ca_file)
+        return refuse("the upstream changed");
+    if (config.ledger != old.ledger || config.budget_store != old.budget_store)
+        return refuse("the ledger or the budget store changed");
+    // The tenants' caps are the guard's, fixed when it opened.
+    std::map<std::string, std::pair<std::optional<money>, budget_period>> before, after;
+    for (const auto& [h, k] : old.keys)
+        if (k.budget)
+            before[k.tenant] = {k.budget, k.period};
+    for (const auto& [h, k] : config.keys)
+        if (k.budget)
+            after[k.tenant] = {k.budget, k.period};
+    if (before != after)
+        return refuse("a tenant's budget changed, or a tenant with a budget was added or removed");
+    if (auto ec = impl.check_models(config, d))
+        return ec;
+    auto next = std::make_shared<gateway_config>(std::move(config));
+    impl.config = next;
+    impl.build_routers(*next);
+    impl.buckets.clear();
+    return {};
+}
+
+std::uint16_t gateway::port() const noexcept
+{
+    return impl_->bound_port;
+}
+
+std::string gateway::base_url() const
+{
+    std::string host = impl_->params.host;
+    if (host.find(':') != std::string::npos)
+        host = "[" + host + "]";
+    return (impl_->params.tls_cert.empty() ? "http://" : "https://") + host + ":" +
+           std::to_string(impl_->bound_port) + std::string(detail::api_prefix);
+}
+
+} // namespace frugal

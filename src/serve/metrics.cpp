@@ -1,0 +1,161 @@
+#include "serve/metrics.hpp"
+
+#include <charconv>
+
+namespace frugal::serve {
+
+void histogram::observe(double v)
+{
+    std::size_t i = 0;
+    while (i < bounds_.size() && v > bounds_[i])
+        ++i;
+    ++counts_[i];
+    sum_ += v;
+    ++count_;
+}
+
+namespace {
+
+void append_number(std::string& out, double v)
+{
+    char buf[32];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, ec == std::errc() ? static_cast<std::size_t>(end - buf) : 0);
+}
+
+void help(std::string& out, std::string_view name, std::string_view type, std::string_view text)
+{
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += text;
+    out += "\n# TYPE ";
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+}
+
+} // namespace
+
+void histogram::write(std::string& out, const std::string& name) const
+{
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i <= bounds_.size(); ++i) {
+        cumulative += counts_[i];
+        out += name;
+        out += "_bucket{le=\"";
+        if (i == bounds_.size())
+            out += "+Inf";
+        else
+            append_number(out, bounds_[i]);
+        out += "\"} ";
+        out += std::to_string(cumulative);
+        out += '\n';
+    }
+    out += name + "_sum ";
+    append_number(out, sum_);
+    out += '\n' + name + "_count " + std::to_string(count_) + '\n';
+}
+
+void append_label(std::string& out, std::string_view name, std::string_view value, bool first)
+{
+    out += first ? "{" : ",";
+    out += name;
+    out += "=\"";
+    for (const char c : value) {
+        if (c == '\\')
+            out += "\\\\";
+        else if (c == '"')
+            out += "\\\"";
+        else if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
+    }
+    out += '"';
+}
+
+std::string metrics::render(const std::vector<budget_snapshot>& budgets) const
+{
+    std::string out;
+    out.reserve(4096);
+    help(out, "frugal_requests_total", "counter",
+         "Chat requests by tenant, model asked (a model id or frugal/POLICY) and outcome.");
+    for (const auto& [k, n] : requests) {
+        out += "frugal_requests_total";
+        append_label(out, "tenant", std::get<0>(k), true);
+        append_label(out, "model", std::get<1>(k), false);
+        append_label(out, "outcome", std::get<2>(k), false);
+        out += "} " + std::to_string(n) + '\n';
+    }
+    help(out, "frugal_attempts_total", "counter",
+         "Upstream attempts by tenant and model asked, as the ledger records them.");
+    for (const auto& [k, s] : usage) {
+        out += "frugal_attempts_total";
+        append_label(out, "tenant", k.first, true);
+        append_label(out, "model", k.second, false);
+        out += "} " + std::to_string(s.attempts) + '\n';
+    }
+    help(out, "frugal_tokens_total", "counter", "Tokens by tenant, model asked and kind.");
+    for (const auto& [k, s] : usage) {
+        for (const bool prompt : {true, false}) {
+            out += "frugal_tokens_total";
+            append_label(out, "tenant", k.first, true);
+            append_label(out, "model", k.second, false);
+            append_label(out, "kind", prompt ? "prompt" : "completion", false);
+            out += "} " + std::to_string(prompt ? s.prompt_tokens : s.completion_tokens) + '\n';
+        }
+    }
+    help(out, "frugal_cost_usd_total", "counter",
+         "Spend in USD by tenant and model asked (exact decimals, as the ledger books them).");
+    for (const auto& [k, s] : usage) {
+        out += "frugal_cost_usd_total";
+        append_label(out, "tenant", k.first, true);
+        append_label(out, "model", k.second, false);
+        out += "} " + s.cost.to_string() + '\n';
+    }
+    help(out, "frugal_escalations_total", "counter", "Escalations to a higher tier by reason.");
+    for (const auto& [reason, n] : escalations) {
+        out += "frugal_escalations_total";
+        append_label(out, "reason", reason, true);
+        out += "} " + std::to_string(n) + '\n';
+    }
+    help(out, "frugal_budget_denials_total", "counter",
+         "Requests or escalations the budget refused, by tenant.");
+    for (const auto& [tenant, n] : budget_denials) {
+        out += "frugal_budget_denials_total";
+        append_label(out, "tenant", tenant, true);
+        out += "} " + std::to_string(n) + '\n';
+    }
+    help(out, "frugal_budget_cap_usd", "gauge", "Each budget's cap in USD.");
+    for (const auto& b : budgets) {
+        out += "frugal_budget_cap_usd";
+        append_label(out, "budget", b.name, true);
+        append_label(out, "period", to_string(b.period), false);
+        out += "} " + b.cap.to_string() + '\n';
+    }
+    help(out, "frugal_budget_spent_usd", "gauge",
+         "Spend settled against each budget in its current period, in USD.");
+    for (const auto& b : budgets) {
+        out += "frugal_budget_spent_usd";
+        append_label(out, "budget", b.name, true);
+        out += "} " + b.committed.to_string() + '\n';
+    }
+    help(out, "frugal_budget_reserved_usd", "gauge",
+         "Worst cases reserved by requests in flight against each budget, in USD.");
+    for (const auto& b : budgets) {
+        out += "frugal_budget_reserved_usd";
+        append_label(out, "budget", b.name, true);
+        out += "} " + b.reserved.to_string() + '\n';
+    }
+    help(out, "frugal_request_duration_seconds", "histogram",
+         "Chat requests from the last byte of the request to the last byte of the answer.");
+    duration.write(out, "frugal_request_duration_seconds");
+    help(out, "frugal_gateway_added_seconds", "histogram",
+         "The gateway's own share of a chat request: its duration minus the upstream's.");
+    added.write(out, "frugal_gateway_added_seconds");
+    return out;
+}
+
+} // namespace frugal::serve
