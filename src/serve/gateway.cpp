@@ -45,6 +45,7 @@ namespace {
 
 constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 constexpr std::string_view api_prefix = "/api/v1";
+const std::string continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
 
 std::int64_t unix_ms()
 {
@@ -470,6 +471,8 @@ asio::awaitable<void> gateway_impl::session(tcp::socket sock)
     ++connections;
     beast::flat_buffer buf;
     asio::steady_timer deadline(executor);
+    reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
+    bool linger = false;
     for (;;) {
         bhttp::request_parser<bhttp::string_body> parser;
         parser.header_limit(16 * 1024);
@@ -481,36 +484,31 @@ asio::awaitable<void> gateway_impl::session(tcp::socket sock)
             // curl and others wait a second for this before sending a body they think large.
             const auto& h = parser.get();
             if (beast::iequals(h[bhttp::field::expect], "100-continue") &&
-                !co_await write_all(sock, "HTTP/1.1 100 Continue\r\n\r\n"))
+                !co_await write_all(sock, continue_line))
                 break;
             auto [bec, bn] = co_await bhttp::async_read(sock, buf, parser, tuple_awaitable);
             ec = bec;
         }
         deadline.cancel();
         if (ec) {
+            linger = true;
             if (ec == bhttp::error::body_limit) {
-                co_await write_reply(
-                    sock,
-                    error_reply(
+                rep = error_reply(
                         413,
                         "the request body is larger than the gateway's limit of " +
                             std::to_string(config->max_body_bytes) + " bytes",
-                        "invalid_request_error", "payload_too_large"),
-                    false);
+                        "invalid_request_error", "payload_too_large");
+                co_await write_reply(sock, rep, false);
             } else if (ec == bhttp::error::header_limit) {
-                co_await write_reply(
-                    sock,
-                    error_reply(431, "the request's headers are larger than 16 KiB",
-                                "invalid_request_error", "headers_too_large"),
-                    false);
+                rep = error_reply(431, "the request's headers are larger than 16 KiB",
+                                "invalid_request_error", "headers_too_large");
+                co_await write_reply(sock, rep, false);
             } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
                        ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
                        ec != asio::error::connection_reset && buf.size() > 0) {
-                co_await write_reply(
-                    sock,
-                    error_reply(400, "malformed HTTP request: " + ec.message(),
-                                "invalid_request_error", "bad_http"),
-                    false);
+                rep = error_reply(400, "malformed HTTP request: " + ec.message(),
+                                "invalid_request_error", "bad_http");
+                co_await write_reply(sock, rep, false);
             }
             break;
         }
@@ -520,6 +518,21 @@ asio::awaitable<void> gateway_impl::session(tcp::socket sock)
             break;
     }
     error_code ignored;
+    if (linger && sock.is_open()) {
+        // A refused request's client may still be sending its body: closing now would reset
+        // the connection and lose the answer it has not read. Its rest is read and dropped,
+        // for a second at most.
+        sock.shutdown(tcp::socket::shutdown_send, ignored);
+        arm(sock, deadline, std::chrono::seconds(1));
+        char sink[16384];
+        for (std::size_t total = 0; total < (std::size_t{64} << 20);) {
+            auto [rec, n] = co_await sock.async_read_some(asio::buffer(sink), tuple_awaitable);
+            if (rec)
+                break;
+            total += n;
+        }
+        deadline.cancel();
+    }
     sock.shutdown(tcp::socket::shutdown_both, ignored);
     sock.close(ignored);
     --connections;
@@ -648,11 +661,14 @@ asio::awaitable<bool> gateway_impl::handle(
     steady_clock::time_point received)
 {
     const bool keep = req.keep_alive() && !draining;
+    reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
     const std::string_view target(req.target().data(), req.target().size());
     const std::string_view path = target.substr(0, target.find('?'));
     const bool get = req.method() == bhttp::verb::get;
-    if (path == "/healthz" && get)
-        co_return co_await write_reply(sock, reply{.body = "{\"status\":\"ok\"}"}, keep);
+    if (path == "/healthz" && get) {
+        rep.body = "{\"status\":\"ok\"}";
+        co_return co_await write_reply(sock, rep, keep);
+    }
     if (path == "/readyz" && get) {
         reply r;
         r.status = ready && !draining ? 200 : 503;
@@ -667,26 +683,25 @@ asio::awaitable<bool> gateway_impl::handle(
         r.body = stats.render(guard ? guard->snapshot() : std::vector<budget_snapshot>{});
         co_return co_await write_reply(sock, r, keep);
     }
-    if (path == std::string(api_prefix) + "/models" && get)
-        co_return co_await write_reply(sock, reply{.body = models_body()}, keep);
+    if (path == std::string(api_prefix) + "/models" && get) {
+        rep.body = models_body();
+        co_return co_await write_reply(sock, rep, keep);
+    }
     if (path == std::string(api_prefix) + "/chat/completions") {
         if (req.method() != bhttp::verb::post) {
             auto r = error_reply(405, "use POST", "invalid_request_error", "method_not_allowed");
             r.headers = "Allow: POST\r\n";
             co_return co_await write_reply(sock, r, keep);
         }
-        if (draining)
-            co_return co_await write_reply(
-                sock,
-                error_reply(503, "the gateway is shutting down", "server_error", "shutting_down"),
-                false);
+        if (draining) {
+            rep = error_reply(503, "the gateway is shutting down", "server_error", "shutting_down");
+            co_return co_await write_reply(sock, rep, false);
+        }
         co_return co_await chat(sock, buf, req, received);
     }
-    co_return co_await write_reply(
-        sock,
-        error_reply(404, "no such endpoint: " + std::string(path), "invalid_request_error",
-                    "not_found"),
-        keep);
+    rep = error_reply(404, "no such endpoint: " + std::string(path), "invalid_request_error",
+                    "not_found");
+    co_return co_await write_reply(sock, rep, keep);
 }
 
 std::string gateway_impl::models_body() const
@@ -752,6 +767,7 @@ asio::awaitable<bool> gateway_impl::chat(
     steady_clock::time_point received)
 {
     const bool keep = http_req.keep_alive();
+    reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
     // Whatever this request started with is what it finishes with, across a reload.
     const auto cfg = config;
 
@@ -766,14 +782,12 @@ asio::awaitable<bool> gateway_impl::chat(
     const auto kit = hash.empty() ? cfg->keys.end() : cfg->keys.find(hash);
     if (kit == cfg->keys.end()) {
         ++stats.requests[{"", "", "unauthorized"}];
-        co_return co_await write_reply(
-            sock,
-            error_reply(
+        rep = error_reply(
                 401,
                 presented.empty() ? "an API key is required: Authorization: Bearer KEY"
                                   : "unknown API key",
-                "invalid_request_error", "invalid_api_key"),
-            keep);
+                "invalid_request_error", "invalid_api_key");
+        co_return co_await write_reply(sock, rep, keep);
     }
     const gateway_key& key = kit->second;
 
@@ -781,9 +795,8 @@ asio::awaitable<bool> gateway_impl::chat(
     serve::wire_problem why;
     if (!serve::parse_chat_body(http_req.body(), wr, why)) {
         ++stats.requests[{key.tenant, "", "bad_request"}];
-        co_return co_await write_reply(
-            sock, error_reply(400, why.message, "invalid_request_error", "invalid_request", why.param),
-            keep);
+        rep = error_reply(400, why.message, "invalid_request_error", "invalid_request", why.param);
+        co_return co_await write_reply(sock, rep, keep);
     }
     const std::string model = wr.req.model;
     const bool is_policy = model.starts_with("frugal/");
@@ -797,21 +810,17 @@ asio::awaitable<bool> gateway_impl::chat(
     }
     if (!r) {
         ++stats.requests[{key.tenant, "", "model_not_found"}];
-        co_return co_await write_reply(
-            sock,
-            error_reply(404, "the model `" + model + "` does not exist here",
-                        "invalid_request_error", "model_not_found", "model"),
-            keep);
+        rep = error_reply(404, "the model `" + model + "` does not exist here",
+                        "invalid_request_error", "model_not_found", "model");
+        co_return co_await write_reply(sock, rep, keep);
     }
     if (!key.allow.empty() &&
         std::find(key.allow.begin(), key.allow.end(), "*") == key.allow.end() &&
         std::find(key.allow.begin(), key.allow.end(), model) == key.allow.end()) {
         ++stats.requests[{key.tenant, model, "forbidden"}];
-        co_return co_await write_reply(
-            sock,
-            error_reply(403, "this key may not call `" + model + "`", "permission_error",
-                        "model_not_allowed", "model"),
-            keep);
+        rep = error_reply(403, "this key may not call `" + model + "`", "permission_error",
+                        "model_not_allowed", "model");
+        co_return co_await write_reply(sock, rep, keep);
     }
     if (key.rpm != 0) {
         auto& b = buckets[hash];
@@ -828,7 +837,7 @@ asio::awaitable<bool> gateway_impl::chat(
         if (b.tokens < 1) {
             const auto wait_s = static_cast<long>(std::ceil((1 - b.tokens) / rate));
             ++stats.requests[{key.tenant, model, "rate_limited"}];
-            auto rep = error_reply(
+            rep = error_reply(
                 429,
                 "this key's limit of " + std::to_string(key.rpm) +
                     " requests a minute is reached; retry in " + std::to_string(wait_s) + " s",
@@ -861,7 +870,8 @@ asio::awaitable<bool> gateway_impl::chat(
             count(key, model, ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
             if (ec == error::budget_exhausted)
                 ++stats.budget_denials[key.tenant];
-            co_return co_await write_reply(sock, failure_reply(ec, res, key), keep);
+            rep = failure_reply(ec, res, key);
+            co_return co_await write_reply(sock, rep, keep);
         }
         count(key, model, "ok", &res, received);
         serve::wire_totals t;
@@ -871,7 +881,7 @@ asio::awaitable<bool> gateway_impl::chat(
             t.prompt_tokens += a.prompt_tokens;
             t.completion_tokens += a.completion_tokens;
         }
-        reply rep;
+        rep = reply{};
         rep.body = serve::encode_completion(res.response, t);
         rep.headers = "x-frugal-model: " + t.model + "\r\nx-frugal-escalated: " +
                       (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
@@ -962,9 +972,9 @@ asio::awaitable<bool> gateway_impl::chat(
         count(key, model, final_ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
         if (final_ec == error::budget_exhausted)
             ++stats.budget_denials[key.tenant];
+        rep = failure_reply(final_ec, res, key);
         if (!head_sent)
-            co_return co_await write_reply(sock, failure_reply(final_ec, res, key), keep);
-        const auto rep = failure_reply(final_ec, res, key);
+            co_return co_await write_reply(sock, rep, keep);
         out.clear();
         serve::append_stream_error(out, rep.message, rep.status);
         co_await write_all(sock, out);

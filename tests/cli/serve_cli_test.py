@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""`frugal serve` in front of `frugal sim`, as a client of the OpenAI wire sees it.
+
+Checks: whole and streamed answers with usage.cost and the x-frugal headers; a cascade that
+escalates in a stream never shows the cheap tier's text; the error shapes (400, 401, 402, 403,
+404, 429) and Retry-After; a tenant's spend stays under its cap while another tenant goes on;
+/metrics parses and its cost counters equal the ledger; SIGTERM mid-stream leaves the attempt
+in the ledger; the upstream key appears nowhere; config errors name the member.
+
+Usage: serve_cli_test.py FRUGAL
+"""
+import http.client
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+FRUGAL = sys.argv[1]
+UPSTREAM_KEY = 'sk-or-v1-upstream-secret-7f3e9a'
+failures = 0
+
+
+def check(name, ok, detail=''):
+    global failures
+    if ok:
+        print('ok  ', name)
+    else:
+        failures += 1
+        print('FAIL', name, detail)
+
+
+def start(args, env=None):
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = p.stdout.readline()
+    m = re.match(r'listening on http://127\.0\.0\.1:(\d+)/api/v1', line)
+    if not m:
+        p.kill()
+        raise SystemExit('did not start: %r %s' % (line, p.stderr.read()))
+    return p, int(m.group(1))
+
+
+def request(port, method, path, body=None, key=None, stream=False, timeout=30):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    headers = {'Content-Type': 'application/json'}
+    if key:
+        headers['Authorization'] = 'Bearer ' + key
+    c.request(method, path, body=json.dumps(body) if isinstance(body, dict) else body, headers=headers)
+    r = c.getresponse()
+    data = r.read().decode()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def chat(port, key, body):
+    return request(port, 'POST', '/api/v1/chat/completions', body, key)
+
+
+def sse_events(text):
+    out = []
+    for block in text.split('\n\n'):
+        for line in block.split('\n'):
+            if line.startswith('data: '):
+                out.append(line[6:])
+    return out
+
+
+def streamed_text(events):
+    text = ''
+    for e in events:
+        if e == '[DONE]':
+            continue
+        j = json.loads(e)
+        for ch in j.get('choices', []):
+            text += ch.get('delta', {}).get('content', '') or ''
+    return text
+
+
+def user(text):
+    return [{'role': 'user', 'content': text}]
+
+
+tmp = tempfile.mkdtemp(prefix='frugal-serve-')
+env = dict(os.environ, OPENROUTER_API_KEY=UPSTREAM_KEY)
+for k in ('OPENROUTER_BASE_URL', 'HTTPS_PROXY', 'https_proxy'):
+    env.pop(k, None)
+
+sim, sim_port = start([FRUGAL, 'sim', '--port', '0'], env)
+ALPHA, BETA, GAMMA = 'alpha-key-0123456789abcdef', 'beta-key-0123456789abcdef', 'gamma-key-0123456789abcdef'
+import hashlib
+config = {
+    'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % sim_port},
+    'policies': {'cheap': {'tiers': ['google/gemma-4-31b-it:free', 'anthropic/claude-sonnet-4.5']}},
+    'keys': {
+        ALPHA: {'tenant': 'alpha', 'budget': {'usd': '1.00', 'period': 'day'}},
+        # written as its hash: the file holds no secret
+        'sha256:' + hashlib.sha256(BETA.encode()).hexdigest(): {
+            'tenant': 'beta', 'budget': {'usd': '0.004'}, 'allow': ['frugal/cheap', 'anthropic/claude-sonnet-4.5']},
+        GAMMA: {'tenant': 'gamma', 'budget': {'usd': '1.00'}, 'rpm': 2},
+    },
+    'ledger': os.path.join(tmp, 'ledger.db'),
+    'limits': {'grace_seconds': 1},
+}
+cfg_path = os.path.join(tmp, 'gateway.json')
+with open(cfg_path, 'w') as f:
+    json.dump(config, f)
+
+# Config errors name the member.
+bad = dict(config, keys={ALPHA: {'tenant': 'alpha', 'budget': {'usd': '-1'}}})
+bad_path = os.path.join(tmp, 'bad.json')
+with open(bad_path, 'w') as f:
+    json.dump(bad, f)
+r = subprocess.run([FRUGAL, 'serve', '--config', bad_path, '--port', '0'], capture_output=True, text=True, env=env)
+check('a bad budget is refused, naming the member', r.returncode == 2 and '.budget.usd' in r.stderr and ALPHA not in r.stderr, r.stderr)
+with open(bad_path, 'w') as f:
+    json.dump(dict(config, limits={'max_body': 5}), f)
+r = subprocess.run([FRUGAL, 'serve', '--config', bad_path, '--port', '0'], capture_output=True, text=True, env=env)
+check('an unknown member is refused by name', r.returncode == 2 and 'limits.max_body: unknown member' in r.stderr, r.stderr)
+
+gw, port = start([FRUGAL, 'serve', '--config', cfg_path, '--port', '0'], env)
+status, _, body = request(port, 'GET', '/readyz')
+check('ready once listening', status == 200, body)
+
+# Whole, through the cascade, kept cheap.
+status, h, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'messages': user('Say hello')})
+j = json.loads(body)
+check('whole: 200 with a chat.completion', status == 200 and j['object'] == 'chat.completion', body)
+check('whole: the model that answered', j['model'] == 'google/gemma-4-31b-it:free' == h.get('x-frugal-model'), str(h))
+check('whole: usage carries cost and tokens', j['usage']['cost'] == 0 and j['usage']['total_tokens'] > 0, body)
+check('whole: not escalated', h.get('x-frugal-escalated') == 'false', str(h))
+check('whole: budget remaining', h.get('x-frugal-budget-remaining') == '1', str(h))
+
+# A streamed cascade that escalates never shows the cheap tier's text: what streams is exactly
+# the flagship's answer to the same prompt.
+hard = user('[sim difficulty=10] Explain the theorem')
+status, h, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'stream': True, 'messages': hard, 'max_tokens': 200})
+events = sse_events(body)
+status2, _, direct = chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'messages': hard, 'max_tokens': 200})
+flagship_text = json.loads(direct)['choices'][0]['message']['content']
+check('stream: 200 event-stream', status == 200 and h.get('content-type') == 'text/event-stream', str(h))
+check('stream: escalated to the flagship', h.get('x-frugal-model') == 'anthropic/claude-sonnet-4.5' and h.get('x-frugal-escalated') == 'true', str(h))
+check('stream: only the flagship\'s text was sent', streamed_text(events) == flagship_text, streamed_text(events) + ' vs ' + flagship_text)
+check('stream: ends with [DONE]', events[-1] == '[DONE]', str(events[-2:]))
+last = json.loads(events[-2])
+check('stream: the last chunk has the usage and its cost', last['usage']['cost'] > 0 and last['choices'][0]['finish_reason'] == 'stop', events[-2])
+
+# Errors in OpenAI's shape.
+def error_of(body):
+    try:
+        return json.loads(body)['error']
+    except Exception:
+        return {}
+
+status, _, body = chat(port, 'no-such-key-0000000000', {'model': 'frugal/cheap', 'messages': user('x')})
+check('401 unknown key', status == 401 and error_of(body).get('code') == 'invalid_api_key', body)
+status, _, body = chat(port, ALPHA, '{"model": "frugal/cheap", "messages": ')
+check('400 bad JSON', status == 400 and 'not JSON' in error_of(body).get('message', ''), body)
+status, _, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'messages': user('x'), 'max_tokens': -3})
+check('400 bad member names its param', status == 400 and error_of(body).get('param') == 'max_tokens', body)
+status, _, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'messages': user('x'), 'models': ['a/b']})
+check('400 fallback list refused', status == 400 and error_of(body).get('param') == 'models', body)
+status, _, body = chat(port, ALPHA, {'model': 'no/such-model', 'messages': user('x')})
+check('404 unknown model', status == 404 and error_of(body).get('code') == 'model_not_found', body)
+status, _, body = chat(port, BETA, {'model': 'openai/gpt-5-mini', 'messages': user('x')})
+check('403 model not allowed', status == 403 and error_of(body).get('code') == 'model_not_allowed', body)
+codes = [chat(port, GAMMA, {'model': 'frugal/cheap', 'messages': user('x')}) for _ in range(3)]
+check('429 past the key\'s rpm, with Retry-After', [c[0] for c in codes] == [200, 200, 429] and
+      int(codes[2][1].get('retry-after', '0')) >= 1 and error_of(codes[2][2]).get('code') == 'rate_limited',
+      str([(c[0], c[1].get('retry-after')) for c in codes]))
+status, _, body = request(port, 'POST', '/api/v1/chat/completions', 'x' * (2 << 20), ALPHA)
+check('413 past the body limit', status == 413, body[:200])
+
+# Beta's cap ($0.004) under 8 concurrent clients of paid requests: its spend stays under the
+# cap, it gets 402s that say so, and alpha is not blocked.
+results = []
+lock = threading.Lock()
+
+
+def beta_client():
+    for _ in range(4):
+        s, hh, b = chat(port, BETA, {'model': 'anthropic/claude-sonnet-4.5', 'messages': user('[sim tokens=40] go'), 'max_tokens': 60})
+        with lock:
+            results.append((s, b))
+
+
+threads = [threading.Thread(target=beta_client) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+statuses = [s for s, _ in results]
+denied = [b for s, b in results if s == 402]
+check('402 once beta\'s cap is reached', 200 in statuses and len(denied) > 0, str(statuses))
+check('402 says which cap and what is left', denied and 'tenant:beta' in error_of(denied[0]).get('message', '') and
+      'left of its $0.004 cap' in error_of(denied[0]).get('message', ''), denied[0] if denied else '')
+status, _, body = chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'messages': user('hi'), 'max_tokens': 60})
+check('another tenant goes on', status == 200, body[:200])
+
+# SIGTERM with a stream in flight: it is cancelled at the grace's end and its attempt settled.
+def slow_stream():
+    try:
+        chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 50,
+                           'messages': user('[sim fault=slow-first-token ms=60000] wait')})
+    except Exception:
+        pass
+
+
+status, _, metrics = request(port, 'GET', '/metrics')
+line_re = re.compile(r'^(#.*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? -?[0-9.eE+Inf]+)$')
+bad_lines = [l for l in metrics.strip().split('\n') if not line_re.match(l)]
+check('/metrics follows the text format', status == 200 and not bad_lines, str(bad_lines[:3]))
+cost_metric = {}
+for m in re.finditer(r'^frugal_cost_usd_total\{tenant="([^"]*)",model="([^"]*)"\} ([0-9.]+)$', metrics, re.M):
+    cost_metric[(m.group(1), m.group(2))] = m.group(3)
+
+db = sqlite3.connect(config['ledger'])
+ledger = {}
+for keys, model, cost in db.execute('SELECT keys, model_asked, SUM(cost) FROM ledger GROUP BY keys, model_asked'):
+    ledger[(keys.split(':', 1)[1], model)] = cost
+db.close()
+as_units = {k: round(float(v) * 1e12) for k, v in cost_metric.items()}
+check('/metrics cost counters equal the ledger', as_units == ledger, '%s vs %s' % (as_units, ledger))
+beta_spent = ledger.get(('beta', 'anthropic/claude-sonnet-4.5'), 0)
+check('beta spent no more than its cap', 0 < beta_spent <= 4 * 10**9, str(beta_spent))
+
+t = threading.Thread(target=slow_stream)
+t.start()
+time.sleep(0.5)
+gw.send_signal(signal.SIGTERM)
+t.join(timeout=60)
+try:
+    gw.wait(timeout=60)
+except subprocess.TimeoutExpired:
+    gw.kill()
+check('SIGTERM stops the gateway', gw.returncode == 0, str(gw.returncode))
+db = sqlite3.connect(config['ledger'])
+rows = db.execute("SELECT outcome, cost FROM ledger WHERE keys='tenant:alpha' AND model_asked='anthropic/claude-sonnet-4.5' ORDER BY id DESC LIMIT 1").fetchall()
+db.close()
+check('the stream cut by SIGTERM is in the ledger, held at its worst case', rows and rows[0][0] == 'cancelled' and rows[0][1] > 0, str(rows))
+
+err = gw.stderr.read()
+everything = err + metrics + open(config['ledger'], 'rb').read().decode('latin-1')
+check('the upstream key appears nowhere', UPSTREAM_KEY not in everything)
+
+sim.terminate()
+sim.wait()
+if failures:
+    print('%d check(s) failed' % failures)
+    sys.exit(1)
