@@ -269,6 +269,20 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
 
 namespace {
 
+// What a finished cascade reports beside its answer: every attempt's tokens and cost, and the
+// model that answered (`asked` when the response names none).
+serve::wire_totals totals_of(const cascade_result& res, const std::string& asked)
+{
+    serve::wire_totals t;
+    t.model = res.response.model.empty() ? asked : res.response.model;
+    t.cost = res.total_cost;
+    for (const auto& a : res.attempts) {
+        t.prompt_tokens += a.prompt_tokens;
+        t.completion_tokens += a.completion_tokens;
+    }
+    return t;
+}
+
 // The policy of a passed-through model: one tier, its answer returned as it is.
 cascade_policy single_model(const std::string& model, std::uint32_t max_tokens)
 {
@@ -874,13 +888,7 @@ asio::awaitable<bool> gateway_impl::chat(
             co_return co_await write_reply(sock, rep, keep);
         }
         count(key, model, "ok", &res, received);
-        serve::wire_totals t;
-        t.model = res.response.model.empty() ? r->policy().tiers[res.tier] : res.response.model;
-        t.cost = res.total_cost;
-        for (const auto& a : res.attempts) {
-            t.prompt_tokens += a.prompt_tokens;
-            t.completion_tokens += a.completion_tokens;
-        }
+        const auto t = totals_of(res, r->policy().tiers[res.tier]);
         rep = reply{};
         rep.body = serve::encode_completion(res.response, t);
         rep.headers = "x-frugal-model: " + t.model + "\r\nx-frugal-escalated: " +
@@ -981,13 +989,7 @@ asio::awaitable<bool> gateway_impl::chat(
         co_return false;
     }
     count(key, model, "ok", &res, received);
-    serve::wire_totals t;
-    t.model = res.response.model.empty() ? (shown_model.empty() ? model : shown_model) : res.response.model;
-    t.cost = res.total_cost;
-    for (const auto& a : res.attempts) {
-        t.prompt_tokens += a.prompt_tokens;
-        t.completion_tokens += a.completion_tokens;
-    }
+    const auto t = totals_of(res, shown_model.empty() ? model : shown_model);
     out.clear();
     if (!head_sent) {
         // An empty answer: nothing was shown yet.

@@ -1,8 +1,9 @@
 #include "serve/wire.hpp"
 
+#include "openrouter/codec.hpp"
+
 #include <boost/json.hpp>
 
-#include <cstdio>
 
 namespace frugal::serve {
 
@@ -11,27 +12,7 @@ namespace json = boost::json;
 void append_json_string(std::string& out, std::string_view text)
 {
     out += '"';
-    std::size_t start = 0;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const auto c = static_cast<unsigned char>(text[i]);
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        out.append(text.data() + start, i - start);
-        start = i + 1;
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default: {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
-        }
-        }
-    }
-    out.append(text.data() + start, text.size() - start);
+    openrouter::append_escaped(out, text);
     out += '"';
 }
 
