@@ -105,7 +105,7 @@ reply error_reply(
 {
     reply r;
     r.status = status;
-    r.body = serve::error_body(message, type, code, param);
+    r.body = serve::error_body(status, message, type, code, param);
     r.message = std::string(message);
     return r;
 }

@@ -313,7 +313,8 @@ std::string encode_completion(const chat_response& r, const wire_totals& t)
     out.reserve(256 + r.content.size() + r.reasoning.size());
     out += "{\"id\":";
     append_json_string(out, r.id);
-    out += ",\"object\":\"chat.completion\",\"created\":";
+    // system_fingerprint: OpenRouter sends it, null or not, and @openrouter/sdk requires it.
+    out += ",\"object\":\"chat.completion\",\"system_fingerprint\":null,\"created\":";
     out += std::to_string(r.created);
     out += ",\"model\":";
     append_json_string(out, t.model);
@@ -424,10 +425,18 @@ void append_stream_error(std::string& out, std::string_view message, int code)
 }
 
 std::string error_body(
-    std::string_view message, std::string_view type, std::string_view code, std::string_view param)
+    int status,
+    std::string_view message,
+    std::string_view type,
+    std::string_view reason,
+    std::string_view param)
 {
+    // OpenRouter's shape, which is OpenAI's plus an integer `code` (the status) and
+    // `metadata`: @openrouter/sdk requires the integer, the openai SDKs take either.
     std::string out = "{\"error\":{\"message\":";
     append_json_string(out, message);
+    out += ",\"code\":";
+    out += std::to_string(status);
     out += ",\"type\":";
     append_json_string(out, type);
     out += ",\"param\":";
@@ -435,9 +444,9 @@ std::string error_body(
         out += "null";
     else
         append_json_string(out, param);
-    out += ",\"code\":";
-    append_json_string(out, code);
-    out += "}}";
+    out += ",\"metadata\":{\"reason\":";
+    append_json_string(out, reason);
+    out += "}}}";
     return out;
 }
 

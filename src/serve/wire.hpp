@@ -60,9 +60,14 @@ void append_finish(
 // An error inside a stream that has started, as OpenRouter sends one.
 void append_stream_error(std::string& out, std::string_view message, int code);
 
-// `{"error": {...}}` in OpenAI's shape.
+// `{"error": {"message", "code", "type", "param", "metadata": {"reason"}}}`: the status as
+// `code`, frugal's reason for it in `metadata.reason`.
 std::string error_body(
-    std::string_view message, std::string_view type, std::string_view code, std::string_view param);
+    int status,
+    std::string_view message,
+    std::string_view type,
+    std::string_view reason,
+    std::string_view param);
 
 // JSON's escaping of `text`, quoted.
 void append_json_string(std::string& out, std::string_view text);

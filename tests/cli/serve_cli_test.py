@@ -9,7 +9,7 @@ in the ledger; the upstream key appears nowhere; config errors name the member.
 
 Usage: serve_cli_test.py FRUGAL
 """
-import http.client
+import hashlib
 import json
 import os
 import re
@@ -21,44 +21,12 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_common import (UPSTREAM_KEY, Checks, chat, environment, ledger_costs, metric_costs,
+                          request, start, user)
+
 FRUGAL = sys.argv[1]
-UPSTREAM_KEY = 'sk-or-v1-upstream-secret-7f3e9a'
-failures = 0
-
-
-def check(name, ok, detail=''):
-    global failures
-    if ok:
-        print('ok  ', name)
-    else:
-        failures += 1
-        print('FAIL', name, detail)
-
-
-def start(args, env=None):
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    line = p.stdout.readline()
-    m = re.match(r'listening on http://127\.0\.0\.1:(\d+)/api/v1', line)
-    if not m:
-        p.kill()
-        raise SystemExit('did not start: %r %s' % (line, p.stderr.read()))
-    return p, int(m.group(1))
-
-
-def request(port, method, path, body=None, key=None, stream=False, timeout=30):
-    c = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
-    headers = {'Content-Type': 'application/json'}
-    if key:
-        headers['Authorization'] = 'Bearer ' + key
-    c.request(method, path, body=json.dumps(body) if isinstance(body, dict) else body, headers=headers)
-    r = c.getresponse()
-    data = r.read().decode()
-    c.close()
-    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-
-
-def chat(port, key, body):
-    return request(port, 'POST', '/api/v1/chat/completions', body, key)
+check = Checks()
 
 
 def sse_events(text):
@@ -81,18 +49,11 @@ def streamed_text(events):
     return text
 
 
-def user(text):
-    return [{'role': 'user', 'content': text}]
-
-
 tmp = tempfile.mkdtemp(prefix='frugal-serve-')
-env = dict(os.environ, OPENROUTER_API_KEY=UPSTREAM_KEY)
-for k in ('OPENROUTER_BASE_URL', 'HTTPS_PROXY', 'https_proxy'):
-    env.pop(k, None)
+env = environment()
 
 sim, sim_port = start([FRUGAL, 'sim', '--port', '0'], env)
 ALPHA, BETA, GAMMA = 'alpha-key-0123456789abcdef', 'beta-key-0123456789abcdef', 'gamma-key-0123456789abcdef'
-import hashlib
 config = {
     'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % sim_port},
     'policies': {'cheap': {'tiers': ['google/gemma-4-31b-it:free', 'anthropic/claude-sonnet-4.5']}},
@@ -151,8 +112,10 @@ check('stream: the last chunk has the usage and its cost', last['usage']['cost']
 
 # Errors in OpenAI's shape.
 def error_of(body):
+    # OpenRouter's shape: the status as `code`, frugal's reason in `metadata.reason`.
     try:
-        return json.loads(body)['error']
+        e = json.loads(body)['error']
+        return dict(e, code=e['metadata']['reason'], status=e['code'])
     except Exception:
         return {}
 
@@ -214,16 +177,10 @@ status, _, metrics = request(port, 'GET', '/metrics')
 line_re = re.compile(r'^(#.*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? -?[0-9.eE+Inf]+)$')
 bad_lines = [l for l in metrics.strip().split('\n') if not line_re.match(l)]
 check('/metrics follows the text format', status == 200 and not bad_lines, str(bad_lines[:3]))
-cost_metric = {}
-for m in re.finditer(r'^frugal_cost_usd_total\{tenant="([^"]*)",model="([^"]*)"\} ([0-9.]+)$', metrics, re.M):
-    cost_metric[(m.group(1), m.group(2))] = m.group(3)
-
 db = sqlite3.connect(config['ledger'])
-ledger = {}
-for keys, model, cost in db.execute('SELECT keys, model_asked, SUM(cost) FROM ledger GROUP BY keys, model_asked'):
-    ledger[(keys.split(':', 1)[1], model)] = cost
+ledger = ledger_costs(db)
 db.close()
-as_units = {k: round(float(v) * 1e12) for k, v in cost_metric.items()}
+as_units = metric_costs(metrics)
 check('/metrics cost counters equal the ledger', as_units == ledger, '%s vs %s' % (as_units, ledger))
 beta_spent = ledger.get(('beta', 'anthropic/claude-sonnet-4.5'), 0)
 check('beta spent no more than its cap', 0 < beta_spent <= 4 * 10**9, str(beta_spent))
@@ -249,6 +206,6 @@ check('the upstream key appears nowhere', UPSTREAM_KEY not in everything)
 
 sim.terminate()
 sim.wait()
-if failures:
-    print('%d check(s) failed' % failures)
+if check.failures:
+    print('%d check(s) failed' % check.failures)
     sys.exit(1)

@@ -200,8 +200,10 @@ BOOST_AUTO_TEST_CASE(answers_chunks_and_errors_are_json_the_sdks_read)
     BOOST_TEST(f.at("choices").at(0).at("finish_reason") == "length");
     BOOST_TEST(f.at("usage").at("prompt_tokens") == 10);
 
-    const auto e = boost::json::parse(serve::error_body("no \"key\"", "t", "c", ""));
+    const auto e = boost::json::parse(serve::error_body(402, "no \"key\"", "t", "c", ""));
     BOOST_TEST(e.at("error").at("message") == "no \"key\"");
+    BOOST_TEST(e.at("error").at("code") == 402);
+    BOOST_TEST(e.at("error").at("metadata").at("reason") == "c");
     BOOST_TEST(e.at("error").at("param").is_null());
 }
 

@@ -1,0 +1,83 @@
+"""What the gateway's tests share: starting `frugal sim` and `frugal serve`, and plain HTTP."""
+import http.client
+import json
+import os
+import re
+import subprocess
+
+UPSTREAM_KEY = 'sk-or-v1-upstream-secret-7f3e9a'
+
+
+class Checks:
+    def __init__(self):
+        self.failures = 0
+
+    def __call__(self, name, ok, detail=''):
+        if ok:
+            print('ok  ', name)
+        else:
+            self.failures += 1
+            print('FAIL', name, detail)
+
+
+def environment():
+    """The upstream key set, and nothing that could send a request anywhere but loopback."""
+    env = dict(os.environ, OPENROUTER_API_KEY=UPSTREAM_KEY)
+    for k in ('OPENROUTER_BASE_URL', 'HTTPS_PROXY', 'https_proxy'):
+        env.pop(k, None)
+    return env
+
+
+def start(args, env):
+    """Starts a server that prints `listening on http://127.0.0.1:PORT/api/v1`; its port."""
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = p.stdout.readline()
+    m = re.match(r'listening on http://127\.0\.0\.1:(\d+)/api/v1', line)
+    if not m:
+        p.kill()
+        raise SystemExit('did not start: %r %s' % (line, p.stderr.read()))
+    return p, int(m.group(1))
+
+
+def request(port, method, path, body=None, key=None, timeout=30):
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    headers = {'Content-Type': 'application/json'}
+    if key:
+        headers['Authorization'] = 'Bearer ' + key
+    c.request(method, path, body=json.dumps(body) if isinstance(body, dict) else body, headers=headers)
+    r = c.getresponse()
+    data = r.read().decode()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def chat(port, key, body, timeout=30):
+    return request(port, 'POST', '/api/v1/chat/completions', body, key, timeout)
+
+
+def user(text):
+    return [{'role': 'user', 'content': text}]
+
+
+def metric_costs(metrics_text):
+    """frugal_cost_usd_total by (tenant, model), in the ledger's units (1e-12 USD)."""
+    out = {}
+    for m in re.finditer(r'^frugal_cost_usd_total\{tenant="([^"]*)",model="([^"]*)"\} ([0-9.]+)$',
+                         metrics_text, re.M):
+        whole, _, frac = m.group(3).partition('.')
+        out[(m.group(1), m.group(2))] = int(whole) * 10**12 + int((frac + '0' * 12)[:12])
+    return out
+
+
+def ledger_costs(db):
+    """The ledger's cost by (tenant, model asked)."""
+    return {(keys.split(':', 1)[1], model): cost for keys, model, cost in
+            db.execute('SELECT keys, model_asked, SUM(cost) FROM ledger GROUP BY keys, model_asked')}
+
+
+def sim_bill_total(sim_port):
+    """The simulator's own bill, in the ledger's units."""
+    _, _, body = request(sim_port, 'GET', '/__sim/bill')
+    total = json.loads(body)['total']['cost_usd']
+    whole, _, frac = total.partition('.')
+    return int(whole) * 10**12 + int((frac + '0' * 12)[:12])
