@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Two `frugal serve` processes sharing one cap through Redis, in front of one simulator.
+
+8 clients on each gateway spend under one tenant's cap: the two ledgers together stay under
+the cap and add up to the simulator's bill, both gateways refuse with 402 once it is spent, and
+another tenant, on the same Redis, goes on.
+
+Exit 77 (skipped) without redis-server. Usage: serve_fleet_test.py FRUGAL
+"""
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_common import Checks, chat, environment, ledger_costs, sim_bill_total, start, user
+
+FRUGAL = sys.argv[1]
+if not shutil.which('redis-server'):
+    print('SKIP: no redis-server')
+    sys.exit(77)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+check = Checks()
+tmp = tempfile.mkdtemp(prefix='frugal-serve-fleet-')
+rport = free_port()
+redis = subprocess.Popen(['redis-server', '--port', str(rport), '--bind', '127.0.0.1', '--save', '',
+                          '--appendonly', 'no'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+for _ in range(100):
+    try:
+        socket.create_connection(('127.0.0.1', rport), timeout=0.2).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+
+env = environment()
+sim, sim_port = start([FRUGAL, 'sim', '--port', '0'], env)
+SHARED, OTHER = 'shared-key-0123456789abcdef', 'other-key-0123456789abcdef'
+gateways = []
+for i in range(2):
+    config = {
+        'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % sim_port},
+        'keys': {SHARED: {'tenant': 'shared', 'budget': {'usd': '0.006'}},
+                 OTHER: {'tenant': 'other', 'budget': {'usd': '1.00'}}},
+        'ledger': os.path.join(tmp, 'ledger%d.db' % i),
+        'budget_store': 'redis://127.0.0.1:%d/0' % rport,
+        'limits': {'grace_seconds': 1},
+    }
+    path = os.path.join(tmp, 'gateway%d.json' % i)
+    with open(path, 'w') as f:
+        json.dump(config, f)
+    gateways.append(start([FRUGAL, 'serve', '--config', path, '--port', '0'], env) + (config['ledger'],))
+
+statuses = []
+lock = threading.Lock()
+
+
+def client(port):
+    for _ in range(4):
+        s, _, body = chat(port, SHARED, {'model': 'anthropic/claude-sonnet-4.5', 'messages': user('[sim tokens=40] go'),
+                                         'max_tokens': 60})
+        with lock:
+            statuses.append((port, s, body))
+
+
+threads = [threading.Thread(target=client, args=(g[1],)) for g in gateways for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+codes = {(p, s) for p, s, _ in statuses}
+check('both gateways answered', all((g[1], 200) in codes for g in gateways), str(sorted(codes)))
+check('both gateways refuse once the shared cap is spent', all((g[1], 402) in codes for g in gateways), str(sorted(codes)))
+s, _, body = chat(gateways[1][1], OTHER, {'model': 'anthropic/claude-sonnet-4.5', 'messages': user('hi'), 'max_tokens': 60})
+check('another tenant on the same Redis goes on', s == 200, body[:200])
+
+for p, _, _ in gateways:
+    p.terminate()
+for p, _, _ in gateways:
+    p.wait(timeout=60)
+check('both gateways stop cleanly', all(p.returncode == 0 for p, _, _ in gateways), str([p.returncode for p, _, _ in gateways]))
+spent = {}
+for _, _, ledger in gateways:
+    db = sqlite3.connect(ledger)
+    for (tenant, _), v in ledger_costs(db).items():
+        spent[tenant] = spent.get(tenant, 0) + v
+    db.close()
+check('the two ledgers together stay under the shared cap', 0 < spent.get('shared', 0) <= 6 * 10**9, str(spent))
+check('the two ledgers add up to the simulator\'s bill', sum(spent.values()) == sim_bill_total(sim_port),
+      '%d vs %d' % (sum(spent.values()), sim_bill_total(sim_port)))
+sim.terminate()
+redis.terminate()
+sim.wait()
+redis.wait()
+if check.failures:
+    print('%d check(s) failed' % check.failures)
+    sys.exit(1)
