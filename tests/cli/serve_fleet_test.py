@@ -77,6 +77,11 @@ def client(port):
             statuses.append((port, s, body))
 
 
+# One request through each first, so that each is seen to spend; then both at once.
+for g in gateways:
+    s, _, body = chat(g[1], SHARED, {'model': 'anthropic/claude-sonnet-4.5', 'messages': user('[sim tokens=40] go'),
+                                     'max_tokens': 60})
+    statuses.append((g[1], s, body))
 threads = [threading.Thread(target=client, args=(g[1],)) for g in gateways for _ in range(8)]
 for t in threads:
     t.start()
