@@ -37,10 +37,8 @@ std::optional<gateway_config> read_config(const std::string& path)
 
 int run_serve(const serve_options& options)
 {
-    if (!options.tls_cert.empty() || !options.tls_key.empty()) {
-        std::fprintf(
-            stderr, "frugal serve: --tls-cert/--tls-key are not built yet; serve plain HTTP on "
-                    "loopback behind a TLS proxy\n");
+    if (options.tls_cert.empty() != options.tls_key.empty()) {
+        std::fprintf(stderr, "frugal serve: --tls-cert and --tls-key go together\n");
         return exit_usage;
     }
     auto config = read_config(options.config_file);
@@ -56,6 +54,8 @@ int run_serve(const serve_options& options)
     gateway_params params;
     params.host = options.host;
     params.port = options.port;
+    params.tls_cert = options.tls_cert;
+    params.tls_key = options.tls_key;
     gateway gw(io.get_executor(), std::move(*config), params);
     diagnostics diag;
     int status = 0;

@@ -19,6 +19,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
@@ -137,12 +139,13 @@ struct rpm_bucket {
 
 // Watches a client's connection while its answer is produced. A client sends nothing then
 // but its EOF (it went away) or a pipelined request, whose bytes are kept for the next read.
+template <class Stream>
 struct disconnect_watch {
-    disconnect_watch(tcp::socket& s, beast::flat_buffer& b, asio::cancellation_signal& sig)
+    disconnect_watch(Stream& s, beast::flat_buffer& b, asio::cancellation_signal& sig)
         : sock(s), buf(b), request(sig), ended(s.get_executor())
     {
     }
-    tcp::socket& sock;
+    Stream& sock;
     beast::flat_buffer& buf;
     asio::cancellation_signal& request; // stops the request when the client is gone
     asio::cancellation_signal stop_read;
@@ -151,7 +154,8 @@ struct disconnect_watch {
     bool gone = false;
 };
 
-asio::awaitable<void> watch(disconnect_watch& w)
+template <class Stream>
+asio::awaitable<void> watch(disconnect_watch<Stream>& w)
 {
     co_await asio::this_coro::throw_if_cancelled(false);
     for (;;) {
@@ -178,14 +182,16 @@ asio::awaitable<void> watch(disconnect_watch& w)
     w.ended.cancel();
 }
 
-void start_watch(disconnect_watch& w)
+template <class Stream>
+void start_watch(disconnect_watch<Stream>& w)
 {
     w.running = true;
     w.ended.expires_at(steady_clock::time_point::max());
     asio::co_spawn(w.sock.get_executor(), watch(w), asio::detached);
 }
 
-asio::awaitable<void> stop_watch(disconnect_watch& w)
+template <class Stream>
+asio::awaitable<void> stop_watch(disconnect_watch<Stream>& w)
 {
     if (!w.running)
         co_return;
@@ -221,18 +227,24 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     std::string models_body() const;
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> session(tcp::socket sock);
+    template <class Stream>
+    asio::awaitable<void> connection(Stream& sock);
+    template <class Stream>
     asio::awaitable<bool> handle(
-        tcp::socket& sock,
+        Stream& sock,
         beast::flat_buffer& buf,
         bhttp::request<bhttp::string_body>& req,
         const steady_clock::time_point received);
+    template <class Stream>
     asio::awaitable<bool> chat(
-        tcp::socket& sock,
+        Stream& sock,
         beast::flat_buffer& buf,
         bhttp::request<bhttp::string_body>& req,
         steady_clock::time_point received);
-    asio::awaitable<bool> write_reply(tcp::socket& sock, const reply& r, bool keep_alive);
-    asio::awaitable<bool> write_all(tcp::socket& sock, const std::string& bytes);
+    template <class Stream>
+    asio::awaitable<bool> write_reply(Stream& sock, const reply& r, bool keep_alive);
+    template <class Stream>
+    asio::awaitable<bool> write_all(Stream& sock, const std::string& bytes);
     void arm(tcp::socket& sock, asio::steady_timer& t, std::chrono::milliseconds d);
     std::optional<budget_snapshot> tenant_budget(const std::string& tenant) const;
     void budget_headers(const gateway_key& k, std::string& headers) const;
@@ -256,6 +268,7 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     std::map<std::string, std::shared_ptr<router>, std::less<>> model_routers;
     std::map<std::string, rpm_bucket, std::less<>> buckets; // by key hash
     tcp::acceptor acceptor;
+    std::optional<asio::ssl::context> tls; // --tls-cert: HTTPS
     std::uint16_t bound_port = 0;
     bool ready = false;
     bool draining = false;
@@ -403,6 +416,23 @@ asio::awaitable<error_code> gateway_impl::start(diagnostics& diag)
     build_routers(*config);
 
     error_code bec;
+    if (!params.tls_cert.empty() || !params.tls_key.empty()) {
+        tls.emplace(asio::ssl::context::tls_server);
+        tls->set_options(
+            asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+            asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+            asio::ssl::context::no_tlsv1_1);
+        tls->use_certificate_chain_file(params.tls_cert, bec);
+        if (bec) {
+            diag.message = "--tls-cert " + params.tls_cert + ": " + bec.message();
+            co_return bec;
+        }
+        tls->use_private_key_file(params.tls_key, asio::ssl::context::pem, bec);
+        if (bec) {
+            diag.message = "--tls-key " + params.tls_key + ": " + bec.message();
+            co_return bec;
+        }
+    }
     const auto address = asio::ip::make_address(params.host, bec);
     if (bec) {
         diag.message = "--host " + params.host + ": " + bec.message();
@@ -462,16 +492,18 @@ void gateway_impl::arm(tcp::socket& sock, asio::steady_timer& t, std::chrono::mi
     });
 }
 
-asio::awaitable<bool> gateway_impl::write_all(tcp::socket& sock, const std::string& bytes)
+template <class Stream>
+asio::awaitable<bool> gateway_impl::write_all(Stream& sock, const std::string& bytes)
 {
     asio::steady_timer deadline(executor);
-    arm(sock, deadline, config->client_timeout);
+    arm(beast::get_lowest_layer(sock), deadline, config->client_timeout);
     auto [ec, n] = co_await asio::async_write(sock, asio::buffer(bytes), tuple_awaitable);
     deadline.cancel();
     co_return !ec;
 }
 
-asio::awaitable<bool> gateway_impl::write_reply(tcp::socket& sock, const reply& r, bool keep_alive)
+template <class Stream>
+asio::awaitable<bool> gateway_impl::write_reply(Stream& sock, const reply& r, bool keep_alive)
 {
     std::string bytes = render_head(r, keep_alive, false);
     bytes += r.body;
@@ -479,10 +511,10 @@ asio::awaitable<bool> gateway_impl::write_reply(tcp::socket& sock, const reply& 
     co_return ok && keep_alive && !r.close;
 }
 
-asio::awaitable<void> gateway_impl::session(tcp::socket sock)
+// Serves one connection's requests until it closes.
+template <class Stream>
+asio::awaitable<void> gateway_impl::connection(Stream& sock)
 {
-    auto self = shared_from_this();
-    ++connections;
     beast::flat_buffer buf;
     asio::steady_timer deadline(executor);
     reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
@@ -491,7 +523,7 @@ asio::awaitable<void> gateway_impl::session(tcp::socket sock)
         bhttp::request_parser<bhttp::string_body> parser;
         parser.header_limit(16 * 1024);
         parser.body_limit(config->max_body_bytes);
-        arm(sock, deadline, config->client_timeout);
+        arm(beast::get_lowest_layer(sock), deadline, config->client_timeout);
         auto [hec, hn] = co_await bhttp::async_read_header(sock, buf, parser, tuple_awaitable);
         error_code ec = hec;
         if (!ec) {
@@ -531,21 +563,43 @@ asio::awaitable<void> gateway_impl::session(tcp::socket sock)
         if (!co_await handle(sock, buf, req, received))
             break;
     }
-    error_code ignored;
-    if (linger && sock.is_open()) {
+    if (linger && beast::get_lowest_layer(sock).is_open()) {
         // A refused request's client may still be sending its body: closing now would reset
         // the connection and lose the answer it has not read. Its rest is read and dropped,
         // for a second at most.
-        sock.shutdown(tcp::socket::shutdown_send, ignored);
-        arm(sock, deadline, std::chrono::seconds(1));
-        char sink[16384];
+        arm(beast::get_lowest_layer(sock), deadline, std::chrono::seconds(1));
         for (std::size_t total = 0; total < (std::size_t{64} << 20);) {
-            auto [rec, n] = co_await sock.async_read_some(asio::buffer(sink), tuple_awaitable);
+            buf.clear();
+            auto [rec, n] = co_await sock.async_read_some(buf.prepare(16384), tuple_awaitable);
             if (rec)
                 break;
             total += n;
         }
         deadline.cancel();
+    }
+}
+
+asio::awaitable<void> gateway_impl::session(tcp::socket sock)
+{
+    auto self = shared_from_this();
+    ++connections;
+    error_code ignored;
+    if (!tls) {
+        co_await connection(sock);
+    } else {
+        // HTTPS: the handshake under the client deadline, and a TLS close at the end, which a
+        // stream whose body ends with the connection needs to be seen as complete.
+        asio::ssl::stream<tcp::socket&> s(sock, *tls);
+        asio::steady_timer deadline(executor);
+        arm(sock, deadline, config->client_timeout);
+        auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::server, tuple_awaitable);
+        deadline.cancel();
+        if (!hec) {
+            co_await connection(s);
+            arm(sock, deadline, std::chrono::seconds(1));
+            (void)co_await s.async_shutdown(tuple_awaitable);
+            deadline.cancel();
+        }
     }
     sock.shutdown(tcp::socket::shutdown_both, ignored);
     sock.close(ignored);
@@ -668,8 +722,9 @@ void gateway_impl::request_ended()
         drained.cancel();
 }
 
+template <class Stream>
 asio::awaitable<bool> gateway_impl::handle(
-    tcp::socket& sock,
+    Stream& sock,
     beast::flat_buffer& buf,
     bhttp::request<bhttp::string_body>& req,
     steady_clock::time_point received)
@@ -774,8 +829,9 @@ std::string gateway_impl::models_body() const
     return out;
 }
 
+template <class Stream>
 asio::awaitable<bool> gateway_impl::chat(
-    tcp::socket& sock,
+    Stream& sock,
     beast::flat_buffer& buf,
     bhttp::request<bhttp::string_body>& http_req,
     steady_clock::time_point received)
@@ -865,7 +921,7 @@ asio::awaitable<bool> gateway_impl::chat(
     cascade_options opts;
     opts.budget_keys = {"tenant:" + key.tenant};
     asio::cancellation_signal sig;
-    disconnect_watch w(sock, buf, sig);
+    disconnect_watch<Stream> w(sock, buf, sig);
     ++in_flight;
     live.insert(&sig);
     start_watch(w);

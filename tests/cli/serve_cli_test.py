@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -199,6 +200,41 @@ db = sqlite3.connect(config['ledger'])
 rows = db.execute("SELECT outcome, cost FROM ledger WHERE keys='tenant:alpha' AND model_asked='anthropic/claude-sonnet-4.5' ORDER BY id DESC LIMIT 1").fetchall()
 db.close()
 check('the stream cut by SIGTERM is in the ledger, held at its worst case', rows and rows[0][0] == 'cancelled' and rows[0][1] > 0, str(rows))
+
+# HTTPS with --tls-cert/--tls-key: a certificate made now, trusted by the client alone.
+if shutil.which('openssl'):
+    import http.client
+    import ssl
+    cert, pkey = os.path.join(tmp, 'cert.pem'), os.path.join(tmp, 'key.pem')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+                    '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+                    '-keyout', pkey, '-out', cert], check=True, capture_output=True)
+    tls_gw = subprocess.Popen([FRUGAL, 'serve', '--config', cfg_path, '--port', '0', '--tls-cert', cert,
+                               '--tls-key', pkey], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = tls_gw.stdout.readline()
+    m = re.match(r'listening on https://127\.0\.0\.1:(\d+)/api/v1', line)
+    check('HTTPS: listening on an https URL', m is not None, line)
+    if m:
+        context = ssl.create_default_context(cafile=cert)
+        replies = []
+        for stream in (False, True):
+            c = http.client.HTTPSConnection('127.0.0.1', int(m.group(1)), context=context, timeout=30)
+            c.request('POST', '/api/v1/chat/completions', json.dumps(
+                {'model': 'frugal/cheap', 'stream': stream, 'messages': user('Say hello')}),
+                {'Authorization': 'Bearer ' + ALPHA})
+            r = c.getresponse()
+            replies.append((r.status, r.read().decode()))
+            c.close()
+        whole = json.loads(replies[0][1])['choices'][0]['message']['content'] if replies[0][0] == 200 else None
+        check('HTTPS: a whole answer', replies[0][0] == 200 and whole, str(replies[0])[:300])
+        check('HTTPS: a stream read to its end', replies[1][0] == 200 and
+              streamed_text(sse_events(replies[1][1])) == whole and replies[1][1].endswith('data: [DONE]\n\n'),
+              str(replies[1])[:300])
+    tls_gw.terminate()
+    tls_gw.wait(timeout=60)
+    check('HTTPS: the gateway stops cleanly', tls_gw.returncode == 0, str(tls_gw.returncode))
+else:
+    print('skip HTTPS: no openssl command')
 
 err = gw.stderr.read()
 everything = err + metrics + open(config['ledger'], 'rb').read().decode('latin-1')
