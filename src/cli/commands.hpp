@@ -102,6 +102,7 @@ struct report_options {
     double reconcile_wait_seconds = 15;
     std::string budget_store; ///< redis://...: settle the fleet's swept reservations too
     double budget_lease_seconds = 900; ///< the fleet's lease (batch --budget-lease)
+    std::string tenant; ///< only the records and the cap of `tenant:NAME` (a gateway's ledger)
 };
 
 /// `frugal report`: the usage report of a ledger (text, JSON, CSV or an HTML dashboard), with

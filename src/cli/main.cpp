@@ -198,6 +198,9 @@ int main(int argc, char** argv)
         "--html", report.html_file, "Write a self-contained HTML dashboard to this file");
     report_cmd->add_option(
         "--since", report.since, "Only records from: 2026-11-26, 2026-11-26T09:30:00Z, 24h, 7d");
+    report_cmd->add_option(
+        "--tenant", report.tenant,
+        "Only this tenant's records and cap (a frugal serve ledger: budget key tenant:NAME)");
     report_cmd->add_flag(
         "--reconcile", report.reconcile,
         "Look every generation up on the provider (key from OPENROUTER_API_KEY) and list "

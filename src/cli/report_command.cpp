@@ -79,6 +79,20 @@ int run_report(const report_options& options)
         std::fprintf(stderr, "frugal report: %s\n", diag.message.c_str());
         return exit_failure;
     }
+    if (!options.tenant.empty()) {
+        // A gateway charges each request to its tenant's budget key.
+        const std::string key = "tenant:" + options.tenant;
+        auto charged = [&key](const std::string& keys) {
+            for (std::size_t at = keys.find(key); at != std::string::npos;
+                 at = keys.find(key, at + 1))
+                if ((at == 0 || keys[at - 1] == ' ') &&
+                    (at + key.size() == keys.size() || keys[at + key.size()] == ' '))
+                    return true;
+            return false;
+        };
+        std::erase_if(data->records, [&](const attempt_record& r) { return !charged(r.keys); });
+        std::erase_if(data->notes.caps, [&](const budget_spec& c) { return c.name != key; });
+    }
     auto report = build_report(*data, now);
     report.reconcile = std::move(rec);
 

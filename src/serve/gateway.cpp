@@ -223,6 +223,7 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     error_code open_guard(diagnostics& diag);
     error_code check_models(const gateway_config& c, diagnostics& diag) const;
     void build_routers(const gateway_config& c);
+    void note_tiers();
     std::shared_ptr<router> passthrough(const std::string& model);
     std::string models_body() const;
     asio::awaitable<void> accept_loop();
@@ -385,6 +386,21 @@ void gateway_impl::build_routers(const gateway_config& c)
         policy_routers.emplace(name, std::make_shared<router>(*client, p, prices, guard));
     // A passed-through model's router depends on default_max_tokens only.
     model_routers.clear();
+    note_tiers();
+}
+
+// Each router notes its tiers in the ledger as it opens, for the report's per-tier table and
+// its flagship comparison; a gateway runs many. The note says the one policy when there is
+// one, else nothing: a report then names each tier by the model asked.
+void gateway_impl::note_tiers()
+{
+    if (!guard)
+        return;
+    ledger_notes n;
+    if (config->policies.size() == 1)
+        n.tiers = config->policies.begin()->second.tiers;
+    for (const auto& [key, value] : n.format_tiers())
+        (void)guard->annotate(key, value);
 }
 
 std::shared_ptr<router> gateway_impl::passthrough(const std::string& model)
@@ -396,6 +412,7 @@ std::shared_ptr<router> gateway_impl::passthrough(const std::string& model)
     auto r = std::make_shared<router>(
         *client, single_model(model, config->default_max_tokens), prices, guard);
     model_routers.emplace(model, r);
+    note_tiers();
     return r;
 }
 

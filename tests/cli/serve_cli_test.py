@@ -186,6 +186,15 @@ check('/metrics cost counters equal the ledger', as_units == ledger, '%s vs %s' 
 beta_spent = ledger.get(('beta', 'anthropic/claude-sonnet-4.5'), 0)
 check('beta spent no more than its cap', 0 < beta_spent <= 4 * 10**9, str(beta_spent))
 
+# frugal report on the gateway's ledger, one tenant at a time.
+r = subprocess.run([FRUGAL, 'report', '--ledger', config['ledger'], '--tenant', 'beta', '--json'],
+                   capture_output=True, text=True)
+rep = json.loads(r.stdout) if r.stdout.startswith('{') else {}
+check('report --tenant: that tenant\'s spend and cap only',
+      rep.get('caps', [{}])[0].get('budget') == 'tenant:beta' and len(rep.get('caps', [])) == 1 and
+      round(float(rep.get('total_cost', '-1')) * 1e12) == sum(v for (t, _), v in ledger.items() if t == 'beta'),
+      r.stdout[:400] + r.stderr)
+
 t = threading.Thread(target=slow_stream)
 t.start()
 time.sleep(0.5)
