@@ -31,6 +31,16 @@ with open(f"{out}/whole.json", "w") as f:
     f.write(json.dumps(whole, separators=(",", ":")).replace('"@COST@"', "0.0000378"))
 
 
+# The catalog a gateway in front of this server loads: the one model, priced so that the canned
+# bill (12 prompt and 60 completion tokens, $0.0000378) is what its prices say.
+models = {"data": [{"id": MODEL, "name": "OpenAI: GPT-4o-mini", "created": CREATED,
+                    "context_length": 128000,
+                    "pricing": {"prompt": "0.00000015", "completion": "0.0000006", "request": "0"},
+                    "top_provider": {"context_length": 128000, "max_completion_tokens": 16384}}]}
+with open(f"{out}/models.json", "w") as f:
+    f.write(json.dumps(models, separators=(",", ":")))
+
+
 def chunk(delta, finish=None, usage=None, choices=True):
     c = {"id": GEN, "provider": "OpenAI", "model": MODEL, "object": "chat.completion.chunk",
          "created": CREATED,

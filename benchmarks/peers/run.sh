@@ -54,7 +54,7 @@ run() { # item command...
     fi
 }
 
-for rep in $(seq "$reps"); do
+for rep in $(seq "$( [ "${PEERS_ONLY_GATEWAY:-0}" = 1 ] && echo 0 || echo "$reps")"); do
     echo "repetition $rep of $reps"
     run wrk_whole python3 "$here/measure.py" "$whole/chat/completions" 4 64 "$here/post.lua"
     run openai_whole node "$here/peers.mjs" "$modules" openai whole "$whole" 4000 64
@@ -73,6 +73,10 @@ for rep in $(seq "$reps"); do
     run esp_decode node "$here/peers.mjs" "$modules" parse "$work/www/big.sse" decode
     run frugal_decode "$load" --parse "$work/www/big.sse" --decode
 done
-run frugal_hold_10k "$load" --base-url "$stream" --hold-streams 10000
+[ "${PEERS_ONLY_GATEWAY:-0}" = 1 ] || run frugal_hold_10k "$load" --base-url "$stream" --hold-streams 10000
+if [ "${PEERS_GATEWAY:-1}" = 1 ]; then
+    # shellcheck source=benchmarks/peers/gateway.sh
+    . "$here/gateway.sh"
+fi
 echo
 python3 "$here/table.py" "$runs" "$build/bench/peers.json"

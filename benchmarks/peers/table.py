@@ -113,6 +113,28 @@ goal("SSE framing", r, 1024, at_least(r, 1024), "MiB/s")
 r = ratio(P.get("frugal_decode", {}).get("mib_per_s"), P.get("esp_decode", {}).get("mib_per_s"))
 goal("framing + decoding / eventsource-parser + JSON.parse", r, 5, at_least(r, 5), "x")
 
+# The gateway (issue 18): what frugal serve and Portkey add to a direct call.
+gateway = {}
+for item in ("gateway_cpu", "portkey_cpu"):
+    if item in runs:
+        gateway[item] = {"cpu_us_per_req": med(item, "cpu_us_per_req"), "req_per_s": med(item, "req_per_s"),
+                         "errors": sum(r.get("errors", 0) for r in runs[item])}
+for item in ("direct_rate", "gateway_rate", "portkey_rate"):
+    if item in runs:
+        gateway[item] = {k: med(item, k) for k in ("p50_us", "p99_us", "p999_us", "queued")}
+        gateway[item]["errors"] = sum(r.get("errors", 0) for r in runs[item])
+for item in ("gateway_hold", "portkey_hold"):
+    if item in runs:
+        gateway[item] = {"kib_per_stream": med(item, "kib_per_stream"), "open_streams": med(item, "open_streams")}
+if "gateway_cpu" in runs:
+    r = rep_ratio("portkey_cpu", "cpu_us_per_req", "gateway_cpu", "cpu_us_per_req")
+    goal("gateway: Portkey's CPU per request / frugal serve's", r, 20, at_least(r, 20), "x")
+    r = rep_ratio("gateway_rate", "p99_us", "direct_rate", "p99_us", lambda a, b: a - b)
+    goal("gateway: added p99 at 5,000 req/s", r, 200, at_most(r, 200), "µs")
+    r = gateway.get("gateway_hold", {}).get("kib_per_stream")
+    goal("gateway: memory per open stream", r, 16, at_most(r, 16), "KiB")
+
+
 def sh(cmd):
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
@@ -125,7 +147,7 @@ machine = {"cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "cores": sh("nproc
            "node": sh("node --version"), "nginx": sh("nginx -v 2>&1 | sed 's/.*nginx\\///'"),
            "wrk": sh("wrk -v 2>&1 | head -1 | awk '{print $2}'")}
 result = {"machine": machine, "clients": table, "memory": memory, "many_streams": many,
-          "parsing": parse, "goals": goals}
+          "parsing": parse, "gateway": gateway, "goals": goals}
 json.dump(result, open(out_json, "w"), indent=1)
 
 
@@ -168,6 +190,22 @@ names = {"esp_frame": "eventsource-parser", "esp_decode": "eventsource-parser + 
 for p in parse:
     lines.append(f"| {names[p['parser']]} | {f(p['mib_per_s'])} | {f(p['cpu_us_per_event'], 3)} |")
 lines.append("")
+if gateway:
+    lines.append("The gateway: each alone on CPU 1 in front of the same nginx; wrk (64 connections) and")
+    lines.append("frugal-rate (a fixed 5,000 requests a second, latency from when each was due) on CPU 0.")
+    lines.append("")
+    lines.append("| gateway | CPU µs/req (its own) | req/s (closed loop) | p50 µs at 5k/s | p99 µs at 5k/s | queued | KiB per open stream |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    for name, cpu_item, rate_item, hold_item in (("direct call (no gateway)", None, "direct_rate", None),
+                                                 ("frugal serve", "gateway_cpu", "gateway_rate", "gateway_hold"),
+                                                 ("Portkey gateway 1.15.2", "portkey_cpu", "portkey_rate", "portkey_hold")):
+        c, rt, h = gateway.get(cpu_item, {}), gateway.get(rate_item, {}), gateway.get(hold_item, {})
+        if not (c or rt or h):
+            continue
+        lines.append(f"| {name} | {f(c.get('cpu_us_per_req'), 1)} | {f(c.get('req_per_s'), 0)} | "
+                     f"{f(rt.get('p50_us'), 0)} | {f(rt.get('p99_us'), 0)} | {f(rt.get('queued'), 0)} | "
+                     f"{f(h.get('kib_per_stream'), 2)} |")
+    lines.append("")
 lines.append("| goal | measured | target | met |")
 lines.append("|---|---:|---:|---|")
 for gl in goals:

@@ -46,7 +46,7 @@ struct gateway_config {
     std::string ca_file;    ///< extra trusted CAs for the upstream
     std::chrono::milliseconds upstream_timeout{120'000}; ///< a whole upstream request
     std::chrono::milliseconds connect_timeout{10'000};
-    std::size_t pool_size = 256; ///< connections to the upstream
+    std::size_t pool_size = 1024; ///< connections to the upstream: one per request in flight
     /// max_tokens of a passed-through request that sets none: the budget reserves a bound.
     std::uint32_t default_max_tokens = 4096;
     std::map<std::string, cascade_policy, std::less<>> policies;

@@ -167,7 +167,7 @@ asio::awaitable<void> watch(disconnect_watch<Stream>& w)
             break;
         }
         auto [ec, n] = co_await w.sock.async_read_some(
-            w.buf.prepare(4096), asio::bind_cancellation_slot(w.stop_read.slot(), tuple_awaitable));
+            w.buf.prepare(256), asio::bind_cancellation_slot(w.stop_read.slot(), tuple_awaitable));
         if (!ec) {
             w.buf.commit(n);
             continue;
@@ -241,6 +241,30 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
         Stream& sock,
         beast::flat_buffer& buf,
         bhttp::request<bhttp::string_body>& req,
+        steady_clock::time_point received);
+    template <class Stream>
+    asio::awaitable<bool> answer_whole(
+        Stream& sock,
+        disconnect_watch<Stream>& w,
+        asio::cancellation_signal& sig,
+        router& rt,
+        chat_request& request,
+        cascade_options& opts,
+        const gateway_key& key,
+        const std::string& model,
+        bool keep,
+        steady_clock::time_point received);
+    template <class Stream>
+    asio::awaitable<bool> answer_stream(
+        Stream& sock,
+        disconnect_watch<Stream>& w,
+        asio::cancellation_signal& sig,
+        router& rt,
+        chat_request& request,
+        cascade_options& opts,
+        const gateway_key& key,
+        const std::string& model,
+        bool keep,
         steady_clock::time_point received);
     template <class Stream>
     asio::awaitable<bool> write_reply(Stream& sock, const reply& r, bool keep_alive);
@@ -943,41 +967,79 @@ asio::awaitable<bool> gateway_impl::chat(
     live.insert(&sig);
     start_watch(w);
 
-    if (!wr.stream) {
-        auto [ec, res] = co_await r->async_complete(
-            std::move(wr.req), std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
-        co_await stop_watch(w);
-        live.erase(&sig);
-        request_ended();
-        if (w.gone) {
-            count(key, model, "client_gone", &res, received);
-            co_return false;
-        }
-        if (ec) {
-            count(key, model, ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
-            if (ec == error::budget_exhausted)
-                ++stats.budget_denials[key.tenant];
-            rep = failure_reply(ec, res, key);
-            co_return co_await write_reply(sock, rep, keep);
-        }
-        count(key, model, "ok", &res, received);
-        const auto t = totals_of(res, r->policy().tiers[res.tier]);
-        rep = reply{};
-        rep.body = serve::encode_completion(res.response, t);
-        rep.headers = "x-frugal-model: " + t.model + "\r\nx-frugal-escalated: " +
-                      (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
-                      t.cost.to_string() + "\r\n";
-        if (res.budget_denied)
-            rep.headers += "x-frugal-budget-denied: true\r\n";
-        budget_headers(key, rep.headers);
+    // Not a conditional expression: GCC 12 evaluates both co_awaits of `c ? co_await a :
+    // co_await b`.
+    if (wr.stream)
+        co_return co_await answer_stream(sock, w, sig, *r, wr.req, opts, key, model, keep, received);
+    co_return co_await answer_whole(sock, w, sig, *r, wr.req, opts, key, model, keep, received);
+}
+
+// A whole answer. Its own coroutine, as is a stream's, so that a request's frame holds the
+// locals of the one it is.
+template <class Stream>
+asio::awaitable<bool> gateway_impl::answer_whole(
+    Stream& sock,
+    disconnect_watch<Stream>& w,
+    asio::cancellation_signal& sig,
+    router& rt,
+    chat_request& request,
+    cascade_options& opts,
+    const gateway_key& key,
+    const std::string& model,
+    bool keep,
+    steady_clock::time_point received)
+{
+    reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
+    auto* r = &rt;
+    auto [ec, res] = co_await r->async_complete(
+        std::move(request), std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+    co_await stop_watch(w);
+    live.erase(&sig);
+    request_ended();
+    if (w.gone) {
+        count(key, model, "client_gone", &res, received);
+        co_return false;
+    }
+    if (ec) {
+        count(key, model, ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
+        if (ec == error::budget_exhausted)
+            ++stats.budget_denials[key.tenant];
+        rep = failure_reply(ec, res, key);
         co_return co_await write_reply(sock, rep, keep);
     }
+    count(key, model, "ok", &res, received);
+    const auto t = totals_of(res, r->policy().tiers[res.tier]);
+    rep = reply{};
+    rep.body = serve::encode_completion(res.response, t);
+    rep.headers = "x-frugal-model: " + t.model + "\r\nx-frugal-escalated: " +
+                  (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
+                  t.cost.to_string() + "\r\n";
+    if (res.budget_denied)
+        rep.headers += "x-frugal-budget-denied: true\r\n";
+    budget_headers(key, rep.headers);
+    co_return co_await write_reply(sock, rep, keep);
+}
 
+template <class Stream>
+asio::awaitable<bool> gateway_impl::answer_stream(
+    Stream& sock,
+    disconnect_watch<Stream>& w,
+    asio::cancellation_signal& sig,
+    router& rt,
+    chat_request& request,
+    cascade_options& opts,
+    const gateway_key& key,
+    const std::string& model,
+    bool keep,
+    steady_clock::time_point received)
+{
+    reply rep;
+    auto* r = &rt;
     // Streamed. The cheap tier's text is held until it is judged (stream_mode::buffer): an
     // OpenAI client cannot take text back. The head waits for the first text, so a cascade that
     // fails before any still gets its status code.
     cascade_stream stream;
-    r->start_stream(std::move(wr.req), stream_mode::buffer, stream, std::move(opts));
+    r->start_stream(std::move(request), stream_mode::buffer, stream, std::move(opts));
     const std::string id = "gen-frugal-" + std::to_string(next_id++);
     const std::int64_t created = unix_ms() / 1000;
     bool head_sent = false;
