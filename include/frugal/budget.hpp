@@ -233,6 +233,10 @@ public:
     /// The state of every budget instance.
     std::vector<budget_snapshot> snapshot() const;
 
+    /// The state of the budget instance `name` ("tenant:acme"), or none when no request has
+    /// been charged to it yet. A server asks this per request; `snapshot()` copies every one.
+    std::optional<budget_snapshot> snapshot(std::string_view name) const;
+
     /// The total ever settled through this guard (and loaded from its store), exactly.
     money committed_total() const;
 

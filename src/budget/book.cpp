@@ -383,25 +383,40 @@ void book::add_committed(budget_account& a, std::int64_t window, money delta)
         a.current.committed += delta; // an ended period's cap no longer guards anything
 }
 
+namespace {
+
+budget_snapshot snapshot_of(const budget_account& a)
+{
+    budget_snapshot s;
+    s.name = a.name;
+    s.cap = a.cap;
+    s.period = a.period;
+    s.window = a.current.window == std::numeric_limits<std::int64_t>::min() ? 0 : a.current.window;
+    s.committed = a.current.committed;
+    s.reserved = a.current.reserved;
+    s.overshoot = a.overshoot;
+    s.tripped = a.tripped;
+    s.stopped = a.stopped;
+    return s;
+}
+
+} // namespace
+
 std::vector<budget_snapshot> book::snapshot() const
 {
     std::vector<budget_snapshot> out;
     out.reserve(accounts_.size());
-    for (const auto& a : accounts_) {
-        budget_snapshot s;
-        s.name = a.name;
-        s.cap = a.cap;
-        s.period = a.period;
-        s.window =
-            a.current.window == std::numeric_limits<std::int64_t>::min() ? 0 : a.current.window;
-        s.committed = a.current.committed;
-        s.reserved = a.current.reserved;
-        s.overshoot = a.overshoot;
-        s.tripped = a.tripped;
-        s.stopped = a.stopped;
-        out.push_back(std::move(s));
-    }
+    for (const auto& a : accounts_)
+        out.push_back(snapshot_of(a));
     return out;
+}
+
+std::optional<budget_snapshot> book::snapshot(std::string_view name) const
+{
+    const auto it = by_name_.find(name);
+    if (it == by_name_.end())
+        return std::nullopt;
+    return snapshot_of(*it->second);
 }
 
 } // namespace frugal::detail

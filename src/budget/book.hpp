@@ -149,6 +149,7 @@ public:
     budget_account* find_or_make(std::string_view name);
     budget_account* find(std::string_view name) noexcept;
     std::vector<budget_snapshot> snapshot() const;
+    std::optional<budget_snapshot> snapshot(std::string_view name) const;
 
     budget_mode mode = budget_mode::strict;
     money total_committed;

@@ -254,6 +254,12 @@ std::vector<budget_snapshot> budget_guard::snapshot() const
     return impl_->book_.snapshot();
 }
 
+std::optional<budget_snapshot> budget_guard::snapshot(std::string_view name) const
+{
+    const std::lock_guard lock(impl_->mu_);
+    return impl_->book_.snapshot(name);
+}
+
 money budget_guard::committed_total() const
 {
     const std::lock_guard lock(impl_->mu_);

@@ -1,8 +1,60 @@
 #include "serve/metrics.hpp"
 
 #include <charconv>
+#include <initializer_list>
 
 namespace frugal::serve {
+
+namespace {
+
+constexpr char sep = '\x1f';
+
+// The labels joined, in a buffer kept for the next lookup.
+const std::string& joined(std::initializer_list<std::string_view> parts)
+{
+    thread_local std::string key;
+    key.clear();
+    bool first = true;
+    for (const auto p : parts) {
+        if (!first)
+            key += sep;
+        first = false;
+        key += p;
+    }
+    return key;
+}
+
+// The label values of a joined key.
+std::vector<std::string_view> split(std::string_view key)
+{
+    std::vector<std::string_view> out;
+    for (;;) {
+        const auto at = key.find(sep);
+        out.push_back(key.substr(0, at));
+        if (at == std::string_view::npos)
+            return out;
+        key.remove_prefix(at + 1);
+    }
+}
+
+} // namespace
+
+void metrics::count_request(std::string_view tenant, std::string_view model, std::string_view outcome)
+{
+    const auto& key = joined({tenant, model, outcome});
+    if (const auto it = requests.find(key); it != requests.end())
+        ++it->second;
+    else
+        requests.emplace(key, 1);
+}
+
+metrics::spend& metrics::usage_of(std::string_view tenant, std::string_view model)
+{
+    const auto& key = joined({tenant, model});
+    if (const auto it = usage.find(key); it != usage.end())
+        return it->second;
+    return usage.emplace(key, spend{}).first->second;
+}
 
 void histogram::observe(double v)
 {
@@ -82,37 +134,41 @@ std::string metrics::render(const std::vector<budget_snapshot>& budgets) const
     out.reserve(4096);
     help(out, "frugal_requests_total", "counter",
          "Chat requests by tenant, model asked (a model id or frugal/POLICY) and outcome.");
-    for (const auto& [k, n] : requests) {
+    for (const auto& [key, n] : requests) {
+        const auto k = split(key);
         out += "frugal_requests_total";
-        append_label(out, "tenant", std::get<0>(k), true);
-        append_label(out, "model", std::get<1>(k), false);
-        append_label(out, "outcome", std::get<2>(k), false);
+        append_label(out, "tenant", k[0], true);
+        append_label(out, "model", k[1], false);
+        append_label(out, "outcome", k[2], false);
         out += "} " + std::to_string(n) + '\n';
     }
     help(out, "frugal_attempts_total", "counter",
          "Upstream attempts by tenant and model asked, as the ledger records them.");
-    for (const auto& [k, s] : usage) {
+    for (const auto& [key, s] : usage) {
+        const auto k = split(key);
         out += "frugal_attempts_total";
-        append_label(out, "tenant", k.first, true);
-        append_label(out, "model", k.second, false);
+        append_label(out, "tenant", k[0], true);
+        append_label(out, "model", k[1], false);
         out += "} " + std::to_string(s.attempts) + '\n';
     }
     help(out, "frugal_tokens_total", "counter", "Tokens by tenant, model asked and kind.");
-    for (const auto& [k, s] : usage) {
+    for (const auto& [key, s] : usage) {
+        const auto k = split(key);
         for (const bool prompt : {true, false}) {
             out += "frugal_tokens_total";
-            append_label(out, "tenant", k.first, true);
-            append_label(out, "model", k.second, false);
+            append_label(out, "tenant", k[0], true);
+            append_label(out, "model", k[1], false);
             append_label(out, "kind", prompt ? "prompt" : "completion", false);
             out += "} " + std::to_string(prompt ? s.prompt_tokens : s.completion_tokens) + '\n';
         }
     }
     help(out, "frugal_cost_usd_total", "counter",
          "Spend in USD by tenant and model asked (exact decimals, as the ledger books them).");
-    for (const auto& [k, s] : usage) {
+    for (const auto& [key, s] : usage) {
+        const auto k = split(key);
         out += "frugal_cost_usd_total";
-        append_label(out, "tenant", k.first, true);
-        append_label(out, "model", k.second, false);
+        append_label(out, "tenant", k[0], true);
+        append_label(out, "model", k[1], false);
         out += "} " + s.cost.to_string() + '\n';
     }
     help(out, "frugal_escalations_total", "counter", "Escalations to a higher tier by reason.");

@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include <tuple>
+#include <string_view>
 #include <vector>
 
 namespace frugal::serve {
@@ -33,16 +33,21 @@ private:
 };
 
 struct metrics {
-    // Requests by tenant, model (as asked: a model id or frugal/POLICY) and outcome.
-    std::map<std::tuple<std::string, std::string, std::string>, std::uint64_t> requests;
-    // Every attempt by tenant and model asked, as the ledger keeps them.
     struct spend {
         std::uint64_t attempts = 0;
         std::uint64_t prompt_tokens = 0;
         std::uint64_t completion_tokens = 0;
         money cost;
     };
-    std::map<std::pair<std::string, std::string>, spend> usage;
+    // A request by tenant, model (as asked: a model id or frugal/POLICY) and outcome.
+    void count_request(std::string_view tenant, std::string_view model, std::string_view outcome);
+    // The attempts of a tenant on a model asked, as the ledger keeps them.
+    spend& usage_of(std::string_view tenant, std::string_view model);
+
+    // Keyed by the labels joined with a unit separator, found without building a string: a
+    // request counts without allocating once its labels have been seen.
+    std::map<std::string, std::uint64_t, std::less<>> requests;
+    std::map<std::string, spend, std::less<>> usage;
     std::map<std::string, std::uint64_t> escalations;    // by reason
     std::map<std::string, std::uint64_t> budget_denials; // by tenant
     histogram duration{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}};

@@ -184,8 +184,13 @@ bool tokens_of(const json::value& v, std::uint32_t& out)
 
 bool parse_chat_body(std::string_view body, wire_request& out, wire_problem& why)
 {
+    // The DOM lives for this call only: it is built in a per-thread arena, spilling to the
+    // heap only for bodies larger than the arena.
+    thread_local unsigned char arena[16384];
+    json::monotonic_resource mr(arena, sizeof arena);
+    const json::storage_ptr sp(&mr);
     boost::system::error_code ec;
-    json::value v = json::parse(body, ec);
+    json::value v = json::parse(body, ec, sp);
     if (ec)
         return fail(why, "", "the body is not JSON: " + ec.message());
     auto* o = v.if_object();
@@ -204,7 +209,7 @@ bool parse_chat_body(std::string_view body, wire_request& out, wire_problem& why
         if (!message_of(ms[i], req.messages[i], why, "messages[" + std::to_string(i) + "]"))
             return false;
 
-    json::object extra;
+    json::object extra(sp);
     std::optional<std::uint32_t> max_tokens;
     for (const auto& [k, val] : *o) {
         if (val.is_null() || k == "model" || k == "messages")

@@ -210,12 +210,16 @@ BOOST_AUTO_TEST_CASE(answers_chunks_and_errors_are_json_the_sdks_read)
 BOOST_AUTO_TEST_CASE(metrics_escape_labels_and_keep_buckets_cumulative)
 {
     serve::metrics m;
-    m.requests[{"t\"1", "m\\x", "ok"}] = 3;
+    for (int i = 0; i < 3; ++i)
+        m.count_request("t\"1", "m\\x", "ok");
+    m.count_request("", "", "unauthorized");
     m.duration.observe(0.003);
     m.duration.observe(0.2);
     m.duration.observe(1000);
     const auto text = m.render({});
     BOOST_TEST(text.find(R"(frugal_requests_total{tenant="t\"1",model="m\\x",outcome="ok"} 3)") !=
+               std::string::npos);
+    BOOST_TEST(text.find(R"(frugal_requests_total{tenant="",model="",outcome="unauthorized"} 1)") !=
                std::string::npos);
     BOOST_TEST(text.find("frugal_request_duration_seconds_bucket{le=\"0.005\"} 1\n") !=
                std::string::npos);
