@@ -239,17 +239,18 @@ public:
     virtual boost::system::error_code
     read_answers(std::vector<std::pair<std::string, std::string>>& out);
 
-    /// The free tier's quota, shared by every process of a fleet: takes one request at
-    /// `now_ms` (Unix) under the limits given, or sets `wait_ms` to how long until one is free.
-    /// Fails with `error::not_found` when the store does not share it (each process then
-    /// counts its own).
+    /// The free tier's quota, shared by every router over the guard, and by every process of a
+    /// fleet when the store is shared (Redis): takes one request at `now_ms` (Unix) under the
+    /// limits given (UINT32_MAX: not known, no limit), or sets `wait_ms` to how long until one
+    /// is free. The memory and SQLite stores count in this process. Fails with
+    /// `error::not_found` when the store keeps no count (each router then counts its own).
     virtual boost::system::error_code take_free_request(
         std::int64_t now_ms,
         std::uint32_t per_minute,
         std::uint32_t per_day,
         std::int64_t& wait_ms);
 
-    /// No free request before `until_ms`, for the whole fleet (a 429's reset).
+    /// No free request before `until_ms`, for everyone who shares the count (a 429's reset).
     virtual boost::system::error_code block_free_until(std::int64_t until_ms);
 
     /// Waits up to `timeout` until every change the store accepted has reached where it is

@@ -2,6 +2,8 @@
 
 #include <frugal/error.hpp>
 
+#include "budget/free_quota.hpp"
+
 #include <algorithm>
 #include <map>
 #include <unordered_map>
@@ -188,6 +190,22 @@ public:
 
     boost::system::error_code release(std::uint64_t) override { return {}; }
 
+    boost::system::error_code take_free_request(
+        std::int64_t now_ms,
+        std::uint32_t per_minute,
+        std::uint32_t per_day,
+        std::int64_t& wait_ms) override
+    {
+        wait_ms = free_.take(now_ms, per_minute, per_day);
+        return {};
+    }
+
+    boost::system::error_code block_free_until(std::int64_t until_ms) override
+    {
+        free_.block_until(until_ms);
+        return {};
+    }
+
     boost::system::error_code put_note(std::string_view key, std::string_view value) override
     {
         notes_.insert_or_assign(std::string(key), std::string(value));
@@ -291,6 +309,7 @@ private:
     std::vector<entry> ring_;
     std::size_t head_ = 0; // the oldest entry once the ring is full
     std::uint64_t next_record_ = 1;
+    detail::process_free_quota free_;
     std::vector<std::string> names_;
     string_table strings_;
     std::uint32_t hints_[5] = {~0u, ~0u, ~0u, ~0u, ~0u};

@@ -360,8 +360,9 @@ error_code gateway_impl::open_guard(diagnostics& diag)
         any_budget = true;
         bp.budgets.push_back({"tenant:" + k.tenant, *k.budget, k.period});
     }
-    if (!any_budget && c.ledger.empty() && c.budget_store.empty())
-        return {};
+    // A guard even with no cap and no ledger: the routers (one per policy, one per model passed
+    // through) then draw the free tier from one count, the account's.
+    (void)any_budget;
     std::shared_ptr<budget_store> store;
     if (!c.ledger.empty()) {
         auto opened = open_sqlite_store({c.ledger}, &diag);

@@ -655,6 +655,30 @@ BOOST_AUTO_TEST_CASE(the_free_tier_limiter_escalates_or_waits_by_policy)
         BOOST_TEST(a.model_asked == cheap); // never quietly paid
 }
 
+// An account has one free quota: routers over one guard (a server's per policy and per model
+// passed through) draw from one count, in the memory store as in Redis.
+BOOST_AUTO_TEST_CASE(routers_over_one_guard_share_the_free_tier_quota)
+{
+    client_fixture f;
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.free_tier.per_minute = 2;
+    p.free_tier.max_wait = 50ms;
+    auto one = p;
+    one.tiers = {cheap};
+    const auto guard = open_guard(cat, "1");
+    frugal::router a(f.client, p, cat, guard);
+    frugal::router b(f.client, one, cat, guard);
+    BOOST_TEST(!complete(f, a, request("", "Say hi.")).ec);
+    BOOST_TEST(!complete(f, b, request("", "Say hi.")).ec);
+    for (auto* r : {&a, &b}) {
+        const auto o = complete(f, *r, request("", "Say hi."));
+        BOOST_TEST(o.ec == frugal::error::rate_limited);
+        for (const auto& at : o.result.attempts)
+            BOOST_TEST(at.model_asked == cheap); // never quietly paid
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_429_from_the_free_tier_waits_for_its_reset_or_fails_never_paid)
 {
     auto cfg = fixed();
