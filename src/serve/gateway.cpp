@@ -8,6 +8,7 @@
 #include <frugal/error.hpp>
 #include <frugal/ledger_notes.hpp>
 
+#include "serve/counting_store.hpp"
 #include "serve/metrics.hpp"
 #include "serve/wire.hpp"
 
@@ -89,6 +90,18 @@ const char* reason_phrase(int status)
     }
 }
 
+// A header value from text the upstream sent (a model's name): control characters dropped, so
+// a lying upstream cannot end the header and write its own.
+std::string header_value(std::string_view text)
+{
+    std::string out;
+    out.reserve(text.size());
+    for (const char c : text)
+        if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f)
+            out += c;
+    return out;
+}
+
 // An answer to one request: its status, its extra header lines and its body.
 struct reply {
     int status = 200;
@@ -153,13 +166,14 @@ struct disconnect_watch {
     asio::steady_timer ended;
     bool running = false;
     bool gone = false;
+    bool stopping = false; // a read that completed before the stop must not start another
 };
 
 template <class Stream>
 asio::awaitable<void> watch(disconnect_watch<Stream>& w)
 {
     co_await asio::this_coro::throw_if_cancelled(false);
-    for (;;) {
+    while (!w.stopping) {
         // A client that pipelines without end is not read further; its EOF then shows at the
         // next write.
         if (w.buf.size() > 64 * 1024) {
@@ -187,6 +201,7 @@ template <class Stream>
 void start_watch(disconnect_watch<Stream>& w)
 {
     w.running = true;
+    w.stopping = false;
     w.ended.expires_at(steady_clock::time_point::max());
     asio::co_spawn(w.sock.get_executor(), watch(w), asio::detached);
 }
@@ -196,6 +211,7 @@ asio::awaitable<void> stop_watch(disconnect_watch<Stream>& w)
 {
     if (!w.running)
         co_return;
+    w.stopping = true;
     w.stop_read.emit(asio::cancellation_type::terminal);
     if (w.running)
         co_await w.ended.async_wait(tuple_awaitable);
@@ -282,6 +298,7 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
         const cascade_result* res,
         steady_clock::time_point received);
     void request_ended();
+    void record_attempt(const attempt_record& r);
 
     asio::any_io_executor executor;
     gateway_params params;
@@ -310,6 +327,7 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     std::uint16_t bound_port = 0;
     bool ready = false;
     bool draining = false;
+    bool cancelling = false; // the grace is over: requests still running are cancelled
     std::size_t connections = 0;
     std::size_t in_flight = 0;
     std::set<asio::cancellation_signal*> live; // the requests in flight, to cancel at the grace's end
@@ -382,6 +400,14 @@ error_code gateway_impl::open_guard(diagnostics& diag)
         }
         store = std::move(*shared);
     }
+    if (!store)
+        store = make_memory_store();
+    // The metrics count what the ledger keeps, record by record (counting_store.hpp).
+    store = std::make_shared<serve::counting_store>(
+        std::move(store), [w = weak_from_this()](const attempt_record& r) {
+            if (const auto self = w.lock())
+                self->record_attempt(r);
+        });
     // A request waits this long for reservations in flight to settle before it is refused.
     bp.max_wait = std::chrono::seconds(5);
     auto opened = budget_guard::open(bp, prices, store, &diag);
@@ -584,9 +610,10 @@ asio::awaitable<void> gateway_impl::connection(Stream& sock)
         if (!ec) {
             // curl and others wait a second for this before sending a body they think large.
             const auto& h = parser.get();
-            if (beast::iequals(h[bhttp::field::expect], "100-continue") &&
-                !co_await write_all(sock, continue_line))
-                break;
+            if (beast::iequals(h[bhttp::field::expect], "100-continue")) {
+                if (!co_await write_all(sock, continue_line))
+                    break;
+            }
             auto [bec, bn] = co_await bhttp::async_read(sock, buf, parser, tuple_awaitable);
             ec = bec;
         }
@@ -618,10 +645,19 @@ asio::awaitable<void> gateway_impl::connection(Stream& sock)
         if (!co_await handle(sock, buf, req, received))
             break;
     }
+    // A refused request's client may still be sending its body, and a client may have sent
+    // bytes after a stream's last answer: closing with unread bytes resets the connection, and
+    // the reset can drop the end of what was written before the client read it. So the socket
+    // closes its sending side (plain TCP: the client sees the end at once) and reads what is
+    // left, for a second at most. Over TLS the end is the TLS close that follows.
+    constexpr bool plain = std::is_same_v<Stream, tcp::socket>;
+    if constexpr (plain)
+        linger = true;
     if (linger && beast::get_lowest_layer(sock).is_open()) {
-        // A refused request's client may still be sending its body: closing now would reset
-        // the connection and lose the answer it has not read. Its rest is read and dropped,
-        // for a second at most.
+        if constexpr (plain) {
+            error_code ignored;
+            sock.shutdown(tcp::socket::shutdown_send, ignored);
+        }
         arm(beast::get_lowest_layer(sock), deadline, std::chrono::seconds(1));
         for (std::size_t total = 0; total < (std::size_t{64} << 20);) {
             buf.clear();
@@ -748,16 +784,8 @@ void gateway_impl::count(
     stats.duration.observe(total);
     double upstream = 0;
     if (res != nullptr) {
-        for (const auto& a : res->attempts) {
-            if (a.outcome == attempt_outcome::not_sent)
-                continue;
-            auto& s = stats.usage_of(k.tenant, a.model_asked);
-            ++s.attempts;
-            s.prompt_tokens += a.prompt_tokens;
-            s.completion_tokens += a.completion_tokens;
-            s.cost += a.cost;
+        for (const auto& a : res->attempts)
             upstream += static_cast<double>(a.latency_us) / 1e6;
-        }
         if (res->escalated)
             ++stats.escalations[to_string(res->reason)];
         if (res->budget_denied)
@@ -778,6 +806,23 @@ const std::string& gateway_impl::hash_of(std::string_view presented)
     if (!config->keys.contains(unknown))
         return unknown;
     return known_keys.emplace(std::string(presented), std::move(unknown)).first->second;
+}
+
+void gateway_impl::record_attempt(const attempt_record& r)
+{
+    // The tenant is the record's budget key "tenant:NAME" (a gateway charges no other).
+    std::string_view tenant = r.keys;
+    if (const auto at = tenant.find("tenant:"); at != std::string_view::npos) {
+        tenant.remove_prefix(at + 7);
+        tenant = tenant.substr(0, tenant.find(' '));
+    } else {
+        tenant = {};
+    }
+    auto& s = stats.usage_of(tenant, r.model_asked);
+    ++s.attempts;
+    s.prompt_tokens += r.prompt_tokens;
+    s.completion_tokens += r.completion_tokens;
+    s.cost += r.cost;
 }
 
 void gateway_impl::request_ended()
@@ -901,7 +946,7 @@ asio::awaitable<bool> gateway_impl::chat(
     bhttp::request<bhttp::string_body>& http_req,
     steady_clock::time_point received)
 {
-    const bool keep = http_req.keep_alive();
+    const bool keep = http_req.keep_alive() && !draining;
     reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
     // Whatever this request started with is what it finishes with, across a reload.
     const auto cfg = config;
@@ -987,8 +1032,24 @@ asio::awaitable<bool> gateway_impl::chat(
     opts.budget_keys = {"tenant:" + key.tenant};
     asio::cancellation_signal sig;
     disconnect_watch<Stream> w(sock, buf, sig);
-    ++in_flight;
-    live.insert(&sig);
+    // The request counts as in flight (shutdown waits for it, and cancels it at the grace's end)
+    // until this frame ends, whichever way it ends.
+    struct in_flight_mark {
+        gateway_impl& g;
+        asio::cancellation_signal* sig;
+        in_flight_mark(gateway_impl& gi, asio::cancellation_signal* s) : g(gi), sig(s)
+        {
+            ++g.in_flight;
+            g.live.insert(sig);
+        }
+        ~in_flight_mark()
+        {
+            g.live.erase(sig);
+            g.request_ended();
+        }
+        in_flight_mark(const in_flight_mark&) = delete;
+        in_flight_mark& operator=(const in_flight_mark&) = delete;
+    } mark(*this, &sig);
     start_watch(w);
 
     // Not a conditional expression: GCC 12 evaluates both co_awaits of `c ? co_await a :
@@ -1018,16 +1079,12 @@ asio::awaitable<bool> gateway_impl::answer_whole(
     auto [ec, res] = co_await r->async_complete(
         std::move(request), std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
     co_await stop_watch(w);
-    live.erase(&sig);
-    request_ended();
     if (w.gone) {
         count(key, model, "client_gone", &res, received);
         co_return false;
     }
     if (ec) {
         count(key, model, ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
-        if (ec == error::budget_exhausted)
-            ++stats.budget_denials[key.tenant];
         rep = failure_reply(ec, res, key);
         co_return co_await write_reply(sock, rep, keep);
     }
@@ -1035,7 +1092,7 @@ asio::awaitable<bool> gateway_impl::answer_whole(
     const auto t = totals_of(res, r->policy().tiers[res.tier]);
     rep = reply{};
     rep.body = serve::encode_completion(res.response, t);
-    rep.headers = "x-frugal-model: " + t.model + "\r\nx-frugal-escalated: " +
+    rep.headers = "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
                   (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
                   t.cost.to_string() + "\r\n";
     if (res.budget_denied)
@@ -1074,7 +1131,8 @@ asio::awaitable<bool> gateway_impl::answer_stream(
     error_code final_ec;
     std::string cut_reason;
     for (;;) {
-        if (w.gone) {
+        // Both are sticky: a signal emitted while this loop was writing reached no operation.
+        if (w.gone || cancelling) {
             final_ec = asio::error::operation_aborted;
             break;
         }
@@ -1115,12 +1173,10 @@ asio::awaitable<bool> gateway_impl::answer_stream(
     }
     // Ending the stream's handle stops its producer: an attempt still in flight is abandoned
     // and settled as the library settles any cancelled stream.
-    if (!alive || w.gone || !cut_reason.empty()) {
+    if (!alive || w.gone || cancelling || !cut_reason.empty()) {
         cascade_stream gone = std::move(stream);
     }
     co_await stop_watch(w);
-    live.erase(&sig);
-    request_ended();
     static const cascade_result no_result;
     const cascade_result& res = result ? *result : no_result;
     if (!alive || w.gone) {
@@ -1137,8 +1193,6 @@ asio::awaitable<bool> gateway_impl::answer_stream(
     }
     if (final_ec) {
         count(key, model, final_ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
-        if (final_ec == error::budget_exhausted)
-            ++stats.budget_denials[key.tenant];
         rep = failure_reply(final_ec, res, key);
         if (!head_sent)
             co_return co_await write_reply(sock, rep, keep);
@@ -1154,7 +1208,7 @@ asio::awaitable<bool> gateway_impl::answer_stream(
         // An empty answer: nothing was shown yet.
         reply head;
         head.content_type = "text/event-stream";
-        head.headers = "x-frugal-model: " + t.model + "\r\nx-frugal-escalated: " +
+        head.headers = "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
                        (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
                        t.cost.to_string() + "\r\n";
         budget_headers(key, head.headers);
@@ -1206,6 +1260,7 @@ void gateway::shutdown_impl(asio::any_completion_handler<void()> h)
                 co_await impl->drained.async_wait(detail::tuple_awaitable);
             }
             // The grace is over: every request still running is cancelled, and settles.
+            impl->cancelling = true;
             for (auto* sig : std::vector<asio::cancellation_signal*>(impl->live.begin(), impl->live.end()))
                 sig->emit(asio::cancellation_type::terminal);
             while (impl->in_flight > 0) {
@@ -1228,8 +1283,10 @@ error_code gateway::reload(gateway_config config, diagnostics* diag)
         d.message = why + "; nothing was reloaded (restart the gateway to change it)";
         return error_code(error::bad_budget_config);
     };
-    if (config.base_url != old.base_url || config.ca_file != old.ca_file)
-        return refuse("the upstream changed");
+    if (config.base_url != old.base_url || config.ca_file != old.ca_file ||
+        config.upstream_timeout != old.upstream_timeout ||
+        config.connect_timeout != old.connect_timeout || config.pool_size != old.pool_size)
+        return refuse("the upstream changed (its URL, CA file, timeouts or pool size)");
     if (config.ledger != old.ledger || config.budget_store != old.budget_store)
         return refuse("the ledger or the budget store changed");
     // The tenants' caps are the guard's, fixed when it opened.

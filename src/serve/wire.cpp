@@ -281,6 +281,10 @@ bool parse_chat_body(std::string_view body, wire_request& out, wire_problem& why
                 why, key,
                 "models (OpenRouter's fallback list) does not pass through the gateway: the "
                 "budget reserves for the model asked; use a \"frugal/POLICY\" model to fall back");
+        } else if (k == "usage") {
+            // OpenRouter's {"include": true}: every answer through the gateway carries its usage.
+            if (!val.is_object())
+                return fail(why, key, "usage must be an object such as {\"include\": true}");
         } else if (k == "n") {
             if (!(val.is_int64() && val.get_int64() == 1) && !(val.is_uint64() && val.get_uint64() == 1))
                 return fail(why, key, "only n = 1 is supported");

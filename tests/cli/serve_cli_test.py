@@ -174,6 +174,17 @@ def slow_stream():
         pass
 
 
+# A client that goes away mid-stream: its attempt is settled, in the ledger and in /metrics alike.
+import socket
+gone = socket.create_connection(('127.0.0.1', port))
+payload = json.dumps({'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 40,
+                      'messages': user('[sim fault=slow-first-token ms=3000] gone')})
+gone.sendall(('POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n'
+              'Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' % (ALPHA, len(payload), payload)).encode())
+time.sleep(0.3)
+gone.close()
+time.sleep(0.5)
+
 status, _, metrics = request(port, 'GET', '/metrics')
 line_re = re.compile(r'^(#.*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? -?[0-9.eE+Inf]+)$')
 bad_lines = [l for l in metrics.strip().split('\n') if not line_re.match(l)]
@@ -182,7 +193,13 @@ db = sqlite3.connect(config['ledger'])
 ledger = ledger_costs(db)
 db.close()
 as_units = metric_costs(metrics)
-check('/metrics cost counters equal the ledger', as_units == ledger, '%s vs %s' % (as_units, ledger))
+check('/metrics cost counters equal the ledger, a stream its client left included', as_units == ledger,
+      '%s vs %s' % (as_units, ledger))
+db = sqlite3.connect(config['ledger'])
+left = db.execute("SELECT outcome, cost FROM ledger WHERE keys = 'tenant:alpha' ORDER BY id DESC LIMIT 1").fetchall()
+db.close()
+check('the stream its client left is settled as cancelled, held at its worst case',
+      left and left[0][0] == 'cancelled' and left[0][1] > 0, str(left))
 beta_spent = ledger.get(('beta', 'anthropic/claude-sonnet-4.5'), 0)
 check('beta spent no more than its cap', 0 < beta_spent <= 4 * 10**9, str(beta_spent))
 

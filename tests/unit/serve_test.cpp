@@ -106,7 +106,8 @@ BOOST_AUTO_TEST_CASE(a_request_is_read_into_the_typed_request)
             "max_completion_tokens": 77, "temperature": 0.5, "top_p": null, "seed": 3, "stop": "END",
             "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}},
             "provider": {"order": ["A"], "allow_fallbacks": false}, "user": "u1",
-            "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto"})",
+            "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto",
+            "usage": {"include": true}})",
         w, why));
     const auto& r = w.req;
     BOOST_TEST(r.model == "m/x");
@@ -154,6 +155,8 @@ BOOST_AUTO_TEST_CASE(a_bad_request_names_its_member)
         {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "models": ["a"]})",
          "models"},
         {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2})", "n"},
+        {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "usage": true})",
+         "usage"},
         {R"({"model": "m", "messages": [{"role": "user", "content": "x"}],
              "provider": {"sort": 1}})",
          "provider.sort"},
