@@ -217,6 +217,21 @@ asio::awaitable<void> stop_watch(disconnect_watch<Stream>& w)
         co_await w.ended.async_wait(tuple_awaitable);
 }
 
+// A chat request once it is authorized and routed: what answering it needs.
+template <class Stream>
+struct exchange {
+    Stream& sock;
+    disconnect_watch<Stream>& w;
+    asio::cancellation_signal& sig; // stops the router's operation
+    router& rt;
+    chat_request& request;
+    cascade_options& opts;
+    const gateway_key& key;
+    const std::string& model; // as asked: a model id or frugal/POLICY
+    bool keep;
+    steady_clock::time_point received;
+};
+
 } // namespace
 
 struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
@@ -260,29 +275,9 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
         bhttp::request<bhttp::string_body>& req,
         steady_clock::time_point received);
     template <class Stream>
-    asio::awaitable<bool> answer_whole(
-        Stream& sock,
-        disconnect_watch<Stream>& w,
-        asio::cancellation_signal& sig,
-        router& rt,
-        chat_request& request,
-        cascade_options& opts,
-        const gateway_key& key,
-        const std::string& model,
-        bool keep,
-        steady_clock::time_point received);
+    asio::awaitable<bool> answer_whole(exchange<Stream>& x);
     template <class Stream>
-    asio::awaitable<bool> answer_stream(
-        Stream& sock,
-        disconnect_watch<Stream>& w,
-        asio::cancellation_signal& sig,
-        router& rt,
-        chat_request& request,
-        cascade_options& opts,
-        const gateway_key& key,
-        const std::string& model,
-        bool keep,
-        steady_clock::time_point received);
+    asio::awaitable<bool> answer_stream(exchange<Stream>& x);
     template <class Stream>
     asio::awaitable<bool> write_reply(Stream& sock, const reply& r, bool keep_alive);
     template <class Stream>
@@ -1054,26 +1049,18 @@ asio::awaitable<bool> gateway_impl::chat(
 
     // Not a conditional expression: GCC 12 evaluates both co_awaits of `c ? co_await a :
     // co_await b`.
+    exchange<Stream> x{sock, w, sig, *r, wr.req, opts, key, model, keep, received};
     if (wr.stream)
-        co_return co_await answer_stream(sock, w, sig, *r, wr.req, opts, key, model, keep, received);
-    co_return co_await answer_whole(sock, w, sig, *r, wr.req, opts, key, model, keep, received);
+        co_return co_await answer_stream(x);
+    co_return co_await answer_whole(x);
 }
 
 // A whole answer. Its own coroutine, as is a stream's, so that a request's frame holds the
 // locals of the one it is.
 template <class Stream>
-asio::awaitable<bool> gateway_impl::answer_whole(
-    Stream& sock,
-    disconnect_watch<Stream>& w,
-    asio::cancellation_signal& sig,
-    router& rt,
-    chat_request& request,
-    cascade_options& opts,
-    const gateway_key& key,
-    const std::string& model,
-    bool keep,
-    steady_clock::time_point received)
+asio::awaitable<bool> gateway_impl::answer_whole(exchange<Stream>& x)
 {
+    auto& [sock, w, sig, rt, request, opts, key, model, keep, received] = x;
     reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
     auto* r = &rt;
     auto [ec, res] = co_await r->async_complete(
@@ -1102,18 +1089,9 @@ asio::awaitable<bool> gateway_impl::answer_whole(
 }
 
 template <class Stream>
-asio::awaitable<bool> gateway_impl::answer_stream(
-    Stream& sock,
-    disconnect_watch<Stream>& w,
-    asio::cancellation_signal& sig,
-    router& rt,
-    chat_request& request,
-    cascade_options& opts,
-    const gateway_key& key,
-    const std::string& model,
-    bool keep,
-    steady_clock::time_point received)
+asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
 {
+    auto& [sock, w, sig, rt, request, opts, key, model, keep, received] = x;
     reply rep;
     auto* r = &rt;
     // Streamed. The cheap tier's text is held until it is judged (stream_mode::buffer): an

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_common import (UPSTREAM_KEY, Checks, chat, environment, ledger_costs, metric_costs,
-                          request, start, user)
+                          request, sigterm_mid_stream, start, user)
 
 FRUGAL = sys.argv[1]
 check = Checks()
@@ -165,15 +165,6 @@ check('402 says which cap and what is left', denied and 'tenant:beta' in error_o
 status, _, body = chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'messages': user('hi'), 'max_tokens': 60})
 check('another tenant goes on', status == 200, body[:200])
 
-# SIGTERM with a stream in flight: it is cancelled at the grace's end and its attempt settled.
-def slow_stream():
-    try:
-        chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 50,
-                           'messages': user('[sim fault=slow-first-token ms=60000] wait')})
-    except Exception:
-        pass
-
-
 # A client that goes away mid-stream: its attempt is settled, in the ledger and in /metrics alike.
 import socket
 gone = socket.create_connection(('127.0.0.1', port))
@@ -212,20 +203,7 @@ check('report --tenant: that tenant\'s spend and cap only',
       round(float(rep.get('total_cost', '-1')) * 1e12) == sum(v for (t, _), v in ledger.items() if t == 'beta'),
       r.stdout[:400] + r.stderr)
 
-t = threading.Thread(target=slow_stream)
-t.start()
-time.sleep(0.5)
-gw.send_signal(signal.SIGTERM)
-t.join(timeout=60)
-try:
-    gw.wait(timeout=60)
-except subprocess.TimeoutExpired:
-    gw.kill()
-check('SIGTERM stops the gateway', gw.returncode == 0, str(gw.returncode))
-db = sqlite3.connect(config['ledger'])
-rows = db.execute("SELECT outcome, cost FROM ledger WHERE keys='tenant:alpha' AND model_asked='anthropic/claude-sonnet-4.5' ORDER BY id DESC LIMIT 1").fetchall()
-db.close()
-check('the stream cut by SIGTERM is in the ledger, held at its worst case', rows and rows[0][0] == 'cancelled' and rows[0][1] > 0, str(rows))
+sigterm_mid_stream(check, gw, port, ALPHA, config['ledger'])
 
 # HTTPS with --tls-cert/--tls-key: a certificate made now, trusted by the client alone.
 if shutil.which('openssl'):

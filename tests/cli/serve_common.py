@@ -3,7 +3,11 @@ import http.client
 import json
 import os
 import re
+import signal
+import sqlite3
 import subprocess
+import threading
+import time
 
 UPSTREAM_KEY = 'sk-or-v1-upstream-secret-7f3e9a'
 
@@ -81,3 +85,31 @@ def sim_bill_total(sim_port):
     total = json.loads(body)['total']['cost_usd']
     whole, _, frac = total.partition('.')
     return int(whole) * 10**12 + int((frac + '0' * 12)[:12])
+
+
+def sigterm_mid_stream(check, gw, port, key, ledger_path):
+    """SIGTERM while a stream waits on the upstream: the gateway drains, cancels the stream at
+    the grace's end, exits 0, and the stream's attempt is in the ledger held at its worst case."""
+    def slow_stream():
+        try:
+            chat(port, key, {'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 50,
+                             'messages': user('[sim fault=slow-first-token ms=60000] wait')}, timeout=60)
+        except Exception:
+            pass
+
+    t = threading.Thread(target=slow_stream)
+    t.start()
+    time.sleep(0.5)
+    gw.send_signal(signal.SIGTERM)
+    t.join(timeout=60)
+    try:
+        gw.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        gw.kill()
+    check('SIGTERM: the gateway exits 0', gw.returncode == 0, str(gw.returncode))
+    db = sqlite3.connect(ledger_path)
+    rows = db.execute("SELECT outcome, cost FROM ledger WHERE model_asked = 'anthropic/claude-sonnet-4.5' "
+                      "ORDER BY id DESC LIMIT 1").fetchall()
+    db.close()
+    check('SIGTERM: the cut stream is in the ledger, held at its worst case',
+          rows and rows[0][0] == 'cancelled' and rows[0][1] > 0, str(rows))

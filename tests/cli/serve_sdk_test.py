@@ -19,8 +19,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_common import (UPSTREAM_KEY, Checks, chat, environment, ledger_costs, metric_costs,
-                          request, sim_bill_total, start, user)
+from serve_common import (UPSTREAM_KEY, Checks, environment, ledger_costs, metric_costs, request,
+                          sigterm_mid_stream, sim_bill_total, start)
 
 FRUGAL, NPM_DIR = sys.argv[1], sys.argv[2]
 PACKAGES = {'openai': '6.49.0', '@openrouter/sdk': '1.3.19'}
@@ -87,30 +87,7 @@ _, _, metrics = request(port, 'GET', '/metrics')
 check('/metrics equals the ledger', metric_costs(metrics) == ledger, '%s vs %s' % (metric_costs(metrics), ledger))
 
 
-# SIGTERM while a stream is being read: the gateway drains, cancels it at the grace's end, and
-# its attempt is in the ledger at its worst case; nothing is lost.
-def slow_stream():
-    try:
-        chat(port, keys['alpha'], {'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 50,
-                                    'messages': user('[sim fault=slow-first-token ms=60000] wait')}, timeout=60)
-    except Exception:
-        pass
-
-
-t = threading.Thread(target=slow_stream)
-t.start()
-time.sleep(0.5)
-gw.send_signal(signal.SIGTERM)
-t.join(timeout=60)
-try:
-    gw.wait(timeout=60)
-except subprocess.TimeoutExpired:
-    gw.kill()
-check('SIGTERM: the gateway exits 0', gw.returncode == 0, str(gw.returncode))
-db = sqlite3.connect(config['ledger'])
-cut = db.execute("SELECT outcome, cost FROM ledger WHERE keys = 'tenant:alpha' ORDER BY id DESC LIMIT 1").fetchall()
-db.close()
-check('SIGTERM: the cut stream is in the ledger, held at its worst case', cut and cut[0][0] == 'cancelled' and cut[0][1] > 0, str(cut))
+sigterm_mid_stream(check, gw, port, keys['alpha'], config['ledger'])
 check('the upstream key appears nowhere', UPSTREAM_KEY not in gw.stderr.read() + r.stdout + r.stderr + metrics)
 sim.terminate()
 sim.wait()
