@@ -203,7 +203,31 @@ check('report --tenant: that tenant\'s spend and cap only',
       round(float(rep.get('total_cost', '-1')) * 1e12) == sum(v for (t, _), v in ledger.items() if t == 'beta'),
       r.stdout[:400] + r.stderr)
 
+# SIGHUP: a key added to the file works at once, on the connections already open too; a
+# changed cap is refused with its reason, and nothing of that file is applied.
+DELTA = 'delta-key-0123456789abcdef'
+with open(cfg_path, 'w') as f:
+    json.dump(dict(config, keys=dict(config['keys'], **{DELTA: {'tenant': 'delta'}})), f)
+gw.send_signal(signal.SIGHUP)
+time.sleep(0.5)
+status, _, body = chat(port, DELTA, {'model': 'frugal/cheap', 'messages': user('Say hello')})
+check('SIGHUP: an added key works', status == 200, body[:200])
+changed = dict(config['keys'])
+changed[ALPHA] = {'tenant': 'alpha', 'budget': {'usd': '2.00', 'period': 'day'}}
+with open(cfg_path, 'w') as f:
+    json.dump(dict(config, keys=dict(changed, **{'epsilon-key-0123456789abcdef': {'tenant': 'epsilon'}})), f)
+gw.send_signal(signal.SIGHUP)
+time.sleep(0.5)
+status, _, body = chat(port, 'epsilon-key-0123456789abcdef', {'model': 'frugal/cheap', 'messages': user('x')})
+check('SIGHUP: a changed cap refuses the whole file', status == 401, body[:200])
+status, _, body = chat(port, DELTA, {'model': 'frugal/cheap', 'messages': user('Say hello')})
+check('SIGHUP: the configuration before stays', status == 200, body[:200])
+with open(cfg_path, 'w') as f:
+    json.dump(config, f)
+
 sigterm_mid_stream(check, gw, port, ALPHA, config['ledger'])
+err = gw.stderr.read()
+check('SIGHUP: the refusal says why', 'reload refused' in err and 'budget changed' in err, err[-500:])
 
 # HTTPS with --tls-cert/--tls-key: a certificate made now, trusted by the client alone.
 if shutil.which('openssl'):
@@ -240,7 +264,6 @@ if shutil.which('openssl'):
 else:
     print('skip HTTPS: no openssl command')
 
-err = gw.stderr.read()
 everything = err + metrics + open(config['ledger'], 'rb').read().decode('latin-1')
 check('the upstream key appears nowhere', UPSTREAM_KEY not in everything)
 
