@@ -102,6 +102,8 @@ int run_serve(const serve_options& options)
         });
     });
     io.run();
+    if (!started)
+        return status; // nothing was served: nothing to settle
     // Streams abandoned mid-answer settle in their own coroutines after their request ended:
     // let them.
     io.restart();

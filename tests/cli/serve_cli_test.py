@@ -84,6 +84,12 @@ with open(bad_path, 'w') as f:
 r = subprocess.run([FRUGAL, 'serve', '--config', bad_path, '--port', '0'], capture_output=True, text=True, env=env)
 check('an unknown member is refused by name', r.returncode == 2 and 'limits.max_body: unknown member' in r.stderr, r.stderr)
 
+no_key = {k: v for k, v in env.items() if k != 'OPENROUTER_API_KEY'}
+r = subprocess.run([FRUGAL, 'serve', '--config', cfg_path, '--port', '0'], capture_output=True, text=True,
+                   env=no_key, timeout=30)
+check('without the upstream key it says so and exits 1', r.returncode == 1 and 'OPENROUTER_API_KEY' in r.stderr,
+      '%d %s' % (r.returncode, r.stderr))
+
 gw, port = start([FRUGAL, 'serve', '--config', cfg_path, '--port', '0'], env)
 status, _, body = request(port, 'GET', '/readyz')
 check('ready once listening', status == 200, body)
