@@ -880,36 +880,46 @@ asio::awaitable<bool> gateway_impl::handle(
 
 std::string gateway_impl::models_body() const
 {
-    // The catalog as the upstream gave it, re-encoded from the typed rows, and each policy as
-    // a model priced at its worst case: every tier asked with the same prompt.
+    // OpenRouter's shape, the members @openrouter/sdk requires included, from the typed rows
+    // of the upstream's catalog; then each policy as a model priced at its worst case: every
+    // tier asked with the same prompt. What the gateway carries is text, with the members of
+    // the chat request it types: the rows say so rather than repeat the upstream's claims.
     std::string out = "{\"data\":[";
     bool first = true;
-    auto row = [&](const std::string& id, const std::string& name, std::int64_t created,
-                   std::optional<std::uint64_t> context, std::optional<std::uint64_t> max_out,
-                   money prompt, money completion, money request) {
+    std::size_t rows = 0;
+    auto row = [&](const std::string& id, const std::string& canonical, const std::string& name,
+                   std::int64_t created, std::optional<std::uint64_t> context,
+                   std::optional<std::uint64_t> max_out, money prompt, money completion,
+                   money request) {
+        ++rows;
         out += first ? "{\"id\":" : ",{\"id\":";
         first = false;
         serve::append_json_string(out, id);
+        out += ",\"canonical_slug\":";
+        serve::append_json_string(out, canonical.empty() ? id : canonical);
         out += ",\"object\":\"model\",\"name\":";
-        serve::append_json_string(out, name);
+        serve::append_json_string(out, name.empty() ? id : name);
         out += ",\"created\":" + std::to_string(created);
         out += ",\"owned_by\":";
         serve::append_json_string(out, id.substr(0, id.find('/')));
-        if (context)
-            out += ",\"context_length\":" + std::to_string(*context);
+        out += ",\"context_length\":" + (context ? std::to_string(*context) : "null");
+        out += ",\"architecture\":{\"modality\":\"text->text\",\"input_modalities\":[\"text\"],"
+               "\"output_modalities\":[\"text\"],\"instruct_type\":null}";
         out += ",\"pricing\":{\"prompt\":\"" + prompt.to_string() + "\",\"completion\":\"" +
                completion.to_string() + "\",\"request\":\"" + request.to_string() + "\"}";
-        out += ",\"top_provider\":{";
-        if (context)
-            out += "\"context_length\":" + std::to_string(*context);
-        if (max_out)
-            out += std::string(context ? "," : "") +
-                   "\"max_completion_tokens\":" + std::to_string(*max_out);
+        out += ",\"top_provider\":{\"context_length\":" +
+               (context ? std::to_string(*context) : "null") + ",\"max_completion_tokens\":" +
+               (max_out ? std::to_string(*max_out) : "null") + ",\"is_moderated\":false}";
+        out += ",\"per_request_limits\":null,\"default_parameters\":null,\"supported_voices\":null"
+               ",\"supported_parameters\":[\"max_tokens\",\"max_completion_tokens\",\"temperature\","
+               "\"top_p\",\"seed\",\"stop\",\"response_format\"]";
+        out += ",\"links\":{\"details\":";
+        serve::append_json_string(out, std::string(api_prefix) + "/models/" + id + "/endpoints");
         out += "}}";
     };
     for (const auto& m : catalog)
-        row(m.id, m.name, m.created, m.context_length, m.max_completion_tokens, m.prompt_price,
-            m.completion_price, m.request_price);
+        row(m.id, m.canonical_slug, m.name, m.created, m.context_length, m.max_completion_tokens,
+            m.prompt_price, m.completion_price, m.request_price);
     for (const auto& [name, r] : policy_routers) {
         const auto& tiers = r->policy().tiers;
         money prompt, completion, request;
@@ -928,9 +938,10 @@ std::string gateway_impl::models_body() const
                 max_out = m.max_completion_tokens;
             }
         }
-        row("frugal/" + name, label, 0, context, max_out, prompt, completion, request);
+        const std::string id = "frugal/" + name;
+        row(id, id, label, 0, context, max_out, prompt, completion, request);
     }
-    out += "]}";
+    out += "],\"total_count\":" + std::to_string(rows) + ",\"links\":{\"next\":null}}";
     return out;
 }
 

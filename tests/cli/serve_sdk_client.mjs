@@ -110,4 +110,18 @@ const openrouter = (key) => new OpenRouter({ apiKey: key, serverURL: baseURL, re
   check('openrouter 429 → TooManyRequestsResponseError', e?.name === 'TooManyRequestsResponseError', String(e));
 }
 
+// The catalog through both SDKs: the upstream's models and each policy as a model.
+{
+  const ids = [];
+  for await (const m of await openai(keys.alpha).models.list()) ids.push(m.id);
+  check('openai models.list: the catalog and the policies', ids.includes('frugal/cheap') &&
+        ids.includes('anthropic/claude-sonnet-4.5'), JSON.stringify(ids));
+  const e = await caught(openrouter(keys.alpha).models.list());
+  const r = e ? null : await openrouter(keys.alpha).models.list();
+  const rows = r?.result?.data ?? r?.data ?? [];
+  const policy = rows.find((m) => m.id === 'frugal/cheap');
+  check('@openrouter/sdk models.list parses, the policy priced at its worst case',
+        !e && policy && policy.pricing.completion === '0.000015', e ? String(e) : JSON.stringify(policy));
+}
+
 process.exit(failures ? 1 : 0);
