@@ -1278,16 +1278,30 @@ error_code gateway::reload(gateway_config config, diagnostics* diag)
         return refuse("the upstream changed (its URL, CA file, timeouts or pool size)");
     if (config.ledger != old.ledger || config.budget_store != old.budget_store)
         return refuse("the ledger or the budget store changed");
-    // The tenants' caps are the guard's, fixed when it opened.
+    // The tenants' caps are the guard's, fixed when it opened: a tenant that stays keeps its
+    // cap, and a new tenant comes without one. A tenant whose keys are all gone is dropped (its
+    // cap stays in the guard, unused).
     std::map<std::string, std::pair<std::optional<money>, budget_period>> before, after;
+    std::set<std::string> tenants;
     for (const auto& [h, k] : old.keys)
         if (k.budget)
             before[k.tenant] = {k.budget, k.period};
-    for (const auto& [h, k] : config.keys)
+    for (const auto& [h, k] : config.keys) {
+        tenants.insert(k.tenant);
         if (k.budget)
             after[k.tenant] = {k.budget, k.period};
-    if (before != after)
-        return refuse("a tenant's budget changed, or a tenant with a budget was added or removed");
+    }
+    for (const auto& [tenant, cap] : before)
+        if (tenants.contains(tenant) && after[tenant] != cap)
+            return refuse("tenant \"" + tenant + "\"'s budget changed");
+    for (const auto& [tenant, cap] : after) {
+        if (before.contains(tenant))
+            continue;
+        // A tenant dropped earlier comes back with the cap the guard still holds for it.
+        const auto held = impl.tenant_budget(tenant);
+        if (!held || held->cap != *cap.first || held->period != cap.second)
+            return refuse("tenant \"" + tenant + "\" comes with a budget");
+    }
     if (auto ec = impl.check_models(config, d))
         return ec;
     auto next = std::make_shared<gateway_config>(std::move(config));

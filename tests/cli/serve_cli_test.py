@@ -228,12 +228,25 @@ status, _, body = chat(port, 'epsilon-key-0123456789abcdef', {'model': 'frugal/c
 check('SIGHUP: a changed cap refuses the whole file', status == 401, body[:200])
 status, _, body = chat(port, DELTA, {'model': 'frugal/cheap', 'messages': user('Say hello')})
 check('SIGHUP: the configuration before stays', status == 200, body[:200])
+# A tenant whose keys are all gone is dropped at once: its key is refused from then on.
+without_gamma = {k: v for k, v in config['keys'].items() if k != GAMMA}
+with open(cfg_path, 'w') as f:
+    json.dump(dict(config, keys=without_gamma), f)
+gw.send_signal(signal.SIGHUP)
+time.sleep(0.5)
+status, _, body = chat(port, GAMMA, {'model': 'frugal/cheap', 'messages': user('x')})
+check('SIGHUP: a tenant removed, its key refused', status == 401, body[:200])
 with open(cfg_path, 'w') as f:
     json.dump(config, f)
+gw.send_signal(signal.SIGHUP)
+time.sleep(0.5)
+status, _, body = chat(port, GAMMA, {'model': 'frugal/cheap', 'messages': user('x')})
+check('SIGHUP: the tenant back with the cap it had', status in (200, 429), body[:200])
 
 sigterm_mid_stream(check, gw, port, ALPHA, config['ledger'])
 err = gw.stderr.read()
-check('SIGHUP: the refusal says why', 'reload refused' in err and 'budget changed' in err, err[-500:])
+check('SIGHUP: the refusal says why', 'reload refused' in err and 'tenant "alpha"\'s budget changed' in err,
+      err[-500:])
 
 # HTTPS with --tls-cert/--tls-key: a certificate made now, trusted by the client alone.
 if shutil.which('openssl'):
