@@ -65,7 +65,7 @@ asio::awaitable<void> produce(
         // The step's streams: shared with a hedge's readers, so allocated; one per step is
         // nothing beside a request.
         auto h = std::make_shared<stream_pair>(r, call, r->client->get_executor());
-        tier_stream& first_try = h->a[0];
+        tier_stream& first_try = h->at(0);
         first_try.prepare(*r, base, t, call, step.arrived_by);
         if (!co_await first_try.reserve(*r, call)) {
             auto& run = first_try.run;
@@ -93,9 +93,9 @@ asio::awaitable<void> produce(
         } else {
             co_await first_try.start(*r);
         }
-        tier_stream& w = h->a[h->lead];
+        tier_stream& w = h->at(h->lead);
         // A hedge's other stream, settled (or released) now rather than after the winner's.
-        tier_stream* other = h->spawned[1] ? &h->a[1 - h->lead] : nullptr;
+        tier_stream* other = h->spawned[1] ? &h->at(1 - h->lead) : nullptr;
         if (other != nullptr)
             other->finish(*r, h->lost);
 

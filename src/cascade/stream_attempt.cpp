@@ -166,7 +166,7 @@ namespace {
 asio::awaitable<void> to_first_content(std::shared_ptr<stream_pair> h, int which)
 {
     co_await asio::this_coro::throw_if_cancelled(false); // run as a thread: errors, not throws
-    auto& a = h->a[which];
+    auto& a = h->at(which);
     if (!a.reserved && !co_await a.reserve(*h->r, h->call))
         co_return;
     co_await a.start(*h->r);
@@ -183,8 +183,8 @@ void spawn_reader(const std::shared_ptr<stream_pair>& h, int which)
         h->r->client->get_executor(), to_first_content(h, which),
         asio::bind_cancellation_slot(
             h->stop[which].slot(), [h, which](const std::exception_ptr& ep) {
-                auto& rec = h->a[which].run.rec;
-                if (ep && !h->a[which].reserved) { // stopped (or out of memory) before it began
+                auto& rec = h->at(which).run.rec;
+                if (ep && !h->at(which).reserved) { // stopped (or out of memory) before it began
                     rec.outcome = attempt_outcome::not_sent;
                     rec.error = asio::error::operation_aborted;
                 }
@@ -231,7 +231,7 @@ int winner(const stream_pair& h, const chat_request& base)
     for (int i = 0; i < 2; ++i) {
         if (!h.spawned[i] || h.running[i])
             continue;
-        const auto& a = h.a[i];
+        const auto& a = h.at(i);
         const bool won =
             a.first.has_value() ||
             (a.whole() && judge(h.r->policy, base, a.s.response()) == escalation_reason::none);
@@ -247,7 +247,7 @@ asio::awaitable<void>
 race_streams(std::shared_ptr<stream_pair> h, const chat_request& base, cascade_machine& m)
 {
     auto& r = *h->r;
-    const std::uint32_t next_tier = h->a[0].run.rec.tier + 1;
+    const std::uint32_t next_tier = h->at(0).run.rec.tier + 1;
     spawn_reader(h, 0);
     co_await wait_for_reader(h, r.policy.hedge_after);
     // Slow to its first content: the next tier is started too, unless its free quota is used
@@ -255,7 +255,8 @@ race_streams(std::shared_ptr<stream_pair> h, const chat_request& base, cascade_m
     auto cs = co_await asio::this_coro::cancellation_state;
     if (h->running[0] && !stopped(cs) &&
         (!r.free_tier[next_tier] || r.take_free(unix_now_ms()) == 0)) {
-        h->a[1].prepare(r, base, next_tier, h->call, m.hedged());
+        h->second = std::make_unique<tier_stream>();
+        h->second->prepare(r, base, next_tier, h->call, m.hedged());
         spawn_reader(h, 1);
     }
     for (;;) {
@@ -268,7 +269,7 @@ race_streams(std::shared_ptr<stream_pair> h, const chat_request& base, cascade_m
                 while (h->running[o]) {
                     co_await wait_for_reader(h, std::chrono::hours(24));
                 }
-            } else if (h->spawned[o] && h->a[o].first) {
+            } else if (h->spawned[o] && h->at(o).first) {
                 h->lost = true; // content too, a moment later: dropped unseen
             }
             break;
@@ -276,7 +277,7 @@ race_streams(std::shared_ptr<stream_pair> h, const chat_request& base, cascade_m
         if (!h->running[0] && !h->running[1]) {
             // Neither yielded content: the hedge, when its reservation was granted, is
             // decided last, as it was started.
-            h->lead = h->spawned[1] && h->a[1].reserved ? 1 : 0;
+            h->lead = h->spawned[1] && h->at(1).reserved ? 1 : 0;
             break;
         }
         co_await wait_for_reader(h, std::chrono::hours(24));

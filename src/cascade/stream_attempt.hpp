@@ -78,7 +78,12 @@ struct stream_pair {
     std::shared_ptr<router_impl> r;
     call_info call;
     asio::steady_timer wake; // the race waits on it; a reader's end cancels it
-    tier_stream a[2];
+    // The hedge's second stream is made only when the race starts it: most cascades never
+    // hedge, and a tier_stream holds a request, a record and a response.
+    tier_stream first;
+    std::unique_ptr<tier_stream> second;
+    tier_stream& at(int i) { return i == 0 ? first : *second; }
+    const tier_stream& at(int i) const { return i == 0 ? first : *second; }
     asio::cancellation_signal stop[2]; // bound to each reader's co_spawn
     bool spawned[2] = {false, false};
     bool running[2] = {false, false}; // a reader's coroutine has not returned

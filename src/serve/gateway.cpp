@@ -262,12 +262,7 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     asio::awaitable<void> session(tcp::socket sock);
     template <class Stream>
     asio::awaitable<void> connection(Stream& sock);
-    template <class Stream>
-    asio::awaitable<bool> handle(
-        Stream& sock,
-        beast::flat_buffer& buf,
-        bhttp::request<bhttp::string_body>& req,
-        const steady_clock::time_point received);
+    bool route(const bhttp::request<bhttp::string_body>& req, reply& rep, bool& keep);
     template <class Stream>
     asio::awaitable<bool> chat(
         Stream& sock,
@@ -637,7 +632,13 @@ asio::awaitable<void> gateway_impl::connection(Stream& sock)
         }
         auto req = parser.release();
         const auto received = steady_clock::now();
-        if (!co_await handle(sock, buf, req, received))
+        bool keep = false;
+        bool go_on = false;
+        if (route(req, rep, keep))
+            go_on = co_await chat(sock, buf, req, received);
+        else
+            go_on = co_await write_reply(sock, rep, keep);
+        if (!go_on)
             break;
     }
     // A refused request's client may still be sending its body, and a client may have sent
@@ -827,55 +828,42 @@ void gateway_impl::request_ended()
         drained.cancel();
 }
 
-template <class Stream>
-asio::awaitable<bool> gateway_impl::handle(
-    Stream& sock,
-    beast::flat_buffer& buf,
-    bhttp::request<bhttp::string_body>& req,
-    steady_clock::time_point received)
+// The answer to any request but a chat, which is a coroutine of its own (`chat`): a plain
+// function, so a stream's connection holds no frame for it.
+bool gateway_impl::route(const bhttp::request<bhttp::string_body>& req, reply& rep, bool& keep)
 {
-    const bool keep = req.keep_alive() && !draining;
-    reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
+    keep = req.keep_alive() && !draining;
     const std::string_view target(req.target().data(), req.target().size());
     const std::string_view path = target.substr(0, target.find('?'));
     const bool get = req.method() == bhttp::verb::get;
+    rep = reply{};
     if (path == "/healthz" && get) {
         rep.body = "{\"status\":\"ok\"}";
-        co_return co_await write_reply(sock, rep, keep);
-    }
-    if (path == "/readyz" && get) {
-        reply r;
-        r.status = ready && !draining ? 200 : 503;
-        r.body = ready && !draining ? "{\"status\":\"ready\"}"
-                                    : (draining ? "{\"status\":\"draining\"}"
-                                                : "{\"status\":\"starting\"}");
-        co_return co_await write_reply(sock, r, keep);
-    }
-    if (path == "/metrics" && get) {
-        reply r;
-        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = stats.render(guard ? guard->snapshot() : std::vector<budget_snapshot>{});
-        co_return co_await write_reply(sock, r, keep);
-    }
-    if (path == std::string(api_prefix) + "/models" && get) {
+    } else if (path == "/readyz" && get) {
+        rep.status = ready && !draining ? 200 : 503;
+        rep.body = ready && !draining ? "{\"status\":\"ready\"}"
+                                      : (draining ? "{\"status\":\"draining\"}"
+                                                  : "{\"status\":\"starting\"}");
+    } else if (path == "/metrics" && get) {
+        rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        rep.body = stats.render(guard ? guard->snapshot() : std::vector<budget_snapshot>{});
+    } else if (path == std::string(api_prefix) + "/models" && get) {
         rep.body = models_body();
-        co_return co_await write_reply(sock, rep, keep);
-    }
-    if (path == std::string(api_prefix) + "/chat/completions") {
+    } else if (path == std::string(api_prefix) + "/chat/completions") {
         if (req.method() != bhttp::verb::post) {
-            auto r = error_reply(405, "use POST", "invalid_request_error", "method_not_allowed");
-            r.headers = "Allow: POST\r\n";
-            co_return co_await write_reply(sock, r, keep);
-        }
-        if (draining) {
+            rep = error_reply(405, "use POST", "invalid_request_error", "method_not_allowed");
+            rep.headers = "Allow: POST\r\n";
+        } else if (draining) {
             rep = error_reply(503, "the gateway is shutting down", "server_error", "shutting_down");
-            co_return co_await write_reply(sock, rep, false);
+            keep = false;
+        } else {
+            return true;
         }
-        co_return co_await chat(sock, buf, req, received);
+    } else {
+        rep = error_reply(404, "no such endpoint: " + std::string(path), "invalid_request_error",
+                          "not_found");
     }
-    rep = error_reply(404, "no such endpoint: " + std::string(path), "invalid_request_error",
-                    "not_found");
-    co_return co_await write_reply(sock, rep, keep);
+    return false;
 }
 
 std::string gateway_impl::models_body() const
