@@ -972,6 +972,8 @@ asio::awaitable<bool> gateway_impl::chat(
         rep = error_reply(400, why.message, "invalid_request_error", "invalid_request", why.param);
         co_return co_await write_reply(sock, rep, keep);
     }
+    // The body is read: its text (a prompt can be large) is not kept for the whole answer.
+    std::string().swap(http_req.body());
     const std::string model = wr.req.model;
     const bool is_policy = model.starts_with("frugal/");
     std::shared_ptr<router> r;
