@@ -25,6 +25,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/status.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -68,28 +69,6 @@ std::string iso_time(std::int64_t ms)
     return buf;
 }
 
-const char* reason_phrase(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
-    }
-}
-
 // A header value from text the upstream sent (a model's name): control characters dropped, so
 // a lying upstream cannot end the header and write its own.
 std::string header_value(std::string_view text)
@@ -131,7 +110,7 @@ std::string render_head(const reply& r, bool keep_alive, bool chunked_stream)
     std::string h = "HTTP/1.1 ";
     h += std::to_string(r.status);
     h += ' ';
-    h += reason_phrase(r.status);
+    h += bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(r.status)));
     h += "\r\nServer: frugal\r\nContent-Type: ";
     h += r.content_type;
     h += "\r\n";
@@ -359,18 +338,15 @@ cascade_policy single_model(const std::string& model, std::uint32_t max_tokens)
 error_code gateway_impl::open_guard(diagnostics& diag)
 {
     const auto& c = *config;
-    bool any_budget = false;
     budget_params bp;
     std::set<std::string> seen;
     for (const auto& [hash, k] : c.keys) {
         if (!k.budget || !seen.insert(k.tenant).second)
             continue;
-        any_budget = true;
         bp.budgets.push_back({"tenant:" + k.tenant, *k.budget, k.period});
     }
     // A guard even with no cap and no ledger: the routers (one per policy, one per model passed
     // through) then draw the free tier from one count, the account's.
-    (void)any_budget;
     std::shared_ptr<budget_store> store;
     if (!c.ledger.empty()) {
         auto opened = open_sqlite_store({c.ledger}, &diag);
@@ -700,16 +676,23 @@ std::optional<budget_snapshot> gateway_impl::tenant_budget(const std::string& te
     return guard->snapshot("tenant:" + tenant);
 }
 
+namespace {
+
+// What a cap leaves, the reservations in flight taken off.
+money left_of(const budget_snapshot& b)
+{
+    const money left = b.cap - b.committed - b.reserved;
+    return left < money() ? money() : left;
+}
+
+} // namespace
+
 void gateway_impl::budget_headers(const gateway_key& k, std::string& headers) const
 {
     if (!k.budget)
         return;
-    if (const auto b = tenant_budget(k.tenant)) {
-        money left = b->cap - b->committed - b->reserved;
-        if (left < money())
-            left = money();
-        headers += "x-frugal-budget-remaining: " + left.to_string() + "\r\n";
-    }
+    if (const auto b = tenant_budget(k.tenant))
+        headers += "x-frugal-budget-remaining: " + left_of(*b).to_string() + "\r\n";
 }
 
 reply gateway_impl::failure_reply(
@@ -727,10 +710,7 @@ reply gateway_impl::failure_reply(
     if (ec == error::budget_exhausted || ec == error::budget_closed) {
         std::string msg = "the budget of tenant \"" + k.tenant + "\" cannot cover this request";
         if (const auto b = tenant_budget(k.tenant)) {
-            money left = b->cap - b->committed - b->reserved;
-            if (left < money())
-                left = money();
-            msg += ": tenant:" + k.tenant + " has $" + left.to_string() + " left of its $" +
+            msg += ": tenant:" + k.tenant + " has $" + left_of(*b).to_string() + " left of its $" +
                    b->cap.to_string() + " cap";
             if (b->period != budget_period::none)
                 msg += " (" + std::string(to_string(b->period)) + ", resets at " +
