@@ -42,6 +42,24 @@ void append_escaped(std::string& out, std::string_view text)
     out.append(text.data() + start, text.size() - start);
 }
 
+void append_tool_calls(std::string& out, const std::vector<tool_call>& calls)
+{
+    out += '[';
+    for (std::size_t k = 0; k < calls.size(); ++k) {
+        const tool_call& t = calls[k];
+        out += k == 0 ? "{\"id\":\"" : ",{\"id\":\"";
+        append_escaped(out, t.id);
+        out += "\",\"type\":\"";
+        append_escaped(out, t.type);
+        out += "\",\"function\":{\"name\":\"";
+        append_escaped(out, t.name);
+        out += "\",\"arguments\":\"";
+        append_escaped(out, t.arguments);
+        out += "\"}}";
+    }
+    out += ']';
+}
+
 namespace {
 
 void string_field(std::string& out, std::string_view name, std::string_view value)
@@ -161,20 +179,8 @@ encode_chat_request(const chat_request& req, bool stream, std::string& out, std:
         if (!m.tool_call_id.empty())
             string_field(out, "tool_call_id", m.tool_call_id);
         if (!m.tool_calls.empty()) {
-            out += ",\"tool_calls\":[";
-            for (std::size_t k = 0; k < m.tool_calls.size(); ++k) {
-                const tool_call& t = m.tool_calls[k];
-                out += k == 0 ? "{\"id\":\"" : ",{\"id\":\"";
-                append_escaped(out, t.id);
-                out += "\",\"type\":\"";
-                append_escaped(out, t.type);
-                out += "\",\"function\":{\"name\":\"";
-                append_escaped(out, t.name);
-                out += "\",\"arguments\":\"";
-                append_escaped(out, t.arguments);
-                out += "\"}}";
-            }
-            out += ']';
+            out += ",\"tool_calls\":";
+            append_tool_calls(out, m.tool_calls);
         }
         out += '}';
     }

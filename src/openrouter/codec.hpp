@@ -89,6 +89,9 @@ bool decode_error_body(std::string_view json, provider_error_info& out);
 /// Appends `text` as the inside of a JSON string.
 void append_escaped(std::string& out, std::string_view text);
 
+/// Appends `calls` as the JSON array of an assistant message's `tool_calls`.
+void append_tool_calls(std::string& out, const std::vector<tool_call>& calls);
+
 } // namespace frugal::openrouter
 
 #endif // FRUGAL_OPENROUTER_CODEC_HPP

@@ -342,20 +342,8 @@ std::string encode_completion(const chat_response& r, const wire_totals& t)
         append_json_string(out, r.refusal);
     }
     if (!r.tool_calls.empty()) {
-        out += ",\"tool_calls\":[";
-        for (std::size_t i = 0; i < r.tool_calls.size(); ++i) {
-            const auto& c = r.tool_calls[i];
-            out += i == 0 ? "{\"id\":" : ",{\"id\":";
-            append_json_string(out, c.id);
-            out += ",\"type\":";
-            append_json_string(out, c.type);
-            out += ",\"function\":{\"name\":";
-            append_json_string(out, c.name);
-            out += ",\"arguments\":";
-            append_json_string(out, c.arguments);
-            out += "}}";
-        }
-        out += ']';
+        out += ",\"tool_calls\":";
+        openrouter::append_tool_calls(out, r.tool_calls);
     }
     out += "},\"finish_reason\":";
     if (r.finish_reason.empty())
