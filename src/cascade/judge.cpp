@@ -238,42 +238,17 @@ escalation_reason judge_early(const cascade_policy& p, bool json_wanted, std::st
 
 std::int64_t free_tier_limiter::acquire(std::int64_t now_ms)
 {
-    constexpr std::int64_t minute = 60'000;
-    constexpr std::int64_t day_ms = 86'400'000;
-    if (now_ms < blocked_until_)
-        return blocked_until_ - now_ms;
-    const std::int64_t day = now_ms / day_ms;
-    if (day != day_) {
-        day_ = day;
-        day_count_ = 0;
-    }
-    if (day_count_ >= per_day_)
-        return (day + 1) * day_ms - now_ms; // OpenRouter's daily count resets at 00:00 UTC
-    while (!minute_.empty() && minute_.front() <= now_ms - minute)
-        minute_.pop_front();
-    if (minute_.size() >= per_minute_)
-        return std::max<std::int64_t>(minute_.front() + minute - now_ms, 1);
-    minute_.push_back(now_ms);
-    ++day_count_;
-    return 0;
+    return window_.take(now_ms, per_minute_, per_day_);
 }
 
 std::int64_t free_tier_limiter::held_back(std::int64_t now_ms) const
 {
-    constexpr std::int64_t day_ms = 86'400'000;
-    if (now_ms < blocked_until_)
-        return blocked_until_ - now_ms;
-    const std::int64_t day = now_ms / day_ms;
-    if (day == day_ && day_count_ >= per_day_)
-        return (day + 1) * day_ms - now_ms;
-    return 0;
+    return window_.held_back(now_ms, per_day_);
 }
 
 void free_tier_limiter::count_extra(std::uint32_t n, std::int64_t now_ms)
 {
-    for (std::uint32_t i = 0; i < n; ++i)
-        minute_.push_back(now_ms);
-    day_count_ += n;
+    window_.count_extra(n, now_ms);
 }
 
 std::int64_t free_tier_limiter::learn(const diagnostics& d, std::int64_t now_ms)
@@ -293,7 +268,7 @@ std::int64_t free_tier_limiter::learn(const diagnostics& d, std::int64_t now_ms)
         // minute, and its reset says when to ask again.
         if (rl.window == "day" && limit != 0) {
             per_day_ = limit;
-            day_count_ = std::max(day_count_, limit); // spent, as the server says
+            window_.spent_today(limit); // spent, as the server says
         }
         if (rl.reset_ms && *rl.reset_ms > now_ms)
             stated = std::min(*rl.reset_ms, now_ms + longest_ms);

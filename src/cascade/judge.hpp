@@ -7,10 +7,11 @@
 #include <frugal/diagnostics.hpp>
 #include <frugal/router.hpp>
 
+#include "budget/free_quota.hpp"
+
 #include <boost/system/error_code.hpp>
 
 #include <cstdint>
-#include <deque>
 #include <limits>
 #include <string_view>
 
@@ -63,7 +64,7 @@ public:
     void count_extra(std::uint32_t n, std::int64_t now_ms);
 
     // Nothing more until `until_ms`.
-    void block_until(std::int64_t until_ms) { blocked_until_ = std::max(blocked_until_, until_ms); }
+    void block_until(std::int64_t until_ms) { window_.block_until(until_ms); }
 
     // A 429 from a free model: the reset it states (headers, or their echo in the body;
     // Retry-After), else a short pause; a day's limit is learnt too. Returns until when
@@ -81,10 +82,7 @@ private:
     std::uint32_t per_minute_;
     std::uint32_t per_day_;
     bool day_fixed_; // the policy set it: the key's status does not change it
-    std::deque<std::int64_t> minute_;
-    std::int64_t day_ = -1;
-    std::uint32_t day_count_ = 0;
-    std::int64_t blocked_until_ = 0;
+    free_window window_;
 };
 
 } // namespace frugal::detail
