@@ -17,6 +17,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import wrk_report  # noqa: E402
+
 TICK = os.sysconf('SC_CLK_TCK')
 
 
@@ -36,15 +39,7 @@ def cpu(pid, url, seconds, connections, script):
     out = subprocess.run(['taskset', '-c', '0', 'wrk', '-t1', f'-c{connections}', f'-d{seconds}s',
                           '--latency', '-s', script, url], capture_output=True, text=True, check=True).stdout
     used = cpu_seconds(pid) - before
-    total = int(re.search(r'(\d+) requests in', out).group(1))
-    rps = float(re.search(r'Requests/sec:\s*([\d.]+)', out).group(1))
-    errors = 0
-    m = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
-    if m:
-        errors += int(m.group(1))
-    m = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
+    total, rps, errors = wrk_report(out)
     print(json.dumps({'requests': total, 'req_per_s': rps, 'cpu_us_per_req': used * 1e6 / max(total, 1),
                       'errors': errors}))
 
