@@ -57,6 +57,7 @@ public:
         case error::reservation_inactive: return "the reservation was already settled or released";
         case error::bad_policy: return "the cascade policy is invalid";
         case error::bad_sim_config: return "the simulator configuration is invalid";
+        case error::bad_outcomes: return "the recorded outcomes are invalid";
         }
         return "unknown frugal error";
     }
@@ -117,7 +118,8 @@ bool is_fatal(const boost::system::error_code& ec) noexcept
     case error::bad_budget_config:
     case error::reservation_inactive:
     case error::bad_policy:
-    case error::bad_sim_config: return false;
+    case error::bad_sim_config:
+    case error::bad_outcomes: return false;
     default: return true;
     }
 }

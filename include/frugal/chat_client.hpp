@@ -19,6 +19,7 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -487,6 +488,10 @@ private:
 
     std::shared_ptr<impl> impl_;
 };
+
+/// Reads a models catalog saved from `GET /models` (OpenRouter's shape), as `async_models`
+/// reads the live one. Fails with `error::protocol_error` when it is not that shape.
+boost::system::result<std::vector<model_info>> parse_models(std::string_view json);
 
 } // namespace frugal
 

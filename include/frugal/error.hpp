@@ -147,6 +147,10 @@ enum class error {
     /// A simulator configuration (`parse_sim_config`) is malformed; the diagnostics' message
     /// names the field and why.
     bad_sim_config,
+
+    /// A file of recorded outcomes (`frugal eval`, `frugal sim --outcomes`) is malformed or
+    /// does not fit the policy; the diagnostics' message names the line or column and why.
+    bad_outcomes,
 };
 
 /// Whether an operation that failed with `ec` may succeed if tried again later: rate limits,

@@ -44,6 +44,7 @@ enum class escalation_reason : std::uint8_t {
     predicate,    ///< a user predicate rejected the answer
     context,      ///< pre-routing: the prompt does not fit the tier's context
     rule,         ///< pre-routing: a user rule sent the request up
+    must_match,   ///< the answer does not contain the policy's `must_match` pattern
 };
 
 /// The name of `r` as policies and reports write it ("length", "empty", ...).
@@ -106,6 +107,12 @@ struct cascade_policy {
                                               "i'm unable to help",     "as an ai language model"};
     /// For `too_short`: the fewest characters an answer may have.
     std::uint32_t min_chars = 0;
+    /// For `must_match`: a regular expression (ECMAScript syntax) that an acceptable answer
+    /// contains somewhere, such as a final-answer line. Searched in the whole answer once it
+    /// is complete; a pattern that does not compile, or whose search on an answer runs past
+    /// the regex engine's complexity limit, counts as not found (`parse_policy` refuses a
+    /// pattern that does not compile).
+    std::string must_match;
     /// For `invalid_json`: a JSON schema the answer must match (its `type`, `properties`,
     /// `required`, `items` and `enum` are checked); empty means any JSON.
     std::string json_schema;
@@ -137,7 +144,7 @@ struct cascade_policy {
 /// Parses a policy from JSON:
 /// `{"cheap":"...","flagship":"...","escalate_on":["length",...],"max_tokens":512}` or
 /// `{"tiers":["...","...",...], ...}`, with the optional members `refusal_patterns`,
-/// `min_chars`, `json_schema`, `on_budget_exhausted` ("return_cheap" | "fail"),
+/// `min_chars`, `must_match`, `json_schema`, `on_budget_exhausted` ("return_cheap" | "fail"),
 /// `free_tier` ({"per_minute","per_day","when_empty":"escalate"|"wait","max_wait_ms"}),
 /// `hedge_after_ms`. Fails with `error::bad_policy`; `diag->message`, when `diag` is given,
 /// names the member and why (it is cleared first).

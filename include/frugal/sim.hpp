@@ -69,6 +69,18 @@ struct sim_fault_rule {
     double probability = 1.0;  ///< chance per matching request, drawn from the seed
 };
 
+/// A recorded answer the simulator gives instead of its own (`frugal sim --outcomes`): asked
+/// `prompt` (the last user message, exactly) of `model`, it streams `tokens` and bills them at
+/// the model's prices, with `prompt_tokens` for the prompt. Cut at the request's max_tokens as
+/// any answer is; the prompt's `[sim ...]` directives and the model's faults still apply.
+struct sim_replay {
+    std::string prompt;
+    std::string model;
+    std::vector<std::string> tokens;
+    std::uint64_t prompt_tokens = 0;
+    std::string finish_reason = "stop";
+};
+
 /// An API key the simulator knows.
 struct sim_key {
     std::string key;
@@ -110,6 +122,8 @@ struct sim_config {
     std::uint64_t max_request_body = std::uint64_t{4} * 1024 * 1024;
     /// How many of the newest generations `/generation` can look up (the bill keeps all).
     std::size_t max_generations = 1'000'000;
+    /// Recorded answers, replayed for their prompt and model (the first of two for the same).
+    std::vector<sim_replay> replays;
 
     /// Gives each model that has no latency set the realistic one of the demo (filling in the
     /// standard catalog first when `models` is empty).

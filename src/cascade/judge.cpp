@@ -4,10 +4,13 @@
 
 #include <boost/asio/error.hpp>
 #include <boost/json.hpp>
+#include <boost/regex.hpp>
 
 #include <algorithm>
 #include <limits>
 #include <optional>
+#include <stdexcept>
+#include <unordered_map>
 #include <cctype>
 #include <cstring>
 #include <iterator>
@@ -31,6 +34,7 @@ const char* to_string(escalation_reason r) noexcept
     case escalation_reason::predicate: return "predicate";
     case escalation_reason::context: return "context";
     case escalation_reason::rule: return "rule";
+    case escalation_reason::must_match: return "must_match";
     }
     return "none";
 }
@@ -167,7 +171,61 @@ bool matches(const json::value& v, const json::value& schema, int depth = 0)
     return true;
 }
 
+// JavaScript's semantics without flags: `^` and `$` hold at the ends of the answer only, and
+// `.` matches no line break (Boost's Perl defaults are the other way round).
+constexpr auto ecmascript =
+    boost::regex::ECMAScript | boost::regex::no_mod_m | boost::regex::no_mod_s;
+
+// A policy holds its pattern as text (the public header stays free of a regex engine), so the
+// compiled form is cached per thread: judging is on the hot path, compiling is not.
+// Boost.Regex rather than std::regex: its matcher is not recursive, so a long answer cannot
+// overflow the stack, and a pathological pattern stops at a complexity limit (an exception)
+// instead of running for ever.
+const boost::regex* compiled(const std::string& pattern)
+{
+    struct entry {
+        bool ok = false;
+        boost::regex re;
+    };
+    thread_local std::unordered_map<std::string, entry> cache;
+    if (auto it = cache.find(pattern); it != cache.end())
+        return it->second.ok ? &it->second.re : nullptr;
+    if (cache.size() >= 64) // policies come from a handful of files: bound it all the same
+        cache.clear();
+    entry e;
+    try {
+        e.re.assign(pattern, ecmascript);
+        e.ok = true;
+    } catch (const std::exception&) {
+        e.ok = false;
+    }
+    auto& slot = cache[pattern] = std::move(e);
+    return slot.ok ? &slot.re : nullptr;
+}
+
 } // namespace
+
+std::string pattern_error(std::string_view pattern)
+{
+    try {
+        boost::regex re(pattern.begin(), pattern.end(), ecmascript);
+    } catch (const boost::regex_error& e) {
+        return e.what();
+    }
+    return {};
+}
+
+bool contains_match(const std::string& pattern, std::string_view text)
+{
+    const boost::regex* re = compiled(pattern);
+    if (re == nullptr)
+        return false;
+    try {
+        return boost::regex_search(text.begin(), text.end(), *re);
+    } catch (const std::runtime_error&) {
+        return false; // past the complexity or memory limit: not shown to match
+    }
+}
 
 bool enabled(const cascade_policy& p, escalation_reason r) noexcept
 {
@@ -204,6 +262,8 @@ escalation_reason judge(const cascade_policy& p, const chat_request& req, const 
         return escalation_reason::invalid_json;
     if (on(escalation_reason::too_short) && r.content.size() < p.min_chars)
         return escalation_reason::too_short;
+    if (on(escalation_reason::must_match) && !contains_match(p.must_match, r.content))
+        return escalation_reason::must_match;
     for (const auto& pred : p.predicates)
         if (pred && !pred(req, r))
             return escalation_reason::predicate;

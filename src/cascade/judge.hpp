@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <string_view>
 
 namespace frugal::detail {
@@ -35,6 +36,13 @@ judge_early(const cascade_policy& p, bool json_wanted, std::string_view text_so_
 bool json_acceptable(const cascade_policy& p, std::string_view text);
 
 bool enabled(const cascade_policy& p, escalation_reason r) noexcept;
+
+// Whether `text` contains a match of the ECMAScript regular expression `pattern` (false when
+// the pattern does not compile or the search passes the engine's complexity limit).
+bool contains_match(const std::string& pattern, std::string_view text);
+
+// Why `pattern` does not compile as an ECMAScript regular expression (empty when it does).
+std::string pattern_error(std::string_view pattern);
 
 
 // OpenRouter's free-model limits, counted on this side: a sliding minute and a UTC day. A limit

@@ -2,6 +2,8 @@
 
 #include <frugal/error.hpp>
 
+#include "cascade/judge.hpp"
+
 #include <boost/json.hpp>
 
 #include <limits>
@@ -84,7 +86,8 @@ std::optional<escalation_reason> reason_named(std::string_view s)
     for (auto r :
          {escalation_reason::length, escalation_reason::empty, escalation_reason::error,
           escalation_reason::timeout, escalation_reason::rate_limited, escalation_reason::refusal,
-          escalation_reason::invalid_json, escalation_reason::too_short})
+          escalation_reason::invalid_json, escalation_reason::too_short,
+          escalation_reason::must_match})
         if (s == to_string(r))
             return r;
     if (s == "rate_limit")
@@ -114,7 +117,7 @@ boost::system::result<cascade_policy> parse_policy(std::string_view text, diagno
         "cheap",       "flagship",      "tiers",
         "escalate_on", "max_tokens",    "refusal_patterns",
         "min_chars",   "json_schema",   "on_budget_exhausted",
-        "free_tier",   "hedge_after_ms"};
+        "free_tier",   "hedge_after_ms", "must_match"};
     for (const auto& [k, _] : o)
         if (std::find(std::begin(known), std::end(known), std::string_view(k)) == std::end(known))
             return bad("unknown member \"" + std::string(k) + "\"");
@@ -151,7 +154,7 @@ boost::system::result<cascade_policy> parse_policy(std::string_view text, diagno
                 return bad(
                     "\"escalate_on\": unknown condition \"" + name +
                     "\" (length, empty, error, timeout, rate_limited, refusal, "
-                    "invalid_json, too_short)");
+                    "invalid_json, too_short, must_match)");
             }
             p.escalate_on.push_back(*reason);
         }
@@ -171,6 +174,24 @@ boost::system::result<cascade_policy> parse_policy(std::string_view text, diagno
     }
     if (const auto n = r.count("min_chars", 10'000'000))
         p.min_chars = static_cast<std::uint32_t>(*n);
+    if (const auto pattern = r.string("must_match")) {
+        if (auto why_not = detail::pattern_error(*pattern); !why_not.empty())
+            return bad("\"must_match\" is not an ECMAScript regular expression: " + why_not);
+        p.must_match = *pattern;
+    }
+    {
+        // A pattern without its condition would do nothing, and the condition without a
+        // pattern would reject every answer: both are mistakes, said here rather than found
+        // in a bill. With no `escalate_on`, giving a pattern turns its condition on.
+        const bool listed = detail::enabled(p, escalation_reason::must_match);
+        if (listed && p.must_match.empty())
+            return bad("\"escalate_on\" lists \"must_match\" but the policy has no \"must_match\" pattern");
+        if (!listed && !p.must_match.empty()) {
+            if (o.contains("escalate_on"))
+                return bad("\"must_match\" is set but \"escalate_on\" does not list \"must_match\"");
+            p.escalate_on.push_back(escalation_reason::must_match);
+        }
+    }
     if (const auto* s = o.if_contains("json_schema")) {
         if (!s->is_object())
             return bad("\"json_schema\" must be a JSON Schema object");

@@ -139,6 +139,7 @@ struct sim_options {
     std::string host = "127.0.0.1";
     std::uint16_t port = 0;
     std::string config_file;
+    std::vector<std::string> outcome_files; ///< recorded answers to replay (docs/eval.md)
     std::optional<std::uint64_t> seed;
     bool demo_latency = false;
 };
@@ -146,6 +147,21 @@ struct sim_options {
 /// `frugal sim`: serves the OpenRouter simulator until SIGINT or SIGTERM. The first line on
 /// stdout is `listening on http://HOST:PORT/api/v1`.
 int run_sim(const sim_options& options);
+
+struct eval_options {
+    std::vector<std::string> outcome_files;
+    std::string policy_file;
+    std::string prices_file; ///< a saved catalog; empty: fetched from `base_url`
+    std::string base_url;
+    std::string sweep; ///< NAME=V1,V2,... or NAME=[JSON array]
+    bool json = false;
+    std::string html_file;
+};
+
+/// `frugal eval`: a policy replayed on recorded answers, with its accuracy, cost, escalated
+/// share and PGR beside the baselines'. Exit status 1 for an unreadable outcomes file, 2 for a
+/// bad policy, sweep or price list.
+int run_eval(const eval_options& options);
 
 struct serve_options {
     std::string config_file;

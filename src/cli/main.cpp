@@ -170,6 +170,38 @@ int main(int argc, char** argv)
     sim_cmd->add_option("--seed", sim.seed, "Seed of every deterministic choice");
     sim_cmd->add_flag(
         "--demo-latency", sim.demo_latency, "Realistic time to first token and per token");
+    sim_cmd
+        ->add_option(
+            "--outcomes", sim.outcome_files,
+            "Answer a prompt found in this file (RouteLLM CSV or JSONL, docs/eval.md) with the "
+            "recorded answer of the model asked; repeatable")
+        ->check(CLI::ExistingFile);
+
+    eval_options eval;
+    auto* eval_cmd = app.add_subcommand(
+        "eval", "A policy's cost and quality on recorded answers, beside the baselines");
+    eval_cmd
+        ->add_option(
+            "--outcomes", eval.outcome_files,
+            "Recorded answers: RouteLLM's CSV or frugal's JSONL (docs/eval.md); repeatable")
+        ->check(CLI::ExistingFile);
+    eval_cmd->add_option("--policy", eval.policy_file, "Cascade policy JSON (docs/policies.md)")
+        ->check(CLI::ExistingFile);
+    auto* eval_prices =
+        eval_cmd
+            ->add_option(
+                "--prices", eval.prices_file, "A models catalog saved in OpenRouter's shape")
+            ->check(CLI::ExistingFile);
+    auto* eval_base = eval_cmd->add_option(
+        "--base-url", eval.base_url, "Take the prices from this endpoint's catalog instead");
+    eval_prices->excludes(eval_base);
+    eval_cmd->add_option(
+        "--sweep", eval.sweep,
+        "Run the policy once per value of one member: NAME=V1,V2,... or NAME=[JSON array]");
+    auto* eval_json = eval_cmd->add_flag("--json", eval.json, "One JSON object");
+    auto* eval_html =
+        eval_cmd->add_option("--html", eval.html_file, "Write the cost/quality chart to this file");
+    eval_json->excludes(eval_html);
 
     serve_options serve;
     auto* serve_cmd = app.add_subcommand(
@@ -271,6 +303,12 @@ int main(int argc, char** argv)
         return missing("serve", "--config");
     if (*report_cmd && report.ledger_file.empty())
         return missing("report", "--ledger");
+    if (*eval_cmd && eval.outcome_files.empty())
+        return missing("eval", "--outcomes");
+    if (*eval_cmd && eval.policy_file.empty())
+        return missing("eval", "--policy");
+    if (*eval_cmd && eval.prices_file.empty() && eval.base_url.empty())
+        return missing("eval", "--prices (or --base-url)");
 
     try {
         if (*sse_cmd)
@@ -285,6 +323,8 @@ int main(int argc, char** argv)
             return run_batch(batch);
         if (*report_cmd)
             return run_report(report);
+        if (*eval_cmd)
+            return run_eval(eval);
         if (*demo_cmd)
             return run_demo(demo);
         if (*models_cmd)

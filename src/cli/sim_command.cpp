@@ -1,11 +1,13 @@
 #include "cli/commands.hpp"
 
+#include <frugal/eval.hpp>
 #include <frugal/sim.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -37,6 +39,45 @@ int run_sim(const sim_options& options)
         config.seed = *options.seed;
     if (options.demo_latency)
         config.apply_demo_latency();
+    if (!options.outcome_files.empty()) {
+        // Each recorded answer, cut into the tokens it is billed as: its recorded count, or
+        // the estimate `frugal eval` uses, so the two price a replay alike.
+        diagnostics diag;
+        auto outcomes = read_outcomes(options.outcome_files, &diag);
+        if (!outcomes) {
+            std::fprintf(stderr, "frugal sim: %s\n", diag.message.c_str());
+            return exit_failure;
+        }
+        if (!outcomes->has_responses()) {
+            std::fprintf(
+                stderr, "frugal sim: the outcomes record no answers' text: nothing to replay\n");
+            return exit_failure;
+        }
+        const auto catalog = config.models.empty() ? standard_sim_models() : config.models;
+        for (const auto& m : outcomes->models)
+            if (std::none_of(catalog.begin(), catalog.end(), [&](const auto& s) { return s.id == m; }))
+                std::fprintf(
+                    stderr,
+                    "frugal sim: note: the catalog has no model \"%s\": its answers are not "
+                    "served (--config can add it)\n",
+                    m.c_str());
+        for (const auto& p : outcomes->prompts) {
+            for (std::size_t m = 0; m < outcomes->models.size(); ++m) {
+                const auto& a = p.answers[m];
+                if (!a || !a->content)
+                    continue;
+                sim_replay r;
+                r.prompt = p.prompt;
+                r.model = outcomes->models[m];
+                for (const auto t : split_tokens(
+                         *a->content, a->completion_tokens.value_or(estimate_tokens(*a->content))))
+                    r.tokens.emplace_back(t);
+                r.prompt_tokens = a->prompt_tokens.value_or(estimate_tokens(p.prompt));
+                r.finish_reason = a->finish_reason;
+                config.replays.push_back(std::move(r));
+            }
+        }
+    }
 
     boost::asio::io_context io{1};
     simulator sim(io.get_executor(), std::move(config), options.host, options.port);

@@ -4,6 +4,7 @@
 #include "openrouter/codec.hpp"
 #include "openrouter/codec_detail.hpp"
 
+#include <frugal/chat_client.hpp>
 #include <frugal/error.hpp>
 
 #include <boost/json/parse.hpp>
@@ -286,3 +287,15 @@ error_code decode_key_info(std::string_view text, key_info& out)
 }
 
 } // namespace frugal::openrouter
+
+namespace frugal {
+
+boost::system::result<std::vector<model_info>> parse_models(std::string_view json)
+{
+    std::vector<model_info> rows;
+    if (auto ec = openrouter::decode_models(json, rows))
+        return ec;
+    return rows;
+}
+
+} // namespace frugal

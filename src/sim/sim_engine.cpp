@@ -61,6 +61,8 @@ engine::engine(sim_config config) : config_(std::move(config)), rng_(config_.see
         keys_[k.key] = s;
     }
     rule_hits_.assign(config_.faults.size(), 0);
+    for (std::size_t i = 0; i < config_.replays.size(); ++i)
+        replays_[config_.replays[i].prompt].emplace(config_.replays[i].model, i);
 
     models_body_ = render_models();
 }
@@ -279,6 +281,17 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     }
     if (model == nullptr)
         return last_error;
+    const sim_replay* replay = nullptr;
+    if (const auto by_prompt = replays_.find(last_user); by_prompt != replays_.end()) {
+        for (const auto* m : {model, asked}) {
+            if (const auto it = by_prompt->second.find(m->id); it != by_prompt->second.end()) {
+                replay = &config_.replays[it->second];
+                break;
+            }
+        }
+    }
+    if (replay != nullptr)
+        prompt_tokens = replay->prompt_tokens; // as recorded (or estimated: docs/eval.md)
 
     const attodollars prompt_price = parse_usd(model->prompt_price).value_or(0);
     const attodollars completion_price = parse_usd(model->completion_price).value_or(0);
@@ -334,7 +347,18 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     c.whitespace_keepalive = d.keepalive.value_or(config_.whitespace_keepalive);
     c.usage_shape = d.usage.empty() ? config_.usage_chunk : d.usage;
 
-    write_answer(c, *model, d, last_user, json_mode, max_out, config_.seed);
+    if (replay != nullptr) {
+        c.pieces.reserve(std::min<std::size_t>(replay->tokens.size(), max_out));
+        for (const auto& t : replay->tokens) {
+            if (c.pieces.size() == max_out)
+                break;
+            c.pieces.push_back({t, false});
+        }
+        c.finish_reason = replay->tokens.size() > max_out ? "length" : replay->finish_reason;
+        c.native_finish_reason = c.finish_reason;
+    } else {
+        write_answer(c, *model, d, last_user, json_mode, max_out, config_.seed);
+    }
     plan_delivery(c, fault_name, d);
 
     // A whole response is billed now, in full: the model runs to the end regardless.

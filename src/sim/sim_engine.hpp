@@ -228,6 +228,8 @@ private:
     splitmix64 rng_;
     std::uint64_t sequence_ = 0;
     std::string models_body_; // the catalog never changes: rendered once
+    // Replays by prompt, then model: the index of each in `config_.replays`.
+    std::unordered_map<std::string, std::unordered_map<std::string, std::size_t>> replays_;
 };
 
 /// Escapes `text` as the inside of a JSON string. The simulator's own, not the client's

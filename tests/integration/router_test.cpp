@@ -212,6 +212,69 @@ BOOST_AUTO_TEST_CASE(hard_prompts_escalate_for_the_reason_the_cheap_model_fails_
     BOOST_TEST(seen.size() == 4u);
 }
 
+// `must_match`, live: the simulator replays recorded answers (as `frugal sim --outcomes`
+// does), the cheap one without the final-answer line the pattern asks for. The whole cascade
+// and both streamed modes escalate for it, show only the flagship's text when buffered, and
+// keep an answer that has the line.
+BOOST_AUTO_TEST_CASE(must_match_escalates_an_answer_without_its_pattern_whole_and_streamed)
+{
+    auto cfg = roomy();
+    const std::string vague = "How many apples are left?";
+    const std::string clear = "How many pears are left?";
+    auto replay = [&](std::string prompt, std::string model, std::vector<std::string> tokens) {
+        frugal::sim_replay r;
+        r.prompt = std::move(prompt);
+        r.model = std::move(model);
+        r.tokens = std::move(tokens);
+        r.prompt_tokens = 7;
+        cfg.replays.push_back(std::move(r));
+    };
+    replay(vague, cheap, {"There", " are", " some", " left", "."});
+    replay(vague, flagship, {"Twelve", " are", " left", ".\n", "####", " 12"});
+    replay(clear, cheap, {"Three", " pears", ".\n", "####", " 3"});
+    client_fixture f(cfg);
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.must_match = "(^|\\n)#### \\d+$";
+    p.escalate_on.push_back(escalation_reason::must_match);
+    frugal::router r(f.client, p, cat, open_guard(cat, "1"));
+
+    const auto o = complete(f, r, request("", vague));
+    BOOST_TEST_REQUIRE(!o.ec, o.ec.message());
+    BOOST_TEST(o.result.escalated);
+    BOOST_TEST(o.result.reason == escalation_reason::must_match);
+    BOOST_TEST(o.result.response.content == "Twelve are left.\n#### 12");
+    BOOST_TEST_REQUIRE(o.result.attempts.size() == 2u);
+    BOOST_TEST(o.result.attempts[0].moved_on == escalation_reason::must_match);
+
+    const auto kept = complete(f, r, request("", clear));
+    BOOST_TEST_REQUIRE(!kept.ec, kept.ec.message());
+    BOOST_TEST(!kept.result.escalated);
+    BOOST_TEST(kept.result.response.content == "Three pears.\n#### 3");
+
+    for (auto mode : {frugal::stream_mode::stream, frugal::stream_mode::buffer}) {
+        frugal::cascade_stream s;
+        r.start_stream(request("", vague), mode, s);
+        const auto got = read_all(f, s);
+        BOOST_TEST_REQUIRE(got.result != nullptr);
+        BOOST_TEST(got.result->tier == 1u);
+        BOOST_TEST(got.result->reason == escalation_reason::must_match);
+        BOOST_TEST(got.result->response.content == "Twelve are left.\n#### 12");
+        const auto it = got.shown.find(1);
+        BOOST_TEST((it != got.shown.end() && it->second == got.result->response.content));
+        if (mode == frugal::stream_mode::buffer) {
+            BOOST_TEST(got.shown.count(0) == 0u); // the rejected text never reached the reader
+            BOOST_TEST(got.escalating == 0);
+        } else {
+            BOOST_TEST(got.escalating == 1);
+        }
+    }
+    // A replay is billed at its recorded tokens: 7 prompt tokens, one per piece.
+    const auto* fp = cat.find(flagship);
+    BOOST_TEST_REQUIRE(fp != nullptr);
+    BOOST_TEST((o.result.attempts[1].cost == fp->prompt * 7 + fp->completion * 6 + fp->request));
+}
+
 // The router settles with the attempt itself: the ledger keeps each attempt as the result
 // reports it, and the attempt names its record.
 BOOST_AUTO_TEST_CASE(the_ledger_keeps_each_attempt_as_the_cascade_reports_it)

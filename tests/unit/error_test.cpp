@@ -47,6 +47,7 @@ constexpr frugal::error all_errors[] = {
     frugal::error::reservation_inactive,
     frugal::error::bad_policy,
     frugal::error::bad_sim_config,
+    frugal::error::bad_outcomes,
 };
 } // namespace
 

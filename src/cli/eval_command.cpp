@@ -1,0 +1,399 @@
+// `frugal eval`: a policy's cost and quality on recorded answers, beside the baselines, as a
+// table, one JSON object, or an HTML page with the sweep's cost/quality curve.
+#include "cli/commands.hpp"
+#include "cli/json_text.hpp"
+
+#include <frugal/chat_client.hpp>
+#include <frugal/eval.hpp>
+#include <frugal/prices.hpp>
+#include <frugal/router.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace frugal::cli {
+
+namespace json = boost::json;
+
+namespace {
+
+std::optional<std::string> slurp(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return std::nullopt;
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// `NAME=V1,V2,...` or `NAME=[JSON array]` (for values holding commas, such as patterns). A
+// value that reads as JSON is taken as such (a number, true); otherwise it is a string.
+bool parse_sweep(
+    const std::string& spec, std::string& name, std::vector<json::value>& values, std::string& why)
+{
+    const auto eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0) {
+        why = "--sweep must be NAME=V1,V2,... (or NAME=[JSON array])";
+        return false;
+    }
+    name = spec.substr(0, eq);
+    const std::string rest = spec.substr(eq + 1);
+    boost::system::error_code ec;
+    if (!rest.empty() && rest.front() == '[') {
+        const auto v = json::parse(rest, ec);
+        if (ec || !v.is_array() || v.get_array().empty()) {
+            why = "--sweep " + name + ": the values are not a non-empty JSON array";
+            return false;
+        }
+        values.assign(v.get_array().begin(), v.get_array().end());
+        return true;
+    }
+    std::size_t from = 0;
+    for (;;) {
+        const auto comma = rest.find(',', from);
+        const std::string item = rest.substr(from, comma == std::string::npos ? comma : comma - from);
+        if (item.empty()) {
+            why = "--sweep " + name + ": an empty value";
+            return false;
+        }
+        auto v = json::parse(item, ec);
+        values.push_back(ec ? json::value(json::string(item)) : std::move(v));
+        if (comma == std::string::npos)
+            return true;
+        from = comma + 1;
+    }
+}
+
+std::string value_label(const json::value& v)
+{
+    return v.is_string() ? std::string(v.get_string()) : json::serialize(v);
+}
+
+json::value opt(const std::optional<double>& d)
+{
+    return d ? json::value(*d) : json::value(nullptr);
+}
+
+json::object measure_json(const eval_measure& m, const std::vector<std::string>& tiers)
+{
+    json::object by_tier;
+    for (std::size_t i = 0; i < tiers.size() && i < m.by_tier.size(); ++i)
+        by_tier[tiers[i]] = m.by_tier[i];
+    return json::object{
+        {"accuracy", m.accuracy},
+        {"cost", m.cost.to_string()},
+        {"escalated_share", m.escalated_share},
+        {"pgr", opt(m.pgr)},
+        {"by_tier", std::move(by_tier)}};
+}
+
+json::object baselines_json(const eval_report& r)
+{
+    return json::object{
+        {"always_cheap", measure_json(r.always_cheap, r.tiers)},
+        {"always_flagship", measure_json(r.always_flagship, r.tiers)},
+        {"random", measure_json(r.random, r.tiers)},
+        {"oracle", measure_json(r.oracle, r.tiers)}};
+}
+
+std::string pct(double share)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f%%", share * 100);
+    return buf;
+}
+
+std::string fixed(std::optional<double> v)
+{
+    if (!v)
+        return "-";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", *v);
+    return buf;
+}
+
+std::string row(const std::string& name, const eval_measure& m)
+{
+    char buf[256];
+    std::snprintf(
+        buf, sizeof buf, "%-26s %9s %16s %10s %7s\n", name.c_str(), pct(m.accuracy).c_str(),
+        m.cost.to_string().c_str(), pct(m.escalated_share).c_str(), fixed(m.pgr).c_str());
+    return buf;
+}
+
+std::string esc(std::string_view s)
+{
+    std::string out;
+    for (const char c : s) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
+
+std::string num(double v)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+    return buf;
+}
+
+struct point {
+    std::string label;
+    const eval_measure* m;
+    bool baseline;
+};
+
+// Cost (x) against accuracy (y): the sweep's points joined as a curve, the baselines as
+// labelled dots, in the report dashboard's colours.
+std::string chart(const std::vector<point>& points)
+{
+    constexpr double w = 760, h = 380, left = 70, right = 20, top = 20, bottom = 50;
+    double max_cost = 0;
+    double lo = 1;
+    double hi = 0;
+    for (const auto& p : points) {
+        max_cost = std::max(max_cost, p.m->cost.to_double());
+        lo = std::min(lo, p.m->accuracy);
+        hi = std::max(hi, p.m->accuracy);
+    }
+    if (max_cost <= 0)
+        max_cost = 1;
+    lo = std::max(0.0, lo - 0.02);
+    hi = std::min(1.0, hi + 0.02);
+    if (hi <= lo)
+        hi = lo + 0.01;
+    auto x = [&](double c) { return left + (w - left - right) * c / max_cost; };
+    auto y = [&](double a) { return top + (h - top - bottom) * (1 - (a - lo) / (hi - lo)); };
+    std::string s = "<svg viewBox=\"0 0 " + num(w) + " " + num(h) +
+                    "\" width=\"100%\" role=\"img\" aria-label=\"cost against accuracy\">";
+    s += "<line x1=\"" + num(left) + "\" y1=\"" + num(h - bottom) + "\" x2=\"" + num(w - right) +
+         "\" y2=\"" + num(h - bottom) + "\" stroke=\"#8c959f\"/>";
+    s += "<line x1=\"" + num(left) + "\" y1=\"" + num(top) + "\" x2=\"" + num(left) + "\" y2=\"" +
+         num(h - bottom) + "\" stroke=\"#8c959f\"/>";
+    s += "<text class=\"lbl\" x=\"" + num((w + left) / 2) + "\" y=\"" + num(h - 10) +
+         "\" text-anchor=\"middle\">cost (USD, up to " + esc(std::to_string(max_cost)) +
+         ")</text>";
+    s += "<text class=\"lbl\" x=\"14\" y=\"" + num(top + 10) + "\">accuracy</text>";
+    for (int i = 0; i <= 4; ++i) {
+        const double a = lo + (hi - lo) * i / 4;
+        s += "<text class=\"val\" x=\"" + num(left - 6) + "\" y=\"" + num(y(a) + 4) +
+             "\" text-anchor=\"end\">" + num(a * 100) + "%</text>";
+    }
+    std::string path;
+    for (const auto& p : points) {
+        if (p.baseline)
+            continue;
+        path += (path.empty() ? "M" : " L") + num(x(p.m->cost.to_double())) + " " +
+                num(y(p.m->accuracy));
+    }
+    if (!path.empty())
+        s += "<path d=\"" + path + "\" fill=\"none\" stroke=\"#2f6fdf\" stroke-width=\"2\"/>";
+    for (const auto& p : points) {
+        const double px = x(p.m->cost.to_double());
+        const double py = y(p.m->accuracy);
+        s += "<circle cx=\"" + num(px) + "\" cy=\"" + num(py) + "\" r=\"5\" fill=\"" +
+             (p.baseline ? "#7a3fd1" : "#2f6fdf") + "\"><title>" + esc(p.label) + "</title></circle>";
+        s += "<text class=\"val\" x=\"" + num(px + 8) + "\" y=\"" + num(py - 6) + "\">" +
+             esc(p.label) + "</text>";
+    }
+    return s + "</svg>";
+}
+
+std::string html_page(
+    const eval_report& base,
+    const std::vector<std::pair<std::string, eval_report>>& runs,
+    const std::string& sweep_name)
+{
+    std::vector<point> points;
+    for (const auto& [label, r] : runs)
+        if (r.judged)
+            points.push_back({sweep_name.empty() ? "policy" : sweep_name + "=" + label, &r.policy, false});
+    points.push_back({"always cheap", &base.always_cheap, true});
+    points.push_back({"always flagship", &base.always_flagship, true});
+    points.push_back({"random", &base.random, true});
+    points.push_back({"oracle", &base.oracle, true});
+    std::string s =
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>frugal eval</title><style>"
+        "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;"
+        "max-width:860px;color:#1f2328;background:#fff}"
+        "table{border-collapse:collapse;width:100%}th,td{padding:5px 8px;border-bottom:1px solid "
+        "#d0d7de;text-align:right}th:first-child,td:first-child{text-align:left}"
+        "th{background:#f6f8fa}.lbl{font-size:13px;fill:#1f2328}.val{font-size:12px;fill:#57606a}"
+        "</style><h1>frugal eval</h1>";
+    s += "<p>" + std::to_string(base.prompts) + " prompts; tiers ";
+    for (std::size_t i = 0; i < base.tiers.size(); ++i)
+        s += (i ? " → " : "") + esc(base.tiers[i]);
+    s += ".</p>" + chart(points);
+    s += "<table><tr><th>routing</th><th>accuracy</th><th>cost (USD)</th><th>escalated</th>"
+         "<th>PGR</th></tr>";
+    for (const auto& p : points)
+        s += "<tr><td>" + esc(p.label) + "</td><td>" + pct(p.m->accuracy) + "</td><td>" +
+             p.m->cost.to_string() + "</td><td>" + pct(p.m->escalated_share) + "</td><td>" +
+             fixed(p.m->pgr) + "</td></tr>";
+    s += "</table>";
+    for (const auto& note : base.notes)
+        s += "<p>" + esc(note) + "</p>";
+    return s + "</html>\n";
+}
+
+} // namespace
+
+int run_eval(const eval_options& options)
+{
+    const char* me = "frugal eval";
+    diagnostics diag;
+    auto outcomes = read_outcomes(options.outcome_files, &diag);
+    if (!outcomes) {
+        std::fprintf(stderr, "%s: %s\n", me, diag.message.c_str());
+        return exit_failure;
+    }
+    const auto policy_text = slurp(options.policy_file);
+    if (!policy_text) {
+        std::fprintf(stderr, "%s: cannot read %s\n", me, options.policy_file.c_str());
+        return exit_usage;
+    }
+
+    // Prices: a saved catalog, or the endpoint's own.
+    std::vector<model_info> rows;
+    if (!options.prices_file.empty()) {
+        const auto text = slurp(options.prices_file);
+        if (!text) {
+            std::fprintf(stderr, "%s: cannot read %s\n", me, options.prices_file.c_str());
+            return exit_usage;
+        }
+        auto parsed = parse_models(*text);
+        if (!parsed) {
+            std::fprintf(
+                stderr, "%s: %s: not a models catalog in OpenRouter's shape ({\"data\": [...]})\n",
+                me, options.prices_file.c_str());
+            return exit_usage;
+        }
+        rows = std::move(*parsed);
+    } else {
+        client_params params;
+        params.base_url = options.base_url;
+        boost::asio::io_context io{1};
+        chat_client client(io.get_executor(), params);
+        auto fetched = fetch_catalog(io, client, "eval");
+        if (!fetched)
+            return exit_failure;
+        rows = std::move(*fetched);
+    }
+    const price_catalog prices(rows);
+
+    // The runs: the policy as written, or once per value of the swept member.
+    std::string sweep_name;
+    std::vector<json::value> values;
+    if (!options.sweep.empty()) {
+        std::string why;
+        if (!parse_sweep(options.sweep, sweep_name, values, why)) {
+            std::fprintf(stderr, "%s: %s\n", me, why.c_str());
+            return exit_usage;
+        }
+    }
+    std::vector<std::pair<std::string, eval_report>> runs;
+    auto run_one = [&](const std::string& text, const std::string& label) -> int {
+        auto policy = parse_policy(text, &diag);
+        if (!policy) {
+            std::fprintf(
+                stderr, "%s: %s%s: %s\n", me, options.policy_file.c_str(),
+                label.empty() ? "" : (" with " + sweep_name + "=" + label).c_str(),
+                diag.message.c_str());
+            return exit_usage;
+        }
+        auto r = evaluate(*outcomes, *policy, prices, &diag);
+        if (!r) {
+            std::fprintf(stderr, "%s: %s\n", me, diag.message.c_str());
+            return r.error() == error::bad_outcomes ? exit_failure : exit_usage;
+        }
+        runs.emplace_back(label, std::move(*r));
+        return 0;
+    };
+    if (values.empty()) {
+        if (const int rc = run_one(*policy_text, {}); rc != 0)
+            return rc;
+    } else {
+        boost::system::error_code ec;
+        auto doc = json::parse(*policy_text, ec);
+        if (ec || !doc.is_object()) {
+            std::fprintf(
+                stderr, "%s: %s: policy: must be a JSON object\n", me, options.policy_file.c_str());
+            return exit_usage;
+        }
+        for (const auto& v : values) {
+            doc.get_object()[sweep_name] = v;
+            if (const int rc = run_one(json::serialize(doc), value_label(v)); rc != 0)
+                return rc;
+        }
+    }
+    const eval_report& base = runs.front().second;
+
+    if (!options.html_file.empty()) {
+        std::ofstream out(options.html_file, std::ios::binary | std::ios::trunc);
+        out << html_page(base, runs, sweep_name);
+        if (!out.flush()) {
+            std::fprintf(stderr, "%s: cannot write %s\n", me, options.html_file.c_str());
+            return exit_failure;
+        }
+    }
+
+    if (options.json) {
+        json::object o{{"prompts", base.prompts}};
+        if (sweep_name.empty()) {
+            o["policy"] = base.judged ? json::value(measure_json(base.policy, base.tiers))
+                                      : json::value(nullptr);
+        } else {
+            json::array points;
+            for (const auto& [label, r] : runs) {
+                json::object p{{"value", label}};
+                if (r.judged)
+                    for (auto& [k, v] : measure_json(r.policy, r.tiers))
+                        p[k] = v;
+                points.push_back(std::move(p));
+            }
+            o["sweep"] = json::object{{"member", sweep_name}, {"points", std::move(points)}};
+        }
+        o["baselines"] = baselines_json(base);
+        json::array notes;
+        for (const auto& n : base.notes)
+            notes.push_back(json::string(n));
+        o["notes"] = std::move(notes);
+        std::printf("%s\n", to_json(o).c_str());
+        return 0;
+    }
+
+    std::string text = std::to_string(base.prompts) + " prompts; tiers ";
+    for (std::size_t i = 0; i < base.tiers.size(); ++i)
+        text += (i ? " -> " : "") + base.tiers[i];
+    text += "\n\n";
+    char head[256];
+    std::snprintf(
+        head, sizeof head, "%-26s %9s %16s %10s %7s\n", "routing", "accuracy", "cost (USD)",
+        "escalated", "PGR");
+    text += head;
+    for (const auto& [label, r] : runs)
+        if (r.judged)
+            text += row(sweep_name.empty() ? "policy" : sweep_name + "=" + label, r.policy);
+    text += row("always cheap", base.always_cheap);
+    text += row("always flagship", base.always_flagship);
+    text += row("random (same share)", base.random);
+    text += row("oracle", base.oracle);
+    for (const auto& n : base.notes)
+        text += "\nnote: " + n;
+    std::printf("%s\n", text.c_str());
+    return 0;
+}
+
+} // namespace frugal::cli
