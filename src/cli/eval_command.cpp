@@ -118,11 +118,11 @@ std::string fixed(std::optional<double> v)
     return buf;
 }
 
-std::string row(const std::string& name, const eval_measure& m)
+std::string row(const std::string& name, const eval_measure& m, int width)
 {
-    char buf[256];
+    char buf[1024];
     std::snprintf(
-        buf, sizeof buf, "%-26s %9s %16s %10s %7s\n", name.c_str(), pct(m.accuracy).c_str(),
+        buf, sizeof buf, "%-*s %9s %16s %10s %7s\n", width, name.c_str(), pct(m.accuracy).c_str(),
         m.cost.to_string().c_str(), pct(m.escalated_share).c_str(), fixed(m.pgr).c_str());
     return buf;
 }
@@ -338,7 +338,21 @@ int run_eval(const eval_options& options)
                 return rc;
         }
     }
-    const eval_report& base = runs.front().second;
+    eval_report& base = runs.front().second;
+    // The baselines are those of the first value; a member that changes them (max_tokens cuts
+    // answers) is said, and each point's PGR stays against its own baselines.
+    for (const auto& [label, r] : runs) {
+        if (r.always_cheap.cost != base.always_cheap.cost ||
+            r.always_flagship.cost != base.always_flagship.cost ||
+            r.always_cheap.accuracy != base.always_cheap.accuracy ||
+            r.always_flagship.accuracy != base.always_flagship.accuracy) {
+            base.notes.push_back(
+                "the baselines change with " + sweep_name + ": those shown are for " +
+                sweep_name + "=" + runs.front().first +
+                "; each point's PGR is against its own baselines");
+            break;
+        }
+    }
 
     if (!options.html_file.empty()) {
         std::ofstream out(options.html_file, std::ios::binary | std::ios::trunc);
@@ -378,18 +392,24 @@ int run_eval(const eval_options& options)
     for (std::size_t i = 0; i < base.tiers.size(); ++i)
         text += (i ? " -> " : "") + base.tiers[i];
     text += "\n\n";
+    auto label_of = [&](const std::string& value) {
+        return sweep_name.empty() ? std::string("policy") : sweep_name + "=" + value;
+    };
+    int width = 20;
+    for (const auto& run : runs)
+        width = std::max(width, static_cast<int>(std::min<std::size_t>(label_of(run.first).size(), 200)));
     char head[256];
     std::snprintf(
-        head, sizeof head, "%-26s %9s %16s %10s %7s\n", "routing", "accuracy", "cost (USD)",
+        head, sizeof head, "%-*s %9s %16s %10s %7s\n", width, "routing", "accuracy", "cost (USD)",
         "escalated", "PGR");
     text += head;
     for (const auto& [label, r] : runs)
         if (r.judged)
-            text += row(sweep_name.empty() ? "policy" : sweep_name + "=" + label, r.policy);
-    text += row("always cheap", base.always_cheap);
-    text += row("always flagship", base.always_flagship);
-    text += row("random (same share)", base.random);
-    text += row("oracle", base.oracle);
+            text += row(label_of(label), r.policy, width);
+    text += row("always cheap", base.always_cheap, width);
+    text += row("always flagship", base.always_flagship, width);
+    text += row("random (same share)", base.random, width);
+    text += row("oracle", base.oracle, width);
     for (const auto& n : base.notes)
         text += "\nnote: " + n;
     std::printf("%s\n", text.c_str());

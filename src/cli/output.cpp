@@ -63,6 +63,9 @@ result_json(const cascade_result& r, const boost::system::error_code& ec, const 
     const bool answered = !r.response.model.empty() || !r.response.content.empty();
     o["content"] = answered ? json::value(r.response.content) : json::value(nullptr);
     o["final_model"] = answered ? json::value(r.response.model) : json::value(nullptr);
+    o["finish_reason"] = answered && !r.response.finish_reason.empty()
+                             ? json::value(r.response.finish_reason)
+                             : json::value(nullptr);
     o["escalated"] = r.escalated;
     o["budget_denied"] = r.budget_denied;
     o["reason"] = reason_json(r.reason);
@@ -78,6 +81,8 @@ result_json(const cascade_result& r, const boost::system::error_code& ec, const 
         x["reason"] = reason_json(a.moved_on);
         x["cost"] = a.cost.to_string();
         x["cost_estimated"] = a.estimated;
+        x["prompt_tokens"] = a.prompt_tokens;
+        x["completion_tokens"] = a.completion_tokens;
         x["anomaly"] = a.anomaly.empty() ? json::value(nullptr) : json::value(a.anomaly);
         x["error"] = a.error ? json::value(a.detail.empty() ? a.error.message()
                                                            : a.error.message() + ": " + a.detail)
