@@ -73,10 +73,12 @@ read_outcomes(const std::vector<std::string>& paths, diagnostics* diag);
 std::uint64_t estimate_tokens(std::string_view text) noexcept;
 
 /// `text` cut into `n` tokens of about equal bytes, each boundary moved forward to the start
-/// of a UTF-8 character, so no token splits one (a token may then be empty). The simulator
-/// streams a replayed answer as these tokens, and an answer longer than `max_tokens` is cut
-/// after the first `max_tokens` of them, live and in `evaluate` alike.
-std::vector<std::string_view> split_tokens(std::string_view text, std::uint64_t n);
+/// of a UTF-8 character, so no token splits one (a token may then be empty); only the first
+/// `first` of them are returned (a recorded count may be huge: what is never served is never
+/// held). The simulator streams a replayed answer as these tokens, and an answer longer than
+/// `max_tokens` is cut after the first `max_tokens` of them, live and in `evaluate` alike.
+std::vector<std::string_view>
+split_tokens(std::string_view text, std::uint64_t n, std::uint64_t first = UINT64_MAX);
 
 /// How one way of routing did over the prompts.
 struct eval_measure {

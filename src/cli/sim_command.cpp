@@ -54,6 +54,11 @@ int run_sim(const sim_options& options)
             return exit_failure;
         }
         const auto catalog = config.models.empty() ? standard_sim_models() : config.models;
+        // No request is served more than the catalog's largest max_completion_tokens: one
+        // token past it says "cut", and the rest is never held.
+        std::uint64_t most = 0;
+        for (const auto& m : catalog)
+            most = std::max(most, m.max_completion_tokens);
         for (const auto& m : outcomes->models)
             if (std::none_of(catalog.begin(), catalog.end(), [&](const auto& s) { return s.id == m; }))
                 std::fprintf(
@@ -70,7 +75,8 @@ int run_sim(const sim_options& options)
                 r.prompt = p.prompt;
                 r.model = outcomes->models[m];
                 for (const auto t : split_tokens(
-                         *a->content, a->completion_tokens.value_or(estimate_tokens(*a->content))))
+                         *a->content, a->completion_tokens.value_or(estimate_tokens(*a->content)),
+                         most + 1))
                     r.tokens.emplace_back(t);
                 r.prompt_tokens = a->prompt_tokens.value_or(estimate_tokens(p.prompt));
                 r.finish_reason = a->finish_reason;

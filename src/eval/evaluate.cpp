@@ -11,6 +11,7 @@
 #include "cascade/judge.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 namespace frugal {
@@ -37,6 +38,17 @@ struct splitmix64 {
 };
 
 constexpr std::uint64_t random_seed = 1;
+
+// A sum that saturates: counts and prices come from files, and a total must never wrap small.
+money plus(money a, money b) noexcept
+{
+    money::rep out = 0;
+    if (__builtin_add_overflow(a.units(), b.units(), &out))
+        return money::from_units(
+            b.units() > 0 ? std::numeric_limits<money::rep>::max()
+                          : std::numeric_limits<money::rep>::min());
+    return money::from_units(out);
+}
 
 // One tier's answer to one prompt as the live path would see it: the recorded text, cut at
 // max_tokens as the provider would cut it.
@@ -67,10 +79,12 @@ replayed replay(const recorded_prompt& p, const recorded_answer& a, const tier_i
             r.correct = false; // its recorded verdict was on the whole answer
             r.response.finish_reason = "length";
             if (text) {
-                const auto tokens = split_tokens(*a.content, completion_tokens);
-                const auto end = tokens[static_cast<std::size_t>(t.max_tokens) - 1];
-                r.response.content =
-                    std::string(a.content->data(), end.data() + end.size() - a.content->data());
+                const auto tokens = split_tokens(*a.content, completion_tokens, t.max_tokens);
+                if (!tokens.empty()) {
+                    const auto end = tokens.back();
+                    r.response.content = std::string(
+                        a.content->data(), end.data() + end.size() - a.content->data());
+                }
             }
             completion_tokens = t.max_tokens;
         } else if (text) {
@@ -78,8 +92,10 @@ replayed replay(const recorded_prompt& p, const recorded_answer& a, const tier_i
         }
     }
     const auto& pr = *t.price;
-    r.cost = pr.prompt * static_cast<std::int64_t>(prompt_tokens) +
-             pr.completion * static_cast<std::int64_t>(completion_tokens) + pr.request;
+    r.cost = plus(
+        plus(money::saturating_times(pr.prompt, prompt_tokens),
+             money::saturating_times(pr.completion, completion_tokens)),
+        pr.request);
     return r;
 }
 
@@ -175,14 +191,14 @@ boost::system::result<eval_report> evaluate(
         rep.cut += (c.cut ? 1 : 0) + (last > 0 && f.cut ? 1 : 0);
         cheap_right += c.correct ? 1 : 0;
         flagship_right += f.correct ? 1 : 0;
-        rep.always_cheap.cost += c.cost;
+        rep.always_cheap.cost = plus(rep.always_cheap.cost, c.cost);
         rep.always_cheap.by_tier.front() += 1;
-        rep.always_flagship.cost += f.cost;
+        rep.always_flagship.cost = plus(rep.always_flagship.cost, f.cost);
         rep.always_flagship.by_tier.back() += 1;
         const bool up = !c.correct && f.correct;
         oracle_up += up ? 1 : 0;
         oracle_right += up || c.correct ? 1 : 0;
-        rep.oracle.cost += c.cost + (up && last > 0 ? f.cost : money{});
+        rep.oracle.cost = plus(rep.oracle.cost, plus(c.cost, up && last > 0 ? f.cost : money{}));
         rep.oracle.by_tier[up ? last : 0] += 1;
     }
     const auto n = static_cast<double>(rep.prompts);
@@ -218,7 +234,7 @@ boost::system::result<eval_report> evaluate(
                     break;
                 const auto& t = tiers[step.tier];
                 auto r = replay(p, *p.answers[t.column], t, true);
-                d.cost += r.cost;
+                d.cost = plus(d.cost, r.cost);
                 detail::attempt_end end;
                 end.tier = step.tier;
                 end.ended = detail::attempt_end::how::answered;
@@ -238,7 +254,7 @@ boost::system::result<eval_report> evaluate(
             d.correct = answered->correct;
             policy_right += d.correct ? 1 : 0;
             policy_up += d.tier > 0 ? 1 : 0;
-            rep.policy.cost += d.cost;
+            rep.policy.cost = plus(rep.policy.cost, d.cost);
             rep.policy.by_tier[d.tier] += 1;
             rep.decisions.push_back(d);
         }
@@ -267,7 +283,7 @@ boost::system::result<eval_report> evaluate(
     for (std::size_t i = 0; i < rep.prompts; ++i) {
         const bool go = up[i] && last > 0;
         random_right += (go ? flagship[i].correct : cheap[i].correct) ? 1 : 0;
-        rep.random.cost += cheap[i].cost + (go ? flagship[i].cost : money{});
+        rep.random.cost = plus(rep.random.cost, plus(cheap[i].cost, go ? flagship[i].cost : money{}));
         rep.random.by_tier[go ? last : 0] += 1;
     }
 

@@ -137,12 +137,14 @@ std::uint64_t estimate_tokens(std::string_view text) noexcept
     return (static_cast<std::uint64_t>(text.size()) + 3) / 4;
 }
 
-std::vector<std::string_view> split_tokens(std::string_view text, std::uint64_t n)
+std::vector<std::string_view>
+split_tokens(std::string_view text, std::uint64_t n, std::uint64_t first)
 {
     std::vector<std::string_view> out;
     if (n == 0)
         return out;
-    out.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(n, 1u << 20)));
+    const std::uint64_t wanted = std::min(n, first);
+    out.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(wanted, 1u << 20)));
     const auto size = static_cast<std::uint64_t>(text.size());
     // The start of the character holding byte `b` or, inside one, of the next.
     auto boundary = [&](std::uint64_t b) {
@@ -151,9 +153,11 @@ std::vector<std::string_view> split_tokens(std::string_view text, std::uint64_t 
         return b;
     };
     std::uint64_t from = 0;
-    for (std::uint64_t i = 1; i <= n; ++i) {
-        // Wide enough: `size * i` cannot overflow for any text held in memory and n ≤ 2^32.
-        const std::uint64_t to = i == n ? size : boundary(size * i / n);
+    for (std::uint64_t i = 1; i <= wanted; ++i) {
+        // size × i / n without the product, which could wrap: (size % n) × i < n², and a
+        // recorded count is at most 10^8 (the parser's bound), an estimate at most size / 4 + 1.
+        const std::uint64_t at = size / n * i + size % n * i / n;
+        const std::uint64_t to = i == n ? size : std::clamp(boundary(at), from, size);
         out.push_back(text.substr(from, to - from));
         from = to;
     }
