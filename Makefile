@@ -62,15 +62,18 @@ fuzz: deps
 	@[ -f $(FUZZ_DIR)/build.ninja ] || CXX=clang++ $(CMAKE_CONFIGURE) -B $(FUZZ_DIR) \
 		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFRUGAL_FUZZ=ON -DFRUGAL_BUILD_TESTS=OFF \
 		-DFRUGAL_BUILD_BENCHMARKS=OFF -DFRUGAL_BUILD_EXAMPLES=OFF
-	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target frugal_sse_fuzz frugal_codec_fuzz frugal_http_fuzz
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target frugal_sse_fuzz frugal_codec_fuzz frugal_http_fuzz \
+		frugal_outcomes_fuzz
 	@mkdir -p $(FUZZ_DIR)/corpus/sse $(FUZZ_DIR)/corpus/codec $(FUZZ_DIR)/corpus/http \
-		$(FUZZ_DIR)/artifacts
+		$(FUZZ_DIR)/corpus/outcomes $(FUZZ_DIR)/artifacts
 	$(FUZZ_DIR)/bin/frugal_sse_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/artifacts/ $(FUZZ_DIR)/corpus/sse tests/fuzz/corpus/sse
 	$(FUZZ_DIR)/bin/frugal_codec_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/artifacts/ $(FUZZ_DIR)/corpus/codec tests/fuzz/corpus/codec
 	$(FUZZ_DIR)/bin/frugal_http_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/artifacts/ $(FUZZ_DIR)/corpus/http tests/fuzz/corpus/http
+	$(FUZZ_DIR)/bin/frugal_outcomes_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/artifacts/ $(FUZZ_DIR)/corpus/outcomes tests/fuzz/corpus/outcomes
 
 SOURCES = $(shell git ls-files '*.cpp' '*.hpp')
 

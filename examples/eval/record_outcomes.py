@@ -6,10 +6,13 @@ keep each run's answers: its `--jsonl` output, or its `--ledger` (the answers ta
 script grades every answer against the prompt's expected answer and writes frugal's JSONL
 outcomes, with the tokens each call was billed for.
 
-  record_outcomes.py --prompts PROMPTS.jsonl [--extract REGEX] RUN [RUN ...] > outcomes.jsonl
+  record_outcomes.py --prompts PROMPTS.jsonl [--extract REGEX] --run MODEL RUN [--run MODEL RUN ...]
+      > outcomes.jsonl
 
 - PROMPTS.jsonl: the batch's prompts, each `{"id", "prompt", "expected"}`.
-- RUN: a batch's `--jsonl` output (*.jsonl) or its ledger (*.db).
+- MODEL RUN: the model the run asked (its policy's tier, the name a policy will use), and the
+  batch's `--jsonl` output (*.jsonl) or its ledger (*.db). The model that served may have
+  another name (a dated id); the answer is recorded under the one asked.
 - An answer is correct when REGEX's first group (searched in the answer) equals `expected`,
   commas and surrounding spaces aside; without --extract, when the whole answer does.
 """
@@ -40,7 +43,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--prompts', required=True)
     ap.add_argument('--extract')
-    ap.add_argument('runs', nargs='+')
+    ap.add_argument('--run', nargs=2, action='append', required=True, metavar=('MODEL', 'RUN'))
     args = ap.parse_args()
     extract = re.compile(args.extract) if args.extract else None
 
@@ -54,7 +57,7 @@ def main():
                 order.append(p['id'])
 
     answers = {pid: {} for pid in order}
-    for run in args.runs:
+    for model, run in args.run:
         for a in answers_of(run):
             if a.get('error') or a.get('content') is None or a.get('id') not in prompts:
                 continue  # a failed call records no outcome
@@ -64,7 +67,7 @@ def main():
                 m = extract.search(got)
                 got = m.group(1) if m else None
             correct = got is not None and normal(got) == normal(str(prompts[a['id']]['expected']))
-            answers[a['id']][a['final_model']] = {
+            answers[a['id']][model] = {
                 'content': a['content'],
                 'correct': correct,
                 'prompt_tokens': attempt['prompt_tokens'],

@@ -38,6 +38,7 @@ struct recorded_prompt {
     /// By `outcome_set::models` index; none when the file has no answer of that model here.
     std::vector<std::optional<recorded_answer>> answers;
     std::size_t line = 0; ///< where the record starts in its file (1-based), for errors
+    std::string file;     ///< the file it came from (`read_outcomes`), for errors
 };
 
 /// A file of recorded outcomes.
@@ -51,11 +52,14 @@ struct outcome_set {
     std::optional<std::size_t> model_index(std::string_view model) const noexcept;
     /// Whether every answer recorded has its text (a policy can be judged on them).
     bool has_responses() const noexcept;
+    /// Whether every prompt's answer of each of `models` is recorded with its text.
+    bool has_responses(const std::vector<std::string>& models) const noexcept;
 };
 
 /// Reads RouteLLM's CSV as published: a `prompt` column, one boolean column per model
-/// (True/False), optional `<model>_response` columns. Fails with `error::bad_outcomes`;
-/// `diag->message` names the line and why.
+/// (True/False), optional `<model>_response` columns. A column with a `_response` partner is a
+/// model's, and each of its cells must be a boolean; another column is a model's when every
+/// cell is one. Fails with `error::bad_outcomes`; `diag->message` names the line and why.
 boost::system::result<outcome_set> parse_outcomes_csv(std::string_view text, diagnostics* diag);
 
 /// Reads the JSONL format: one object a line,
@@ -64,7 +68,7 @@ boost::system::result<outcome_set> parse_outcomes_csv(std::string_view text, dia
 boost::system::result<outcome_set> parse_outcomes_jsonl(std::string_view text, diagnostics* diag);
 
 /// Reads a file of either format (by its extension, `.csv` or `.jsonl`); several files are
-/// merged in order and must name the same models.
+/// merged in order and must name the same models (in any order).
 boost::system::result<outcome_set>
 read_outcomes(const std::vector<std::string>& paths, diagnostics* diag);
 
@@ -88,6 +92,7 @@ struct eval_measure {
     /// The share of the cheap→flagship quality gap recovered; none when the two are equal.
     std::optional<double> pgr;
     std::vector<double> by_tier; ///< share of prompts answered by each tier
+    std::vector<double> sent_to; ///< share of prompts each tier was called for
 };
 
 /// What the policy did with one prompt.
@@ -103,8 +108,9 @@ struct eval_decision {
 struct eval_report {
     std::size_t prompts = 0;
     std::vector<std::string> tiers; ///< the policy's
-    /// The file has every answer's text: the policy was judged. Otherwise only the baselines
-    /// are reported (`policy` and `decisions` are empty), and `notes` says so.
+    /// The file has the text of every answer of the policy's tiers: the policy was judged.
+    /// Otherwise only the baselines are reported (`policy` and `decisions` are empty), and
+    /// `notes` says so.
     bool judged = false;
     eval_measure policy;
     std::vector<eval_decision> decisions; ///< by prompt, in the file's order

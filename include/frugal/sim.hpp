@@ -70,13 +70,15 @@ struct sim_fault_rule {
 };
 
 /// A recorded answer the simulator gives instead of its own (`frugal sim --outcomes`): asked
-/// `prompt` (the last user message, exactly) of `model`, it streams `tokens` and bills them at
-/// the model's prices, with `prompt_tokens` for the prompt. Cut at the request's max_tokens as
-/// any answer is; the prompt's `[sim ...]` directives and the model's faults still apply.
+/// `prompt` (the last user message, exactly) of `model`, it streams `content` as
+/// `completion_tokens` tokens (cut as `frugal::split_tokens` cuts them) and bills them at the
+/// model's prices, with `prompt_tokens` for the prompt. Cut at the request's max_tokens as any
+/// answer is; the prompt's `[sim ...]` directives and the model's faults still apply.
 struct sim_replay {
     std::string prompt;
     std::string model;
-    std::vector<std::string> tokens;
+    std::string content;
+    std::uint64_t completion_tokens = 0;
     std::uint64_t prompt_tokens = 0;
     std::string finish_reason = "stop";
 };

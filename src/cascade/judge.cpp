@@ -207,6 +207,40 @@ const boost::regex* compiled(const std::string& pattern)
 
 std::string pattern_error(std::string_view pattern)
 {
+    // Boost reads a Perl superset of ECMAScript: what the two read differently, or what only
+    // Perl has, is refused so a pattern means what it would in JavaScript.
+    bool in_class = false;
+    for (std::size_t i = 0; i < pattern.size(); ++i) {
+        const char c = pattern[i];
+        const char next = i + 1 < pattern.size() ? pattern[i + 1] : '\0';
+        if (c == '\\') {
+            if (next == 'u')
+                return "\\u escapes are not supported: write the character itself (UTF-8)";
+            if (next != '\0' && std::strchr("QEAZzGKhHRNeX", next) != nullptr)
+                return std::string("\\") + next + " is Perl, not ECMAScript";
+            ++i;
+            continue;
+        }
+        if (in_class) {
+            in_class = c != ']';
+            continue;
+        }
+        if (c == '[') {
+            // "[]" and "[^]" close at once in ECMAScript; Perl reads the "]" as a member.
+            if (next == ']' || (next == '^' && i + 2 < pattern.size() && pattern[i + 2] == ']'))
+                return "\"[]\" and \"[^]\" are read differently by Perl: write [\\s\\S] for any "
+                       "character";
+            in_class = true;
+            continue;
+        }
+        if (c == '(' && next == '?') {
+            const char k = i + 2 < pattern.size() ? pattern[i + 2] : '\0';
+            if (k != '=' && k != '!' && k != ':' && k != '<')
+                return std::string("(?") + k + " is Perl, not ECMAScript";
+        }
+        if ((c == '*' || c == '+' || c == '?' || c == '}') && next == '+')
+            return "possessive quantifiers (" + std::string(1, c) + "+) are Perl, not ECMAScript";
+    }
     try {
         boost::regex re(pattern.begin(), pattern.end(), ecmascript);
     } catch (const boost::regex_error& e) {

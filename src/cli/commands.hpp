@@ -156,6 +156,7 @@ struct eval_options {
     std::string sweep; ///< NAME=V1,V2,... or NAME=[JSON array]
     bool json = false;
     std::string html_file;
+    std::string decisions_file; ///< a JSON line per prompt: the policy's decision
 };
 
 /// `frugal eval`: a policy replayed on recorded answers, with its accuracy, cost, escalated

@@ -83,14 +83,18 @@ json::value opt(const std::optional<double>& d)
 json::object measure_json(const eval_measure& m, const std::vector<std::string>& tiers)
 {
     json::object by_tier;
-    for (std::size_t i = 0; i < tiers.size() && i < m.by_tier.size(); ++i)
+    json::object sent_to;
+    for (std::size_t i = 0; i < tiers.size() && i < m.by_tier.size(); ++i) {
         by_tier[tiers[i]] = m.by_tier[i];
+        sent_to[tiers[i]] = m.sent_to[i];
+    }
     return json::object{
         {"accuracy", m.accuracy},
         {"cost", m.cost.to_string()},
         {"escalated_share", m.escalated_share},
         {"pgr", opt(m.pgr)},
-        {"by_tier", std::move(by_tier)}};
+        {"by_tier", std::move(by_tier)},
+        {"sent_to", std::move(sent_to)}};
 }
 
 json::object baselines_json(const eval_report& r)
@@ -222,7 +226,9 @@ std::string html_page(
             points.push_back({sweep_name.empty() ? "policy" : sweep_name + "=" + label, &r.policy, false});
     points.push_back({"always cheap", &base.always_cheap, true});
     points.push_back({"always flagship", &base.always_flagship, true});
-    points.push_back({"random", &base.random, true});
+    points.push_back(
+        {sweep_name.empty() ? "random" : "random (share of " + sweep_name + "=" + runs.front().first + ")",
+         &base.random, true});
     points.push_back({"oracle", &base.oracle, true});
     std::string s =
         "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>frugal eval</title><style>"
@@ -354,6 +360,36 @@ int run_eval(const eval_options& options)
         }
     }
 
+    if (!options.decisions_file.empty()) {
+        // One line per prompt of each run: what the policy did with it, to set beside a live
+        // run's answers.
+        std::ofstream out(options.decisions_file, std::ios::binary | std::ios::trunc);
+        for (const auto& [label, r] : runs) {
+            for (std::size_t i = 0; i < r.decisions.size(); ++i) {
+                const auto& d = r.decisions[i];
+                const auto& p = outcomes->prompts[i];
+                json::object o{
+                    {"index", i},
+                    {"file", p.file},
+                    {"line", p.line},
+                    {"tier", d.tier},
+                    {"model", r.tiers[d.tier]},
+                    {"escalated", d.tier > 0},
+                    {"reason", d.reason == escalation_reason::none ? json::value(nullptr)
+                                                                   : json::value(to_string(d.reason))},
+                    {"cost", d.cost.to_string()},
+                    {"correct", d.correct}};
+                if (!sweep_name.empty())
+                    o["value"] = label;
+                out << to_json(o) << '\n';
+            }
+        }
+        if (!out.flush()) {
+            std::fprintf(stderr, "%s: cannot write %s\n", me, options.decisions_file.c_str());
+            return exit_failure;
+        }
+    }
+
     if (!options.html_file.empty()) {
         std::ofstream out(options.html_file, std::ios::binary | std::ios::trunc);
         out << html_page(base, runs, sweep_name);
@@ -408,7 +444,9 @@ int run_eval(const eval_options& options)
             text += row(label_of(label), r.policy, width);
     text += row("always cheap", base.always_cheap, width);
     text += row("always flagship", base.always_flagship, width);
-    text += row("random (same share)", base.random, width);
+    text += row(
+        sweep_name.empty() ? "random (same share)" : "random (share of " + label_of(runs.front().first) + ")",
+        base.random, width);
     text += row("oracle", base.oracle, width);
     for (const auto& n : base.notes)
         text += "\nnote: " + n;

@@ -202,6 +202,9 @@ int main(int argc, char** argv)
     auto* eval_html =
         eval_cmd->add_option("--html", eval.html_file, "Write the cost/quality chart to this file");
     eval_json->excludes(eval_html);
+    eval_cmd->add_option(
+        "--decisions", eval.decisions_file,
+        "Write a JSON line per prompt: the tier that answered, why it escalated, its cost");
 
     serve_options serve;
     auto* serve_cmd = app.add_subcommand(

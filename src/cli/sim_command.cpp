@@ -8,6 +8,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <algorithm>
+#include <map>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -48,17 +49,7 @@ int run_sim(const sim_options& options)
             std::fprintf(stderr, "frugal sim: %s\n", diag.message.c_str());
             return exit_failure;
         }
-        if (!outcomes->has_responses()) {
-            std::fprintf(
-                stderr, "frugal sim: the outcomes record no answers' text: nothing to replay\n");
-            return exit_failure;
-        }
         const auto catalog = config.models.empty() ? standard_sim_models() : config.models;
-        // No request is served more than the catalog's largest max_completion_tokens: one
-        // token past it says "cut", and the rest is never held.
-        std::uint64_t most = 0;
-        for (const auto& m : catalog)
-            most = std::max(most, m.max_completion_tokens);
         for (const auto& m : outcomes->models)
             if (std::none_of(catalog.begin(), catalog.end(), [&](const auto& s) { return s.id == m; }))
                 std::fprintf(
@@ -66,23 +57,40 @@ int run_sim(const sim_options& options)
                     "frugal sim: note: the catalog has no model \"%s\": its answers are not "
                     "served (--config can add it)\n",
                     m.c_str());
+        // A prompt recorded twice is answered as first recorded: say so when the two differ.
+        std::map<std::pair<std::string_view, std::size_t>, const recorded_answer*> seen;
+        std::size_t differing = 0;
         for (const auto& p : outcomes->prompts) {
             for (std::size_t m = 0; m < outcomes->models.size(); ++m) {
                 const auto& a = p.answers[m];
                 if (!a || !a->content)
                     continue;
+                const auto [it, fresh] = seen.emplace(std::pair{std::string_view(p.prompt), m}, &*a);
+                if (!fresh) {
+                    differing += it->second->content != a->content ? 1 : 0;
+                    continue;
+                }
                 sim_replay r;
                 r.prompt = p.prompt;
                 r.model = outcomes->models[m];
-                for (const auto t : split_tokens(
-                         *a->content, a->completion_tokens.value_or(estimate_tokens(*a->content)),
-                         most + 1))
-                    r.tokens.emplace_back(t);
+                r.content = *a->content;
+                r.completion_tokens = a->completion_tokens.value_or(estimate_tokens(*a->content));
                 r.prompt_tokens = a->prompt_tokens.value_or(estimate_tokens(p.prompt));
                 r.finish_reason = a->finish_reason;
                 config.replays.push_back(std::move(r));
             }
         }
+        if (config.replays.empty()) {
+            std::fprintf(
+                stderr, "frugal sim: the outcomes record no answers' text: nothing to replay\n");
+            return exit_failure;
+        }
+        if (differing > 0)
+            std::fprintf(
+                stderr,
+                "frugal sim: note: %zu answers are of a prompt recorded before with another "
+                "answer: the first recorded is served\n",
+                differing);
     }
 
     boost::asio::io_context io{1};

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <limits>
 #include <numeric>
+#include <unordered_set>
 
 namespace frugal {
 
@@ -105,6 +106,8 @@ void finish(eval_measure& m, std::size_t prompts, std::size_t correct, double ch
     m.accuracy = static_cast<double>(correct) / n;
     for (auto& s : m.by_tier)
         s /= n;
+    for (auto& s : m.sent_to)
+        s /= n;
     m.escalated_share = 1.0 - (m.by_tier.empty() ? 1.0 : m.by_tier.front());
     if (flagship != cheap)
         m.pgr = (m.accuracy - cheap) / (flagship - cheap);
@@ -151,22 +154,26 @@ boost::system::result<eval_report> evaluate(
         free_tier.push_back(t.price->free());
         tiers.push_back(t);
     }
+    auto where = [](const recorded_prompt& p) {
+        return (p.file.empty() ? std::string() : p.file + ", ") + "line " + std::to_string(p.line);
+    };
     for (const auto& p : outcomes.prompts)
         for (const auto& t : tiers)
             if (!p.answers[t.column])
                 return fail(
-                    diag, "the prompt of line " + std::to_string(p.line) + " has no answer of \"" +
+                    diag, "the prompt of " + where(p) + " has no answer of \"" +
                               outcomes.models[t.column] + "\"");
 
     eval_report rep;
     rep.prompts = outcomes.prompts.size();
     rep.tiers = policy.tiers;
-    rep.judged = outcomes.has_responses();
+    rep.judged = outcomes.has_responses(policy.tiers);
     const std::size_t n_tiers = tiers.size();
     const std::size_t last = n_tiers - 1;
     auto fresh = [&] {
         eval_measure m;
         m.by_tier.assign(n_tiers, 0.0);
+        m.sent_to.assign(n_tiers, 0.0);
         return m;
     };
     rep.always_cheap = fresh();
@@ -193,13 +200,17 @@ boost::system::result<eval_report> evaluate(
         flagship_right += f.correct ? 1 : 0;
         rep.always_cheap.cost = plus(rep.always_cheap.cost, c.cost);
         rep.always_cheap.by_tier.front() += 1;
+        rep.always_cheap.sent_to.front() += 1;
         rep.always_flagship.cost = plus(rep.always_flagship.cost, f.cost);
         rep.always_flagship.by_tier.back() += 1;
+        rep.always_flagship.sent_to.back() += 1;
         const bool up = !c.correct && f.correct;
         oracle_up += up ? 1 : 0;
         oracle_right += up || c.correct ? 1 : 0;
         rep.oracle.cost = plus(rep.oracle.cost, plus(c.cost, up && last > 0 ? f.cost : money{}));
         rep.oracle.by_tier[up ? last : 0] += 1;
+        rep.oracle.sent_to.front() += 1;
+        rep.oracle.sent_to[last] += up && last > 0 ? 1 : 0;
     }
     const auto n = static_cast<double>(rep.prompts);
     const double acc_cheap = static_cast<double>(cheap_right) / n;
@@ -234,6 +245,7 @@ boost::system::result<eval_report> evaluate(
                     break;
                 const auto& t = tiers[step.tier];
                 auto r = replay(p, *p.answers[t.column], t, true);
+                rep.policy.sent_to[step.tier] += 1;
                 d.cost = plus(d.cost, r.cost);
                 detail::attempt_end end;
                 end.tier = step.tier;
@@ -245,8 +257,7 @@ boost::system::result<eval_report> evaluate(
             }
             if (step.what != detail::cascade_step::kind::accept || !answered)
                 return fail(
-                    diag, "the cascade ended without an answer for the prompt of line " +
-                              std::to_string(p.line));
+                    diag, "the cascade ended without an answer for the prompt of " + where(p));
             cascade_result result;
             machine.fill(result, step);
             d.tier = step.tier;
@@ -285,6 +296,8 @@ boost::system::result<eval_report> evaluate(
         random_right += (go ? flagship[i].correct : cheap[i].correct) ? 1 : 0;
         rep.random.cost = plus(rep.random.cost, plus(cheap[i].cost, go ? flagship[i].cost : money{}));
         rep.random.by_tier[go ? last : 0] += 1;
+        rep.random.sent_to.front() += 1;
+        rep.random.sent_to[last] += go ? 1 : 0;
     }
 
     finish(rep.always_cheap, rep.prompts, cheap_right, acc_cheap, acc_flagship);
@@ -296,8 +309,33 @@ boost::system::result<eval_report> evaluate(
     if (rep.cut > 0)
         rep.notes.push_back(
             std::to_string(rep.cut) +
-            " recorded answers are longer than the policy's max_tokens: they are cut there, "
-            "as a provider cuts them, and counted wrong");
+            " recorded answers of the first or last tier are longer than max_tokens (the "
+            "policy's, or the model's max_completion_tokens): they are cut there, as a provider "
+            "cuts them, and counted wrong");
+    if (policy.hedge_after.count() > 0)
+        rep.notes.push_back(
+            "the policy hedges, and recorded answers have no latency: the replay never hedges");
+    if (std::find(free_tier.begin(), free_tier.end(), true) != free_tier.end())
+        rep.notes.push_back("the replay assumes the free tier's quota is never spent");
+    {
+        std::size_t repeated = 0;
+        std::unordered_set<std::string_view> prompts;
+        for (const auto& p : outcomes.prompts)
+            repeated += prompts.insert(p.prompt).second ? 0 : 1;
+        if (repeated > 0)
+            rep.notes.push_back(
+                std::to_string(repeated) +
+                " prompts are recorded more than once: each is replayed, while a simulator "
+                "replaying the file answers a prompt as first recorded");
+    }
+    const auto saturated = money::from_units(std::numeric_limits<money::rep>::max());
+    for (const auto* m : {&rep.policy, &rep.always_cheap, &rep.always_flagship, &rep.random, &rep.oracle})
+        if (m->cost == saturated) {
+            rep.notes.push_back(
+                "a cost passed the largest amount frugal holds (the file's token counts or the "
+                "catalog's prices are not believable): it is shown at that limit");
+            break;
+        }
     if (n_tiers > 2)
         rep.notes.push_back(
             "the baselines compare the first tier with the last; the tiers between count in "

@@ -123,6 +123,19 @@ std::optional<std::size_t> outcome_set::model_index(std::string_view model) cons
     return static_cast<std::size_t>(it - models.begin());
 }
 
+bool outcome_set::has_responses(const std::vector<std::string>& of) const noexcept
+{
+    std::vector<std::size_t> columns;
+    for (const auto& m : of)
+        if (const auto c = model_index(m))
+            columns.push_back(*c);
+    for (const auto& p : prompts)
+        for (const auto c : columns)
+            if (!p.answers[c] || !p.answers[c]->content)
+                return false;
+    return true;
+}
+
 bool outcome_set::has_responses() const noexcept
 {
     for (const auto& p : prompts)
@@ -197,17 +210,30 @@ boost::system::result<outcome_set> parse_outcomes_csv(std::string_view text, dia
     outcome_set out;
     std::optional<std::size_t> prompt_col;
     std::vector<std::size_t> model_cols;
+    auto has_response_column = [&](const std::string& name) {
+        return std::find(header.begin(), header.end(), name + "_response") != header.end();
+    };
     for (std::size_t c = 0; c < header.size(); ++c) {
         if (header[c] == "prompt") {
             prompt_col = c;
             continue;
         }
-        if (ends_with(header[c], "_response"))
+        if (ends_with(header[c], "_response") && !has_response_column(header[c]))
             continue; // paired below, once the models are known
+        const bool paired = !header[c].empty() && has_response_column(header[c]);
         const bool booleans =
             !header[c].empty() && std::all_of(rows.begin(), rows.end(), [&](const auto& r) {
                 return boolean(r[c]).has_value();
             });
+        if (paired && !booleans) {
+            // A model's column (it has responses) with a cell that is not a verdict.
+            for (std::size_t i = 0; i < rows.size(); ++i)
+                if (!boolean(rows[i][c]))
+                    return fail(
+                        diag, "line " + std::to_string(lines[i]) + ", column \"" + header[c] +
+                                  "\": \"" + rows[i][c].substr(0, 40) +
+                                  "\" is not True or False");
+        }
         if (booleans) {
             model_cols.push_back(c);
             out.models.push_back(header[c]);
@@ -259,6 +285,8 @@ boost::system::result<outcome_set> parse_outcomes_jsonl(std::string_view text, d
 {
     if (diag != nullptr)
         diag->clear();
+    if (text.substr(0, 3) == "\xEF\xBB\xBF")
+        text.remove_prefix(3);
     outcome_set out;
     std::size_t line = 0;
     while (!text.empty()) {
@@ -365,14 +393,27 @@ read_outcomes(const std::vector<std::string>& paths, diagnostics* diag)
                 diag->message = path + ": " + diag->message;
             return one.error();
         }
+        for (auto& p : one->prompts)
+            p.file = path;
         if (all.prompts.empty()) {
             all = std::move(*one);
             continue;
         }
-        if (one->models != all.models)
-            return fail(diag, path + ": its models are not those of " + paths.front());
-        for (auto& p : one->prompts)
+        // The same models, perhaps in another order: each answer goes to its model's slot.
+        std::vector<std::size_t> slot;
+        for (const auto& m : one->models) {
+            const auto at = all.model_index(m);
+            if (!at || one->models.size() != all.models.size())
+                return fail(diag, path + ": its models are not those of " + paths.front());
+            slot.push_back(*at);
+        }
+        for (auto& p : one->prompts) {
+            std::vector<std::optional<recorded_answer>> answers(all.models.size());
+            for (std::size_t m = 0; m < slot.size(); ++m)
+                answers[slot[m]] = std::move(p.answers[m]);
+            p.answers = std::move(answers);
             all.prompts.push_back(std::move(p));
+        }
         for (auto& c : one->ignored_columns)
             if (std::find(all.ignored_columns.begin(), all.ignored_columns.end(), c) ==
                 all.ignored_columns.end())

@@ -4,6 +4,8 @@
 
 #include "sim/sim_detail.hpp"
 
+#include <frugal/eval.hpp>
+
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -348,13 +350,12 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     c.usage_shape = d.usage.empty() ? config_.usage_chunk : d.usage;
 
     if (replay != nullptr) {
-        c.pieces.reserve(std::min<std::size_t>(replay->tokens.size(), max_out));
-        for (const auto& t : replay->tokens) {
-            if (c.pieces.size() == max_out)
-                break;
-            c.pieces.push_back({t, false});
-        }
-        c.finish_reason = replay->tokens.size() > max_out ? "length" : replay->finish_reason;
+        // Only what is served is cut out: a recorded count may be far above max_tokens.
+        const auto tokens = split_tokens(replay->content, replay->completion_tokens, max_out);
+        c.pieces.reserve(tokens.size());
+        for (const auto t : tokens)
+            c.pieces.push_back({std::string(t), false});
+        c.finish_reason = replay->completion_tokens > max_out ? "length" : replay->finish_reason;
         c.native_finish_reason = c.finish_reason;
     } else {
         write_answer(c, *model, d, last_user, json_mode, max_out, config_.seed);

@@ -221,17 +221,18 @@ BOOST_AUTO_TEST_CASE(must_match_escalates_an_answer_without_its_pattern_whole_an
     auto cfg = roomy();
     const std::string vague = "How many apples are left?";
     const std::string clear = "How many pears are left?";
-    auto replay = [&](std::string prompt, std::string model, std::vector<std::string> tokens) {
+    auto replay = [&](std::string prompt, std::string model, std::string content, int tokens) {
         frugal::sim_replay r;
         r.prompt = std::move(prompt);
         r.model = std::move(model);
-        r.tokens = std::move(tokens);
+        r.content = std::move(content);
+        r.completion_tokens = static_cast<std::uint64_t>(tokens);
         r.prompt_tokens = 7;
         cfg.replays.push_back(std::move(r));
     };
-    replay(vague, cheap, {"There", " are", " some", " left", "."});
-    replay(vague, flagship, {"Twelve", " are", " left", ".\n", "####", " 12"});
-    replay(clear, cheap, {"Three", " pears", ".\n", "####", " 3"});
+    replay(vague, cheap, "There are some left.", 5);
+    replay(vague, flagship, "Twelve are left.\n#### 12", 6);
+    replay(clear, cheap, "Three pears.\n#### 3", 5);
     client_fixture f(cfg);
     const auto cat = load_catalog(f);
     auto p = policy();
