@@ -146,8 +146,10 @@ struct cascade_policy {
 /// `{"tiers":["...","...",...], ...}`, with the optional members `refusal_patterns`,
 /// `min_chars`, `must_match`, `json_schema`, `on_budget_exhausted` ("return_cheap" | "fail"),
 /// `free_tier` ({"per_minute","per_day","when_empty":"escalate"|"wait","max_wait_ms"}),
-/// `hedge_after_ms`. Fails with `error::bad_policy`; `diag->message`, when `diag` is given,
-/// names the member and why (it is cleared first).
+/// `hedge_after_ms`. A condition's member (`min_chars` > 0, `must_match`, `json_schema`) turns its
+/// condition on when `escalate_on` is absent, and is refused when `escalate_on` is given without
+/// it. Fails with `error::bad_policy`; `diag->message`, when `diag` is given, names the member
+/// and why (it is cleared first).
 boost::system::result<cascade_policy>
 parse_policy(std::string_view json, diagnostics* diag = nullptr);
 

@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 
 #include <limits>
+#include <tuple>
 
 namespace frugal {
 
@@ -179,23 +180,26 @@ boost::system::result<cascade_policy> parse_policy(std::string_view text, diagno
             return bad("\"must_match\" is not an ECMAScript regular expression: " + why_not);
         p.must_match = *pattern;
     }
-    {
-        // A pattern without its condition would do nothing, and the condition without a
-        // pattern would reject every answer: both are mistakes, said here rather than found
-        // in a bill. With no `escalate_on`, giving a pattern turns its condition on.
-        const bool listed = detail::enabled(p, escalation_reason::must_match);
-        if (listed && p.must_match.empty())
-            return bad("\"escalate_on\" lists \"must_match\" but the policy has no \"must_match\" pattern");
-        if (!listed && !p.must_match.empty()) {
-            if (o.contains("escalate_on"))
-                return bad("\"must_match\" is set but \"escalate_on\" does not list \"must_match\"");
-            p.escalate_on.push_back(escalation_reason::must_match);
-        }
-    }
     if (const auto* s = o.if_contains("json_schema")) {
         if (!s->is_object())
             return bad("\"json_schema\" must be a JSON Schema object");
         p.json_schema = json::serialize(*s);
+    }
+    if (p.must_match.empty() && detail::enabled(p, escalation_reason::must_match))
+        return bad("\"escalate_on\" lists \"must_match\" but the policy has no \"must_match\" pattern");
+    // A member whose condition is off would do nothing: a mistake, said here rather than found
+    // in a bill. With no `escalate_on`, giving the member turns its condition on.
+    for (const auto& [member, given, reason] :
+         {std::tuple{"must_match", !p.must_match.empty(), escalation_reason::must_match},
+          std::tuple{"min_chars", p.min_chars > 0, escalation_reason::too_short},
+          std::tuple{"json_schema", !p.json_schema.empty(), escalation_reason::invalid_json}}) {
+        if (!given || detail::enabled(p, reason))
+            continue;
+        if (o.contains("escalate_on"))
+            return bad(
+                "\"" + std::string(member) + "\" is set but \"escalate_on\" does not list \"" +
+                to_string(reason) + "\"");
+        p.escalate_on.push_back(reason);
     }
     if (const auto b = r.string("on_budget_exhausted")) {
         if (*b == "return_cheap")

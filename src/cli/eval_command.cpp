@@ -2,6 +2,7 @@
 // table, one JSON object, or an HTML page with the sweep's cost/quality curve.
 #include "cli/commands.hpp"
 #include "cli/json_text.hpp"
+#include "cli/report.hpp"
 
 #include <frugal/chat_client.hpp>
 #include <frugal/eval.hpp>
@@ -131,28 +132,6 @@ std::string row(const std::string& name, const eval_measure& m, int width)
     return buf;
 }
 
-std::string esc(std::string_view s)
-{
-    std::string out;
-    for (const char c : s) {
-        switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        default: out += c;
-        }
-    }
-    return out;
-}
-
-std::string num(double v)
-{
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.1f", v);
-    return buf;
-}
-
 struct point {
     std::string label;
     const eval_measure* m;
@@ -180,37 +159,37 @@ std::string chart(const std::vector<point>& points)
         hi = lo + 0.01;
     auto x = [&](double c) { return left + (w - left - right) * c / max_cost; };
     auto y = [&](double a) { return top + (h - top - bottom) * (1 - (a - lo) / (hi - lo)); };
-    std::string s = "<svg viewBox=\"0 0 " + num(w) + " " + num(h) +
+    std::string s = "<svg viewBox=\"0 0 " + html_number(w) + " " + html_number(h) +
                     "\" width=\"100%\" role=\"img\" aria-label=\"cost against accuracy\">";
-    s += "<line x1=\"" + num(left) + "\" y1=\"" + num(h - bottom) + "\" x2=\"" + num(w - right) +
-         "\" y2=\"" + num(h - bottom) + "\" stroke=\"#8c959f\"/>";
-    s += "<line x1=\"" + num(left) + "\" y1=\"" + num(top) + "\" x2=\"" + num(left) + "\" y2=\"" +
-         num(h - bottom) + "\" stroke=\"#8c959f\"/>";
-    s += "<text class=\"lbl\" x=\"" + num((w + left) / 2) + "\" y=\"" + num(h - 10) +
-         "\" text-anchor=\"middle\">cost (USD, up to " + esc(std::to_string(max_cost)) +
+    s += "<line x1=\"" + html_number(left) + "\" y1=\"" + html_number(h - bottom) + "\" x2=\"" + html_number(w - right) +
+         "\" y2=\"" + html_number(h - bottom) + "\" stroke=\"#8c959f\"/>";
+    s += "<line x1=\"" + html_number(left) + "\" y1=\"" + html_number(top) + "\" x2=\"" + html_number(left) + "\" y2=\"" +
+         html_number(h - bottom) + "\" stroke=\"#8c959f\"/>";
+    s += "<text class=\"lbl\" x=\"" + html_number((w + left) / 2) + "\" y=\"" + html_number(h - 10) +
+         "\" text-anchor=\"middle\">cost (USD, up to " + html_escape(std::to_string(max_cost)) +
          ")</text>";
-    s += "<text class=\"lbl\" x=\"14\" y=\"" + num(top + 10) + "\">accuracy</text>";
+    s += "<text class=\"lbl\" x=\"14\" y=\"" + html_number(top + 10) + "\">accuracy</text>";
     for (int i = 0; i <= 4; ++i) {
         const double a = lo + (hi - lo) * i / 4;
-        s += "<text class=\"val\" x=\"" + num(left - 6) + "\" y=\"" + num(y(a) + 4) +
-             "\" text-anchor=\"end\">" + num(a * 100) + "%</text>";
+        s += "<text class=\"val\" x=\"" + html_number(left - 6) + "\" y=\"" + html_number(y(a) + 4) +
+             "\" text-anchor=\"end\">" + html_number(a * 100) + "%</text>";
     }
     std::string path;
     for (const auto& p : points) {
         if (p.baseline)
             continue;
-        path += (path.empty() ? "M" : " L") + num(x(p.m->cost.to_double())) + " " +
-                num(y(p.m->accuracy));
+        path += (path.empty() ? "M" : " L") + html_number(x(p.m->cost.to_double())) + " " +
+                html_number(y(p.m->accuracy));
     }
     if (!path.empty())
         s += "<path d=\"" + path + "\" fill=\"none\" stroke=\"#2f6fdf\" stroke-width=\"2\"/>";
     for (const auto& p : points) {
         const double px = x(p.m->cost.to_double());
         const double py = y(p.m->accuracy);
-        s += "<circle cx=\"" + num(px) + "\" cy=\"" + num(py) + "\" r=\"5\" fill=\"" +
-             (p.baseline ? "#7a3fd1" : "#2f6fdf") + "\"><title>" + esc(p.label) + "</title></circle>";
-        s += "<text class=\"val\" x=\"" + num(px + 8) + "\" y=\"" + num(py - 6) + "\">" +
-             esc(p.label) + "</text>";
+        s += "<circle cx=\"" + html_number(px) + "\" cy=\"" + html_number(py) + "\" r=\"5\" fill=\"" +
+             (p.baseline ? "#7a3fd1" : "#2f6fdf") + "\"><title>" + html_escape(p.label) + "</title></circle>";
+        s += "<text class=\"val\" x=\"" + html_number(px + 8) + "\" y=\"" + html_number(py - 6) + "\">" +
+             html_escape(p.label) + "</text>";
     }
     return s + "</svg>";
 }
@@ -240,17 +219,17 @@ std::string html_page(
         "</style><h1>frugal eval</h1>";
     s += "<p>" + std::to_string(base.prompts) + " prompts; tiers ";
     for (std::size_t i = 0; i < base.tiers.size(); ++i)
-        s += (i ? " → " : "") + esc(base.tiers[i]);
+        s += (i ? " → " : "") + html_escape(base.tiers[i]);
     s += ".</p>" + chart(points);
     s += "<table><tr><th>routing</th><th>accuracy</th><th>cost (USD)</th><th>escalated</th>"
          "<th>PGR</th></tr>";
     for (const auto& p : points)
-        s += "<tr><td>" + esc(p.label) + "</td><td>" + pct(p.m->accuracy) + "</td><td>" +
+        s += "<tr><td>" + html_escape(p.label) + "</td><td>" + pct(p.m->accuracy) + "</td><td>" +
              p.m->cost.to_string() + "</td><td>" + pct(p.m->escalated_share) + "</td><td>" +
              fixed(p.m->pgr) + "</td></tr>";
     s += "</table>";
     for (const auto& note : base.notes)
-        s += "<p>" + esc(note) + "</p>";
+        s += "<p>" + html_escape(note) + "</p>";
     return s + "</html>\n";
 }
 

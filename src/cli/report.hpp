@@ -27,6 +27,11 @@ std::string format_csv(const ledger_report& r);
 std::string csv_field(std::string_view s);
 std::string format_html(const ledger_report& r);
 
+/// Text escaped for HTML content and attribute values (the report's and `frugal eval`'s pages).
+std::string html_escape(std::string_view s);
+/// A coordinate or percentage for an SVG chart: one decimal.
+std::string html_number(double v);
+
 } // namespace frugal::cli
 
 #endif // FRUGAL_CLI_REPORT_HPP

@@ -7,9 +7,7 @@
 
 namespace frugal::cli {
 
-namespace {
-
-std::string esc(std::string_view s)
+std::string html_escape(std::string_view s)
 {
     std::string out;
     out.reserve(s.size());
@@ -26,14 +24,15 @@ std::string esc(std::string_view s)
     return out;
 }
 
-std::string num(double v)
+std::string html_number(double v)
 {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.1f", v);
     return buf;
 }
 
-// A short dollar figure for chart labels (the tables carry the exact decimals).
+namespace {
+
 std::string short_usd(money m)
 {
     const double v = m.to_double();
@@ -73,13 +72,13 @@ std::string cost_chart(const ledger_report& r)
         const double frac = most == money() ? 0.0 : m.cost.to_double() / most.to_double();
         const double w = std::max(m.free_model ? 3.0 : 2.0, frac * bar_w);
         s += "<text x=\"" + std::to_string(label_w - 8) + "\" y=\"" + std::to_string(y + 18) +
-             "\" text-anchor=\"end\" class=\"lbl\">" + esc(m.name) + "</text>";
+             "\" text-anchor=\"end\" class=\"lbl\">" + html_escape(m.name) + "</text>";
         s += "<rect class=\"bar\" x=\"" + std::to_string(label_w) + "\" y=\"" +
-             std::to_string(y + 4) + "\" width=\"" + num(w) + "\" height=\"" +
+             std::to_string(y + 4) + "\" width=\"" + html_number(w) + "\" height=\"" +
              std::to_string(row_h - 8) + "\" fill=\"" + (m.free_model ? free_colour : paid_colour) +
              "\"/>";
-        s += "<text x=\"" + num(label_w + w + 6) + "\" y=\"" + std::to_string(y + 18) +
-             "\" class=\"val\">" + esc(short_usd(m.cost)) + (m.free_model ? " (free)" : "") +
+        s += "<text x=\"" + html_number(label_w + w + 6) + "\" y=\"" + std::to_string(y + 18) +
+             "\" class=\"val\">" + html_escape(short_usd(m.cost)) + (m.free_model ? " (free)" : "") +
              " · " + std::to_string(m.requests) + " req</text>";
         y += row_h;
     }
@@ -124,32 +123,32 @@ std::string spend_chart(const ledger_report& r)
         char buf[32];
         std::snprintf(buf, sizeof buf, v < 0.01 ? "$%.5f" : "$%.3f", v);
         s += "<line x1=\"" + std::to_string(left) + "\" x2=\"" + std::to_string(left + pw) +
-             "\" y1=\"" + num(yy) + "\" y2=\"" + num(yy) + "\" stroke=\"#e5e7eb\"/>";
-        s += "<text x=\"" + std::to_string(left - 6) + "\" y=\"" + num(yy + 4) +
+             "\" y1=\"" + html_number(yy) + "\" y2=\"" + html_number(yy) + "\" stroke=\"#e5e7eb\"/>";
+        s += "<text x=\"" + std::to_string(left - 6) + "\" y=\"" + html_number(yy + 4) +
              "\" text-anchor=\"end\" class=\"axis\">" + buf + "</text>";
     }
     s += "<text x=\"" + std::to_string(left) + "\" y=\"" + std::to_string(h - 12) +
-         "\" class=\"axis\">" + esc(clock_label(t0, true)) + " UTC</text>";
+         "\" class=\"axis\">" + html_escape(clock_label(t0, true)) + " UTC</text>";
     s += "<text x=\"" + std::to_string(left + pw) + "\" y=\"" + std::to_string(h - 12) +
-         "\" text-anchor=\"end\" class=\"axis\">" + esc(clock_label(t1, false)) + "</text>";
-    std::string pts = num(x(t0)) + "," + num(y(money()));
+         "\" text-anchor=\"end\" class=\"axis\">" + html_escape(clock_label(t1, false)) + "</text>";
+    std::string pts = html_number(x(t0)) + "," + html_number(y(money()));
     money prev;
     for (const auto& [t, m] : r.timeline) { // a step line: spend jumps at each settlement
-        pts += " " + num(x(t)) + "," + num(y(prev));
-        pts += " " + num(x(t)) + "," + num(y(m));
+        pts += " " + html_number(x(t)) + "," + html_number(y(prev));
+        pts += " " + html_number(x(t)) + "," + html_number(y(m));
         prev = m;
     }
-    pts += " " + num(x(t1)) + "," + num(y(prev));
+    pts += " " + html_number(x(t1)) + "," + html_number(y(prev));
     s += "<polyline class=\"spend\" points=\"" + pts + "\" fill=\"none\" stroke=\"" + spend_colour +
          "\" stroke-width=\"2.5\"/>";
     if (cap) {
         const double cy = y(*cap);
         s += "<line x1=\"" + std::to_string(left) + "\" x2=\"" + std::to_string(left + pw) +
-             "\" y1=\"" + num(cy) + "\" y2=\"" + num(cy) + "\" stroke=\"" + cap_colour +
+             "\" y1=\"" + html_number(cy) + "\" y2=\"" + html_number(cy) + "\" stroke=\"" + cap_colour +
              "\" stroke-width=\"2\" stroke-dasharray=\"6 4\"/>";
-        s += "<text x=\"" + std::to_string(left + pw - 4) + "\" y=\"" + num(cy - 6) +
+        s += "<text x=\"" + std::to_string(left + pw - 4) + "\" y=\"" + html_number(cy - 6) +
              "\" text-anchor=\"end\" class=\"axis\" fill=\"" + cap_colour + "\">cap " +
-             esc(short_usd(*cap)) + "</text>";
+             html_escape(short_usd(*cap)) + "</text>";
     }
     return s + "</svg>";
 }
@@ -161,10 +160,10 @@ std::string usage_table(const std::vector<usage_row>& rows, bool tiers)
                     "<th>cost (USD)</th></tr>";
     for (std::size_t i = 0; i < rows.size(); ++i) {
         const auto& m = rows[i];
-        s += "<tr><td>" + (tiers ? std::to_string(m.tier) + ": " : std::string()) + esc(m.name) +
+        s += "<tr><td>" + (tiers ? std::to_string(m.tier) + ": " : std::string()) + html_escape(m.name) +
              "</td><td>" + std::to_string(m.requests) + "</td><td>" +
              std::to_string(m.prompt_tokens) + "</td><td>" + std::to_string(m.completion_tokens) +
-             "</td><td>" + esc(m.cost.to_string()) + (m.free_model ? " <em>free</em>" : "") +
+             "</td><td>" + html_escape(m.cost.to_string()) + (m.free_model ? " <em>free</em>" : "") +
              "</td></tr>";
     }
     return s + "</table>";
@@ -172,8 +171,8 @@ std::string usage_table(const std::vector<usage_row>& rows, bool tiers)
 
 std::string card(const std::string& title, const std::string& value)
 {
-    return "<div class=\"card\"><div class=\"t\">" + esc(title) + "</div><div class=\"v\">" +
-           esc(value) + "</div></div>";
+    return "<div class=\"card\"><div class=\"t\">" + html_escape(title) + "</div><div class=\"v\">" +
+           html_escape(value) + "</div></div>";
 }
 
 } // namespace
@@ -197,8 +196,8 @@ std::string format_html(const ledger_report& r)
     s += "<h1>frugal usage report</h1><div class=\"sub\">";
     if (r.records != 0) {
         s += std::to_string(r.records) + " ledger records, " + std::to_string(r.tasks) +
-             " requests, " + esc(clock_label(r.first_ms, true)) + " to " +
-             esc(clock_label(r.last_ms, true)) + " UTC";
+             " requests, " + html_escape(clock_label(r.first_ms, true)) + " to " +
+             html_escape(clock_label(r.last_ms, true)) + " UTC";
     } else {
         s += "no records in this period";
     }
@@ -219,13 +218,13 @@ std::string format_html(const ledger_report& r)
     if (!r.reasons.empty()) {
         s += ": ";
         for (std::size_t i = 0; i < r.reasons.size(); ++i)
-            s += (i != 0 ? ", " : "") + esc(r.reasons[i].first) + " " +
+            s += (i != 0 ? ", " : "") + html_escape(r.reasons[i].first) + " " +
                  std::to_string(r.reasons[i].second);
     }
     s += ". " + std::to_string(r.denied) + " escalations were denied by the budget.";
     if (r.flagship_priced && r.tasks != 0) {
-        s += " The same requests on " + esc(r.flagship) + " alone would have cost $" +
-             esc(r.flagship_only.to_string()) + " (" + std::to_string(r.flagship_estimated) +
+        s += " The same requests on " + html_escape(r.flagship) + " alone would have cost $" +
+             html_escape(r.flagship_only.to_string()) + " (" + std::to_string(r.flagship_estimated) +
              " of them priced from their answer's tokens).";
     }
     s += "</p>\n";
@@ -233,9 +232,9 @@ std::string format_html(const ledger_report& r)
         s += "<h2>Caps</h2><table><tr><th>budget</th><th>period</th><th>window</th>"
              "<th>spent</th><th>cap</th></tr>";
         for (const auto& c : r.caps) {
-            s += "<tr><td>" + esc(c.budget) + "</td><td>" + esc(c.period) + "</td><td>" +
-                 esc(c.window) + "</td><td>" + esc(c.spent.to_string()) + "</td><td>" +
-                 esc(c.cap.to_string()) + "</td></tr>";
+            s += "<tr><td>" + html_escape(c.budget) + "</td><td>" + html_escape(c.period) + "</td><td>" +
+                 html_escape(c.window) + "</td><td>" + html_escape(c.spent.to_string()) + "</td><td>" +
+                 html_escape(c.cap.to_string()) + "</td></tr>";
         }
         s += "</table>\n";
     }
@@ -245,9 +244,9 @@ std::string format_html(const ledger_report& r)
              "take as a bill.</p><table><tr><th>time</th><th>record</th><th>model</th>"
              "<th>booked</th><th>what</th></tr>";
         for (const auto& a : r.anomalies) {
-            s += "<tr><td>" + esc(format_utc(a.time_ms, "%Y-%m-%d %H:%M:%S")) + "</td><td>" +
-                 std::to_string(a.record_id) + "</td><td>" + esc(a.model) + "</td><td>" +
-                 esc(a.cost.to_string()) + "</td><td>" + esc(a.what) + "</td></tr>";
+            s += "<tr><td>" + html_escape(format_utc(a.time_ms, "%Y-%m-%d %H:%M:%S")) + "</td><td>" +
+                 std::to_string(a.record_id) + "</td><td>" + html_escape(a.model) + "</td><td>" +
+                 html_escape(a.cost.to_string()) + "</td><td>" + html_escape(a.what) + "</td></tr>";
         }
         s += "</table>\n";
     }
@@ -264,9 +263,9 @@ std::string format_html(const ledger_report& r)
                  "<th>provider</th></tr>";
             auto rows = [&](const std::vector<bill_difference>& v, const char* what) {
                 for (const auto& x : v) {
-                    s += "<tr><td>" + esc(x.generation_id) + "</td><td>" + esc(x.model) +
-                         "</td><td>" + what + "</td><td>" + esc(x.recorded.to_string()) +
-                         "</td><td>" + esc(x.billed.to_string()) + "</td></tr>";
+                    s += "<tr><td>" + html_escape(x.generation_id) + "</td><td>" + html_escape(x.model) +
+                         "</td><td>" + what + "</td><td>" + html_escape(x.recorded.to_string()) +
+                         "</td><td>" + html_escape(x.billed.to_string()) + "</td></tr>";
                 }
             };
             rows(c.differences, "differs");

@@ -335,6 +335,18 @@ BOOST_AUTO_TEST_CASE(must_match_is_parsed_checked_and_searched_as_ecmascript)
     refused(
         R"({"cheap":"a","flagship":"b","escalate_on":["length"],"must_match":"x"})",
         "does not list \"must_match\"");
+    // The same rule for the other members of a condition.
+    refused(
+        R"({"cheap":"a","flagship":"b","escalate_on":["length"],"min_chars":10})",
+        "\"min_chars\" is set but \"escalate_on\" does not list \"too_short\"");
+    refused(
+        R"({"cheap":"a","flagship":"b","escalate_on":["empty"],"json_schema":{"type":"object"}})",
+        "does not list \"invalid_json\"");
+    auto q = frugal::parse_policy(R"({"cheap":"a","flagship":"b","min_chars":10})", &d);
+    BOOST_TEST_REQUIRE(q.has_value(), d.message);
+    BOOST_TEST(frugal::detail::enabled(*q, escalation_reason::too_short));
+    q = frugal::parse_policy(R"({"cheap":"a","flagship":"b","min_chars":0})", &d);
+    BOOST_TEST(!frugal::detail::enabled(*q, escalation_reason::too_short)); // 0: off
 
     // JavaScript's semantics without flags.
     using frugal::detail::contains_match;
