@@ -353,6 +353,8 @@ boost::system::result<outcome_set> parse_outcomes_jsonl(std::string_view text, d
                 return fail(diag, where + "\"correct\" is missing");
             if (a.completion_tokens && !a.content)
                 return fail(diag, where + "\"completion_tokens\" without the \"content\"");
+            if (a.completion_tokens == 0u && a.content && !a.content->empty())
+                return fail(diag, where + "\"completion_tokens\" is 0 but the \"content\" is not empty");
             auto m = out.model_index(model);
             if (!m) {
                 out.models.emplace_back(model);

@@ -265,6 +265,11 @@ BOOST_AUTO_TEST_CASE(malformed_files_are_refused_with_the_line_and_why)
                  false)
             .find("completion_tokens") != std::string::npos);
     BOOST_TEST(error_of("{\"prompt\":\"q\"}\n", false).find("line 1") != std::string::npos);
+    BOOST_TEST(
+        error_of("{\"prompt\":\"q\",\"answers\":{\"c\":{\"content\":\"x\",\"correct\":true,"
+                 "\"completion_tokens\":0}}}",
+                 false)
+            .find("is 0 but") != std::string::npos);
     BOOST_TEST(error_of("\n\nnot json\n", false).find("line 3") != std::string::npos);
     BOOST_TEST(
         error_of("{\"prompt\":\"q\",\"answers\":{\"c\":{\"correct\":true}},\"x\":1}", false)
