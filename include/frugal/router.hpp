@@ -323,9 +323,8 @@ public:
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_complete(chat_request request, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<
-            CompletionToken, void(boost::system::error_code, cascade_result)>(
-            complete_initiation{this}, token, std::move(request), cascade_options{});
+        return async_complete(
+            std::move(request), cascade_options{}, std::forward<CompletionToken>(token));
     }
 
     /// `async_complete` with per-call options: the budget keys this cascade is charged to (one
@@ -334,9 +333,17 @@ public:
     auto
     async_complete(chat_request request, cascade_options options, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<
-            CompletionToken, void(boost::system::error_code, cascade_result)>(
-            complete_initiation{this}, token, std::move(request), std::move(options));
+        // `as_tuple(use_awaitable)`, the token a coroutine most often passes, awaits the
+        // cascade's coroutine directly: the same result and cancellation, without the
+        // type-erased handler and the layers of an initiation.
+        if constexpr (std::is_same_v<
+                          std::decay_t<CompletionToken>,
+                          boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>>)
+            return complete_awaitable(std::move(request), std::move(options));
+        else
+            return boost::asio::async_initiate<
+                CompletionToken, void(boost::system::error_code, cascade_result)>(
+                complete_initiation{this}, token, std::move(request), std::move(options));
     }
 
     /// Starts a streamed cascade; read it with `cascade_stream::async_next`. A deadline that
@@ -368,6 +375,8 @@ private:
         }
     };
     boost::asio::any_io_executor client_executor() const;
+    boost::asio::awaitable<std::tuple<boost::system::error_code, cascade_result>>
+    complete_awaitable(chat_request req, cascade_options options);
     void async_complete_impl(
         chat_request req,
         cascade_options options,

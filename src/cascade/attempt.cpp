@@ -208,22 +208,23 @@ chat_request router_impl::tier_request(const chat_request& base, std::uint32_t t
     return req;
 }
 
-// One whole attempt: reserve, send, account.
+// One whole attempt: reserve, send, account, into `run`, which the caller owns: a run is two
+// dozen strings, and an awaitable's result is moved several times on its way out.
 // `base` lives in the cascade's frame, which outlives every attempt (a hedge waits for both).
-asio::awaitable<attempt_run> router_impl::attempt(
+asio::awaitable<void> router_impl::attempt(
     const chat_request& base,
     std::uint32_t tier,
     const call_info& call,
-    escalation_reason arrived_by)
+    escalation_reason arrived_by,
+    attempt_run& run)
 {
     co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
-    attempt_run run;
     open_record(run, tier, call, arrived_by);
     auto req = tier_request(base, tier);
     run.rec.time_ms = unix_now_ms();
     reservation res;
     if (!try_reserve(req, call, res) && !co_await reserve(run, req, call, res))
-        co_return run;
+        co_return;
     if (res.active())
         req.max_tokens = res.max_tokens();
 
@@ -278,7 +279,6 @@ asio::awaitable<attempt_run> router_impl::attempt(
         run.rec.outcome = attempt_outcome::unknown;
     note_rate_limit(tier, ec, diag);
     account(run, res, diag);
-    co_return run;
 }
 
 // Two attempts racing: the first acceptable answer wins and the other is cancelled (and
@@ -286,6 +286,7 @@ asio::awaitable<attempt_run> router_impl::attempt(
 struct router_impl::hedge {
     explicit hedge(const asio::any_io_executor& ex) : wake(ex) {}
     asio::steady_timer wake;
+    attempt_run running_run[2]; // what each attempt fills while it runs
     std::optional<attempt_run> done[2];
     bool running[2] = {false, false};
     asio::cancellation_signal stop[2];
@@ -301,13 +302,12 @@ void router_impl::spawn_attempt(
 {
     h->running[which] = true;
     asio::co_spawn(
-        client->get_executor(), attempt(base, tier, call, arrived_by),
-        asio::bind_cancellation_slot(
-            h->stop[which].slot(), [h, which](const std::exception_ptr&, attempt_run r) {
-                h->running[which] = false;
-                h->done[which] = std::move(r);
-                h->wake.cancel();
-            }));
+        client->get_executor(), attempt(base, tier, call, arrived_by, h->running_run[which]),
+        asio::bind_cancellation_slot(h->stop[which].slot(), [h, which](const std::exception_ptr&) {
+            h->running[which] = false;
+            h->done[which] = std::move(h->running_run[which]);
+            h->wake.cancel();
+        }));
 }
 
 // Stops the hedge's attempts still running: see cascade_stream_state::stop_producer.

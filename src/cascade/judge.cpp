@@ -113,9 +113,17 @@ bool refuses(const cascade_policy& p, std::string_view text)
             const char* end = window.data() + window.size();
             while ((at = static_cast<const char*>(std::memchr(at, c, end - at))) != nullptr) {
                 const auto i = static_cast<std::size_t>(at - window.data());
-                for (const auto& pat : p.refusal_patterns)
-                    if (!pat.empty() && pat[0] == lo && matches_at(text, i, pat))
+                // Most candidates are a letter inside a word: their next byte rules out every
+                // pattern before a call compares one (a typographic apostrophe starts 0xE2).
+                const char second = i + 1 < text.size() ? lower(text[i + 1]) : '\0';
+                for (const auto& pat : p.refusal_patterns) {
+                    if (pat.empty() || pat[0] != lo)
+                        continue;
+                    if (pat.size() > 1 && pat[1] != second && !(pat[1] == '\'' && second == '\xE2'))
+                        continue;
+                    if (matches_at(text, i, pat))
                         return true;
+                }
                 ++at;
             }
         }

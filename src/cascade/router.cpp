@@ -170,7 +170,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
             if (step.hedge)
                 runs = co_await hedged(req, step.tier, call, step.arrived_by, m);
             else
-                single = co_await attempt(req, step.tier, call, step.arrived_by);
+                co_await attempt(req, step.tier, call, step.arrived_by, single);
             const std::span<attempt_run> done =
                 runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
             // The winner is judged last: an acceptable answer beats one cancelled for it.
@@ -259,6 +259,28 @@ struct deadline_state {
 asio::any_io_executor router::client_executor() const
 {
     return impl_->client->get_executor();
+}
+
+asio::awaitable<std::tuple<error_code, cascade_result>>
+router::complete_awaitable(chat_request req, cascade_options options)
+{
+    if (options.deadline.count() > 0) { // the deadline's timer and signal: the general form
+        auto token = asio::as_tuple(asio::use_awaitable);
+        co_return co_await asio::async_initiate<decltype(token), void(error_code, cascade_result)>(
+            complete_initiation{this}, token, std::move(req), std::move(options));
+    }
+    auto op = std::make_shared<detail::complete_op>(
+        detail::complete_op::handler_type{}, keys_of(std::move(options.budget_keys)));
+    // A cascade of its own (co_spawn): a fresh cancellation state that lets only the caller's
+    // terminal cancellation through, as the general form's.
+    auto [ep] = co_await asio::co_spawn(
+        impl_->client->get_executor(), impl_->complete(std::move(req), op),
+        detail::tuple_awaitable);
+    if (ep) {
+        op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
+        op->result = {};
+    }
+    co_return std::tuple{op->ec, std::move(op->result)};
 }
 
 void router::async_complete_impl(

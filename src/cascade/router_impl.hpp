@@ -115,11 +115,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     asio::awaitable<bool>
     reserve(attempt_run& run, const chat_request& req, const call_info& call, reservation& res);
     chat_request tier_request(const chat_request& base, std::uint32_t tier) const;
-    asio::awaitable<attempt_run> attempt(
+    asio::awaitable<void> attempt(
         const chat_request& base,
         std::uint32_t tier,
         const call_info& call,
-        escalation_reason arrived_by);
+        escalation_reason arrived_by,
+        attempt_run& run);
     struct hedge;
     struct stop_both;
     void spawn_attempt(

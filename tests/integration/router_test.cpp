@@ -543,6 +543,45 @@ BOOST_AUTO_TEST_CASE(hedging_starts_the_flagship_when_the_cheap_tier_is_slow)
     BOOST_TEST((o.result.total_cost == billed(f)));
 }
 
+// `async_complete(req, as_tuple(use_awaitable))` awaits the cascade's coroutine without an
+// initiation: the caller's terminal cancellation still stops it (the attempt settled), and a
+// caller that goes on after it (throw_if_cancelled off) runs its next cascade to the end: the
+// cancellation was the first cascade's, not every later one's.
+BOOST_AUTO_TEST_CASE(an_awaited_cascade_takes_its_callers_cancellation_once)
+{
+    client_fixture f(paced(20ms));
+    const auto cat = load_catalog(f);
+    auto guard = open_guard(cat, "1");
+    auto p = policy();
+    p.tiers = {flagship}; // a paid attempt to cancel
+    frugal::router r(f.client, p, cat, guard);
+    asio::cancellation_signal cancel;
+    outcome first, second;
+    asio::co_spawn(
+        f.io,
+        [&]() -> asio::awaitable<void> {
+            co_await asio::this_coro::throw_if_cancelled(false);
+            auto [ec, res] = co_await r.async_complete(
+                request("", "Tell a long story. [sim tokens=200]"), tuple_awaitable);
+            first = {ec, std::move(res)};
+            auto [ec2, res2] = co_await r.async_complete(request("", "Say hello."), tuple_awaitable);
+            second = {ec2, std::move(res2)};
+        },
+        asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+    asio::steady_timer t(f.io, 100ms);
+    t.async_wait([&](auto) { cancel.emit(asio::cancellation_type::terminal); });
+    f.io.restart();
+    f.io.run();
+    BOOST_TEST(first.ec == asio::error::operation_aborted);
+    BOOST_TEST_REQUIRE(first.result.attempts.size() == 1u);
+    BOOST_TEST(first.result.attempts[0].outcome == frugal::attempt_outcome::cancelled);
+    BOOST_TEST(!second.ec, second.ec.message());
+    BOOST_TEST(!second.result.response.content.empty());
+    const auto s = guard->snapshot()[0];
+    BOOST_TEST((s.reserved == money()));
+    BOOST_TEST((s.committed == first.result.attempts[0].cost + second.result.total_cost));
+}
+
 BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_reservation)
 {
     client_fixture f(paced(20ms));
