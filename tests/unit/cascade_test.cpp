@@ -202,6 +202,70 @@ BOOST_AUTO_TEST_CASE(partial_answers_are_judged_early)
     BOOST_TEST(judge_early(p, false, "Well. I'M SORRY, BUT I CAN'T") == escalation_reason::refusal);
 }
 
+// The refusal search (a table-driven pass over the window) finds exactly what comparing every
+// pattern at every position of the window finds: random texts over the letters patterns are
+// made of, typographic apostrophes and upper case included, one-letter patterns, and more
+// patterns than the tables hold.
+BOOST_AUTO_TEST_CASE(the_refusal_search_agrees_with_comparing_everywhere)
+{
+    auto reference = [](const std::vector<std::string>& pats, std::string_view text) {
+        for (std::size_t i = 0; i < std::min<std::size_t>(text.size(), 160); ++i) {
+            for (const auto& pat : pats) {
+                std::size_t j = i;
+                bool ok = !pat.empty();
+                for (const char want : pat) {
+                    if (j >= text.size()) {
+                        ok = false;
+                        break;
+                    }
+                    if (want == '\'' && text.compare(j, 3, "\xE2\x80\x99") == 0) {
+                        j += 3;
+                        continue;
+                    }
+                    const char c = text[j] >= 'A' && text[j] <= 'Z' ? text[j] - 'A' + 'a' : text[j];
+                    if (c != want) {
+                        ok = false;
+                        break;
+                    }
+                    ++j;
+                }
+                if (ok)
+                    return true;
+            }
+        }
+        return false;
+    };
+    const std::vector<std::string> pieces{"i", "I", "'", "\xE2\x80\x99", "m", "M", " ", "a", "n", "x", "."};
+    std::vector<std::vector<std::string>> pattern_sets{
+        {"i'm", "i am", "an"}, {"x"}, {"'m", "n a"}, {}};
+    for (int k = 0; k < 17; ++k) // more than the tables hold
+        pattern_sets.back().push_back(std::string(1, static_cast<char>('b' + k)) + "x");
+    pattern_sets.back().push_back("i'm");
+    std::uint64_t state = 42;
+    auto next = [&] {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        return static_cast<std::size_t>(state >> 33);
+    };
+    int found = 0;
+    for (const auto& pats : pattern_sets) {
+        frugal::cascade_policy p;
+        p.tiers = {"a", "b"};
+        p.escalate_on = {escalation_reason::refusal};
+        p.refusal_patterns = pats;
+        for (int n = 0; n < 3000; ++n) {
+            std::string text;
+            const std::size_t len = n % 2 == 0 ? next() % 12 : next() % 90; // past the window too
+            for (std::size_t i = 0; i < len; ++i)
+                text += pieces[next() % pieces.size()];
+            const bool want = reference(pats, text);
+            found += want ? 1 : 0;
+            const bool got = frugal::detail::judge_early(p, false, text) == escalation_reason::refusal;
+            BOOST_TEST(got == want, "patterns " << pats.size() << ", text \"" << text << '"');
+        }
+    }
+    BOOST_TEST(found > 100); // the texts do hold refusals
+}
+
 BOOST_AUTO_TEST_CASE(the_prompt_bound_covers_every_byte_of_text)
 {
     frugal::chat_request req;
