@@ -204,15 +204,32 @@ chat_request router_impl::tier_request(const chat_request& base, std::uint32_t t
     chat_request req = base;
     req.model = policy.tiers[tier];
     req.models.clear(); // the cascade, not OpenRouter's fallback list, picks the next model
-    req.max_tokens = max_tokens(base);
+    req.max_tokens = max_tokens(base.max_tokens);
     return req;
 }
 
+router_impl::tier_fields router_impl::enter_tier(chat_request& req, std::uint32_t tier) const
+{
+    tier_fields caller{std::move(req.model), std::move(req.models), req.max_tokens};
+    req.model = policy.tiers[tier];
+    req.models.clear(); // the cascade, not OpenRouter's fallback list, picks the next model
+    req.max_tokens = max_tokens(caller.max_tokens);
+    return caller;
+}
+
+void router_impl::leave_tier(chat_request& req, tier_fields caller)
+{
+    req.model = std::move(caller.model);
+    req.models = std::move(caller.models);
+    req.max_tokens = caller.max_tokens;
+}
+
 // One whole attempt: reserve, send, account, into `run`, which the caller owns: a run is two
-// dozen strings, and an awaitable's result is moved several times on its way out.
-// `base` lives in the cascade's frame, which outlives every attempt (a hedge waits for both).
+// dozen strings, and an awaitable's result is moved several times on its way out. `req` is
+// the tier's request (`enter_tier`, or a hedge's copy); the budget may lower its max_tokens.
+// It lives in the caller's frame, which outlives the attempt (a hedge waits for both).
 asio::awaitable<void> router_impl::attempt(
-    const chat_request& base,
+    chat_request& req,
     std::uint32_t tier,
     const call_info& call,
     escalation_reason arrived_by,
@@ -220,7 +237,6 @@ asio::awaitable<void> router_impl::attempt(
 {
     co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
     open_record(run, tier, call, arrived_by);
-    auto req = tier_request(base, tier);
     run.rec.time_ms = unix_now_ms();
     reservation res;
     if (!try_reserve(req, call, res) && !co_await reserve(run, req, call, res))
@@ -288,6 +304,7 @@ struct router_impl::hedge {
     asio::steady_timer wake;
     attempt_run running_run[2]; // what each attempt fills while it runs
     std::optional<attempt_run> done[2];
+    chat_request request[2]; // each attempt's own: the two run at once
     bool running[2] = {false, false};
     asio::cancellation_signal stop[2];
 };
@@ -301,8 +318,10 @@ void router_impl::spawn_attempt(
     escalation_reason arrived_by)
 {
     h->running[which] = true;
+    h->request[which] = tier_request(base, tier);
     asio::co_spawn(
-        client->get_executor(), attempt(base, tier, call, arrived_by, h->running_run[which]),
+        client->get_executor(),
+        attempt(h->request[which], tier, call, arrived_by, h->running_run[which]),
         asio::bind_cancellation_slot(h->stop[which].slot(), [h, which](const std::exception_ptr&) {
             h->running[which] = false;
             h->done[which] = std::move(h->running_run[which]);

@@ -74,12 +74,17 @@ bool matches_at(std::string_view text, std::size_t i, std::string_view pat) noex
     return true;
 }
 
-// A byte-by-byte scan, for policies whose patterns start with many different letters.
-bool refuses_slow(const cascade_policy& p, std::string_view window)
+// A byte-by-byte scan, for policies whose patterns start with many different letters. A
+// pattern starts in the window and may end past it, as in the fast scan.
+bool refuses_slow(const cascade_policy& p, std::string_view text)
 {
+    const auto window = text.substr(0, refusal_window);
     for (std::size_t i = 0; i < window.size(); ++i) {
         for (const auto& pat : p.refusal_patterns) {
-            if (!pat.empty() && lower(window[i]) == pat[0] && matches_at(window, i, pat))
+            const bool opens =
+                !pat.empty() &&
+                (lower(window[i]) == pat[0] || (pat[0] == '\'' && window[i] == '\xE2'));
+            if (opens && matches_at(text, i, pat))
                 return true;
         }
     }
@@ -94,14 +99,20 @@ bool refuses(const cascade_policy& p, std::string_view text)
     const auto window = text.substr(0, refusal_window);
     char firsts[8];
     std::size_t nfirst = 0;
+    auto add_first = [&](char c) {
+        if (std::find(firsts, firsts + nfirst, c) != firsts + nfirst)
+            return true;
+        if (nfirst == std::size(firsts))
+            return false;
+        firsts[nfirst++] = c;
+        return true;
+    };
     for (const auto& pat : p.refusal_patterns) {
         if (pat.empty())
             continue;
-        if (std::find(firsts, firsts + nfirst, pat[0]) == firsts + nfirst) {
-            if (nfirst == std::size(firsts))
-                return refuses_slow(p, window);
-            firsts[nfirst++] = pat[0];
-        }
+        // A pattern opening with an apostrophe opens with a typographic one (0xE2...) too.
+        if (!add_first(pat[0]) || (pat[0] == '\'' && !add_first('\xE2')))
+            return refuses_slow(p, text);
     }
     for (std::size_t f = 0; f < nfirst; ++f) {
         const char lo = firsts[f];
@@ -116,10 +127,12 @@ bool refuses(const cascade_policy& p, std::string_view text)
                 // Most candidates are a letter inside a word: their next byte rules out every
                 // pattern before a call compares one (a typographic apostrophe starts 0xE2).
                 const char second = i + 1 < text.size() ? lower(text[i + 1]) : '\0';
+                const bool curly = lo == '\xE2'; // its pattern's second byte is past 3 bytes
                 for (const auto& pat : p.refusal_patterns) {
-                    if (pat.empty() || pat[0] != lo)
+                    if (pat.empty() || pat[0] != (curly ? '\'' : lo))
                         continue;
-                    if (pat.size() > 1 && pat[1] != second && !(pat[1] == '\'' && second == '\xE2'))
+                    if (!curly && pat.size() > 1 && pat[1] != second &&
+                        !(pat[1] == '\'' && second == '\xE2'))
                         continue;
                     if (matches_at(text, i, pat))
                         return true;

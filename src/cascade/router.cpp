@@ -114,9 +114,9 @@ std::uint64_t router_impl::new_request_id()
     return guard ? guard->new_request_id() : next_request_id++;
 }
 
-std::uint32_t router_impl::max_tokens(const chat_request& req) const
+std::uint32_t router_impl::max_tokens(const std::optional<std::uint32_t>& asked) const
 {
-    return req.max_tokens.value_or(policy.max_tokens);
+    return asked.value_or(policy.max_tokens);
 }
 
 // The tier a request starts at: a user rule, or past tiers whose context cannot hold it.
@@ -130,7 +130,7 @@ std::uint32_t router_impl::first_tier(const chat_request& req, escalation_reason
             why = escalation_reason::rule;
     }
     // A typical tokenizer's four bytes a token: an estimate, not the budget's bound.
-    const std::uint64_t estimate = prompt_bound(req) / 4 + max_tokens(req);
+    const std::uint64_t estimate = prompt_bound(req) / 4 + max_tokens(req.max_tokens);
     while (t + 1 < policy.tiers.size()) {
         const auto* p = prices.find(policy.tiers[t]);
         if (p == nullptr || !p->context_length || estimate <= *p->context_length)
@@ -167,10 +167,15 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
         if (step.what == cascade_step::kind::send) {
             std::vector<attempt_run> runs; // two when hedged; one is the common case
             attempt_run single;
-            if (step.hedge)
+            if (step.hedge) {
                 runs = co_await hedged(req, step.tier, call, step.arrived_by, m);
-            else
+            } else {
+                // The cascade's own request becomes the tier's for the attempt, then the
+                // caller's again: the judge and the next tier see what the caller asked.
+                auto caller = enter_tier(req, step.tier);
                 co_await attempt(req, step.tier, call, step.arrived_by, single);
+                leave_tier(req, std::move(caller));
+            }
             const std::span<attempt_run> done =
                 runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
             // The winner is judged last: an acceptable answer beats one cancelled for it.

@@ -92,7 +92,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     void note_policy();
     bool refresh_prices();
     std::uint64_t new_request_id();
-    std::uint32_t max_tokens(const chat_request& req) const;
+    std::uint32_t max_tokens(const std::optional<std::uint32_t>& asked) const;
     std::uint32_t first_tier(const chat_request& req, escalation_reason& why) const;
     asio::awaitable<void> complete(chat_request req, std::shared_ptr<complete_op> op);
 
@@ -115,8 +115,17 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     asio::awaitable<bool>
     reserve(attempt_run& run, const chat_request& req, const call_info& call, reservation& res);
     chat_request tier_request(const chat_request& base, std::uint32_t tier) const;
+    // The caller's model, fallback list and max_tokens, kept aside while a request is a tier's.
+    struct tier_fields {
+        std::string model;
+        std::vector<std::string> models;
+        std::optional<std::uint32_t> max_tokens;
+    };
+    // Makes `req` tier `tier`'s request in place (no copy of its messages), and back.
+    tier_fields enter_tier(chat_request& req, std::uint32_t tier) const;
+    static void leave_tier(chat_request& req, tier_fields caller);
     asio::awaitable<void> attempt(
-        const chat_request& base,
+        chat_request& req,
         std::uint32_t tier,
         const call_info& call,
         escalation_reason arrived_by,

@@ -241,6 +241,7 @@ BOOST_AUTO_TEST_CASE(the_refusal_search_agrees_with_comparing_everywhere)
     for (int k = 0; k < 17; ++k) // more than the tables hold
         pattern_sets.back().push_back(std::string(1, static_cast<char>('b' + k)) + "x");
     pattern_sets.back().push_back("i'm");
+    pattern_sets.back().push_back("'m"); // an apostrophe first, typographic in the text too
     std::uint64_t state = 42;
     auto next = [&] {
         state = state * 6364136223846793005ULL + 1442695040888963407ULL;
