@@ -14,8 +14,11 @@
 #include <frugal/types.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/deferred.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
 
@@ -26,6 +29,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace frugal {
@@ -99,7 +104,7 @@ struct cascade_policy {
         escalation_reason::refusal};
     /// The max_tokens of every attempt (a request's own max_tokens wins when set).
     std::uint32_t max_tokens = 512;
-    /// Case-insensitive substrings that mark a refusal (looked for in the first 160 characters,
+    /// Case-insensitive substrings that mark a refusal (starting in the first 160 bytes,
     /// where refusals are).
     std::vector<std::string> refusal_patterns{"i'm sorry, but i can't", "i am sorry, but i can't",
                                               "i cannot help with",     "i can't help with",

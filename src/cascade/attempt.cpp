@@ -227,7 +227,8 @@ void router_impl::leave_tier(chat_request& req, tier_fields caller)
 // One whole attempt: reserve, send, account, into `run`, which the caller owns: a run is two
 // dozen strings, and an awaitable's result is moved several times on its way out. `req` is
 // the tier's request (`enter_tier`, or a hedge's copy); the budget may lower its max_tokens.
-// It lives in the caller's frame, which outlives the attempt (a hedge waits for both).
+// It lives in the cascade's frame, or in the hedge's state, either of which outlives the
+// attempt (a hedge waits for both).
 asio::awaitable<void> router_impl::attempt(
     chat_request& req,
     std::uint32_t tier,

@@ -127,11 +127,16 @@ bool refuses(const cascade_policy& p, std::string_view text)
                 // Most candidates are a letter inside a word: their next byte rules out every
                 // pattern before a call compares one (a typographic apostrophe starts 0xE2).
                 const char second = i + 1 < text.size() ? lower(text[i + 1]) : '\0';
-                const bool curly = lo == '\xE2'; // its pattern's second byte is past 3 bytes
                 for (const auto& pat : p.refusal_patterns) {
-                    if (pat.empty() || pat[0] != (curly ? '\'' : lo))
+                    if (pat.empty())
                         continue;
-                    if (!curly && pat.size() > 1 && pat[1] != second &&
+                    // 0xE2 opens a pattern that starts with it (a dash, a quote) and, as a
+                    // typographic apostrophe, one that starts with an ASCII apostrophe: that
+                    // one's second byte is three bytes on, so only the first kind is filtered.
+                    const bool own = pat[0] == lo;
+                    if (!own && !(lo == '\xE2' && pat[0] == '\''))
+                        continue;
+                    if (own && pat.size() > 1 && pat[1] != second &&
                         !(pat[1] == '\'' && second == '\xE2'))
                         continue;
                     if (matches_at(text, i, pat))

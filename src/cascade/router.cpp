@@ -269,7 +269,12 @@ asio::any_io_executor router::client_executor() const
 asio::awaitable<std::tuple<error_code, cascade_result>>
 router::complete_awaitable(chat_request req, cascade_options options)
 {
-    if (options.deadline.count() > 0) { // the deadline's timer and signal: the general form
+    // The general form when there is a deadline (its timer and signal), or when the caller
+    // runs elsewhere than the client: there co_spawn's cancellation handler would reach the
+    // cascade by a post, which may come after the cascade ended (Asio 1.81 keeps a raw pointer
+    // to its signal there).
+    if (options.deadline.count() > 0 ||
+        co_await asio::this_coro::executor != impl_->client->get_executor()) {
         auto token = asio::as_tuple(asio::use_awaitable);
         co_return co_await asio::async_initiate<decltype(token), void(error_code, cascade_result)>(
             complete_initiation{this}, token, std::move(req), std::move(options));

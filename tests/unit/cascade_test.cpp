@@ -235,9 +235,10 @@ BOOST_AUTO_TEST_CASE(the_refusal_search_agrees_with_comparing_everywhere)
         }
         return false;
     };
-    const std::vector<std::string> pieces{"i", "I", "'", "\xE2\x80\x99", "m", "M", " ", "a", "n", "x", "."};
+    const std::vector<std::string> pieces{
+        "i", "I", "'", "\xE2\x80\x99", "\xE2\x80\x9C", "m", "M", " ", "a", "n", "x", "."};
     std::vector<std::vector<std::string>> pattern_sets{
-        {"i'm", "i am", "an"}, {"x"}, {"'m", "n a"}, {}};
+        {"i'm", "i am", "an"}, {"x"}, {"'m", "n a"}, {"\xE2\x80\x9Ci", "'m"}, {}};
     for (int k = 0; k < 17; ++k) // more than the tables hold
         pattern_sets.back().push_back(std::string(1, static_cast<char>('b' + k)) + "x");
     pattern_sets.back().push_back("i'm");
