@@ -185,7 +185,7 @@ int main(int argc, char** argv)
             "--outcomes", eval.outcome_files,
             "Recorded answers: RouteLLM's CSV or frugal's JSONL (docs/eval.md); repeatable")
         ->check(CLI::ExistingFile);
-    eval_cmd->add_option("--policy", eval.policy_file, "Cascade policy JSON (docs/policies.md)")
+    eval_cmd->add_option("--policy", eval.policy_file, "Cascade policy JSON (docs/routing.md)")
         ->check(CLI::ExistingFile);
     auto* eval_prices =
         eval_cmd
