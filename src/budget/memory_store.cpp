@@ -2,7 +2,7 @@
 
 #include <frugal/error.hpp>
 
-#include "budget/free_quota.hpp"
+#include "budget/process_quota_store.hpp"
 
 #include <algorithm>
 #include <map>
@@ -130,7 +130,7 @@ private:
 // The memory store keeps the newest records in a ring of compact entries: repeated strings
 // interned, the generation id inline, and the budget windows each was charged to by the
 // guard's account index. A settlement allocates nothing once the ring has filled.
-class memory_store final : public budget_store {
+class memory_store final : public detail::process_quota_store {
 public:
     explicit memory_store(memory_store_params p) : params_(std::move(p))
     {
@@ -189,22 +189,6 @@ public:
     }
 
     boost::system::error_code release(std::uint64_t) override { return {}; }
-
-    boost::system::error_code take_free_request(
-        std::int64_t now_ms,
-        std::uint32_t per_minute,
-        std::uint32_t per_day,
-        std::int64_t& wait_ms) override
-    {
-        wait_ms = free_.take(now_ms, per_minute, per_day);
-        return {};
-    }
-
-    boost::system::error_code block_free_until(std::int64_t until_ms) override
-    {
-        free_.block_until(until_ms);
-        return {};
-    }
 
     boost::system::error_code put_note(std::string_view key, std::string_view value) override
     {
@@ -309,7 +293,6 @@ private:
     std::vector<entry> ring_;
     std::size_t head_ = 0; // the oldest entry once the ring is full
     std::uint64_t next_record_ = 1;
-    detail::process_free_quota free_;
     std::vector<std::string> names_;
     string_table strings_;
     std::uint32_t hints_[5] = {~0u, ~0u, ~0u, ~0u, ~0u};

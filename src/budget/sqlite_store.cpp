@@ -2,7 +2,7 @@
 
 #include <frugal/error.hpp>
 
-#include "budget/free_quota.hpp"
+#include "budget/process_quota_store.hpp"
 
 #include <sqlite3.h>
 
@@ -120,7 +120,7 @@ CREATE TABLE IF NOT EXISTS answers(
     id TEXT PRIMARY KEY, answer TEXT NOT NULL) WITHOUT ROWID;
 )sql";
 
-class sqlite_store final : public budget_store {
+class sqlite_store final : public detail::process_quota_store {
 public:
     ~sqlite_store() override
     {
@@ -320,22 +320,6 @@ public:
         return finish(ec);
     }
 
-    // The free tier's quota is this process's: the file is not a place to share it.
-    error_code take_free_request(
-        std::int64_t now_ms,
-        std::uint32_t per_minute,
-        std::uint32_t per_day,
-        std::int64_t& wait_ms) override
-    {
-        wait_ms = free_.take(now_ms, per_minute, per_day);
-        return {};
-    }
-
-    error_code block_free_until(std::int64_t until_ms) override
-    {
-        free_.block_until(until_ms);
-        return {};
-    }
 
     error_code release(std::uint64_t id) override
     {
@@ -531,7 +515,6 @@ private:
 
     sqlite3* db_ = nullptr;
     int lock_fd_ = -1;
-    detail::process_free_quota free_;
     statement reserve_, note_, release_, insert_ledger_, add_spend_, find_record_, set_cost_,
         put_note_, put_answer_, begin_, commit_, rollback_;
     bool read_only_ = false; // no write statement is prepared
