@@ -4,6 +4,7 @@
 #include <frugal/router.hpp>
 
 #include "cascade/judge.hpp"
+#include "cascade_printers.hpp"
 #include "client_fixture.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -15,18 +16,6 @@
 #include <map>
 #include <ostream>
 #include <set>
-
-namespace frugal {
-// For Boost.Test's messages.
-inline std::ostream& operator<<(std::ostream& os, escalation_reason r)
-{
-    return os << to_string(r);
-}
-inline std::ostream& operator<<(std::ostream& os, attempt_outcome o)
-{
-    return os << to_string(o);
-}
-} // namespace frugal
 
 using namespace frugal::test;
 using namespace std::chrono_literals;

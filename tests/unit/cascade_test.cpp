@@ -4,18 +4,12 @@
 #include <frugal/router.hpp>
 
 #include "cascade/judge.hpp"
+#include "cascade_printers.hpp"
 #include "printers.hpp"
 
 #include <boost/test/unit_test.hpp>
 
 using frugal::escalation_reason;
-
-namespace frugal {
-inline std::ostream& operator<<(std::ostream& os, escalation_reason r)
-{
-    return os << to_string(r);
-}
-} // namespace frugal
 
 namespace {
 

@@ -7,6 +7,7 @@
 #include <frugal/error.hpp>
 
 #include "cascade/judge.hpp"
+#include "cascade_printers.hpp"
 #include "printers.hpp"
 
 #include <boost/test/unit_test.hpp>
@@ -20,13 +21,6 @@
 
 using frugal::escalation_reason;
 using frugal::money;
-
-namespace frugal {
-inline std::ostream& operator<<(std::ostream& os, escalation_reason r)
-{
-    return os << to_string(r);
-}
-} // namespace frugal
 
 namespace {
 
