@@ -270,18 +270,36 @@ fetch_catalog(asio::io_context& io, chat_client& client, const char* command)
     return models;
 }
 
+std::optional<std::string> read_text_file(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return std::nullopt;
+    std::stringstream text;
+    text << in.rdbuf();
+    return std::move(text).str();
+}
+
+std::optional<std::vector<model_info>>
+fetch_catalog(const std::string& base_url, const char* command)
+{
+    client_params params;
+    params.base_url = base_url;
+    asio::io_context io{1};
+    chat_client client(io.get_executor(), params);
+    return fetch_catalog(io, client, command);
+}
+
 int run_batch(const batch_options& options)
 {
     // The policy.
-    std::ifstream pf(options.policy_file);
-    if (!pf) {
+    const auto policy_text = read_text_file(options.policy_file);
+    if (!policy_text) {
         std::fprintf(stderr, "frugal batch: cannot read %s\n", options.policy_file.c_str());
         return exit_usage;
     }
-    std::stringstream ps;
-    ps << pf.rdbuf();
     diagnostics diag;
-    auto policy = parse_policy(ps.str(), &diag);
+    auto policy = parse_policy(*policy_text, &diag);
     if (!policy) {
         std::fprintf(
             stderr, "frugal batch: %s: %s\n", options.policy_file.c_str(), diag.message.c_str());

@@ -16,10 +16,8 @@
 #include <boost/json/object.hpp>
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <iterator>
-#include <sstream>
 
 namespace frugal::cli {
 
@@ -197,15 +195,13 @@ int run_chat(const chat_options& options)
     }
     std::optional<cascade_policy> policy;
     if (!options.policy_file.empty()) {
-        std::ifstream pf(options.policy_file);
-        if (!pf) {
+        const auto policy_text = read_text_file(options.policy_file);
+        if (!policy_text) {
             std::fprintf(stderr, "frugal chat: cannot read %s\n", options.policy_file.c_str());
             return exit_usage;
         }
-        std::stringstream ps;
-        ps << pf.rdbuf();
         diagnostics diag;
-        auto parsed = parse_policy(ps.str(), &diag);
+        auto parsed = parse_policy(*policy_text, &diag);
         if (!parsed) {
             std::fprintf(
                 stderr, "frugal chat: %s: %s\n", options.policy_file.c_str(), diag.message.c_str());

@@ -78,10 +78,19 @@ struct batch_options {
     std::string prompts_file;
 };
 
+/// The whole of a file (a policy, a configuration, a catalog), or nothing when it cannot be
+/// read: the caller says so in its own words.
+std::optional<std::string> read_text_file(const std::string& path);
+
 /// The models catalog through `client`, running `io` until it is in. On failure prints one
 /// line, "frugal COMMAND: the models catalog: REASON" with what the provider said, to stderr.
 std::optional<std::vector<model_info>>
 fetch_catalog(boost::asio::io_context& io, chat_client& client, const char* command);
+
+/// The same through a client of its own to `base_url` (empty: the default endpoint), for a
+/// command that needs the catalog and nothing else.
+std::optional<std::vector<model_info>>
+fetch_catalog(const std::string& base_url, const char* command);
 
 /// `frugal batch`: every prompt of a JSONL file through a cascade policy, inside a budget;
 /// prints a table per model with each failure's reason, one JSON object, or a JSON line per

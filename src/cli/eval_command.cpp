@@ -9,29 +9,17 @@
 #include <frugal/prices.hpp>
 #include <frugal/router.hpp>
 
-#include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 
 namespace frugal::cli {
 
 namespace json = boost::json;
 
 namespace {
-
-std::optional<std::string> slurp(const std::string& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return std::nullopt;
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
 // `NAME=V1,V2,...` or `NAME=[JSON array]` (for values holding commas, such as patterns). A
 // value that reads as JSON is taken as such (a number, true); otherwise it is a string.
@@ -244,7 +232,7 @@ int run_eval(const eval_options& options)
         std::fprintf(stderr, "%s: %s\n", me, diag.message.c_str());
         return exit_failure;
     }
-    const auto policy_text = slurp(options.policy_file);
+    const auto policy_text = read_text_file(options.policy_file);
     if (!policy_text) {
         std::fprintf(stderr, "%s: cannot read %s\n", me, options.policy_file.c_str());
         return exit_usage;
@@ -253,7 +241,7 @@ int run_eval(const eval_options& options)
     // Prices: a saved catalog, or the endpoint's own.
     std::vector<model_info> rows;
     if (!options.prices_file.empty()) {
-        const auto text = slurp(options.prices_file);
+        const auto text = read_text_file(options.prices_file);
         if (!text) {
             std::fprintf(stderr, "%s: cannot read %s\n", me, options.prices_file.c_str());
             return exit_usage;
@@ -267,11 +255,7 @@ int run_eval(const eval_options& options)
         }
         rows = std::move(*parsed);
     } else {
-        client_params params;
-        params.base_url = options.base_url;
-        boost::asio::io_context io{1};
-        chat_client client(io.get_executor(), params);
-        auto fetched = fetch_catalog(io, client, "eval");
+        auto fetched = fetch_catalog(options.base_url, "eval");
         if (!fetched)
             return exit_failure;
         rows = std::move(*fetched);

@@ -6,7 +6,6 @@
 #include <frugal/chat_client.hpp>
 #include <frugal/prices.hpp>
 
-#include <boost/asio/io_context.hpp>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
@@ -45,11 +44,7 @@ bool per_token(std::string_view name)
 
 int run_models(const models_options& options)
 {
-    client_params params;
-    params.base_url = options.base_url;
-    boost::asio::io_context io{1};
-    chat_client client(io.get_executor(), params);
-    auto rows = fetch_catalog(io, client, "models");
+    auto rows = fetch_catalog(options.base_url, "models");
     if (!rows)
         return exit_failure;
     std::sort(rows->begin(), rows->end(), [](const auto& a, const auto& b) { return a.id < b.id; });

@@ -7,9 +7,7 @@
 
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 namespace frugal::cli {
 
@@ -17,15 +15,13 @@ namespace {
 
 std::optional<gateway_config> read_config(const std::string& path)
 {
-    std::ifstream in(path);
-    if (!in) {
+    const auto text = read_text_file(path);
+    if (!text) {
         std::fprintf(stderr, "frugal serve: cannot read %s\n", path.c_str());
         return std::nullopt;
     }
-    std::stringstream text;
-    text << in.rdbuf();
     diagnostics diag;
-    auto parsed = parse_gateway_config(text.str(), &diag);
+    auto parsed = parse_gateway_config(*text, &diag);
     if (!parsed) {
         std::fprintf(stderr, "frugal serve: %s: %s\n", path.c_str(), diag.message.c_str());
         return std::nullopt;

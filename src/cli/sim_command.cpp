@@ -11,8 +11,6 @@
 #include <map>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 namespace frugal::cli {
 
@@ -20,15 +18,13 @@ int run_sim(const sim_options& options)
 {
     sim_config config;
     if (!options.config_file.empty()) {
-        std::ifstream in(options.config_file);
-        if (!in) {
+        const auto text = read_text_file(options.config_file);
+        if (!text) {
             std::fprintf(stderr, "frugal sim: cannot read %s\n", options.config_file.c_str());
             return exit_failure;
         }
-        std::stringstream text;
-        text << in.rdbuf();
         diagnostics diag;
-        auto parsed = parse_sim_config(text.str(), &diag);
+        auto parsed = parse_sim_config(*text, &diag);
         if (!parsed) {
             std::fprintf(
                 stderr, "frugal sim: %s: %s\n", options.config_file.c_str(), diag.message.c_str());

@@ -90,6 +90,12 @@ struct csv_reader {
     }
 };
 
+// Some editors open a UTF-8 file with a byte-order mark.
+std::string_view without_bom(std::string_view text)
+{
+    return text.starts_with("\xEF\xBB\xBF") ? text.substr(3) : text;
+}
+
 std::optional<bool> boolean(std::string_view s)
 {
     if (s == "True" || s == "true" || s == "TRUE" || s == "1")
@@ -181,8 +187,7 @@ boost::system::result<outcome_set> parse_outcomes_csv(std::string_view text, dia
 {
     if (diag != nullptr)
         diag->clear();
-    if (text.substr(0, 3) == "\xEF\xBB\xBF")
-        text.remove_prefix(3);
+    text = without_bom(text);
     csv_reader in{text};
     std::vector<std::string> header;
     std::size_t at = 0;
@@ -285,8 +290,7 @@ boost::system::result<outcome_set> parse_outcomes_jsonl(std::string_view text, d
 {
     if (diag != nullptr)
         diag->clear();
-    if (text.substr(0, 3) == "\xEF\xBB\xBF")
-        text.remove_prefix(3);
+    text = without_bom(text);
     outcome_set out;
     std::size_t line = 0;
     while (!text.empty()) {
