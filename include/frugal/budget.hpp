@@ -223,6 +223,24 @@ public:
     /// Settles an open reservation of an earlier run with what the provider billed.
     boost::system::error_code settle_open(std::uint64_t reservation_id, attempt_record record);
 
+    /// Replaces the budgets in force by `budgets` while requests go on (a gateway's reload):
+    /// - a budget that stays takes its new cap from its next reservation on. A raised cap lifts
+    ///   a trip (not a surprise's stop) and may serve requests waiting for headroom. A lowered
+    ///   one grants nothing until committed + reserved fits under it: the requests already in
+    ///   flight were granted under the cap then in force and settle as usual (in metered mode
+    ///   the next token metered past the new cap cancels them);
+    /// - a budget that comes (or a template's instance) starts its current period with what it
+    ///   spent there before it had a cap: the larger of the store's spend for it and the
+    ///   ledger's records made under its key (a request granted before it came and settled
+    ///   after this call read the ledger is not in that sum);
+    /// - a budget that goes stops limiting at once; its reservations still settle.
+    ///
+    /// Fails with `error::bad_budget_config`, changing nothing, for what `open` refuses and for
+    /// a budget in force whose period would change (spend is kept per period; a guard opened
+    /// with another period sums it from the ledger), or with `error::budget_store_failed`.
+    /// `diag->message` says which and why.
+    boost::system::error_code set_budgets(std::vector<budget_spec> budgets, diagnostics* diag = nullptr);
+
     /// Replaces the price list (the catalog is refreshed). Every router over this guard prices
     /// with it from its next attempt on: the guard's catalog is the router's.
     void update_prices(price_catalog prices);

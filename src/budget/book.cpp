@@ -3,6 +3,8 @@
 #include <frugal/error.hpp>
 
 #include <algorithm>
+#include <map>
+#include <set>
 #include <limits>
 
 namespace frugal::detail {
@@ -136,8 +138,19 @@ money budget_account::headroom() const noexcept
     return clamp_units(std::max<i128>(h, 0));
 }
 
-error_code book::configure(const std::vector<budget_spec>& specs, std::string& detail)
+namespace {
+
+// "kind:*": every budget key of that kind has a budget of its own, made when first charged.
+bool is_template(std::string_view name) noexcept
 {
+    const auto colon = name.find(':');
+    return colon != std::string_view::npos && name.substr(colon + 1) == "*";
+}
+
+// The rules every set of budgets keeps, whether a guard opens with it or takes it later.
+error_code validate(const std::vector<budget_spec>& specs, std::string& detail)
+{
+    std::set<std::string_view> names;
     for (const auto& s : specs) {
         if (s.name.empty()) {
             detail = "a budget has no name";
@@ -152,27 +165,231 @@ error_code book::configure(const std::vector<budget_spec>& specs, std::string& d
             detail = "budget '" + s.name + "' must be a name, `kind:value` or `kind:*`";
             return error::bad_budget_config;
         }
-        if (colon != std::string::npos && s.name.substr(colon + 1) == "*") {
-            if (!templates_.emplace(s.name.substr(0, colon + 1), spec_entry{s.cap, s.period})
-                     .second) {
-                detail = "budget '" + s.name + "' is given twice";
-                return error::bad_budget_config;
-            }
-            continue;
-        }
-        if (by_name_.contains(s.name)) {
+        if (!names.insert(s.name).second) {
             detail = "budget '" + s.name + "' is given twice";
             return error::bad_budget_config;
         }
+    }
+    return {};
+}
+
+} // namespace
+
+std::int64_t period_start_ms(budget_period p, std::int64_t now_ms) noexcept
+{
+    if (p == budget_period::none)
+        return std::numeric_limits<std::int64_t>::min();
+    return window_end_ms(p, window_of(p, now_ms) - 1);
+}
+
+std::vector<budget_seed> seeds_of(
+    const std::vector<budget_spec>& specs,
+    const std::set<std::string, std::less<>>& arriving,
+    std::span<const budget_charge> committed,
+    std::span<const attempt_record> records,
+    std::int64_t now_ms)
+{
+    // name → {from the store, from the ledger}
+    std::map<std::string, std::pair<money, money>, std::less<>> sums;
+    auto arriving_spec = [&](std::string_view key) -> const budget_spec* {
+        const auto* s = spec_for(specs, key);
+        return s != nullptr && arriving.contains(s->name) ? s : nullptr;
+    };
+    for (const auto& c : committed) {
+        const auto* s = arriving_spec(c.budget);
+        if (s != nullptr && c.window == window_of(s->period, now_ms))
+            sums[c.budget].first += c.amount;
+    }
+    std::vector<const budget_spec*> global;
+    for (const auto& s : specs)
+        if (s.name.find(':') == std::string::npos && arriving.contains(s.name))
+            global.push_back(&s);
+    std::set<std::string_view> seen;
+    for (const auto& r : records) {
+        if (r.cost <= money())
+            continue;
+        for (const auto* g : global)
+            if (window_of(g->period, r.time_ms) == window_of(g->period, now_ms))
+                sums[g->name].second += r.cost;
+        // `keys` is space separated; a key is charged once however often it is named, and a
+        // word with no colon is no key (budgets without one count every record, above).
+        seen.clear();
+        std::string_view keys = r.keys;
+        while (!keys.empty()) {
+            const auto space = keys.find(' ');
+            const auto key = keys.substr(0, space);
+            keys = space == std::string_view::npos ? std::string_view() : keys.substr(space + 1);
+            if (key.find(':') == std::string_view::npos || !seen.insert(key).second)
+                continue;
+            const auto* s = arriving_spec(key);
+            if (s != nullptr && window_of(s->period, r.time_ms) == window_of(s->period, now_ms))
+                sums[std::string(key)].second += r.cost;
+        }
+    }
+    std::vector<budget_seed> out;
+    for (const auto& [name, v] : sums)
+        out.push_back({name, std::max(v.first, v.second)});
+    return out;
+}
+
+const budget_spec* spec_for(const std::vector<budget_spec>& specs, std::string_view name) noexcept
+{
+    const budget_spec* kind = nullptr;
+    const auto colon = name.find(':');
+    for (const auto& s : specs) {
+        if (s.name == name)
+            return &s;
+        if (colon != std::string_view::npos && is_template(s.name) &&
+            std::string_view(s.name).substr(0, s.name.size() - 1) == name.substr(0, colon + 1))
+            kind = &s;
+    }
+    return kind;
+}
+
+error_code book::configure(const std::vector<budget_spec>& specs, std::string& detail)
+{
+    if (auto ec = validate(specs, detail))
+        return ec;
+    for (const auto& s : specs) {
+        if (is_template(s.name)) {
+            templates_.emplace(s.name.substr(0, s.name.size() - 1), spec_entry{s.cap, s.period});
+            continue;
+        }
         auto& a = make(s.name, spec_entry{s.cap, s.period});
-        if (colon == std::string::npos)
+        if (s.name.find(':') == std::string::npos)
             global_.push_back(&a);
     }
     return {};
 }
 
+error_code book::check_reconfigure(const std::vector<budget_spec>& specs, std::string& detail) const
+{
+    if (auto ec = validate(specs, detail))
+        return ec;
+    for (const auto& a : accounts_) {
+        if (a.retired)
+            continue;
+        const auto* s = spec_for(specs, a.name);
+        if (s != nullptr && s->period != a.period) {
+            detail = "budget '" + a.name + "' would change its period from " +
+                     to_string(a.period) + " to " + to_string(s->period) +
+                     " (spend is kept per period: a period changes when the guard opens)";
+            return error::bad_budget_config;
+        }
+    }
+    for (const auto& a : accounts_) {
+        if (!a.retired || by_name_.contains(a.name))
+            continue;
+        const auto* s = spec_for(specs, a.name);
+        const bool holds = a.current.reserved != money() || !a.older.empty();
+        if (s != nullptr && s->period != a.period && holds) {
+            detail = "budget '" + a.name + "' would come back with another period (" +
+                     to_string(s->period) + ", not " + to_string(a.period) +
+                     ") while requests granted under it are in flight";
+            return error::bad_budget_config;
+        }
+    }
+    for (const auto& [kind, t] : templates_) {
+        const auto* s = spec_for(specs, kind + "*");
+        if (s != nullptr && s->name == kind + "*" && s->period != t.period) {
+            detail = "budget '" + kind + "*' would change its period from " +
+                     to_string(t.period) + " to " + to_string(s->period) +
+                     " (spend is kept per period: a period changes when the guard opens)";
+            return error::bad_budget_config;
+        }
+    }
+    return {};
+}
+
+std::set<std::string, std::less<>> book::arrivals(const std::vector<budget_spec>& specs) const
+{
+    std::set<std::string, std::less<>> out;
+    for (const auto& s : specs) {
+        const bool in_force = is_template(s.name)
+                                  ? templates_.contains(s.name.substr(0, s.name.size() - 1))
+                                  : by_name_.contains(s.name);
+        if (!in_force)
+            out.insert(s.name);
+    }
+    return out;
+}
+
+void book::reconfigure(
+    const std::vector<budget_spec>& specs, std::span<const budget_seed> seeds, std::int64_t now_ms)
+{
+    templates_.clear();
+    for (const auto& s : specs)
+        if (is_template(s.name))
+            templates_.emplace(s.name.substr(0, s.name.size() - 1), spec_entry{s.cap, s.period});
+    global_.clear();
+    for (auto& a : accounts_) {
+        if (a.retired)
+            continue;
+        const auto* s = spec_for(specs, a.name);
+        if (s == nullptr) {
+            a.retired = true;
+            by_name_.erase(a.name);
+            continue;
+        }
+        if (s->cap > a.cap && !a.stopped)
+            a.tripped = false; // the cap reached was the old one
+        a.cap = s->cap;
+        if (a.name.find(':') == std::string::npos)
+            global_.push_back(&a);
+    }
+    auto seed_of = [&](std::string_view name) {
+        for (const auto& z : seeds)
+            if (z.name == name)
+                return z.committed;
+        return money();
+    };
+    std::vector<budget_account*> came;
+    auto arrive = [&](budget_account& a) {
+        a.roll(window_of(a.period, now_ms));
+        a.current.committed = std::max(a.current.committed, seed_of(a.name));
+        came.push_back(&a);
+    };
+    for (const auto& s : specs) {
+        if (is_template(s.name) || by_name_.contains(s.name))
+            continue;
+        auto& a = make(s.name, spec_entry{s.cap, s.period});
+        arrive(a);
+        if (a.name.find(':') == std::string::npos)
+            global_.push_back(&a);
+    }
+    // A new template's instances that spent before it came: made now, with their spend.
+    for (const auto& z : seeds)
+        if (!by_name_.contains(z.name))
+            if (auto* a = find_or_make(z.name))
+                arrive(*a);
+    // Requests in flight under a budget that came were granted without it: each counts at its
+    // worst case, as spent, for the rest of the period (their records come after the seeds).
+    for (const auto& r : slots_) {
+        if (!r.in_use || r.free || r.orphan)
+            continue;
+        for (auto* a : came) {
+            const bool charged = std::any_of(
+                r.charges.begin(), r.charges.end(), [a](const charge_ref& c) { return c.account == a; });
+            const bool under = a->name.find(':') == std::string::npos ||
+                               std::find(r.keys.begin(), r.keys.end(), a->name) != r.keys.end();
+            if (!charged && under)
+                a->current.committed += worst(r);
+        }
+    }
+}
+
 budget_account& book::make(std::string_view name, const spec_entry& s)
 {
+    // A budget that comes back with its period is the account it was: its spend of the period
+    // and the reservations granted under it still count, and a surprise's stop stays.
+    for (auto& old : accounts_) {
+        if (old.retired && old.name == name && old.period == s.period) {
+            old.retired = false;
+            old.cap = s.cap;
+            by_name_.emplace(old.name, &old);
+            return old;
+        }
+    }
     auto& a = accounts_.emplace_back();
     a.index = static_cast<std::uint32_t>(accounts_.size() - 1);
     a.name = std::string(name);
@@ -344,11 +561,14 @@ void book::commit(open_reservation& r, money actual, std::vector<budget_account*
         auto& a = *c.account;
         auto& w = a.at(c.window);
         w.committed += actual;
-        if (&w != &a.current)
-            continue; // a period that has ended: its cap no longer guards anything
+        if (&w != &a.current || a.retired)
+            continue; // a period that has ended, or a budget dropped: no cap guards it
         const i128 used =
             static_cast<i128>(w.committed.units()) + w.reserved.units() - r.live.units();
-        if (used > a.cap.units()) {
+        // In strict mode only a settlement above what it held passes a cap: a cap lowered
+        // under the reservations in flight is not passed by their settling within them.
+        const bool above_hold = mode == budget_mode::metered || actual > r.live;
+        if (used > a.cap.units() && above_hold) {
             a.overshoot = std::max(a.overshoot, clamp_units(used - a.cap.units()));
             reached.push_back(&a);
         } else if (mode == budget_mode::metered && used == a.cap.units()) {
@@ -370,7 +590,7 @@ void book::meter(open_reservation& r, std::uint64_t tokens, std::vector<budget_a
     for (auto& c : r.charges) {
         auto& w = c.account->at(c.window);
         w.reserved += delta;
-        if (&w == &c.account->current &&
+        if (&w == &c.account->current && !c.account->retired &&
             static_cast<i128>(w.committed.units()) + w.reserved.units() >= c.account->cap.units())
             reached.push_back(c.account);
     }
@@ -407,7 +627,8 @@ std::vector<budget_snapshot> book::snapshot() const
     std::vector<budget_snapshot> out;
     out.reserve(accounts_.size());
     for (const auto& a : accounts_)
-        out.push_back(snapshot_of(a));
+        if (!a.retired)
+            out.push_back(snapshot_of(a));
     return out;
 }
 

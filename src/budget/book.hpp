@@ -15,6 +15,7 @@
 #include <deque>
 #include <limits>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,6 +53,7 @@ struct budget_account {
     money overshoot;
     bool tripped = false;        // the cap was reached: paid requests are refused
     bool stopped = false;        // a surprise was charged here: every request is refused
+    bool retired = false;        // dropped by `book::reconfigure`: only its reservations remain
     std::string stopped_by;      // the surprise, as the ledger says it
     std::uint32_t in_flight = 0; // open reservations a settlement can come from (not orphans)
     std::int64_t ends_ms = std::numeric_limits<std::int64_t>::min(); // the current period's end
@@ -86,6 +88,7 @@ struct open_reservation {
     std::string model;
     std::string generation_id;
     std::vector<charge_ref> charges;
+    std::vector<std::string> keys; // the request's budget keys: what a budget that comes counts
     std::shared_ptr<cancel_state> cancel;
 };
 
@@ -104,9 +107,52 @@ struct decision {
     const budget_account* limiting = nullptr;
 };
 
+// The spend a budget starts with when it comes into force while the guard runs: what the
+// ledger and the store say it spent in its current period before it had a cap.
+struct budget_seed {
+    std::string name;
+    money committed;
+};
+
+// The spec `name` is under in `specs`: its own, else its kind's template ("user:*").
+const budget_spec* spec_for(const std::vector<budget_spec>& specs, std::string_view name) noexcept;
+
+// The spend each arriving budget had in its current period at `now_ms`: the larger of what
+// `committed` (a store's) holds for it there and what the ledger's `records` made under its
+// key cost there (every record, for a budget with no kind). `arriving` names specs of `specs`
+// (a template by its "kind:*"); a key is under the spec `spec_for` gives, so a name of its own
+// wins over its kind's template. Budgets that spent nothing get no seed.
+std::vector<budget_seed> seeds_of(
+    const std::vector<budget_spec>& specs,
+    const std::set<std::string, std::less<>>& arriving,
+    std::span<const budget_charge> committed,
+    std::span<const attempt_record> records,
+    std::int64_t now_ms);
+
+// When the period containing `now_ms` began (the earliest time for a budget that never resets).
+std::int64_t period_start_ms(budget_period p, std::int64_t now_ms) noexcept;
+
 class book {
 public:
     boost::system::error_code configure(const std::vector<budget_spec>& specs, std::string& detail);
+
+    // Checks `specs` as `configure` would, and as a replacement of the budgets in force: a
+    // budget in force whose period would change is refused (its spend is kept per period, and
+    // the store knows the periods only by their index).
+    boost::system::error_code
+    check_reconfigure(const std::vector<budget_spec>& specs, std::string& detail) const;
+
+    // The specs of `specs` not in force now (names, and templates by their "kind:*"): the
+    // budgets to seed.
+    std::set<std::string, std::less<>> arrivals(const std::vector<budget_spec>& specs) const;
+
+    // Puts `specs` (checked) in force at `now_ms`. A budget that stays takes its new cap (a
+    // raised cap lifts a trip, not a stop); one that goes is retired (its open reservations
+    // settle into it); one that comes starts its period at `seeds`' spend (0 when absent) plus
+    // the worst case of each request in flight under its key, and one that comes back with its
+    // period is the account it was, its reservations still held.
+    void reconfigure(
+        const std::vector<budget_spec>& specs, std::span<const budget_seed> seeds, std::int64_t now_ms);
 
     // The budget windows a request under `keys` is charged to at `now_ms`, rolling windows.
     boost::system::error_code resolve(

@@ -5,6 +5,8 @@
 #include <frugal/ledger_notes.hpp>
 
 #include <algorithm>
+#include <set>
+#include <limits>
 #include <mutex>
 
 namespace frugal::detail {
@@ -17,6 +19,50 @@ guard_impl::guard_impl(budget_params p, price_catalog prices, std::shared_ptr<bu
     async_store_ = keeps_ && store_->reserves_async();
 }
 
+// The budgets this guard opens with (by spec name, a template as "kind:*") that the store's
+// last guard did not have (`fresh`) or had with another period (`moved`). None when the store
+// has no note of its caps (a new store, or one written before the notes).
+error_code guard_impl::arrivals_since_last_open(
+    std::set<std::string, std::less<>>& fresh,
+    std::set<std::string, std::less<>>& moved,
+    std::string& detail)
+{
+    std::vector<ledger_note> notes;
+    if (auto ec = store_->read_notes(notes)) {
+        detail = "the budget store's notes could not be read: " + ec.message();
+        return error::budget_store_failed;
+    }
+    const bool noted = std::any_of(notes.begin(), notes.end(), [](const ledger_note& n) {
+        return n.first == ledger_notes::caps_key;
+    });
+    if (!noted)
+        return {};
+    const auto before = ledger_notes::parse(notes).caps;
+    for (const auto& s : params_.budgets) {
+        const auto it = std::find_if(before.begin(), before.end(), [&](const budget_spec& b) {
+            return b.name == s.name;
+        });
+        if (it == before.end())
+            fresh.insert(s.name);
+        else if (it->period != s.period)
+            moved.insert(s.name);
+    }
+    return {};
+}
+
+// The earliest start of the current periods of `specs` named in `names`: the ledger is read
+// from there on.
+std::int64_t guard_impl::earliest_start(
+    std::initializer_list<const std::set<std::string, std::less<>>*> names, std::int64_t now_ms) const
+{
+    auto since = std::numeric_limits<std::int64_t>::max();
+    for (const auto& s : params_.budgets)
+        for (const auto* n : names)
+            if (n->contains(s.name))
+                since = std::min(since, period_start_ms(s.period, now_ms));
+    return since;
+}
+
 error_code guard_impl::open(std::string& detail)
 {
     if (auto ec = book_.configure(params_.budgets, detail))
@@ -27,10 +73,41 @@ error_code guard_impl::open(std::string& detail)
         return error::budget_store_failed;
     }
     const auto now = now_ms();
+    // The caps the store was last opened with say which budgets come new or with another
+    // period. Their spend in the current period is then summed from the ledger: the store
+    // keeps spend per period index, and another period's indices mean nothing here.
+    std::set<std::string, std::less<>> fresh, moved;
+    if (auto ec = arrivals_since_last_open(fresh, moved, detail))
+        return ec;
     for (const auto& c : st.committed) {
+        const auto* spec = spec_for(params_.budgets, c.budget);
+        if (spec != nullptr && moved.contains(spec->name))
+            continue;
         if (auto* a = book_.find_or_make(c.budget)) {
-            a->roll(window_of(a->period, now));
+            const auto window = window_of(a->period, now);
+            // A window after today's is another period's index (a period changed twice
+            // between openings), or a clock that stepped back: not this period's spend.
+            if (c.window > window)
+                continue;
+            a->roll(window);
             book_.add_committed(*a, c.window, c.amount);
+        }
+    }
+    std::vector<budget_seed> seeds;
+    if (!fresh.empty() || !moved.empty()) {
+        std::vector<attempt_record> records;
+        if (auto ec = store_->read_ledger(earliest_start({&fresh, &moved}, now), records)) {
+            detail = "the budget store's ledger could not be read: " + ec.message();
+            return error::budget_store_failed;
+        }
+        seeds = seeds_of(params_.budgets, fresh, st.committed, records, now);
+        auto more = seeds_of(params_.budgets, moved, {}, records, now);
+        seeds.insert(seeds.end(), more.begin(), more.end());
+    }
+    for (const auto& z : seeds) {
+        if (auto* a = book_.find_or_make(z.name)) {
+            a->roll(window_of(a->period, now));
+            a->current.committed = std::max(a->current.committed, z.committed);
         }
     }
     book_.total_committed = st.ledger_total;
@@ -58,16 +135,101 @@ error_code guard_impl::open(std::string& detail)
     }
     next_id_ = std::max<std::uint64_t>(st.next_id, 1);
     next_request_id_.store(std::max<std::uint64_t>(st.next_request_id, 1));
-    // Reports read the caps beside the ledger: one note, replaced whole, so a cap dropped
-    // from the configuration is dropped from the report too.
+    return note_caps(detail);
+}
+
+// Reports read the caps beside the ledger: one note, replaced whole, so a cap dropped from the
+// configuration is dropped from the report too.
+error_code guard_impl::note_caps(std::string& detail)
+{
     ledger_notes notes;
-    notes.caps = params_.budgets;
+    {
+        const std::lock_guard lock(mu_);
+        notes.caps = params_.budgets;
+    }
     const auto [key, caps] = notes.format_caps();
-    if (auto ec = store_->put_note(key, caps)) {
+    if (auto ec = store_call([&](budget_store& s) { return s.put_note(key, caps); })) {
         detail = "the budget store could not be written: " + ec.message();
         return error::budget_store_failed;
     }
     return {};
+}
+
+error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string& detail)
+{
+    const std::lock_guard one_at_a_time(config_mu_);
+    // The note first: a store that cannot keep the caps changes nothing.
+    {
+        ledger_notes notes;
+        notes.caps = budgets;
+        const auto [key, caps] = notes.format_caps();
+        if (auto ec = store_call([&](budget_store& s) { return s.put_note(key, caps); })) {
+            detail = "the budget store could not be written: " + ec.message();
+            return error::budget_store_failed;
+        }
+    }
+    const auto now = now_ms();
+    std::vector<std::shared_ptr<cancel_state>> none;
+    std::vector<completion> done;
+    std::set<std::string, std::less<>> arriving;
+    std::vector<budget_seed> seeds;
+    error_code refused;
+    // What the budgets that come spent before they had a cap is read between two holds of the
+    // decisions' lock (with a SQLite store, off it; with the others, a store call holds it).
+    // A budget that a request made come meanwhile (a template's instance) is read again.
+    for (int attempt = 0;; ++attempt) {
+        {
+            const std::lock_guard lock(mu_);
+            refused = book_.check_reconfigure(budgets, detail);
+            if (refused)
+                break;
+            auto now_arriving = book_.arrivals(budgets);
+            if (attempt > 0 && now_arriving == arriving) {
+                book_.reconfigure(budgets, seeds, now);
+                params_.budgets = std::move(budgets);
+                // A raised cap may serve requests that wait; a lowered one may deny them.
+                pump(done);
+                break;
+            }
+            arriving = std::move(now_arriving);
+            if (arriving.empty()) {
+                book_.reconfigure(budgets, {}, now);
+                params_.budgets = std::move(budgets);
+                pump(done);
+                break;
+            }
+        }
+        budget_store_state st;
+        std::vector<attempt_record> records;
+        auto ec = store_call([&](budget_store& s) { return s.load(st); });
+        if (!ec) {
+            auto since = std::numeric_limits<std::int64_t>::max();
+            for (const auto& s : budgets)
+                if (arriving.contains(s.name))
+                    since = std::min(since, period_start_ms(s.period, now));
+            ec = store_call([&](budget_store& s) { return s.read_ledger(since, records); });
+        }
+        if (ec) {
+            detail = "the budget store could not be read: " + ec.message();
+            restore_note();
+            return error::budget_store_failed;
+        }
+        seeds = seeds_of(budgets, arriving, st.committed, records, now);
+    }
+    if (refused) {
+        restore_note();
+        return refused;
+    }
+    finish(none, done);
+    return {};
+}
+
+// Puts back the note of the caps in force, after a change that was refused. The refusal is
+// what the caller hears; a store that fails here fails the next write too.
+void guard_impl::restore_note()
+{
+    std::string ignored;
+    (void)note_caps(ignored);
 }
 
 } // namespace frugal::detail
@@ -234,6 +396,17 @@ std::vector<reservation_entry> budget_guard::open_reservations() const
 error_code budget_guard::settle_open(std::uint64_t reservation_id, attempt_record record)
 {
     return impl_->settle_open(reservation_id, record);
+}
+
+error_code budget_guard::set_budgets(std::vector<budget_spec> budgets, diagnostics* diag)
+{
+    if (diag != nullptr)
+        diag->clear();
+    std::string detail;
+    const auto ec = impl_->set_budgets(std::move(budgets), detail);
+    if (ec && diag != nullptr)
+        diag->message = std::move(detail);
+    return ec;
 }
 
 void budget_guard::update_prices(price_catalog prices)

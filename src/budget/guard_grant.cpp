@@ -172,6 +172,7 @@ shortfall guard_impl::grant(
     r.max_tokens = d.max_tokens;
     r.model.assign(req.model);
     r.charges.assign(scratch_.begin(), scratch_.end());
+    r.keys.assign(req.keys.begin(), req.keys.end()); // the slot's strings keep their room
     r.cancel = cancel;
     book_.hold(r);
     if (defer != nullptr && keeps_) {

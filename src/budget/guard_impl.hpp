@@ -18,6 +18,7 @@
 #include <functional>
 #include <optional>
 #include <list>
+#include <set>
 #include <unordered_map>
 
 #include <pthread.h>
@@ -103,8 +104,18 @@ class guard_impl : public std::enable_shared_from_this<guard_impl> {
 public:
     guard_impl(budget_params p, price_catalog prices, std::shared_ptr<budget_store> store);
 
-    // Opening (guard.cpp).
+    // Opening, and budgets replaced while it runs (guard.cpp).
     error_code open(std::string& detail);
+    error_code arrivals_since_last_open(
+        std::set<std::string, std::less<>>& fresh,
+        std::set<std::string, std::less<>>& moved,
+        std::string& detail);
+    std::int64_t earliest_start(
+        std::initializer_list<const std::set<std::string, std::less<>>*> names,
+        std::int64_t now_ms) const;
+    error_code set_budgets(std::vector<budget_spec> budgets, std::string& detail);
+    error_code note_caps(std::string& detail);
+    void restore_note();
 
     // Pricing and granting (guard_grant.cpp).
     std::int64_t now_ms() const;
@@ -189,6 +200,9 @@ public:
     void close();
 
     adaptive_mutex mu_;
+    // One replacement of the budgets at a time (set_budgets reads the store between its two
+    // holds of mu_).
+    std::mutex config_mu_;
     // The store, one call at a time: the book decides under mu_, and a SQLite store's writes
     // (its reservations and settlements) happen after it, under this alone, so no decision
     // waits for the disk. Every other store call holds it too, taken after mu_, never before

@@ -335,16 +335,24 @@ cascade_policy single_model(const std::string& model, std::uint32_t max_tokens)
 
 } // namespace
 
-error_code gateway_impl::open_guard(diagnostics& diag)
+// One cap per tenant with a budget (config.cpp checked that a tenant's keys agree on it).
+std::vector<budget_spec> tenant_budgets(const gateway_config& c)
 {
-    const auto& c = *config;
-    budget_params bp;
+    std::vector<budget_spec> out;
     std::set<std::string> seen;
     for (const auto& [hash, k] : c.keys) {
         if (!k.budget || !seen.insert(k.tenant).second)
             continue;
-        bp.budgets.push_back({"tenant:" + k.tenant, *k.budget, k.period});
+        out.push_back({"tenant:" + k.tenant, *k.budget, k.period});
     }
+    return out;
+}
+
+error_code gateway_impl::open_guard(diagnostics& diag)
+{
+    const auto& c = *config;
+    budget_params bp;
+    bp.budgets = tenant_budgets(c);
     // A guard even with no cap and no ledger: the routers (one per policy, one per model passed
     // through) then draw the free tier from one count, the account's.
     std::shared_ptr<budget_store> store;
@@ -1248,32 +1256,16 @@ error_code gateway::reload(gateway_config config, diagnostics* diag)
         return refuse("the upstream changed (its URL, CA file, timeouts or pool size)");
     if (config.ledger != old.ledger || config.budget_store != old.budget_store)
         return refuse("the ledger or the budget store changed");
-    // The tenants' caps are the guard's, fixed when it opened: a tenant that stays keeps its
-    // cap, and a new tenant comes without one. A tenant whose keys are all gone is dropped (its
-    // cap stays in the guard, unused).
-    std::map<std::string, std::pair<std::optional<money>, budget_period>> before, after;
-    std::set<std::string> tenants;
-    for (const auto& [h, k] : old.keys)
-        if (k.budget)
-            before[k.tenant] = {k.budget, k.period};
-    for (const auto& [h, k] : config.keys) {
-        tenants.insert(k.tenant);
-        if (k.budget)
-            after[k.tenant] = {k.budget, k.period};
-    }
-    for (const auto& [tenant, cap] : before)
-        if (tenants.contains(tenant) && after[tenant] != cap)
-            return refuse("tenant \"" + tenant + "\"'s budget changed");
-    for (const auto& [tenant, cap] : after) {
-        if (before.contains(tenant))
-            continue;
-        // A tenant dropped earlier comes back with the cap the guard still holds for it.
-        const auto held = impl.tenant_budget(tenant);
-        if (!held || held->cap != *cap.first || held->period != cap.second)
-            return refuse("tenant \"" + tenant + "\" comes with a budget");
-    }
     if (auto ec = impl.check_models(config, d))
         return ec;
+    // The tenants' caps change in the guard, which counts what a tenant that comes with a cap
+    // spent before it; a period that changes is refused there, and then nothing is reloaded.
+    if (impl.guard) {
+        if (auto ec = impl.guard->set_budgets(detail::tenant_budgets(config), &d)) {
+            d.message += "; nothing was reloaded";
+            return ec;
+        }
+    }
     auto next = std::make_shared<gateway_config>(std::move(config));
     impl.config = next;
     impl.build_routers(*next);

@@ -209,23 +209,46 @@ check('report --tenant: that tenant\'s spend and cap only',
       round(float(rep.get('total_cost', '-1')) * 1e12) == sum(v for (t, _), v in ledger.items() if t == 'beta'),
       r.stdout[:400] + r.stderr)
 
-# SIGHUP: a key added to the file works at once, on the connections already open too; a
-# changed cap is refused with its reason, and nothing of that file is applied.
+# SIGHUP: a key added to the file works at once, on the connections already open too.
 DELTA = 'delta-key-0123456789abcdef'
+with_delta = dict(config['keys'], **{DELTA: {'tenant': 'delta'}})
 with open(cfg_path, 'w') as f:
-    json.dump(dict(config, keys=dict(config['keys'], **{DELTA: {'tenant': 'delta'}})), f)
+    json.dump(dict(config, keys=with_delta), f)
 gw.send_signal(signal.SIGHUP)
 time.sleep(0.5)
 status, _, body = chat(port, DELTA, {'model': 'frugal/cheap', 'messages': user('Say hello')})
 check('SIGHUP: an added key works', status == 200, body[:200])
-changed = dict(config['keys'])
-changed[ALPHA] = {'tenant': 'alpha', 'budget': {'usd': '2.00', 'period': 'day'}}
+
+# A cap raised by SIGHUP holds at once and keeps what was spent: beta, at its cap above, is
+# served again, and what it has left is the new cap less everything it spent.
+BETA_ENTRY = 'sha256:' + hashlib.sha256(BETA.encode()).hexdigest()
+raised = dict(with_delta)
+raised[BETA_ENTRY] = dict(raised[BETA_ENTRY], budget={'usd': '1.00'})
+with open(cfg_path, 'w') as f:
+    json.dump(dict(config, keys=raised), f)
+gw.send_signal(signal.SIGHUP)
+time.sleep(0.5)
+status, h, body = chat(port, BETA, {'model': 'anthropic/claude-sonnet-4.5', 'max_tokens': 50,
+                                    'messages': user('Say hello')})
+db = sqlite3.connect(config['ledger'])
+beta_total = sum(v for (t, _), v in ledger_costs(db).items() if t == 'beta')
+db.close()
+remaining = h.get('x-frugal-budget-remaining', '')
+whole, _, frac = remaining.partition('.')
+check('SIGHUP: a raised cap serves a tenant that had reached its cap', status == 200, body[:200])
+check('SIGHUP: the raised cap counts what the tenant spent before it',
+      remaining and int(whole) * 10**12 + int((frac + '0' * 12)[:12]) == 10**12 - beta_total,
+      '%s left, %d spent' % (remaining, beta_total))
+
+# A budget whose period changes is refused with its reason, and nothing of that file is applied.
+changed = dict(raised)
+changed[ALPHA] = {'tenant': 'alpha', 'budget': {'usd': '2.00', 'period': 'month'}}
 with open(cfg_path, 'w') as f:
     json.dump(dict(config, keys=dict(changed, **{'epsilon-key-0123456789abcdef': {'tenant': 'epsilon'}})), f)
 gw.send_signal(signal.SIGHUP)
 time.sleep(0.5)
 status, _, body = chat(port, 'epsilon-key-0123456789abcdef', {'model': 'frugal/cheap', 'messages': user('x')})
-check('SIGHUP: a changed cap refuses the whole file', status == 401, body[:200])
+check('SIGHUP: a changed period refuses the whole file', status == 401, body[:200])
 status, _, body = chat(port, DELTA, {'model': 'frugal/cheap', 'messages': user('Say hello')})
 check('SIGHUP: the configuration before stays', status == 200, body[:200])
 # A tenant whose keys are all gone is dropped at once: its key is refused from then on.
@@ -242,10 +265,15 @@ gw.send_signal(signal.SIGHUP)
 time.sleep(0.5)
 status, _, body = chat(port, GAMMA, {'model': 'frugal/cheap', 'messages': user('x')})
 check('SIGHUP: the tenant back with the cap it had', status in (200, 429), body[:200])
+# Beta's cap lowered back under what it spent: refused again.
+status, _, body = chat(port, BETA, {'model': 'anthropic/claude-sonnet-4.5', 'max_tokens': 50,
+                                    'messages': user('Say hello')})
+check('SIGHUP: a cap lowered under the spend refuses the tenant', status == 402, body[:300])
 
 sigterm_mid_stream(check, gw, port, ALPHA, config['ledger'])
 err = gw.stderr.read()
-check('SIGHUP: the refusal says why', 'reload refused' in err and 'tenant "alpha"\'s budget changed' in err,
+check('SIGHUP: the refusal says why',
+      'reload refused' in err and "budget 'tenant:alpha' would change its period from daily to monthly" in err,
       err[-500:])
 
 # HTTPS with --tls-cert/--tls-key: a certificate made now, trusted by the client alone.

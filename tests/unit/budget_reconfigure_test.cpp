@@ -1,0 +1,415 @@
+// Budgets that change while a guard runs (`budget_guard::set_budgets`, a gateway's reload) and
+// budgets that come or change period between two openings of one store: what each starts
+// with, and what stays of the spend already made.
+
+#include <frugal/budget.hpp>
+
+#include "printers.hpp"
+#include "scratch_file.hpp"
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+using frugal::money;
+using frugal::budget_period;
+using namespace std::chrono_literals;
+
+namespace {
+
+money usd(const char* s)
+{
+    return *money::parse(s);
+}
+
+constexpr const char* paid = "anthropic/claude-fable-5";
+
+// $1 per 1,000 prompt tokens and $2 per 1,000 completion tokens: a reservation of 100 prompt
+// bytes and 100 completion tokens holds $0.30.
+frugal::price_catalog catalog()
+{
+    frugal::model_info m;
+    m.id = paid;
+    m.prompt_price = usd("0.001");
+    m.completion_price = usd("0.002");
+    m.max_completion_tokens = 4096;
+    m.context_length = 200000;
+    return frugal::price_catalog({m});
+}
+
+constexpr std::int64_t day_ms = 86'400'000;
+// 2026-11-24 12:00 UTC: mid-month, so the day before is in the same month.
+constexpr std::int64_t noon_ms = 1'795'521'600'000;
+
+struct fixture {
+    explicit fixture(
+        std::vector<frugal::budget_spec> specs,
+        std::shared_ptr<frugal::budget_store> store = nullptr,
+        frugal::budget_params p = {})
+    {
+        p.budgets = std::move(specs);
+        p.clock = [this] { return now; };
+        frugal::diagnostics diag;
+        auto g = frugal::budget_guard::open(p, catalog(), std::move(store), &diag);
+        BOOST_TEST_REQUIRE(g.has_value(), diag.message);
+        guard.emplace(std::move(*g));
+    }
+
+    // A paid request under `key` that holds $0.30 (100 completion tokens).
+    frugal::reservation reserve(const std::string& key, std::uint32_t max_tokens = 100)
+    {
+        const std::vector<std::string> keys{key};
+        frugal::reserve_request r;
+        r.model = paid;
+        r.prompt_bytes = 100;
+        r.max_tokens = max_tokens;
+        r.keys = keys;
+        auto got = guard->try_reserve(r, &diag);
+        last_ec = got.error();
+        return got ? std::move(*got) : frugal::reservation();
+    }
+
+    // A request under `key` that costs `cost` (at most $1, what it may hold before a cap
+    // clamps it), settled as a router settles it (its keys in the record).
+    void spend(const std::string& key, const char* cost)
+    {
+        auto res = reserve(key, 450);
+        BOOST_TEST_REQUIRE(res.active(), diag.message);
+        res.mark_sent();
+        frugal::attempt_record rec;
+        rec.cost = usd(cost);
+        rec.model_asked = paid;
+        rec.model_served = paid;
+        rec.keys = key;
+        BOOST_TEST_REQUIRE(!res.settle(rec));
+    }
+
+    std::optional<frugal::budget_snapshot> budget(const std::string& name) const
+    {
+        return guard->snapshot(name);
+    }
+
+    std::chrono::system_clock::time_point now{std::chrono::milliseconds(noon_ms)};
+    std::optional<frugal::budget_guard> guard;
+    boost::system::error_code last_ec;
+    frugal::diagnostics diag;
+};
+
+std::shared_ptr<frugal::budget_store> sqlite_store(const frugal::test::scratch_file& file)
+{
+    frugal::diagnostics diag;
+    auto s = frugal::open_sqlite_store({file.path.string()}, &diag);
+    BOOST_TEST_REQUIRE(s.has_value(), diag.message);
+    return *s;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(budgets_replaced)
+
+BOOST_AUTO_TEST_CASE(a_raised_cap_grants_at_once_and_a_lowered_one_grants_nothing_until_spend_fits)
+{
+    fixture f({{"tenant:a", usd("1"), budget_period::daily}});
+    f.spend("tenant:a", "0.3");
+    f.spend("tenant:a", "0.3");
+    f.spend("tenant:a", "0.3");
+    BOOST_TEST(!f.reserve("tenant:a").active()); // $0.10 left, the request holds $0.30
+    BOOST_TEST(f.last_ec == frugal::error::budget_exhausted);
+
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("2"), budget_period::daily}}, &f.diag),
+               f.diag.message);
+    BOOST_TEST((f.budget("tenant:a")->cap == usd("2")));
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.9"))); // the spend stays
+    auto in_flight = f.reserve("tenant:a");
+    BOOST_TEST_REQUIRE(in_flight.active(), f.diag.message);
+    in_flight.mark_sent();
+
+    // Lowered under what is committed and reserved: the request in flight goes on and settles;
+    // nothing new is granted.
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("1"), budget_period::daily}}));
+    BOOST_TEST(!f.reserve("tenant:a").active());
+    BOOST_TEST(f.last_ec == frugal::error::budget_exhausted);
+    frugal::attempt_record rec;
+    rec.cost = usd("0.05");
+    rec.keys = "tenant:a";
+    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.95")));
+    BOOST_TEST((f.budget("tenant:a")->reserved == money()));
+    BOOST_TEST(!f.reserve("tenant:a").active()); // $0.05 left
+    f.now += std::chrono::milliseconds(day_ms); // the next day: the new cap, from zero
+    BOOST_TEST(f.reserve("tenant:a").active());
+}
+
+BOOST_AUTO_TEST_CASE(a_cap_lowered_under_the_requests_in_flight_is_not_passed_by_their_settling)
+{
+    fixture f({{"tenant:a", usd("1"), budget_period::daily}});
+    auto one = f.reserve("tenant:a");
+    auto two = f.reserve("tenant:a");
+    BOOST_TEST_REQUIRE((one.active() && two.active()));
+    one.mark_sent();
+    two.mark_sent();
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("0.35"), budget_period::daily}}));
+    frugal::attempt_record rec;
+    rec.cost = usd("0.25");
+    BOOST_TEST(!one.settle(rec)); // 0.25 committed + 0.30 held > 0.35: within what it held
+    const auto b = f.budget("tenant:a");
+    BOOST_TEST(!b->tripped);
+    BOOST_TEST((b->overshoot == money()));
+    BOOST_TEST(!two.cancel_reason()); // the other request goes on
+    frugal::attempt_record rec2;
+    rec2.cost = usd("0.05");
+    BOOST_TEST(!two.settle(rec2));
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.3")));
+    BOOST_TEST(!f.reserve("tenant:a").active()); // $0.05 left under the new cap
+}
+
+BOOST_AUTO_TEST_CASE(a_raised_cap_serves_a_request_waiting_for_headroom)
+{
+    boost::asio::io_context io;
+    frugal::budget_params p;
+    p.max_wait = 10s;
+    fixture f({{"tenant:a", usd("0.5"), budget_period::daily}}, nullptr, p);
+    auto held = f.reserve("tenant:a"); // $0.30 of $0.50: a second one waits
+    BOOST_TEST_REQUIRE(held.active());
+    const std::vector<std::string> keys{"tenant:a"};
+    frugal::reserve_request req;
+    req.model = paid;
+    req.prompt_bytes = 100;
+    req.max_tokens = 100;
+    req.keys = keys;
+    std::optional<boost::system::error_code> got;
+    frugal::reservation granted;
+    const auto began = std::chrono::steady_clock::now();
+    f.guard->async_reserve(
+        req, boost::asio::bind_executor(io, [&](boost::system::error_code ec, frugal::reservation r) {
+            got = ec;
+            granted = std::move(r);
+        }));
+    boost::asio::steady_timer t(io, 50ms);
+    t.async_wait([&](auto) {
+        BOOST_TEST(!got.has_value()); // still waiting: the raise is what serves it
+        BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("5"), budget_period::daily}}));
+    });
+    io.run();
+    BOOST_TEST_REQUIRE(got.has_value());
+    BOOST_TEST(!*got);
+    BOOST_TEST(granted.active());
+    BOOST_TEST((std::chrono::steady_clock::now() - began < 5s)); // not the wait's end
+}
+
+BOOST_AUTO_TEST_CASE(a_budget_that_comes_starts_with_what_its_key_spent_in_its_period)
+{
+    fixture f({});
+    f.now -= std::chrono::milliseconds(day_ms); // yesterday: not today's
+    f.spend("tenant:a", "0.7");
+    f.now += std::chrono::milliseconds(day_ms);
+    f.spend("tenant:a", "0.3");
+    f.spend("tenant:a", "0.25");
+    f.spend("tenant:b", "0.4"); // another key
+    f.spend("user:7", "0.45");
+    BOOST_TEST(!f.budget("tenant:a").has_value());
+
+    BOOST_TEST_REQUIRE(
+        !f.guard->set_budgets(
+            {{"tenant:a", usd("1"), budget_period::daily},
+             {"total", usd("10"), budget_period::monthly},
+             {"user:*", usd("0.5"), budget_period::daily}},
+            &f.diag),
+        f.diag.message);
+    const auto a = f.budget("tenant:a");
+    BOOST_TEST_REQUIRE(a.has_value());
+    BOOST_TEST((a->committed == usd("0.55")));
+    BOOST_TEST((f.budget("total")->committed == usd("2.1"))); // every key, the whole month
+    BOOST_TEST((f.budget("user:7")->committed == usd("0.45"))); // a template's instance
+    BOOST_TEST(!f.reserve("user:7").active()); // $0.05 left of its $0.50
+    BOOST_TEST(f.reserve("tenant:a").active()); // $0.45 left
+    BOOST_TEST(!f.budget("tenant:b").has_value());
+}
+
+BOOST_AUTO_TEST_CASE(a_budget_that_goes_stops_limiting_and_its_reservations_still_settle)
+{
+    fixture f({{"tenant:a", usd("0.5"), budget_period::daily}, {"tenant:b", usd("1")}});
+    auto in_flight = f.reserve("tenant:a");
+    BOOST_TEST_REQUIRE(in_flight.active());
+    in_flight.mark_sent();
+    BOOST_TEST(!f.reserve("tenant:a").active());
+
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:b", usd("1")}}));
+    BOOST_TEST(!in_flight.cancel_reason());
+    BOOST_TEST(!f.budget("tenant:a").has_value());
+    BOOST_TEST(f.guard->snapshot().size() == 1u);
+    auto more = f.reserve("tenant:a");
+    BOOST_TEST(more.active()); // no cap any more
+    frugal::attempt_record rec;
+    rec.cost = usd("0.3");
+    rec.keys = "tenant:a";
+    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST((f.guard->committed_total() == usd("0.3")));
+
+    // Back later: it starts with what it spent today, its time without a cap included.
+    more.mark_sent();
+    frugal::attempt_record rec2;
+    rec2.cost = usd("0.1");
+    rec2.keys = "tenant:a";
+    BOOST_TEST(!more.settle(rec2));
+    BOOST_TEST(!f.guard->set_budgets(
+        {{"tenant:a", usd("0.5"), budget_period::daily}, {"tenant:b", usd("1")}}));
+    BOOST_TEST_REQUIRE(f.budget("tenant:a").has_value());
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.4")));
+    BOOST_TEST(!f.reserve("tenant:a").active()); // $0.10 left of $0.50
+}
+
+BOOST_AUTO_TEST_CASE(a_budget_dropped_and_back_keeps_its_requests_in_flight)
+{
+    fixture f({{"tenant:a", usd("1"), budget_period::daily}});
+    auto in_flight = f.reserve("tenant:a");
+    BOOST_TEST_REQUIRE(in_flight.active());
+    in_flight.mark_sent();
+    BOOST_TEST(!f.guard->set_budgets({}));
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("0.5"), budget_period::daily}}));
+    BOOST_TEST((f.budget("tenant:a")->reserved == usd("0.3"))); // still held
+    BOOST_TEST(!f.reserve("tenant:a").active());                 // 0.3 + 0.3 > 0.5
+    // Back with another period while it holds a request: refused.
+    BOOST_TEST(!f.guard->set_budgets({}));
+    BOOST_TEST(f.guard->set_budgets({{"tenant:a", usd("5"), budget_period::monthly}}, &f.diag) ==
+               frugal::error::bad_budget_config);
+    BOOST_TEST(f.diag.message.find("in flight") != std::string::npos, f.diag.message);
+    frugal::attempt_record rec;
+    rec.cost = usd("0.2");
+    rec.keys = "tenant:a";
+    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("5"), budget_period::monthly}}, &f.diag),
+               f.diag.message);
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.2"))); // the month so far, from the ledger
+}
+
+BOOST_AUTO_TEST_CASE(a_request_in_flight_when_its_budget_comes_counts_at_its_worst_case)
+{
+    fixture f({});
+    auto in_flight = f.reserve("tenant:a"); // no cap yet: holds nothing anywhere
+    BOOST_TEST_REQUIRE(in_flight.active());
+    in_flight.mark_sent();
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("0.5"), budget_period::daily}}));
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.3")));
+    BOOST_TEST(!f.reserve("tenant:a").active()); // 0.3 + 0.3 > 0.5
+    frugal::attempt_record rec;
+    rec.cost = usd("0.1");
+    rec.keys = "tenant:a";
+    BOOST_TEST(!in_flight.settle(rec));
+    // Counted at its worst case until the period ends, never below what it cost.
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.3")));
+}
+
+BOOST_AUTO_TEST_CASE(a_changed_period_or_a_bad_budget_is_refused_and_nothing_changes)
+{
+    fixture f({{"tenant:a", usd("1"), budget_period::daily}, {"user:*", usd("1"), budget_period::daily}});
+    auto state = [&] {
+        std::vector<std::string> out;
+        for (const auto& b : f.guard->snapshot())
+            out.push_back(b.name + " " + b.cap.to_string() + " " + frugal::to_string(b.period));
+        return out;
+    };
+    const auto before = state();
+    auto refused = [&](std::vector<frugal::budget_spec> specs, const char* says) {
+        const auto ec = f.guard->set_budgets(std::move(specs), &f.diag);
+        BOOST_TEST(ec == frugal::error::bad_budget_config);
+        BOOST_TEST(f.diag.message.find(says) != std::string::npos, f.diag.message);
+        BOOST_TEST(state() == before, boost::test_tools::per_element());
+    };
+    refused(
+        {{"tenant:a", usd("5"), budget_period::monthly}, {"tenant:b", usd("1")}},
+        "'tenant:a' would change its period from daily to monthly");
+    refused({{"user:*", usd("1"), budget_period::weekly}}, "'user:*' would change its period");
+    refused({{"tenant:a", usd("-1"), budget_period::daily}}, "negative cap");
+    refused(
+        {{"tenant:a", usd("1"), budget_period::daily}, {"tenant:a", usd("2"), budget_period::daily}},
+        "given twice");
+    refused({{"", usd("1")}}, "no name");
+    BOOST_TEST(!f.budget("tenant:b").has_value());
+    BOOST_TEST((f.budget("tenant:a")->cap == usd("1")));
+}
+
+BOOST_AUTO_TEST_CASE(a_template_cap_changed_reaches_every_instance)
+{
+    fixture f({{"user:*", usd("0.5"), budget_period::daily}});
+    f.spend("user:1", "0.3");
+    f.spend("user:2", "0.1");
+    BOOST_TEST(!f.reserve("user:1").active());
+    BOOST_TEST(!f.guard->set_budgets({{"user:*", usd("2"), budget_period::daily}}));
+    BOOST_TEST((f.budget("user:1")->cap == usd("2")));
+    BOOST_TEST((f.budget("user:2")->cap == usd("2")));
+    BOOST_TEST((f.budget("user:1")->committed == usd("0.3")));
+    BOOST_TEST(f.reserve("user:1").active());
+    f.spend("user:3", "0.2"); // a new instance takes the new cap
+    BOOST_TEST((f.budget("user:3")->cap == usd("2")));
+}
+
+BOOST_AUTO_TEST_CASE(a_store_opened_with_another_period_sums_the_new_period_from_its_ledger)
+{
+    frugal::test::scratch_file file("reperiod");
+    auto open_store = [&] { return sqlite_store(file); };
+    {
+        fixture f({{"tenant:a", usd("10"), budget_period::monthly}}, open_store());
+        f.now -= std::chrono::milliseconds(day_ms);
+        f.spend("tenant:a", "0.7");
+        f.spend("tenant:b", "0.2");
+        f.now += std::chrono::milliseconds(day_ms);
+        f.spend("tenant:a", "0.3");
+        f.spend("tenant:b", "0.05");
+        BOOST_TEST((f.budget("tenant:a")->committed == usd("1")));
+    }
+    {
+        // Monthly to daily, and tenant:b capped for the first time: today's spend, each.
+        fixture f(
+            {{"tenant:a", usd("1"), budget_period::daily}, {"tenant:b", usd("1"), budget_period::daily}},
+            open_store());
+        const auto a = f.budget("tenant:a");
+        BOOST_TEST_REQUIRE(a.has_value());
+        BOOST_TEST((a->committed == usd("0.3")));
+        BOOST_TEST(a->window == frugal::period_window(budget_period::daily, noon_ms));
+        BOOST_TEST((f.budget("tenant:b")->committed == usd("0.05")));
+        f.spend("tenant:a", "0.1");
+        // The next day starts afresh: the window is today's, not one of the months' indices.
+        f.now += std::chrono::milliseconds(day_ms);
+        BOOST_TEST(f.reserve("tenant:a").active());
+        BOOST_TEST((f.budget("tenant:a")->committed == money()));
+    }
+    {
+        // Daily back to monthly, on the next day: the month's whole spend.
+        fixture f({{"tenant:a", usd("10"), budget_period::monthly}}, open_store());
+        f.now += std::chrono::milliseconds(day_ms);
+        BOOST_TEST(f.reserve("tenant:a").active());
+        BOOST_TEST((f.budget("tenant:a")->committed == usd("1.1")));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_name_of_its_own_keeps_its_period_when_its_kind_changes_period)
+{
+    frugal::test::scratch_file file("kindperiod");
+    auto open_store = [&] { return sqlite_store(file); };
+    {
+        fixture f(
+            {{"user:*", usd("1"), budget_period::daily}, {"user:bob", usd("10"), budget_period::monthly}},
+            open_store());
+        f.now -= std::chrono::milliseconds(day_ms); // Monday 2026-11-23
+        f.spend("user:bob", "0.5");
+        f.spend("user:7", "0.4");
+        f.now += std::chrono::milliseconds(day_ms);
+        f.spend("user:bob", "0.2");
+        f.spend("user:7", "0.3");
+    }
+    fixture f(
+        {{"user:*", usd("1"), budget_period::weekly}, {"user:bob", usd("10"), budget_period::monthly}},
+        open_store());
+    BOOST_TEST((f.budget("user:bob")->committed == usd("0.7"))); // its month, as kept
+    BOOST_TEST(f.reserve("user:7").active());
+    BOOST_TEST((f.budget("user:7")->committed == usd("0.7"))); // the week, from the ledger
+}
+
+BOOST_AUTO_TEST_SUITE_END()
