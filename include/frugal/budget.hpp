@@ -231,9 +231,10 @@ public:
     ///   the next token metered past the new cap cancels them);
     /// - a budget that comes (or a template's instance) starts its current period with what it
     ///   spent there before it had a cap: the larger of the store's spend for it and the
-    ///   ledger's records made under its key (a request granted before it came and settled
-    ///   after this call read the ledger is not in that sum);
-    /// - a budget that goes stops limiting at once; its reservations still settle.
+    ///   ledger's records made under its key, plus the worst case of each request in flight
+    ///   under its key (docs/budget.md, "Changing budgets", says what a ledger read can miss);
+    /// - a budget that goes stops limiting at once; its reservations still settle. One that
+    ///   comes back with its period is the budget it was.
     ///
     /// Fails with `error::bad_budget_config`, changing nothing, for what `open` refuses and for
     /// a budget in force whose period would change (spend is kept per period; a guard opened

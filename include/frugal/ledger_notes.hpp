@@ -15,6 +15,7 @@
 #include <frugal/budget_types.hpp>
 #include <frugal/money.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -49,6 +50,10 @@ struct noted_price {
 /// The text form of each part:
 /// - `budgets`: one line `NAME CAP PERIOD` per cap (`0.25`, `daily`), replaced whole each time
 ///   a guard opens, so a cap dropped from the configuration leaves the notes;
+/// - `budgets_arrived`: one line `WINDOW NAME` per budget that came into force while a guard
+///   ran (`budget_guard::set_budgets`), with the index of the period it came in: the next
+///   guard sums that period's spend from the ledger, since the store's own spend for it begins
+///   only when it came;
 /// - `tiers`: the model ids of the last policy a router ran, cheapest first, separated by
 ///   spaces;
 /// - `price:MODEL`: `PROMPT COMPLETION REQUEST` for each tier the catalog priced; a later
@@ -64,12 +69,15 @@ struct noted_price {
 /// A value type: distinct objects safe, shared objects safe for reading.
 struct ledger_notes {
     static constexpr std::string_view caps_key = "budgets";
+    static constexpr std::string_view arrivals_key = "budgets_arrived";
     static constexpr std::string_view tiers_key = "tiers";
     static constexpr std::string_view price_key_prefix = "price:";
     static constexpr std::string_view base_url_key = "base_url";
 
-    /// The caps of the last guard that opened the ledger.
+    /// The caps of the last guard that opened the ledger (or changed them since).
     std::vector<budget_spec> caps;
+    /// Budgets that came while a guard ran, by name, with the period index they came in.
+    std::map<std::string, std::int64_t, std::less<>> arrived;
     /// The last policy's tiers, cheapest first (tier index = position); empty when no router
     /// noted any.
     std::vector<std::string> tiers;
@@ -92,11 +100,14 @@ struct ledger_notes {
     /// it opens.
     ledger_note format_caps() const;
 
+    /// The `budgets_arrived` note, written whole.
+    ledger_note format_arrivals() const;
+
     /// The notes of a router: `price:MODEL` for each of `tiers` that `prices` holds, in tier
     /// order, then `tiers`.
     std::vector<ledger_note> format_tiers() const;
 
-    /// Every note this holds: `format_caps()`, a `price:MODEL` note per price, `tiers` (when
+    /// Every note this holds: `format_caps()`, `format_arrivals()` (when there are any), a `price:MODEL` note per price, `tiers` (when
     /// there are tiers), `base_url` (when set) and `other`. `parse(format())` gives back the
     /// same notes (for model ids and cap names that are not empty).
     std::vector<ledger_note> format() const;

@@ -191,8 +191,9 @@ std::vector<budget_seed> seeds_of(
 {
     // name → {from the store, from the ledger}
     std::map<std::string, std::pair<money, money>, std::less<>> sums;
+    const spec_index index(specs);
     auto arriving_spec = [&](std::string_view key) -> const budget_spec* {
-        const auto* s = spec_for(specs, key);
+        const auto* s = index.find(key);
         return s != nullptr && arriving.contains(s->name) ? s : nullptr;
     };
     for (const auto& c : committed) {
@@ -232,18 +233,25 @@ std::vector<budget_seed> seeds_of(
     return out;
 }
 
-const budget_spec* spec_for(const std::vector<budget_spec>& specs, std::string_view name) noexcept
+spec_index::spec_index(const std::vector<budget_spec>& specs)
 {
-    const budget_spec* kind = nullptr;
-    const auto colon = name.find(':');
     for (const auto& s : specs) {
-        if (s.name == name)
-            return &s;
-        if (colon != std::string_view::npos && is_template(s.name) &&
-            std::string_view(s.name).substr(0, s.name.size() - 1) == name.substr(0, colon + 1))
-            kind = &s;
+        if (is_template(s.name))
+            kinds_.emplace(std::string_view(s.name).substr(0, s.name.size() - 1), &s);
+        else
+            names_.emplace(s.name, &s);
     }
-    return kind;
+}
+
+const budget_spec* spec_index::find(std::string_view name) const noexcept
+{
+    if (const auto it = names_.find(name); it != names_.end())
+        return it->second;
+    const auto colon = name.find(':');
+    if (colon == std::string_view::npos)
+        return nullptr;
+    const auto it = kinds_.find(name.substr(0, colon + 1));
+    return it == kinds_.end() ? nullptr : it->second;
 }
 
 error_code book::configure(const std::vector<budget_spec>& specs, std::string& detail)
@@ -266,10 +274,11 @@ error_code book::check_reconfigure(const std::vector<budget_spec>& specs, std::s
 {
     if (auto ec = validate(specs, detail))
         return ec;
+    const spec_index index(specs);
     for (const auto& a : accounts_) {
         if (a.retired)
             continue;
-        const auto* s = spec_for(specs, a.name);
+        const auto* s = index.find(a.name);
         if (s != nullptr && s->period != a.period) {
             detail = "budget '" + a.name + "' would change its period from " +
                      to_string(a.period) + " to " + to_string(s->period) +
@@ -280,7 +289,7 @@ error_code book::check_reconfigure(const std::vector<budget_spec>& specs, std::s
     for (const auto& a : accounts_) {
         if (!a.retired || by_name_.contains(a.name))
             continue;
-        const auto* s = spec_for(specs, a.name);
+        const auto* s = index.find(a.name);
         const bool holds = a.current.reserved != money() || !a.older.empty();
         if (s != nullptr && s->period != a.period && holds) {
             detail = "budget '" + a.name + "' would come back with another period (" +
@@ -290,7 +299,7 @@ error_code book::check_reconfigure(const std::vector<budget_spec>& specs, std::s
         }
     }
     for (const auto& [kind, t] : templates_) {
-        const auto* s = spec_for(specs, kind + "*");
+        const auto* s = index.find(kind + "*");
         if (s != nullptr && s->name == kind + "*" && s->period != t.period) {
             detail = "budget '" + kind + "*' would change its period from " +
                      to_string(t.period) + " to " + to_string(s->period) +
@@ -315,8 +324,12 @@ std::set<std::string, std::less<>> book::arrivals(const std::vector<budget_spec>
 }
 
 void book::reconfigure(
-    const std::vector<budget_spec>& specs, std::span<const budget_seed> seeds, std::int64_t now_ms)
+    const std::vector<budget_spec>& specs,
+    const std::set<std::string, std::less<>>& arriving,
+    std::span<const budget_seed> seeds,
+    std::int64_t now_ms)
 {
+    const spec_index index(specs);
     templates_.clear();
     for (const auto& s : specs)
         if (is_template(s.name))
@@ -325,10 +338,11 @@ void book::reconfigure(
     for (auto& a : accounts_) {
         if (a.retired)
             continue;
-        const auto* s = spec_for(specs, a.name);
+        const auto* s = index.find(a.name);
         if (s == nullptr) {
             a.retired = true;
             by_name_.erase(a.name);
+            retired_[a.name].push_back(&a);
             continue;
         }
         if (s->cap > a.cap && !a.stopped)
@@ -337,17 +351,19 @@ void book::reconfigure(
         if (a.name.find(':') == std::string::npos)
             global_.push_back(&a);
     }
-    auto seed_of = [&](std::string_view name) {
-        for (const auto& z : seeds)
-            if (z.name == name)
-                return z.committed;
-        return money();
-    };
-    std::vector<budget_account*> came;
+    std::unordered_map<std::string_view, money> seed_of;
+    for (const auto& z : seeds)
+        seed_of.emplace(z.name, z.committed);
+    std::unordered_map<std::string_view, budget_account*> came; // by name
+    std::vector<budget_account*> came_global;
     auto arrive = [&](budget_account& a) {
         a.roll(window_of(a.period, now_ms));
-        a.current.committed = std::max(a.current.committed, seed_of(a.name));
-        came.push_back(&a);
+        if (const auto it = seed_of.find(a.name); it != seed_of.end())
+            a.current.committed = std::max(a.current.committed, it->second);
+        if (a.name.find(':') == std::string::npos)
+            came_global.push_back(&a);
+        else
+            came.emplace(a.name, &a);
     };
     for (const auto& s : specs) {
         if (is_template(s.name) || by_name_.contains(s.name))
@@ -364,16 +380,36 @@ void book::reconfigure(
                 arrive(*a);
     // Requests in flight under a budget that came were granted without it: each counts at its
     // worst case, as spent, for the rest of the period (their records come after the seeds).
+    // A new template's instance whose only spend is in flight is made here.
     for (const auto& r : slots_) {
         if (!r.in_use || r.free || r.orphan)
             continue;
-        for (auto* a : came) {
+        for (const auto& key : r.keys) {
+            const auto* s = index.find(key);
+            if (s == nullptr || !arriving.contains(s->name) || by_name_.contains(key))
+                continue;
+            if (auto* a = find_or_make(key))
+                arrive(*a);
+        }
+    }
+    for (const auto& r : slots_) {
+        if (!r.in_use || r.free || r.orphan)
+            continue;
+        auto count = [&](budget_account* a) {
             const bool charged = std::any_of(
                 r.charges.begin(), r.charges.end(), [a](const charge_ref& c) { return c.account == a; });
-            const bool under = a->name.find(':') == std::string::npos ||
-                               std::find(r.keys.begin(), r.keys.end(), a->name) != r.keys.end();
-            if (!charged && under)
+            if (!charged)
                 a->current.committed += worst(r);
+        };
+        for (auto* a : came_global)
+            count(a);
+        for (std::size_t k = 0; k < r.keys.size(); ++k) {
+            const auto it = came.find(r.keys[k]);
+            const bool repeated =
+                std::find(r.keys.begin(), r.keys.begin() + static_cast<std::ptrdiff_t>(k), r.keys[k]) !=
+                r.keys.begin() + static_cast<std::ptrdiff_t>(k);
+            if (it != came.end() && !repeated)
+                count(it->second);
         }
     }
 }
@@ -382,11 +418,20 @@ budget_account& book::make(std::string_view name, const spec_entry& s)
 {
     // A budget that comes back with its period is the account it was: its spend of the period
     // and the reservations granted under it still count, and a surprise's stop stays.
-    for (auto& old : accounts_) {
-        if (old.retired && old.name == name && old.period == s.period) {
+    if (const auto it = retired_.find(name); it != retired_.end()) {
+        auto& kept = it->second;
+        for (auto k = kept.begin(); k != kept.end(); ++k) {
+            auto& old = **k;
+            if (old.period != s.period)
+                continue;
             old.retired = false;
+            if (s.cap > old.cap && !old.stopped)
+                old.tripped = false; // the cap reached was the old one
             old.cap = s.cap;
             by_name_.emplace(old.name, &old);
+            kept.erase(k);
+            if (kept.empty())
+                retired_.erase(it);
             return old;
         }
     }
@@ -404,6 +449,15 @@ budget_account* book::find(std::string_view name) noexcept
 {
     const auto it = by_name_.find(name);
     return it == by_name_.end() ? nullptr : it->second;
+}
+
+budget_account* book::find_kept(std::string_view name)
+{
+    if (auto* a = find(name))
+        return a;
+    if (const auto it = retired_.find(name); it != retired_.end() && !it->second.empty())
+        return it->second.back();
+    return find_or_make(name);
 }
 
 budget_account* book::find_or_make(std::string_view name)

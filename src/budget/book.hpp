@@ -114,13 +114,23 @@ struct budget_seed {
     money committed;
 };
 
-// The spec `name` is under in `specs`: its own, else its kind's template ("user:*").
-const budget_spec* spec_for(const std::vector<budget_spec>& specs, std::string_view name) noexcept;
+// The spec each budget name is under in `specs`: its own, else its kind's template
+// ("user:*"). Hashed, so a reload of many tenants costs a lookup per account, not a scan.
+// Views into `specs`, which must outlive it.
+class spec_index {
+public:
+    explicit spec_index(const std::vector<budget_spec>& specs);
+    const budget_spec* find(std::string_view name) const noexcept;
+
+private:
+    std::unordered_map<std::string_view, const budget_spec*> names_;
+    std::unordered_map<std::string_view, const budget_spec*> kinds_; // "user:" → "user:*"
+};
 
 // The spend each arriving budget had in its current period at `now_ms`: the larger of what
 // `committed` (a store's) holds for it there and what the ledger's `records` made under its
 // key cost there (every record, for a budget with no kind). `arriving` names specs of `specs`
-// (a template by its "kind:*"); a key is under the spec `spec_for` gives, so a name of its own
+// (a template by its "kind:*"); a key is under the spec `spec_index` gives, so a name of its own
 // wins over its kind's template. Budgets that spent nothing get no seed.
 std::vector<budget_seed> seeds_of(
     const std::vector<budget_spec>& specs,
@@ -152,7 +162,10 @@ public:
     // the worst case of each request in flight under its key, and one that comes back with its
     // period is the account it was, its reservations still held.
     void reconfigure(
-        const std::vector<budget_spec>& specs, std::span<const budget_seed> seeds, std::int64_t now_ms);
+        const std::vector<budget_spec>& specs,
+        const std::set<std::string, std::less<>>& arriving,
+        std::span<const budget_seed> seeds,
+        std::int64_t now_ms);
 
     // The budget windows a request under `keys` is charged to at `now_ms`, rolling windows.
     boost::system::error_code resolve(
@@ -194,6 +207,9 @@ public:
 
     budget_account* find_or_make(std::string_view name);
     budget_account* find(std::string_view name) noexcept;
+    // The account `name` is, in force or retired (a correction of spend charged before it was
+    // dropped), else `find_or_make`'s.
+    budget_account* find_kept(std::string_view name);
     std::vector<budget_snapshot> snapshot() const;
     std::optional<budget_snapshot> snapshot(std::string_view name) const;
 
@@ -218,6 +234,9 @@ private:
         }
     };
     std::unordered_map<std::string, budget_account*, name_hash, std::equal_to<>> by_name_;
+    // Retired accounts by name (a name may have several, one per period it had).
+    std::unordered_map<std::string, std::vector<budget_account*>, name_hash, std::equal_to<>>
+        retired_;
     std::unordered_map<std::string, spec_entry> templates_; // "user:" → the cap of each user
     std::deque<open_reservation> slots_;
     std::vector<std::uint32_t> free_;

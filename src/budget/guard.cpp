@@ -5,6 +5,7 @@
 #include <frugal/ledger_notes.hpp>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <limits>
 #include <mutex>
@@ -35,17 +36,54 @@ error_code guard_impl::arrivals_since_last_open(
     const bool noted = std::any_of(notes.begin(), notes.end(), [](const ledger_note& n) {
         return n.first == ledger_notes::caps_key;
     });
+    arrivals_noted_ = std::any_of(notes.begin(), notes.end(), [](const ledger_note& n) {
+        return n.first == ledger_notes::arrivals_key;
+    });
     if (!noted)
         return {};
-    const auto before = ledger_notes::parse(notes).caps;
+    const auto noted_now = ledger_notes::parse(notes);
+    const auto& before = noted_now.caps;
+    const auto now = now_ms();
     for (const auto& s : params_.budgets) {
         const auto it = std::find_if(before.begin(), before.end(), [&](const budget_spec& b) {
             return b.name == s.name;
         });
-        if (it == before.end())
+        if (it == before.end()) {
             fresh.insert(s.name);
-        else if (it->period != s.period)
+        } else if (it->period != s.period) {
             moved.insert(s.name);
+        } else if (const auto a = noted_now.arrived.find(s.name);
+                   a != noted_now.arrived.end() && a->second == window_of(s.period, now)) {
+            // It came in this period while the last guard ran: the store holds its spend from
+            // then on only.
+            fresh.insert(s.name);
+            arrived_.insert_or_assign(s.name, a->second);
+        }
+    }
+    return {};
+}
+
+// The caps and arrivals notes for `caps`, of which `arriving` come now: written together,
+// before the caps are in force, so a store that cannot keep them changes nothing.
+error_code guard_impl::note_budgets(
+    const std::vector<budget_spec>& caps,
+    const std::map<std::string, std::int64_t, std::less<>>& arrived,
+    std::string& detail)
+{
+    ledger_notes notes;
+    notes.caps = caps;
+    notes.arrived = arrived;
+    std::vector<ledger_note> out{notes.format_caps()};
+    // Written once there is something to say, and then kept up (emptied when it is over).
+    if (!arrived.empty() || arrivals_noted_) {
+        out.push_back(notes.format_arrivals());
+        arrivals_noted_ = true;
+    }
+    for (const auto& note : out) {
+        if (auto ec = store_call([&](budget_store& s) { return s.put_note(note.first, note.second); })) {
+            detail = "the budget store could not be written: " + ec.message();
+            return error::budget_store_failed;
+        }
     }
     return {};
 }
@@ -79,8 +117,14 @@ error_code guard_impl::open(std::string& detail)
     std::set<std::string, std::less<>> fresh, moved;
     if (auto ec = arrivals_since_last_open(fresh, moved, detail))
         return ec;
+    // Summed from the ledger now, they are noted as come in this period: the store holds their
+    // spend of this period from now on only, and the next opening in it sums again.
+    for (const auto& b : params_.budgets)
+        if (fresh.contains(b.name) || moved.contains(b.name))
+            arrived_.insert_or_assign(b.name, window_of(b.period, now));
+    const spec_index index(params_.budgets);
     for (const auto& c : st.committed) {
-        const auto* spec = spec_for(params_.budgets, c.budget);
+        const auto* spec = index.find(c.budget);
         if (spec != nullptr && moved.contains(spec->name))
             continue;
         if (auto* a = book_.find_or_make(c.budget)) {
@@ -142,33 +186,36 @@ error_code guard_impl::open(std::string& detail)
 // configuration is dropped from the report too.
 error_code guard_impl::note_caps(std::string& detail)
 {
-    ledger_notes notes;
+    std::vector<budget_spec> caps;
     {
         const std::lock_guard lock(mu_);
-        notes.caps = params_.budgets;
+        caps = params_.budgets;
     }
-    const auto [key, caps] = notes.format_caps();
-    if (auto ec = store_call([&](budget_store& s) { return s.put_note(key, caps); })) {
-        detail = "the budget store could not be written: " + ec.message();
-        return error::budget_store_failed;
-    }
-    return {};
+    return note_budgets(caps, arrived_, detail);
 }
 
 error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string& detail)
 {
     const std::lock_guard one_at_a_time(config_mu_);
-    // The note first: a store that cannot keep the caps changes nothing.
+    const auto now = now_ms();
+    // The notes first: a store that cannot keep the caps changes nothing. The arrivals noted
+    // are those of the current periods, and the budgets that come now.
+    std::map<std::string, std::int64_t, std::less<>> arrived;
     {
-        ledger_notes notes;
-        notes.caps = budgets;
-        const auto [key, caps] = notes.format_caps();
-        if (auto ec = store_call([&](budget_store& s) { return s.put_note(key, caps); })) {
-            detail = "the budget store could not be written: " + ec.message();
-            return error::budget_store_failed;
+        std::set<std::string, std::less<>> coming;
+        {
+            const std::lock_guard lock(mu_);
+            coming = book_.arrivals(budgets);
+        }
+        for (const auto& b : budgets) {
+            const auto window = window_of(b.period, now);
+            const auto kept = arrived_.find(b.name);
+            if (coming.contains(b.name) || (kept != arrived_.end() && kept->second == window))
+                arrived.insert_or_assign(b.name, window);
         }
     }
-    const auto now = now_ms();
+    if (auto ec = note_budgets(budgets, arrived, detail))
+        return ec;
     std::vector<std::shared_ptr<cancel_state>> none;
     std::vector<completion> done;
     std::set<std::string, std::less<>> arriving;
@@ -185,7 +232,7 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
                 break;
             auto now_arriving = book_.arrivals(budgets);
             if (attempt > 0 && now_arriving == arriving) {
-                book_.reconfigure(budgets, seeds, now);
+                book_.reconfigure(budgets, arriving, seeds, now);
                 params_.budgets = std::move(budgets);
                 // A raised cap may serve requests that wait; a lowered one may deny them.
                 pump(done);
@@ -193,7 +240,7 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
             }
             arriving = std::move(now_arriving);
             if (arriving.empty()) {
-                book_.reconfigure(budgets, {}, now);
+                book_.reconfigure(budgets, arriving, {}, now);
                 params_.budgets = std::move(budgets);
                 pump(done);
                 break;
@@ -220,6 +267,7 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
         restore_note();
         return refused;
     }
+    arrived_ = std::move(arrived);
     finish(none, done);
     return {};
 }

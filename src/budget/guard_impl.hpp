@@ -18,6 +18,7 @@
 #include <functional>
 #include <optional>
 #include <list>
+#include <map>
 #include <set>
 #include <unordered_map>
 
@@ -115,6 +116,10 @@ public:
         std::int64_t now_ms) const;
     error_code set_budgets(std::vector<budget_spec> budgets, std::string& detail);
     error_code note_caps(std::string& detail);
+    error_code note_budgets(
+        const std::vector<budget_spec>& caps,
+        const std::map<std::string, std::int64_t, std::less<>>& arrived,
+        std::string& detail);
     void restore_note();
 
     // Pricing and granting (guard_grant.cpp).
@@ -203,6 +208,10 @@ public:
     // One replacement of the budgets at a time (set_budgets reads the store between its two
     // holds of mu_).
     std::mutex config_mu_;
+    // Budgets that came in their current period while a guard ran (ledger_notes::arrived);
+    // under config_mu_.
+    std::map<std::string, std::int64_t, std::less<>> arrived_;
+    bool arrivals_noted_ = false; // the store has a note of them (to be kept up)
     // The store, one call at a time: the book decides under mu_, and a SQLite store's writes
     // (its reservations and settlements) happen after it, under this alone, so no decision
     // waits for the disk. Every other store call holds it too, taken after mu_, never before

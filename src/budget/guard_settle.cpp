@@ -255,7 +255,7 @@ error_code guard_impl::correct(std::uint64_t record_id, money proven)
         reached_.clear();
         spend_anomaly a;
         for (const auto& m : c.moved) {
-            auto* account = book_.find_or_make(m.budget);
+            auto* account = book_.find_kept(m.budget);
             if (account == nullptr)
                 continue;
             if (m.window == account->current.window)

@@ -130,6 +130,15 @@ ledger_notes ledger_notes::parse(std::span<const ledger_note> notes)
                 if (cap && period)
                     out.caps.push_back({decode(f[0]), *cap, *period});
             }
+        } else if (key == arrivals_key) {
+            std::istringstream lines(value);
+            for (std::string line; std::getline(lines, line);) {
+                std::istringstream in(line);
+                std::int64_t window = 0;
+                std::string name;
+                if (in >> window >> name)
+                    out.arrived.insert_or_assign(decode(name), window);
+            }
         } else if (key == tiers_key) {
             std::istringstream in(value);
             for (std::string m; in >> m;)
@@ -154,6 +163,14 @@ ledger_note ledger_notes::format_caps() const
     return {std::string(caps_key), std::move(text)};
 }
 
+ledger_note ledger_notes::format_arrivals() const
+{
+    std::string text;
+    for (const auto& [name, window] : arrived)
+        text += std::to_string(window) + ' ' + encode(name) + '\n';
+    return {std::string(arrivals_key), std::move(text)};
+}
+
 std::vector<ledger_note> ledger_notes::format_tiers() const
 {
     std::vector<ledger_note> out;
@@ -167,6 +184,8 @@ std::vector<ledger_note> ledger_notes::format_tiers() const
 std::vector<ledger_note> ledger_notes::format() const
 {
     std::vector<ledger_note> out{format_caps()};
+    if (!arrived.empty())
+        out.push_back(format_arrivals());
     for (const auto& [model, p] : prices)
         out.emplace_back(price_key(model), format_price(p));
     if (!tiers.empty())

@@ -3,6 +3,7 @@
 // with, and what stays of the spend already made.
 
 #include <frugal/budget.hpp>
+#include <frugal/ledger_notes.hpp>
 
 #include "printers.hpp"
 #include "scratch_file.hpp"
@@ -333,6 +334,53 @@ BOOST_AUTO_TEST_CASE(a_changed_period_or_a_bad_budget_is_refused_and_nothing_cha
     refused({{"", usd("1")}}, "no name");
     BOOST_TEST(!f.budget("tenant:b").has_value());
     BOOST_TEST((f.budget("tenant:a")->cap == usd("1")));
+    // The note of the caps, written before the check, is put back.
+    std::vector<std::pair<std::string, std::string>> notes;
+    BOOST_TEST(!f.guard->read_notes(notes));
+    const auto noted = frugal::ledger_notes::parse(notes);
+    BOOST_TEST(noted.caps.size() == 2u);
+    BOOST_TEST(noted.caps.front().name == "tenant:a");
+    BOOST_TEST((noted.caps.front().cap == usd("1")));
+    BOOST_TEST(noted.arrived.empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_template_instance_whose_only_request_is_in_flight_is_made_when_its_template_comes)
+{
+    fixture f({});
+    auto in_flight = f.reserve("user:9");
+    BOOST_TEST_REQUIRE(in_flight.active());
+    in_flight.mark_sent();
+    BOOST_TEST(!f.guard->set_budgets({{"user:*", usd("0.5"), budget_period::daily}}));
+    const auto b = f.budget("user:9");
+    BOOST_TEST_REQUIRE(b.has_value());
+    BOOST_TEST((b->committed == usd("0.3")));
+    BOOST_TEST(!f.reserve("user:9").active());
+    BOOST_TEST(f.reserve("user:10").active());
+}
+
+BOOST_AUTO_TEST_CASE(a_budget_that_came_while_a_guard_ran_keeps_its_earlier_spend_when_reopened)
+{
+    frugal::test::scratch_file file("arrived");
+    {
+        fixture f({}, sqlite_store(file));
+        f.spend("tenant:b", "0.2");
+        BOOST_TEST_REQUIRE(
+            !f.guard->set_budgets({{"tenant:b", usd("1"), budget_period::daily}}, &f.diag),
+            f.diag.message);
+        BOOST_TEST((f.budget("tenant:b")->committed == usd("0.2")));
+        f.spend("tenant:b", "0.1");
+        BOOST_TEST((f.budget("tenant:b")->committed == usd("0.3")));
+    }
+    for (int reopening = 0; reopening < 2; ++reopening) {
+        // The store holds $0.10 for it (spent after it came); the ledger says $0.30 today.
+        fixture f({{"tenant:b", usd("1"), budget_period::daily}}, sqlite_store(file));
+        BOOST_TEST((f.budget("tenant:b")->committed == usd("0.3")));
+    }
+    // The next day it is a budget like any other: its store's spend of that day.
+    fixture f({{"tenant:b", usd("1"), budget_period::daily}}, sqlite_store(file));
+    f.now += std::chrono::milliseconds(day_ms);
+    BOOST_TEST(f.reserve("tenant:b").active());
+    BOOST_TEST((f.budget("tenant:b")->committed == money()));
 }
 
 BOOST_AUTO_TEST_CASE(a_template_cap_changed_reaches_every_instance)
@@ -379,6 +427,14 @@ BOOST_AUTO_TEST_CASE(a_store_opened_with_another_period_sums_the_new_period_from
         f.now += std::chrono::milliseconds(day_ms);
         BOOST_TEST(f.reserve("tenant:a").active());
         BOOST_TEST((f.budget("tenant:a")->committed == money()));
+    }
+    {
+        // Daily again, the same day: what the ledger says of today, not the store's $0.10.
+        fixture f(
+            {{"tenant:a", usd("1"), budget_period::daily}, {"tenant:b", usd("1"), budget_period::daily}},
+            sqlite_store(file));
+        BOOST_TEST((f.budget("tenant:a")->committed == usd("0.4")));
+        BOOST_TEST((f.budget("tenant:b")->committed == usd("0.05")));
     }
     {
         // Daily back to monthly, on the next day: the month's whole spend.
