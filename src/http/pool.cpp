@@ -3,6 +3,7 @@
 #include <frugal/error.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
@@ -122,6 +123,17 @@ void pool::closed_one()
 
 void pool::lend_buffer(connection& conn, std::size_t most)
 {
+    const auto held = conn.buffer.size();
+    if (conn.buffer.capacity() > most && held != 0 && held <= most / 2) {
+        boost::beast::flat_buffer smaller;
+        smaller.reserve(most / 2);
+        smaller.commit(boost::asio::buffer_copy(smaller.prepare(held), conn.buffer.data()));
+        std::swap(conn.buffer, smaller);
+        smaller.clear();
+        if (smaller.capacity() <= spare_capacity && spare_.size() < std::min(open_, max_spares))
+            spare_.push_back(std::move(smaller));
+        return;
+    }
     if (conn.buffer.capacity() != 0)
         return;
     for (auto it = spare_.rbegin(); it != spare_.rend(); ++it) {

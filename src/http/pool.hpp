@@ -82,6 +82,8 @@ public:
     void take_buffer(connection& conn);
     /// Gives `conn` a spare read buffer if it has none, one no larger than `most` bytes: a
     /// stream that reads little at a time (a slow one) is not lent a large buffer to wait with.
+    /// A buffer larger than `most` that holds a few unread bytes (the end of a chunk's framing)
+    /// is traded for a smaller one with those bytes, and goes to the spares.
     void lend_buffer(connection& conn, std::size_t most = spare_capacity);
 
     std::size_t open() const noexcept { return open_; }

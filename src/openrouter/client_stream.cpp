@@ -292,6 +292,10 @@ struct read_delta_op {
             if (conn->buffer.size() == 0) {
                 s->client->pool.lend_buffer(*conn, 2 * s->read_size);
                 conn->buffer.reserve(s->read_size);
+            } else if (conn->buffer.capacity() > 2 * s->read_size) {
+                // The head's room (4 KiB) around the end of a chunk's framing: a slow stream
+                // does not wait with it.
+                s->client->pool.lend_buffer(*conn, 2 * s->read_size);
             }
             conn->arm(
                 std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),

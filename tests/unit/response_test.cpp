@@ -1,6 +1,9 @@
+#include "http/connection.hpp"
+#include "http/pool.hpp"
 #include "http/response.hpp"
 
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -168,3 +171,27 @@ BOOST_AUTO_TEST_CASE(rejects_what_is_not_a_response)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// A stream waiting for its next token reads with room for its pace: the head's 4 KiB buffer,
+// holding only the end of a chunk's framing, is traded for a smaller one with the same bytes.
+BOOST_AUTO_TEST_CASE(a_large_read_buffer_with_a_few_unread_bytes_is_traded_for_a_small_one)
+{
+    boost::asio::io_context io;
+    frugal::http::pool pool(io.get_executor(), {});
+    frugal::http::connection conn(io.get_executor(), nullptr);
+    conn.buffer.reserve(4096);
+    conn.buffer.commit(boost::asio::buffer_copy(conn.buffer.prepare(2), boost::asio::buffer("\r\n", 2)));
+    pool.lend_buffer(conn, 2048);
+    BOOST_TEST(conn.buffer.capacity() <= 2048u);
+    BOOST_TEST(std::string_view(static_cast<const char*>(conn.buffer.data().data()), conn.buffer.size()) == "\r\n");
+    // A buffer within the pace, or one holding much, stays as it is.
+    conn.buffer.reserve(4096);
+    const auto* before = conn.buffer.data().data();
+    pool.lend_buffer(conn, 8192);
+    BOOST_TEST(conn.buffer.data().data() == before);
+    conn.buffer.commit(boost::asio::buffer_copy(conn.buffer.prepare(1500), boost::asio::buffer(std::string(1500, 'x'))));
+    before = conn.buffer.data().data();
+    pool.lend_buffer(conn, 2048);
+    BOOST_TEST(conn.buffer.data().data() == before);
+    BOOST_TEST(conn.buffer.size() == 1502u);
+}
