@@ -71,6 +71,9 @@ struct attempt_record {
     /// model's prices (a surprise). Frugal's own words, never the provider's text.
     std::string anomaly;
     std::uint64_t record_id = 0; ///< set by the store
+    /// The guard's id of the reservation this settled (0 when none held anything: a free
+    /// call, a denial); set by the guard.
+    std::uint64_t reservation_id = 0;
     bool operator==(const attempt_record&) const = default;
 };
 

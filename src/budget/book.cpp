@@ -323,11 +323,21 @@ std::set<std::string, std::less<>> book::arrivals(const std::vector<budget_spec>
     return out;
 }
 
-void book::reconfigure(
+bool arrival_plan::uncounted(const attempt_record& r) const noexcept
+{
+    if (r.reservation_id == 0)
+        return r.time_ms < time_ms;
+    if (r.reservation_id >= next_id && r.time_ms >= time_ms)
+        return false; // granted after: charged to them
+    const std::pair<std::uint64_t, std::int64_t> key{r.reservation_id, r.time_ms};
+    return !std::binary_search(in_flight.begin(), in_flight.end(), key);
+}
+
+arrival_plan book::reconfigure(
     const std::vector<budget_spec>& specs,
     const std::set<std::string, std::less<>>& arriving,
-    std::span<const budget_seed> seeds,
-    std::int64_t now_ms)
+    std::int64_t now_ms,
+    std::uint64_t next_id)
 {
     const spec_index index(specs);
     templates_.clear();
@@ -351,15 +361,14 @@ void book::reconfigure(
         if (a.name.find(':') == std::string::npos)
             global_.push_back(&a);
     }
-    std::unordered_map<std::string_view, money> seed_of;
-    for (const auto& z : seeds)
-        seed_of.emplace(z.name, z.committed);
+    arrival_plan plan;
+    plan.next_id = next_id;
+    plan.time_ms = now_ms;
     std::unordered_map<std::string_view, budget_account*> came; // by name
     std::vector<budget_account*> came_global;
     auto arrive = [&](budget_account& a) {
         a.roll(window_of(a.period, now_ms));
-        if (const auto it = seed_of.find(a.name); it != seed_of.end())
-            a.current.committed = std::max(a.current.committed, it->second);
+        plan.came.push_back({&a, a.current.window, a.current.committed});
         if (a.name.find(':') == std::string::npos)
             came_global.push_back(&a);
         else
@@ -373,17 +382,14 @@ void book::reconfigure(
         if (a.name.find(':') == std::string::npos)
             global_.push_back(&a);
     }
-    // A new template's instances that spent before it came: made now, with their spend.
-    for (const auto& z : seeds)
-        if (!by_name_.contains(z.name))
-            if (auto* a = find_or_make(z.name))
-                arrive(*a);
     // Requests in flight under a budget that came were granted without it: each counts at its
-    // worst case, as spent, for the rest of the period (their records come after the seeds).
-    // A new template's instance whose only spend is in flight is made here.
+    // worst case, as spent, for the rest of the period (the ledger's record of it, when it
+    // comes, is not counted again). A new template's instance whose only spend is in flight
+    // is made here.
     for (const auto& r : slots_) {
         if (!r.in_use || r.free || r.orphan)
             continue;
+        plan.in_flight.emplace_back(r.id, r.time_ms);
         for (const auto& key : r.keys) {
             const auto* s = index.find(key);
             if (s == nullptr || !arriving.contains(s->name) || by_name_.contains(key))
@@ -392,6 +398,7 @@ void book::reconfigure(
                 arrive(*a);
         }
     }
+    std::sort(plan.in_flight.begin(), plan.in_flight.end());
     for (const auto& r : slots_) {
         if (!r.in_use || r.free || r.orphan)
             continue;
@@ -411,6 +418,36 @@ void book::reconfigure(
             if (it != came.end() && !repeated)
                 count(it->second);
         }
+    }
+    return plan;
+}
+
+void book::seed(const arrival_plan& plan, std::span<const budget_seed> seeds, std::int64_t now_ms)
+{
+    std::unordered_map<std::string_view, const arrival_plan::arrival*> came;
+    for (const auto& c : plan.came)
+        came.emplace(c.account->name, &c);
+    for (const auto& z : seeds) {
+        const auto found = came.find(z.name);
+        if (found != came.end() && !found->second->account->retired) {
+            const auto* it = found->second;
+            // It counts its own spend of the period already (a budget back), and what was in
+            // flight when it came.
+            if (it->account->current.window == it->window && z.committed > it->own)
+                it->account->current.committed += z.committed - it->own;
+            continue;
+        }
+        // A new template's instance that spent before its template came: made now, or made
+        // since by a request (whose spend it counts, and the records of which were left out).
+        auto* a = find_or_make(z.name);
+        if (a == nullptr)
+            continue;
+        const auto window = window_of(a->period, now_ms);
+        if (window < a->current.window)
+            continue;
+        a->roll(window);
+        if (window == window_of(a->period, plan.time_ms))
+            a->current.committed += z.committed;
     }
 }
 

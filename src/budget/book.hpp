@@ -114,6 +114,26 @@ struct budget_seed {
     money committed;
 };
 
+// What `book::reconfigure` did for the budgets that came, for `book::seed` to finish once the
+// ledger has been read: which accounts came with what spend of their own, and which records
+// the ledger may hold that they count already.
+struct arrival_plan {
+    struct arrival {
+        budget_account* account = nullptr;
+        std::int64_t window = 0;
+        money own; // its spend of the period when it came (a budget back), before the in-flight
+    };
+    std::vector<arrival> came;
+    // Reservations in flight when they came, as (id, time_ms): counted at their worst case or
+    // charged to them, so their records are not counted again.
+    std::vector<std::pair<std::uint64_t, std::int64_t>> in_flight;
+    std::uint64_t next_id = 0; // ids from here on, at `time_ms` or later, came after: charged
+    std::int64_t time_ms = 0;
+
+    // Whether `r` is spend the budgets that came have not counted: settled before they came.
+    bool uncounted(const attempt_record& r) const noexcept;
+};
+
 // The spec each budget name is under in `specs`: its own, else its kind's template
 // ("user:*"). Hashed, so a reload of many tenants costs a lookup per account, not a scan.
 // Views into `specs`, which must outlive it.
@@ -158,14 +178,18 @@ public:
 
     // Puts `specs` (checked) in force at `now_ms`. A budget that stays takes its new cap (a
     // raised cap lifts a trip, not a stop); one that goes is retired (its open reservations
-    // settle into it); one that comes starts its period at `seeds`' spend (0 when absent) plus
-    // the worst case of each request in flight under its key, and one that comes back with its
-    // period is the account it was, its reservations still held.
-    void reconfigure(
+    // settle into it); one that comes counts the worst case of each request in flight under
+    // its key (until `seed` adds what it spent before), and one that comes back with its
+    // period is the account it was, its reservations still held. `next_id` is the id the next
+    // reservation will get.
+    arrival_plan reconfigure(
         const std::vector<budget_spec>& specs,
         const std::set<std::string, std::less<>>& arriving,
-        std::span<const budget_seed> seeds,
-        std::int64_t now_ms);
+        std::int64_t now_ms,
+        std::uint64_t next_id);
+    // Adds to the budgets that came what `seeds` (from records `plan.uncounted` kept, and the
+    // store's spend read before they came) says they spent before, beyond what they count.
+    void seed(const arrival_plan& plan, std::span<const budget_seed> seeds, std::int64_t now_ms);
 
     // The budget windows a request under `keys` is charged to at `now_ms`, rolling windows.
     boost::system::error_code resolve(

@@ -198,70 +198,56 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
 {
     const std::lock_guard one_at_a_time(config_mu_);
     const auto now = now_ms();
+    std::set<std::string, std::less<>> arriving;
+    {
+        const std::lock_guard lock(mu_);
+        if (auto ec = book_.check_reconfigure(budgets, detail))
+            return ec;
+        arriving = book_.arrivals(budgets);
+    }
     // The notes first: a store that cannot keep the caps changes nothing. The arrivals noted
     // are those of the current periods, and the budgets that come now.
     std::map<std::string, std::int64_t, std::less<>> arrived;
-    {
-        std::set<std::string, std::less<>> coming;
-        {
-            const std::lock_guard lock(mu_);
-            coming = book_.arrivals(budgets);
-        }
-        for (const auto& b : budgets) {
-            const auto window = window_of(b.period, now);
-            const auto kept = arrived_.find(b.name);
-            if (coming.contains(b.name) || (kept != arrived_.end() && kept->second == window))
-                arrived.insert_or_assign(b.name, window);
-        }
+    for (const auto& b : budgets) {
+        const auto window = window_of(b.period, now);
+        const auto kept = arrived_.find(b.name);
+        if (arriving.contains(b.name) || (kept != arrived_.end() && kept->second == window))
+            arrived.insert_or_assign(b.name, window);
     }
     if (auto ec = note_budgets(budgets, arrived, detail))
         return ec;
-    std::vector<std::shared_ptr<cancel_state>> none;
-    std::vector<completion> done;
-    std::set<std::string, std::less<>> arriving;
-    std::vector<budget_seed> seeds;
-    error_code refused;
-    // What the budgets that come spent before they had a cap is read between two holds of the
-    // decisions' lock (with a SQLite store, off it; with the others, a store call holds it).
-    // A budget that a request made come meanwhile (a template's instance) is read again.
-    for (int attempt = 0;; ++attempt) {
-        {
-            const std::lock_guard lock(mu_);
-            refused = book_.check_reconfigure(budgets, detail);
-            if (refused)
-                break;
-            auto now_arriving = book_.arrivals(budgets);
-            if (attempt > 0 && now_arriving == arriving) {
-                book_.reconfigure(budgets, arriving, seeds, now);
-                params_.budgets = std::move(budgets);
-                // A raised cap may serve requests that wait; a lowered one may deny them.
-                pump(done);
-                break;
-            }
-            arriving = std::move(now_arriving);
-            if (arriving.empty()) {
-                book_.reconfigure(budgets, arriving, {}, now);
-                params_.budgets = std::move(budgets);
-                pump(done);
-                break;
-            }
-        }
-        budget_store_state st;
-        std::vector<attempt_record> records;
-        auto ec = store_call([&](budget_store& s) { return s.load(st); });
-        if (!ec) {
-            auto since = std::numeric_limits<std::int64_t>::max();
-            for (const auto& s : budgets)
-                if (arriving.contains(s.name))
-                    since = std::min(since, period_start_ms(s.period, now));
-            ec = store_call([&](budget_store& s) { return s.read_ledger(since, records); });
-        }
-        if (ec) {
+    // The store's spend of the budgets that come, before they come (a fleet's, or an earlier
+    // run's): read now, so it holds nothing they will be charged.
+    budget_store_state st;
+    if (!arriving.empty()) {
+        if (auto ec = store_call([&](budget_store& s) { return s.load(st); })) {
             detail = "the budget store could not be read: " + ec.message();
             restore_note();
             return error::budget_store_failed;
         }
-        seeds = seeds_of(budgets, arriving, st.committed, records, now);
+    }
+    std::vector<std::shared_ptr<cancel_state>> none;
+    std::vector<completion> done;
+    arrival_plan plan;
+    std::vector<attempt_record> unwritten;
+    error_code refused;
+    {
+        const std::lock_guard lock(mu_);
+        // Checked again: a request may have made a template's instance since.
+        refused = book_.check_reconfigure(budgets, detail);
+        if (!refused) {
+            plan = book_.reconfigure(budgets, arriving, now_ms(), next_id_);
+            for (const auto& u : unwritten_) {
+                auto& r = unwritten.emplace_back();
+                r.reservation_id = u.reservation_id;
+                r.time_ms = u.time_ms;
+                r.keys = u.keys;
+                r.cost = u.cost;
+            }
+            params_.budgets = std::move(budgets);
+            // A raised cap may serve requests that wait; a lowered one may deny them.
+            pump(done);
+        }
     }
     if (refused) {
         restore_note();
@@ -269,7 +255,43 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
     }
     arrived_ = std::move(arrived);
     finish(none, done);
+    if (arriving.empty())
+        return {};
+    // What the budgets that came spent before, from the ledger read after they came: every
+    // record settled before is in it, and the plan leaves out those they count already (in
+    // flight when they came, or granted since). A ledger that cannot be read leaves them the
+    // store's spend and the requests in flight.
+    std::vector<attempt_record> records;
+    const auto params = params_now();
+    auto since = std::numeric_limits<std::int64_t>::max();
+    for (const auto& b : params)
+        if (arriving.contains(b.name))
+            since = std::min(since, period_start_ms(b.period, now));
+    if (store_call([&](budget_store& s) { return s.read_ledger(since, records); }))
+        records.clear();
+    // Settled before they came but not yet written when the ledger was read.
+    for (auto& u : unwritten) {
+        const bool read = std::any_of(records.begin(), records.end(), [&](const attempt_record& r) {
+            return r.reservation_id == u.reservation_id && r.time_ms == u.time_ms;
+        });
+        if (!read)
+            records.push_back(std::move(u));
+    }
+    std::erase_if(records, [&](const attempt_record& r) { return !plan.uncounted(r); });
+    const auto seeds = seeds_of(params, arriving, st.committed, records, now);
+    {
+        const std::lock_guard lock(mu_);
+        book_.seed(plan, seeds, now);
+        pump(done);
+    }
+    finish(none, done);
     return {};
+}
+
+std::vector<budget_spec> guard_impl::params_now()
+{
+    const std::lock_guard lock(mu_);
+    return params_.budgets;
 }
 
 // Puts back the note of the caps in force, after a change that was refused. The refusal is

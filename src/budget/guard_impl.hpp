@@ -121,6 +121,7 @@ public:
         const std::map<std::string, std::int64_t, std::less<>>& arrived,
         std::string& detail);
     void restore_note();
+    std::vector<budget_spec> params_now();
 
     // Pricing and granting (guard_grant.cpp).
     std::int64_t now_ms() const;
@@ -231,6 +232,14 @@ public:
     bool failed_ = false;
     bool keeps_ = true;
     bool async_store_ = false; // the store's reservations are awaited (confirm)
+    // Settlements in the book that a store written after the lock has yet to write.
+    struct unwritten {
+        std::uint64_t reservation_id = 0;
+        std::int64_t time_ms = 0;
+        std::string keys;
+        money cost;
+    };
+    std::vector<unwritten> unwritten_;
     std::vector<charge_ref> scratch_;
     std::vector<budget_charge_view> views_;
     std::vector<budget_account*> reached_;

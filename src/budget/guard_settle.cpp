@@ -58,8 +58,13 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
         if (r.free && record.cost == money())
             views_.clear(); // nothing to charge: the ledger record alone
         id = r.free ? 0 : r.id;
-        if (writes_after_lock())
+        record.reservation_id = id;
+        if (writes_after_lock()) {
             views.assign(views_.begin(), views_.end()); // the names live as long as the guard
+            // Settled in the book, not yet in the ledger: a budget that comes meanwhile counts
+            // it from here (book::arrival_plan).
+            unwritten_.push_back({id, record.time_ms, record.keys, record.cost});
+        }
         reached_.clear();
         book_.commit(r, record.cost, reached_);
         if (surprise)
@@ -83,9 +88,15 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
             const std::lock_guard store_lock(store_mu_);
             ec = store_->settle(id, views, record);
         }
-        if (ec) {
+        {
             const std::lock_guard lock(mu_);
-            fail(to_cancel);
+            const auto it = std::find_if(unwritten_.begin(), unwritten_.end(), [&](const auto& u) {
+                return u.reservation_id == id && u.time_ms == record.time_ms;
+            });
+            if (it != unwritten_.end())
+                unwritten_.erase(it);
+            if (ec)
+                fail(to_cancel);
         }
     }
     finish(to_cancel, done);

@@ -166,6 +166,7 @@ public:
             head_ = (head_ + 1) % ring_.size();
         }
         e->record_id = r.record_id;
+        e->reservation_id = r.reservation_id;
         e->time_ms = r.time_ms;
         e->request_id = r.request_id;
         e->prompt_tokens = r.prompt_tokens;
@@ -231,6 +232,7 @@ public:
                 continue;
             attempt_record r;
             r.record_id = e.record_id;
+            r.reservation_id = e.reservation_id;
             r.time_ms = e.time_ms;
             r.request_id = e.request_id;
             r.generation_id = e.generation_id;
@@ -259,6 +261,7 @@ private:
     };
     struct entry {
         std::uint64_t record_id = 0;
+        std::uint64_t reservation_id = 0;
         std::int64_t time_ms = 0;
         std::uint64_t request_id = 0;
         std::uint64_t prompt_tokens = 0;

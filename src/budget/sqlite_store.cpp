@@ -305,7 +305,9 @@ public:
             s.bind(12, std::int64_t{rec.estimated ? 1 : 0});
             s.bind(13, rec.latency_us);
             s.bind(14, rec.keys);
-            s.bind(15, static_cast<std::int64_t>(reservation_id));
+            // A fleet's store settles its reservations in Redis and tells the ledger none: the
+            // record still names the guard's reservation.
+            s.bind(15, static_cast<std::int64_t>(reservation_id != 0 ? reservation_id : rec.reservation_id));
             s.bind(16, encode_charges(charges));
             s.bind(17, rec.reason);
             s.bind(18, rec.anomaly);
@@ -369,7 +371,7 @@ public:
                         "model_served, provider, prompt_tokens, completion_tokens, cost, outcome, "
                         "estimated, latency_us, keys, ") +
             (has_reason_ ? "reason" : "''") + ", " + (has_anomaly_ ? "anomaly" : "''") +
-            " FROM ledger WHERE time_ms >= ?1 ORDER BY id";
+            ", reservation_id FROM ledger WHERE time_ms >= ?1 ORDER BY id";
         if (s.prepare(db_, sql.c_str()) != SQLITE_OK)
             return error::budget_store_failed;
         s.bind(1, since_ms);
@@ -393,6 +395,7 @@ public:
             r.keys = s.text(14);
             r.reason = s.text(15);
             r.anomaly = s.text(16);
+            r.reservation_id = static_cast<std::uint64_t>(s.int64(17));
             out.push_back(std::move(r));
         }
         return rc == SQLITE_DONE ? error_code() : error_code(error::budget_store_failed);
