@@ -326,11 +326,10 @@ std::set<std::string, std::less<>> book::arrivals(const std::vector<budget_spec>
 bool arrival_plan::uncounted(const attempt_record& r) const noexcept
 {
     if (r.reservation_id == 0)
-        return r.time_ms < time_ms;
-    if (r.reservation_id >= next_id && r.time_ms >= time_ms)
+        return true; // nothing held (a free call, a denial): charged to no budget that came
+    if (r.reservation_id >= next_id)
         return false; // granted after: charged to them
-    const std::pair<std::uint64_t, std::int64_t> key{r.reservation_id, r.time_ms};
-    return !std::binary_search(in_flight.begin(), in_flight.end(), key);
+    return !std::binary_search(in_flight.begin(), in_flight.end(), r.reservation_id);
 }
 
 arrival_plan book::reconfigure(
@@ -366,8 +365,12 @@ arrival_plan book::reconfigure(
     plan.time_ms = now_ms;
     std::unordered_map<std::string_view, budget_account*> came; // by name
     std::vector<budget_account*> came_global;
+    for (const auto& name : arriving)
+        if (is_template(name))
+            seeding_kinds_.insert(name.substr(0, name.size() - 1));
     auto arrive = [&](budget_account& a) {
         a.roll(window_of(a.period, now_ms));
+        a.seeding = true;
         plan.came.push_back({&a, a.current.window, a.current.committed});
         if (a.name.find(':') == std::string::npos)
             came_global.push_back(&a);
@@ -389,7 +392,7 @@ arrival_plan book::reconfigure(
     for (const auto& r : slots_) {
         if (!r.in_use || r.free || r.orphan)
             continue;
-        plan.in_flight.emplace_back(r.id, r.time_ms);
+        plan.in_flight.push_back(r.id);
         for (const auto& key : r.keys) {
             const auto* s = index.find(key);
             if (s == nullptr || !arriving.contains(s->name) || by_name_.contains(key))
@@ -449,6 +452,22 @@ void book::seed(const arrival_plan& plan, std::span<const budget_seed> seeds, st
         if (window == window_of(a->period, plan.time_ms))
             a->current.committed += z.committed;
     }
+    for (auto& a : accounts_)
+        a.seeding = false;
+    seeding_kinds_.clear();
+}
+
+void book::seed_failed(const std::string& why)
+{
+    for (auto& a : accounts_) {
+        if (!a.seeding)
+            continue;
+        a.seeding = false;
+        if (!a.stopped)
+            a.stopped_by = why;
+        a.stopped = true;
+    }
+    seeding_kinds_.clear();
 }
 
 budget_account& book::make(std::string_view name, const spec_entry& s)
@@ -462,6 +481,9 @@ budget_account& book::make(std::string_view name, const spec_entry& s)
             if (old.period != s.period)
                 continue;
             old.retired = false;
+            const auto colon = name.find(':');
+            old.seeding = colon != std::string_view::npos &&
+                          seeding_kinds_.contains(name.substr(0, colon + 1));
             if (s.cap > old.cap && !old.stopped)
                 old.tripped = false; // the cap reached was the old one
             old.cap = s.cap;
@@ -473,6 +495,11 @@ budget_account& book::make(std::string_view name, const spec_entry& s)
         }
     }
     auto& a = accounts_.emplace_back();
+    if (!seeding_kinds_.empty()) {
+        const auto colon = name.find(':');
+        a.seeding = colon != std::string_view::npos &&
+                    seeding_kinds_.contains(name.substr(0, colon + 1));
+    }
     a.index = static_cast<std::uint32_t>(accounts_.size() - 1);
     a.name = std::string(name);
     a.cap = s.cap;
@@ -557,6 +584,12 @@ decision book::decide(
         const auto h = c.account->headroom();
         if (c.account->tripped || c.account->stopped) {
             d.result = shortfall::denied;
+            d.limiting = c.account;
+            return d;
+        }
+        if (c.account->seeding) {
+            // Its earlier spend is being read (budget_guard::set_budgets): a short wait.
+            d.result = shortfall::wait;
             d.limiting = c.account;
             return d;
         }

@@ -54,6 +54,7 @@ struct budget_account {
     bool tripped = false;        // the cap was reached: paid requests are refused
     bool stopped = false;        // a surprise was charged here: every request is refused
     bool retired = false;        // dropped by `book::reconfigure`: only its reservations remain
+    bool seeding = false;        // came, its earlier spend not yet read: requests wait
     std::string stopped_by;      // the surprise, as the ledger says it
     std::uint32_t in_flight = 0; // open reservations a settlement can come from (not orphans)
     std::int64_t ends_ms = std::numeric_limits<std::int64_t>::min(); // the current period's end
@@ -124,10 +125,10 @@ struct arrival_plan {
         money own; // its spend of the period when it came (a budget back), before the in-flight
     };
     std::vector<arrival> came;
-    // Reservations in flight when they came, as (id, time_ms): counted at their worst case or
-    // charged to them, so their records are not counted again.
-    std::vector<std::pair<std::uint64_t, std::int64_t>> in_flight;
-    std::uint64_t next_id = 0; // ids from here on, at `time_ms` or later, came after: charged
+    // Ids of the reservations in flight when they came (sorted): counted at their worst case
+    // or charged to them, so their records are not counted again.
+    std::vector<std::uint64_t> in_flight;
+    std::uint64_t next_id = 0; // ids from here on were granted after: charged to them
     std::int64_t time_ms = 0;
 
     // Whether `r` is spend the budgets that came have not counted: settled before they came.
@@ -189,7 +190,11 @@ public:
         std::uint64_t next_id);
     // Adds to the budgets that came what `seeds` (from records `plan.uncounted` kept, and the
     // store's spend read before they came) says they spent before, beyond what they count.
+    // Until then the budgets that came (and instances of templates that came, made meanwhile)
+    // grant nothing: their earlier spend is not counted yet. `unread` (the ledger could not be
+    // read): they are stopped instead, saying why.
     void seed(const arrival_plan& plan, std::span<const budget_seed> seeds, std::int64_t now_ms);
+    void seed_failed(const std::string& why);
 
     // The budget windows a request under `keys` is charged to at `now_ms`, rolling windows.
     boost::system::error_code resolve(
@@ -262,6 +267,7 @@ private:
     std::unordered_map<std::string, std::vector<budget_account*>, name_hash, std::equal_to<>>
         retired_;
     std::unordered_map<std::string, spec_entry> templates_; // "user:" → the cap of each user
+    std::set<std::string, std::less<>> seeding_kinds_;       // templates that came, being seeded
     std::deque<open_reservation> slots_;
     std::vector<std::uint32_t> free_;
 };

@@ -236,6 +236,8 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
         // Checked again: a request may have made a template's instance since.
         refused = book_.check_reconfigure(budgets, detail);
         if (!refused) {
+            // Again too: an instance made since is in force, with its own spend.
+            arriving = book_.arrivals(budgets);
             plan = book_.reconfigure(budgets, arriving, now_ms(), next_id_);
             for (const auto& u : unwritten_) {
                 auto& r = unwritten.emplace_back();
@@ -259,29 +261,38 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
         return {};
     // What the budgets that came spent before, from the ledger read after they came: every
     // record settled before is in it, and the plan leaves out those they count already (in
-    // flight when they came, or granted since). A ledger that cannot be read leaves them the
-    // store's spend and the requests in flight.
+    // flight when they came, or granted since). Meanwhile they grant nothing (requests wait).
+    // A ledger that cannot be read stops them: their earlier spend is unknown.
     std::vector<attempt_record> records;
     const auto params = params_now();
     auto since = std::numeric_limits<std::int64_t>::max();
     for (const auto& b : params)
         if (arriving.contains(b.name))
-            since = std::min(since, period_start_ms(b.period, now));
-    if (store_call([&](budget_store& s) { return s.read_ledger(since, records); }))
-        records.clear();
+            since = std::min(since, period_start_ms(b.period, plan.time_ms));
+    if (auto ec = store_call([&](budget_store& s) { return s.read_ledger(since, records); })) {
+        {
+            const std::lock_guard lock(mu_);
+            book_.seed_failed(
+                "the ledger could not be read when this budget came (" + ec.message() +
+                "): what it spent before is unknown; reset it once the ledger reads");
+            pump(done);
+        }
+        finish(none, done);
+        return {};
+    }
     // Settled before they came but not yet written when the ledger was read.
     for (auto& u : unwritten) {
         const bool read = std::any_of(records.begin(), records.end(), [&](const attempt_record& r) {
-            return r.reservation_id == u.reservation_id && r.time_ms == u.time_ms;
+            return r.reservation_id == u.reservation_id;
         });
         if (!read)
             records.push_back(std::move(u));
     }
     std::erase_if(records, [&](const attempt_record& r) { return !plan.uncounted(r); });
-    const auto seeds = seeds_of(params, arriving, st.committed, records, now);
+    const auto seeds = seeds_of(params, arriving, st.committed, records, plan.time_ms);
     {
         const std::lock_guard lock(mu_);
-        book_.seed(plan, seeds, now);
+        book_.seed(plan, seeds, plan.time_ms);
         pump(done);
     }
     finish(none, done);

@@ -63,7 +63,8 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
             views.assign(views_.begin(), views_.end()); // the names live as long as the guard
             // Settled in the book, not yet in the ledger: a budget that comes meanwhile counts
             // it from here (book::arrival_plan).
-            unwritten_.push_back({id, record.time_ms, record.keys, record.cost});
+            if (id != 0)
+                unwritten_.push_back({id, record.time_ms, record.keys, record.cost});
         }
         reached_.clear();
         book_.commit(r, record.cost, reached_);
@@ -88,12 +89,12 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
             const std::lock_guard store_lock(store_mu_);
             ec = store_->settle(id, views, record);
         }
-        {
+        if (id != 0 || ec) {
             const std::lock_guard lock(mu_);
             const auto it = std::find_if(unwritten_.begin(), unwritten_.end(), [&](const auto& u) {
-                return u.reservation_id == id && u.time_ms == record.time_ms;
+                return u.reservation_id == id;
             });
-            if (it != unwritten_.end())
+            if (id != 0 && it != unwritten_.end())
                 unwritten_.erase(it);
             if (ec)
                 fail(to_cancel);

@@ -111,7 +111,8 @@ error_code redis_store::load(budget_store_state& out)
     // the processes that made them (a dead one's expire into spend).
     out.committed.clear();
     out.open.clear();
-    out.next_id = 1; // ids are this process's; Redis knows them as INSTANCE.ID
+    // Ids go on from the local ledger's (Redis knows them as INSTANCE.ID): a ledger record
+    // names its reservation by them, across runs.
     bool malformed = false;
     auto w = std::make_shared<waiter>();
     w->on_reply = [&out, &malformed](const redisReply* r) {
