@@ -370,6 +370,12 @@ arrival_plan book::reconfigure(
             seeding_kinds_.insert(name.substr(0, name.size() - 1));
     auto arrive = [&](budget_account& a) {
         a.roll(window_of(a.period, now_ms));
+        if (a.unread) {
+            // Brought back to be read again: the stop was for want of that reading.
+            a.stopped = false;
+            a.stopped_by.clear();
+            a.unread = false;
+        }
         a.seeding = true;
         plan.came.push_back({&a, a.current.window, a.current.committed});
         if (a.name.find(':') == std::string::npos)
@@ -385,6 +391,24 @@ arrival_plan book::reconfigure(
         if (a.name.find(':') == std::string::npos)
             global_.push_back(&a);
     }
+    // A template that comes back brings back its instances (of its period) now, with the spend
+    // they kept, so what they spent since they went is added to it, not all of it again.
+    std::vector<std::string> back;
+    for (const auto& [name, kept] : retired_) {
+        const auto* s = index.find(name);
+        if (s != nullptr && is_template(s->name) && arriving.contains(s->name) &&
+            std::any_of(kept.begin(), kept.end(), [&](const budget_account* k) {
+                return k->period == s->period;
+            }))
+            back.push_back(name);
+    }
+    for (const auto& name : back)
+        if (auto* a = find_or_make(name))
+            arrive(*a);
+    for (auto it = unread_kinds_.begin(); it != unread_kinds_.end();)
+        it = templates_.contains(it->first) && !arriving.contains(it->first + "*")
+                 ? std::next(it)
+                 : unread_kinds_.erase(it);
     // Requests in flight under a budget that came were granted without it: each counts at its
     // worst case, as spent, for the rest of the period (the ledger's record of it, when it
     // comes, is not counted again). A new template's instance whose only spend is in flight
@@ -463,10 +487,15 @@ void book::seed_failed(const std::string& why)
         if (!a.seeding)
             continue;
         a.seeding = false;
-        if (!a.stopped)
+        if (!a.stopped) {
             a.stopped_by = why;
+            a.unread = true;
+        }
         a.stopped = true;
     }
+    // Instances of those templates made later are stopped for the same reason.
+    for (const auto& kind : seeding_kinds_)
+        unread_kinds_.insert_or_assign(kind, why);
     seeding_kinds_.clear();
 }
 
@@ -495,10 +524,16 @@ budget_account& book::make(std::string_view name, const spec_entry& s)
         }
     }
     auto& a = accounts_.emplace_back();
-    if (!seeding_kinds_.empty()) {
+    if (!seeding_kinds_.empty() || !unread_kinds_.empty()) {
         const auto colon = name.find(':');
-        a.seeding = colon != std::string_view::npos &&
-                    seeding_kinds_.contains(name.substr(0, colon + 1));
+        const auto kind = colon == std::string_view::npos ? std::string_view()
+                                                            : name.substr(0, colon + 1);
+        a.seeding = !kind.empty() && seeding_kinds_.contains(kind);
+        if (const auto u = unread_kinds_.find(kind); !kind.empty() && u != unread_kinds_.end()) {
+            a.stopped = true;
+            a.stopped_by = u->second;
+            a.unread = true;
+        }
     }
     a.index = static_cast<std::uint32_t>(accounts_.size() - 1);
     a.name = std::string(name);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <limits>
+#include <map>
 #include <memory>
 #include <set>
 #include <span>
@@ -55,6 +56,7 @@ struct budget_account {
     bool stopped = false;        // a surprise was charged here: every request is refused
     bool retired = false;        // dropped by `book::reconfigure`: only its reservations remain
     bool seeding = false;        // came, its earlier spend not yet read: requests wait
+    bool unread = false;         // stopped because that spend could not be read
     std::string stopped_by;      // the surprise, as the ledger says it
     std::uint32_t in_flight = 0; // open reservations a settlement can come from (not orphans)
     std::int64_t ends_ms = std::numeric_limits<std::int64_t>::min(); // the current period's end
@@ -268,6 +270,7 @@ private:
         retired_;
     std::unordered_map<std::string, spec_entry> templates_; // "user:" → the cap of each user
     std::set<std::string, std::less<>> seeding_kinds_;       // templates that came, being seeded
+    std::map<std::string, std::string, std::less<>> unread_kinds_; // came, ledger unread: why
     std::deque<open_reservation> slots_;
     std::vector<std::uint32_t> free_;
 };

@@ -263,6 +263,24 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
     // record settled before is in it, and the plan leaves out those they count already (in
     // flight when they came, or granted since). Meanwhile they grant nothing (requests wait).
     // A ledger that cannot be read stops them: their earlier spend is unknown.
+    // Whatever happens from here, the budgets that came do not stay waiting.
+    struct unseeded_on_throw {
+        guard_impl& g;
+        bool armed = true;
+        ~unseeded_on_throw()
+        {
+            if (!armed)
+                return;
+            std::vector<completion> left;
+            {
+                const std::lock_guard lock(g.mu_);
+                g.book_.seed_failed("an error while reading what this budget spent before it came");
+                g.pump(left);
+            }
+            std::vector<std::shared_ptr<cancel_state>> no_cancel;
+            g.finish(no_cancel, left);
+        }
+    } on_throw{*this};
     std::vector<attempt_record> records;
     const auto params = params_now();
     auto since = std::numeric_limits<std::int64_t>::max();
@@ -270,11 +288,13 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
         if (arriving.contains(b.name))
             since = std::min(since, period_start_ms(b.period, plan.time_ms));
     if (auto ec = store_call([&](budget_store& s) { return s.read_ledger(since, records); })) {
+        on_throw.armed = false;
         {
             const std::lock_guard lock(mu_);
             book_.seed_failed(
                 "the ledger could not be read when this budget came (" + ec.message() +
-                "): what it spent before is unknown; reset it once the ledger reads");
+                "): what it spent before is unknown; drop it and bring it back, or restart, "
+                "once the ledger reads");
             pump(done);
         }
         finish(none, done);
@@ -290,6 +310,7 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
     }
     std::erase_if(records, [&](const attempt_record& r) { return !plan.uncounted(r); });
     const auto seeds = seeds_of(params, arriving, st.committed, records, plan.time_ms);
+    on_throw.armed = false;
     {
         const std::lock_guard lock(mu_);
         book_.seed(plan, seeds, plan.time_ms);

@@ -385,6 +385,26 @@ BOOST_AUTO_TEST_CASE(a_budget_that_came_while_a_guard_ran_keeps_its_earlier_spen
     BOOST_TEST((f.budget("tenant:b")->committed == money()));
 }
 
+BOOST_AUTO_TEST_CASE(a_template_back_brings_back_its_instances_with_their_spend_counted_once)
+{
+    fixture f({{"user:*", usd("5"), budget_period::daily}});
+    f.spend("user:bob", "0.4");
+    auto in_flight = f.reserve("user:bob"); // charged to user:bob before the template goes
+    BOOST_TEST_REQUIRE(in_flight.active());
+    in_flight.mark_sent();
+    BOOST_TEST(!f.guard->set_budgets({}));
+    f.spend("user:bob", "0.1"); // no cap meanwhile
+    frugal::attempt_record rec;
+    rec.cost = usd("0.2");
+    rec.keys = "user:bob";
+    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST(!f.guard->set_budgets({{"user:*", usd("5"), budget_period::daily}}, &f.diag),
+               f.diag.message);
+    const auto bob = f.budget("user:bob");
+    BOOST_TEST_REQUIRE(bob.has_value());
+    BOOST_TEST((bob->committed == usd("0.7"))); // 0.4 + 0.2 it kept, and the 0.1 without a cap
+}
+
 BOOST_AUTO_TEST_CASE(a_template_cap_changed_reaches_every_instance)
 {
     fixture f({{"user:*", usd("0.5"), budget_period::daily}});
