@@ -140,6 +140,13 @@ money budget_account::headroom() const noexcept
 
 namespace {
 
+// The kind of a budget name, up to and with its first colon ("user:" of "user:42"), or empty.
+std::string_view kind_of(std::string_view name) noexcept
+{
+    const auto colon = name.find(':');
+    return colon == std::string_view::npos ? std::string_view() : name.substr(0, colon + 1);
+}
+
 // "kind:*": every budget key of that kind has a budget of its own, made when first charged.
 bool is_template(std::string_view name) noexcept
 {
@@ -247,10 +254,10 @@ const budget_spec* spec_index::find(std::string_view name) const noexcept
 {
     if (const auto it = names_.find(name); it != names_.end())
         return it->second;
-    const auto colon = name.find(':');
-    if (colon == std::string_view::npos)
+    const auto kind = kind_of(name);
+    if (kind.empty())
         return nullptr;
-    const auto it = kinds_.find(name.substr(0, colon + 1));
+    const auto it = kinds_.find(kind);
     return it == kinds_.end() ? nullptr : it->second;
 }
 
@@ -510,9 +517,7 @@ budget_account& book::make(std::string_view name, const spec_entry& s)
             if (old.period != s.period)
                 continue;
             old.retired = false;
-            const auto colon = name.find(':');
-            old.seeding = colon != std::string_view::npos &&
-                          seeding_kinds_.contains(name.substr(0, colon + 1));
+            old.seeding = seeding_kinds_.contains(kind_of(name));
             if (s.cap > old.cap && !old.stopped)
                 old.tripped = false; // the cap reached was the old one
             old.cap = s.cap;
@@ -525,11 +530,9 @@ budget_account& book::make(std::string_view name, const spec_entry& s)
     }
     auto& a = accounts_.emplace_back();
     if (!seeding_kinds_.empty() || !unread_kinds_.empty()) {
-        const auto colon = name.find(':');
-        const auto kind = colon == std::string_view::npos ? std::string_view()
-                                                            : name.substr(0, colon + 1);
-        a.seeding = !kind.empty() && seeding_kinds_.contains(kind);
-        if (const auto u = unread_kinds_.find(kind); !kind.empty() && u != unread_kinds_.end()) {
+        const auto kind = kind_of(name);
+        a.seeding = seeding_kinds_.contains(kind); // a kind is never empty
+        if (const auto u = unread_kinds_.find(kind); u != unread_kinds_.end()) {
             a.stopped = true;
             a.stopped_by = u->second;
             a.unread = true;

@@ -88,18 +88,24 @@ error_code guard_impl::note_budgets(
     return {};
 }
 
-// The earliest start of the current periods of `specs` named in `names`: the ledger is read
-// from there on.
-std::int64_t guard_impl::earliest_start(
-    std::initializer_list<const std::set<std::string, std::less<>>*> names, std::int64_t now_ms) const
+namespace {
+
+// The earliest start of the current periods of the budgets of `specs` named in `names`: the
+// ledger is read from there on.
+std::int64_t earliest_start(
+    const std::vector<budget_spec>& specs,
+    std::initializer_list<const std::set<std::string, std::less<>>*> names,
+    std::int64_t now_ms)
 {
     auto since = std::numeric_limits<std::int64_t>::max();
-    for (const auto& s : params_.budgets)
+    for (const auto& s : specs)
         for (const auto* n : names)
             if (n->contains(s.name))
                 since = std::min(since, period_start_ms(s.period, now_ms));
     return since;
 }
+
+} // namespace
 
 error_code guard_impl::open(std::string& detail)
 {
@@ -140,7 +146,7 @@ error_code guard_impl::open(std::string& detail)
     std::vector<budget_seed> seeds;
     if (!fresh.empty() || !moved.empty()) {
         std::vector<attempt_record> records;
-        if (auto ec = store_->read_ledger(earliest_start({&fresh, &moved}, now), records)) {
+        if (auto ec = store_->read_ledger(earliest_start(params_.budgets, {&fresh, &moved}, now), records)) {
             detail = "the budget store's ledger could not be read: " + ec.message();
             return error::budget_store_failed;
         }
@@ -239,14 +245,8 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
             // Again too: an instance made since is in force, with its own spend.
             arriving = book_.arrivals(budgets);
             plan = book_.reconfigure(budgets, arriving, now_ms(), next_id_);
-            for (const auto& u : unwritten_) {
-                auto& r = unwritten.emplace_back();
-                r.reservation_id = u.reservation_id;
-                r.time_ms = u.time_ms;
-                r.keys = u.keys;
-                r.cost = u.cost;
-            }
-            params_.budgets = std::move(budgets);
+            unwritten = unwritten_;
+            params_.budgets = budgets;
             // A raised cap may serve requests that wait; a lowered one may deny them.
             pump(done);
         }
@@ -262,42 +262,32 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
     // What the budgets that came spent before, from the ledger read after they came: every
     // record settled before is in it, and the plan leaves out those they count already (in
     // flight when they came, or granted since). Meanwhile they grant nothing (requests wait).
-    // A ledger that cannot be read stops them: their earlier spend is unknown.
-    // Whatever happens from here, the budgets that came do not stay waiting.
-    struct unseeded_on_throw {
+    // Should that fail (a ledger that cannot be read, or anything thrown), they are stopped,
+    // saying why: their earlier spend is unknown, and they must not wait for ever.
+    struct stop_unless_seeded {
         guard_impl& g;
-        bool armed = true;
-        ~unseeded_on_throw()
+        std::string why = "an error while reading what this budget spent before it came";
+        bool seeded = false;
+        ~stop_unless_seeded()
         {
-            if (!armed)
+            if (seeded)
                 return;
             std::vector<completion> left;
             {
                 const std::lock_guard lock(g.mu_);
-                g.book_.seed_failed("an error while reading what this budget spent before it came");
+                g.book_.seed_failed(why);
                 g.pump(left);
             }
             std::vector<std::shared_ptr<cancel_state>> no_cancel;
             g.finish(no_cancel, left);
         }
-    } on_throw{*this};
+    } unseeded{*this};
     std::vector<attempt_record> records;
-    const auto params = params_now();
-    auto since = std::numeric_limits<std::int64_t>::max();
-    for (const auto& b : params)
-        if (arriving.contains(b.name))
-            since = std::min(since, period_start_ms(b.period, plan.time_ms));
+    const auto since = earliest_start(budgets, {&arriving}, plan.time_ms);
     if (auto ec = store_call([&](budget_store& s) { return s.read_ledger(since, records); })) {
-        on_throw.armed = false;
-        {
-            const std::lock_guard lock(mu_);
-            book_.seed_failed(
-                "the ledger could not be read when this budget came (" + ec.message() +
-                "): what it spent before is unknown; drop it and bring it back, or restart, "
-                "once the ledger reads");
-            pump(done);
-        }
-        finish(none, done);
+        unseeded.why = "the ledger could not be read when this budget came (" + ec.message() +
+                       "): what it spent before is unknown; drop it and bring it back, or "
+                       "restart, once the ledger reads";
         return {};
     }
     // Settled before they came but not yet written when the ledger was read.
@@ -309,21 +299,15 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
             records.push_back(std::move(u));
     }
     std::erase_if(records, [&](const attempt_record& r) { return !plan.uncounted(r); });
-    const auto seeds = seeds_of(params, arriving, st.committed, records, plan.time_ms);
-    on_throw.armed = false;
+    const auto seeds = seeds_of(budgets, arriving, st.committed, records, plan.time_ms);
     {
         const std::lock_guard lock(mu_);
         book_.seed(plan, seeds, plan.time_ms);
         pump(done);
     }
+    unseeded.seeded = true;
     finish(none, done);
     return {};
-}
-
-std::vector<budget_spec> guard_impl::params_now()
-{
-    const std::lock_guard lock(mu_);
-    return params_.budgets;
 }
 
 // Puts back the note of the caps in force, after a change that was refused. The refusal is

@@ -111,9 +111,6 @@ public:
         std::set<std::string, std::less<>>& fresh,
         std::set<std::string, std::less<>>& moved,
         std::string& detail);
-    std::int64_t earliest_start(
-        std::initializer_list<const std::set<std::string, std::less<>>*> names,
-        std::int64_t now_ms) const;
     error_code set_budgets(std::vector<budget_spec> budgets, std::string& detail);
     error_code note_caps(std::string& detail);
     error_code note_budgets(
@@ -121,7 +118,6 @@ public:
         const std::map<std::string, std::int64_t, std::less<>>& arrived,
         std::string& detail);
     void restore_note();
-    std::vector<budget_spec> params_now();
 
     // Pricing and granting (guard_grant.cpp).
     std::int64_t now_ms() const;
@@ -232,14 +228,9 @@ public:
     bool failed_ = false;
     bool keeps_ = true;
     bool async_store_ = false; // the store's reservations are awaited (confirm)
-    // Settlements in the book that a store written after the lock has yet to write.
-    struct unwritten {
-        std::uint64_t reservation_id = 0;
-        std::int64_t time_ms = 0;
-        std::string keys;
-        money cost;
-    };
-    std::vector<unwritten> unwritten_;
+    // Settlements in the book that a store written after the lock has yet to write: what a
+    // budget that comes meanwhile needs of their records (id, time, keys, cost).
+    std::vector<attempt_record> unwritten_;
     std::vector<charge_ref> scratch_;
     std::vector<budget_charge_view> views_;
     std::vector<budget_account*> reached_;

@@ -63,8 +63,13 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
             views.assign(views_.begin(), views_.end()); // the names live as long as the guard
             // Settled in the book, not yet in the ledger: a budget that comes meanwhile counts
             // it from here (book::arrival_plan).
-            if (id != 0)
-                unwritten_.push_back({id, record.time_ms, record.keys, record.cost});
+            if (id != 0) {
+                auto& u = unwritten_.emplace_back();
+                u.reservation_id = id;
+                u.time_ms = record.time_ms;
+                u.keys = record.keys;
+                u.cost = record.cost;
+            }
         }
         reached_.clear();
         book_.commit(r, record.cost, reached_);

@@ -33,6 +33,17 @@ money usd(const char* s)
 
 constexpr const char* paid = "anthropic/claude-fable-5";
 
+// What a request under `keys` cost, as a router records it (its keys in the record).
+frugal::attempt_record billed(const char* cost, std::string keys = {})
+{
+    frugal::attempt_record rec;
+    rec.cost = usd(cost);
+    rec.model_asked = paid;
+    rec.model_served = paid;
+    rec.keys = std::move(keys);
+    return rec;
+}
+
 // $1 per 1,000 prompt tokens and $2 per 1,000 completion tokens: a reservation of 100 prompt
 // bytes and 100 completion tokens holds $0.30.
 frugal::price_catalog catalog()
@@ -78,19 +89,20 @@ struct fixture {
         return got ? std::move(*got) : frugal::reservation();
     }
 
+    // A paid request under `key`, granted and sent: in flight until it is settled.
+    frugal::reservation sent(const std::string& key, std::uint32_t max_tokens = 100)
+    {
+        auto res = reserve(key, max_tokens);
+        BOOST_TEST_REQUIRE(res.active(), diag.message);
+        res.mark_sent();
+        return res;
+    }
+
     // A request under `key` that costs `cost` (at most $1, what it may hold before a cap
     // clamps it), settled as a router settles it (its keys in the record).
     void spend(const std::string& key, const char* cost)
     {
-        auto res = reserve(key, 450);
-        BOOST_TEST_REQUIRE(res.active(), diag.message);
-        res.mark_sent();
-        frugal::attempt_record rec;
-        rec.cost = usd(cost);
-        rec.model_asked = paid;
-        rec.model_served = paid;
-        rec.keys = key;
-        BOOST_TEST_REQUIRE(!res.settle(rec));
+        BOOST_TEST_REQUIRE(!sent(key, 450).settle(billed(cost, key)));
     }
 
     std::optional<frugal::budget_snapshot> budget(const std::string& name) const
@@ -129,19 +141,14 @@ BOOST_AUTO_TEST_CASE(a_raised_cap_grants_at_once_and_a_lowered_one_grants_nothin
                f.diag.message);
     BOOST_TEST((f.budget("tenant:a")->cap == usd("2")));
     BOOST_TEST((f.budget("tenant:a")->committed == usd("0.9"))); // the spend stays
-    auto in_flight = f.reserve("tenant:a");
-    BOOST_TEST_REQUIRE(in_flight.active(), f.diag.message);
-    in_flight.mark_sent();
+    auto in_flight = f.sent("tenant:a");
 
     // Lowered under what is committed and reserved: the request in flight goes on and settles;
     // nothing new is granted.
     BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("1"), budget_period::daily}}));
     BOOST_TEST(!f.reserve("tenant:a").active());
     BOOST_TEST(f.last_ec == frugal::error::budget_exhausted);
-    frugal::attempt_record rec;
-    rec.cost = usd("0.05");
-    rec.keys = "tenant:a";
-    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST(!in_flight.settle(billed("0.05", "tenant:a")));
     BOOST_TEST((f.budget("tenant:a")->committed == usd("0.95")));
     BOOST_TEST((f.budget("tenant:a")->reserved == money()));
     BOOST_TEST(!f.reserve("tenant:a").active()); // $0.05 left
@@ -152,22 +159,15 @@ BOOST_AUTO_TEST_CASE(a_raised_cap_grants_at_once_and_a_lowered_one_grants_nothin
 BOOST_AUTO_TEST_CASE(a_cap_lowered_under_the_requests_in_flight_is_not_passed_by_their_settling)
 {
     fixture f({{"tenant:a", usd("1"), budget_period::daily}});
-    auto one = f.reserve("tenant:a");
-    auto two = f.reserve("tenant:a");
-    BOOST_TEST_REQUIRE((one.active() && two.active()));
-    one.mark_sent();
-    two.mark_sent();
+    auto one = f.sent("tenant:a");
+    auto two = f.sent("tenant:a");
     BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("0.35"), budget_period::daily}}));
-    frugal::attempt_record rec;
-    rec.cost = usd("0.25");
-    BOOST_TEST(!one.settle(rec)); // 0.25 committed + 0.30 held > 0.35: within what it held
+    BOOST_TEST(!one.settle(billed("0.25"))); // 0.25 committed + 0.30 held > 0.35: within what it held
     const auto b = f.budget("tenant:a");
     BOOST_TEST(!b->tripped);
     BOOST_TEST((b->overshoot == money()));
     BOOST_TEST(!two.cancel_reason()); // the other request goes on
-    frugal::attempt_record rec2;
-    rec2.cost = usd("0.05");
-    BOOST_TEST(!two.settle(rec2));
+    BOOST_TEST(!two.settle(billed("0.05")));
     BOOST_TEST((f.budget("tenant:a")->committed == usd("0.3")));
     BOOST_TEST(!f.reserve("tenant:a").active()); // $0.05 left under the new cap
 }
@@ -238,9 +238,7 @@ BOOST_AUTO_TEST_CASE(a_budget_that_comes_starts_with_what_its_key_spent_in_its_p
 BOOST_AUTO_TEST_CASE(a_budget_that_goes_stops_limiting_and_its_reservations_still_settle)
 {
     fixture f({{"tenant:a", usd("0.5"), budget_period::daily}, {"tenant:b", usd("1")}});
-    auto in_flight = f.reserve("tenant:a");
-    BOOST_TEST_REQUIRE(in_flight.active());
-    in_flight.mark_sent();
+    auto in_flight = f.sent("tenant:a");
     BOOST_TEST(!f.reserve("tenant:a").active());
 
     BOOST_TEST(!f.guard->set_budgets({{"tenant:b", usd("1")}}));
@@ -249,18 +247,12 @@ BOOST_AUTO_TEST_CASE(a_budget_that_goes_stops_limiting_and_its_reservations_stil
     BOOST_TEST(f.guard->snapshot().size() == 1u);
     auto more = f.reserve("tenant:a");
     BOOST_TEST(more.active()); // no cap any more
-    frugal::attempt_record rec;
-    rec.cost = usd("0.3");
-    rec.keys = "tenant:a";
-    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST(!in_flight.settle(billed("0.3", "tenant:a")));
     BOOST_TEST((f.guard->committed_total() == usd("0.3")));
 
     // Back later: it starts with what it spent today, its time without a cap included.
     more.mark_sent();
-    frugal::attempt_record rec2;
-    rec2.cost = usd("0.1");
-    rec2.keys = "tenant:a";
-    BOOST_TEST(!more.settle(rec2));
+    BOOST_TEST(!more.settle(billed("0.1", "tenant:a")));
     BOOST_TEST(!f.guard->set_budgets(
         {{"tenant:a", usd("0.5"), budget_period::daily}, {"tenant:b", usd("1")}}));
     BOOST_TEST_REQUIRE(f.budget("tenant:a").has_value());
@@ -271,9 +263,7 @@ BOOST_AUTO_TEST_CASE(a_budget_that_goes_stops_limiting_and_its_reservations_stil
 BOOST_AUTO_TEST_CASE(a_budget_dropped_and_back_keeps_its_requests_in_flight)
 {
     fixture f({{"tenant:a", usd("1"), budget_period::daily}});
-    auto in_flight = f.reserve("tenant:a");
-    BOOST_TEST_REQUIRE(in_flight.active());
-    in_flight.mark_sent();
+    auto in_flight = f.sent("tenant:a");
     BOOST_TEST(!f.guard->set_budgets({}));
     BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("0.5"), budget_period::daily}}));
     BOOST_TEST((f.budget("tenant:a")->reserved == usd("0.3"))); // still held
@@ -283,10 +273,7 @@ BOOST_AUTO_TEST_CASE(a_budget_dropped_and_back_keeps_its_requests_in_flight)
     BOOST_TEST(f.guard->set_budgets({{"tenant:a", usd("5"), budget_period::monthly}}, &f.diag) ==
                frugal::error::bad_budget_config);
     BOOST_TEST(f.diag.message.find("in flight") != std::string::npos, f.diag.message);
-    frugal::attempt_record rec;
-    rec.cost = usd("0.2");
-    rec.keys = "tenant:a";
-    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST(!in_flight.settle(billed("0.2", "tenant:a")));
     BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("5"), budget_period::monthly}}, &f.diag),
                f.diag.message);
     BOOST_TEST((f.budget("tenant:a")->committed == usd("0.2"))); // the month so far, from the ledger
@@ -295,16 +282,11 @@ BOOST_AUTO_TEST_CASE(a_budget_dropped_and_back_keeps_its_requests_in_flight)
 BOOST_AUTO_TEST_CASE(a_request_in_flight_when_its_budget_comes_counts_at_its_worst_case)
 {
     fixture f({});
-    auto in_flight = f.reserve("tenant:a"); // no cap yet: holds nothing anywhere
-    BOOST_TEST_REQUIRE(in_flight.active());
-    in_flight.mark_sent();
+    auto in_flight = f.sent("tenant:a"); // no cap yet: holds nothing anywhere
     BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("0.5"), budget_period::daily}}));
     BOOST_TEST((f.budget("tenant:a")->committed == usd("0.3")));
     BOOST_TEST(!f.reserve("tenant:a").active()); // 0.3 + 0.3 > 0.5
-    frugal::attempt_record rec;
-    rec.cost = usd("0.1");
-    rec.keys = "tenant:a";
-    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST(!in_flight.settle(billed("0.1", "tenant:a")));
     // Counted at its worst case until the period ends, never below what it cost.
     BOOST_TEST((f.budget("tenant:a")->committed == usd("0.3")));
 }
@@ -349,9 +331,7 @@ BOOST_AUTO_TEST_CASE(a_changed_period_or_a_bad_budget_is_refused_and_nothing_cha
 BOOST_AUTO_TEST_CASE(a_template_instance_whose_only_request_is_in_flight_is_made_when_its_template_comes)
 {
     fixture f({});
-    auto in_flight = f.reserve("user:9");
-    BOOST_TEST_REQUIRE(in_flight.active());
-    in_flight.mark_sent();
+    auto in_flight = f.sent("user:9");
     BOOST_TEST(!f.guard->set_budgets({{"user:*", usd("0.5"), budget_period::daily}}));
     const auto b = f.budget("user:9");
     BOOST_TEST_REQUIRE(b.has_value());
@@ -389,15 +369,10 @@ BOOST_AUTO_TEST_CASE(a_template_back_brings_back_its_instances_with_their_spend_
 {
     fixture f({{"user:*", usd("5"), budget_period::daily}});
     f.spend("user:bob", "0.4");
-    auto in_flight = f.reserve("user:bob"); // charged to user:bob before the template goes
-    BOOST_TEST_REQUIRE(in_flight.active());
-    in_flight.mark_sent();
+    auto in_flight = f.sent("user:bob"); // charged to user:bob before the template goes
     BOOST_TEST(!f.guard->set_budgets({}));
     f.spend("user:bob", "0.1"); // no cap meanwhile
-    frugal::attempt_record rec;
-    rec.cost = usd("0.2");
-    rec.keys = "user:bob";
-    BOOST_TEST(!in_flight.settle(rec));
+    BOOST_TEST(!in_flight.settle(billed("0.2", "user:bob")));
     BOOST_TEST(!f.guard->set_budgets({{"user:*", usd("5"), budget_period::daily}}, &f.diag),
                f.diag.message);
     const auto bob = f.budget("user:bob");
@@ -518,9 +493,7 @@ BOOST_AUTO_TEST_CASE(a_budget_that_comes_while_requests_settle_counts_each_of_th
                 if (!got || !got->active())
                     continue;
                 got->mark_sent();
-                frugal::attempt_record rec;
-                rec.cost = usd("0.01");
-                rec.keys = key;
+                auto rec = billed("0.01", key);
                 rec.time_ms = noon_ms - 7; // a router stamps its own clock, before reserving
                 BOOST_REQUIRE(!got->settle(rec));
                 ++spent;
