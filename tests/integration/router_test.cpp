@@ -66,6 +66,24 @@ open_guard(const frugal::price_catalog& cat, const char* cap, frugal::budget_par
     return *g;
 }
 
+// A cascade of one paid tier, the flagship, under a $1 cap: an attempt a test cancels, cuts or
+// lets a deadline end.
+struct flagship_router {
+    explicit flagship_router(client_fixture& f)
+        : cat(load_catalog(f)), guard(open_guard(cat, "1")), r(f.client, only_flagship(), cat, guard)
+    {
+    }
+    static frugal::cascade_policy only_flagship()
+    {
+        auto p = policy();
+        p.tiers = {flagship};
+        return p;
+    }
+    frugal::price_catalog cat;
+    std::optional<frugal::budget_guard> guard;
+    frugal::router r;
+};
+
 struct outcome {
     boost::system::error_code ec;
     frugal::cascade_result result;
@@ -539,11 +557,9 @@ BOOST_AUTO_TEST_CASE(hedging_starts_the_flagship_when_the_cheap_tier_is_slow)
 BOOST_AUTO_TEST_CASE(an_awaited_cascade_takes_its_callers_cancellation_once)
 {
     client_fixture f(paced(20ms));
-    const auto cat = load_catalog(f);
-    auto guard = open_guard(cat, "1");
-    auto p = policy();
-    p.tiers = {flagship}; // a paid attempt to cancel
-    frugal::router r(f.client, p, cat, guard);
+    flagship_router fr(f); // a paid attempt to cancel
+    auto& guard = fr.guard;
+    auto& r = fr.r;
     asio::cancellation_signal cancel;
     outcome first, second;
     asio::co_spawn(
@@ -574,11 +590,9 @@ BOOST_AUTO_TEST_CASE(an_awaited_cascade_takes_its_callers_cancellation_once)
 BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_reservation)
 {
     client_fixture f(paced(20ms));
-    const auto cat = load_catalog(f);
-    auto guard = open_guard(cat, "1");
-    auto p = policy();
-    p.tiers = {flagship}; // a paid attempt to cancel
-    frugal::router r(f.client, p, cat, guard);
+    flagship_router fr(f); // a paid attempt to cancel
+    auto& guard = fr.guard;
+    auto& r = fr.r;
     asio::cancellation_signal cancel;
     outcome o;
     asio::co_spawn(
@@ -609,11 +623,9 @@ BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_res
 BOOST_AUTO_TEST_CASE(a_cascades_deadline_ends_it_with_timeout_whole_and_streamed)
 {
     client_fixture f(slow_first_token(3s, true));
-    const auto cat = load_catalog(f);
-    auto guard = open_guard(cat, "1");
-    auto p = policy();
-    p.tiers = {flagship}; // a paid attempt to cut
-    frugal::router r(f.client, p, cat, guard);
+    flagship_router fr(f); // a paid attempt to cut
+    auto& guard = fr.guard;
+    auto& r = fr.r;
     frugal::cascade_options options;
     options.deadline = 300ms;
     const auto t0 = std::chrono::steady_clock::now();
@@ -644,11 +656,9 @@ BOOST_AUTO_TEST_CASE(a_cascades_deadline_ends_it_with_timeout_whole_and_streamed
 BOOST_AUTO_TEST_CASE(a_streams_deadline_reaches_a_slow_reader)
 {
     client_fixture f(paced(20ms));
-    const auto cat = load_catalog(f);
-    auto guard = open_guard(cat, "1");
-    auto p = policy();
-    p.tiers = {flagship};
-    frugal::router r(f.client, p, cat, guard);
+    flagship_router fr(f);
+    auto& guard = fr.guard;
+    auto& r = fr.r;
     frugal::cascade_options options;
     options.deadline = 300ms;
     frugal::cascade_stream s;
