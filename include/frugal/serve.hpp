@@ -58,6 +58,9 @@ struct gateway_config {
     std::chrono::milliseconds client_timeout{30'000}; ///< to read a request's head and body
     std::chrono::milliseconds grace{30'000};          ///< SIGTERM: how long in-flight may run
     std::size_t max_connections = 10'000;             ///< client connections at once
+    /// The kernel's send buffer of each client connection (SO_SNDBUF), which bounds the
+    /// kernel memory of many open streams to slow readers; 0 keeps the system's autotuning.
+    std::size_t socket_send_buffer_bytes = 0;
 };
 
 /// Parses the JSON configuration. Every error names the member and says why; a key is named by

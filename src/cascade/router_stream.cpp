@@ -10,6 +10,99 @@
 
 namespace frugal::detail {
 
+namespace {
+
+cascade_event event_of(
+    cascade_event::kind type, std::uint32_t tier, escalation_reason reason = escalation_reason::none)
+{
+    cascade_event ev;
+    ev.type = type;
+    ev.tier = tier;
+    ev.reason = reason;
+    return ev;
+}
+
+// How the stream read on ended, as the producer saw it.
+struct read_end {
+    escalation_reason early; // judged unacceptable before its end
+    bool consumer_gone;      // the consumer stopped taking events
+    bool shown;              // some of its text went to the consumer
+    bool cancelled;          // the caller cancelled the cascade
+};
+
+// The machine hears of the hedge's stream once its reservation was granted (a refused one
+// means no hedge: it is only recorded), and of the stream read on last; their records join
+// the result, and `step` becomes the machine's next. Returns the escalation recorded for the
+// stream read on. A plain function, so that its locals are not in the producer's frame, which
+// every open stream keeps.
+escalation_reason end_step(
+    router_impl& r,
+    cascade_machine& m,
+    const chat_request& base,
+    const stream_pair& h,
+    tier_stream& w,
+    tier_stream* other,
+    read_end how,
+    bool free_time_left,
+    cascade_step& step,
+    cascade_result& out)
+{
+    attempt_end ends[2];
+    tier_stream* told[2] = {nullptr, nullptr};
+    std::size_t k = 0;
+    if (other != nullptr && other->reserved) {
+        if (h.lost) {
+            ends[k].tier = other->run.rec.tier;
+            ends[k].ended = attempt_end::how::lost;
+            ends[k].error = other->run.rec.error;
+            ends[k].arrived_by = other->run.arrived_by;
+        } else {
+            ends[k] = r.end_of(base, other->run, how.cancelled);
+        }
+        told[k++] = other;
+    }
+    attempt_end& e = ends[k];
+    e = r.end_of(base, w.run, how.cancelled || how.consumer_gone);
+    if (how.consumer_gone)
+        e.ended = attempt_end::how::cancelled;
+    else if (how.early != escalation_reason::none) {
+        e.ended = attempt_end::how::abandoned;
+        e.verdict = how.early;
+    }
+    e.shown = how.shown;
+    told[k++] = &w;
+    step = m.ended(std::span<attempt_end>(ends, k), free_time_left);
+    if (other != nullptr && !other->reserved)
+        out.attempts.push_back(other->run.rec); // a hedge refused (or stopped) before its start
+    for (std::size_t i = 0; i < k; ++i) {
+        told[i]->run.rec.moved_on = ends[i].recorded;
+        out.total_cost += told[i]->run.rec.cost;
+        out.attempts.push_back(told[i]->run.rec);
+    }
+    if (step.free_wait_over)
+        out.attempts.back().detail += r.free_wait_note();
+    return e.recorded;
+}
+
+// A step whose reservation was refused: recorded, and the machine told.
+void refused_step(
+    router_impl& r,
+    cascade_machine& m,
+    const chat_request& base,
+    attempt_run& run,
+    bool cancelled,
+    bool free_time_left,
+    cascade_step& step,
+    cascade_result& out)
+{
+    auto e = r.end_of(base, run, cancelled);
+    step = m.ended(std::span<attempt_end>(&e, 1), free_time_left);
+    run.rec.moved_on = e.recorded;
+    out.attempts.push_back(run.rec);
+}
+
+} // namespace
+
 asio::awaitable<void> produce(
     std::shared_ptr<router_impl> r,
     std::shared_ptr<cascade_stream_state> st,
@@ -19,7 +112,10 @@ asio::awaitable<void> produce(
 {
     // Cancellation is checked where it matters; an await must not throw for it.
     co_await asio::this_coro::throw_if_cancelled(false);
-    auto send = [&](error_code ec, cascade_event ev) -> asio::awaitable<bool> {
+    // One event in this frame, filled before each send and moved out by it: a producer frame
+    // per open stream holds one event, not one per place that sends.
+    cascade_event ev;
+    auto send = [&](error_code ec) -> asio::awaitable<bool> {
         if (!st->deadline) {
             auto [sec] = co_await st->events.async_send(ec, std::move(ev), tuple_awaitable);
             co_return !sec;
@@ -46,7 +142,7 @@ asio::awaitable<void> produce(
     const auto free_deadline = steady_clock::now() + r->policy.free_tier.max_wait;
     const auto n = static_cast<std::uint32_t>(r->policy.tiers.size());
     const bool json_wanted = wants_json(base);
-    std::optional<chat_response> fallback; // the answer of m.fallback()
+    std::unique_ptr<chat_response> fallback; // the answer of m.fallback(), once there is one
     bool fallback_shown = false; // its text is on the consumer's screen, not retracted
     escalation_reason pending = escalation_reason::none; // an `escalating` not yet announced
     auto cs = co_await asio::this_coro::cancellation_state;
@@ -68,23 +164,18 @@ asio::awaitable<void> produce(
         tier_stream& first_try = h->at(0);
         first_try.prepare(*r, base, t, call, step.arrived_by);
         if (!co_await first_try.reserve(*r, call)) {
-            auto& run = first_try.run;
-            auto e = r->end_of(base, run, cancelled());
-            step = m.ended(std::span<attempt_end>(&e, 1), steady_clock::now() < free_deadline);
-            run.rec.moved_on = e.recorded;
-            out.attempts.push_back(run.rec);
+            refused_step(
+                *r, m, base, first_try.run, cancelled(), steady_clock::now() < free_deadline,
+                step, out);
             continue;
         }
         // The escalation is announced once it is sure to happen (its reservation granted), so
         // a denied one leaves the cheap answer on screen.
         if (pending != escalation_reason::none) {
-            cascade_event ev;
-            ev.type = cascade_event::kind::escalating;
-            ev.tier = t;
-            ev.reason = pending;
+            ev = event_of(cascade_event::kind::escalating, t, pending);
             pending = escalation_reason::none;
             fallback_shown = false;
-            if (!co_await send({}, std::move(ev)))
+            if (!co_await send({}))
                 co_return;
         }
 
@@ -115,18 +206,17 @@ asio::awaitable<void> produce(
             } else if (!co_await w.next(piece)) {
                 break;
             }
-            text += piece;
-            if (!last) {
+            if (!last) { // the last tier is not judged: its text is not gathered
+                text += piece;
                 early = judge_early(r->policy, json_wanted, text);
                 if (early != escalation_reason::none)
                     break; // abandon the stream: finishing it closes the connection
             }
             if (live) {
-                cascade_event ev;
-                ev.tier = wt;
+                ev = event_of(cascade_event::kind::delta, wt);
                 ev.text = std::move(piece);
                 shown = true;
-                if (!co_await send({}, std::move(ev))) {
+                if (!co_await send({})) {
                     consumer_gone = true;
                     break;
                 }
@@ -136,49 +226,15 @@ asio::awaitable<void> produce(
         }
         w.finish(*r, early != escalation_reason::none || consumer_gone);
 
-        // The machine hears of the hedge's stream once its reservation was granted (a refused
-        // one means no hedge: it is only recorded), and of the stream read on last.
-        attempt_end ends[2];
-        tier_stream* told[2] = {nullptr, nullptr};
-        std::size_t k = 0;
-        if (other != nullptr && other->reserved) {
-            if (h->lost) {
-                ends[k].tier = other->run.rec.tier;
-                ends[k].ended = attempt_end::how::lost;
-                ends[k].error = other->run.rec.error;
-                ends[k].arrived_by = other->run.arrived_by;
-            } else {
-                ends[k] = r->end_of(base, other->run, cancelled());
-            }
-            told[k++] = other;
-        }
-        attempt_end& e = ends[k];
-        e = r->end_of(base, w.run, cancelled() || consumer_gone);
-        if (consumer_gone)
-            e.ended = attempt_end::how::cancelled;
-        else if (early != escalation_reason::none) {
-            e.ended = attempt_end::how::abandoned;
-            e.verdict = early;
-        }
-        e.shown = shown;
-        told[k++] = &w;
-        step = m.ended(std::span<attempt_end>(ends, k), steady_clock::now() < free_deadline);
-        if (other != nullptr && !other->reserved)
-            out.attempts.push_back(other->run.rec); // a hedge refused (or stopped) before its start
-        for (std::size_t i = 0; i < k; ++i) {
-            told[i]->run.rec.moved_on = ends[i].recorded;
-            out.total_cost += told[i]->run.rec.cost;
-            out.attempts.push_back(told[i]->run.rec);
-        }
-        if (step.free_wait_over)
-            out.attempts.back().detail += r->free_wait_note();
+        const escalation_reason recorded = end_step(
+            *r, m, base, *h, w, other, {early, consumer_gone, shown, cancelled()},
+            steady_clock::now() < free_deadline, step, out);
         if (step.what == cascade_step::kind::accept) {
             if (step.tier == wt || other == nullptr) {
                 for (auto& piece : held) { // accepted: buffered text is shown now
-                    cascade_event ev;
-                    ev.tier = wt;
+                    ev = event_of(cascade_event::kind::delta, wt);
                     ev.text = std::move(piece);
-                    if (!co_await send({}, std::move(ev)))
+                    if (!co_await send({}))
                         co_return;
                 }
                 out.response = std::move(w.run.response);
@@ -188,59 +244,50 @@ asio::awaitable<void> produce(
             // won it the race, or lost it), accepted as the top tier's. What the stream read on
             // showed is taken back.
             if (shown) {
-                cascade_event ev;
-                ev.type = cascade_event::kind::escalating;
-                ev.tier = step.tier;
-                ev.reason = e.recorded;
-                if (!co_await send({}, std::move(ev)))
+                ev = event_of(cascade_event::kind::escalating, step.tier, recorded);
+                if (!co_await send({}))
                     co_return;
             }
             out.response = std::move(other->run.response);
             break;
         }
-        for (std::size_t i = 0; i < k; ++i) {
-            auto& run = told[i]->run;
+        for (tier_stream* told : {other, &w}) {
+            if (told == nullptr || (told == other && !other->reserved))
+                continue;
+            auto& run = told->run;
             if (run.answered && m.fallback() == run.rec.tier) {
-                fallback = std::move(run.response);
-                fallback_shown = told[i] == &w && shown;
+                fallback = std::make_unique<chat_response>(std::move(run.response));
+                fallback_shown = told == &w && shown;
             }
         }
-        if (shown && e.recorded != escalation_reason::none)
-            pending = e.recorded; // its text must be taken back if a higher tier answers
+        if (shown && recorded != escalation_reason::none)
+            pending = recorded; // its text must be taken back if a higher tier answers
     }
 
     if (step.what == cascade_step::kind::keep && fallback) {
         // The budget kept the lower tier's answer: shown now unless it already is, after
         // taking back a later tier's text that is on screen.
         if (!fallback_shown && pending != escalation_reason::none) {
-            cascade_event ev;
-            ev.type = cascade_event::kind::escalating;
-            ev.tier = step.tier;
-            ev.reason = pending;
-            if (!co_await send({}, std::move(ev)))
+            ev = event_of(cascade_event::kind::escalating, step.tier, pending);
+            if (!co_await send({}))
                 co_return;
         }
         if (!fallback_shown && !fallback->content.empty()) {
-            cascade_event ev;
-            ev.tier = step.tier;
+            ev = event_of(cascade_event::kind::delta, step.tier);
             ev.text = fallback->content;
-            if (!co_await send({}, std::move(ev)))
+            if (!co_await send({}))
                 co_return;
         }
         out.response = std::move(*fallback);
     }
     m.fill(out, step);
     st->finished = true;
-    // A named event: GCC 12 copies a braced temporary into a coroutine's parameter bitwise,
-    // leaving its string pointing into this frame.
-    cascade_event finished;
-    finished.type = cascade_event::kind::done;
-    finished.tier = step.what == cascade_step::kind::fail ? 0 : step.tier;
-    finished.result = result; // the attempts and what each cost, for a failure too
+    ev = event_of(cascade_event::kind::done, step.what == cascade_step::kind::fail ? 0 : step.tier);
+    ev.result = result; // the attempts and what each cost, for a failure too
     error_code ended = step.what == cascade_step::kind::fail ? step.error : error_code();
     if (st->deadline_passed && ended == asio::error::operation_aborted)
         ended = error::timeout; // cascade_options::deadline, not the caller
-    (void)co_await send(ended, std::move(finished));
+    (void)co_await send(ended);
 }
 
 } // namespace frugal::detail

@@ -100,10 +100,12 @@ public:
 
     void close();
     bool is_open() const { return socket_.is_open(); }
+    bool encrypted() const noexcept { return tls_.has_value(); }
 
     /// Read buffer, kept across requests on this connection.
     boost::beast::flat_buffer buffer;
-    /// The request being written (head and body), its room kept across requests.
+    /// The request's head being written (and its body over TLS, one record for both), its
+    /// room kept across requests.
     std::string request;
     /// The head of the response being read, its room kept across responses.
     response_head head;

@@ -6,6 +6,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 
+#include <array>
 #include <charconv>
 #include <functional>
 #include <iterator>
@@ -81,12 +82,19 @@ asio::awaitable<error_code> client_detail::start_exchange(
             const auto end = std::to_chars(std::begin(digits), std::end(digits), body->size()).ptr;
             head.append(digits, end);
             head += "\r\n\r\n";
-            head += *body;
+            // Over plain TCP the body goes from the caller's string in the same write (one
+            // writev): the connection keeps no copy of a prompt while its answer streams.
+            // Over TLS it joins the head, so that both go in one record.
+            if (conn->encrypted())
+                head += *body;
         } else {
             head += "\r\n";
         }
         conn->arm(std::min(steady_clock::now() + t.first_byte, total), "waiting for the response");
-        auto [wec, wn] = co_await asio::async_write(*conn, asio::buffer(head), tuple_awaitable);
+        const std::array<asio::const_buffer, 2> parts{
+            asio::buffer(head),
+            body != nullptr && !conn->encrypted() ? asio::buffer(*body) : asio::const_buffer()};
+        auto [wec, wn] = co_await asio::async_write(*conn, parts, tuple_awaitable);
         if (wec) {
             const bool timed_out = conn->timed_out();
             const bool reused = conn.reused();

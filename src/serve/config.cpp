@@ -176,7 +176,8 @@ void parse_limits(checker& ck, const json::object& l, gateway_config& cfg)
 {
     if (!ck.only(
             l, "limits",
-            {"max_body_bytes", "client_timeout_seconds", "grace_seconds", "max_connections"}))
+            {"max_body_bytes", "client_timeout_seconds", "grace_seconds", "max_connections",
+             "socket_send_buffer_bytes"}))
         return;
     if (auto n = ck.count(l.if_contains("max_body_bytes"), "limits.max_body_bytes", 1024,
                           std::uint64_t{256} << 20))
@@ -187,6 +188,9 @@ void parse_limits(checker& ck, const json::object& l, gateway_config& cfg)
     if (auto n = ck.count(l.if_contains("max_connections"), "limits.max_connections", 1,
                           1'000'000))
         cfg.max_connections = *n;
+    if (auto n = ck.count(l.if_contains("socket_send_buffer_bytes"),
+                          "limits.socket_send_buffer_bytes", 0, std::uint64_t{64} << 20))
+        cfg.socket_send_buffer_bytes = static_cast<std::size_t>(*n);
 }
 
 void parse_key(checker& ck, const std::string& where, const json::value& v, gateway_key& k)

@@ -105,9 +105,9 @@ reply error_reply(
     return r;
 }
 
-std::string render_head(const reply& r, bool keep_alive, bool chunked_stream)
+void append_head(std::string& h, const reply& r, bool keep_alive, bool chunked_stream)
 {
-    std::string h = "HTTP/1.1 ";
+    h += "HTTP/1.1 ";
     h += std::to_string(r.status);
     h += ' ';
     h += bhttp::obsolete_reason(bhttp::int_to_status(static_cast<unsigned>(r.status)));
@@ -120,6 +120,12 @@ std::string render_head(const reply& r, bool keep_alive, bool chunked_stream)
         h += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
     h += r.headers;
     h += keep_alive && !r.close ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
+}
+
+std::string render_head(const reply& r, bool keep_alive, bool chunked_stream)
+{
+    std::string h;
+    append_head(h, r, keep_alive, chunked_stream);
     return h;
 }
 
@@ -197,16 +203,25 @@ asio::awaitable<void> stop_watch(disconnect_watch<Stream>& w)
 }
 
 // A chat request once it is authorized and routed: what answering it needs.
+// A chat request that may be answered: who asks, what for, and the router that answers. Made
+// outside the request's coroutine (`gateway_impl::admit`), and the parsed request is on the
+// heap, handed to the router and freed at once: a streaming answer's frames keep none of it.
+struct admission {
+    std::shared_ptr<const gateway_config> config; // what the request started with, across a reload
+    const gateway_key* key = nullptr;
+    std::unique_ptr<serve::wire_request> wire;
+    std::string model; // as asked: a model id or frugal/POLICY
+    std::shared_ptr<router> r;
+};
+
 template <class Stream>
 struct exchange {
     Stream& sock;
     disconnect_watch<Stream>& w;
     asio::cancellation_signal& sig; // stops the router's operation
-    router& rt;
-    chat_request& request;
+    admission& a;
     cascade_options& opts;
-    const gateway_key& key;
-    const std::string& model; // as asked: a model id or frugal/POLICY
+    reply& rep; // the connection's, for whatever goes back
     bool keep;
     steady_clock::time_point received;
 };
@@ -239,14 +254,25 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     std::string models_body() const;
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> session(tcp::socket sock);
+    asio::awaitable<void> tls_session(tcp::socket& sock);
     template <class Stream>
     asio::awaitable<void> connection(Stream& sock);
     bool route(const bhttp::request<bhttp::string_body>& req, reply& rep, bool& keep);
+    template <class Stream>
+    asio::awaitable<bool> read_request(
+        Stream& sock,
+        beast::flat_buffer& buf,
+        asio::steady_timer& deadline,
+        bhttp::request<bhttp::string_body>& req,
+        reply& rep);
+    // Who asks, what for, and whether they may: false with the refusal in `rep`.
+    bool admit(const bhttp::request<bhttp::string_body>& http_req, admission& a, reply& rep);
     template <class Stream>
     asio::awaitable<bool> chat(
         Stream& sock,
         beast::flat_buffer& buf,
         bhttp::request<bhttp::string_body>& req,
+        reply& rep,
         steady_clock::time_point received);
     template <class Stream>
     asio::awaitable<bool> answer_whole(exchange<Stream>& x);
@@ -256,6 +282,9 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     asio::awaitable<bool> write_reply(Stream& sock, const reply& r, bool keep_alive);
     template <class Stream>
     asio::awaitable<bool> write_all(Stream& sock, const std::string& bytes);
+    // Writes chunk_scratch(); what the socket does not take now waits in `rest`.
+    template <class Stream>
+    asio::awaitable<bool> write_chunk(Stream& sock, std::string& rest);
     void arm(tcp::socket& sock, asio::steady_timer& t, std::chrono::milliseconds d);
     std::optional<budget_snapshot> tenant_budget(const std::string& tenant) const;
     void budget_headers(const gateway_key& k, std::string& headers) const;
@@ -531,6 +560,11 @@ asio::awaitable<void> gateway_impl::accept_loop()
             continue;
         }
         sock.set_option(tcp::no_delay(true), ec);
+        if (config->socket_send_buffer_bytes != 0)
+            sock.set_option(
+                asio::socket_base::send_buffer_size(
+                    static_cast<int>(config->socket_send_buffer_bytes)),
+                ec);
         asio::co_spawn(executor, session(std::move(sock)), asio::detached);
     }
 }
@@ -547,14 +581,77 @@ void gateway_impl::arm(tcp::socket& sock, asio::steady_timer& t, std::chrono::mi
     });
 }
 
+namespace {
+
+// Writes what a plain socket takes now, without waiting (the session made it non-blocking):
+// a reply or a stream's chunk nearly always goes whole, with no operation, timer or buffer
+// kept for it. Over TLS nothing is written here; the stream's own operation writes it all.
+// `failed`: the socket cannot be written to any more.
+template <class Stream>
+std::size_t write_now(Stream& sock, std::string_view bytes, bool& failed)
+{
+    failed = false;
+    if constexpr (std::is_same_v<Stream, tcp::socket>) {
+        if (!sock.non_blocking())
+            return 0; // it would wait here
+        std::size_t done = 0;
+        while (done < bytes.size()) {
+            error_code ec;
+            done += sock.write_some(asio::buffer(bytes.substr(done)), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again)
+                break;
+            if (ec) {
+                failed = true;
+                break;
+            }
+        }
+        return done;
+    } else {
+        return 0;
+    }
+}
+
+// A stream's chunks are rendered here, one at a time, and written at once: the stream keeps no
+// buffer of its own between chunks unless its client reads too slowly to take one.
+std::string& chunk_scratch()
+{
+    thread_local std::string s;
+    return s;
+}
+
+} // namespace
+
 template <class Stream>
 asio::awaitable<bool> gateway_impl::write_all(Stream& sock, const std::string& bytes)
 {
+    bool failed = false;
+    const std::size_t now = write_now(sock, bytes, failed);
+    if (failed)
+        co_return false;
+    if (now == bytes.size())
+        co_return true;
     asio::steady_timer deadline(executor);
     arm(beast::get_lowest_layer(sock), deadline, config->client_timeout);
-    auto [ec, n] = co_await asio::async_write(sock, asio::buffer(bytes), tuple_awaitable);
+    auto [ec, n] =
+        co_await asio::async_write(sock, asio::buffer(bytes) + now, tuple_awaitable);
     deadline.cancel();
     co_return !ec;
+}
+
+template <class Stream>
+asio::awaitable<bool> gateway_impl::write_chunk(Stream& sock, std::string& rest)
+{
+    std::string& chunk = chunk_scratch();
+    bool failed = false;
+    const std::size_t now = write_now(sock, chunk, failed);
+    if (failed)
+        co_return false;
+    if (now == chunk.size())
+        co_return true;
+    rest.assign(chunk, now); // the scratch is the next chunk's: what waits is the stream's
+    const bool ok = co_await write_all(sock, rest);
+    std::string().swap(rest);
+    co_return ok;
 }
 
 template <class Stream>
@@ -566,6 +663,61 @@ asio::awaitable<bool> gateway_impl::write_reply(Stream& sock, const reply& r, bo
     co_return ok && keep_alive && !r.close;
 }
 
+// Reads one request into `req`. False when the connection is to end: the client left, or its
+// request could not be read (then `rep` has gone to it when it can take one). Its own
+// coroutine, so that the parser is not in the frame of a connection that streams an answer.
+template <class Stream>
+asio::awaitable<bool> gateway_impl::read_request(
+    Stream& sock,
+    beast::flat_buffer& buf,
+    asio::steady_timer& deadline,
+    bhttp::request<bhttp::string_body>& req,
+    reply& rep)
+{
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(16 * 1024);
+    parser.body_limit(config->max_body_bytes);
+    arm(beast::get_lowest_layer(sock), deadline, config->client_timeout);
+    auto [hec, hn] = co_await bhttp::async_read_header(sock, buf, parser, tuple_awaitable);
+    error_code ec = hec;
+    if (!ec) {
+        // curl and others wait a second for this before sending a body they think large.
+        const auto& h = parser.get();
+        if (beast::iequals(h[bhttp::field::expect], "100-continue")) {
+            if (!co_await write_all(sock, continue_line)) {
+                deadline.cancel();
+                co_return false;
+            }
+        }
+        auto [bec, bn] = co_await bhttp::async_read(sock, buf, parser, tuple_awaitable);
+        ec = bec;
+    }
+    deadline.cancel();
+    if (ec) {
+        if (ec == bhttp::error::body_limit) {
+            rep = error_reply(
+                413,
+                "the request body is larger than the gateway's limit of " +
+                    std::to_string(config->max_body_bytes) + " bytes",
+                "invalid_request_error", "payload_too_large");
+            co_await write_reply(sock, rep, false);
+        } else if (ec == bhttp::error::header_limit) {
+            rep = error_reply(431, "the request's headers are larger than 16 KiB",
+                              "invalid_request_error", "headers_too_large");
+            co_await write_reply(sock, rep, false);
+        } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+                   ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
+                   ec != asio::error::connection_reset && buf.size() > 0) {
+            rep = error_reply(400, "malformed HTTP request: " + ec.message(),
+                              "invalid_request_error", "bad_http");
+            co_await write_reply(sock, rep, false);
+        }
+        co_return false;
+    }
+    req = parser.release();
+    co_return true;
+}
+
 // Serves one connection's requests until it closes.
 template <class Stream>
 asio::awaitable<void> gateway_impl::connection(Stream& sock)
@@ -573,53 +725,18 @@ asio::awaitable<void> gateway_impl::connection(Stream& sock)
     beast::flat_buffer buf;
     asio::steady_timer deadline(executor);
     reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
+    bhttp::request<bhttp::string_body> req;
     bool linger = false;
     for (;;) {
-        bhttp::request_parser<bhttp::string_body> parser;
-        parser.header_limit(16 * 1024);
-        parser.body_limit(config->max_body_bytes);
-        arm(beast::get_lowest_layer(sock), deadline, config->client_timeout);
-        auto [hec, hn] = co_await bhttp::async_read_header(sock, buf, parser, tuple_awaitable);
-        error_code ec = hec;
-        if (!ec) {
-            // curl and others wait a second for this before sending a body they think large.
-            const auto& h = parser.get();
-            if (beast::iequals(h[bhttp::field::expect], "100-continue")) {
-                if (!co_await write_all(sock, continue_line))
-                    break;
-            }
-            auto [bec, bn] = co_await bhttp::async_read(sock, buf, parser, tuple_awaitable);
-            ec = bec;
-        }
-        deadline.cancel();
-        if (ec) {
+        if (!co_await read_request(sock, buf, deadline, req, rep)) {
             linger = true;
-            if (ec == bhttp::error::body_limit) {
-                rep = error_reply(
-                        413,
-                        "the request body is larger than the gateway's limit of " +
-                            std::to_string(config->max_body_bytes) + " bytes",
-                        "invalid_request_error", "payload_too_large");
-                co_await write_reply(sock, rep, false);
-            } else if (ec == bhttp::error::header_limit) {
-                rep = error_reply(431, "the request's headers are larger than 16 KiB",
-                                "invalid_request_error", "headers_too_large");
-                co_await write_reply(sock, rep, false);
-            } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
-                       ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
-                       ec != asio::error::connection_reset && buf.size() > 0) {
-                rep = error_reply(400, "malformed HTTP request: " + ec.message(),
-                                "invalid_request_error", "bad_http");
-                co_await write_reply(sock, rep, false);
-            }
             break;
         }
-        auto req = parser.release();
         const auto received = steady_clock::now();
         bool keep = false;
         bool go_on = false;
         if (route(req, rep, keep))
-            go_on = co_await chat(sock, buf, req, received);
+            go_on = co_await chat(sock, buf, req, rep, received);
         else
             go_on = co_await write_reply(sock, rep, keep);
         if (!go_on)
@@ -656,25 +773,31 @@ asio::awaitable<void> gateway_impl::session(tcp::socket sock)
     ++connections;
     error_code ignored;
     if (!tls) {
+        sock.non_blocking(true, ignored); // for write_now; a failure leaves every write async
         co_await connection(sock);
     } else {
-        // HTTPS: the handshake under the client deadline, and a TLS close at the end, which a
-        // stream whose body ends with the connection needs to be seen as complete.
-        asio::ssl::stream<tcp::socket&> s(sock, *tls);
-        asio::steady_timer deadline(executor);
-        arm(sock, deadline, config->client_timeout);
-        auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::server, tuple_awaitable);
-        deadline.cancel();
-        if (!hec) {
-            co_await connection(s);
-            arm(sock, deadline, std::chrono::seconds(1));
-            (void)co_await s.async_shutdown(tuple_awaitable);
-            deadline.cancel();
-        }
+        co_await tls_session(sock); // its own frame: a plain connection's holds no TLS stream
     }
     sock.shutdown(tcp::socket::shutdown_both, ignored);
     sock.close(ignored);
     --connections;
+}
+
+asio::awaitable<void> gateway_impl::tls_session(tcp::socket& sock)
+{
+    // HTTPS: the handshake under the client deadline, and a TLS close at the end, which a
+    // stream whose body ends with the connection needs to be seen as complete.
+    asio::ssl::stream<tcp::socket&> s(sock, *tls);
+    asio::steady_timer deadline(executor);
+    arm(sock, deadline, config->client_timeout);
+    auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::server, tuple_awaitable);
+    deadline.cancel();
+    if (!hec) {
+        co_await connection(s);
+        arm(sock, deadline, std::chrono::seconds(1));
+        (void)co_await s.async_shutdown(tuple_awaitable);
+        deadline.cancel();
+    }
 }
 
 std::optional<budget_snapshot> gateway_impl::tenant_budget(const std::string& tenant) const
@@ -921,18 +1044,10 @@ std::string gateway_impl::models_body() const
     return out;
 }
 
-template <class Stream>
-asio::awaitable<bool> gateway_impl::chat(
-    Stream& sock,
-    beast::flat_buffer& buf,
-    bhttp::request<bhttp::string_body>& http_req,
-    steady_clock::time_point received)
+bool gateway_impl::admit(
+    const bhttp::request<bhttp::string_body>& http_req, admission& a, reply& rep)
 {
-    const bool keep = http_req.keep_alive() && !draining;
-    reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
-    // Whatever this request started with is what it finishes with, across a reload.
-    const auto cfg = config;
-
+    const auto& cfg = *a.config;
     // Who is asking.
     const auto auth = http_req[bhttp::field::authorization];
     std::string_view presented(auth.data(), auth.size());
@@ -941,50 +1056,48 @@ asio::awaitable<bool> gateway_impl::chat(
     else
         presented = {};
     const std::string& hash = hash_of(presented);
-    const auto kit = hash.empty() ? cfg->keys.end() : cfg->keys.find(hash);
-    if (kit == cfg->keys.end()) {
+    const auto kit = hash.empty() ? cfg.keys.end() : cfg.keys.find(hash);
+    if (kit == cfg.keys.end()) {
         stats.count_request("", "", "unauthorized");
         rep = error_reply(
-                401,
-                presented.empty() ? "an API key is required: Authorization: Bearer KEY"
-                                  : "unknown API key",
-                "invalid_request_error", "invalid_api_key");
-        co_return co_await write_reply(sock, rep, keep);
+            401,
+            presented.empty() ? "an API key is required: Authorization: Bearer KEY"
+                              : "unknown API key",
+            "invalid_request_error", "invalid_api_key");
+        return false;
     }
     const gateway_key& key = kit->second;
+    a.key = &key;
 
-    serve::wire_request wr;
     serve::wire_problem why;
-    if (!serve::parse_chat_body(http_req.body(), wr, why)) {
+    a.wire = std::make_unique<serve::wire_request>();
+    if (!serve::parse_chat_body(http_req.body(), *a.wire, why)) {
         stats.count_request(key.tenant, "", "bad_request");
         rep = error_reply(400, why.message, "invalid_request_error", "invalid_request", why.param);
-        co_return co_await write_reply(sock, rep, keep);
+        return false;
     }
-    // The body is read: its text (a prompt can be large) is not kept for the whole answer.
-    std::string().swap(http_req.body());
-    const std::string model = wr.req.model;
-    const bool is_policy = model.starts_with("frugal/");
-    std::shared_ptr<router> r;
-    if (is_policy) {
+    a.model = a.wire->req.model;
+    const std::string& model = a.model;
+    if (model.starts_with("frugal/")) {
         if (const auto it = policy_routers.find(std::string_view(model).substr(7));
             it != policy_routers.end())
-            r = it->second;
+            a.r = it->second;
     } else {
-        r = passthrough(model);
+        a.r = passthrough(model);
     }
-    if (!r) {
+    if (!a.r) {
         stats.count_request(key.tenant, "", "model_not_found");
         rep = error_reply(404, "the model `" + model + "` does not exist here",
-                        "invalid_request_error", "model_not_found", "model");
-        co_return co_await write_reply(sock, rep, keep);
+                          "invalid_request_error", "model_not_found", "model");
+        return false;
     }
     if (!key.allow.empty() &&
         std::find(key.allow.begin(), key.allow.end(), "*") == key.allow.end() &&
         std::find(key.allow.begin(), key.allow.end(), model) == key.allow.end()) {
         stats.count_request(key.tenant, model, "forbidden");
         rep = error_reply(403, "this key may not call `" + model + "`", "permission_error",
-                        "model_not_allowed", "model");
-        co_return co_await write_reply(sock, rep, keep);
+                          "model_not_allowed", "model");
+        return false;
     }
     if (key.rpm != 0) {
         auto& b = buckets[hash];
@@ -1007,13 +1120,33 @@ asio::awaitable<bool> gateway_impl::chat(
                     " requests a minute is reached; retry in " + std::to_string(wait_s) + " s",
                 "rate_limit_error", "rate_limited");
             rep.headers = "Retry-After: " + std::to_string(wait_s) + "\r\n";
-            co_return co_await write_reply(sock, rep, keep);
+            return false;
         }
         b.tokens -= 1;
     }
+    return true;
+}
+
+template <class Stream>
+asio::awaitable<bool> gateway_impl::chat(
+    Stream& sock,
+    beast::flat_buffer& buf,
+    bhttp::request<bhttp::string_body>& http_req,
+    reply& rep,
+    steady_clock::time_point received)
+{
+    const bool keep = http_req.keep_alive() && !draining;
+    // Whatever this request started with is what it finishes with, across a reload.
+    admission a{config};
+    const bool admitted = admit(http_req, a, rep);
+    // The request is read: its text (a prompt can be large) and its fields are not kept for
+    // the whole answer.
+    http_req = {};
+    if (!admitted)
+        co_return co_await write_reply(sock, rep, keep);
 
     cascade_options opts;
-    opts.budget_keys = {"tenant:" + key.tenant};
+    opts.budget_keys = {"tenant:" + a.key->tenant};
     asio::cancellation_signal sig;
     disconnect_watch<Stream> w(sock, buf, sig);
     // The request counts as in flight (shutdown waits for it, and cancels it at the grace's end)
@@ -1038,8 +1171,8 @@ asio::awaitable<bool> gateway_impl::chat(
 
     // Not a conditional expression: GCC 12 evaluates both co_awaits of `c ? co_await a :
     // co_await b`.
-    exchange<Stream> x{sock, w, sig, *r, wr.req, opts, key, model, keep, received};
-    if (wr.stream)
+    exchange<Stream> x{sock, w, sig, a, opts, rep, keep, received};
+    if (a.wire->stream)
         co_return co_await answer_stream(x);
     co_return co_await answer_whole(x);
 }
@@ -1049,11 +1182,12 @@ asio::awaitable<bool> gateway_impl::chat(
 template <class Stream>
 asio::awaitable<bool> gateway_impl::answer_whole(exchange<Stream>& x)
 {
-    auto& [sock, w, sig, rt, request, opts, key, model, keep, received] = x;
-    reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
-    auto* r = &rt;
+    auto& [sock, w, sig, a, opts, rep, keep, received] = x;
+    router* r = a.r.get();
+    const gateway_key& key = *a.key;
+    const std::string& model = a.model;
     auto [ec, res] = co_await r->async_complete(
-        std::move(request), std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        std::move(a.wire->req), std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
     co_await stop_watch(w);
     if (w.gone) {
         count(key, model, "client_gone", &res, received);
@@ -1080,14 +1214,16 @@ asio::awaitable<bool> gateway_impl::answer_whole(exchange<Stream>& x)
 template <class Stream>
 asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
 {
-    auto& [sock, w, sig, rt, request, opts, key, model, keep, received] = x;
-    reply rep;
-    auto* r = &rt;
+    auto& [sock, w, sig, a, opts, rep, keep, received] = x;
+    router* r = a.r.get();
+    const gateway_key& key = *a.key;
+    const std::string& model = a.model;
     // Streamed. The cheap tier's text is held until it is judged (stream_mode::buffer): an
     // OpenAI client cannot take text back. The head waits for the first text, so a cascade that
     // fails before any still gets its status code.
     cascade_stream stream;
-    r->start_stream(std::move(request), stream_mode::buffer, stream, std::move(opts));
+    r->start_stream(std::move(a.wire->req), stream_mode::buffer, stream, std::move(opts));
+    a.wire.reset();
     const std::string id = "gen-frugal-" + std::to_string(next_id++);
     const std::int64_t created = unix_ms() / 1000;
     bool head_sent = false;
@@ -1118,22 +1254,23 @@ asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
         }
         if (ev.type != cascade_event::kind::delta || ev.text.empty())
             continue;
-        out.clear();
+        std::string& chunk = chunk_scratch();
+        chunk.clear();
         const bool first = !head_sent;
         if (!head_sent) {
             shown_model = r->policy().tiers[ev.tier];
-            reply head;
-            head.content_type = "text/event-stream";
-            head.headers = "x-frugal-model: " + shown_model + "\r\nx-frugal-escalated: " +
-                           (ev.tier > 0 ? "true" : "false") + "\r\n";
-            budget_headers(key, head.headers);
+            rep.content_type = "text/event-stream";
+            rep.headers = "x-frugal-model: " + shown_model + "\r\nx-frugal-escalated: " +
+                          (ev.tier > 0 ? "true" : "false") + "\r\n";
+            budget_headers(key, rep.headers);
             // The body ends with the connection: no length is known in advance.
-            head.close = true;
-            out = render_head(head, false, true);
+            rep.close = true;
+            append_head(chunk, rep, false, true);
+            rep = reply();
             head_sent = true;
         }
-        serve::append_chunk(out, id, created, shown_model, ev.text, first);
-        if (!co_await write_all(sock, out)) {
+        serve::append_chunk(chunk, id, created, shown_model, ev.text, first);
+        if (!co_await write_chunk(sock, out)) {
             alive = false;
             break;
         }
@@ -1173,14 +1310,13 @@ asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
     out.clear();
     if (!head_sent) {
         // An empty answer: nothing was shown yet.
-        reply head;
-        head.content_type = "text/event-stream";
-        head.headers = "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
-                       (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
-                       t.cost.to_string() + "\r\n";
-        budget_headers(key, head.headers);
-        head.close = true;
-        out = render_head(head, false, true);
+        rep.content_type = "text/event-stream";
+        rep.headers = "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
+                      (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
+                      t.cost.to_string() + "\r\n";
+        budget_headers(key, rep.headers);
+        rep.close = true;
+        append_head(out, rep, false, true);
     }
     serve::append_finish(out, id, created, t.model, res.response.finish_reason, &t);
     co_await write_all(sock, out);

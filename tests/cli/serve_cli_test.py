@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -55,6 +56,7 @@ env = environment()
 
 sim, sim_port = start([FRUGAL, 'sim', '--port', '0'], env)
 ALPHA, BETA, GAMMA = 'alpha-key-0123456789abcdef', 'beta-key-0123456789abcdef', 'gamma-key-0123456789abcdef'
+SLOW = 'slow-key-0123456789abcdef'
 config = {
     'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % sim_port},
     'policies': {'cheap': {'tiers': ['google/gemma-4-31b-it:free', 'anthropic/claude-sonnet-4.5']}},
@@ -64,9 +66,12 @@ config = {
         'sha256:' + hashlib.sha256(BETA.encode()).hexdigest(): {
             'tenant': 'beta', 'budget': {'usd': '0.004'}, 'allow': ['frugal/cheap', 'anthropic/claude-sonnet-4.5']},
         GAMMA: {'tenant': 'gamma', 'budget': {'usd': '1.00'}, 'rpm': 2},
+        SLOW: {'tenant': 'slow', 'budget': {'usd': '5.00'}},
     },
     'ledger': os.path.join(tmp, 'ledger.db'),
-    'limits': {'grace_seconds': 1},
+    # A small kernel send buffer: a slow reader's stream overflows it (below), and every other
+    # stream's writes may find it full too.
+    'limits': {'grace_seconds': 1, 'socket_send_buffer_bytes': 16384},
 }
 cfg_path = os.path.join(tmp, 'gateway.json')
 with open(cfg_path, 'w') as f:
@@ -116,6 +121,55 @@ check('stream: only the flagship\'s text was sent', streamed_text(events) == fla
 check('stream: ends with [DONE]', events[-1] == '[DONE]', str(events[-2:]))
 last = json.loads(events[-2])
 check('stream: the last chunk has the usage and its cost', last['usage']['cost'] > 0 and last['choices'][0]['finish_reason'] == 'stop', events[-2])
+
+# A client that reads slowly gets every byte. It reads nothing for a while, so the gateway's
+# socket fills and the rest of the stream waits in the gateway; then it reads to the end and
+# gets the same text as a client that read at once.
+def queued_bytes(local_port):
+    """The bytes the kernel holds for this connection: the client's Recv-Q and the gateway's Send-Q."""
+    out = subprocess.run(['ss', '-tnH', 'state', 'established'], capture_output=True, text=True).stdout
+    total = 0
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 4 and (f[2].endswith(':%d' % local_port) or f[3].endswith(':%d' % local_port)):
+            total += int(f[0]) + int(f[1])
+    return total
+
+
+long_ask = {'model': 'openai/gpt-5-mini', 'stream': True, 'max_tokens': 20000,
+            'messages': user('[sim tokens=20000] A long story, read slowly')}
+_, _, at_once = chat(port, SLOW, long_ask)
+slow = socket.socket()
+slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+slow.connect(('127.0.0.1', port))
+payload = json.dumps(long_ask)
+slow.sendall(('POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+              'Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s' % (SLOW, len(payload), payload)).encode())
+# Until the kernel's queues stop growing: the socket is full, and what is left waits upstream or
+# in the gateway.
+in_kernel, steady, waited = 0, 0, 0.0
+while steady < 3 and waited < 15:
+    time.sleep(0.2)
+    waited += 0.2
+    now = queued_bytes(slow.getsockname()[1])
+    steady = steady + 1 if now == in_kernel and now > 0 else 0
+    in_kernel = now
+got = b''
+slow.settimeout(30)
+while True:
+    piece = slow.recv(65536)
+    if not piece:
+        break
+    got += piece
+slow.close()
+slow_text = got.decode().split('\r\n\r\n', 1)[1]
+check('slow reader: more was sent than the kernel held, so some waited in the gateway',
+      len(got) > 2 * in_kernel, '%d bytes sent, %d in the kernel' % (len(got), in_kernel))
+check('slow reader: the same text as a client that read at once',
+      streamed_text(sse_events(slow_text)) == streamed_text(sse_events(at_once)) and len(streamed_text(sse_events(at_once))) > 80000,
+      '%d vs %d characters' % (len(streamed_text(sse_events(slow_text))), len(streamed_text(sse_events(at_once)))))
+check('slow reader: it ends with [DONE]', sse_events(slow_text)[-1:] == ['[DONE]'], slow_text[-200:])
+
 
 # Errors in OpenAI's shape.
 def error_of(body):
