@@ -160,7 +160,7 @@ asio::awaitable<void> produce(
         const std::uint32_t t = step.tier;
         // The step's streams: shared with a hedge's readers, so allocated; one per step is
         // nothing beside a request.
-        auto h = std::make_shared<stream_pair>(r, call, r->client->get_executor());
+        auto h = std::make_shared<stream_pair>(r, call);
         tier_stream& first_try = h->at(0);
         first_try.prepare(*r, base, t, call, step.arrived_by);
         if (!co_await first_try.reserve(*r, call)) {

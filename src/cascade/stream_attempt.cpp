@@ -34,13 +34,13 @@ void tier_stream::prepare(
     escalation_reason arrived_by)
 {
     r.open_record(run, tier, call, arrived_by);
-    req = r.tier_request(base, tier);
+    req = std::make_unique<chat_request>(r.tier_request(base, tier));
 }
 
 asio::awaitable<bool> tier_stream::reserve(router_impl& r, const call_info& call)
 {
     run.rec.time_ms = unix_now_ms(); // the attempt begins with its reservation
-    if (!r.try_reserve(req, call, res)) {
+    if (!r.try_reserve(*req, call, res)) {
         // A stop that came before the wait would not end it: seen here.
         auto cs = co_await asio::this_coro::cancellation_state;
         if (stopped(cs)) {
@@ -49,12 +49,12 @@ asio::awaitable<bool> tier_stream::reserve(router_impl& r, const call_info& call
             co_return false;
         }
         // The wait for the budget takes the coroutine's own cancellation (its slot is free).
-        if (!co_await r.reserve(run, req, call, res))
+        if (!co_await r.reserve(run, *req, call, res))
             co_return false;
     }
     reserved = true;
     if (res.active())
-        req.max_tokens = res.max_tokens();
+        req->max_tokens = res.max_tokens();
     co_return true;
 }
 
@@ -89,7 +89,8 @@ asio::awaitable<void> tier_stream::start(router_impl& r)
     call_options opts;
     opts.retry_rate_limited = !r.free_tier[run.rec.tier];
     auto [sec] = co_await r.client->async_start_stream(
-        std::move(req), s, opts, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        std::move(*req), s, opts, asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+    req.reset();
     ec = sec;
     if (!ec)
         note_generation();
@@ -190,7 +191,8 @@ void spawn_reader(const std::shared_ptr<stream_pair>& h, int which)
                 }
                 h->running[which] = false;
                 h->order[which] = ++h->returned;
-                h->wake.cancel();
+                if (h->wake)
+                    h->wake->cancel();
             }));
 }
 
@@ -218,8 +220,10 @@ wait_for_reader(const std::shared_ptr<stream_pair>& h, steady_clock::duration d)
         stop_running{h.get()}(asio::cancellation_type::terminal);
     if (cs.slot().is_connected())
         cs.slot().assign(stop_running{h.get()});
-    h->wake.expires_after(d);
-    co_await h->wake.async_wait(
+    if (!h->wake)
+        h->wake.emplace(h->r->client->get_executor());
+    h->wake->expires_after(d);
+    co_await h->wake->async_wait(
         asio::bind_cancellation_slot(asio::cancellation_slot(), tuple_awaitable));
 }
 

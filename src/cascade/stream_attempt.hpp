@@ -23,7 +23,9 @@ namespace frugal::detail {
 // tier_stream is never moved or copied.
 struct tier_stream {
     attempt_run run;
-    chat_request req;
+    // The tier's request, from `prepare` until `start` hands it to the client: an open
+    // stream does not keep it.
+    std::unique_ptr<chat_request> req;
     reservation res;
     chat_stream s;
     asio::cancellation_signal sig;
@@ -71,13 +73,15 @@ private:
 // The streams of one `send` step: the tier asked (`a[0]`), and when hedged the next tier
 // (`a[1]`). Shared by the producer and the race's readers, so it outlives both.
 struct stream_pair {
-    stream_pair(std::shared_ptr<router_impl> router, call_info c, const asio::any_io_executor& ex)
-        : r(std::move(router)), call(std::move(c)), wake(ex)
+    stream_pair(std::shared_ptr<router_impl> router, call_info c)
+        : r(std::move(router)), call(std::move(c))
     {
     }
     std::shared_ptr<router_impl> r;
     call_info call;
-    asio::steady_timer wake; // the race waits on it; a reader's end cancels it
+    // The race waits on it; a reader's end cancels it. Made by the race alone: a step that
+    // does not hedge, and the stream it keeps open, holds no timer.
+    std::optional<asio::steady_timer> wake;
     // The hedge's second stream is made only when the race starts it: most cascades never
     // hedge, and a tier_stream holds a request, a record and a response.
     tier_stream first;
