@@ -92,7 +92,7 @@ inline constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 // its next token holds little and a fast one reads many events per call.
 inline constexpr std::size_t head_reserve = std::size_t{4} * 1024;
 inline constexpr std::size_t read_reserve = std::size_t{16} * 1024;
-inline constexpr std::size_t min_stream_read = 1024;
+inline constexpr std::size_t min_stream_read = 512;
 inline constexpr std::size_t max_stream_read = std::size_t{64} * 1024;
 
 // Errors and diagnostics (client_errors.cpp) ---------------------------------------------------

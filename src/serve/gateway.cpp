@@ -182,12 +182,53 @@ asio::awaitable<void> watch(disconnect_watch<Stream>& w)
     w.ended.cancel();
 }
 
+// Plain TCP: only the socket's readiness is awaited, with no buffer, coroutine or read
+// pending; what a readable socket holds is read then, without waiting (the session made the
+// socket non-blocking). An open stream's watch is one small wait.
+void await_readable(disconnect_watch<tcp::socket>& w)
+{
+    w.sock.async_wait(
+        tcp::socket::wait_read,
+        asio::bind_cancellation_slot(w.stop_read.slot(), [&w](error_code ec) {
+            auto ended = [&w] {
+                w.running = false;
+                w.ended.cancel();
+            };
+            if (ec == asio::error::operation_aborted || w.stopping)
+                return ended();
+            if (!ec) {
+                const std::size_t n = w.sock.read_some(w.buf.prepare(256), ec);
+                w.buf.commit(n);
+                if (ec == asio::error::would_block || ec == asio::error::try_again)
+                    ec = {};
+                else if (!ec && n == 0)
+                    ec = asio::error::eof;
+            }
+            if (ec) {
+                w.gone = true;
+                w.request.emit(asio::cancellation_type::terminal);
+                return ended();
+            }
+            // A client that pipelines without end is not read further; its EOF then shows at
+            // the next write.
+            if (w.buf.size() > 64 * 1024)
+                return ended();
+            await_readable(w);
+        }));
+}
+
 template <class Stream>
 void start_watch(disconnect_watch<Stream>& w)
 {
     w.running = true;
     w.stopping = false;
     w.ended.expires_at(steady_clock::time_point::max());
+    if constexpr (std::is_same_v<Stream, tcp::socket>) {
+        if (w.sock.non_blocking()) {
+            await_readable(w);
+            return;
+        }
+    }
     asio::co_spawn(w.sock.get_executor(), watch(w), asio::detached);
 }
 
@@ -1224,6 +1265,9 @@ asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
     cascade_stream stream;
     r->start_stream(std::move(a.wire->req), stream_mode::buffer, stream, std::move(opts));
     a.wire.reset();
+    // A stream ends its connection, so the request's read buffer is not kept for a next one.
+    if (w.buf.size() == 0)
+        w.buf.shrink_to_fit();
     const std::string id = "gen-frugal-" + std::to_string(next_id++);
     const std::int64_t created = unix_ms() / 1000;
     bool head_sent = false;
