@@ -319,6 +319,27 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     asio::awaitable<bool> answer_whole(exchange<Stream>& x);
     template <class Stream>
     asio::awaitable<bool> answer_stream(exchange<Stream>& x);
+    // A streamed answer's state, and its rendering (plain functions: see answer_stream).
+    struct stream_text {
+        router* r;
+        std::string id;
+        std::int64_t created = 0;
+        std::string shown_model;
+        bool head_sent = false;
+    };
+    void render_stream_chunk(
+        std::string& chunk, stream_text& st, const gateway_key& key, const cascade_event& ev);
+    // The stream's last bytes into `out`; false when nothing was sent yet and the failure goes
+    // as a reply of its own (in `rep`).
+    bool render_stream_end(
+        std::string& out,
+        reply& rep,
+        const stream_text& st,
+        const admission& a,
+        const std::string& cut_reason,
+        const error_code& final_ec,
+        const cascade_result* result,
+        steady_clock::time_point received);
     template <class Stream>
     asio::awaitable<bool> write_reply(Stream& sock, const reply& r, bool keep_alive);
     template <class Stream>
@@ -1252,28 +1273,89 @@ asio::awaitable<bool> gateway_impl::answer_whole(exchange<Stream>& x)
     co_return co_await write_reply(sock, rep, keep);
 }
 
+void gateway_impl::render_stream_chunk(
+    std::string& chunk, stream_text& st, const gateway_key& key, const cascade_event& ev)
+{
+    const bool first = !st.head_sent;
+    if (first) {
+        st.shown_model = st.r->policy().tiers[ev.tier];
+        reply head;
+        head.content_type = "text/event-stream";
+        head.headers = "x-frugal-model: " + st.shown_model + "\r\nx-frugal-escalated: " +
+                       (ev.tier > 0 ? "true" : "false") + "\r\n";
+        budget_headers(key, head.headers);
+        // The body ends with the connection: no length is known in advance.
+        head.close = true;
+        append_head(chunk, head, false, true);
+        st.head_sent = true;
+    }
+    serve::append_chunk(chunk, st.id, st.created, st.shown_model, ev.text, first);
+}
+
+bool gateway_impl::render_stream_end(
+    std::string& out,
+    reply& rep,
+    const stream_text& st,
+    const admission& a,
+    const std::string& cut_reason,
+    const error_code& final_ec,
+    const cascade_result* result,
+    steady_clock::time_point received)
+{
+    const gateway_key& key = *a.key;
+    static const cascade_result no_result;
+    const cascade_result& res = result != nullptr ? *result : no_result;
+    if (!cut_reason.empty()) {
+        count(key, a.model, "error", nullptr, received);
+        serve::append_stream_error(
+            out, "the answer was cut (" + cut_reason + ") after part of it was sent", 502);
+        return true;
+    }
+    if (final_ec) {
+        count(key, a.model, final_ec == error::budget_exhausted ? "budget_denied" : "error", &res,
+              received);
+        rep = failure_reply(final_ec, res, key);
+        if (!st.head_sent)
+            return false; // a reply of its own, with its status
+        serve::append_stream_error(out, rep.message, rep.status);
+        return true;
+    }
+    count(key, a.model, "ok", &res, received);
+    const auto t = totals_of(res, st.shown_model.empty() ? a.model : st.shown_model);
+    if (!st.head_sent) {
+        // An empty answer: nothing was shown yet.
+        reply head;
+        head.content_type = "text/event-stream";
+        head.headers = "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
+                       (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
+                       t.cost.to_string() + "\r\n";
+        budget_headers(key, head.headers);
+        head.close = true;
+        append_head(out, head, false, true);
+    }
+    serve::append_finish(out, st.id, st.created, t.model, res.response.finish_reason, &t);
+    return true;
+}
+
+// A streamed answer. Whatever does not wait (rendering a chunk, the end) is done in plain
+// functions: GCC keeps every local of a coroutine in its frame, and an open stream keeps this
+// frame for as long as it is open.
 template <class Stream>
 asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
 {
     auto& [sock, w, sig, a, opts, rep, keep, received] = x;
-    router* r = a.r.get();
-    const gateway_key& key = *a.key;
-    const std::string& model = a.model;
-    // Streamed. The cheap tier's text is held until it is judged (stream_mode::buffer): an
-    // OpenAI client cannot take text back. The head waits for the first text, so a cascade that
-    // fails before any still gets its status code.
+    // The cheap tier's text is held until it is judged (stream_mode::buffer): an OpenAI client
+    // cannot take text back. The head waits for the first text, so a cascade that fails
+    // before any still gets its status code.
     cascade_stream stream;
-    r->start_stream(std::move(a.wire->req), stream_mode::buffer, stream, std::move(opts));
+    a.r->start_stream(std::move(a.wire->req), stream_mode::buffer, stream, std::move(opts));
     a.wire.reset();
     // A stream ends its connection, so the request's read buffer is not kept for a next one.
     if (w.buf.size() == 0)
         w.buf.shrink_to_fit();
-    const std::string id = "gen-frugal-" + std::to_string(next_id++);
-    const std::int64_t created = unix_ms() / 1000;
-    bool head_sent = false;
+    stream_text st{a.r.get(), "gen-frugal-" + std::to_string(next_id++), unix_ms() / 1000};
     bool alive = true;
-    std::string shown_model;
-    std::string out;
+    std::string out; // what a client too slow to take a chunk at once has still to get
     std::shared_ptr<const cascade_result> result;
     error_code final_ec;
     std::string cut_reason;
@@ -1286,10 +1368,10 @@ asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
         auto [ec, ev] = co_await stream.async_next(asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
         if (ec || ev.type == cascade_event::kind::done) {
             final_ec = ec;
-            result = ev.result;
+            result = std::move(ev.result);
             break;
         }
-        if (ev.type == cascade_event::kind::escalating && head_sent) {
+        if (ev.type == cascade_event::kind::escalating && st.head_sent) {
             // The live tier failed after its text was sent, and the cascade would put a lower
             // tier's answer in its place: an OpenAI client cannot take text back, so the
             // stream ends with an error instead.
@@ -1300,20 +1382,7 @@ asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
             continue;
         std::string& chunk = chunk_scratch();
         chunk.clear();
-        const bool first = !head_sent;
-        if (!head_sent) {
-            shown_model = r->policy().tiers[ev.tier];
-            rep.content_type = "text/event-stream";
-            rep.headers = "x-frugal-model: " + shown_model + "\r\nx-frugal-escalated: " +
-                          (ev.tier > 0 ? "true" : "false") + "\r\n";
-            budget_headers(key, rep.headers);
-            // The body ends with the connection: no length is known in advance.
-            rep.close = true;
-            append_head(chunk, rep, false, true);
-            rep = reply();
-            head_sent = true;
-        }
-        serve::append_chunk(chunk, id, created, shown_model, ev.text, first);
+        render_stream_chunk(chunk, st, *a.key, ev);
         if (!co_await write_chunk(sock, out)) {
             alive = false;
             break;
@@ -1325,44 +1394,13 @@ asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
         cascade_stream gone = std::move(stream);
     }
     co_await stop_watch(w);
-    static const cascade_result no_result;
-    const cascade_result& res = result ? *result : no_result;
     if (!alive || w.gone) {
-        count(key, model, "client_gone", result ? &res : nullptr, received);
+        count(*a.key, a.model, "client_gone", result.get(), received);
         co_return false;
     }
-    if (!cut_reason.empty()) {
-        count(key, model, "error", nullptr, received);
-        out.clear();
-        serve::append_stream_error(
-            out, "the answer was cut (" + cut_reason + ") after part of it was sent", 502);
-        co_await write_all(sock, out);
-        co_return false;
-    }
-    if (final_ec) {
-        count(key, model, final_ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
-        rep = failure_reply(final_ec, res, key);
-        if (!head_sent)
-            co_return co_await write_reply(sock, rep, keep);
-        out.clear();
-        serve::append_stream_error(out, rep.message, rep.status);
-        co_await write_all(sock, out);
-        co_return false;
-    }
-    count(key, model, "ok", &res, received);
-    const auto t = totals_of(res, shown_model.empty() ? model : shown_model);
     out.clear();
-    if (!head_sent) {
-        // An empty answer: nothing was shown yet.
-        rep.content_type = "text/event-stream";
-        rep.headers = "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
-                      (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
-                      t.cost.to_string() + "\r\n";
-        budget_headers(key, rep.headers);
-        rep.close = true;
-        append_head(out, rep, false, true);
-    }
-    serve::append_finish(out, id, created, t.model, res.response.finish_reason, &t);
+    if (!render_stream_end(out, rep, st, a, cut_reason, final_ec, result.get(), received))
+        co_return co_await write_reply(sock, rep, keep);
     co_await write_all(sock, out);
     co_return false;
 }
