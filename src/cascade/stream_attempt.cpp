@@ -221,7 +221,7 @@ wait_for_reader(const std::shared_ptr<stream_pair>& h, steady_clock::duration d)
     if (cs.slot().is_connected())
         cs.slot().assign(stop_running{h.get()});
     if (!h->wake)
-        h->wake.emplace(h->r->client->get_executor());
+        h->wake = std::make_unique<asio::steady_timer>(h->r->client->get_executor());
     h->wake->expires_after(d);
     co_await h->wake->async_wait(
         asio::bind_cancellation_slot(asio::cancellation_slot(), tuple_awaitable));

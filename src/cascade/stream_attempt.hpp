@@ -81,7 +81,7 @@ struct stream_pair {
     call_info call;
     // The race waits on it; a reader's end cancels it. Made by the race alone: a step that
     // does not hedge, and the stream it keeps open, holds no timer.
-    std::optional<asio::steady_timer> wake;
+    std::unique_ptr<asio::steady_timer> wake;
     // The hedge's second stream is made only when the race starts it: most cascades never
     // hedge, and a tier_stream holds a request, a record and a response.
     tier_stream first;

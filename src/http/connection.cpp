@@ -172,7 +172,7 @@ connection::establish(const route& r, connect_deadlines d, std::string& detail)
     }
 
     if (tls_context_) {
-        tls_.emplace(socket_, *tls_context_);
+        tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *tls_context_);
         SSL* ssl = tls_->native_handle();
         const std::string& host = r.target.host;
         if (is_ip_literal(host)) {

@@ -100,7 +100,7 @@ public:
 
     void close();
     bool is_open() const { return socket_.is_open(); }
-    bool encrypted() const noexcept { return tls_.has_value(); }
+    bool encrypted() const noexcept { return tls_ != nullptr; }
 
     /// Read buffer, kept across requests on this connection.
     boost::beast::flat_buffer buffer;
@@ -122,7 +122,8 @@ private:
     asio::any_io_executor executor_;
     std::shared_ptr<asio::ssl::context> tls_context_;
     tcp::socket socket_;
-    std::optional<asio::ssl::stream<tcp::socket&>> tls_;
+    // Made by `establish` over TLS alone: a plain connection does not carry its room.
+    std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
     tcp::resolver* resolving_ = nullptr;
 
     asio::steady_timer watchdog_;

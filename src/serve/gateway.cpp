@@ -141,14 +141,16 @@ struct rpm_bucket {
 template <class Stream>
 struct disconnect_watch {
     disconnect_watch(Stream& s, beast::flat_buffer& b, asio::cancellation_signal& sig)
-        : sock(s), buf(b), request(sig), ended(s.get_executor())
+        : sock(s), buf(b), request(sig)
     {
     }
     Stream& sock;
     beast::flat_buffer& buf;
     asio::cancellation_signal& request; // stops the request when the client is gone
     asio::cancellation_signal stop_read;
-    asio::steady_timer ended;
+    // What stop_watch waits on while the watch finishes, made then: an open stream's watch
+    // holds no timer.
+    std::unique_ptr<asio::steady_timer> ended;
     bool running = false;
     bool gone = false;
     bool stopping = false; // a read that completed before the stop must not start another
@@ -179,7 +181,8 @@ asio::awaitable<void> watch(disconnect_watch<Stream>& w)
         break;
     }
     w.running = false;
-    w.ended.cancel();
+    if (w.ended)
+        w.ended->cancel();
 }
 
 // Plain TCP: only the socket's readiness is awaited, with no buffer, coroutine or read
@@ -192,7 +195,8 @@ void await_readable(disconnect_watch<tcp::socket>& w)
         asio::bind_cancellation_slot(w.stop_read.slot(), [&w](error_code ec) {
             auto ended = [&w] {
                 w.running = false;
-                w.ended.cancel();
+                if (w.ended)
+                    w.ended->cancel();
             };
             if (ec == asio::error::operation_aborted || w.stopping)
                 return ended();
@@ -222,7 +226,6 @@ void start_watch(disconnect_watch<Stream>& w)
 {
     w.running = true;
     w.stopping = false;
-    w.ended.expires_at(steady_clock::time_point::max());
     if constexpr (std::is_same_v<Stream, tcp::socket>) {
         if (w.sock.non_blocking()) {
             await_readable(w);
@@ -239,8 +242,11 @@ asio::awaitable<void> stop_watch(disconnect_watch<Stream>& w)
         co_return;
     w.stopping = true;
     w.stop_read.emit(asio::cancellation_type::terminal);
-    if (w.running)
-        co_await w.ended.async_wait(tuple_awaitable);
+    if (w.running) {
+        w.ended = std::make_unique<asio::steady_timer>(
+            w.sock.get_executor(), steady_clock::time_point::max());
+        co_await w.ended->async_wait(tuple_awaitable);
+    }
 }
 
 // A chat request once it is authorized and routed: what answering it needs.
