@@ -438,7 +438,7 @@ asio::awaitable<quota_wait> router_impl::ask_free(
     const cascade_step& step,
     steady_clock::time_point deadline,
     const call_info& call,
-    cascade_result& out)
+    std::vector<cascade_attempt>& attempts)
 {
     const bool last = step.tier + 1 == policy.tiers.size();
     const auto g = co_await free_gate(last, deadline);
@@ -446,7 +446,7 @@ asio::awaitable<quota_wait> router_impl::ask_free(
         co_return quota_wait::go;
     auto cs = co_await asio::this_coro::cancellation_state;
     if (cs.cancelled() == asio::cancellation_type::none) // else the caller stopped waiting
-        out.attempts.push_back(skipped_attempt(
+        attempts.push_back(skipped_attempt(
             step, call,
             g == gate::skip && !last ? escalation_reason::rate_limited : escalation_reason::none));
     co_return g == gate::skip ? quota_wait::skip : quota_wait::fail;
@@ -459,7 +459,7 @@ asio::awaitable<std::optional<cascade_step>> router_impl::before_send(
     const cascade_step& step,
     steady_clock::time_point deadline,
     const call_info& call,
-    cascade_result& out)
+    std::vector<cascade_attempt>& attempts)
 {
     if (step.what != cascade_step::kind::ask_free && step.what != cascade_step::kind::send)
         co_return std::nullopt;
@@ -469,7 +469,7 @@ asio::awaitable<std::optional<cascade_step>> router_impl::before_send(
         co_return m.cancelled();
     if (step.what == cascade_step::kind::send)
         co_return std::nullopt;
-    const auto g = co_await ask_free(step, deadline, call, out);
+    const auto g = co_await ask_free(step, deadline, call, attempts);
     if (g != quota_wait::go && cancelled())
         co_return m.cancelled();
     co_return m.gated(g);

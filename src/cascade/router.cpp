@@ -160,7 +160,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
     const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
     auto step = m.start();
     for (;;) {
-        if (auto next = co_await before_send(m, step, free_deadline, call, out)) {
+        if (auto next = co_await before_send(m, step, free_deadline, call, out.attempts)) {
             step = *next;
             continue;
         }

@@ -153,13 +153,14 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const cascade_step& step,
         steady_clock::time_point deadline,
         const call_info& call,
-        cascade_result& out);
+        std::vector<cascade_attempt>& attempts);
+    // `attempts`: where a skipped tier is recorded.
     asio::awaitable<std::optional<cascade_step>> before_send(
         cascade_machine& m,
         const cascade_step& step,
         steady_clock::time_point deadline,
         const call_info& call,
-        cascade_result& out);
+        std::vector<cascade_attempt>& attempts);
     std::string free_wait_note() const;
 
     chat_client* client;

@@ -45,7 +45,8 @@ escalation_reason end_step(
     read_end how,
     bool free_time_left,
     cascade_step& step,
-    cascade_result& out)
+    std::vector<cascade_attempt>& attempts,
+    money& total_cost)
 {
     attempt_end ends[2];
     tier_stream* told[2] = {nullptr, nullptr};
@@ -73,14 +74,14 @@ escalation_reason end_step(
     told[k++] = &w;
     step = m.ended(std::span<attempt_end>(ends, k), free_time_left);
     if (other != nullptr && !other->reserved)
-        out.attempts.push_back(other->run.rec); // a hedge refused (or stopped) before its start
+        attempts.push_back(other->run.rec); // a hedge refused (or stopped) before its start
     for (std::size_t i = 0; i < k; ++i) {
         told[i]->run.rec.moved_on = ends[i].recorded;
-        out.total_cost += told[i]->run.rec.cost;
-        out.attempts.push_back(told[i]->run.rec);
+        total_cost += told[i]->run.rec.cost;
+        attempts.push_back(told[i]->run.rec);
     }
     if (step.free_wait_over)
-        out.attempts.back().detail += r.free_wait_note();
+        attempts.back().detail += r.free_wait_note();
     return e.recorded;
 }
 
@@ -93,12 +94,12 @@ void refused_step(
     bool cancelled,
     bool free_time_left,
     cascade_step& step,
-    cascade_result& out)
+    std::vector<cascade_attempt>& attempts)
 {
     auto e = r.end_of(base, run, cancelled);
     step = m.ended(std::span<attempt_end>(&e, 1), free_time_left);
     run.rec.moved_on = e.recorded;
-    out.attempts.push_back(run.rec);
+    attempts.push_back(run.rec);
 }
 
 } // namespace
@@ -131,8 +132,15 @@ asio::awaitable<void> produce(
                 co_return false;
         }
     };
-    auto result = std::make_shared<cascade_result>();
-    auto& out = *result;
+    // The attempts and their cost; the result is made at the end, with the answer: an open
+    // stream does not hold it.
+    std::vector<cascade_attempt> attempts;
+    money total_cost;
+    std::shared_ptr<cascade_result> result;
+    auto answer = [&](chat_response&& response) {
+        result = std::make_shared<cascade_result>();
+        result->response = std::move(response);
+    };
     const call_info call{r->new_request_id(), keys ? std::move(keys) : r->no_keys};
     if (r->refresh_prices())
         r->note_policy();
@@ -150,7 +158,7 @@ asio::awaitable<void> produce(
     auto step = m.start();
 
     for (;;) {
-        if (auto next = co_await r->before_send(m, step, free_deadline, call, out)) {
+        if (auto next = co_await r->before_send(m, step, free_deadline, call, attempts)) {
             step = *next;
             continue;
         }
@@ -166,7 +174,7 @@ asio::awaitable<void> produce(
         if (!co_await first_try.reserve(*r, call)) {
             refused_step(
                 *r, m, base, first_try.run, cancelled(), steady_clock::now() < free_deadline,
-                step, out);
+                step, attempts);
             continue;
         }
         // The escalation is announced once it is sure to happen (its reservation granted), so
@@ -228,7 +236,7 @@ asio::awaitable<void> produce(
 
         const escalation_reason recorded = end_step(
             *r, m, base, *h, w, other, {early, consumer_gone, shown, cancelled()},
-            steady_clock::now() < free_deadline, step, out);
+            steady_clock::now() < free_deadline, step, attempts, total_cost);
         if (step.what == cascade_step::kind::accept) {
             if (step.tier == wt || other == nullptr) {
                 for (auto& piece : held) { // accepted: buffered text is shown now
@@ -237,7 +245,7 @@ asio::awaitable<void> produce(
                     if (!co_await send({}))
                         co_return;
                 }
-                out.response = std::move(w.run.response);
+                answer(std::move(w.run.response));
                 break;
             }
             // The hedge's other stream: a whole answer without content (any content would have
@@ -248,7 +256,7 @@ asio::awaitable<void> produce(
                 if (!co_await send({}))
                     co_return;
             }
-            out.response = std::move(other->run.response);
+            answer(std::move(other->run.response));
             break;
         }
         for (tier_stream* told : {other, &w}) {
@@ -278,9 +286,13 @@ asio::awaitable<void> produce(
             if (!co_await send({}))
                 co_return;
         }
-        out.response = std::move(*fallback);
+        answer(std::move(*fallback));
     }
-    m.fill(out, step);
+    if (!result)
+        result = std::make_shared<cascade_result>();
+    result->attempts = std::move(attempts);
+    result->total_cost = total_cost;
+    m.fill(*result, step);
     st->finished = true;
     ev = event_of(cascade_event::kind::done, step.what == cascade_step::kind::fail ? 0 : step.tier);
     ev.result = result; // the attempts and what each cost, for a failure too
