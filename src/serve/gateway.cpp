@@ -309,9 +309,11 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     asio::awaitable<bool> read_request(
         Stream& sock,
         beast::flat_buffer& buf,
-        asio::steady_timer& deadline,
         bhttp::request<bhttp::string_body>& req,
         reply& rep);
+    // Closes the sending side and reads what the client still sends, for a second at most.
+    template <class Stream>
+    asio::awaitable<void> drain_before_close(Stream& sock, beast::flat_buffer& buf);
     // Who asks, what for, and whether they may: false with the refusal in `rep`.
     bool admit(const bhttp::request<bhttp::string_body>& http_req, admission& a, reply& rep);
     template <class Stream>
@@ -738,10 +740,10 @@ template <class Stream>
 asio::awaitable<bool> gateway_impl::read_request(
     Stream& sock,
     beast::flat_buffer& buf,
-    asio::steady_timer& deadline,
     bhttp::request<bhttp::string_body>& req,
     reply& rep)
 {
+    asio::steady_timer deadline(executor);
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(16 * 1024);
     parser.body_limit(config->max_body_bytes);
@@ -791,12 +793,11 @@ template <class Stream>
 asio::awaitable<void> gateway_impl::connection(Stream& sock)
 {
     beast::flat_buffer buf;
-    asio::steady_timer deadline(executor);
     reply rep; // named: GCC 12 copies a temporary in a co_await expression bitwise
     bhttp::request<bhttp::string_body> req;
     bool linger = false;
     for (;;) {
-        if (!co_await read_request(sock, buf, deadline, req, rep)) {
+        if (!co_await read_request(sock, buf, req, rep)) {
             linger = true;
             break;
         }
@@ -818,21 +819,27 @@ asio::awaitable<void> gateway_impl::connection(Stream& sock)
     constexpr bool plain = std::is_same_v<Stream, tcp::socket>;
     if constexpr (plain)
         linger = true;
-    if (linger && beast::get_lowest_layer(sock).is_open()) {
-        if constexpr (plain) {
-            error_code ignored;
-            sock.shutdown(tcp::socket::shutdown_send, ignored);
-        }
-        arm(beast::get_lowest_layer(sock), deadline, std::chrono::seconds(1));
-        for (std::size_t total = 0; total < (std::size_t{64} << 20);) {
-            buf.clear();
-            auto [rec, n] = co_await sock.async_read_some(buf.prepare(16384), tuple_awaitable);
-            if (rec)
-                break;
-            total += n;
-        }
-        deadline.cancel();
+    if (linger && beast::get_lowest_layer(sock).is_open())
+        co_await drain_before_close(sock, buf);
+}
+
+template <class Stream>
+asio::awaitable<void> gateway_impl::drain_before_close(Stream& sock, beast::flat_buffer& buf)
+{
+    if constexpr (std::is_same_v<Stream, tcp::socket>) {
+        error_code ignored;
+        sock.shutdown(tcp::socket::shutdown_send, ignored);
     }
+    asio::steady_timer deadline(executor);
+    arm(beast::get_lowest_layer(sock), deadline, std::chrono::seconds(1));
+    for (std::size_t total = 0; total < (std::size_t{64} << 20);) {
+        buf.clear();
+        auto [rec, n] = co_await sock.async_read_some(buf.prepare(16384), tuple_awaitable);
+        if (rec)
+            break;
+        total += n;
+    }
+    deadline.cancel();
 }
 
 asio::awaitable<void> gateway_impl::session(tcp::socket sock)
