@@ -102,6 +102,26 @@ void refused_step(
     attempts.push_back(run.rec);
 }
 
+// The answer the machine would fall back to, kept from the streams just told of.
+void keep_fallback(
+    const cascade_machine& m,
+    tier_stream& w,
+    tier_stream* other,
+    bool shown,
+    std::unique_ptr<chat_response>& fallback,
+    bool& fallback_shown)
+{
+    for (tier_stream* told : {other, &w}) {
+        if (told == nullptr || (told == other && !other->reserved))
+            continue;
+        auto& run = told->run;
+        if (run.answered && m.fallback() == run.rec.tier) {
+            fallback = std::make_unique<chat_response>(std::move(run.response));
+            fallback_shown = told == &w && shown;
+        }
+    }
+}
+
 } // namespace
 
 asio::awaitable<void> produce(
@@ -115,8 +135,12 @@ asio::awaitable<void> produce(
     co_await asio::this_coro::throw_if_cancelled(false);
     // One event in this frame, filled before each send and moved out by it: a producer frame
     // per open stream holds one event, not one per place that sends.
+    // `ended` goes with the last event alone; an error code per place that sends would take a
+    // slot each in this frame.
     cascade_event ev;
-    auto send = [&](error_code ec) -> asio::awaitable<bool> {
+    error_code ended;
+    auto send = [&]() -> asio::awaitable<bool> {
+        const error_code ec = ended;
         if (!st->deadline) {
             auto [sec] = co_await st->events.async_send(ec, std::move(ev), tuple_awaitable);
             co_return !sec;
@@ -183,7 +207,7 @@ asio::awaitable<void> produce(
             ev = event_of(cascade_event::kind::escalating, t, pending);
             pending = escalation_reason::none;
             fallback_shown = false;
-            if (!co_await send({}))
+            if (!co_await send())
                 co_return;
         }
 
@@ -224,7 +248,7 @@ asio::awaitable<void> produce(
                 ev = event_of(cascade_event::kind::delta, wt);
                 ev.text = std::move(piece);
                 shown = true;
-                if (!co_await send({})) {
+                if (!co_await send()) {
                     consumer_gone = true;
                     break;
                 }
@@ -242,7 +266,7 @@ asio::awaitable<void> produce(
                 for (auto& piece : held) { // accepted: buffered text is shown now
                     ev = event_of(cascade_event::kind::delta, wt);
                     ev.text = std::move(piece);
-                    if (!co_await send({}))
+                    if (!co_await send())
                         co_return;
                 }
                 answer(std::move(w.run.response));
@@ -253,21 +277,13 @@ asio::awaitable<void> produce(
             // showed is taken back.
             if (shown) {
                 ev = event_of(cascade_event::kind::escalating, step.tier, recorded);
-                if (!co_await send({}))
+                if (!co_await send())
                     co_return;
             }
             answer(std::move(other->run.response));
             break;
         }
-        for (tier_stream* told : {other, &w}) {
-            if (told == nullptr || (told == other && !other->reserved))
-                continue;
-            auto& run = told->run;
-            if (run.answered && m.fallback() == run.rec.tier) {
-                fallback = std::make_unique<chat_response>(std::move(run.response));
-                fallback_shown = told == &w && shown;
-            }
-        }
+        keep_fallback(m, w, other, shown, fallback, fallback_shown);
         if (shown && recorded != escalation_reason::none)
             pending = recorded; // its text must be taken back if a higher tier answers
     }
@@ -277,13 +293,13 @@ asio::awaitable<void> produce(
         // taking back a later tier's text that is on screen.
         if (!fallback_shown && pending != escalation_reason::none) {
             ev = event_of(cascade_event::kind::escalating, step.tier, pending);
-            if (!co_await send({}))
+            if (!co_await send())
                 co_return;
         }
         if (!fallback_shown && !fallback->content.empty()) {
             ev = event_of(cascade_event::kind::delta, step.tier);
             ev.text = fallback->content;
-            if (!co_await send({}))
+            if (!co_await send())
                 co_return;
         }
         answer(std::move(*fallback));
@@ -296,10 +312,10 @@ asio::awaitable<void> produce(
     st->finished = true;
     ev = event_of(cascade_event::kind::done, step.what == cascade_step::kind::fail ? 0 : step.tier);
     ev.result = result; // the attempts and what each cost, for a failure too
-    error_code ended = step.what == cascade_step::kind::fail ? step.error : error_code();
+    ended = step.what == cascade_step::kind::fail ? step.error : error_code();
     if (st->deadline_passed && ended == asio::error::operation_aborted)
         ended = error::timeout; // cascade_options::deadline, not the caller
-    (void)co_await send(ended);
+    (void)co_await send();
 }
 
 } // namespace frugal::detail
