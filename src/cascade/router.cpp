@@ -355,7 +355,7 @@ void router::start_stream(
     auto st = std::make_shared<detail::cascade_stream_state>(ex);
     out.state_ = st;
     if (options.deadline.count() > 0) {
-        st->deadline.emplace(ex, options.deadline);
+        st->deadline = std::make_unique<asio::steady_timer>(ex, options.deadline);
         st->deadline->async_wait([w = std::weak_ptr(st)](error_code ec) {
             const auto s = w.lock();
             if (ec || !s || s->producer_done || s->finished || s->deadline_passed)

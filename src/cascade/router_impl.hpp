@@ -188,7 +188,7 @@ struct cascade_stream_state {
     bool producer_done = false;     // the producer's coroutine has returned
     // cascade_options::deadline: stops the producer as the caller's cancellation would, but
     // the stream ends with error::timeout and its `done` event.
-    std::optional<asio::steady_timer> deadline;
+    std::unique_ptr<asio::steady_timer> deadline; // made only for a stream that has one
     bool deadline_passed = false;
 
     // Stops the producer, on its executor and only while it runs: co_spawn's cancellation

@@ -259,6 +259,7 @@ struct admission {
     std::unique_ptr<serve::wire_request> wire;
     std::string model; // as asked: a model id or frugal/POLICY
     std::shared_ptr<router> r;
+    cascade_options opts; // the tenant's budget
 };
 
 template <class Stream>
@@ -267,7 +268,6 @@ struct exchange {
     disconnect_watch<Stream>& w;
     asio::cancellation_signal& sig; // stops the router's operation
     admission& a;
-    cascade_options& opts;
     reply& rep; // the connection's, for whatever goes back
     bool keep;
     steady_clock::time_point received;
@@ -1199,6 +1199,7 @@ bool gateway_impl::admit(
         }
         b.tokens -= 1;
     }
+    a.opts.budget_keys.push_back("tenant:" + key.tenant);
     return true;
 }
 
@@ -1220,8 +1221,6 @@ asio::awaitable<bool> gateway_impl::chat(
     if (!admitted)
         co_return co_await write_reply(sock, rep, keep);
 
-    cascade_options opts;
-    opts.budget_keys = {"tenant:" + a.key->tenant};
     asio::cancellation_signal sig;
     disconnect_watch<Stream> w(sock, buf, sig);
     // The request counts as in flight (shutdown waits for it, and cancels it at the grace's end)
@@ -1246,7 +1245,7 @@ asio::awaitable<bool> gateway_impl::chat(
 
     // Not a conditional expression: GCC 12 evaluates both co_awaits of `c ? co_await a :
     // co_await b`.
-    exchange<Stream> x{sock, w, sig, a, opts, rep, keep, received};
+    exchange<Stream> x{sock, w, sig, a, rep, keep, received};
     if (a.wire->stream)
         co_return co_await answer_stream(x);
     co_return co_await answer_whole(x);
@@ -1257,12 +1256,12 @@ asio::awaitable<bool> gateway_impl::chat(
 template <class Stream>
 asio::awaitable<bool> gateway_impl::answer_whole(exchange<Stream>& x)
 {
-    auto& [sock, w, sig, a, opts, rep, keep, received] = x;
+    auto& [sock, w, sig, a, rep, keep, received] = x;
     router* r = a.r.get();
     const gateway_key& key = *a.key;
     const std::string& model = a.model;
     auto [ec, res] = co_await r->async_complete(
-        std::move(a.wire->req), std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+        std::move(a.wire->req), std::move(a.opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
     co_await stop_watch(w);
     if (w.gone) {
         count(key, model, "client_gone", &res, received);
@@ -1356,12 +1355,12 @@ bool gateway_impl::render_stream_end(
 template <class Stream>
 asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
 {
-    auto& [sock, w, sig, a, opts, rep, keep, received] = x;
+    auto& [sock, w, sig, a, rep, keep, received] = x;
     // The cheap tier's text is held until it is judged (stream_mode::buffer): an OpenAI client
     // cannot take text back. The head waits for the first text, so a cascade that fails
     // before any still gets its status code.
     cascade_stream stream;
-    a.r->start_stream(std::move(a.wire->req), stream_mode::buffer, stream, std::move(opts));
+    a.r->start_stream(std::move(a.wire->req), stream_mode::buffer, stream, std::move(a.opts));
     a.wire.reset();
     // A stream ends its connection, so the request's read buffer is not kept for a next one.
     if (w.buf.size() == 0)
