@@ -395,7 +395,7 @@ cascade_stream& cascade_stream::operator=(cascade_stream&& o) noexcept
 
 asio::any_io_executor cascade_stream::executor() const
 {
-    return state_ ? state_->executor : asio::any_io_executor();
+    return state_ ? state_->executor() : asio::any_io_executor();
 }
 
 void cascade_stream::async_next_impl(

@@ -180,9 +180,9 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 // channel of capacity one, so it reads no further ahead than the consumer.
 struct cascade_stream_state {
     using channel = asio::experimental::channel<void(error_code, cascade_event)>;
-    explicit cascade_stream_state(const asio::any_io_executor& ex) : executor(ex), events(ex, 1) {}
-    asio::any_io_executor executor;
-    channel events;
+    explicit cascade_stream_state(const asio::any_io_executor& ex) : events(ex, 1) {}
+    channel events; // its executor is the stream's
+    asio::any_io_executor executor() { return events.get_executor(); }
     asio::cancellation_signal stop; // stops the producer
     bool finished = false;          // the consumer has had the last event
     bool producer_done = false;     // the producer's coroutine has returned
@@ -196,7 +196,7 @@ struct cascade_stream_state {
     // or from another thread after this state is gone, would write into freed memory.
     static void stop_producer(const std::shared_ptr<cascade_stream_state>& st)
     {
-        asio::dispatch(st->executor, [st] {
+        asio::dispatch(st->executor(), [st] {
             st->events.close();
             if (!st->producer_done)
                 st->stop.emit(asio::cancellation_type::terminal);

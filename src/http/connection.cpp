@@ -33,7 +33,7 @@ std::string route::key() const
 }
 
 connection::connection(const asio::any_io_executor& ex, std::shared_ptr<asio::ssl::context> tls)
-    : executor_(ex), tls_context_(std::move(tls)), socket_(ex), watchdog_(ex)
+    : tls_context_(std::move(tls)), socket_(ex), watchdog_(ex)
 {
 }
 
@@ -112,7 +112,7 @@ connection::establish(const route& r, connect_deadlines d, std::string& detail)
     if (!ec) {
         endpoints.emplace_back(literal, first_hop.port);
     } else {
-        tcp::resolver resolver(executor_);
+        tcp::resolver resolver(socket_.get_executor());
         resolving_ = &resolver;
         auto [rec, results] = co_await resolver.async_resolve(
             first_hop.host, std::to_string(first_hop.port), tuple_awaitable);

@@ -54,7 +54,8 @@ public:
     ~connection();
 
     using executor_type = asio::any_io_executor;
-    executor_type get_executor() const { return executor_; }
+    // The socket's: a connection keeps no third copy of it (with the watchdog's).
+    executor_type get_executor() { return socket_.get_executor(); }
 
     /// Connects (resolving the host, through the proxy if any) and shakes hands. On failure,
     /// `detail` says what failed, for diagnostics.
@@ -119,7 +120,6 @@ public:
 private:
     void on_watchdog(std::uint64_t generation, error_code ec);
 
-    asio::any_io_executor executor_;
     std::shared_ptr<asio::ssl::context> tls_context_;
     tcp::socket socket_;
     // Made by `establish` over TLS alone: a plain connection does not carry its room.
