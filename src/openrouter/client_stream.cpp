@@ -335,11 +335,13 @@ void complete_on(bool here, const asio::any_io_executor& ex, Handler&& h, Args&&
 // completion goes to the caller's handler through its own associated executor.
 struct delta_completion {
     asio::any_completion_handler<void(error_code, chat_delta)> handler;
-    asio::any_io_executor executor; // the client's: the operation runs there
-    bool here = false;              // the handler runs there too (`detail::runs_on`)
+    // The client's executor, where the operation runs: held by the client, which the stream's
+    // state keeps alive, and not copied into every read that waits.
+    const asio::any_io_executor* executor;
+    bool here = false; // the handler runs there too (`detail::runs_on`)
 
     using executor_type = asio::any_io_executor;
-    executor_type get_executor() const noexcept { return executor; }
+    executor_type get_executor() const noexcept { return *executor; }
     using cancellation_slot_type = asio::cancellation_slot;
     cancellation_slot_type get_cancellation_slot() const noexcept
     {
@@ -348,7 +350,7 @@ struct delta_completion {
 
     void operator()(error_code ec, chat_delta delta)
     {
-        complete_on(here, executor, std::move(handler), ec, std::move(delta));
+        complete_on(here, *executor, std::move(handler), ec, std::move(delta));
     }
 };
 
@@ -540,9 +542,11 @@ void chat_stream::async_read_delta_impl(
         return;
     }
     s.reading = true;
-    delta_completion completion{std::move(handler), s.client->executor, here};
+    delta_completion completion{std::move(handler), &s.client->executor, here};
+    // No work guard of its own: the socket's pending read keeps the io_context busy, and the
+    // completion runs on the client's executor (delta_completion).
     asio::async_compose<delta_completion, void(error_code, chat_delta)>(
-        read_delta_op{state_}, completion, s.client->executor);
+        read_delta_op{state_}, completion);
 }
 
 } // namespace frugal
