@@ -1216,8 +1216,11 @@ asio::awaitable<bool> gateway_impl::chat(
     admission a{config};
     const bool admitted = admit(http_req, a, rep);
     // The request is read: its text (a prompt can be large) and its fields are not kept for
-    // the whole answer.
-    http_req = {};
+    // the whole answer. Swapped out, not assigned: a string assigned an empty one keeps its room.
+    {
+        bhttp::request<bhttp::string_body> gone;
+        std::swap(http_req, gone);
+    }
     if (!admitted)
         co_return co_await write_reply(sock, rep, keep);
 
