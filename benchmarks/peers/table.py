@@ -129,8 +129,16 @@ for item in ("gateway_hold", "portkey_hold"):
 if "gateway_cpu" in runs:
     r = rep_ratio("portkey_cpu", "cpu_us_per_req", "gateway_cpu", "cpu_us_per_req")
     goal("gateway: Portkey's CPU per request / frugal serve's", r, 20, at_least(r, 20), "x")
-    r = rep_ratio("gateway_rate", "p99_us", "direct_rate", "p99_us", lambda a, b: a - b)
-    goal("gateway: added p99 at 5,000 req/s", r, 200, at_most(r, 200), "µs")
+    # Only the repetitions whose direct call kept its schedule: a direct call that fell behind
+    # (queued requests) has a p99 of its queue, and the difference would flatter the gateway.
+    kept = {r.get("rep", 0) for r in runs.get("direct_rate", []) if not r.get("queued")}
+    added = [g_["p99_us"] - d["p99_us"]
+             for g_ in runs.get("gateway_rate", []) for d in runs.get("direct_rate", [])
+             if g_.get("rep", 0) == d.get("rep", 0) and d.get("rep", 0) in kept
+             and "p99_us" in g_ and "p99_us" in d]
+    r = statistics.median(added) if added else None
+    goal("gateway: added p99 at 5,000 req/s (repetitions whose direct call kept its schedule)",
+         r, 200, at_most(r, 200), "µs")
     r = gateway.get("gateway_hold", {}).get("kib_per_stream")
     goal("gateway: memory per open stream", r, 16, at_most(r, 16), "KiB")
 
