@@ -12,7 +12,7 @@ BUILD_TYPE   ?= RelWithDebInfo
 PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev ccache \
             libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev \
             libssl-dev libsqlite3-dev libbenchmark-dev libcli11-dev python3 \
-            libhiredis-dev redis-server
+            libhiredis-dev redis-server iproute2
 
 CMAKE_CONFIGURE = cmake -S . -G Ninja -Wno-dev
 

@@ -148,8 +148,11 @@ asio::awaitable<void> produce(
         for (;;) {
             // A copy: a send the deadline's stop cancels is made again.
             auto [sec] = co_await st->events.async_send(ec, ev, tuple_awaitable);
-            if (!sec)
+            if (!sec) {
+                cascade_event sent; // the text is not kept while the next delta is awaited
+                std::swap(ev, sent);
                 co_return true;
+            }
             // The deadline stops the attempt, not the hand-over: the consumer is still there
             // (once it leaves, the channel is closed and the next send fails for good).
             if (sec != asio::error::operation_aborted || !st->deadline_passed)

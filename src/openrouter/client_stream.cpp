@@ -543,8 +543,8 @@ void chat_stream::async_read_delta_impl(
     }
     s.reading = true;
     delta_completion completion{std::move(handler), &s.client->executor, here};
-    // No work guard of its own: the socket's pending read keeps the io_context busy, and the
-    // completion runs on the client's executor (delta_completion).
+    // No work guard of its own: Beast's read below tracks work on the connection's executor,
+    // and the completion runs on the client's executor (delta_completion).
     asio::async_compose<delta_completion, void(error_code, chat_delta)>(
         read_delta_op{state_}, completion);
 }

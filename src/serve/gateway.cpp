@@ -249,10 +249,9 @@ asio::awaitable<void> stop_watch(disconnect_watch<Stream>& w)
     }
 }
 
-// A chat request once it is authorized and routed: what answering it needs.
-// A chat request that may be answered: who asks, what for, and the router that answers. Made
-// outside the request's coroutine (`gateway_impl::admit`), and the parsed request is on the
-// heap, handed to the router and freed at once: a streaming answer's frames keep none of it.
+// A chat request that may be answered: who asks, what for, and the router that answers,
+// filled by a plain function (`gateway_impl::admit`). The parsed request is on the heap: a
+// streamed answer hands it to the router and frees it at once, so its frames keep none of it.
 struct admission {
     std::shared_ptr<const gateway_config> config; // what the request started with, across a reload
     const gateway_key* key = nullptr;
@@ -712,6 +711,12 @@ template <class Stream>
 asio::awaitable<bool> gateway_impl::write_chunk(Stream& sock, std::string& rest)
 {
     std::string& chunk = chunk_scratch();
+    if constexpr (!std::is_same_v<Stream, tcp::socket>) {
+        // Over TLS every chunk goes through the stream's operation: it is written from the
+        // stream's own string, whose room is kept for the next chunk, as the scratch's is.
+        rest.swap(chunk);
+        co_return co_await write_all(sock, rest);
+    }
     bool failed = false;
     const std::size_t now = write_now(sock, chunk, failed);
     if (failed)
@@ -810,6 +815,14 @@ asio::awaitable<void> gateway_impl::connection(Stream& sock)
             go_on = co_await write_reply(sock, rep, keep);
         if (!go_on)
             break;
+        // An idle connection keeps neither the request nor the reply (swapped out: a string
+        // assigned an empty one keeps its room).
+        {
+            bhttp::request<bhttp::string_body> gone;
+            std::swap(req, gone);
+            reply done;
+            std::swap(rep, done);
+        }
     }
     // A refused request's client may still be sending its body, and a client may have sent
     // bytes after a stream's last answer: closing with unread bytes resets the connection, and
@@ -1244,6 +1257,11 @@ asio::awaitable<bool> gateway_impl::chat(
         in_flight_mark(const in_flight_mark&) = delete;
         in_flight_mark& operator=(const in_flight_mark&) = delete;
     } mark(*this, &sig);
+    // A streamed answer ends its connection unless it fails before its head: the request's read
+    // buffer is not kept for a next request. Done before the watch starts, which may read into
+    // the buffer (over TLS a read is pending in it from then on).
+    if (a.wire->stream && buf.size() == 0)
+        buf.shrink_to_fit();
     start_watch(w);
 
     // Not a conditional expression: GCC 12 evaluates both co_awaits of `c ? co_await a :
@@ -1365,9 +1383,6 @@ asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
     cascade_stream stream;
     a.r->start_stream(std::move(a.wire->req), stream_mode::buffer, stream, std::move(a.opts));
     a.wire.reset();
-    // A stream ends its connection, so the request's read buffer is not kept for a next one.
-    if (w.buf.size() == 0)
-        w.buf.shrink_to_fit();
     stream_text st{a.r.get(), "gen-frugal-" + std::to_string(next_id++), unix_ms() / 1000};
     bool alive = true;
     std::string out; // what a client too slow to take a chunk at once has still to get

@@ -136,6 +136,8 @@ def queued_bytes(local_port):
     return total
 
 
+if shutil.which('ss') is None:
+    sys.exit('serve_cli_test: the slow-reader check needs ss (iproute2) to see the kernel\'s queues')
 long_ask = {'model': 'openai/gpt-5-mini', 'stream': True, 'max_tokens': 20000,
             'messages': user('[sim tokens=20000] A long story, read slowly')}
 _, _, at_once = chat(port, SLOW, long_ask)
@@ -359,6 +361,32 @@ if shutil.which('openssl'):
         check('HTTPS: a stream read to its end', replies[1][0] == 200 and
               streamed_text(sse_events(replies[1][1])) == whole and replies[1][1].endswith('data: [DONE]\n\n'),
               str(replies[1])[:300])
+        # A client that sends bytes while its stream is open (the start of a pipelined request):
+        # the gateway's watch reads them into the connection's buffer, over TLS as over TCP.
+        # Under the sanitizers this caught a read into a buffer freed when the stream began.
+        raw = context.wrap_socket(socket.create_connection(('127.0.0.1', int(m.group(1)))),
+                                  server_hostname='127.0.0.1')
+        slow_first = json.dumps({'model': 'google/gemma-4-31b-it', 'stream': True,
+                                 'messages': user('[sim fault=slow-first-token ms=600] Say hello')})
+        raw.sendall(('POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                     'Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s'
+                     % (ALPHA, len(slow_first), slow_first)).encode())
+        time.sleep(0.2)
+        raw.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\n')
+        raw.settimeout(30)
+        piped = b''
+        while True:
+            piece = raw.recv(65536)
+            if not piece:
+                break
+            piped += piece
+        raw.close()
+        check('HTTPS: a stream whose client sends more bytes meanwhile ends whole',
+              piped.startswith(b'HTTP/1.1 200') and piped.endswith(b'data: [DONE]\n\n'), piped[-300:])
+        c = http.client.HTTPSConnection('127.0.0.1', int(m.group(1)), context=context, timeout=30)
+        c.request('GET', '/healthz')
+        check('HTTPS: the gateway serves on after it', c.getresponse().status == 200)
+        c.close()
     tls_gw.terminate()
     tls_gw.wait(timeout=60)
     check('HTTPS: the gateway stops cleanly', tls_gw.returncode == 0, str(tls_gw.returncode))
