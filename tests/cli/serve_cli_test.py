@@ -125,6 +125,22 @@ check('stream: the last chunk has the usage and its cost', last['usage']['cost']
 # A client that reads slowly gets every byte. It reads nothing for a while, so the gateway's
 # socket fills and the rest of the stream waits in the gateway; then it reads to the end and
 # gets the same text as a client that read at once.
+def send_chat(sock, key, payload):
+    """A chat request written by hand on `sock`, for a client that does what http.client does not."""
+    sock.sendall(('POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                  'Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s' % (key, len(payload), payload)).encode())
+
+
+def read_to_end(sock):
+    sock.settimeout(30)
+    got = b''
+    while True:
+        piece = sock.recv(65536)
+        if not piece:
+            return got
+        got += piece
+
+
 def queued_bytes(local_port):
     """The bytes the kernel holds for this connection: the client's Recv-Q and the gateway's Send-Q."""
     out = subprocess.run(['ss', '-tnH', 'state', 'established'], capture_output=True, text=True).stdout
@@ -144,9 +160,7 @@ _, _, at_once = chat(port, SLOW, long_ask)
 slow = socket.socket()
 slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 slow.connect(('127.0.0.1', port))
-payload = json.dumps(long_ask)
-slow.sendall(('POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
-              'Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s' % (SLOW, len(payload), payload)).encode())
+send_chat(slow, SLOW, json.dumps(long_ask))
 # Until the kernel's queues stop growing: the socket is full, and what is left waits upstream or
 # in the gateway.
 in_kernel, steady, waited = 0, 0, 0.0
@@ -156,13 +170,7 @@ while steady < 3 and waited < 15:
     now = queued_bytes(slow.getsockname()[1])
     steady = steady + 1 if now == in_kernel and now > 0 else 0
     in_kernel = now
-got = b''
-slow.settimeout(30)
-while True:
-    piece = slow.recv(65536)
-    if not piece:
-        break
-    got += piece
+got = read_to_end(slow)
 slow.close()
 slow_text = got.decode().split('\r\n\r\n', 1)[1]
 check('slow reader: more was sent than the kernel held, so some waited in the gateway',
@@ -228,12 +236,9 @@ status, _, body = chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'me
 check('another tenant goes on', status == 200, body[:200])
 
 # A client that goes away mid-stream: its attempt is settled, in the ledger and in /metrics alike.
-import socket
 gone = socket.create_connection(('127.0.0.1', port))
-payload = json.dumps({'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 40,
-                      'messages': user('[sim fault=slow-first-token ms=3000] gone')})
-gone.sendall(('POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n'
-              'Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' % (ALPHA, len(payload), payload)).encode())
+send_chat(gone, ALPHA, json.dumps({'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 40,
+                                   'messages': user('[sim fault=slow-first-token ms=3000] gone')}))
 time.sleep(0.3)
 gone.close()
 time.sleep(0.5)
@@ -368,18 +373,10 @@ if shutil.which('openssl'):
                                   server_hostname='127.0.0.1')
         slow_first = json.dumps({'model': 'google/gemma-4-31b-it', 'stream': True,
                                  'messages': user('[sim fault=slow-first-token ms=600] Say hello')})
-        raw.sendall(('POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
-                     'Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s'
-                     % (ALPHA, len(slow_first), slow_first)).encode())
+        send_chat(raw, ALPHA, slow_first)
         time.sleep(0.2)
         raw.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\n')
-        raw.settimeout(30)
-        piped = b''
-        while True:
-            piece = raw.recv(65536)
-            if not piece:
-                break
-            piped += piece
+        piped = read_to_end(raw)
         raw.close()
         check('HTTPS: a stream whose client sends more bytes meanwhile ends whole',
               piped.startswith(b'HTTP/1.1 200') and piped.endswith(b'data: [DONE]\n\n'), piped[-300:])
