@@ -221,6 +221,9 @@ if gateway:
         lines.append(f"| {name} | {f(c.get('cpu_us_per_req'), 1)} | {f(c.get('req_per_s'), 0)} | "
                      f"{p50} | {f(rt.get('p99_us'), 0)} | {f(rt.get('queued'), 0)} | {held} |")
     lines.append("")
+    if runs.get("direct_rate") and not kept:
+        lines.append("The direct call queued requests in every repetition: the added p99 is not measured.")
+        lines.append("")
 lines.append("| goal | measured | target | met |")
 lines.append("|---|---:|---:|---|")
 for gl in goals:
