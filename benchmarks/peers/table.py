@@ -126,6 +126,7 @@ for item in ("direct_rate", "gateway_rate", "portkey_rate"):
 for item in ("gateway_hold", "portkey_hold"):
     if item in runs:
         gateway[item] = {"kib_per_stream": med(item, "kib_per_stream"), "open_streams": med(item, "open_streams")}
+kept = set()  # the repetitions whose direct call kept its schedule
 if "gateway_cpu" in runs:
     r = rep_ratio("portkey_cpu", "cpu_us_per_req", "gateway_cpu", "cpu_us_per_req")
     goal("gateway: Portkey's CPU per request / frugal serve's", r, 20, at_least(r, 20), "x")
