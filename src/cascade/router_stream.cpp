@@ -133,10 +133,9 @@ asio::awaitable<void> produce(
 {
     // Cancellation is checked where it matters; an await must not throw for it.
     co_await asio::this_coro::throw_if_cancelled(false);
-    // One event in this frame, filled before each send and moved out by it: a producer frame
-    // per open stream holds one event, not one per place that sends.
-    // `ended` goes with the last event alone; an error code per place that sends would take a
-    // slot each in this frame.
+    // One event in this frame, filled before each send and moved out by it, and one error code,
+    // which only the last event carries: an open stream's producer frame holds one of each,
+    // not one per place that sends.
     cascade_event ev;
     error_code ended;
     auto send = [&]() -> asio::awaitable<bool> {

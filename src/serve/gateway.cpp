@@ -334,6 +334,8 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
         std::string shown_model;
         bool head_sent = false;
     };
+    // A stream's head, with the x-frugal headers given and the budget's.
+    void append_stream_head(std::string& out, const gateway_key& key, std::string headers);
     void render_stream_chunk(
         std::string& chunk, stream_text& st, const gateway_key& key, const cascade_event& ev);
     // The stream's last bytes into `out`; false when nothing was sent yet and the failure goes
@@ -351,6 +353,9 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     asio::awaitable<bool> write_reply(Stream& sock, const reply& r, bool keep_alive);
     template <class Stream>
     asio::awaitable<bool> write_all(Stream& sock, const std::string& bytes);
+    // Writes `bytes` from `from` on through the stream's operation, under the client deadline.
+    template <class Stream>
+    asio::awaitable<bool> write_later(Stream& sock, const std::string& bytes, std::size_t from);
     // Writes chunk_scratch(); what the socket does not take now waits in `rest`.
     template <class Stream>
     asio::awaitable<bool> write_chunk(Stream& sock, std::string& rest);
@@ -680,6 +685,15 @@ std::size_t write_now(Stream& sock, std::string_view bytes, bool& failed)
     }
 }
 
+// Leaves `x` as new and frees its room: assigning an empty value would not (a string assigned
+// an empty one keeps its buffer).
+template <class T>
+void release_room(T& x)
+{
+    T gone;
+    std::swap(x, gone);
+}
+
 // A stream's chunks are rendered here, one at a time, and written at once: the stream keeps no
 // buffer of its own between chunks unless its client reads too slowly to take one.
 std::string& chunk_scratch()
@@ -691,6 +705,18 @@ std::string& chunk_scratch()
 } // namespace
 
 template <class Stream>
+asio::awaitable<bool>
+gateway_impl::write_later(Stream& sock, const std::string& bytes, std::size_t from)
+{
+    asio::steady_timer deadline(executor);
+    arm(beast::get_lowest_layer(sock), deadline, config->client_timeout);
+    auto [ec, n] =
+        co_await asio::async_write(sock, asio::buffer(bytes) + from, tuple_awaitable);
+    deadline.cancel();
+    co_return !ec;
+}
+
+template <class Stream>
 asio::awaitable<bool> gateway_impl::write_all(Stream& sock, const std::string& bytes)
 {
     bool failed = false;
@@ -699,12 +725,7 @@ asio::awaitable<bool> gateway_impl::write_all(Stream& sock, const std::string& b
         co_return false;
     if (now == bytes.size())
         co_return true;
-    asio::steady_timer deadline(executor);
-    arm(beast::get_lowest_layer(sock), deadline, config->client_timeout);
-    auto [ec, n] =
-        co_await asio::async_write(sock, asio::buffer(bytes) + now, tuple_awaitable);
-    deadline.cancel();
-    co_return !ec;
+    co_return co_await write_later(sock, bytes, now);
 }
 
 template <class Stream>
@@ -715,7 +736,7 @@ asio::awaitable<bool> gateway_impl::write_chunk(Stream& sock, std::string& rest)
         // Over TLS every chunk goes through the stream's operation: it is written from the
         // stream's own string, whose room is kept for the next chunk, as the scratch's is.
         rest.swap(chunk);
-        co_return co_await write_all(sock, rest);
+        co_return co_await write_later(sock, rest, 0);
     }
     bool failed = false;
     const std::size_t now = write_now(sock, chunk, failed);
@@ -724,7 +745,7 @@ asio::awaitable<bool> gateway_impl::write_chunk(Stream& sock, std::string& rest)
     if (now == chunk.size())
         co_return true;
     rest.assign(chunk, now); // the scratch is the next chunk's: what waits is the stream's
-    const bool ok = co_await write_all(sock, rest);
+    const bool ok = co_await write_later(sock, rest, 0);
     std::string().swap(rest);
     co_return ok;
 }
@@ -815,14 +836,9 @@ asio::awaitable<void> gateway_impl::connection(Stream& sock)
             go_on = co_await write_reply(sock, rep, keep);
         if (!go_on)
             break;
-        // An idle connection keeps neither the request nor the reply (swapped out: a string
-        // assigned an empty one keeps its room).
-        {
-            bhttp::request<bhttp::string_body> gone;
-            std::swap(req, gone);
-            reply done;
-            std::swap(rep, done);
-        }
+        // An idle connection keeps neither the request nor the reply.
+        release_room(req);
+        release_room(rep);
     }
     // A refused request's client may still be sending its body, and a client may have sent
     // bytes after a stream's last answer: closing with unread bytes resets the connection, and
@@ -1229,11 +1245,8 @@ asio::awaitable<bool> gateway_impl::chat(
     admission a{config};
     const bool admitted = admit(http_req, a, rep);
     // The request is read: its text (a prompt can be large) and its fields are not kept for
-    // the whole answer. Swapped out, not assigned: a string assigned an empty one keeps its room.
-    {
-        bhttp::request<bhttp::string_body> gone;
-        std::swap(http_req, gone);
-    }
+    // the whole answer.
+    release_room(http_req);
     if (!admitted)
         co_return co_await write_reply(sock, rep, keep);
 
@@ -1306,20 +1319,27 @@ asio::awaitable<bool> gateway_impl::answer_whole(exchange<Stream>& x)
     co_return co_await write_reply(sock, rep, keep);
 }
 
+void gateway_impl::append_stream_head(std::string& out, const gateway_key& key, std::string headers)
+{
+    reply head;
+    head.content_type = "text/event-stream";
+    head.headers = std::move(headers);
+    budget_headers(key, head.headers);
+    // The body ends with the connection: no length is known in advance.
+    head.close = true;
+    append_head(out, head, false, true);
+}
+
 void gateway_impl::render_stream_chunk(
     std::string& chunk, stream_text& st, const gateway_key& key, const cascade_event& ev)
 {
     const bool first = !st.head_sent;
     if (first) {
         st.shown_model = st.r->policy().tiers[ev.tier];
-        reply head;
-        head.content_type = "text/event-stream";
-        head.headers = "x-frugal-model: " + st.shown_model + "\r\nx-frugal-escalated: " +
-                       (ev.tier > 0 ? "true" : "false") + "\r\n";
-        budget_headers(key, head.headers);
-        // The body ends with the connection: no length is known in advance.
-        head.close = true;
-        append_head(chunk, head, false, true);
+        append_stream_head(
+            chunk, key,
+            "x-frugal-model: " + st.shown_model + "\r\nx-frugal-escalated: " +
+                (ev.tier > 0 ? "true" : "false") + "\r\n");
         st.head_sent = true;
     }
     serve::append_chunk(chunk, st.id, st.created, st.shown_model, ev.text, first);
@@ -1355,17 +1375,12 @@ bool gateway_impl::render_stream_end(
     }
     count(key, a.model, "ok", &res, received);
     const auto t = totals_of(res, st.shown_model.empty() ? a.model : st.shown_model);
-    if (!st.head_sent) {
-        // An empty answer: nothing was shown yet.
-        reply head;
-        head.content_type = "text/event-stream";
-        head.headers = "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
-                       (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
-                       t.cost.to_string() + "\r\n";
-        budget_headers(key, head.headers);
-        head.close = true;
-        append_head(out, head, false, true);
-    }
+    if (!st.head_sent) // an empty answer: nothing was shown yet
+        append_stream_head(
+            out, key,
+            "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
+                (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
+                t.cost.to_string() + "\r\n");
     serve::append_finish(out, st.id, st.created, t.model, res.response.finish_reason, &t);
     return true;
 }
