@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -40,6 +41,9 @@ struct state {
     std::string host, port;
     steady_clock::time_point measure_from; // after the warm-up
     std::vector<double> latency_us;
+    std::vector<std::pair<double, double>> timeline; // (due after start, latency) in µs, for --dump
+    steady_clock::time_point start;
+    bool keep_timeline = false;
     std::size_t errors = 0, sent = 0, late = 0;
     std::deque<steady_clock::time_point> due; // requests due with no free connection
     std::vector<tcp::socket*> idle;
@@ -61,6 +65,10 @@ asio::awaitable<void> serve_due(state& st, tcp::socket& s, steady_clock::time_po
         const auto done = steady_clock::now();
         if (due >= st.measure_from) {
             st.latency_us.push_back(std::chrono::duration<double, std::micro>(done - due).count());
+            if (st.keep_timeline)
+                st.timeline.emplace_back(
+                    std::chrono::duration<double, std::micro>(due - st.start).count(),
+                    st.latency_us.back());
             st.errors += ok ? 0 : 1;
         }
         if (!ok)
@@ -92,6 +100,7 @@ int main(int argc, char** argv)
     double rate = 5000, seconds = 10, warmup = 2;
     std::size_t connections = 256;
     std::vector<std::string> headers;
+    std::string dump;
     CLI::App app{"frugal-rate: requests at a fixed rate; latency from when each was due"};
     app.add_option("--url", url, "http://HOST:PORT/PATH")->required();
     app.add_option("--rate", rate, "Requests a second")->capture_default_str();
@@ -100,6 +109,7 @@ int main(int argc, char** argv)
     app.add_option("--connections", connections, "Keep-alive connections")->capture_default_str();
     app.add_option("--header", headers, "An extra header line");
     app.add_option("--body", body, "The POST body");
+    app.add_option("--dump", dump, "Write each measured request's due time and latency (µs) here");
     CLI11_PARSE(app, argc, argv);
 
     state st;
@@ -131,6 +141,8 @@ int main(int argc, char** argv)
     }
     const auto interval = std::chrono::duration<double>(1.0 / rate);
     const auto start = steady_clock::now();
+    st.start = start;
+    st.keep_timeline = !dump.empty();
     st.measure_from = start + std::chrono::duration_cast<steady_clock::duration>(
                                   std::chrono::duration<double>(warmup));
     const auto total = static_cast<std::size_t>((warmup + seconds) * rate);
@@ -167,5 +179,13 @@ int main(int argc, char** argv)
         rate, measured, st.errors, st.late, percentile(st.latency_us, 0.50),
         percentile(st.latency_us, 0.99), percentile(st.latency_us, 0.999),
         percentile(st.latency_us, 1.0));
+    if (!dump.empty()) {
+        // Where the slow requests fall in time tells a stall (clustered) from noise (spread).
+        if (auto* f = std::fopen(dump.c_str(), "w")) {
+            for (const auto& [at, us] : st.timeline)
+                std::fprintf(f, "%.0f %.1f\n", at, us);
+            std::fclose(f);
+        }
+    }
     return st.errors == 0 ? 0 : 1;
 }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <unordered_map>
 
 namespace frugal {
@@ -160,7 +161,7 @@ public:
             params_.on_record(r);
         entry* e = nullptr;
         if (ring_.size() < params_.ledger_capacity) {
-            e = &ring_.emplace_back();
+            e = &ring_.grow(params_.ledger_capacity);
         } else {
             e = &ring_[head_];
             head_ = (head_ + 1) % ring_.size();
@@ -292,8 +293,29 @@ private:
         return &ring_[(head_ + (record_id - oldest)) % ring_.size()];
     }
 
+    // The ring grows in blocks that never move. A vector doubling at 32,768 records copied
+    // 6 MB into fresh pages in one settlement: a stall of tens of milliseconds for every
+    // request behind it on a server's thread.
+    class block_ring {
+    public:
+        std::size_t size() const noexcept { return size_; }
+        bool empty() const noexcept { return size_ == 0; }
+        entry& operator[](std::size_t i) noexcept { return blocks_[i / block][i % block]; }
+        entry& grow(std::size_t capacity)
+        {
+            if (size_ % block == 0)
+                blocks_.push_back(std::make_unique<entry[]>(std::min(block, capacity - size_)));
+            return (*this)[size_++];
+        }
+
+    private:
+        static constexpr std::size_t block = 512;
+        std::vector<std::unique_ptr<entry[]>> blocks_;
+        std::size_t size_ = 0;
+    };
+
     memory_store_params params_;
-    std::vector<entry> ring_;
+    block_ring ring_;
     std::size_t head_ = 0; // the oldest entry once the ring is full
     std::uint64_t next_record_ = 1;
     std::vector<std::string> names_;

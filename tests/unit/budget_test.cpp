@@ -679,6 +679,42 @@ BOOST_AUTO_TEST_CASE(the_memory_store_keeps_notes_and_reasons_too)
     BOOST_TEST(std::string(frugal::to_string(records[0].outcome)) == "denied");
 }
 
+// The ring grows in blocks of 512 entries: a capacity that is not a multiple of it, filled
+// several times over, still keeps exactly the newest records, oldest first, and finds each one
+// by id across block edges and the wrap-around.
+BOOST_AUTO_TEST_CASE(the_memory_store_keeps_the_newest_records_across_blocks_and_wraps)
+{
+    for (const std::size_t capacity : {std::size_t{1}, std::size_t{1300}}) {
+        frugal::memory_store_params mp;
+        mp.ledger_capacity = capacity;
+        const auto store = frugal::make_memory_store(mp);
+        const std::uint64_t total = 3001;
+        for (std::uint64_t i = 1; i <= total; ++i) {
+            auto r = record(usd("0.001"));
+            r.time_ms = static_cast<std::int64_t>(i);
+            r.generation_id = "gen-a-long-generation-id-" + std::to_string(i);
+            BOOST_TEST_REQUIRE(!store->settle(0, {}, r));
+            BOOST_TEST_REQUIRE(r.record_id == i);
+        }
+        std::vector<frugal::attempt_record> records;
+        BOOST_TEST_REQUIRE(!store->read_ledger(0, records));
+        BOOST_TEST_REQUIRE(records.size() == capacity);
+        for (std::size_t k = 0; k < records.size(); ++k) {
+            const auto id = total - capacity + 1 + k;
+            BOOST_TEST(records[k].record_id == id);
+            BOOST_TEST(records[k].generation_id == "gen-a-long-generation-id-" + std::to_string(id));
+        }
+        frugal::correction out;
+        BOOST_TEST(store->correct(total - capacity, usd("0.002"), out) == frugal::error::not_found);
+        BOOST_TEST(!store->correct(total, usd("0.002"), out));
+        BOOST_TEST(out.previous == usd("0.001"));
+        if (capacity > 512) {
+            BOOST_TEST(!store->correct(total - 511, usd("0.003"), out)); // another block
+            BOOST_TEST(out.previous == usd("0.001"));
+        }
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // `frugal::settle`: what a request that ended is booked at, as the router books it, for code
