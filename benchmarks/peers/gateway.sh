@@ -89,6 +89,9 @@ for rep in $(seq "$reps"); do
     echo "gateway, repetition $rep of $reps"
     run gateway_cpu python3 "$here/gateway.py" cpu "$whole_pid" "$whole_url/chat/completions" 4 64 "$gw/gateway.lua"
     settle "$whole_pid"
+    # The floor under both p99s: time the machine takes from a thread spinning on each CPU
+    # while both are busy (on this VM, milliseconds at a time; with one CPU busy, almost none).
+    run machine_stalls "$build/bin/frugal-stall-probe" --cpus 0,1 --seconds 4
     run direct_rate taskset -c 0 "$rate" --url "$near/chat/completions" --rate 5000 --seconds 8 \
         --header "Authorization: Bearer sk-or-v1-bench" --body "$body"
     run gateway_rate taskset -c 0 "$rate" --url "$near_url/chat/completions" --rate 5000 --seconds 8 \
