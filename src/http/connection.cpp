@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 
@@ -85,6 +86,20 @@ void connection::close()
     error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
+}
+
+std::size_t connection::write_now(asio::const_buffer head, asio::const_buffer body)
+{
+    if (tls_ || !socket_.is_open())
+        return 0;
+    iovec parts[2] = {
+        {const_cast<void*>(head.data()), head.size()},
+        {const_cast<void*>(body.data()), body.size()}};
+    msghdr msg{};
+    msg.msg_iov = parts;
+    msg.msg_iovlen = body.size() == 0 ? 1 : 2;
+    const auto n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
 }
 
 bool connection::alive()

@@ -99,14 +99,20 @@ public:
     /// anything (a non-blocking peek).
     bool alive();
 
+    /// Over plain TCP, writes what the socket takes at once (one non-blocking writev) and
+    /// returns how many bytes that was; 0 over TLS, or when it takes nothing or fails (the
+    /// asynchronous write that follows then meets the error and reports it).
+    std::size_t write_now(asio::const_buffer head, asio::const_buffer body);
+
     void close();
     bool is_open() const { return socket_.is_open(); }
     bool encrypted() const noexcept { return tls_ != nullptr; }
 
     /// Read buffer, kept across requests on this connection.
     boost::beast::flat_buffer buffer;
-    /// The request's head being written (and its body over TLS, one record for both), its
-    /// room kept across requests.
+    /// What of a request waits to be written: over TLS its head and body (one record for
+    /// both), over plain TCP only what the socket did not take at once. Its room is kept
+    /// across requests.
     std::string request;
     /// The head of the response being read, its room kept across responses.
     response_head head;

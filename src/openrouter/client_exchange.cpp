@@ -17,6 +17,12 @@ using namespace client_detail;
 
 namespace {
 
+std::string& head_scratch()
+{
+    thread_local std::string head;
+    return head;
+}
+
 std::string body_limit_message(std::uint64_t limit)
 {
     return "the response body is larger than max_body_size (" + std::to_string(limit) + " bytes)";
@@ -63,9 +69,11 @@ asio::awaitable<error_code> client_detail::start_exchange(
         }
         ++conn->requests;
 
-        // Written into the connection's own string, whose room outlives the request: after
-        // the first request on a connection, none allocates.
-        std::string& head = conn->request;
+        // Over plain TCP the head is built in a per-thread string and written at once
+        // below: an open stream's connection keeps no copy of it. Over TLS it is written from
+        // the connection's own string, whose room outlives the request. Either way, after the
+        // first request none allocates.
+        std::string& head = conn->encrypted() ? conn->request : head_scratch();
         head.clear();
         head += method;
         head += ' ';
@@ -91,10 +99,22 @@ asio::awaitable<error_code> client_detail::start_exchange(
             head += "\r\n";
         }
         conn->arm(std::min(steady_clock::now() + t.first_byte, total), "waiting for the response");
-        const std::array<asio::const_buffer, 2> parts{
+        std::array<asio::const_buffer, 2> parts{
             asio::buffer(head),
             body != nullptr && !conn->encrypted() ? asio::buffer(*body) : asio::const_buffer()};
-        auto [wec, wn] = co_await asio::async_write(*conn, parts, tuple_awaitable);
+        // Almost always the socket takes the whole request now. What it does not take waits
+        // in the connection's string (the head's rest) and the caller's body, which outlives
+        // the exchange.
+        if (!conn->encrypted()) {
+            const auto n = conn->write_now(parts[0], parts[1]);
+            const auto in_head = std::min(n, parts[0].size());
+            conn->request.assign(head, in_head); // the per-thread head is not kept across a wait
+            parts[0] = asio::buffer(conn->request);
+            parts[1] += n - in_head;
+        }
+        auto [wec, wn] = parts[0].size() + parts[1].size() == 0
+                             ? std::tuple<error_code, std::size_t>{}
+                             : co_await asio::async_write(*conn, parts, tuple_awaitable);
         if (wec) {
             const bool timed_out = conn->timed_out();
             const bool reused = conn.reused();
