@@ -51,7 +51,7 @@ router_impl::free_gate(bool last_tier, steady_clock::time_point deadline)
 // Fills the record of an attempt at `tier` with what is known before anything is asked: the
 // tier and its model, the cascade's request id and budget keys, and why the tier was asked.
 void router_impl::open_record(
-    attempt_run& run, std::uint32_t tier, const call_info& call, escalation_reason arrived_by) const
+    attempt_head& run, std::uint32_t tier, const call_info& call, escalation_reason arrived_by) const
 {
     run.arrived_by = arrived_by;
     auto& a = run.rec;
@@ -65,17 +65,19 @@ void router_impl::open_record(
 // Accounts for an attempt that ended: settles or releases its reservation (through the budget
 // layer's `settle`, as any caller of the guard would) with the attempt's own record, which
 // `settle` fills with the outcome, the cost and any anomaly as the ledger keeps them.
-void router_impl::account(attempt_run& run, reservation& res, const diagnostics& diag)
+void router_impl::account(
+    attempt_head& run, const chat_response* response, reservation& res, const diagnostics& diag)
 {
+    const bool answered = run.answered && response != nullptr;
     auto& a = run.rec;
     const bool guarded = res.active();
     // An attempt abandoned mid-stream was sent and has no whole answer: the bill is unknown.
-    const error_code ended = run.answered || a.error ? a.error : error_code(asio::error::operation_aborted);
+    const error_code ended = answered || a.error ? a.error : error_code(asio::error::operation_aborted);
     // The ledger's outcome is the attempt's when the request never reached the provider or was
     // refused with an error status; else the cascade's stays (a whole answer whose bill is
     // unknown is `ok` to it, `unknown` to the ledger: cascade_attempt).
     const auto outcome = a.outcome;
-    (void)settle(res, ended, run.answered ? &run.response : nullptr, diag, a);
+    (void)settle(res, ended, answered ? response : nullptr, diag, a);
     const bool billed = a.outcome != attempt_outcome::not_sent && a.outcome != attempt_outcome::error;
     if (billed)
         a.outcome = outcome;
@@ -83,8 +85,8 @@ void router_impl::account(attempt_run& run, reservation& res, const diagnostics&
         return;
     // No guard: `settle` sorted the attempt out and booked nothing; the router's catalog
     // prices an answer, and a cut one stays unknown.
-    if (run.answered)
-        if (const auto booked = prices.booked_cost(a.model_asked, run.response, a.anomaly)) {
+    if (answered)
+        if (const auto booked = prices.booked_cost(a.model_asked, *response, a.anomaly)) {
             a.cost = *booked;
             return;
         }
@@ -174,7 +176,7 @@ bool router_impl::try_reserve(const chat_request& req, const call_info& call, re
 // Reserves for tier `tier`, waiting for settlements when the budget is short, or fills
 // `run` with the denial.
 asio::awaitable<bool> router_impl::reserve(
-    attempt_run& run, const chat_request& req, const call_info& call, reservation& res)
+    attempt_head& run, const chat_request& req, const call_info& call, reservation& res)
 {
     if (!guard)
         co_return true;
@@ -295,7 +297,7 @@ asio::awaitable<void> router_impl::attempt(
     else if (ec)
         run.rec.outcome = attempt_outcome::unknown;
     note_rate_limit(tier, ec, diag);
-    account(run, res, diag);
+    account(run, &run.response, res, diag);
 }
 
 // Two attempts racing: the first acceptable answer wins and the other is cancelled (and
@@ -415,7 +417,11 @@ asio::awaitable<std::vector<attempt_run>> router_impl::hedged(
 // How an attempt ended, for the machine. An attempt the guard stopped (its cap hit) is a
 // failure the policy judges; only the caller's cancellation ends the cascade.
 attempt_end
-router_impl::end_of(const chat_request& base, const attempt_run& run, bool caller_cancelled) const
+router_impl::end_of(
+    const chat_request& base,
+    const attempt_head& run,
+    const chat_response* response,
+    bool caller_cancelled) const
 {
     attempt_end e;
     e.tier = run.rec.tier;
@@ -425,9 +431,9 @@ router_impl::end_of(const chat_request& base, const attempt_run& run, bool calle
         e.ended = attempt_end::how::denied;
     else if (run.rec.error == asio::error::operation_aborted && caller_cancelled)
         e.ended = attempt_end::how::cancelled;
-    else if (run.answered) {
+    else if (run.answered && response != nullptr) {
         e.ended = attempt_end::how::answered;
-        e.verdict = judge(policy, base, run.response);
+        e.verdict = judge(policy, base, *response);
     } else
         e.ended = attempt_end::how::failed;
     return e;

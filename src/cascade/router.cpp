@@ -183,7 +183,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
                 std::swap(done[0], done[1]);
             attempt_end ends[2];
             for (std::size_t i = 0; i < done.size(); ++i)
-                ends[i] = end_of(req, done[i], cancelled());
+                ends[i] = end_of(req, done[i], &done[i].response, cancelled());
             step = m.ended(
                 std::span<attempt_end>(ends, done.size()), steady_clock::now() < free_deadline);
             for (std::size_t i = 0; i < done.size(); ++i) {

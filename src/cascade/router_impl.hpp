@@ -73,14 +73,20 @@ struct call_info {
     std::shared_ptr<const budget_keys> keys;
 };
 
-// One attempt as it ran. `rec` is also the attempt's ledger record: the guard settles with it.
-struct attempt_run {
+// One attempt as it runs, without its answer. `rec` is also the attempt's ledger record: the
+// guard settles with it.
+struct attempt_head {
     cascade_attempt rec;
-    chat_response response;
     bool answered = false;      // a complete response arrived
     bool budget_denied = false; // the guard refused the reservation
     // Why the cascade asked this tier (none: the tier the request started at).
     escalation_reason arrived_by = escalation_reason::none;
+};
+
+// A whole attempt, its answer inline. A streamed one (`tier_stream`) holds its answer apart,
+// made when the stream ends: an open stream does not carry an empty response.
+struct attempt_run : attempt_head {
+    chat_response response;
 };
 
 struct complete_op; // router.cpp: only `complete` and `async_complete_impl` look inside
@@ -101,11 +107,16 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     enum class gate { go, skip, fail };
     asio::awaitable<gate> free_gate(bool last_tier, steady_clock::time_point deadline);
     void open_record(
-        attempt_run& run,
+        attempt_head& run,
         std::uint32_t tier,
         const call_info& call,
         escalation_reason arrived_by) const;
-    void account(attempt_run& run, reservation& res, const diagnostics& diag);
+    // `response`: the attempt's answer, read only when `run.answered`.
+    void account(
+        attempt_head& run,
+        const chat_response* response,
+        reservation& res,
+        const diagnostics& diag);
     reserve_request reserve_ask(const chat_request& req, const call_info& call) const;
     void note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag);
     std::string quota_text() const;
@@ -113,7 +124,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const cascade_step& step, const call_info& call, escalation_reason moved_on) const;
     bool try_reserve(const chat_request& req, const call_info& call, reservation& res);
     asio::awaitable<bool>
-    reserve(attempt_run& run, const chat_request& req, const call_info& call, reservation& res);
+    reserve(attempt_head& run, const chat_request& req, const call_info& call, reservation& res);
     chat_request tier_request(const chat_request& base, std::uint32_t tier) const;
     // The caller's model, fallback list and max_tokens, kept aside while a request is a tier's.
     struct tier_fields {
@@ -147,8 +158,12 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const call_info& call,
         escalation_reason arrived_by,
         cascade_machine& m);
-    attempt_end
-    end_of(const chat_request& base, const attempt_run& run, bool caller_cancelled) const;
+    // `response`: as for `account`.
+    attempt_end end_of(
+        const chat_request& base,
+        const attempt_head& run,
+        const chat_response* response,
+        bool caller_cancelled) const;
     asio::awaitable<quota_wait> ask_free(
         const cascade_step& step,
         steady_clock::time_point deadline,

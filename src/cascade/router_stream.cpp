@@ -58,12 +58,12 @@ escalation_reason end_step(
             ends[k].error = other->run.rec.error;
             ends[k].arrived_by = other->run.arrived_by;
         } else {
-            ends[k] = r.end_of(base, other->run, how.cancelled);
+            ends[k] = r.end_of(base, other->run, other->response.get(), how.cancelled);
         }
         told[k++] = other;
     }
     attempt_end& e = ends[k];
-    e = r.end_of(base, w.run, how.cancelled || how.consumer_gone);
+    e = r.end_of(base, w.run, w.response.get(), how.cancelled || how.consumer_gone);
     if (how.consumer_gone)
         e.ended = attempt_end::how::cancelled;
     else if (how.early != escalation_reason::none) {
@@ -90,16 +90,22 @@ void refused_step(
     router_impl& r,
     cascade_machine& m,
     const chat_request& base,
-    attempt_run& run,
+    attempt_head& run,
     bool cancelled,
     bool free_time_left,
     cascade_step& step,
     std::vector<cascade_attempt>& attempts)
 {
-    auto e = r.end_of(base, run, cancelled);
+    auto e = r.end_of(base, run, nullptr, cancelled); // refused: no answer
     step = m.ended(std::span<attempt_end>(&e, 1), free_time_left);
     run.rec.moved_on = e.recorded;
     attempts.push_back(run.rec);
+}
+
+// A stream's answer, given up to the result (empty if it had none: never read through null).
+chat_response take_response(tier_stream& t)
+{
+    return t.response ? std::move(*t.response) : chat_response();
 }
 
 // The answer the machine would fall back to, kept from the streams just told of.
@@ -114,9 +120,9 @@ void keep_fallback(
     for (tier_stream* told : {other, &w}) {
         if (told == nullptr || (told == other && !other->reserved))
             continue;
-        auto& run = told->run;
-        if (run.answered && m.fallback() == run.rec.tier) {
-            fallback = std::make_unique<chat_response>(std::move(run.response));
+        const auto& run = told->run;
+        if (run.answered && told->response && m.fallback() == run.rec.tier) {
+            fallback = std::move(told->response);
             fallback_shown = told == &w && shown;
         }
     }
@@ -271,7 +277,7 @@ asio::awaitable<void> produce(
                     if (!co_await send())
                         co_return;
                 }
-                answer(std::move(w.run.response));
+                answer(take_response(w));
                 break;
             }
             // The hedge's other stream: a whole answer without content (any content would have
@@ -282,7 +288,7 @@ asio::awaitable<void> produce(
                 if (!co_await send())
                     co_return;
             }
-            answer(std::move(other->run.response));
+            answer(take_response(*other));
             break;
         }
         keep_fallback(m, w, other, shown, fallback, fallback_shown);

@@ -140,12 +140,11 @@ void tier_stream::finish(router_impl& r, bool abandoned)
         run.rec.latency_us =
             std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0).count();
     run.answered = ended;
-    run.response = s.response();
+    response = std::make_unique<chat_response>(s.response());
     run.rec.error = ec;
-    run.rec.model_served = run.response.model;
-    run.rec.provider = run.response.provider;
-    run.rec.generation_id =
-        run.response.id.empty() ? s.diagnostics().generation_id : run.response.id;
+    run.rec.model_served = response->model;
+    run.rec.provider = response->provider;
+    run.rec.generation_id = response->id.empty() ? s.diagnostics().generation_id : response->id;
     if (!ended) {
         run.rec.outcome = ec && ec != asio::error::operation_aborted ? attempt_outcome::unknown
                                                                      : attempt_outcome::cancelled;
@@ -157,7 +156,7 @@ void tier_stream::finish(router_impl& r, bool abandoned)
         run.rec.detail = diag.to_string();
     s = chat_stream(); // abandons the connection now, before accounting
     r.note_rate_limit(run.rec.tier, ec, diag);
-    r.account(run, res, diag);
+    r.account(run, response.get(), res, diag);
 }
 
 namespace {

@@ -22,7 +22,9 @@ namespace frugal::detail {
 // reader) forwards its own cancellation to it before each read. Slots point at `sig`: a
 // tier_stream is never moved or copied.
 struct tier_stream {
-    attempt_run run;
+    attempt_head run;
+    // What the stream added up to, made by `finish` (the answer when `run.answered`).
+    std::unique_ptr<chat_response> response;
     // The tier's request, from `prepare` until `start` hands it to the client: an open
     // stream does not keep it.
     std::unique_ptr<chat_request> req;
