@@ -102,6 +102,18 @@ void refused_step(
     attempts.push_back(run.rec);
 }
 
+// Once the last tier has shown content, nothing asks the prompt again: no tier is above it,
+// and a free tier's 429 is asked again only before anything was shown. Without predicates
+// (which are given the whole request), judging its answer reads only the response format.
+// What else the request held, its messages above all, is freed: an open stream of a long
+// prompt no longer keeps it. A plain function: its locals stay out of the producer's frame.
+void keep_only_what_judging_reads(chat_request& base)
+{
+    chat_request kept;
+    kept.response_format = base.response_format;
+    std::swap(base, kept); // swapped, not assigned: the old request's room goes with `kept`
+}
+
 // A stream's answer, given up to the result (empty if it had none: never read through null).
 chat_response take_response(tier_stream& t)
 {
@@ -255,6 +267,8 @@ asio::awaitable<void> produce(
             if (live) {
                 ev = event_of(cascade_event::kind::delta, wt);
                 ev.text = std::move(piece);
+                if (!shown && last && r->policy.predicates.empty())
+                    keep_only_what_judging_reads(base);
                 shown = true;
                 if (!co_await send()) {
                     consumer_gone = true;

@@ -283,6 +283,50 @@ BOOST_AUTO_TEST_CASE(must_match_escalates_an_answer_without_its_pattern_whole_an
     BOOST_TEST((o.result.attempts[1].cost == fp->prompt * 7 + fp->completion * 6 + fp->request));
 }
 
+// Once the last tier shows content the producer frees the prompt and keeps only what judging
+// reads (the response format). The cheap tier's answer is still judged against JSON, the
+// flagship's is accepted as the last, and the ledger names each attempt's model: nothing after
+// the release reads the prompt.
+BOOST_AUTO_TEST_CASE(a_streamed_cascade_judges_json_after_its_last_tier_lets_the_prompt_go)
+{
+    auto cfg = roomy();
+    const std::string prompt = "List the pears as JSON, please, in one object.";
+    auto replay = [&](std::string model, std::string content) {
+        frugal::sim_replay r;
+        r.prompt = prompt;
+        r.model = std::move(model);
+        r.content = std::move(content);
+        r.completion_tokens = 4;
+        r.prompt_tokens = 9;
+        cfg.replays.push_back(std::move(r));
+    };
+    // The cheap answer opens like JSON, so it is shown (stream mode) before it is judged whole.
+    replay(cheap, "{\"pears\": 3,");
+    replay(flagship, "pears: three, not JSON either");
+    client_fixture f(cfg);
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    for (auto mode : {frugal::stream_mode::stream, frugal::stream_mode::buffer}) {
+        auto req = request("", prompt);
+        req.response_format = "json_object";
+        frugal::cascade_stream s;
+        r.start_stream(std::move(req), mode, s);
+        const auto got = read_all(f, s);
+        BOOST_TEST_REQUIRE(!got.ec, got.ec.message());
+        BOOST_TEST_REQUIRE(got.result != nullptr);
+        BOOST_TEST(got.result->tier == 1u);
+        BOOST_TEST(got.result->reason == escalation_reason::invalid_json);
+        BOOST_TEST(got.result->response.content == "pears: three, not JSON either");
+        BOOST_TEST_REQUIRE(got.result->attempts.size() == 2u);
+        BOOST_TEST(got.result->attempts[0].moved_on == escalation_reason::invalid_json);
+        BOOST_TEST(got.result->attempts[1].model_asked == flagship);
+        BOOST_TEST(got.result->attempts[1].cost > money());
+        const auto it = got.shown.find(1);
+        BOOST_TEST((it != got.shown.end() && it->second == got.result->response.content));
+        BOOST_TEST(got.escalating == (mode == frugal::stream_mode::stream ? 1 : 0));
+    }
+}
+
 // The router settles with the attempt itself: the ledger keeps each attempt as the result
 // reports it, and the attempt names its record.
 BOOST_AUTO_TEST_CASE(the_ledger_keeps_each_attempt_as_the_cascade_reports_it)
