@@ -143,6 +143,8 @@ int main(int argc, char** argv)
     const auto start = steady_clock::now();
     st.start = start;
     st.keep_timeline = !dump.empty();
+    if (st.keep_timeline) // grown during the run, it would stall the generator it watches
+        st.timeline.reserve(static_cast<std::size_t>((warmup + seconds) * rate) + 1);
     st.measure_from = start + std::chrono::duration_cast<steady_clock::duration>(
                                   std::chrono::duration<double>(warmup));
     const auto total = static_cast<std::size_t>((warmup + seconds) * rate);
@@ -181,11 +183,14 @@ int main(int argc, char** argv)
         percentile(st.latency_us, 1.0));
     if (!dump.empty()) {
         // Where the slow requests fall in time tells a stall (clustered) from noise (spread).
-        if (auto* f = std::fopen(dump.c_str(), "w")) {
-            for (const auto& [at, us] : st.timeline)
-                std::fprintf(f, "%.0f %.1f\n", at, us);
-            std::fclose(f);
+        auto* f = std::fopen(dump.c_str(), "w");
+        if (f == nullptr) {
+            std::fprintf(stderr, "frugal-rate: cannot write %s\n", dump.c_str());
+            return 1;
         }
+        for (const auto& [at, us] : st.timeline)
+            std::fprintf(f, "%.0f %.1f\n", at, us);
+        std::fclose(f);
     }
     return st.errors == 0 ? 0 : 1;
 }

@@ -60,7 +60,7 @@ int main(int argc, char** argv)
     double seconds = 4;
     CLI::App app{"frugal-stall-probe: time the machine takes from a spinning thread on each CPU"};
     app.add_option("--cpus", cpus, "CPUs to spin on")->delimiter(',')->capture_default_str();
-    app.add_option("--seconds", seconds, "How long")->capture_default_str();
+    app.add_option("--seconds", seconds, "How long")->capture_default_str()->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
 
     std::vector<gaps> out(cpus.size());

@@ -124,7 +124,8 @@ for item in ("direct_rate", "gateway_rate", "portkey_rate"):
         gateway[item] = {k: med(item, k) for k in ("p50_us", "p99_us", "p999_us", "queued")}
         gateway[item]["errors"] = sum(r.get("errors", 0) for r in runs[item])
 if "machine_stalls" in runs:
-    gateway["machine_stalls"] = {k: med("machine_stalls", k) for k in ("lost_ms_per_s", "longest_ms", "gaps_over_1ms")}
+    gateway["machine_stalls"] = {k: med("machine_stalls", k)
+                                 for k in ("lost_ms_per_s", "longest_ms", "gaps_over_1ms", "seconds")}
 for item in ("gateway_hold", "portkey_hold"):
     if item in runs:
         gateway[item] = {"kib_per_stream": med(item, "kib_per_stream"), "open_streams": med(item, "open_streams")}
@@ -226,9 +227,11 @@ if gateway:
     lines.append("")
     st = gateway.get("machine_stalls")
     if st:
-        lines.append(f"The machine itself, both CPUs busy (frugal-stall-probe, a thread spinning on each, median of")
-        lines.append(f"the repetitions): {f(st['lost_ms_per_s'], 1)} ms a second taken, {f(st['gaps_over_1ms'], 0)} gaps over 1 ms in")
-        lines.append(f"4 seconds, the longest {f(st['longest_ms'], 2)} ms. A request in flight in such a gap waits it out,")
+        lines.append("The machine itself, both CPUs busy (frugal-stall-probe, a thread spinning on each, median of")
+        lines.append(f"the repetitions): {f(st['lost_ms_per_s'], 1)} ms a second taken (summed over the CPUs), "
+                     f"{f(st['gaps_over_1ms'], 0)} gaps over 1 ms")
+        lines.append(f"in {f(st['seconds'], 0)} seconds, the longest {f(st['longest_ms'], 2)} ms. A request in flight "
+                     "in such a gap waits it out,")
         lines.append("direct or through a gateway: the p99s above stand on this floor.")
         lines.append("")
     if runs.get("direct_rate") and not kept:

@@ -88,8 +88,9 @@ void connection::close()
     socket_.close(ignored);
 }
 
-std::size_t connection::write_now(asio::const_buffer head, asio::const_buffer body)
+std::size_t connection::write_now(asio::const_buffer head, asio::const_buffer body, error_code& ec)
 {
+    ec = {};
     if (tls_ || !socket_.is_open())
         return 0;
     iovec parts[2] = {
@@ -99,7 +100,11 @@ std::size_t connection::write_now(asio::const_buffer head, asio::const_buffer bo
     msg.msg_iov = parts;
     msg.msg_iovlen = body.size() == 0 ? 1 : 2;
     const auto n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    return n > 0 ? static_cast<std::size_t>(n) : 0;
+    if (n >= 0)
+        return static_cast<std::size_t>(n);
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        ec = error_code(errno, boost::system::system_category());
+    return 0;
 }
 
 bool connection::alive()

@@ -100,9 +100,9 @@ public:
     bool alive();
 
     /// Over plain TCP, writes what the socket takes at once (one non-blocking writev) and
-    /// returns how many bytes that was; 0 over TLS, or when it takes nothing or fails (the
-    /// asynchronous write that follows then meets the error and reports it).
-    std::size_t write_now(asio::const_buffer head, asio::const_buffer body);
+    /// returns how many bytes that was; 0 over TLS or when the socket takes nothing now. `ec`
+    /// is set when the write failed (a reset or closed peer): nothing more is to be written.
+    std::size_t write_now(asio::const_buffer head, asio::const_buffer body, error_code& ec);
 
     void close();
     bool is_open() const { return socket_.is_open(); }

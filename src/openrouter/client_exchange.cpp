@@ -105,16 +105,20 @@ asio::awaitable<error_code> client_detail::start_exchange(
         // Almost always the socket takes the whole request now. What it does not take waits
         // in the connection's string (the head's rest) and the caller's body, which outlives
         // the exchange.
+        error_code wec;
         if (!conn->encrypted()) {
-            const auto n = conn->write_now(parts[0], parts[1]);
+            const auto n = conn->write_now(parts[0], parts[1], wec);
             const auto in_head = std::min(n, parts[0].size());
             conn->request.assign(head, in_head); // the per-thread head is not kept across a wait
             parts[0] = asio::buffer(conn->request);
             parts[1] += n - in_head;
         }
-        auto [wec, wn] = parts[0].size() + parts[1].size() == 0
-                             ? std::tuple<error_code, std::size_t>{}
-                             : co_await asio::async_write(*conn, parts, tuple_awaitable);
+        if (!wec && parts[0].size() + parts[1].size() > 0) {
+            auto [ec, written] = co_await asio::async_write(*conn, parts, tuple_awaitable);
+            wec = ec;
+            if (!conn->encrypted())
+                conn->request.clear(); // what waited is written: the stream keeps none of it
+        }
         if (wec) {
             const bool timed_out = conn->timed_out();
             const bool reused = conn.reused();
