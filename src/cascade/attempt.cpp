@@ -433,7 +433,11 @@ router_impl::end_of(
         e.ended = attempt_end::how::cancelled;
     else if (run.answered && response != nullptr) {
         e.ended = attempt_end::how::answered;
-        e.verdict = judge(policy, base, *response);
+        // The last tier's answer is kept whatever it says (nothing is above it), so it is not
+        // judged: a model passed through a gateway pays no refusal search, JSON parse or
+        // pattern match per answer.
+        if (run.rec.tier + 1 < policy.tiers.size())
+            e.verdict = judge(policy, base, *response);
     } else
         e.ended = attempt_end::how::failed;
     return e;
