@@ -8,7 +8,6 @@
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
 
-#include <mutex>
 #include <thread>
 
 using namespace frugal::test;
@@ -166,62 +165,16 @@ BOOST_AUTO_TEST_CASE(an_error_inside_a_200_body_is_an_error)
     BOOST_TEST(r.diag.attempts == 1); // a response had begun: never retried
 }
 
-// A server that reads a request's body only after a pause: the client's first, non-blocking
+// A server that reads each request's body only after a pause: the client's first, non-blocking
 // write fills what the socket buffers take and stops partway, and the rest follows
 // asynchronously. What arrives must be the request, byte for byte, for every request on the
 // connection (the second one reuses it).
-class late_reader : public loopback_server {
-public:
-    late_reader() { start(); }
-    ~late_reader() override { stop(); }
-    std::vector<std::string> received()
-    {
-        const std::lock_guard lock(mutex_);
-        return bodies_;
-    }
-
-private:
-    asio::awaitable<void> serve(tcp::socket socket) override
-    {
-        asio::streambuf in;
-        for (;;) {
-            const auto head = co_await frugal::test::detail::read_head(socket, in);
-            if (!head)
-                co_return;
-            std::size_t length = 0;
-            if (const auto at = head->find("Content-Length: "); at != std::string::npos)
-                length = std::stoul(head->substr(at + 16));
-            asio::steady_timer pause(io_, 300ms);
-            co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-            if (in.size() < length) {
-                auto [rec, rn] = co_await asio::async_read(
-                    socket, in, asio::transfer_exactly(length - in.size()),
-                    asio::as_tuple(asio::use_awaitable));
-                if (rec)
-                    co_return;
-            }
-            {
-                const std::lock_guard lock(mutex_);
-                bodies_.emplace_back(asio::buffers_begin(in.data()),
-                                     asio::buffers_begin(in.data()) + static_cast<long>(length));
-            }
-            in.consume(length);
-            const auto reply = canned_server::ok(R"({"id":"gen-l","model":"m/x","choices":[{"message":)"
-                                  R"({"role":"assistant","content":"read"},"finish_reason":"stop"}]})");
-            auto [wec, wn] = co_await asio::async_write(
-                socket, asio::buffer(reply), asio::as_tuple(asio::use_awaitable));
-            if (wec)
-                co_return;
-        }
-    }
-
-    std::mutex mutex_;
-    std::vector<std::string> bodies_; // written on the server's thread
-};
-
 BOOST_AUTO_TEST_CASE(a_request_larger_than_the_socket_takes_at_once_arrives_whole)
 {
-    late_reader server;
+    const auto answer = canned_server::ok(
+        R"({"id":"gen-l","model":"m/x","choices":[{"message":)"
+        R"({"role":"assistant","content":"read"},"finish_reason":"stop"}]})");
+    canned_server server({answer}, 300ms);
     asio::io_context io;
     auto p = fast_retries();
     p.timeouts.total = 30s; // a request that lost bytes fails here instead of waiting on

@@ -14,6 +14,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -22,9 +23,11 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -330,11 +333,22 @@ private:
 /// byte, with no simulator deciding it.
 class canned_server : public loopback_server {
 public:
-    explicit canned_server(std::vector<std::string> responses) : responses_(std::move(responses))
+    /// `body_pause`: how long each request's body is left unread after its head, so that a
+    /// client's write of a large request stops partway and finishes asynchronously.
+    explicit canned_server(
+        std::vector<std::string> responses, std::chrono::milliseconds body_pause = {})
+        : responses_(std::move(responses)), body_pause_(body_pause)
     {
         start();
     }
     ~canned_server() override { stop(); }
+
+    /// The request bodies received so far, in order.
+    std::vector<std::string> received()
+    {
+        const std::lock_guard lock(mutex_);
+        return bodies_;
+    }
 
     /// An HTTP/1.1 200 response with `body` and `headers` (each line ending in CRLF).
     static std::string ok(std::string_view body, std::string_view headers = {})
@@ -354,12 +368,22 @@ private:
             std::size_t length = 0;
             if (const auto at = head->find("Content-Length: "); at != std::string::npos)
                 length = std::stoul(head->substr(at + 16));
+            if (body_pause_.count() > 0) {
+                asio::steady_timer pause(io_, body_pause_);
+                co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
             if (in.size() < length) {
                 auto [rec, rn] = co_await asio::async_read(
                     socket, in, asio::transfer_exactly(length - in.size()),
                     asio::as_tuple(asio::use_awaitable));
                 if (rec)
                     co_return;
+            }
+            {
+                const std::lock_guard lock(mutex_);
+                bodies_.emplace_back(
+                    asio::buffers_begin(in.data()),
+                    asio::buffers_begin(in.data()) + static_cast<std::ptrdiff_t>(length));
             }
             in.consume(length);
             const std::size_t i = std::min(next_++, responses_.size() - 1);
@@ -371,7 +395,10 @@ private:
     }
 
     std::vector<std::string> responses_;
+    std::chrono::milliseconds body_pause_;
     std::size_t next_ = 0; // shared by every connection, on the server's one thread
+    std::mutex mutex_;
+    std::vector<std::string> bodies_; // written on the server's thread, read by the test's
 };
 
 } // namespace frugal::test
