@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <ctime>
 #include <set>
+#include <string_view>
 #include <unordered_map>
 
 namespace frugal {
@@ -84,7 +85,9 @@ std::string header_value(std::string_view text)
 // An answer to one request: its status, its extra header lines and its body.
 struct reply {
     int status = 200;
-    std::string content_type = "application/json";
+    // Always a literal. As a string it was one byte past the short-string room, so every
+    // reply, even an empty one swapped in to free a connection's, allocated for it.
+    std::string_view content_type = "application/json";
     std::string headers; // "Name: value\r\n" each
     std::string body;
     std::string message; // an error's, for a stream that has started
