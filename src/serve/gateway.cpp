@@ -125,13 +125,6 @@ void append_head(std::string& h, const reply& r, bool keep_alive, bool chunked_s
     h += keep_alive && !r.close ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
 }
 
-std::string render_head(const reply& r, bool keep_alive, bool chunked_stream)
-{
-    std::string h;
-    append_head(h, r, keep_alive, chunked_stream);
-    return h;
-}
-
 // A client's rpm allowance: a bucket of `rpm` requests refilled continuously over a minute.
 struct rpm_bucket {
     double tokens = 0;
@@ -756,10 +749,23 @@ asio::awaitable<bool> gateway_impl::write_chunk(Stream& sock, std::string& rest)
 template <class Stream>
 asio::awaitable<bool> gateway_impl::write_reply(Stream& sock, const reply& r, bool keep_alive)
 {
-    std::string bytes = render_head(r, keep_alive, false);
+    const bool again = keep_alive && !r.close; // read now: `r` may change while a write waits
+    // Rendered in the per-thread scratch and written at once, as a chunk is: only what the
+    // socket does not take is copied out to wait (over TLS, all of it).
+    std::string& bytes = chunk_scratch();
+    bytes.clear();
+    append_head(bytes, r, keep_alive, false);
     bytes += r.body;
-    const bool ok = co_await write_all(sock, bytes);
-    co_return ok && keep_alive && !r.close;
+    bool failed = false;
+    const std::size_t now = write_now(sock, bytes, failed);
+    if (failed)
+        co_return false;
+    if (now < bytes.size()) {
+        const std::string rest(bytes, now);
+        if (!co_await write_later(sock, rest, 0))
+            co_return false;
+    }
+    co_return again;
 }
 
 // Reads one request into `req`. False when the connection is to end: the client left, or its
