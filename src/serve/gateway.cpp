@@ -750,22 +750,14 @@ template <class Stream>
 asio::awaitable<bool> gateway_impl::write_reply(Stream& sock, const reply& r, bool keep_alive)
 {
     const bool again = keep_alive && !r.close; // read now: `r` may change while a write waits
-    // Rendered in the per-thread scratch and written at once, as a chunk is: only what the
-    // socket does not take is copied out to wait (over TLS, all of it).
+    // Rendered in the per-thread scratch and written as a chunk is: only what the socket does
+    // not take at once waits, in `rest`.
     std::string& bytes = chunk_scratch();
     bytes.clear();
     append_head(bytes, r, keep_alive, false);
     bytes += r.body;
-    bool failed = false;
-    const std::size_t now = write_now(sock, bytes, failed);
-    if (failed)
-        co_return false;
-    if (now < bytes.size()) {
-        const std::string rest(bytes, now);
-        if (!co_await write_later(sock, rest, 0))
-            co_return false;
-    }
-    co_return again;
+    std::string rest;
+    co_return co_await write_chunk(sock, rest) && again;
 }
 
 // Reads one request into `req`. False when the connection is to end: the client left, or its
