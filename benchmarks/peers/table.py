@@ -74,12 +74,13 @@ def goal(name, value, target, ok, unit=""):
                   "met": bool(ok) if value is not None else None, "unit": unit})
 
 
-def rep_ratio(a_item, a_key, b_item, b_key, op=lambda a, b: a / b):
-    """The median over repetitions of op(a, b), each pair from the same repetition."""
+def rep_ratio(a_item, a_key, b_item, b_key, op=lambda a, b: a / b, reps=None):
+    """The median over repetitions (those in `reps`, when given) of op(a, b), each pair from
+    the same repetition."""
     by_rep = defaultdict(dict)
     for item, key in ((a_item, a_key), (b_item, b_key)):
         for r in runs.get(item, []):
-            if key in r:
+            if key in r and (reps is None or r.get("rep", 0) in reps):
                 by_rep[r.get("rep", 0)][(item, key)] = r[key]
     vals = [op(v[(a_item, a_key)], v[(b_item, b_key)]) for v in by_rep.values()
             if (a_item, a_key) in v and (b_item, b_key) in v and v[(b_item, b_key)]]
@@ -136,11 +137,7 @@ if "gateway_cpu" in runs:
     # Only the repetitions whose direct call kept its schedule: a direct call that fell behind
     # (queued requests) has a p99 of its queue, and the difference would flatter the gateway.
     kept = {r.get("rep", 0) for r in runs.get("direct_rate", []) if not r.get("queued")}
-    added = [g_["p99_us"] - d["p99_us"]
-             for g_ in runs.get("gateway_rate", []) for d in runs.get("direct_rate", [])
-             if g_.get("rep", 0) == d.get("rep", 0) and d.get("rep", 0) in kept
-             and "p99_us" in g_ and "p99_us" in d]
-    r = statistics.median(added) if added else None
+    r = rep_ratio("gateway_rate", "p99_us", "direct_rate", "p99_us", lambda a, b: a - b, reps=kept)
     goal("gateway: added p99 at 5,000 req/s (repetitions whose direct call kept its schedule)",
          r, 200, at_most(r, 200), "µs")
     r = gateway.get("gateway_hold", {}).get("kib_per_stream")
