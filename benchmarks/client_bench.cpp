@@ -33,6 +33,7 @@
 #include <malloc.h>
 #include <optional>
 #include <string>
+#include <tuple>
 
 namespace asio = boost::asio;
 namespace bench = frugal::bench;
@@ -194,8 +195,9 @@ asio::awaitable<void> stream_worker(frugal::chat_client& c, frugal::chat_request
             note_error(l, ec, s.diagnostics());
             continue;
         }
+        frugal::chat_delta d; // one delta across reads, as a relay keeps one: its room is reused
         while (!s.done()) {
-            auto [rec, d] = co_await s.async_read_delta(tuple_awaitable);
+            auto [rec] = co_await s.async_read_delta(d, tuple_awaitable);
             if (rec) {
                 note_error(l, rec, s.diagnostics());
                 break;
@@ -212,16 +214,28 @@ struct rate {
     double allocs_per_unit = 0; // heap allocations, every thread, in the measured window
 };
 
+// Runs `io` for `d`, as a server runs it: in one `run`. Not `io_context::run_for`: in Asio 1.81
+// that runs each handler in a `thread_info` of its own (`scheduler::wait_one`), whose recycling
+// cache is freed when the handler returns, so every block an operation frees in a later
+// handler than the one that allocated it goes back to the heap, and the next is allocated anew.
+void run_measured(asio::io_context& io, std::chrono::steady_clock::duration d)
+{
+    asio::steady_timer stop(io, d);
+    stop.async_wait([&io](boost::system::error_code) { io.stop(); });
+    io.run();
+    io.restart();
+}
+
 // Runs the workers already spawned on `io`: a warm-up, a measured window (rate and CPU per unit
 // of `l`), then a drain; errors are reported on stderr.
 rate run_load(asio::io_context& io, load& l, std::chrono::seconds window)
 {
-    io.run_for(500ms);
+    run_measured(io, 500ms);
     l.counting = true;
     const double cpu0 = bench::cpu_seconds();
     const auto allocs0 = bench::allocations();
     const auto t0 = steady::now();
-    io.run_for(window);
+    run_measured(io, window);
     const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
     const double cpu = bench::cpu_seconds() - cpu0;
     const auto allocs = bench::allocations() - allocs0;
@@ -371,7 +385,9 @@ rate measure_calls(std::uint16_t port, calls what, int workers, std::chrono::sec
 // else runs on the thread to be counted with it), counted between its 10th and its 190th event,
 // so the stream's start and its last chunks (finish, usage) are left out. The first streams
 // warm the pools and buffers; the last 20 are counted.
-double allocs_per_chunk_in_stream(std::uint16_t port)
+// `into`: each read goes into one delta kept across reads (`async_read_delta(delta, token)`);
+// otherwise each read hands its delta over by value.
+double allocs_per_chunk_in_stream(std::uint16_t port, bool into)
 {
     asio::io_context io{1};
     frugal::client_params p;
@@ -383,23 +399,37 @@ double allocs_per_chunk_in_stream(std::uint16_t port)
     req.max_tokens = 300;
     req.messages.push_back({.role = "user", .content = "Stream it. [sim tokens=199]"});
     std::uint64_t allocs = 0, chunks = 0;
+    asio::steady_timer give_up(io, 60s); // a server that stops answering
+    give_up.async_wait([&io](boost::system::error_code ec) {
+        if (!ec)
+            io.stop();
+    });
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
+            struct stop_guard {
+                asio::steady_timer& t;
+                ~stop_guard() { t.cancel(); }
+            } ended{give_up}; // however the loop ends, the run ends with it
             for (int round = 0; round < 60; ++round) {
                 frugal::chat_stream s;
                 auto [ec] = co_await client.async_start_stream(req, s, tuple_awaitable);
                 if (ec)
                     co_return;
                 std::uint64_t events = 0, from = 0, a0 = 0;
+                frugal::chat_delta d;
                 while (!s.done()) {
-                    auto [rec, d] = co_await s.async_read_delta(tuple_awaitable);
+                    boost::system::error_code rec;
+                    if (into)
+                        std::tie(rec) = co_await s.async_read_delta(d, tuple_awaitable);
+                    else
+                        std::tie(rec, d) = co_await s.async_read_delta(tuple_awaitable);
                     if (rec)
                         co_return;
                     events += d.events;
                     if (round < 40)
                         continue;
-                    if (a0 == 0 && events >= 10) {
+                    if (from == 0 && events >= 10) { // once: the window is 10 to 190
                         a0 = bench::allocations();
                         from = events;
                     } else if (a0 != 0 && events >= 190) {
@@ -411,7 +441,7 @@ double allocs_per_chunk_in_stream(std::uint16_t port)
             }
         },
         asio::detached);
-    io.run_for(60s);
+    io.run(); // in one run, as a server runs (see run_measured)
     return chunks == 0 ? -1.0 : static_cast<double>(allocs) / static_cast<double>(chunks);
 }
 
@@ -507,6 +537,8 @@ int main(int argc, char** argv)
     }
     // --cascade-only: just the cascade's overhead (for profiling it).
     const bool cascade_only = argc > 1 && std::strcmp(argv[1], "--cascade-only") == 0;
+    // --steady-only: just the allocations inside a stream (for finding where they come from).
+    const bool steady_only = argc > 1 && std::strcmp(argv[1], "--steady-only") == 0;
     const auto results = bench::results_path(argc, argv);
     bench::raise_fd_limit();
     bench::pin_to_cpu(1);
@@ -548,12 +580,20 @@ int main(int argc, char** argv)
     {
         bench::child canned = spawn_canned();
         if (!cascade_only) {
-            rounds(canned.port, "canned server:", "");
-            const double steady_allocs = allocs_per_chunk_in_stream(canned.port);
+            if (!steady_only)
+                rounds(canned.port, "canned server:", "");
+            const double steady_allocs = allocs_per_chunk_in_stream(canned.port, true);
+            const double by_value_allocs = allocs_per_chunk_in_stream(canned.port, false);
             std::printf(
-                "%-15s %9.3f allocations per chunk inside a stream, after warm-up\n", "",
-                steady_allocs);
+                "%-15s %9.3f allocations per chunk inside a stream, after warm-up (%.3f with "
+                "each delta handed over by value)\n",
+                "", steady_allocs, by_value_allocs);
             figures["client_allocs_per_chunk_steady"] = {steady_allocs, "allocs/chunk"};
+            figures["client_allocs_per_chunk_steady_by_value"] = {by_value_allocs, "allocs/chunk"};
+            if (steady_only) {
+                bench::stop_server(canned);
+                return 0;
+            }
         }
         // The cascade's and the guard's overheads: direct and routed runs alternate; the
         // median difference of seven pairs (a single pair varies by several microseconds on a

@@ -30,6 +30,7 @@
 #include <malloc.h>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -121,9 +122,9 @@ asio::awaitable<void> worker(
         } else {
             frugal::chat_stream s;
             auto [ec] = co_await client.async_start_stream(base, s, tuple_awaitable);
+            frugal::chat_delta d; // one delta across reads, as a relay keeps one
             while (!ec && !s.done()) {
-                auto [rec, d] = co_await s.async_read_delta(tuple_awaitable);
-                ec = rec;
+                std::tie(ec) = co_await s.async_read_delta(d, tuple_awaitable);
                 t.chunks += d.events;
             }
             ok = !ec;

@@ -177,10 +177,29 @@ public:
     /// Terminal cancellation is supported; the connection is then closed, and the stream
     /// fails with `asio::error::operation_aborted`.
     template <class CompletionToken = boost::asio::deferred_t>
+        requires(!std::is_same_v<std::remove_cvref_t<CompletionToken>, chat_delta>)
     auto async_read_delta(CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<
             CompletionToken, void(boost::system::error_code, chat_delta)>(initiation{this}, token);
+    }
+
+    /// Reads the next delta into `into`, whose strings keep their room from read to read.
+    ///
+    /// The form above hands every read's text over in strings of its own: a read that joins
+    /// more than a few bytes allocates them. A reader that keeps one delta across reads (a
+    /// server relaying tokens) allocates nothing per read once its strings have grown.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code)`. `into` is cleared when the read starts and holds the
+    /// delta when it completes (empty when the read fails or meets `data: [DONE]` alone); a
+    /// read refused at once (`operation_in_progress`, `stream_not_readable`) leaves it as it
+    /// was. It must outlive the operation. Errors and cancellation are those of the form above.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_read_delta(chat_delta& into, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+            into_initiation{this, &into}, token);
     }
 
     /// Whether the stream reached `data: [DONE]` (or failed: see `error()`).
@@ -210,8 +229,24 @@ private:
             self->async_read_delta_impl(std::forward<Handler>(handler), here);
         }
     };
+    struct into_initiation {
+        chat_stream* self;
+        chat_delta* into;
+        using executor_type = boost::asio::any_io_executor;
+        executor_type get_executor() const noexcept { return self->get_executor(); }
+        template <class Handler>
+        void operator()(Handler&& handler) const
+        {
+            const bool here = detail::runs_on(handler, get_executor());
+            self->async_read_delta_impl(*into, std::forward<Handler>(handler), here);
+        }
+    };
     void async_read_delta_impl(
         boost::asio::any_completion_handler<void(boost::system::error_code, chat_delta)> handler,
+        bool here);
+    void async_read_delta_impl(
+        chat_delta& into,
+        boost::asio::any_completion_handler<void(boost::system::error_code)> handler,
         bool here);
 
     std::shared_ptr<state> state_;

@@ -136,12 +136,22 @@ void pool::lend_buffer(connection& conn, std::size_t most)
     }
     if (conn.buffer.capacity() != 0)
         return;
-    for (auto it = spare_.rbegin(); it != spare_.rend(); ++it) {
-        if (it->capacity() <= most) {
-            conn.buffer = std::move(*it);
-            spare_.erase(std::next(it).base());
-            return;
+    // The largest spare within `most`, else the smallest above it: a spare lent is memory the
+    // pool holds anyway, and one that fits is not grown by a read (an allocation).
+    auto pick = spare_.end();
+    for (auto it = spare_.begin(); it != spare_.end(); ++it) {
+        const auto cap = it->capacity();
+        if (pick == spare_.end()) {
+            pick = it;
+            continue;
         }
+        const auto best = pick->capacity();
+        if (best <= most ? cap <= most && cap > best : cap <= most || cap < best)
+            pick = it;
+    }
+    if (pick != spare_.end()) {
+        conn.buffer = std::move(*pick);
+        spare_.erase(pick);
     }
 }
 

@@ -80,8 +80,9 @@ public:
     /// A stream calls it between reads: its caller sets the pace, and a stream waiting on its
     /// caller should hold nothing, yet a fast stream should not allocate a buffer per read.
     void take_buffer(connection& conn);
-    /// Gives `conn` a spare read buffer if it has none, one no larger than `most` bytes: a
-    /// stream that reads little at a time (a slow one) is not lent a large buffer to wait with.
+    /// Gives `conn` a spare read buffer if it has none: the largest no larger than `most` bytes
+    /// (a stream that reads little at a time, a slow one, is not lent a large buffer to wait
+    /// with while one that fits is spare), else the smallest.
     /// A buffer larger than `most` that holds a few unread bytes (the end of a chunk's framing)
     /// is traded for a smaller one with those bytes, and goes to the spares.
     void lend_buffer(connection& conn, std::size_t most = spare_capacity);

@@ -20,6 +20,61 @@ namespace frugal {
 
 using namespace client_detail;
 
+namespace {
+
+// What a stream grows as it reads, kept per thread when it ends (a few, none holding more than
+// 64 KiB), for the next stream to start with: its parser (line and data buffers), its whole
+// text and its pending text. Otherwise each would grow from nothing, allocating, stream after
+// stream.
+class stream_spares {
+public:
+    struct kept {
+        sse_parser parser;
+        std::string text, pending;
+    };
+    // The spares of a parser with limits `p`, or a new parser and empty texts.
+    static kept take(const sse_parser_params& p)
+    {
+        auto& k = list();
+        for (auto it = k.rbegin(); it != k.rend(); ++it) {
+            if (it->parser.params().max_line_size == p.max_line_size &&
+                it->parser.params().max_event_size == p.max_event_size) {
+                kept out = std::move(*it);
+                k.erase(std::next(it).base());
+                return out;
+            }
+        }
+        return {sse_parser(p), {}, {}};
+    }
+    static void give(sse_parser&& parser, std::string&& text, std::string&& pending) noexcept
+    {
+        auto& k = list();
+        if (parser.buffered_size() + text.capacity() + pending.capacity() > largest ||
+            k.size() >= most)
+            return; // freed with their owner
+        try {
+            if (k.capacity() == 0)
+                k.reserve(most);
+            parser.reset();
+            text.clear();
+            pending.clear();
+            k.push_back({std::move(parser), std::move(text), std::move(pending)});
+        } catch (...) { // reserve's bad_alloc: they are freed instead
+        }
+    }
+
+private:
+    static constexpr std::size_t most = 8;
+    static constexpr std::size_t largest = std::size_t{64} * 1024;
+    static std::vector<kept>& list()
+    {
+        thread_local std::vector<kept> k;
+        return k;
+    }
+};
+
+} // namespace
+
 struct chat_stream::state : std::enable_shared_from_this<state> {
     std::shared_ptr<client_impl> client;
     http::pool::lease conn; // given back closed if the stream is dropped; its reader feeds us
@@ -39,7 +94,12 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     bool done = false;       // the caller was told
     bool reading = false;
 
-    ~state() { abandon(); }
+    ~state()
+    {
+        abandon();
+        stream_spares::give(
+            std::move(sse), std::move(response.content), std::move(pending.content));
+    }
 
     // Gives the connection back: reusable only after a clean end of the HTTP message.
     void release(bool reusable) { conn.give_back(reusable); }
@@ -248,10 +308,23 @@ void parse_buffered(chat_stream::state& s)
     }
 }
 
+// Takes what a read completes with into `out`; a stream that is done lets its connection drain.
+error_code finish_read(const std::shared_ptr<chat_stream::state>& s, chat_delta& out)
+{
+    const error_code result = s->take(out);
+    s->reading = false;
+    if (s->done && !result)
+        drain(s);
+    return result;
+}
+
 // One async_read_delta that has to wait for the network: reads until the body yields a delta,
 // the end or a failure. A hand-written composed operation: a stream delivers hundreds of deltas.
+// `Into`: the delta goes into the caller's (`into`), not to the handler.
+template <bool Into>
 struct read_delta_op {
     std::shared_ptr<chat_stream::state> s;
+    chat_delta* into = nullptr;
     // The connection being read: kept alive here even if the stream abandons it meanwhile.
     std::shared_ptr<http::connection> conn;
     bool reading = false;
@@ -279,10 +352,13 @@ struct read_delta_op {
                     s->diag.message = "the connection ended mid-stream: " + ec.message();
                     s->fail(error::stream_truncated);
                 }
-            } else if (!s->ready() && conn->reader->is_done()) {
-                s->diag.message = "the response body ended without [DONE]";
-                s->fail(error::stream_truncated);
             }
+        }
+        // The body ended without [DONE]: in this read, or with the bytes parsed before it (an
+        // event cut short, then the body's last chunk), when no read would ever bring more.
+        if (!s->ready() && s->conn && s->conn->reader->is_done()) {
+            s->diag.message = "the response body ended without [DONE]";
+            s->fail(error::stream_truncated);
         }
         if (!s->ready()) {
             reading = true;
@@ -309,12 +385,13 @@ struct read_delta_op {
             if (s->conn)
                 s->client->pool.take_buffer(*s->conn);
         }
-        chat_delta delta;
-        const error_code result = s->take(delta);
-        s->reading = false;
-        if (s->done && !result)
-            drain(s);
-        self.complete(result, std::move(delta));
+        if constexpr (Into) {
+            self.complete(finish_read(s, *into));
+        } else {
+            chat_delta delta;
+            const error_code result = finish_read(s, delta);
+            self.complete(result, std::move(delta));
+        }
     }
 };
 
@@ -332,9 +409,12 @@ void complete_on(bool here, const asio::any_io_executor& ex, Handler&& h, Args&&
 // The handler of a read, as Beast's composed operations need it: they post intermediate steps
 // to the handler's executor with blocking.never, which the type-erased any_completion_executor
 // of Asio 1.26 cannot take. So the operation runs on the client's executor, and the final
-// completion goes to the caller's handler through its own associated executor.
+// completion goes to the caller's handler through its own associated executor. `Args`: what
+// the read completes with after its error (the delta, or nothing when it went into the
+// caller's).
+template <class... Args>
 struct delta_completion {
-    asio::any_completion_handler<void(error_code, chat_delta)> handler;
+    asio::any_completion_handler<void(error_code, Args...)> handler;
     // The client's executor, where the operation runs: held by the client, which the stream's
     // state keeps alive, and not copied into every read that waits.
     const asio::any_io_executor* executor;
@@ -348,11 +428,83 @@ struct delta_completion {
         return asio::get_associated_cancellation_slot(handler);
     }
 
-    void operator()(error_code ec, chat_delta delta)
+    void operator()(error_code ec, Args... args)
     {
-        complete_on(here, *executor, std::move(handler), ec, std::move(delta));
+        complete_on(here, *executor, std::move(handler), ec, std::move(args)...);
     }
 };
+
+// Posts `handler`'s completion with `ec` and, when it takes one, `delta`. `here`: the handler
+// runs on `ex` (no work guard on its type-erased executor then: it is this one).
+template <class... Args>
+void post_read(
+    const asio::any_io_executor& ex,
+    bool here,
+    asio::any_completion_handler<void(error_code, Args...)> handler,
+    error_code ec,
+    chat_delta&& delta)
+{
+    if constexpr (sizeof...(Args) == 0) {
+        if (here)
+            asio::post(ex, [h = std::move(handler), ec]() mutable { std::move(h)(ec); });
+        else
+            asio::post(ex, asio::append(std::move(handler), ec));
+    } else if (here) {
+        asio::post(ex, [h = std::move(handler), ec, d = std::move(delta)]() mutable {
+            std::move(h)(ec, std::move(d));
+        });
+    } else {
+        asio::post(ex, asio::append(std::move(handler), ec, std::move(delta)));
+    }
+}
+
+// Starts a read of `st` (null: a stream never started) completing `handler` with
+// `(error, Args...)`: with the delta, or with nothing when the delta goes into `*into`.
+template <class... Args>
+void start_read(
+    const std::shared_ptr<chat_stream::state>& st,
+    chat_delta* into,
+    asio::any_completion_handler<void(error_code, Args...)> handler,
+    bool here)
+{
+    constexpr bool to_caller = sizeof...(Args) == 0;
+    chat_delta own; // the delta handed over by value
+    if (!st || !st->started || st->done || st->reading) {
+        // Refused before it started: the caller's delta is left as it was.
+        const error_code ec = st && st->reading ? error_code(frugal::error::operation_in_progress)
+                                                : error_code(frugal::error::stream_not_readable);
+        // A stream that was never started has no executor of its own.
+        const auto fallback =
+            st ? st->client->executor : asio::any_io_executor(asio::system_executor());
+        post_read(fallback, false, std::move(handler), ec, std::move(own));
+        return;
+    }
+    chat_delta& out = to_caller ? *into : own;
+    if constexpr (to_caller) { // cleared, its room kept
+        out.content.clear();
+        out.reasoning.clear();
+        out.tool_calls.clear();
+        out.events = 0;
+    }
+    auto& s = *st;
+    if (s.ready() || steady_clock::now() >= s.total) {
+        // Already decoded (most deltas are: one read brings many events), or past the deadline:
+        // complete without touching the network, but never inside this call.
+        if (!s.ready()) {
+            s.diag.message = "the whole-request deadline passed before this read";
+            s.fail(error::timeout);
+        }
+        const error_code ec = finish_read(st, out);
+        post_read(s.client->executor, here, std::move(handler), ec, std::move(own));
+        return;
+    }
+    s.reading = true;
+    delta_completion<Args...> completion{std::move(handler), &s.client->executor, here};
+    // No work guard of its own: Beast's read below tracks work on the connection's executor,
+    // and the completion runs on the client's executor (delta_completion).
+    asio::async_compose<delta_completion<Args...>, void(error_code, Args...)>(
+        read_delta_op<to_caller>{st, into}, completion);
+}
 
 // `body` is the request, encoded before the coroutine starts (a request in the frame would
 // take it over Asio's recycling limit); `unsent`, why it could not be encoded (said in the
@@ -438,8 +590,13 @@ void chat_client::async_start_stream_impl(
 {
     auto s = std::make_shared<chat_stream::state>();
     s->client = impl_;
-    s->sse = sse_parser(
-        {impl_->params.limits.max_sse_line_size, impl_->params.limits.max_sse_event_size});
+    {
+        auto spare = stream_spares::take(
+            {impl_->params.limits.max_sse_line_size, impl_->params.limits.max_sse_event_size});
+        s->sse = std::move(spare.parser);
+        s->response.content = std::move(spare.text);
+        s->pending.content = std::move(spare.pending);
+    }
     if (stream->state_)
         stream->state_->abandon();
     stream->state_ = s;
@@ -509,44 +666,13 @@ const frugal::diagnostics& chat_stream::diagnostics() const noexcept
 void chat_stream::async_read_delta_impl(
     asio::any_completion_handler<void(error_code, chat_delta)> handler, bool here)
 {
-    if (!state_ || !state_->started || state_->done || state_->reading) {
-        const error_code ec = state_ && state_->reading
-                                  ? error_code(frugal::error::operation_in_progress)
-                                  : error_code(frugal::error::stream_not_readable);
-        // A stream that was never started has no executor of its own.
-        const auto fallback =
-            state_ ? get_executor() : asio::any_io_executor(asio::system_executor());
-        asio::post(fallback, asio::append(std::move(handler), ec, chat_delta{}));
-        return;
-    }
-    auto& s = *state_;
-    if (s.ready() || steady_clock::now() >= s.total) {
-        // Already decoded (most deltas are: one read brings many events), or past the deadline:
-        // complete without touching the network, but never inside this call.
-        if (!s.ready()) {
-            s.diag.message = "the whole-request deadline passed before this read";
-            s.fail(error::timeout);
-        }
-        chat_delta delta;
-        const error_code ec = s.take(delta);
-        if (s.done && !ec)
-            drain(state_);
-        if (here) { // no work guard on the handler's type-erased executor: it is this one
-            asio::post(
-                s.client->executor, [h = std::move(handler), ec, d = std::move(delta)]() mutable {
-                    std::move(h)(ec, std::move(d));
-                });
-        } else {
-            asio::post(s.client->executor, asio::append(std::move(handler), ec, std::move(delta)));
-        }
-        return;
-    }
-    s.reading = true;
-    delta_completion completion{std::move(handler), &s.client->executor, here};
-    // No work guard of its own: Beast's read below tracks work on the connection's executor,
-    // and the completion runs on the client's executor (delta_completion).
-    asio::async_compose<delta_completion, void(error_code, chat_delta)>(
-        read_delta_op{state_}, completion);
+    start_read(state_, nullptr, std::move(handler), here);
+}
+
+void chat_stream::async_read_delta_impl(
+    chat_delta& into, asio::any_completion_handler<void(error_code)> handler, bool here)
+{
+    start_read(state_, &into, std::move(handler), here);
 }
 
 } // namespace frugal

@@ -383,6 +383,105 @@ BOOST_AUTO_TEST_CASE(slow_first_token_within_and_beyond_the_deadlines)
     BOOST_TEST(s.deltas == 2);
 }
 
+namespace {
+
+std::string sse_chunk(const std::string& data)
+{
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx", data.size());
+    return std::string(size) + "\r\n" + data + "\r\n";
+}
+
+std::string text_event(const std::string& text)
+{
+    return "data: {\"id\":\"gen-x\",\"model\":\"m/x\",\"choices\":[{\"index\":0,"
+           "\"delta\":{\"content\":\"" +
+           text + "\"}}]}\n\n";
+}
+
+const std::string stream_head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\n";
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_gets_every_delta_and_is_left_empty_at_the_end)
+{
+    const std::string long_text(300, 'x'); // past the small-string room: a string of its own
+    canned_server server({stream_head + sse_chunk(text_event("Hello")) +
+                          sse_chunk(text_event(long_text)) + sse_chunk(text_event(" world")) +
+                          sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    frugal::chat_client client(io.get_executor(), p);
+    struct seen {
+        std::vector<std::string> texts;
+        boost::system::error_code end, after;
+        std::string left, kept;
+        std::size_t events = 0;
+        std::string answer;
+    };
+    auto read_all = [&]() -> asio::awaitable<seen> {
+        seen r;
+        frugal::chat_stream s;
+        auto [ec] = co_await client.async_start_stream(request("m/x", "Hi"), s, tuple_awaitable);
+        BOOST_REQUIRE(!ec);
+        frugal::chat_delta d;
+        d.content = "left over from before"; // cleared when a read starts
+        while (!s.done()) {
+            auto [rec] = co_await s.async_read_delta(d, tuple_awaitable);
+            r.end = rec;
+            if (rec)
+                break;
+            r.events += d.events;
+            if (!d.content.empty())
+                r.texts.push_back(d.content);
+        }
+        r.left = d.content;
+        r.answer = s.response().content;
+        // A read refused at once leaves the delta as it was.
+        d.content = "kept";
+        auto [after] = co_await s.async_read_delta(d, tuple_awaitable);
+        r.after = after;
+        r.kept = d.content;
+        co_return r;
+    };
+    const auto r = run(io, read_all());
+    BOOST_TEST(!r.end, r.end.message());
+    std::string joined;
+    for (const auto& t : r.texts)
+        joined += t;
+    BOOST_TEST(joined == "Hello" + long_text + " world");
+    BOOST_TEST(r.answer == joined);
+    BOOST_TEST(r.events == 3u);
+    BOOST_TEST(r.left.empty()); // the read that met [DONE] alone
+    BOOST_TEST(r.after == frugal::error::stream_not_readable);
+    BOOST_TEST(r.kept == "kept");
+}
+
+BOOST_AUTO_TEST_CASE(a_stream_after_one_cut_mid_line_parses_from_a_clean_start)
+{
+    // The first stream's body ends inside an event: its parser holds half a line when the
+    // stream fails. The next stream on the thread (which may start with that parser's room)
+    // must see none of it.
+    const std::string half = "data: {\"id\":\"gen-x\",\"choices\":[{\"index\":0,\"delta\":";
+    canned_server server(
+        {stream_head + sse_chunk(text_event("first")) + sse_chunk(half) + "0\r\n\r\n",
+         stream_head + sse_chunk(text_event("second")) + sse_chunk("data: [DONE]\n\n") +
+             "0\r\n\r\n"});
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    frugal::chat_client client(io.get_executor(), p);
+    const auto cut = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(cut.ec == frugal::error::stream_truncated, cut.diag.message);
+    BOOST_TEST(cut.text == "first");
+    const auto next = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(!next.ec, next.ec.message() << ": " << next.diag.message);
+    BOOST_TEST(next.text == "second");
+    BOOST_TEST(next.response.content == "second");
+}
+
 BOOST_AUTO_TEST_CASE(a_stream_cut_without_done_is_an_error_never_a_success)
 {
     client_fixture f;

@@ -1,12 +1,24 @@
-// The SSE parser promises no allocation per event once its buffers have grown, and a
-// connection's HTTP response reader none per response after the first: counted here by
-// replacing the global allocation functions for this program only.
+// The SSE parser promises no allocation per event once its buffers have grown, a connection's
+// HTTP response reader none per response after the first, and a client's stream read into one
+// delta none per chunk after warm-up: counted here by replacing the global allocation
+// functions for this program only.
 #define BOOST_TEST_MODULE frugal allocation tests
+#include <frugal/chat_client.hpp>
 #include <frugal/sse_parser.hpp>
 
 #include "http/response.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 #include <boost/test/unit_test.hpp>
 
@@ -16,14 +28,18 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace {
 std::atomic<std::size_t> allocations{0};
+// A thread that does not count: the stream test's server.
+thread_local bool uncounted = false;
 } // namespace
 
 void* operator new(std::size_t size)
 {
-    allocations.fetch_add(1, std::memory_order_relaxed);
+    if (!uncounted)
+        allocations.fetch_add(1, std::memory_order_relaxed);
     if (void* p = std::malloc(size == 0 ? 1 : size))
         return p;
     throw std::bad_alloc();
@@ -131,4 +147,163 @@ BOOST_AUTO_TEST_CASE(no_allocation_per_response_after_the_first)
             during += allocations.load() - before;
     }
     BOOST_TEST(during == 0u);
+}
+
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+// An OpenRouter-like streamed answer of `events` one-word chunks, chunked as a server sends it.
+std::string canned_stream(int events)
+{
+    std::string body;
+    for (int i = 0; i < events; ++i) {
+        body += "data: {\"id\":\"gen-1778031306-UD7bR0I1JNCsPvVzlXat\",\"provider\":\"Stub\","
+                "\"model\":\"m/x\",\"object\":\"chat.completion.chunk\",\"created\":1778031306,"
+                "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\" word" +
+                std::to_string(i) + "\"},\"finish_reason\":null}]}\n\n";
+    }
+    body += "data: [DONE]\n\n";
+    std::string out = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n";
+    // Chunks of a few events, as a server flushes them.
+    for (std::size_t at = 0; at < body.size(); at += 1000) {
+        const auto part = body.substr(at, 1000);
+        char size[16];
+        const int n = std::snprintf(size, sizeof size, "%zx\r\n", part.size());
+        out.append(size, static_cast<std::size_t>(n)).append(part).append("\r\n");
+    }
+    return out + "0\r\n\r\n";
+}
+
+// Answers every request on a keep-alive connection with `reply`, on a thread of its own.
+struct stream_server {
+    explicit stream_server(std::string reply) : reply_(std::move(reply))
+    {
+        thread_ = std::thread([this] {
+            uncounted = true;
+            serve();
+        });
+    }
+    ~stream_server()
+    {
+        io_.stop();
+        thread_.join();
+    }
+    std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+private:
+    void serve()
+    {
+        asio::co_spawn(io_, accept(), asio::detached);
+        io_.run();
+    }
+    asio::awaitable<void> accept()
+    {
+        for (;;) {
+            auto [ec, sock] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+            if (ec)
+                co_return;
+            asio::co_spawn(io_, answer(std::move(sock)), asio::detached);
+        }
+    }
+    asio::awaitable<void> answer(tcp::socket sock)
+    {
+        std::string in;
+        for (;;) {
+            auto t = asio::as_tuple(asio::use_awaitable);
+            auto [ec, n] =
+                co_await asio::async_read_until(sock, asio::dynamic_buffer(in), "\r\n\r\n", t);
+            if (ec)
+                co_return;
+            std::size_t length = 0;
+            if (const auto at = in.find("Content-Length: "); at != std::string::npos && at < n)
+                length = std::stoul(in.substr(at + 16));
+            if (in.size() < n + length) {
+                auto [bec, bn] = co_await asio::async_read(
+                    sock, asio::dynamic_buffer(in), asio::transfer_exactly(n + length - in.size()),
+                    t);
+                if (bec)
+                    co_return;
+            }
+            in.erase(0, n + length);
+            auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(reply_), t);
+            if (wec)
+                co_return;
+        }
+    }
+
+    std::string reply_;
+    asio::io_context io_{1};
+    tcp::acceptor acceptor_{io_, {asio::ip::make_address("127.0.0.1"), 0}};
+    std::thread thread_;
+};
+
+} // namespace
+
+// A server relaying tokens keeps one delta across reads: once the stream's buffers (read
+// buffer, the parser's line, the answer's whole text) have the room earlier streams gave
+// them, a chunk costs no heap allocation.
+BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_allocates_nothing_per_chunk_after_warm_up)
+{
+    stream_server server(canned_stream(200));
+    asio::io_context io{1};
+    frugal::client_params p;
+    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.api_key = "sk-or-v1-alloc-test";
+    frugal::chat_client client(io.get_executor(), p);
+    frugal::chat_request req;
+    req.model = "m/x";
+    req.messages.push_back({.role = "user", .content = "Stream it."});
+    std::size_t counted = 0, chunks = 0, streams = 0;
+    std::string failure;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            const auto t = asio::as_tuple(asio::use_awaitable);
+            frugal::chat_delta d;
+            for (int round = 0; round < 60; ++round) {
+                frugal::chat_stream s;
+                auto [ec] = co_await client.async_start_stream(req, s, t);
+                if (ec) {
+                    failure = "start: " + ec.message();
+                    co_return;
+                }
+                std::size_t events = 0, from = 0, before = 0;
+                std::string text;
+                while (!s.done()) {
+                    auto [rec] = co_await s.async_read_delta(d, t);
+                    if (rec) {
+                        failure = "read: " + rec.message();
+                        co_return;
+                    }
+                    events += d.events;
+                    if (round < 40) {
+                        text += d.content;
+                        continue;
+                    }
+                    if (from == 0 && events >= 10) {
+                        before = allocations.load();
+                        from = events;
+                    } else if (before != 0 && events >= 190) {
+                        counted += allocations.load() - before;
+                        chunks += events - from;
+                        before = 0;
+                    }
+                }
+                if (round < 40 && text != s.response().content) {
+                    failure = "the deltas do not add up to the answer";
+                    co_return;
+                }
+                ++streams;
+            }
+        },
+        asio::detached);
+    io.run();
+    BOOST_TEST_REQUIRE(failure.empty(), failure);
+    BOOST_TEST(streams == 60u);
+    BOOST_TEST(chunks >= 20u * 170u);
+    BOOST_TEST_MESSAGE(counted << " allocations in " << chunks << " chunks");
+    BOOST_TEST(counted == 0u);
 }
