@@ -27,19 +27,30 @@ std::int64_t router_impl::take_free(std::int64_t now_ms)
     return limiter.acquire(now_ms);
 }
 
-// Waits for the free tier's quota until `deadline`; or says to skip the tier (the
-// `escalate` opt-in, when a tier is left) or to fail the request with rate_limited.
+// The free tier's quota now: go, or skip the tier (the `escalate` opt-in, when a tier is
+// left), or fail the request with rate_limited (no room before `deadline`); nothing, with
+// `wait` set to the milliseconds until it may have room, when the answer is to wait.
+std::optional<router_impl::gate>
+router_impl::gate_now(bool last_tier, steady_clock::time_point deadline, std::int64_t& wait)
+{
+    wait = take_free(unix_now_ms());
+    if (wait == 0)
+        return gate::go;
+    if (policy.free_tier.when_empty == on_free_tier_empty::escalate && !last_tier)
+        return gate::skip;
+    if (steady_clock::now() + std::chrono::milliseconds(wait) > deadline)
+        return gate::fail;
+    return std::nullopt;
+}
+
+// Waits for the free tier's quota until `deadline` (see gate_now).
 asio::awaitable<router_impl::gate>
 router_impl::free_gate(bool last_tier, steady_clock::time_point deadline)
 {
     for (;;) {
-        const auto wait = take_free(unix_now_ms());
-        if (wait == 0)
-            co_return gate::go;
-        if (policy.free_tier.when_empty == on_free_tier_empty::escalate && !last_tier)
-            co_return gate::skip;
-        if (steady_clock::now() + std::chrono::milliseconds(wait) > deadline)
-            co_return gate::fail;
+        std::int64_t wait = 0;
+        if (const auto g = gate_now(last_tier, deadline, wait))
+            co_return *g;
         asio::steady_timer t(co_await asio::this_coro::executor);
         t.expires_after(std::chrono::milliseconds(wait));
         auto [tec] = co_await t.async_wait(tuple_awaitable);
@@ -444,45 +455,62 @@ router_impl::end_of(
 }
 
 // The free tier's wait, for the machine: the skipped or given-up tier is recorded.
-asio::awaitable<quota_wait> router_impl::ask_free(
+// What the gate's answer `g` for `step` means to the machine: a tier skipped or failed is
+// recorded, unless the caller stopped waiting (`cancelled`).
+quota_wait router_impl::gated(
     const cascade_step& step,
-    steady_clock::time_point deadline,
     const call_info& call,
-    std::vector<cascade_attempt>& attempts)
+    std::vector<cascade_attempt>& attempts,
+    gate g,
+    bool cancelled) const
 {
-    const bool last = step.tier + 1 == policy.tiers.size();
-    const auto g = co_await free_gate(last, deadline);
     if (g == gate::go)
-        co_return quota_wait::go;
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() == asio::cancellation_type::none) // else the caller stopped waiting
+        return quota_wait::go;
+    const bool last = step.tier + 1 == policy.tiers.size();
+    if (!cancelled)
         attempts.push_back(skipped_attempt(
             step, call,
             g == gate::skip && !last ? escalation_reason::rate_limited : escalation_reason::none));
-    co_return g == gate::skip ? quota_wait::skip : quota_wait::fail;
+    return g == gate::skip ? quota_wait::skip : quota_wait::fail;
 }
 
-// What both drivers do alike before a step: the caller's cancellation ends the cascade, and a
-// free tier's quota is waited for. Nothing when `step` is a send (or an end) to carry out.
-asio::awaitable<std::optional<cascade_step>> router_impl::before_send(
+router_impl::before_step router_impl::before_send_now(
+    cascade_machine& m,
+    const cascade_step& step,
+    steady_clock::time_point deadline,
+    const call_info& call,
+    std::vector<cascade_attempt>& attempts,
+    bool cancelled)
+{
+    if (step.what != cascade_step::kind::ask_free && step.what != cascade_step::kind::send)
+        return {};
+    if (cancelled)
+        return {.next = m.cancelled()};
+    if (step.what == cascade_step::kind::send)
+        return {};
+    std::int64_t wait = 0;
+    const auto g = gate_now(step.tier + 1 == policy.tiers.size(), deadline, wait);
+    if (!g)
+        return {.wait = true};
+    return {.next = m.gated(gated(step, call, attempts, *g, false))};
+}
+
+// The free quota's wait, when before_send_now found one: then as there, the caller's
+// cancellation (which ends the wait) ends the cascade.
+asio::awaitable<std::optional<cascade_step>> router_impl::wait_before_send(
     cascade_machine& m,
     const cascade_step& step,
     steady_clock::time_point deadline,
     const call_info& call,
     std::vector<cascade_attempt>& attempts)
 {
-    if (step.what != cascade_step::kind::ask_free && step.what != cascade_step::kind::send)
-        co_return std::nullopt;
+    const auto g = co_await free_gate(step.tier + 1 == policy.tiers.size(), deadline);
     auto cs = co_await asio::this_coro::cancellation_state;
-    auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
-    if (cancelled())
+    const bool cancelled = cs.cancelled() != asio::cancellation_type::none;
+    const auto q = gated(step, call, attempts, g, cancelled);
+    if (q != quota_wait::go && cancelled)
         co_return m.cancelled();
-    if (step.what == cascade_step::kind::send)
-        co_return std::nullopt;
-    const auto g = co_await ask_free(step, deadline, call, attempts);
-    if (g != quota_wait::go && cancelled())
-        co_return m.cancelled();
-    co_return m.gated(g);
+    co_return m.gated(q);
 }
 
 std::string router_impl::free_wait_note() const

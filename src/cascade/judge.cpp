@@ -7,6 +7,8 @@
 #include <boost/regex.hpp>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <stdexcept>
@@ -93,29 +95,64 @@ bool refuses_slow(const cascade_policy& p, std::string_view text)
 
 // Whether a policy's refusal pattern (lower-case ASCII) occurs at the start of `text`. Every
 // accepted answer is checked, so candidates are found with memchr (vectorised) on each
-// pattern's first letter, in both cases, rather than byte by byte.
+// pattern's first letter, in both cases, rather than byte by byte; and a candidate is ruled out
+// by the byte after it (most are a letter inside a word) before any pattern is compared.
 bool refuses(const cascade_policy& p, std::string_view text)
 {
     const auto window = text.substr(0, refusal_window);
-    char firsts[8];
+    // Per first byte: the second bytes its patterns go on with (a 256-bit set), or `any` when
+    // one cannot be filtered so (a one-byte pattern; a typographic apostrophe, whose second
+    // byte is three bytes on).
+    struct opening {
+        char first;
+        bool any;
+        std::uint64_t seconds[4];
+        void add(char c) noexcept
+        {
+            const auto u = static_cast<unsigned char>(c);
+            seconds[u >> 6] |= std::uint64_t{1} << (u & 63);
+        }
+        bool goes_on_with(char c) const noexcept
+        {
+            const auto u = static_cast<unsigned char>(c);
+            return any || (seconds[u >> 6] >> (u & 63) & 1) != 0;
+        }
+    };
+    opening firsts[8];
     std::size_t nfirst = 0;
-    auto add_first = [&](char c) {
-        if (std::find(firsts, firsts + nfirst, c) != firsts + nfirst)
-            return true;
+    auto opening_of = [&](char c) -> opening* {
+        for (std::size_t f = 0; f < nfirst; ++f)
+            if (firsts[f].first == c)
+                return &firsts[f];
         if (nfirst == std::size(firsts))
-            return false;
-        firsts[nfirst++] = c;
-        return true;
+            return nullptr;
+        firsts[nfirst] = {c, false, {}};
+        return &firsts[nfirst++];
     };
     for (const auto& pat : p.refusal_patterns) {
         if (pat.empty())
             continue;
-        // A pattern opening with an apostrophe opens with a typographic one (0xE2...) too.
-        if (!add_first(pat[0]) || (pat[0] == '\'' && !add_first('\xE2')))
+        auto* o = opening_of(pat[0]);
+        if (o == nullptr)
             return refuses_slow(p, text);
+        if (pat.size() == 1) {
+            o->any = true;
+        } else {
+            o->add(pat[1]);
+            if (pat[1] == '\'')
+                o->add('\xE2'); // a typographic apostrophe's first byte
+        }
+        // A pattern opening with an apostrophe opens with a typographic one (0xE2...) too.
+        if (pat[0] == '\'') {
+            auto* typographic = opening_of('\xE2');
+            if (typographic == nullptr)
+                return refuses_slow(p, text);
+            typographic->any = true;
+        }
     }
     for (std::size_t f = 0; f < nfirst; ++f) {
-        const char lo = firsts[f];
+        const opening& o = firsts[f];
+        const char lo = o.first;
         const char up = lo >= 'a' && lo <= 'z' ? static_cast<char>(lo - 'a' + 'A') : lo;
         const char cases[2] = {lo, up};
         for (int k = 0; k < (lo == up ? 1 : 2); ++k) {
@@ -124,25 +161,16 @@ bool refuses(const cascade_policy& p, std::string_view text)
             const char* end = window.data() + window.size();
             while ((at = static_cast<const char*>(std::memchr(at, c, end - at))) != nullptr) {
                 const auto i = static_cast<std::size_t>(at - window.data());
-                // Most candidates are a letter inside a word: their next byte rules out every
-                // pattern before a call compares one (a typographic apostrophe starts 0xE2).
-                const char second = i + 1 < text.size() ? lower(text[i + 1]) : '\0';
+                ++at;
+                if (!o.goes_on_with(i + 1 < text.size() ? lower(text[i + 1]) : '\0'))
+                    continue;
                 for (const auto& pat : p.refusal_patterns) {
-                    if (pat.empty())
-                        continue;
                     // 0xE2 opens a pattern that starts with it (a dash, a quote) and, as a
-                    // typographic apostrophe, one that starts with an ASCII apostrophe: that
-                    // one's second byte is three bytes on, so only the first kind is filtered.
-                    const bool own = pat[0] == lo;
-                    if (!own && !(lo == '\xE2' && pat[0] == '\''))
-                        continue;
-                    if (own && pat.size() > 1 && pat[1] != second &&
-                        !(pat[1] == '\'' && second == '\xE2'))
-                        continue;
-                    if (matches_at(text, i, pat))
+                    // typographic apostrophe, one that starts with an ASCII apostrophe.
+                    if (!pat.empty() && (pat[0] == lo || (lo == '\xE2' && pat[0] == '\'')) &&
+                        matches_at(text, i, pat))
                         return true;
                 }
-                ++at;
             }
         }
     }

@@ -160,8 +160,11 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
     const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
     auto step = m.start();
     for (;;) {
-        if (auto next = co_await before_send(m, step, free_deadline, call, out.attempts)) {
-            step = *next;
+        auto before = before_send_now(m, step, free_deadline, call, out.attempts, cancelled());
+        if (before.wait)
+            before.next = co_await wait_before_send(m, step, free_deadline, call, out.attempts);
+        if (before.next) {
+            step = *before.next;
             continue;
         }
         if (step.what == cascade_step::kind::send) {

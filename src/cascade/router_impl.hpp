@@ -105,6 +105,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     // One attempt and its money, the hedge, the free tier's quota (attempt.cpp).
     std::int64_t take_free(std::int64_t now_ms);
     enum class gate { go, skip, fail };
+    std::optional<gate>
+    gate_now(bool last_tier, steady_clock::time_point deadline, std::int64_t& wait);
     asio::awaitable<gate> free_gate(bool last_tier, steady_clock::time_point deadline);
     void open_record(
         attempt_head& run,
@@ -164,13 +166,29 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const attempt_head& run,
         const chat_response* response,
         bool caller_cancelled) const;
-    asio::awaitable<quota_wait> ask_free(
+    quota_wait gated(
+        const cascade_step& step,
+        const call_info& call,
+        std::vector<cascade_attempt>& attempts,
+        gate g,
+        bool cancelled) const;
+    // What both drivers do alike before a step, without a coroutine in the common case: the
+    // caller's cancellation (`cancelled`) ends the cascade, and a free tier's quota is taken.
+    // `next`: the step to take instead (none when `step` is a send, or an end, to carry out);
+    // `wait`: the quota has no room yet, and `wait_before_send` waits for it.
+    struct before_step {
+        bool wait = false;
+        std::optional<cascade_step> next;
+    };
+    // `attempts`: where a skipped tier is recorded.
+    before_step before_send_now(
+        cascade_machine& m,
         const cascade_step& step,
         steady_clock::time_point deadline,
         const call_info& call,
-        std::vector<cascade_attempt>& attempts);
-    // `attempts`: where a skipped tier is recorded.
-    asio::awaitable<std::optional<cascade_step>> before_send(
+        std::vector<cascade_attempt>& attempts,
+        bool cancelled);
+    asio::awaitable<std::optional<cascade_step>> wait_before_send(
         cascade_machine& m,
         const cascade_step& step,
         steady_clock::time_point deadline,

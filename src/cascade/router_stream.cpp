@@ -202,8 +202,11 @@ asio::awaitable<void> produce(
     auto step = m.start();
 
     for (;;) {
-        if (auto next = co_await r->before_send(m, step, free_deadline, call, attempts)) {
-            step = *next;
+        auto before = r->before_send_now(m, step, free_deadline, call, attempts, cancelled());
+        if (before.wait)
+            before.next = co_await r->wait_before_send(m, step, free_deadline, call, attempts);
+        if (before.next) {
+            step = *before.next;
             continue;
         }
         if (step.what != cascade_step::kind::send)
