@@ -113,12 +113,35 @@ pool::lease& pool::lease::operator=(lease&& other) noexcept
     return *this;
 }
 
-// A connection closed: the spares never outnumber the connections left to use them.
+// The bytes the spares may hold: a read buffer's largest for each connection open, and two
+// even for one connection (a fast stream's buffer grows through several sizes, each of which
+// the next stream needs again); nothing when none is open.
+std::size_t pool::spare_budget() const noexcept
+{
+    return open_ == 0 ? 0 : std::max<std::size_t>(open_, 2) * spare_capacity;
+}
+
+bool pool::may_keep(std::size_t capacity) const noexcept
+{
+    if (capacity == 0 || capacity > spare_capacity || spare_.size() >= max_spares)
+        return false;
+    std::size_t held = capacity;
+    for (const auto& b : spare_)
+        held += b.capacity();
+    return held <= spare_budget();
+}
+
+// A connection closed: the spares shrink to what the connections left may use.
 void pool::closed_one()
 {
     --open_;
-    if (spare_.size() > open_)
-        spare_.resize(open_);
+    std::size_t held = 0;
+    for (const auto& b : spare_)
+        held += b.capacity();
+    while (!spare_.empty() && held > spare_budget()) {
+        held -= spare_.back().capacity();
+        spare_.pop_back();
+    }
 }
 
 void pool::lend_buffer(connection& conn, std::size_t most)
@@ -130,23 +153,17 @@ void pool::lend_buffer(connection& conn, std::size_t most)
         smaller.commit(boost::asio::buffer_copy(smaller.prepare(held), conn.buffer.data()));
         std::swap(conn.buffer, smaller);
         smaller.clear();
-        if (smaller.capacity() <= spare_capacity && spare_.size() < std::min(open_, max_spares))
+        if (may_keep(smaller.capacity()))
             spare_.push_back(std::move(smaller));
         return;
     }
     if (conn.buffer.capacity() != 0)
         return;
-    // The largest spare within `most`, else the smallest above it: a spare lent is memory the
-    // pool holds anyway, and one that fits is not grown by a read (an allocation).
+    // The largest spare within `most`: the read it is lent for then grows it least (a growth
+    // is an allocation). None larger: a stream waiting with it would hold it from faster ones.
     auto pick = spare_.end();
     for (auto it = spare_.begin(); it != spare_.end(); ++it) {
-        const auto cap = it->capacity();
-        if (pick == spare_.end()) {
-            pick = it;
-            continue;
-        }
-        const auto best = pick->capacity();
-        if (best <= most ? cap <= most && cap > best : cap <= most || cap < best)
+        if (it->capacity() <= most && (pick == spare_.end() || it->capacity() > pick->capacity()))
             pick = it;
     }
     if (pick != spare_.end()) {
@@ -159,8 +176,7 @@ void pool::take_buffer(connection& conn)
 {
     if (conn.buffer.size() != 0)
         return; // unread bytes stay where they are
-    if (conn.buffer.capacity() != 0 && conn.buffer.capacity() <= spare_capacity &&
-        spare_.size() < std::min(open_, max_spares))
+    if (may_keep(conn.buffer.capacity()))
         spare_.push_back(std::exchange(conn.buffer, {}));
     else
         conn.buffer.shrink_to_fit();

@@ -82,7 +82,7 @@ public:
     void take_buffer(connection& conn);
     /// Gives `conn` a spare read buffer if it has none: the largest no larger than `most` bytes
     /// (a stream that reads little at a time, a slow one, is not lent a large buffer to wait
-    /// with while one that fits is spare), else the smallest.
+    /// with).
     /// A buffer larger than `most` that holds a few unread bytes (the end of a chunk's framing)
     /// is traded for a smaller one with those bytes, and goes to the spares.
     void lend_buffer(connection& conn, std::size_t most = spare_capacity);
@@ -110,9 +110,12 @@ private:
     std::list<waiter*> waiters_;
     // Read buffers of connections gone idle or between a stream's reads, handed to the next
     // connection to read: an idle connection holds none, and a busy one does not allocate one
-    // per request or per read. Never more than `max_spares` nor the connections open, and none
-    // past `spare_capacity` bytes: a thousand streams held by slow callers hold no buffers.
+    // per request or per read. Never more than `max_spares`, nor more bytes than
+    // `spare_budget()`, and none past `spare_capacity` bytes: a thousand streams held by slow
+    // callers hold no buffers.
     static constexpr std::size_t max_spares = 16;
+    std::size_t spare_budget() const noexcept;
+    bool may_keep(std::size_t capacity) const noexcept;
     std::vector<boost::beast::flat_buffer> spare_;
 };
 
