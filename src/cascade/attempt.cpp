@@ -43,16 +43,19 @@ router_impl::gate_now(bool last_tier, steady_clock::time_point deadline, std::in
     return std::nullopt;
 }
 
-// Waits for the free tier's quota until `deadline` (see gate_now).
+// Waits for the free tier's quota until `deadline` (see gate_now), first `wait` ms when the
+// caller has just been told to wait that long (the quota is not asked again before then).
 asio::awaitable<router_impl::gate>
-router_impl::free_gate(bool last_tier, steady_clock::time_point deadline)
+router_impl::free_gate(bool last_tier, steady_clock::time_point deadline, std::int64_t wait)
 {
     for (;;) {
-        std::int64_t wait = 0;
-        if (const auto g = gate_now(last_tier, deadline, wait))
-            co_return *g;
+        if (wait == 0) {
+            if (const auto g = gate_now(last_tier, deadline, wait))
+                co_return *g;
+        }
         asio::steady_timer t(co_await asio::this_coro::executor);
         t.expires_after(std::chrono::milliseconds(wait));
+        wait = 0;
         auto [tec] = co_await t.async_wait(tuple_awaitable);
         if (tec)
             co_return gate::fail; // cancelled: the caller's cancellation is seen next
@@ -454,7 +457,6 @@ router_impl::end_of(
     return e;
 }
 
-// The free tier's wait, for the machine: the skipped or given-up tier is recorded.
 // What the gate's answer `g` for `step` means to the machine: a tier skipped or failed is
 // recorded, unless the caller stopped waiting (`cancelled`).
 quota_wait router_impl::gated(
@@ -491,7 +493,7 @@ router_impl::before_step router_impl::before_send_now(
     std::int64_t wait = 0;
     const auto g = gate_now(step.tier + 1 == policy.tiers.size(), deadline, wait);
     if (!g)
-        return {.wait = true};
+        return {.wait = wait};
     return {.next = m.gated(gated(step, call, attempts, *g, false))};
 }
 
@@ -500,11 +502,12 @@ router_impl::before_step router_impl::before_send_now(
 asio::awaitable<std::optional<cascade_step>> router_impl::wait_before_send(
     cascade_machine& m,
     const cascade_step& step,
+    std::int64_t wait,
     steady_clock::time_point deadline,
     const call_info& call,
     std::vector<cascade_attempt>& attempts)
 {
-    const auto g = co_await free_gate(step.tier + 1 == policy.tiers.size(), deadline);
+    const auto g = co_await free_gate(step.tier + 1 == policy.tiers.size(), deadline, wait);
     auto cs = co_await asio::this_coro::cancellation_state;
     const bool cancelled = cs.cancelled() != asio::cancellation_type::none;
     const auto q = gated(step, call, attempts, g, cancelled);

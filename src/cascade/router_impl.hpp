@@ -107,7 +107,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     enum class gate { go, skip, fail };
     std::optional<gate>
     gate_now(bool last_tier, steady_clock::time_point deadline, std::int64_t& wait);
-    asio::awaitable<gate> free_gate(bool last_tier, steady_clock::time_point deadline);
+    asio::awaitable<gate>
+    free_gate(bool last_tier, steady_clock::time_point deadline, std::int64_t wait = 0);
     void open_record(
         attempt_head& run,
         std::uint32_t tier,
@@ -175,9 +176,10 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     // What both drivers do alike before a step, without a coroutine in the common case: the
     // caller's cancellation (`cancelled`) ends the cascade, and a free tier's quota is taken.
     // `next`: the step to take instead (none when `step` is a send, or an end, to carry out);
-    // `wait`: the quota has no room yet, and `wait_before_send` waits for it.
+    // `wait`: the milliseconds until the quota may have room (0: none to wait for), which
+    // `wait_before_send` waits for.
     struct before_step {
-        bool wait = false;
+        std::int64_t wait = 0;
         std::optional<cascade_step> next;
     };
     // `attempts`: where a skipped tier is recorded.
@@ -191,6 +193,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     asio::awaitable<std::optional<cascade_step>> wait_before_send(
         cascade_machine& m,
         const cascade_step& step,
+        std::int64_t wait,
         steady_clock::time_point deadline,
         const call_info& call,
         std::vector<cascade_attempt>& attempts);

@@ -25,7 +25,8 @@ namespace {
 // What a stream grows as it reads, kept per thread when it ends (a few, none holding more than
 // 64 KiB), for the next stream to start with: its parser (line and data buffers), its whole
 // text and its pending text. Otherwise each would grow from nothing, allocating, stream after
-// stream.
+// stream. They are kept by the thread that releases the stream's state, and taken by the one
+// that starts a stream: the same thread for a client on one io thread.
 class stream_spares {
 public:
     struct kept {
@@ -35,7 +36,10 @@ public:
     // The spares of a parser with limits `p`, or a new parser and empty texts.
     static kept take(const sse_parser_params& p)
     {
-        auto& k = list();
+        auto* list = kept_here();
+        if (list == nullptr)
+            return {sse_parser(p), {}, {}};
+        auto& k = *list;
         for (auto it = k.rbegin(); it != k.rend(); ++it) {
             if (it->parser.params().max_line_size == p.max_line_size &&
                 it->parser.params().max_event_size == p.max_event_size) {
@@ -48,10 +52,12 @@ public:
     }
     static void give(sse_parser&& parser, std::string&& text, std::string&& pending) noexcept
     {
-        auto& k = list();
-        if (parser.buffered_size() + text.capacity() + pending.capacity() > largest ||
-            k.size() >= most)
+        auto* list = kept_here();
+        if (list == nullptr ||
+            parser.buffered_size() + text.capacity() + pending.capacity() > largest ||
+            list->size() >= most)
             return; // freed with their owner
+        auto& k = *list;
         try {
             if (k.capacity() == 0)
                 k.reserve(most);
@@ -66,10 +72,21 @@ public:
 private:
     static constexpr std::size_t most = 8;
     static constexpr std::size_t largest = std::size_t{64} * 1024;
-    static std::vector<kept>& list()
+    // This thread's spares, or none once they are destroyed: a stream's state may be
+    // released while the thread's or the program's objects are (a client or io_context of
+    // static storage, its handlers holding states), and must not touch them then.
+    static std::vector<kept>* kept_here() noexcept
     {
-        thread_local std::vector<kept> k;
-        return k;
+        thread_local bool gone = false; // trivially destructible: valid to the thread's end
+        struct holder {
+            bool& gone;
+            std::vector<kept> list;
+            ~holder() { gone = true; }
+        };
+        if (gone)
+            return nullptr;
+        thread_local holder h{gone, {}};
+        return &h.list;
     }
 };
 
@@ -224,7 +241,9 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
             // and a delta of a token or two fits in its own strings without a heap allocation.
             out.content.assign(pending.content);
             out.reasoning.assign(pending.reasoning);
-            out.tool_calls = std::move(pending.tool_calls);
+            // Swapped: the caller's vector (cleared when its read started) keeps its room
+            // for the events of the next read.
+            out.tool_calls.swap(pending.tool_calls);
             out.events = pending.events;
             // Room past a kilobyte is given back: ten thousand open streams hold little.
             constexpr std::size_t kept_room = 1024;
@@ -354,6 +373,10 @@ struct read_delta_op {
                 }
             }
         }
+        // The stream gave its connection up (dropped, moved over, restarted) while this read
+        // was under way, and the read had completed without an error before it could see.
+        if (!s->ready() && !s->conn)
+            s->fail(asio::error::operation_aborted);
         // The body ended without [DONE]: in this read, or with the bytes parsed before it (an
         // event cut short, then the body's last chunk), when no read would ever bring more.
         if (!s->ready() && s->conn && s->conn->reader->is_done()) {

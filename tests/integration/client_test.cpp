@@ -408,8 +408,10 @@ BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_gets_every_delta_and_is_left_e
 {
     const std::string long_text(300, 'x'); // past the small-string room: a string of its own
     canned_server server({stream_head + sse_chunk(text_event("Hello")) +
-                          sse_chunk(text_event(long_text)) + sse_chunk(text_event(" world")) +
-                          sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
+                              sse_chunk(text_event(long_text)) + sse_chunk(text_event(" world")) +
+                              sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n",
+                          // then a stream cut short: its failed read leaves the delta empty
+                          stream_head + sse_chunk(text_event("cut")) + "0\r\n\r\n"});
     asio::io_context io;
     auto p = fast_retries();
     p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
@@ -420,6 +422,8 @@ BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_gets_every_delta_and_is_left_e
         std::string left, kept;
         std::size_t events = 0;
         std::string answer;
+        boost::system::error_code cut;
+        std::string cut_left;
     };
     auto read_all = [&]() -> asio::awaitable<seen> {
         seen r;
@@ -444,6 +448,14 @@ BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_gets_every_delta_and_is_left_e
         auto [after] = co_await s.async_read_delta(d, tuple_awaitable);
         r.after = after;
         r.kept = d.content;
+        frugal::chat_stream cut;
+        auto [cec] = co_await client.async_start_stream(request("m/x", "Hi"), cut, tuple_awaitable);
+        BOOST_REQUIRE(!cec);
+        while (!cut.done()) {
+            auto [rec] = co_await cut.async_read_delta(d, tuple_awaitable);
+            r.cut = rec;
+            r.cut_left = d.content;
+        }
         co_return r;
     };
     const auto r = run(io, read_all());
@@ -457,6 +469,8 @@ BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_gets_every_delta_and_is_left_e
     BOOST_TEST(r.left.empty()); // the read that met [DONE] alone
     BOOST_TEST(r.after == frugal::error::stream_not_readable);
     BOOST_TEST(r.kept == "kept");
+    BOOST_TEST(r.cut == frugal::error::stream_truncated);
+    BOOST_TEST(r.cut_left.empty());
 }
 
 BOOST_AUTO_TEST_CASE(a_stream_after_one_cut_mid_line_parses_from_a_clean_start)
