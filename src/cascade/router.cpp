@@ -162,8 +162,8 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
     for (;;) {
         auto before = before_send_now(m, step, free_deadline, call, out.attempts, cancelled());
         if (before.wait != 0)
-            before.next = co_await wait_before_send(
-                m, step, before.wait, free_deadline, call, out.attempts);
+            before.next =
+                co_await wait_before_send(m, step, before.wait, free_deadline, call, out.attempts);
         if (before.next) {
             step = *before.next;
             continue;

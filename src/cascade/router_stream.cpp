@@ -204,8 +204,8 @@ asio::awaitable<void> produce(
     for (;;) {
         auto before = r->before_send_now(m, step, free_deadline, call, attempts, cancelled());
         if (before.wait != 0)
-            before.next = co_await r->wait_before_send(
-                m, step, before.wait, free_deadline, call, attempts);
+            before.next =
+                co_await r->wait_before_send(m, step, before.wait, free_deadline, call, attempts);
         if (before.next) {
             step = *before.next;
             continue;
