@@ -90,6 +90,17 @@ struct read_delta_op {
     }
 };
 
+struct read_delta_into_op {
+    static constexpr const char* name = "async_read_delta into a delta";
+    frugal::chat_stream& s;
+    frugal::chat_delta& d; // outlives every read
+    template <class Token = asio::deferred_t>
+    auto operator()(Token&& t = {}) const
+    {
+        return s.async_read_delta(d, std::forward<Token>(t));
+    }
+};
+
 struct reserve_op {
     static constexpr const char* name = "async_reserve";
     frugal::budget_guard& g;
@@ -255,9 +266,12 @@ BOOST_AUTO_TEST_CASE(streams_with_every_token)
         streams.push_back(std::make_unique<frugal::chat_stream>());
         return start_stream_op{f.client, *streams.back()};
     });
-    // Each started stream serves one read per token.
-    for (auto& s : streams)
+    // Each started stream serves one read per token, in both forms.
+    frugal::chat_delta d;
+    for (auto& s : streams) {
         every_token_succeeds(f, [&] { return read_delta_op{*s}; });
+        every_token_succeeds(f, [&] { return read_delta_into_op{*s, d}; });
+    }
 }
 
 BOOST_AUTO_TEST_CASE(the_guard_and_the_router_with_every_token)
@@ -470,6 +484,17 @@ BOOST_AUTO_TEST_CASE(losing_a_race_cancels_promptly)
     BOOST_TEST((lost.second < std::chrono::milliseconds(1000)));
     BOOST_TEST(s.done());
     BOOST_TEST(s.error() == asio::error::operation_aborted);
+    // The same for a read into a delta: cancelled while it waits, it leaves the delta empty.
+    frugal::chat_stream s2;
+    frugal::chat_delta d;
+    BOOST_TEST(!run(f.io, with_as_tuple(start_stream_op{f.client, s2, "Hi [sim tokens=20]"})));
+    run(f.io, with_as_tuple(read_delta_into_op{s2, d})); // the first token
+    d.content = "not cleared";
+    const auto lost_into = run(f.io, race(read_delta_into_op{s2, d}, 50ms));
+    BOOST_TEST(lost_into.first == asio::error::operation_aborted);
+    BOOST_TEST((lost_into.second < std::chrono::milliseconds(1000)));
+    BOOST_TEST(d.content.empty());
+    BOOST_TEST(s2.error() == asio::error::operation_aborted);
     BOOST_TEST(f.client.open_connections() == 0u);
 }
 
