@@ -54,8 +54,12 @@ struct complete_op {
     }
     handler_type handler;
     std::shared_ptr<const budget_keys> keys; // null: none
-    error_code ec;
-    cascade_result result;
+    complete_op(const complete_op&) = delete; // `ec` and `result` refer into `outcome`
+    complete_op& operator=(const complete_op&) = delete;
+    // As the awaitable form returns it, so that it is moved out whole, once.
+    std::tuple<error_code, cascade_result> outcome;
+    error_code& ec = std::get<0>(outcome);
+    cascade_result& result = std::get<1>(outcome);
 };
 
 router_impl::router_impl(
@@ -294,7 +298,7 @@ router::complete_awaitable(chat_request req, cascade_options options)
         op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
         op->result = {};
     }
-    co_return std::tuple{op->ec, std::move(op->result)};
+    co_return std::move(op->outcome);
 }
 
 void router::async_complete_impl(
