@@ -66,7 +66,7 @@ router_impl::router_impl(
     chat_client& c, cascade_policy p, price_catalog prices, std::optional<budget_guard> g)
     : client(&c), policy(std::move(p)), prices(g ? g->prices() : std::move(prices)),
       guard(std::move(g)), limiter(policy.free_tier, talks_to_openrouter(c)),
-      free_tier(policy.tiers.size())
+      free_tier(policy.tiers.size()), tier_price(policy.tiers.size())
 {
     for (auto& pat : policy.refusal_patterns) // matched against lower-cased text
         for (auto& c : pat)
@@ -90,6 +90,7 @@ bool router_impl::refresh_prices()
     for (std::size_t i = 0; i < policy.tiers.size(); ++i) {
         const auto& t = policy.tiers[i];
         const auto* price = prices.find(t);
+        tier_price[i] = price;
         free_tier[i] = price != nullptr
                            ? price->free()
                            : t.size() > 5 && t.compare(t.size() - 5, 5, ":free") == 0;
@@ -136,7 +137,7 @@ std::uint32_t router_impl::first_tier(const chat_request& req, escalation_reason
     // A typical tokenizer's four bytes a token: an estimate, not the budget's bound.
     const std::uint64_t estimate = prompt_bound(req) / 4 + max_tokens(req.max_tokens);
     while (t + 1 < policy.tiers.size()) {
-        const auto* p = prices.find(policy.tiers[t]);
+        const auto* p = tier_price[t];
         if (p == nullptr || !p->context_length || estimate <= *p->context_length)
             break;
         ++t;

@@ -207,7 +207,10 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     std::optional<budget_guard> guard;
     free_tier_limiter limiter;
     std::vector<bool> free_tier;
-    bool free_known = false; // free_tier follows `prices`
+    // Each tier's row of `prices` (null: not listed), looked up once per catalog, not per
+    // cascade.
+    std::vector<const model_price*> tier_price;
+    bool free_known = false; // free_tier and tier_price follow `prices`
     std::shared_ptr<const budget_keys> no_keys = std::make_shared<budget_keys>();
     std::uint64_t next_request_id = 1;
 };

@@ -188,6 +188,35 @@ BOOST_AUTO_TEST_CASE(easy_prompts_stay_on_the_free_tier)
     BOOST_TEST((billed(f) == money()));
 }
 
+BOOST_AUTO_TEST_CASE(a_prompt_past_the_cheap_models_context_starts_at_the_next_tier)
+{
+    // The cheap model listed with room for 300 tokens: a prompt that would not fit (its bytes
+    // over four, plus max_tokens 256) skips it, said as "context"; a short one stays.
+    client_fixture f(roomy());
+    auto [ec, models] = run(f.io, models_once(f.client));
+    BOOST_TEST_REQUIRE(!ec);
+    bool listed = false;
+    for (auto& m : models) {
+        if (m.id == cheap) {
+            m.context_length = 300;
+            listed = true;
+        }
+    }
+    BOOST_TEST_REQUIRE(listed);
+    const frugal::price_catalog cat(models);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    const auto short_one = complete(f, r, request("", "Name a colour."));
+    BOOST_TEST(!short_one.ec);
+    BOOST_TEST(short_one.result.tier == 0u);
+    const auto long_one = complete(f, r, request("", "Summarise: " + std::string(400, 'x')));
+    BOOST_TEST(!long_one.ec, long_one.ec.message());
+    BOOST_TEST(long_one.result.tier == 1u);
+    BOOST_TEST((long_one.result.reason == escalation_reason::context));
+    BOOST_REQUIRE(long_one.result.attempts.size() == 1u); // tier 0 was never asked
+    BOOST_TEST(long_one.result.attempts[0].tier == 1u);
+    BOOST_TEST(long_one.result.response.model == flagship);
+}
+
 BOOST_AUTO_TEST_CASE(hard_prompts_escalate_for_the_reason_the_cheap_model_fails_with)
 {
     client_fixture f(roomy());
