@@ -181,7 +181,8 @@ public:
     auto async_read_delta(CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<
-            CompletionToken, void(boost::system::error_code, chat_delta)>(initiation{this}, token);
+            CompletionToken, void(boost::system::error_code, chat_delta)>(
+            initiation<false>{this, nullptr}, token);
     }
 
     /// Reads the next delta into `into`, whose strings keep their room from read to read.
@@ -199,7 +200,7 @@ public:
     auto async_read_delta(chat_delta& into, CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-            into_initiation{this, &into}, token);
+            initiation<true>{this, &into}, token);
     }
 
     /// Whether the stream reached `data: [DONE]` (or failed: see `error()`).
@@ -218,18 +219,9 @@ public:
 
 private:
     friend class chat_client;
+    // Both forms' initiation: `Into`, the read goes into the caller's delta (`into`).
+    template <bool Into>
     struct initiation {
-        chat_stream* self;
-        using executor_type = boost::asio::any_io_executor;
-        executor_type get_executor() const noexcept { return self->get_executor(); }
-        template <class Handler>
-        void operator()(Handler&& handler) const
-        {
-            const bool here = detail::runs_on(handler, get_executor());
-            self->async_read_delta_impl(std::forward<Handler>(handler), here);
-        }
-    };
-    struct into_initiation {
         chat_stream* self;
         chat_delta* into;
         using executor_type = boost::asio::any_io_executor;
@@ -238,7 +230,10 @@ private:
         void operator()(Handler&& handler) const
         {
             const bool here = detail::runs_on(handler, get_executor());
-            self->async_read_delta_impl(*into, std::forward<Handler>(handler), here);
+            if constexpr (Into)
+                self->async_read_delta_impl(*into, std::forward<Handler>(handler), here);
+            else
+                self->async_read_delta_impl(std::forward<Handler>(handler), here);
         }
     };
     void async_read_delta_impl(

@@ -43,22 +43,19 @@ router_impl::gate_now(bool last_tier, steady_clock::time_point deadline, std::in
     return std::nullopt;
 }
 
-// Waits for the free tier's quota until `deadline` (see gate_now), first `wait` ms when the
-// caller has just been told to wait that long (the quota is not asked again before then).
+// Waits `wait` ms, the time gate_now said the free tier's quota may have room in, then asks
+// it again, until it answers or `deadline` passes (see gate_now).
 asio::awaitable<router_impl::gate>
 router_impl::free_gate(bool last_tier, steady_clock::time_point deadline, std::int64_t wait)
 {
     for (;;) {
-        if (wait == 0) {
-            if (const auto g = gate_now(last_tier, deadline, wait))
-                co_return *g;
-        }
         asio::steady_timer t(co_await asio::this_coro::executor);
         t.expires_after(std::chrono::milliseconds(wait));
-        wait = 0;
         auto [tec] = co_await t.async_wait(tuple_awaitable);
         if (tec)
             co_return gate::fail; // cancelled: the caller's cancellation is seen next
+        if (const auto g = gate_now(last_tier, deadline, wait))
+            co_return *g;
     }
 }
 

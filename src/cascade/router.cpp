@@ -54,12 +54,10 @@ struct complete_op {
     }
     handler_type handler;
     std::shared_ptr<const budget_keys> keys; // null: none
-    complete_op(const complete_op&) = delete; // `ec` and `result` refer into `outcome`
-    complete_op& operator=(const complete_op&) = delete;
     // As the awaitable form returns it, so that it is moved out whole, once.
     std::tuple<error_code, cascade_result> outcome;
-    error_code& ec = std::get<0>(outcome);
-    cascade_result& result = std::get<1>(outcome);
+    error_code& ec() { return std::get<0>(outcome); }
+    cascade_result& result() { return std::get<1>(outcome); }
 };
 
 router_impl::router_impl(
@@ -152,7 +150,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
 {
     // Cancellation is checked where it matters; an await must not throw for it.
     co_await asio::this_coro::throw_if_cancelled(false);
-    cascade_result& out = op->result;
+    cascade_result& out = op->result();
     const call_info call{new_request_id(), op->keys ? op->keys : no_keys};
     if (refresh_prices())
         note_policy();
@@ -216,7 +214,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
         if (step.what != cascade_step::kind::accept && fallback)
             out.response = std::move(*fallback); // kept, or left for a look when failed
         m.fill(out, step);
-        op->ec = step.what == cascade_step::kind::fail ? step.error : error_code();
+        op->ec() = step.what == cascade_step::kind::fail ? step.error : error_code();
         co_return;
     }
 }
@@ -296,8 +294,8 @@ router::complete_awaitable(chat_request req, cascade_options options)
         impl_->client->get_executor(), impl_->complete(std::move(req), op),
         detail::tuple_awaitable);
     if (ep) {
-        op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
-        op->result = {};
+        op->ec() = asio::error::no_memory; // only bad_alloc and bugs throw in here
+        op->result() = {};
     }
     co_return std::move(op->outcome);
 }
@@ -336,24 +334,24 @@ void router::async_complete_impl(
             dl ? dl->stop.slot() : slot,
             [ex, op, dl, slot, here](const std::exception_ptr& ep) mutable {
                 if (ep) {
-                    op->ec = asio::error::no_memory; // only bad_alloc and bugs throw in here
-                    op->result = {};
+                    op->ec() = asio::error::no_memory; // only bad_alloc and bugs throw in here
+                    op->result() = {};
                 }
                 if (dl) {
                     dl->done = true;
                     dl->timer.cancel();
                     if (slot.is_connected())
                         slot.clear();
-                    if (dl->passed && op->ec == asio::error::operation_aborted)
-                        op->ec = error::timeout;
+                    if (dl->passed && op->ec() == asio::error::operation_aborted)
+                        op->ec() = error::timeout;
                 }
                 // Completes on the handler's executor, moving the result once: co_spawn
                 // completes on `ex`, so a handler that runs there is called now.
                 if (here)
-                    return std::move(op->handler)(op->ec, std::move(op->result));
+                    return std::move(op->handler)(op->ec(), std::move(op->result()));
                 const auto hex = asio::get_associated_executor(op->handler, ex);
                 asio::dispatch(
-                    hex, [op] { std::move(op->handler)(op->ec, std::move(op->result)); });
+                    hex, [op] { std::move(op->handler)(op->ec(), std::move(op->result())); });
             }));
 }
 

@@ -108,7 +108,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     std::optional<gate>
     gate_now(bool last_tier, steady_clock::time_point deadline, std::int64_t& wait);
     asio::awaitable<gate>
-    free_gate(bool last_tier, steady_clock::time_point deadline, std::int64_t wait = 0);
+    free_gate(bool last_tier, steady_clock::time_point deadline, std::int64_t wait);
     void open_record(
         attempt_head& run,
         std::uint32_t tier,

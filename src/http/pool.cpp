@@ -121,23 +121,25 @@ std::size_t pool::spare_budget() const noexcept
     return open_ == 0 ? 0 : std::max<std::size_t>(open_, 2) * spare_capacity;
 }
 
-bool pool::may_keep(std::size_t capacity) const noexcept
+std::size_t pool::spare_bytes() const noexcept
 {
-    if (capacity == 0 || capacity > spare_capacity || spare_.size() >= max_spares)
-        return false;
-    std::size_t held = capacity;
+    std::size_t held = 0;
     for (const auto& b : spare_)
         held += b.capacity();
-    return held <= spare_budget();
+    return held;
+}
+
+bool pool::may_keep(std::size_t capacity) const noexcept
+{
+    return capacity != 0 && capacity <= spare_capacity && spare_.size() < max_spares &&
+           spare_bytes() + capacity <= spare_budget();
 }
 
 // A connection closed: the spares shrink to what the connections left may use.
 void pool::closed_one()
 {
     --open_;
-    std::size_t held = 0;
-    for (const auto& b : spare_)
-        held += b.capacity();
+    std::size_t held = spare_bytes();
     while (!spare_.empty() && held > spare_budget()) {
         held -= spare_.back().capacity();
         spare_.pop_back();

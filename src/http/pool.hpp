@@ -115,6 +115,7 @@ private:
     // callers hold no buffers.
     static constexpr std::size_t max_spares = 16;
     std::size_t spare_budget() const noexcept;
+    std::size_t spare_bytes() const noexcept;
     bool may_keep(std::size_t capacity) const noexcept;
     std::vector<boost::beast::flat_buffer> spare_;
 };

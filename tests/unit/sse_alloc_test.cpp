@@ -7,18 +7,13 @@
 #include <frugal/sse_parser.hpp>
 
 #include "http/response.hpp"
+#include "tls_servers.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
 #include <boost/test/unit_test.hpp>
 
@@ -32,13 +27,14 @@
 
 namespace {
 std::atomic<std::size_t> allocations{0};
-// A thread that does not count: the stream test's server.
-thread_local bool uncounted = false;
+// Only the thread the tests run on counts (not the stream test's server): set on it during
+// static initialisation; allocations made before then are not measured by any test.
+const std::thread::id counted_thread = std::this_thread::get_id();
 } // namespace
 
 void* operator new(std::size_t size)
 {
-    if (!uncounted)
+    if (std::this_thread::get_id() == counted_thread)
         allocations.fetch_add(1, std::memory_order_relaxed);
     if (void* p = std::malloc(size == 0 ? 1 : size))
         return p;
@@ -152,7 +148,6 @@ BOOST_AUTO_TEST_CASE(no_allocation_per_response_after_the_first)
 namespace {
 
 namespace asio = boost::asio;
-using asio::ip::tcp;
 
 // An OpenRouter-like streamed answer of `events` one-word chunks, chunked as a server sends it.
 std::string canned_stream(int events)
@@ -177,69 +172,6 @@ std::string canned_stream(int events)
     return out + "0\r\n\r\n";
 }
 
-// Answers every request on a keep-alive connection with `reply`, on a thread of its own.
-struct stream_server {
-    explicit stream_server(std::string reply) : reply_(std::move(reply))
-    {
-        thread_ = std::thread([this] {
-            uncounted = true;
-            serve();
-        });
-    }
-    ~stream_server()
-    {
-        io_.stop();
-        thread_.join();
-    }
-    std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
-
-private:
-    void serve()
-    {
-        asio::co_spawn(io_, accept(), asio::detached);
-        io_.run();
-    }
-    asio::awaitable<void> accept()
-    {
-        for (;;) {
-            auto [ec, sock] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
-            if (ec)
-                co_return;
-            asio::co_spawn(io_, answer(std::move(sock)), asio::detached);
-        }
-    }
-    asio::awaitable<void> answer(tcp::socket sock)
-    {
-        std::string in;
-        for (;;) {
-            auto t = asio::as_tuple(asio::use_awaitable);
-            auto [ec, n] =
-                co_await asio::async_read_until(sock, asio::dynamic_buffer(in), "\r\n\r\n", t);
-            if (ec)
-                co_return;
-            std::size_t length = 0;
-            if (const auto at = in.find("Content-Length: "); at != std::string::npos && at < n)
-                length = std::stoul(in.substr(at + 16));
-            if (in.size() < n + length) {
-                auto [bec, bn] = co_await asio::async_read(
-                    sock, asio::dynamic_buffer(in), asio::transfer_exactly(n + length - in.size()),
-                    t);
-                if (bec)
-                    co_return;
-            }
-            in.erase(0, n + length);
-            auto [wec, wn] = co_await asio::async_write(sock, asio::buffer(reply_), t);
-            if (wec)
-                co_return;
-        }
-    }
-
-    std::string reply_;
-    asio::io_context io_{1};
-    tcp::acceptor acceptor_{io_, {asio::ip::make_address("127.0.0.1"), 0}};
-    std::thread thread_;
-};
-
 } // namespace
 
 // A server relaying tokens keeps one delta across reads: once the stream's buffers (read
@@ -247,7 +179,7 @@ private:
 // them, a chunk costs no heap allocation.
 BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_allocates_nothing_per_chunk_after_warm_up)
 {
-    stream_server server(canned_stream(200));
+    frugal::test::canned_server server({canned_stream(200)}); // on a thread of its own
     asio::io_context io{1};
     frugal::client_params p;
     p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
