@@ -433,14 +433,33 @@ arrival_plan book::reconfigure(
         }
     }
     std::sort(plan.in_flight.begin(), plan.in_flight.end());
+    // A budget back that counted a request still in flight when it went counts it still; its
+    // own spend, which the ledger's may replace, is what it holds without those.
+    std::unordered_map<const budget_account*, arrival_plan::arrival*> arrived;
+    for (auto& c : plan.came)
+        arrived.emplace(c.account, &c);
     for (const auto& r : slots_) {
+        if (!r.in_use || r.free || r.orphan)
+            continue;
+        for (const auto& c : r.counted) {
+            const auto it = arrived.find(c.account);
+            if (it != arrived.end() && it->second->window == c.window)
+                it->second->own -= c.amount;
+        }
+    }
+    for (auto& r : slots_) {
         if (!r.in_use || r.free || r.orphan)
             continue;
         auto count = [&](budget_account* a) {
             const bool charged = std::any_of(
                 r.charges.begin(), r.charges.end(), [a](const charge_ref& c) { return c.account == a; });
-            if (!charged)
-                a->current.committed += worst(r);
+            const bool counted = std::any_of(
+                r.counted.begin(), r.counted.end(), [a](const auto& c) { return c.account == a; });
+            if (charged || counted)
+                return;
+            const auto amount = worst(r);
+            a->current.committed += amount;
+            r.counted.push_back({a, a->current.window, amount});
         };
         for (auto* a : came_global)
             count(a);
@@ -681,6 +700,7 @@ void book::free_slot(std::uint32_t slot)
     r.free = false;
     r.cancel.reset();
     r.generation_id.clear();
+    r.counted.clear();
     free_.push_back(slot);
 }
 

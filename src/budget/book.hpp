@@ -92,6 +92,14 @@ struct open_reservation {
     std::string generation_id;
     std::vector<charge_ref> charges;
     std::vector<std::string> keys; // the request's budget keys: what a budget that comes counts
+    // Budgets that came while it was in flight, granted without them: each counts it at its
+    // worst case once (`book::reconfigure`), however often it goes and comes back meanwhile.
+    struct counted_by {
+        budget_account* account = nullptr;
+        std::int64_t window = 0;
+        money amount;
+    };
+    std::vector<counted_by> counted;
     std::shared_ptr<cancel_state> cancel;
 };
 

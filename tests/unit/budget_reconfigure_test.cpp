@@ -291,6 +291,36 @@ BOOST_AUTO_TEST_CASE(a_request_in_flight_when_its_budget_comes_counts_at_its_wor
     BOOST_TEST((f.budget("tenant:a")->committed == usd("0.3")));
 }
 
+
+// A budget that comes, goes and comes back while one request of its key is in flight counts
+// that request at its worst case once, not once per coming.
+BOOST_AUTO_TEST_CASE(a_request_in_flight_across_two_comings_of_its_budget_counts_once)
+{
+    for (const bool sqlite : {false, true}) {
+        frugal::test::scratch_file file("twice");
+        fixture f({}, sqlite ? sqlite_store(file) : nullptr);
+        const auto committed = [&](const char* want) {
+            const auto got = f.budget("tenant:a")->committed;
+            BOOST_TEST((got == usd(want)),
+                       got.to_string() << " where " << want << (sqlite ? " (sqlite)" : " (memory)"));
+        };
+        f.spend("tenant:a", "0.05");
+        auto in_flight = f.sent("tenant:a"); // no cap: holds nothing anywhere
+        const std::vector<frugal::budget_spec> capped{{"tenant:a", usd("5"), budget_period::daily}};
+        BOOST_TEST(!f.guard->set_budgets(capped));
+        committed("0.35"); // its spend and the request at its worst case
+        BOOST_TEST(!f.guard->set_budgets({}));
+        BOOST_TEST(!f.guard->set_budgets(capped));
+        committed("0.35"); // the same request: not counted again
+        BOOST_TEST(!f.guard->set_budgets({}));
+        f.spend("tenant:a", "0.1"); // while dropped: the ledger's, counted when it comes back
+        BOOST_TEST(!f.guard->set_budgets(capped));
+        committed("0.45"); // not hidden by the worst case it counts already
+        BOOST_TEST(!in_flight.settle(billed("0.01", "tenant:a")));
+        committed("0.45");
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_changed_period_or_a_bad_budget_is_refused_and_nothing_changes)
 {
     fixture f({{"tenant:a", usd("1"), budget_period::daily}, {"user:*", usd("1"), budget_period::daily}});
