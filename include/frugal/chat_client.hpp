@@ -327,21 +327,25 @@ public:
     /// `void(boost::system::error_code)`.
     ///
     /// @par Object lifetimes
-    /// `stream` must outlive the operation.
+    /// `stream` must outlive the operation. `request` is encoded by the call itself (as
+    /// `async_chat`'s is), so it need not, and no copy of it is made.
     template <class CompletionToken = boost::asio::deferred_t>
         requires(!std::is_same_v<std::decay_t<CompletionToken>, call_options>)
-    auto async_start_stream(chat_request request, chat_stream& stream, CompletionToken&& token = {})
+    auto async_start_stream(const chat_request& request, chat_stream& stream, CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-            stream_initiation{this}, token, std::move(request), &stream, true);
+            stream_initiation{this}, token, encode(request, true), &stream, true);
     }
     /// With `options` (only `retry_rate_limited` applies to a stream).
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_start_stream(
-        chat_request request, chat_stream& stream, const call_options& options, CompletionToken&& token = {})
+        const chat_request& request,
+        chat_stream& stream,
+        const call_options& options,
+        CompletionToken&& token = {})
     {
         return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-            stream_initiation{this}, token, std::move(request), &stream,
+            stream_initiation{this}, token, encode(request, true), &stream,
             options.retry_rate_limited);
     }
 
@@ -424,7 +428,7 @@ private:
         // extra_body or response_schema cannot be sent: `body` then says why
         bool invalid = false;
     };
-    static encoded_request encode(const chat_request& req);
+    static encoded_request encode(const chat_request& req, bool stream = false);
 
     // The awaitable form, for any caller in a coroutine.
     boost::asio::awaitable<std::tuple<boost::system::error_code, chat_response>>
@@ -460,7 +464,8 @@ private:
     struct stream_initiation : base_initiation<stream_initiation> {
         template <class Handler>
         // NOLINTNEXTLINE(performance-unnecessary-value-param): moved into the operation
-        void operator()(Handler&& h, chat_request req, chat_stream* stream, bool retry_rate_limited) const
+        void operator()(
+            Handler&& h, encoded_request req, chat_stream* stream, bool retry_rate_limited) const
         {
             const bool here = detail::runs_on(h, get_executor());
             self->async_start_stream_impl(
@@ -498,7 +503,7 @@ private:
             handler,
         bool here);
     void async_start_stream_impl(
-        chat_request req,
+        encoded_request req,
         chat_stream* stream,
         boost::asio::any_completion_handler<void(boost::system::error_code)> handler,
         bool retry_rate_limited,

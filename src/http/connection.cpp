@@ -122,23 +122,46 @@ asio::awaitable<error_code>
 connection::establish(const route& r, connect_deadlines d, std::string& detail)
 {
     const url& first_hop = r.proxy ? *r.proxy : r.target;
-    const auto start = steady_clock::now();
-    arm(std::min(start + d.connect, d.total), "connect");
+    arm(std::min(steady_clock::now() + d.connect, d.total), "connect");
 
-    // Resolve (an IP literal needs no resolver), then connect to the first address that answers.
-    std::vector<tcp::endpoint> endpoints;
+    // An IP literal needs no resolver and no list of addresses: one connect.
     error_code ec;
     const auto literal = asio::ip::make_address(first_hop.host, ec);
     if (!ec) {
-        endpoints.emplace_back(literal, first_hop.port);
-    } else {
+        auto [cec] = co_await socket_.async_connect(
+            tcp::endpoint(literal, first_hop.port), tuple_awaitable);
+        if (cec) {
+            detail = "cannot connect to " + first_hop.authority() + ": " + cec.message();
+            co_return timed_out_ ? error::timeout : cec;
+        }
+    } else if (auto cec = co_await resolve_and_connect(first_hop, detail)) {
+        co_return cec;
+    }
+    error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    if (r.proxy) {
+        if (auto tec = co_await tunnel(r, d, detail))
+            co_return tec;
+    }
+    if (tls_context_) {
+        if (auto hec = co_await handshake(r, d, detail))
+            co_return hec;
+    }
+    co_return error_code{};
+}
+
+// Resolves, then connects to the first address that answers.
+asio::awaitable<error_code> connection::resolve_and_connect(const url& host, std::string& detail)
+{
+    std::vector<tcp::endpoint> endpoints;
+    {
         tcp::resolver resolver(socket_.get_executor());
         resolving_ = &resolver;
         auto [rec, results] = co_await resolver.async_resolve(
-            first_hop.host, std::to_string(first_hop.port), tuple_awaitable);
+            host.host, std::to_string(host.port), tuple_awaitable);
         resolving_ = nullptr;
         if (rec) {
-            detail = "cannot resolve " + first_hop.host + ": " + rec.message();
+            detail = "cannot resolve " + host.host + ": " + rec.message();
             co_return timed_out_ ? error::timeout : rec;
         }
         for (const auto& entry : results)
@@ -146,76 +169,77 @@ connection::establish(const route& r, connect_deadlines d, std::string& detail)
     }
     auto [cec, chosen] = co_await asio::async_connect(socket_, endpoints, tuple_awaitable);
     if (cec) {
-        detail = "cannot connect to " + first_hop.authority() + ": " + cec.message();
+        detail = "cannot connect to " + host.authority() + ": " + cec.message();
         co_return timed_out_ ? error::timeout : cec;
     }
-    error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
+    co_return error_code{};
+}
 
-    if (r.proxy) {
-        // An HTTP CONNECT tunnel (RFC 9110 9.3.6) to the target, then TLS inside it.
-        arm(std::min(steady_clock::now() + d.tls_handshake, d.total), "proxy CONNECT");
-        std::string req = "CONNECT " + r.target.authority() +
-                          " HTTP/1.1\r\nHost: " + r.target.authority() + "\r\n";
-        if (!r.proxy->userinfo.empty()) {
-            std::string encoded(
-                beast::detail::base64::encoded_size(r.proxy->userinfo.size()), '\0');
-            encoded.resize(beast::detail::base64::encode(
-                encoded.data(), r.proxy->userinfo.data(), r.proxy->userinfo.size()));
-            req += "Proxy-Authorization: Basic " + encoded + "\r\n";
-        }
-        req += "\r\n";
-        auto [wec, wn] = co_await asio::async_write(socket_, asio::buffer(req), tuple_awaitable);
-        if (wec) {
-            detail = "proxy " + r.proxy->authority() + ": " + wec.message();
-            co_return timed_out_ ? error::timeout : wec;
-        }
-        beast::http::response_parser<beast::http::empty_body> parser;
-        parser.skip(true); // a CONNECT response has no body
-        parser.header_limit(16 * 1024);
-        auto [rec, rn] =
-            co_await beast::http::async_read_header(socket_, buffer, parser, tuple_awaitable);
-        if (rec) {
-            detail = "proxy " + r.proxy->authority() + ": " + rec.message();
-            co_return timed_out_ ? error::timeout : rec;
-        }
-        const auto status = parser.get().result_int();
-        if (status != 200) {
-            detail = "proxy " + r.proxy->authority() + " answered CONNECT with " +
-                     std::to_string(status);
-            co_return error::proxy_error;
-        }
-        if (buffer.size() != 0) {
-            detail = "proxy " + r.proxy->authority() + " sent bytes after its CONNECT response";
-            co_return error::proxy_error;
+// An HTTP CONNECT tunnel (RFC 9110 9.3.6) to the target, for TLS inside it.
+asio::awaitable<error_code>
+connection::tunnel(const route& r, connect_deadlines d, std::string& detail)
+{
+    arm(std::min(steady_clock::now() + d.tls_handshake, d.total), "proxy CONNECT");
+    std::string req = "CONNECT " + r.target.authority() + " HTTP/1.1\r\nHost: " +
+                      r.target.authority() + "\r\n";
+    if (!r.proxy->userinfo.empty()) {
+        std::string encoded(beast::detail::base64::encoded_size(r.proxy->userinfo.size()), '\0');
+        encoded.resize(beast::detail::base64::encode(
+            encoded.data(), r.proxy->userinfo.data(), r.proxy->userinfo.size()));
+        req += "Proxy-Authorization: Basic " + encoded + "\r\n";
+    }
+    req += "\r\n";
+    auto [wec, wn] = co_await asio::async_write(socket_, asio::buffer(req), tuple_awaitable);
+    if (wec) {
+        detail = "proxy " + r.proxy->authority() + ": " + wec.message();
+        co_return timed_out_ ? error::timeout : wec;
+    }
+    beast::http::response_parser<beast::http::empty_body> parser;
+    parser.skip(true); // a CONNECT response has no body
+    parser.header_limit(16 * 1024);
+    auto [rec, rn] = co_await beast::http::async_read_header(socket_, buffer, parser, tuple_awaitable);
+    if (rec) {
+        detail = "proxy " + r.proxy->authority() + ": " + rec.message();
+        co_return timed_out_ ? error::timeout : rec;
+    }
+    const auto status = parser.get().result_int();
+    if (status != 200) {
+        detail = "proxy " + r.proxy->authority() + " answered CONNECT with " + std::to_string(status);
+        co_return error::proxy_error;
+    }
+    if (buffer.size() != 0) {
+        detail = "proxy " + r.proxy->authority() + " sent bytes after its CONNECT response";
+        co_return error::proxy_error;
+    }
+    co_return error_code{};
+}
+
+// TLS over the socket (or the tunnel), the target's name checked against its certificate.
+asio::awaitable<error_code>
+connection::handshake(const route& r, connect_deadlines d, std::string& detail)
+{
+    tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *tls_context_);
+    SSL* ssl = tls_->native_handle();
+    const std::string& host = r.target.host;
+    if (is_ip_literal(host)) {
+        // An IP address is checked against the certificate's IP SANs (no SNI for IPs).
+        X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+        X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+    } else {
+        SSL_set_tlsext_host_name(ssl, host.c_str());
+        SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (SSL_set1_host(ssl, host.c_str()) != 1) {
+            detail = "cannot set the TLS host name " + host;
+            co_return error::bad_url;
         }
     }
-
-    if (tls_context_) {
-        tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *tls_context_);
-        SSL* ssl = tls_->native_handle();
-        const std::string& host = r.target.host;
-        if (is_ip_literal(host)) {
-            // An IP address is checked against the certificate's IP SANs (no SNI for IPs).
-            X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-            X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
-        } else {
-            SSL_set_tlsext_host_name(ssl, host.c_str());
-            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-            if (SSL_set1_host(ssl, host.c_str()) != 1) {
-                detail = "cannot set the TLS host name " + host;
-                co_return error::bad_url;
-            }
-        }
-        arm(std::min(steady_clock::now() + d.tls_handshake, d.total), "TLS handshake");
-        auto [hec] =
-            co_await tls_->async_handshake(asio::ssl::stream_base::client, tuple_awaitable);
-        if (hec) {
-            detail = "TLS handshake with " + r.target.authority() + " failed: " + hec.message();
-            if (const long verify = SSL_get_verify_result(ssl); verify != X509_V_OK)
-                detail += " (" + std::string(X509_verify_cert_error_string(verify)) + ")";
-            co_return timed_out_ ? error::timeout : hec;
-        }
+    arm(std::min(steady_clock::now() + d.tls_handshake, d.total), "TLS handshake");
+    auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, tuple_awaitable);
+    if (hec) {
+        detail = "TLS handshake with " + r.target.authority() + " failed: " + hec.message();
+        if (const long verify = SSL_get_verify_result(ssl); verify != X509_V_OK)
+            detail += " (" + std::string(X509_verify_cert_error_string(verify)) + ")";
+        co_return timed_out_ ? error::timeout : hec;
     }
     co_return error_code{};
 }

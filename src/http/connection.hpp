@@ -125,6 +125,14 @@ public:
 
 private:
     void on_watchdog(std::uint64_t generation, error_code ec);
+    // The steps of `establish` that only some connections take, each its own coroutine: a
+    // coroutine's frame holds every local of every branch, and a thousand plain connections
+    // starting at once should not each hold a proxy's parser and a TLS handshake's strings.
+    asio::awaitable<error_code> resolve_and_connect(const url& host, std::string& detail);
+    asio::awaitable<error_code>
+    tunnel(const route& r, connect_deadlines d, std::string& detail);
+    asio::awaitable<error_code>
+    handshake(const route& r, connect_deadlines d, std::string& detail);
 
     std::shared_ptr<asio::ssl::context> tls_context_;
     tcp::socket socket_;

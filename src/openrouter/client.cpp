@@ -138,12 +138,12 @@ chat_client::chat_encoded(encoded_request e, diagnostics* diag, call_options opt
         options.retry_rate_limited);
 }
 
-chat_client::encoded_request chat_client::encode(const chat_request& req)
+chat_client::encoded_request chat_client::encode(const chat_request& req, bool stream)
 {
     encoded_request out{.body = text_spares::take()};
     std::string problem;
     out.invalid =
-        static_cast<bool>(openrouter::encode_chat_request(req, false, out.body, &problem));
+        static_cast<bool>(openrouter::encode_chat_request(req, stream, out.body, &problem));
     if (out.invalid)
         out.body = std::move(problem);
     return out;

@@ -134,7 +134,7 @@ asio::awaitable<error_code> client_detail::start_exchange(
         st.request_sent = true;
         diag.request_sent = true;
 
-        conn->buffer.reserve(head_reserve);
+        conn->buffer.reserve(whole ? head_reserve : stream_head_reserve);
         auto& reader = conn->start_response();
         reader.header_limit(c->params.limits.max_header_size);
         // Set before the head is read, so a Content-Length beyond it fails at once. A stream

@@ -91,6 +91,10 @@ inline constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 // read; a stream adapts (see `chat_stream::state::read_size`), so that a slow stream waiting for
 // its next token holds little and a fast one reads many events per call.
 inline constexpr std::size_t head_reserve = std::size_t{4} * 1024;
+// A stream's head alone: OpenRouter's is under a kilobyte, and its first events come later.
+// A thousand streams waiting for their heads at once then hold a megabyte, not four; a longer
+// head grows the buffer once.
+inline constexpr std::size_t stream_head_reserve = 1024;
 inline constexpr std::size_t read_reserve = std::size_t{16} * 1024;
 inline constexpr std::size_t min_stream_read = 512;
 inline constexpr std::size_t max_stream_read = std::size_t{64} * 1024;

@@ -605,7 +605,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
 } // namespace
 
 void chat_client::async_start_stream_impl(
-    chat_request req,
+    encoded_request req,
     chat_stream* stream,
     asio::any_completion_handler<void(error_code)> handler,
     bool retry_rate_limited,
@@ -623,10 +623,13 @@ void chat_client::async_start_stream_impl(
     if (stream->state_)
         stream->state_->abandon();
     stream->state_ = s;
-    std::string body = text_spares::take();
-    const error_code unsent =
-        impl_->config_error ? error_code()
-                            : openrouter::encode_chat_request(req, true, body, &s->diag.message);
+    std::string body = std::move(req.body);
+    error_code unsent;
+    if (req.invalid && !impl_->config_error) {
+        unsent = error::bad_request_body;
+        s->diag.message = std::move(body); // what encode found wrong
+        body.clear();
+    }
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->executor;
     asio::co_spawn(
