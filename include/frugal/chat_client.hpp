@@ -333,8 +333,8 @@ public:
         requires(!std::is_same_v<std::decay_t<CompletionToken>, call_options>)
     auto async_start_stream(const chat_request& request, chat_stream& stream, CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-            stream_initiation{this}, token, encode(request, true), &stream, true);
+        return start_stream(
+            encode(request, true), stream, true, std::forward<CompletionToken>(token));
     }
     /// With `options` (only `retry_rate_limited` applies to a stream).
     template <class CompletionToken = boost::asio::deferred_t>
@@ -344,9 +344,9 @@ public:
         const call_options& options,
         CompletionToken&& token = {})
     {
-        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-            stream_initiation{this}, token, encode(request, true), &stream,
-            options.retry_rate_limited);
+        return start_stream(
+            encode(request, true), stream, options.retry_rate_limited,
+            std::forward<CompletionToken>(token));
     }
 
     /// The models catalog, with exact prices.
@@ -448,6 +448,26 @@ private:
             return boost::asio::async_initiate<
                 CompletionToken, void(boost::system::error_code, chat_response)>(
                 chat_initiation{this}, token, std::move(req), diag, std::move(options));
+    }
+
+    // A stream's start in the awaiting coroutine, for `as_tuple(use_awaitable)` (as
+    // `start_chat`): a thousand streams starting at once hold no coroutine and handler each
+    // beside their callers'. Errors and cancellation end it with an error code, as the
+    // initiating form's, whatever the caller's `throw_if_cancelled`.
+    boost::asio::awaitable<std::tuple<boost::system::error_code>>
+    stream_encoded(encoded_request req, chat_stream* stream, bool retry_rate_limited);
+
+    template <class CompletionToken>
+    auto start_stream(
+        encoded_request req, chat_stream& stream, bool retry_rate_limited, CompletionToken&& token)
+    {
+        if constexpr (std::is_same_v<
+                          std::decay_t<CompletionToken>,
+                          boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>>)
+            return stream_encoded(std::move(req), &stream, retry_rate_limited);
+        else
+            return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+                stream_initiation{this}, token, std::move(req), &stream, retry_rate_limited);
     }
 
     struct chat_initiation : base_initiation<chat_initiation> {

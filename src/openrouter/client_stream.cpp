@@ -604,6 +604,40 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
 
 } // namespace
 
+namespace {
+
+// A start's stream state: the thread's spares taken, the stream (`slot`) pointed at it, and
+// `body` taken as the request; one that could not be encoded (`invalid`) says why in the
+// stream's diagnostics, and is `unsent`.
+std::shared_ptr<chat_stream::state> begin_stream(
+    const std::shared_ptr<client_impl>& c,
+    std::shared_ptr<chat_stream::state>& slot,
+    std::string& body,
+    bool invalid,
+    error_code& unsent)
+{
+    auto s = std::make_shared<chat_stream::state>();
+    s->client = c;
+    {
+        auto spare =
+            stream_spares::take({c->params.limits.max_sse_line_size, c->params.limits.max_sse_event_size});
+        s->sse = std::move(spare.parser);
+        s->response.content = std::move(spare.text);
+        s->pending.content = std::move(spare.pending);
+    }
+    if (slot)
+        slot->abandon();
+    slot = s;
+    if (invalid && !c->config_error) {
+        unsent = error::bad_request_body;
+        s->diag.message = std::move(body); // what encode found wrong
+        body.clear();
+    }
+    return s;
+}
+
+} // namespace
+
 void chat_client::async_start_stream_impl(
     encoded_request req,
     chat_stream* stream,
@@ -611,29 +645,12 @@ void chat_client::async_start_stream_impl(
     bool retry_rate_limited,
     bool here)
 {
-    auto s = std::make_shared<chat_stream::state>();
-    s->client = impl_;
-    {
-        auto spare = stream_spares::take(
-            {impl_->params.limits.max_sse_line_size, impl_->params.limits.max_sse_event_size});
-        s->sse = std::move(spare.parser);
-        s->response.content = std::move(spare.text);
-        s->pending.content = std::move(spare.pending);
-    }
-    if (stream->state_)
-        stream->state_->abandon();
-    stream->state_ = s;
-    std::string body = std::move(req.body);
     error_code unsent;
-    if (req.invalid && !impl_->config_error) {
-        unsent = error::bad_request_body;
-        s->diag.message = std::move(body); // what encode found wrong
-        body.clear();
-    }
+    auto s = begin_stream(impl_, stream->state_, req.body, req.invalid, unsent);
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->executor;
     asio::co_spawn(
-        ex, start_stream_op(impl_, std::move(body), unsent, s, retry_rate_limited),
+        ex, start_stream_op(impl_, std::move(req.body), unsent, std::move(s), retry_rate_limited),
         asio::bind_cancellation_slot(
             slot, [ex, here, h = std::move(handler)](
                       const std::exception_ptr& ep, std::tuple<error_code, bool> r) mutable {
@@ -642,6 +659,25 @@ void chat_client::async_start_stream_impl(
                     ec = asio::error::no_memory;
                 complete_on(here, ex, std::move(h), ec); // co_spawn completes on `ex`
             }));
+}
+
+asio::awaitable<std::tuple<error_code>>
+chat_client::stream_encoded(encoded_request req, chat_stream* stream, bool retry_rate_limited)
+{
+    error_code unsent;
+    auto s = begin_stream(impl_, stream->state_, req.body, req.invalid, unsent);
+    // start_stream_op ends with an error code, never an exception, when it is cancelled: it
+    // turns the awaiting thread's throwing off, and the caller's choice is put back after.
+    const bool throws = co_await asio::this_coro::throw_if_cancelled();
+    error_code ec;
+    try {
+        ec = std::get<0>(co_await start_stream_op(
+            impl_, std::move(req.body), unsent, std::move(s), retry_rate_limited));
+    } catch (const std::exception&) {
+        ec = asio::error::no_memory; // as the initiating form reports it
+    }
+    co_await asio::this_coro::throw_if_cancelled(throws);
+    co_return std::tuple{ec};
 }
 
 chat_stream::chat_stream() = default;

@@ -439,6 +439,47 @@ BOOST_AUTO_TEST_CASE(errors_arrive_through_every_token)
     BOOST_CHECK_THROW(future.get(), boost::system::system_error);
 }
 
+// `as_tuple(use_awaitable)` starts a stream inside the awaiting coroutine (no coroutine of
+// its own): cancelled, it still ends with an error code, not an exception, whether or not the
+// caller's coroutine throws when cancelled, and that choice is the caller's again after.
+BOOST_AUTO_TEST_CASE(a_stream_start_in_the_awaiting_coroutine_ends_cancelled_with_a_code)
+{
+    client_fixture f(paced(200ms));
+    for (const bool throws : {true, false}) {
+        asio::cancellation_signal cancel;
+        asio::steady_timer timer(f.io, 50ms);
+        timer.async_wait([&](error_code) { cancel.emit(asio::cancellation_type::terminal); });
+        std::optional<error_code> got;
+        std::optional<bool> after;
+        bool threw = false;
+        frugal::chat_stream s;
+        asio::co_spawn(
+            f.io,
+            [&]() -> asio::awaitable<void> {
+                co_await asio::this_coro::throw_if_cancelled(throws);
+                try {
+                    auto [ec] = co_await f.client.async_start_stream(
+                        request("openai/gpt-5-mini", "Hi [sim fault=hang]"), s,
+                        asio::as_tuple(asio::use_awaitable));
+                    got = ec;
+                } catch (const boost::system::system_error&) {
+                    threw = true;
+                }
+                after = co_await asio::this_coro::throw_if_cancelled();
+            },
+            asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+        const auto t0 = std::chrono::steady_clock::now();
+        f.io.restart();
+        f.io.run();
+        BOOST_TEST(!threw, "throws=" << throws);
+        BOOST_TEST((got && *got == asio::error::operation_aborted), "throws=" << throws);
+        BOOST_TEST((after && *after == throws));
+        BOOST_TEST((std::chrono::steady_clock::now() - t0 < 1000ms));
+        BOOST_TEST(s.done()); // a start that failed: nothing to read
+        BOOST_TEST(s.error() == asio::error::operation_aborted);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(losing_a_race_cancels_promptly)
 {
     client_fixture f(paced(200ms)); // every token takes 200 ms: the timer always wins
