@@ -3,11 +3,13 @@
 // (benchmarks/peers/) runs it beside the Node SDKs against the same server.
 //
 //   frugal-load --base-url URL --model M --requests N --concurrency C [--stream] [--cascade]
+//               [--budgeted]
 //   frugal-load --base-url URL --model M --hold-streams N      (memory per open stream)
 //   frugal-load --parse FILE [--decode]        (SSE framing speed; --decode: each chunk too)
 #include "openrouter/codec.hpp"
 #include "process.hpp"
 
+#include <frugal/budget.hpp>
 #include <frugal/chat_client.hpp>
 #include <frugal/router.hpp>
 #include <frugal/sse_parser.hpp>
@@ -49,6 +51,7 @@ struct options {
     std::size_t concurrency = 64;
     bool stream = false;
     bool cascade = false;
+    bool budgeted = false;
     std::size_t hold_streams = 0;
     std::string parse_file;
     bool decode = false;
@@ -101,11 +104,19 @@ double percentile(std::vector<double>& v, double p)
 asio::awaitable<void> worker(
     frugal::chat_client& client,
     frugal::router* router,
+    frugal::budget_guard* guard,
     const options& o,
     std::size_t& next,
     tally& t)
 {
     const auto base = make_request(o);
+    auto mine = base; // a budgeted call sends the max_tokens its reservation granted
+    frugal::reserve_request ask;
+    ask.model = base.model;
+    ask.prompt_bytes = frugal::prompt_bound(base);
+    ask.max_tokens = base.max_tokens.value_or(0);
+    frugal::diagnostics diag;
+    frugal::attempt_record record;
     while (next < o.requests) {
         ++next;
         const auto t0 = steady_clock::now();
@@ -115,6 +126,27 @@ asio::awaitable<void> worker(
             auto [ec, res] = co_await router->async_complete(base, tuple_awaitable);
             ok = !ec;
             last = ec;
+        } else if (guard != nullptr) {
+            // As a router reserves: at once when the store can decide in memory.
+            std::optional<frugal::reservation> held;
+            if (!guard->reserves_async()) {
+                if (auto now = guard->try_reserve(ask))
+                    held = std::move(*now);
+            }
+            if (!held) {
+                auto [re, later] = co_await guard->async_reserve(ask, tuple_awaitable);
+                last = re;
+                if (!re)
+                    held = std::move(later);
+            }
+            if (held) {
+                mine.max_tokens = held->max_tokens();
+                auto [ec, res] = co_await client.async_chat(mine, diag, tuple_awaitable);
+                record = {};
+                frugal::settle(*held, ec, ec ? nullptr : &res, diag, record);
+                last = ec;
+            }
+            ok = !last;
         } else if (!o.stream) {
             auto [ec, res] = co_await client.async_chat(base, tuple_awaitable);
             ok = !ec;
@@ -160,6 +192,35 @@ int run_load(const options& o)
         }
         router.emplace(client, policy, frugal::price_catalog(rows));
     }
+    std::optional<frugal::budget_guard> guard;
+    if (o.budgeted) {
+        // A paid call through the guard (memory store, one cap far from reached), priced by the
+        // endpoint's own catalog: the guard's cost over the same call unbudgeted.
+        std::optional<std::vector<frugal::model_info>> models;
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                auto [ec, m] = co_await client.async_models(tuple_awaitable);
+                if (!ec)
+                    models = std::move(m);
+            },
+            asio::detached);
+        io.run();
+        io.restart();
+        if (!models) {
+            std::fprintf(stderr, "frugal-load: --budgeted: the endpoint's /models could not be read\n");
+            return 1;
+        }
+        frugal::budget_params bp;
+        bp.budgets = {{"global", *frugal::money::parse("1000000")}};
+        frugal::diagnostics d;
+        auto g = frugal::budget_guard::open(bp, frugal::price_catalog(std::move(*models)), nullptr, &d);
+        if (!g) {
+            std::fprintf(stderr, "frugal-load: --budgeted: %s\n", d.message.c_str());
+            return 1;
+        }
+        guard.emplace(std::move(*g));
+    }
     // Warm: the pool's connections open, buffers and caches grown, as in a server that has been
     // up for a while. The peers' harness warms the SDKs the same way.
     if (o.warmup != 0) {
@@ -169,7 +230,7 @@ int run_load(const options& o)
         std::size_t wnext = 0;
         for (std::size_t w = 0; w < o.concurrency; ++w)
             asio::co_spawn(
-                io, worker(client, router ? &*router : nullptr, warm, wnext, wt), asio::detached);
+                io, worker(client, router ? &*router : nullptr, guard ? &*guard : nullptr, warm, wnext, wt), asio::detached);
         io.run();
         io.restart();
         if (wt.errors != 0) {
@@ -184,7 +245,7 @@ int run_load(const options& o)
     const double cpu0 = frugal::bench::cpu_seconds();
     const auto t0 = steady_clock::now();
     for (std::size_t w = 0; w < o.concurrency; ++w)
-        asio::co_spawn(io, worker(client, router ? &*router : nullptr, o, next, t), asio::detached);
+        asio::co_spawn(io, worker(client, router ? &*router : nullptr, guard ? &*guard : nullptr, o, next, t), asio::detached);
     io.run();
     const double secs = std::chrono::duration<double>(steady_clock::now() - t0).count();
     const double cpu = frugal::bench::cpu_seconds() - cpu0;
@@ -302,6 +363,7 @@ int main(int argc, char** argv)
     app.add_flag("--stream", o.stream, "Streamed chats, every delta read");
     app.add_flag("--cascade", o.cascade, "Through a two-tier cascade whose cheap answer is kept");
     app.add_option("--flagship", o.flagship, "The cascade's second tier")->capture_default_str();
+    app.add_flag("--budgeted", o.budgeted, "Each call reserved and settled by a budget guard");
     app.add_option("--hold-streams", o.hold_streams, "Open N streams and report KiB per stream");
     app.add_option("--parse", o.parse_file, "Parse an event-stream file in memory");
     app.add_flag("--decode", o.decode, "With --parse: also decode each chunk, as the client does");

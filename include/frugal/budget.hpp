@@ -270,7 +270,9 @@ public:
 
     /// Lifts the trip or stop of budget `name` (an instance name, "tenant:acme") before its
     /// period ends. Models made `price_unknown` by a surprise stay so. Fails with
-    /// `error::not_found` when no such budget exists.
+    /// `error::not_found` when no such budget exists, and with `error::budget_store_failed`
+    /// for one stopped because what it spent before it came could not be read (drop it and
+    /// bring it back with `set_budgets` once the ledger reads).
     boost::system::error_code reset(std::string_view name);
 
     /// The ledger records from `since_ms` on.

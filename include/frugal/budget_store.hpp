@@ -215,6 +215,14 @@ public:
     virtual boost::system::error_code
     read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out) = 0;
 
+    /// The records with a cost made since `since_ms` that `read_ledger` no longer returns, as
+    /// their `keys` (space separated) and the latest `time_ms` among those dropped with the
+    /// same keys. A store that keeps only its newest records (the memory store) drops some; a
+    /// budget that comes while the guard runs and would have counted one of them is stopped,
+    /// since what it spent is unknown, rather than started short. The default: none.
+    virtual void
+    dropped_since(std::int64_t since_ms, std::vector<std::pair<std::string, std::int64_t>>& out) const;
+
     /// Keeps `value` under `key`, replacing an older value: the facts a report needs beside
     /// the ledger (each cap, the policy's tiers and their prices). Optional: the default keeps
     /// nothing.
@@ -265,8 +273,10 @@ public:
 
 /// Options of the memory store.
 struct memory_store_params {
-    /// The newest records kept; older ones are dropped (their spend stays counted). Servers
-    /// that need every record use the SQLite store or `on_record`.
+    /// The newest records kept; older ones are dropped (the budgets in force keep their spend
+    /// counted, but a budget that comes later cannot read it: it is stopped, saying so, when
+    /// its period's records have been dropped). Servers that need every record, or change
+    /// their budgets while they run, use the SQLite store or `on_record`.
     std::size_t ledger_capacity = 1u << 16;
     /// Called with each record as it is written, under the guard's store lock: it must be quick and
     /// must not call the guard.

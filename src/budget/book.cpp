@@ -240,6 +240,37 @@ std::vector<budget_seed> seeds_of(
     return out;
 }
 
+std::vector<std::string> unread_by(
+    const std::vector<budget_spec>& specs,
+    const std::set<std::string, std::less<>>& arriving,
+    std::span<const std::pair<std::string, std::int64_t>> dropped,
+    std::int64_t now_ms)
+{
+    std::set<std::string, std::less<>> out;
+    if (dropped.empty())
+        return {};
+    const spec_index index(specs);
+    for (const auto& [keys_text, latest] : dropped) {
+        for (const auto& s : specs)
+            if (s.name.find(':') == std::string::npos && arriving.contains(s.name) &&
+                window_of(s.period, latest) == window_of(s.period, now_ms))
+                out.insert(s.name); // a budget without a colon counts every record
+        std::string_view keys = keys_text;
+        while (!keys.empty()) {
+            const auto space = keys.find(' ');
+            const auto key = keys.substr(0, space);
+            keys = space == std::string_view::npos ? std::string_view() : keys.substr(space + 1);
+            if (key.find(':') == std::string_view::npos)
+                continue;
+            const auto* s = index.find(key);
+            if (s != nullptr && arriving.contains(s->name) &&
+                window_of(s->period, latest) == window_of(s->period, now_ms))
+                out.insert(std::string(key));
+        }
+    }
+    return {out.begin(), out.end()};
+}
+
 spec_index::spec_index(const std::vector<budget_spec>& specs)
 {
     for (const auto& s : specs) {
@@ -492,8 +523,10 @@ void book::seed(const arrival_plan& plan, std::span<const budget_seed> seeds, st
         }
         // A new template's instance that spent before its template came: made now, or made
         // since by a request (whose spend it counts, and the records of which were left out).
+        // An account that was in force already (a name of its own, now its template's
+        // instance) counts its spend: it is not seeded again.
         auto* a = find_or_make(z.name);
-        if (a == nullptr)
+        if (a == nullptr || !a->seeding)
             continue;
         const auto window = window_of(a->period, now_ms);
         if (window < a->current.window)
@@ -505,6 +538,17 @@ void book::seed(const arrival_plan& plan, std::span<const budget_seed> seeds, st
     for (auto& a : accounts_)
         a.seeding = false;
     seeding_kinds_.clear();
+}
+
+void book::stop_unread(std::string_view name, const std::string& why)
+{
+    auto* a = find_or_make(name);
+    if (a == nullptr)
+        return;
+    if (!a->stopped)
+        a->stopped_by = why;
+    a->stopped = true;
+    a->unread = true;
 }
 
 void book::seed_failed(const std::string& why)
@@ -754,6 +798,19 @@ void book::commit(open_reservation& r, money actual, std::vector<budget_account*
             a.overshoot = std::max(a.overshoot, clamp_units(used - a.cap.units()));
             reached.push_back(&a);
         } else if (mode == budget_mode::metered && used == a.cap.units()) {
+            reached.push_back(&a);
+        }
+    }
+    // Budgets that came while it was in flight count it at its worst case; a bill above that
+    // (a surprise) is counted whole there too.
+    for (const auto& c : r.counted) {
+        auto& a = *c.account;
+        if (actual <= c.amount || c.window != a.current.window)
+            continue;
+        a.current.committed += actual - c.amount;
+        const i128 used = static_cast<i128>(a.current.committed.units()) + a.current.reserved.units();
+        if (!a.retired && used > a.cap.units()) {
+            a.overshoot = std::max(a.overshoot, clamp_units(used - a.cap.units()));
             reached.push_back(&a);
         }
     }

@@ -170,6 +170,14 @@ std::vector<budget_seed> seeds_of(
     std::span<const attempt_record> records,
     std::int64_t now_ms);
 
+// The arriving budgets (instances by name) that would have counted, in their current period at
+// `now_ms`, a record the store dropped (`budget_store::dropped_since`: keys, latest time).
+std::vector<std::string> unread_by(
+    const std::vector<budget_spec>& specs,
+    const std::set<std::string, std::less<>>& arriving,
+    std::span<const std::pair<std::string, std::int64_t>> dropped,
+    std::int64_t now_ms);
+
 // When the period containing `now_ms` began (the earliest time for a budget that never resets).
 std::int64_t period_start_ms(budget_period p, std::int64_t now_ms) noexcept;
 
@@ -205,6 +213,9 @@ public:
     // read): they are stopped instead, saying why.
     void seed(const arrival_plan& plan, std::span<const budget_seed> seeds, std::int64_t now_ms);
     void seed_failed(const std::string& why);
+    // Stops budget instance `name` (made if it is a template's) until it is brought back:
+    // what it spent before it came is unknown.
+    void stop_unread(std::string_view name, const std::string& why);
 
     // The budget windows a request under `keys` is charged to at `now_ms`, rolling windows.
     boost::system::error_code resolve(

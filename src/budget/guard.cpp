@@ -284,7 +284,11 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
     } unseeded{*this};
     std::vector<attempt_record> records;
     const auto since = earliest_start(budgets, {&arriving}, plan.time_ms);
-    if (auto ec = store_call([&](budget_store& s) { return s.read_ledger(since, records); })) {
+    std::vector<std::pair<std::string, std::int64_t>> dropped;
+    if (auto ec = store_call([&](budget_store& s) {
+            s.dropped_since(since, dropped);
+            return s.read_ledger(since, records);
+        })) {
         unseeded.why = "the ledger could not be read when this budget came (" + ec.message() +
                        "): what it spent before is unknown; drop it and bring it back, or "
                        "restart, once the ledger reads";
@@ -300,9 +304,18 @@ error_code guard_impl::set_budgets(std::vector<budget_spec> budgets, std::string
     }
     std::erase_if(records, [&](const attempt_record& r) { return !plan.uncounted(r); });
     const auto seeds = seeds_of(budgets, arriving, st.committed, records, plan.time_ms);
+    // Budgets that would have counted a record the store no longer has: their spend is unknown.
+    const auto unknown = unread_by(budgets, arriving, dropped, plan.time_ms);
     {
         const std::lock_guard lock(mu_);
         book_.seed(plan, seeds, plan.time_ms);
+        for (const auto& name : unknown)
+            book_.stop_unread(
+                name,
+                "the ledger no longer holds every record of this budget's period (the memory "
+                "store keeps only its newest, memory_store_params::ledger_capacity): what it "
+                "spent before it came is unknown; use the SQLite store to change budgets while "
+                "the guard runs, or restart");
         pump(done);
     }
     unseeded.seeded = true;
@@ -546,6 +559,10 @@ error_code budget_guard::reset(std::string_view name)
         auto* a = impl_->book_.find(name);
         if (a == nullptr)
             return error::not_found;
+        // Stopped because the spend it came with could not be read: a reset does not know it
+        // either. Dropping and bringing the budget back reads it again.
+        if (a->unread)
+            return error::budget_store_failed;
         a->tripped = false;
         a->stopped = false;
         a->stopped_by.clear();

@@ -154,14 +154,18 @@ void guard_impl::mark_unknown(const std::string& model, const std::string& why)
 // cancelled (`trip`).
 void guard_impl::stop(const open_reservation& r, const std::string& why)
 {
-    for (const auto& c : r.charges) {
-        auto* a = c.account;
+    auto stop_one = [&](budget_account* a) {
         if (!a->stopped)
             a->stopped_by = why;
         a->stopped = true;
         if (std::find(reached_.begin(), reached_.end(), a) == reached_.end())
             reached_.push_back(a);
-    }
+    };
+    for (const auto& c : r.charges)
+        stop_one(c.account);
+    for (const auto& c : r.counted) // budgets that came while it was in flight
+        if (!c.account->retired)
+            stop_one(c.account);
 }
 
 // The store calls made under mu_ (rare, or needing the book and the store to agree at once):

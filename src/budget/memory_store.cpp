@@ -29,6 +29,11 @@ boost::system::error_code budget_store::note_generation(std::uint64_t, const std
     return {};
 }
 
+void budget_store::dropped_since(std::int64_t, std::vector<std::pair<std::string, std::int64_t>>& out) const
+{
+    out.clear();
+}
+
 boost::system::error_code budget_store::put_note(std::string_view, std::string_view)
 {
     return {};
@@ -165,6 +170,11 @@ public:
         } else {
             e = &ring_[head_];
             head_ = (head_ + 1) % ring_.size();
+            if (e->cost > money()) {
+                auto [it, fresh] = dropped_.try_emplace(e->keys, e->time_ms);
+                if (!fresh)
+                    it->second = std::max(it->second, e->time_ms);
+            }
         }
         e->record_id = r.record_id;
         e->reservation_id = r.reservation_id;
@@ -223,8 +233,16 @@ public:
         return {};
     }
 
-    boost::system::error_code
-    read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out) override
+    void dropped_since(
+        std::int64_t since_ms, std::vector<std::pair<std::string, std::int64_t>>& out) const override
+    {
+        out.clear();
+        for (const auto& [keys, latest] : dropped_)
+            if (latest >= since_ms)
+                out.emplace_back(strings_.at(keys), latest);
+    }
+
+    boost::system::error_code read_ledger(std::int64_t since_ms, std::vector<attempt_record>& out) override
     {
         out.clear();
         for (std::size_t i = 0; i < ring_.size(); ++i) {
@@ -317,6 +335,9 @@ private:
     memory_store_params params_;
     block_ring ring_;
     std::size_t head_ = 0; // the oldest entry once the ring is full
+    // The latest time of a record with a cost the ring dropped, by its keys: a budget that
+    // comes can tell whether its spend is all still here.
+    std::unordered_map<std::uint32_t, std::int64_t> dropped_;
     std::uint64_t next_record_ = 1;
     std::vector<std::string> names_;
     string_table strings_;

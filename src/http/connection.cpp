@@ -130,6 +130,8 @@ connection::establish(const route& r, connect_deadlines d, std::string& detail)
     if (!ec) {
         auto [cec] = co_await socket_.async_connect(
             tcp::endpoint(literal, first_hop.port), tuple_awaitable);
+        if (!cec && !socket_.is_open())
+            cec = asio::error::operation_aborted; // connected as the deadline closed it
         if (cec) {
             detail = "cannot connect to " + first_hop.authority() + ": " + cec.message();
             co_return timed_out_ ? error::timeout : cec;
@@ -160,6 +162,8 @@ asio::awaitable<error_code> connection::resolve_and_connect(const url& host, std
         auto [rec, results] = co_await resolver.async_resolve(
             host.host, std::to_string(host.port), tuple_awaitable);
         resolving_ = nullptr;
+        if (!rec && timed_out_)
+            rec = asio::error::operation_aborted; // resolved as the deadline passed
         if (rec) {
             detail = "cannot resolve " + host.host + ": " + rec.message();
             co_return timed_out_ ? error::timeout : rec;

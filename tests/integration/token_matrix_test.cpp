@@ -440,8 +440,10 @@ BOOST_AUTO_TEST_CASE(errors_arrive_through_every_token)
 }
 
 // `as_tuple(use_awaitable)` starts a stream inside the awaiting coroutine (no coroutine of
-// its own): cancelled, it still ends with an error code, not an exception, whether or not the
-// caller's coroutine throws when cancelled, and that choice is the caller's again after.
+// its own). Cancelled while it waits for the response head, it ends with an error code, not an
+// exception, whether or not the caller's coroutine throws when cancelled; that choice is the
+// caller's again after (the restore is what this checks: the start turns throwing off for
+// itself), and the same coroutine then starts another stream as usual.
 BOOST_AUTO_TEST_CASE(a_stream_start_in_the_awaiting_coroutine_ends_cancelled_with_a_code)
 {
     client_fixture f(paced(200ms));

@@ -124,6 +124,45 @@ std::shared_ptr<frugal::budget_store> sqlite_store(const frugal::test::scratch_f
     return *s;
 }
 
+// The memory store, whose ledger reads fail while `fail_reads` is set.
+class unreadable_store final : public frugal::budget_store {
+public:
+    boost::system::error_code load(frugal::budget_store_state& out) override
+    {
+        return inner->load(out);
+    }
+    bool keeps_reservations() const noexcept override { return inner->keeps_reservations(); }
+    boost::system::error_code reserve(const frugal::reservation_view& r) override
+    {
+        return inner->reserve(r);
+    }
+    boost::system::error_code settle(
+        std::uint64_t id, std::span<const frugal::budget_charge_view> c, frugal::attempt_record& r) override
+    {
+        return inner->settle(id, c, r);
+    }
+    boost::system::error_code release(std::uint64_t id) override { return inner->release(id); }
+    boost::system::error_code correct(std::uint64_t id, money proven, frugal::correction& out) override
+    {
+        return inner->correct(id, proven, out);
+    }
+    boost::system::error_code
+    read_ledger(std::int64_t since, std::vector<frugal::attempt_record>& out) override
+    {
+        if (fail_reads)
+            return frugal::error::budget_store_failed;
+        return inner->read_ledger(since, out);
+    }
+    void dropped_since(
+        std::int64_t since, std::vector<std::pair<std::string, std::int64_t>>& out) const override
+    {
+        inner->dropped_since(since, out);
+    }
+
+    std::shared_ptr<frugal::budget_store> inner = frugal::make_memory_store();
+    bool fail_reads = false;
+};
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(budgets_replaced)
@@ -321,6 +360,97 @@ BOOST_AUTO_TEST_CASE(a_request_in_flight_across_two_comings_of_its_budget_counts
     }
 }
 
+// A request counted at its worst case when its budget came, that then bills more than that
+// worst case (a surprise): the budget counts the bill and is stopped, as one charged with it.
+BOOST_AUTO_TEST_CASE(a_request_counted_when_its_budget_came_that_bills_above_its_worst_case_counts_its_bill)
+{
+    fixture f({});
+    auto in_flight = f.sent("tenant:a"); // no cap yet; its worst case is $0.30
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("5"), budget_period::daily}}));
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.3")));
+    BOOST_TEST(!in_flight.settle(billed("2", "tenant:a")));
+    const auto b = f.budget("tenant:a");
+    BOOST_TEST((b->committed == usd("2")), b->committed.to_string());
+    BOOST_TEST(b->stopped);
+    BOOST_TEST(!f.reserve("tenant:a").active());
+}
+
+// An explicit budget dropped as its kind's template comes in the same change: the instance
+// goes on under the template with the spend it has, not that spend twice.
+BOOST_AUTO_TEST_CASE(a_name_that_becomes_its_templates_instance_keeps_its_spend_once)
+{
+    fixture f({{"user:1", usd("1"), budget_period::daily}});
+    f.spend("user:1", "0.6");
+    BOOST_TEST(!f.guard->set_budgets({{"user:*", usd("1"), budget_period::daily}}));
+    const auto b = f.budget("user:1");
+    BOOST_TEST_REQUIRE(b.has_value());
+    BOOST_TEST((b->cap == usd("1")));
+    BOOST_TEST((b->committed == usd("0.6")), b->committed.to_string());
+    BOOST_TEST(f.reserve("user:1").active()); // 0.6 + 0.3 fits under $1
+}
+
+// A budget that came when its earlier spend could not be read stays stopped through `reset`
+// (which cannot know that spend either) until it is brought back once the ledger reads.
+BOOST_AUTO_TEST_CASE(a_budget_whose_earlier_spend_was_not_read_is_not_lifted_by_reset)
+{
+    auto store = std::make_shared<unreadable_store>();
+    fixture f({}, store);
+    f.spend("tenant:a", "0.8");
+    store->fail_reads = true;
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("1"), budget_period::daily}}));
+    BOOST_TEST(!f.reserve("tenant:a").active()); // its spend is unknown: nothing granted
+    BOOST_TEST(f.guard->reset("tenant:a") == frugal::error::budget_store_failed);
+    BOOST_TEST(!f.reserve("tenant:a").active());
+    store->fail_reads = false;
+    BOOST_TEST(!f.guard->set_budgets({}));
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("1"), budget_period::daily}}));
+    BOOST_TEST((f.budget("tenant:a")->committed == usd("0.8")));
+    BOOST_TEST(!f.budget("tenant:a")->stopped);
+    BOOST_TEST(!f.reserve("tenant:a").active()); // 0.8 + 0.3 > 1: denied by the cap, not the stop
+    BOOST_TEST(f.last_ec == frugal::error::budget_exhausted);
+}
+
+// The memory store keeps only its newest records. A budget that comes after records of its
+// period have left the ring cannot know what it spent: it is stopped, saying so, rather than
+// started from the records left.
+BOOST_AUTO_TEST_CASE(a_budget_that_comes_after_the_memory_ledger_dropped_its_period_is_stopped)
+{
+    frugal::memory_store_params mp;
+    mp.ledger_capacity = 4;
+    fixture f({}, frugal::make_memory_store(mp));
+    for (int i = 0; i < 6; ++i)
+        f.spend("tenant:a", "0.1"); // $0.60, of which the ring keeps $0.40
+    BOOST_TEST(!f.guard->set_budgets({{"tenant:a", usd("0.8"), budget_period::daily}}));
+    BOOST_TEST(!f.reserve("tenant:a").active()); // 0.4 + 0.3 would fit; 0.6 + 0.3 does not
+    BOOST_TEST(f.budget("tenant:a")->stopped);
+    BOOST_TEST(f.diag.message.find("ledger_capacity") != std::string::npos, f.diag.message);
+    // Another key, none of whose records were dropped, comes as usual; so does a template
+    // whose instances' records were kept. An instance whose were not is made, stopped.
+    f.spend("user:7", "0.1");
+    BOOST_TEST(!f.guard->set_budgets(
+        {{"tenant:a", usd("0.8"), budget_period::daily},
+         {"tenant:b", usd("0.8"), budget_period::daily},
+         {"user:*", usd("0.8"), budget_period::daily}}));
+    BOOST_TEST(f.reserve("tenant:b").active());
+    BOOST_TEST(f.reserve("user:7").active());
+    BOOST_TEST(!f.reserve("tenant:a").active());
+    // A template's instance whose records were dropped, made by no request yet.
+    fixture h({}, frugal::make_memory_store(mp));
+    for (int i = 0; i < 5; ++i)
+        h.spend("user:9", "0.1");
+    BOOST_TEST(!h.guard->set_budgets({{"user:*", usd("0.8"), budget_period::daily}}));
+    BOOST_TEST(!h.reserve("user:9").active());
+    BOOST_TEST(h.budget("user:9")->stopped);
+    BOOST_TEST(h.reserve("user:8").active());
+    // A budget whose period the ring still holds whole comes as usual.
+    fixture g({}, frugal::make_memory_store(mp));
+    for (int i = 0; i < 3; ++i)
+        g.spend("tenant:a", "0.1");
+    BOOST_TEST(!g.guard->set_budgets({{"tenant:a", usd("0.8"), budget_period::daily}}));
+    BOOST_TEST((g.budget("tenant:a")->committed == usd("0.3")));
+    BOOST_TEST(g.reserve("tenant:a").active());
+}
+
 BOOST_AUTO_TEST_CASE(a_changed_period_or_a_bad_budget_is_refused_and_nothing_changes)
 {
     fixture f({{"tenant:a", usd("1"), budget_period::daily}, {"user:*", usd("1"), budget_period::daily}});
@@ -511,9 +641,16 @@ BOOST_AUTO_TEST_CASE(a_budget_that_comes_while_requests_settle_counts_each_of_th
                   sqlite ? sqlite_store(file) : nullptr);
         std::atomic<bool> stop{false};
         std::atomic<int> spent{0};
+        // A round ahead of the changes, no further: the memory store's ring keeps every
+        // record, so the budgets that come can read all they spent.
+        std::atomic<int> allowed{40};
         auto spender = [&](const std::string& key) {
             const std::vector<std::string> keys{key};
             while (!stop.load()) {
+                if (spent.load() >= allowed.load()) {
+                    std::this_thread::yield();
+                    continue;
+                }
                 frugal::reserve_request r;
                 r.model = paid;
                 r.prompt_bytes = 100;
@@ -533,13 +670,22 @@ BOOST_AUTO_TEST_CASE(a_budget_that_comes_while_requests_settle_counts_each_of_th
         std::thread two(spender, "tenant:b");
         int changes = 0;
         for (; changes < 20; ++changes) {
-            while (spent.load() < 20 * (changes + 1))
+            const auto deadline = std::chrono::steady_clock::now() + 60s;
+            while (spent.load() < 20 * (changes + 1)) {
+                if (std::chrono::steady_clock::now() > deadline) {
+                    stop = true;
+                    one.join();
+                    two.join();
+                    BOOST_FAIL("the spenders stopped spending at change " << changes);
+                }
                 std::this_thread::yield();
+            }
             const bool with = changes % 2 == 1;
             std::vector<frugal::budget_spec> specs;
             if (with)
                 specs = {{"tenant:a", usd("1000")}, {"tenant:b", usd("1000")}};
             BOOST_TEST_REQUIRE(!f.guard->set_budgets(specs, &f.diag), f.diag.message);
+            allowed = 20 * (changes + 3);
         }
         stop = true;
         one.join();
