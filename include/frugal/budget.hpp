@@ -232,8 +232,8 @@ public:
     /// - a budget that comes (or a template's instance) starts its current period with what it
     ///   spent there before it had a cap: the larger of the store's spend for it and the
     ///   ledger's records made under its key, plus the worst case of each request in flight
-    ///   under its key (once per request, however often the budget goes and comes). Until the ledger is read it grants nothing (docs/budget.md, "Changing
-    ///   budgets");
+    ///   under its key (once per request, however often the budget goes and comes). Until the
+    ///   ledger is read it grants nothing (docs/budget.md, "Changing budgets");
     /// - a budget that goes stops limiting at once; its reservations still settle. One that
     ///   comes back with its period is the budget it was.
     ///

@@ -189,6 +189,60 @@ std::int64_t period_start_ms(budget_period p, std::int64_t now_ms) noexcept
     return window_end_ms(p, window_of(p, now_ms) - 1);
 }
 
+namespace {
+
+// The arriving budgets a record counts in: each arriving budget without a kind, and each of
+// its keys' own (a name of its own, else its kind's template), in their period current at
+// `now_ms`. What seeds_of sums and unread_by stops.
+class arriving_budgets {
+public:
+    arriving_budgets(
+        const std::vector<budget_spec>& specs, const std::set<std::string, std::less<>>& arriving)
+        : arriving_(arriving), index_(specs)
+    {
+        for (const auto& s : specs)
+            if (s.name.find(':') == std::string::npos && arriving.contains(s.name))
+                global_.push_back(&s);
+    }
+
+    // The arriving spec `key` is under, or none.
+    const budget_spec* spec_of(std::string_view key) const
+    {
+        const auto* s = index_.find(key);
+        return s != nullptr && arriving_.contains(s->name) ? s : nullptr;
+    }
+
+    // Calls `f(name)` once for each budget a record made under `keys` at `time_ms` counts in.
+    template <class F>
+    void of_record(std::string_view keys, std::int64_t time_ms, std::int64_t now_ms, F&& f)
+    {
+        for (const auto* g : global_)
+            if (window_of(g->period, time_ms) == window_of(g->period, now_ms))
+                f(std::string_view(g->name));
+        // `keys` is space separated; a key is charged once however often it is named, and a
+        // word with no colon is no key (budgets without one count every record, above).
+        seen_.clear();
+        while (!keys.empty()) {
+            const auto space = keys.find(' ');
+            const auto key = keys.substr(0, space);
+            keys = space == std::string_view::npos ? std::string_view() : keys.substr(space + 1);
+            if (key.find(':') == std::string_view::npos || !seen_.insert(key).second)
+                continue;
+            const auto* s = spec_of(key);
+            if (s != nullptr && window_of(s->period, time_ms) == window_of(s->period, now_ms))
+                f(key);
+        }
+    }
+
+private:
+    const std::set<std::string, std::less<>>& arriving_;
+    const spec_index index_;
+    std::vector<const budget_spec*> global_;
+    std::set<std::string_view> seen_;
+};
+
+} // namespace
+
 std::vector<budget_seed> seeds_of(
     const std::vector<budget_spec>& specs,
     const std::set<std::string, std::less<>>& arriving,
@@ -198,41 +252,21 @@ std::vector<budget_seed> seeds_of(
 {
     // name → {from the store, from the ledger}
     std::map<std::string, std::pair<money, money>, std::less<>> sums;
-    const spec_index index(specs);
-    auto arriving_spec = [&](std::string_view key) -> const budget_spec* {
-        const auto* s = index.find(key);
-        return s != nullptr && arriving.contains(s->name) ? s : nullptr;
-    };
+    arriving_budgets budgets(specs, arriving);
     for (const auto& c : committed) {
-        const auto* s = arriving_spec(c.budget);
+        const auto* s = budgets.spec_of(c.budget);
         if (s != nullptr && c.window == window_of(s->period, now_ms))
             sums[c.budget].first += c.amount;
     }
-    std::vector<const budget_spec*> global;
-    for (const auto& s : specs)
-        if (s.name.find(':') == std::string::npos && arriving.contains(s.name))
-            global.push_back(&s);
-    std::set<std::string_view> seen;
     for (const auto& r : records) {
         if (r.cost <= money())
             continue;
-        for (const auto* g : global)
-            if (window_of(g->period, r.time_ms) == window_of(g->period, now_ms))
-                sums[g->name].second += r.cost;
-        // `keys` is space separated; a key is charged once however often it is named, and a
-        // word with no colon is no key (budgets without one count every record, above).
-        seen.clear();
-        std::string_view keys = r.keys;
-        while (!keys.empty()) {
-            const auto space = keys.find(' ');
-            const auto key = keys.substr(0, space);
-            keys = space == std::string_view::npos ? std::string_view() : keys.substr(space + 1);
-            if (key.find(':') == std::string_view::npos || !seen.insert(key).second)
-                continue;
-            const auto* s = arriving_spec(key);
-            if (s != nullptr && window_of(s->period, r.time_ms) == window_of(s->period, now_ms))
-                sums[std::string(key)].second += r.cost;
-        }
+        budgets.of_record(r.keys, r.time_ms, now_ms, [&](std::string_view name) {
+            auto it = sums.find(name);
+            if (it == sums.end())
+                it = sums.emplace(std::string(name), std::pair<money, money>{}).first;
+            it->second.second += r.cost;
+        });
     }
     std::vector<budget_seed> out;
     for (const auto& [name, v] : sums)
@@ -246,28 +280,14 @@ std::vector<std::string> unread_by(
     std::span<const std::pair<std::string, std::int64_t>> dropped,
     std::int64_t now_ms)
 {
-    std::set<std::string, std::less<>> out;
     if (dropped.empty())
         return {};
-    const spec_index index(specs);
-    for (const auto& [keys_text, latest] : dropped) {
-        for (const auto& s : specs)
-            if (s.name.find(':') == std::string::npos && arriving.contains(s.name) &&
-                window_of(s.period, latest) == window_of(s.period, now_ms))
-                out.insert(s.name); // a budget without a colon counts every record
-        std::string_view keys = keys_text;
-        while (!keys.empty()) {
-            const auto space = keys.find(' ');
-            const auto key = keys.substr(0, space);
-            keys = space == std::string_view::npos ? std::string_view() : keys.substr(space + 1);
-            if (key.find(':') == std::string_view::npos)
-                continue;
-            const auto* s = index.find(key);
-            if (s != nullptr && arriving.contains(s->name) &&
-                window_of(s->period, latest) == window_of(s->period, now_ms))
-                out.insert(std::string(key));
-        }
-    }
+    std::set<std::string, std::less<>> out;
+    arriving_budgets budgets(specs, arriving);
+    for (const auto& [keys, latest] : dropped)
+        budgets.of_record(keys, latest, now_ms, [&](std::string_view name) {
+            out.emplace(name);
+        });
     return {out.begin(), out.end()};
 }
 
@@ -464,23 +484,19 @@ arrival_plan book::reconfigure(
         }
     }
     std::sort(plan.in_flight.begin(), plan.in_flight.end());
-    // A budget back that counted a request still in flight when it went counts it still; its
-    // own spend, which the ledger's may replace, is what it holds without those.
     std::unordered_map<const budget_account*, arrival_plan::arrival*> arrived;
     for (auto& c : plan.came)
         arrived.emplace(c.account, &c);
-    for (const auto& r : slots_) {
+    for (auto& r : slots_) {
         if (!r.in_use || r.free || r.orphan)
             continue;
+        // A budget back that counted this request when it came before counts it still; its
+        // own spend, which the ledger's may replace, is what it holds without that.
         for (const auto& c : r.counted) {
             const auto it = arrived.find(c.account);
             if (it != arrived.end() && it->second->window == c.window)
                 it->second->own -= c.amount;
         }
-    }
-    for (auto& r : slots_) {
-        if (!r.in_use || r.free || r.orphan)
-            continue;
         auto count = [&](budget_account* a) {
             const bool charged = std::any_of(
                 r.charges.begin(), r.charges.end(), [a](const charge_ref& c) { return c.account == a; });
