@@ -321,7 +321,12 @@ public:
     ///
     /// @par Per-operation cancellation
     /// Terminal: the attempt in flight is abandoned and its reservation settled (released when
-    /// nothing was sent, otherwise charged whole until proven).
+    /// nothing was sent, otherwise charged whole until proven). Awaited with
+    /// `as_tuple(use_awaitable)` from a coroutine on the client's executor, without a deadline,
+    /// the cascade runs inside that coroutine, as `chat_client::chat` does, and follows its
+    /// cancellation state: a coroutine whose filter lets partial or total cancellation through
+    /// (the default lets terminal alone) has them taken as terminal. A coroutine that goes on
+    /// after a cancellation (`throw_if_cancelled` off) gets a fresh state for its next cascade.
     ///
     /// @par Object lifetimes
     /// The router must outlive the operation.
@@ -338,9 +343,9 @@ public:
     auto
     async_complete(chat_request request, cascade_options options, CompletionToken&& token = {})
     {
-        // `as_tuple(use_awaitable)`, the token a coroutine most often passes, awaits the
-        // cascade's coroutine directly: the same result and cancellation, without the
-        // type-erased handler and the layers of an initiation.
+        // `as_tuple(use_awaitable)`, the token a coroutine most often passes, runs the cascade
+        // in the awaiting coroutine where it can: the same result, without a coroutine, a
+        // type-erased handler and the layers of an initiation of its own.
         if constexpr (std::is_same_v<
                           std::decay_t<CompletionToken>,
                           boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>>)

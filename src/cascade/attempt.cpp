@@ -374,7 +374,7 @@ bool router_impl::acceptable(const chat_request& base, const attempt_run& run) c
 {
     if (!run.answered)
         return false;
-    return judge(policy, base, run.response) == escalation_reason::none;
+    return judge(policy, refusals, base, run.response) == escalation_reason::none;
 }
 
 // Runs tier `tier` hedged with `tier + 1`; gives the runs in the order they were started
@@ -448,7 +448,7 @@ router_impl::end_of(
         // judged: a model passed through a gateway pays no refusal search, JSON parse or
         // pattern match per answer.
         if (run.rec.tier + 1 < policy.tiers.size())
-            e.verdict = judge(policy, base, *response);
+            e.verdict = judge(policy, refusals, base, *response);
     } else
         e.ended = attempt_end::how::failed;
     return e;

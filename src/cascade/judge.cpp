@@ -7,15 +7,19 @@
 #include <boost/regex.hpp>
 
 #include <algorithm>
+#include <bit>
+#include <cctype>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
-#include <cctype>
-#include <cstring>
-#include <iterator>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace frugal {
 
@@ -74,107 +78,6 @@ bool matches_at(std::string_view text, std::size_t i, std::string_view pat) noex
         ++i;
     }
     return true;
-}
-
-// A byte-by-byte scan, for policies whose patterns start with many different letters. A
-// pattern starts in the window and may end past it, as in the fast scan.
-bool refuses_slow(const cascade_policy& p, std::string_view text)
-{
-    const auto window = text.substr(0, refusal_window);
-    for (std::size_t i = 0; i < window.size(); ++i) {
-        for (const auto& pat : p.refusal_patterns) {
-            const bool opens =
-                !pat.empty() &&
-                (lower(window[i]) == pat[0] || (pat[0] == '\'' && window[i] == '\xE2'));
-            if (opens && matches_at(text, i, pat))
-                return true;
-        }
-    }
-    return false;
-}
-
-// Whether a policy's refusal pattern (lower-case ASCII) occurs at the start of `text`. Every
-// accepted answer is checked, so candidates are found with memchr (vectorised) on each
-// pattern's first letter, in both cases, rather than byte by byte; and a candidate is ruled out
-// by the byte after it (most are a letter inside a word) before any pattern is compared.
-bool refuses(const cascade_policy& p, std::string_view text)
-{
-    const auto window = text.substr(0, refusal_window);
-    // Per first byte: the second bytes its patterns go on with (a 256-bit set), or `any` when
-    // one cannot be filtered so (a one-byte pattern; a typographic apostrophe, whose second
-    // byte is three bytes on).
-    struct opening {
-        char first;
-        bool any;
-        std::uint64_t seconds[4];
-        void add(char c) noexcept
-        {
-            const auto u = static_cast<unsigned char>(c);
-            seconds[u >> 6] |= std::uint64_t{1} << (u & 63);
-        }
-        bool goes_on_with(char c) const noexcept
-        {
-            const auto u = static_cast<unsigned char>(c);
-            return any || (seconds[u >> 6] >> (u & 63) & 1) != 0;
-        }
-    };
-    opening firsts[8];
-    std::size_t nfirst = 0;
-    auto opening_of = [&](char c) -> opening* {
-        for (std::size_t f = 0; f < nfirst; ++f)
-            if (firsts[f].first == c)
-                return &firsts[f];
-        if (nfirst == std::size(firsts))
-            return nullptr;
-        firsts[nfirst] = {c, false, {}};
-        return &firsts[nfirst++];
-    };
-    for (const auto& pat : p.refusal_patterns) {
-        if (pat.empty())
-            continue;
-        auto* o = opening_of(pat[0]);
-        if (o == nullptr)
-            return refuses_slow(p, text);
-        if (pat.size() == 1) {
-            o->any = true;
-        } else {
-            o->add(pat[1]);
-            if (pat[1] == '\'')
-                o->add('\xE2'); // a typographic apostrophe's first byte
-        }
-        // A pattern opening with an apostrophe opens with a typographic one (0xE2...) too.
-        if (pat[0] == '\'') {
-            auto* typographic = opening_of('\xE2');
-            if (typographic == nullptr)
-                return refuses_slow(p, text);
-            typographic->any = true;
-        }
-    }
-    for (std::size_t f = 0; f < nfirst; ++f) {
-        const opening& o = firsts[f];
-        const char lo = o.first;
-        const char up = lo >= 'a' && lo <= 'z' ? static_cast<char>(lo - 'a' + 'A') : lo;
-        const char cases[2] = {lo, up};
-        for (int k = 0; k < (lo == up ? 1 : 2); ++k) {
-            const char c = cases[k];
-            const char* at = window.data();
-            const char* end = window.data() + window.size();
-            while ((at = static_cast<const char*>(std::memchr(at, c, end - at))) != nullptr) {
-                const auto i = static_cast<std::size_t>(at - window.data());
-                ++at;
-                if (!o.goes_on_with(i + 1 < text.size() ? lower(text[i + 1]) : '\0'))
-                    continue;
-                for (const auto& pat : p.refusal_patterns) {
-                    // 0xE2 opens a pattern that starts with it (a dash, a quote) and, as a
-                    // typographic apostrophe, one that starts with an ASCII apostrophe.
-                    if (!pat.empty() && (pat[0] == lo || (lo == '\xE2' && pat[0] == '\'')) &&
-                        matches_at(text, i, pat))
-                        return true;
-                }
-            }
-        }
-    }
-    return false;
 }
 
 // The subset of JSON Schema that says what an answer must hold: type, properties, required,
@@ -259,6 +162,104 @@ const boost::regex* compiled(const std::string& pattern)
 
 } // namespace
 
+refusal_finder::refusal_finder(const std::vector<std::string>& patterns)
+{
+    for (const auto& pat : patterns)
+        if (!pat.empty())
+            patterns_.push_back(pat);
+    auto add = [&](char first, char second, bool any) {
+        const opening o{
+            static_cast<char>(first | 0x20), static_cast<char>(second | 0x20), any};
+        for (std::size_t k = 0; k < n_openings_; ++k) {
+            const auto& h = openings_[k];
+            if (h.first == o.first && (h.any || (!o.any && h.second == o.second)))
+                return;
+        }
+        if (n_openings_ == most_openings) {
+            every_position_ = true;
+            return;
+        }
+        openings_[n_openings_++] = o;
+    };
+    for (const auto& pat : patterns_) {
+        const bool one = pat.size() == 1;
+        add(pat[0], one ? '\0' : pat[1], one);
+        if (!one && pat[1] == '\'')
+            add(pat[0], '\xE2', false); // a typographic apostrophe's first byte
+        if (pat[0] == '\'')
+            add('\xE2', '\0', true); // its second byte is three bytes on
+    }
+}
+
+// Whether a pattern starts at `i`, compared exactly.
+bool refusal_finder::starts_at(std::string_view text, std::size_t i) const noexcept
+{
+    const char c = lower(text[i]);
+    for (const auto& pat : patterns_)
+        if ((pat[0] == c || (pat[0] == '\'' && c == '\xE2')) && matches_at(text, i, pat))
+            return true;
+    return false;
+}
+
+// The filter at one position: its byte and the next, folded, against the openings.
+bool refusal_finder::may_start(std::string_view text, std::size_t i) const noexcept
+{
+    const char x = static_cast<char>(text[i] | 0x20);
+    const char y = i + 1 < text.size() ? static_cast<char>(text[i + 1] | 0x20) : '\0';
+    for (std::size_t k = 0; k < n_openings_; ++k) {
+        const auto& o = openings_[k];
+        if (o.first == x && (o.any || o.second == y))
+            return true;
+    }
+    return false;
+}
+
+bool refusal_finder::in(std::string_view text) const noexcept
+{
+    const std::size_t window = std::min(text.size(), refusal_window);
+    if (every_position_) {
+        for (std::size_t i = 0; i < window; ++i)
+            if (starts_at(text, i))
+                return true;
+        return false;
+    }
+    std::size_t i = 0;
+#if defined(__SSE2__)
+    // Sixteen positions at a time: each compared with every opening at once, its byte and the
+    // next (the block reads 17 bytes), so that most windows hold no position to compare.
+    const __m128i fold = _mm_set1_epi8(0x20);
+    // An opening of one byte masks its next byte to zero, and compares it with zero.
+    __m128i firsts[most_openings];
+    __m128i masks[most_openings];
+    __m128i seconds[most_openings];
+    for (std::size_t k = 0; k < n_openings_; ++k) {
+        const auto& o = openings_[k];
+        firsts[k] = _mm_set1_epi8(o.first);
+        masks[k] = _mm_set1_epi8(o.any ? 0 : -1);
+        seconds[k] = _mm_set1_epi8(o.any ? 0 : o.second);
+    }
+    for (; i + 16 <= window && i + 17 <= text.size(); i += 16) {
+        const auto* at = reinterpret_cast<const __m128i*>(text.data() + i);
+        const __m128i x = _mm_or_si128(_mm_loadu_si128(at), fold);
+        const __m128i y = _mm_or_si128(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(text.data() + i + 1)), fold);
+        __m128i hit = _mm_setzero_si128();
+        for (std::size_t k = 0; k < n_openings_; ++k) {
+            const __m128i second = _mm_cmpeq_epi8(_mm_and_si128(y, masks[k]), seconds[k]);
+            hit = _mm_or_si128(hit, _mm_and_si128(_mm_cmpeq_epi8(x, firsts[k]), second));
+        }
+        for (auto bits = static_cast<unsigned>(_mm_movemask_epi8(hit)); bits != 0;
+             bits &= bits - 1)
+            if (starts_at(text, i + static_cast<std::size_t>(std::countr_zero(bits))))
+                return true;
+    }
+#endif
+    for (; i < window; ++i)
+        if (may_start(text, i) && starts_at(text, i))
+            return true;
+    return false;
+}
+
 std::string pattern_error(std::string_view pattern)
 {
     // Boost reads a Perl superset of ECMAScript: what the two read differently, or what only
@@ -339,12 +340,21 @@ bool json_acceptable(const cascade_policy& p, std::string_view text)
 
 escalation_reason judge(const cascade_policy& p, const chat_request& req, const chat_response& r)
 {
+    return judge(p, refusal_finder(p.refusal_patterns), req, r);
+}
+
+escalation_reason judge(
+    const cascade_policy& p,
+    const refusal_finder& refusals,
+    const chat_request& req,
+    const chat_response& r)
+{
     auto on = [&](escalation_reason x) { return enabled(p, x); };
     if (on(escalation_reason::length) && r.finish_reason == "length")
         return escalation_reason::length;
     if (on(escalation_reason::empty) && blank(r.content) && r.tool_calls.empty())
         return escalation_reason::empty;
-    if (on(escalation_reason::refusal) && (!r.refusal.empty() || refuses(p, r.content)))
+    if (on(escalation_reason::refusal) && (!r.refusal.empty() || refusals.in(r.content)))
         return escalation_reason::refusal;
     if (on(escalation_reason::invalid_json) && wants_json(req) && !json_acceptable(p, r.content))
         return escalation_reason::invalid_json;
@@ -374,7 +384,16 @@ escalation_reason judge_error(const cascade_policy& p, const boost::system::erro
 
 escalation_reason judge_early(const cascade_policy& p, bool json_wanted, std::string_view text)
 {
-    if (enabled(p, escalation_reason::refusal) && refuses(p, text))
+    return judge_early(p, refusal_finder(p.refusal_patterns), json_wanted, text);
+}
+
+escalation_reason judge_early(
+    const cascade_policy& p,
+    const refusal_finder& refusals,
+    bool json_wanted,
+    std::string_view text)
+{
+    if (enabled(p, escalation_reason::refusal) && refusals.in(text))
         return escalation_reason::refusal;
     if (json_wanted && enabled(p, escalation_reason::invalid_json)) {
         const auto first = text.find_first_not_of(" \t\r\n");

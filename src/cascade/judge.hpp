@@ -15,13 +15,50 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace frugal::detail {
 
 // Whether the request asks for JSON (response_format json_object or json_schema).
 bool wants_json(const chat_request& req) noexcept;
 
+// A policy's refusal patterns (lower-case ASCII), made ready to search for once: a cascade
+// searches every answer it accepts, and a streamed one at every piece. A pattern counts when
+// it starts in the text's first 160 bytes (refusals open an answer; one further on is a
+// quotation) and may end past them; a typographic apostrophe (U+2019) matches an ASCII one.
+class refusal_finder {
+public:
+    refusal_finder() = default;
+    explicit refusal_finder(const std::vector<std::string>& patterns);
+
+    bool in(std::string_view text) const noexcept;
+
+private:
+    // A pattern's first two bytes, each with 0x20 set (ASCII folding, and only a filter: a
+    // position that passes is then compared exactly), or its first alone (`any`).
+    struct opening {
+        char first = 0;
+        char second = 0;
+        bool any = false;
+    };
+    static constexpr std::size_t most_openings = 16;
+    bool starts_at(std::string_view text, std::size_t i) const noexcept;
+    bool may_start(std::string_view text, std::size_t i) const noexcept;
+
+    std::vector<std::string> patterns_; // none empty
+    opening openings_[most_openings];
+    std::size_t n_openings_ = 0;
+    bool every_position_ = false; // more openings than the filter holds
+};
+
 // Why a complete answer is not good enough, among the policy's conditions (none: accept).
+escalation_reason judge(
+    const cascade_policy& p,
+    const refusal_finder& refusals,
+    const chat_request& req,
+    const chat_response& r);
+
+// `judge` with the policy's refusal patterns made ready for this one answer.
 escalation_reason judge(const cascade_policy& p, const chat_request& req, const chat_response& r);
 
 // Why a failed attempt escalates (error, timeout or rate_limited), if the policy says so.
@@ -29,6 +66,11 @@ escalation_reason judge_error(const cascade_policy& p, const boost::system::erro
 
 // Whether the text streamed so far already fails (a refusal in its first characters, or JSON
 // that cannot be valid), so the stream can be abandoned at once.
+escalation_reason judge_early(
+    const cascade_policy& p,
+    const refusal_finder& refusals,
+    bool json_wanted,
+    std::string_view text_so_far);
 escalation_reason
 judge_early(const cascade_policy& p, bool json_wanted, std::string_view text_so_far);
 

@@ -48,12 +48,8 @@ struct complete_op {
     using handler_type = asio::any_completion_handler<void(error_code, cascade_result)>;
     // Constructed, not assigned: Asio 1.81's any_completion_handler has no move assignment,
     // and assigning one to another wraps it in itself.
-    complete_op(handler_type h, std::shared_ptr<const budget_keys> k)
-        : handler(std::move(h)), keys(std::move(k))
-    {
-    }
+    explicit complete_op(handler_type h) : handler(std::move(h)) {}
     handler_type handler;
-    std::shared_ptr<const budget_keys> keys; // null: none
     // As the awaitable form returns it, so that it is moved out whole, once.
     std::tuple<error_code, cascade_result> outcome;
     error_code& ec() { return std::get<0>(outcome); }
@@ -69,6 +65,7 @@ router_impl::router_impl(
     for (auto& pat : policy.refusal_patterns) // matched against lower-cased text
         for (auto& c : pat)
             c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    refusals = refusal_finder(policy.refusal_patterns);
     refresh_prices();
     note_policy();
 }
@@ -144,14 +141,17 @@ std::uint32_t router_impl::first_tier(const chat_request& req, escalation_reason
     return t;
 }
 
-// Runs a cascade into `op`: the result is built where the handler will take it from, so
+// Runs a cascade into `outcome`: the result is built where the caller will take it from, so
 // it is moved once at completion rather than through every layer of the handler chain.
-asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<complete_op> op)
+asio::awaitable<void> router_impl::complete(
+    chat_request req,
+    std::shared_ptr<const budget_keys> keys,
+    std::tuple<error_code, cascade_result>& outcome)
 {
     // Cancellation is checked where it matters; an await must not throw for it.
     co_await asio::this_coro::throw_if_cancelled(false);
-    cascade_result& out = op->result();
-    const call_info call{new_request_id(), op->keys ? op->keys : no_keys};
+    cascade_result& out = std::get<1>(outcome);
+    const call_info call{new_request_id(), keys ? std::move(keys) : no_keys};
     if (refresh_prices())
         note_policy();
     escalation_reason pre = escalation_reason::none;
@@ -214,7 +214,7 @@ asio::awaitable<void> router_impl::complete(chat_request req, std::shared_ptr<co
         if (step.what != cascade_step::kind::accept && fallback)
             out.response = std::move(*fallback); // kept, or left for a look when failed
         m.fill(out, step);
-        op->ec() = step.what == cascade_step::kind::fail ? step.error : error_code();
+        std::get<0>(outcome) = step.what == cascade_step::kind::fail ? step.error : error_code();
         co_return;
     }
 }
@@ -286,18 +286,34 @@ router::complete_awaitable(chat_request req, cascade_options options)
         co_return co_await asio::async_initiate<decltype(token), void(error_code, cascade_result)>(
             complete_initiation{this}, token, std::move(req), std::move(options));
     }
-    auto op = std::make_shared<detail::complete_op>(
-        detail::complete_op::handler_type{}, keys_of(std::move(options.budget_keys)));
-    // A cascade of its own (co_spawn): a fresh cancellation state that lets only the caller's
-    // terminal cancellation through, as the general form's.
-    auto [ep] = co_await asio::co_spawn(
-        impl_->client->get_executor(), impl_->complete(std::move(req), op),
-        detail::tuple_awaitable);
-    if (ep) {
-        op->ec() = asio::error::no_memory; // only bad_alloc and bugs throw in here
-        op->result() = {};
+    std::tuple<error_code, cascade_result> outcome;
+    auto keys = keys_of(std::move(options.budget_keys));
+    const auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) {
+        // A caller that went on after a cancellation (throw_if_cancelled off) still holds it
+        // in its state: the cascade gets a fresh one of its own (co_spawn's), letting only the
+        // caller's next terminal cancellation through, or it would end at once.
+        auto [ep] = co_await asio::co_spawn(
+            impl_->client->get_executor(), impl_->complete(std::move(req), keys, outcome),
+            detail::tuple_awaitable);
+        if (ep)
+            outcome = {asio::error::no_memory, {}}; // only bad_alloc and bugs throw in here
+        co_return std::move(outcome);
     }
-    co_return std::move(op->outcome);
+    // Otherwise the cascade runs in the awaiting coroutine, under its cancellation state, as
+    // `chat_client::chat` does: no coroutine, dispatches and completion of its own. It turns
+    // `throw_if_cancelled` off for the coroutine's thread; the caller's setting is put back.
+    const bool throws = co_await asio::this_coro::throw_if_cancelled();
+    bool failed = false;
+    try {
+        co_await impl_->complete(std::move(req), std::move(keys), outcome);
+    } catch (...) {
+        failed = true; // only bad_alloc and bugs throw in here
+    }
+    co_await asio::this_coro::throw_if_cancelled(throws);
+    if (failed)
+        outcome = {asio::error::no_memory, {}};
+    co_return std::move(outcome);
 }
 
 void router::async_complete_impl(
@@ -308,8 +324,7 @@ void router::async_complete_impl(
 {
     auto slot = asio::get_associated_cancellation_slot(handler);
     auto ex = impl_->client->get_executor();
-    auto op = std::make_shared<detail::complete_op>(
-        std::move(handler), keys_of(std::move(options.budget_keys)));
+    auto op = std::make_shared<detail::complete_op>(std::move(handler));
     std::shared_ptr<deadline_state> dl;
     if (options.deadline.count() > 0) {
         dl = std::make_shared<deadline_state>(ex);
@@ -329,7 +344,7 @@ void router::async_complete_impl(
         });
     }
     asio::co_spawn(
-        ex, impl_->complete(std::move(req), op),
+        ex, impl_->complete(std::move(req), keys_of(std::move(options.budget_keys)), op->outcome),
         asio::bind_cancellation_slot(
             dl ? dl->stop.slot() : slot,
             [ex, op, dl, slot, here](const std::exception_ptr& ep) mutable {

@@ -48,9 +48,15 @@ inline std::int64_t unix_now_ms()
 
 // Emits into a signal: used to let several sources (the caller, the budget guard, a hedge)
 // stop one operation.
+// Passes a cancellation on as terminal, whatever its type: the cascade supports terminal
+// alone, and one awaited in its caller's coroutine follows that coroutine's filter, which may
+// let partial or total through (router.hpp); either ends the request, as it ends the cascade.
 struct forward_to {
     asio::cancellation_signal* signal;
-    void operator()(asio::cancellation_type t) const { signal->emit(t); }
+    void operator()(asio::cancellation_type) const
+    {
+        signal->emit(asio::cancellation_type::terminal);
+    }
 };
 
 // The budget keys a cascade runs under, shared by its attempts.
@@ -89,7 +95,6 @@ struct attempt_run : attempt_head {
     chat_response response;
 };
 
-struct complete_op; // router.cpp: only `complete` and `async_complete_impl` look inside
 
 struct router_impl : std::enable_shared_from_this<router_impl> {
     // Setting up, and the whole cascade (router.cpp).
@@ -100,7 +105,11 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     std::uint64_t new_request_id();
     std::uint32_t max_tokens(const std::optional<std::uint32_t>& asked) const;
     std::uint32_t first_tier(const chat_request& req, escalation_reason& why) const;
-    asio::awaitable<void> complete(chat_request req, std::shared_ptr<complete_op> op);
+    // Runs a cascade into `out`, charged to `keys` (null: none).
+    asio::awaitable<void> complete(
+        chat_request req,
+        std::shared_ptr<const budget_keys> keys,
+        std::tuple<error_code, cascade_result>& out);
 
     // One attempt and its money, the hedge, the free tier's quota (attempt.cpp).
     std::int64_t take_free(std::int64_t now_ms);
@@ -201,6 +210,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 
     chat_client* client;
     cascade_policy policy;
+    refusal_finder refusals; // the policy's patterns, lower-cased
     // The guard's catalog when there is a guard (refreshed as each cascade starts, so
     // `budget_guard::update_prices` reaches the router), else the router's own.
     price_catalog prices;

@@ -264,7 +264,7 @@ asio::awaitable<void> produce(
             }
             if (!last) { // the last tier is not judged: its text is not gathered
                 text += piece;
-                early = judge_early(r->policy, json_wanted, text);
+                early = judge_early(r->policy, r->refusals, json_wanted, text);
                 if (early != escalation_reason::none)
                     break; // abandon the stream: finishing it closes the connection
             }

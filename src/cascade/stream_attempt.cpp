@@ -237,7 +237,7 @@ int winner(const stream_pair& h, const chat_request& base)
         const auto& a = h.at(i);
         const bool won =
             a.first.has_value() ||
-            (a.whole() && judge(h.r->policy, base, a.s.response()) == escalation_reason::none);
+            (a.whole() && judge(h.r->policy, h.r->refusals, base, a.s.response()) == escalation_reason::none);
         if (won && (w < 0 || h.order[i] < h.order[w]))
             w = i;
     }

@@ -660,6 +660,50 @@ BOOST_AUTO_TEST_CASE(an_awaited_cascade_takes_its_callers_cancellation_once)
     BOOST_TEST((s.committed == first.result.attempts[0].cost + second.result.total_cost));
 }
 
+// Awaited with `as_tuple(use_awaitable)` from a coroutine on the client's executor, the cascade
+// runs inside that coroutine and follows its cancellation state (as the docs say): a coroutine
+// that lets total cancellation through has it taken as terminal, the attempt settled, and the
+// cascade ends with a code whatever the caller's `throw_if_cancelled`, which is the caller's
+// again afterwards (the cascade turns it off for itself). A cascade of its own (co_spawn's
+// state lets terminal alone through) would have run to its end.
+BOOST_AUTO_TEST_CASE(an_awaited_cascade_runs_in_its_callers_coroutine_and_puts_its_setting_back)
+{
+    client_fixture f(paced(20ms));
+    flagship_router fr(f); // a paid attempt to cancel
+    for (const bool throws : {true, false}) {
+        asio::cancellation_signal cancel;
+        outcome o;
+        std::optional<bool> after;
+        bool threw = false;
+        asio::co_spawn(
+            f.io,
+            [&]() -> asio::awaitable<void> {
+                co_await asio::this_coro::reset_cancellation_state(
+                    asio::enable_total_cancellation());
+                co_await asio::this_coro::throw_if_cancelled(throws);
+                try {
+                    auto [ec, res] = co_await fr.r.async_complete(
+                        request("", "Tell a long story. [sim tokens=200]"), tuple_awaitable);
+                    o = {ec, std::move(res)};
+                } catch (const boost::system::system_error&) {
+                    threw = true;
+                }
+                after = co_await asio::this_coro::throw_if_cancelled();
+            },
+            asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+        asio::steady_timer t(f.io, 100ms);
+        t.async_wait([&](auto) { cancel.emit(asio::cancellation_type::total); });
+        f.io.restart();
+        f.io.run();
+        BOOST_TEST(!threw, "throws=" << throws);
+        BOOST_TEST(o.ec == asio::error::operation_aborted, "throws=" << throws);
+        BOOST_TEST((after && *after == throws));
+        BOOST_TEST_REQUIRE(o.result.attempts.size() == 1u);
+        BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::cancelled);
+        BOOST_TEST((fr.guard->snapshot()[0].reserved == money()));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_reservation)
 {
     client_fixture f(paced(20ms));

@@ -196,10 +196,10 @@ BOOST_AUTO_TEST_CASE(partial_answers_are_judged_early)
     BOOST_TEST(judge_early(p, false, "Well. I'M SORRY, BUT I CAN'T") == escalation_reason::refusal);
 }
 
-// The refusal search (a table-driven pass over the window) finds exactly what comparing every
-// pattern at every position of the window finds: random texts over the letters patterns are
-// made of, typographic apostrophes and upper case included, one-letter patterns, and more
-// patterns than the tables hold.
+// The refusal search (a filter over sixteen positions at a time) finds exactly what comparing
+// every pattern at every position of the window finds: random texts over the letters patterns
+// are made of, typographic apostrophes and upper case included, one-letter patterns, and more
+// patterns than the filter holds.
 BOOST_AUTO_TEST_CASE(the_refusal_search_agrees_with_comparing_everywhere)
 {
     auto reference = [](const std::vector<std::string>& pats, std::string_view text) {
@@ -229,10 +229,15 @@ BOOST_AUTO_TEST_CASE(the_refusal_search_agrees_with_comparing_everywhere)
         }
         return false;
     };
+    // Bytes that fold (with 0x20 set) onto a pattern's bytes without being them, as 0x07 onto
+    // an apostrophe, 0xC2 onto 0xE2 and NUL onto a space: the filter lets them by, the
+    // comparison must not.
     const std::vector<std::string> pieces{
-        "i", "I", "'", "\xE2\x80\x99", "\xE2\x80\x9C", "m", "M", " ", "a", "n", "x", "."};
+        "i", "I", "'", "\xE2\x80\x99", "\xE2\x80\x9C", "m", "M", " ", "a", "n", "x", ".",
+        "\x07", "\xC2", std::string(1, '\0'), "\xC2\xA0"};
     std::vector<std::vector<std::string>> pattern_sets{
-        {"i'm", "i am", "an"}, {"x"}, {"'m", "n a"}, {"\xE2\x80\x9Ci", "'m"}, {}};
+        {"i'm", "i am", "an"}, {"x"}, {"'m", "n a"}, {"\xE2\x80\x9Ci", "'m"},
+        {"i'm", "i am", "n", "'", "x."}, {}};
     for (int k = 0; k < 17; ++k) // more than the tables hold
         pattern_sets.back().push_back(std::string(1, static_cast<char>('b' + k)) + "x");
     pattern_sets.back().push_back("i'm");
@@ -250,7 +255,7 @@ BOOST_AUTO_TEST_CASE(the_refusal_search_agrees_with_comparing_everywhere)
         p.refusal_patterns = pats;
         for (int n = 0; n < 3000; ++n) {
             std::string text;
-            const std::size_t len = n % 2 == 0 ? next() % 12 : next() % 90; // past the window too
+            const std::size_t len = n % 2 == 0 ? next() % 12 : next() % 120; // past the window too
             for (std::size_t i = 0; i < len; ++i)
                 text += pieces[next() % pieces.size()];
             const bool want = reference(pats, text);
