@@ -181,9 +181,16 @@ BOOST_AUTO_TEST_CASE(easy_prompts_stay_on_the_free_tier)
         BOOST_TEST(!o.ec);
         BOOST_TEST(o.result.tier == 0u);
         BOOST_TEST(!o.result.escalated);
-        BOOST_TEST(o.result.attempts.size() == 1u);
+        BOOST_TEST_REQUIRE(o.result.attempts.size() == 1u);
         BOOST_TEST(o.result.response.model == cheap);
         BOOST_TEST((o.result.total_cost == money()));
+        // The attempt names what served it, as the answer does.
+        const auto& a = o.result.attempts[0];
+        BOOST_TEST(!o.result.response.id.empty());
+        BOOST_TEST(!o.result.response.provider.empty());
+        BOOST_TEST(a.model_served == o.result.response.model);
+        BOOST_TEST(a.provider == o.result.response.provider);
+        BOOST_TEST(a.generation_id == o.result.response.id);
     }
     BOOST_TEST((billed(f) == money()));
 }
