@@ -38,6 +38,9 @@ std::int64_t window_end_ms(budget_period p, std::int64_t window) noexcept;
 // a × n + b, saturating at the largest amount (a bound that large never fits any cap).
 money saturating_fma(money a, std::uint64_t n, money b) noexcept;
 
+// `price_catalog::token_cost` at a row already found (null: not listed).
+boost::system::result<money> token_cost(const model_price* p, const usage& u);
+
 struct window_account {
     std::int64_t window = 0;
     money committed;

@@ -229,7 +229,11 @@ std::size_t price_catalog::size() const noexcept
 
 boost::system::result<money> price_catalog::token_cost(std::string_view model, const usage& u) const
 {
-    const auto* p = find(model);
+    return detail::token_cost(find(model), u);
+}
+
+boost::system::result<money> detail::token_cost(const model_price* p, const usage& u)
+{
     if (p == nullptr || !p->known())
         return boost::system::error_code(error::price_unknown);
     if (p->free())

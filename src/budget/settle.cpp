@@ -33,8 +33,10 @@ std::optional<money> price_catalog::booked_cost(
     }
     if (!u) // no tokens to price: free only when the model asked is
         return asked_free ? std::optional<money>(money()) : std::nullopt;
-    const auto by_asked = token_cost(model_asked, *u);
-    const auto by_served = token_cost(served, *u);
+    // The served model is most often the one asked: its row is then not looked up again.
+    const auto by_asked = detail::token_cost(asked_price, *u);
+    const auto by_served =
+        detail::token_cost(served == model_asked ? asked_price : find(served), *u);
     if (by_asked && by_served)
         return std::max(*by_asked, *by_served);
     if (by_asked)

@@ -151,6 +151,33 @@ BOOST_AUTO_TEST_CASE(cost_is_the_reported_cost_else_tokens_at_the_served_models_
     BOOST_TEST((c.cost_of(free_model, std::nullopt).value() == money()));
 }
 
+// Without a reported cost an answer is booked at the dearer of the model asked and the model
+// that served it, each at its own price: whichever is listed, whichever is dearer.
+BOOST_AUTO_TEST_CASE(a_booked_cost_without_a_report_is_the_dearer_of_asked_and_served)
+{
+    auto cheap = row("openai/cheap", "0.0001", "0.0002");
+    const frugal::price_catalog c(
+        {row(paid, "0.001", "0.002"), row(free_model, "0", "0"), cheap});
+    frugal::chat_response r;
+    r.usage.emplace();
+    r.usage->prompt_tokens = 1000;
+    r.usage->completion_tokens = 500;
+    auto booked = [&](const char* asked, const char* served) {
+        r.model = served;
+        std::string anomaly;
+        return c.booked_cost(asked, r, anomaly);
+    };
+    BOOST_TEST((booked(paid, paid).value() == usd("2")));
+    BOOST_TEST((booked(paid, "").value() == usd("2"))); // no model named: the one asked
+    BOOST_TEST((booked("openai/cheap", paid).value() == usd("2")));      // served dearer
+    BOOST_TEST((booked(paid, "openai/cheap").value() == usd("2")));      // served cheaper
+    BOOST_TEST((booked("openai/cheap", "openai/cheap").value() == usd("0.2")));
+    BOOST_TEST((booked(paid, "nobody/nothing").value() == usd("2")));    // served unlisted
+    BOOST_TEST((booked(free_model, paid).value() == usd("2")));          // a free twin's lie
+    BOOST_TEST((booked(free_model, "nobody/nothing").value() == money()));
+    BOOST_TEST(!booked("nobody/nothing", "nobody/else").has_value());
+}
+
 BOOST_AUTO_TEST_CASE(worst_case_bounds_prompt_tokens_by_bytes)
 {
     const auto b = frugal::worst_case(*catalog().find(paid), 1500);
