@@ -324,9 +324,11 @@ public:
     /// nothing was sent, otherwise charged whole until proven). Awaited with
     /// `as_tuple(use_awaitable)` from a coroutine on the client's executor, without a deadline,
     /// the cascade runs inside that coroutine, as `chat_client::chat` does, and follows its
-    /// cancellation state: a coroutine whose filter lets partial or total cancellation through
-    /// (the default lets terminal alone) has them taken as terminal. A coroutine that goes on
-    /// after a cancellation (`throw_if_cancelled` off) gets a fresh state for its next cascade.
+    /// cancellation state. A coroutine whose filter lets partial or total cancellation through
+    /// (the default lets terminal alone) has them end the cascade as terminal, though an answer
+    /// being read without a budget may be read to its end first (the client's reads take
+    /// terminal alone). A coroutine that goes on after a cancellation (`throw_if_cancelled`
+    /// off) gets a fresh state for its next cascade.
     ///
     /// @par Object lifetimes
     /// The router must outlive the operation.

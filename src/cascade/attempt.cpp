@@ -266,6 +266,7 @@ asio::awaitable<void> router_impl::attempt(
     error_code ec;
     if (cs.cancelled() != asio::cancellation_type::none || res.cancel_reason()) {
         ec = asio::error::operation_aborted;
+        run.caller_cancelled = cs.cancelled() != asio::cancellation_type::none;
     } else if (!res.cancellation_slot().is_connected()) {
         // Nothing but the caller can stop this attempt (a free model, or no guard): the
         // client's coroutine is awaited in this one, sharing its cancellation.
@@ -273,10 +274,11 @@ asio::awaitable<void> router_impl::attempt(
         opts.retry_rate_limited = !free_tier[tier];
         auto [cec, resp] = co_await client->chat(req, &diag, std::move(opts));
         ec = cec;
+        run.caller_cancelled = ec == asio::error::operation_aborted; // only the caller's
         run.response = std::move(resp);
     } else {
         if (cs.slot().is_connected())
-            cs.slot().assign(forward_to{&sig});
+            cs.slot().assign(forward_to{&sig, &run.caller_cancelled});
         auto guard_slot = res.cancellation_slot();
         if (guard_slot.is_connected())
             guard_slot.assign(forward_to{&sig});
@@ -330,6 +332,7 @@ struct router_impl::hedge {
     chat_request request[2]; // each attempt's own: the two run at once
     bool running[2] = {false, false};
     asio::cancellation_signal stop[2];
+    bool caller = false; // the caller stopped both (not a winner its loser)
 };
 
 void router_impl::spawn_attempt(
@@ -352,14 +355,16 @@ void router_impl::spawn_attempt(
         }));
 }
 
-// Stops the hedge's attempts still running: see cascade_stream_state::stop_producer.
+// The caller's cancellation, whatever its type (as `forward_to`), stops the hedge's attempts
+// still running: see cascade_stream_state::stop_producer.
 struct router_impl::stop_both {
     hedge* h;
-    void operator()(asio::cancellation_type t) const
+    void operator()(asio::cancellation_type) const
     {
+        h->caller = true;
         for (int i = 0; i < 2; ++i)
             if (h->running[i])
-                h->stop[i].emit(t);
+                h->stop[i].emit(asio::cancellation_type::terminal);
     }
 };
 
@@ -431,6 +436,10 @@ asio::awaitable<std::vector<attempt_run>> router_impl::hedged(
     out.push_back(std::move(*h->done[0]));
     if (second)
         out.push_back(std::move(*h->done[1]));
+    // Each attempt ran in a coroutine of its own, where the hedge's stop (the caller's, or a
+    // winner's for its loser) was its caller's: only the hedge knows which.
+    for (auto& run : out)
+        run.caller_cancelled = h->caller;
     co_return out;
 }
 

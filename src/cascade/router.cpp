@@ -141,82 +141,226 @@ std::uint32_t router_impl::first_tier(const chat_request& req, escalation_reason
     return t;
 }
 
-// Runs a cascade into `outcome`: the result is built where the caller will take it from, so
-// it is moved once at completion rather than through every layer of the handler chain.
-asio::awaitable<void> router_impl::complete(
-    chat_request req,
-    std::shared_ptr<const budget_keys> keys,
-    std::tuple<error_code, cascade_result>& outcome)
+namespace {
+
+std::shared_ptr<const budget_keys> keys_of(std::vector<std::string> keys)
 {
-    // Cancellation is checked where it matters; an await must not throw for it.
-    co_await asio::this_coro::throw_if_cancelled(false);
-    cascade_result& out = std::get<1>(outcome);
-    const call_info call{new_request_id(), keys ? std::move(keys) : no_keys};
-    if (refresh_prices())
-        note_policy();
-    escalation_reason pre = escalation_reason::none;
-    const std::uint32_t first = first_tier(req, pre);
-    cascade_machine m(policy, free_tier, first, pre);
-    std::optional<chat_response> fallback; // the answer of m.fallback()
-    auto cs = co_await asio::this_coro::cancellation_state;
-    auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
-    const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
-    auto step = m.start();
-    for (;;) {
-        auto before = before_send_now(m, step, free_deadline, call, out.attempts, cancelled());
-        if (before.wait != 0)
-            before.next =
-                co_await wait_before_send(m, step, before.wait, free_deadline, call, out.attempts);
-        if (before.next) {
-            step = *before.next;
-            continue;
-        }
-        if (step.what == cascade_step::kind::send) {
-            std::vector<attempt_run> runs; // two when hedged; one is the common case
-            attempt_run single;
-            if (step.hedge) {
-                runs = co_await hedged(req, step.tier, call, step.arrived_by, m);
-            } else {
-                // The cascade's own request becomes the tier's for the attempt, then the
-                // caller's again: the judge and the next tier see what the caller asked.
-                auto caller = enter_tier(req, step.tier);
-                co_await attempt(req, step.tier, call, step.arrived_by, single);
-                leave_tier(req, std::move(caller));
-            }
-            const std::span<attempt_run> done =
-                runs.empty() ? std::span<attempt_run>(&single, 1) : std::span<attempt_run>(runs);
-            // The winner is judged last: an acceptable answer beats one cancelled for it.
-            if (done.size() == 2 && acceptable(req, done[0]) && !acceptable(req, done[1]))
-                std::swap(done[0], done[1]);
-            attempt_end ends[2];
-            for (std::size_t i = 0; i < done.size(); ++i)
-                ends[i] = end_of(req, done[i], &done[i].response, cancelled());
-            step = m.ended(
-                std::span<attempt_end>(ends, done.size()), steady_clock::now() < free_deadline);
-            for (std::size_t i = 0; i < done.size(); ++i) {
-                auto& run = done[i];
-                run.rec.moved_on = ends[i].recorded;
-                out.total_cost += run.rec.cost;
-                const std::uint32_t tier = run.rec.tier;
-                out.attempts.push_back(std::move(run.rec)); // the run is done with its record
-                if (!run.answered)
-                    continue;
-                if (step.what == cascade_step::kind::accept && tier == step.tier)
-                    out.response = std::move(run.response);
-                else if (m.fallback() == tier)
-                    fallback = std::move(run.response);
-            }
-            if (step.free_wait_over)
-                out.attempts.back().detail += free_wait_note();
-            continue;
-        }
-        // accept, keep or fail: the cascade ended.
-        if (step.what != cascade_step::kind::accept && fallback)
-            out.response = std::move(*fallback); // kept, or left for a look when failed
-        m.fill(out, step);
-        std::get<0>(outcome) = step.what == cascade_step::kind::fail ? step.error : error_code();
-        co_return;
+    if (keys.empty())
+        return nullptr; // none
+    return std::make_shared<budget_keys>(std::move(keys));
+}
+
+// A whole cascade's deadline: the caller's cancellation and the timer's both stop it.
+struct deadline_state {
+    explicit deadline_state(const asio::any_io_executor& ex) : timer(ex) {}
+    asio::steady_timer timer;
+    asio::cancellation_signal stop;
+    bool passed = false;
+    bool caller = false; // the caller cancelled first: the deadline has nothing left to say
+    bool done = false;   // the cascade ended: nothing may reach its (gone) cancellation handler
+};
+
+// The general form of `async_complete`: the cascade in a coroutine of its own, completing on
+// the handler's executor, with the deadline's timer and signal when there is one. The result
+// is built in the operation, where the handler takes it from: moved once, at completion.
+void launch_complete(
+    const std::shared_ptr<router_impl>& impl,
+    chat_request req,
+    cascade_options options,
+    asio::any_completion_handler<void(error_code, cascade_result)> handler,
+    bool here)
+{
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    auto ex = impl->client->get_executor();
+    auto op = std::make_shared<complete_op>(std::move(handler));
+    std::shared_ptr<deadline_state> dl;
+    if (options.deadline.count() > 0) {
+        dl = std::make_shared<deadline_state>(ex);
+        if (slot.is_connected())
+            slot.assign([dl](asio::cancellation_type t) {
+                if (dl->done)
+                    return;
+                dl->caller = !dl->passed;
+                dl->stop.emit(t);
+            });
+        dl->timer.expires_after(options.deadline);
+        dl->timer.async_wait([dl](error_code ec) {
+            if (ec || dl->done || dl->caller)
+                return;
+            dl->passed = true;
+            dl->stop.emit(asio::cancellation_type::terminal);
+        });
     }
+    asio::co_spawn(
+        ex, impl->complete(std::move(req), std::move(options), false, &op->outcome),
+        asio::bind_cancellation_slot(
+            dl ? dl->stop.slot() : slot,
+            [ex, op, dl, slot, here](
+                const std::exception_ptr& ep, const std::tuple<error_code, cascade_result>&) mutable {
+                if (ep) {
+                    op->ec() = asio::error::no_memory; // only bad_alloc and bugs throw in here
+                    op->result() = {};
+                }
+                if (dl) {
+                    dl->done = true;
+                    dl->timer.cancel();
+                    if (slot.is_connected())
+                        slot.clear();
+                    if (dl->passed && op->ec() == asio::error::operation_aborted)
+                        op->ec() = error::timeout;
+                }
+                // Completes on the handler's executor, moving the result once: co_spawn
+                // completes on `ex`, so a handler that runs there is called now.
+                if (here)
+                    return std::move(op->handler)(op->ec(), std::move(op->result()));
+                const auto hex = asio::get_associated_executor(op->handler, ex);
+                asio::dispatch(
+                    hex, [op] { std::move(op->handler)(op->ec(), std::move(op->result())); });
+            }));
+}
+
+// The general form's initiation, from the awaiting coroutine. It holds a raw pointer: GCC 12
+// may destroy a temporary of a co_await expression twice, and a shared_ptr there would drop
+// a reference it never took (a router freed under its cascades; found by valgrind).
+struct launch_initiation {
+    router_impl* impl;
+    template <class Handler>
+    void operator()(Handler&& handler, chat_request req, cascade_options options) const
+    {
+        const bool here = runs_on(handler, impl->client->get_executor());
+        launch_complete(
+            impl->shared_from_this(), std::move(req), std::move(options),
+            std::forward<Handler>(handler), here);
+    }
+};
+
+} // namespace
+
+asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
+    chat_request req,
+    cascade_options options,
+    bool entry,
+    std::tuple<error_code, cascade_result>* into)
+{
+    if (entry) {
+        // A deadline has its timer and signal; and from another executor, co_spawn's
+        // cancellation handler would reach the cascade by a post, which may come after the
+        // cascade ended (Asio 1.81 keeps a raw pointer to its signal there).
+        if (options.deadline.count() > 0 ||
+            co_await asio::this_coro::executor != client->get_executor()) {
+            co_return co_await asio::async_initiate<
+                decltype(tuple_awaitable), void(error_code, cascade_result)>(
+                launch_initiation{this}, tuple_awaitable, std::move(req), std::move(options));
+        }
+        // A caller that went on after a cancellation (throw_if_cancelled off) still holds it
+        // in its state: the cascade gets a fresh one of its own (co_spawn's), letting only the
+        // caller's next terminal cancellation through, or it would end at once.
+        if ((co_await asio::this_coro::cancellation_state).cancelled() !=
+            asio::cancellation_type::none) {
+            auto [ep, outcome] = co_await asio::co_spawn(
+                client->get_executor(), complete(std::move(req), std::move(options), false, nullptr),
+                tuple_awaitable);
+            if (ep)
+                co_return std::tuple<error_code, cascade_result>{asio::error::no_memory, {}};
+            co_return std::move(outcome);
+        }
+        // Otherwise the cascade runs in the awaiting coroutine, under its cancellation state,
+        // as `chat_client::chat` does: no coroutine, dispatches and completion of its own.
+    }
+    // Cancellation is checked where it matters; an await must not throw for it. The setting
+    // is the coroutine thread's, the caller's too when the cascade runs in it: put back after.
+    const bool throws = co_await asio::this_coro::throw_if_cancelled();
+    co_await asio::this_coro::throw_if_cancelled(false);
+    std::tuple<error_code, cascade_result> own; // the outcome when not written into `into`
+    auto& outcome = into != nullptr ? *into : own;
+    cascade_result& out = std::get<1>(outcome);
+    const auto state = co_await asio::this_coro::cancellation_state;
+    bool failed = false;
+    try {
+        auto keys = keys_of(std::move(options.budget_keys));
+        const call_info call{new_request_id(), keys ? std::move(keys) : no_keys};
+        if (refresh_prices())
+            note_policy();
+        escalation_reason pre = escalation_reason::none;
+        const std::uint32_t first = first_tier(req, pre);
+        cascade_machine m(policy, free_tier, first, pre);
+        std::optional<chat_response> fallback; // the answer of m.fallback()
+        auto cs = co_await asio::this_coro::cancellation_state;
+        auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
+        const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
+        auto step = m.start();
+        for (;;) {
+            auto before = before_send_now(m, step, free_deadline, call, out.attempts, cancelled());
+            if (before.wait != 0)
+                before.next = co_await wait_before_send(
+                    m, step, before.wait, free_deadline, call, out.attempts);
+            if (before.next) {
+                step = *before.next;
+                continue;
+            }
+            if (step.what == cascade_step::kind::send) {
+                std::vector<attempt_run> runs; // two when hedged; one is the common case
+                attempt_run single;
+                if (step.hedge) {
+                    runs = co_await hedged(req, step.tier, call, step.arrived_by, m);
+                } else {
+                    // The cascade's own request becomes the tier's for the attempt, then the
+                    // caller's again: the judge and the next tier see what the caller asked.
+                    auto caller = enter_tier(req, step.tier);
+                    co_await attempt(req, step.tier, call, step.arrived_by, single);
+                    leave_tier(req, std::move(caller));
+                }
+                const std::span<attempt_run> done = runs.empty()
+                                                        ? std::span<attempt_run>(&single, 1)
+                                                        : std::span<attempt_run>(runs);
+                // The winner is judged last: an acceptable answer beats one cancelled for it.
+                if (done.size() == 2 && acceptable(req, done[0]) && !acceptable(req, done[1]))
+                    std::swap(done[0], done[1]);
+                attempt_end ends[2];
+                for (std::size_t i = 0; i < done.size(); ++i)
+                    ends[i] = end_of(
+                        req, done[i], &done[i].response,
+                        cancelled() || done[i].caller_cancelled);
+                step = m.ended(
+                    std::span<attempt_end>(ends, done.size()),
+                    steady_clock::now() < free_deadline);
+                for (std::size_t i = 0; i < done.size(); ++i) {
+                    auto& run = done[i];
+                    run.rec.moved_on = ends[i].recorded;
+                    out.total_cost += run.rec.cost;
+                    const std::uint32_t tier = run.rec.tier;
+                    out.attempts.push_back(std::move(run.rec)); // the run is done with its record
+                    if (!run.answered)
+                        continue;
+                    if (step.what == cascade_step::kind::accept && tier == step.tier)
+                        out.response = std::move(run.response);
+                    else if (m.fallback() == tier)
+                        fallback = std::move(run.response);
+                }
+                if (step.free_wait_over)
+                    out.attempts.back().detail += free_wait_note();
+                continue;
+            }
+            // accept, keep or fail: the cascade ended.
+            if (step.what != cascade_step::kind::accept && fallback)
+                out.response = std::move(*fallback); // kept, or left for a look when failed
+            m.fill(out, step);
+            std::get<0>(outcome) =
+                step.what == cascade_step::kind::fail ? step.error : error_code();
+            break;
+        }
+    } catch (...) {
+        failed = true; // only bad_alloc and bugs throw in here
+    }
+    co_await asio::this_coro::throw_if_cancelled(throws);
+    if (failed) {
+        // A throw between an attempt's taking the slot and its giving it back would leave a
+        // handler there that reaches a signal gone with the attempt's frame.
+        if (state.slot().is_connected())
+            state.slot().clear();
+        outcome = {asio::error::no_memory, {}};
+    }
+    co_return std::move(own);
 }
 
 } // namespace detail
@@ -247,26 +391,6 @@ void router::learn(const key_info& key)
     impl_->limiter.learn(key);
 }
 
-namespace {
-
-std::shared_ptr<const detail::budget_keys> keys_of(std::vector<std::string> keys)
-{
-    if (keys.empty())
-        return nullptr; // none
-    return std::make_shared<detail::budget_keys>(std::move(keys));
-}
-
-// A whole cascade's deadline: the caller's cancellation and the timer's both stop it.
-struct deadline_state {
-    explicit deadline_state(const asio::any_io_executor& ex) : timer(ex) {}
-    asio::steady_timer timer;
-    asio::cancellation_signal stop;
-    bool passed = false;
-    bool caller = false; // the caller cancelled first: the deadline has nothing left to say
-    bool done = false;   // the cascade ended: nothing may reach its (gone) cancellation handler
-};
-
-} // namespace
 
 asio::any_io_executor router::client_executor() const
 {
@@ -276,44 +400,9 @@ asio::any_io_executor router::client_executor() const
 asio::awaitable<std::tuple<error_code, cascade_result>>
 router::complete_awaitable(chat_request req, cascade_options options)
 {
-    // The general form when there is a deadline (its timer and signal), or when the caller
-    // runs elsewhere than the client: there co_spawn's cancellation handler would reach the
-    // cascade by a post, which may come after the cascade ended (Asio 1.81 keeps a raw pointer
-    // to its signal there).
-    if (options.deadline.count() > 0 ||
-        co_await asio::this_coro::executor != impl_->client->get_executor()) {
-        auto token = asio::as_tuple(asio::use_awaitable);
-        co_return co_await asio::async_initiate<decltype(token), void(error_code, cascade_result)>(
-            complete_initiation{this}, token, std::move(req), std::move(options));
-    }
-    std::tuple<error_code, cascade_result> outcome;
-    auto keys = keys_of(std::move(options.budget_keys));
-    const auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) {
-        // A caller that went on after a cancellation (throw_if_cancelled off) still holds it
-        // in its state: the cascade gets a fresh one of its own (co_spawn's), letting only the
-        // caller's next terminal cancellation through, or it would end at once.
-        auto [ep] = co_await asio::co_spawn(
-            impl_->client->get_executor(), impl_->complete(std::move(req), keys, outcome),
-            detail::tuple_awaitable);
-        if (ep)
-            outcome = {asio::error::no_memory, {}}; // only bad_alloc and bugs throw in here
-        co_return std::move(outcome);
-    }
-    // Otherwise the cascade runs in the awaiting coroutine, under its cancellation state, as
-    // `chat_client::chat` does: no coroutine, dispatches and completion of its own. It turns
-    // `throw_if_cancelled` off for the coroutine's thread; the caller's setting is put back.
-    const bool throws = co_await asio::this_coro::throw_if_cancelled();
-    bool failed = false;
-    try {
-        co_await impl_->complete(std::move(req), std::move(keys), outcome);
-    } catch (...) {
-        failed = true; // only bad_alloc and bugs throw in here
-    }
-    co_await asio::this_coro::throw_if_cancelled(throws);
-    if (failed)
-        outcome = {asio::error::no_memory, {}};
-    co_return std::move(outcome);
+    // The cascade's own coroutine is what the caller awaits: one frame, the outcome built in
+    // it and moved once into the caller's.
+    return impl_->complete(std::move(req), std::move(options), true, nullptr);
 }
 
 void router::async_complete_impl(
@@ -322,52 +411,7 @@ void router::async_complete_impl(
     asio::any_completion_handler<void(error_code, cascade_result)> handler,
     bool here)
 {
-    auto slot = asio::get_associated_cancellation_slot(handler);
-    auto ex = impl_->client->get_executor();
-    auto op = std::make_shared<detail::complete_op>(std::move(handler));
-    std::shared_ptr<deadline_state> dl;
-    if (options.deadline.count() > 0) {
-        dl = std::make_shared<deadline_state>(ex);
-        if (slot.is_connected())
-            slot.assign([dl](asio::cancellation_type t) {
-                if (dl->done)
-                    return;
-                dl->caller = !dl->passed;
-                dl->stop.emit(t);
-            });
-        dl->timer.expires_after(options.deadline);
-        dl->timer.async_wait([dl](error_code ec) {
-            if (ec || dl->done || dl->caller)
-                return;
-            dl->passed = true;
-            dl->stop.emit(asio::cancellation_type::terminal);
-        });
-    }
-    asio::co_spawn(
-        ex, impl_->complete(std::move(req), keys_of(std::move(options.budget_keys)), op->outcome),
-        asio::bind_cancellation_slot(
-            dl ? dl->stop.slot() : slot,
-            [ex, op, dl, slot, here](const std::exception_ptr& ep) mutable {
-                if (ep) {
-                    op->ec() = asio::error::no_memory; // only bad_alloc and bugs throw in here
-                    op->result() = {};
-                }
-                if (dl) {
-                    dl->done = true;
-                    dl->timer.cancel();
-                    if (slot.is_connected())
-                        slot.clear();
-                    if (dl->passed && op->ec() == asio::error::operation_aborted)
-                        op->ec() = error::timeout;
-                }
-                // Completes on the handler's executor, moving the result once: co_spawn
-                // completes on `ex`, so a handler that runs there is called now.
-                if (here)
-                    return std::move(op->handler)(op->ec(), std::move(op->result()));
-                const auto hex = asio::get_associated_executor(op->handler, ex);
-                asio::dispatch(
-                    hex, [op] { std::move(op->handler)(op->ec(), std::move(op->result())); });
-            }));
+    detail::launch_complete(impl_, std::move(req), std::move(options), std::move(handler), here);
 }
 
 void router::start_stream(
@@ -389,7 +433,7 @@ void router::start_stream(
     asio::co_spawn(
         ex,
         detail::produce(
-            impl_, st, std::move(request), mode, keys_of(std::move(options.budget_keys))),
+            impl_, st, std::move(request), mode, detail::keys_of(std::move(options.budget_keys))),
         asio::bind_cancellation_slot(st->stop.slot(), [st](const std::exception_ptr&) {
             st->producer_done = true;
             if (st->deadline)

@@ -51,10 +51,14 @@ inline std::int64_t unix_now_ms()
 // Passes a cancellation on as terminal, whatever its type: the cascade supports terminal
 // alone, and one awaited in its caller's coroutine follows that coroutine's filter, which may
 // let partial or total through (router.hpp); either ends the request, as it ends the cascade.
+// `from_caller` (null for the guard's) remembers that the caller's came.
 struct forward_to {
     asio::cancellation_signal* signal;
+    bool* from_caller = nullptr;
     void operator()(asio::cancellation_type) const
     {
+        if (from_caller != nullptr)
+            *from_caller = true;
         signal->emit(asio::cancellation_type::terminal);
     }
 };
@@ -85,6 +89,10 @@ struct attempt_head {
     cascade_attempt rec;
     bool answered = false;      // a complete response arrived
     bool budget_denied = false; // the guard refused the reservation
+    // The cascade's caller stopped it. Kept apart from the caller's cancellation state, which
+    // a later cancellation of a type its filter drops sets back to none (Asio 1.81 assigns),
+    // while the attempt it stopped still reads as aborted.
+    bool caller_cancelled = false;
     // Why the cascade asked this tier (none: the tier the request started at).
     escalation_reason arrived_by = escalation_reason::none;
 };
@@ -105,11 +113,15 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     std::uint64_t new_request_id();
     std::uint32_t max_tokens(const std::optional<std::uint32_t>& asked) const;
     std::uint32_t first_tier(const chat_request& req, escalation_reason& why) const;
-    // Runs a cascade into `out`, charged to `keys` (null: none).
-    asio::awaitable<void> complete(
+    // Runs a cascade charged to `options.budget_keys`, giving its outcome, or writing it into
+    // `*into` (then giving an empty one). `entry`: awaited by `async_complete`'s caller, which
+    // it runs in unless a deadline, another executor or a cancellation already received sends
+    // it elsewhere (router.cpp); else a coroutine of its own, whose deadline is its launcher's.
+    asio::awaitable<std::tuple<error_code, cascade_result>> complete(
         chat_request req,
-        std::shared_ptr<const budget_keys> keys,
-        std::tuple<error_code, cascade_result>& out);
+        cascade_options options,
+        bool entry,
+        std::tuple<error_code, cascade_result>* into);
 
     // One attempt and its money, the hedge, the free tier's quota (attempt.cpp).
     std::int64_t take_free(std::int64_t now_ms);

@@ -711,6 +711,45 @@ BOOST_AUTO_TEST_CASE(an_awaited_cascade_runs_in_its_callers_coroutine_and_puts_i
     }
 }
 
+// A terminal cancellation followed at once by one of a type the caller's filter drops: Asio
+// then sets the caller's state back to none, while the attempt the first one stopped reads as
+// aborted. The cascade still ends cancelled, without escalating and paying for the next tier:
+// from a free first tier (whose exchange shares the caller's state) and from a paid one
+// (reached through the guard's signal).
+BOOST_AUTO_TEST_CASE(a_cancellation_its_caller_forgets_still_ends_the_cascade)
+{
+    for (const char* first : {cheap, "openai/gpt-5-mini"}) {
+        client_fixture f(paced(20ms));
+        const auto cat = load_catalog(f);
+        auto p = policy();
+        p.tiers = {first, flagship};
+        auto guard = open_guard(cat, "1");
+        frugal::router r(f.client, p, cat, guard);
+        asio::cancellation_signal cancel;
+        outcome o;
+        asio::co_spawn(
+            f.io,
+            [&]() -> asio::awaitable<void> {
+                co_await asio::this_coro::throw_if_cancelled(false);
+                auto [ec, res] = co_await r.async_complete(
+                    request("", "Tell a long story. [sim tokens=200]"), tuple_awaitable);
+                o = {ec, std::move(res)};
+            },
+            asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+        asio::steady_timer t(f.io, 100ms);
+        t.async_wait([&](auto) {
+            cancel.emit(asio::cancellation_type::terminal);
+            cancel.emit(asio::cancellation_type::total); // dropped by the default filter
+        });
+        f.io.restart();
+        f.io.run();
+        BOOST_TEST(o.ec == asio::error::operation_aborted, first);
+        BOOST_TEST_REQUIRE(o.result.attempts.size() == 1u, first);
+        BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::cancelled, first);
+        BOOST_TEST((guard->snapshot()[0].reserved == money()));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_reservation)
 {
     client_fixture f(paced(20ms));
