@@ -194,6 +194,7 @@ asio::awaitable<bool> router_impl::reserve(
     const auto rr = reserve_ask(req, call);
     auto [ec, got] = co_await guard->async_reserve(rr, tuple_awaitable);
     if (ec) {
+        run.caller_cancelled = ec == asio::error::operation_aborted; // only the caller's
         run.rec.outcome = attempt_outcome::not_sent;
         run.rec.error = ec;
         run.rec.detail = got.why_denied();
@@ -287,14 +288,23 @@ asio::awaitable<void> router_impl::attempt(
         call_options opts;
         opts.retry_rate_limited = !free_tier[tier];
         opts.on_generation = [&res](const std::string& id) { res.note_generation(id); };
-        auto [cec, resp] = co_await client->async_chat(
-            req, diag, std::move(opts), asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
-        if (cs.slot().is_connected())
-            cs.slot().clear();
-        if (guard_slot.is_connected())
-            guard_slot.clear();
-        ec = cec;
-        run.response = std::move(resp);
+        auto give_back = [&] {
+            if (cs.slot().is_connected())
+                cs.slot().clear();
+            if (guard_slot.is_connected())
+                guard_slot.clear();
+        };
+        try {
+            auto [cec, resp] = co_await client->async_chat(
+                req, diag, std::move(opts),
+                asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
+            ec = cec;
+            run.response = std::move(resp);
+        } catch (...) {
+            give_back(); // a handler left in either slot would reach `sig`, gone with this frame
+            throw;
+        }
+        give_back();
     }
     run.rec.latency_us =
         std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0).count();

@@ -177,11 +177,13 @@ void launch_complete(
     if (options.deadline.count() > 0) {
         dl = std::make_shared<deadline_state>(ex);
         if (slot.is_connected())
-            slot.assign([dl](asio::cancellation_type t) {
+            slot.assign([dl](asio::cancellation_type) {
                 if (dl->done)
                     return;
                 dl->caller = !dl->passed;
-                dl->stop.emit(t);
+                // As terminal, whatever its type: the cascade supports terminal alone, and a
+                // type co_spawn's state drops would leave it running with its deadline off.
+                dl->stop.emit(asio::cancellation_type::terminal);
             });
         dl->timer.expires_after(options.deadline);
         dl->timer.async_wait([dl](error_code ec) {
@@ -246,8 +248,10 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
         // A deadline has its timer and signal; and from another executor, co_spawn's
         // cancellation handler would reach the cascade by a post, which may come after the
         // cascade ended (Asio 1.81 keeps a raw pointer to its signal there).
-        if (options.deadline.count() > 0 ||
-            co_await asio::this_coro::executor != client->get_executor()) {
+        // (The executor is read in a statement of its own: GCC 12 miscompiles a co_await on
+        // the right of `||` in some shapes.)
+        const auto caller_executor = co_await asio::this_coro::executor;
+        if (options.deadline.count() > 0 || caller_executor != client->get_executor()) {
             co_return co_await asio::async_initiate<
                 decltype(tuple_awaitable), void(error_code, cascade_result)>(
                 launch_initiation{this}, tuple_awaitable, std::move(req), std::move(options));
@@ -352,7 +356,8 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
     } catch (...) {
         failed = true; // only bad_alloc and bugs throw in here
     }
-    co_await asio::this_coro::throw_if_cancelled(throws);
+    if (entry)
+        co_await asio::this_coro::throw_if_cancelled(throws); // the caller's setting again
     if (failed) {
         // A throw between an attempt's taking the slot and its giving it back would leave a
         // handler there that reaches a signal gone with the attempt's frame.

@@ -82,7 +82,19 @@ before=$(model_cost "$url" "$flagship")
 "$frugal" batch --base-url "$url" --policy "$tmp/flagship.json" --budget 1 --ledger "$tmp/crash.db" \
     "$tmp/slow.jsonl" >/dev/null 2>&1 &
 batch_pid=$!
-sleep 1
+# Killed once its reservation holds the generation id (the response head names it; the first
+# token comes 2.5 s later), not after a fixed second, which a sanitized build under load can
+# take just to start.
+for _ in $(seq 200); do
+    held=$(python3 - "$tmp/crash.db" 2>/dev/null <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=0.2)
+print(db.execute("SELECT count(*) FROM reservations WHERE generation_id != ''").fetchone()[0])
+PY
+)
+    [ "$held" = 1 ] && break
+    sleep 0.05
+done
 kill -9 "$batch_pid"
 wait "$batch_pid" 2>/dev/null
 batch_pid=
