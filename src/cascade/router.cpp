@@ -244,6 +244,8 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
     bool entry,
     std::tuple<error_code, cascade_result>* into)
 {
+    // The coroutine's cancellation state: the caller's when the cascade runs in it.
+    const auto state = co_await asio::this_coro::cancellation_state;
     if (entry) {
         // A deadline has its timer and signal; and from another executor, co_spawn's
         // cancellation handler would reach the cascade by a post, which may come after the
@@ -259,8 +261,7 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
         // A caller that went on after a cancellation (throw_if_cancelled off) still holds it
         // in its state: the cascade gets a fresh one of its own (co_spawn's), letting only the
         // caller's next terminal cancellation through, or it would end at once.
-        if ((co_await asio::this_coro::cancellation_state).cancelled() !=
-            asio::cancellation_type::none) {
+        if (state.cancelled() != asio::cancellation_type::none) {
             auto [ep, outcome] = co_await asio::co_spawn(
                 client->get_executor(), complete(std::move(req), std::move(options), false, nullptr),
                 tuple_awaitable);
@@ -278,7 +279,6 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
     std::tuple<error_code, cascade_result> own; // the outcome when not written into `into`
     auto& outcome = into != nullptr ? *into : own;
     cascade_result& out = std::get<1>(outcome);
-    const auto state = co_await asio::this_coro::cancellation_state;
     bool failed = false;
     try {
         auto keys = keys_of(std::move(options.budget_keys));
@@ -289,8 +289,7 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
         const std::uint32_t first = first_tier(req, pre);
         cascade_machine m(policy, free_tier, first, pre);
         std::optional<chat_response> fallback; // the answer of m.fallback()
-        auto cs = co_await asio::this_coro::cancellation_state;
-        auto cancelled = [&] { return cs.cancelled() != asio::cancellation_type::none; };
+        auto cancelled = [&] { return state.cancelled() != asio::cancellation_type::none; };
         const auto free_deadline = steady_clock::now() + policy.free_tier.max_wait;
         auto step = m.start();
         for (;;) {
