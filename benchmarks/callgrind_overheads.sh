@@ -3,8 +3,9 @@
 # the VM's noise does not move: frugal-load against `frugal sim` (free limits out of the way),
 # 16 in flight, the 3,000-request run minus the 1,000-request one, so that start-up cancels out.
 #
-#   benchmarks/callgrind_overheads.sh cascade   # the free answer kept, against a direct call
-#   benchmarks/callgrind_overheads.sh budgeted  # a paid call through the guard, against one without
+#   benchmarks/callgrind_overheads.sh cascade          # the free answer kept, against a direct call
+#   benchmarks/callgrind_overheads.sh cascade_guarded  # the same with a budget guard in the router
+#   benchmarks/callgrind_overheads.sh budgeted         # a paid call through the guard, against one without
 #
 # BIN (default build/bin) names the binaries. WARMUP sets the requests before each measured run:
 # a budgeted call's memory store fills its 65,536-record ledger ring first by default, so
@@ -16,6 +17,7 @@ work=$(mktemp -d)
 trap 'kill "$sim" 2>/dev/null || true; rm -rf "$work"' EXIT
 case $mode in
 cascade) model=google/gemma-4-31b-it:free flag=--cascade warmup=${WARMUP:-200} ;;
+cascade_guarded) model=google/gemma-4-31b-it:free flag="--cascade --budgeted --flagship anthropic/claude-fable-5" warmup=${WARMUP:-66000} ;;
 budgeted) model=openai/gpt-5-mini flag=--budgeted warmup=${WARMUP:-66000} ;;
 *) echo "callgrind_overheads.sh: unknown mode $mode" >&2; exit 2 ;;
 esac
@@ -37,5 +39,6 @@ run() {
 }
 per_request() { echo $((($(run 3000 "$@") - $(run 1000 "$@")) / 2000)); }
 base=$(per_request)
-with=$(per_request "$flag")
+# shellcheck disable=SC2086 # $flag holds several words
+with=$(per_request $flag)
 echo "{\"mode\":\"$mode\",\"direct_instructions\":$base,\"${mode}_instructions\":$with,\"overhead\":$((with - base))}"

@@ -176,22 +176,6 @@ int run_load(const options& o)
     asio::io_context io{1};
     frugal::chat_client client(
         io.get_executor(), client_params(o, std::max<std::size_t>(o.concurrency, 1)));
-    std::optional<frugal::router> router;
-    if (o.cascade) {
-        // A cheap answer that is accepted: the cascade's cost over a direct call.
-        frugal::cascade_policy policy;
-        policy.tiers = {o.model, o.flagship};
-        policy.free_tier.per_minute = 1u << 30; // only a real :free model has the limit
-        policy.free_tier.per_day = 1u << 30;
-        std::vector<frugal::model_info> rows(2);
-        rows[0].id = o.model;
-        rows[1].id = o.flagship;
-        for (auto& r : rows) {
-            r.prompt_price = *frugal::money::parse("0.00000015");
-            r.completion_price = *frugal::money::parse("0.0000006");
-        }
-        router.emplace(client, policy, frugal::price_catalog(rows));
-    }
     std::optional<frugal::budget_guard> guard;
     if (o.budgeted) {
         // A paid call through the guard (memory store, one cap far from reached), priced by the
@@ -221,6 +205,34 @@ int run_load(const options& o)
         }
         guard.emplace(std::move(*g));
     }
+    std::optional<frugal::router> router;
+    if (o.cascade) {
+        // A cheap answer that is accepted: the cascade's cost over a direct call.
+        frugal::cascade_policy policy;
+        policy.tiers = {o.model, o.flagship};
+        policy.free_tier.per_minute = 1u << 30; // only a real :free model has the limit
+        policy.free_tier.per_day = 1u << 30;
+        std::vector<frugal::model_info> rows(2);
+        rows[0].id = o.model;
+        rows[1].id = o.flagship;
+        for (auto& r : rows) {
+            // A `:free` model is listed at $0, as OpenRouter lists it; a paid one's answer
+            // reporting $0 would be an anomaly the cascade records (and that is not the case
+            // measured).
+            if (r.id.ends_with(":free"))
+                continue;
+            r.prompt_price = *frugal::money::parse("0.00000015");
+            r.completion_price = *frugal::money::parse("0.0000006");
+        }
+        // With --budgeted the router reserves each attempt through the guard (the memory
+        // store), as a server under a cap does; the endpoint's own catalog prices it then.
+        if (guard)
+            router.emplace(client, policy, guard->prices(), guard);
+        else
+            router.emplace(client, policy, frugal::price_catalog(rows));
+    }
+    frugal::router* routed = router ? &*router : nullptr;
+    frugal::budget_guard* guarded = router || !guard ? nullptr : &*guard; // a call's own guard
     // Warm: the pool's connections open, buffers and caches grown, as in a server that has been
     // up for a while. The peers' harness warms the SDKs the same way.
     if (o.warmup != 0) {
@@ -230,7 +242,7 @@ int run_load(const options& o)
         std::size_t wnext = 0;
         for (std::size_t w = 0; w < o.concurrency; ++w)
             asio::co_spawn(
-                io, worker(client, router ? &*router : nullptr, guard ? &*guard : nullptr, warm, wnext, wt), asio::detached);
+                io, worker(client, routed, guarded, warm, wnext, wt), asio::detached);
         io.run();
         io.restart();
         if (wt.errors != 0) {
@@ -245,7 +257,7 @@ int run_load(const options& o)
     const double cpu0 = frugal::bench::cpu_seconds();
     const auto t0 = steady_clock::now();
     for (std::size_t w = 0; w < o.concurrency; ++w)
-        asio::co_spawn(io, worker(client, router ? &*router : nullptr, guard ? &*guard : nullptr, o, next, t), asio::detached);
+        asio::co_spawn(io, worker(client, routed, guarded, o, next, t), asio::detached);
     io.run();
     const double secs = std::chrono::duration<double>(steady_clock::now() - t0).count();
     const double cpu = frugal::bench::cpu_seconds() - cpu0;
@@ -363,7 +375,8 @@ int main(int argc, char** argv)
     app.add_flag("--stream", o.stream, "Streamed chats, every delta read");
     app.add_flag("--cascade", o.cascade, "Through a two-tier cascade whose cheap answer is kept");
     app.add_option("--flagship", o.flagship, "The cascade's second tier")->capture_default_str();
-    app.add_flag("--budgeted", o.budgeted, "Each call reserved and settled by a budget guard");
+    app.add_flag("--budgeted", o.budgeted,
+        "Each call reserved and settled by a budget guard (with --cascade: the router's)");
     app.add_option("--hold-streams", o.hold_streams, "Open N streams and report KiB per stream");
     app.add_option("--parse", o.parse_file, "Parse an event-stream file in memory");
     app.add_flag("--decode", o.decode, "With --parse: also decode each chunk, as the client does");

@@ -320,6 +320,15 @@ public:
     /// cancellation. The cheapest form of a chat; a cascade's attempts use it.
     boost::asio::awaitable<std::tuple<boost::system::error_code, chat_response>>
     chat(const chat_request& request, frugal::diagnostics* diag = nullptr, call_options options = {});
+    /// `chat` that decodes the answer into `into`, which it clears first: no response is
+    /// moved through the coroutines, and `into`'s strings keep their room for the next answer.
+    /// `into` holds what a whole answer (or a 200 whose body is an error) said, and is empty
+    /// after an error before any; it must outlive the operation.
+    boost::asio::awaitable<std::tuple<boost::system::error_code>> chat(
+        const chat_request& request,
+        chat_response& into,
+        frugal::diagnostics* diag = nullptr,
+        call_options options = {});
 
     /// Sends a streamed chat completion and reads the response headers into `stream`.
     ///

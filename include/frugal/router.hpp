@@ -335,7 +335,7 @@ public:
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_complete(chat_request request, CompletionToken&& token = {})
     {
-        return async_complete(
+        return start_complete(
             std::move(request), cascade_options{}, std::forward<CompletionToken>(token));
     }
 
@@ -345,17 +345,8 @@ public:
     auto
     async_complete(chat_request request, cascade_options options, CompletionToken&& token = {})
     {
-        // `as_tuple(use_awaitable)`, the token a coroutine most often passes, runs the cascade
-        // in the awaiting coroutine where it can: the same result, without a coroutine, a
-        // type-erased handler and the layers of an initiation of its own.
-        if constexpr (std::is_same_v<
-                          std::decay_t<CompletionToken>,
-                          boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>>)
-            return complete_awaitable(std::move(request), std::move(options));
-        else
-            return boost::asio::async_initiate<
-                CompletionToken, void(boost::system::error_code, cascade_result)>(
-                complete_initiation{this}, token, std::move(request), std::move(options));
+        return start_complete(
+            std::move(request), std::move(options), std::forward<CompletionToken>(token));
     }
 
     /// Starts a streamed cascade; read it with `cascade_stream::async_next`. A deadline that
@@ -386,9 +377,25 @@ private:
                 std::move(req), std::move(options), std::forward<Handler>(handler), here);
         }
     };
+    // `as_tuple(use_awaitable)`, the token a coroutine most often passes, runs the cascade in
+    // the awaiting coroutine where it can: the same result, without a coroutine, a type-erased
+    // handler and the layers of an initiation of its own. The request is taken by reference
+    // down to the cascade's frame, which it is moved into once (a move is a score of strings).
+    template <class CompletionToken>
+    auto start_complete(chat_request&& request, cascade_options&& options, CompletionToken&& token)
+    {
+        if constexpr (std::is_same_v<
+                          std::decay_t<CompletionToken>,
+                          boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>>)
+            return complete_awaitable(std::move(request), std::move(options));
+        else
+            return boost::asio::async_initiate<
+                CompletionToken, void(boost::system::error_code, cascade_result)>(
+                complete_initiation{this}, token, std::move(request), std::move(options));
+    }
     boost::asio::any_io_executor client_executor() const;
     boost::asio::awaitable<std::tuple<boost::system::error_code, cascade_result>>
-    complete_awaitable(chat_request req, cascade_options options);
+    complete_awaitable(chat_request&& req, cascade_options&& options);
     void async_complete_impl(
         chat_request req,
         cascade_options options,

@@ -224,8 +224,13 @@ chat_request router_impl::tier_request(const chat_request& base, std::uint32_t t
 
 router_impl::tier_fields router_impl::enter_tier(chat_request& req, std::uint32_t tier) const
 {
-    tier_fields caller{std::move(req.model), std::move(req.models), req.max_tokens};
-    req.model = policy.tiers[tier];
+    tier_fields caller{{}, std::move(req.models), req.max_tokens, false};
+    // A caller naming the tier's model (most name the first tier) keeps its string: no copy.
+    if (req.model != policy.tiers[tier]) {
+        caller.model = std::move(req.model);
+        caller.model_differs = true;
+        req.model = policy.tiers[tier];
+    }
     req.models.clear(); // the cascade, not OpenRouter's fallback list, picks the next model
     req.max_tokens = max_tokens(caller.max_tokens);
     return caller;
@@ -233,22 +238,25 @@ router_impl::tier_fields router_impl::enter_tier(chat_request& req, std::uint32_
 
 void router_impl::leave_tier(chat_request& req, tier_fields caller)
 {
-    req.model = std::move(caller.model);
+    if (caller.model_differs)
+        req.model = std::move(caller.model);
     req.models = std::move(caller.models);
     req.max_tokens = caller.max_tokens;
 }
 
-// One whole attempt: reserve, send, account, into `run`, which the caller owns: a run is two
-// dozen strings, and an awaitable's result is moved several times on its way out. `req` is
-// the tier's request (`enter_tier`, or a hedge's copy); the budget may lower its max_tokens.
-// It lives in the cascade's frame, or in the hedge's state, either of which outlives the
-// attempt (a hedge waits for both).
+// One whole attempt: reserve, send, account, into `run` and `answer`, which the caller owns: a
+// run is two dozen strings, and an awaitable's result is moved several times on its way out.
+// A cascade without a hedge has the answer decoded into its own result, where an accepted
+// one stays. `req` is the tier's request (`enter_tier`, or a hedge's copy); the budget may
+// lower its max_tokens. They live in the cascade's frame, or in the hedge's state, either of
+// which outlives the attempt (a hedge waits for both).
 asio::awaitable<void> router_impl::attempt(
     chat_request& req,
     std::uint32_t tier,
     const call_info& call,
     escalation_reason arrived_by,
-    attempt_run& run)
+    attempt_head& run,
+    chat_response& answer)
 {
     co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
     open_record(run, tier, call, arrived_by);
@@ -273,10 +281,8 @@ asio::awaitable<void> router_impl::attempt(
         // client's coroutine is awaited in this one, sharing its cancellation.
         call_options opts;
         opts.retry_rate_limited = !free_tier[tier];
-        auto [cec, resp] = co_await client->chat(req, &diag, std::move(opts));
-        ec = cec;
+        std::tie(ec) = co_await client->chat(req, answer, &diag, std::move(opts));
         run.caller_cancelled = ec == asio::error::operation_aborted; // only the caller's
-        run.response = std::move(resp);
     } else {
         if (cs.slot().is_connected())
             cs.slot().assign(forward_to{&sig, &run.caller_cancelled});
@@ -299,7 +305,7 @@ asio::awaitable<void> router_impl::attempt(
                 req, diag, std::move(opts),
                 asio::bind_cancellation_slot(sig.slot(), tuple_awaitable));
             ec = cec;
-            run.response = std::move(resp);
+            answer = std::move(resp);
         } catch (...) {
             give_back(); // a handler left in either slot would reach `sig`, gone with this frame
             throw;
@@ -320,16 +326,16 @@ asio::awaitable<void> router_impl::attempt(
     // The client copied the answer's provider and generation id into `diag` (or found the id
     // in a header): the record takes them from there, two allocations fewer; settling reads
     // no more of `diag` than its status (and the id when the record has none).
-    run.rec.model_served = run.response.model;
-    if (diag.provider == run.response.provider)
+    run.rec.model_served = answer.model;
+    if (diag.provider == answer.provider)
         run.rec.provider = std::move(diag.provider);
     else
-        run.rec.provider = run.response.provider;
-    if (run.response.id.empty() || diag.generation_id == run.response.id)
+        run.rec.provider = answer.provider;
+    if (answer.id.empty() || diag.generation_id == answer.id)
         run.rec.generation_id = std::move(diag.generation_id);
     else
-        run.rec.generation_id = run.response.id;
-    account(run, &run.response, res, diag);
+        run.rec.generation_id = answer.id;
+    account(run, &answer, res, diag);
 }
 
 // Two attempts racing: the first acceptable answer wins and the other is cancelled (and
@@ -357,7 +363,9 @@ void router_impl::spawn_attempt(
     h->request[which] = tier_request(base, tier);
     asio::co_spawn(
         client->get_executor(),
-        attempt(h->request[which], tier, call, arrived_by, h->running_run[which]),
+        attempt(
+            h->request[which], tier, call, arrived_by, h->running_run[which],
+            h->running_run[which].response),
         asio::bind_cancellation_slot(h->stop[which].slot(), [h, which](const std::exception_ptr&) {
             h->running[which] = false;
             h->done[which] = std::move(h->running_run[which]);

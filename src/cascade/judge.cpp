@@ -7,10 +7,12 @@
 #include <boost/regex.hpp>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <iterator>
 #include <limits>
 #include <optional>
@@ -214,25 +216,19 @@ bool refusal_finder::may_start(std::string_view text, std::size_t i) const noexc
     return false;
 }
 
-bool refusal_finder::in(std::string_view text) const noexcept
-{
-    const std::size_t window = std::min(text.size(), refusal_window);
-    if (every_position_) {
-        for (std::size_t i = 0; i < window; ++i)
-            if (starts_at(text, i))
-                return true;
-        return false;
-    }
-    std::size_t i = 0;
 #if defined(__SSE2__)
+template <std::size_t N>
+bool refusal_finder::scan(std::string_view text, std::size_t& i, std::size_t window) const noexcept
+{
     // Sixteen positions at a time: each compared with every opening at once, its byte and the
     // next (the block reads 17 bytes), so that most windows hold no position to compare.
     const __m128i fold = _mm_set1_epi8(0x20);
     // An opening of one byte masks its next byte to zero, and compares it with zero.
-    __m128i firsts[most_openings];
-    __m128i masks[most_openings];
-    __m128i seconds[most_openings];
-    for (std::size_t k = 0; k < n_openings_; ++k) {
+    __m128i firsts[N];
+    __m128i masks[N];
+    __m128i seconds[N];
+#pragma GCC unroll 16
+    for (std::size_t k = 0; k < N; ++k) {
         const auto& o = openings_[k];
         firsts[k] = _mm_set1_epi8(o.first);
         masks[k] = _mm_set1_epi8(o.any ? 0 : -1);
@@ -244,7 +240,8 @@ bool refusal_finder::in(std::string_view text) const noexcept
         const __m128i y = _mm_or_si128(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(text.data() + i + 1)), fold);
         __m128i hit = _mm_setzero_si128();
-        for (std::size_t k = 0; k < n_openings_; ++k) {
+#pragma GCC unroll 16
+        for (std::size_t k = 0; k < N; ++k) {
             const __m128i second = _mm_cmpeq_epi8(_mm_and_si128(y, masks[k]), seconds[k]);
             hit = _mm_or_si128(hit, _mm_and_si128(_mm_cmpeq_epi8(x, firsts[k]), second));
         }
@@ -253,6 +250,29 @@ bool refusal_finder::in(std::string_view text) const noexcept
             if (starts_at(text, i + static_cast<std::size_t>(std::countr_zero(bits))))
                 return true;
     }
+    return false;
+}
+#endif
+
+bool refusal_finder::in(std::string_view text) const noexcept
+{
+    const std::size_t window = std::min(text.size(), refusal_window);
+    if (every_position_) {
+        for (std::size_t i = 0; i < window; ++i)
+            if (starts_at(text, i))
+                return true;
+        return false;
+    }
+    std::size_t i = 0;
+#if defined(__SSE2__)
+    // The block scan is instantiated for each number of openings: its loops unrolled, their
+    // constants held in registers.
+    using scan_fn = bool (refusal_finder::*)(std::string_view, std::size_t&, std::size_t) const noexcept;
+    static constexpr auto scans = []<std::size_t... N>(std::index_sequence<N...>) {
+        return std::array<scan_fn, sizeof...(N)>{&refusal_finder::scan<N + 1>...};
+    }(std::make_index_sequence<most_openings>{});
+    if (n_openings_ != 0 && (this->*scans[n_openings_ - 1])(text, i, window))
+        return true;
 #endif
     for (; i < window; ++i)
         if (may_start(text, i) && starts_at(text, i))

@@ -44,6 +44,10 @@ private:
     static constexpr std::size_t most_openings = 16;
     bool starts_at(std::string_view text, std::size_t i) const noexcept;
     bool may_start(std::string_view text, std::size_t i) const noexcept;
+    // The 16-byte block scan for N openings (SSE2), from `i`, which it leaves where the blocks
+    // end; true when a pattern starts in them.
+    template <std::size_t N>
+    bool scan(std::string_view text, std::size_t& i, std::size_t window) const noexcept;
 
     std::vector<std::string> patterns_; // none empty
     opening openings_[most_openings];

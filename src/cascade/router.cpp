@@ -302,43 +302,49 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
                 continue;
             }
             if (step.what == cascade_step::kind::send) {
-                std::vector<attempt_run> runs; // two when hedged; one is the common case
-                attempt_run single;
+                std::vector<attempt_run> runs; // two when hedged
+                attempt_head single; // the common case: its answer is decoded into `out`
                 if (step.hedge) {
                     runs = co_await hedged(req, step.tier, call, step.arrived_by, m);
                 } else {
                     // The cascade's own request becomes the tier's for the attempt, then the
                     // caller's again: the judge and the next tier see what the caller asked.
                     auto caller = enter_tier(req, step.tier);
-                    co_await attempt(req, step.tier, call, step.arrived_by, single);
+                    co_await attempt(req, step.tier, call, step.arrived_by, single, out.response);
                     leave_tier(req, std::move(caller));
                 }
-                const std::span<attempt_run> done = runs.empty()
-                                                        ? std::span<attempt_run>(&single, 1)
-                                                        : std::span<attempt_run>(runs);
                 // The winner is judged last: an acceptable answer beats one cancelled for it.
-                if (done.size() == 2 && acceptable(req, done[0]) && !acceptable(req, done[1]))
-                    std::swap(done[0], done[1]);
+                if (runs.size() == 2 && acceptable(req, runs[0]) && !acceptable(req, runs[1]))
+                    std::swap(runs[0], runs[1]);
+                const std::size_t n = runs.empty() ? 1 : runs.size();
+                attempt_head* heads[2] = {&single, nullptr};
+                chat_response* answers[2] = {&out.response, nullptr};
+                for (std::size_t i = 0; i < runs.size(); ++i) {
+                    heads[i] = &runs[i];
+                    answers[i] = &runs[i].response;
+                }
                 attempt_end ends[2];
-                for (std::size_t i = 0; i < done.size(); ++i)
+                for (std::size_t i = 0; i < n; ++i)
                     ends[i] = end_of(
-                        req, done[i], &done[i].response,
-                        cancelled() || done[i].caller_cancelled);
-                step = m.ended(
-                    std::span<attempt_end>(ends, done.size()),
-                    steady_clock::now() < free_deadline);
-                for (std::size_t i = 0; i < done.size(); ++i) {
-                    auto& run = done[i];
+                        req, *heads[i], answers[i], cancelled() || heads[i]->caller_cancelled);
+                step = m.ended(std::span<attempt_end>(ends, n), steady_clock::now() < free_deadline);
+                for (std::size_t i = 0; i < n; ++i) {
+                    auto& run = *heads[i];
                     run.rec.moved_on = ends[i].recorded;
                     out.total_cost += run.rec.cost;
                     const std::uint32_t tier = run.rec.tier;
                     out.attempts.push_back(std::move(run.rec)); // the run is done with its record
-                    if (!run.answered)
+                    const bool kept = run.answered && step.what == cascade_step::kind::accept &&
+                                      tier == step.tier;
+                    if (kept) {
+                        if (answers[i] != &out.response)
+                            out.response = std::move(*answers[i]);
                         continue;
-                    if (step.what == cascade_step::kind::accept && tier == step.tier)
-                        out.response = std::move(run.response);
-                    else if (m.fallback() == tier)
-                        fallback = std::move(run.response);
+                    }
+                    if (run.answered && m.fallback() == tier)
+                        fallback = std::move(*answers[i]);
+                    if (answers[i] == &out.response) // an answer not kept is not the result's
+                        out.response = {};
                 }
                 if (step.free_wait_over)
                     out.attempts.back().detail += free_wait_note();
@@ -402,7 +408,7 @@ asio::any_io_executor router::client_executor() const
 }
 
 asio::awaitable<std::tuple<error_code, cascade_result>>
-router::complete_awaitable(chat_request req, cascade_options options)
+router::complete_awaitable(chat_request&& req, cascade_options&& options)
 {
     // The cascade's own coroutine is what the caller awaits: one frame, the outcome built in
     // it and moved once into the caller's.

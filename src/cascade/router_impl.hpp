@@ -11,6 +11,7 @@
 #include <frugal/router.hpp>
 
 #include "cascade/decide.hpp"
+#include "cascade/frames.hpp"
 #include "cascade/judge.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -155,6 +156,7 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         std::string model;
         std::vector<std::string> models;
         std::optional<std::uint32_t> max_tokens;
+        bool model_differs = false; // else `model` is empty: the request's is the caller's
     };
     // Makes `req` tier `tier`'s request in place (no copy of its messages), and back.
     tier_fields enter_tier(chat_request& req, std::uint32_t tier) const;
@@ -164,7 +166,8 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         std::uint32_t tier,
         const call_info& call,
         escalation_reason arrived_by,
-        attempt_run& run);
+        attempt_head& run,
+        chat_response& answer);
     struct hedge;
     struct stop_both;
     void spawn_attempt(

@@ -130,6 +130,15 @@ chat_client::chat(const chat_request& request, diagnostics* diag, call_options o
     return chat_encoded(encode(request), diag, std::move(options));
 }
 
+asio::awaitable<std::tuple<error_code>> chat_client::chat(
+    const chat_request& request, chat_response& into, diagnostics* diag, call_options options)
+{
+    auto e = encode(request);
+    return chat_into_op(
+        impl_, std::move(e.body), e.invalid, diag, std::move(options.on_generation),
+        options.retry_rate_limited, into);
+}
+
 asio::awaitable<std::tuple<error_code, chat_response>>
 chat_client::chat_encoded(encoded_request e, diagnostics* diag, call_options options)
 {

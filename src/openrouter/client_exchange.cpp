@@ -349,13 +349,31 @@ namespace {
 // chat_op's coroutine frame. A frame over Asio's recycling limit (1,020 bytes) is a heap
 // allocation per request, and each such allocation also frees one of the thread's cached blocks,
 // so one large frame costs the small frames after it theirs too.
-std::tuple<error_code, chat_response>
-decode_answer(const client_impl& c, error_code ec, std::string&& text, diagnostics* out)
+// Clears an answer for a new one, its strings keeping their room.
+void clear_answer(chat_response& r) noexcept
 {
-    chat_response response;
+    r.id.clear();
+    r.model.clear();
+    r.provider.clear();
+    r.created = 0;
+    r.content.clear();
+    r.reasoning.clear();
+    r.refusal.clear();
+    r.tool_calls.clear();
+    r.finish_reason.clear();
+    r.native_finish_reason.clear();
+    r.usage.reset();
+}
+
+// Decodes into `response`, which it clears first: a caller's own response keeps its strings'
+// room, and no response is moved through the coroutines that await this.
+error_code decode_answer(
+    const client_impl& c, error_code ec, std::string&& text, diagnostics* out, chat_response& response)
+{
+    clear_answer(response);
     if (ec) {
         text_spares::give(std::move(text));
-        return {ec, std::move(response)};
+        return ec;
     }
     // What decoding finds wrong is news only for a caller who asked for diagnostics.
     diagnostics unused;
@@ -400,16 +418,28 @@ decode_answer(const client_impl& c, error_code ec, std::string&& text, diagnosti
         if (diag.provider.empty())
             diag.provider = response.provider;
     }
+    return ec;
+}
+
+// The answer handed over: built here, outside chat_op's frame.
+std::tuple<error_code, chat_response>
+answer_of(const client_impl& c, error_code ec, std::string&& text, diagnostics* out)
+{
+    chat_response response;
+    ec = decode_answer(c, ec, std::move(text), out, response);
     return {ec, std::move(response)};
 }
 
-std::tuple<error_code, chat_response>
-refuse_chat(const client_impl& c, error_code ec, std::string message, diagnostics* out)
+// What stops a chat before anything is sent (the client's configuration, or a request that
+// cannot be encoded, which `body` then explains), told to `*out`; else success.
+error_code refused(const client_impl& c, bool invalid, std::string& body, diagnostics* out)
 {
+    if (!c.config_error && !invalid)
+        return {};
     diagnostics diag;
-    diag.message = std::move(message);
+    diag.message = c.config_error ? c.config_detail : std::move(body);
     hand_over(c, diag, out);
-    return {ec, chat_response{}};
+    return c.config_error ? c.config_error : error_code(error::bad_request_body);
 }
 
 } // namespace
@@ -422,13 +452,30 @@ asio::awaitable<std::tuple<error_code, chat_response>> client_detail::chat_op(
     generation_hook on_generation,
     bool retry_rate_limited)
 {
-    if (c->config_error)
-        co_return refuse_chat(*c, c->config_error, c->config_detail, out);
-    if (invalid) // `body` says what encode found wrong
-        co_return refuse_chat(*c, error::bad_request_body, std::move(body), out);
+    if (const auto ec = refused(*c, invalid, body, out))
+        co_return std::tuple{ec, chat_response{}};
     auto result = co_await request_whole(
         c, "POST", "/chat/completions", std::move(body), out, &on_generation, retry_rate_limited);
-    co_return decode_answer(*c, std::get<0>(result), std::move(std::get<1>(result)), out);
+    co_return answer_of(*c, std::get<0>(result), std::move(std::get<1>(result)), out);
+}
+
+asio::awaitable<std::tuple<error_code>> client_detail::chat_into_op(
+    std::shared_ptr<client_impl> c,
+    std::string body,
+    bool invalid,
+    diagnostics* out,
+    generation_hook on_generation,
+    bool retry_rate_limited,
+    chat_response& into)
+{
+    if (const auto ec = refused(*c, invalid, body, out)) {
+        clear_answer(into);
+        co_return std::tuple{ec};
+    }
+    auto result = co_await request_whole(
+        c, "POST", "/chat/completions", std::move(body), out, &on_generation, retry_rate_limited);
+    co_return std::tuple{
+        decode_answer(*c, std::get<0>(result), std::move(std::get<1>(result)), out, into)};
 }
 
 } // namespace frugal

@@ -231,6 +231,16 @@ asio::awaitable<std::tuple<error_code, chat_response>> chat_op(
     generation_hook on_generation = {},
     bool retry_rate_limited = true);
 
+// chat_op decoding the answer into `into` (chat_client::chat's second form).
+asio::awaitable<std::tuple<error_code>> chat_into_op(
+    std::shared_ptr<client_impl> c,
+    std::string body,
+    bool invalid,
+    diagnostics* out,
+    generation_hook on_generation,
+    bool retry_rate_limited,
+    chat_response& into);
+
 } // namespace client_detail
 
 } // namespace frugal

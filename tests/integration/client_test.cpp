@@ -32,6 +32,59 @@ BOOST_AUTO_TEST_CASE(whole_chat_reports_exactly_what_the_simulator_billed)
     BOOST_TEST(r.diag.attempts == 1);
 }
 
+// `chat(req, into, ...)` decodes into the caller's response: the same answer as the form that
+// hands one over, with nothing left of what `into` held before, and nothing at all after an
+// error before any answer (a refused status, a request that cannot be encoded).
+BOOST_AUTO_TEST_CASE(chat_into_gives_the_same_answer_in_the_callers_response_cleared_first)
+{
+    client_fixture f;
+    const auto req = request("anthropic/claude-fable-5", "What is a budget?");
+    const auto whole = f.chat(req);
+    BOOST_REQUIRE_MESSAGE(!whole.ec, whole.diag.to_string());
+
+    frugal::chat_response into;
+    into.id = "gen-stale";
+    into.content = std::string(300, 's');
+    into.reasoning = "stale reasoning";
+    into.refusal = "stale refusal";
+    into.tool_calls.push_back({"call_1", "function", "f", "{}"});
+    into.usage = frugal::usage{};
+    into.usage->cost_rejected = "a string";
+    auto into_once = [&](frugal::chat_request r, frugal::diagnostics& d) {
+        return run(f.io, [&]() -> asio::awaitable<boost::system::error_code> {
+            auto [ec] = co_await f.client.chat(r, into, &d);
+            co_return ec;
+        }());
+    };
+    frugal::diagnostics diag;
+    const auto ec = into_once(req, diag);
+    BOOST_REQUIRE_MESSAGE(!ec, diag.to_string());
+    BOOST_TEST(into.id.starts_with("gen-"));
+    BOOST_TEST(into.id != whole.response.id); // a generation of its own
+    auto same = whole.response;
+    same.id = into.id;
+    same.created = into.created;
+    BOOST_TEST((into.usage && same.usage && into.usage->cost && same.usage->cost));
+    // The same answer and bill to the picodollar; nothing of what `into` held is left.
+    BOOST_TEST((into == same));
+    BOOST_TEST(into.tool_calls.empty());
+    BOOST_TEST(diag.generation_id == into.id);
+
+    frugal::diagnostics failed;
+    BOOST_TEST((into_once(request("openai/gpt-5-mini", "Hi [sim fault=502]"), failed) ==
+                frugal::error::upstream_unavailable));
+    BOOST_TEST((into == frugal::chat_response{}));
+    BOOST_TEST(!failed.message.empty());
+
+    into.content = "stale again";
+    auto bad = request("openai/gpt-5-mini", "Hi");
+    bad.extra_body = "not an object";
+    frugal::diagnostics refused;
+    BOOST_TEST((into_once(bad, refused) == frugal::error::bad_request_body));
+    BOOST_TEST((into == frugal::chat_response{}));
+    BOOST_TEST(!refused.message.empty());
+}
+
 BOOST_AUTO_TEST_CASE(streamed_chat_adds_up_to_the_whole_answer)
 {
     client_fixture f;

@@ -319,6 +319,54 @@ BOOST_AUTO_TEST_CASE(must_match_escalates_an_answer_without_its_pattern_whole_an
     BOOST_TEST((o.result.attempts[1].cost == fp->prompt * 7 + fp->completion * 6 + fp->request));
 }
 
+// A tier whose answer ends with `finish_reason: "error"` failed: its text is never the
+// cascade's answer, whether the next tier answers or fails too. (An attempt's answer is
+// decoded where the cascade keeps its own, with a guard on the paid tier and without one.)
+BOOST_AUTO_TEST_CASE(a_failed_tiers_text_never_becomes_the_cascades_answer)
+{
+    auto cfg = roomy();
+    const std::string broken = "Tell me about pears; both of you will fall over.";
+    const std::string rescued = "Tell me about pears; the flagship will answer.";
+    auto replay = [&](const std::string& prompt, std::string model, std::string content,
+                      std::string finish) {
+        frugal::sim_replay r;
+        r.prompt = prompt;
+        r.model = std::move(model);
+        r.content = std::move(content);
+        r.completion_tokens = 4;
+        r.prompt_tokens = 9;
+        r.finish_reason = std::move(finish);
+        cfg.replays.push_back(std::move(r));
+    };
+    replay(broken, cheap, "Pears are half of", "error");
+    replay(broken, flagship, "Pears, said the flagship, are half of", "error");
+    replay(rescued, cheap, "Pears are half of", "error");
+    replay(rescued, flagship, "Pears are fruit.", "stop");
+    client_fixture f(cfg);
+    const auto cat = load_catalog(f);
+    for (const bool guarded : {false, true}) {
+        BOOST_TEST_CONTEXT("guarded: " << guarded)
+        {
+            frugal::router r(
+                f.client, policy(), cat,
+                guarded ? open_guard(cat, "1") : std::optional<frugal::budget_guard>());
+            const auto failed = complete(f, r, request("", broken));
+            BOOST_TEST(failed.ec == frugal::error::provider_error);
+            BOOST_TEST((failed.result.response == frugal::chat_response{}));
+            BOOST_TEST(failed.result.attempts.size() == 2u);
+
+            const auto ok = complete(f, r, request("", rescued));
+            BOOST_TEST_REQUIRE(!ok.ec, ok.ec.message());
+            BOOST_TEST(ok.result.escalated);
+            BOOST_TEST(ok.result.reason == escalation_reason::error);
+            BOOST_TEST(ok.result.response.content == "Pears are fruit.");
+            BOOST_TEST(ok.result.response.model == flagship);
+            BOOST_TEST_REQUIRE(ok.result.attempts.size() == 2u);
+            BOOST_TEST(ok.result.attempts[0].moved_on == escalation_reason::error);
+        }
+    }
+}
+
 // Once the last tier shows content the producer frees the prompt and keeps only what judging
 // reads (the response format). The cheap tier's answer is still judged against JSON, the
 // flagship's is accepted as the last, and the ledger names each attempt's model: nothing after

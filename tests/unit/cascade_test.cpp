@@ -3,11 +3,15 @@
 
 #include <frugal/router.hpp>
 
+#include "cascade/frames.hpp"
 #include "cascade/judge.hpp"
 #include "cascade_printers.hpp"
 #include "printers.hpp"
 
 #include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <vector>
 
 using frugal::escalation_reason;
 
@@ -344,6 +348,53 @@ BOOST_AUTO_TEST_CASE(left_at_zero_the_limits_are_openrouters_only_on_openrouter)
     mine.learn(paid);
     BOOST_TEST(mine.per_day() == 7u);
     BOOST_TEST(mine.per_minute() == 20u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The router's frames: a block given back is the next one taken of its size class on this
+// thread, the cache holds no more than its 256 KiB, and a block above 8 KiB is the heap's alone.
+BOOST_AUTO_TEST_SUITE(cascade_frames)
+
+BOOST_AUTO_TEST_CASE(a_frame_given_back_is_taken_again_and_the_cache_is_bounded)
+{
+    using frugal::detail::give_frame;
+    using frugal::detail::take_frame;
+    void* a = take_frame(5400);
+    give_frame(a, 5400);
+    BOOST_TEST(take_frame(5500) == a); // the same 256-byte class (5,377 to 5,632 bytes)
+    void* b = take_frame(1800);
+    BOOST_TEST(b != a);
+    give_frame(b, 1800);
+    give_frame(a, 5500);
+    BOOST_TEST(take_frame(1800) == b);
+    BOOST_TEST(take_frame(5400) == a);
+
+    // 100 blocks of 5,632 bytes given back: the cache keeps what fits in 256 KiB, the heap
+    // the rest; taken again, every one is a block of its own.
+    std::vector<void*> held;
+    for (int i = 0; i < 100; ++i)
+        held.push_back(take_frame(5600));
+    const std::size_t before = frugal::detail::cached_frame_bytes();
+    for (void* p : held)
+        give_frame(p, 5600);
+    const std::size_t kept = frugal::detail::cached_frame_bytes();
+    BOOST_TEST(kept <= 256u * 1024);
+    BOOST_TEST(kept > before);
+    BOOST_TEST(kept + 5632 > 256u * 1024); // filled up to its bound
+    std::vector<void*> again;
+    for (int i = 0; i < 100; ++i)
+        again.push_back(take_frame(5600));
+    BOOST_TEST(frugal::detail::cached_frame_bytes() == before);
+    std::sort(again.begin(), again.end());
+    BOOST_TEST((std::adjacent_find(again.begin(), again.end()) == again.end()));
+    for (void* p : again)
+        give_frame(p, 5600);
+    give_frame(a, 5400);
+    give_frame(b, 1800);
+
+    void* big = take_frame(64 * 1024); // above the classes: straight to the heap and back
+    give_frame(big, 64 * 1024);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
