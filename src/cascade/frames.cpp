@@ -3,6 +3,17 @@
 #include <array>
 #include <new>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+// A cached frame is poisoned until it is taken again: a use after its coroutine ended is
+// still reported, as it would be for a frame given back to the heap.
+#define FRUGAL_FRAME_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define FRUGAL_FRAME_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define FRUGAL_FRAME_POISON(p, n) ((void)(p), (void)(n))
+#define FRUGAL_FRAME_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace frugal::detail {
 
 namespace {
@@ -37,6 +48,7 @@ frame_cache::~frame_cache()
     cache_gone = true;
     for (std::size_t c = 0; c < classes; ++c)
         while (free_block* b = head[c]) {
+            FRUGAL_FRAME_UNPOISON(b, c * granule);
             head[c] = b->next;
             ::operator delete(b, c * granule);
         }
@@ -57,6 +69,7 @@ void* take_frame(std::size_t size)
     if (!cache_gone) {
         frame_cache& k = cache;
         if (free_block* b = k.head[c]) {
+            FRUGAL_FRAME_UNPOISON(b, c * granule);
             k.head[c] = b->next;
             k.bytes -= c * granule;
             return b;
@@ -77,6 +90,7 @@ void give_frame(void* block, std::size_t size) noexcept
         if (k.bytes + c * granule <= kept_bytes) {
             k.head[c] = ::new (block) free_block{k.head[c]};
             k.bytes += c * granule;
+            FRUGAL_FRAME_POISON(block, c * granule);
             return;
         }
     }

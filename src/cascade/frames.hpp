@@ -7,11 +7,12 @@
 // malloc and free, and its allocation also throws away one of the blocks Asio keeps for the
 // thread: a cascade's two frames (about 5.4 and 1.8 KiB, the cascade and its attempt) cost
 // the client's own recycled frames too, four trips to the heap a request. Frames of the
-// router's coroutines (every `awaitable` returned by a member of `router_impl`) are taken from
-// here instead; every other coroutine keeps Asio's recycling.
+// router's coroutines (every `awaitable` returned by a non-static, non-const member of
+// `router_impl`) are taken from here instead; every other coroutine keeps Asio's recycling.
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/version.hpp>
 
 #include <coroutine>
 #include <cstddef>
@@ -32,6 +33,8 @@ std::size_t cached_frame_bytes() noexcept;
 
 // Asio's promise with the allocation above. It adds no member: the promise's address, and so
 // the frame's (`coroutine_handle::from_promise` in Asio's promise), is where Asio's would be.
+// That leans on Asio's promise as 1.26 (Boost 1.81) has it: another version must be read again.
+static_assert(BOOST_ASIO_VERSION == 102600, "cached_frame derives from Asio 1.26's awaitable_frame");
 template <class T>
 class cached_frame : public boost::asio::detail::awaitable_frame<T, boost::asio::any_io_executor> {
     using base = boost::asio::detail::awaitable_frame<T, boost::asio::any_io_executor>;

@@ -437,7 +437,7 @@ error_code refused(const client_impl& c, bool invalid, std::string& body, diagno
     if (!c.config_error && !invalid)
         return {};
     diagnostics diag;
-    diag.message = c.config_error ? c.config_detail : std::move(body);
+    diag.message = c.config_error ? std::string(c.config_detail) : std::move(body);
     hand_over(c, diag, out);
     return c.config_error ? c.config_error : error_code(error::bad_request_body);
 }

@@ -11,6 +11,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 #include <vector>
 
 using frugal::escalation_reason;
@@ -362,6 +365,10 @@ BOOST_AUTO_TEST_CASE(a_frame_given_back_is_taken_again_and_the_cache_is_bounded)
     using frugal::detail::take_frame;
     void* a = take_frame(5400);
     give_frame(a, 5400);
+#if defined(__SANITIZE_ADDRESS__)
+    // A cached frame is poisoned: a use after its coroutine ended is reported, as after a free.
+    BOOST_TEST(__asan_address_is_poisoned(static_cast<char*>(a) + 100) != 0);
+#endif
     BOOST_TEST(take_frame(5500) == a); // the same 256-byte class (5,377 to 5,632 bytes)
     void* b = take_frame(1800);
     BOOST_TEST(b != a);
