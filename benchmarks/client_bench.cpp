@@ -295,6 +295,7 @@ enum class calls {
     direct_free,  // async_chat on the free model
     cascade,      // a cascade whose free answer is accepted (the router's own cost: policy,
                   // judging, the free tier's reservation and ledger record)
+    cascade_unguarded, // the same cascade, its router without a budget guard
     direct_paid,  // async_chat on the paid model
     budgeted,     // the paid model through the guard: async_reserve, async_chat, settle
 };
@@ -322,7 +323,9 @@ rate measure_calls(std::uint16_t port, calls what, int workers, std::chrono::sec
     policy.max_tokens = 300;
     policy.free_tier.per_minute = 1u << 30;
     policy.free_tier.per_day = 1u << 30;
-    frugal::router router(client, policy, prices, guard);
+    frugal::router router(
+        client, policy, prices,
+        what == calls::cascade_unguarded ? std::optional<frugal::budget_guard>() : guard);
     frugal::chat_request req;
     const bool paid = what == calls::direct_paid || what == calls::budgeted;
     req.model = paid ? flagship.id : cheap.id;
@@ -341,7 +344,7 @@ rate measure_calls(std::uint16_t port, calls what, int workers, std::chrono::sec
                 auto mine = req; // a budgeted call sends the max_tokens its reservation granted
                 while (!l.stopping) {
                     boost::system::error_code e;
-                    if (what == calls::cascade) {
+                    if (what == calls::cascade || what == calls::cascade_unguarded) {
                         auto [ce, r] = co_await router.async_complete(req, tuple_awaitable);
                         e = ce;
                     } else if (what == calls::budgeted) {
@@ -599,9 +602,12 @@ int main(int argc, char** argv)
         // median difference of seven pairs (a single pair varies by several microseconds on a
         // shared VM).
         std::vector<double> overhead, direct_cpu, cascade_cpu, budget_overhead, budgeted_cpu;
+        std::vector<double> unguarded_overhead;
         for (int round = 0; round < 7; ++round) {
             const rate direct = measure_calls(canned.port, calls::direct_free, 64, window);
             const rate cascaded = measure_calls(canned.port, calls::cascade, 64, window);
+            const rate unguarded = measure_calls(canned.port, calls::cascade_unguarded, 64, window);
+            unguarded_overhead.push_back(unguarded.cpu_us_per_unit - direct.cpu_us_per_unit);
             const rate paid = measure_calls(canned.port, calls::direct_paid, 64, window);
             const rate budgeted = measure_calls(canned.port, calls::budgeted, 64, window);
             direct_cpu.push_back(direct.cpu_us_per_unit);
@@ -615,10 +621,15 @@ int main(int argc, char** argv)
             "(median of 7)\n",
             median(direct_cpu), median(cascade_cpu), median(overhead));
         std::printf(
+            "                %5.2f us overhead without a budget guard in the router (median of "
+            "7)\n",
+            median(unguarded_overhead));
+        std::printf(
             "budgeted call:  %6.2f us CPU/req, %5.2f us over an unbudgeted paid call "
             "(memory store, median of 7)\n",
             median(budgeted_cpu), median(budget_overhead));
         figures["cascade_overhead_cpu_us"] = {median(overhead), "us/req"};
+        figures["cascade_unguarded_overhead_cpu_us"] = {median(unguarded_overhead), "us/req"};
         figures["cascade_cpu_us_per_req"] = {median(cascade_cpu), "us/req"};
         figures["budgeted_call_overhead_cpu_us"] = {median(budget_overhead), "us/req"};
         bench::stop_server(canned);
