@@ -345,10 +345,6 @@ asio::awaitable<std::tuple<error_code, std::string>> client_detail::request_whol
 
 namespace {
 
-// The answer of a whole chat request, decoded from its body: synchronous work kept out of
-// chat_op's coroutine frame. A frame over Asio's recycling limit (1,020 bytes) is a heap
-// allocation per request, and each such allocation also frees one of the thread's cached blocks,
-// so one large frame costs the small frames after it theirs too.
 // Clears an answer for a new one, its strings keeping their room.
 void clear_answer(chat_response& r) noexcept
 {
@@ -365,6 +361,11 @@ void clear_answer(chat_response& r) noexcept
     r.usage.reset();
 }
 
+// The answer of a whole chat request, decoded from its body: synchronous work kept out of
+// chat_op's coroutine frame. A frame over Asio's recycling limit (1,020 bytes) is a heap
+// allocation per request, and each such allocation also frees one of the thread's cached blocks,
+// so one large frame costs the small frames after it theirs too.
+//
 // Decodes into `response`, which it clears first: a caller's own response keeps its strings'
 // room, and no response is moved through the coroutines that await this.
 error_code decode_answer(
