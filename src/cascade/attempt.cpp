@@ -53,7 +53,7 @@ router_impl::free_gate(bool last_tier, steady_clock::time_point deadline, std::i
         t.expires_after(std::chrono::milliseconds(wait));
         auto [tec] = co_await t.async_wait(tuple_awaitable);
         if (tec)
-            co_return gate::fail; // cancelled: the caller's cancellation is seen next
+            co_return gate::aborted; // only the caller's cancellation stops this timer
         if (const auto g = gate_now(last_tier, deadline, wait))
             co_return *g;
     }
@@ -542,7 +542,7 @@ asio::awaitable<std::optional<cascade_step>> router_impl::wait_before_send(
 {
     const auto g = co_await free_gate(step.tier + 1 == policy.tiers.size(), deadline, wait);
     auto cs = co_await asio::this_coro::cancellation_state;
-    const bool cancelled = cs.cancelled() != asio::cancellation_type::none;
+    const bool cancelled = g == gate::aborted || cs.cancelled() != asio::cancellation_type::none;
     const auto q = gated(step, call, attempts, g, cancelled);
     if (q != quota_wait::go && cancelled)
         co_return m.cancelled();

@@ -126,7 +126,9 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
 
     // One attempt and its money, the hedge, the free tier's quota (attempt.cpp).
     std::int64_t take_free(std::int64_t now_ms);
-    enum class gate { go, skip, fail };
+    // `aborted`: free_gate's wait was cancelled, by the caller (its state may no longer say
+    // so: a later cancellation its filter drops sets it back to none in Asio 1.81).
+    enum class gate { go, skip, fail, aborted };
     std::optional<gate>
     gate_now(bool last_tier, steady_clock::time_point deadline, std::int64_t& wait);
     asio::awaitable<gate>

@@ -97,6 +97,35 @@ outcome complete(client_fixture& f, frugal::router& r, frugal::chat_request req)
     }());
 }
 
+// A cascade awaited in a coroutine that goes on after a cancellation (throw_if_cancelled
+// off), whose slot gets `emits` one after another once `after` has passed.
+outcome complete_cancelled(
+    client_fixture& f,
+    frugal::router& r,
+    frugal::chat_request req,
+    std::chrono::milliseconds after,
+    std::initializer_list<asio::cancellation_type> emits)
+{
+    asio::cancellation_signal cancel;
+    outcome o;
+    asio::co_spawn(
+        f.io,
+        [&]() -> asio::awaitable<void> {
+            co_await asio::this_coro::throw_if_cancelled(false);
+            auto [ec, res] = co_await r.async_complete(std::move(req), tuple_awaitable);
+            o = {ec, std::move(res)};
+        },
+        asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+    asio::steady_timer t(f.io, after);
+    t.async_wait([&](auto) {
+        for (const auto type : emits)
+            cancel.emit(type);
+    });
+    f.io.restart();
+    f.io.run();
+    return o;
+}
+
 // How the cheap model fails a prompt, judged here from its own answer, asked directly.
 escalation_reason cheap_failure(client_fixture& f, const std::string& prompt, bool json)
 {
@@ -773,29 +802,37 @@ BOOST_AUTO_TEST_CASE(a_cancellation_its_caller_forgets_still_ends_the_cascade)
         p.tiers = {first, flagship};
         auto guard = open_guard(cat, "1");
         frugal::router r(f.client, p, cat, guard);
-        asio::cancellation_signal cancel;
-        outcome o;
-        asio::co_spawn(
-            f.io,
-            [&]() -> asio::awaitable<void> {
-                co_await asio::this_coro::throw_if_cancelled(false);
-                auto [ec, res] = co_await r.async_complete(
-                    request("", "Tell a long story. [sim tokens=200]"), tuple_awaitable);
-                o = {ec, std::move(res)};
-            },
-            asio::bind_cancellation_slot(cancel.slot(), asio::detached));
-        asio::steady_timer t(f.io, 100ms);
-        t.async_wait([&](auto) {
-            cancel.emit(asio::cancellation_type::terminal);
-            cancel.emit(asio::cancellation_type::total); // dropped by the default filter
-        });
-        f.io.restart();
-        f.io.run();
+        // The second is dropped by the default filter.
+        const auto o = complete_cancelled(
+            f, r, request("", "Tell a long story. [sim tokens=200]"), 100ms,
+            {asio::cancellation_type::terminal, asio::cancellation_type::total});
         BOOST_TEST(o.ec == asio::error::operation_aborted, first);
         BOOST_TEST_REQUIRE(o.result.attempts.size() == 1u, first);
         BOOST_TEST(o.result.attempts[0].outcome == frugal::attempt_outcome::cancelled, first);
         BOOST_TEST((guard->snapshot()[0].reserved == money()));
     }
+}
+
+// The same during a wait for the free tier's quota: the wait's timer was stopped by the caller,
+// so the cascade ends cancelled, with nothing recorded as skipped and nothing paid, though the
+// caller's state reads none again by the time the wait ends.
+BOOST_AUTO_TEST_CASE(a_cancellation_its_caller_forgets_ends_a_wait_for_the_free_quota)
+{
+    client_fixture f(roomy());
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.free_tier.per_minute = 1; // the second cascade waits for the quota
+    p.free_tier.max_wait = 90s;
+    frugal::router r(f.client, p, cat, open_guard(cat, "1"));
+    BOOST_TEST_REQUIRE(!complete(f, r, request("", "Say hi.")).ec);
+    const auto started = std::chrono::steady_clock::now();
+    const auto o = complete_cancelled(
+        f, r, request("", "Say hi again."), 100ms,
+        {asio::cancellation_type::terminal, asio::cancellation_type::total});
+    BOOST_TEST(o.ec == asio::error::operation_aborted, o.ec.message());
+    BOOST_TEST(o.result.attempts.empty()); // no tier asked, none skipped
+    BOOST_TEST((std::chrono::steady_clock::now() - started < 30s));
+    BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
 }
 
 BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_reservation)
