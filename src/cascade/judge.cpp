@@ -12,12 +12,12 @@
 #include <cctype>
 #include <cstdint>
 #include <cstring>
-#include <utility>
 #include <iterator>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
+#include <utility>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>

@@ -293,18 +293,15 @@ BOOST_AUTO_TEST_CASE(must_match_escalates_an_answer_without_its_pattern_whole_an
     auto cfg = roomy();
     const std::string vague = "How many apples are left?";
     const std::string clear = "How many pears are left?";
-    auto replay = [&](std::string prompt, std::string model, std::string content, int tokens) {
-        frugal::sim_replay r;
-        r.prompt = std::move(prompt);
-        r.model = std::move(model);
-        r.content = std::move(content);
-        r.completion_tokens = static_cast<std::uint64_t>(tokens);
-        r.prompt_tokens = 7;
-        cfg.replays.push_back(std::move(r));
-    };
-    replay(vague, cheap, "There are some left.", 5);
-    replay(vague, flagship, "Twelve are left.\n#### 12", 6);
-    replay(clear, cheap, "Three pears.\n#### 3", 5);
+    cfg.replays.push_back(
+        {.prompt = vague, .model = cheap, .content = "There are some left.",
+         .completion_tokens = 5, .prompt_tokens = 7});
+    cfg.replays.push_back(
+        {.prompt = vague, .model = flagship, .content = "Twelve are left.\n#### 12",
+         .completion_tokens = 6, .prompt_tokens = 7});
+    cfg.replays.push_back(
+        {.prompt = clear, .model = cheap, .content = "Three pears.\n#### 3",
+         .completion_tokens = 5, .prompt_tokens = 7});
     client_fixture f(cfg);
     const auto cat = load_catalog(f);
     auto p = policy();
@@ -356,16 +353,11 @@ BOOST_AUTO_TEST_CASE(a_failed_tiers_text_never_becomes_the_cascades_answer)
     auto cfg = roomy();
     const std::string broken = "Tell me about pears; both of you will fall over.";
     const std::string rescued = "Tell me about pears; the flagship will answer.";
-    auto replay = [&](const std::string& prompt, std::string model, std::string content,
+    auto replay = [&](const std::string& prompt, const char* model, std::string content,
                       std::string finish) {
-        frugal::sim_replay r;
-        r.prompt = prompt;
-        r.model = std::move(model);
-        r.content = std::move(content);
-        r.completion_tokens = 4;
-        r.prompt_tokens = 9;
-        r.finish_reason = std::move(finish);
-        cfg.replays.push_back(std::move(r));
+        cfg.replays.push_back(
+            {.prompt = prompt, .model = model, .content = std::move(content),
+             .completion_tokens = 4, .prompt_tokens = 9, .finish_reason = std::move(finish)});
     };
     replay(broken, cheap, "Pears are half of", "error");
     replay(broken, flagship, "Pears, said the flagship, are half of", "error");
@@ -404,18 +396,13 @@ BOOST_AUTO_TEST_CASE(a_streamed_cascade_judges_json_after_its_last_tier_lets_the
 {
     auto cfg = roomy();
     const std::string prompt = "List the pears as JSON, please, in one object.";
-    auto replay = [&](std::string model, std::string content) {
-        frugal::sim_replay r;
-        r.prompt = prompt;
-        r.model = std::move(model);
-        r.content = std::move(content);
-        r.completion_tokens = 4;
-        r.prompt_tokens = 9;
-        cfg.replays.push_back(std::move(r));
-    };
     // The cheap answer opens like JSON, so it is shown (stream mode) before it is judged whole.
-    replay(cheap, "{\"pears\": 3,");
-    replay(flagship, "pears: three, not JSON either");
+    cfg.replays.push_back(
+        {.prompt = prompt, .model = cheap, .content = "{\"pears\": 3,",
+         .completion_tokens = 4, .prompt_tokens = 9});
+    cfg.replays.push_back(
+        {.prompt = prompt, .model = flagship, .content = "pears: three, not JSON either",
+         .completion_tokens = 4, .prompt_tokens = 9});
     client_fixture f(cfg);
     const auto cat = load_catalog(f);
     frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
