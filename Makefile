@@ -46,7 +46,7 @@ bench: build
 # Node may come from elsewhere than Debian (its npm then is not a Debian package): only a
 # missing `node` or `npm` command asks apt for them.
 bench-peers: build
-	@tools/deps.sh nginx-light wrk
+	@tools/deps.sh nginx-light wrk curl
 	@command -v node >/dev/null && command -v npm >/dev/null || tools/deps.sh nodejs npm
 	benchmarks/peers/run.sh $(BUILD_DIR)
 

@@ -16,8 +16,8 @@ npm_dir=$build/npm
 load=$build/bin/frugal-load
 mkdir -p "$work/www" "$work/tmp" "$build/bench"
 
-for tool in nginx wrk node npm python3 taskset; do
-    command -v "$tool" >/dev/null || { echo "bench-peers: $tool is missing (make deps-peers)" >&2; exit 1; }
+for tool in nginx wrk node npm python3 taskset curl; do
+    command -v "$tool" >/dev/null || { echo "bench-peers: $tool is missing (make bench-peers installs it)" >&2; exit 1; }
 done
 packages="openai@6.49.0 @openrouter/sdk@1.3.19 eventsource-parser@3.1.1"
 if [ ! -f "$npm_dir/node_modules/openai/package.json" ] ||
@@ -42,11 +42,30 @@ stream=http://127.0.0.1:$port/stream/api/v1
 runs=$work/runs.jsonl
 : >"$runs"
 
+# The upstream's CPU time (its worker's user + system, in clock ticks) and the requests it has
+# served: their differences over a client's run give nginx's CPU per request, recorded beside
+# the client's figures, so that a run whose upstream was the limit shows as one.
+upstream() {
+    local worker stat served
+    worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+    read -r -a stat <"/proc/$worker/stat"
+    served=$(curl -s "http://127.0.0.1:$port/status" | sed -n 3p | awk '{print $3}')
+    echo "$((stat[13] + stat[14])) $served"
+}
+
 run() { # item command...
     local item=$1
     shift
-    local line
+    local line before after
+    before=$(upstream)
     if line=$(taskset -c 1 "$@" 2>"$work/last.err" | tail -1) && [ -n "$line" ]; then
+        after=$(upstream)
+        line=$(python3 -c 'import sys
+t0, n0, t1, n1 = map(int, sys.argv[1:5])
+if n1 - n0 < 100:  # a run that did not go through nginx (the parsers)
+    print(sys.argv[6])
+else:
+    print(sys.argv[6][:-1] + ",\"upstream_us_per_req\":%.3f}" % ((t1 - t0) * 1e6 / int(sys.argv[5]) / (n1 - n0)))' $before $after "$(getconf CLK_TCK)" "$line")
         echo "{\"item\":\"$item\",\"rep\":${rep:-0},${line#\{}" >>"$runs"
         printf '  %-18s %s\n' "$item" "$line"
     else

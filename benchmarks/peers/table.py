@@ -14,6 +14,8 @@ runs_file, out_json = sys.argv[1], sys.argv[2]
 runs = defaultdict(list)
 for line in open(runs_file):
     r = json.loads(line)
+    if "upstream_us_per_req" in r and r.get("req_per_s"):
+        r["upstream_busy"] = r["req_per_s"] * r["upstream_us_per_req"] / 1e6
     runs[r.pop("item")].append(r)
 
 
@@ -49,6 +51,10 @@ for item, label in items.items():
                   "cpu_us_per_req": med(item, "cpu_us_per_req"),
                   "cpu_us_per_chunk": med(item, "cpu_us_per_chunk"),
                   "p50_ms": med(item, "p50_ms"), "p99_ms": med(item, "p99_ms"),
+                  "upstream_us_per_req": med(item, "upstream_us_per_req"),
+                  # nginx's share of its CPU while this client ran: near 1, the upstream was
+                  # the limit and the client's req/s says more about nginx than about it
+                  "upstream_busy": med(item, "upstream_busy"),
                   "errors": sum(r.get("errors", 0) for r in runs[item])})
 memory = [{"client": c, "kib_per_stream": med(f"{c}_hold", "kib_per_stream"),
            "open_streams": med(f"{c}_hold", "open_streams")}
@@ -176,14 +182,18 @@ lines.append("unmeasured warm-up (wrk: none needed; the Node SDKs: a quarter of 
 lines.append("at least 256 requests, so the JIT has compiled the hot paths and the pool is open;")
 lines.append("frugal-load: 1,000 requests). CPU is the process's user + system time over the")
 lines.append("measured phase (getrusage; wrk's from its child accounting). Streamed chunks are")
-lines.append("content deltas on every side. Ratios are medians of per-repetition ratios.")
+lines.append("content deltas on every side. Ratios are medians of per-repetition ratios. The")
+lines.append("upstream columns are nginx's CPU per request during each client's run and the share of")
+lines.append("its CPU that took: near 100%, nginx was the limit, not the client.")
 lines.append("")
-lines.append("| client | req/s | chunks/s | CPU µs/req | CPU µs/chunk | p50 ms | p99 ms | errors |")
-lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+lines.append("| client | req/s | chunks/s | CPU µs/req | CPU µs/chunk | p50 ms | p99 ms | errors | upstream µs/req | upstream busy |")
+lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for t in table:
     lines.append(f"| {t['client']} | {f(t['req_per_s'])} | {f(t['chunks_per_s'], 0) if t['chunks_per_s'] else '-'} | "
                  f"{f(t['cpu_us_per_req'], 2)} | {f(t['cpu_us_per_chunk'], 3) if t['cpu_us_per_chunk'] else '-'} | "
-                 f"{f(t['p50_ms'], 2)} | {f(t['p99_ms'], 2)} | {t['errors']} |")
+                 f"{f(t['p50_ms'], 2)} | {f(t['p99_ms'], 2)} | {t['errors']} | "
+                 f"{f(t['upstream_us_per_req'], 2)} | "
+                 f"{f(t['upstream_busy'] * 100, 0) + '%' if t['upstream_busy'] is not None else '-'} |")
 lines.append("")
 lines.append("| memory per open stream | KiB |")
 lines.append("|---|---:|")
