@@ -822,6 +822,68 @@ BOOST_AUTO_TEST_CASE(a_cancellation_its_caller_forgets_ends_a_wait_for_the_free_
     BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
 }
 
+// The same during the guard's wait for headroom: a cascade whose paid tier waits for another's
+// reservation to settle, cancelled by its caller (a terminal cancellation, then one the filter
+// drops), ends cancelled at once, having reserved nothing and without escalating to a tier it
+// would have waited for too.
+BOOST_AUTO_TEST_CASE(a_cancellation_its_caller_forgets_ends_a_wait_for_budget_headroom)
+{
+    client_fixture f(paced(20ms));
+    const auto cat = load_catalog(f);
+    auto p = policy();
+    p.tiers = {"openai/gpt-5-mini", flagship};
+    frugal::budget_params bp;
+    bp.max_wait = 60s; // the wait ends by the cancellation, not by this
+    auto guard = open_guard(cat, "1000", bp);
+    frugal::router r(f.client, p, cat, guard);
+    const auto story = "Tell a long story. [sim tokens=200]";
+
+    // The first cascade holds its tier's worst case; the cap then leaves less than another.
+    asio::cancellation_signal stop_first, stop_second;
+    outcome first, second;
+    auto spawn = [&](asio::cancellation_signal& stop, outcome& o) {
+        asio::co_spawn(
+            f.io,
+            [&]() -> asio::awaitable<void> {
+                co_await asio::this_coro::throw_if_cancelled(false);
+                auto [ec, res] = co_await r.async_complete(request("", story), tuple_awaitable);
+                o = {ec, std::move(res)};
+            },
+            asio::bind_cancellation_slot(stop.slot(), asio::detached));
+    };
+    spawn(stop_first, first);
+    asio::steady_timer hold(f.io, 100ms), cancel_second(f.io, 300ms), cancel_first(f.io, 500ms);
+    hold.async_wait([&](auto) {
+        const auto held = guard->snapshot()[0].reserved;
+        BOOST_TEST_REQUIRE((held > money()));
+        BOOST_TEST_REQUIRE(!guard->set_budgets({{"global", held + *money::parse("0.000001")}}));
+        spawn(stop_second, second);
+    });
+    cancel_second.async_wait([&](auto) {
+        BOOST_TEST(second.result.attempts.empty()); // still waiting
+        stop_second.emit(asio::cancellation_type::terminal);
+        stop_second.emit(asio::cancellation_type::total); // dropped by the default filter
+    });
+    cancel_first.async_wait([&](auto) {
+        // The second ended before the first let any headroom go.
+        BOOST_TEST(second.ec == asio::error::operation_aborted, second.ec.message());
+        stop_first.emit(asio::cancellation_type::terminal);
+    });
+    f.io.restart();
+    f.io.run();
+
+    BOOST_TEST(second.ec == asio::error::operation_aborted, second.ec.message());
+    BOOST_TEST_REQUIRE(second.result.attempts.size() == 1u); // no escalation
+    BOOST_TEST(second.result.attempts[0].tier == 0u);
+    // Stopped before it was sent: `not_sent` (`cancelled` is for a request the provider got).
+    BOOST_TEST(second.result.attempts[0].outcome == frugal::attempt_outcome::not_sent);
+    BOOST_TEST(second.result.attempts[0].error == asio::error::operation_aborted);
+    BOOST_TEST((second.result.total_cost == money()));
+    BOOST_TEST(first.ec == asio::error::operation_aborted, first.ec.message());
+    BOOST_TEST((guard->snapshot()[0].reserved == money()));
+    BOOST_TEST(!f.bill().at("models").as_object().contains(flagship));
+}
+
 BOOST_AUTO_TEST_CASE(cancelling_the_task_cancels_the_attempt_and_settles_its_reservation)
 {
     client_fixture f(paced(20ms));
