@@ -4,6 +4,8 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/read_size.hpp>
+#include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 
 #include <array>
@@ -141,8 +143,37 @@ asio::awaitable<error_code> client_detail::start_exchange(
         // has no overall limit (its lines and events have theirs); Beast's default is 8 MB.
         reader.body_limit(
             whole ? boost::optional<std::uint64_t>(c->params.limits.max_body_size) : boost::none);
-        auto [rec, rn] =
-            co_await bhttp::async_read_header(*conn, conn->buffer, reader, tuple_awaitable);
+        // The head, read in this coroutine as `http::async_read_header` would read it, without
+        // its two composed operations around each read (each a work guard: an executor copied,
+        // preferred and destroyed, and the handler moved through both).
+        error_code rec;
+        while (!reader.is_header_done()) {
+            if (conn->buffer.size() != 0) {
+                conn->buffer.consume(reader.put(conn->buffer.data(), rec));
+                if (rec != bhttp::error::need_more)
+                    break; // the head is done, or the parser failed
+                rec = {};
+            }
+            const auto room = beast::read_size(conn->buffer, 65536);
+            if (room == 0) {
+                rec = bhttp::error::buffer_overflow;
+                break;
+            }
+            auto [ec, n] =
+                co_await conn->async_read_some(conn->buffer.prepare(room), tuple_awaitable);
+            conn->buffer.commit(n);
+            if (ec == asio::error::eof) {
+                if (reader.got_some())
+                    reader.put_eof(rec); // a head cut short: partial_message
+                else
+                    rec = bhttp::error::end_of_stream;
+                break;
+            }
+            if (ec) {
+                rec = ec;
+                break;
+            }
+        }
         if (rec) {
             const bool timed_out = conn->timed_out();
             if (timed_out) {

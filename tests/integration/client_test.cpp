@@ -252,6 +252,52 @@ BOOST_AUTO_TEST_CASE(a_request_larger_than_the_socket_takes_at_once_arrives_whol
     }
 }
 
+namespace {
+
+// Reads each request's head, sends `reply` (possibly nothing) and closes the connection.
+class closing_server : public loopback_server {
+public:
+    explicit closing_server(std::string reply) : reply_(std::move(reply)) { start(); }
+    ~closing_server() override { stop(); }
+
+private:
+    asio::awaitable<void> serve(tcp::socket socket) override
+    {
+        asio::streambuf in;
+        if (!co_await frugal::test::detail::read_head(socket, in))
+            co_return;
+        co_await asio::async_write(socket, asio::buffer(reply_), asio::as_tuple(asio::use_awaitable));
+        boost::system::error_code ignored;
+        socket.shutdown(tcp::socket::shutdown_both, ignored);
+    }
+    std::string reply_;
+};
+
+} // namespace
+
+// A server that closes before its head is whole: the head cut short is a partial message, no
+// head at all is the end of the stream; either after the request was sent, so not retried.
+BOOST_AUTO_TEST_CASE(a_head_cut_short_or_never_sent_fails_and_says_so)
+{
+    for (const auto& [reply, expected] :
+         {std::pair{std::string("HTTP/1.1 200 OK\r\nContent-Type: appl"),
+                    boost::beast::http::error::partial_message},
+          std::pair{std::string("HTTP/1.1 200 OK\r\n"), boost::beast::http::error::partial_message},
+          std::pair{std::string(), boost::beast::http::error::end_of_stream}}) {
+        closing_server server(reply);
+        asio::io_context io;
+        auto p = fast_retries();
+        p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+        frugal::chat_client client(io.get_executor(), p);
+        const auto r = run(io, chat_once(client, request("m/x", "Hi")));
+        BOOST_TEST(r.ec == make_error_code(expected), r.ec.message() << " for " << reply.size());
+        BOOST_TEST(r.diag.message.find("reading the response head failed") != std::string::npos,
+                   r.diag.message);
+        BOOST_TEST(r.diag.attempts == 1);
+        BOOST_TEST(server.connections() == 1);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(whole_answers_are_decoded_each_from_its_own_body)
 {
     // Bytes no simulator decides. A large body comes first: a body buffer kept between requests
