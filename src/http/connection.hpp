@@ -90,8 +90,13 @@ public:
     /// Sets the deadline of the current phase; `phase` names it for error messages. When it
     /// passes, the connection is closed, so whatever is pending fails, and `timed_out()` tells.
     void arm(steady_clock::time_point deadline, const char* phase);
-    /// No deadline (an idle connection in the pool).
+    /// No deadline (an idle connection in the pool), and no pending wake-up.
     void disarm();
+    /// No deadline, but a pending wake-up stays: the next request's deadline is almost always
+    /// later than it, so that request arms no timer (a cancellation and a wait fewer); when it
+    /// fires, it finds no deadline passed and waits for the one set then. Its wait keeps the
+    /// io_context running: the pool calls `disarm` once no connection is out.
+    void rest() noexcept { deadline_ = steady_clock::time_point::max(); }
     bool timed_out() const noexcept { return timed_out_; }
     const char* phase() const noexcept { return phase_; }
 

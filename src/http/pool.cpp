@@ -53,6 +53,7 @@ void pool::hand_out(
     const std::string& key, std::shared_ptr<connection> conn, bool reused, lease& out)
 {
     lend_buffer(*conn);
+    ++leased_;
     out = lease{};
     out.pool_ = this;
     out.key_ = &key;
@@ -195,8 +196,14 @@ void pool::lease::give_back(bool reusable) noexcept
 
 void pool::release(const std::string& key, std::shared_ptr<connection> conn, bool reusable)
 {
+    --leased_;
     if (reusable && conn->is_open()) {
-        conn->disarm();
+        if (leased_ != 0) {
+            conn->rest();
+            ++resting_;
+        } else {
+            conn->disarm();
+        }
         // An idle connection holds no read buffer: it goes to the spares, or back to the heap.
         take_buffer(*conn);
         conn->buffer.shrink_to_fit(); // what is left over (never, after a clean end)
@@ -208,7 +215,18 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
         conn->close();
         closed_one();
     }
+    if (leased_ == 0 && resting_ != 0)
+        stop_idle_wakeups();
     wake_one();
+}
+
+void pool::stop_idle_wakeups()
+{
+    resting_ = 0;
+    for (auto& [key, list] : idle_) {
+        for (auto& conn : list)
+            conn->disarm();
+    }
 }
 
 void pool::wake_one()

@@ -107,6 +107,13 @@ private:
     pool_params params_;
     std::unordered_map<std::string, std::vector<std::shared_ptr<connection>>> idle_;
     std::size_t open_ = 0;
+    // Connections handed out and not given back. While some are, an idle connection keeps its
+    // watchdog's pending wake-up (`connection::rest`): the io_context runs on for them anyway,
+    // and the next request on it then arms no timer. The last one given back cancels them all,
+    // so that no wake-up keeps a finished program's `run()` from returning.
+    std::size_t leased_ = 0;
+    std::size_t resting_ = 0; // idle connections rested since the last stop_idle_wakeups
+    void stop_idle_wakeups();
     std::list<waiter*> waiters_;
     // Read buffers of connections gone idle or between a stream's reads, handed to the next
     // connection to read: an idle connection holds none, and a busy one does not allocate one

@@ -690,6 +690,76 @@ BOOST_AUTO_TEST_CASE(concurrent_requests_share_the_pool_up_to_its_limit)
     BOOST_TEST(f.bill().at("total").at("requests").as_int64() == 32);
 }
 
+// A connection given back while others are out keeps its watchdog's pending wake-up, so that
+// its next request arms no timer. That request's deadline still holds: it fails when its own
+// first-byte deadline passes, neither at the earlier wake-up nor never.
+BOOST_AUTO_TEST_CASE(a_connection_reused_while_others_are_out_keeps_its_requests_deadline)
+{
+    using clock = std::chrono::steady_clock;
+    auto params = fast_retries();
+    params.timeouts.first_byte = 400ms;
+    client_fixture f(paced(20ms), params);
+    stream_result slow;
+    chat_result quick, hung;
+    clock::duration hung_took{};
+    asio::co_spawn(
+        f.io,
+        [&]() -> asio::awaitable<void> { // a stream holds a connection throughout (about 0.8 s)
+            slow = co_await stream_all(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=40]"), -1);
+        },
+        asio::detached);
+    asio::co_spawn(
+        f.io,
+        [&]() -> asio::awaitable<void> {
+            quick = co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=1]"));
+            asio::steady_timer later(f.io, 200ms); // its wake-up is now 200 ms before the next deadline
+            co_await later.async_wait(tuple_awaitable);
+            const auto t0 = clock::now();
+            hung = co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim fault=hang]"));
+            hung_took = clock::now() - t0;
+        },
+        asio::detached);
+    f.io.restart();
+    f.io.run();
+    BOOST_TEST(!slow.ec, slow.ec.message());
+    BOOST_TEST(slow.done);
+    BOOST_TEST(!quick.ec, quick.ec.message());
+    BOOST_TEST(hung.ec == frugal::error::timeout, hung.ec.message());
+    BOOST_TEST(hung.diag.message.find("first-byte") != std::string::npos, hung.diag.message);
+    BOOST_TEST(hung_took >= 380ms);
+    BOOST_TEST(hung_took < 2s);
+}
+
+// The wake-ups kept for idle connections are cancelled once none is out: a program's `run()`
+// returns when its last request ends, not when the last wake-up (a deadline a minute away) comes.
+BOOST_AUTO_TEST_CASE(idle_connections_keep_no_wakeup_once_every_request_has_ended)
+{
+    auto params = fast_retries();
+    params.timeouts.first_byte = 60s;
+    params.timeouts.stall = 60s;
+    client_fixture f(paced(5ms), params);
+    for (int round = 0; round < 2; ++round) {
+        std::vector<chat_result> results(6);
+        for (auto& r : results) {
+            asio::co_spawn(
+                f.io,
+                [&]() -> asio::awaitable<void> {
+                    r = co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=8]"));
+                },
+                asio::detached);
+        }
+        f.io.restart();
+        f.io.run_for(10s); // returns at once when no work is left
+        BOOST_TEST_REQUIRE(f.io.stopped(), "a wake-up still pending 10 s after the requests");
+        for (const auto& r : results) {
+            BOOST_TEST(!r.ec, r.ec.message());
+            BOOST_TEST(!r.response.content.empty());
+        }
+        BOOST_TEST(f.client.open_connections() > 1u); // they overlapped: some were given back early
+        BOOST_TEST(f.client.idle_connections() == f.client.open_connections());
+    }
+}
+
 BOOST_AUTO_TEST_CASE(cancelling_a_chat_closes_its_connection_promptly)
 {
     client_fixture f;
