@@ -71,6 +71,8 @@ void connection::on_watchdog(std::uint64_t generation, error_code ec)
     if (generation != timer_generation_ || ec == asio::error::operation_aborted)
         return;
     timer_pending_ = false;
+    if (deadline_ == steady_clock::time_point::max())
+        return; // none now (a rested or paused connection): the next deadline arms its own
     if (steady_clock::now() < deadline_) {
         arm(deadline_, phase_); // the deadline moved later meanwhile
         return;

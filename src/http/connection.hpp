@@ -95,7 +95,7 @@ public:
     /// No deadline, but a pending wake-up stays: the next request's deadline is almost always
     /// later than it, so that request arms no timer (a cancellation and a wait fewer); when it
     /// fires, it finds no deadline passed and waits for the one set then. Its wait keeps the
-    /// io_context running: the pool calls `disarm` once no connection is out.
+    /// io_context running: the pool calls `disarm` once no connection is busy.
     void rest() noexcept { deadline_ = steady_clock::time_point::max(); }
     bool timed_out() const noexcept { return timed_out_; }
     const char* phase() const noexcept { return phase_; }
@@ -127,6 +127,10 @@ public:
     response_reader& start_response() { return reader.emplace(head); }
     steady_clock::time_point idle_since{};
     std::uint64_t requests = 0;
+    /// The pool's marks: a stream between reads (`pool::pause`), and an idle connection whose
+    /// wake-up was kept (`rest`), on the pool's list of those.
+    bool paused = false;
+    bool resting = false;
 
 private:
     void on_watchdog(std::uint64_t generation, error_code ec);

@@ -33,6 +33,8 @@ bool pool::try_acquire(
         while (!list.empty()) {
             auto conn = std::move(list.back());
             list.pop_back();
+            if (conn->resting)
+                unrest(*conn); // handed out with its wake-up, which the next deadline uses
             if (now - conn->idle_since < params_.idle_timeout && conn->alive()) {
                 hand_out(key, std::move(conn), true, out);
                 return true;
@@ -197,10 +199,15 @@ void pool::lease::give_back(bool reusable) noexcept
 void pool::release(const std::string& key, std::shared_ptr<connection> conn, bool reusable)
 {
     --leased_;
+    if (conn->paused) {
+        conn->paused = false;
+        --paused_;
+    }
     if (reusable && conn->is_open()) {
-        if (leased_ != 0) {
+        if (busy()) {
             conn->rest();
-            ++resting_;
+            conn->resting = true;
+            resting_.push_back(conn.get());
         } else {
             conn->disarm();
         }
@@ -215,18 +222,47 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
         conn->close();
         closed_one();
     }
-    if (leased_ == 0 && resting_ != 0)
+    if (!busy() && !resting_.empty())
         stop_idle_wakeups();
     wake_one();
 }
 
-void pool::stop_idle_wakeups()
+void pool::pause(connection& conn) noexcept
 {
-    resting_ = 0;
-    for (auto& [key, list] : idle_) {
-        for (auto& conn : list)
-            conn->disarm();
+    conn.disarm();
+    if (!conn.paused) {
+        conn.paused = true;
+        ++paused_;
     }
+    if (!busy() && !resting_.empty())
+        stop_idle_wakeups();
+}
+
+void pool::resume(connection& conn) noexcept
+{
+    if (conn.paused) {
+        conn.paused = false;
+        --paused_;
+    }
+}
+
+void pool::unrest(connection& conn) noexcept
+{
+    conn.resting = false;
+    if (const auto at = std::find(resting_.begin(), resting_.end(), &conn); at != resting_.end()) {
+        *at = resting_.back();
+        resting_.pop_back();
+    }
+}
+
+// Only the rested connections: a large idle pool is not walked each time the load drains.
+void pool::stop_idle_wakeups() noexcept
+{
+    for (auto* conn : resting_) {
+        conn->resting = false;
+        conn->disarm();
+    }
+    resting_.clear();
 }
 
 void pool::wake_one()

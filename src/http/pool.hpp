@@ -87,6 +87,12 @@ public:
     /// is traded for a smaller one with those bytes, and goes to the spares.
     void lend_buffer(connection& conn, std::size_t most = spare_capacity);
 
+    /// A stream between reads: its connection waits on no deadline (its caller sets the pace)
+    /// and keeps no other connection's wake-up pending.
+    void pause(connection& conn) noexcept;
+    /// The stream reads again: call before arming its deadline.
+    void resume(connection& conn) noexcept;
+
     std::size_t open() const noexcept { return open_; }
     std::size_t idle() const noexcept;
 
@@ -107,13 +113,18 @@ private:
     pool_params params_;
     std::unordered_map<std::string, std::vector<std::shared_ptr<connection>>> idle_;
     std::size_t open_ = 0;
-    // Connections handed out and not given back. While some are, an idle connection keeps its
-    // watchdog's pending wake-up (`connection::rest`): the io_context runs on for them anyway,
-    // and the next request on it then arms no timer. The last one given back cancels them all,
-    // so that no wake-up keeps a finished program's `run()` from returning.
+    // Connections handed out and not given back, and of those the streams between reads
+    // (`pause`). While some lease is busy (out and not paused), a connection given back keeps
+    // its watchdog's pending wake-up (`connection::rest`): the io_context runs on for the busy
+    // one anyway, and the next request on the rested connection arms no timer. When none is
+    // busy any more, the wake-ups kept are cancelled, so that none keeps `run()` from returning
+    // (a caller pacing a stream runs the io_context one read at a time).
     std::size_t leased_ = 0;
-    std::size_t resting_ = 0; // idle connections rested since the last stop_idle_wakeups
-    void stop_idle_wakeups();
+    std::size_t paused_ = 0;
+    std::vector<connection*> resting_; // idle, with a kept wake-up
+    bool busy() const noexcept { return leased_ > paused_; }
+    void unrest(connection& conn) noexcept;
+    void stop_idle_wakeups() noexcept;
     std::list<waiter*> waiters_;
     // Read buffers of connections gone idle or between a stream's reads, handed to the next
     // connection to read: an idle connection holds none, and a busy one does not allocate one

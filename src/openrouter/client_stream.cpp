@@ -296,6 +296,7 @@ void drain(const std::shared_ptr<chat_stream::state>& s)
         s->release(s->keep_alive && s->conn->buffer.size() == 0);
         return;
     }
+    s->client->pool.resume(*s->conn);
     s->conn->arm(
         std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total), "stream end");
     // The read keeps its connection alive even if the stream gives it up meanwhile.
@@ -396,6 +397,7 @@ struct read_delta_op {
                 // does not wait with it.
                 s->client->pool.lend_buffer(*conn, 2 * s->read_size);
             }
+            s->client->pool.resume(*conn);
             conn->arm(
                 std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
                 "stream");
@@ -403,7 +405,7 @@ struct read_delta_op {
             return bhttp::async_read_some(c, c.buffer, *c.reader, std::move(self));
         }
         if (s->conn) {
-            s->conn->disarm(); // between reads the caller sets the pace
+            s->client->pool.pause(*s->conn); // between reads the caller sets the pace
             parse_buffered(*s);
             if (s->conn)
                 s->client->pool.take_buffer(*s->conn);
@@ -568,7 +570,7 @@ asio::awaitable<std::tuple<error_code, bool>> start_stream_op(
             if (diag.http_status == 200 &&
                 conn->head.content_type.starts_with("text/event-stream")) {
                 conn->reader->body_into(&ingest, s.get());
-                conn->disarm(); // between reads the caller sets the pace
+                c->pool.pause(*conn); // between reads the caller sets the pace
                 c->pool.take_buffer(*conn);
                 s->keep_alive = conn->reader->keep_alive();
                 s->conn = std::move(conn);

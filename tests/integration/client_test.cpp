@@ -760,6 +760,43 @@ BOOST_AUTO_TEST_CASE(idle_connections_keep_no_wakeup_once_every_request_has_ende
     }
 }
 
+// A stream between reads is out of the pool but busy with nothing: its caller runs the
+// io_context one read at a time. A chat that ends meanwhile must not leave its connection's
+// wake-up pending (a deadline a minute away), or that caller's `run()` would not return.
+BOOST_AUTO_TEST_CASE(a_stream_between_reads_leaves_no_other_connection_waking)
+{
+    auto params = fast_retries();
+    params.timeouts.first_byte = 60s;
+    params.timeouts.stall = 60s;
+    client_fixture f(paced(5ms), params);
+    frugal::chat_stream s;
+    BOOST_TEST_REQUIRE(!std::get<0>(run(f.io, start_stream(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=20]"), s))));
+    BOOST_TEST_REQUIRE(!std::get<0>(run(f.io, read_delta(s))));
+    for (int round = 0; round < 2; ++round) {
+        // Two chats at once, so that the first given back finds another out.
+        std::vector<chat_result> results(2);
+        for (auto& r : results) {
+            asio::co_spawn(
+                f.io,
+                [&]() -> asio::awaitable<void> {
+                    r = co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=4]"));
+                },
+                asio::detached);
+        }
+        f.io.restart();
+        f.io.run_for(10s); // returns at once when no work is left
+        BOOST_TEST_REQUIRE(f.io.stopped(), "a wake-up still pending 10 s after the chats");
+        for (const auto& r : results) {
+            BOOST_TEST(!r.ec, r.ec.message());
+            BOOST_TEST(!r.response.content.empty());
+        }
+    }
+    // The stream reads on to its end, its deadlines armed again.
+    for (int reads = 0; !s.done() && reads < 100; ++reads)
+        BOOST_TEST_REQUIRE(!std::get<0>(run(f.io, read_delta(s))));
+    BOOST_TEST(s.done());
+}
+
 BOOST_AUTO_TEST_CASE(cancelling_a_chat_closes_its_connection_promptly)
 {
     client_fixture f;
