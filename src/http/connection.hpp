@@ -94,8 +94,8 @@ public:
     void disarm();
     /// No deadline, but a pending wake-up stays: the next request's deadline is almost always
     /// later than it, so that request arms no timer (a cancellation and a wait fewer); when it
-    /// fires, it finds no deadline passed and waits for the one set then. Its wait keeps the
-    /// io_context running: the pool calls `disarm` once no connection is busy.
+    /// fires, it re-arms for that request's deadline, or, still idle, just stops. Its wait keeps
+    /// the io_context running: the pool calls `disarm` once no connection is busy.
     void rest() noexcept { deadline_ = steady_clock::time_point::max(); }
     bool timed_out() const noexcept { return timed_out_; }
     const char* phase() const noexcept { return phase_; }

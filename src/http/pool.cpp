@@ -249,7 +249,8 @@ void pool::resume(connection& conn) noexcept
 void pool::unrest(connection& conn) noexcept
 {
     conn.resting = false;
-    if (const auto at = std::find(resting_.begin(), resting_.end(), &conn); at != resting_.end()) {
+    // From the back: the connection taken is the one given back last, most often the last rested.
+    if (const auto at = std::find(resting_.rbegin(), resting_.rend(), &conn); at != resting_.rend()) {
         *at = resting_.back();
         resting_.pop_back();
     }
