@@ -20,17 +20,21 @@ using codec_detail::reported_cost;
 std::optional<money> codec_detail::reported_cost(std::string_view text, std::string& rejected)
 {
     rejected.clear();
-    const std::string shown =
-        text.size() > 32 ? std::string(text.substr(0, 32)) + "..." : std::string(text);
     const auto m = money::parse_ceil(text);
+    if (m && *m > money() && *m <= max_reported_cost)
+        return m; // the common case, before any text is built for a rejection
+    // What the server wrote, cut short, for a rejection's message.
+    const auto shown = [text] {
+        return text.size() > 32 ? std::string(text.substr(0, 32)) + "..." : std::string(text);
+    };
     // A negative amount too small for a picodollar rounds up to zero: the sign still says it.
     const auto mantissa = text.substr(0, text.find_first_of("eE"));
     const bool negative =
         text.starts_with('-') && mantissa.find_first_of("123456789") != std::string_view::npos;
     if (!m)
-        rejected = "out of range (" + shown + ")";
+        rejected = "out of range (" + shown() + ")";
     else if (negative && *m == money())
-        rejected = "negative (" + shown + ")";
+        rejected = "negative (" + shown() + ")";
     else if (*m < money())
         rejected = "negative (" + m->to_string() + ")";
     else if (*m > max_reported_cost)
