@@ -453,13 +453,14 @@ error_code decode_answer(
     return ec;
 }
 
-// The answer handed over: built here, outside chat_op's frame.
+// The answer handed over: built here, outside chat_op's frame, decoded in the tuple returned
+// (a response moved is a score of strings moved).
 std::tuple<error_code, chat_response>
 answer_of(const client_impl& c, error_code ec, std::string&& text, diagnostics* out)
 {
-    chat_response response;
-    ec = decode_answer(c, ec, std::move(text), out, response);
-    return {ec, std::move(response)};
+    std::tuple<error_code, chat_response> answer;
+    std::get<0>(answer) = decode_answer(c, ec, std::move(text), out, std::get<1>(answer));
+    return answer;
 }
 
 // What stops a chat before anything is sent (the client's configuration, or a request that
