@@ -250,7 +250,8 @@ void pool::unrest(connection& conn) noexcept
 {
     conn.resting = false;
     // From the back: the connection taken is the one given back last, most often the last rested.
-    if (const auto at = std::find(resting_.rbegin(), resting_.rend(), &conn); at != resting_.rend()) {
+    if (const auto at = std::find(resting_.rbegin(), resting_.rend(), &conn);
+        at != resting_.rend()) {
         *at = resting_.back();
         resting_.pop_back();
     }

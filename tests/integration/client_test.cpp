@@ -266,7 +266,8 @@ private:
         asio::streambuf in;
         if (!co_await frugal::test::detail::read_head(socket, in))
             co_return;
-        co_await asio::async_write(socket, asio::buffer(reply_), asio::as_tuple(asio::use_awaitable));
+        co_await asio::async_write(
+            socket, asio::buffer(reply_), asio::as_tuple(asio::use_awaitable));
         boost::system::error_code ignored;
         socket.shutdown(tcp::socket::shutdown_both, ignored);
     }
@@ -280,8 +281,9 @@ private:
 BOOST_AUTO_TEST_CASE(a_head_cut_short_or_never_sent_fails_and_says_so)
 {
     for (const auto& [reply, expected] :
-         {std::pair{std::string("HTTP/1.1 200 OK\r\nContent-Type: appl"),
-                    boost::beast::http::error::partial_message},
+         {std::pair{
+              std::string("HTTP/1.1 200 OK\r\nContent-Type: appl"),
+              boost::beast::http::error::partial_message},
           std::pair{std::string("HTTP/1.1 200 OK\r\n"), boost::beast::http::error::partial_message},
           std::pair{std::string(), boost::beast::http::error::end_of_stream}}) {
         closing_server server(reply);
@@ -291,8 +293,9 @@ BOOST_AUTO_TEST_CASE(a_head_cut_short_or_never_sent_fails_and_says_so)
         frugal::chat_client client(io.get_executor(), p);
         const auto r = run(io, chat_once(client, request("m/x", "Hi")));
         BOOST_TEST(r.ec == make_error_code(expected), r.ec.message() << " for " << reply.size());
-        BOOST_TEST(r.diag.message.find("reading the response head failed") != std::string::npos,
-                   r.diag.message);
+        BOOST_TEST(
+            r.diag.message.find("reading the response head failed") != std::string::npos,
+            r.diag.message);
         BOOST_TEST(r.diag.attempts == 1);
         BOOST_TEST(server.connections() == 1);
     }
@@ -705,17 +708,20 @@ BOOST_AUTO_TEST_CASE(a_connection_reused_while_others_are_out_keeps_its_requests
     asio::co_spawn(
         f.io,
         [&]() -> asio::awaitable<void> { // a stream holds a connection throughout (about 0.8 s)
-            slow = co_await stream_all(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=40]"), -1);
+            slow = co_await stream_all(
+                f.client, request("openai/gpt-5-mini", "Hi [sim tokens=40]"), -1);
         },
         asio::detached);
     asio::co_spawn(
         f.io,
         [&]() -> asio::awaitable<void> {
             quick = co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=1]"));
-            asio::steady_timer later(f.io, 200ms); // its wake-up is now 200 ms before the next deadline
+            asio::steady_timer later(
+                f.io, 200ms); // its wake-up is now 200 ms before the next deadline
             co_await later.async_wait(tuple_awaitable);
             const auto t0 = clock::now();
-            hung = co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim fault=hang]"));
+            hung =
+                co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim fault=hang]"));
             hung_took = clock::now() - t0;
         },
         asio::detached);
@@ -744,7 +750,8 @@ BOOST_AUTO_TEST_CASE(idle_connections_keep_no_wakeup_once_every_request_has_ende
             asio::co_spawn(
                 f.io,
                 [&]() -> asio::awaitable<void> {
-                    r = co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=8]"));
+                    r = co_await chat_once(
+                        f.client, request("openai/gpt-5-mini", "Hi [sim tokens=8]"));
                 },
                 asio::detached);
         }
@@ -770,7 +777,8 @@ BOOST_AUTO_TEST_CASE(a_stream_between_reads_leaves_no_other_connection_waking)
     params.timeouts.stall = 60s;
     client_fixture f(paced(5ms), params);
     frugal::chat_stream s;
-    BOOST_TEST_REQUIRE(!std::get<0>(run(f.io, start_stream(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=20]"), s))));
+    BOOST_TEST_REQUIRE(!std::get<0>(
+        run(f.io, start_stream(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=20]"), s))));
     BOOST_TEST_REQUIRE(!std::get<0>(run(f.io, read_delta(s))));
     for (int round = 0; round < 2; ++round) {
         // Two chats at once, so that the first given back finds another out.
@@ -779,7 +787,8 @@ BOOST_AUTO_TEST_CASE(a_stream_between_reads_leaves_no_other_connection_waking)
             asio::co_spawn(
                 f.io,
                 [&]() -> asio::awaitable<void> {
-                    r = co_await chat_once(f.client, request("openai/gpt-5-mini", "Hi [sim tokens=4]"));
+                    r = co_await chat_once(
+                        f.client, request("openai/gpt-5-mini", "Hi [sim tokens=4]"));
                 },
                 asio::detached);
         }
