@@ -736,6 +736,103 @@ BOOST_AUTO_TEST_CASE(a_connection_reused_while_others_are_out_keeps_its_requests
     BOOST_TEST(hung_took < 2s);
 }
 
+namespace {
+
+// Answers a request whose prompt says "fast" or "slow" with its head at once and its body
+// 600 or 1,200 ms later; never answers one that says "hang".
+class paced_body_server : public loopback_server {
+public:
+    paced_body_server() { start(); }
+    ~paced_body_server() override { stop(); }
+
+private:
+    asio::awaitable<void> serve(tcp::socket socket) override
+    {
+        asio::streambuf in;
+        for (;;) {
+            const auto head = co_await frugal::test::detail::read_head(socket, in);
+            if (!head)
+                co_return;
+            std::size_t length = 0;
+            if (const auto at = head->find("Content-Length: "); at != std::string::npos)
+                length = std::stoul(head->substr(at + 16));
+            if (in.size() < length) {
+                auto [rec, rn] = co_await asio::async_read(
+                    socket, in, asio::transfer_exactly(length - in.size()),
+                    asio::as_tuple(asio::use_awaitable));
+                if (rec)
+                    co_return;
+            }
+            const std::string body(
+                asio::buffers_begin(in.data()),
+                asio::buffers_begin(in.data()) + static_cast<std::ptrdiff_t>(length));
+            in.consume(length);
+            if (body.find("hang") != std::string::npos) {
+                co_await asio::async_read(socket, in, asio::as_tuple(asio::use_awaitable));
+                co_return; // until the client gives up and closes
+            }
+            const std::string answer =
+                R"({"id":"gen-p","model":"m/x","choices":[{"message":{"role":"assistant",)"
+                R"("content":"paced"},"finish_reason":"stop"}]})";
+            const std::string reply_head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                           "Content-Length: " +
+                                           std::to_string(answer.size()) + "\r\n\r\n";
+            co_await asio::async_write(
+                socket, asio::buffer(reply_head), asio::as_tuple(asio::use_awaitable));
+            asio::steady_timer pause(
+                socket.get_executor(), body.find("slow") != std::string::npos ? 1200ms : 600ms);
+            co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+            auto [wec, wn] = co_await asio::async_write(
+                socket, asio::buffer(answer), asio::as_tuple(asio::use_awaitable));
+            if (wec)
+                co_return;
+        }
+    }
+};
+
+} // namespace
+
+// A kept wake-up later than the next request's deadline (the body's stall deadline, 5 s, against
+// a first-byte deadline of 300 ms) does not stand in for it: the request times out at 300 ms.
+BOOST_AUTO_TEST_CASE(a_kept_wakeup_later_than_the_next_deadline_is_armed_again)
+{
+    using clock = std::chrono::steady_clock;
+    paced_body_server server;
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.timeouts.first_byte = 300ms;
+    p.timeouts.stall = 5s;
+    frugal::chat_client client(io.get_executor(), p);
+    chat_result fast, slow, hung;
+    clock::duration hung_took{};
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            fast = co_await chat_once(client, request("m/x", "fast"));
+            // Its connection went back while the slow one was out: rested, its wake-up at the
+            // body's stall deadline. The next request takes it.
+            const auto t0 = clock::now();
+            hung = co_await chat_once(client, request("m/x", "hang"));
+            hung_took = clock::now() - t0;
+        },
+        asio::detached);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            slow = co_await chat_once(client, request("m/x", "slow"));
+        },
+        asio::detached);
+    io.run();
+    BOOST_TEST(!fast.ec, fast.ec.message());
+    BOOST_TEST(!slow.ec, slow.ec.message());
+    BOOST_TEST(fast.response.content == "paced");
+    BOOST_TEST(hung.ec == frugal::error::timeout, hung.ec.message());
+    BOOST_TEST(hung_took >= 280ms);
+    BOOST_TEST(hung_took < 3s);
+    BOOST_TEST(server.connections() == 2); // the hung request reused the fast one's connection
+}
+
 // The wake-ups kept for idle connections are cancelled once none is out: a program's `run()`
 // returns when its last request ends, not when the last wake-up (a deadline a minute away) comes.
 BOOST_AUTO_TEST_CASE(idle_connections_keep_no_wakeup_once_every_request_has_ended)
