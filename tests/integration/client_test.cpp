@@ -753,21 +753,10 @@ private:
             const auto head = co_await frugal::test::detail::read_head(socket, in);
             if (!head)
                 co_return;
-            std::size_t length = 0;
-            if (const auto at = head->find("Content-Length: "); at != std::string::npos)
-                length = std::stoul(head->substr(at + 16));
-            if (in.size() < length) {
-                auto [rec, rn] = co_await asio::async_read(
-                    socket, in, asio::transfer_exactly(length - in.size()),
-                    asio::as_tuple(asio::use_awaitable));
-                if (rec)
-                    co_return;
-            }
-            const std::string body(
-                asio::buffers_begin(in.data()),
-                asio::buffers_begin(in.data()) + static_cast<std::ptrdiff_t>(length));
-            in.consume(length);
-            if (body.find("hang") != std::string::npos) {
+            const auto body = co_await frugal::test::detail::read_body(socket, in, *head);
+            if (!body)
+                co_return;
+            if (body->find("hang") != std::string::npos) {
                 co_await asio::async_read(socket, in, asio::as_tuple(asio::use_awaitable));
                 co_return; // until the client gives up and closes
             }
@@ -780,7 +769,7 @@ private:
             co_await asio::async_write(
                 socket, asio::buffer(reply_head), asio::as_tuple(asio::use_awaitable));
             asio::steady_timer pause(
-                socket.get_executor(), body.find("slow") != std::string::npos ? 1200ms : 600ms);
+                socket.get_executor(), body->find("slow") != std::string::npos ? 1200ms : 600ms);
             co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
             auto [wec, wn] = co_await asio::async_write(
                 socket, asio::buffer(answer), asio::as_tuple(asio::use_awaitable));
@@ -833,6 +822,32 @@ BOOST_AUTO_TEST_CASE(a_kept_wakeup_later_than_the_next_deadline_is_armed_again)
     BOOST_TEST(server.connections() == 2); // the hung request reused the fast one's connection
 }
 
+namespace {
+
+// `n` chats at once with `prompt`, each answered, after which the io_context runs out of work
+// at once: a wake-up still pending after them would keep it running (10 s at most here).
+void chats_leaving_nothing_pending(client_fixture& f, const char* prompt, int n)
+{
+    std::vector<chat_result> results(static_cast<std::size_t>(n));
+    for (auto& r : results) {
+        asio::co_spawn(
+            f.io,
+            [&]() -> asio::awaitable<void> {
+                r = co_await chat_once(f.client, request("openai/gpt-5-mini", prompt));
+            },
+            asio::detached);
+    }
+    f.io.restart();
+    f.io.run_for(10s); // returns at once when no work is left
+    BOOST_TEST_REQUIRE(f.io.stopped(), "a wake-up still pending 10 s after the chats");
+    for (const auto& r : results) {
+        BOOST_TEST(!r.ec, r.ec.message());
+        BOOST_TEST(!r.response.content.empty());
+    }
+}
+
+} // namespace
+
 // The wake-ups kept for idle connections are cancelled once none is out: a program's `run()`
 // returns when its last request ends, not when the last wake-up (a deadline a minute away) comes.
 BOOST_AUTO_TEST_CASE(idle_connections_keep_no_wakeup_once_every_request_has_ended)
@@ -842,23 +857,7 @@ BOOST_AUTO_TEST_CASE(idle_connections_keep_no_wakeup_once_every_request_has_ende
     params.timeouts.stall = 60s;
     client_fixture f(paced(5ms), params);
     for (int round = 0; round < 2; ++round) {
-        std::vector<chat_result> results(6);
-        for (auto& r : results) {
-            asio::co_spawn(
-                f.io,
-                [&]() -> asio::awaitable<void> {
-                    r = co_await chat_once(
-                        f.client, request("openai/gpt-5-mini", "Hi [sim tokens=8]"));
-                },
-                asio::detached);
-        }
-        f.io.restart();
-        f.io.run_for(10s); // returns at once when no work is left
-        BOOST_TEST_REQUIRE(f.io.stopped(), "a wake-up still pending 10 s after the requests");
-        for (const auto& r : results) {
-            BOOST_TEST(!r.ec, r.ec.message());
-            BOOST_TEST(!r.response.content.empty());
-        }
+        chats_leaving_nothing_pending(f, "Hi [sim tokens=8]", 6);
         BOOST_TEST(f.client.open_connections() > 1u); // they overlapped: some were given back early
         BOOST_TEST(f.client.idle_connections() == f.client.open_connections());
     }
@@ -879,23 +878,7 @@ BOOST_AUTO_TEST_CASE(a_stream_between_reads_leaves_no_other_connection_waking)
     BOOST_TEST_REQUIRE(!std::get<0>(run(f.io, read_delta(s))));
     for (int round = 0; round < 2; ++round) {
         // Two chats at once, so that the first given back finds another out.
-        std::vector<chat_result> results(2);
-        for (auto& r : results) {
-            asio::co_spawn(
-                f.io,
-                [&]() -> asio::awaitable<void> {
-                    r = co_await chat_once(
-                        f.client, request("openai/gpt-5-mini", "Hi [sim tokens=4]"));
-                },
-                asio::detached);
-        }
-        f.io.restart();
-        f.io.run_for(10s); // returns at once when no work is left
-        BOOST_TEST_REQUIRE(f.io.stopped(), "a wake-up still pending 10 s after the chats");
-        for (const auto& r : results) {
-            BOOST_TEST(!r.ec, r.ec.message());
-            BOOST_TEST(!r.response.content.empty());
-        }
+        chats_leaving_nothing_pending(f, "Hi [sim tokens=4]", 2);
     }
     // The stream reads on to its end, its deadlines armed again.
     for (int reads = 0; !s.done() && reads < 100; ++reads)

@@ -97,8 +97,26 @@ outcome complete(client_fixture& f, frugal::router& r, frugal::chat_request req)
     }());
 }
 
-// A cascade awaited in a coroutine that goes on after a cancellation (throw_if_cancelled
-// off), whose slot gets `emits` one after another once `after` has passed.
+// Starts a cascade awaited in a coroutine that goes on after a cancellation
+// (throw_if_cancelled off), under `cancel`'s slot; its outcome goes to `o` when it ends.
+void spawn_cancellable(
+    client_fixture& f,
+    frugal::router& r,
+    frugal::chat_request req,
+    asio::cancellation_signal& cancel,
+    outcome& o)
+{
+    asio::co_spawn(
+        f.io,
+        [&r, &o, req = std::move(req)]() mutable -> asio::awaitable<void> {
+            co_await asio::this_coro::throw_if_cancelled(false);
+            auto [ec, res] = co_await r.async_complete(std::move(req), tuple_awaitable);
+            o = {ec, std::move(res)};
+        },
+        asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+}
+
+// That cascade, whose slot gets `emits` one after another once `after` has passed.
 outcome complete_cancelled(
     client_fixture& f,
     frugal::router& r,
@@ -108,14 +126,7 @@ outcome complete_cancelled(
 {
     asio::cancellation_signal cancel;
     outcome o;
-    asio::co_spawn(
-        f.io,
-        [&]() -> asio::awaitable<void> {
-            co_await asio::this_coro::throw_if_cancelled(false);
-            auto [ec, res] = co_await r.async_complete(std::move(req), tuple_awaitable);
-            o = {ec, std::move(res)};
-        },
-        asio::bind_cancellation_slot(cancel.slot(), asio::detached));
+    spawn_cancellable(f, r, std::move(req), cancel, o);
     asio::steady_timer t(f.io, after);
     t.async_wait([&](auto) {
         for (const auto type : emits)
@@ -841,23 +852,13 @@ BOOST_AUTO_TEST_CASE(a_cancellation_its_caller_forgets_ends_a_wait_for_budget_he
     // The first cascade holds its tier's worst case; the cap then leaves less than another.
     asio::cancellation_signal stop_first, stop_second;
     outcome first, second;
-    auto spawn = [&](asio::cancellation_signal& stop, outcome& o) {
-        asio::co_spawn(
-            f.io,
-            [&]() -> asio::awaitable<void> {
-                co_await asio::this_coro::throw_if_cancelled(false);
-                auto [ec, res] = co_await r.async_complete(request("", story), tuple_awaitable);
-                o = {ec, std::move(res)};
-            },
-            asio::bind_cancellation_slot(stop.slot(), asio::detached));
-    };
-    spawn(stop_first, first);
+    spawn_cancellable(f, r, request("", story), stop_first, first);
     asio::steady_timer hold(f.io, 100ms), cancel_second(f.io, 300ms), cancel_first(f.io, 500ms);
     hold.async_wait([&](auto) {
         const auto held = guard->snapshot()[0].reserved;
         BOOST_TEST_REQUIRE((held > money()));
         BOOST_TEST_REQUIRE(!guard->set_budgets({{"global", held + *money::parse("0.000001")}}));
-        spawn(stop_second, second);
+        spawn_cancellable(f, r, request("", story), stop_second, second);
     });
     cancel_second.async_wait([&](auto) {
         BOOST_TEST(second.result.attempts.empty()); // still waiting

@@ -187,6 +187,28 @@ read_head(tcp::socket& socket, asio::streambuf& in)
     co_return head;
 }
 
+// The body its head announced (Content-Length), read past what `in` holds and taken out of it;
+// nothing when the peer is gone first.
+inline asio::awaitable<std::optional<std::string>>
+read_body(tcp::socket& socket, asio::streambuf& in, const std::string& head)
+{
+    std::size_t length = 0;
+    if (const auto at = head.find("Content-Length: "); at != std::string::npos)
+        length = std::stoul(head.substr(at + 16));
+    if (in.size() < length) {
+        auto [ec, n] = co_await asio::async_read(
+            socket, in, asio::transfer_exactly(length - in.size()),
+            asio::as_tuple(asio::use_awaitable));
+        if (ec)
+            co_return std::nullopt;
+    }
+    std::string body(
+        asio::buffers_begin(in.data()),
+        asio::buffers_begin(in.data()) + static_cast<std::ptrdiff_t>(length));
+    in.consume(length);
+    co_return body;
+}
+
 // Relays bytes both ways until either side stops.
 template <class A, class B>
 asio::awaitable<void> relay(A& a, B& b)
@@ -365,27 +387,17 @@ private:
             const auto head = co_await detail::read_head(socket, in);
             if (!head)
                 co_return;
-            std::size_t length = 0;
-            if (const auto at = head->find("Content-Length: "); at != std::string::npos)
-                length = std::stoul(head->substr(at + 16));
             if (body_pause_.count() > 0) {
                 asio::steady_timer pause(io_, body_pause_);
                 co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
             }
-            if (in.size() < length) {
-                auto [rec, rn] = co_await asio::async_read(
-                    socket, in, asio::transfer_exactly(length - in.size()),
-                    asio::as_tuple(asio::use_awaitable));
-                if (rec)
-                    co_return;
-            }
+            auto body = co_await detail::read_body(socket, in, *head);
+            if (!body)
+                co_return;
             {
                 const std::lock_guard lock(mutex_);
-                bodies_.emplace_back(
-                    asio::buffers_begin(in.data()),
-                    asio::buffers_begin(in.data()) + static_cast<std::ptrdiff_t>(length));
+                bodies_.push_back(std::move(*body));
             }
-            in.consume(length);
             const std::size_t i = std::min(next_++, responses_.size() - 1);
             auto [wec, wn] = co_await asio::async_write(
                 socket, asio::buffer(responses_[i]), asio::as_tuple(asio::use_awaitable));
