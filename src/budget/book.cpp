@@ -89,6 +89,17 @@ std::int64_t window_end_ms(budget_period p, std::int64_t window) noexcept
 
 namespace frugal {
 
+const char* to_string(budget_period p) noexcept
+{
+    switch (p) {
+    case budget_period::none: return "none";
+    case budget_period::daily: return "daily";
+    case budget_period::weekly: return "weekly";
+    case budget_period::monthly: return "monthly";
+    }
+    return "none";
+}
+
 std::int64_t period_window(budget_period p, std::int64_t unix_ms) noexcept
 {
     return detail::window_of(p, unix_ms);

@@ -619,17 +619,6 @@ error_code budget_guard::read_notes(std::vector<std::pair<std::string, std::stri
                : error_code();
 }
 
-const char* to_string(budget_period p) noexcept
-{
-    switch (p) {
-    case budget_period::none: return "none";
-    case budget_period::daily: return "daily";
-    case budget_period::weekly: return "weekly";
-    case budget_period::monthly: return "monthly";
-    }
-    return "none";
-}
-
 std::optional<std::int64_t> budget_guard::take_free_request(
     std::int64_t now_ms, std::uint32_t per_minute, std::uint32_t per_day)
 {

@@ -182,6 +182,14 @@ public:
     // object, and whether any container but that object has been opened.
     bool member_done = false;
     bool nested = false;
+    // For the shape memo: the document's bytes, and the text strings (content, reasoning,
+    // refusal) it kept: how many, and where the first lies in those bytes (null when it was
+    // unescaped or joined from parts elsewhere).
+    std::string_view text;
+    int texts = 0;
+    field text_field = field::none;
+    const char* text_at = nullptr;
+    std::size_t text_size = 0;
 
     bool on_document_begin(error_code&)
     {
@@ -194,6 +202,8 @@ public:
         bad_utf8 = false;
         saw_id = saw_model = saw_provider = false;
         nested = false;
+        texts = 0;
+        text_at = nullptr;
         return true;
     }
     bool on_document_end(error_code&) { return true; }
@@ -526,6 +536,17 @@ private:
 
     void string_value(std::string_view v)
     {
+        if (field_ == field::content || field_ == field::reasoning || field_ == field::refusal) {
+            if (texts++ == 0) {
+                text_field = field_;
+                const auto at = reinterpret_cast<std::uintptr_t>(v.data());
+                const auto begin = reinterpret_cast<std::uintptr_t>(text.data());
+                if (at > begin && at + v.size() < begin + text.size()) {
+                    text_at = v.data();
+                    text_size = v.size();
+                }
+            }
+        }
         switch (field_) {
         case field::id: keep_repeated(out->id, v, saw_id); break;
         case field::model: keep_repeated(out->model, v, saw_model); break;
@@ -653,12 +674,32 @@ json::parse_options chat_parse_options()
 // exactly as after "{", except that "{" also takes "}", which is checked for. A prefix is kept
 // only when it ends at a member's comma of the top-level object (not inside a string), holds
 // scalars only (no container but that object), and its whole document decoded cleanly.
+//
+// The shape memo. Past the prefix, a stream's chunks differ in one string alone, the text of
+// the delta (content, reasoning or refusal): `"choices":[{"index":0,"delta":{"content":"` and
+// `"},"finish_reason":null,...}]}` repeat too. A document is remembered when it decoded
+// cleanly, its text is exactly its first text string, read in place (no escape), and it set
+// nothing else of the choice (no finish reason, tool call, usage, error or second text): as its
+// bytes before that string (`head`), its bytes after (`tail`) and what the rest decoded to. A
+// document made of the same head and tail around a string with no quote, backslash or control
+// byte, in UTF-8, is that same parse with another string: the parser reads such bytes as the
+// string's characters and nothing else, so it ends the string where the tail starts, in the
+// state the memo's document was in. Its result is the memo's with that string as the text.
+// Anything else is decoded in full.
 struct chat_decoder::impl {
     json::basic_parser<chat_handler> parser{chat_parse_options()};
     std::string prefix; // empty: no memo
     std::string id, model, provider;
     std::int64_t created = 0;
     bool saw_id = false, saw_model = false, saw_provider = false;
+
+    struct shape {
+        std::string head, tail; // empty head: no memo
+        std::string chat_chunk::*text = nullptr;
+        std::string id, model, provider;
+        std::int64_t created = 0;
+        bool has_choice = false;
+    } shape;
 };
 
 namespace {
@@ -668,18 +709,58 @@ bool json_space(char c)
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
-void assign_if_different(std::string& to, const std::string& from)
-{
-    if (to != from)
-        to = from;
-}
-
 // Where a memo's prefix would end: just after the comma of the first `,"choices":`, or 0.
 std::size_t memo_cut(std::string_view text)
 {
     constexpr std::string_view marker = ",\"choices\":";
     const auto at = text.find(marker);
     return at == std::string_view::npos ? 0 : at + 1;
+}
+
+// Bytes a JSON string takes as its own characters, one for one: no quote, no backslash, no
+// control byte; and UTF-8, as the handler requires of a string it keeps.
+bool plain_string(std::string_view s)
+{
+    for (const char c : s) {
+        if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20)
+            return false;
+    }
+    return valid_utf8(s);
+}
+
+std::string chat_chunk::*text_member(field f)
+{
+    switch (f) {
+    case field::content: return &chat_chunk::content;
+    case field::reasoning: return &chat_chunk::reasoning;
+    case field::refusal: return &chat_chunk::refusal;
+    default: return nullptr;
+    }
+}
+
+// Whether a cleanly decoded document may be the shape memo (see above). Its text must equal its
+// first text string: any other text string (in the tail) is then empty, and stays so.
+bool shape_of(const chat_handler& h, const chat_chunk& c)
+{
+    if (h.text_at == nullptr || !c.has_choice || !c.tool_calls.empty() || c.usage ||
+        c.error.present || c.choice_error.present || !c.finish_reason.empty() ||
+        !c.native_finish_reason.empty())
+        return false;
+    const auto member = text_member(h.text_field);
+    for (const auto other : {&chat_chunk::content, &chat_chunk::reasoning, &chat_chunk::refusal}) {
+        if (other != member && !(c.*other).empty())
+            return false;
+    }
+    // The string's bytes are the text, between its quotes.
+    const auto at = static_cast<std::size_t>(h.text_at - h.text.data());
+    return h.text[at - 1] == '"' && h.text[at + h.text_size] == '"' &&
+           std::string_view(c.*member) == h.text.substr(at, h.text_size);
+}
+
+void assign_if_different(std::string& to, std::string_view from)
+{
+    if (std::string_view(to) != from)
+        to.assign(from);
 }
 
 } // namespace
@@ -691,9 +772,24 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
 {
     start_document(out);
     auto& m = *impl_;
+    if (auto& sh = m.shape; !sh.head.empty() && text.size() >= sh.head.size() + sh.tail.size() &&
+                            text.starts_with(sh.head) && text.ends_with(sh.tail)) {
+        const auto middle =
+            text.substr(sh.head.size(), text.size() - sh.head.size() - sh.tail.size());
+        if (plain_string(middle)) {
+            assign_if_different(out.id, sh.id);
+            assign_if_different(out.model, sh.model);
+            assign_if_different(out.provider, sh.provider);
+            out.created = sh.created;
+            out.has_choice = sh.has_choice;
+            (out.*sh.text).assign(middle);
+            return {};
+        }
+    }
     auto& p = m.parser;
     auto& h = p.handler();
     h.out = &out;
+    h.text = text;
     p.reset();
     error_code ec;
     std::size_t n = 0;
@@ -748,6 +844,18 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
         ok = json_space(text[i]);
     if (remember && !ok)
         m.prefix.clear(); // a prefix is kept only from a document that decoded
+    if (ok && shape_of(h, out)) {
+        auto& sh = m.shape;
+        const auto at = static_cast<std::size_t>(h.text_at - text.data());
+        assign_if_different(sh.head, text.substr(0, at));
+        assign_if_different(sh.tail, text.substr(at + h.text_size));
+        sh.text = text_member(h.text_field);
+        assign_if_different(sh.id, out.id);
+        assign_if_different(sh.model, out.model);
+        assign_if_different(sh.provider, out.provider);
+        sh.created = out.created;
+        sh.has_choice = out.has_choice;
+    }
     return ok ? error_code() : error_code(error::protocol_error);
 }
 

@@ -59,6 +59,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             require(ec3 == ec4);
             require(ec3 || primed == reference);
         }
+        // So does the shape memo: primed with this document, the decoder gives what a fresh
+        // one gives for it with one byte changed or added (inside its text, now and then).
+        for (const char b : {'a', '"', '\\', '\x01', '\xc3', '}'}) {
+            for (const std::size_t at : {doc.size() / 2, doc.size() * 3 / 4}) {
+                std::string changed(doc);
+                if (at < changed.size())
+                    changed[at] = b;
+                std::string added(doc);
+                added.insert(at, 1, b);
+                for (const auto& variant : {changed, added}) {
+                    o::chat_chunk scratch;
+                    (void)decoder.decode(doc, scratch);
+                    o::chat_chunk primed;
+                    const auto ec5 = decoder.decode(variant, primed);
+                    o::chat_decoder fresh;
+                    o::chat_chunk reference;
+                    const auto ec6 = fresh.decode(variant, reference);
+                    require(ec5 == ec6);
+                    require(ec5 || primed == reference);
+                }
+            }
+        }
         break;
     }
     case 1: {

@@ -81,6 +81,26 @@ BOOST_AUTO_TEST_CASE(the_prefix_memo_changes_no_result)
         // A short prefix memoized, then a document that goes on with an error object.
         R"({"id":"gen-1","choices":[]})",
         R"({"id":"gen-1","error":{"code":502,"message":"Provider returned error","metadata":{"raw":"x","provider_name":"T"}},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]})",
+        // The shape memo: the same bytes around the delta's text, which alone differs.
+        p + R"("choices":[{"index":0,"delta":{"content":""},"finish_reason":null}]})",
+        p + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"caf\xc3\xa9\"},\"finish_reason\":"
+            "null}]}",
+        p + R"("choices":[{"index":0,"delta":{"content":"a \"quoted\" word"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"new\nline \u00e9"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"a"b"},"finish_reason":null}]})", // a quote
+        p + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\x01\"},\"finish_reason\":null}]}",
+        p + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xc3\"},\"finish_reason\":null}]}",
+        p + R"("choices":[{"index":0,"delta":{"content":"w3"},"finish_reason":null}]}x)",
+        p + R"("choices":[{"index":0,"delta":{"content":"","finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"a","content":"b"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"","content":"c"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"d"},"finish_reason":"stop"}]})",
+        p + R"("choices":[{"index":0,"delta":{"reasoning":"think"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"reasoning":"more"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"reasoning":"r","content":"c"},"finish_reason":null}]})",
+        R"({"choices":[{"delta":{"content":"e"}}],"id":"late"})",
+        R"({"choices":[{"delta":{"content":"f"}}],"id":"late"})",
+        R"({"choices":[{"delta":{"content":"g"}}],"id":"late","usage":{"cost":1}})",
     };
     chat_decoder shared;
     for (int round = 0; round < 2; ++round) {
