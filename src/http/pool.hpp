@@ -27,18 +27,12 @@ class pool {
 public:
     /// The largest read buffer kept as a spare.
     static constexpr std::size_t spare_capacity = std::size_t{64} * 1024;
-    /// An idle connection given back less than one round trip ago (the kernel's estimate from
-    /// the handshake, within these bounds) is handed out without the peek that checks it is
-    /// still open (`connection::alive`). That system call is a tenth of a whole request's CPU
-    /// on loopback, and in a busy client almost every connection comes back within a few
-    /// microseconds. A peek cannot see a close still in flight, so a request already races any
-    /// close made within a round trip of it; skipping the peek that soon widens the race by less
-    /// than its own width. On loopback the estimate is a few microseconds, less than a busy
-    /// client's own turn from giving a connection back to taking it again: hence the floor.
-    /// What is given up: a close made that soon after an answer, without `Connection: close`,
-    /// fails the next request as a close in flight does (retried only under
-    /// `retry_policy::after_request_sent`: the server may have read it).
-    static constexpr std::chrono::microseconds unchecked_reuse_floor{50};
+    /// An idle connection given back less than one round trip ago, and at most this long ago,
+    /// is handed out without the peek that checks it is still open (`connection::alive`). That
+    /// system call is a tenth of a whole request's CPU on loopback, and in a busy client most
+    /// connections come back within microseconds. A peek cannot see a close still in flight:
+    /// a request already crosses any close made within a round trip of it, so skipping the peek
+    /// that soon widens that race by less than its own width.
     static constexpr std::chrono::microseconds unchecked_reuse_limit{1000};
 
     pool(asio::any_io_executor ex, pool_params params);
