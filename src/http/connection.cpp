@@ -15,8 +15,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -145,13 +143,6 @@ connection::establish(const route& r, connect_deadlines d, std::string& detail)
     }
     error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);
-#ifdef __linux__
-    // The kernel's estimate from the handshake: what the pool's unchecked reuse is bound by.
-    tcp_info info{};
-    socklen_t size = sizeof info;
-    if (::getsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &size) == 0)
-        round_trip_ = std::chrono::microseconds(info.tcpi_rtt);
-#endif
     if (r.proxy) {
         if (auto tec = co_await tunnel(r, d, detail))
             co_return tec;

@@ -103,9 +103,6 @@ public:
     /// Whether an idle connection is still usable: the peer has neither closed it nor sent
     /// anything (a non-blocking peek).
     bool alive();
-    /// The round-trip time the kernel measured as the connection was made; zero where it is
-    /// not known.
-    std::chrono::microseconds round_trip() const noexcept { return round_trip_; }
 
     /// Over plain TCP, writes what the socket takes at once (one non-blocking writev) and
     /// returns how many bytes that was; 0 over TLS or when the socket takes nothing now. `ec`
@@ -159,7 +156,6 @@ private:
     std::uint64_t timer_generation_ = 0;
     bool timed_out_ = false;
     const char* phase_ = "";
-    std::chrono::microseconds round_trip_{0};
 };
 
 /// A TLS client context: peer verification against the system store (SSL_CERT_FILE and

@@ -27,13 +27,6 @@ class pool {
 public:
     /// The largest read buffer kept as a spare.
     static constexpr std::size_t spare_capacity = std::size_t{64} * 1024;
-    /// An idle connection given back less than one round trip ago, and at most this long ago,
-    /// is handed out without the peek that checks it is still open (`connection::alive`). That
-    /// system call is a tenth of a whole request's CPU on loopback, and in a busy client most
-    /// connections come back within microseconds. A peek cannot see a close still in flight:
-    /// a request already crosses any close made within a round trip of it, so skipping the peek
-    /// that soon widens that race by less than its own width.
-    static constexpr std::chrono::microseconds unchecked_reuse_limit{1000};
 
     pool(asio::any_io_executor ex, pool_params params);
 
