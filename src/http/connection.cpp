@@ -1,5 +1,4 @@
 #include "http/connection.hpp"
-#include "http/tcp_info.hpp"
 
 #include <frugal/error.hpp>
 
@@ -121,13 +120,11 @@ bool connection::alive()
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-bool connection::closed_before_receiving(std::uint64_t bytes)
+std::optional<tcp_facts> connection::facts()
 {
-    if (tls_ || !socket_.is_open())
-        return false;
-    const auto acked = bytes_acknowledged(socket_.native_handle());
-    // The SYN takes one of the acknowledged sequence numbers.
-    return acked && *acked <= bytes + 1;
+    if (tls_ || tunneled_ || !socket_.is_open())
+        return std::nullopt;
+    return tcp_facts_of(socket_.native_handle());
 }
 
 asio::awaitable<error_code>
@@ -154,6 +151,7 @@ connection::establish(const route& r, connect_deadlines d, std::string& detail)
     error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);
     if (r.proxy) {
+        tunneled_ = true;
         if (auto tec = co_await tunnel(r, d, detail))
             co_return tec;
     }
