@@ -1,4 +1,5 @@
 #include "http/connection.hpp"
+#include "http/tcp_info.hpp"
 
 #include <frugal/error.hpp>
 
@@ -120,11 +121,13 @@ bool connection::alive()
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-std::optional<tcp_facts> connection::facts()
+bool connection::closed_before_receiving(std::uint64_t bytes)
 {
-    if (tls_ || tunneled_ || !socket_.is_open())
-        return std::nullopt;
-    return tcp_facts_of(socket_.native_handle());
+    if (tls_ || !socket_.is_open())
+        return false;
+    const auto acked = bytes_acknowledged(socket_.native_handle());
+    // The SYN takes one of the acknowledged sequence numbers.
+    return acked && *acked <= bytes + 1;
 }
 
 asio::awaitable<error_code>
@@ -151,7 +154,6 @@ connection::establish(const route& r, connect_deadlines d, std::string& detail)
     error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);
     if (r.proxy) {
-        tunneled_ = true;
         if (auto tec = co_await tunnel(r, d, detail))
             co_return tec;
     }

@@ -10,7 +10,6 @@
 // timer operation per read.
 
 #include "http/response.hpp"
-#include "http/tcp_info.hpp"
 #include "http/url.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -105,9 +104,11 @@ public:
     /// anything (a non-blocking peek).
     bool alive();
 
-    /// What the kernel knows of a plain connection to the server itself: nothing over TLS,
-    /// through a proxy (the peer is the proxy), once closed, or where the kernel does not say.
-    std::optional<tcp_facts> facts();
+    /// Over plain TCP, whether the peer, by the end of the connection, had acknowledged none of
+    /// what was written after the first `bytes` (the kernel's count): what followed never
+    /// reached a live peer, or reached one that closed without reading it. False over TLS and
+    /// where the kernel does not say.
+    bool closed_before_receiving(std::uint64_t bytes);
 
     /// Over plain TCP, writes what the socket takes at once (one non-blocking writev) and
     /// returns how many bytes that was; 0 over TLS or when the socket takes nothing now. `ec`
@@ -117,7 +118,6 @@ public:
     void close();
     bool is_open() const { return socket_.is_open(); }
     bool encrypted() const noexcept { return tls_ != nullptr; }
-    bool tunneled() const noexcept { return tunneled_; }
 
     /// Read buffer, kept across requests on this connection.
     boost::beast::flat_buffer buffer;
@@ -135,8 +135,6 @@ public:
     std::uint64_t requests = 0;
     /// Bytes written on this connection so far (plain TCP: what the socket took).
     std::uint64_t written = 0;
-    /// Another connection of the pool met the server's close: this one is peeked before reuse.
-    bool suspect = false;
     /// The pool's marks: a stream between reads (`pool::pause`), and an idle connection whose
     /// wake-up was kept (`rest`), on the pool's list of those.
     bool paused = false;
@@ -165,7 +163,6 @@ private:
     bool timer_pending_ = false;
     std::uint64_t timer_generation_ = 0;
     bool timed_out_ = false;
-    bool tunneled_ = false;
     const char* phase_ = "";
 };
 

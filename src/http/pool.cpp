@@ -36,8 +36,7 @@ bool pool::try_acquire(
             if (conn->resting)
                 unrest(*conn); // handed out with its wake-up, which the next deadline uses
             const auto idle_for = now - conn->idle_since;
-            const bool unchecked = idle_for < unchecked_reuse && !conn->suspect &&
-                                   !conn->encrypted() && !conn->tunneled();
+            const bool unchecked = idle_for < unchecked_reuse && !conn->encrypted();
             if (idle_for < params_.idle_timeout && (unchecked ? conn->is_open() : conn->alive())) {
                 hand_out(key, std::move(conn), true, out);
                 return true;
@@ -220,7 +219,6 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
         if (conn->request.capacity() > spare_capacity)
             std::string().swap(conn->request); // a large prompt's room is not kept idle
         conn->idle_since = steady_clock::now();
-        conn->suspect = false;
         idle_[key].push_back(std::move(conn));
     } else {
         conn->close();
@@ -229,14 +227,6 @@ void pool::release(const std::string& key, std::shared_ptr<connection> conn, boo
     if (!busy() && !resting_.empty())
         stop_idle_wakeups();
     wake_one();
-}
-
-void pool::suspect_idle(const std::string& key) noexcept
-{
-    if (const auto it = idle_.find(key); it != idle_.end()) {
-        for (const auto& conn : it->second)
-            conn->suspect = true;
-    }
 }
 
 void pool::pause(connection& conn) noexcept

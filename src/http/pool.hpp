@@ -30,15 +30,15 @@ public:
     /// A plain connection given back less than this long ago is handed out without the peek
     /// (`connection::alive`), a system call that is a tenth of a whole request's CPU on
     /// loopback; in a busy client almost every connection comes back within microseconds. A
-    /// server's close is then met after the request is written: the exchange sends the request
-    /// again on a fresh connection when the server reset the connection having acknowledged
-    /// none of it (a socket it had closed), and every idle connection of that server is peeked
-    /// before its next use (`suspect_idle`). What only the peek catches:
+    /// server's close is then met after the request is written, and the exchange sends the
+    /// request again on a fresh connection when the server's acknowledgements stop before it
+    /// (`connection::closed_before_receiving`): a closed socket acknowledges nothing it gets.
+    /// What only the peek catches:
     /// - bytes sent unasked (an answer to an idle timeout, before a close); no server times a
     ///   connection out within a millisecond of answering on it;
-    /// - a close the peer makes by shutting its sending side only, still reading: the request
-    ///   then fails as a request that crosses a close does.
-    /// Over TLS and through a proxy the peek stays.
+    /// - a server that shuts down only its sending side and goes on reading: it acknowledges
+    ///   the request, which then fails as a request that crosses any close does.
+    /// Over TLS the peek stays.
     static constexpr std::chrono::microseconds unchecked_reuse{1000};
 
     pool(asio::any_io_executor ex, pool_params params);
@@ -72,10 +72,6 @@ public:
         std::shared_ptr<connection> conn_;
         bool reused_ = false;
     };
-
-    /// Every idle connection for `key` is peeked before its next use: one of them was found
-    /// closed by the server.
-    void suspect_idle(const std::string& key) noexcept;
 
     /// A connection for `key`: an idle one that is still alive, else a new (unconnected) one
     /// if the limit allows, else waits until `deadline` for one to come back. `make` creates

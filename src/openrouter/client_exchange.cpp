@@ -30,33 +30,6 @@ std::string body_limit_message(std::uint64_t limit)
     return "the response body is larger than max_body_size (" + std::to_string(limit) + " bytes)";
 }
 
-// Whether a request written on a pooled connection that then ended (EOF) before any answer
-// never reached a server that could read it: the peer reset the connection and had
-// acknowledged none of the request. A socket the server had closed answers data with a reset
-// and acknowledges nothing. A peer still reading acknowledges what it gets (if only later, a
-// delayed ACK) and sends no reset: a server that read the request, or a peer that shut only its
-// sending side, does not pass. The reset comes a round trip after the request: waited for,
-// briefly, when it is not there yet.
-asio::awaitable<bool> never_received(http::connection& conn, std::uint64_t written_before)
-{
-    // The SYN takes one of the acknowledged sequence numbers.
-    const auto unacknowledged = [&](const http::tcp_facts& f) {
-        return f.bytes_acked <= written_before + 1;
-    };
-    auto facts = conn.facts();
-    if (!facts || !unacknowledged(*facts))
-        co_return false;
-    if (!facts->reset) {
-        asio::steady_timer wait(conn.get_executor());
-        wait.expires_after(std::min<std::chrono::microseconds>(
-            2 * facts->round_trip + std::chrono::milliseconds(1), std::chrono::milliseconds(250)));
-        if (auto [ec] = co_await wait.async_wait(tuple_awaitable); ec)
-            co_return false;
-        facts = conn.facts();
-    }
-    co_return facts && facts->reset&& unacknowledged(*facts);
-}
-
 } // namespace
 
 asio::awaitable<error_code> client_detail::start_exchange(
@@ -72,7 +45,6 @@ asio::awaitable<error_code> client_detail::start_exchange(
     diagnostics& diag)
 {
     const auto& t = c->params.timeouts;
-    const bool sent_on_entry = diag.request_sent; // by an earlier attempt
     for (int stale = 0;; ++stale) {
         const std::function<std::shared_ptr<http::connection>()> make = [&c] {
             return c->make_connection();
@@ -158,10 +130,8 @@ asio::awaitable<error_code> client_detail::start_exchange(
             conn.give_back(false);
             // A pooled connection the server had closed: no request byte reached a live server,
             // so a fresh connection is safe (and not a retry).
-            if (reused && !timed_out && stale < 3) {
-                c->pool.suspect_idle(c->key);
+            if (reused && !timed_out && stale < 3)
                 continue;
-            }
             diag.message = timed_out ? "timed out writing the request"
                                      : "writing the request failed: " + wec.message();
             co_return timed_out ? error_code(error::timeout) : wec;
@@ -209,15 +179,18 @@ asio::awaitable<error_code> client_detail::start_exchange(
         }
         if (rec) {
             const bool timed_out = conn->timed_out();
-            // A pooled connection the server had closed: the request goes again on a fresh
-            // connection (not a retry), as a write that failed on one does.
+            // A pooled connection that ended before any answer, whose peer acknowledged none of
+            // the request: the server had closed it (its FIN's acknowledgement stops before the
+            // request), or closed it without reading the request (a reset). No server read it,
+            // so it goes again on a fresh connection (not a retry). A server that read it and
+            // then closed acknowledged it, and that request fails here as before.
             if (!timed_out && conn.reused() && stale < 3 && !reader.got_some() &&
-                rec == bhttp::error::end_of_stream &&
-                co_await never_received(*conn, written_before)) {
+                (rec == bhttp::error::end_of_stream || rec == asio::error::connection_reset ||
+                 rec == asio::error::broken_pipe) &&
+                conn->closed_before_receiving(written_before)) {
                 conn.give_back(false);
-                c->pool.suspect_idle(c->key);
                 st.request_sent = false;
-                diag.request_sent = sent_on_entry;
+                diag.request_sent = false;
                 continue;
             }
             if (timed_out) {
