@@ -1,5 +1,4 @@
 #include "http/connection.hpp"
-#include "http/tcp_info.hpp"
 
 #include <frugal/error.hpp>
 
@@ -119,15 +118,6 @@ bool connection::alive()
     // closed; data means it sent something we did not ask for (a TLS close_notify, an error).
     const auto n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
-bool connection::closed_before_receiving(std::uint64_t bytes)
-{
-    if (tls_ || !socket_.is_open())
-        return false;
-    const auto acked = bytes_acknowledged(socket_.native_handle());
-    // The SYN takes one of the acknowledged sequence numbers.
-    return acked && *acked <= bytes + 1;
 }
 
 asio::awaitable<error_code>

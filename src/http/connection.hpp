@@ -104,12 +104,6 @@ public:
     /// anything (a non-blocking peek).
     bool alive();
 
-    /// Over plain TCP, whether the peer, by the end of the connection, had acknowledged none of
-    /// what was written after the first `bytes` (the kernel's count): what followed never
-    /// reached a live peer, or reached one that closed without reading it. False over TLS and
-    /// where the kernel does not say.
-    bool closed_before_receiving(std::uint64_t bytes);
-
     /// Over plain TCP, writes what the socket takes at once (one non-blocking writev) and
     /// returns how many bytes that was; 0 over TLS or when the socket takes nothing now. `ec`
     /// is set when the write failed (a reset or closed peer): nothing more is to be written.
@@ -133,8 +127,6 @@ public:
     response_reader& start_response() { return reader.emplace(head); }
     steady_clock::time_point idle_since{};
     std::uint64_t requests = 0;
-    /// Bytes written on this connection so far (plain TCP: what the socket took).
-    std::uint64_t written = 0;
     /// The pool's marks: a stream between reads (`pool::pause`), and an idle connection whose
     /// wake-up was kept (`rest`), on the pool's list of those.
     bool paused = false;

@@ -35,9 +35,7 @@ bool pool::try_acquire(
             list.pop_back();
             if (conn->resting)
                 unrest(*conn); // handed out with its wake-up, which the next deadline uses
-            const auto idle_for = now - conn->idle_since;
-            const bool unchecked = idle_for < unchecked_reuse && !conn->encrypted();
-            if (idle_for < params_.idle_timeout && (unchecked ? conn->is_open() : conn->alive())) {
+            if (now - conn->idle_since < params_.idle_timeout && conn->alive()) {
                 hand_out(key, std::move(conn), true, out);
                 return true;
             }

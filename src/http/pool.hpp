@@ -27,19 +27,6 @@ class pool {
 public:
     /// The largest read buffer kept as a spare.
     static constexpr std::size_t spare_capacity = std::size_t{64} * 1024;
-    /// A plain connection given back less than this long ago is handed out without the peek
-    /// (`connection::alive`), a system call that is a tenth of a whole request's CPU on
-    /// loopback; in a busy client almost every connection comes back within microseconds. A
-    /// server's close is then met after the request is written, and the exchange sends the
-    /// request again on a fresh connection when the server's acknowledgements stop before it
-    /// (`connection::closed_before_receiving`): a closed socket acknowledges nothing it gets.
-    /// What only the peek catches:
-    /// - bytes sent unasked (an answer to an idle timeout, before a close); no server times a
-    ///   connection out within a millisecond of answering on it;
-    /// - a server that shuts down only its sending side and goes on reading: it acknowledges
-    ///   the request, which then fails as a request that crosses any close does.
-    /// Over TLS the peek stays.
-    static constexpr std::chrono::microseconds unchecked_reuse{1000};
 
     pool(asio::any_io_executor ex, pool_params params);
 

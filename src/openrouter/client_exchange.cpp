@@ -108,10 +108,8 @@ asio::awaitable<error_code> client_detail::start_exchange(
         // in the connection's string (the head's rest) and the caller's body, which outlives
         // the exchange.
         error_code wec;
-        const auto written_before = conn->written;
         if (!conn->encrypted()) {
             const auto n = conn->write_now(parts[0], parts[1], wec);
-            conn->written += n;
             const auto in_head = std::min(n, parts[0].size());
             conn->request.assign(head, in_head); // the per-thread head is not kept across a wait
             parts[0] = asio::buffer(conn->request);
@@ -120,7 +118,6 @@ asio::awaitable<error_code> client_detail::start_exchange(
         if (!wec && parts[0].size() + parts[1].size() > 0) {
             auto [ec, written] = co_await asio::async_write(*conn, parts, tuple_awaitable);
             wec = ec;
-            conn->written += written;
             if (!conn->encrypted())
                 conn->request.clear(); // what waited is written: the stream keeps none of it
         }
@@ -179,20 +176,6 @@ asio::awaitable<error_code> client_detail::start_exchange(
         }
         if (rec) {
             const bool timed_out = conn->timed_out();
-            // A pooled connection that ended before any answer, whose peer acknowledged none of
-            // the request: the server had closed it (its FIN's acknowledgement stops before the
-            // request), or closed it without reading the request (a reset). No server read it,
-            // so it goes again on a fresh connection (not a retry). A server that read it and
-            // then closed acknowledged it, and that request fails here as before.
-            if (!timed_out && conn.reused() && stale < 3 && !reader.got_some() &&
-                (rec == bhttp::error::end_of_stream || rec == asio::error::connection_reset ||
-                 rec == asio::error::broken_pipe) &&
-                conn->closed_before_receiving(written_before)) {
-                conn.give_back(false);
-                st.request_sent = false;
-                diag.request_sent = false;
-                continue;
-            }
             if (timed_out) {
                 diag.message = "no response within the first-byte deadline";
             } else if (rec == bhttp::error::body_limit) {
