@@ -681,6 +681,89 @@ BOOST_AUTO_TEST_CASE(a_pooled_connection_the_server_closed_is_replaced)
     BOOST_TEST(r.diag.attempts == 1);
 }
 
+namespace {
+
+// Answers the first request on each connection with a keep-alive 200 (no Connection: close),
+// then closes: at once, or after reading the next request whole without answering it. Counts
+// the requests it read. Closing at once, the answer is corked, so that it leaves with the
+// close (one segment, answer and FIN): the client has the close before it can reuse the
+// connection.
+class closing_after_an_answer : public loopback_server {
+public:
+    enum class then { close, read_and_close };
+    explicit closing_after_an_answer(then how) : how_(how) { start(); }
+    ~closing_after_an_answer() override { stop(); }
+    int requests() const { return requests_; }
+
+private:
+    asio::awaitable<void> serve(tcp::socket socket) override
+    {
+        namespace detail = frugal::test::detail;
+        asio::streambuf in;
+        auto head = co_await detail::read_head(socket, in);
+        if (!head || !co_await detail::read_body(socket, in, *head))
+            co_return;
+        ++requests_;
+        const auto answer = canned_server::ok(
+            R"({"id":"gen-1","model":"m/x","choices":[{"message":{"role":"assistant",)"
+            R"("content":"ok"},"finish_reason":"stop"}]})");
+        if (how_ == then::close) {
+            const int on = 1;
+            ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+        }
+        co_await asio::async_write(
+            socket, asio::buffer(answer), asio::as_tuple(asio::use_awaitable));
+        if (how_ == then::read_and_close) {
+            head = co_await detail::read_head(socket, in);
+            if (head && co_await detail::read_body(socket, in, *head))
+                ++requests_;
+        }
+        boost::system::error_code ignored;
+        socket.close(ignored);
+    }
+    then how_;
+    std::atomic<int> requests_{0};
+};
+
+} // namespace
+
+// The server's close comes with its answer, before the connection is given back: the next
+// request, taken straight after, must not go out on it (the pool's peek sees the close), so
+// every request is answered and each is read once. Skipping the peek for a connection just
+// given back fails this: that request meets the close, and it may not be sent again.
+BOOST_AUTO_TEST_CASE(a_server_that_closes_after_each_answer_loses_no_request)
+{
+    closing_after_an_answer server(closing_after_an_answer::then::close);
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    frugal::chat_client client(io.get_executor(), p);
+    for (int i = 0; i < 20; ++i) {
+        const auto r = run(io, chat_once(client, request("m/x", "Hi")));
+        BOOST_TEST(!r.ec, i << ": " << r.ec.message() << ": " << r.diag.to_string());
+        BOOST_TEST(r.diag.attempts == 1);
+    }
+    BOOST_TEST(server.requests() == 20);
+    BOOST_TEST(server.connections() == 20);
+}
+
+// A server that read the request and then closed may have run it: that request fails (after
+// the request was sent, so not retried) and is not sent again on another connection.
+BOOST_AUTO_TEST_CASE(a_request_the_server_read_before_closing_is_not_sent_again)
+{
+    closing_after_an_answer server(closing_after_an_answer::then::read_and_close);
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    frugal::chat_client client(io.get_executor(), p);
+    BOOST_TEST(!run(io, chat_once(client, request("m/x", "Hi"))).ec);
+    const auto r = run(io, chat_once(client, request("m/x", "Hi")));
+    BOOST_TEST(r.ec == make_error_code(boost::beast::http::error::end_of_stream), r.ec.message());
+    BOOST_TEST(r.diag.request_sent);
+    BOOST_TEST(server.requests() == 2);
+    BOOST_TEST(server.connections() == 1);
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_requests_share_the_pool_up_to_its_limit)
 {
     auto params = fast_retries();
