@@ -681,11 +681,12 @@ json::parse_options chat_parse_options()
 // cleanly, its text is exactly its first text string, read in place (no escape), and it set
 // nothing else of the choice (no finish reason, tool call, usage, error or second text): as its
 // bytes before that string (`head`), its bytes after (`tail`) and what the rest decoded to. A
-// document made of the same head and tail around a string with no quote, backslash or control
-// byte, in UTF-8, is that same parse with another string: the parser reads such bytes as the
-// string's characters and nothing else, so it ends the string where the tail starts, in the
-// state the memo's document was in. Its result is the memo's with that string as the text.
-// Anything else is decoded in full.
+// document made of the same head and tail around a string body of plain characters and
+// two-character escapes (no quote, no control byte, no \u escape), UTF-8 once unescaped, is
+// that same parse with another string: the parser reads such bytes as the string's characters
+// and escapes and nothing else, so it ends the string where the tail starts, in the state the
+// memo's document was in. Its result is the memo's with that string's text. Anything else is
+// decoded in full.
 struct chat_decoder::impl {
     json::basic_parser<chat_handler> parser{chat_parse_options()};
     std::string prefix; // empty: no memo
@@ -717,15 +718,52 @@ std::size_t memo_cut(std::string_view text)
     return at == std::string_view::npos ? 0 : at + 1;
 }
 
-// Bytes a JSON string takes as its own characters, one for one: no quote, no backslash, no
-// control byte; and UTF-8, as the handler requires of a string it keeps.
-bool plain_string(std::string_view s)
+// Puts in `out` the text of JSON string body `s` when the parser reads it as a string's
+// characters and two-character escapes alone, ending where `s` ends: no quote, no control
+// byte, each backslash followed within `s` by one of " \ / b f n r t (a \u escape, with its
+// surrogate rules, is left to the parser); and the text UTF-8, as the handler requires of a
+// string it keeps. Otherwise `out` is left empty and false returned.
+bool plain_string(std::string_view s, std::string& out)
 {
-    for (const char c : s) {
-        if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20)
+    std::size_t i = 0;
+    while (i < s.size() && s[i] != '"' && s[i] != '\\' && static_cast<unsigned char>(s[i]) >= 0x20)
+        ++i;
+    if (i == s.size()) { // no escape: the bytes are the text
+        if (!valid_utf8(s))
             return false;
+        out.assign(s);
+        return true;
     }
-    return valid_utf8(s);
+    out.assign(s.data(), i);
+    for (; i < s.size(); ++i) {
+        const char c = s[i];
+        if (c == '"' || static_cast<unsigned char>(c) < 0x20) {
+            out.clear();
+            return false;
+        }
+        if (c != '\\') {
+            out += c;
+            continue;
+        }
+        char e = 0;
+        switch (++i < s.size() ? s[i] : 0) {
+        case '"': e = '"'; break;
+        case '\\': e = '\\'; break;
+        case '/': e = '/'; break;
+        case 'b': e = '\b'; break;
+        case 'f': e = '\f'; break;
+        case 'n': e = '\n'; break;
+        case 'r': e = '\r'; break;
+        case 't': e = '\t'; break;
+        default: out.clear(); return false; // \u, a bad escape, or a backslash at the end
+        }
+        out += e;
+    }
+    if (!valid_utf8(out)) {
+        out.clear();
+        return false;
+    }
+    return true;
 }
 
 std::string chat_chunk::*text_member(field f)
@@ -776,13 +814,12 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
                             text.starts_with(sh.head) && text.ends_with(sh.tail)) {
         const auto middle =
             text.substr(sh.head.size(), text.size() - sh.head.size() - sh.tail.size());
-        if (plain_string(middle)) {
+        if (plain_string(middle, out.*sh.text)) {
             assign_if_different(out.id, sh.id);
             assign_if_different(out.model, sh.model);
             assign_if_different(out.provider, sh.provider);
             out.created = sh.created;
             out.has_choice = sh.has_choice;
-            (out.*sh.text).assign(middle);
             return {};
         }
     }

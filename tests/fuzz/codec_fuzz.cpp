@@ -60,14 +60,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             require(ec3 || primed == reference);
         }
         // So does the shape memo: primed with this document, the decoder gives what a fresh
-        // one gives for it with one byte changed or added (inside its text, now and then).
-        for (const char b : {'a', '"', '\\', '\x01', '\xc3', '}'}) {
+        // one gives for it with one byte changed, or a byte or an escape added (inside its
+        // text, now and then).
+        for (const std::string_view b :
+             {"a", "\"", "\\", "\x01", "\xc3", "}", "\\n", "\\\"", "\\\\", "\\u00e9", "\\ud83d"}) {
             for (const std::size_t at : {doc.size() / 2, doc.size() * 3 / 4}) {
                 std::string changed(doc);
                 if (at < changed.size())
-                    changed[at] = b;
+                    changed[at] = b[0];
                 std::string added(doc);
-                added.insert(at, 1, b);
+                added.insert(at, b);
                 for (const auto& variant : {changed, added}) {
                     o::chat_chunk scratch;
                     (void)decoder.decode(doc, scratch);

@@ -98,6 +98,15 @@ BOOST_AUTO_TEST_CASE(the_prefix_memo_changes_no_result)
         p + R"("choices":[{"index":0,"delta":{"reasoning":"think"},"finish_reason":null}]})",
         p + R"("choices":[{"index":0,"delta":{"reasoning":"more"},"finish_reason":null}]})",
         p + R"("choices":[{"index":0,"delta":{"reasoning":"r","content":"c"},"finish_reason":null}]})",
+        // Escapes after the memo's head: two-character ones are read by the memo.
+        p + R"("choices":[{"index":0,"delta":{"content":"a\nb \"q\" c\\d \/ \t\b\f\r"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"ab\"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"bad \x escape"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"\ud83d\ude00"},"finish_reason":null}]})",
+        p + R"("choices":[{"index":0,"delta":{"content":"\ud83d"},"finish_reason":null}]})",
+        p + "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xc3\\n\"},\"finish_reason\":null}]"
+            "}",
+        p + R"("choices":[{"index":0,"delta":{"content":"end\\"},"finish_reason":null}]})",
         R"({"choices":[{"delta":{"content":"e"}}],"id":"late"})",
         R"({"choices":[{"delta":{"content":"f"}}],"id":"late"})",
         R"({"choices":[{"delta":{"content":"g"}}],"id":"late","usage":{"cost":1}})",
