@@ -881,6 +881,13 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
         ok = json_space(text[i]);
     if (remember && !ok)
         m.prefix.clear(); // a prefix is kept only from a document that decoded
+    if (!ok) {
+        // A repeated id, model or provider is compared with what `out` holds before it is
+        // checked (keep_repeated): a failed document must not leave one there unchecked.
+        out.id.clear();
+        out.model.clear();
+        out.provider.clear();
+    }
     if (ok && shape_of(h, out)) {
         auto& sh = m.shape;
         const auto at = static_cast<std::size_t>(h.text_at - text.data());

@@ -44,6 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const auto ec2 = decoder.decode(doc, again);
         require(ec == ec2);
         require(ec || again == chunk);
+        // Decoded again into the chunk the first decode filled, as a stream reuses one.
+        require(decoder.decode(doc, again) == ec);
         // The prefix memo saves work and changes nothing: primed with a document that shares
         // this one's prefix, the decoder gives what a fresh one gives.
         if (const auto cut = doc.find(",\"choices\":"); cut != std::string_view::npos) {

@@ -51,6 +51,10 @@ BOOST_AUTO_TEST_CASE(one_decoder_reports_each_documents_own_id_model_and_provide
     // Kept strings are checked for UTF-8 even when they repeat.
     BOOST_TEST(!d.decode(R"({"id":"x"})", c));
     BOOST_TEST(d.decode("{\"id\":\"\xff\"}", c));
+    // Also when a failed document left the same bytes in the chunk (found in review).
+    const std::string bad_id = "{\"id\":\"\xff\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}";
+    BOOST_TEST(d.decode(bad_id, c));
+    BOOST_TEST(d.decode(bad_id, c));
 }
 
 BOOST_AUTO_TEST_CASE(the_prefix_memo_changes_no_result)
