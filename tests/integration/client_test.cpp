@@ -15,6 +15,16 @@ using namespace std::chrono_literals;
 using namespace boost::asio::experimental::awaitable_operators;
 namespace json = boost::json;
 
+namespace {
+
+// The API base of a test server: where a client under test points.
+std::string api_url(const loopback_server& server)
+{
+    return "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+}
+
+} // namespace
+
 BOOST_AUTO_TEST_SUITE(client)
 
 BOOST_AUTO_TEST_CASE(whole_chat_reports_exactly_what_the_simulator_billed)
@@ -231,7 +241,7 @@ BOOST_AUTO_TEST_CASE(a_request_larger_than_the_socket_takes_at_once_arrives_whol
     asio::io_context io;
     auto p = fast_retries();
     p.timeouts.total = 30s; // a request that lost bytes fails here instead of waiting on
-    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.base_url = api_url(server);
     frugal::chat_client client(io.get_executor(), p);
     std::vector<std::string> prompts;
     for (const char c : {'a', 'b'}) {
@@ -289,7 +299,7 @@ BOOST_AUTO_TEST_CASE(a_head_cut_short_or_never_sent_fails_and_says_so)
         closing_server server(reply);
         asio::io_context io;
         auto p = fast_retries();
-        p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+        p.base_url = api_url(server);
         frugal::chat_client client(io.get_executor(), p);
         const auto r = run(io, chat_once(client, request("m/x", "Hi")));
         BOOST_TEST(r.ec == make_error_code(expected), r.ec.message() << " for " << reply.size());
@@ -323,7 +333,7 @@ BOOST_AUTO_TEST_CASE(whole_answers_are_decoded_each_from_its_own_body)
     });
     asio::io_context io;
     auto p = fast_retries();
-    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.base_url = api_url(server);
     frugal::chat_client client(io.get_executor(), p);
     const auto chat = [&] { return run(io, chat_once(client, request("m/x", "Hi"))); };
 
@@ -374,7 +384,7 @@ BOOST_AUTO_TEST_CASE(a_stream_error_keeps_its_message_when_broken_framing_follow
                           chunk(text) + chunk(error) + "zz\r\n"});
     asio::io_context io;
     auto p = fast_retries();
-    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.base_url = api_url(server);
     frugal::chat_client client(io.get_executor(), p);
     const auto s = run(io, stream_all(client, request("m/x", "Hi"), -1));
     BOOST_TEST(s.ec == frugal::error::midstream_error);
@@ -516,7 +526,7 @@ BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_gets_every_delta_and_is_left_e
                           stream_head + sse_chunk(text_event("cut")) + "0\r\n\r\n"});
     asio::io_context io;
     auto p = fast_retries();
-    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.base_url = api_url(server);
     frugal::chat_client client(io.get_executor(), p);
     struct seen {
         std::vector<std::string> texts;
@@ -587,7 +597,7 @@ BOOST_AUTO_TEST_CASE(a_stream_after_one_cut_mid_line_parses_from_a_clean_start)
              "0\r\n\r\n"});
     asio::io_context io;
     auto p = fast_retries();
-    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.base_url = api_url(server);
     frugal::chat_client client(io.get_executor(), p);
     const auto cut = run(io, stream_all(client, request("m/x", "Hi"), -1));
     BOOST_TEST(cut.ec == frugal::error::stream_truncated, cut.diag.message);
@@ -736,7 +746,7 @@ BOOST_AUTO_TEST_CASE(a_server_that_closes_after_each_answer_loses_no_request)
     closing_after_an_answer server(closing_after_an_answer::then::close);
     asio::io_context io;
     auto p = fast_retries();
-    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.base_url = api_url(server);
     frugal::chat_client client(io.get_executor(), p);
     for (int i = 0; i < 20; ++i) {
         const auto r = run(io, chat_once(client, request("m/x", "Hi")));
@@ -754,7 +764,7 @@ BOOST_AUTO_TEST_CASE(a_request_the_server_read_before_closing_is_not_sent_again)
     closing_after_an_answer server(closing_after_an_answer::then::read_and_close);
     asio::io_context io;
     auto p = fast_retries();
-    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.base_url = api_url(server);
     frugal::chat_client client(io.get_executor(), p);
     BOOST_TEST(!run(io, chat_once(client, request("m/x", "Hi"))).ec);
     const auto r = run(io, chat_once(client, request("m/x", "Hi")));
@@ -872,7 +882,7 @@ BOOST_AUTO_TEST_CASE(a_kept_wakeup_later_than_the_next_deadline_is_armed_again)
     paced_body_server server;
     asio::io_context io;
     auto p = fast_retries();
-    p.base_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/api/v1";
+    p.base_url = api_url(server);
     p.timeouts.first_byte = 300ms;
     p.timeouts.stall = 5s;
     frugal::chat_client client(io.get_executor(), p);
