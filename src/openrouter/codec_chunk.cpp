@@ -723,7 +723,7 @@ std::size_t memo_cut(std::string_view text)
 // byte, each backslash followed within `s` by one of " \ / b f n r t (a \u escape, with its
 // surrogate rules, is left to the parser); and the text UTF-8, as the handler requires of a
 // string it keeps. Otherwise `out` is left empty and false returned.
-bool plain_string(std::string_view s, std::string& out)
+bool simple_string_text(std::string_view s, std::string& out)
 {
     std::size_t i = 0;
     while (i < s.size() && s[i] != '"' && s[i] != '\\' && static_cast<unsigned char>(s[i]) >= 0x20)
@@ -814,7 +814,7 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
                             text.starts_with(sh.head) && text.ends_with(sh.tail)) {
         const auto middle =
             text.substr(sh.head.size(), text.size() - sh.head.size() - sh.tail.size());
-        if (plain_string(middle, out.*sh.text)) {
+        if (simple_string_text(middle, out.*sh.text)) {
             assign_if_different(out.id, sh.id);
             assign_if_different(out.model, sh.model);
             assign_if_different(out.provider, sh.provider);
