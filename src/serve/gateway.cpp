@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <random>
 #include <set>
 #include <string_view>
 #include <unordered_map>
@@ -58,6 +59,16 @@ std::int64_t unix_ms()
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
         .count();
+}
+
+// "gen-frugal-" and 16 random hex digits: two processes (or one restarted) share no id.
+std::string stream_id_prefix()
+{
+    std::random_device rd;
+    const std::uint64_t r = std::uint64_t{rd()} << 32 | rd();
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "gen-frugal-%016llx-", static_cast<unsigned long long>(r));
+    return buf;
 }
 
 std::string iso_time(std::int64_t ms)
@@ -401,6 +412,9 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     std::set<asio::cancellation_signal*> live; // the requests in flight, to cancel at the grace's end
     asio::steady_timer drained;                // woken as the last request in flight ends
     serve::metrics stats;
+    // A streamed answer's id: an OpenAI client keys chunks, logs and retries by it, so it must
+    // not repeat across restarts or across the gateways that share one cap.
+    std::string id_prefix = stream_id_prefix();
     std::uint64_t next_id = 1;
 };
 
@@ -1399,7 +1413,7 @@ asio::awaitable<bool> gateway_impl::answer_stream(exchange<Stream>& x)
     cascade_stream stream;
     a.r->start_stream(std::move(a.wire->req), stream_mode::buffer, stream, std::move(a.opts));
     a.wire.reset();
-    stream_text st{a.r.get(), "gen-frugal-" + std::to_string(next_id++), unix_ms() / 1000};
+    stream_text st{a.r.get(), id_prefix + std::to_string(next_id++), unix_ms() / 1000};
     bool alive = true;
     std::string out; // what a client too slow to take a chunk at once has still to get
     std::shared_ptr<const cascade_result> result;

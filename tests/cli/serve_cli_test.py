@@ -122,6 +122,17 @@ check('stream: ends with [DONE]', events[-1] == '[DONE]', str(events[-2:]))
 last = json.loads(events[-2])
 check('stream: the last chunk has the usage and its cost', last['usage']['cost'] > 0 and last['choices'][0]['finish_reason'] == 'stop', events[-2])
 
+# A stream's id: the same in each of its chunks, and never again, in this gateway or another
+# (clients key logs and retries by it; several gateways may share one cap).
+def stream_ids(events):
+    return {json.loads(e)['id'] for e in events if e != '[DONE]'}
+first_ids = stream_ids(events)
+_, _, again = chat(port, ALPHA, {'model': 'frugal/cheap', 'stream': True, 'messages': user('Say hello')})
+check('stream: one id in all its chunks, of its own shape',
+      len(first_ids) == 1 and re.fullmatch(r'gen-frugal-[0-9a-f]{16}-\d+', next(iter(first_ids))), str(first_ids))
+check('stream: the next stream has another id', len(stream_ids(sse_events(again)) | first_ids) == 2,
+      str(stream_ids(sse_events(again))))
+
 # A client that reads slowly gets every byte. It reads nothing for a while, so the gateway's
 # socket fills and the rest of the stream waits in the gateway; then it reads to the end and
 # gets the same text as a client that read at once.
@@ -366,6 +377,11 @@ if shutil.which('openssl'):
         check('HTTPS: a stream read to its end', replies[1][0] == 200 and
               streamed_text(sse_events(replies[1][1])) == whole and replies[1][1].endswith('data: [DONE]\n\n'),
               str(replies[1])[:300])
+        tls_ids = stream_ids(sse_events(replies[1][1])) if replies[1][0] == 200 else set()
+        check('HTTPS: another gateway process gives its streams other ids',
+              len(tls_ids) == 1 and not tls_ids & first_ids and
+              next(iter(tls_ids)).rsplit('-', 1)[0] != next(iter(first_ids)).rsplit('-', 1)[0],
+              str(tls_ids) + ' vs ' + str(first_ids))
         # A client that sends bytes while its stream is open (the start of a pipelined request):
         # the gateway's watch reads them into the connection's buffer, over TLS as over TCP.
         # Under the sanitizers this caught a read into a buffer freed when the stream began.
