@@ -210,6 +210,10 @@ struct cascade_event {
     kind type = kind::delta;
     std::uint32_t tier = 0;
     std::string text;
+    /// On the first `delta` of a tier's text: the model that served it, as its upstream named
+    /// it (an alias or a router such as `openrouter/auto` names the model it chose); empty on
+    /// the deltas after it, and when the upstream named none.
+    std::string model;
     escalation_reason reason = escalation_reason::none;
     std::shared_ptr<const cascade_result> result;
 };

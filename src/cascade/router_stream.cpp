@@ -115,6 +115,13 @@ void keep_only_what_judging_reads(chat_request& base)
 }
 
 // A stream's answer, given up to the result (empty if it had none: never read through null).
+// The model that served a tier's text, as its upstream named it: the stream's until `finish`
+// copies its response.
+const std::string& served_model(const tier_stream& t)
+{
+    return t.response ? t.response->model : t.s.response().model;
+}
+
 chat_response take_response(tier_stream& t)
 {
     return t.response ? std::move(*t.response) : chat_response();
@@ -271,6 +278,8 @@ asio::awaitable<void> produce(
             if (live) {
                 ev = event_of(cascade_event::kind::delta, wt);
                 ev.text = std::move(piece);
+                if (!shown)
+                    ev.model = served_model(w);
                 if (!shown && last && r->policy.predicates.empty())
                     keep_only_what_judging_reads(base);
                 shown = true;
@@ -292,6 +301,8 @@ asio::awaitable<void> produce(
                 for (auto& piece : held) { // accepted: buffered text is shown now
                     ev = event_of(cascade_event::kind::delta, wt);
                     ev.text = std::move(piece);
+                    if (&piece == &held.front())
+                        ev.model = served_model(w);
                     if (!co_await send())
                         co_return;
                 }
@@ -325,6 +336,7 @@ asio::awaitable<void> produce(
         if (!fallback_shown && !fallback->content.empty()) {
             ev = event_of(cascade_event::kind::delta, step.tier);
             ev.text = fallback->content;
+            ev.model = fallback->model;
             if (!co_await send())
                 co_return;
         }

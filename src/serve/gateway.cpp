@@ -1044,7 +1044,7 @@ void gateway_impl::record_attempt(const attempt_record& r)
     } else {
         tenant = {};
     }
-    auto& s = stats.usage_of(tenant, r.model_asked);
+    auto& s = stats.usage_of(tenant, r.model_asked, to_string(r.outcome));
     ++s.attempts;
     s.prompt_tokens += r.prompt_tokens;
     s.completion_tokens += r.completion_tokens;
@@ -1350,7 +1350,8 @@ void gateway_impl::render_stream_chunk(
 {
     const bool first = !st.head_sent;
     if (first) {
-        st.shown_model = st.r->policy().tiers[ev.tier];
+        // The model that answered, as a whole answer names it; the tier asked if it named none.
+        st.shown_model = ev.model.empty() ? st.r->policy().tiers[ev.tier] : ev.model;
         append_stream_head(
             chunk, key,
             "x-frugal-model: " + st.shown_model + "\r\nx-frugal-escalated: " +
@@ -1376,7 +1377,8 @@ bool gateway_impl::render_stream_end(
     if (!cut_reason.empty()) {
         count(key, a.model, "error", nullptr, received);
         serve::append_stream_error(
-            out, "the answer was cut (" + cut_reason + ") after part of it was sent", 502);
+            out, st.id, st.created, st.shown_model,
+            "the answer was cut (" + cut_reason + ") after part of it was sent", 502);
         return true;
     }
     if (final_ec) {
@@ -1385,17 +1387,21 @@ bool gateway_impl::render_stream_end(
         rep = failure_reply(final_ec, res, key);
         if (!st.head_sent)
             return false; // a reply of its own, with its status
-        serve::append_stream_error(out, rep.message, rep.status);
+        serve::append_stream_error(out, st.id, st.created, st.shown_model, rep.message, rep.status);
         return true;
     }
     count(key, a.model, "ok", &res, received);
     const auto t = totals_of(res, st.shown_model.empty() ? a.model : st.shown_model);
-    if (!st.head_sent) // an empty answer: nothing was shown yet
+    if (!st.head_sent) // no text: nothing was shown yet
         append_stream_head(
             out, key,
             "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
                 (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
                 t.cost.to_string() + "\r\n");
+    // The cascade streams text alone; an answer's tool calls come whole with its end.
+    if (!res.response.tool_calls.empty())
+        serve::append_tool_call_chunk(
+            out, st.id, st.created, t.model, res.response.tool_calls, !st.head_sent);
     serve::append_finish(out, st.id, st.created, t.model, res.response.finish_reason, &t);
     return true;
 }

@@ -48,9 +48,10 @@ void metrics::count_request(std::string_view tenant, std::string_view model, std
         requests.emplace(key, 1);
 }
 
-metrics::spend& metrics::usage_of(std::string_view tenant, std::string_view model)
+metrics::spend&
+metrics::usage_of(std::string_view tenant, std::string_view model, std::string_view outcome)
 {
-    const auto& key = joined({tenant, model});
+    const auto& key = joined({tenant, model, outcome});
     if (const auto it = usage.find(key); it != usage.end())
         return it->second;
     return usage.emplace(key, spend{}).first->second;
@@ -143,32 +144,35 @@ std::string metrics::render(const std::vector<budget_snapshot>& budgets) const
         out += "} " + std::to_string(n) + '\n';
     }
     help(out, "frugal_attempts_total", "counter",
-         "Upstream attempts by tenant and model asked, as the ledger records them.");
+         "Upstream attempts by tenant, model asked and outcome, as the ledger records them.");
     for (const auto& [key, s] : usage) {
         const auto k = split(key);
         out += "frugal_attempts_total";
         append_label(out, "tenant", k[0], true);
         append_label(out, "model", k[1], false);
+        append_label(out, "outcome", k[2], false);
         out += "} " + std::to_string(s.attempts) + '\n';
     }
-    help(out, "frugal_tokens_total", "counter", "Tokens by tenant, model asked and kind.");
+    help(out, "frugal_tokens_total", "counter", "Tokens by tenant, model asked, outcome and kind.");
     for (const auto& [key, s] : usage) {
         const auto k = split(key);
         for (const bool prompt : {true, false}) {
             out += "frugal_tokens_total";
             append_label(out, "tenant", k[0], true);
             append_label(out, "model", k[1], false);
+            append_label(out, "outcome", k[2], false);
             append_label(out, "kind", prompt ? "prompt" : "completion", false);
             out += "} " + std::to_string(prompt ? s.prompt_tokens : s.completion_tokens) + '\n';
         }
     }
     help(out, "frugal_cost_usd_total", "counter",
-         "Spend in USD by tenant and model asked (exact decimals, as the ledger books them).");
+         "Spend in USD by tenant, model asked and outcome (exact decimals, as the ledger books them).");
     for (const auto& [key, s] : usage) {
         const auto k = split(key);
         out += "frugal_cost_usd_total";
         append_label(out, "tenant", k[0], true);
         append_label(out, "model", k[1], false);
+        append_label(out, "outcome", k[2], false);
         out += "} " + s.cost.to_string() + '\n';
     }
     help(out, "frugal_escalations_total", "counter", "Escalations to a higher tier by reason.");

@@ -41,8 +41,9 @@ struct metrics {
     };
     // A request by tenant, model (as asked: a model id or frugal/POLICY) and outcome.
     void count_request(std::string_view tenant, std::string_view model, std::string_view outcome);
-    // The attempts of a tenant on a model asked, as the ledger keeps them.
-    spend& usage_of(std::string_view tenant, std::string_view model);
+    // The attempts of a tenant on a model asked that ended with `outcome` (the ledger's: ok,
+    // error, cancelled, unknown, not_sent, denied), as the ledger keeps them.
+    spend& usage_of(std::string_view tenant, std::string_view model, std::string_view outcome);
 
     // Keyed by the labels joined with a unit separator, found without building a string: a
     // request counts without allocating once its labels have been seen.

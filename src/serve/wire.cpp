@@ -411,14 +411,49 @@ void append_finish(
     out += "}\n\ndata: [DONE]\n\n";
 }
 
-void append_stream_error(std::string& out, std::string_view message, int code)
+void append_tool_call_chunk(
+    std::string& out,
+    std::string_view id,
+    std::int64_t created,
+    std::string_view model,
+    const std::vector<tool_call>& calls,
+    bool first)
 {
-    out += "data: {\"error\":{\"message\":";
+    chunk_head(out, id, created, model);
+    out += first ? ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":["
+                 : ",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[";
+    for (std::size_t k = 0; k < calls.size(); ++k) {
+        const tool_call& t = calls[k];
+        out += k == 0 ? "{\"index\":" : ",{\"index\":";
+        out += std::to_string(k);
+        out += ",\"id\":";
+        append_json_string(out, t.id);
+        out += ",\"type\":";
+        append_json_string(out, t.type.empty() ? std::string_view("function") : t.type);
+        out += ",\"function\":{\"name\":";
+        append_json_string(out, t.name);
+        out += ",\"arguments\":";
+        append_json_string(out, t.arguments);
+        out += "}}";
+    }
+    out += "]},\"finish_reason\":null}]}\n\n";
+}
+
+void append_stream_error(
+    std::string& out,
+    std::string_view id,
+    std::int64_t created,
+    std::string_view model,
+    std::string_view message,
+    int code)
+{
+    chunk_head(out, id, created, model);
+    out += ",\"error\":{\"message\":";
     append_json_string(out, message);
     out += ",\"code\":";
     out += std::to_string(code);
-    out += "},\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"error\"}]}\n\n"
-           "data: [DONE]\n\n";
+    out += "},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}"
+           "\n\ndata: [DONE]\n\n";
 }
 
 std::string error_body(

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace frugal::serve {
 
@@ -57,8 +58,25 @@ void append_finish(
     std::string_view model,
     std::string_view finish_reason,
     const wire_totals* totals);
-// An error inside a stream that has started, as OpenRouter sends one.
-void append_stream_error(std::string& out, std::string_view message, int code);
+// The answer's tool calls as one chunk, each whole under its `index` (an OpenAI client joins a
+// call's pieces by index; one piece is a whole call). `first`: no chunk was sent before it.
+void append_tool_call_chunk(
+    std::string& out,
+    std::string_view id,
+    std::int64_t created,
+    std::string_view model,
+    const std::vector<tool_call>& calls,
+    bool first);
+// An error inside a stream that has started, as OpenRouter sends one: a chunk of the stream
+// (its id, object, created and model, which @openrouter/sdk's schema requires) with a
+// top-level `error` and finish_reason "error".
+void append_stream_error(
+    std::string& out,
+    std::string_view id,
+    std::int64_t created,
+    std::string_view model,
+    std::string_view message,
+    int code);
 
 // `{"error": {"message", "code", "type", "param", "metadata": {"reason"}}}`: the status as
 // `code`, frugal's reason for it in `metadata.reason`.

@@ -32,6 +32,7 @@ struct directives {
     std::string overbill; // USD billed on top of the prices
     std::string cost;     // how usage.cost lies
     std::string served;   // the model the response claims to be from
+    std::string tool;     // the answer is a call of this function
 };
 
 template <class T>

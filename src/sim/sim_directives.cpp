@@ -73,6 +73,8 @@ void parse_directives(std::string_view text, directives& d)
                 d.cost = std::string(v);
             else if (k == "served")
                 d.served = std::string(v);
+            else if (k == "tool")
+                d.tool = std::string(v);
         }
     }
 }

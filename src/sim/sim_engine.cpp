@@ -360,6 +360,9 @@ reply engine::chat(const request& req, clock::time_point now, outcome& out)
     } else {
         write_answer(c, *model, d, last_user, json_mode, max_out, config_.seed);
     }
+    c.tool_call = d.tool;
+    if (!c.tool_call.empty() && c.finish_reason == "stop")
+        c.finish_reason = c.native_finish_reason = "tool_calls";
     plan_delivery(c, fault_name, d);
 
     // A whole response is billed now, in full: the model runs to the end regardless.

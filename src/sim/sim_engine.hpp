@@ -100,6 +100,9 @@ struct completion {
     attodollars overbill = 0;        // billed on top of the prices (`[sim overbill=USD]`)
     std::string cost_report;         // how `usage.cost` lies (`[sim cost=...]`); empty: truth
     std::string served_as;           // the model the response claims (`[sim served=...]`)
+    // The answer is a call of this function (`[sim tool=NAME]`): its text becomes the call's
+    // arguments, `{"text": "..."}`, streamed in pieces as providers stream them.
+    std::string tool_call;
     bool cancel_supported = true;
     std::chrono::milliseconds time_to_first_token{0};
     std::chrono::milliseconds time_per_token{0};

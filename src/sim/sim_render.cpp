@@ -189,6 +189,30 @@ void engine::append_usage(std::string& b, const completion& c, std::size_t n) co
     b += ",\"image_tokens\":0,\"audio_tokens\":0}}";
 }
 
+namespace {
+
+// A tool call's arguments as the pieces carry them: piece `index`'s share of `{"text": "..."}`.
+std::string tool_arguments(const completion& c, std::size_t index)
+{
+    std::string a = index == 0 ? "{\"text\":\"" : "";
+    if (!c.pieces[index].reasoning)
+        append_json_escaped(a, c.pieces[index].text);
+    if (index + 1 == c.pieces.size())
+        a += "\"}";
+    return a;
+}
+
+void append_tool_call_head(std::string& b, const completion& c)
+{
+    b += "{\"index\":0,\"id\":\"call_";
+    b += c.id;
+    b += "\",\"type\":\"function\",\"function\":{\"name\":\"";
+    append_json_escaped(b, c.tool_call);
+    b += "\",\"arguments\":\"";
+}
+
+} // namespace
+
 std::string engine::whole_body(const completion& c) const
 {
     std::size_t text = 0;
@@ -209,11 +233,23 @@ std::string engine::whole_body(const completion& c) const
     b += "\",\"native_finish_reason\":\"";
     b += c.native_finish_reason;
     b += "\",\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"";
-    for (const auto& p : c.pieces) {
-        if (!p.reasoning)
-            append_json_escaped(b, p.text);
+    if (c.tool_call.empty()) {
+        for (const auto& p : c.pieces) {
+            if (!p.reasoning)
+                append_json_escaped(b, p.text);
+        }
     }
-    b += "\",\"refusal\":null,\"reasoning\":";
+    b += '"';
+    if (!c.tool_call.empty()) {
+        b += ",\"tool_calls\":[";
+        append_tool_call_head(b, c);
+        std::string args;
+        for (std::size_t i = 0; i < c.pieces.size(); ++i)
+            args += tool_arguments(c, i);
+        append_json_escaped(b, c.pieces.empty() ? "{\"text\":\"\"}" : args);
+        b += "\"}}]";
+    }
+    b += ",\"refusal\":null,\"reasoning\":";
     if (std::none_of(
             c.pieces.begin(), c.pieces.end(), [](const piece& p) { return p.reasoning; })) {
         b += "null";
@@ -253,9 +289,19 @@ std::string engine::stream_event(const completion& c, std::size_t index) const
     const piece& p = c.pieces[index];
     std::string b = chunk_prefix(c);
     b += "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"";
-    if (!p.reasoning)
+    if (!p.reasoning && c.tool_call.empty())
         append_json_escaped(b, p.text);
     b += "\",\"role\":\"assistant\"";
+    if (!c.tool_call.empty()) {
+        // The first piece names the call; the others add to its arguments, by its index.
+        b += ",\"tool_calls\":[";
+        if (index == 0)
+            append_tool_call_head(b, c);
+        else
+            b += "{\"index\":0,\"function\":{\"arguments\":\"";
+        append_json_escaped(b, tool_arguments(c, index));
+        b += "\"}}]";
+    }
     if (p.reasoning) {
         b += ",\"reasoning\":\"";
         append_json_escaped(b, p.text);

@@ -24,8 +24,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_common import (UPSTREAM_KEY, Checks, chat, environment, ledger_costs, metric_costs,
-                          request, sigterm_mid_stream, start, user)
+from serve_common import (UPSTREAM_KEY, Checks, chat, environment, ledger_costs, ledger_costs_by_outcome,
+                          metric_costs, request, sigterm_mid_stream, start, user)
 
 FRUGAL = sys.argv[1]
 check = Checks()
@@ -121,6 +121,15 @@ check('stream: only the flagship\'s text was sent', streamed_text(events) == fla
 check('stream: ends with [DONE]', events[-1] == '[DONE]', str(events[-2:]))
 last = json.loads(events[-2])
 check('stream: the last chunk has the usage and its cost', last['usage']['cost'] > 0 and last['choices'][0]['finish_reason'] == 'stop', events[-2])
+
+# An alias or a router names the model it chose in its chunks: the stream shows that model, in
+# its header and every chunk, as a whole answer does.
+status, h, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'stream': True,
+                                     'messages': user('Say hi [sim tokens=6 served=google/gemma-4-31b-it-0412]')})
+served_models = {json.loads(e)['model'] for e in sse_events(body) if e != '[DONE]'}
+check('stream: the model that served, in the header and every chunk',
+      status == 200 and h.get('x-frugal-model') == 'google/gemma-4-31b-it-0412' and
+      served_models == {'google/gemma-4-31b-it-0412'}, str((h.get('x-frugal-model'), served_models)))
 
 # A stream's id: the same in each of its chunks, and never again, in this gateway or another
 # (clients key logs and retries by it; several gateways may share one cap).
@@ -260,10 +269,15 @@ bad_lines = [l for l in metrics.strip().split('\n') if not line_re.match(l)]
 check('/metrics follows the text format', status == 200 and not bad_lines, str(bad_lines[:3]))
 db = sqlite3.connect(config['ledger'])
 ledger = ledger_costs(db)
+by_outcome = ledger_costs_by_outcome(db)
 db.close()
 as_units = metric_costs(metrics)
 check('/metrics cost counters equal the ledger, a stream its client left included', as_units == ledger,
       '%s vs %s' % (as_units, ledger))
+check('/metrics splits cost by outcome as the ledger does, the cancelled stream apart',
+      metric_costs(metrics, by_outcome=True) == by_outcome and
+      by_outcome.get(('alpha', 'anthropic/claude-sonnet-4.5', 'cancelled'), 0) > 0,
+      '%s vs %s' % (metric_costs(metrics, by_outcome=True), by_outcome))
 db = sqlite3.connect(config['ledger'])
 left = db.execute("SELECT outcome, cost FROM ledger WHERE keys = 'tenant:alpha' ORDER BY id DESC LIMIT 1").fetchall()
 db.close()

@@ -63,14 +63,22 @@ def user(text):
     return [{'role': 'user', 'content': text}]
 
 
-def metric_costs(metrics_text):
-    """frugal_cost_usd_total by (tenant, model), in the ledger's units (1e-12 USD)."""
+def metric_costs(metrics_text, by_outcome=False):
+    """frugal_cost_usd_total by (tenant, model), its outcomes summed, or by (tenant, model,
+    outcome), in the ledger's units (1e-12 USD)."""
     out = {}
-    for m in re.finditer(r'^frugal_cost_usd_total\{tenant="([^"]*)",model="([^"]*)"\} ([0-9.]+)$',
+    for m in re.finditer(r'^frugal_cost_usd_total\{tenant="([^"]*)",model="([^"]*)",outcome="([^"]*)"\} ([0-9.]+)$',
                          metrics_text, re.M):
-        whole, _, frac = m.group(3).partition('.')
-        out[(m.group(1), m.group(2))] = int(whole) * 10**12 + int((frac + '0' * 12)[:12])
+        whole, _, frac = m.group(4).partition('.')
+        key = m.group(1, 2, 3) if by_outcome else m.group(1, 2)
+        out[key] = out.get(key, 0) + int(whole) * 10**12 + int((frac + '0' * 12)[:12])
     return out
+
+
+def ledger_costs_by_outcome(db):
+    """The ledger's cost by (tenant, model asked, outcome)."""
+    return {(keys.split(':', 1)[1], model, outcome): cost for keys, model, outcome, cost in
+            db.execute('SELECT keys, model_asked, outcome, SUM(cost) FROM ledger GROUP BY keys, model_asked, outcome')}
 
 
 def ledger_costs(db):

@@ -54,6 +54,24 @@ const openrouter = (key) => new OpenRouter({ apiKey: key, serverURL: baseURL, re
         JSON.stringify([model, usage]));
 }
 
+// openai: a tool call streamed, joined by the SDK's own stream helper, is the whole answer's.
+{
+  const c = openai(keys.alpha);
+  const ask = {
+    model: 'frugal/cheap', messages: user('Weather in Bern? [sim tool=get_weather tokens=8]'),
+    tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { text: { type: 'string' } } } } }],
+  };
+  const whole = await c.chat.completions.create(ask);
+  const final = await c.chat.completions.stream({ ...ask, stream: true }).finalChatCompletion();
+  const [w, s] = [whole.choices[0], final.choices[0]];
+  check('openai whole: a tool call and finish_reason tool_calls', w.finish_reason === 'tool_calls' &&
+        w.message.tool_calls?.length === 1 && w.message.tool_calls[0].function.name === 'get_weather', JSON.stringify(w));
+  check('openai stream: the same tool call, joined by the SDK', s.finish_reason === 'tool_calls' &&
+        s.message.tool_calls?.length === 1 && s.message.tool_calls[0].function.name === 'get_weather' &&
+        s.message.tool_calls[0].function.arguments === w.message.tool_calls[0].function.arguments &&
+        JSON.parse(s.message.tool_calls[0].function.arguments).text.length > 0, JSON.stringify(s));
+}
+
 // openai: errors parsed into the SDK's own types.
 {
   let e = await caught(openai('sk-unknown-0000000000000').chat.completions.create({ model: 'frugal/cheap', messages: user('x') }));
@@ -99,6 +117,19 @@ const openrouter = (key) => new OpenRouter({ apiKey: key, serverURL: baseURL, re
   const s = await c.chat.send({ chatRequest: { model: 'frugal/cheap', messages: user('Say hello'), stream: true } });
   for await (const chunk of s) text += chunk.choices?.[0]?.delta?.content ?? '';
   check('openrouter stream: the same text', text === r.choices[0].message.content, JSON.stringify([text, r.choices[0].message.content]));
+  // An error after the stream's text began: a chunk the SDK's schema accepts, carrying `error`.
+  const chunks = [];
+  const broken = await caught((async () => {
+    // A free model: its attempt, whose cost no usage reports, is held at $0 (a paid one is held at
+    // its worst case until reconciled, and the ledger would not equal the bill).
+    const m = await c.chat.send({ chatRequest: { model: 'google/gemma-4-31b-it:free', stream: true, maxTokens: 60,
+      messages: user('[sim tokens=30 fault=midstream-error after=5] go') } });
+    for await (const chunk of m) chunks.push(chunk);
+  })());
+  const last = chunks[chunks.length - 1];
+  check('openrouter stream: a mid-stream error is a chunk it parses', !broken && chunks.length > 1 &&
+        last.error?.code === 502 && last.choices?.[0]?.finishReason === 'error' && last.id === chunks[0].id,
+        broken ? String(broken).slice(0, 300) : JSON.stringify(last));
   let e = await caught(openrouter('sk-unknown-0000000000000').chat.send({ chatRequest: { model: 'frugal/cheap', messages: user('x') } }));
   check('openrouter 401 → UnauthorizedResponseError', e?.name === 'UnauthorizedResponseError', String(e));
   e = await caught(openrouter(keys.beta).chat.send({ chatRequest: {

@@ -646,6 +646,41 @@ BOOST_AUTO_TEST_CASE(streaming_escalation_retracts_the_cheap_text_in_stream_mode
     }
 }
 
+// An alias or a router (openrouter/auto) names the model that served in its chunks: a relay
+// (the gateway) shows that model, as a whole answer does, not the tier's id.
+BOOST_AUTO_TEST_CASE(a_streamed_tiers_first_delta_names_the_model_that_served_it)
+{
+    client_fixture f(roomy(paced(1ms)));
+    const auto cat = load_catalog(f);
+    frugal::router r(f.client, policy(), cat, open_guard(cat, "1"));
+    const std::string served = "openai/gpt-5-mini";
+    BOOST_TEST_REQUIRE(policy().tiers[0] != served);
+    for (auto mode : {frugal::stream_mode::stream, frugal::stream_mode::buffer}) {
+        frugal::cascade_stream s;
+        r.start_stream(request("", "Name a colour. [sim tokens=12 served=" + served + "]"), mode, s);
+        std::vector<std::string> models; // each delta's
+        std::shared_ptr<const frugal::cascade_result> result;
+        run(f.io, [&]() -> asio::awaitable<void> {
+            for (;;) {
+                auto [ec, ev] = co_await s.async_next(tuple_awaitable);
+                BOOST_TEST_REQUIRE(!ec, ec.message());
+                if (ev.type == frugal::cascade_event::kind::delta)
+                    models.push_back(ev.model);
+                if (ev.type == frugal::cascade_event::kind::done) {
+                    result = ev.result;
+                    break;
+                }
+            }
+        }());
+        BOOST_TEST_REQUIRE(result != nullptr);
+        BOOST_TEST(result->tier == 0u);
+        BOOST_TEST(result->response.model == served);
+        BOOST_TEST_REQUIRE(models.size() > 1u);
+        BOOST_TEST(models.front() == served);
+        BOOST_TEST(std::all_of(models.begin() + 1, models.end(), [](const auto& m) { return m.empty(); }));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_refusal_in_the_first_tokens_escalates_before_the_cheap_stream_ends)
 {
     client_fixture f(paced(20ms));

@@ -203,6 +203,46 @@ BOOST_AUTO_TEST_CASE(answers_chunks_and_errors_are_json_the_sdks_read)
     BOOST_TEST(f.at("choices").at(0).at("finish_reason") == "length");
     BOOST_TEST(f.at("usage").at("prompt_tokens") == 10);
 
+    // An error inside a stream is one of its chunks: @openrouter/sdk's schema requires the id,
+    // object, created and model of every chunk.
+    s.clear();
+    serve::append_stream_error(s, "id", 1, "m", "cut \"short\"", 502);
+    const auto se_end = s.find("\n\ndata: [DONE]\n\n");
+    BOOST_REQUIRE(s.starts_with("data: ") && se_end != std::string::npos);
+    const auto se = boost::json::parse(s.substr(6, se_end - 6));
+    BOOST_TEST(se.at("id") == "id");
+    BOOST_TEST(se.at("object") == "chat.completion.chunk");
+    BOOST_TEST(se.at("created") == 1);
+    BOOST_TEST(se.at("model") == "m");
+    BOOST_TEST(se.at("error").at("message") == "cut \"short\"");
+    BOOST_TEST(se.at("error").at("code") == 502);
+    BOOST_TEST(se.at("choices").at(0).at("finish_reason") == "error");
+
+    // Tool calls, each whole under its index, as the SDKs join a call's pieces.
+    std::vector<tool_call> calls(2);
+    calls[0].id = "call_1";
+    calls[0].name = "get_weather";
+    calls[0].arguments = R"({"city":"Zürich"})";
+    calls[1].id = "call_2";
+    calls[1].type = "function";
+    calls[1].name = "f";
+    s.clear();
+    serve::append_tool_call_chunk(s, "id", 1, "m", calls, true);
+    BOOST_REQUIRE(s.starts_with("data: ") && s.ends_with("\n\n"));
+    const auto tc = boost::json::parse(s.substr(6));
+    const auto& delta = tc.at("choices").at(0).at("delta");
+    BOOST_TEST(delta.at("role") == "assistant");
+    BOOST_TEST(tc.at("choices").at(0).at("finish_reason").is_null());
+    const auto& got = delta.at("tool_calls").as_array();
+    BOOST_REQUIRE(got.size() == 2u);
+    for (std::size_t i = 0; i < 2; ++i) {
+        BOOST_TEST(got[i].at("index") == i);
+        BOOST_TEST(got[i].at("id").as_string() == calls[i].id);
+        BOOST_TEST(got[i].at("type") == "function");
+        BOOST_TEST(got[i].at("function").at("name").as_string() == calls[i].name);
+        BOOST_TEST(got[i].at("function").at("arguments").as_string() == calls[i].arguments);
+    }
+
     const auto e = boost::json::parse(serve::error_body(402, "no \"key\"", "t", "c", ""));
     BOOST_TEST(e.at("error").at("message") == "no \"key\"");
     BOOST_TEST(e.at("error").at("code") == 402);
