@@ -160,6 +160,8 @@ cascade_attempt router_impl::skipped_attempt(
                    ? "the free tier's quota (" + quota_text() + ") did not come back within " +
                          std::to_string(policy.free_tier.max_wait.count()) + " ms"
                    : "the free tier's quota is used up; skipped (when_empty: escalate)";
+    if (const auto wait = limiter.held_back(a.time_ms); wait > 0)
+        a.retry_after = std::chrono::milliseconds(wait);
     return std::move(run.rec);
 }
 
@@ -318,6 +320,8 @@ asio::awaitable<void> router_impl::attempt(
     run.rec.error = ec;
     if (ec && ec != asio::error::operation_aborted)
         run.rec.detail = diag.to_string();
+    if (ec == error::rate_limited)
+        run.rec.retry_after = diag.retry_after;
     if (ec == asio::error::operation_aborted)
         run.rec.outcome = attempt_outcome::cancelled;
     else if (ec)

@@ -978,9 +978,19 @@ reply gateway_impl::failure_reply(
         return error_reply(
             400, "the model's price is unknown, so a capped tenant cannot call it: " + why,
             "invalid_request_error", "price_unknown");
-    if (ec == error::rate_limited)
-        return error_reply(429, "the upstream is rate limiting this model: " + why,
-                           "rate_limit_error", "upstream_rate_limited");
+    if (ec == error::rate_limited) {
+        auto r = error_reply(429, "the upstream is rate limiting this model: " + why,
+                             "rate_limit_error", "upstream_rate_limited");
+        // The wait the upstream asked for (or the free tier's quota needs), in whole seconds
+        // rounded up, so that a client's retry does not meet the same 429.
+        for (auto it = res.attempts.rbegin(); it != res.attempts.rend(); ++it)
+            if (it->retry_after) {
+                const auto s = std::max<std::int64_t>(1, (it->retry_after->count() + 999) / 1000);
+                r.headers += "Retry-After: " + std::to_string(s) + "\r\n";
+                break;
+            }
+        return r;
+    }
     if (ec == error::timeout || ec == error::upstream_timeout)
         return error_reply(504, "the upstream did not answer in time: " + why, "upstream_error",
                            "upstream_timeout");

@@ -226,6 +226,15 @@ codes = [chat(port, GAMMA, {'model': 'frugal/cheap', 'messages': user('x')}) for
 check('429 past the key\'s rpm, with Retry-After', [c[0] for c in codes] == [200, 200, 429] and
       int(codes[2][1].get('retry-after', '0')) >= 1 and error_of(codes[2][2]).get('code') == 'rate_limited',
       str([(c[0], c[1].get('retry-after')) for c in codes]))
+# The upstream's own 429, once the client's retries are spent: its Retry-After goes to the client.
+status, h, body = chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'max_tokens': 20,
+                                     'messages': user('x [sim fault=429 retry_after=2]')})
+check('429 from the upstream, with its Retry-After', status == 429 and h.get('retry-after') == '2' and
+      error_of(body).get('code') == 'upstream_rate_limited', str((status, h.get('retry-after'), body[:200])))
+status, h, body = chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'max_tokens': 20,
+                                     'messages': user('x [sim fault=429-no-retry-after]')})
+check('429 from the upstream that named no wait: none made up', status == 429 and 'retry-after' not in h,
+      str((status, h)))
 status, _, body = request(port, 'POST', '/api/v1/chat/completions', 'x' * (2 << 20), ALPHA)
 check('413 past the body limit', status == 413, body[:200])
 
