@@ -1563,7 +1563,18 @@ error_code gateway::reload(gateway_config config, diagnostics* diag)
     auto next = std::make_shared<gateway_config>(std::move(config));
     impl.config = next;
     impl.build_routers(*next);
-    impl.buckets.clear();
+    // A reload keeps what each key has used of its rate: emptying the buckets refilled them
+    // all, so every SIGHUP let each key send a whole minute's requests again. A key gone or
+    // without a limit now loses its bucket; a lower limit caps what the bucket holds.
+    for (auto it = impl.buckets.begin(); it != impl.buckets.end();) {
+        const auto k = next->keys.find(it->first);
+        if (k == next->keys.end() || k->second.rpm == 0) {
+            it = impl.buckets.erase(it);
+        } else {
+            it->second.tokens = std::min<double>(it->second.tokens, k->second.rpm);
+            ++it;
+        }
+    }
     impl.known_keys.clear();
     return {};
 }

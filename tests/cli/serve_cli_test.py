@@ -56,6 +56,7 @@ env = environment()
 
 sim, sim_port = start([FRUGAL, 'sim', '--port', '0'], env)
 ALPHA, BETA, GAMMA = 'alpha-key-0123456789abcdef', 'beta-key-0123456789abcdef', 'gamma-key-0123456789abcdef'
+ONE_A_MINUTE = 'one-a-minute-key-0123456789abcdef'
 SLOW = 'slow-key-0123456789abcdef'
 config = {
     'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % sim_port},
@@ -66,6 +67,7 @@ config = {
         'sha256:' + hashlib.sha256(BETA.encode()).hexdigest(): {
             'tenant': 'beta', 'budget': {'usd': '0.004'}, 'allow': ['frugal/cheap', 'anthropic/claude-sonnet-4.5']},
         GAMMA: {'tenant': 'gamma', 'budget': {'usd': '1.00'}, 'rpm': 2},
+        ONE_A_MINUTE: {'tenant': 'gamma', 'budget': {'usd': '1.00'}, 'rpm': 1},
         SLOW: {'tenant': 'slow', 'budget': {'usd': '5.00'}},
     },
     'ledger': os.path.join(tmp, 'ledger.db'),
@@ -304,15 +306,20 @@ check('report --tenant: that tenant\'s spend and cap only',
       round(float(rep.get('total_cost', '-1')) * 1e12) == sum(v for (t, _), v in ledger.items() if t == 'beta'),
       r.stdout[:400] + r.stderr)
 
-# SIGHUP: a key added to the file works at once, on the connections already open too.
+# SIGHUP: a key added to the file works at once, on the connections already open too. A key's
+# rate is not refilled by it: a key at its limit before the reload still is.
 DELTA = 'delta-key-0123456789abcdef'
 with_delta = dict(config['keys'], **{DELTA: {'tenant': 'delta'}})
 with open(cfg_path, 'w') as f:
     json.dump(dict(config, keys=with_delta), f)
+status, _, _ = chat(port, ONE_A_MINUTE, {'model': 'frugal/cheap', 'messages': user('x')})
 gw.send_signal(signal.SIGHUP)
 time.sleep(0.5)
 status, _, body = chat(port, DELTA, {'model': 'frugal/cheap', 'messages': user('Say hello')})
 check('SIGHUP: an added key works', status == 200, body[:200])
+again, h, _ = chat(port, ONE_A_MINUTE, {'model': 'frugal/cheap', 'messages': user('x')})
+check('SIGHUP: a key at its rate limit before the reload still is', (status, again) == (200, 429) and
+      h.get('retry-after') is not None, str((status, again)))
 
 # A cap raised by SIGHUP holds at once and keeps what was spent: beta, at its cap above, is
 # served again, and what it has left is the new cap less everything it spent.
