@@ -311,6 +311,11 @@ public:
     /// does not share the quota.
     bool block_free_until(std::int64_t until_ms);
 
+    /// A rate shared across a fleet through the store (`budget_store::take_rated_request`):
+    /// takes a request and returns 0, or returns how long to wait in milliseconds; nothing when
+    /// the store does not share it (count in the process then). Not under the guard's lock.
+    std::optional<std::int64_t> take_rated_request(std::string_view limiter, std::uint32_t per_minute);
+
     /// Stops all paid traffic: waiting requests are denied, in-flight ones are cancelled, new
     /// ones fail with `error::budget_closed`. Free calls go on.
     void close();

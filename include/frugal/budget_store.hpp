@@ -264,6 +264,14 @@ public:
     /// No free request before `until_ms`, for everyone who shares the count (a 429's reset).
     virtual boost::system::error_code block_free_until(std::int64_t until_ms);
 
+    /// A rate named `limiter` (a gateway key's requests a minute), shared by every process of a
+    /// fleet when the store is shared (Redis): `per_minute` requests a minute, as many at once,
+    /// refilled evenly. Takes one request now, or sets `wait_ms` to how long until one is
+    /// free. Fails with `error::not_found` when the store keeps no count (the memory and
+    /// SQLite stores, or Redis unreachable): the caller then counts in its own process.
+    virtual boost::system::error_code
+    take_rated_request(std::string_view limiter, std::uint32_t per_minute, std::int64_t& wait_ms);
+
     /// Waits up to `timeout` until every change the store accepted has reached where it is
     /// kept. A store that writes before it returns (memory, SQLite) has nothing to wait for; a
     /// shared store that sends settlements in batches (Redis) waits for their acknowledgement,

@@ -628,6 +628,15 @@ std::optional<std::int64_t> budget_guard::take_free_request(
     return wait;
 }
 
+std::optional<std::int64_t>
+budget_guard::take_rated_request(std::string_view limiter, std::uint32_t per_minute)
+{
+    std::int64_t wait = 0;
+    if (impl_->store_->take_rated_request(limiter, per_minute, wait))
+        return std::nullopt;
+    return wait;
+}
+
 bool budget_guard::block_free_until(std::int64_t until_ms)
 {
     return !impl_->store_->block_free_until(until_ms);

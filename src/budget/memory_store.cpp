@@ -95,6 +95,13 @@ boost::system::error_code budget_store::block_free_until(std::int64_t)
     return error::not_found;
 }
 
+boost::system::error_code
+budget_store::take_rated_request(std::string_view, std::uint32_t, std::int64_t& wait_ms)
+{
+    wait_ms = 0;
+    return error::not_found;
+}
+
 boost::system::error_code budget_store::settle_swept(const swept_reservation&, attempt_record&)
 {
     return error::not_found;

@@ -92,6 +92,8 @@ public:
         std::uint32_t per_day,
         std::int64_t& wait_ms) override;
     error_code block_free_until(std::int64_t until_ms) override;
+    error_code take_rated_request(
+        std::string_view limiter, std::uint32_t per_minute, std::int64_t& wait_ms) override;
     error_code read_swept(std::vector<swept_reservation>& out) override;
     error_code settle_swept(const swept_reservation& sw, attempt_record& record) override;
     error_code put_note(std::string_view key, std::string_view value) override;

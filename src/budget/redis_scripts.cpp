@@ -200,6 +200,23 @@ end
 return 1
 )lua";
 
+// A rate for the fleet (a generic cell rate: the time the next request is due, `tat`):
+// `per_minute` requests a minute, as many at once, refilled evenly. The time is Redis' own,
+// so the fleet's clocks need not agree. Returns 0 when a request is taken, else the
+// milliseconds to wait. ARGV: prefix, the limiter's name, per_minute.
+const char* const take_rated_lua = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local step = 60000 / tonumber(ARGV[3])
+local k = ARGV[1] .. ':rate:' .. ARGV[2]
+local tat = tonumber(redis.call('GET', k) or '0')
+if tat < now then tat = now end
+local ahead = tat + step - now
+if ahead > 60000 then return math.max(math.ceil(ahead - 60000), 1) end
+redis.call('SET', k, string.format('%.3f', tat + step), 'PX', math.ceil(ahead) + 1000)
+return 0
+)lua";
+
 std::vector<std::string> load_command(const char* script)
 {
     return {"SCRIPT", "LOAD", std::string(lua_prelude) + script};

@@ -18,6 +18,7 @@ extern const char* const sweep_lua;
 extern const char* const settle_swept_lua;
 extern const char* const take_free_lua;
 extern const char* const block_free_lua;
+extern const char* const take_rated_lua;
 
 // SCRIPT LOAD of `script` after the prelude: a connection sends it once, and afterwards names
 // the script by the sha it answers (EVALSHA), not its text.

@@ -335,6 +335,27 @@ error_code redis_store::block_free_until(std::int64_t until_ms)
     return ask(w, false) ? error_code() : error_code(error::not_found);
 }
 
+error_code redis_store::take_rated_request(
+    std::string_view limiter, std::uint32_t per_minute, std::int64_t& wait_ms)
+{
+    wait_ms = 0;
+    if (per_minute == 0)
+        return {};
+    auto w = std::make_shared<waiter>();
+    w->args = {"EVAL",           take_rated_lua,         "0",
+               params_.prefix,   std::string(limiter),   std::to_string(per_minute)};
+    std::int64_t wait = -1;
+    w->on_reply = [&wait](const redisReply* r) {
+        if (r->type == REDIS_REPLY_INTEGER)
+            wait = r->integer;
+    };
+    // Redis unreachable: the rate cannot be shared; the caller counts on its own.
+    if (!ask(w, false) || wait < 0)
+        return error::not_found;
+    wait_ms = wait;
+    return {};
+}
+
 error_code redis_store::read_swept(std::vector<swept_reservation>& out)
 {
     out.clear();

@@ -93,6 +93,11 @@ public:
     {
         return inner_->block_free_until(until);
     }
+    boost::system::error_code
+    take_rated_request(std::string_view limiter, std::uint32_t per_minute, std::int64_t& wait) override
+    {
+        return inner_->take_rated_request(limiter, per_minute, wait);
+    }
     boost::system::error_code sync(std::chrono::milliseconds timeout) override
     {
         return inner_->sync(timeout);

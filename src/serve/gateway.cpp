@@ -1229,19 +1229,30 @@ bool gateway_impl::admit(
         return false;
     }
     if (key.rpm != 0) {
-        auto& b = buckets[hash];
-        const auto now = steady_clock::now();
-        const double rate = key.rpm / 60.0; // per second
-        if (!b.primed) {
-            b.tokens = key.rpm;
-            b.primed = true;
+        // With a shared store (Redis) the key's rate is the fleet's: several gateways on one
+        // cap allow the key its rpm together, not each. Else this process counts it.
+        long wait_s = 0;
+        if (const auto shared = guard ? guard->take_rated_request("key:" + hash, key.rpm)
+                                      : std::optional<std::int64_t>()) {
+            wait_s = static_cast<long>((*shared + 999) / 1000);
         } else {
-            b.tokens = std::min<double>(
-                key.rpm, b.tokens + rate * std::chrono::duration<double>(now - b.last).count());
+            auto& b = buckets[hash];
+            const auto now = steady_clock::now();
+            const double rate = key.rpm / 60.0; // per second
+            if (!b.primed) {
+                b.tokens = key.rpm;
+                b.primed = true;
+            } else {
+                b.tokens = std::min<double>(
+                    key.rpm, b.tokens + rate * std::chrono::duration<double>(now - b.last).count());
+            }
+            b.last = now;
+            if (b.tokens < 1)
+                wait_s = static_cast<long>(std::ceil((1 - b.tokens) / rate));
+            else
+                b.tokens -= 1;
         }
-        b.last = now;
-        if (b.tokens < 1) {
-            const auto wait_s = static_cast<long>(std::ceil((1 - b.tokens) / rate));
+        if (wait_s > 0) {
             stats.count_request(key.tenant, model, "rate_limited");
             rep = error_reply(
                 429,
@@ -1251,7 +1262,6 @@ bool gateway_impl::admit(
             rep.headers = "Retry-After: " + std::to_string(wait_s) + "\r\n";
             return false;
         }
-        b.tokens -= 1;
     }
     a.opts.budget_keys.push_back("tenant:" + key.tenant);
     return true;

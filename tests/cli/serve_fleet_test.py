@@ -50,12 +50,14 @@ for _ in range(100):
 env = environment()
 sim, sim_port = start([FRUGAL, 'sim', '--port', '0'], env)
 SHARED, OTHER = 'shared-key-0123456789abcdef', 'other-key-0123456789abcdef'
+RATED = 'rated-key-0123456789abcdef'
 gateways = []
 for i in range(2):
     config = {
         'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % sim_port},
         'keys': {SHARED: {'tenant': 'shared', 'budget': {'usd': '0.006'}},
-                 OTHER: {'tenant': 'other', 'budget': {'usd': '1.00'}}},
+                 OTHER: {'tenant': 'other', 'budget': {'usd': '1.00'}},
+                 RATED: {'tenant': 'rated', 'budget': {'usd': '1.00'}, 'rpm': 3}},
         'ledger': os.path.join(tmp, 'ledger%d.db' % i),
         'budget_store': 'redis://127.0.0.1:%d/0' % rport,
         'limits': {'grace_seconds': 1},
@@ -92,6 +94,13 @@ check('both gateways answered', all((g[1], 200) in codes for g in gateways), str
 check('both gateways refuse once the shared cap is spent', all((g[1], 402) in codes for g in gateways), str(sorted(codes)))
 s, _, body = chat(gateways[1][1], OTHER, {'model': 'anthropic/claude-sonnet-4.5', 'messages': user('hi'), 'max_tokens': 60})
 check('another tenant on the same Redis goes on', s == 200, body[:200])
+
+# A key's rate is the fleet's: three a minute through both gateways together, not each.
+rated = [chat(gateways[i % 2][1], RATED, {'model': 'google/gemma-4-31b-it:free', 'messages': user('hi'),
+                                          'max_tokens': 20}) for i in range(5)]
+check('a key\'s rpm holds across the fleet, with Retry-After',
+      [r[0] for r in rated] == [200, 200, 200, 429, 429] and int(rated[3][1].get('retry-after', '0')) >= 1,
+      str([(r[0], r[1].get('retry-after')) for r in rated]))
 
 for p, _, _ in gateways:
     p.terminate()

@@ -410,6 +410,38 @@ BOOST_AUTO_TEST_SUITE(redis_store, *boost::unit_test::precondition(have_redis))
 
 // Amounts past 2^53 (9,007,199,254,740,992 units) with odd low digits: Redis keeps the exact
 // integer sums, a cap is checked to the unit, and another process reads the same sums.
+// A rate shared by two processes' stores (a gateway key's rpm in a fleet): three a minute
+// between them, refilled one every 20 s, each limiter on its own; the memory store keeps none.
+BOOST_AUTO_TEST_CASE(a_rate_is_shared_by_the_stores_of_a_fleet)
+{
+    redis_server server;
+    BOOST_TEST_REQUIRE(server.running());
+    const auto p = params_for(server, "rated");
+    auto a = open_store(p);
+    auto b = open_store(p);
+    std::vector<std::int64_t> waits;
+    for (int i = 0; i < 5; ++i) {
+        std::int64_t wait = -1;
+        BOOST_TEST_REQUIRE(!(i % 2 == 0 ? a : b)->take_rated_request("key:k1", 3, wait));
+        waits.push_back(wait);
+    }
+    BOOST_TEST(waits[0] == 0);
+    BOOST_TEST(waits[1] == 0);
+    BOOST_TEST(waits[2] == 0);
+    // The fourth is due when the first of the minute's three has refilled: 20 s, less the
+    // few milliseconds since.
+    BOOST_TEST(waits[3] > 19'000);
+    BOOST_TEST(waits[3] <= 20'000);
+    BOOST_TEST(waits[4] > 19'000); // a refusal takes nothing
+    std::int64_t other = -1;
+    BOOST_TEST(!b->take_rated_request("key:k2", 3, other));
+    BOOST_TEST(other == 0);
+
+    auto memory = frugal::make_memory_store();
+    std::int64_t w = -1;
+    BOOST_TEST((memory->take_rated_request("key:k1", 3, w) == frugal::error::not_found));
+}
+
 BOOST_AUTO_TEST_CASE(exact_sums_past_2_53)
 {
     redis_server server;
