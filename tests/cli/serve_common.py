@@ -96,28 +96,41 @@ def sim_bill_total(sim_port):
 
 
 def sigterm_mid_stream(check, gw, port, key, ledger_path):
-    """SIGTERM while a stream waits on the upstream: the gateway drains, cancels the stream at
-    the grace's end, exits 0, and the stream's attempt is in the ledger held at its worst case."""
-    def slow_stream():
-        try:
-            chat(port, key, {'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 50,
-                             'messages': user('[sim fault=slow-first-token ms=60000] wait')}, timeout=60)
-        except Exception:
-            pass
+    """SIGTERM while two streams run, one waiting on the upstream's first token and one whose
+    text has begun: the gateway drains, cancels both at the grace's end, exits 0, and both
+    attempts are in the ledger, held at their worst case."""
+    replies = {}
 
-    t = threading.Thread(target=slow_stream)
-    t.start()
+    def stream(name, directive):
+        try:
+            replies[name] = chat(port, key, {'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 50,
+                                             'messages': user(directive + ' wait')}, timeout=60)
+        except Exception as e:
+            replies[name] = (0, {}, str(e))
+
+    threads = [threading.Thread(target=stream, args=('waiting', '[sim fault=slow-first-token ms=60000]')),
+               threading.Thread(target=stream, args=('started', '[sim tokens=40 fault=stall after=3 ms=60000]'))]
+    for t in threads:
+        t.start()
     time.sleep(0.5)
     gw.send_signal(signal.SIGTERM)
-    t.join(timeout=60)
+    for t in threads:
+        t.join(timeout=60)
     try:
         gw.wait(timeout=60)
     except subprocess.TimeoutExpired:
         gw.kill()
     check('SIGTERM: the gateway exits 0', gw.returncode == 0, str(gw.returncode))
+    status, _, body = replies.get('started', (0, {}, ''))
+    events = [e[6:] for e in body.split('\n\n') if e.startswith('data: ')]
+    shown = ''.join(json.loads(e)['choices'][0]['delta'].get('content', '') for e in events[:-1]
+                    if e != '[DONE]' and json.loads(e).get('choices'))
+    check('SIGTERM: a stream whose text began ends with an error chunk and [DONE]',
+          status == 200 and shown and len(events) >= 2 and events[-1] == '[DONE]' and
+          json.loads(events[-2]).get('error') is not None, body[-400:])
     db = sqlite3.connect(ledger_path)
     rows = db.execute("SELECT outcome, cost FROM ledger WHERE model_asked = 'anthropic/claude-sonnet-4.5' "
-                      "ORDER BY id DESC LIMIT 1").fetchall()
+                      "ORDER BY id DESC LIMIT 2").fetchall()
     db.close()
-    check('SIGTERM: the cut stream is in the ledger, held at its worst case',
-          rows and rows[0][0] == 'cancelled' and rows[0][1] > 0, str(rows))
+    check('SIGTERM: both cut streams are in the ledger, held at their worst case',
+          len(rows) == 2 and all(o == 'cancelled' and c > 0 for o, c in rows), str(rows))

@@ -3,7 +3,9 @@
 
 8 clients on each gateway spend under one tenant's cap: the two ledgers together stay under
 the cap and add up to the simulator's bill, both gateways refuse with 402 once it is spent, and
-another tenant, on the same Redis, goes on.
+another tenant, on the same Redis, goes on. A key's rpm holds across the two. Each gateway
+streams, answers 400 and 401 in the OpenAI shape, and has /metrics equal to its own ledger;
+SIGTERM on one mid-stream leaves both cut streams in its ledger.
 
 Exit 77 (skipped) without redis-server. Usage: serve_fleet_test.py FRUGAL
 """
@@ -19,7 +21,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_common import Checks, chat, environment, ledger_costs, sim_bill_total, start, user
+from serve_common import (Checks, chat, environment, ledger_costs, metric_costs, request, sigterm_mid_stream,
+                          sim_bill_total, start, user)
 
 FRUGAL = sys.argv[1]
 if not shutil.which('redis-server'):
@@ -102,20 +105,56 @@ check('a key\'s rpm holds across the fleet, with Retry-After',
       [r[0] for r in rated] == [200, 200, 200, 429, 429] and int(rated[3][1].get('retry-after', '0')) >= 1,
       str([(r[0], r[1].get('retry-after')) for r in rated]))
 
-for p, _, _ in gateways:
-    p.terminate()
+# The rest of what one gateway promises, on each of the two.
+for i, (_, port, ledger) in enumerate(gateways):
+    s, _, whole = chat(port, OTHER, {'model': 'anthropic/claude-sonnet-4.5', 'messages': user('Say hello'),
+                                     'max_tokens': 60})
+    s2, h, streamed = chat(port, OTHER, {'model': 'anthropic/claude-sonnet-4.5', 'stream': True,
+                                         'messages': user('Say hello'), 'max_tokens': 60})
+    events = [e[6:] for e in streamed.split('\n\n') if e.startswith('data: ')]
+    text = ''.join(json.loads(e)['choices'][0]['delta'].get('content', '') for e in events
+                   if e != '[DONE]' and json.loads(e).get('choices'))
+    check('gateway %d: a stream is the whole answer, ending with [DONE]' % i,
+          (s, s2) == (200, 200) and events[-1] == '[DONE]' and
+          text == json.loads(whole)['choices'][0]['message']['content'], streamed[-300:])
+    s, _, body = chat(port, 'unknown-key-0123456789abcdef', {'model': 'anthropic/claude-sonnet-4.5',
+                                                              'messages': user('x')})
+    s2, _, body2 = chat(port, OTHER, {'model': 'anthropic/claude-sonnet-4.5', 'messages': []})
+    check('gateway %d: 401 and 400 in the OpenAI shape' % i,
+          s == 401 and json.loads(body)['error']['type'] and s2 == 400 and
+          json.loads(body2)['error']['param'] == 'messages', body + body2)
+    _, _, metrics = request(port, 'GET', '/metrics')
+    db = sqlite3.connect(ledger)
+    own = ledger_costs(db)
+    db.close()
+    check('gateway %d: /metrics equals its own ledger' % i, metric_costs(metrics) == own,
+          '%s vs %s' % (metric_costs(metrics), own))
+
+
+def ledgers_spent():
+    spent = {}
+    for _, _, ledger in gateways:
+        db = sqlite3.connect(ledger)
+        for (tenant, _), v in ledger_costs(db).items():
+            spent[tenant] = spent.get(tenant, 0) + v
+        db.close()
+    return spent
+
+
+# Before the SIGTERM below: the streams it cuts are held at their worst case until reconciled.
+spent = ledgers_spent()
+check('the two ledgers add up to the simulator\'s bill', sum(spent.values()) == sim_bill_total(sim_port),
+      '%d vs %d' % (sum(spent.values()), sim_bill_total(sim_port)))
+
+# SIGTERM on one gateway mid-stream: both its cut streams settled in its ledger; the other
+# stops as usual.
+sigterm_mid_stream(check, gateways[0][0], gateways[0][1], OTHER, gateways[0][2])
+gateways[1][0].terminate()
 for p, _, _ in gateways:
     p.wait(timeout=60)
 check('both gateways stop cleanly', all(p.returncode == 0 for p, _, _ in gateways), str([p.returncode for p, _, _ in gateways]))
-spent = {}
-for _, _, ledger in gateways:
-    db = sqlite3.connect(ledger)
-    for (tenant, _), v in ledger_costs(db).items():
-        spent[tenant] = spent.get(tenant, 0) + v
-    db.close()
+spent = ledgers_spent()
 check('the two ledgers together stay under the shared cap', 0 < spent.get('shared', 0) <= 6 * 10**9, str(spent))
-check('the two ledgers add up to the simulator\'s bill', sum(spent.values()) == sim_bill_total(sim_port),
-      '%d vs %d' % (sum(spent.values()), sim_bill_total(sim_port)))
 sim.terminate()
 redis.terminate()
 sim.wait()
