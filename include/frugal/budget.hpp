@@ -311,10 +311,28 @@ public:
     /// does not share the quota.
     bool block_free_until(std::int64_t until_ms);
 
-    /// A rate shared across a fleet through the store (`budget_store::take_rated_request`):
-    /// takes a request and returns 0, or returns how long to wait in milliseconds; nothing when
-    /// the store does not share it (count in the process then). Not under the guard's lock.
-    std::optional<std::int64_t> take_rated_request(std::string_view limiter, std::uint32_t per_minute);
+    /// Takes a request under a rate shared across a fleet through the store
+    /// (`budget_store::take_rated_request`: `per_minute` a minute, as many at once, refilled
+    /// evenly), without blocking the calling thread.
+    ///
+    /// @par Completion signature
+    /// `void(boost::system::error_code, std::int64_t wait_ms)`: `wait_ms` is 0 when a request
+    /// was taken, else how long until one is free. `error::not_found` when the store does not
+    /// share rates (memory, SQLite) or cannot be reached: count in the process then.
+    ///
+    /// @par Executor
+    /// Completes on the handler's associated executor (the system executor when it has none).
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_take_rated_request(std::string_view limiter, std::uint32_t per_minute, CompletionToken&& token = {})
+    {
+        return boost::asio::async_initiate<
+            CompletionToken, void(boost::system::error_code, std::int64_t)>(
+            [this](auto handler, std::string_view name, std::uint32_t n) {
+                boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler);
+                take_rated_impl(name, n, ex, std::move(handler));
+            },
+            token, limiter, per_minute);
+    }
 
     /// Stops all paid traffic: waiting requests are denied, in-flight ones are cancelled, new
     /// ones fail with `error::budget_closed`. Free calls go on.
@@ -338,6 +356,11 @@ private:
         const reserve_request& req,
         const boost::asio::any_io_executor& ex,
         boost::asio::any_completion_handler<void(boost::system::error_code, reservation)> h);
+    void take_rated_impl(
+        std::string_view limiter,
+        std::uint32_t per_minute,
+        const boost::asio::any_io_executor& ex,
+        boost::asio::any_completion_handler<void(boost::system::error_code, std::int64_t)> h);
     std::shared_ptr<detail::guard_impl> impl_;
 };
 

@@ -272,6 +272,15 @@ public:
     virtual boost::system::error_code
     take_rated_request(std::string_view limiter, std::uint32_t per_minute, std::int64_t& wait_ms);
 
+    /// `take_rated_request`, answered later, so that no io thread waits on the network: `done`
+    /// is called once, on any thread (possibly under the store's own lock), with what
+    /// `take_rated_request` would have returned and the wait it would have set; it must not
+    /// call back into the store. The default calls `take_rated_request` and `done` at once.
+    virtual void async_take_rated_request(
+        std::string_view limiter,
+        std::uint32_t per_minute,
+        std::function<void(boost::system::error_code, std::int64_t)> done);
+
     /// Waits up to `timeout` until every change the store accepted has reached where it is
     /// kept. A store that writes before it returns (memory, SQLite) has nothing to wait for; a
     /// shared store that sends settlements in batches (Redis) waits for their acknowledgement,

@@ -182,9 +182,9 @@ struct cascade_attempt : attempt_record {
     /// What the provider said about the failure (its message, status, code), or why the
     /// budget refused the attempt; empty when it did not fail.
     std::string detail;
-    /// A rate-limited attempt (`error::rate_limited`): how long the provider asked to wait
-    /// (its Retry-After or rate-limit reset), or for a free tier not asked, until its quota
-    /// comes back; empty when unknown.
+    /// A rate-limited attempt (`error::rate_limited`): how long the provider asked to wait (its
+    /// Retry-After), or for a free tier not asked, until its quota comes back; empty when
+    /// unknown.
     std::optional<std::chrono::milliseconds> retry_after;
     bool operator==(const cascade_attempt&) const = default;
 };

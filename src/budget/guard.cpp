@@ -4,6 +4,8 @@
 
 #include <frugal/ledger_notes.hpp>
 
+#include <boost/asio/post.hpp>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -628,13 +630,19 @@ std::optional<std::int64_t> budget_guard::take_free_request(
     return wait;
 }
 
-std::optional<std::int64_t>
-budget_guard::take_rated_request(std::string_view limiter, std::uint32_t per_minute)
+void budget_guard::take_rated_impl(
+    std::string_view limiter,
+    std::uint32_t per_minute,
+    const asio::any_io_executor& ex,
+    asio::any_completion_handler<void(error_code, std::int64_t)> h)
 {
-    std::int64_t wait = 0;
-    if (impl_->store_->take_rated_request(limiter, per_minute, wait))
-        return std::nullopt;
-    return wait;
+    // The store answers on any thread, possibly under its lock: the handler is posted to its
+    // executor. A std::function must be copyable, so the handler is shared.
+    auto shared = std::make_shared<decltype(h)>(std::move(h));
+    impl_->store_->async_take_rated_request(
+        limiter, per_minute, [ex, shared](error_code ec, std::int64_t wait) {
+            asio::post(ex, [shared, ec, wait] { (*shared)(ec, wait); });
+        });
 }
 
 bool budget_guard::block_free_until(std::int64_t until_ms)

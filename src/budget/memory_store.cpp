@@ -102,6 +102,16 @@ budget_store::take_rated_request(std::string_view, std::uint32_t, std::int64_t& 
     return error::not_found;
 }
 
+void budget_store::async_take_rated_request(
+    std::string_view limiter,
+    std::uint32_t per_minute,
+    std::function<void(boost::system::error_code, std::int64_t)> done)
+{
+    std::int64_t wait = 0;
+    const auto ec = take_rated_request(limiter, per_minute, wait);
+    done(ec, wait);
+}
+
 boost::system::error_code budget_store::settle_swept(const swept_reservation&, attempt_record&)
 {
     return error::not_found;

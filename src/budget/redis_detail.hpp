@@ -94,6 +94,10 @@ public:
     error_code block_free_until(std::int64_t until_ms) override;
     error_code take_rated_request(
         std::string_view limiter, std::uint32_t per_minute, std::int64_t& wait_ms) override;
+    void async_take_rated_request(
+        std::string_view limiter,
+        std::uint32_t per_minute,
+        std::function<void(error_code, std::int64_t)> done) override;
     error_code read_swept(std::vector<swept_reservation>& out) override;
     error_code settle_swept(const swept_reservation& sw, attempt_record& record) override;
     error_code put_note(std::string_view key, std::string_view value) override;
@@ -165,6 +169,7 @@ private:
     error_code unreachable();
     error_code unreachable_locked() const;
     std::shared_ptr<waiter> reservation_waiter(const reservation_view& v);
+    std::shared_ptr<waiter> rated_waiter(std::string_view limiter, std::uint32_t per_minute) const;
     // Whether a reservation may go on a connection of its own, passing what the pipe holds:
     // the pipe is up, and every change that may raise the spend has landed. Under mu_.
     bool may_pass_pipe_locked() const

@@ -201,19 +201,24 @@ return 1
 )lua";
 
 // A rate for the fleet (a generic cell rate: the time the next request is due, `tat`):
-// `per_minute` requests a minute, as many at once, refilled evenly. The time is Redis' own,
-// so the fleet's clocks need not agree. Returns 0 when a request is taken, else the
-// milliseconds to wait. ARGV: prefix, the limiter's name, per_minute.
+// `per_minute` requests a minute, as many at once, refilled evenly. The time is Redis' own, so
+// the fleet's clocks need not agree (a script that reads it and then writes must replicate its
+// effects: the default since Redis 5, asked for before). In whole microseconds, which a double
+// holds exactly: a step that is not a whole number would round, and a burst of `per_minute`
+// would lose its last. Returns 0 when a request is taken, else the milliseconds to wait.
+// ARGV: prefix, the limiter's name, per_minute.
 const char* const take_rated_lua = R"lua(
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local step = 60000 / tonumber(ARGV[3])
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[3])
+local step = math.floor(60000000 / n)
 local k = ARGV[1] .. ':rate:' .. ARGV[2]
 local tat = tonumber(redis.call('GET', k) or '0')
 if tat < now then tat = now end
 local ahead = tat + step - now
-if ahead > 60000 then return math.max(math.ceil(ahead - 60000), 1) end
-redis.call('SET', k, string.format('%.3f', tat + step), 'PX', math.ceil(ahead) + 1000)
+if ahead > step * n then return math.max(math.ceil((ahead - step * n) / 1000), 1) end
+redis.call('SET', k, string.format('%.0f', tat + step), 'PX', math.ceil(ahead / 1000) + 1000)
 return 0
 )lua";
 

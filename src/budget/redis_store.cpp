@@ -335,25 +335,53 @@ error_code redis_store::block_free_until(std::int64_t until_ms)
     return ask(w, false) ? error_code() : error_code(error::not_found);
 }
 
+std::shared_ptr<redis_store::waiter>
+redis_store::rated_waiter(std::string_view limiter, std::uint32_t per_minute) const
+{
+    auto w = std::make_shared<waiter>();
+    w->args = {"EVAL", take_rated_lua, "0", params_.prefix, std::string(limiter),
+               std::to_string(per_minute)};
+    // The wait, in `verdict`: a reply that is no integer leaves it at -1.
+    w->on_reply = [wp = w.get()](const redisReply* r) {
+        if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 60'000)
+            wp->verdict = static_cast<int>(r->integer);
+    };
+    return w;
+}
+
 error_code redis_store::take_rated_request(
     std::string_view limiter, std::uint32_t per_minute, std::int64_t& wait_ms)
 {
     wait_ms = 0;
     if (per_minute == 0)
         return {};
-    auto w = std::make_shared<waiter>();
-    w->args = {"EVAL",           take_rated_lua,         "0",
-               params_.prefix,   std::string(limiter),   std::to_string(per_minute)};
-    std::int64_t wait = -1;
-    w->on_reply = [&wait](const redisReply* r) {
-        if (r->type == REDIS_REPLY_INTEGER)
-            wait = r->integer;
-    };
+    auto w = rated_waiter(limiter, per_minute);
     // Redis unreachable: the rate cannot be shared; the caller counts on its own.
-    if (!ask(w, false) || wait < 0)
+    if (!ask(w, false) || w->verdict < 0)
         return error::not_found;
-    wait_ms = wait;
+    wait_ms = w->verdict;
     return {};
+}
+
+void redis_store::async_take_rated_request(
+    std::string_view limiter,
+    std::uint32_t per_minute,
+    std::function<void(error_code, std::int64_t)> done)
+{
+    if (per_minute == 0) {
+        done({}, 0);
+        return;
+    }
+    auto w = rated_waiter(limiter, per_minute);
+    w->on_done = [wp = w.get(), done](error_code) {
+        // Called by finish_waiter, which holds the waiter: `wp` is alive.
+        if (wp->answered && wp->verdict >= 0)
+            done({}, wp->verdict);
+        else
+            done(error::not_found, 0);
+    };
+    if (!ask_async(w))
+        done(error::not_found, 0); // Redis unreachable: the caller counts on its own
 }
 
 error_code redis_store::read_swept(std::vector<swept_reservation>& out)

@@ -98,6 +98,13 @@ public:
     {
         return inner_->take_rated_request(limiter, per_minute, wait);
     }
+    void async_take_rated_request(
+        std::string_view limiter,
+        std::uint32_t per_minute,
+        std::function<void(boost::system::error_code, std::int64_t)> done) override
+    {
+        inner_->async_take_rated_request(limiter, per_minute, std::move(done));
+    }
     boost::system::error_code sync(std::chrono::milliseconds timeout) override
     {
         return inner_->sync(timeout);

@@ -266,6 +266,7 @@ struct admission {
     std::string model; // as asked: a model id or frugal/POLICY
     std::shared_ptr<router> r;
     cascade_options opts; // the tenant's budget
+    std::string rate_key; // the key's hash when it has an rpm
 };
 
 template <class Stream>
@@ -322,6 +323,7 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     asio::awaitable<void> drain_before_close(Stream& sock, beast::flat_buffer& buf);
     // Who asks, what for, and whether they may: false with the refusal in `rep`.
     bool admit(const bhttp::request<bhttp::string_body>& http_req, admission& a, reply& rep);
+    bool within_rate(const admission& a, std::optional<std::int64_t> shared, reply& rep);
     template <class Stream>
     asio::awaitable<bool> chat(
         Stream& sock,
@@ -981,14 +983,14 @@ reply gateway_impl::failure_reply(
     if (ec == error::rate_limited) {
         auto r = error_reply(429, "the upstream is rate limiting this model: " + why,
                              "rate_limit_error", "upstream_rate_limited");
-        // The wait the upstream asked for (or the free tier's quota needs), in whole seconds
-        // rounded up, so that a client's retry does not meet the same 429.
-        for (auto it = res.attempts.rbegin(); it != res.attempts.rend(); ++it)
-            if (it->retry_after) {
-                const auto s = std::max<std::int64_t>(1, (it->retry_after->count() + 999) / 1000);
-                r.headers += "Retry-After: " + std::to_string(s) + "\r\n";
-                break;
-            }
+        // The wait the attempt that ended the cascade was told (or its free quota needs), in
+        // whole seconds rounded up, so that a client's retry does not meet the same 429. Only
+        // that attempt's: an earlier tier's wait (a free tier's day) is not this answer's.
+        if (!res.attempts.empty() && res.attempts.back().error == error::rate_limited &&
+            res.attempts.back().retry_after) {
+            const auto ms = std::max<std::int64_t>(res.attempts.back().retry_after->count(), 1);
+            r.headers += "Retry-After: " + std::to_string((ms + 999) / 1000) + "\r\n";
+        }
         return r;
     }
     if (ec == error::timeout || ec == error::upstream_timeout)
@@ -1228,43 +1230,48 @@ bool gateway_impl::admit(
                           "model_not_allowed", "model");
         return false;
     }
-    if (key.rpm != 0) {
-        // With a shared store (Redis) the key's rate is the fleet's: several gateways on one
-        // cap allow the key its rpm together, not each. Else this process counts it.
-        long wait_s = 0;
-        if (const auto shared = guard ? guard->take_rated_request("key:" + hash, key.rpm)
-                                      : std::optional<std::int64_t>()) {
-            wait_s = static_cast<long>((*shared + 999) / 1000);
-        } else {
-            auto& b = buckets[hash];
-            const auto now = steady_clock::now();
-            const double rate = key.rpm / 60.0; // per second
-            if (!b.primed) {
-                b.tokens = key.rpm;
-                b.primed = true;
-            } else {
-                b.tokens = std::min<double>(
-                    key.rpm, b.tokens + rate * std::chrono::duration<double>(now - b.last).count());
-            }
-            b.last = now;
-            if (b.tokens < 1)
-                wait_s = static_cast<long>(std::ceil((1 - b.tokens) / rate));
-            else
-                b.tokens -= 1;
-        }
-        if (wait_s > 0) {
-            stats.count_request(key.tenant, model, "rate_limited");
-            rep = error_reply(
-                429,
-                "this key's limit of " + std::to_string(key.rpm) +
-                    " requests a minute is reached; retry in " + std::to_string(wait_s) + " s",
-                "rate_limit_error", "rate_limited");
-            rep.headers = "Retry-After: " + std::to_string(wait_s) + "\r\n";
-            return false;
-        }
-    }
+    if (key.rpm != 0)
+        a.rate_key = hash; // the rate is checked after, by `within_rate`
     a.opts.budget_keys.push_back("tenant:" + key.tenant);
     return true;
+}
+
+// A key's rate: `shared`, the fleet's answer through the store (Redis), or none when the store
+// shares no rates, and this process counts the key's requests.
+bool gateway_impl::within_rate(
+    const admission& a, std::optional<std::int64_t> shared, reply& rep)
+{
+    const gateway_key& key = *a.key;
+    long wait_s = 0;
+    if (shared) {
+        wait_s = static_cast<long>((*shared + 999) / 1000);
+    } else {
+        auto& b = buckets[a.rate_key];
+        const auto now = steady_clock::now();
+        const double rate = key.rpm / 60.0; // per second
+        if (!b.primed) {
+            b.tokens = key.rpm;
+            b.primed = true;
+        } else {
+            b.tokens = std::min<double>(
+                key.rpm, b.tokens + rate * std::chrono::duration<double>(now - b.last).count());
+        }
+        b.last = now;
+        if (b.tokens < 1)
+            wait_s = static_cast<long>(std::ceil((1 - b.tokens) / rate));
+        else
+            b.tokens -= 1;
+    }
+    if (wait_s == 0)
+        return true;
+    stats.count_request(key.tenant, a.model, "rate_limited");
+    rep = error_reply(
+        429,
+        "this key's limit of " + std::to_string(key.rpm) + " requests a minute is reached; retry in " +
+            std::to_string(wait_s) + " s",
+        "rate_limit_error", "rate_limited");
+    rep.headers = "Retry-After: " + std::to_string(wait_s) + "\r\n";
+    return false;
 }
 
 template <class Stream>
@@ -1278,10 +1285,22 @@ asio::awaitable<bool> gateway_impl::chat(
     const bool keep = http_req.keep_alive() && !draining;
     // Whatever this request started with is what it finishes with, across a reload.
     admission a{config};
-    const bool admitted = admit(http_req, a, rep);
+    bool admitted = admit(http_req, a, rep);
     // The request is read: its text (a prompt can be large) and its fields are not kept for
     // the whole answer.
     release_room(http_req);
+    if (admitted && !a.rate_key.empty()) {
+        // With a shared store (Redis) the key's rate is the fleet's: several gateways on one
+        // cap allow the key its rpm together. Asked without holding the thread on the network.
+        std::optional<std::int64_t> shared;
+        if (guard) {
+            auto [ec, wait] = co_await guard->async_take_rated_request(
+                "key:" + a.rate_key, a.key->rpm, tuple_awaitable);
+            if (!ec)
+                shared = wait;
+        }
+        admitted = within_rate(a, shared, rep);
+    }
     if (!admitted)
         co_return co_await write_reply(sock, rep, keep);
 
@@ -1374,7 +1393,7 @@ void gateway_impl::render_stream_chunk(
         st.shown_model = ev.model.empty() ? st.r->policy().tiers[ev.tier] : ev.model;
         append_stream_head(
             chunk, key,
-            "x-frugal-model: " + st.shown_model + "\r\nx-frugal-escalated: " +
+            "x-frugal-model: " + header_value(st.shown_model) + "\r\nx-frugal-escalated: " +
                 (ev.tier > 0 ? "true" : "false") + "\r\n");
         st.head_sent = true;
     }

@@ -312,14 +312,14 @@ DELTA = 'delta-key-0123456789abcdef'
 with_delta = dict(config['keys'], **{DELTA: {'tenant': 'delta'}})
 with open(cfg_path, 'w') as f:
     json.dump(dict(config, keys=with_delta), f)
-status, _, _ = chat(port, ONE_A_MINUTE, {'model': 'frugal/cheap', 'messages': user('x')})
+before, _, _ = chat(port, ONE_A_MINUTE, {'model': 'frugal/cheap', 'messages': user('x')})
 gw.send_signal(signal.SIGHUP)
 time.sleep(0.5)
 status, _, body = chat(port, DELTA, {'model': 'frugal/cheap', 'messages': user('Say hello')})
 check('SIGHUP: an added key works', status == 200, body[:200])
 again, h, _ = chat(port, ONE_A_MINUTE, {'model': 'frugal/cheap', 'messages': user('x')})
-check('SIGHUP: a key at its rate limit before the reload still is', (status, again) == (200, 429) and
-      h.get('retry-after') is not None, str((status, again)))
+check('SIGHUP: a key at its rate limit before the reload still is', (before, again) == (200, 429) and
+      h.get('retry-after') is not None, str((before, again)))
 
 # A cap raised by SIGHUP holds at once and keeps what was spent: beta, at its cap above, is
 # served again, and what it has left is the new cap less everything it spent.

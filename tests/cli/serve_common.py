@@ -100,11 +100,26 @@ def sigterm_mid_stream(check, gw, port, key, ledger_path):
     text has begun: the gateway drains, cancels both at the grace's end, exits 0, and both
     attempts are in the ledger, held at their worst case."""
     replies = {}
+    began = threading.Event()  # the started stream's first text has arrived
 
     def stream(name, directive):
         try:
-            replies[name] = chat(port, key, {'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 50,
-                                             'messages': user(directive + ' wait')}, timeout=60)
+            c = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
+            c.request('POST', '/api/v1/chat/completions',
+                      json.dumps({'model': 'anthropic/claude-sonnet-4.5', 'stream': True, 'max_tokens': 50,
+                                  'messages': user(directive + ' wait')}),
+                      {'Authorization': 'Bearer ' + key, 'Content-Type': 'application/json'})
+            r = c.getresponse()
+            body = b''
+            while True:
+                line = r.readline()
+                if not line:
+                    break
+                body += line
+                if b'"content"' in line:
+                    began.set()
+            replies[name] = (r.status, {}, body.decode())
+            c.close()
         except Exception as e:
             replies[name] = (0, {}, str(e))
 
@@ -112,7 +127,8 @@ def sigterm_mid_stream(check, gw, port, key, ledger_path):
                threading.Thread(target=stream, args=('started', '[sim tokens=40 fault=stall after=3 ms=60000]'))]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    began.wait(timeout=30)  # SIGTERM once text is flowing (a slow sanitizer build included)
+    time.sleep(0.2)
     gw.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(timeout=60)

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -411,7 +412,9 @@ BOOST_AUTO_TEST_SUITE(redis_store, *boost::unit_test::precondition(have_redis))
 // Amounts past 2^53 (9,007,199,254,740,992 units) with odd low digits: Redis keeps the exact
 // integer sums, a cap is checked to the unit, and another process reads the same sums.
 // A rate shared by two processes' stores (a gateway key's rpm in a fleet): three a minute
-// between them, refilled one every 20 s, each limiter on its own; the memory store keeps none.
+// between them, refilled one every 20 s, each limiter on its own; a rate whose step is no
+// whole number of microseconds gives its whole burst; the asynchronous form answers the same;
+// the memory store keeps none.
 BOOST_AUTO_TEST_CASE(a_rate_is_shared_by_the_stores_of_a_fleet)
 {
     redis_server server;
@@ -436,6 +439,34 @@ BOOST_AUTO_TEST_CASE(a_rate_is_shared_by_the_stores_of_a_fleet)
     std::int64_t other = -1;
     BOOST_TEST(!b->take_rated_request("key:k2", 3, other));
     BOOST_TEST(other == 0);
+
+    // 60 s / 9 is no whole number: all nine at once are taken, the tenth waits about 6.7 s.
+    for (int i = 0; i < 9; ++i) {
+        std::int64_t wait = -1;
+        BOOST_TEST(!a->take_rated_request("key:k9", 9, wait));
+        BOOST_TEST(wait == 0, "request " << i + 1 << " of 9 waits " << wait << " ms");
+    }
+    std::int64_t tenth = -1;
+    BOOST_TEST(!a->take_rated_request("key:k9", 9, tenth));
+    BOOST_TEST(tenth > 6'000);
+    BOOST_TEST(tenth <= 6'667);
+
+    // Asynchronously, on the store's thread: the same count.
+    auto ask = [&](const std::string& limiter) {
+        std::promise<std::pair<boost::system::error_code, std::int64_t>> answer;
+        b->async_take_rated_request(limiter, 2, [&](boost::system::error_code ec, std::int64_t w) {
+            answer.set_value({ec, w});
+        });
+        return answer.get_future().get();
+    };
+    const auto first = ask("key:async");
+    const auto second = ask("key:async");
+    const auto third = ask("key:async");
+    BOOST_TEST(!first.first);
+    BOOST_TEST(first.second == 0);
+    BOOST_TEST(second.second == 0);
+    BOOST_TEST(!third.first);
+    BOOST_TEST(third.second > 29'000);
 
     auto memory = frugal::make_memory_store();
     std::int64_t w = -1;
