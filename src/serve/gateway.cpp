@@ -81,6 +81,17 @@ std::string iso_time(std::int64_t ms)
     return buf;
 }
 
+// The longest model name a stream repeats in its chunks (OpenRouter's ids are under 100 bytes).
+constexpr std::size_t max_shown_model = 256;
+
+// The model a stream names in its header and every chunk: the one that answered, as a whole
+// answer names it, unless it is a name no model id could be (empty, or longer than any); then
+// the tier asked. An upstream cannot multiply a stream's size by its name's.
+const std::string& shown_model(const std::string& served, const std::string& asked)
+{
+    return served.empty() || served.size() > max_shown_model ? asked : served;
+}
+
 // A header value from text the upstream sent (a model's name): control characters dropped, so
 // a lying upstream cannot end the header and write its own.
 std::string header_value(std::string_view text)
@@ -1389,8 +1400,7 @@ void gateway_impl::render_stream_chunk(
 {
     const bool first = !st.head_sent;
     if (first) {
-        // The model that answered, as a whole answer names it; the tier asked if it named none.
-        st.shown_model = ev.model.empty() ? st.r->policy().tiers[ev.tier] : ev.model;
+        st.shown_model = shown_model(ev.model, st.r->policy().tiers[ev.tier]);
         append_stream_head(
             chunk, key,
             "x-frugal-model: " + header_value(st.shown_model) + "\r\nx-frugal-escalated: " +
@@ -1430,7 +1440,8 @@ bool gateway_impl::render_stream_end(
         return true;
     }
     count(key, a.model, "ok", &res, received);
-    const auto t = totals_of(res, st.shown_model.empty() ? a.model : st.shown_model);
+    auto t = totals_of(res, st.shown_model.empty() ? a.model : st.shown_model);
+    t.model = st.head_sent ? st.shown_model : shown_model(t.model, a.model); // one name a stream
     if (!st.head_sent) // no text: nothing was shown yet
         append_stream_head(
             out, key,

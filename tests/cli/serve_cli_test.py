@@ -132,6 +132,13 @@ served_models = {json.loads(e)['model'] for e in sse_events(body) if e != '[DONE
 check('stream: the model that served, in the header and every chunk',
       status == 200 and h.get('x-frugal-model') == 'google/gemma-4-31b-it-0412' and
       served_models == {'google/gemma-4-31b-it-0412'}, str((h.get('x-frugal-model'), served_models)))
+# A name no model has is not repeated in every chunk: the tier asked is shown.
+status, h, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'stream': True,
+                                     'messages': user('Say hi [sim tokens=6 served=' + 'x' * 5000 + ']')})
+long_models = {json.loads(e)['model'] for e in sse_events(body) if e != '[DONE]'}
+check('stream: a model name longer than any is not repeated in every chunk',
+      status == 200 and 'x' * 300 not in body and h.get('x-frugal-model') == 'google/gemma-4-31b-it:free' and
+      'google/gemma-4-31b-it:free' in long_models, str((h.get('x-frugal-model'), len(body))))
 
 # A stream's id: the same in each of its chunks, and never again, in this gateway or another
 # (clients key logs and retries by it; several gateways may share one cap).
