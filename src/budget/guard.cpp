@@ -4,7 +4,9 @@
 
 #include <frugal/ledger_notes.hpp>
 
+#include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
 
 #include <algorithm>
 #include <map>
@@ -637,11 +639,15 @@ void budget_guard::take_rated_impl(
     asio::any_completion_handler<void(error_code, std::int64_t)> h)
 {
     // The store answers on any thread, possibly under its lock: the handler is posted to its
-    // executor. A std::function must be copyable, so the handler is shared.
+    // executor, which counts the work until then (so that its io_context does not run out
+    // while the store is asked), and the guard is kept until then. A std::function must be
+    // copyable, so the handler is shared.
     auto shared = std::make_shared<decltype(h)>(std::move(h));
     impl_->store_->async_take_rated_request(
-        limiter, per_minute, [ex, shared](error_code ec, std::int64_t wait) {
-            asio::post(ex, [shared, ec, wait] { (*shared)(ec, wait); });
+        limiter, per_minute,
+        [work = asio::prefer(ex, asio::execution::outstanding_work.tracked), keep = impl_,
+         shared](error_code ec, std::int64_t wait) {
+            asio::post(work, [shared, ec, wait] { (*shared)(ec, wait); });
         });
 }
 

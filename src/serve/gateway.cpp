@@ -1311,6 +1311,12 @@ asio::awaitable<bool> gateway_impl::chat(
                 shared = wait;
         }
         admitted = within_rate(a, shared, rep);
+        // The wait came before the request counts as in flight: a shutdown that began during
+        // it neither waited for it nor can cancel it, so it does not start now.
+        if (admitted && draining) {
+            admitted = false;
+            rep = error_reply(503, "the gateway is shutting down", "server_error", "shutting_down");
+        }
     }
     if (!admitted)
         co_return co_await write_reply(sock, rep, keep);
@@ -1441,7 +1447,9 @@ bool gateway_impl::render_stream_end(
     }
     count(key, a.model, "ok", &res, received);
     auto t = totals_of(res, st.shown_model.empty() ? a.model : st.shown_model);
-    t.model = st.head_sent ? st.shown_model : shown_model(t.model, a.model); // one name a stream
+    // One name in a stream: its chunks', else the answer's, else the tier's.
+    t.model = st.head_sent ? st.shown_model
+                           : shown_model(t.model, a.r->policy().tiers[res.tier]);
     if (!st.head_sent) // no text: nothing was shown yet
         append_stream_head(
             out, key,

@@ -127,8 +127,10 @@ def sigterm_mid_stream(check, gw, port, key, ledger_path):
                threading.Thread(target=stream, args=('started', '[sim tokens=40 fault=stall after=3 ms=60000]'))]
     for t in threads:
         t.start()
-    began.wait(timeout=30)  # SIGTERM once text is flowing (a slow sanitizer build included)
-    time.sleep(0.2)
+    # SIGTERM once text is flowing, and the other request has long been waiting (a slow
+    # sanitizer build included).
+    check('SIGTERM: the stream\'s text began before the signal', began.wait(timeout=30))
+    time.sleep(0.5)
     gw.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(timeout=60)

@@ -464,6 +464,7 @@ BOOST_AUTO_TEST_CASE(a_rate_is_shared_by_the_stores_of_a_fleet)
     const auto third = ask("key:async");
     BOOST_TEST(!first.first);
     BOOST_TEST(first.second == 0);
+    BOOST_TEST(!second.first);
     BOOST_TEST(second.second == 0);
     BOOST_TEST(!third.first);
     BOOST_TEST(third.second > 29'000);
