@@ -472,6 +472,34 @@ BOOST_AUTO_TEST_CASE(a_rate_is_shared_by_the_stores_of_a_fleet)
     auto memory = frugal::make_memory_store();
     std::int64_t w = -1;
     BOOST_TEST((memory->take_rated_request("key:k1", 3, w) == frugal::error::not_found));
+
+    // Through guards, awaited on an io_context (as the gateway asks): the fleet's answer over
+    // Redis, completing on the awaiting thread; not_found over the memory store.
+    auto shared = open_guard(a, money::from_units(1'000'000'000'000));
+    auto local = open_guard(memory, money::from_units(1'000'000'000'000));
+    asio::io_context io;
+    std::vector<std::pair<boost::system::error_code, std::int64_t>> got;
+    bool on_io_thread = true;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            const auto me = std::this_thread::get_id();
+            for (auto* g : {&shared, &shared, &local}) {
+                auto [ec, wait] = co_await g->async_take_rated_request(
+                    "key:guarded", 1, asio::as_tuple(asio::use_awaitable));
+                on_io_thread = on_io_thread && std::this_thread::get_id() == me;
+                got.emplace_back(ec, wait);
+            }
+        },
+        asio::detached);
+    io.run();
+    BOOST_TEST_REQUIRE(got.size() == 3u);
+    BOOST_TEST(!got[0].first);
+    BOOST_TEST(got[0].second == 0);
+    BOOST_TEST(!got[1].first);
+    BOOST_TEST(got[1].second > 59'000);
+    BOOST_TEST((got[2].first == frugal::error::not_found));
+    BOOST_TEST(on_io_thread);
 }
 
 BOOST_AUTO_TEST_CASE(exact_sums_past_2_53)
