@@ -42,15 +42,21 @@ void append_escaped(std::string& out, std::string_view text)
     out.append(text.data() + start, text.size() - start);
 }
 
-void append_tool_calls(std::string& out, const std::vector<tool_call>& calls)
+void append_tool_calls(std::string& out, const std::vector<tool_call>& calls, bool stream_delta)
 {
     out += '[';
     for (std::size_t k = 0; k < calls.size(); ++k) {
         const tool_call& t = calls[k];
-        out += k == 0 ? "{\"id\":\"" : ",{\"id\":\"";
+        out += k == 0 ? "{" : ",{";
+        if (stream_delta) {
+            out += "\"index\":";
+            out += std::to_string(k);
+            out += ',';
+        }
+        out += "\"id\":\"";
         append_escaped(out, t.id);
         out += "\",\"type\":\"";
-        append_escaped(out, t.type);
+        append_escaped(out, stream_delta && t.type.empty() ? std::string_view("function") : t.type);
         out += "\",\"function\":{\"name\":\"";
         append_escaped(out, t.name);
         out += "\",\"arguments\":\"";

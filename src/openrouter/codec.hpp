@@ -89,8 +89,10 @@ bool decode_error_body(std::string_view json, provider_error_info& out);
 /// Appends `text` as the inside of a JSON string.
 void append_escaped(std::string& out, std::string_view text);
 
-/// Appends `calls` as the JSON array of an assistant message's `tool_calls`.
-void append_tool_calls(std::string& out, const std::vector<tool_call>& calls);
+/// Appends `calls` as the JSON array of an assistant message's `tool_calls`; with
+/// `stream_delta`, as a streamed delta carries them: each with its `index` (by which the SDKs
+/// join a call's pieces) and a type even when the call named none ("function").
+void append_tool_calls(std::string& out, const std::vector<tool_call>& calls, bool stream_delta = false);
 
 } // namespace frugal::openrouter
 

@@ -420,23 +420,10 @@ void append_tool_call_chunk(
     bool first)
 {
     chunk_head(out, id, created, model);
-    out += first ? ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":["
-                 : ",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[";
-    for (std::size_t k = 0; k < calls.size(); ++k) {
-        const tool_call& t = calls[k];
-        out += k == 0 ? "{\"index\":" : ",{\"index\":";
-        out += std::to_string(k);
-        out += ",\"id\":";
-        append_json_string(out, t.id);
-        out += ",\"type\":";
-        append_json_string(out, t.type.empty() ? std::string_view("function") : t.type);
-        out += ",\"function\":{\"name\":";
-        append_json_string(out, t.name);
-        out += ",\"arguments\":";
-        append_json_string(out, t.arguments);
-        out += "}}";
-    }
-    out += "]},\"finish_reason\":null}]}\n\n";
+    out += first ? ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":"
+                 : ",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":";
+    openrouter::append_tool_calls(out, calls, true);
+    out += "},\"finish_reason\":null}]}\n\n";
 }
 
 void append_stream_error(
