@@ -119,6 +119,14 @@ reserve_request router_impl::reserve_ask(const chat_request& req, const call_inf
 
 // A 429 from a free model teaches the limiter the server's limits and reset (and the
 // fleet's, through a shared store).
+void router_impl::note_failure(cascade_attempt& rec, const error_code& ec, const diagnostics& diag)
+{
+    if (ec && ec != asio::error::operation_aborted)
+        rec.detail = diag.to_string();
+    if (ec == error::rate_limited)
+        rec.retry_after = diag.retry_after;
+}
+
 void router_impl::note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag)
 {
     if (!free_tier[tier])
@@ -318,10 +326,7 @@ asio::awaitable<void> router_impl::attempt(
         std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0).count();
     run.answered = !ec;
     run.rec.error = ec;
-    if (ec && ec != asio::error::operation_aborted)
-        run.rec.detail = diag.to_string();
-    if (ec == error::rate_limited)
-        run.rec.retry_after = diag.retry_after;
+    note_failure(run.rec, ec, diag);
     if (ec == asio::error::operation_aborted)
         run.rec.outcome = attempt_outcome::cancelled;
     else if (ec)

@@ -146,6 +146,9 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         const diagnostics& diag);
     reserve_request reserve_ask(const chat_request& req, const call_info& call) const;
     void note_rate_limit(std::uint32_t tier, const error_code& ec, const diagnostics& diag);
+    // What an attempt that failed with `ec` keeps of the provider's account: its words, and the
+    // wait a rate limit asked for. Nothing for a cancelled one.
+    static void note_failure(cascade_attempt& rec, const error_code& ec, const diagnostics& diag);
     std::string quota_text() const;
     cascade_attempt skipped_attempt(
         const cascade_step& step, const call_info& call, escalation_reason moved_on) const;

@@ -152,10 +152,7 @@ void tier_stream::finish(router_impl& r, bool abandoned)
     diagnostics diag = s.diagnostics();
     if (started && !ended && !ec)
         diag.request_sent = true; // abandoned mid-stream: it was sent
-    if (ec && ec != asio::error::operation_aborted)
-        run.rec.detail = diag.to_string();
-    if (ec == error::rate_limited)
-        run.rec.retry_after = diag.retry_after;
+    router_impl::note_failure(run.rec, ec, diag);
     s = chat_stream(); // abandons the connection now, before accounting
     r.note_rate_limit(run.rec.tier, ec, diag);
     r.account(run, response.get(), res, diag);
