@@ -168,6 +168,7 @@ money billed(client_fixture& f)
 struct streamed {
     boost::system::error_code ec;
     std::map<std::uint32_t, std::string> shown;
+    std::vector<std::string> models; // each delta's `model`
     int escalating = 0;
     std::shared_ptr<const frugal::cascade_result> result;
 };
@@ -183,9 +184,10 @@ streamed read_all(client_fixture& f, frugal::cascade_stream& s)
                 out.result = ev.result;
                 co_return;
             }
-            if (ev.type == frugal::cascade_event::kind::delta)
+            if (ev.type == frugal::cascade_event::kind::delta) {
                 out.shown[ev.tier] += ev.text;
-            else if (ev.type == frugal::cascade_event::kind::escalating)
+                out.models.push_back(ev.model);
+            } else if (ev.type == frugal::cascade_event::kind::escalating)
                 ++out.escalating;
             else {
                 out.result = ev.result;
@@ -658,23 +660,12 @@ BOOST_AUTO_TEST_CASE(a_streamed_tiers_first_delta_names_the_model_that_served_it
     for (auto mode : {frugal::stream_mode::stream, frugal::stream_mode::buffer}) {
         frugal::cascade_stream s;
         r.start_stream(request("", "Name a colour. [sim tokens=12 served=" + served + "]"), mode, s);
-        std::vector<std::string> models; // each delta's
-        std::shared_ptr<const frugal::cascade_result> result;
-        run(f.io, [&]() -> asio::awaitable<void> {
-            for (;;) {
-                auto [ec, ev] = co_await s.async_next(tuple_awaitable);
-                BOOST_TEST_REQUIRE(!ec, ec.message());
-                if (ev.type == frugal::cascade_event::kind::delta)
-                    models.push_back(ev.model);
-                if (ev.type == frugal::cascade_event::kind::done) {
-                    result = ev.result;
-                    break;
-                }
-            }
-        }());
-        BOOST_TEST_REQUIRE(result != nullptr);
-        BOOST_TEST(result->tier == 0u);
-        BOOST_TEST(result->response.model == served);
+        const auto got = read_all(f, s);
+        BOOST_TEST_REQUIRE(!got.ec, got.ec.message());
+        BOOST_TEST_REQUIRE(got.result != nullptr);
+        BOOST_TEST(got.result->tier == 0u);
+        BOOST_TEST(got.result->response.model == served);
+        const auto& models = got.models;
         BOOST_TEST_REQUIRE(models.size() > 1u);
         BOOST_TEST(models.front() == served);
         BOOST_TEST(std::all_of(models.begin() + 1, models.end(), [](const auto& m) { return m.empty(); }));
