@@ -1446,10 +1446,10 @@ bool gateway_impl::render_stream_end(
         return true;
     }
     count(key, a.model, "ok", &res, received);
-    auto t = totals_of(res, st.shown_model.empty() ? a.model : st.shown_model);
-    // One name in a stream: its chunks', else the answer's, else the tier's.
-    t.model = st.head_sent ? st.shown_model
-                           : shown_model(t.model, a.r->policy().tiers[res.tier]);
+    // One name in a stream: its chunks', else the answer's (within bounds), else the tier's.
+    const std::string& tier = a.r->policy().tiers[res.tier];
+    auto t = totals_of(res, tier);
+    t.model = st.head_sent ? st.shown_model : shown_model(t.model, tier);
     if (!st.head_sent) // no text: nothing was shown yet
         append_stream_head(
             out, key,
