@@ -340,8 +340,16 @@ public:
     ///
     /// @par Object lifetimes
     /// The router must outlive the operation.
+    ///
+    /// The request is copied (or moved, from an rvalue) into the operation, once.
     template <class CompletionToken = boost::asio::deferred_t>
-    auto async_complete(chat_request request, CompletionToken&& token = {})
+    auto async_complete(const chat_request& request, CompletionToken&& token = {})
+    {
+        return start_complete(request, cascade_options{}, std::forward<CompletionToken>(token));
+    }
+
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_complete(chat_request&& request, CompletionToken&& token = {})
     {
         return start_complete(
             std::move(request), cascade_options{}, std::forward<CompletionToken>(token));
@@ -350,8 +358,15 @@ public:
     /// `async_complete` with per-call options: the budget keys this cascade is charged to (one
     /// router serves every tenant of a server, sharing its free-tier limiter) and its deadline.
     template <class CompletionToken = boost::asio::deferred_t>
+    auto async_complete(
+        const chat_request& request, cascade_options options, CompletionToken&& token = {})
+    {
+        return start_complete(request, std::move(options), std::forward<CompletionToken>(token));
+    }
+
+    template <class CompletionToken = boost::asio::deferred_t>
     auto
-    async_complete(chat_request request, cascade_options options, CompletionToken&& token = {})
+    async_complete(chat_request&& request, cascade_options options, CompletionToken&& token = {})
     {
         return start_complete(
             std::move(request), std::move(options), std::forward<CompletionToken>(token));
@@ -388,22 +403,26 @@ private:
     // `as_tuple(use_awaitable)`, the token a coroutine most often passes, runs the cascade in
     // the awaiting coroutine where it can: the same result, without a coroutine, a type-erased
     // handler and the layers of an initiation of its own. The request is taken by reference
-    // down to the cascade's frame, which it is moved into once (a move is a score of strings).
-    template <class CompletionToken>
-    auto start_complete(chat_request&& request, cascade_options&& options, CompletionToken&& token)
+    // down to the cascade's parameter, copied or moved there, and moved once more into its
+    // frame (a move is a score of strings).
+    template <class Request, class CompletionToken>
+    auto start_complete(Request&& request, cascade_options&& options, CompletionToken&& token)
     {
         if constexpr (std::is_same_v<
                           std::decay_t<CompletionToken>,
                           boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>>)
-            return complete_awaitable(std::move(request), std::move(options));
+            return complete_awaitable(std::forward<Request>(request), std::move(options));
         else
             return boost::asio::async_initiate<
                 CompletionToken, void(boost::system::error_code, cascade_result)>(
-                complete_initiation{this}, token, std::move(request), std::move(options));
+                complete_initiation{this}, token, std::forward<Request>(request),
+                std::move(options));
     }
     boost::asio::any_io_executor client_executor() const;
     boost::asio::awaitable<std::tuple<boost::system::error_code, cascade_result>>
     complete_awaitable(chat_request&& req, cascade_options&& options);
+    boost::asio::awaitable<std::tuple<boost::system::error_code, cascade_result>>
+    complete_awaitable(const chat_request& req, cascade_options&& options);
     void async_complete_impl(
         chat_request req,
         cascade_options options,

@@ -254,12 +254,47 @@ void router_impl::leave_tier(chat_request& req, tier_fields caller)
     req.max_tokens = caller.max_tokens;
 }
 
-// One whole attempt: reserve, send, account, into `run` and `answer`, which the caller owns: a
-// run is two dozen strings, and an awaitable's result is moved several times on its way out.
-// A cascade without a hedge has the answer decoded into its own result, where an accepted
-// one stays. `req` is the tier's request (`enter_tier`, or a hedge's copy); the budget may
-// lower its max_tokens. They live in the cascade's frame, or in the hedge's state, either of
-// which outlives the attempt (a hedge waits for both).
+// An attempt is opened (its record, and a reservation made at once when the budget can
+// decide in memory), sent, and ended (its record filled, its reservation settled). The cascade
+// sends the common attempt (`sends_plainly`) in its own frame; `attempt` does all of it in one
+// of its own. `req` is the tier's request (`enter_tier`, or a hedge's copy); the budget may
+// lower its max_tokens. It and `run` and `answer`, which the caller owns (a run is two dozen
+// strings, and an awaitable's result is moved several times on its way out), live in the
+// cascade's frame, or in the hedge's state, either of which outlives the attempt.
+
+// True when the reservation was made here; else `send_attempt` awaits it.
+bool router_impl::begin_attempt(
+    chat_request& req,
+    std::uint32_t tier,
+    const call_info& call,
+    escalation_reason arrived_by,
+    attempt_head& run,
+    reservation& res)
+{
+    open_record(run, tier, call, arrived_by);
+    run.rec.time_ms = unix_now_ms();
+    if (!try_reserve(req, call, res))
+        return false;
+    if (res.active())
+        req.max_tokens = res.max_tokens();
+    return true;
+}
+
+// Whether an attempt reserved at once is sent as a plain request: nothing but the caller can
+// stop it (a free model, or no guard), and nothing has. The client's coroutine is then awaited
+// in the caller's, sharing its cancellation.
+bool router_impl::sends_plainly(reservation& res, bool cancelled)
+{
+    return !cancelled && !res.cancel_reason() && !res.cancellation_slot().is_connected();
+}
+
+call_options router_impl::plain_options(std::uint32_t tier) const
+{
+    call_options opts;
+    opts.retry_rate_limited = !free_tier[tier];
+    return opts;
+}
+
 asio::awaitable<void> router_impl::attempt(
     chat_request& req,
     std::uint32_t tier,
@@ -269,13 +304,26 @@ asio::awaitable<void> router_impl::attempt(
     chat_response& answer)
 {
     co_await asio::this_coro::throw_if_cancelled(false); // a hedge runs it as a thread
-    open_record(run, tier, call, arrived_by);
-    run.rec.time_ms = unix_now_ms();
     reservation res;
-    if (!try_reserve(req, call, res) && !co_await reserve(run, req, call, res))
-        co_return;
-    if (res.active())
-        req.max_tokens = res.max_tokens();
+    const bool reserved = begin_attempt(req, tier, call, arrived_by, run, res);
+    co_await send_attempt(req, tier, call, run, answer, res, reserved);
+}
+
+asio::awaitable<void> router_impl::send_attempt(
+    chat_request& req,
+    std::uint32_t tier,
+    const call_info& call,
+    attempt_head& run,
+    chat_response& answer,
+    reservation& res,
+    bool reserved)
+{
+    if (!reserved) {
+        if (!co_await reserve(run, req, call, res))
+            co_return;
+        if (res.active())
+            req.max_tokens = res.max_tokens();
+    }
 
     // The caller's cancellation and the guard's both stop the request.
     asio::cancellation_signal sig;
@@ -286,12 +334,8 @@ asio::awaitable<void> router_impl::attempt(
     if (cs.cancelled() != asio::cancellation_type::none || res.cancel_reason()) {
         ec = asio::error::operation_aborted;
         run.caller_cancelled = cs.cancelled() != asio::cancellation_type::none;
-    } else if (!res.cancellation_slot().is_connected()) {
-        // Nothing but the caller can stop this attempt (a free model, or no guard): the
-        // client's coroutine is awaited in this one, sharing its cancellation.
-        call_options opts;
-        opts.retry_rate_limited = !free_tier[tier];
-        std::tie(ec) = co_await client->chat(req, answer, &diag, std::move(opts));
+    } else if (sends_plainly(res, false)) {
+        std::tie(ec) = co_await client->chat(req, answer, &diag, plain_options(tier));
         run.caller_cancelled = ec == asio::error::operation_aborted; // only the caller's
     } else {
         if (cs.slot().is_connected())
@@ -322,8 +366,20 @@ asio::awaitable<void> router_impl::attempt(
         }
         give_back();
     }
+    end_attempt(run, tier, ec, diag, answer, res, t0);
+}
+
+void router_impl::end_attempt(
+    attempt_head& run,
+    std::uint32_t tier,
+    const error_code& ec,
+    diagnostics& diag,
+    const chat_response& answer,
+    reservation& res,
+    steady_clock::time_point sent)
+{
     run.rec.latency_us =
-        std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - t0).count();
+        std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - sent).count();
     run.answered = !ec;
     run.rec.error = ec;
     note_failure(run.rec, ec, diag);

@@ -310,7 +310,21 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
                     // The cascade's own request becomes the tier's for the attempt, then the
                     // caller's again: the judge and the next tier see what the caller asked.
                     auto caller = enter_tier(req, step.tier);
-                    co_await attempt(req, step.tier, call, step.arrived_by, single, out.response);
+                    reservation res;
+                    const bool reserved =
+                        begin_attempt(req, step.tier, call, step.arrived_by, single, res);
+                    if (reserved && sends_plainly(res, cancelled())) {
+                        // The common attempt, sent from this frame (send_attempt).
+                        const auto sent = steady_clock::now();
+                        diagnostics diag;
+                        auto [ec] = co_await client->chat(
+                            req, out.response, &diag, plain_options(step.tier));
+                        single.caller_cancelled = ec == asio::error::operation_aborted;
+                        end_attempt(single, step.tier, ec, diag, out.response, res, sent);
+                    } else {
+                        co_await send_attempt(
+                            req, step.tier, call, single, out.response, res, reserved);
+                    }
                     leave_tier(req, std::move(caller));
                 }
                 // The winner is judged last: an acceptable answer beats one cancelled for it.
@@ -413,6 +427,12 @@ router::complete_awaitable(chat_request&& req, cascade_options&& options)
     // The cascade's own coroutine is what the caller awaits: one frame, the outcome built in
     // it and moved once into the caller's.
     return impl_->complete(std::move(req), std::move(options), true, nullptr);
+}
+
+asio::awaitable<std::tuple<error_code, cascade_result>>
+router::complete_awaitable(const chat_request& req, cascade_options&& options)
+{
+    return impl_->complete(req, std::move(options), true, nullptr); // copied into its parameter
 }
 
 void router::async_complete_impl(

@@ -166,6 +166,15 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
     // Makes `req` tier `tier`'s request in place (no copy of its messages), and back.
     tier_fields enter_tier(chat_request& req, std::uint32_t tier) const;
     static void leave_tier(chat_request& req, tier_fields caller);
+    bool begin_attempt(
+        chat_request& req,
+        std::uint32_t tier,
+        const call_info& call,
+        escalation_reason arrived_by,
+        attempt_head& run,
+        reservation& res);
+    static bool sends_plainly(reservation& res, bool cancelled);
+    call_options plain_options(std::uint32_t tier) const;
     asio::awaitable<void> attempt(
         chat_request& req,
         std::uint32_t tier,
@@ -173,6 +182,22 @@ struct router_impl : std::enable_shared_from_this<router_impl> {
         escalation_reason arrived_by,
         attempt_head& run,
         chat_response& answer);
+    asio::awaitable<void> send_attempt(
+        chat_request& req,
+        std::uint32_t tier,
+        const call_info& call,
+        attempt_head& run,
+        chat_response& answer,
+        reservation& res,
+        bool reserved);
+    void end_attempt(
+        attempt_head& run,
+        std::uint32_t tier,
+        const error_code& ec,
+        diagnostics& diag,
+        const chat_response& answer,
+        reservation& res,
+        steady_clock::time_point sent);
     struct hedge;
     struct stop_both;
     void spawn_attempt(
