@@ -341,7 +341,8 @@ public:
     /// @par Object lifetimes
     /// The router must outlive the operation.
     ///
-    /// The request is copied (or moved, from an rvalue) into the operation, once.
+    /// Awaited with `as_tuple(use_awaitable)`, the request is copied (or moved, from an rvalue)
+    /// into the cascade once; other tokens take it by value, as its own copy.
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_complete(const chat_request& request, CompletionToken&& token = {})
     {
@@ -404,7 +405,8 @@ private:
     // the awaiting coroutine where it can: the same result, without a coroutine, a type-erased
     // handler and the layers of an initiation of its own. The request is taken by reference
     // down to the cascade's parameter, copied or moved there, and moved once more into its
-    // frame (a move is a score of strings).
+    // frame (a move is a score of strings). Other tokens get it as a value, so that a deferred
+    // operation's type does not depend on how the request was passed.
     template <class Request, class CompletionToken>
     auto start_complete(Request&& request, cascade_options&& options, CompletionToken&& token)
     {
@@ -415,7 +417,7 @@ private:
         else
             return boost::asio::async_initiate<
                 CompletionToken, void(boost::system::error_code, cascade_result)>(
-                complete_initiation{this}, token, std::forward<Request>(request),
+                complete_initiation{this}, token, chat_request(std::forward<Request>(request)),
                 std::move(options));
     }
     boost::asio::any_io_executor client_executor() const;

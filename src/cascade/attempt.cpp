@@ -335,7 +335,8 @@ asio::awaitable<void> router_impl::send_attempt(
         ec = asio::error::operation_aborted;
         run.caller_cancelled = cs.cancelled() != asio::cancellation_type::none;
     } else if (sends_plainly(res, false)) {
-        std::tie(ec) = co_await client->chat(req, answer, &diag, plain_options(tier));
+        auto opts = plain_options(tier); // not a temporary of the co_await (GCC 12)
+        std::tie(ec) = co_await client->chat(req, answer, &diag, std::move(opts));
         run.caller_cancelled = ec == asio::error::operation_aborted; // only the caller's
     } else {
         if (cs.slot().is_connected())

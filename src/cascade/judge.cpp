@@ -369,11 +369,13 @@ escalation_reason judge(
     const chat_request& req,
     const chat_response& r)
 {
-    // The policy's reasons as a set, read once: five of them are asked about below.
+    // The policy's reasons as a set, read once: six of them are asked about below. (A value
+    // past the enumerators, cast in by a program, is none of them.)
     static_assert(static_cast<unsigned>(escalation_reason::must_match) < 32);
     std::uint32_t set = 0;
     for (const auto x : p.escalate_on)
-        set |= std::uint32_t{1} << static_cast<unsigned>(x);
+        if (static_cast<unsigned>(x) < 32)
+            set |= std::uint32_t{1} << static_cast<unsigned>(x);
     auto on = [set](escalation_reason x) { return (set >> static_cast<unsigned>(x) & 1) != 0; };
     if (on(escalation_reason::length) && r.finish_reason == "length")
         return escalation_reason::length;

@@ -317,8 +317,9 @@ asio::awaitable<std::tuple<error_code, cascade_result>> router_impl::complete(
                         // The common attempt, sent from this frame (send_attempt).
                         const auto sent = steady_clock::now();
                         diagnostics diag;
-                        auto [ec] = co_await client->chat(
-                            req, out.response, &diag, plain_options(step.tier));
+                        auto opts = plain_options(step.tier); // see send_attempt
+                        auto [ec] =
+                            co_await client->chat(req, out.response, &diag, std::move(opts));
                         single.caller_cancelled = ec == asio::error::operation_aborted;
                         end_attempt(single, step.tier, ec, diag, out.response, res, sent);
                     } else {
