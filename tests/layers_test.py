@@ -17,7 +17,7 @@ ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.pat
 
 # Lowest first; a file may include its own layer and any lower one.
 RANK = {
-    'base': 0, 'money': 0, 'sse': 0,
+    'base': 0, 'money': 0, 'sse': 0, 'json': 0,
     'http': 1,
     'openrouter': 2,
     'budget': 3,

@@ -219,6 +219,9 @@ struct cascade_event {
     /// the deltas after it, and when the upstream named none.
     std::string model;
     escalation_reason reason = escalation_reason::none;
+    /// On the first `delta` of an answer kept because the budget refused an escalation (the
+    /// result's `budget_denied`, known before its text is shown in `stream_mode::buffer`).
+    bool budget_denied = false;
     std::shared_ptr<const cascade_result> result;
 };
 

@@ -3,6 +3,7 @@
 #include <frugal/error.hpp>
 
 #include "cascade/judge.hpp"
+#include "json/strict.hpp"
 
 #include <boost/json.hpp>
 
@@ -108,9 +109,10 @@ boost::system::result<cascade_policy> parse_policy(std::string_view text, diagno
         return boost::system::error_code(error::bad_policy);
     };
     boost::system::error_code jec;
-    const json::value v = json::parse(text, jec);
+    std::string strict;
+    const json::value v = frugal::detail::parse_strict(text, jec, strict);
     if (jec)
-        return bad("not JSON: " + jec.message());
+        return bad("not JSON as it must be: " + strict);
     if (!v.is_object())
         return bad("must be a JSON object");
     const auto& o = v.get_object();

@@ -337,6 +337,7 @@ asio::awaitable<void> produce(
             ev = event_of(cascade_event::kind::delta, step.tier);
             ev.text = fallback->content;
             ev.model = fallback->model;
+            ev.budget_denied = true;
             if (!co_await send())
                 co_return;
         }

@@ -4,6 +4,8 @@
 
 #include <frugal/error.hpp>
 
+#include "json/strict.hpp"
+
 #include <boost/json.hpp>
 
 #include <openssl/evp.h>
@@ -332,9 +334,10 @@ boost::system::result<gateway_config> parse_gateway_config(std::string_view text
         return boost::system::error_code(error::bad_budget_config);
     };
     boost::system::error_code ec;
-    const json::value v = json::parse(text, ec);
+    std::string why;
+    const json::value v = frugal::detail::parse_strict(text, ec, why, "keys"); // keys are secrets
     if (ec) {
-        detail = "not JSON: " + ec.message();
+        detail = "not JSON as it must be: " + why;
         return failed();
     }
     checker ck{detail};

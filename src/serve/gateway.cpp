@@ -114,6 +114,7 @@ struct reply {
     std::string body;
     std::string message; // an error's, for a stream that has started
     bool close = false;
+    bool head_only = false; // the answer to HEAD: the head a GET would get, without its body
 };
 
 reply error_reply(
@@ -782,7 +783,8 @@ asio::awaitable<bool> gateway_impl::write_reply(Stream& sock, const reply& r, bo
     std::string& bytes = chunk_scratch();
     bytes.clear();
     append_head(bytes, r, keep_alive, false);
-    bytes += r.body;
+    if (!r.head_only)
+        bytes += r.body;
     std::string rest;
     co_return co_await write_chunk(sock, rest) && again;
 }
@@ -1088,19 +1090,25 @@ bool gateway_impl::route(const bhttp::request<bhttp::string_body>& req, reply& r
     keep = req.keep_alive() && !draining;
     const std::string_view target(req.target().data(), req.target().size());
     const std::string_view path = target.substr(0, target.find('?'));
-    const bool get = req.method() == bhttp::verb::get;
+    // The endpoints that are read take GET, and HEAD as HTTP asks of a server (RFC 9110 9.3.2).
+    const bool get = req.method() == bhttp::verb::get || req.method() == bhttp::verb::head;
+    const bool read_only = path == "/healthz" || path == "/readyz" || path == "/metrics" ||
+                           path == std::string(api_prefix) + "/models";
     rep = reply{};
-    if (path == "/healthz" && get) {
+    if (read_only && !get) {
+        rep = error_reply(405, "use GET", "invalid_request_error", "method_not_allowed");
+        rep.headers = "Allow: GET, HEAD\r\n";
+    } else if (path == "/healthz") {
         rep.body = "{\"status\":\"ok\"}";
-    } else if (path == "/readyz" && get) {
+    } else if (path == "/readyz") {
         rep.status = ready && !draining ? 200 : 503;
         rep.body = ready && !draining ? "{\"status\":\"ready\"}"
                                       : (draining ? "{\"status\":\"draining\"}"
                                                   : "{\"status\":\"starting\"}");
-    } else if (path == "/metrics" && get) {
+    } else if (path == "/metrics") {
         rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
         rep.body = stats.render(guard ? guard->snapshot() : std::vector<budget_snapshot>{});
-    } else if (path == std::string(api_prefix) + "/models" && get) {
+    } else if (path == std::string(api_prefix) + "/models") {
         rep.body = models_body();
     } else if (path == std::string(api_prefix) + "/chat/completions") {
         if (req.method() != bhttp::verb::post) {
@@ -1116,6 +1124,7 @@ bool gateway_impl::route(const bhttp::request<bhttp::string_body>& req, reply& r
         rep = error_reply(404, "no such endpoint: " + std::string(path), "invalid_request_error",
                           "not_found");
     }
+    rep.head_only = req.method() == bhttp::verb::head;
     return false;
 }
 
@@ -1410,7 +1419,8 @@ void gateway_impl::render_stream_chunk(
         append_stream_head(
             chunk, key,
             "x-frugal-model: " + header_value(st.shown_model) + "\r\nx-frugal-escalated: " +
-                (ev.tier > 0 ? "true" : "false") + "\r\n");
+                (ev.tier > 0 ? "true" : "false") + "\r\n" +
+                (ev.budget_denied ? "x-frugal-budget-denied: true\r\n" : ""));
         st.head_sent = true;
     }
     serve::append_chunk(chunk, st.id, st.created, st.shown_model, ev.text, first);
@@ -1455,7 +1465,8 @@ bool gateway_impl::render_stream_end(
             out, key,
             "x-frugal-model: " + header_value(t.model) + "\r\nx-frugal-escalated: " +
                 (res.escalated ? "true" : "false") + "\r\nx-frugal-cost: " +
-                t.cost.to_string() + "\r\n");
+                t.cost.to_string() + "\r\n" +
+                (res.budget_denied ? "x-frugal-budget-denied: true\r\n" : ""));
     // The cascade streams text alone; an answer's tool calls come whole with its end.
     if (!res.response.tool_calls.empty())
         serve::append_tool_call_chunk(

@@ -4,6 +4,7 @@
 
 #include <boost/json.hpp>
 
+#include <cmath>
 
 namespace frugal::serve {
 
@@ -23,6 +24,26 @@ bool fail(wire_problem& why, std::string param, std::string message)
     why.param = std::move(param);
     why.message = std::move(message);
     return false;
+}
+
+// No double past its range: one parses as infinity, which no JSON can carry on, so the
+// upstream would be sent a body it cannot read. (The parser's depth limit bounds the walk.)
+bool finite_numbers(const json::value& v)
+{
+    switch (v.kind()) {
+    case json::kind::double_: return std::isfinite(v.get_double());
+    case json::kind::array:
+        for (const auto& e : v.get_array())
+            if (!finite_numbers(e))
+                return false;
+        return true;
+    case json::kind::object:
+        for (const auto& [k, e] : v.get_object())
+            if (!finite_numbers(e))
+                return false;
+        return true;
+    default: return true;
+    }
 }
 
 // null is "not given", as the SDKs of some languages send it.
@@ -196,6 +217,9 @@ bool parse_chat_body(std::string_view body, wire_request& out, wire_problem& why
     auto* o = v.if_object();
     if (o == nullptr)
         return fail(why, "", "the body must be a JSON object");
+    for (const auto& [k, val] : *o)
+        if (!finite_numbers(val))
+            return fail(why, std::string(k), std::string(k) + " holds a number out of range");
     auto& req = out.req;
     const auto* model = member(*o, "model");
     if (model == nullptr || !text_of(*model, req.model) || req.model.empty())

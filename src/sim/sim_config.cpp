@@ -2,6 +2,8 @@
 
 #include <frugal/sim.hpp>
 
+#include "json/strict.hpp"
+
 #include <boost/json.hpp>
 
 #include <functional>
@@ -320,9 +322,10 @@ void read_model(const json::value& v, const std::string& where, sim_model& m, st
 std::optional<sim_config> read_sim_config(std::string_view text, std::string& error)
 {
     boost::system::error_code ec;
-    const json::value root = json::parse(text, ec);
+    std::string why;
+    const json::value root = frugal::detail::parse_strict(text, ec, why);
     if (ec) {
-        error = "not valid JSON: " + ec.message();
+        error = "not valid JSON as it must be: " + why;
         return std::nullopt;
     }
     if (!root.is_object()) {

@@ -58,6 +58,7 @@ sim, sim_port = start([FRUGAL, 'sim', '--port', '0'], env)
 ALPHA, BETA, GAMMA = 'alpha-key-0123456789abcdef', 'beta-key-0123456789abcdef', 'gamma-key-0123456789abcdef'
 ONE_A_MINUTE = 'one-a-minute-key-0123456789abcdef'
 SLOW = 'slow-key-0123456789abcdef'
+SHORT = 'short-cap-key-0123456789abcdef'  # its cap pays no escalation to the flagship
 config = {
     'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % sim_port},
     'policies': {'cheap': {'tiers': ['google/gemma-4-31b-it:free', 'anthropic/claude-sonnet-4.5']}},
@@ -69,6 +70,7 @@ config = {
         GAMMA: {'tenant': 'gamma', 'budget': {'usd': '1.00'}, 'rpm': 2},
         ONE_A_MINUTE: {'tenant': 'gamma', 'budget': {'usd': '1.00'}, 'rpm': 1},
         SLOW: {'tenant': 'slow', 'budget': {'usd': '5.00'}},
+        SHORT: {'tenant': 'short', 'budget': {'usd': '0.0002'}},
     },
     'ledger': os.path.join(tmp, 'ledger.db'),
     # A small kernel send buffer: a slow reader's stream overflows it (below), and every other
@@ -90,6 +92,13 @@ with open(bad_path, 'w') as f:
     json.dump(dict(config, limits={'max_body': 5}), f)
 r = subprocess.run([FRUGAL, 'serve', '--config', bad_path, '--port', '0'], capture_output=True, text=True, env=env)
 check('an unknown member is refused by name', r.returncode == 2 and 'limits.max_body: unknown member' in r.stderr, r.stderr)
+
+# A key written twice: the later copy would win without a word, and a cap with the earlier.
+with open(bad_path, 'w') as f:
+    f.write('{"keys": {"%s": {"tenant": "a", "budget": {"usd": "0.0001"}}, "%s": {"tenant": "a"}}}' % (ALPHA, ALPHA))
+r = subprocess.run([FRUGAL, 'serve', '--config', bad_path, '--port', '0'], capture_output=True, text=True, env=env)
+check('a key written twice is refused, without naming the key', r.returncode == 2 and
+      'keys.<member 2> is written twice' in r.stderr and ALPHA not in r.stderr, r.stderr)
 
 no_key = {k: v for k, v in env.items() if k != 'OPENROUTER_API_KEY'}
 r = subprocess.run([FRUGAL, 'serve', '--config', cfg_path, '--port', '0'], capture_output=True, text=True,
@@ -123,6 +132,16 @@ check('stream: only the flagship\'s text was sent', streamed_text(events) == fla
 check('stream: ends with [DONE]', events[-1] == '[DONE]', str(events[-2:]))
 last = json.loads(events[-2])
 check('stream: the last chunk has the usage and its cost', last['usage']['cost'] > 0 and last['choices'][0]['finish_reason'] == 'stop', events[-2])
+
+# The budget refuses the escalation: the cheap answer is kept, and both forms say so.
+prove = user('prove [sim difficulty=10]')
+status, h, body = chat(port, SHORT, {'model': 'frugal/cheap', 'max_tokens': 20, 'messages': prove})
+check('whole: an escalation the budget refused says so', status == 200 and
+      h.get('x-frugal-budget-denied') == 'true' and h.get('x-frugal-escalated') == 'false', str((status, h)))
+status, h, body = chat(port, SHORT, {'model': 'frugal/cheap', 'max_tokens': 20, 'stream': True, 'messages': prove})
+check('stream: an escalation the budget refused says so', status == 200 and
+      h.get('x-frugal-budget-denied') == 'true' and h.get('x-frugal-escalated') == 'false' and
+      streamed_text(sse_events(body)) != '', str((status, h, body[:200])))
 
 # An alias or a router names the model it chose in its chunks: the stream shows that model, in
 # its header and every chunk, as a whole answer does.
@@ -210,6 +229,20 @@ check('slow reader: the same text as a client that read at once',
 check('slow reader: it ends with [DONE]', sse_events(slow_text)[-1:] == ['[DONE]'], slow_text[-200:])
 
 
+# The endpoints that are read answer HEAD with GET's head and no body, and other methods with
+# 405 and the methods they take.
+raw = socket.create_connection(('127.0.0.1', port))
+raw.sendall(b'HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+head = read_to_end(raw).decode()
+raw.close()
+check('HEAD /healthz: 200, the length GET would send, no body', head.startswith('HTTP/1.1 200') and
+      'Content-Length: 15\r\n' in head and head.endswith('\r\n\r\n'), head)
+for path in ('/api/v1/models', '/metrics', '/healthz', '/readyz'):
+    status, h, body = request(port, 'POST', path, '{}', ALPHA)
+    check('POST %s: 405 with Allow: GET, HEAD' % path, status == 405 and h.get('allow') == 'GET, HEAD' and
+          'method_not_allowed' in body, str((status, h.get('allow'), body[:200])))
+
+
 # Errors in OpenAI's shape.
 def error_of(body):
     # OpenRouter's shape: the status as `code`, frugal's reason in `metadata.reason`.
@@ -225,6 +258,9 @@ status, _, body = chat(port, ALPHA, '{"model": "frugal/cheap", "messages": ')
 check('400 bad JSON', status == 400 and 'not JSON' in error_of(body).get('message', ''), body)
 status, _, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'messages': user('x'), 'max_tokens': -3})
 check('400 bad member names its param', status == 400 and error_of(body).get('param') == 'max_tokens', body)
+status, _, body = chat(port, ALPHA, '{"model": "openai/gpt-5-mini", "messages": [{"role": "user", "content": "x"}], '
+                                     '"temperature": 1e400}')
+check('400 a number out of range names its param', status == 400 and error_of(body).get('param') == 'temperature', body)
 status, _, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'messages': user('x'), 'models': ['a/b']})
 check('400 fallback list refused', status == 400 and error_of(body).get('param') == 'models', body)
 status, _, body = chat(port, ALPHA, {'model': 'no/such-model', 'messages': user('x')})

@@ -107,6 +107,11 @@ BOOST_AUTO_TEST_CASE(errors_name_the_member_and_why)
          "\"free_tier.when_empty\" must be"},
         {R"({"cheap":"a","flagship":"b","json_schema":"x"})", "\"json_schema\" must be"},
         {R"({"cheap":"","flagship":"b"})", "\"cheap\" must be a non-empty string"},
+        // Read strictly: the later of two would win without a word.
+        {R"({"cheap":"a","flagship":"b","max_tokens":10,"max_tokens":20})",
+         "max_tokens is written twice"},
+        {R"({"tiers":["a","b"],"free_tier":{"per_minute":1e999}})",
+         "free_tier.per_minute is a number out of range"},
     };
     for (const auto& [json, why] : cases) {
         frugal::diagnostics d;

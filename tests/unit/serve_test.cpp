@@ -79,6 +79,18 @@ BOOST_AUTO_TEST_CASE(every_error_names_its_member_and_never_the_key)
         {R"({"policies": {"p": {"tiers": []}}, "keys": {")" + k + R"(": {"tenant": "a"}}})",
          "policies.p: "},
         {R"({"ledgr": "x.db", "keys": {")" + k + R"(": {"tenant": "a"}}})", "ledgr: unknown member"},
+        // A member written twice: the later one would silently win, so a cap could be lost.
+        {R"({"keys": {")" + k + R"(": {"tenant": "a", "budget": {"usd": "0.0001"}}, ")" + k +
+             R"(": {"tenant": "a"}}})",
+         "keys.<member 2> is written twice"},
+        {R"({"keys": {")" + k + R"(": {"tenant": "a", "budget": {"usd": "0.0001"},
+             "budget": {"usd": "100"}}}})",
+         "keys.<member 1>.budget is written twice"},
+        {R"({"policies": {"p": {"tiers": ["a", "b"], "max_tokens": 10, "max_tokens": 20}},
+             "keys": {")" + k + R"(": {"tenant": "a"}}})",
+         "policies.p.max_tokens is written twice"},
+        {R"({"upstream": {"timeout_seconds": 1e400}, "keys": {")" + k + R"(": {"tenant": "a"}}})",
+         "upstream.timeout_seconds is a number out of range"},
     };
     for (const auto& [json, expected] : cases) {
         const auto why = config_error(json);
@@ -160,6 +172,16 @@ BOOST_AUTO_TEST_CASE(a_bad_request_names_its_member)
         {R"({"model": "m", "messages": [{"role": "user", "content": "x"}],
              "provider": {"sort": 1}})",
          "provider.sort"},
+        // Past a double's range: infinity, which the upstream could not be sent as JSON.
+        {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 1e400})",
+         "temperature"},
+        {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_p": -1e400})",
+         "top_p"},
+        {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": 1e400})",
+         "tool_choice"},
+        {R"({"model": "m", "messages": [{"role": "user", "content": "x"}],
+             "tools": [{"type": "function", "function": {"name": "f", "parameters": {"x": [1e999]}}}]})",
+         "tools"},
     };
     for (const auto& [body, param] : cases) {
         serve::wire_request w;

@@ -664,6 +664,13 @@ BOOST_AUTO_TEST_CASE(config_file_parses_and_names_bad_fields)
     BOOST_TEST(diag.message.starts_with("config.models[0].prompt_price:"));
     BOOST_TEST(!frugal::parse_sim_config(R"({"model_overrides": {"x/y": {}}})", &diag));
     BOOST_TEST(diag.message == "config.model_overrides.x/y: no such model in the catalog");
+    BOOST_TEST(!frugal::parse_sim_config(R"({"seed": 1, "seed": 2})", &diag));
+    BOOST_TEST(diag.message == "not valid JSON as it must be: seed is written twice (one of the "
+                               "two would be ignored)");
+    BOOST_TEST(!frugal::parse_sim_config(R"({"models": [{"id": "a/b"}, {"id": "c/d", "id": "e"}]})",
+                                         &diag));
+    BOOST_TEST(diag.message.find("models[1].id is written twice") != std::string::npos,
+               diag.message);
     BOOST_TEST(!frugal::parse_sim_config("[1]", &diag));
     BOOST_TEST(!frugal::parse_sim_config("{", &diag));
     BOOST_TEST(diag.message.starts_with("not valid JSON"));
