@@ -991,7 +991,7 @@ reply gateway_impl::failure_reply(
     }
     if (ec == error::price_unknown)
         return error_reply(
-            400, "the model's price is unknown, so a capped tenant cannot call it: " + why,
+            400, "frugal cannot bound what this request would cost: " + why,
             "invalid_request_error", "price_unknown");
     if (ec == error::rate_limited) {
         auto r = error_reply(429, "the upstream is rate limiting this model: " + why,
@@ -1037,8 +1037,6 @@ void gateway_impl::count(
     if (res != nullptr) {
         for (const auto& a : res->attempts)
             upstream += static_cast<double>(a.latency_us) / 1e6;
-        if (res->escalated)
-            ++stats.escalations[to_string(res->reason)];
         if (res->budget_denied)
             ++stats.budget_denials[k.tenant];
     }
@@ -1071,6 +1069,10 @@ void gateway_impl::record_attempt(const attempt_record& r)
     }
     auto& s = stats.usage_of(tenant, r.model_asked, to_string(r.outcome));
     ++s.attempts;
+    // Why the tier was asked, as the ledger (and `frugal report`) counts escalations: one that
+    // failed, or that the budget denied, is one too.
+    if (!r.reason.empty())
+        ++stats.escalations[r.reason];
     s.prompt_tokens += r.prompt_tokens;
     s.completion_tokens += r.completion_tokens;
     s.cost += r.cost;
@@ -1107,7 +1109,19 @@ bool gateway_impl::route(const bhttp::request<bhttp::string_body>& req, reply& r
                                                   : "{\"status\":\"starting\"}");
     } else if (path == "/metrics") {
         rep.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        rep.body = stats.render(guard ? guard->snapshot() : std::vector<budget_snapshot>{});
+        serve::price_surprises surprises;
+        if (guard) {
+            surprises.count = guard->price_anomalies();
+            for (auto& an : guard->anomalies())
+                if (an.surprise)
+                    surprises.models.push_back(std::move(an.model));
+            std::sort(surprises.models.begin(), surprises.models.end());
+            surprises.models.erase(
+                std::unique(surprises.models.begin(), surprises.models.end()),
+                surprises.models.end());
+        }
+        rep.body = stats.render(
+            guard ? guard->snapshot() : std::vector<budget_snapshot>{}, surprises);
     } else if (path == std::string(api_prefix) + "/models") {
         rep.body = models_body();
     } else if (path == std::string(api_prefix) + "/chat/completions") {

@@ -129,7 +129,8 @@ void append_label(std::string& out, std::string_view name, std::string_view valu
     out += '"';
 }
 
-std::string metrics::render(const std::vector<budget_snapshot>& budgets) const
+std::string
+metrics::render(const std::vector<budget_snapshot>& budgets, const price_surprises& surprises) const
 {
     std::string out;
     out.reserve(4096);
@@ -175,7 +176,9 @@ std::string metrics::render(const std::vector<budget_snapshot>& budgets) const
         append_label(out, "outcome", k[2], false);
         out += "} " + s.cost.to_string() + '\n';
     }
-    help(out, "frugal_escalations_total", "counter", "Escalations to a higher tier by reason.");
+    help(out, "frugal_escalations_total", "counter",
+         "Attempts sent up a tier (or started above the first), by reason, as the ledger records "
+         "them: one that failed or that the budget denied included.");
     for (const auto& [reason, n] : escalations) {
         out += "frugal_escalations_total";
         append_label(out, "reason", reason, true);
@@ -208,6 +211,18 @@ std::string metrics::render(const std::vector<budget_snapshot>& budgets) const
         out += "frugal_budget_reserved_usd";
         append_label(out, "budget", b.name, true);
         out += "} " + b.reserved.to_string() + '\n';
+    }
+    help(out, "frugal_price_surprises_total", "counter",
+         "Settlements billed above what the model's prices allowed (or a free model that billed): "
+         "each stops the budgets it was charged to.");
+    out += "frugal_price_surprises_total " + std::to_string(surprises.count) + '\n';
+    help(out, "frugal_model_price_unknown", "gauge",
+         "1 for a model whose bill passed its prices: refused to every request until the gateway "
+         "restarts.");
+    for (const auto& m : surprises.models) {
+        out += "frugal_model_price_unknown";
+        append_label(out, "model", m, true);
+        out += "} 1\n";
     }
     help(out, "frugal_request_duration_seconds", "histogram",
          "Chat requests from the last byte of the request to the last byte of the answer.");

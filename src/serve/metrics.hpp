@@ -32,6 +32,13 @@ private:
     std::uint64_t count_ = 0;
 };
 
+// What the guard found billed above its prices: how many such settlements, and the models that
+// made unpriced for the process's life (sorted, each once).
+struct price_surprises {
+    std::uint64_t count = 0;
+    std::vector<std::string> models;
+};
+
 struct metrics {
     struct spend {
         std::uint64_t attempts = 0;
@@ -55,7 +62,8 @@ struct metrics {
     histogram added{{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1}};
 
     // The text of GET /metrics; `budgets` are the guard's, each with its cap and spend.
-    std::string render(const std::vector<budget_snapshot>& budgets) const;
+    std::string
+    render(const std::vector<budget_snapshot>& budgets, const price_surprises& surprises = {}) const;
 };
 
 // A label value escaped as the format asks (backslash, double quote, line feed).

@@ -59,6 +59,7 @@ ALPHA, BETA, GAMMA = 'alpha-key-0123456789abcdef', 'beta-key-0123456789abcdef', 
 ONE_A_MINUTE = 'one-a-minute-key-0123456789abcdef'
 SLOW = 'slow-key-0123456789abcdef'
 SHORT = 'short-cap-key-0123456789abcdef'  # its cap pays no escalation to the flagship
+OVER = 'overbilled-key-0123456789abcdef'  # meets a provider billing above its prices
 config = {
     'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % sim_port},
     'policies': {'cheap': {'tiers': ['google/gemma-4-31b-it:free', 'anthropic/claude-sonnet-4.5']}},
@@ -71,6 +72,7 @@ config = {
         ONE_A_MINUTE: {'tenant': 'gamma', 'budget': {'usd': '1.00'}, 'rpm': 1},
         SLOW: {'tenant': 'slow', 'budget': {'usd': '5.00'}},
         SHORT: {'tenant': 'short', 'budget': {'usd': '0.0002'}},
+        OVER: {'tenant': 'over', 'budget': {'usd': '1.00'}},
     },
     'ledger': os.path.join(tmp, 'ledger.db'),
     # A small kernel send buffer: a slow reader's stream overflows it (below), and every other
@@ -283,6 +285,20 @@ check('429 from the upstream that named no wait: none made up', status == 429 an
 status, _, body = request(port, 'POST', '/api/v1/chat/completions', 'x' * (2 << 20), ALPHA)
 check('413 past the body limit', status == 413, body[:200])
 
+# A provider that bills above its prices: the answer is delivered and booked at its bill, the
+# model is priced as unknown from then on (for every tenant: its prices bound nothing), and
+# /metrics says so for the operator.
+surprise_model = 'deepseek/deepseek-v3.2'
+status, _, body = chat(port, OVER, {'model': surprise_model, 'max_tokens': 20, 'messages': user('x [sim overbill=0.5]')})
+check('an answer billed above its prices is delivered', status == 200, body[:200])
+_, _, text = request(port, 'GET', '/metrics')
+check('/metrics: the surprise counted, its model named', 'frugal_price_surprises_total 1\n' in text and
+      'frugal_model_price_unknown{model="%s"} 1\n' % surprise_model in text,
+      '\n'.join(l for l in text.splitlines() if 'surprise' in l or 'price_unknown' in l))
+status, _, body = chat(port, ALPHA, {'model': surprise_model, 'max_tokens': 20, 'messages': user('x')})
+check('then the model is refused with 400 price_unknown, saying why', status == 400 and
+      error_of(body).get('code') == 'price_unknown' and 'billed' in error_of(body).get('message', ''), body)
+
 # Beta's cap ($0.004) under 8 concurrent clients of paid requests: its spend stays under the
 # cap, it gets 402s that say so, and alpha is not blocked.
 results = []
@@ -334,7 +350,12 @@ check('/metrics splits cost by outcome as the ledger does, the cancelled stream 
       '%s vs %s' % (metric_costs(metrics, by_outcome=True), by_outcome))
 db = sqlite3.connect(config['ledger'])
 left = db.execute("SELECT outcome, cost FROM ledger WHERE keys = 'tenant:alpha' ORDER BY id DESC LIMIT 1").fetchall()
+ledger_reasons = dict(db.execute("SELECT reason, COUNT(*) FROM ledger WHERE reason != '' GROUP BY reason"))
 db.close()
+metric_reasons = {m.group(1): int(m.group(2)) for m in
+                  re.finditer(r'^frugal_escalations_total\{reason="([^"]*)"\} ([0-9]+)$', metrics, re.M)}
+check('/metrics escalations by reason equal the ledger\'s, the denied escalation included',
+      metric_reasons == ledger_reasons and sum(ledger_reasons.values()) >= 2, '%s vs %s' % (metric_reasons, ledger_reasons))
 check('the stream its client left is settled as cancelled, held at its worst case',
       left and left[0][0] == 'cancelled' and left[0][1] > 0, str(left))
 beta_spent = ledger.get(('beta', 'anthropic/claude-sonnet-4.5'), 0)
