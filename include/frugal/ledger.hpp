@@ -49,7 +49,7 @@ load_ledger(const std::string& path, std::int64_t since_ms = 0, diagnostics* dia
 
 /// Usage of one model or one tier.
 struct usage_row {
-    std::string name;       ///< the model (per tier: the tier's noted model, else the one asked)
+    std::string name;       ///< the model (per tier: the model asked)
     std::uint32_t tier = 0; ///< in the per-tier table
     std::uint64_t requests = 0;
     std::uint64_t prompt_tokens = 0;
@@ -131,7 +131,7 @@ struct ledger_report {
     std::size_t estimated = 0; ///< records charged their whole reservation, bill unknown
     money estimated_cost;
     std::vector<usage_row> models;                            ///< by served model, costliest first
-    std::vector<usage_row> tiers;                             ///< by tier index
+    std::vector<usage_row> tiers; ///< by tier index, then model asked (one row for each)
     std::vector<std::pair<std::string, std::size_t>> reasons; ///< escalation reasons, by count
     std::vector<cap_row> caps;                                ///< in the order of the caps note
     std::vector<anomaly_row> anomalies;                       ///< in ledger order
@@ -151,7 +151,8 @@ struct ledger_report {
 /// is the records sharing a request id (id 0, a record written through the guard alone, is a
 /// request of its own). The flagship-only figure prices each request on the last noted tier:
 /// what the flagship's own attempts cost, else the accepted answer's tokens at its noted
-/// prices.
+/// prices. A request that asked a model not among the noted tiers (a gateway's pass-through)
+/// is left out of that comparison.
 ledger_report build_report(const ledger_data& data, std::int64_t now_ms);
 
 // ---- reconciliation with the provider ----

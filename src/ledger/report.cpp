@@ -77,6 +77,14 @@ void add_tasks(const ledger_data& d, const task_map& tasks, ledger_report& r)
         r.escalated_tasks += escalated ? 1 : 0;
         if (fp == nullptr)
             continue;
+        // A request that is not the policy's (a gateway's pass-through to a model of the
+        // caller's choice) has no flagship to be compared with.
+        const bool of_policy = std::all_of(attempts.begin(), attempts.end(), [&](const auto* a) {
+            return std::find(d.notes.tiers.begin(), d.notes.tiers.end(), a->model_asked) !=
+                   d.notes.tiers.end();
+        });
+        if (!of_policy)
+            continue;
         money on_flagship;
         bool flagship_ran = false;
         const attempt_record* answer = nullptr;
@@ -183,12 +191,13 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
     ledger_report r;
     r.records = d.records.size();
     std::map<std::string, usage_row> models;
-    std::map<std::uint32_t, usage_row> tiers;
+    // By tier and model asked: a record of another cascade than the noted policy's (a
+    // gateway's pass-through, another policy) is not that tier's, though its index is.
+    std::map<std::pair<std::uint32_t, std::string>, usage_row> tiers;
     std::map<std::string, std::size_t> reasons;
     // Request id 0 (a record written through the guard directly) is a request of its own.
     task_map tasks;
 
-    const std::vector<std::string>& tier_names = d.notes.tiers;
     bool first = true;
     for (const auto& rec : d.records) {
         if (first || rec.time_ms < r.first_ms)
@@ -215,9 +224,9 @@ ledger_report build_report(const ledger_data& d, std::int64_t now_ms)
         auto& m = models[name];
         m.name = name;
         m.free_model = free_model;
-        auto& t = tiers[rec.tier];
+        auto& t = tiers[{rec.tier, rec.model_asked}];
         t.tier = rec.tier;
-        t.name = rec.tier < tier_names.size() ? tier_names[rec.tier] : rec.model_asked;
+        t.name = rec.model_asked; // the noted tier's model, when the record is the policy's
         t.free_model = free_model;
         for (auto* u : {&m, &t}) {
             ++u->requests;

@@ -370,6 +370,16 @@ check('report --tenant: that tenant\'s spend and cap only',
       round(float(rep.get('total_cost', '-1')) * 1e12) == sum(v for (t, _), v in ledger.items() if t == 'beta'),
       r.stdout[:400] + r.stderr)
 
+# Pass-through spend is its model's, not the policy's cheap tier's (at index 0 as well).
+r = subprocess.run([FRUGAL, 'report', '--ledger', config['ledger'], '--tenant', 'alpha', '--json'],
+                   capture_output=True, text=True)
+rows = json.loads(r.stdout).get('by_tier', []) if r.stdout.startswith('{') else []
+free_rows = [t for t in rows if t.get('model') == 'google/gemma-4-31b-it:free']
+passed = [t for t in rows if t.get('model') == 'anthropic/claude-sonnet-4.5' and t.get('tier') == 0]
+check('report: a pass-through is its own row, not the free tier\'s spend',
+      free_rows and all(t.get('free') and float(t.get('cost', '1')) == 0 for t in free_rows) and
+      passed and not passed[0].get('free') and float(passed[0].get('cost', '0')) > 0, json.dumps(rows)[:600])
+
 # SIGHUP: a key added to the file works at once, on the connections already open too. A key's
 # rate is not refilled by it: a key at its limit before the reload still is.
 DELTA = 'delta-key-0123456789abcdef'

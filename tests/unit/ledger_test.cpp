@@ -224,18 +224,26 @@ BOOST_AUTO_TEST_CASE(a_report_adds_up_by_model_tier_and_request)
     BOOST_TEST(r.models[2].cost == money());
     BOOST_TEST(r.models[2].free_model); // its noted prices are zero
 
-    // Tiers by index, named as the router noted them.
-    BOOST_TEST_REQUIRE(r.tiers.size() == 2u);
+    // Tiers by index and model asked: the record written through the guard alone is at index
+    // 0 too, but it is not the noted policy's cheap tier, and is not counted as it (a
+    // gateway's pass-through to a paid model was reported as the free tier's spend).
+    BOOST_TEST_REQUIRE(r.tiers.size() == 3u);
     BOOST_TEST(r.tiers[0].tier == 0u);
     BOOST_TEST(r.tiers[0].name == cheap);
-    BOOST_TEST(r.tiers[0].requests == 4u);
-    BOOST_TEST(r.tiers[0].prompt_tokens == 157u);
-    BOOST_TEST(r.tiers[0].completion_tokens == 94u);
-    BOOST_TEST(r.tiers[0].cost == usd("0.02"));
-    BOOST_TEST(r.tiers[1].tier == 1u);
-    BOOST_TEST(r.tiers[1].name == flagship);
-    BOOST_TEST(r.tiers[1].requests == 2u);
-    BOOST_TEST(r.tiers[1].cost == usd("0.35"));
+    BOOST_TEST(r.tiers[0].requests == 3u);
+    BOOST_TEST(r.tiers[0].prompt_tokens == 150u);
+    BOOST_TEST(r.tiers[0].completion_tokens == 85u);
+    BOOST_TEST(r.tiers[0].cost == money());
+    BOOST_TEST(r.tiers[0].free_model);
+    BOOST_TEST(r.tiers[1].tier == 0u);
+    BOOST_TEST(r.tiers[1].name == "other/model:free");
+    BOOST_TEST(r.tiers[1].requests == 1u);
+    BOOST_TEST(r.tiers[1].cost == usd("0.02"));
+    BOOST_TEST(r.tiers[2].tier == 1u);
+    BOOST_TEST(r.tiers[2].name == flagship);
+    BOOST_TEST(r.tiers[2].requests == 2u);
+    BOOST_TEST(r.tiers[2].cost == usd("0.35"));
+    BOOST_TEST(!r.tiers[2].free_model);
     money by_model, by_tier;
     for (const auto& m : r.models)
         by_model += m.cost;
@@ -245,12 +253,12 @@ BOOST_AUTO_TEST_CASE(a_report_adds_up_by_model_tier_and_request)
     BOOST_TEST(by_tier == r.total);
 
     // The flagship alone: its own attempts as billed (0.3, 0.05); the others' accepted answers
-    // at its prices: 10×0.001 + 20×0.002 + 0.01, 40×0.001 + 60×0.002 + 0.01, and
-    // 7×0.001 + 9×0.002 + 0.01; the refused request had no answer.
+    // at its prices: 10×0.001 + 20×0.002 + 0.01 and 40×0.001 + 60×0.002 + 0.01; the refused
+    // request had no answer, and the one that asked a model of no tier has no flagship.
     BOOST_TEST(r.flagship == flagship);
     BOOST_TEST(r.flagship_priced);
-    BOOST_TEST(r.flagship_only == usd("0.615"));
-    BOOST_TEST(r.flagship_estimated == 3u);
+    BOOST_TEST(r.flagship_only == usd("0.58"));
+    BOOST_TEST(r.flagship_estimated == 2u);
 
     BOOST_TEST_REQUIRE(r.anomalies.size() == 1u);
     BOOST_TEST(r.anomalies[0].record_id == 8u);
