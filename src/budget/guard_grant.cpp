@@ -155,7 +155,7 @@ shortfall guard_impl::grant(
     if (d.result != shortfall::none) {
         ec = error::budget_exhausted;
         if (detail != nullptr)
-            *detail = describe_shortfall(d, b, params_.min_max_tokens);
+            *detail = describe_shortfall(d, b, std::min(want, params_.min_max_tokens));
         return d.result;
     }
     std::shared_ptr<cancel_state> cancel;

@@ -254,7 +254,8 @@ void parse_key(checker& ck, const std::string& where, const json::value& v, gate
             k.allow.emplace_back(e.get_string());
         }
     }
-    if (auto n = ck.count(o->if_contains("rpm"), where + ".rpm", 0, 10'000'000))
+    // 0 is refused rather than read as "no limit" or "no requests": leaving it out is no limit.
+    if (auto n = ck.count(o->if_contains("rpm"), where + ".rpm", 1, 10'000'000))
         k.rpm = static_cast<std::uint32_t>(*n);
 }
 

@@ -1453,11 +1453,18 @@ bool gateway_impl::render_stream_end(
     const gateway_key& key = *a.key;
     static const cascade_result no_result;
     const cascade_result& res = result != nullptr ? *result : no_result;
+    // A stream that ends in an error still says what it spent, as the ledger booked it (an
+    // attempt whose bill is unknown at its worst case), when the cascade's result is known.
+    serve::wire_totals spent;
+    if (result != nullptr)
+        spent = totals_of(res, a.r->policy().tiers[res.tier]);
+    const serve::wire_totals* spent_if_known = result != nullptr ? &spent : nullptr;
     if (!cut_reason.empty()) {
         count(key, a.model, "error", nullptr, received);
         serve::append_stream_error(
             out, st.id, st.created, st.shown_model,
-            "the answer was cut (" + cut_reason + ") after part of it was sent", 502);
+            "the answer was cut (" + cut_reason + ") after part of it was sent", 502,
+            spent_if_known);
         return true;
     }
     if (final_ec) {
@@ -1466,7 +1473,8 @@ bool gateway_impl::render_stream_end(
         rep = failure_reply(final_ec, res, key);
         if (!st.head_sent)
             return false; // a reply of its own, with its status
-        serve::append_stream_error(out, st.id, st.created, st.shown_model, rep.message, rep.status);
+        serve::append_stream_error(
+            out, st.id, st.created, st.shown_model, rep.message, rep.status, spent_if_known);
         return true;
     }
     count(key, a.model, "ok", &res, received);

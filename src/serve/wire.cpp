@@ -456,15 +456,20 @@ void append_stream_error(
     std::int64_t created,
     std::string_view model,
     std::string_view message,
-    int code)
+    int code,
+    const wire_totals* totals)
 {
     chunk_head(out, id, created, model);
     out += ",\"error\":{\"message\":";
     append_json_string(out, message);
     out += ",\"code\":";
     out += std::to_string(code);
-    out += "},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}"
-           "\n\ndata: [DONE]\n\n";
+    out += "},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]";
+    if (totals != nullptr) {
+        out += ',';
+        append_usage(out, *totals);
+    }
+    out += "}\n\ndata: [DONE]\n\n";
 }
 
 std::string error_body(

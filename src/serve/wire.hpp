@@ -69,14 +69,16 @@ void append_tool_call_chunk(
     bool first);
 // An error inside a stream that has started, as OpenRouter sends one: a chunk of the stream
 // (its id, object, created and model, which @openrouter/sdk's schema requires) with a
-// top-level `error` and finish_reason "error".
+// top-level `error` and finish_reason "error"; with the usage and cost of what was spent when
+// `totals` is given (the ledger has them either way).
 void append_stream_error(
     std::string& out,
     std::string_view id,
     std::int64_t created,
     std::string_view model,
     std::string_view message,
-    int code);
+    int code,
+    const wire_totals* totals = nullptr);
 
 // `{"error": {"message", "code", "type", "param", "metadata": {"reason"}}}`: the status as
 // `code`, frugal's reason for it in `metadata.reason`.

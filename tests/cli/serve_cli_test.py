@@ -145,6 +145,16 @@ check('stream: an escalation the budget refused says so', status == 200 and
       h.get('x-frugal-budget-denied') == 'true' and h.get('x-frugal-escalated') == 'false' and
       streamed_text(sse_events(body)) != '', str((status, h, body[:200])))
 
+# A stream the upstream breaks after its text began ends with an error chunk that still says
+# what was spent: the paid attempt, its bill unknown, at its worst case as the ledger holds it.
+status, h, body = chat(port, ALPHA, {'model': 'anthropic/claude-sonnet-4.5', 'max_tokens': 30, 'stream': True,
+                                     'messages': user('[sim tokens=20 fault=midstream-error] go')})
+events = sse_events(body)
+tail = json.loads(events[-2]) if len(events) >= 2 and events[-1] == '[DONE]' else {}
+check('stream: an error chunk carries the usage and cost spent', status == 200 and 'error' in tail and
+      tail.get('choices', [{}])[0].get('finish_reason') == 'error' and tail.get('usage', {}).get('cost', 0) > 0,
+      body[-400:])
+
 # An alias or a router names the model it chose in its chunks: the stream shows that model, in
 # its header and every chunk, as a whole answer does.
 status, h, body = chat(port, ALPHA, {'model': 'frugal/cheap', 'stream': True,

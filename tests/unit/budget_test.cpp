@@ -316,6 +316,12 @@ BOOST_AUTO_TEST_CASE(clamps_max_tokens_to_the_headroom_down_to_the_minimum)
     BOOST_TEST(!d.active());
     BOOST_TEST(f.last_ec == frugal::error::budget_exhausted);
     BOOST_TEST(f.last_diag.message.find("budget 'global'") != std::string::npos);
+    BOOST_TEST(f.last_diag.message.find("for 100 completion tokens") != std::string::npos,
+               f.last_diag.message);
+    // A request for fewer tokens than the minimum is told of its own size, not the minimum's.
+    BOOST_TEST(!f.reserve(20).active());
+    BOOST_TEST(f.last_diag.message.find("($0.14 for 20 completion tokens)") != std::string::npos,
+               f.last_diag.message);
     r.mark_sent();
     BOOST_TEST(!r.settle(record(usd("0.65"))));
     // 0.35 left: 0.1 fixed + 125 tokens fits the minimum of 100; 0.1 + 50 would not.

@@ -66,6 +66,7 @@ BOOST_AUTO_TEST_CASE(every_error_names_its_member_and_never_the_key)
         {R"({"keys": {")" + k + R"(": {"tenant": "a", "allow": ["frugal/none"]}}})",
          "\"frugal/none\" names no policy"},
         {R"({"keys": {")" + k + R"(": {"tenant": "a", "rpm": -1}}})", ".rpm: must be a whole number"},
+        {R"({"keys": {")" + k + R"(": {"tenant": "a", "rpm": 0}}})", ".rpm: must be from 1"},
         {R"({"keys": {")" + k + R"(": {"tenant": "a", "limit": 1}}})", ".limit: unknown member"},
         {R"({"keys": {")" + k + R"(": {"tenant": "a", "budget": {"usd": "1"}},
             "second-key-0123456789": {"tenant": "a", "budget": {"usd": "2"}}}})",
@@ -239,6 +240,14 @@ BOOST_AUTO_TEST_CASE(answers_chunks_and_errors_are_json_the_sdks_read)
     BOOST_TEST(se.at("error").at("message") == "cut \"short\"");
     BOOST_TEST(se.at("error").at("code") == 502);
     BOOST_TEST(se.at("choices").at(0).at("finish_reason") == "error");
+    BOOST_TEST(!se.as_object().contains("usage"));
+    // With what was spent: the usage and cost, as a finished stream's last chunk has them.
+    s.clear();
+    serve::append_stream_error(s, "id", 1, "m", "failed", 502, &t);
+    const auto sc = boost::json::parse(s.substr(6, s.find("\n\ndata: [DONE]\n\n") - 6));
+    BOOST_TEST(sc.at("error").at("code") == 502);
+    BOOST_TEST(sc.at("usage").at("total_tokens") == 15);
+    BOOST_TEST(sc.at("usage").at("cost").to_number<double>() == 0.000123);
 
     // Tool calls, each whole under its index, as the SDKs join a call's pieces.
     std::vector<tool_call> calls(2);
