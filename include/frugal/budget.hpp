@@ -268,6 +268,10 @@ public:
     /// records every one).
     std::vector<spend_anomaly> anomalies() const;
 
+    /// The models a surprise made `price_unknown` for the rest of this guard's life, sorted:
+    /// every request for one is refused.
+    std::vector<std::string> unpriced_models() const;
+
     /// Lifts the trip or stop of budget `name` (an instance name, "tenant:acme") before its
     /// period ends. Models made `price_unknown` by a surprise stay so. Fails with
     /// `error::not_found` when no such budget exists, and with `error::budget_store_failed`

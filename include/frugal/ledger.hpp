@@ -140,6 +140,10 @@ struct ledger_report {
     std::string flagship; ///< the policy's top tier, when the ledger notes it
     bool flagship_priced = false;
     money flagship_only;                ///< the same requests on the flagship alone
+    /// What the requests of that comparison cost, and how many they are: every request but
+    /// those that asked a model outside the noted tiers (a gateway's pass-through).
+    money compared_total;
+    std::size_t compared_tasks = 0;
     std::size_t flagship_estimated = 0; ///< requests whose flagship cost is from their tokens
     std::vector<std::pair<std::int64_t, money>> timeline; ///< cumulative spend, by time
     reconcile_result reconcile;                           ///< left empty by `build_report`

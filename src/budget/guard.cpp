@@ -548,6 +548,17 @@ std::uint64_t budget_guard::price_anomalies() const
     return impl_->book_.price_anomalies;
 }
 
+std::vector<std::string> budget_guard::unpriced_models() const
+{
+    const std::lock_guard lock(impl_->mu_);
+    std::vector<std::string> out;
+    out.reserve(impl_->surprised_.size());
+    for (const auto& [model, _] : impl_->surprised_)
+        out.push_back(model);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
 std::vector<spend_anomaly> budget_guard::anomalies() const
 {
     const std::lock_guard lock(impl_->mu_);

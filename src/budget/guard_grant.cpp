@@ -155,7 +155,10 @@ shortfall guard_impl::grant(
     if (d.result != shortfall::none) {
         ec = error::budget_exhausted;
         if (detail != nullptr)
-            *detail = describe_shortfall(d, b, std::min(want, params_.min_max_tokens));
+            // The smallest request that would have been granted: the tokens held, or fewer
+            // down to the minimum when the request may be clamped.
+            *detail = describe_shortfall(
+                d, b, req.allow_clamp ? std::min(hold, params_.min_max_tokens) : hold);
         return d.result;
     }
     std::shared_ptr<cancel_state> cancel;

@@ -112,8 +112,8 @@ std::string format_text(const ledger_report& r)
             usd(r.estimated_cost).c_str());
     }
     out += '\n';
-    if (r.flagship_priced && r.tasks != 0) {
-        const money saved = r.flagship_only - r.total;
+    if (r.flagship_priced && r.compared_tasks != 0) {
+        const money saved = r.flagship_only - r.compared_total;
         appendf(
             out, "on %s alone: %s; saved %s (%.1f%%)\n", r.flagship.c_str(),
             usd(r.flagship_only).c_str(), usd(saved).c_str(),
@@ -271,7 +271,9 @@ std::string format_json(const ledger_report& r)
         o["flagship_only"] = json::object{
             {"model", r.flagship},
             {"cost", jmoney(r.flagship_only)},
-            {"saving", jmoney(r.flagship_only - r.total)},
+            {"requests", r.compared_tasks},
+            {"spent", jmoney(r.compared_total)},
+            {"saving", jmoney(r.flagship_only - r.compared_total)},
             {"requests_estimated_from_tokens", r.flagship_estimated}};
     } else {
         o["flagship_only"] = nullptr;
@@ -366,9 +368,13 @@ std::string format_csv(const ledger_report& r)
     row("denied_by_budget", "", std::to_string(r.denied), "", "", "", "");
     for (const auto& c : r.caps)
         row("cap", c.budget + " " + c.window, "", "", "", c.spent.to_string(), c.cap.to_string());
-    if (r.flagship_priced)
-        row("flagship_only", r.flagship, std::to_string(r.tasks), "", "",
+    if (r.flagship_priced) {
+        // The requests compared (the policy's) on the flagship alone, and what they cost.
+        row("flagship_only", r.flagship, std::to_string(r.compared_tasks), "", "",
             r.flagship_only.to_string(), "");
+        row("compared_spend", "", std::to_string(r.compared_tasks), "", "",
+            r.compared_total.to_string(), "");
+    }
     row("total", "", std::to_string(r.tasks), "", "", r.total.to_string(), "");
     for (const auto& x : r.reconcile.differences)
         row("difference", x.generation_id, "", "", "", x.recorded.to_string(),

@@ -203,9 +203,9 @@ std::string format_html(const ledger_report& r)
     }
     s += "</div>\n<div class=\"cards\">";
     s += card("spent", "$" + r.total.to_string());
-    if (r.flagship_priced && r.tasks != 0) {
+    if (r.flagship_priced && r.compared_tasks != 0) {
         s += card("on the flagship alone", "$" + r.flagship_only.to_string());
-        s += card("saved", "$" + (r.flagship_only - r.total).to_string());
+        s += card("saved", "$" + (r.flagship_only - r.compared_total).to_string());
     }
     s += card("escalated", std::to_string(r.escalated_tasks) + " of " + std::to_string(r.tasks));
     s += card("denied by the budget", std::to_string(r.denied));
@@ -222,8 +222,10 @@ std::string format_html(const ledger_report& r)
                  std::to_string(r.reasons[i].second);
     }
     s += ". " + std::to_string(r.denied) + " escalations were denied by the budget.";
-    if (r.flagship_priced && r.tasks != 0) {
-        s += " The same requests on " + html_escape(r.flagship) + " alone would have cost $" +
+    if (r.flagship_priced && r.compared_tasks != 0) {
+        s += " The policy's " + std::to_string(r.compared_tasks) + " requests, which cost $" +
+             html_escape(r.compared_total.to_string()) + ", on " + html_escape(r.flagship) +
+             " alone would have cost $" +
              html_escape(r.flagship_only.to_string()) + " (" + std::to_string(r.flagship_estimated) +
              " of them priced from their answer's tokens).";
     }

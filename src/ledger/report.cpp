@@ -85,6 +85,9 @@ void add_tasks(const ledger_data& d, const task_map& tasks, ledger_report& r)
         });
         if (!of_policy)
             continue;
+        ++r.compared_tasks;
+        for (const auto* a : attempts)
+            r.compared_total += a->cost;
         money on_flagship;
         bool flagship_ran = false;
         const attempt_record* answer = nullptr;

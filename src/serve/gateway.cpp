@@ -1112,13 +1112,7 @@ bool gateway_impl::route(const bhttp::request<bhttp::string_body>& req, reply& r
         serve::price_surprises surprises;
         if (guard) {
             surprises.count = guard->price_anomalies();
-            for (auto& an : guard->anomalies())
-                if (an.surprise)
-                    surprises.models.push_back(std::move(an.model));
-            std::sort(surprises.models.begin(), surprises.models.end());
-            surprises.models.erase(
-                std::unique(surprises.models.begin(), surprises.models.end()),
-                surprises.models.end());
+            surprises.models = guard->unpriced_models();
         }
         rep.body = stats.render(
             guard ? guard->snapshot() : std::vector<budget_snapshot>{}, surprises);

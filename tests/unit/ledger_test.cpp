@@ -259,6 +259,9 @@ BOOST_AUTO_TEST_CASE(a_report_adds_up_by_model_tier_and_request)
     BOOST_TEST(r.flagship_priced);
     BOOST_TEST(r.flagship_only == usd("0.58"));
     BOOST_TEST(r.flagship_estimated == 2u);
+    // ... compared with what those five requests cost, not with the total.
+    BOOST_TEST(r.compared_tasks == 5u);
+    BOOST_TEST(r.compared_total == usd("0.35"));
 
     BOOST_TEST_REQUIRE(r.anomalies.size() == 1u);
     BOOST_TEST(r.anomalies[0].record_id == 8u);
