@@ -44,7 +44,8 @@ by_model = sum(D(m["cost"]) for m in r["by_model"])
 free = [m for m in r["by_model"] if m["model"].endswith(":free")]
 f = r["flagship_only"]
 flag_ok = f is not None and f["model"] == "anthropic/claude-fable-5" and \
-    D(f["cost"]) > D(r["total_cost"]) and D(f["saving"]) == D(f["cost"]) - D(r["total_cost"])
+    D(f["cost"]) > D(r["total_cost"]) and D(f["saving"]) == D(f["cost"]) - D(r["total_cost"]) and \
+    D(f["spent"]) == D(r["total_cost"]) and f["requests"] == r["requests"]  # every request the policy's
 print(D(r["total_cost"]).normalize(), r["requests"],
       r["escalation"]["escalated"] == esc and esc > 0,
       r["escalation"]["denied_by_budget"] == den and den > 0,
