@@ -36,6 +36,7 @@
 #include <set>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace frugal {
 
@@ -83,6 +84,17 @@ std::string iso_time(std::int64_t ms)
 
 // The longest model name a stream repeats in its chunks (OpenRouter's ids are under 100 bytes).
 constexpr std::size_t max_shown_model = 256;
+
+// A failed chat's outcome in /metrics: the budget's refusal and the budget store's failure
+// apart from the upstream's errors, which an operator acts on differently.
+std::string_view outcome_of(const error_code& ec)
+{
+    if (ec == error::budget_exhausted)
+        return "budget_denied";
+    if (ec == error::budget_store_failed)
+        return "budget_store_failed";
+    return "error";
+}
 
 // The model a stream names in its header and every chunk: the one that answered, as a whole
 // answer names it, unless it is a name no model id could be (empty, or longer than any); then
@@ -1019,6 +1031,12 @@ reply gateway_impl::failure_reply(
     if (ec == asio::error::operation_aborted)
         return error_reply(503, "the gateway is shutting down and cancelled this request",
                            "server_error", "cancelled");
+    if (ec == error::budget_store_failed)
+        return error_reply(
+            503,
+            "the budget store cannot record spend, so a paid request is refused until it "
+            "answers: " + why,
+            "server_error", "budget_store_unavailable");
     return error_reply(502, "the upstream failed: " + why, "upstream_error", "upstream_error");
 }
 
@@ -1175,9 +1193,21 @@ std::string gateway_impl::models_body() const
         serve::append_json_string(out, std::string(api_prefix) + "/models/" + id + "/endpoints");
         out += "}}";
     };
+    // Only what the gateway would call: a row it cannot price (a price that does not parse,
+    // is negative or unbounded, a model listed twice with two prices, one whose bill passed
+    // its prices) is refused to every request, so it is not offered, and a row in the
+    // gateway's own `frugal/` namespace is not the upstream's to list.
+    const auto unpriced = guard ? guard->unpriced_models() : std::vector<std::string>{};
+    auto offered = [&](const model_info& m) {
+        const auto* p = prices.find(m.id);
+        return p != nullptr && p->known() && !m.id.starts_with("frugal/") &&
+               !std::binary_search(unpriced.begin(), unpriced.end(), m.id);
+    };
+    std::unordered_set<std::string_view> listed;
     for (const auto& m : catalog)
-        row(m.id, m.canonical_slug, m.name, m.created, m.context_length, m.max_completion_tokens,
-            m.prompt_price, m.completion_price, m.request_price);
+        if (offered(m) && listed.insert(m.id).second)
+            row(m.id, m.canonical_slug, m.name, m.created, m.context_length,
+                m.max_completion_tokens, m.prompt_price, m.completion_price, m.request_price);
     for (const auto& [name, r] : policy_routers) {
         const auto& tiers = r->policy().tiers;
         money prompt, completion, request;
@@ -1186,7 +1216,7 @@ std::string gateway_impl::models_body() const
         for (const auto& t : tiers) {
             label += (&t == &tiers.front() ? " " : " → ") + t;
             for (const auto& m : catalog) {
-                if (m.id != t)
+                if (m.id != t || !offered(m))
                     continue;
                 prompt += m.prompt_price;
                 completion += m.completion_price;
@@ -1194,6 +1224,7 @@ std::string gateway_impl::models_body() const
                 // The last tier takes what no cheaper one can hold.
                 context = m.context_length;
                 max_out = m.max_completion_tokens;
+                break;
             }
         }
         const std::string id = "frugal/" + name;
@@ -1390,7 +1421,7 @@ asio::awaitable<bool> gateway_impl::answer_whole(exchange<Stream>& x)
         co_return false;
     }
     if (ec) {
-        count(key, model, ec == error::budget_exhausted ? "budget_denied" : "error", &res, received);
+        count(key, model, outcome_of(ec), &res, received);
         rep = failure_reply(ec, res, key);
         co_return co_await write_reply(sock, rep, keep);
     }
@@ -1462,7 +1493,7 @@ bool gateway_impl::render_stream_end(
         return true;
     }
     if (final_ec) {
-        count(key, a.model, final_ec == error::budget_exhausted ? "budget_denied" : "error", &res,
+        count(key, a.model, outcome_of(final_ec), &res,
               received);
         rep = failure_reply(final_ec, res, key);
         if (!st.head_sent)

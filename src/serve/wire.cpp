@@ -312,6 +312,10 @@ bool parse_chat_body(std::string_view body, wire_request& out, wire_problem& why
         } else if (k == "n") {
             if (!(val.is_int64() && val.get_int64() == 1) && !(val.is_uint64() && val.get_uint64() == 1))
                 return fail(why, key, "only n = 1 is supported");
+        } else if ((k == "logprobs" && !(val.is_bool() && !val.get_bool())) || k == "top_logprobs") {
+            // The answer goes back through frugal's typed response, which has no place for
+            // them: asked for, they would be paid for and then dropped without a word.
+            return fail(why, key, key + " is not supported: the gateway does not return logprobs");
         } else {
             extra.emplace(k, val);
         }

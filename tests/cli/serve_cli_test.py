@@ -520,6 +520,59 @@ if shutil.which('openssl'):
 else:
     print('skip HTTPS: no openssl command')
 
+# A hostile catalog: the models listing offers only what the gateway would call. An upstream
+# that serves nothing but /models is enough, since the gateway reads the catalog at start.
+import http.server  # noqa: E402
+
+
+def catalog_row(mid, prompt, completion):
+    return {'id': mid, 'name': mid, 'created': 1, 'context_length': 1000,
+            'pricing': {'prompt': prompt, 'completion': completion},
+            'top_provider': {'max_completion_tokens': 100}}
+
+
+hostile_rows = [catalog_row('good/model', '0.000001', '0.000002'),
+                catalog_row('bad/nan', 'NaN', '0.000002'), catalog_row('bad/words', '0.000001', 'abc'),
+                catalog_row('bad/negative', '-0.000001', '0.000002'),
+                {'id': 'bad/no-pricing', 'name': 'x', 'created': 1, 'context_length': 1000},
+                catalog_row('bad/twice', '0.000001', '0.000002'), catalog_row('bad/twice', '0.000003', '0.000002'),
+                catalog_row('frugal/cheap', '0', '0')]
+
+
+class CatalogOnly(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({'data': hostile_rows}).encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+stub = http.server.ThreadingHTTPServer(('127.0.0.1', 0), CatalogOnly)
+threading.Thread(target=stub.serve_forever, daemon=True).start()
+stub_cfg = {'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % stub.server_address[1]},
+            'policies': {'cheap': {'tiers': ['bad/nan', 'good/model']}},
+            'keys': {ALPHA: {'tenant': 'alpha'}}, 'ledger': os.path.join(tmp, 'stub-ledger.db')}
+stub_path = os.path.join(tmp, 'stub.json')
+with open(stub_path, 'w') as f:
+    json.dump(stub_cfg, f)
+stub_gw, stub_port = start([FRUGAL, 'serve', '--config', stub_path, '--port', '0'], env)
+_, _, listing = request(stub_port, 'GET', '/api/v1/models')
+ids = [m['id'] for m in json.loads(listing)['data']]
+check('models: only what the gateway would call, once, and its own frugal/ rows',
+      ids == ['good/model', 'frugal/cheap'], str(ids))
+policy_row = json.loads(listing)['data'][-1]
+check('models: a policy is priced by the tiers the gateway can price',
+      policy_row['pricing']['prompt'] == '0.000001' and policy_row['pricing']['completion'] == '0.000002',
+      json.dumps(policy_row['pricing']))
+stub_gw.terminate()
+stub_gw.wait(timeout=60)
+stub.shutdown()
+
 everything = err + metrics + open(config['ledger'], 'rb').read().decode('latin-1')
 check('the upstream key appears nowhere', UPSTREAM_KEY not in everything)
 

@@ -149,6 +149,17 @@ check('the two ledgers add up to the simulator\'s bill', sum(spent.values()) == 
 # SIGTERM on one gateway mid-stream: both its cut streams settled in its ledger; the other
 # stops as usual.
 sigterm_mid_stream(check, gateways[0][0], gateways[0][1], OTHER, gateways[0][2])
+
+# Redis gone: a paid request's spend could not be recorded, so it is refused with a 503 that
+# says so, not blamed on the upstream; a free one goes on.
+redis.terminate()
+redis.wait()
+status, _, body = chat(gateways[1][1], OTHER, {'model': 'anthropic/claude-sonnet-4.5', 'max_tokens': 20,
+                                                'messages': user('x')})
+check('Redis gone: a paid request is refused with 503 budget_store_unavailable',
+      status == 503 and 'budget_store_unavailable' in body, '%d %s' % (status, body[:300]))
+status, _, body = chat(gateways[1][1], OTHER, {'model': 'google/gemma-4-31b-it:free', 'messages': user('x')})
+check('Redis gone: a free request goes on', status == 200, '%d %s' % (status, body[:300]))
 gateways[1][0].terminate()
 for p, _, _ in gateways:
     p.wait(timeout=60)
