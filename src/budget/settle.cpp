@@ -89,6 +89,15 @@ boost::system::error_code settle(
             record.cost = *booked;
         else
             unknown = true; // no usage and no price: charged its reservation
+        // More completion tokens than the request allowed is not a count a provider can bill:
+        // its report is a lie or a fault, and the books are then never lowered by it.
+        if (res.active() && res.max_tokens() != 0 && record.completion_tokens > res.max_tokens()) {
+            std::string what = "the provider reported " +
+                               std::to_string(record.completion_tokens) +
+                               " completion tokens where at most " +
+                               std::to_string(res.max_tokens()) + " were allowed";
+            record.anomaly = record.anomaly.empty() ? what : record.anomaly + "; " + what;
+        }
     } else if (!diag.request_sent) {
         record.outcome = attempt_outcome::not_sent; // nothing reached the provider: free
     } else if (diag.http_status >= 400) {

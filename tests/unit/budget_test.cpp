@@ -825,6 +825,30 @@ BOOST_AUTO_TEST_CASE(no_reported_cost_is_priced_at_the_catalog_and_a_zero_from_a
     BOOST_TEST((rec2.cost >= amount)); // never below the reservation when the report is refused
 }
 
+BOOST_AUTO_TEST_CASE(more_completion_tokens_than_allowed_is_an_anomaly_never_booked_below_the_reservation)
+{
+    fixture f({{"global", usd("100")}});
+    auto res = f.reserve(40, 2000);
+    BOOST_TEST_REQUIRE(res.active());
+    const auto amount = res.amount();
+    const auto lie = answer(usd("0.000075"), 1000, 1'000'000'000'000'000ULL);
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(res, {}, &lie, sent(), rec));
+    BOOST_TEST(rec.anomaly.find("1000000000000000 completion tokens where at most 40") !=
+                   std::string::npos,
+               rec.anomaly);
+    BOOST_TEST((rec.cost >= amount));
+    BOOST_TEST((f.budget("global").committed == rec.cost));
+
+    // Within what was allowed: taken as reported.
+    auto fine = f.reserve(40, 2000);
+    const auto honest = answer(usd("0.000075"), 1000, 40);
+    frugal::attempt_record rec2;
+    BOOST_TEST(!frugal::settle(fine, {}, &honest, sent(), rec2));
+    BOOST_TEST(rec2.anomaly.empty());
+    BOOST_TEST((rec2.cost == usd("0.000075")));
+}
+
 BOOST_AUTO_TEST_CASE(a_request_never_sent_is_released_and_costs_nothing)
 {
     fixture f({{"global", usd("100")}});
