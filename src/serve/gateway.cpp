@@ -1493,8 +1493,7 @@ bool gateway_impl::render_stream_end(
         return true;
     }
     if (final_ec) {
-        count(key, a.model, outcome_of(final_ec), &res,
-              received);
+        count(key, a.model, outcome_of(final_ec), &res, received);
         rep = failure_reply(final_ec, res, key);
         if (!st.head_sent)
             return false; // a reply of its own, with its status
