@@ -1478,12 +1478,11 @@ bool gateway_impl::render_stream_end(
     const gateway_key& key = *a.key;
     static const cascade_result no_result;
     const cascade_result& res = result != nullptr ? *result : no_result;
-    // A stream that ends in an error still says what it spent, as the ledger booked it (an
-    // attempt whose bill is unknown at its worst case), when the cascade's result is known.
-    serve::wire_totals spent;
-    if (result != nullptr)
-        spent = totals_of(res, a.r->policy().tiers[res.tier]);
-    const serve::wire_totals* spent_if_known = result != nullptr ? &spent : nullptr;
+    // What the stream spent, as the ledger booked it (an attempt whose bill is unknown at its
+    // worst case): its last chunk says so, an error chunk too when the cascade's result is known.
+    const std::string& tier = a.r->policy().tiers[res.tier];
+    auto t = totals_of(res, tier);
+    const serve::wire_totals* spent_if_known = result != nullptr ? &t : nullptr;
     if (!cut_reason.empty()) {
         count(key, a.model, "error", nullptr, received);
         serve::append_stream_error(
@@ -1503,8 +1502,6 @@ bool gateway_impl::render_stream_end(
     }
     count(key, a.model, "ok", &res, received);
     // One name in a stream: its chunks', else the answer's (within bounds), else the tier's.
-    const std::string& tier = a.r->policy().tiers[res.tier];
-    auto t = totals_of(res, tier);
     t.model = st.head_sent ? st.shown_model : shown_model(t.model, tier);
     if (!st.head_sent) // no text: nothing was shown yet
         append_stream_head(
