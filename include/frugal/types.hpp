@@ -94,6 +94,11 @@ struct usage {
     /// When the response's `cost` is not a bill frugal can book, why: frugal's own words
     /// ("negative (-0.99)", "a string", "above $1000 (1e300)"), never the provider's text.
     std::string cost_rejected;
+    /// When the token counts cannot price the generation, why, in frugal's words
+    /// ("usage.prompt_tokens was negative (-5)", "usage.completion_tokens was missing or not a
+    /// number"): the counts then read 0, and without `cost` the generation's bill is unknown
+    /// (booked at its reservation), never priced from them.
+    std::string tokens_rejected;
     std::optional<bool> is_byok;
     std::optional<money> upstream_inference_cost;
     std::optional<std::uint64_t> cached_tokens;

@@ -238,6 +238,8 @@ boost::system::result<money> detail::token_cost(const model_price* p, const usag
         return boost::system::error_code(error::price_unknown);
     if (p->free())
         return money();
+    if (!u.tokens_rejected.empty()) // counts that are a lie or a fault price nothing
+        return boost::system::error_code(error::protocol_error);
     // prompt × price (+ the cache-write premium) + output × the dearest output rate (usage
     // does not say which output was reasoning, image or audio at each rate) + request, exactly
     // (saturating far beyond any bill): never below what the catalog's prices can bill.

@@ -24,7 +24,8 @@ std::optional<money> price_catalog::booked_cost(
         // bill frugal can take.
         const bool zero_for_paid = *u->cost == money() && !asked_free &&
                                    !u->is_byok.value_or(false) &&
-                                   u->prompt_tokens + u->completion_tokens > 0;
+                                   (u->prompt_tokens + u->completion_tokens > 0 ||
+                                    !u->tokens_rejected.empty());
         if (!zero_for_paid)
             return *u->cost;
         anomaly = "usage.cost was 0 for a paid model without BYOK";
@@ -33,6 +34,8 @@ std::optional<money> price_catalog::booked_cost(
     }
     if (!u) // no tokens to price: free only when the model asked is
         return asked_free ? std::optional<money>(money()) : std::nullopt;
+    if (!u->tokens_rejected.empty() && !asked_free) // token_cost refuses them: the record says why
+        anomaly = anomaly.empty() ? u->tokens_rejected : anomaly + "; " + u->tokens_rejected;
     // The served model is most often the one asked: its row is then not looked up again.
     const auto by_asked = detail::token_cost(asked_price, *u);
     const auto by_served =

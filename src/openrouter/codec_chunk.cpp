@@ -292,6 +292,8 @@ public:
             ensure_usage().is_byok = b;
         else if (field_ == field::cost)
             reject_cost("a boolean");
+        else
+            reject_count("was a boolean");
         done_with_value();
         return true;
     }
@@ -321,6 +323,60 @@ private:
         u.cost_rejected = what;
     }
 
+    // The counts a bill is priced from when it has no cost (`token_cost`): each must be a
+    // whole number of zero or more. Any other value is a lie or a fault, and the counts then
+    // price nothing (`usage::tokens_rejected`): reading it as 0 would book less than was served.
+    static constexpr std::uint8_t prompt_seen = 1, completion_seen = 2;
+
+    static const char* count_name(field f) noexcept
+    {
+        switch (f) {
+        case field::prompt_tokens: return "usage.prompt_tokens";
+        case field::completion_tokens: return "usage.completion_tokens";
+        case field::cache_write_tokens: return "usage.prompt_tokens_details.cache_write_tokens";
+        default: return nullptr;
+        }
+    }
+
+    // Rejects the current member's value when it is a count that prices the bill.
+    void reject_count(std::string_view why) const
+    {
+        const char* name = count_name(field_);
+        if (name == nullptr)
+            return;
+        auto& u = ensure_usage();
+        if (u.tokens_rejected.empty())
+            u.tokens_rejected.append(name).append(" ").append(why);
+    }
+
+    // Keeps a count when it is a whole number of zero or more; `seen` marks it read.
+    bool count(
+        std::uint64_t& to, std::uint64_t v, bool whole, std::string_view digits, std::uint8_t seen)
+    {
+        if (whole && !digits.starts_with('-')) {
+            to = v;
+            counts_seen_ |= seen;
+            return true;
+        }
+        to = 0;
+        std::string why = digits.starts_with('-') ? "was negative (" : "was not a whole number (";
+        why.append(digits.substr(0, 24)).append(digits.size() > 24 ? "...)" : ")");
+        reject_count(why);
+        return false;
+    }
+
+    // The usage object ends: both counts a bill is priced from must have been read.
+    void end_usage() const
+    {
+        if (!out->usage || !out->usage->tokens_rejected.empty())
+            return;
+        const char* missing = (counts_seen_ & prompt_seen) == 0       ? "usage.prompt_tokens"
+                              : (counts_seen_ & completion_seen) == 0 ? "usage.completion_tokens"
+                                                                      : nullptr;
+        if (missing != nullptr)
+            out->usage->tokens_rejected.append(missing).append(" was missing or null");
+    }
+
     // A container starts: decide what it is from where it is.
     bool open(bool object, error_code& ec)
     {
@@ -341,8 +397,10 @@ private:
         case node::root:
             if (!object)
                 kind = eq(key_, "choices") ? node::choices : node::skip;
-            else if (eq(key_, "usage"))
+            else if (eq(key_, "usage")) {
                 kind = node::usage;
+                counts_seen_ = 0;
+            }
             else if (eq(key_, "error")) {
                 kind = node::error;
                 err = &out->error;
@@ -385,6 +443,8 @@ private:
                 kind = node::usage_details;
             else if (field_ == field::cost)
                 reject_cost(object ? "an object" : "an array");
+            else
+                reject_count(object ? "was an object" : "was an array");
             break;
         case node::error:
             if (object && eq(key_, "metadata")) {
@@ -412,6 +472,8 @@ private:
 
     void close()
     {
+        if (!stack_.empty() && stack_.back().kind == node::usage)
+            end_usage();
         if (!stack_.empty())
             stack_.pop_back();
         done_with_value();
@@ -569,7 +631,7 @@ private:
         case field::rate_remaining: keep(stack_.back().err->rate_remaining, v, false); break;
         case field::rate_reset: keep(stack_.back().err->rate_reset, v, false); break;
         case field::cost: reject_cost("a string"); break;
-        default: break;
+        default: reject_count("was a string"); break;
         }
         done_with_value();
     }
@@ -593,12 +655,10 @@ private:
                 out->tool_calls.back().index = static_cast<std::uint32_t>(whole_value);
             break;
         case field::prompt_tokens:
-            if (whole)
-                ensure_usage().prompt_tokens = whole_value;
+            count(ensure_usage().prompt_tokens, whole_value, whole, text, prompt_seen);
             break;
         case field::completion_tokens:
-            if (whole)
-                ensure_usage().completion_tokens = whole_value;
+            count(ensure_usage().completion_tokens, whole_value, whole, text, completion_seen);
             break;
         case field::total_tokens:
             if (whole)
@@ -613,10 +673,12 @@ private:
             if (whole)
                 ensure_usage().cached_tokens = whole_value;
             break;
-        case field::cache_write_tokens:
-            if (whole)
-                ensure_usage().cache_write_tokens = whole_value;
+        case field::cache_write_tokens: {
+            std::uint64_t v = 0;
+            if (count(v, whole_value, whole, text, 0))
+                ensure_usage().cache_write_tokens = v;
             break;
+        }
         case field::reasoning_tokens:
             if (whole)
                 ensure_usage().reasoning_tokens = whole_value;
@@ -640,6 +702,7 @@ private:
     std::string key_buffer_; // a key that arrived in parts
     std::string text_;       // a string that arrived in parts
     std::string number_;     // a number's text
+    std::uint8_t counts_seen_ = 0; // which of prompt_seen and completion_seen the usage had
 };
 
 // Everything but id, model and provider starts empty; those three are kept for the handler

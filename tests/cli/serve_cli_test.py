@@ -548,6 +548,21 @@ class CatalogOnly(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    # An answer whose usage has no cost and a count that is no count: read as 0, it would
+    # price the bill below what was served.
+    def do_POST(self):
+        self.rfile.read(int(self.headers['Content-Length']))
+        body = json.dumps({'id': 'gen-stub-1', 'model': 'good/model', 'object': 'chat.completion', 'created': 1,
+                           'choices': [{'index': 0, 'finish_reason': 'stop',
+                                        'message': {'role': 'assistant', 'content': 'fine'}}],
+                           'usage': {'prompt_tokens': -1000000, 'completion_tokens': 5,
+                                     'total_tokens': -999995}}).encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args):
         pass
 
@@ -556,7 +571,8 @@ stub = http.server.ThreadingHTTPServer(('127.0.0.1', 0), CatalogOnly)
 threading.Thread(target=stub.serve_forever, daemon=True).start()
 stub_cfg = {'upstream': {'base_url': 'http://127.0.0.1:%d/api/v1' % stub.server_address[1]},
             'policies': {'cheap': {'tiers': ['bad/nan', 'good/model']}},
-            'keys': {ALPHA: {'tenant': 'alpha'}}, 'ledger': os.path.join(tmp, 'stub-ledger.db')}
+            'keys': {ALPHA: {'tenant': 'alpha', 'budget': {'usd': '5.00', 'period': 'none'}}},
+            'ledger': os.path.join(tmp, 'stub-ledger.db')}
 stub_path = os.path.join(tmp, 'stub.json')
 with open(stub_path, 'w') as f:
     json.dump(stub_cfg, f)
@@ -569,9 +585,19 @@ policy_row = json.loads(listing)['data'][-1]
 check('models: a policy is priced by the tiers the gateway can price',
       policy_row['pricing']['prompt'] == '0.000001' and policy_row['pricing']['completion'] == '0.000002',
       json.dumps(policy_row['pricing']))
+status, headers, _ = chat(stub_port, ALPHA, {'model': 'good/model', 'max_tokens': 10, 'messages': user('hi')})
+# Priced from its 5 completion tokens alone, the bill would be $0.00001; it is unknown, so the
+# reservation (the prompt's bytes and 10 tokens at the catalog's prices) is booked instead.
+check('hostile usage: a negative prompt count prices nothing; the reservation is booked',
+      status == 200 and float(headers.get('x-frugal-cost', '0')) > 0.00003, '%d %s' % (status, headers))
 stub_gw.terminate()
 stub_gw.wait(timeout=60)
 stub.shutdown()
+row = sqlite3.connect(stub_cfg['ledger']).execute(
+    "SELECT cost, estimated, anomaly FROM ledger WHERE model_asked = 'good/model'").fetchall()
+check('hostile usage: the ledger says why and holds the reservation',
+      len(row) == 1 and row[0][1] == 1 and row[0][0] > 30 * 10**6 and
+      row[0][2] == 'usage.prompt_tokens was negative (-1000000)', str(row))
 
 everything = err + metrics + open(config['ledger'], 'rb').read().decode('latin-1')
 check('the upstream key appears nowhere', UPSTREAM_KEY not in everything)

@@ -288,6 +288,83 @@ BOOST_AUTO_TEST_CASE(defect_4_an_unreadable_cost_is_rejected_never_priced_from_t
     BOOST_TEST(c.find("a/b")->unknown.find("pricing.request") != std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(defect_4_token_counts_that_are_no_count_price_nothing)
+{
+    // Read as 0, a negative or unreadable count would price a bill without cost below what
+    // was served. Each is named, and the counts then price nothing.
+    const std::pair<const char*, const char*> cases[] = {
+        {R"({"prompt_tokens":-1000000,"completion_tokens":5})",
+         "usage.prompt_tokens was negative (-1000000)"},
+        {R"({"prompt_tokens":10,"completion_tokens":-5})",
+         "usage.completion_tokens was negative (-5)"},
+        {R"({"prompt_tokens":10.5,"completion_tokens":5})",
+         "usage.prompt_tokens was not a whole number (10.5)"},
+        {R"({"prompt_tokens":1e300,"completion_tokens":5})",
+         "usage.prompt_tokens was not a whole number (1e300)"},
+        {R"({"prompt_tokens":"10","completion_tokens":5})", "usage.prompt_tokens was a string"},
+        {R"({"prompt_tokens":10,"completion_tokens":true})",
+         "usage.completion_tokens was a boolean"},
+        {R"({"prompt_tokens":[10],"completion_tokens":5})", "usage.prompt_tokens was an array"},
+        {R"({"prompt_tokens":10,"completion_tokens":{"n":5}})",
+         "usage.completion_tokens was an object"},
+        {R"({"completion_tokens":5,"cost":null})", "usage.prompt_tokens was missing or null"},
+        {R"({"prompt_tokens":10,"completion_tokens":null})",
+         "usage.completion_tokens was missing or null"},
+        {R"({"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cache_write_tokens":-3}})",
+         "usage.prompt_tokens_details.cache_write_tokens was negative (-3)"},
+    };
+    for (const auto& [json, why] : cases) {
+        const auto u = decoded_usage(json);
+        BOOST_TEST(u.tokens_rejected == why, json);
+    }
+    const auto fine = decoded_usage(
+        R"({"prompt_tokens":10,"completion_tokens":5.0,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":0}})");
+    BOOST_TEST(fine.tokens_rejected.empty());
+    BOOST_TEST(fine.completion_tokens == 5u);
+
+    // Such counts never price a paid model's bill: without a cost it is unknown, so the guard
+    // books the reservation. With a cost, the cost is the bill; a $0 one is refused as well.
+    const frugal::price_catalog c(twin_catalog());
+    const auto lie = decoded_usage(R"({"prompt_tokens":-1000000,"completion_tokens":5})");
+    BOOST_TEST(!c.token_cost("anthropic/claude-fable-5", lie).has_value());
+    frugal::chat_response r;
+    r.model = "anthropic/claude-fable-5";
+    r.usage = lie;
+    std::string anomaly;
+    BOOST_TEST(!c.booked_cost("anthropic/claude-fable-5", r, anomaly).has_value());
+    BOOST_TEST(anomaly == "usage.prompt_tokens was negative (-1000000)");
+    r.usage->cost = usd("0.25");
+    anomaly.clear();
+    BOOST_TEST((c.booked_cost("anthropic/claude-fable-5", r, anomaly).value() == usd("0.25")));
+    BOOST_TEST(anomaly.empty());
+    r.usage->cost = money();
+    BOOST_TEST(!c.booked_cost("anthropic/claude-fable-5", r, anomaly).has_value());
+    BOOST_TEST(!anomaly.empty());
+    // A free model asked stays free: there is nothing to price.
+    r.model = "google/gemma-4-31b-it:free";
+    r.usage->cost.reset();
+    anomaly.clear();
+    BOOST_TEST((c.booked_cost("google/gemma-4-31b-it:free", r, anomaly).value() == money()));
+
+    guarded g({{"global", usd("1")}});
+    auto res = g.reserve("anthropic/claude-fable-5");
+    BOOST_TEST_REQUIRE(res.active());
+    const money held = res.amount();
+    frugal::chat_response answer;
+    answer.model = "anthropic/claude-fable-5";
+    answer.usage = lie;
+    frugal::diagnostics sent;
+    sent.request_sent = true;
+    sent.http_status = 200;
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(res, {}, &answer, sent, rec));
+    BOOST_TEST((rec.cost == held));
+    BOOST_TEST(rec.estimated);
+    BOOST_TEST(rec.anomaly == "usage.prompt_tokens was negative (-1000000)");
+    BOOST_TEST((g.budget("global").committed == held));
+    BOOST_TEST_REQUIRE(g.guard->anomalies().size() == 1u); // kept, as the CLI shows them
+}
+
 BOOST_AUTO_TEST_CASE(defect_5_every_price_field_is_read_and_bounded)
 {
     std::vector<frugal::model_info> rows;
