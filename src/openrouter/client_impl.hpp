@@ -98,6 +98,9 @@ inline constexpr std::size_t stream_head_reserve = 1024;
 inline constexpr std::size_t read_reserve = std::size_t{16} * 1024;
 inline constexpr std::size_t min_stream_read = 512;
 inline constexpr std::size_t max_stream_read = std::size_t{64} * 1024;
+// A stream's tool calls are kept by their index: no answer makes more than a few, and OpenAI
+// allows 128 tools a request.
+inline constexpr std::uint32_t max_stream_tool_calls = 1024;
 
 // Errors and diagnostics (client_errors.cpp) ---------------------------------------------------
 

@@ -187,6 +187,20 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 error = error::midstream_error;
                 break;
             }
+            // A tool call's index is the provider's word, and the response holds a call for
+            // each index up to it: one far past any real answer's calls would have it hold
+            // billions of empty ones.
+            if (const auto far = std::find_if(
+                    chunk.tool_calls.begin(),
+                    chunk.tool_calls.end(),
+                    [](const tool_call_delta& t) { return t.index >= max_stream_tool_calls; });
+                far != chunk.tool_calls.end()) {
+                diag.message = "a stream's tool call index is " + std::to_string(far->index) +
+                               ", past the " + std::to_string(max_stream_tool_calls) +
+                               " calls a response may hold";
+                error = error::protocol_error;
+                break;
+            }
             // The usage chunk may repeat the finish choice: the finish reason is set, not counted.
             if (!chunk.finish_reason.empty())
                 response.finish_reason = chunk.finish_reason;

@@ -608,6 +608,36 @@ BOOST_AUTO_TEST_CASE(a_stream_after_one_cut_mid_line_parses_from_a_clean_start)
     BOOST_TEST(next.response.content == "second");
 }
 
+BOOST_AUTO_TEST_CASE(a_tool_call_index_far_past_any_answer_fails_the_stream_without_growing_it)
+{
+    // The response keeps a call for every index up to the one named: an index of four billion
+    // would have it allocate that many empty calls.
+    const std::string call =
+        "data: {\"id\":\"gen-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
+        "[{\"index\":4000000000,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n";
+    const std::string fine =
+        "data: {\"id\":\"gen-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
+        "[{\"index\":1,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n";
+    canned_server server(
+        {stream_head + sse_chunk(text_event("a")) + sse_chunk(call) + sse_chunk("data: [DONE]\n\n") +
+             "0\r\n\r\n",
+         stream_head + sse_chunk(fine) + sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = api_url(server);
+    frugal::chat_client client(io.get_executor(), p);
+    const auto far = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(far.ec == frugal::error::protocol_error);
+    BOOST_TEST(far.diag.message == "a stream's tool call index is 4000000000, past the 1024 calls a "
+                                   "response may hold");
+    BOOST_TEST(far.response.tool_calls.empty());
+    // An index a little ahead is kept where it says (the calls before it empty).
+    const auto near = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(!near.ec, near.diag.message);
+    BOOST_TEST_REQUIRE(near.response.tool_calls.size() == 2u);
+    BOOST_TEST(near.response.tool_calls[1].name == "f");
+}
+
 BOOST_AUTO_TEST_CASE(a_stream_cut_without_done_is_an_error_never_a_success)
 {
     client_fixture f;
