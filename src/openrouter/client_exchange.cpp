@@ -136,6 +136,7 @@ asio::awaitable<error_code> client_detail::start_exchange(
         st.request_sent = true;
         diag.request_sent = true;
 
+        conn->buffer.max_size(read_buffer_limit(c->params.limits.max_header_size));
         conn->buffer.reserve(whole ? head_reserve : stream_head_reserve);
         auto& reader = conn->start_response();
         reader.header_limit(c->params.limits.max_header_size);
@@ -216,7 +217,9 @@ asio::awaitable<error_code> client_detail::finish_whole(
     error_code ec = reader.put_buffered(conn->buffer);
     while (!ec && !reader.is_done()) {
         conn->arm(std::min(steady_clock::now() + stall, total), "reading the response body");
-        conn->buffer.reserve(conn->buffer.size() + read_reserve);
+        conn->buffer.max_size(read_buffer_limit(c->params.limits.max_header_size));
+        conn->buffer.reserve(
+            std::min(conn->buffer.size() + read_reserve, conn->buffer.max_size()));
         std::tie(ec, std::ignore) =
             co_await bhttp::async_read_some(*conn, conn->buffer, reader, tuple_awaitable);
     }
@@ -228,6 +231,9 @@ asio::awaitable<error_code> client_detail::finish_whole(
                                : "the response body stalled";
         } else if (ec == bhttp::error::body_limit) {
             diag.message = body_limit_message(c->params.limits.max_body_size);
+        } else if (ec == bhttp::error::buffer_overflow) {
+            diag.message = "a chunk's size line or the trailers of the response body are longer "
+                           "than max_header_size allows";
         } else {
             diag.message = "reading the response body failed: " + ec.message();
         }

@@ -98,6 +98,15 @@ inline constexpr std::size_t stream_head_reserve = 1024;
 inline constexpr std::size_t read_reserve = std::size_t{16} * 1024;
 inline constexpr std::size_t min_stream_read = 512;
 inline constexpr std::size_t max_stream_read = std::size_t{64} * 1024;
+// The most a connection's read buffer holds: bytes read and not yet parsed, which are at most a
+// response head, a chunk's size line or its trailers, and the room of one read. Beast bounds
+// neither a chunk's size line nor its trailers, so a provider sending one without end would
+// otherwise grow the buffer without end; past this the read fails (`buffer_overflow`).
+inline std::size_t read_buffer_limit(std::size_t max_header_size) noexcept
+{
+    return max_header_size + 2 * max_stream_read;
+}
+
 // A stream's tool calls are kept by their index: no answer makes more than a few, and OpenAI
 // allows 128 tools a request.
 inline constexpr std::uint32_t max_stream_tool_calls = 1024;

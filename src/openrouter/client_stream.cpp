@@ -315,6 +315,7 @@ void drain(const std::shared_ptr<chat_stream::state>& s)
         std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total), "stream end");
     // The read keeps its connection alive even if the stream gives it up meanwhile.
     auto conn = s->conn.shared();
+    conn->buffer.max_size(read_buffer_limit(s->client->params.limits.max_header_size));
     bhttp::async_read_some(
         *conn, conn->buffer, *conn->reader, [s, conn](error_code ec, std::size_t) {
             if (!s->conn)
@@ -382,6 +383,10 @@ struct read_delta_op {
                                           ? "the whole-request deadline passed mid-stream"
                                           : "the stream stalled";
                     s->fail(error::timeout);
+                } else if (ec == bhttp::error::buffer_overflow) {
+                    s->diag.message = "a chunk's size line or the trailers of the stream are "
+                                      "longer than max_header_size allows";
+                    s->fail(error::stream_truncated);
                 } else {
                     s->diag.message = "the connection ended mid-stream: " + ec.message();
                     s->fail(error::stream_truncated);
@@ -416,6 +421,7 @@ struct read_delta_op {
                 std::min(steady_clock::now() + s->client->params.timeouts.stall, s->total),
                 "stream");
             auto& c = *conn;
+            c.buffer.max_size(read_buffer_limit(s->client->params.limits.max_header_size));
             return bhttp::async_read_some(c, c.buffer, *c.reader, std::move(self));
         }
         if (s->conn) {

@@ -812,6 +812,11 @@ asio::awaitable<bool> gateway_impl::read_request(
     reply& rep)
 {
     asio::steady_timer deadline(executor);
+    // The bytes read and not yet parsed: the head (16 KiB), what a client pipelined while its
+    // last answer was written (the watch stops at 64 KiB) and one read. Beast bounds neither a
+    // chunk's size line nor the trailers, so without this a client could send one without end
+    // and grow the buffer until the process runs out of memory.
+    buf.max_size(std::size_t{160} * 1024);
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(16 * 1024);
     parser.body_limit(config->max_body_bytes);
@@ -842,6 +847,11 @@ asio::awaitable<bool> gateway_impl::read_request(
         } else if (ec == bhttp::error::header_limit) {
             rep = error_reply(431, "the request's headers are larger than 16 KiB",
                               "invalid_request_error", "headers_too_large");
+            co_await write_reply(sock, rep, false);
+        } else if (ec == bhttp::error::buffer_overflow) {
+            rep = error_reply(400, "a chunk's size line or the trailers of the request body are "
+                                   "longer than the gateway reads",
+                              "invalid_request_error", "bad_http");
             co_await write_reply(sock, rep, false);
         } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
                    ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&

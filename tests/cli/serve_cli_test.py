@@ -255,6 +255,22 @@ for path in ('/api/v1/models', '/metrics', '/healthz', '/readyz'):
           'method_not_allowed' in body, str((status, h.get('allow'), body[:200])))
 
 
+# A chunked request body whose size line never ends (1 MiB of a chunk extension): Beast bounds
+# no such line, so the gateway bounds its read buffer and answers 400 at once, instead of
+# keeping what it reads until the client's deadline (or its memory) runs out.
+raw = socket.create_connection(('127.0.0.1', port))
+raw.settimeout(20)
+try:
+    raw.sendall(b'POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n'
+                b'Content-Type: application/json\r\n\r\n5;' + b'a' * (1 << 20))
+except OSError:
+    pass  # the gateway may close before taking it all; its answer is read below
+endless = read_to_end(raw).decode(errors='replace')
+raw.close()
+check('a chunk size line without end: 400 at once, saying why', endless.startswith('HTTP/1.1 400') and
+      "chunk's size line" in endless, endless[:300])
+
+
 # Errors in OpenAI's shape.
 def error_of(body):
     # OpenRouter's shape: the status as `code`, frugal's reason in `metadata.reason`.

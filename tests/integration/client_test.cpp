@@ -608,6 +608,34 @@ BOOST_AUTO_TEST_CASE(a_stream_after_one_cut_mid_line_parses_from_a_clean_start)
     BOOST_TEST(next.response.content == "second");
 }
 
+BOOST_AUTO_TEST_CASE(a_chunk_size_line_without_end_fails_the_read_instead_of_growing_the_buffer)
+{
+    // Beast bounds neither a chunk's size line nor the trailers: a provider that sends one
+    // without end (here 1 MiB of a chunk extension, then nothing) would have the client read
+    // and keep it all, waiting for its line's end. The read buffer stops at max_header_size
+    // plus one read, and the request fails at once, saying why.
+    const std::string endless(1 << 20, 'a');
+    canned_server server({
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5;" +
+            endless,
+        stream_head + sse_chunk(text_event("a")) + "5;" + endless,
+    });
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = api_url(server);
+    p.limits.max_header_size = 8 * 1024;
+    frugal::chat_client client(io.get_executor(), p);
+    const auto whole = run(io, chat_once(client, request("m/x", "Hi")));
+    BOOST_TEST(whole.ec.failed());
+    BOOST_TEST(whole.diag.message == "a chunk's size line or the trailers of the response body are "
+                                     "longer than max_header_size allows");
+    const auto streamed = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(streamed.ec == frugal::error::stream_truncated);
+    BOOST_TEST(streamed.diag.message == "a chunk's size line or the trailers of the stream are "
+                                        "longer than max_header_size allows");
+    BOOST_TEST(streamed.text == "a");
+}
+
 BOOST_AUTO_TEST_CASE(a_tool_call_index_far_past_any_answer_fails_the_stream_without_growing_it)
 {
     // The response keeps a call for every index up to the one named: an index of four billion
