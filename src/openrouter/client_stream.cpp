@@ -22,6 +22,38 @@ using namespace client_detail;
 
 namespace {
 
+// A stream reports its usage once, in its last chunk; some servers report it in every chunk,
+// as it grows. Whichever they do, a later report never lowers the bill an earlier one made:
+// each count and the cost are the largest reported, a rejection stays, and BYOK holds only
+// when every report says so.
+void merge_usage(std::optional<usage>& into, const usage& u)
+{
+    if (!into) {
+        into = u;
+        return;
+    }
+    auto& m = *into;
+    m.prompt_tokens = std::max(m.prompt_tokens, u.prompt_tokens);
+    m.completion_tokens = std::max(m.completion_tokens, u.completion_tokens);
+    m.total_tokens = std::max(m.total_tokens, u.total_tokens);
+    if (u.cost && (!m.cost || *u.cost > *m.cost))
+        m.cost = u.cost;
+    if (m.cost_rejected.empty())
+        m.cost_rejected = u.cost_rejected;
+    if (m.tokens_rejected.empty())
+        m.tokens_rejected = u.tokens_rejected;
+    if (u.is_byok)
+        m.is_byok = m.is_byok.value_or(true) && *u.is_byok;
+    const auto larger = [](auto& to, const auto& from) {
+        if (from && (!to || *from > *to))
+            to = from;
+    };
+    larger(m.upstream_inference_cost, u.upstream_inference_cost);
+    larger(m.cache_write_tokens, u.cache_write_tokens);
+    larger(m.cached_tokens, u.cached_tokens);
+    larger(m.reasoning_tokens, u.reasoning_tokens);
+}
+
 // What a stream grows as it reads, kept per thread when it ends (a few, none holding more than
 // 64 KiB), for the next stream to start with: its parser (line and data buffers), its whole
 // text and its pending text. Otherwise each would grow from nothing, allocating, stream after
@@ -207,7 +239,7 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
             if (!chunk.native_finish_reason.empty())
                 response.native_finish_reason = chunk.native_finish_reason;
             if (chunk.usage)
-                response.usage = chunk.usage;
+                merge_usage(response.usage, *chunk.usage);
             response.content += chunk.content;
             response.reasoning += chunk.reasoning;
             response.refusal += chunk.refusal;

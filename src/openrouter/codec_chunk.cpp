@@ -354,7 +354,7 @@ private:
         std::uint64_t& to, std::uint64_t v, bool whole, std::string_view digits, std::uint8_t seen)
     {
         if (whole && !digits.starts_with('-')) {
-            to = v;
+            to = std::max(to, v); // written twice, the larger: a count never lowers the bill
             counts_seen_ |= seen;
             return true;
         }
@@ -665,8 +665,15 @@ private:
                 ensure_usage().total_tokens = whole_value;
             break;
         case field::cost: {
+            // The decimal the server wrote. Written twice, the larger is kept: a second cost
+            // never lowers the bill the first reported.
             auto& u = ensure_usage();
-            u.cost = reported_cost(text, u.cost_rejected); // the decimal the server wrote
+            std::string why;
+            const auto c = reported_cost(text, why);
+            if (!why.empty())
+                u.cost_rejected = std::move(why);
+            if (c && (!u.cost || *c > *u.cost))
+                u.cost = c;
             break;
         }
         case field::cached_tokens:
@@ -674,7 +681,7 @@ private:
                 ensure_usage().cached_tokens = whole_value;
             break;
         case field::cache_write_tokens: {
-            std::uint64_t v = 0;
+            std::uint64_t v = ensure_usage().cache_write_tokens.value_or(0);
             if (count(v, whole_value, whole, text, 0))
                 ensure_usage().cache_write_tokens = v;
             break;

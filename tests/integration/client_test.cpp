@@ -636,6 +636,39 @@ BOOST_AUTO_TEST_CASE(a_chunk_size_line_without_end_fails_the_read_instead_of_gro
     BOOST_TEST(streamed.text == "a");
 }
 
+BOOST_AUTO_TEST_CASE(a_later_smaller_usage_in_a_stream_never_lowers_the_bill)
+{
+    // The usage reported first (500 completion tokens, $0.00101) stands against a later one
+    // that says less; a later one that says more (a server reporting usage as it grows) wins.
+    const auto usage_event = [](int in, int out, const char* cost) {
+        return "data: {\"id\":\"gen-x\",\"model\":\"m/x\",\"choices\":[],\"usage\":{\"prompt_tokens\":" +
+               std::to_string(in) + ",\"completion_tokens\":" + std::to_string(out) +
+               ",\"cost\":" + cost + "}}\n\n";
+    };
+    canned_server server(
+        {stream_head + sse_chunk(text_event("Hel")) + sse_chunk(usage_event(10, 500, "0.00101")) +
+             sse_chunk(text_event("lo")) + sse_chunk(usage_event(1, 1, "0.000003")) +
+             sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n",
+         stream_head + sse_chunk(usage_event(10, 1, "0.000001")) + sse_chunk(text_event("a")) +
+             sse_chunk(usage_event(10, 2, "0.000002")) + sse_chunk("data: [DONE]\n\n") +
+             "0\r\n\r\n"});
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = api_url(server);
+    frugal::chat_client client(io.get_executor(), p);
+    const auto lower = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(!lower.ec, lower.diag.message);
+    BOOST_TEST(lower.text == "Hello");
+    BOOST_TEST_REQUIRE(lower.response.usage.has_value());
+    BOOST_TEST((lower.response.usage->cost.value() == *frugal::money::parse("0.00101")));
+    BOOST_TEST(lower.response.usage->completion_tokens == 500u);
+    const auto growing = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(!growing.ec, growing.diag.message);
+    BOOST_TEST_REQUIRE(growing.response.usage.has_value());
+    BOOST_TEST((growing.response.usage->cost.value() == *frugal::money::parse("0.000002")));
+    BOOST_TEST(growing.response.usage->completion_tokens == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(a_tool_call_index_far_past_any_answer_fails_the_stream_without_growing_it)
 {
     // The response keeps a call for every index up to the one named: an index of four billion

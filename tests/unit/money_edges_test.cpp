@@ -365,6 +365,32 @@ BOOST_AUTO_TEST_CASE(defect_4_token_counts_that_are_no_count_price_nothing)
     BOOST_TEST_REQUIRE(g.guard->anomalies().size() == 1u); // kept, as the CLI shows them
 }
 
+BOOST_AUTO_TEST_CASE(defect_4_a_second_report_in_one_answer_never_lowers_the_bill)
+{
+    // A member written twice (JSON allows it) keeps the larger value, for the cost and for the
+    // counts; so does a usage object written twice.
+    const auto twice = decoded_usage(
+        R"({"prompt_tokens":10,"completion_tokens":500,"cost":0.00101,"completion_tokens":1,"cost":0.000003})");
+    BOOST_TEST((twice.cost.value() == usd("0.00101")));
+    BOOST_TEST(twice.completion_tokens == 500u);
+    BOOST_TEST(twice.cost_rejected.empty());
+    const auto lie_after = decoded_usage(R"({"prompt_tokens":10,"completion_tokens":5,"cost":0.5,"cost":-1})");
+    BOOST_TEST((lie_after.cost.value() == usd("0.5")));
+    BOOST_TEST(lie_after.cost_rejected == "negative (-1)");
+
+    openrouter::chat_decoder d;
+    openrouter::chat_chunk c;
+    BOOST_TEST(!d.decode(
+        R"({"id":"gen-1","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"x"},"finish_reason":"stop"}],)"
+        R"("usage":{"prompt_tokens":10,"completion_tokens":500,"cost":0.00101},)"
+        R"("usage":{"prompt_tokens":1,"completion_tokens":1,"cost":0.000003}})",
+        c));
+    BOOST_TEST_REQUIRE(c.usage.has_value());
+    BOOST_TEST((c.usage->cost.value() == usd("0.00101")));
+    BOOST_TEST(c.usage->prompt_tokens == 10u);
+    BOOST_TEST(c.usage->completion_tokens == 500u);
+}
+
 BOOST_AUTO_TEST_CASE(defect_5_every_price_field_is_read_and_bounded)
 {
     std::vector<frugal::model_info> rows;
