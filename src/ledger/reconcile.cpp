@@ -90,15 +90,23 @@ bill_decision decide_bill(
                                      : nullptr;
     const swept_reservation* sw =
         check.what == bill_check::entry::swept_reservation ? &swept[check.index] : nullptr;
-    if (found != nullptr && !found->total_cost_rejected.empty()) {
-        // Never written into the books: a negative or unreadable bill proves nothing.
+    const money booked = r != nullptr   ? r->cost
+                         : o != nullptr ? held_by(o->charges)
+                         : sw != nullptr ? held_by(sw->charges)
+                                         : money();
+    // What a lookup could lower: an estimate, or a reservation. Only a paid model's is above 0.
+    const bool lowerable = r == nullptr || r->estimated;
+    std::string rejected;
+    if (found != nullptr && !found->total_cost_rejected.empty())
+        rejected = "total_cost was " + found->total_cost_rejected;
+    else if (found != nullptr && found->total_cost == money() && lowerable && booked > money() &&
+             found->tokens_prompt + found->tokens_completion > 0)
+        rejected = "total_cost was 0 for tokens a paid model served"; // as the answer's own cost
+    if (!rejected.empty()) {
+        // Never written into the books: a negative, unreadable or zero bill proves nothing.
         d.verdict = bill_verdict::rejected;
-        d.rejection = {
-            r != nullptr ? r->record_id : 0, check.generation_id,
-            "total_cost was " + found->total_cost_rejected,
-            r != nullptr   ? r->cost
-            : o != nullptr ? held_by(o->charges)
-                           : money()};
+        d.rejection = {r != nullptr ? r->record_id : 0, check.generation_id, std::move(rejected),
+                       booked};
         return d;
     }
     if (found == nullptr || !found->total_cost)

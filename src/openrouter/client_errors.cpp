@@ -106,7 +106,8 @@ void client_detail::scrub(const openrouter::key_scrubber& k, chat_response& r)
 {
     if (!k)
         return;
-    for (auto* text : {&r.id, &r.model, &r.provider, &r.content, &r.reasoning, &r.refusal})
+    for (auto* text : {&r.id, &r.model, &r.provider, &r.content, &r.reasoning, &r.refusal,
+                       &r.finish_reason, &r.native_finish_reason})
         k.scrub(*text);
     for (auto& t : r.tool_calls) {
         k.scrub(t.id);
@@ -128,9 +129,12 @@ void client_detail::scrub(const openrouter::key_scrubber& k, key_info& i)
 
 void client_detail::scrub(const openrouter::key_scrubber& k, std::vector<model_info>& rows)
 {
-    for (auto& m : rows)
-        for (auto* text : {&m.id, &m.name, &m.canonical_slug, &m.alias_target})
+    for (auto& m : rows) {
+        for (auto* text : {&m.id, &m.name, &m.canonical_slug, &m.alias_target, &m.price_problem})
             k.scrub(*text);
+        for (auto& [name, price] : m.other_prices)
+            k.scrub(name); // a pricing member's name is the provider's text too
+    }
 }
 
 std::optional<std::chrono::milliseconds> client_detail::parse_retry_after(std::string_view v)

@@ -193,8 +193,11 @@ asio::awaitable<error_code> client_detail::start_exchange(
         st.response_started = true;
         const auto& h = conn->head;
         diag.http_status = h.status;
-        if (!h.generation_id.empty())
+        if (!h.generation_id.empty()) {
+            // Written to the ledger before the answer is known (a stream's open reservation).
             diag.generation_id = h.generation_id;
+            c->scrubber.scrub(diag.generation_id);
+        }
         st.retry_after = parse_retry_after(h.retry_after);
         diag.retry_after = st.retry_after;
         if (!h.rate_limit.empty())

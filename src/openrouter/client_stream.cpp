@@ -204,6 +204,10 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 k.scrub(response.provider);
                 k.scrub(diag.provider);
             }
+            if (!chunk.finish_reason.empty() || !chunk.native_finish_reason.empty()) {
+                k.scrub(chunk.finish_reason);
+                k.scrub(chunk.native_finish_reason);
+            }
             if (chunk.error.present || chunk.finish_reason == "error") {
                 // OpenRouter reports a failure after the 200 in the stream itself.
                 fill(diag, chunk.error.present ? chunk.error : chunk.choice_error);

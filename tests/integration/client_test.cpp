@@ -4,6 +4,8 @@
 #include "client_fixture.hpp"
 #include "tls_servers.hpp"
 
+#include <frugal/prices.hpp>
+
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
 #include <boost/test/unit_test.hpp>
@@ -667,6 +669,69 @@ BOOST_AUTO_TEST_CASE(a_later_smaller_usage_in_a_stream_never_lowers_the_bill)
     BOOST_TEST_REQUIRE(growing.response.usage.has_value());
     BOOST_TEST((growing.response.usage->cost.value() == *frugal::money::parse("0.000002")));
     BOOST_TEST(growing.response.usage->completion_tokens == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(the_key_is_scrubbed_from_finish_reasons_generation_ids_and_price_names)
+{
+    // Fields a provider fills with text: each could echo the key it was sent.
+    const std::string whole = R"({"id":"gen-w","model":"m/x","choices":[{"message":{"role":"assistant",)"
+                              R"("content":"hi"},"finish_reason":")" + test_key +
+                              R"(","native_finish_reason":")" + test_key + R"("}]})";
+    const std::string streamed =
+        "data: {\"id\":\"gen-s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},"
+        "\"finish_reason\":\"" + test_key + "\",\"native_finish_reason\":\"" + test_key + "\"}]}\n\n";
+    const std::string models =
+        R"({"data":[{"id":"a/m","pricing":{"prompt":"0.000001","completion":"0.000002","x-)" + test_key +
+        R"(":"0.1"}}]})";
+    canned_server server({
+        canned_server::ok(whole, "X-Generation-Id: " + test_key + "\r\n"),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Generation-Id: " + test_key +
+            "\r\nTransfer-Encoding: chunked\r\n\r\n" + sse_chunk(streamed) +
+            sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n",
+        canned_server::ok(models),
+    });
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = api_url(server);
+    frugal::chat_client client(io.get_executor(), p);
+    const auto w = run(io, chat_once(client, request("m/x", "Hi")));
+    BOOST_TEST(!w.ec, w.diag.message);
+    BOOST_TEST(w.response.finish_reason.find("[redacted]") != std::string::npos);
+    BOOST_TEST(w.response.finish_reason.find(test_key.substr(0, 12)) == std::string::npos);
+    BOOST_TEST(w.response.native_finish_reason.find(test_key.substr(0, 12)) == std::string::npos);
+    BOOST_TEST(w.diag.generation_id.find(test_key.substr(0, 12)) == std::string::npos);
+
+    struct seen {
+        boost::system::error_code ec;
+        std::string generation_at_start;
+        frugal::chat_response response;
+    };
+    const auto read = [&]() -> asio::awaitable<seen> {
+        seen r;
+        frugal::chat_stream s;
+        auto [ec] = co_await client.async_start_stream(request("m/x", "Hi"), s, tuple_awaitable);
+        r.ec = ec;
+        r.generation_at_start = s.diagnostics().generation_id; // what a ledger notes at once
+        while (!r.ec && !s.done())
+            std::tie(r.ec, std::ignore) = co_await s.async_read_delta(tuple_awaitable);
+        r.response = s.response();
+        co_return r;
+    };
+    const auto st = run(io, read());
+    BOOST_TEST(!st.ec, st.ec.message());
+    BOOST_TEST(st.generation_at_start.find(test_key.substr(0, 12)) == std::string::npos,
+               st.generation_at_start);
+    BOOST_TEST(st.response.finish_reason.find(test_key.substr(0, 12)) == std::string::npos);
+    BOOST_TEST(st.response.native_finish_reason.find(test_key.substr(0, 12)) == std::string::npos);
+
+    const auto [mec, rows] = run(io, models_once(client));
+    BOOST_TEST(!mec, mec.message());
+    BOOST_TEST_REQUIRE(rows.size() == 1u);
+    for (const auto& [name, price] : rows[0].other_prices)
+        BOOST_TEST(name.find(test_key.substr(0, 12)) == std::string::npos, name);
+    BOOST_TEST(rows[0].price_problem.find(test_key.substr(0, 12)) == std::string::npos);
+    BOOST_TEST(frugal::price_catalog(rows).find("a/m")->unknown.find(test_key.substr(0, 12)) ==
+               std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(a_tool_call_index_far_past_any_answer_fails_the_stream_without_growing_it)

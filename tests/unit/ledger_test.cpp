@@ -381,6 +381,17 @@ BOOST_AUTO_TEST_CASE(reconciliation_decides_each_generation_from_its_bill)
     BOOST_TEST((rejected.verdict == bill_verdict::rejected));
     BOOST_TEST(rejected.rejection.reason == "total_cost was negative (-0.5)");
     BOOST_TEST(rejected.rejection.recorded == usd("0.3"));
+    // A bill of exactly 0 for tokens served proves nothing about an estimate or a reservation
+    // of a paid model (the answer's own cost of 0 is refused the same way); it is not taken.
+    const auto zero = bill("0");
+    const auto zero_estimate = decide(3, &zero);
+    BOOST_TEST((zero_estimate.verdict == bill_verdict::rejected));
+    BOOST_TEST(zero_estimate.rejection.reason == "total_cost was 0 for tokens a paid model served");
+    BOOST_TEST((decide(5, &zero).verdict == bill_verdict::rejected));
+    BOOST_TEST((decide(1, &zero).verdict == bill_verdict::differs)); // a settled bill: reported
+    auto nothing_served = bill("0");
+    nothing_served.tokens_prompt = nothing_served.tokens_completion = 0;
+    BOOST_TEST((decide(3, &nothing_served).verdict == bill_verdict::correct));
 
     // The open reservation held 0.05; a bill of 0.4 settles it above its hold, in its windows.
     const auto settle = decide(5, &more);
