@@ -133,6 +133,7 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     chat_delta pending;
     chat_response response;
     std::string model_seen, provider_seen; // as the provider wrote them, before scrubbing
+    bool model_changed = false;            // a chunk named another model than one before it
     frugal::diagnostics diag;
     error_code error; // the stream failed (handed out once the pending deltas are)
     steady_clock::time_point total{};
@@ -194,6 +195,7 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 diag.generation_id = response.id;
             }
             if (!chunk.model.empty() && chunk.model != model_seen) {
+                model_changed = model_changed || !model_seen.empty();
                 model_seen = chunk.model;
                 response.model = chunk.model;
                 k.scrub(response.model);
@@ -244,6 +246,10 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 response.native_finish_reason = chunk.native_finish_reason;
             if (chunk.usage)
                 merge_usage(response.usage, *chunk.usage);
+            // Tokens are priced at the model the answer names: one that named two names no
+            // model they can be priced at (its cost, when it has one, is still the bill).
+            if (model_changed && response.usage && response.usage->tokens_rejected.empty())
+                response.usage->tokens_rejected = "the stream named another model part-way";
             response.content += chunk.content;
             response.reasoning += chunk.reasoning;
             response.refusal += chunk.refusal;

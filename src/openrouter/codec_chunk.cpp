@@ -178,6 +178,7 @@ public:
     // Which of id, model and provider this document set: the decoder leaves them from the
     // last document (a stream repeats them in every chunk) and clears those not seen.
     bool saw_id = false, saw_model = false, saw_provider = false;
+    bool two_models = false; // "model" written twice, with two values
     // For the decoder's prefix memo: the last event completed a member of the top-level
     // object, and whether any container but that object has been opened.
     bool member_done = false;
@@ -201,6 +202,7 @@ public:
         saw_object = false;
         bad_utf8 = false;
         saw_id = saw_model = saw_provider = false;
+        two_models = false;
         nested = false;
         texts = 0;
         text_at = nullptr;
@@ -611,7 +613,10 @@ private:
         }
         switch (field_) {
         case field::id: keep_repeated(out->id, v, saw_id); break;
-        case field::model: keep_repeated(out->model, v, saw_model); break;
+        case field::model:
+            two_models = two_models || (saw_model && std::string_view(out->model) != v);
+            keep_repeated(out->model, v, saw_model);
+            break;
         case field::provider: keep_repeated(out->provider, v, saw_provider); break;
         case field::finish_reason: keep(out->finish_reason, v, false); break;
         case field::native_finish_reason: keep(out->native_finish_reason, v, false); break;
@@ -915,11 +920,13 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
         out.created = m.created;
         const auto rest = text.substr(m.prefix.size());
         p.write_some(true, "{", 1, ec);
-        if (!ec)
-            n = m.prefix.size() + p.write_some(false, rest.data(), rest.size(), ec);
+        // The prefix's fields count as read before the rest is (a second "model" in the rest
+        // is then seen as one, as a fresh decoder sees it).
         h.saw_id = h.saw_id || m.saw_id;
         h.saw_model = h.saw_model || m.saw_model;
         h.saw_provider = h.saw_provider || m.saw_provider;
+        if (!ec)
+            n = m.prefix.size() + p.write_some(false, rest.data(), rest.size(), ec);
     } else if (const std::size_t cut = memo_cut(text); cut != 0) {
         n = p.write_some(true, text.data(), cut, ec);
         if (!ec && n == cut && h.member_done && !h.nested && !h.bad_utf8) {
@@ -958,6 +965,8 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
         out.model.clear();
         out.provider.clear();
     }
+    if (ok && h.two_models && out.usage && out.usage->tokens_rejected.empty())
+        out.usage->tokens_rejected = "the answer named two models"; // see client_stream.cpp
     if (ok && shape_of(h, out)) {
         auto& sh = m.shape;
         const auto at = static_cast<std::size_t>(h.text_at - text.data());

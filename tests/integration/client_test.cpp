@@ -665,10 +665,36 @@ BOOST_AUTO_TEST_CASE(a_later_smaller_usage_in_a_stream_never_lowers_the_bill)
     BOOST_TEST((lower.response.usage->cost.value() == *frugal::money::parse("0.00101")));
     BOOST_TEST(lower.response.usage->completion_tokens == 500u);
     const auto growing = run(io, stream_all(client, request("m/x", "Hi"), -1));
+    BOOST_TEST(growing.response.usage->tokens_rejected.empty());
     BOOST_TEST(!growing.ec, growing.diag.message);
     BOOST_TEST_REQUIRE(growing.response.usage.has_value());
     BOOST_TEST((growing.response.usage->cost.value() == *frugal::money::parse("0.000002")));
     BOOST_TEST(growing.response.usage->completion_tokens == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_stream_that_changes_its_model_part_way_prices_no_tokens)
+{
+    // Its text named x/dear, its last chunk a/cheap: priced at the last, its tokens would book
+    // a hundredth of what the text's model costs. They price nothing; a cost is still the bill.
+    const auto event = [](const char* model, const char* text) {
+        return "data: {\"id\":\"gen-x\",\"model\":\"" + std::string(model) +
+               "\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + text + "\"}}]}\n\n";
+    };
+    const std::string usage =
+        "data: {\"id\":\"gen-x\",\"model\":\"a/cheap\",\"choices\":[],\"usage\":"
+        "{\"prompt_tokens\":10,\"completion_tokens\":400}}\n\n";
+    canned_server server({stream_head + sse_chunk(event("x/dear", "Hel")) +
+                          sse_chunk(event("x/dear", "lo")) + sse_chunk(usage) +
+                          sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = api_url(server);
+    frugal::chat_client client(io.get_executor(), p);
+    const auto s = run(io, stream_all(client, request("x/dear", "Hi"), -1));
+    BOOST_TEST(!s.ec, s.diag.message);
+    BOOST_TEST(s.text == "Hello");
+    BOOST_TEST_REQUIRE(s.response.usage.has_value());
+    BOOST_TEST(s.response.usage->tokens_rejected == "the stream named another model part-way");
 }
 
 BOOST_AUTO_TEST_CASE(the_key_is_scrubbed_from_finish_reasons_generation_ids_and_price_names)

@@ -389,6 +389,18 @@ BOOST_AUTO_TEST_CASE(defect_4_a_second_report_in_one_answer_never_lowers_the_bil
     BOOST_TEST((c.usage->cost.value() == usd("0.00101")));
     BOOST_TEST(c.usage->prompt_tokens == 10u);
     BOOST_TEST(c.usage->completion_tokens == 500u);
+
+    // An answer that names two models names none its tokens can be priced at.
+    BOOST_TEST(!d.decode(
+        R"({"id":"gen-2","model":"x/dear","choices":[{"index":0,"message":{"role":"assistant","content":"x"}}],)"
+        R"("model":"a/cheap","usage":{"prompt_tokens":10,"completion_tokens":400}})",
+        c));
+    BOOST_TEST_REQUIRE(c.usage.has_value());
+    BOOST_TEST(c.usage->tokens_rejected == "the answer named two models");
+    BOOST_TEST(!d.decode(
+        R"({"id":"gen-3","model":"a/cheap","choices":[],"model":"a/cheap","usage":{"prompt_tokens":1,"completion_tokens":1}})",
+        c));
+    BOOST_TEST(c.usage->tokens_rejected.empty()); // the same one twice is one
 }
 
 BOOST_AUTO_TEST_CASE(defect_5_every_price_field_is_read_and_bounded)
