@@ -180,6 +180,12 @@ struct generation_info {
     std::string total_cost_rejected;
     std::uint64_t tokens_prompt = 0;
     std::uint64_t tokens_completion = 0;
+    /// When `tokens_prompt` or `tokens_completion` is missing or not a whole number of zero or
+    /// more, why (as `usage::tokens_rejected`); they then read 0, and prove nothing was served.
+    std::string tokens_rejected;
+    /// Whether the generation ran on the user's own provider key (its `total_cost` is then
+    /// OpenRouter's fee alone, which may be 0).
+    std::optional<bool> is_byok;
     std::optional<std::uint64_t> native_tokens_prompt;
     std::optional<std::uint64_t> native_tokens_completion;
     std::optional<bool> cancelled;

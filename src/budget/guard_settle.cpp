@@ -36,7 +36,9 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
         const std::lock_guard lock(mu_);
         auto& r = book_.at(slot);
         if (unknown && !r.free) {
-            record.cost = r.live;
+            // A bill the answer's own report could not price (an anomaly) is held at the
+            // worst case, not at a metered hold: the report may hide any part of it.
+            record.cost = record.anomaly.empty() ? r.live : std::max(r.live, book::worst(r));
             record.estimated = true;
         } else if (!record.anomaly.empty()) {
             // A report frugal could not take as a bill never lowers the books.

@@ -34,8 +34,12 @@ std::optional<money> price_catalog::booked_cost(
     }
     if (!u) // no tokens to price: free only when the model asked is
         return asked_free ? std::optional<money>(money()) : std::nullopt;
-    if (!u->tokens_rejected.empty() && !asked_free) // token_cost refuses them: the record says why
+    if (!u->tokens_rejected.empty() && !asked_free) {
+        // No count prices the bill, at the model asked or at any the answer names (a :free
+        // one would price it at 0): it is unknown, and the record says why.
         anomaly = anomaly.empty() ? u->tokens_rejected : anomaly + "; " + u->tokens_rejected;
+        return std::nullopt;
+    }
     // The served model is most often the one asked: its row is then not looked up again.
     const auto by_asked = detail::token_cost(asked_price, *u);
     const auto by_served =

@@ -100,8 +100,12 @@ bill_decision decide_bill(
     if (found != nullptr && !found->total_cost_rejected.empty())
         rejected = "total_cost was " + found->total_cost_rejected;
     else if (found != nullptr && found->total_cost == money() && lowerable && booked > money() &&
-             found->tokens_prompt + found->tokens_completion > 0)
-        rejected = "total_cost was 0 for tokens a paid model served"; // as the answer's own cost
+             !found->is_byok.value_or(false) &&
+             (found->tokens_prompt + found->tokens_completion > 0 || !found->tokens_rejected.empty()))
+        // As the answer's own cost of 0 is refused; counts that prove nothing prove no zero.
+        rejected = found->tokens_rejected.empty()
+                       ? "total_cost was 0 for tokens a paid model served"
+                       : "total_cost was 0 and " + found->tokens_rejected;
     if (!rejected.empty()) {
         // Never written into the books: a negative, unreadable or zero bill proves nothing.
         d.verdict = bill_verdict::rejected;

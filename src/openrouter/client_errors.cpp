@@ -1,6 +1,7 @@
 // What a failed request reports: statuses and error bodies mapped to error codes, diagnostics
 // from error bodies and headers (Retry-After, rate limits), and the key scrubbed from them.
 #include "openrouter/client_impl.hpp"
+#include "openrouter/codec_detail.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -46,12 +47,31 @@ std::optional<std::uint64_t> count_of(std::string_view v)
 
 } // namespace
 
+// The start of a body quoted in a message, as text that is UTF-8 whatever the body held (an
+// HTML page in Latin-1, a gzip body): a message goes into JSON the gateway's clients parse. A
+// character the cut would split is left out; a byte that starts none becomes U+FFFD.
 std::string client_detail::snippet(std::string_view body)
 {
-    std::string s(body.substr(0, 160));
-    std::replace_if(
-        s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-    return body.size() > 160 ? s + "..." : s;
+    constexpr std::size_t most = 160;
+    std::string s;
+    s.reserve(std::min(body.size(), most) + 4);
+    std::size_t i = 0;
+    while (i < body.size() && i < most) {
+        const std::size_t n = openrouter::codec_detail::utf8_sequence(body.substr(i, 4));
+        if (n == 0) {
+            s += "\xEF\xBF\xBD";
+            ++i;
+            continue;
+        }
+        if (i + n > most)
+            break;
+        const char c = body[i];
+        s.append(body.data() + i, n);
+        if (n == 1 && (c == '\n' || c == '\r'))
+            s.back() = ' ';
+        i += n;
+    }
+    return i < body.size() ? s + "..." : s;
 }
 
 void client_detail::note_rate_limit(

@@ -138,42 +138,59 @@ asio::awaitable<error_code> client_detail::start_exchange(
 
         conn->buffer.max_size(read_buffer_limit(c->params.limits.max_header_size));
         conn->buffer.reserve(whole ? head_reserve : stream_head_reserve);
-        auto& reader = conn->start_response();
-        reader.header_limit(c->params.limits.max_header_size);
         // Set before the head is read, so a Content-Length beyond it fails at once. A stream
         // has no overall limit (its lines and events have theirs); Beast's default is 8 MB.
-        reader.body_limit(
-            whole ? boost::optional<std::uint64_t>(c->params.limits.max_body_size) : boost::none);
+        const auto start_response = [&]() -> http::response_reader& {
+            auto& r = conn->start_response();
+            r.header_limit(c->params.limits.max_header_size);
+            r.body_limit(
+                whole ? boost::optional<std::uint64_t>(c->params.limits.max_body_size) : boost::none);
+            return r;
+        };
+        auto& reader = start_response();
         // The head, read in this coroutine as `http::async_read_header` would read it, without
         // its two composed operations around each read (each a work guard: an executor copied,
         // preferred and destroyed, and the handler moved through both).
         error_code rec;
-        while (!reader.is_header_done()) {
-            if (conn->buffer.size() != 0) {
-                conn->buffer.consume(reader.put(conn->buffer.data(), rec));
-                if (rec != bhttp::error::need_more)
-                    break; // the head is done, or the parser failed
-                rec = {};
+        for (int interim = 0;; ++interim) {
+            while (!reader.is_header_done()) {
+                if (conn->buffer.size() != 0) {
+                    conn->buffer.consume(reader.put(conn->buffer.data(), rec));
+                    if (rec != bhttp::error::need_more)
+                        break; // the head is done, or the parser failed
+                    rec = {};
+                }
+                const auto room = beast::read_size(conn->buffer, 65536);
+                if (room == 0) {
+                    rec = bhttp::error::buffer_overflow;
+                    break;
+                }
+                auto [ec, n] =
+                    co_await conn->async_read_some(conn->buffer.prepare(room), tuple_awaitable);
+                conn->buffer.commit(n);
+                if (ec == asio::error::eof) {
+                    if (reader.got_some())
+                        reader.put_eof(rec); // a head cut short: partial_message
+                    else
+                        rec = bhttp::error::end_of_stream;
+                    break;
+                }
+                if (ec) {
+                    rec = ec;
+                    break;
+                }
             }
-            const auto room = beast::read_size(conn->buffer, 65536);
-            if (room == 0) {
-                rec = bhttp::error::buffer_overflow;
+            // An interim response (100 Continue, 103 Early Hints) comes before the final one,
+            // which a client reads past (RFC 9110, 15.2). A few at most: a server that sends
+            // them without end gets no more reading.
+            const int status = conn->head.status;
+            if (rec || status < 100 || status >= 200 || status == 101)
+                break;
+            if (interim == 8) {
+                rec = bhttp::error::bad_status;
                 break;
             }
-            auto [ec, n] =
-                co_await conn->async_read_some(conn->buffer.prepare(room), tuple_awaitable);
-            conn->buffer.commit(n);
-            if (ec == asio::error::eof) {
-                if (reader.got_some())
-                    reader.put_eof(rec); // a head cut short: partial_message
-                else
-                    rec = bhttp::error::end_of_stream;
-                break;
-            }
-            if (ec) {
-                rec = ec;
-                break;
-            }
+            start_response();
         }
         if (rec) {
             const bool timed_out = conn->timed_out();

@@ -40,7 +40,10 @@ void merge_usage(std::optional<usage>& into, const usage& u)
         m.cost = u.cost;
     if (m.cost_rejected.empty())
         m.cost_rejected = u.cost_rejected;
-    if (m.tokens_rejected.empty())
+    // A count one report left out and a later one gives is given (usage as it grows may lack
+    // one at first); a count that was no count stays a rejection.
+    const auto missing = [](const std::string& why) { return why.ends_with("missing or null"); };
+    if (m.tokens_rejected.empty() || (missing(m.tokens_rejected) && !missing(u.tokens_rejected)))
         m.tokens_rejected = u.tokens_rejected;
     if (u.is_byok)
         m.is_byok = m.is_byok.value_or(true) && *u.is_byok;
@@ -134,6 +137,25 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     chat_response response;
     std::string model_seen, provider_seen; // as the provider wrote them, before scrubbing
     bool model_changed = false;            // a chunk named another model than one before it
+    // The last characters of the text handed out, as the provider sent them (see take()).
+    std::string content_tail, reasoning_tail;
+
+    static void scrub_piece(const openrouter::key_scrubber& k, std::string& piece, std::string& tail)
+    {
+        if (piece.empty())
+            return;
+        constexpr std::size_t keep = openrouter::key_scrubber::window - 1;
+        std::string next = tail; // at most `keep` characters: no allocation
+        if (piece.size() >= keep)
+            next.assign(piece, piece.size() - keep, keep);
+        else {
+            next += piece;
+            if (next.size() > keep)
+                next.erase(0, next.size() - keep);
+        }
+        k.scrub_after(piece, tail);
+        tail.swap(next);
+    }
     frugal::diagnostics diag;
     error_code error; // the stream failed (handed out once the pending deltas are)
     steady_clock::time_point total{};
@@ -312,9 +334,10 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
             pending.tool_calls.clear();
             pending.events = 0;
             if (k) {
-                // A key cut across two events is out of reach here; whole, it is not.
-                k.scrub(out.content);
-                k.scrub(out.reasoning);
+                // Each piece is scrubbed with the end of the text shown before it, so a key cut
+                // into pieces shows at most a window's worth, however small the pieces.
+                scrub_piece(k, out.content, content_tail);
+                scrub_piece(k, out.reasoning, reasoning_tail);
                 for (auto& t : out.tool_calls) {
                     k.scrub(t.id);
                     k.scrub(t.name);

@@ -8,6 +8,7 @@
 #include <boost/json/basic_parser_impl.hpp>
 
 #include <cstring>
+#include <limits>
 
 namespace frugal::openrouter {
 
@@ -32,8 +33,8 @@ void clear_error(provider_error_info& e)
     e.limit_source.clear();
 }
 
-// RFC 3629 UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. Text is nearly always
-// ASCII, which the first loop checks eight bytes at a time.
+// UTF-8 (codec_detail::utf8_sequence). Text is nearly always ASCII, which the first loop checks
+// eight bytes at a time.
 bool valid_utf8(std::string_view s)
 {
     const auto* p = reinterpret_cast<const unsigned char*>(s.data());
@@ -45,35 +46,12 @@ bool valid_utf8(std::string_view s)
             break;
         p += 8;
     }
-    while (p < end) {
-        const unsigned char c = *p;
-        if (c < 0x80) {
-            ++p;
-            continue;
-        }
-        std::ptrdiff_t need = 0;
-        unsigned char lo = 0x80;
-        unsigned char hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            lo = c == 0xE0 ? 0xA0 : 0x80;
-            hi = c == 0xED ? 0x9F : 0xBF;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            lo = c == 0xF0 ? 0x90 : 0x80;
-            hi = c == 0xF4 ? 0x8F : 0xBF;
-        } else {
+    std::size_t i = static_cast<std::size_t>(p - reinterpret_cast<const unsigned char*>(s.data()));
+    while (i < s.size()) {
+        const std::size_t n = codec_detail::utf8_sequence(s.substr(i, 4));
+        if (n == 0)
             return false;
-        }
-        if (end - p <= need || p[1] < lo || p[1] > hi)
-            return false;
-        for (std::ptrdiff_t k = 2; k <= need; ++k) {
-            if ((p[k] & 0xC0) != 0x80)
-                return false;
-        }
-        p += need + 1;
+        i += n;
     }
     return true;
 }
@@ -317,12 +295,11 @@ private:
         return *out->usage;
     }
 
-    // A `usage.cost` that is not a number: no bill frugal can book, whatever it says.
+    // A `usage.cost` that is not a number: no bill frugal can book, whatever it says (a valid
+    // cost written before it stands: a second cost never lowers the bill).
     void reject_cost(const char* what) const
     {
-        auto& u = ensure_usage();
-        u.cost.reset();
-        u.cost_rejected = what;
+        ensure_usage().cost_rejected = what;
     }
 
     // The counts a bill is priced from when it has no cost (`token_cost`): each must be a
@@ -463,6 +440,7 @@ private:
                 err = parent.err;
             }
             break;
+        case node::usage_details: reject_count(object ? "was an object" : "was an array"); break;
         default: break;
         }
         if (err != nullptr)
@@ -656,8 +634,9 @@ private:
                 out->created = static_cast<std::int64_t>(whole_value);
             break;
         case field::call_index:
-            if (whole)
-                out->tool_calls.back().index = static_cast<std::uint32_t>(whole_value);
+            if (whole) // past 2^32 stays past every bound (the stream's is 1,024)
+                out->tool_calls.back().index = static_cast<std::uint32_t>(
+                    std::min<std::uint64_t>(whole_value, std::numeric_limits<std::uint32_t>::max()));
             break;
         case field::prompt_tokens:
             count(ensure_usage().prompt_tokens, whole_value, whole, text, prompt_seen);
@@ -929,7 +908,7 @@ error_code chat_decoder::decode(std::string_view text, chat_chunk& out)
             n = m.prefix.size() + p.write_some(false, rest.data(), rest.size(), ec);
     } else if (const std::size_t cut = memo_cut(text); cut != 0) {
         n = p.write_some(true, text.data(), cut, ec);
-        if (!ec && n == cut && h.member_done && !h.nested && !h.bad_utf8) {
+        if (!ec && n == cut && h.member_done && !h.nested && !h.bad_utf8 && !h.two_models) {
             remember = true;
             m.prefix.assign(text.data(), cut);
             m.id = out.id;

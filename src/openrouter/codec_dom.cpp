@@ -260,8 +260,14 @@ error_code decode_generation(std::string_view text, generation_info& out)
         else
             out.total_cost_rejected = c->is_string() ? "a string" : "not a number";
     }
-    out.tokens_prompt = count(*d, "tokens_prompt").value_or(0);
-    out.tokens_completion = count(*d, "tokens_completion").value_or(0);
+    for (const auto& [key, to] : {std::pair{"tokens_prompt", &out.tokens_prompt},
+                                  std::pair{"tokens_completion", &out.tokens_completion}}) {
+        if (const auto n = count(*d, key))
+            *to = *n;
+        else if (out.tokens_rejected.empty())
+            out.tokens_rejected = std::string(key) + " was missing or not a whole number";
+    }
+    out.is_byok = flag(*d, "is_byok");
     out.native_tokens_prompt = count(*d, "native_tokens_prompt");
     out.native_tokens_completion = count(*d, "native_tokens_completion");
     out.cancelled = flag(*d, "cancelled");

@@ -138,23 +138,24 @@ key_scrubber::run_at(std::string_view text, std::size_t at, std::uint64_t h) con
     return best;
 }
 
-void key_scrubber::scrub(std::string& text) const
+bool key_scrubber::redact(std::string_view text, std::size_t shown, std::string& out) const
 {
-    if (forms_.empty() || text.size() < window)
-        return;
     static constexpr std::string_view mark = "[redacted]";
-    std::string out;
-    std::size_t copied = 0; // text before this is in `out`, or redacted
+    std::size_t copied = shown; // text before this is in `out`, redacted, or shown already
+    std::size_t covered = 0;    // the runs found so far end here
     bool changed = false;
     for (std::size_t at = 0; at + sample <= text.size(); at += stride) {
-        if (at + sample <= copied)
-            continue; // inside a run already redacted
+        if (at + sample <= covered)
+            continue; // inside a run already found
         const auto h = hash_of(text.data() + at);
         if (!may_hold(h))
             continue;
         auto [from, to] = run_at(text, at, h);
         if (to - from < window)
             continue;
+        covered = to;
+        if (to <= shown)
+            continue; // all of it shown already
         from = std::max(from, copied);
         if (!(changed && from == copied)) { // not joined to the last redaction
             out.append(text, copied, from - copied);
@@ -163,10 +164,31 @@ void key_scrubber::scrub(std::string& text) const
         changed = true;
         copied = to;
     }
-    if (!changed)
+    if (changed)
+        out.append(text, copied, std::string::npos);
+    return changed;
+}
+
+void key_scrubber::scrub(std::string& text) const
+{
+    if (forms_.empty() || text.size() < window)
         return;
-    out.append(text, copied, std::string::npos);
-    text = std::move(out);
+    std::string out;
+    if (redact(text, 0, out))
+        text = std::move(out);
+}
+
+void key_scrubber::scrub_after(std::string& text, std::string_view before) const
+{
+    if (before.empty())
+        return scrub(text);
+    if (forms_.empty() || before.size() + text.size() < window)
+        return;
+    thread_local std::string joined; // its room kept: a stream's pieces allocate nothing here
+    joined.assign(before).append(text);
+    std::string out;
+    if (redact(joined, before.size(), out))
+        text = std::move(out);
 }
 
 } // namespace frugal::openrouter

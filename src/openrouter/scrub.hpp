@@ -29,6 +29,12 @@ public:
     /// Redacts every run of the key in `text`.
     void scrub(std::string& text) const;
 
+    /// The same for text that follows `before` (up to `window` - 1 characters already shown,
+    /// as the provider sent them): a run that began there is redacted from where `text`
+    /// starts. A stream scrubbed piece by piece then shows at most `window` - 1 characters of
+    /// a key cut across its pieces, however small they are.
+    void scrub_after(std::string& text, std::string_view before) const;
+
 private:
     // The key's forms, lower-cased (matching ignores case); every short window of them by its
     // hash, sorted; and a filter over those hashes, so that a text is sampled every few
@@ -44,6 +50,9 @@ private:
     bool may_hold(std::uint64_t h) const noexcept;
     std::pair<std::size_t, std::size_t>
     run_at(std::string_view text, std::size_t at, std::uint64_t h) const;
+    // Writes text[shown..] to `out` with every run reaching past `shown` redacted; false (and
+    // `out` untouched) when there is none.
+    bool redact(std::string_view text, std::size_t shown, std::string& out) const;
 };
 
 } // namespace frugal::openrouter

@@ -330,6 +330,11 @@ struct gateway_impl : std::enable_shared_from_this<gateway_impl> {
     void note_tiers();
     std::shared_ptr<router> passthrough(const std::string& model);
     std::string models_body() const;
+    // The listing, built once for each catalog and configuration and each count of models
+    // whose bills passed their prices (a set that only grows): not for every request, which
+    // with a large catalog would let anyone without a key keep the gateway's thread busy.
+    std::string models_listing;
+    std::size_t models_listing_unpriced = std::string::npos; // npos: not built
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> session(tcp::socket sock);
     asio::awaitable<void> tls_session(tcp::socket& sock);
@@ -451,7 +456,7 @@ namespace {
 serve::wire_totals totals_of(const cascade_result& res, const std::string& asked)
 {
     serve::wire_totals t;
-    t.model = res.response.model.empty() ? asked : res.response.model;
+    t.model = shown_model(res.response.model, asked); // a header's and the body's: bounded
     t.cost = res.total_cost;
     for (const auto& a : res.attempts) {
         t.prompt_tokens += a.prompt_tokens;
@@ -558,6 +563,7 @@ error_code gateway_impl::check_models(const gateway_config& c, diagnostics& diag
 
 void gateway_impl::build_routers(const gateway_config& c)
 {
+    models_listing_unpriced = std::string::npos; // the policies or the catalog changed
     policy_routers.clear();
     for (const auto& [name, p] : c.policies)
         policy_routers.emplace(name, std::make_shared<router>(*client, p, prices, guard));
@@ -1145,7 +1151,12 @@ bool gateway_impl::route(const bhttp::request<bhttp::string_body>& req, reply& r
         rep.body = stats.render(
             guard ? guard->snapshot() : std::vector<budget_snapshot>{}, surprises);
     } else if (path == std::string(api_prefix) + "/models") {
-        rep.body = models_body();
+        const std::size_t unpriced = guard ? guard->unpriced_models().size() : 0;
+        if (models_listing_unpriced != unpriced) {
+            models_listing = models_body();
+            models_listing_unpriced = unpriced;
+        }
+        rep.body = models_listing;
     } else if (path == std::string(api_prefix) + "/chat/completions") {
         if (req.method() != bhttp::verb::post) {
             rep = error_reply(405, "use POST", "invalid_request_error", "method_not_allowed");

@@ -567,8 +567,11 @@ class CatalogOnly(http.server.BaseHTTPRequestHandler):
     # An answer whose usage has no cost and a count that is no count: read as 0, it would
     # price the bill below what was served.
     def do_POST(self):
-        self.rfile.read(int(self.headers['Content-Length']))
-        body = json.dumps({'id': 'gen-stub-1', 'model': 'good/model', 'object': 'chat.completion', 'created': 1,
+        asked = self.rfile.read(int(self.headers['Content-Length']))
+        # A model name no model id could be: the gateway names the model asked instead, in its
+        # header (200 KB would break the client's header parser) and in the body.
+        model = 'good/model-' + 'M' * 200000 if b'huge-model' in asked else 'good/model'
+        body = json.dumps({'id': 'gen-stub-1', 'model': model, 'object': 'chat.completion', 'created': 1,
                            'choices': [{'index': 0, 'finish_reason': 'stop',
                                         'message': {'role': 'assistant', 'content': 'fine'}}],
                            'usage': {'prompt_tokens': -1000000, 'completion_tokens': 5,
@@ -606,14 +609,19 @@ status, headers, _ = chat(stub_port, ALPHA, {'model': 'good/model', 'max_tokens'
 # reservation (the prompt's bytes and 10 tokens at the catalog's prices) is booked instead.
 check('hostile usage: a negative prompt count prices nothing; the reservation is booked',
       status == 200 and float(headers.get('x-frugal-cost', '0')) > 0.00003, '%d %s' % (status, headers))
+status, headers, body = chat(stub_port, ALPHA, {'model': 'good/model', 'max_tokens': 10,
+                                                 'messages': user('huge-model please')})
+check('a model name past any id: the model asked is named, in the header and the body',
+      status == 200 and headers.get('x-frugal-model') == 'good/model' and
+      json.loads(body).get('model') == 'good/model', '%d %s' % (status, str(headers)[:300]))
 stub_gw.terminate()
 stub_gw.wait(timeout=60)
 stub.shutdown()
 row = sqlite3.connect(stub_cfg['ledger']).execute(
     "SELECT cost, estimated, anomaly FROM ledger WHERE model_asked = 'good/model'").fetchall()
 check('hostile usage: the ledger says why and holds the reservation',
-      len(row) == 1 and row[0][1] == 1 and row[0][0] > 30 * 10**6 and
-      row[0][2] == 'usage.prompt_tokens was negative (-1000000)', str(row))
+      len(row) == 2 and all(r[1] == 1 and r[0] > 30 * 10**6 and
+                            r[2] == 'usage.prompt_tokens was negative (-1000000)' for r in row), str(row)[:300])
 
 everything = err + metrics + open(config['ledger'], 'rb').read().decode('latin-1')
 check('the upstream key appears nowhere', UPSTREAM_KEY not in everything)

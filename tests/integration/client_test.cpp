@@ -760,6 +760,65 @@ BOOST_AUTO_TEST_CASE(the_key_is_scrubbed_from_finish_reasons_generation_ids_and_
                std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(interim_responses_are_read_past_and_the_final_one_is_the_answer)
+{
+    // RFC 9110: 1xx responses come before the final one. Read as final, a good answer was a
+    // failure, charged at its reservation. Without end, they stop after a few.
+    const std::string interim =
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n";
+    const std::string answer = R"({"id":"gen-i","model":"m/x","choices":[{"message":{"role":"assistant",)"
+                               R"("content":"after hints"},"finish_reason":"stop"}]})";
+    std::string endless;
+    for (int i = 0; i < 12; ++i)
+        endless += "HTTP/1.1 100 Continue\r\n\r\n";
+    canned_server server({interim + canned_server::ok(answer), endless + canned_server::ok(answer)});
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = api_url(server);
+    frugal::chat_client client(io.get_executor(), p);
+    const auto ok = run(io, chat_once(client, request("m/x", "Hi")));
+    BOOST_TEST(!ok.ec, ok.diag.message);
+    BOOST_TEST(ok.response.content == "after hints");
+    BOOST_TEST(ok.diag.http_status == 200);
+    const auto many = run(io, chat_once(client, request("m/x", "Hi")));
+    BOOST_TEST(many.ec.failed());
+}
+
+BOOST_AUTO_TEST_CASE(a_quoted_body_is_utf8_whatever_the_body_held)
+{
+    // An error page quoted in a message goes into JSON a gateway's clients parse: cut at 160
+    // bytes, it must not split a character, and bytes that are no UTF-8 become U+FFFD.
+    const std::string page = "<html>" + std::string(153, 'a') + "\xc3\xa9\xc3\xa9\xc3\xa9 gateway error</html>";
+    const std::string binary = "\x1f\x8b\x08\x00\xff\xfe" + std::string(20, 'b');
+    const auto status_502 = [](const std::string& type, const std::string& body) {
+        return "HTTP/1.1 502 Bad Gateway\r\nContent-Type: " + type +
+               "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    };
+    canned_server server({status_502("text/html", page)});
+    asio::io_context io;
+    auto p = fast_retries();
+    p.base_url = api_url(server);
+    frugal::chat_client client(io.get_executor(), p);
+    const auto utf8 = [](const std::string& text) {
+        boost::system::error_code ec;
+        boost::json::parse(boost::json::serialize(boost::json::value(text)), ec);
+        return !ec;
+    };
+    const auto cut = run(io, chat_once(client, request("m/x", "Hi")));
+    BOOST_TEST(cut.ec.failed());
+    BOOST_TEST(utf8(cut.diag.message), cut.diag.message);
+    // The 160th byte is the first half of an é: the character is left out, not split.
+    BOOST_TEST(cut.diag.message.find("aaa...") != std::string::npos, cut.diag.message);
+    BOOST_TEST(cut.diag.message.find('\xc3') == std::string::npos, cut.diag.message);
+    canned_server gz({status_502("text/plain", binary)});
+    p.base_url = api_url(gz);
+    frugal::chat_client client2(io.get_executor(), p);
+    const auto raw = run(io, chat_once(client2, request("m/x", "Hi")));
+    BOOST_TEST(raw.ec.failed());
+    BOOST_TEST(utf8(raw.diag.message), raw.diag.message);
+    BOOST_TEST(raw.diag.message.find("\xef\xbf\xbd") != std::string::npos, raw.diag.message);
+}
+
 BOOST_AUTO_TEST_CASE(a_tool_call_index_far_past_any_answer_fails_the_stream_without_growing_it)
 {
     // The response keeps a call for every index up to the one named: an index of four billion

@@ -825,6 +825,33 @@ BOOST_AUTO_TEST_CASE(no_reported_cost_is_priced_at_the_catalog_and_a_zero_from_a
     BOOST_TEST((rec2.cost >= amount)); // never below the reservation when the report is refused
 }
 
+BOOST_AUTO_TEST_CASE(a_report_that_prices_nothing_is_held_at_the_worst_case_even_when_metered)
+{
+    // Metered, the reservation holds the expected cost (0.1 + 50 x 0.002); counts that price
+    // nothing would have the answer booked at that, a fifteenth of what 1,000 tokens cost.
+    frugal::budget_params p;
+    p.mode = frugal::budget_mode::metered;
+    p.expected_completion_tokens = 50;
+    fixture f({{"global", usd("100")}}, p);
+    auto res = f.reserve(1000);
+    BOOST_TEST_REQUIRE(res.active());
+    BOOST_TEST((res.amount() == usd("0.2")));
+    auto lie = answer(std::nullopt, 0, 1000);
+    lie.usage->tokens_rejected = "usage.prompt_tokens was negative (-1)";
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(res, {}, &lie, sent(), rec));
+    BOOST_TEST((rec.cost == usd("2.1"))); // 0.1 + 1,000 x 0.002: the worst case
+    BOOST_TEST(rec.estimated);
+    BOOST_TEST(rec.anomaly == "usage.prompt_tokens was negative (-1)");
+    // An unknown bill with nothing wrong in the report (no usage at all) keeps the metered hold.
+    auto res2 = f.reserve(1000);
+    auto bare = answer(std::nullopt);
+    bare.usage.reset();
+    frugal::attempt_record rec2;
+    BOOST_TEST(!frugal::settle(res2, {}, &bare, sent(), rec2));
+    BOOST_TEST((rec2.cost == usd("0.2")));
+}
+
 BOOST_AUTO_TEST_CASE(more_completion_tokens_than_allowed_is_an_anomaly_never_booked_below_the_reservation)
 {
     fixture f({{"global", usd("100")}});

@@ -401,6 +401,30 @@ BOOST_AUTO_TEST_CASE(defect_4_a_second_report_in_one_answer_never_lowers_the_bil
         R"({"id":"gen-3","model":"a/cheap","choices":[],"model":"a/cheap","usage":{"prompt_tokens":1,"completion_tokens":1}})",
         c));
     BOOST_TEST(c.usage->tokens_rejected.empty()); // the same one twice is one
+    // Decoded again by the same decoder (its prefix memo primed by the first): the same verdict.
+    const std::string doubled =
+        R"({"id":"g","model":"x/dear","model":"a/cheap","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":400}})";
+    for (int i = 0; i < 2; ++i) {
+        BOOST_TEST(!d.decode(doubled, c));
+        BOOST_TEST(c.usage->tokens_rejected == "the answer named two models", "pass " << i);
+    }
+
+    // A cost that is no number after a valid one leaves the valid one standing.
+    const auto kept = decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"cost":0.5,"cost":"x"})");
+    BOOST_TEST((kept.cost.value() == usd("0.5")));
+    BOOST_TEST(kept.cost_rejected == "a string");
+    BOOST_TEST(decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":{"cache_write_tokens":{"n":5}}})")
+                   .tokens_rejected == "usage.prompt_tokens_details.cache_write_tokens was an object");
+
+    // Counts that price nothing never price a paid model's bill at a :free name the answer
+    // gives: it is unknown.
+    const frugal::price_catalog cat(twin_catalog());
+    frugal::chat_response r;
+    r.model = "google/gemma-4-31b-it:free";
+    r.usage = decoded_usage(R"({"prompt_tokens":-1,"completion_tokens":1000})");
+    std::string anomaly;
+    BOOST_TEST(!cat.booked_cost("anthropic/claude-fable-5", r, anomaly).has_value());
+    BOOST_TEST(anomaly == "usage.prompt_tokens was negative (-1)");
 }
 
 BOOST_AUTO_TEST_CASE(defect_5_every_price_field_is_read_and_bounded)
