@@ -11,6 +11,22 @@
 
 namespace frugal {
 
+namespace {
+
+// A tenth of what `tokens` completion tokens cost at the cheapest output rate the model lists
+// (completion, reasoning, media): no honest bill for them is lower, discounts included.
+money output_floor(const model_price& p, std::uint64_t tokens) noexcept
+{
+    money rate = p.completion; // 0: a model whose text output is free has no floor
+    for (const money r : {p.internal_reasoning, p.media_output}) {
+        if (r > money() && r < rate)
+            rate = r;
+    }
+    return money::from_units(detail::saturating_fma(rate, tokens, money()).units() / 10);
+}
+
+} // namespace
+
 std::optional<money> price_catalog::booked_cost(
     std::string_view model_asked, const chat_response& response, std::string& anomaly) const
 {
@@ -21,13 +37,25 @@ std::optional<money> price_catalog::booked_cost(
     const bool asked_free = asked_price != nullptr && asked_price->free();
     if (u && u->cost) {
         // A paid model reporting exactly $0 for tokens it served, without BYOK, reports no
-        // bill frugal can take.
-        const bool zero_for_paid = *u->cost == money() && !asked_free &&
-                                   !u->is_byok.value_or(false) &&
+        // bill frugal can take; nor does one reporting a tenth or less of what its completion
+        // tokens cost at the cheapest output rate it lists (a picodollar gets around no rule).
+        const bool paid = !asked_free && !u->is_byok.value_or(false);
+        const bool zero_for_paid = paid && *u->cost == money() &&
                                    (u->prompt_tokens + u->completion_tokens > 0 ||
                                     !u->tokens_rejected.empty());
-        if (!zero_for_paid)
+        const money floor = paid && asked_price != nullptr && asked_price->known()
+                                ? output_floor(*asked_price, u->completion_tokens)
+                                : money();
+        if (!zero_for_paid && *u->cost >= floor)
             return *u->cost;
+        if (!zero_for_paid) {
+            // The cost or the count lies (more tokens than were allowed, say): which, the
+            // report cannot tell. The bill is unknown, held at the reservation.
+            anomaly = "usage.cost was " + u->cost->to_string() + " for " +
+                      std::to_string(u->completion_tokens) +
+                      " completion tokens, under a tenth of their listed price";
+            return std::nullopt;
+        }
         anomaly = "usage.cost was 0 for a paid model without BYOK";
     } else if (u && !u->cost_rejected.empty()) {
         anomaly = "usage.cost was " + u->cost_rejected;

@@ -784,7 +784,7 @@ BOOST_AUTO_TEST_CASE(an_answer_is_booked_at_the_providers_cost_and_written_to_th
     fixture f({{"global", usd("100")}});
     auto res = f.reserve(1000);
     BOOST_TEST_REQUIRE(res.active());
-    const auto resp = answer(usd("0.0123"));
+    const auto resp = answer(usd("0.0123"), 1000, 5);
     frugal::attempt_record rec;
     rec.tier = 1;
     rec.reason = "length";
@@ -869,11 +869,40 @@ BOOST_AUTO_TEST_CASE(more_completion_tokens_than_allowed_is_an_anomaly_never_boo
 
     // Within what was allowed: taken as reported.
     auto fine = f.reserve(40, 2000);
-    const auto honest = answer(usd("0.000075"), 1000, 40);
+    const auto honest = answer(usd("0.09"), 1000, 40);
     frugal::attempt_record rec2;
     BOOST_TEST(!frugal::settle(fine, {}, &honest, sent(), rec2));
     BOOST_TEST(rec2.anomaly.empty());
-    BOOST_TEST((rec2.cost == usd("0.000075")));
+    BOOST_TEST((rec2.cost == usd("0.09")));
+}
+
+BOOST_AUTO_TEST_CASE(a_cost_under_a_tenth_of_the_completion_tokens_listed_price_is_refused)
+{
+    // 0 is refused for a paid model; a picodollar must be too. 500 completion tokens at the
+    // catalog's $0.002 are $1: a bill under $0.1 for them is no bill, whatever discount applies.
+    fixture f({{"global", usd("100")}});
+    auto res = f.reserve(1000, 2000);
+    const auto amount = res.amount();
+    const auto pico = answer(usd("0.000000000001"), 10, 500);
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(res, {}, &pico, sent(), rec));
+    BOOST_TEST(rec.anomaly ==
+               "usage.cost was 0.000000000001 for 500 completion tokens, under a tenth of their "
+               "listed price");
+    BOOST_TEST((rec.cost >= amount)); // never below the reservation when the report is refused
+    // A tenth exactly (a deep discount) is still taken; BYOK's fee and a free model's $0 are too.
+    auto res2 = f.reserve(1000, 2000);
+    const auto tenth = answer(usd("0.1"), 10, 500);
+    frugal::attempt_record rec2;
+    BOOST_TEST(!frugal::settle(res2, {}, &tenth, sent(), rec2));
+    BOOST_TEST(rec2.anomaly.empty());
+    BOOST_TEST((rec2.cost == usd("0.1")));
+    auto res3 = f.reserve(1000, 2000);
+    auto byok = answer(usd("0.000000000001"), 10, 500);
+    byok.usage->is_byok = true;
+    frugal::attempt_record rec3;
+    BOOST_TEST(!frugal::settle(res3, {}, &byok, sent(), rec3));
+    BOOST_TEST(rec3.anomaly.empty());
 }
 
 BOOST_AUTO_TEST_CASE(a_request_never_sent_is_released_and_costs_nothing)
