@@ -38,7 +38,9 @@ error_code guard_impl::settle(std::uint32_t slot, attempt_record& record, bool u
         if (unknown && !r.free) {
             // A bill the answer's own report could not price (an anomaly) is held at the
             // worst case, not at a metered hold: the report may hide any part of it.
-            record.cost = record.anomaly.empty() ? r.live : std::max(r.live, book::worst(r));
+            // A cost the report gave, refused as the bill, is its least (`frugal::settle`).
+            record.cost = std::max(
+                record.cost, record.anomaly.empty() ? r.live : std::max(r.live, book::worst(r)));
             record.estimated = true;
         } else if (!record.anomaly.empty()) {
             // A report frugal could not take as a bill never lowers the books.

@@ -8,21 +8,29 @@
 #include <boost/asio/error.hpp>
 
 #include <algorithm>
+#include <initializer_list>
 
 namespace frugal {
 
 namespace {
 
-// A tenth of what `tokens` completion tokens cost at the cheapest output rate the model lists
-// (completion, reasoning, media): no honest bill for them is lower, discounts included.
-money output_floor(const model_price& p, std::uint64_t tokens) noexcept
+// A tenth of what an answer's tokens cost at the cheapest rates the model lists (prompt or
+// cache read; completion, reasoning or media): no honest bill for them is lower, discounts
+// included. A rate of 0 (free text output, say) sets no floor.
+money token_floor(const model_price& p, const usage& u) noexcept
 {
-    money rate = p.completion; // 0: a model whose text output is free has no floor
-    for (const money r : {p.internal_reasoning, p.media_output}) {
-        if (r > money() && r < rate)
-            rate = r;
-    }
-    return money::from_units(detail::saturating_fma(rate, tokens, money()).units() / 10);
+    const auto cheapest = [](money rate, std::initializer_list<money> others) {
+        for (const money r : others) {
+            if (r > money() && r < rate)
+                rate = r;
+        }
+        return rate;
+    };
+    const money in = cheapest(p.prompt, {p.cache_read});
+    const money out = cheapest(p.completion, {p.internal_reasoning, p.media_output});
+    const money all = detail::saturating_fma(out, u.completion_tokens,
+                                             detail::saturating_fma(in, u.prompt_tokens, money()));
+    return money::from_units(all.units() / 10);
 }
 
 } // namespace
@@ -43,17 +51,22 @@ std::optional<money> price_catalog::booked_cost(
         const bool zero_for_paid = paid && *u->cost == money() &&
                                    (u->prompt_tokens + u->completion_tokens > 0 ||
                                     !u->tokens_rejected.empty());
-        const money floor = paid && asked_price != nullptr && asked_price->known()
-                                ? output_floor(*asked_price, u->completion_tokens)
-                                : money();
-        if (!zero_for_paid && *u->cost >= floor)
+        const bool priced = paid && asked_price != nullptr && asked_price->known();
+        if (!zero_for_paid && !priced)
+            return *u->cost;
+        if (!zero_for_paid && u->tokens_rejected.empty() && *u->cost >= token_floor(*asked_price, *u))
             return *u->cost;
         if (!zero_for_paid) {
-            // The cost or the count lies (more tokens than were allowed, say): which, the
-            // report cannot tell. The bill is unknown, held at the reservation.
-            anomaly = "usage.cost was " + u->cost->to_string() + " for " +
-                      std::to_string(u->completion_tokens) +
-                      " completion tokens, under a tenth of their listed price";
+            // The cost or the counts lie (more tokens than were allowed, say), or the counts
+            // cannot say what the cost should at least be: the bill is unknown. It is held at
+            // the reservation, and never below the cost reported (settle).
+            anomaly = u->tokens_rejected.empty()
+                          ? "usage.cost was " + u->cost->to_string() + " for " +
+                                std::to_string(u->prompt_tokens) + " prompt and " +
+                                std::to_string(u->completion_tokens) +
+                                " completion tokens, under a tenth of their listed price"
+                          : "usage.cost was " + u->cost->to_string() + " beside " +
+                                u->tokens_rejected;
             return std::nullopt;
         }
         anomaly = "usage.cost was 0 for a paid model without BYOK";
@@ -122,7 +135,9 @@ boost::system::error_code settle(
                 : std::nullopt;
         if (booked)
             record.cost = *booked;
-        else
+        else if (response->usage && response->usage->cost)
+            record.cost = *response->usage->cost; // refused as the bill, kept as its least
+        if (!booked)
             unknown = true; // no usage and no price: charged its reservation
         // More completion tokens than the request allowed is not a count a provider can bill:
         // its report is a lie or a fault, and the books are then never lowered by it.

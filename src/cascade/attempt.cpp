@@ -96,11 +96,15 @@ void router_impl::account(
         return;
     // No guard: `settle` sorted the attempt out and booked nothing; the router's catalog
     // prices an answer, and a cut one stays unknown.
-    if (answered)
+    if (answered) {
         if (const auto booked = prices.booked_cost(a.model_asked, *response, a.anomaly)) {
             a.cost = *booked;
             return;
         }
+        // Refused as the bill, a reported cost is still the least of it.
+        if (response->usage && response->usage->cost)
+            a.cost = *response->usage->cost;
+    }
     a.estimated = true;
 }
 

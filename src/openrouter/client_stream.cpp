@@ -139,19 +139,21 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     bool model_changed = false;            // a chunk named another model than one before it
     // The last characters of the text handed out, as the provider sent them (see take()).
     std::string content_tail, reasoning_tail;
+    std::vector<std::string> arguments_tails; // by tool call index
 
     static void scrub_piece(const openrouter::key_scrubber& k, std::string& piece, std::string& tail)
     {
         if (piece.empty())
             return;
         constexpr std::size_t keep = openrouter::key_scrubber::window - 1;
-        std::string next = tail; // at most `keep` characters: no allocation
-        if (piece.size() >= keep)
+        // The next tail, never longer than `keep` (the string's own room: no allocation).
+        std::string next;
+        if (piece.size() >= keep) {
             next.assign(piece, piece.size() - keep, keep);
-        else {
+        } else {
+            const std::size_t from_tail = std::min(tail.size(), keep - piece.size());
+            next.assign(tail, tail.size() - from_tail, from_tail);
             next += piece;
-            if (next.size() > keep)
-                next.erase(0, next.size() - keep);
         }
         k.scrub_after(piece, tail);
         tail.swap(next);
@@ -341,7 +343,10 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
                 for (auto& t : out.tool_calls) {
                     k.scrub(t.id);
                     k.scrub(t.name);
-                    k.scrub(t.arguments);
+                    // A call's arguments arrive in pieces, as text does (indices are bounded).
+                    if (t.index >= arguments_tails.size())
+                        arguments_tails.resize(t.index + 1);
+                    scrub_piece(k, t.arguments, arguments_tails[t.index]);
                 }
             }
             return {};

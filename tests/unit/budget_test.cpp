@@ -784,7 +784,7 @@ BOOST_AUTO_TEST_CASE(an_answer_is_booked_at_the_providers_cost_and_written_to_th
     fixture f({{"global", usd("100")}});
     auto res = f.reserve(1000);
     BOOST_TEST_REQUIRE(res.active());
-    const auto resp = answer(usd("0.0123"), 1000, 5);
+    const auto resp = answer(usd("0.0123"), 10, 5);
     frugal::attempt_record rec;
     rec.tier = 1;
     rec.reason = "length";
@@ -793,7 +793,7 @@ BOOST_AUTO_TEST_CASE(an_answer_is_booked_at_the_providers_cost_and_written_to_th
     BOOST_TEST((rec.cost == usd("0.0123")));
     BOOST_TEST((rec.outcome == frugal::attempt_outcome::ok));
     BOOST_TEST(!rec.estimated);
-    BOOST_TEST(rec.prompt_tokens == 1000u);
+    BOOST_TEST(rec.prompt_tokens == 10u);
     BOOST_TEST(rec.record_id != 0u);
     BOOST_TEST((f.budget("global").committed == usd("0.0123")));
     BOOST_TEST((f.budget("global").reserved == money()));
@@ -869,34 +869,64 @@ BOOST_AUTO_TEST_CASE(more_completion_tokens_than_allowed_is_an_anomaly_never_boo
 
     // Within what was allowed: taken as reported.
     auto fine = f.reserve(40, 2000);
-    const auto honest = answer(usd("0.09"), 1000, 40);
+    const auto honest = answer(usd("0.09"), 10, 40);
     frugal::attempt_record rec2;
     BOOST_TEST(!frugal::settle(fine, {}, &honest, sent(), rec2));
     BOOST_TEST(rec2.anomaly.empty());
     BOOST_TEST((rec2.cost == usd("0.09")));
 }
 
+BOOST_AUTO_TEST_CASE(a_refused_cost_is_still_the_least_of_the_bill_and_above_the_worst_case_a_surprise)
+{
+    // A count far past max_tokens puts the cost under its floor, so the report is refused; the
+    // cost it gave ($5, above the $2.08 worst case) is still booked, and is a surprise.
+    fixture f({{"global", usd("100")}});
+    auto res = f.reserve(40, 2000);
+    BOOST_TEST_REQUIRE(res.active());
+    const auto big = answer(usd("5"), 10, 1'000'000);
+    frugal::attempt_record rec;
+    BOOST_TEST(!frugal::settle(res, {}, &big, sent(), rec));
+    BOOST_TEST((rec.cost == usd("5")));
+    BOOST_TEST_REQUIRE(!f.guard->anomalies().empty());
+    BOOST_TEST(f.guard->anomalies().back().surprise);
+    BOOST_TEST(f.budget("global").stopped);
+}
+
 BOOST_AUTO_TEST_CASE(a_cost_under_a_tenth_of_the_completion_tokens_listed_price_is_refused)
 {
-    // 0 is refused for a paid model; a picodollar must be too. 500 completion tokens at the
-    // catalog's $0.002 are $1: a bill under $0.1 for them is no bill, whatever discount applies.
+    // 0 is refused for a paid model; a picodollar must be too. 10 prompt tokens at $0.001 and
+    // 500 completion tokens at $0.002 are $1.01: a bill under a tenth of it is no bill.
     fixture f({{"global", usd("100")}});
     auto res = f.reserve(1000, 2000);
     const auto amount = res.amount();
     const auto pico = answer(usd("0.000000000001"), 10, 500);
     frugal::attempt_record rec;
     BOOST_TEST(!frugal::settle(res, {}, &pico, sent(), rec));
-    BOOST_TEST(rec.anomaly ==
-               "usage.cost was 0.000000000001 for 500 completion tokens, under a tenth of their "
-               "listed price");
+    BOOST_TEST(rec.anomaly == "usage.cost was 0.000000000001 for 10 prompt and 500 completion "
+                              "tokens, under a tenth of their listed price");
     BOOST_TEST((rec.cost >= amount)); // never below the reservation when the report is refused
     // A tenth exactly (a deep discount) is still taken; BYOK's fee and a free model's $0 are too.
     auto res2 = f.reserve(1000, 2000);
-    const auto tenth = answer(usd("0.1"), 10, 500);
+    const auto tenth = answer(usd("0.101"), 10, 500); // a tenth of 10 x 0.001 + 500 x 0.002
     frugal::attempt_record rec2;
     BOOST_TEST(!frugal::settle(res2, {}, &tenth, sent(), rec2));
     BOOST_TEST(rec2.anomaly.empty());
-    BOOST_TEST((rec2.cost == usd("0.1")));
+    BOOST_TEST((rec2.cost == usd("0.101")));
+    // The prompt counts too: 100,000 prompt tokens at $0.001 are $100.
+    auto res4 = f.reserve(1000, 2000);
+    const auto long_prompt = answer(usd("0.000000000001"), 100000, 0);
+    frugal::attempt_record rec4;
+    BOOST_TEST(!frugal::settle(res4, {}, &long_prompt, sent(), rec4));
+    BOOST_TEST(!rec4.anomaly.empty());
+    // Counts that say nothing cannot vouch for a cost either: unknown, never below it.
+    auto res5 = f.reserve(1000, 2000);
+    auto no_counts = answer(usd("0.000000000001"), 10, 500);
+    no_counts.usage->tokens_rejected = "usage.completion_tokens was missing or null";
+    frugal::attempt_record rec5;
+    BOOST_TEST(!frugal::settle(res5, {}, &no_counts, sent(), rec5));
+    BOOST_TEST(rec5.anomaly == "usage.cost was 0.000000000001 beside usage.completion_tokens was "
+                               "missing or null");
+    BOOST_TEST((rec5.cost >= amount));
     auto res3 = f.reserve(1000, 2000);
     auto byok = answer(usd("0.000000000001"), 10, 500);
     byok.usage->is_byok = true;
