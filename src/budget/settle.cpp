@@ -45,8 +45,8 @@ std::optional<money> price_catalog::booked_cost(
     const bool asked_free = asked_price != nullptr && asked_price->free();
     if (u && u->cost) {
         // A paid model reporting exactly $0 for tokens it served, without BYOK, reports no
-        // bill frugal can take; nor does one reporting a tenth or less of what its completion
-        // tokens cost at the cheapest output rate it lists (a picodollar gets around no rule).
+        // bill frugal can take; nor does one reporting less than a tenth of what its tokens
+        // cost at the cheapest rates it lists (token_floor: a picodollar gets around no rule).
         const bool paid = !asked_free && !u->is_byok.value_or(false);
         const bool zero_for_paid = paid && *u->cost == money() &&
                                    (u->prompt_tokens + u->completion_tokens > 0 ||
