@@ -28,8 +28,8 @@ money token_floor(const model_price& p, const usage& u) noexcept
     };
     const money in = cheapest(p.prompt, {p.cache_read});
     const money out = cheapest(p.completion, {p.internal_reasoning, p.media_output});
-    const money all = detail::saturating_fma(out, u.completion_tokens,
-                                             detail::saturating_fma(in, u.prompt_tokens, money()));
+    const money all = detail::saturating_fma(
+        out, u.completion_tokens, detail::saturating_fma(in, u.prompt_tokens, money()));
     return money::from_units(all.units() / 10);
 }
 
@@ -48,25 +48,26 @@ std::optional<money> price_catalog::booked_cost(
         // bill frugal can take; nor does one reporting less than a tenth of what its tokens
         // cost at the cheapest rates it lists (token_floor: a picodollar gets around no rule).
         const bool paid = !asked_free && !u->is_byok.value_or(false);
-        const bool zero_for_paid = paid && *u->cost == money() &&
-                                   (u->prompt_tokens + u->completion_tokens > 0 ||
-                                    !u->tokens_rejected.empty());
+        const bool zero_for_paid =
+            paid && *u->cost == money() &&
+            (u->prompt_tokens + u->completion_tokens > 0 || !u->tokens_rejected.empty());
         const bool priced = paid && asked_price != nullptr && asked_price->known();
         if (!zero_for_paid && !priced)
             return *u->cost;
-        if (!zero_for_paid && u->tokens_rejected.empty() && *u->cost >= token_floor(*asked_price, *u))
+        if (!zero_for_paid && u->tokens_rejected.empty() &&
+            *u->cost >= token_floor(*asked_price, *u))
             return *u->cost;
         if (!zero_for_paid) {
             // The cost or the counts lie (more tokens than were allowed, say), or the counts
             // cannot say what the cost should at least be: the bill is unknown. It is held at
             // the reservation, and never below the cost reported (settle).
-            anomaly = u->tokens_rejected.empty()
-                          ? "usage.cost was " + u->cost->to_string() + " for " +
-                                std::to_string(u->prompt_tokens) + " prompt and " +
-                                std::to_string(u->completion_tokens) +
-                                " completion tokens, under a tenth of their listed price"
-                          : "usage.cost was " + u->cost->to_string() + " beside " +
-                                u->tokens_rejected;
+            anomaly =
+                u->tokens_rejected.empty()
+                    ? "usage.cost was " + u->cost->to_string() + " for " +
+                          std::to_string(u->prompt_tokens) + " prompt and " +
+                          std::to_string(u->completion_tokens) +
+                          " completion tokens, under a tenth of their listed price"
+                    : "usage.cost was " + u->cost->to_string() + " beside " + u->tokens_rejected;
             return std::nullopt;
         }
         anomaly = "usage.cost was 0 for a paid model without BYOK";

@@ -90,8 +90,8 @@ bill_decision decide_bill(
                                      : nullptr;
     const swept_reservation* sw =
         check.what == bill_check::entry::swept_reservation ? &swept[check.index] : nullptr;
-    const money booked = r != nullptr   ? r->cost
-                         : o != nullptr ? held_by(o->charges)
+    const money booked = r != nullptr    ? r->cost
+                         : o != nullptr  ? held_by(o->charges)
                          : sw != nullptr ? held_by(sw->charges)
                                          : money();
     // What a lookup could lower: an estimate, or a reservation. Only a paid model's is above 0.
@@ -99,9 +99,10 @@ bill_decision decide_bill(
     std::string rejected;
     if (found != nullptr && !found->total_cost_rejected.empty())
         rejected = "total_cost was " + found->total_cost_rejected;
-    else if (found != nullptr && found->total_cost == money() && lowerable && booked > money() &&
-             !found->is_byok.value_or(false) &&
-             (found->tokens_prompt + found->tokens_completion > 0 || !found->tokens_rejected.empty()))
+    else if (
+        found != nullptr && found->total_cost == money() && lowerable && booked > money() &&
+        !found->is_byok.value_or(false) &&
+        (found->tokens_prompt + found->tokens_completion > 0 || !found->tokens_rejected.empty()))
         // As the answer's own cost of 0 is refused; counts that prove nothing prove no zero.
         rejected = found->tokens_rejected.empty()
                        ? "total_cost was 0 for tokens a paid model served"
@@ -109,8 +110,8 @@ bill_decision decide_bill(
     if (!rejected.empty()) {
         // Never written into the books: a negative, unreadable or zero bill proves nothing.
         d.verdict = bill_verdict::rejected;
-        d.rejection = {r != nullptr ? r->record_id : 0, check.generation_id, std::move(rejected),
-                       booked};
+        d.rejection = {
+            r != nullptr ? r->record_id : 0, check.generation_id, std::move(rejected), booked};
         return d;
     }
     if (found == nullptr || !found->total_cost)

@@ -126,8 +126,9 @@ void client_detail::scrub(const openrouter::key_scrubber& k, chat_response& r)
 {
     if (!k)
         return;
-    for (auto* text : {&r.id, &r.model, &r.provider, &r.content, &r.reasoning, &r.refusal,
-                       &r.finish_reason, &r.native_finish_reason})
+    for (auto* text :
+         {&r.id, &r.model, &r.provider, &r.content, &r.reasoning, &r.refusal, &r.finish_reason,
+          &r.native_finish_reason})
         k.scrub(*text);
     for (auto& t : r.tool_calls) {
         k.scrub(t.id);

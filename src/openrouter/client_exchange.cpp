@@ -144,7 +144,8 @@ asio::awaitable<error_code> client_detail::start_exchange(
             auto& r = conn->start_response();
             r.header_limit(c->params.limits.max_header_size);
             r.body_limit(
-                whole ? boost::optional<std::uint64_t>(c->params.limits.max_body_size) : boost::none);
+                whole ? boost::optional<std::uint64_t>(c->params.limits.max_body_size)
+                      : boost::none);
             return r;
         };
         auto& reader = start_response();
@@ -238,8 +239,7 @@ asio::awaitable<error_code> client_detail::finish_whole(
     while (!ec && !reader.is_done()) {
         conn->arm(std::min(steady_clock::now() + stall, total), "reading the response body");
         conn->buffer.max_size(read_buffer_limit(c->params.limits.max_header_size));
-        conn->buffer.reserve(
-            std::min(conn->buffer.size() + read_reserve, conn->buffer.max_size()));
+        conn->buffer.reserve(std::min(conn->buffer.size() + read_reserve, conn->buffer.max_size()));
         std::tie(ec, std::ignore) =
             co_await bhttp::async_read_some(*conn, conn->buffer, reader, tuple_awaitable);
     }

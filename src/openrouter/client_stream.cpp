@@ -141,7 +141,8 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
     std::string content_tail, reasoning_tail;
     std::vector<std::string> arguments_tails; // by tool call index
 
-    static void scrub_piece(const openrouter::key_scrubber& k, std::string& piece, std::string& tail)
+    static void
+    scrub_piece(const openrouter::key_scrubber& k, std::string& piece, std::string& tail)
     {
         if (piece.empty())
             return;
@@ -253,8 +254,7 @@ struct chat_stream::state : std::enable_shared_from_this<state> {
             // each index up to it: one far past any real answer's calls would have it hold
             // billions of empty ones.
             if (const auto far = std::find_if(
-                    chunk.tool_calls.begin(),
-                    chunk.tool_calls.end(),
+                    chunk.tool_calls.begin(), chunk.tool_calls.end(),
                     [](const tool_call_delta& t) { return t.index >= max_stream_tool_calls; });
                 far != chunk.tool_calls.end()) {
                 diag.message = "a stream's tool call index is " + std::to_string(far->index) +

@@ -297,10 +297,7 @@ private:
 
     // A `usage.cost` that is not a number: no bill frugal can book, whatever it says (a valid
     // cost written before it stands: a second cost never lowers the bill).
-    void reject_cost(const char* what) const
-    {
-        ensure_usage().cost_rejected = what;
-    }
+    void reject_cost(const char* what) const { ensure_usage().cost_rejected = what; }
 
     // The counts a bill is priced from when it has no cost (`token_cost`): each must be a
     // whole number of zero or more. Any other value is a lie or a fault, and the counts then
@@ -379,8 +376,7 @@ private:
             else if (eq(key_, "usage")) {
                 kind = node::usage;
                 counts_seen_ = 0;
-            }
-            else if (eq(key_, "error")) {
+            } else if (eq(key_, "error")) {
                 kind = node::error;
                 err = &out->error;
             }
@@ -635,8 +631,8 @@ private:
             break;
         case field::call_index:
             if (whole) // past 2^32 stays past every bound (the stream's is 1,024)
-                out->tool_calls.back().index = static_cast<std::uint32_t>(
-                    std::min<std::uint64_t>(whole_value, std::numeric_limits<std::uint32_t>::max()));
+                out->tool_calls.back().index = static_cast<std::uint32_t>(std::min<std::uint64_t>(
+                    whole_value, std::numeric_limits<std::uint32_t>::max()));
             break;
         case field::prompt_tokens:
             count(ensure_usage().prompt_tokens, whole_value, whole, text, prompt_seen);

@@ -260,8 +260,9 @@ error_code decode_generation(std::string_view text, generation_info& out)
         else
             out.total_cost_rejected = c->is_string() ? "a string" : "not a number";
     }
-    for (const auto& [key, to] : {std::pair{"tokens_prompt", &out.tokens_prompt},
-                                  std::pair{"tokens_completion", &out.tokens_completion}}) {
+    for (const auto& [key, to] :
+         {std::pair{"tokens_prompt", &out.tokens_prompt},
+          std::pair{"tokens_completion", &out.tokens_completion}}) {
         if (const auto n = count(*d, key))
             *to = *n;
         else if (out.tokens_rejected.empty())

@@ -855,13 +855,16 @@ asio::awaitable<bool> gateway_impl::read_request(
                               "invalid_request_error", "headers_too_large");
             co_await write_reply(sock, rep, false);
         } else if (ec == bhttp::error::buffer_overflow) {
-            rep = error_reply(400, "a chunk's size line or the trailers of the request body are "
-                                   "longer than the gateway reads",
-                              "invalid_request_error", "bad_http");
+            rep = error_reply(
+                400,
+                "a chunk's size line or the trailers of the request body are "
+                "longer than the gateway reads",
+                "invalid_request_error", "bad_http");
             co_await write_reply(sock, rep, false);
-        } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
-                   ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
-                   ec != asio::error::connection_reset && buf.size() > 0) {
+        } else if (
+            ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+            ec != asio::error::operation_aborted && ec != asio::error::bad_descriptor &&
+            ec != asio::error::connection_reset && buf.size() > 0) {
             rep = error_reply(400, "malformed HTTP request: " + ec.message(),
                               "invalid_request_error", "bad_http");
             co_await write_reply(sock, rep, false);

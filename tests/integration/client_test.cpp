@@ -618,7 +618,8 @@ BOOST_AUTO_TEST_CASE(a_chunk_size_line_without_end_fails_the_read_instead_of_gro
     // plus one read, and the request fails at once, saying why.
     const std::string endless(1 << 20, 'a');
     canned_server server({
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5;" +
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: "
+        "chunked\r\n\r\n5;" +
             endless,
         stream_head + sse_chunk(text_event("a")) + "5;" + endless,
     });
@@ -629,12 +630,14 @@ BOOST_AUTO_TEST_CASE(a_chunk_size_line_without_end_fails_the_read_instead_of_gro
     frugal::chat_client client(io.get_executor(), p);
     const auto whole = run(io, chat_once(client, request("m/x", "Hi")));
     BOOST_TEST(whole.ec.failed());
-    BOOST_TEST(whole.diag.message == "a chunk's size line or the trailers of the response body are "
-                                     "longer than max_header_size allows");
+    BOOST_TEST(
+        whole.diag.message == "a chunk's size line or the trailers of the response body are "
+                              "longer than max_header_size allows");
     const auto streamed = run(io, stream_all(client, request("m/x", "Hi"), -1));
     BOOST_TEST(streamed.ec == frugal::error::stream_truncated);
-    BOOST_TEST(streamed.diag.message == "a chunk's size line or the trailers of the stream are "
-                                        "longer than max_header_size allows");
+    BOOST_TEST(
+        streamed.diag.message == "a chunk's size line or the trailers of the stream are "
+                                 "longer than max_header_size allows");
     BOOST_TEST(streamed.text == "a");
 }
 
@@ -643,7 +646,8 @@ BOOST_AUTO_TEST_CASE(a_later_smaller_usage_in_a_stream_never_lowers_the_bill)
     // The usage reported first (500 completion tokens, $0.00101) stands against a later one
     // that says less; a later one that says more (a server reporting usage as it grows) wins.
     const auto usage_event = [](int in, int out, const char* cost) {
-        return "data: {\"id\":\"gen-x\",\"model\":\"m/x\",\"choices\":[],\"usage\":{\"prompt_tokens\":" +
+        return "data: "
+               "{\"id\":\"gen-x\",\"model\":\"m/x\",\"choices\":[],\"usage\":{\"prompt_tokens\":" +
                std::to_string(in) + ",\"completion_tokens\":" + std::to_string(out) +
                ",\"cost\":" + cost + "}}\n\n";
     };
@@ -683,9 +687,9 @@ BOOST_AUTO_TEST_CASE(a_stream_that_changes_its_model_part_way_prices_no_tokens)
     const std::string usage =
         "data: {\"id\":\"gen-x\",\"model\":\"a/cheap\",\"choices\":[],\"usage\":"
         "{\"prompt_tokens\":10,\"completion_tokens\":400}}\n\n";
-    canned_server server({stream_head + sse_chunk(event("x/dear", "Hel")) +
-                          sse_chunk(event("x/dear", "lo")) + sse_chunk(usage) +
-                          sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
+    canned_server server(
+        {stream_head + sse_chunk(event("x/dear", "Hel")) + sse_chunk(event("x/dear", "lo")) +
+         sse_chunk(usage) + sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
     asio::io_context io;
     auto p = fast_retries();
     p.base_url = api_url(server);
@@ -700,15 +704,17 @@ BOOST_AUTO_TEST_CASE(a_stream_that_changes_its_model_part_way_prices_no_tokens)
 BOOST_AUTO_TEST_CASE(the_key_is_scrubbed_from_finish_reasons_generation_ids_and_price_names)
 {
     // Fields a provider fills with text: each could echo the key it was sent.
-    const std::string whole = R"({"id":"gen-w","model":"m/x","choices":[{"message":{"role":"assistant",)"
-                              R"("content":"hi"},"finish_reason":")" + test_key +
-                              R"(","native_finish_reason":")" + test_key + R"("}]})";
+    const std::string whole =
+        R"({"id":"gen-w","model":"m/x","choices":[{"message":{"role":"assistant",)"
+        R"("content":"hi"},"finish_reason":")" +
+        test_key + R"(","native_finish_reason":")" + test_key + R"("}]})";
     const std::string streamed =
         "data: {\"id\":\"gen-s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},"
-        "\"finish_reason\":\"" + test_key + "\",\"native_finish_reason\":\"" + test_key + "\"}]}\n\n";
+        "\"finish_reason\":\"" +
+        test_key + "\",\"native_finish_reason\":\"" + test_key + "\"}]}\n\n";
     const std::string models =
-        R"({"data":[{"id":"a/m","pricing":{"prompt":"0.000001","completion":"0.000002","x-)" + test_key +
-        R"(":"0.1"}}]})";
+        R"({"data":[{"id":"a/m","pricing":{"prompt":"0.000001","completion":"0.000002","x-)" +
+        test_key + R"(":"0.1"}}]})";
     canned_server server({
         canned_server::ok(whole, "X-Generation-Id: " + test_key + "\r\n"),
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Generation-Id: " + test_key +
@@ -745,8 +751,9 @@ BOOST_AUTO_TEST_CASE(the_key_is_scrubbed_from_finish_reasons_generation_ids_and_
     };
     const auto st = run(io, read());
     BOOST_TEST(!st.ec, st.ec.message());
-    BOOST_TEST(st.generation_at_start.find(test_key.substr(0, 12)) == std::string::npos,
-               st.generation_at_start);
+    BOOST_TEST(
+        st.generation_at_start.find(test_key.substr(0, 12)) == std::string::npos,
+        st.generation_at_start);
     BOOST_TEST(st.response.finish_reason.find(test_key.substr(0, 12)) == std::string::npos);
     BOOST_TEST(st.response.native_finish_reason.find(test_key.substr(0, 12)) == std::string::npos);
 
@@ -756,8 +763,9 @@ BOOST_AUTO_TEST_CASE(the_key_is_scrubbed_from_finish_reasons_generation_ids_and_
     for (const auto& [name, price] : rows[0].other_prices)
         BOOST_TEST(name.find(test_key.substr(0, 12)) == std::string::npos, name);
     BOOST_TEST(rows[0].price_problem.find(test_key.substr(0, 12)) == std::string::npos);
-    BOOST_TEST(frugal::price_catalog(rows).find("a/m")->unknown.find(test_key.substr(0, 12)) ==
-               std::string::npos);
+    BOOST_TEST(
+        frugal::price_catalog(rows).find("a/m")->unknown.find(test_key.substr(0, 12)) ==
+        std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(interim_responses_are_read_past_and_the_final_one_is_the_answer)
@@ -766,12 +774,14 @@ BOOST_AUTO_TEST_CASE(interim_responses_are_read_past_and_the_final_one_is_the_an
     // failure, charged at its reservation. Without end, they stop after a few.
     const std::string interim =
         "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n";
-    const std::string answer = R"({"id":"gen-i","model":"m/x","choices":[{"message":{"role":"assistant",)"
-                               R"("content":"after hints"},"finish_reason":"stop"}]})";
+    const std::string answer =
+        R"({"id":"gen-i","model":"m/x","choices":[{"message":{"role":"assistant",)"
+        R"("content":"after hints"},"finish_reason":"stop"}]})";
     std::string endless;
     for (int i = 0; i < 12; ++i)
         endless += "HTTP/1.1 100 Continue\r\n\r\n";
-    canned_server server({interim + canned_server::ok(answer), endless + canned_server::ok(answer)});
+    canned_server server(
+        {interim + canned_server::ok(answer), endless + canned_server::ok(answer)});
     asio::io_context io;
     auto p = fast_retries();
     p.base_url = api_url(server);
@@ -788,7 +798,8 @@ BOOST_AUTO_TEST_CASE(a_quoted_body_is_utf8_whatever_the_body_held)
 {
     // An error page quoted in a message goes into JSON a gateway's clients parse: cut at 160
     // bytes, it must not split a character, and bytes that are no UTF-8 become U+FFFD.
-    const std::string page = "<html>" + std::string(153, 'a') + "\xc3\xa9\xc3\xa9\xc3\xa9 gateway error</html>";
+    const std::string page =
+        "<html>" + std::string(153, 'a') + "\xc3\xa9\xc3\xa9\xc3\xa9 gateway error</html>";
     const std::string binary = "\x1f\x8b\x08\x00\xff\xfe" + std::string(20, 'b');
     const auto status_502 = [](const std::string& type, const std::string& body) {
         return "HTTP/1.1 502 Bad Gateway\r\nContent-Type: " + type +
@@ -825,13 +836,14 @@ BOOST_AUTO_TEST_CASE(a_tool_call_index_far_past_any_answer_fails_the_stream_with
     // would have it allocate that many empty calls.
     const std::string call =
         "data: {\"id\":\"gen-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
-        "[{\"index\":4000000000,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n";
+        "[{\"index\":4000000000,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}"
+        "]}\n\n";
     const std::string fine =
         "data: {\"id\":\"gen-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
         "[{\"index\":1,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n";
     canned_server server(
-        {stream_head + sse_chunk(text_event("a")) + sse_chunk(call) + sse_chunk("data: [DONE]\n\n") +
-             "0\r\n\r\n",
+        {stream_head + sse_chunk(text_event("a")) + sse_chunk(call) +
+             sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n",
          stream_head + sse_chunk(fine) + sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
     asio::io_context io;
     auto p = fast_retries();
@@ -839,8 +851,9 @@ BOOST_AUTO_TEST_CASE(a_tool_call_index_far_past_any_answer_fails_the_stream_with
     frugal::chat_client client(io.get_executor(), p);
     const auto far = run(io, stream_all(client, request("m/x", "Hi"), -1));
     BOOST_TEST(far.ec == frugal::error::protocol_error);
-    BOOST_TEST(far.diag.message == "a stream's tool call index is 4000000000, past the 1024 calls a "
-                                   "response may hold");
+    BOOST_TEST(
+        far.diag.message == "a stream's tool call index is 4000000000, past the 1024 calls a "
+                            "response may hold");
     BOOST_TEST(far.response.tool_calls.empty());
     // An index a little ahead is kept where it says (the calls before it empty).
     const auto near = run(io, stream_all(client, request("m/x", "Hi"), -1));

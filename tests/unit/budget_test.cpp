@@ -876,7 +876,8 @@ BOOST_AUTO_TEST_CASE(more_completion_tokens_than_allowed_is_an_anomaly_never_boo
     BOOST_TEST((rec2.cost == usd("0.09")));
 }
 
-BOOST_AUTO_TEST_CASE(a_refused_cost_is_still_the_least_of_the_bill_and_above_the_worst_case_a_surprise)
+BOOST_AUTO_TEST_CASE(
+    a_refused_cost_is_still_the_least_of_the_bill_and_above_the_worst_case_a_surprise)
 {
     // A count far past max_tokens puts the cost under its floor, so the report is refused; the
     // cost it gave ($5, above the $2.08 worst case) is still booked, and is a surprise.
@@ -902,8 +903,9 @@ BOOST_AUTO_TEST_CASE(a_cost_under_a_tenth_of_the_completion_tokens_listed_price_
     const auto pico = answer(usd("0.000000000001"), 10, 500);
     frugal::attempt_record rec;
     BOOST_TEST(!frugal::settle(res, {}, &pico, sent(), rec));
-    BOOST_TEST(rec.anomaly == "usage.cost was 0.000000000001 for 10 prompt and 500 completion "
-                              "tokens, under a tenth of their listed price");
+    BOOST_TEST(
+        rec.anomaly == "usage.cost was 0.000000000001 for 10 prompt and 500 completion "
+                       "tokens, under a tenth of their listed price");
     BOOST_TEST((rec.cost >= amount)); // never below the reservation when the report is refused
     // A tenth exactly (a deep discount) is still taken; BYOK's fee and a free model's $0 are too.
     auto res2 = f.reserve(1000, 2000);
@@ -924,8 +926,9 @@ BOOST_AUTO_TEST_CASE(a_cost_under_a_tenth_of_the_completion_tokens_listed_price_
     no_counts.usage->tokens_rejected = "usage.completion_tokens was missing or null";
     frugal::attempt_record rec5;
     BOOST_TEST(!frugal::settle(res5, {}, &no_counts, sent(), rec5));
-    BOOST_TEST(rec5.anomaly == "usage.cost was 0.000000000001 beside usage.completion_tokens was "
-                               "missing or null");
+    BOOST_TEST(
+        rec5.anomaly == "usage.cost was 0.000000000001 beside usage.completion_tokens was "
+                        "missing or null");
     BOOST_TEST((rec5.cost >= amount));
     auto res3 = f.reserve(1000, 2000);
     auto byok = answer(usd("0.000000000001"), 10, 500);

@@ -398,14 +398,16 @@ BOOST_AUTO_TEST_CASE(reconciliation_decides_each_generation_from_its_bill)
     no_counts.tokens_rejected = "tokens_prompt was missing or not a whole number";
     const auto unproven = decide(3, &no_counts);
     BOOST_TEST((unproven.verdict == bill_verdict::rejected));
-    BOOST_TEST(unproven.rejection.reason ==
-               "total_cost was 0 and tokens_prompt was missing or not a whole number");
+    BOOST_TEST(
+        unproven.rejection.reason ==
+        "total_cost was 0 and tokens_prompt was missing or not a whole number");
     auto byok = bill("0");
     byok.is_byok = true;
     BOOST_TEST((decide(3, &byok).verdict == bill_verdict::correct));
     frugal::generation_info g;
     BOOST_TEST(!frugal::openrouter::decode_generation(
-        R"({"data":{"id":"gen-1","total_cost":0,"tokens_prompt":-5,"tokens_completion":"900","is_byok":false}})", g));
+        R"({"data":{"id":"gen-1","total_cost":0,"tokens_prompt":-5,"tokens_completion":"900","is_byok":false}})",
+        g));
     BOOST_TEST(g.tokens_rejected == "tokens_prompt was missing or not a whole number");
     BOOST_TEST(g.is_byok == std::optional<bool>(false));
 

@@ -376,7 +376,8 @@ BOOST_AUTO_TEST_CASE(defect_4_a_second_report_in_one_answer_never_lowers_the_bil
     BOOST_TEST((twice.cost.value() == usd("0.00101")));
     BOOST_TEST(twice.completion_tokens == 500u);
     BOOST_TEST(twice.cost_rejected.empty());
-    const auto lie_after = decoded_usage(R"({"prompt_tokens":10,"completion_tokens":5,"cost":0.5,"cost":-1})");
+    const auto lie_after =
+        decoded_usage(R"({"prompt_tokens":10,"completion_tokens":5,"cost":0.5,"cost":-1})");
     BOOST_TEST((lie_after.cost.value() == usd("0.5")));
     BOOST_TEST(lie_after.cost_rejected == "negative (-1)");
 
@@ -412,11 +413,14 @@ BOOST_AUTO_TEST_CASE(defect_4_a_second_report_in_one_answer_never_lowers_the_bil
     }
 
     // A cost that is no number after a valid one leaves the valid one standing.
-    const auto kept = decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"cost":0.5,"cost":"x"})");
+    const auto kept =
+        decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"cost":0.5,"cost":"x"})");
     BOOST_TEST((kept.cost.value() == usd("0.5")));
     BOOST_TEST(kept.cost_rejected == "a string");
-    BOOST_TEST(decoded_usage(R"({"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":{"cache_write_tokens":{"n":5}}})")
-                   .tokens_rejected == "usage.prompt_tokens_details.cache_write_tokens was an object");
+    BOOST_TEST(
+        decoded_usage(
+            R"({"prompt_tokens":1,"completion_tokens":1,"prompt_tokens_details":{"cache_write_tokens":{"n":5}}})")
+            .tokens_rejected == "usage.prompt_tokens_details.cache_write_tokens was an object");
 
     // Counts that price nothing never price a paid model's bill at a :free name the answer
     // gives: it is unknown.
@@ -629,7 +633,9 @@ BOOST_AUTO_TEST_CASE(defect_9_the_key_is_scrubbed_from_provider_text_in_any_form
         for (std::size_t at = 0; at < text.size();) {
             const std::size_t n = std::min<std::size_t>(1 + rng() % 7, text.size() - at);
             std::string piece = text.substr(at, n);
-            std::string next = (tail + piece).substr(tail.size() + piece.size() > 11 ? tail.size() + piece.size() - 11 : 0);
+            std::string next =
+                (tail + piece)
+                    .substr(tail.size() + piece.size() > 11 ? tail.size() + piece.size() - 11 : 0);
             k.scrub_after(piece, tail);
             tail = next;
             shown += piece;
