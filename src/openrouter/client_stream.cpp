@@ -42,7 +42,9 @@ void merge_usage(std::optional<usage>& into, const usage& u)
         m.cost_rejected = u.cost_rejected;
     // A count one report left out and a later one gives is given (usage as it grows may lack
     // one at first); a count that was no count stays a rejection.
-    const auto missing = [](const std::string& why) { return why.ends_with("missing or null"); };
+    const auto missing = [](const std::string& why) {
+        return why.ends_with(openrouter::count_missing);
+    };
     if (m.tokens_rejected.empty() || (missing(m.tokens_rejected) && !missing(u.tokens_rejected)))
         m.tokens_rejected = u.tokens_rejected;
     if (u.is_byok)

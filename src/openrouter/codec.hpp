@@ -58,6 +58,10 @@ struct chat_chunk {
     bool operator==(const chat_chunk&) const = default;
 };
 
+/// How `usage::tokens_rejected` ends when a count was left out rather than wrong: a stream's
+/// later usage may still give it (the decoder writes it, the stream reads it).
+inline constexpr std::string_view count_missing = " was missing or null";
+
 /// Decodes chat JSON documents (whole responses or stream chunks) one after another, reusing
 /// its buffers. Leading whitespace is allowed (OpenRouter's keep-alive bytes).
 class chat_decoder {

@@ -350,7 +350,7 @@ private:
                               : (counts_seen_ & completion_seen) == 0 ? "usage.completion_tokens"
                                                                       : nullptr;
         if (missing != nullptr)
-            out->usage->tokens_rejected.append(missing).append(" was missing or null");
+            out->usage->tokens_rejected.append(missing).append(count_missing);
     }
 
     // A container starts: decide what it is from where it is.

@@ -515,17 +515,19 @@ std::string text_event(const std::string& text)
 
 const std::string stream_head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                                 "Transfer-Encoding: chunked\r\n\r\n";
+// [DONE], then the chunked body's end.
+const std::string stream_end = sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n";
 
 } // namespace
 
 BOOST_AUTO_TEST_CASE(a_stream_read_into_one_delta_gets_every_delta_and_is_left_empty_at_the_end)
 {
     const std::string long_text(300, 'x'); // past the small-string room: a string of its own
-    canned_server server({stream_head + sse_chunk(text_event("Hello")) +
-                              sse_chunk(text_event(long_text)) + sse_chunk(text_event(" world")) +
-                              sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n",
-                          // then a stream cut short: its failed read leaves the delta empty
-                          stream_head + sse_chunk(text_event("cut")) + "0\r\n\r\n"});
+    canned_server server(
+        {stream_head + sse_chunk(text_event("Hello")) + sse_chunk(text_event(long_text)) +
+             sse_chunk(text_event(" world")) + stream_end,
+         // then a stream cut short: its failed read leaves the delta empty
+         stream_head + sse_chunk(text_event("cut")) + "0\r\n\r\n"});
     asio::io_context io;
     auto p = fast_retries();
     p.base_url = api_url(server);
@@ -595,8 +597,7 @@ BOOST_AUTO_TEST_CASE(a_stream_after_one_cut_mid_line_parses_from_a_clean_start)
     const std::string half = "data: {\"id\":\"gen-x\",\"choices\":[{\"index\":0,\"delta\":";
     canned_server server(
         {stream_head + sse_chunk(text_event("first")) + sse_chunk(half) + "0\r\n\r\n",
-         stream_head + sse_chunk(text_event("second")) + sse_chunk("data: [DONE]\n\n") +
-             "0\r\n\r\n"});
+         stream_head + sse_chunk(text_event("second")) + stream_end});
     asio::io_context io;
     auto p = fast_retries();
     p.base_url = api_url(server);
@@ -653,11 +654,9 @@ BOOST_AUTO_TEST_CASE(a_later_smaller_usage_in_a_stream_never_lowers_the_bill)
     };
     canned_server server(
         {stream_head + sse_chunk(text_event("Hel")) + sse_chunk(usage_event(10, 500, "0.00101")) +
-             sse_chunk(text_event("lo")) + sse_chunk(usage_event(1, 1, "0.000003")) +
-             sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n",
+             sse_chunk(text_event("lo")) + sse_chunk(usage_event(1, 1, "0.000003")) + stream_end,
          stream_head + sse_chunk(usage_event(10, 1, "0.000001")) + sse_chunk(text_event("a")) +
-             sse_chunk(usage_event(10, 2, "0.000002")) + sse_chunk("data: [DONE]\n\n") +
-             "0\r\n\r\n"});
+             sse_chunk(usage_event(10, 2, "0.000002")) + stream_end});
     asio::io_context io;
     auto p = fast_retries();
     p.base_url = api_url(server);
@@ -669,9 +668,9 @@ BOOST_AUTO_TEST_CASE(a_later_smaller_usage_in_a_stream_never_lowers_the_bill)
     BOOST_TEST((lower.response.usage->cost.value() == *frugal::money::parse("0.00101")));
     BOOST_TEST(lower.response.usage->completion_tokens == 500u);
     const auto growing = run(io, stream_all(client, request("m/x", "Hi"), -1));
-    BOOST_TEST(growing.response.usage->tokens_rejected.empty());
     BOOST_TEST(!growing.ec, growing.diag.message);
     BOOST_TEST_REQUIRE(growing.response.usage.has_value());
+    BOOST_TEST(growing.response.usage->tokens_rejected.empty());
     BOOST_TEST((growing.response.usage->cost.value() == *frugal::money::parse("0.000002")));
     BOOST_TEST(growing.response.usage->completion_tokens == 2u);
 }
@@ -689,7 +688,7 @@ BOOST_AUTO_TEST_CASE(a_stream_that_changes_its_model_part_way_prices_no_tokens)
         "{\"prompt_tokens\":10,\"completion_tokens\":400}}\n\n";
     canned_server server(
         {stream_head + sse_chunk(event("x/dear", "Hel")) + sse_chunk(event("x/dear", "lo")) +
-         sse_chunk(usage) + sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
+         sse_chunk(usage) + stream_end});
     asio::io_context io;
     auto p = fast_retries();
     p.base_url = api_url(server);
@@ -718,8 +717,7 @@ BOOST_AUTO_TEST_CASE(the_key_is_scrubbed_from_finish_reasons_generation_ids_and_
     canned_server server({
         canned_server::ok(whole, "X-Generation-Id: " + test_key + "\r\n"),
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Generation-Id: " + test_key +
-            "\r\nTransfer-Encoding: chunked\r\n\r\n" + sse_chunk(streamed) +
-            sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n",
+            "\r\nTransfer-Encoding: chunked\r\n\r\n" + sse_chunk(streamed) + stream_end,
         canned_server::ok(models),
     });
     asio::io_context io;
@@ -842,9 +840,8 @@ BOOST_AUTO_TEST_CASE(a_tool_call_index_far_past_any_answer_fails_the_stream_with
         "data: {\"id\":\"gen-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
         "[{\"index\":1,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n";
     canned_server server(
-        {stream_head + sse_chunk(text_event("a")) + sse_chunk(call) +
-             sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n",
-         stream_head + sse_chunk(fine) + sse_chunk("data: [DONE]\n\n") + "0\r\n\r\n"});
+        {stream_head + sse_chunk(text_event("a")) + sse_chunk(call) + stream_end,
+         stream_head + sse_chunk(fine) + stream_end});
     asio::io_context io;
     auto p = fast_retries();
     p.base_url = api_url(server);
