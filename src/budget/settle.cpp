@@ -51,13 +51,11 @@ std::optional<money> price_catalog::booked_cost(
         const bool zero_for_paid =
             paid && *u->cost == money() &&
             (u->prompt_tokens + u->completion_tokens > 0 || !u->tokens_rejected.empty());
-        const bool priced = paid && asked_price != nullptr && asked_price->known();
-        if (!zero_for_paid && !priced)
-            return *u->cost;
-        if (!zero_for_paid && u->tokens_rejected.empty() &&
-            *u->cost >= token_floor(*asked_price, *u))
-            return *u->cost;
         if (!zero_for_paid) {
+            const bool priced = paid && asked_price != nullptr && asked_price->known();
+            if (!priced ||
+                (u->tokens_rejected.empty() && *u->cost >= token_floor(*asked_price, *u)))
+                return *u->cost;
             // The cost or the counts lie (more tokens than were allowed, say), or the counts
             // cannot say what the cost should at least be: the bill is unknown. It is held at
             // the reservation, and never below the cost reported (settle).
